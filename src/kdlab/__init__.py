@@ -1,0 +1,2 @@
+"""kdlab: knowledge distillation of classifiers and GAN generators."""
+__version__ = "0.1.0"

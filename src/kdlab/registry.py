@@ -1,0 +1,78 @@
+"""A name -> factory registry with errors that list the accepted names.
+
+Every extensible family in kdlab (models, data sets, losses, methods) is a :class:`Registry`;
+entries are added with the :meth:`Registry.register` decorator (the torchdistill pattern) and
+looked up by name. This module imports nothing from kdlab, so every layer may use it.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterator, Optional, TypeVar
+
+T = TypeVar("T")
+
+
+class UnknownNameError(KeyError):
+    """Raised for a name that a registry does not hold; the message lists the accepted names."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable
+        return str(self.args[0]) if self.args else ""
+
+
+class Registry:
+    """A mapping from a lower-case name to an object (usually a class or factory).
+
+    Args:
+        kind: what the entries are ("model", "method", ...), used in error messages.
+
+    Raises:
+        ValueError: on registering the same name twice.
+        UnknownNameError: on looking up a name that is not registered (lists the known ones).
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: Dict[str, Any] = {}
+        self._help: Dict[str, str] = {}
+
+    def register(self, name: str, help: Optional[str] = None) -> Callable[[T], T]:
+        """Decorator registering ``obj`` under ``name`` (case-insensitive)."""
+
+        def deco(obj: T) -> T:
+            key = name.lower()
+            if key in self._entries:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self._entries[key] = obj
+            doc = help or (getattr(obj, "__doc__", None) or "").strip().split("\n")[0]
+            self._help[key] = doc
+            return obj
+
+        return deco
+
+    def add(self, name: str, obj: Any, help: Optional[str] = None) -> None:
+        """Register ``obj`` under ``name`` without a decorator."""
+        self.register(name, help)(obj)
+
+    def get(self, name: str) -> Any:
+        """Return the entry for ``name``; raise :class:`UnknownNameError` naming the known ones."""
+        key = str(name).lower()
+        if key not in self._entries:
+            known = ", ".join(sorted(self._entries)) or "(none)"
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}")
+        return self._entries[key]
+
+    def names(self) -> list[str]:
+        """Sorted registered names."""
+        return sorted(self._entries)
+
+    def describe(self) -> Dict[str, str]:
+        """Name -> one-line description (first docstring line), for ``kdlab list``."""
+        return {k: self._help[k] for k in self.names()}
+
+    def __contains__(self, name: object) -> bool:
+        return str(name).lower() in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
