@@ -1,0 +1,200 @@
+"""``kdlab <command> [config.yaml] [key=value ...]``: the command-line interface.
+
+Commands: ``train-teacher``, ``distill``, ``evaluate``, ``report``, ``list``, ``demo``.
+A config argument is a YAML path or the name of a packaged recipe (``kdlab list recipes``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+RECIPES = Path(__file__).resolve().parent / "recipes"
+console = Console(stderr=True)
+
+
+def resolve_config(arg: str) -> Path:
+    """A YAML path, or a packaged recipe name (``demo_kd`` or ``demo_kd.yaml``).
+
+    Raises:
+        kdlab.config.ConfigError: neither exists (lists the packaged recipes).
+    """
+    from kdlab.config import ConfigError
+
+    path = Path(arg)
+    if path.is_file():
+        return path
+    recipe = RECIPES / (arg if arg.endswith(".yaml") else f"{arg}.yaml")
+    if recipe.is_file():
+        return recipe
+    names = ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml")))
+    raise ConfigError(f"config {arg!r} is neither a file nor a packaged recipe; recipes: {names}")
+
+
+def _split(items: Sequence[str]):
+    """Separate config paths from key=value overrides."""
+    configs = [i for i in items if "=" not in i]
+    overrides = [i for i in items if "=" in i]
+    return configs, overrides
+
+
+def _train(args: argparse.Namespace, default_method: str) -> int:
+    from kdlab.runner import load_run_config, train
+
+    configs, overrides = _split(args.items)
+    sources: List = [{"method": default_method}] + [resolve_config(c) for c in configs]
+    cfg = load_run_config(sources, overrides)
+    if (cfg.method == "teacher") != (default_method == "teacher"):
+        want = "the teacher method" if default_method == "teacher" else "a distillation method"
+        raise SystemExit(f"error: `kdlab {args.command}` runs {want}, but the config says method={cfg.method!r}")
+    run_dir = train(cfg, resume=args.resume)
+    _print_summary(run_dir)
+    return 0
+
+
+def _print_summary(run_dir: Path) -> None:
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        return
+    s = json.loads(path.read_text())
+    table = Table(title=f"{s['label']} ({s['method']})")
+    for col in ("model", "params", "test acc (best val)", "test acc (last)", "report"):
+        table.add_column(col)
+    table.add_row(
+        s["model"]["name"],
+        f"{s['model']['params']:,}",
+        f"{s['test_acc_best']:.2f}",
+        f"{s['test_acc_last']:.2f}",
+        str(run_dir / "report.md"),
+    )
+    Console().print(table)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from kdlab.runner import evaluate
+
+    data = {}
+    for item in args.overrides:
+        key, _, value = item.partition("=")
+        if not key.startswith("data."):
+            raise SystemExit(f"error: evaluate takes data.* overrides only; got {item!r}")
+        data[key[5:]] = value
+    sigmas = [float(s) for s in args.sigmas.split(",")] if args.sigmas else [0.0, 0.1, 0.2, 0.3, 0.4]
+    out = evaluate(args.weights, data, sigmas=sigmas)
+    text = json.dumps(out, indent=2)
+    if args.json:
+        from kdlab.engine import atomic_write_text
+
+        atomic_write_text(args.json, text + "\n")
+    print(text)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from kdlab.report import compare_runs, write_run_report
+
+    runs = [Path(r) for r in args.runs]
+    if len(runs) == 1 and args.out is None:
+        path = write_run_report(runs[0])
+    else:
+        path = compare_runs(runs, Path(args.out or "runs/report"), title=args.title)
+    print(path)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from kdlab.data import DATASETS
+    from kdlab.losses import LOSSES
+    from kdlab.methods import METHODS
+    from kdlab.models import MODELS
+
+    groups = {
+        "models": MODELS.describe(),
+        "methods": METHODS.describe(),
+        "data": DATASETS.describe(),
+        "losses": LOSSES.describe(),
+        "recipes": {p.stem: p.read_text().split("\n", 1)[0].lstrip("# ") for p in sorted(RECIPES.glob("*.yaml"))},
+    }
+    if args.what and args.what not in groups:
+        raise SystemExit(f"error: unknown list {args.what!r}; accepted: {', '.join(groups)}")
+    out = Console()
+    for name, entries in groups.items():
+        if args.what and name != args.what:
+            continue
+        table = Table(title=name)
+        table.add_column("name")
+        table.add_column("description")
+        for k, v in entries.items():
+            table.add_row(k, v)
+        out.print(table)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from kdlab.demo import run_demo
+
+    report = run_demo(Path(args.out_dir), quick=args.quick, extra=args.overrides)
+    Console().print(f"\n[bold green]Demo report:[/] {report}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kdlab", description="Knowledge distillation of classifiers and GAN generators.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_ in (("train-teacher", "train a teacher (supervised)"), ("distill", "distill a student from a teacher")):
+        p = sub.add_parser(name, help=help_, description=f"{help_}. ITEMS: config YAML paths or recipe names, then key=value overrides.")
+        p.add_argument("items", nargs="*", help="config.yaml / recipe name, then key=value overrides")
+        p.add_argument("--resume", action="store_true", help="continue runs/<name> from checkpoints/last.ckpt")
+    p = sub.add_parser("evaluate", help="test accuracy, noise robustness, params, MACs, latency of a classifier")
+    p.add_argument("weights", help="run directory or .safetensors / .ckpt file")
+    p.add_argument("overrides", nargs="*", help="data.* overrides, e.g. data.name=fashion-mnist")
+    p.add_argument("--sigmas", default=None, help="comma-separated noise std values (normalised units)")
+    p.add_argument("--json", default=None, help="also write the result to this JSON file")
+    p = sub.add_parser("report", help="report.md for one run, or a side-by-side comparison of several")
+    p.add_argument("runs", nargs="+", help="run directories")
+    p.add_argument("--out", default=None, help="output directory of a comparison report")
+    p.add_argument("--title", default="kdlab comparison")
+    p = sub.add_parser("list", help="list models, methods, data sets, losses, recipes")
+    p.add_argument("what", nargs="?", default=None)
+    p = sub.add_parser("demo", help="teacher + three students on real Fashion-MNIST, with a report")
+    p.add_argument("--out-dir", default="runs")
+    p.add_argument("--quick", action="store_true", help="a much shorter run (smoke test)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides applied to every demo run")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``kdlab`` console script; returns the exit code."""
+    from kdlab.config import ConfigError
+    from kdlab.registry import UnknownNameError
+
+    args = build_parser().parse_args(argv)
+    handlers = {
+        "train-teacher": lambda a: _train(a, "teacher"),
+        "distill": lambda a: _train(a, "distill"),
+        "evaluate": cmd_evaluate,
+        "report": cmd_report,
+        "list": cmd_list,
+        "demo": cmd_demo,
+    }
+    try:
+        return handlers[args.command](args)
+    except (ConfigError, UnknownNameError, FileNotFoundError, ValueError) as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        return 2
+    except RuntimeError as exc:
+        from kdlab.engine import NonFiniteLossError
+
+        if isinstance(exc, NonFiniteLossError):
+            console.print(f"[bold red]stopped:[/] {exc}")
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

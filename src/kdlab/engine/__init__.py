@@ -1,0 +1,31 @@
+"""The loop every method shares (Lightning Fabric), checkpoints, logging, optimizers."""
+from kdlab.engine.checkpoint import (
+    atomic_write,
+    atomic_write_text,
+    file_sha256,
+    load_checkpoint,
+    load_classifier,
+    resolve_weights,
+    save_checkpoint,
+    save_classifier,
+)
+from kdlab.engine.loop import FitResult, NonFiniteLossError, Trainer, copy_with_state, make_fabric
+from kdlab.engine.optim import build_optimizer, build_scheduler
+
+__all__ = [
+    "FitResult",
+    "NonFiniteLossError",
+    "Trainer",
+    "atomic_write",
+    "atomic_write_text",
+    "build_optimizer",
+    "build_scheduler",
+    "copy_with_state",
+    "file_sha256",
+    "load_checkpoint",
+    "load_classifier",
+    "make_fabric",
+    "resolve_weights",
+    "save_checkpoint",
+    "save_classifier",
+]

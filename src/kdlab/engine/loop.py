@@ -1,0 +1,309 @@
+"""The training loop every method shares, on Lightning Fabric.
+
+A *method* (see :mod:`kdlab.methods`) owns its players and optimizers and implements
+``training_step(batch, step) -> dict of scalar tensors`` (it calls ``fabric.backward`` and steps
+its own optimizers, so multi-optimizer games fit). The :class:`Trainer` does the rest: devices,
+precision and DDP through Fabric, seeding, the data order, the rich progress bar, ``metrics.jsonl``
+and TensorBoard, validation and best-checkpoint selection (on the validation split, never the test
+split), atomic ``last.ckpt``/``best.ckpt``, ``--resume`` and the stop on a non-finite loss.
+
+Resume granularity is the epoch: ``last.ckpt`` is written after every epoch with the method state
+(weights, optimizers, schedules), the RNG states and the best-so-far record, and the shuffling
+order of epoch ``e`` is a pure function of ``(seed, e)``, so a resumed run ends with the same
+weights as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+from torch import nn
+
+from kdlab.data import make_loader
+from kdlab.engine.checkpoint import classifier_metadata, load_checkpoint, save_checkpoint
+from kdlab.engine.logging import MetricsLog, ProgressBar, format_values
+from kdlab.metrics import evaluate_accuracy
+
+CKPT_FORMAT = "kdlab-run-1"
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; the run stopped and ``last.ckpt`` is the last good state."""
+
+
+@dataclass
+class FitResult:
+    """What :meth:`Trainer.fit` returns (accuracies in percent)."""
+
+    epochs_run: int
+    best_epoch: Optional[int]
+    val_acc_best: Optional[float]
+    val_acc_last: Optional[float]
+    final_losses: Dict[str, float] = field(default_factory=dict)
+    wall_time_s: float = 0.0
+    best_state: Optional[Dict[str, torch.Tensor]] = None
+
+
+def make_fabric(trainer_cfg: Any, run_dir: Optional[Path] = None):
+    """A launched :class:`lightning_fabric.Fabric` from a ``trainer`` config section.
+
+    TensorBoard events go to ``run_dir/tb`` when ``trainer.tensorboard`` is true.
+    """
+    from lightning_fabric import Fabric
+
+    loggers = []
+    if run_dir is not None and trainer_cfg.tensorboard:
+        from lightning_fabric.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(root_dir=str(run_dir), name="tb", version=""))
+    devices = trainer_cfg.devices
+    if isinstance(devices, str) and devices.isdigit():
+        devices = int(devices)
+    if trainer_cfg.threads:
+        torch.set_num_threads(int(trainer_cfg.threads))
+    fabric = Fabric(
+        accelerator=trainer_cfg.accelerator,
+        devices=devices,
+        strategy=trainer_cfg.strategy,
+        num_nodes=trainer_cfg.num_nodes,
+        precision=trainer_cfg.precision,
+        loggers=loggers,
+    )
+    fabric.launch()
+    return fabric
+
+
+def _rng_state() -> Dict[str, Any]:
+    state: Dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """Runs a method for ``cfg.trainer.epochs`` epochs and keeps the run directory's checkpoints.
+
+    Args:
+        cfg: the full run config (uses ``trainer``, ``data``, ``seed``).
+        run_dir: ``runs/<name>``; ``checkpoints/``, ``metrics.jsonl`` and ``tb/`` go there.
+        fabric: a launched Fabric (:func:`make_fabric`).
+    """
+
+    def __init__(self, cfg: Any, run_dir: Path, fabric: Any) -> None:
+        self.cfg = cfg
+        self.tcfg = cfg.trainer
+        self.run_dir = Path(run_dir)
+        self.fabric = fabric
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.is_zero = fabric.is_global_zero
+        self.log = MetricsLog(self.run_dir / "metrics.jsonl", fabric, enabled=self.is_zero)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _export(self, method: Any) -> tuple:
+        model = method.eval_model()
+        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        return state, classifier_metadata(model, data=self.cfg.data.name)
+
+    def _save_last(self, method: Any, epoch: int, step: int, best: Dict[str, Any], config_yaml: str) -> None:
+        model_state, meta = self._export(method)
+        state = {
+            "format": CKPT_FORMAT,
+            "epoch": epoch,
+            "global_step": step,
+            "method": method.state_dict(),
+            "best": best,
+            "rng": _rng_state(),
+            "config": config_yaml,
+            "model": model_state,
+            "model_meta": meta,
+        }
+        if self.is_zero:
+            save_checkpoint(state, self.ckpt_dir / "last.ckpt")
+        self.fabric.barrier()
+
+    def _save_best(self, method: Any, epoch: int, val_acc: float) -> Dict[str, torch.Tensor]:
+        model_state, meta = self._export(method)
+        if self.is_zero:
+            save_checkpoint(
+                {"format": CKPT_FORMAT, "epoch": epoch, "val_acc": val_acc, "model": model_state, "model_meta": meta},
+                self.ckpt_dir / "best.ckpt",
+            )
+        return model_state
+
+    def load_resume_state(self, config_yaml: str) -> Dict[str, Any]:
+        """Read ``last.ckpt`` for ``--resume``.
+
+        Raises:
+            FileNotFoundError: there is no ``last.ckpt`` to resume from.
+            ValueError: the checkpoint's config differs from this run's outside ``trainer``.
+        """
+        path = self.ckpt_dir / "last.ckpt"
+        if not path.is_file():
+            raise FileNotFoundError(f"--resume: {str(path)!r} does not exist; start the run without --resume")
+        state = load_checkpoint(path)
+        if state.get("format") != CKPT_FORMAT:
+            raise ValueError(f"{str(path)!r} is not a kdlab run checkpoint (format {state.get('format')!r})")
+        _check_same_config(state["config"], config_yaml, path)
+        return state
+
+    # -- the loop ----------------------------------------------------------------------------
+    def fit(self, method: Any, train_set: Any, val_set: Any = None, resume: bool = False) -> FitResult:
+        """Train ``method`` on ``train_set``; select the best epoch on ``val_set`` (if any).
+
+        Raises:
+            NonFiniteLossError: a loss became NaN/inf (``last.ckpt`` holds the last good epoch).
+        """
+        from kdlab.config import to_yaml
+
+        cfg, tcfg, fabric = self.cfg, self.tcfg, self.fabric
+        config_yaml = to_yaml(cfg)
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        method.setup(fabric)
+
+        start_epoch, step = 0, 0
+        best: Dict[str, Any] = {"epoch": None, "val_acc": None}
+        best_state = None
+        if resume:
+            state = self.load_resume_state(config_yaml)
+            method.load_state_dict(state["method"])
+            start_epoch, step, best = state["epoch"], state["global_step"], state["best"]
+            _set_rng_state(state["rng"])
+            if best["epoch"] is not None and (self.ckpt_dir / "best.ckpt").is_file():
+                best_state = load_checkpoint(self.ckpt_dir / "best.ckpt")["model"]
+            self.log.truncate_after(start_epoch)
+        elif self.is_zero:
+            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+
+        val_loader = None
+        if val_set is not None and len(val_set) > 0:
+            val_loader = make_loader(val_set, cfg.data.eval_batch_size, shuffle=False, seed=cfg.seed)
+        check_every_step = fabric.device.type == "cpu"
+        epochs = tcfg.epochs
+        t_start = time.perf_counter()
+        last_values: Dict[str, float] = {}
+        val_acc = None
+        with ProgressBar(enabled=tcfg.progress and self.is_zero) as bar:
+            for epoch in range(start_epoch, epochs):
+                loader = self._train_loader(train_set, epoch)
+                total = len(loader) if tcfg.limit_train_batches is None else min(len(loader), tcfg.limit_train_batches)
+                bar.start_epoch(epoch, epochs, total)
+                method.train()
+                window_t, window_n = time.perf_counter(), 0
+                bad = None
+                for i, batch in enumerate(loader):
+                    if i >= total:
+                        break
+                    out = method.training_step(batch, step)
+                    loss = out["loss"]
+                    window_n += int(batch[0].shape[0])
+                    step += 1
+                    if check_every_step:
+                        if not math.isfinite(float(loss)):
+                            self._stop(out, epoch, step)
+                    else:
+                        flag = ~torch.isfinite(loss.detach())
+                        bad = flag if bad is None else (bad | flag)
+                    bar.advance()
+                    if step % tcfg.log_every_n_steps == 0 or i == total - 1:
+                        if bad is not None and bool(bad):
+                            self._stop(out, epoch, step)
+                        now = time.perf_counter()
+                        values = {f"train/{k}": float(v) for k, v in out.items()}
+                        values.update({f"lr/{k}": v for k, v in method.learning_rates().items()})
+                        values["throughput"] = window_n * fabric.world_size / max(now - window_t, 1e-9)
+                        window_t, window_n = now, 0
+                        self.log.log(step, epoch, values)
+                        bar.set_info({k: v for k, v in values.items() if k.startswith("train/") or k == "throughput"})
+                        last_values = values
+                method.on_epoch_end(epoch)
+                if val_loader is not None:
+                    val_acc = evaluate_accuracy(method.eval_model(), val_loader, device=fabric.device)
+                    self.log.log(step, epoch, {"val/acc": val_acc})
+                    if best["val_acc"] is None or val_acc > best["val_acc"]:
+                        best = {"epoch": epoch, "val_acc": val_acc}
+                        best_state = self._save_best(method, epoch, val_acc)
+                self._save_last(method, epoch + 1, step, best, config_yaml)
+                bar.print(
+                    f"epoch {epoch + 1}/{epochs}  "
+                    + format_values(last_values, [k for k in last_values if k.startswith("train/")])
+                    + (f"  val/acc={val_acc:.2f}" if val_acc is not None else "")
+                )
+        if val_loader is None:  # no validation split: the last epoch is the selected one
+            best_state, _ = self._export(method)
+            best = {"epoch": epochs - 1, "val_acc": None}
+        return FitResult(
+            epochs_run=epochs - start_epoch,
+            best_epoch=best["epoch"],
+            val_acc_best=best["val_acc"],
+            val_acc_last=val_acc,
+            final_losses={k.split("/", 1)[1]: v for k, v in last_values.items() if k.startswith("train/")},
+            wall_time_s=time.perf_counter() - t_start,
+            best_state=best_state,
+        )
+
+    def _train_loader(self, train_set: Any, epoch: int):
+        cfg = self.cfg
+        if self.fabric.world_size > 1:
+            from torch.utils.data import DataLoader, DistributedSampler
+
+            sampler = DistributedSampler(
+                train_set, num_replicas=self.fabric.world_size, rank=self.fabric.global_rank, shuffle=True, seed=cfg.seed
+            )
+            sampler.set_epoch(epoch)
+            return DataLoader(train_set, batch_size=cfg.data.batch_size, sampler=sampler, num_workers=cfg.data.num_workers)
+        return make_loader(
+            train_set, cfg.data.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, num_workers=cfg.data.num_workers
+        )
+
+    def _stop(self, out: Dict[str, torch.Tensor], epoch: int, step: int) -> None:
+        vals = ", ".join(f"{k}={float(v):.4g}" for k, v in out.items())
+        last = self.ckpt_dir / "last.ckpt"
+        kept = (
+            f"the last good checkpoint is {str(last)!r} (resume with --resume after lowering the learning rate)"
+            if last.is_file()
+            else "no epoch had completed, so there is no checkpoint"
+        )
+        raise NonFiniteLossError(f"non-finite loss at epoch {epoch + 1}, step {step} ({vals}); the run stopped; {kept}")
+
+
+def _check_same_config(saved_yaml: str, current_yaml: str, path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    saved = OmegaConf.to_container(OmegaConf.create(saved_yaml))
+    current = OmegaConf.to_container(OmegaConf.create(current_yaml))
+    for d in (saved, current):  # how long and where to run may change on resume; what is trained may not
+        d.pop("trainer", None)
+    diffs = sorted(_diff_keys(saved, current))
+    if diffs:
+        raise ValueError(
+            f"--resume: the config differs from the one {str(path)!r} was written with at: {', '.join(diffs)}"
+        )
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in set(a) | set(b):
+            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def copy_with_state(model: nn.Module, state: Dict[str, torch.Tensor]) -> nn.Module:
+    """A deep copy of ``model`` holding ``state`` (e.g. the best-on-validation weights)."""
+    clone = copy.deepcopy(model)
+    clone.load_state_dict(state)
+    return clone

@@ -1,0 +1,35 @@
+"""Distillation losses: pure functions (and one small module) with their sources' equations.
+
+Registry ``LOSSES`` (names -> the function or class):
+
+========== ======================== ==============================================
+name       entry                    source
+========== ======================== ==============================================
+ce         :func:`cross_entropy`    hard-label cross-entropy (mean over batch)
+kd         :func:`kd_loss`          Hinton et al. 2015, T^2 * KL, batchmean
+logits     :func:`logit_matching`   Ba & Caruana 2014; Jacobian paper sec. 10.2
+hints      :class:`HintLoss`        FitNets (Romero et al. 2015), learned regressor
+attention  :func:`attention_loss`   Jacobian paper eq. 8-9; Zagoruyko & Komodakis 2017
+========== ======================== ==============================================
+
+Losses take tensors, never models or trainers; teacher inputs are always detached inside.
+"""
+from kdlab.losses._common import LOSSES
+from kdlab.losses.attention import ATTENTION_MODES, attention_loss, attention_losses, attention_map
+from kdlab.losses.ce import cross_entropy
+from kdlab.losses.hints import HintLoss
+from kdlab.losses.kd import kd_loss
+from kdlab.losses.logits import LOGIT_MODES, logit_matching
+
+__all__ = [
+    "LOSSES",
+    "cross_entropy",
+    "kd_loss",
+    "logit_matching",
+    "LOGIT_MODES",
+    "HintLoss",
+    "attention_map",
+    "attention_loss",
+    "attention_losses",
+    "ATTENTION_MODES",
+]

@@ -1,0 +1,58 @@
+"""The loss registry and the input checks every loss shares.
+
+Kept apart from ``__init__`` so that each loss module can register itself with
+``@LOSSES.register(...)`` without importing the package it lives in (no import cycle).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+from kdlab.registry import Registry
+
+#: Every distillation loss by name: ``ce``, ``kd``, ``logits``, ``hints``, ``attention``.
+#: Entries are the loss functions themselves (or the class, for losses with parameters).
+LOSSES = Registry("loss")
+
+
+def check_mode(mode: str, accepted: Sequence[str], what: str = "mode") -> str:
+    """Return ``mode`` if it is one of ``accepted``; else raise ValueError naming both."""
+    if mode not in accepted:
+        raise ValueError(f"unknown {what} {mode!r}; accepted: {', '.join(repr(a) for a in accepted)}")
+    return mode
+
+
+def check_positive(value: float, name: str) -> float:
+    """Return ``value`` as a float if it is a finite number > 0; else raise ValueError naming it."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return v
+
+
+def check_float_tensor(x: torch.Tensor, name: str) -> None:
+    """Raise if ``x`` is not a floating-point tensor (naming its type/dtype)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+
+
+def check_logit_pair(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> None:
+    """Both must be float tensors of the same shape [B, K]; errors name both shapes."""
+    check_float_tensor(student_logits, "student_logits")
+    check_float_tensor(teacher_logits, "teacher_logits")
+    if student_logits.dim() != 2:
+        raise ValueError(
+            f"student_logits must have shape [B, K], got {tuple(student_logits.shape)}"
+        )
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            "student and teacher logits must have the same shape [B, K]; got student "
+            f"{tuple(student_logits.shape)} and teacher {tuple(teacher_logits.shape)}"
+        )

@@ -1,0 +1,131 @@
+"""The method interface: a training game that owns its players and their optimizers.
+
+A method is registered by name in :data:`METHODS` and declares the schema of its config section
+``loss`` as a nested dataclass ``Config``. The engine (:class:`kdlab.engine.Trainer`) calls
+:meth:`Method.setup` once, then :meth:`Method.training_step` per batch and
+:meth:`Method.on_epoch_end` per epoch; the method does its own ``fabric.backward`` and optimizer
+steps, so games that alternate several optimizers (GANs, KDGAN) fit the same loop.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from torch import nn
+
+from kdlab.engine import build_optimizer, build_scheduler
+from kdlab.registry import Registry
+
+METHODS = Registry("method")
+
+
+class Method(ABC):
+    """Base class. Subclasses build their players in ``__init__`` via :meth:`add_player`.
+
+    Args:
+        cfg: the full run config (``kdlab.config.RunConfig`` as a DictConfig).
+        spec: the data set's :class:`kdlab.data.DataSpec` (classes, channels, image size).
+    """
+
+    @dataclass
+    class Config:
+        """No method-specific keys."""
+
+    def __init__(self, cfg: Any, spec: Any) -> None:
+        self.cfg = cfg
+        self.spec = spec
+        self.fabric = None
+        self.players: Dict[str, nn.Module] = {}
+        self.optimizers: Dict[str, Optional[torch.optim.Optimizer]] = {}
+        self.schedulers: Dict[str, Any] = {}
+        self.frozen: Dict[str, nn.Module] = {}
+
+    # -- building ----------------------------------------------------------------------------
+    def add_player(self, name: str, module: nn.Module, optim_cfg: Any = None) -> None:
+        """Register a trainable module with an optimizer/schedule from ``optim_cfg`` (default ``cfg.optim``)."""
+        optim_cfg = optim_cfg if optim_cfg is not None else self.cfg.optim
+        params = [p for p in module.parameters() if p.requires_grad]
+        opt = build_optimizer(params, optim_cfg)
+        self.players[name] = module
+        self.optimizers[name] = opt
+        self.schedulers[name] = build_scheduler(opt, optim_cfg, self.cfg.trainer.epochs)
+
+    def add_frozen(self, name: str, module: nn.Module) -> None:
+        """Register a fixed network (e.g. the teacher): eval mode, no gradients, not checkpointed."""
+        module.eval()
+        for p in module.parameters():
+            p.requires_grad_(False)
+        self.frozen[name] = module
+
+    def setup(self, fabric: Any) -> None:
+        """Move players to Fabric's device (DDP-wrapped where applicable) and frozen nets to the device."""
+        self.fabric = fabric
+        for name in list(self.players):
+            module, opt = fabric.setup(self.players[name], self.optimizers[name])
+            self.players[name], self.optimizers[name] = module, opt
+        for name, module in self.frozen.items():
+            self.frozen[name] = module.to(fabric.device)
+
+    # -- the game ----------------------------------------------------------------------------
+    @abstractmethod
+    def training_step(self, batch: Tuple[torch.Tensor, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
+        """One optimisation step on ``batch = (x [B,C,H,W], y [B])``; returns named scalar losses incl. ``loss``."""
+
+    @abstractmethod
+    def eval_model(self) -> nn.Module:
+        """The network that is validated, tested and exported (unwrapped from Fabric/DDP)."""
+
+    def step_optimizer(self, name: str, loss: torch.Tensor) -> None:
+        """zero_grad, ``fabric.backward(loss)``, step for player ``name``."""
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        self.fabric.backward(loss)
+        opt.step()
+
+    def train(self) -> None:
+        for module in self.players.values():
+            module.train()
+        for module in self.frozen.values():
+            module.eval()
+
+    def on_epoch_end(self, epoch: int) -> None:
+        for sched in self.schedulers.values():
+            if sched is not None:
+                sched.step()
+
+    def learning_rates(self) -> Dict[str, float]:
+        return {n: float(o.param_groups[0]["lr"]) for n, o in self.optimizers.items() if o is not None}
+
+    # -- checkpointing -----------------------------------------------------------------------
+    def state_dict(self) -> Dict[str, Any]:
+        return {
+            "players": {n: unwrap(m).state_dict() for n, m in self.players.items()},
+            "optimizers": {n: o.state_dict() for n, o in self.optimizers.items() if o is not None},
+            "schedulers": {n: s.state_dict() for n, s in self.schedulers.items() if s is not None},
+        }
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        for n, m in self.players.items():
+            unwrap(m).load_state_dict(state["players"][n])
+        for n, o in self.optimizers.items():
+            if o is not None:
+                o.load_state_dict(state["optimizers"][n])
+        for n, s in self.schedulers.items():
+            if s is not None:
+                s.load_state_dict(state["schedulers"][n])
+
+    def summary_extra(self) -> Dict[str, Any]:
+        """Method-specific entries for ``summary.json`` (e.g. the teacher's identity)."""
+        return {}
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The plain module under Fabric's and DDP's wrappers."""
+    from lightning_fabric.wrappers import _FabricModule
+    from torch.nn.parallel import DistributedDataParallel
+
+    while isinstance(module, (_FabricModule, DistributedDataParallel)):
+        module = module.module
+    return module

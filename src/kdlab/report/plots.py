@@ -1,0 +1,146 @@
+"""Report figures, drawn with matplotlib's Agg backend.
+
+Figures are built with ``matplotlib.figure.Figure`` and ``FigureCanvasAgg`` directly (no pyplot),
+so no global backend is switched, nothing needs a display, and no figure stays open.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+PathLike = Union[str, Path]
+
+__all__ = ["plot_run_curves", "plot_val_curves", "plot_noise", "save_figure"]
+
+
+def save_figure(fig: Figure, path: PathLike, dpi: int = 110) -> Path:
+    """Save ``fig`` as PNG at ``path`` (parents created; temp file + rename, so a reader never
+    sees half a file). Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    os.replace(tmp, path)
+    return path
+
+
+def _empty(ax, text: str = "no data logged") -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="gray")
+
+
+def plot_run_curves(
+    loss_series: Dict[str, Tuple[Sequence[float], Sequence[float]]],
+    val_acc: Tuple[Sequence[float], Sequence[float]],
+    path: PathLike,
+    title: Optional[str] = None,
+) -> Path:
+    """Two panels for one run: training losses vs epoch (left) and validation accuracy (%) vs
+    epoch (right).
+
+    Args:
+        loss_series: loss name -> (epochs, per-epoch values), e.g. {"train/loss": ([0, 1], [2.3, 1.1])}.
+        val_acc: (epochs, accuracies in percent).
+        path: PNG file to write.
+    """
+    fig = Figure(figsize=(10, 4))
+    ax_l, ax_a = fig.subplots(1, 2)
+    if any(len(x) for x, _ in loss_series.values()):
+        for name, (x, y) in loss_series.items():
+            if len(x):
+                ax_l.plot(x, y, marker="o", markersize=3, label=name)
+        ax_l.legend(fontsize=8)
+    else:
+        _empty(ax_l)
+    ax_l.set_xlabel("epoch")
+    ax_l.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_l.set_ylabel("training loss (mean over the epoch's log steps)")
+    ax_l.grid(alpha=0.3)
+    x, y = val_acc
+    if len(x):
+        ax_a.plot(x, y, marker="o", markersize=3, color="C2")
+    else:
+        _empty(ax_a)
+    ax_a.set_xlabel("epoch")
+    ax_a.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_a.set_ylabel("validation accuracy (%)")
+    ax_a.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def plot_val_curves(
+    curves: List[Tuple[str, Sequence[float], Sequence[float]]],
+    path: PathLike,
+    title: Optional[str] = None,
+    groups: Optional[List[str]] = None,
+) -> Path:
+    """Validation accuracy (%) vs epoch, one line per run.
+
+    Args:
+        curves: ``(legend label, epochs, accuracies)`` per run.
+        groups: optional group name per run; runs of one group share a colour (seeds of one label).
+    """
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    colours: Dict[str, str] = {}
+    styles = ["-", "--", ":", "-."]
+    seen: Dict[str, int] = {}
+    drawn = False
+    for i, (label, x, y) in enumerate(curves):
+        g = groups[i] if groups else label
+        colour = colours.setdefault(g, f"C{len(colours) % 10}")
+        k = seen.get(g, 0)
+        seen[g] = k + 1
+        if len(x):
+            ax.plot(x, y, color=colour, linestyle=styles[k % len(styles)], label=label)
+            drawn = True
+    if drawn:
+        ax.legend(fontsize=8)
+    else:
+        _empty(ax)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("validation accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.set_title(title or "Validation accuracy")
+    return save_figure(fig, path)
+
+
+def plot_noise(
+    series: List[Tuple[str, Sequence[float], Sequence[float], Optional[Sequence[Optional[float]]]]],
+    path: PathLike,
+    title: Optional[str] = None,
+) -> Path:
+    """Test accuracy (%) vs Gaussian-noise sigma (normalised units), one line per label.
+
+    Args:
+        series: ``(label, sigmas, mean accuracies, stds or None)``; stds (sample std over seeds)
+            are drawn as error bars where given.
+    """
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    drawn = False
+    for label, sig, acc, std in series:
+        if not len(sig):
+            continue
+        err = None
+        if std is not None and any(s is not None for s in std):
+            err = [0.0 if s is None else s for s in std]
+        ax.errorbar(sig, acc, yerr=err, marker="o", markersize=4, capsize=3, label=label)
+        drawn = True
+    if drawn:
+        ax.legend(fontsize=8)
+    else:
+        _empty(ax, "no noise accuracies recorded")
+    ax.set_xlabel("noise sigma (normalised units)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.set_title(title or "Accuracy under Gaussian input noise (best-on-val checkpoint)")
+    return save_figure(fig, path)
