@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def resolve_config(arg: str) -> Path:
@@ -44,6 +44,7 @@ def _split(items: Sequence[str]):
 
 
 def _train(args: argparse.Namespace, default_method: str) -> int:
+    from kdlab.config import ConfigError
     from kdlab.runner import load_run_config, train
 
     configs, overrides = _split(args.items)
@@ -51,7 +52,7 @@ def _train(args: argparse.Namespace, default_method: str) -> int:
     cfg = load_run_config(sources, overrides)
     if (cfg.method == "teacher") != (default_method == "teacher"):
         want = "the teacher method" if default_method == "teacher" else "a distillation method"
-        raise SystemExit(f"error: `kdlab {args.command}` runs {want}, but the config says method={cfg.method!r}")
+        raise ConfigError(f"`kdlab {args.command}` runs {want}, but the config says method={cfg.method!r}")
     run_dir = train(cfg, resume=args.resume)
     _print_summary(run_dir)
     return 0
@@ -76,13 +77,14 @@ def _print_summary(run_dir: Path) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from kdlab.config import ConfigError
     from kdlab.runner import evaluate
 
     data = {}
     for item in args.overrides:
         key, _, value = item.partition("=")
         if not key.startswith("data."):
-            raise SystemExit(f"error: evaluate takes data.* overrides only; got {item!r}")
+            raise ConfigError(f"evaluate takes data.* overrides only; got {item!r}")
         data[key[5:]] = value
     sigmas = [float(s) for s in args.sigmas.split(",")] if args.sigmas else [0.0, 0.1, 0.2, 0.3, 0.4]
     out = evaluate(args.weights, data, sigmas=sigmas)
@@ -121,7 +123,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         "recipes": {p.stem: p.read_text().split("\n", 1)[0].lstrip("# ") for p in sorted(RECIPES.glob("*.yaml"))},
     }
     if args.what and args.what not in groups:
-        raise SystemExit(f"error: unknown list {args.what!r}; accepted: {', '.join(groups)}")
+        raise ValueError(f"unknown list {args.what!r}; accepted: {', '.join(groups)}")
     out = Console()
     for name, entries in groups.items():
         if args.what and name != args.what:
@@ -184,7 +186,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     }
     try:
         return handlers[args.command](args)
-    except (ConfigError, UnknownNameError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, UnknownNameError, FileNotFoundError, ValueError, TypeError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         return 2
     except RuntimeError as exc:

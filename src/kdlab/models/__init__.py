@@ -1,0 +1,37 @@
+"""Classifiers by name, each able to return named intermediate features.
+
+``build_model(name, num_classes, in_channels, image_size, **kwargs)`` builds any entry of
+``MODELS`` (mlp, lenet, vgg4, vgg9, resnet20/32/56/110, wrn_D_W); ``extract_features`` returns the
+logits and hooked features from one forward pass; ``feature_shapes`` reports per-sample shapes.
+"""
+from kdlab.models.base import (
+    MODELS,
+    Classifier,
+    GlobalAvgPool2d,
+    UnknownFeatureError,
+    build_model,
+    capture_features,
+    extract_features,
+    feature_shapes,
+)
+from kdlab.models.lenet import LeNet
+from kdlab.models.mlp import MLP
+from kdlab.models.resnet import CifarResNet
+from kdlab.models.vgg import VGG
+from kdlab.models.wrn import WideResNet
+
+__all__ = [
+    "MODELS",
+    "build_model",
+    "Classifier",
+    "extract_features",
+    "feature_shapes",
+    "capture_features",
+    "UnknownFeatureError",
+    "GlobalAvgPool2d",
+    "MLP",
+    "LeNet",
+    "VGG",
+    "CifarResNet",
+    "WideResNet",
+]
