@@ -2,7 +2,9 @@
 
 Trains a LeNet teacher on the full training split (minus a 5,000-image validation split), then
 distills an MLP 784-100-100-10 student from 100 images per class three ways (cross entropy only,
-CE + Hinton KD, CE + logit matching) and writes a side-by-side report to ``<out>/demo/report.md``.
+CE + Hinton KD, CE + logit matching), each with three seeds (seed ``s`` also draws the ``s``-th
+100-per-class subset, the same one for every method: paired comparisons), and writes a
+side-by-side report (mean +- std over seeds) to ``<out>/demo/report.md``.
 A run whose directory already holds a ``summary.json`` for the same config is reused, not retrained.
 """
 from __future__ import annotations
@@ -16,6 +18,7 @@ from kdlab.config import to_yaml
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
 STUDENTS = ("demo_ce", "demo_kd", "demo_logits")
+SEEDS = (0, 1, 2)
 QUICK = [
     "trainer.epochs=1",
     "data.val_size=1000",
@@ -51,7 +54,11 @@ def run_demo(out_dir: Path = Path("runs"), quick: bool = False, extra: Sequence[
     common: List[str] = [f"out_dir={out_dir}"] + (QUICK if quick else []) + list(extra)
     teacher_dir = _run("demo_teacher", common + (["data.n_per_class=300"] if quick else []), console)
     student_common = common + [f"teacher.checkpoint={teacher_dir}"] + (["trainer.epochs=5"] if quick else [])
-    runs = [teacher_dir] + [_run(r, student_common, console) for r in STUDENTS]
+    runs = [teacher_dir]
+    for recipe in STUDENTS:
+        for seed in SEEDS[:1] if quick else SEEDS:
+            name = f"{recipe.replace('_', '-')}-s{seed}"
+            runs.append(_run(recipe, student_common + [f"seed={seed}", f"data.subset_seed={seed}", f"name={name}"], console))
     return compare_runs(
         runs,
         Path(out_dir) / "demo",

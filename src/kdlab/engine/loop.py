@@ -255,17 +255,17 @@ class Trainer:
         )
 
     def _train_loader(self, train_set: Any, epoch: int):
+        """Epoch ``epoch``'s shuffled batches; under DDP each rank takes its shard of the same order."""
         cfg = self.cfg
-        if self.fabric.world_size > 1:
-            from torch.utils.data import DataLoader, DistributedSampler
-
-            sampler = DistributedSampler(
-                train_set, num_replicas=self.fabric.world_size, rank=self.fabric.global_rank, shuffle=True, seed=cfg.seed
-            )
-            sampler.set_epoch(epoch)
-            return DataLoader(train_set, batch_size=cfg.data.batch_size, sampler=sampler, num_workers=cfg.data.num_workers)
         return make_loader(
-            train_set, cfg.data.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, num_workers=cfg.data.num_workers
+            train_set,
+            cfg.data.batch_size,
+            shuffle=True,
+            seed=cfg.seed,
+            epoch=epoch,
+            num_workers=cfg.data.num_workers,
+            num_replicas=self.fabric.world_size,
+            rank=self.fabric.global_rank,
         )
 
     def _stop(self, out: Dict[str, torch.Tensor], epoch: int, step: int) -> None:

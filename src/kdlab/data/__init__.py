@@ -1,0 +1,31 @@
+"""Data sets by name, stratified subsets, in-memory datasets, seeded loaders and noise.
+
+Public API (see each docstring):
+
+* :data:`DATASETS`, :class:`DataSpec`, :func:`dataset_spec`, :func:`load_split`, :func:`data_root`,
+  :class:`DataNotFoundError` -- named data sets (``fashion-mnist`` default, ``mnist``, ``cifar10``,
+  ``cifar100``, ``svhn``, ``imagefolder:<path>``).
+* :class:`InMemoryDataset`, :func:`collate_batched` -- uint8 tensors normalised on the fly, batched access.
+* :func:`stratified_subset`, :func:`train_val_split` -- seed-reproducible stratified index sets.
+* :class:`Datasets`, :func:`build_datasets` -- train / val / test of one run.
+* :func:`make_loader`, :class:`SeededSampler` -- shuffling order a pure function of (seed, epoch).
+* :func:`add_gaussian_noise` -- input corruption in normalised units.
+"""
+from kdlab.data.build import Datasets, build_datasets
+from kdlab.data.fashion import FASHION_MNIST_CLASSES, FASHION_MNIST_DEBIAN_DIR
+from kdlab.data.loaders import SeededSampler, epoch_seed, make_loader
+from kdlab.data.memory import InMemoryDataset, collate_batched
+from kdlab.data.noise import add_gaussian_noise
+from kdlab.data.paths import DataNotFoundError, data_root
+from kdlab.data.sets import DATASETS, DEFAULT_DATASET, DataSpec, dataset_spec, hflip_ok, load_split
+from kdlab.data.splits import stratified_subset, train_val_split
+
+__all__ = [
+    "DATASETS", "DEFAULT_DATASET", "DataSpec", "dataset_spec", "load_split", "data_root", "DataNotFoundError",
+    "FASHION_MNIST_CLASSES", "FASHION_MNIST_DEBIAN_DIR", "hflip_ok",
+    "InMemoryDataset", "collate_batched",
+    "stratified_subset", "train_val_split",
+    "Datasets", "build_datasets",
+    "make_loader", "SeededSampler", "epoch_seed",
+    "add_gaussian_noise",
+]

@@ -1,0 +1,107 @@
+"""Train / validation / test datasets of one data set, the way every kdlab run builds them."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+
+from kdlab.data.memory import InMemoryDataset
+from kdlab.data.sets import DEFAULT_DATASET, DataSpec, dataset_spec, hflip_ok, load_split
+from kdlab.data.splits import train_val_split
+
+#: Seed of the stratified ``max_test`` subset of the test split: fixed, so every run that asks for
+#: the same ``max_test`` is scored on the same images whatever its subset seed.
+TEST_SUBSET_SEED = 0
+
+
+@dataclass
+class Datasets:
+    """The three datasets of a run plus the data set's spec.
+
+    Attributes:
+        train: training examples (the n-per-class subset if requested), augmented if asked.
+        val: held-out part of the official training split (never augmented), or None if val_size = 0.
+        test: the official test split (or a stratified ``max_test`` part of it), never augmented.
+        spec: :class:`DataSpec` (classes, channels, image size, mean/std).
+    """
+
+    train: InMemoryDataset
+    val: Optional[InMemoryDataset]
+    test: InMemoryDataset
+    spec: DataSpec
+
+
+def build_datasets(
+    name: str = DEFAULT_DATASET,
+    root: Optional[os.PathLike] = None,
+    val_size: Union[int, float] = 5000,
+    n_per_class: Optional[int] = None,
+    subset_seed: int = 0,
+    augment: bool = False,
+    download: Optional[bool] = None,
+    image_size: Optional[int] = None,
+    max_test: Optional[int] = None,
+) -> Datasets:
+    """Load a data set and carve it into train / val / test :class:`InMemoryDataset` s.
+
+    Order of operations (so the validation set never overlaps training data):
+    1. the validation set is a stratified ``val_size`` part of the full official training split,
+       drawn with ``subset_seed`` (:func:`train_val_split`);
+    2. if ``n_per_class`` is given, the training set is a stratified subset of exactly
+       ``n_per_class`` images per class drawn from the rest (:func:`stratified_subset`, same seed);
+    3. the test set is the official test split; with ``max_test`` a stratified ``max_test`` images
+       of it (seed :data:`TEST_SUBSET_SEED`), for quick runs.
+    All three are normalised with the data set's mean/std (``spec.mean``/``spec.std``); only the
+    training set is augmented (random crop, plus horizontal flips where :func:`hflip_ok`).
+
+    Args:
+        name: data set name or ``imagefolder:<path>``.
+        root: data root.
+        val_size: int count or float fraction of the training split; 0 = no validation set.
+        n_per_class: training examples per class (None = all remaining).
+        subset_seed: seed of the validation split and the n-per-class subset.
+        augment: augment the training set.
+        download: see :func:`load_split`.
+        image_size: resize images (default: the set's own size).
+        max_test: use a stratified part of this many test images (None = all).
+
+    Returns:
+        :class:`Datasets`.
+
+    Raises:
+        DataNotFoundError, UnknownNameError: see :func:`load_split`.
+        ValueError: bad ``val_size``, ``n_per_class`` larger than a class's remaining examples (names
+            the class), ``max_test`` < 1.
+    """
+    from kdlab.data.splits import stratified_subset
+
+    spec = dataset_spec(name, root=root, image_size=image_size)
+    train_x, train_y = load_split(name, "train", root=root, download=download, image_size=image_size)
+    test_x, test_y = load_split(name, "test", root=root, download=download, image_size=image_size)
+
+    train_idx, val_idx = train_val_split(train_y, val_size, subset_seed)
+    if n_per_class is not None:
+        train_idx = stratified_subset(train_y, n_per_class, subset_seed, candidates=train_idx)
+
+    if max_test is not None:
+        if isinstance(max_test, bool) or not isinstance(max_test, int) or max_test < 1:
+            raise ValueError(f"max_test must be an int >= 1 or None, got {max_test!r}")
+        if max_test < len(test_y):
+            _, keep = train_val_split(test_y, max_test, TEST_SUBSET_SEED)
+            test_x, test_y = test_x[keep], test_y[keep]
+
+    flip = hflip_ok(name)
+
+    def make(idx: Optional[torch.Tensor], x: torch.Tensor, y: torch.Tensor, aug: bool) -> InMemoryDataset:
+        if idx is not None:
+            x, y = x[idx], y[idx]
+        return InMemoryDataset(x, y, spec.mean, spec.std, augment=aug, hflip=flip)
+
+    return Datasets(
+        train=make(train_idx, train_x, train_y, augment),
+        val=make(val_idx, train_x, train_y, False) if len(val_idx) else None,
+        test=make(None, test_x, test_y, False),
+        spec=spec,
+    )
