@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
+import pytest
 import yaml
 
 from kdlab.cli import main
@@ -51,3 +54,20 @@ def test_cli_bad_input_exit_code_and_message(make_config, tmp_path, capsys):
     assert main(["train-teacher", str(tmp_path / "x.yaml"), "method=teacher", "model.name=nosuchnet"]) == 2
     err = capsys.readouterr().err
     assert "nosuchnet" in err and "lenet" in err  # names the bad model and the known ones
+
+
+@pytest.mark.slow
+def test_cli_ddp_two_cpu_processes(make_config, tmp_path):
+    """DDP through Lightning Fabric on CPU (gloo): two ranks, each on its shard of every epoch."""
+    cfg = make_config(name="ddp", trainer={"epochs": 2, "devices": 2, "strategy": "ddp", "progress": False,
+                                           "tensorboard": False, "log_every_n_steps": 2})
+    (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([sys.executable, "-m", "kdlab.cli", "train-teacher", str(tmp_path / "ddp.yaml")],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "MEMBER: 2/2" in proc.stdout + proc.stderr
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["test_acc_best"] > 40.0
+    # 300 training images, batch 50 per rank: 3 steps per epoch per rank
+    steps = [json.loads(l)["step"] for l in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) == 6

@@ -236,11 +236,12 @@ class Trainer:
                         best = {"epoch": epoch, "val_acc": val_acc}
                         best_state = self._save_best(method, epoch, val_acc)
                 self._save_last(method, epoch + 1, step, best, config_yaml)
-                bar.print(
-                    f"epoch {epoch + 1}/{epochs}  "
-                    + format_values(last_values, [k for k in last_values if k.startswith("train/")])
-                    + (f"  val/acc={val_acc:.2f}" if val_acc is not None else "")
-                )
+                if self.is_zero:
+                    bar.print(
+                        f"epoch {epoch + 1}/{epochs}  "
+                        + format_values(last_values, [k for k in last_values if k.startswith("train/")])
+                        + (f"  val/acc={val_acc:.2f}" if val_acc is not None else "")
+                    )
         if val_loader is None:  # no validation split: the last epoch is the selected one
             best_state, _ = self._export(method)
             best = {"epoch": epochs - 1, "val_acc": None}
