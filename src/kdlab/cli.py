@@ -1,6 +1,6 @@
 """``kdlab <command> [config.yaml] [key=value ...]``: the command-line interface.
 
-Commands: ``train-teacher``, ``distill``, ``evaluate``, ``report``, ``list``, ``demo``.
+Commands: ``train-teacher``, ``distill``, ``evaluate``, ``report``, ``list``, ``demo``, ``reproduce``.
 A config argument is a YAML path or the name of a packaged recipe (``kdlab list recipes``).
 """
 from __future__ import annotations
@@ -111,6 +111,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from kdlab.data import DATASETS
+    from kdlab.experiments import EXPERIMENTS
     from kdlab.losses import LOSSES
     from kdlab.methods import METHODS
     from kdlab.models import MODELS
@@ -120,6 +121,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         "methods": METHODS.describe(),
         "data": DATASETS.describe(),
         "losses": LOSSES.describe(),
+        "experiments": EXPERIMENTS.describe(),
         "recipes": {p.stem: p.read_text().split("\n", 1)[0].lstrip("# ") for p in sorted(RECIPES.glob("*.yaml"))},
     }
     if args.what and args.what not in groups:
@@ -145,6 +147,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from kdlab.experiments import EXPERIMENTS, SCALES
+
+    if args.scale not in SCALES:
+        raise ValueError(f"unknown scale {args.scale!r}; accepted: {', '.join(SCALES)}")
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    report = EXPERIMENTS.get(args.experiment)(Path(args.out_dir), args.scale, seeds, list(args.overrides))
+    Console().print(f"\n[bold green]Report:[/] {report}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kdlab", description="Knowledge distillation of classifiers and GAN generators.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -163,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default="kdlab comparison")
     p = sub.add_parser("list", help="list models, methods, data sets, losses, recipes")
     p.add_argument("what", nargs="?", default=None)
+    p = sub.add_parser("reproduce", help="rerun a paper's table or figure (kdlab list experiments)")
+    p.add_argument("experiment")
+    p.add_argument("--scale", default="small", help="small (2 CPU cores) or full (the paper's protocol)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the experiment's)")
+    p.add_argument("--out-dir", default="runs")
+    p.add_argument("overrides", nargs="*", help="key=value overrides applied to every run")
     p = sub.add_parser("demo", help="teacher + three students on real Fashion-MNIST, with a report")
     p.add_argument("--out-dir", default="runs")
     p.add_argument("--quick", action="store_true", help="a much shorter run (smoke test)")
@@ -183,6 +202,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "report": cmd_report,
         "list": cmd_list,
         "demo": cmd_demo,
+        "reproduce": cmd_reproduce,
     }
     try:
         return handlers[args.command](args)

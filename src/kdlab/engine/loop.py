@@ -26,9 +26,8 @@ import torch
 from torch import nn
 
 from kdlab.data import make_loader
-from kdlab.engine.checkpoint import classifier_metadata, load_checkpoint, save_checkpoint
+from kdlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from kdlab.engine.logging import MetricsLog, ProgressBar, format_values
-from kdlab.metrics import evaluate_accuracy
 
 CKPT_FORMAT = "kdlab-run-1"
 
@@ -39,12 +38,14 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class FitResult:
-    """What :meth:`Trainer.fit` returns (accuracies in percent)."""
+    """What :meth:`Trainer.fit` returns. ``val_best``/``val_last`` are the method's selection metric
+    (``method.selection_key``, e.g. ``val/acc`` in percent); ``None`` without a validation split."""
 
     epochs_run: int
     best_epoch: Optional[int]
-    val_acc_best: Optional[float]
-    val_acc_last: Optional[float]
+    val_best: Optional[float]
+    val_last: Optional[float]
+    selection_key: str = "val/acc"
     final_losses: Dict[str, float] = field(default_factory=dict)
     wall_time_s: float = 0.0
     best_state: Optional[Dict[str, torch.Tensor]] = None
@@ -113,9 +114,7 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------
     def _export(self, method: Any) -> tuple:
-        model = method.eval_model()
-        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        return state, classifier_metadata(model, data=self.cfg.data.name)
+        return method.export_state(data=self.cfg.data.name)
 
     def _save_last(self, method: Any, epoch: int, step: int, best: Dict[str, Any], config_yaml: str) -> None:
         model_state, meta = self._export(method)
@@ -134,11 +133,12 @@ class Trainer:
             save_checkpoint(state, self.ckpt_dir / "last.ckpt")
         self.fabric.barrier()
 
-    def _save_best(self, method: Any, epoch: int, val_acc: float) -> Dict[str, torch.Tensor]:
+    def _save_best(self, method: Any, epoch: int, value: float) -> Dict[str, torch.Tensor]:
         model_state, meta = self._export(method)
         if self.is_zero:
             save_checkpoint(
-                {"format": CKPT_FORMAT, "epoch": epoch, "val_acc": val_acc, "model": model_state, "model_meta": meta},
+                {"format": CKPT_FORMAT, "epoch": epoch, "value": value, "key": method.selection_key,
+                 "model": model_state, "model_meta": meta},
                 self.ckpt_dir / "best.ckpt",
             )
         return model_state
@@ -174,7 +174,7 @@ class Trainer:
         method.setup(fabric)
 
         start_epoch, step = 0, 0
-        best: Dict[str, Any] = {"epoch": None, "val_acc": None}
+        best: Dict[str, Any] = {"epoch": None, "value": None}
         best_state = None
         if resume:
             state = self.load_resume_state(config_yaml)
@@ -194,7 +194,8 @@ class Trainer:
         epochs = tcfg.epochs
         t_start = time.perf_counter()
         last_values: Dict[str, float] = {}
-        val_acc = None
+        key, maximize = method.selection_key, method.selection_mode == "max"
+        val = None
         with ProgressBar(enabled=tcfg.progress and self.is_zero) as bar:
             for epoch in range(start_epoch, epochs):
                 loader = self._train_loader(train_set, epoch)
@@ -230,26 +231,29 @@ class Trainer:
                         last_values = values
                 method.on_epoch_end(epoch)
                 if val_loader is not None:
-                    val_acc = evaluate_accuracy(method.eval_model(), val_loader, device=fabric.device)
-                    self.log.log(step, epoch, {"val/acc": val_acc})
-                    if best["val_acc"] is None or val_acc > best["val_acc"]:
-                        best = {"epoch": epoch, "val_acc": val_acc}
-                        best_state = self._save_best(method, epoch, val_acc)
+                    metrics = method.validate(val_loader, fabric.device)
+                    val = float(metrics[key])
+                    self.log.log(step, epoch, metrics)
+                    improved = best["value"] is None or (val > best["value"] if maximize else val < best["value"])
+                    if improved:
+                        best = {"epoch": epoch, "value": val}
+                        best_state = self._save_best(method, epoch, val)
                 self._save_last(method, epoch + 1, step, best, config_yaml)
                 if self.is_zero:
                     bar.print(
                         f"epoch {epoch + 1}/{epochs}  "
                         + format_values(last_values, [k for k in last_values if k.startswith("train/")])
-                        + (f"  val/acc={val_acc:.2f}" if val_acc is not None else "")
+                        + (f"  {key}={val:.4g}" if val is not None else "")
                     )
         if val_loader is None:  # no validation split: the last epoch is the selected one
             best_state, _ = self._export(method)
-            best = {"epoch": epochs - 1, "val_acc": None}
+            best = {"epoch": epochs - 1, "value": None}
         return FitResult(
             epochs_run=epochs - start_epoch,
             best_epoch=best["epoch"],
-            val_acc_best=best["val_acc"],
-            val_acc_last=val_acc,
+            val_best=best["value"],
+            val_last=val,
+            selection_key=key,
             final_losses={k.split("/", 1)[1]: v for k, v in last_values.items() if k.startswith("train/")},
             wall_time_s=time.perf_counter() - t_start,
             best_state=best_state,

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from kdlab.engine import build_optimizer, build_scheduler
+from kdlab.engine.checkpoint import classifier_metadata
+from kdlab.metrics import evaluate_accuracy
 from kdlab.registry import Registry
 
 METHODS = Registry("method")
@@ -32,6 +34,12 @@ class Method(ABC):
     @dataclass
     class Config:
         """No method-specific keys."""
+
+    #: the validation metric that selects the best checkpoint, and whether higher is better
+    selection_key: str = "val/acc"
+    selection_mode: str = "max"
+    #: file stem of the exported weights (``<export_name>.safetensors``)
+    export_name: str = "model"
 
     def __init__(self, cfg: Any, spec: Any) -> None:
         self.cfg = cfg
@@ -76,6 +84,22 @@ class Method(ABC):
     @abstractmethod
     def eval_model(self) -> nn.Module:
         """The network that is validated, tested and exported (unwrapped from Fabric/DDP)."""
+
+    def validate(self, loader: Any, device: Any) -> Dict[str, float]:
+        """Validation metrics logged each epoch; must hold :attr:`selection_key`.
+
+        Default: top-1 accuracy (percent) of :meth:`eval_model` on ``loader``.
+        """
+        return {"val/acc": evaluate_accuracy(self.eval_model(), loader, device=device)}
+
+    def export_state(self, **metadata: Any) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+        """(CPU copy of :meth:`eval_model`'s state_dict, metadata to rebuild it) for checkpoints/export.
+
+        Default: a registry classifier (see :func:`kdlab.engine.checkpoint.classifier_metadata`).
+        """
+        model = self.eval_model()
+        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        return state, classifier_metadata(model, **metadata)
 
     def step_optimizer(self, name: str, loss: torch.Tensor) -> None:
         """zero_grad, ``fabric.backward(loss)``, step for player ``name``."""
