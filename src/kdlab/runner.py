@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 import torch
-from torch import nn
 
 from kdlab.config import load_config, to_yaml
 from kdlab.data import build_datasets, make_loader
-from kdlab.engine import Trainer, atomic_write_text, copy_with_state, file_sha256, make_fabric, save_classifier
+from kdlab.engine import Trainer, atomic_write_text, make_fabric
 from kdlab.engine.env import git_commit, versions
 from kdlab.methods import METHODS
-from kdlab.metrics import accuracy_under_noise, count_macs, count_parameters, cpu_latency_ms, evaluate_accuracy
+from kdlab.methods.evaluation import model_profile, heldout_metrics
 
 
 def load_run_config(sources: Sequence[Any], overrides: Sequence[str] = ()):
@@ -43,44 +42,6 @@ def datasets_for(cfg: Any):
     )
 
 
-def model_profile(model: nn.Module, input_shape: Sequence[int], latency: bool = True, iters: int = 30) -> Dict[str, Any]:
-    """Parameter count, MACs per image and CPU latency (ms per image, batch 1) of a classifier."""
-    cpu_model = copy_with_state(model, model.state_dict()).cpu().eval()
-    out: Dict[str, Any] = {
-        "name": getattr(model, "arch", type(model).__name__),
-        "kwargs": dict(getattr(model, "arch_kwargs", {})),
-        "params": count_parameters(cpu_model),
-        "macs": count_macs(cpu_model, tuple(input_shape)),
-    }
-    out["latency_ms"] = cpu_latency_ms(cpu_model, tuple(input_shape), iters=iters) if latency else None
-    return out
-
-
-def test_metrics(model: nn.Module, loader: Any, device: Any, sigmas: Sequence[float], seed: int) -> Dict[str, Any]:
-    """Clean test accuracy and accuracy under Gaussian noise (percent)."""
-    noise = accuracy_under_noise(model, loader, sigmas=list(sigmas), device=device, seed=seed)
-    return {"test_acc": evaluate_accuracy(model, loader, device=device), "noise_acc": {str(float(s)): a for s, a in noise.items()}}
-
-
-def cached_teacher_metrics(teacher: Dict[str, Any], cfg: Any) -> Optional[Dict[str, Any]]:
-    """The teacher's test metrics from its own run's ``summary.json``, when they are for the same weights
-    (sha256), data set, test split and noise levels; ``None`` otherwise (then they are recomputed)."""
-    summary_path = Path(teacher["checkpoint"]).parent / "summary.json"
-    if not summary_path.is_file():
-        return None
-    s = json.loads(summary_path.read_text())
-    weights = summary_path.parent / str(s.get("weights", ""))
-    same = (
-        weights.is_file()
-        and s.get("weights_sha256") == teacher["sha256"]
-        and s.get("data", {}).get("name") == cfg.data.name
-        and s.get("data", {}).get("max_test") == cfg.data.max_test
-        and s.get("noise_seed") == cfg.eval.noise_seed
-        and set(s.get("noise_acc", {})) == {str(float(x)) for x in cfg.eval.noise_sigmas}
-    )
-    return {"test_acc": s["test_acc_best"], "noise_acc": s["noise_acc"]} if same else None
-
-
 def train(cfg: Any, resume: bool = False) -> Path:
     """Run ``cfg`` and write its run directory; returns ``runs/<name>``.
 
@@ -102,23 +63,11 @@ def train(cfg: Any, resume: bool = False) -> Path:
     if not fabric.is_global_zero:
         return run_dir
 
-    last_model = method.eval_model().eval()
-    best_model = copy_with_state(last_model, result.best_state)
-    test_loader = make_loader(data.test, cfg.data.eval_batch_size, shuffle=False, seed=cfg.seed)
-    device = fabric.device
-    best = test_metrics(best_model, test_loader, device, cfg.eval.noise_sigmas, cfg.eval.noise_seed)
-    test_acc_last = evaluate_accuracy(last_model, test_loader, device=device)
-    shape = (data.spec.in_channels, data.spec.image_size, data.spec.image_size)
-    export = run_dir / f"{getattr(method, 'export_name', 'model')}.safetensors"
-    save_classifier(best_model, export, data=cfg.data.name, epoch=result.best_epoch)
-
     summary: Dict[str, Any] = {
         "name": cfg.name,
         "label": cfg.label or cfg.name,
         "method": cfg.method,
         "seed": cfg.seed,
-        "model": model_profile(best_model, shape, cfg.eval.latency, cfg.eval.latency_iters),
-        "teacher": None,
         "data": {
             "name": cfg.data.name,
             "n_train": len(data.train),
@@ -129,31 +78,15 @@ def train(cfg: Any, resume: bool = False) -> Path:
         },
         "epochs": cfg.trainer.epochs,
         "best_epoch": result.best_epoch,
-        "val_acc_best": result.val_best,
-        "val_acc_last": result.val_last,
-        "test_acc_best": best["test_acc"],
-        "test_acc_last": test_acc_last,
-        "noise_acc": best["noise_acc"],
         "selection": f"best {result.selection_key}" if result.val_best is not None else "last epoch (no validation split)",
-        "weights": export.name,
-        "weights_sha256": file_sha256(export),
-        "noise_seed": cfg.eval.noise_seed,
         "final_losses": result.final_losses,
         "stopped_early": False,
-        "wall_time_s": time.perf_counter() - t0,
         "train_time_s": result.wall_time_s,
         "versions": versions(),
         "git_commit": git_commit(),
     }
-    extra = method.summary_extra()
-    if "teacher" in extra:
-        teacher = method.frozen["teacher"]
-        extra["teacher"].update(model_profile(teacher, shape, cfg.eval.latency, cfg.eval.latency_iters))
-        extra["teacher"].update(
-            cached_teacher_metrics(extra["teacher"], cfg)
-            or test_metrics(teacher, test_loader, device, cfg.eval.noise_sigmas, cfg.eval.noise_seed)
-        )
-    summary.update(extra)
+    summary.update(method.finalize(run_dir, data, result, fabric.device))
+    summary["wall_time_s"] = time.perf_counter() - t0
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=float) + "\n")
     from kdlab.report import write_run_report
 
@@ -184,5 +117,5 @@ def evaluate(weights: str, data_overrides: Optional[Dict[str, Any]] = None, sigm
     loader = make_loader(data.test, cfg.data.eval_batch_size, shuffle=False, seed=seed)
     device = torch.device("cpu")
     out = {"weights": str(path), "data": spec.name, "model": model_profile(model, (spec.in_channels, spec.image_size, spec.image_size))}
-    out.update(test_metrics(model, loader, device, sigmas, seed))
+    out.update(heldout_metrics(model, loader, device, sigmas, seed))
     return out

@@ -1,7 +1,5 @@
 """Training games, one file each, registered by name in :data:`METHODS`."""
 from kdlab.methods.base import METHODS, Method, unwrap
-from kdlab.methods import distill as _distill  # noqa: F401  (registers "distill")
-from kdlab.methods import teacher as _teacher  # noqa: F401  (registers "teacher")
 from kdlab.methods.distill import Distill, DistillStudent, TeacherMismatchError, load_teacher
 from kdlab.methods.teacher import TeacherTraining
 

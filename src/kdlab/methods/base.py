@@ -140,6 +140,19 @@ class Method(ABC):
             if s is not None:
                 s.load_state_dict(state["schedulers"][n])
 
+    def finalize(self, run_dir: Any, data: Any, result: Any, device: Any) -> Dict[str, Any]:
+        """After training (rank 0): test, export the selected weights, return ``summary.json`` entries.
+
+        Args:
+            run_dir: the run directory. data: :class:`kdlab.data.Datasets`.
+            result: :class:`kdlab.engine.FitResult` (``best_state`` = selected weights).
+
+        Default: a classifier (:func:`kdlab.methods.evaluation.classifier_finalize`).
+        """
+        from kdlab.methods.evaluation import classifier_finalize
+
+        return classifier_finalize(self, run_dir, data, result, device)
+
     def summary_extra(self) -> Dict[str, Any]:
         """Method-specific entries for ``summary.json`` (e.g. the teacher's identity)."""
         return {}
