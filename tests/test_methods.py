@@ -86,3 +86,16 @@ def test_bad_input_errors(make_config, teacher_file):
         _method(make_config, teacher_file, {"ce": 0.0})
     with pytest.raises(ValueError, match="temperature"):
         _method(make_config, teacher_file, {"kd": 1.0, "temperature": 0.0})
+
+
+def test_model_checkpoint_initialises_the_student(make_config, teacher_file, tmp_path):
+    cfg = load_run_config([make_config(method="distill", teacher={"checkpoint": str(teacher_file)},
+                                       model={"name": "lenet", "kwargs": {}, "checkpoint": str(teacher_file)},
+                                       loss={"kd": 1.0})])
+    student = Distill(cfg, SPEC).eval_model()
+    teacher = Distill(cfg, SPEC).frozen["teacher"]
+    assert all(torch.equal(a, b) for a, b in zip(student.state_dict().values(), teacher.state_dict().values()))
+    bad = load_run_config([make_config(method="distill", teacher={"checkpoint": str(teacher_file)},
+                                       model={"name": "mlp", "kwargs": {"hidden": [8]}, "checkpoint": str(teacher_file)})])
+    with pytest.raises(ValueError, match="lenet"):
+        Distill(bad, SPEC)

@@ -47,6 +47,7 @@ class ModelConfig:
 
     name: str = "lenet"
     kwargs: Dict[str, Any] = field(default_factory=dict)
+    checkpoint: Optional[str] = None  # initial weights: a run directory or .safetensors of the same architecture
 
 
 @dataclass

@@ -18,8 +18,8 @@ from torch import nn
 
 from kdlab.engine import file_sha256, load_classifier, resolve_weights
 from kdlab.losses import HintLoss, attention_loss, cross_entropy, kd_loss, logit_matching
-from kdlab.methods.base import METHODS, Method, unwrap
-from kdlab.models import build_model, extract_features, feature_shapes
+from kdlab.methods.base import METHODS, Method, build_network, unwrap
+from kdlab.models import extract_features, feature_shapes
 
 
 class TeacherMismatchError(ValueError):
@@ -123,13 +123,7 @@ class Distill(Method):
             raise ValueError("loss.attention > 0 needs loss.attention_layers: [[student feature, teacher feature], ...]")
 
         teacher, self.teacher_path = load_teacher(cfg.teacher.checkpoint, spec)
-        student = build_model(
-            cfg.model.name,
-            num_classes=spec.num_classes,
-            in_channels=spec.in_channels,
-            image_size=spec.image_size,
-            **dict(cfg.model.kwargs),
-        )
+        student = build_network(cfg, spec)
         s_names = [s for s, _ in self.hint_pairs + self.at_pairs]
         t_names = [t for _, t in self.hint_pairs + self.at_pairs]
         s_shapes = feature_shapes(student, s_names) if s_names else {}

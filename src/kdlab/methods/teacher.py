@@ -8,8 +8,7 @@ import torch
 from torch import nn
 
 from kdlab.losses import cross_entropy
-from kdlab.methods.base import METHODS, Method, unwrap
-from kdlab.models import build_model
+from kdlab.methods.base import METHODS, Method, build_network, unwrap
 
 
 @METHODS.register("teacher")
@@ -30,14 +29,7 @@ class TeacherTraining(Method):
 
     def __init__(self, cfg: Any, spec: Any) -> None:
         super().__init__(cfg, spec)
-        model = build_model(
-            cfg.model.name,
-            num_classes=spec.num_classes,
-            in_channels=spec.in_channels,
-            image_size=spec.image_size,
-            **dict(cfg.model.kwargs),
-        )
-        self.add_player("model", model)
+        self.add_player("model", build_network(cfg, spec))
 
     def training_step(self, batch, step: int) -> Dict[str, torch.Tensor]:
         x, y = batch
