@@ -374,3 +374,51 @@ def gan_finalize(method: Any, run_dir: Path, data: Any, result: Any, device: Any
 
 def is_finite_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+def evaluate_generator(weights: Any, data: Any, extractor: Optional[str] = None, n_samples: int = 10000,
+                       seed: int = 0, kid_subset_size: int = 1000, kid_subsets: int = 100, is_splits: int = 10,
+                       batch_size: int = 500, teacher: Optional[str] = None, device: Any = "cpu") -> Dict[str, Any]:
+    """Score any kdlab generator checkpoint against a data set's test images (``kdlab evaluate-gan``).
+
+    Args:
+        weights: a GAN run directory, generator ``.safetensors`` or ``.ckpt``.
+        data: :class:`kdlab.data.Datasets` of the data set to compare with.
+        extractor: see :func:`load_extractor`. teacher: optional teacher generator (fidelity FID, MSE).
+
+    Returns: ``{"weights", "sha256", "data", "model": profile, "generative": {...}, "extractor": {...}}``.
+
+    Raises:
+        GeneratorMismatchError: the generator's image shape differs from the data set's (gives both).
+        ValueError: too few samples for KID's subset size (gives both numbers).
+    """
+    from types import SimpleNamespace
+
+    lc = SimpleNamespace(extractor=extractor, n_samples=n_samples, sample_seed=seed, kid_subset_size=kid_subset_size,
+                         kid_subsets=kid_subsets, is_splits=is_splits, grid_n=64)
+    check_eval_config(lc)
+    path = resolve_generator(weights)
+    gen = load_generator(path).to(device)
+    check_output_shape(gen, data.spec, f"generator {str(path)!r}")
+    if min(n_samples, len(data.test)) < kid_subset_size and extractor is not None:
+        raise ValueError(f"KID subset size {kid_subset_size} is larger than the samples available ({len(data.test)} real, "
+                         f"{n_samples} generated); lower --kid-subset-size")
+    feats, logits, info = load_extractor(extractor, data.spec)
+    if feats is not None:
+        feats, logits = feats.to(device), logits.to(device)
+    real = FeatureSet.from_batches(real_image_batches(data.test, batch_size), feats, logits, device)
+    gs = FeatureSet.from_batches(generator_batches(gen, n_samples, gen.latent_dim, seed, batch_size, device), feats, logits, device)
+    generative = set_metrics(real, gs, lc, feats is not None)
+    generative["real"] = {"n": real.n, "vol": float(real.vol.mean())}
+    out: Dict[str, Any] = {"weights": str(path), "sha256": file_sha256(path), "data": data.spec.name,
+                           "model": generator_profile(gen), "generative": generative, "extractor": info,
+                           "sample_seed": seed}
+    if teacher is not None:
+        t, t_path = load_teacher_generator(teacher, data.spec)
+        t = t.to(device)
+        ts = FeatureSet.from_batches(generator_batches(t, n_samples, t.latent_dim, seed, batch_size, device), feats, logits, device)
+        if feats is not None:
+            generative["fidelity_fid"] = fid_from_features(ts, gs)
+        out["teacher"] = {**generator_profile(t), "checkpoint": t_path, "sha256": file_sha256(t_path),
+                          "generative": set_metrics(real, ts, lc, feats is not None)}
+    return out
