@@ -390,10 +390,11 @@ def generator_batches(generator: nn.Module, n: int, latent_dim: int, seed: int =
     was_training = generator.training
     generator.eval()
     try:
-        with torch.no_grad():
-            for i in range(0, n, batch_size):
-                z = torch.randn(min(batch_size, n - i), latent_dim, generator=g).to(device)
-                yield ((generator(z).float() + 1.0) / 2.0).clamp(0, 1)
+        for i in range(0, n, batch_size):
+            z = torch.randn(min(batch_size, n - i), latent_dim, generator=g).to(device)
+            with torch.no_grad():  # not around the yield: grad mode is thread state, the caller must keep its own
+                out = ((generator(z).float() + 1.0) / 2.0).clamp(0, 1)
+            yield out
     finally:
         generator.train(was_training)
 
