@@ -267,7 +267,8 @@ def inception_score(images: Tensor, classifier: nn.Module, splits: int = 10, see
     metric = _is_metric(classifier, splits)
     for b in _batches(images, batch_size):
         metric.update(b)
-    with _seeded(seed):
+    with _seeded(seed), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # std of one split
         mean, std = metric.compute()
     return float(mean), (0.0 if splits == 1 else float(std))
 
@@ -337,7 +338,8 @@ def is_from_logits(logits: Tensor, splits: int = 10, seed: Optional[int] = 0) ->
         raise ValueError(f"IS with {splits} splits needs at least {splits} images, got {logits.shape[0]}")
     metric = _is_metric(_Precomputed(logits.shape[1]), splits)
     metric.update(logits)
-    with _seeded(seed):
+    with _seeded(seed), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # std of one split
         mean, std = metric.compute()
     return float(mean), (0.0 if splits == 1 else float(std))
 
