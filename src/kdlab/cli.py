@@ -176,10 +176,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     from kdlab.experiments import EXPERIMENTS
     from kdlab.losses import LOSSES
     from kdlab.methods import METHODS
-    from kdlab.models import MODELS
+    from kdlab.models import GENERATORS, MODELS
 
     groups = {
         "models": MODELS.describe(),
+        "generators": GENERATORS.describe(),
         "methods": METHODS.describe(),
         "data": DATASETS.describe(),
         "losses": LOSSES.describe(),

@@ -61,6 +61,7 @@ class GANTraining(Method):
         super().__init__(cfg, spec)
         lc = cfg.loss
         check_eval_config(lc)
+        gen = build_gen(cfg, spec)
         disc_name = check_game_config(lc, cfg.model.name)
         if lc.ema < 0 or lc.ema >= 1:
             raise ValueError(f"loss.ema = {lc.ema} must be in [0, 1) (0 = off)")
@@ -68,7 +69,6 @@ class GANTraining(Method):
             raise ValueError(
                 f"data.val_size = {cfg.data.val_size}: selecting a GAN epoch needs a validation FID, i.e. "
                 "loss.extractor=runs/<classifier run>; or set data.val_size=0 to keep the last epoch")
-        gen = build_gen(cfg, spec)
         disc = build_disc(cfg, spec, disc_name, gen.d)
         self.adversary = Adversary(lc.game, lc)
         self.range = DataRange(spec)
