@@ -38,6 +38,14 @@ def gan_config(tmp_path: Path, **sections):
     return cfg
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _restore_threads():
+    """The runs here use trainer.threads=1 (tiny models; faster on a busy machine); restore the count after."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A metric classifier and a teacher GAN (d=8) trained briefly on real Fashion-MNIST."""
