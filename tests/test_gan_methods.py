@@ -200,10 +200,13 @@ def test_bad_input(tmp_path):
                         (dict(model={"name": "dcgan", "kwargs": {"d": 4, "latent_dim": -1}}), "latent_dim must be"),
                         (dict(loss={"n_samples": 50, "kid_subset_size": 100}), "too few samples for KID"),
                         (dict(loss={"game": "wgan-gp", "disc": "dcgan"}), "without BatchNorm"),
+                        (dict(loss={"extractor": str(rgb), "kid_subset_size": 401, "n_samples": 1000}), "data.max_test = 400"),
                         (dict(loss={"game": "lsgan"}), "accepted: gan, wgan, wgan-gp"),
                         (dict(model={"name": "lenet", "kwargs": {}}), "not a generator; accepted: dcgan, wdcgan")):
         with pytest.raises(ValueError, match=msg):
             _method(tmp_path, **kwargs)
+    with pytest.raises(FileNotFoundError, match="nope"):
+        _method(tmp_path, loss={"extractor": str(tmp_path / "nope")})
     teacher = save_generator(build_generator("dcgan", 1, 28, d=2, latent_dim=16), tmp_path / "t.safetensors")
     with pytest.raises(ValueError, match="both 0"):
         _method(tmp_path, method="gan-compression", teacher={"checkpoint": str(teacher)},

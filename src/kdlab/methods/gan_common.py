@@ -73,8 +73,9 @@ class GanGameConfig(GanEvalConfig):
     disc_lr: Optional[float] = None  # null: optim.lr
 
 
-def check_eval_config(lc: Any) -> None:
-    """Bad values of :class:`GanEvalConfig` -> ValueError naming the key and the accepted range."""
+def check_eval_config(lc: Any, max_test: Optional[int] = None) -> None:
+    """Bad values of :class:`GanEvalConfig` -> ValueError naming the key and the accepted range; a missing
+    extractor file -> FileNotFoundError (both before training, not after it)."""
     for key in ("n_samples", "kid_subset_size", "kid_subsets", "is_splits", "grid_n"):
         v = getattr(lc, key)
         if v < 1:
@@ -84,6 +85,15 @@ def check_eval_config(lc: Any) -> None:
             f"loss.kid_subset_size = {lc.kid_subset_size} is larger than loss.n_samples = {lc.n_samples}: too few "
             "samples for KID's subset size; lower kid_subset_size or raise n_samples"
         )
+    if max_test is not None and lc.extractor and lc.kid_subset_size > max_test:
+        raise ValueError(
+            f"loss.kid_subset_size = {lc.kid_subset_size} is larger than data.max_test = {max_test} real test images: "
+            "too few samples for KID's subset size; lower kid_subset_size or raise data.max_test"
+        )
+    if lc.extractor and str(lc.extractor).lower() != "inception":
+        from kdlab.engine import resolve_weights
+
+        resolve_weights(lc.extractor)
 
 
 def check_game_config(lc: Any, gen_name: str) -> str:

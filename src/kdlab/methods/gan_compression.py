@@ -65,7 +65,7 @@ class GANCompression(Method):
     def __init__(self, cfg: Any, spec: Any) -> None:
         super().__init__(cfg, spec)
         lc = cfg.loss
-        check_eval_config(lc)
+        check_eval_config(lc, cfg.data.max_test)
         for k in ("mse_weight", "adv_weight"):
             if getattr(lc, k) < 0:
                 raise ValueError(f"loss.{k} = {getattr(lc, k)} must be >= 0")

@@ -60,7 +60,7 @@ class GANTraining(Method):
     def __init__(self, cfg: Any, spec: Any) -> None:
         super().__init__(cfg, spec)
         lc = cfg.loss
-        check_eval_config(lc)
+        check_eval_config(lc, cfg.data.max_test)
         gen = build_gen(cfg, spec)
         disc_name = check_game_config(lc, cfg.model.name)
         if lc.ema < 0 or lc.ema >= 1:

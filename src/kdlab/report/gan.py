@@ -244,8 +244,8 @@ def compare_generator_runs(run_dirs: Sequence[PathLike], out_dir: PathLike, titl
         out += [f"Teacher: `{t.get('checkpoint', MISSING)}` (sha256 `{t.get('sha256', MISSING)}`), {format_count(t.get('params'))} "
                 "parameters.", ""]
     if grid:
-        out += ["## Samples, same z", "", f"![side by side]({grid})", "", "Rows: real test images, teacher, then students "
-                "by decreasing d; columns share the latent z.", ""]
+        out += ["## Samples, same z", "", f"![side by side]({grid})", "", "Rows: real test images, the teacher, then the "
+                "students in the order of the table; columns share the latent z.", ""]
     if shown:
         out += ["## Metrics against parameters", ""]
         for metric, label in shown:
