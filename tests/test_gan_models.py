@@ -126,3 +126,17 @@ def test_joint_loss_weights_are_separate():
     assert float(total) == pytest.approx(-0.7) and float(mse) == pytest.approx(1.0)
     total, _, _ = joint_student_loss(s, t, adv, mse_weight=0.3, adv_weight=0.7)
     assert float(total) == pytest.approx(0.3 * 1.0 + 0.7 * -0.7)
+
+
+@pytest.mark.parametrize("recipe,data,shape", [("gan_teacher_cifar10", "cifar10", (3, 32, 32)),
+                                               ("gan_teacher", "mnist", (1, 28, 28))])
+def test_recipes_build_generators_for_other_data_sets(recipe, data, shape, tmp_path):
+    """The packaged configs build the right generator for a data set's spec (no data is read)."""
+    from kdlab.cli import resolve_config
+    from kdlab.data import dataset_spec
+    from kdlab.methods import METHODS
+    from kdlab.runner import load_run_config
+
+    cfg = load_run_config([resolve_config(recipe)], [f"data.name={data}", "loss.extractor=null", f"out_dir={tmp_path}"])
+    m = METHODS.get(cfg.method)(cfg, dataset_spec(data))
+    assert tuple(m.eval_model().output_shape) == shape
