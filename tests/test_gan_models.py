@@ -120,7 +120,7 @@ def test_gradient_penalty_of_a_linear_critic():
 
 
 def test_joint_loss_weights_are_separate():
-    s, t = torch.zeros(2, 1, 2, 2, requires_grad=True), torch.ones(2, 1, 2, 2)
+    s, t = torch.zeros(2, 1, 2, 2), torch.ones(2, 1, 2, 2)
     adv = torch.tensor(-0.7)
     total, mse, a = joint_student_loss(s, t, adv, mse_weight=0.0, adv_weight=1.0)
     assert float(total) == pytest.approx(-0.7) and float(mse) == pytest.approx(1.0)
