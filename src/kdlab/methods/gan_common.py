@@ -196,9 +196,8 @@ def disc_optim_cfg(cfg: Any):
 
 def nan_guard(images: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
     """``loss``, or NaN when the generator produced a non-finite pixel (the engine then stops the run)."""
-    if not bool(torch.isfinite(images).all()):
-        return torch.full_like(loss, float("nan"))
-    return loss
+    # no host sync (the engine checks losses on accelerators only every log step)
+    return torch.where(torch.isfinite(images.detach()).all(), loss, torch.full_like(loss, float("nan")))
 
 
 class EMA:
@@ -343,7 +342,7 @@ def gan_finalize(method: Any, run_dir: Path, data: Any, result: Any, device: Any
 
     out: Dict[str, Any] = {
         "kind": "generator",
-        "model": generator_profile(best.cpu(), cfg.eval.latency, min(cfg.eval.latency_iters, 10)),
+        "model": generator_profile(best, cfg.eval.latency, min(cfg.eval.latency_iters, 10)),
         "teacher": None,
         "generative": generative,
         "extractor": info,
@@ -374,7 +373,7 @@ def gan_finalize(method: Any, run_dir: Path, data: Any, result: Any, device: Any
         for i in range(0, min(lc.grid_n, 64), 8):
             rows += [grid_t[i:i + 8], grid_gen[i:i + 8]]
         save_grid(torch.cat(rows), samples / "side_by_side.png", nrow=8)
-        prof = generator_profile(teacher.cpu(), cfg.eval.latency, min(cfg.eval.latency_iters, 10))
+        prof = generator_profile(teacher, cfg.eval.latency, min(cfg.eval.latency_iters, 10))
         out["teacher"] = {**prof, "checkpoint": teacher_path, "sha256": file_sha256(teacher_path), "generative": t_metrics}
         out["compression_ratio"] = prof["params"] / max(out["model"]["params"], 1)
     extra = {k: v for k, v in method.summary_extra().items() if k != "teacher"}

@@ -6,6 +6,10 @@ Per training step (one batch of real images ``x`` mapped to [-1, 1]): one discri
 ``x`` vs ``G(z)`` (fresh ``z ~ N(0, I)``); every ``n_critic``-th step also one generator step on a
 fresh ``z``. WGAN clips the critic's weights after each of its updates. Both players use the
 ``optim`` section (DCGAN: Adam 2e-4, betas (0.5, 0.999)); ``loss.disc_lr`` may set D's rate apart.
+Arjovsky et al. train WGAN with RMSprop 5e-5; kdlab's optimizers are sgd/adam/adamw, so the WGAN
+recipe uses Adam 5e-5 with betas (0.5, 0.999) (a documented departure). One real batch serves one
+discriminator step (rather than n_critic fresh real batches per generator step as in Arjovsky's
+Algorithm 1): the same number of critic updates per generator update, one pass over the data per epoch.
 Optionally the exported generator is an exponential moving average of G's weights (``loss.ema``).
 A sample grid from fixed latents is written to ``samples/epoch_NNN.png`` after every epoch.
 
