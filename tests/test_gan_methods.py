@@ -229,3 +229,36 @@ def test_cli_evaluate_gan_and_errors(trained, tmp_path, capsys):
                  "--kid-subset-size", "100"]) == 2
     assert "kid_subset_size" in capsys.readouterr().err.replace("\n", "")
     assert main(["compress-gan", "gan_student_mse", f"out_dir={tmp_path}", "method=gan"]) == 2
+
+
+def test_resumed_gan_run_ends_with_the_same_weights(tmp_path):
+    """Two epochs in one go vs one epoch + --resume: same generator, discriminator and EMA weights."""
+    base = dict(loss={"ema": 0.9, "game": "wgan-gp", "disc": "wdcgan", "n_critic": 2},
+                trainer={"epochs": 2, "limit_train_batches": 3})
+    full = train(load_run_config([gan_config(tmp_path, name="full", **base)]))
+    load = lambda n: load_checkpoint(tmp_path / n / "checkpoints" / "last.ckpt")  # noqa: E731
+    cut = gan_config(tmp_path, name="cut", **base)
+    train(load_run_config([{**cut, "trainer": {**cut["trainer"], "epochs": 1}}]))
+    resumed = train(load_run_config([cut]), resume=True)
+    a, b = load("full"), load("cut")
+    assert b["epoch"] == 2
+    for key in ("generator", "discriminator"):
+        for k, v in a["method"]["players"][key].items():
+            assert torch.equal(v, b["method"]["players"][key][k]), (key, k)
+    assert all(torch.equal(v, b["method"]["ema"][k]) for k, v in a["method"]["ema"].items())
+    assert (full / "teacher.safetensors").is_file() and (resumed / "teacher.safetensors").is_file()
+
+
+def test_cli_compress_gan_writes_student_and_report(trained, tmp_path, capsys):
+    _, clf, teacher = trained
+    args = ["compress-gan", "gan_student_mse", f"out_dir={tmp_path}", "name=cli-student", f"teacher.checkpoint={teacher}",
+            "model.kwargs.d=2", "trainer.epochs=1", "trainer.limit_train_batches=5", "trainer.progress=false",
+            "trainer.tensorboard=false", "data.n_per_class=50", "data.max_test=300", f"loss.extractor={clf}",
+            "loss.n_samples=300", "loss.kid_subset_size=100", "loss.kid_subsets=5", "trainer.threads=1"]
+    assert main(args) == 0
+    run = tmp_path / "cli-student"
+    s = json.loads((run / "summary.json").read_text())
+    assert s["method"] == "gan-compression" and s["model"]["d"] == 2 and s["teacher"]["d"] == 8
+    assert load_generator(run).d == 2
+    report = (run / "report.md").read_text()
+    assert "Fidelity to the teacher" in report and s["teacher"]["sha256"] in report
