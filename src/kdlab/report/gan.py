@@ -157,8 +157,9 @@ def write_gan_run_report(run: Union[RunData, PathLike]) -> Path:
 
 def plot_metric_vs_params(points: Sequence[Dict[str, Any]], metric: str, path: PathLike, title: str = "",
                           ylabel: Optional[str] = None, reference: Optional[float] = None) -> Optional[Path]:
-    """Plot ``metric`` against parameter count (log x) for points ``{"label", "params", metric, "role"}``;
-    teachers as stars; an optional horizontal reference line (e.g. real images' VoL)."""
+    """Plot ``metric`` against parameter count (log x) for points ``{"label", "params", metric, "role", "series"}``:
+    one line per series of students, teachers as stars, an optional horizontal reference line (e.g. real
+    images' VoL)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -168,10 +169,14 @@ def plot_metric_vs_params(points: Sequence[Dict[str, Any]], metric: str, path: P
     if not pts:
         return None
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    students = sorted([p for p in pts if p.get("role") != "teacher"], key=lambda p: p["params"])
-    if students:
-        ax.plot([p["params"] for p in students], [p[metric] for p in students], "o-", label="students")
-        for p in students:
+    series: Dict[str, List[Dict[str, Any]]] = {}
+    for p in pts:
+        if p.get("role") != "teacher":
+            series.setdefault(str(p.get("series") or "students"), []).append(p)
+    for name, members in series.items():
+        members = sorted(members, key=lambda p: p["params"])
+        ax.plot([p["params"] for p in members], [p[metric] for p in members], "o-", label=name)
+        for p in members:
             ax.annotate(p["label"], (p["params"], p[metric]), fontsize=7, textcoords="offset points", xytext=(3, 3))
     for p in pts:
         if p.get("role") == "teacher":
@@ -220,7 +225,10 @@ def compare_generator_runs(run_dirs: Sequence[PathLike], out_dir: PathLike, titl
                      _pm(g.get("kid"), g.get("kid_std"), 4), _pm(g.get("is"), g.get("is_std")), _f(g.get("vol"), 1),
                      _f(g.get("fidelity_fid")) if t else MISSING, _f(g.get("mse_to_teacher"), 5) if t else MISSING,
                      _f(s.get("wall_time_s"), 0), f"`{os.path.relpath(r.path, out_dir)}`"])
-        points.append({"label": f"d={m.get('d')}", "params": m.get("params"), "role": role, **{k: g.get(k) for k in
+        loss_cfg = (r.config or {}).get("loss") or {}
+        kind = "joint-loss students" if (loss_cfg.get("adv_weight") or 0) > 0 else "MSE students"
+        points.append({"label": f"d={m.get('d')}", "params": m.get("params"), "role": role, "series": kind,
+                       **{k: g.get(k) for k in
                        ("fid", "kid", "is", "vol", "fidelity_fid", "mse_to_teacher")}})
         if t:
             teachers[t.get("sha256", "")] = t
