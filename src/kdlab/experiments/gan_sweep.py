@@ -52,14 +52,14 @@ SCALES: Dict[str, Dict[str, Any]] = {
         "student": ["trainer.epochs=3", "trainer.limit_train_batches=500"],
     },
     "full": {
-        "classifier": ["model.name=lenet", "trainer.epochs=15", "data.val_size=5000", "optim.name=adam",
+        "classifier": ["trainer.accelerator=auto", "model.name=lenet", "trainer.epochs=15", "data.val_size=5000", "optim.name=adam",
                        "optim.lr=0.001", "optim.weight_decay=0.0"],
         "teacher_d": 256,
-        "teacher": ["model.name=wdcgan", "loss.game=wgan", "loss.disc=wdcgan", "loss.disc_d=64", "loss.n_critic=5",
+        "teacher": ["trainer.accelerator=auto", "model.name=wdcgan", "loss.game=wgan", "loss.disc=wdcgan", "loss.disc_d=64", "loss.n_critic=5",
                     "optim.lr=0.00005", "trainer.epochs=25"],
         "student_ds": [128, 64, 32, 16, 8, 4, 2],
         "joint_ds": [64, 16, 4],
-        "student": ["model.name=wdcgan", "trainer.epochs=10"],
+        "student": ["trainer.accelerator=auto", "model.name=wdcgan", "trainer.epochs=10"],
     },
 }
 

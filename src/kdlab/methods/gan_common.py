@@ -130,7 +130,19 @@ def build_gen(cfg: Any, spec: Any, **override: Any) -> nn.Module:
     if cfg.model.name not in GENERATORS:
         raise ValueError(f"model.name = {cfg.model.name!r} is not a generator; accepted: {', '.join(GENERATORS.names())}")
     kw = {**gen_kwargs(cfg), **override}
-    return build_generator(cfg.model.name, out_channels=spec.in_channels, image_size=spec.image_size, **kw)
+    gen = build_generator(cfg.model.name, out_channels=spec.in_channels, image_size=spec.image_size, **kw)
+    from omegaconf import OmegaConf
+
+    init = OmegaConf.select(cfg, "model.checkpoint", default=None)  # initial weights (where the config has the key)
+    if init:
+        src = load_generator(init)
+        got = (src.arch, dict(src.arch_kwargs), tuple(src.output_shape))
+        want = (gen.arch, dict(gen.arch_kwargs), tuple(gen.output_shape))
+        if got != want:
+            raise ValueError(f"model.checkpoint {init!r} holds generator {got} (arch, kwargs, output shape); "
+                             f"the config builds {want}")
+        gen.load_state_dict(src.state_dict())
+    return gen
 
 
 class DataRange:
