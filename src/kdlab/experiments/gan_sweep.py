@@ -15,13 +15,15 @@ then writes ``out_dir/gan-compression-sweep/report.md`` with FID/KID/IS/VoL, par
 compression ratio and fidelity to the teacher per generator, plots of each metric against the
 parameter count, and one sample grid: real images, the teacher and every student for the same z.
 
-Scales (estimated from per-step CPU timings on this 2-core machine under load: teacher GAN step
-(G d=32 + D d=16, batch 64) ~0.11 s, MSE student step ~0.035 s, joint student step ~0.09 s, LeNet-small
-classifier step (batch 128) ~0.06 s, evaluation of one generator on 10,000 samples ~20 s):
+Scales (estimated from per-step timings measured with one CPU thread on this 2-core machine while
+other jobs ran: teacher GAN step (G d=32 + D d=16, batch 64) 0.114 s; MSE student step (d=4, teacher
+d=32) 0.034 s; joint student step (WGAN-GP critic d=32, 3 critic steps per student step) 0.155 s, less
+with the critic d=16 used here; LeNet-small classifier step (batch 128) 0.06 s; evaluation of one
+generator on 10,000 samples about 20 s):
 
-* ``small`` (Fashion-MNIST, 2 CPU cores): classifier 2 epochs (~1 min); teacher DCGAN d=32, BCE game,
-  3 x 800 steps (~5 min); MSE students d = 16, 8, 4, 2 and a joint student d = 4, 1,500 steps each
-  (~6 min); evaluation ~2 min: about 15 minutes in all.
+* ``small`` (Fashion-MNIST, 2 CPU cores): classifier 2 epochs x 453 steps (~1 min); teacher DCGAN d=32,
+  BCE game, 3 x 800 steps (~4.6 min); MSE students d = 16, 8, 4, 2, 1,500 steps each (~3.4 min); a
+  joint student d = 4 (critic d=16), 1,500 steps (~2.5-4 min); evaluation ~2 min: about 15 minutes.
 * ``full`` (GPU; the paper's protocol as far as it is given): classifier LeNet 32-64-1024 for 15 epochs;
   teacher WDCGAN d = 256 (the paper's MNIST choice, Fig. 2) with the WGAN game (weight clipping,
   5 critic steps) for 25 epochs; MSE and joint students at d = 128, 64, 32, 16, 8, 4, 2 for 10 epochs.
@@ -50,6 +52,7 @@ SCALES: Dict[str, Dict[str, Any]] = {
         "student_ds": [16, 8, 4, 2],
         "joint_ds": [4],
         "student": ["trainer.epochs=3", "trainer.limit_train_batches=500"],
+        "joint": ["loss.disc_d=16"],
     },
     "full": {
         "classifier": ["trainer.accelerator=auto", "model.name=lenet", "trainer.epochs=15", "data.val_size=5000", "optim.name=adam",
@@ -60,6 +63,7 @@ SCALES: Dict[str, Dict[str, Any]] = {
         "student_ds": [128, 64, 32, 16, 8, 4, 2],
         "joint_ds": [64, 16, 4],
         "student": ["trainer.accelerator=auto", "model.name=wdcgan", "trainer.epochs=10"],
+        "joint": ["loss.disc_d=64"],
     },
 }
 
@@ -128,7 +132,8 @@ def gan_compression_sweep(out_dir: Path, scale: str, seeds: Optional[List[int]] 
             students.append(_run(
                 [RECIPES / recipe],
                 common + [f"teacher.checkpoint={teacher}", f"model.kwargs.d={d}", f"loss.extractor={clf_weights}",
-                          f"name=gan-sweep-{kind}-d{d}", f"label={kind.upper()} student d={d}"] + plan["student"] + user,
+                          f"name=gan-sweep-{kind}-d{d}", f"label={kind.upper()} student d={d}"] + plan["student"]
+                + (plan.get("joint", []) if kind == "joint" else []) + user,
                 console))
     report_dir = out_dir / NAME
     cfg = load_run_config([teacher / "config.yaml"])
