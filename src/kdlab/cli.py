@@ -121,8 +121,8 @@ def _train_gan(args: argparse.Namespace, default_method: str) -> int:
     if cfg.method != default_method:
         raise ConfigError(f"`kdlab {args.command}` runs method {default_method!r}, but the config says method={cfg.method!r}")
     run_dir = train(cfg, resume=args.resume)
-    s = json.loads((run_dir / "summary.json").read_text())
-    _print_gan(s, str(run_dir / "report.md"))
+    if (run_dir / "summary.json").is_file():  # rank 0 only under DDP
+        _print_gan(json.loads((run_dir / "summary.json").read_text()), str(run_dir / "report.md"))
     return 0
 
 
