@@ -43,6 +43,7 @@ test-slow: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_distill_step.py
+	$(BIN)/python benchmarks/bench_fid.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

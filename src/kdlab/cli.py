@@ -1,6 +1,7 @@
 """``kdlab <command> [config.yaml] [key=value ...]``: the command-line interface.
 
-Commands: ``train-teacher``, ``distill``, ``evaluate``, ``report``, ``list``, ``demo``, ``reproduce``.
+Commands: ``train-teacher``, ``distill``, ``evaluate``, ``report``, ``list``, ``demo``, ``reproduce``;
+for generators ``train-gan``, ``compress-gan``, ``evaluate-gan``.
 A config argument is a YAML path or the name of a packaged recipe (``kdlab list recipes``).
 """
 from __future__ import annotations
@@ -109,15 +110,77 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_gan(args: argparse.Namespace, default_method: str) -> int:
+    """``kdlab train-gan`` (method gan) / ``kdlab compress-gan`` (method gan-compression)."""
+    from kdlab.config import ConfigError
+    from kdlab.runner import load_run_config, train
+
+    configs, overrides = _split(args.items)
+    sources: List = [{"method": default_method}] + [resolve_config(c) for c in configs]
+    cfg = load_run_config(sources, overrides)
+    if cfg.method != default_method:
+        raise ConfigError(f"`kdlab {args.command}` runs method {default_method!r}, but the config says method={cfg.method!r}")
+    run_dir = train(cfg, resume=args.resume)
+    if (run_dir / "summary.json").is_file():  # rank 0 only under DDP
+        _print_gan(json.loads((run_dir / "summary.json").read_text()), str(run_dir / "report.md"))
+    return 0
+
+
+def _print_gan(s: dict, where: str) -> None:
+    g = s.get("generative") or {}
+    table = Table(title=f"{s.get('label', s.get('weights', ''))} ({s.get('method', 'generator')})")
+    for col in ("generator", "d", "params", "FID", "KID", "IS", "VoL", "fidelity FID (vs teacher)", "report"):
+        table.add_column(col)
+
+    def f(v, d=2):
+        return f"{v:.{d}f}" if isinstance(v, (int, float)) else "-"
+
+    m = s.get("model") or {}
+    table.add_row(str(m.get("name")), str(m.get("d")), f"{m.get('params', 0):,}", f(g.get("fid")), f(g.get("kid"), 4),
+                  f(g.get("is")), f(g.get("vol"), 1), f(g.get("fidelity_fid")), where)
+    Console().print(table)
+
+
+def cmd_evaluate_gan(args: argparse.Namespace) -> int:
+    from kdlab.config import ConfigError
+    from kdlab.methods.gan_common import evaluate_generator
+    from kdlab.runner import datasets_for, load_run_config
+
+    data = {}
+    for item in args.overrides:
+        key, _, value = item.partition("=")
+        if not key.startswith("data."):
+            raise ConfigError(f"evaluate-gan takes data.* overrides only; got {item!r}")
+        data[key[5:]] = value
+    if "name" not in data:
+        from kdlab.engine.checkpoint import read_safetensors_metadata
+        from kdlab.engine.generators import resolve_generator
+
+        path = resolve_generator(args.weights)
+        if path.suffix == ".safetensors":
+            data["name"] = read_safetensors_metadata(path).get("data", "fashion-mnist")
+    cfg = load_run_config([{"data": {**data, "val_size": 0}}])
+    out = evaluate_generator(args.weights, datasets_for(cfg), extractor=args.extractor, n_samples=args.n_samples,
+                             seed=args.seed, kid_subset_size=args.kid_subset_size, teacher=args.teacher)
+    text = json.dumps(out, indent=2, default=float)
+    if args.json:
+        from kdlab.engine import atomic_write_text
+
+        atomic_write_text(args.json, text + "\n")
+    print(text)
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from kdlab.data import DATASETS
     from kdlab.experiments import EXPERIMENTS
     from kdlab.losses import LOSSES
     from kdlab.methods import METHODS
-    from kdlab.models import MODELS
+    from kdlab.models import GENERATORS, MODELS
 
     groups = {
         "models": MODELS.describe(),
+        "generators": GENERATORS.describe(),
         "methods": METHODS.describe(),
         "data": DATASETS.describe(),
         "losses": LOSSES.describe(),
@@ -165,6 +228,20 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=f"{help_}. ITEMS: config YAML paths or recipe names, then key=value overrides.")
         p.add_argument("items", nargs="*", help="config.yaml / recipe name, then key=value overrides")
         p.add_argument("--resume", action="store_true", help="continue runs/<name> from checkpoints/last.ckpt")
+    for name, help_ in (("train-gan", "train a teacher GAN (DCGAN/WDCGAN; gan | wgan | wgan-gp)"),
+                        ("compress-gan", "distill a small student generator from a teacher generator (MSE or joint loss)")):
+        p = sub.add_parser(name, help=help_, description=f"{help_}. ITEMS: config YAML paths or recipe names, then key=value overrides.")
+        p.add_argument("items", nargs="*", help="config.yaml / recipe name, then key=value overrides")
+        p.add_argument("--resume", action="store_true", help="continue runs/<name> from checkpoints/last.ckpt")
+    p = sub.add_parser("evaluate-gan", help="FID/KID/IS/variance of Laplacian of any generator checkpoint vs a data set")
+    p.add_argument("weights", help="GAN run directory or generator .safetensors / .ckpt")
+    p.add_argument("overrides", nargs="*", help="data.* overrides, e.g. data.name=fashion-mnist data.max_test=2000")
+    p.add_argument("--extractor", default=None, help="classifier run dir / .safetensors on the same data set, or 'inception'")
+    p.add_argument("--teacher", default=None, help="a teacher generator: adds the fidelity FID (student vs teacher samples)")
+    p.add_argument("--n-samples", type=int, default=10000)
+    p.add_argument("--seed", type=int, default=0, help="seed of the fixed latents")
+    p.add_argument("--kid-subset-size", type=int, default=1000)
+    p.add_argument("--json", default=None, help="also write the result to this JSON file")
     p = sub.add_parser("evaluate", help="test accuracy, noise robustness, params, MACs, latency of a classifier")
     p.add_argument("weights", help="run directory or .safetensors / .ckpt file")
     p.add_argument("overrides", nargs="*", help="data.* overrides, e.g. data.name=fashion-mnist")
@@ -199,6 +276,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "train-teacher": lambda a: _train(a, "teacher"),
         "distill": lambda a: _train(a, "distill"),
         "evaluate": cmd_evaluate,
+        "train-gan": lambda a: _train_gan(a, "gan"),
+        "compress-gan": lambda a: _train_gan(a, "gan-compression"),
+        "evaluate-gan": cmd_evaluate_gan,
         "report": cmd_report,
         "list": cmd_list,
         "demo": cmd_demo,

@@ -15,3 +15,6 @@ EXPERIMENTS = Registry("experiment")
 SCALES = ("small", "full")
 
 __all__ = ["EXPERIMENTS", "SCALES"]
+
+# Experiment modules register themselves on import (kept at the end: they import EXPERIMENTS).
+from kdlab.experiments import gan_sweep  # noqa: E402,F401

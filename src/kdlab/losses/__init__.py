@@ -33,3 +33,17 @@ __all__ = [
     "attention_losses",
     "ATTENTION_MODES",
 ]
+
+# GAN losses (GAN compression by distillation, Aguinaldo et al. 2019)
+from kdlab.losses.gan import (  # noqa: E402
+    bce_discriminator_loss,
+    bce_generator_loss,
+    generator_mse,
+    gradient_penalty,
+    joint_student_loss,
+    wgan_critic_loss,
+    wgan_generator_loss,
+)
+
+__all__ += ["bce_discriminator_loss", "bce_generator_loss", "wgan_critic_loss", "wgan_generator_loss",
+            "gradient_penalty", "generator_mse", "joint_student_loss"]

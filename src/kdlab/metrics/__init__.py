@@ -14,3 +14,23 @@ __all__ = [
     "count_macs",
     "cpu_latency_ms",
 ]
+
+# Generative metrics (GAN compression): FID, KID, IS through torchmetrics, variance of Laplacian, grids.
+from .generative import (  # noqa: E402
+    ClassifierFeatures,
+    FeatureSet,
+    fid_from_features,
+    frechet_distance,
+    generate_images,
+    generator_batches,
+    inception_score,
+    is_from_logits,
+    kernel_inception_distance,
+    kid_from_features,
+    save_grid,
+    variance_of_laplacian,
+)
+
+__all__ += ["ClassifierFeatures", "FeatureSet", "frechet_distance", "kernel_inception_distance", "inception_score",
+            "fid_from_features", "kid_from_features", "is_from_logits", "variance_of_laplacian", "generate_images",
+            "generator_batches", "save_grid"]

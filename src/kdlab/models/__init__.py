@@ -35,3 +35,17 @@ __all__ = [
     "CifarResNet",
     "WideResNet",
 ]
+
+# GAN generators and discriminators (GAN compression, Aguinaldo et al. 2019): a separate registry.
+from kdlab.models.gan import (  # noqa: E402
+    DISCRIMINATORS,
+    GENERATORS,
+    DCDiscriminator,
+    DCGenerator,
+    build_discriminator,
+    build_generator,
+    sample_latent,
+)
+
+__all__ += ["GENERATORS", "DISCRIMINATORS", "DCGenerator", "DCDiscriminator", "build_generator",
+            "build_discriminator", "sample_latent"]

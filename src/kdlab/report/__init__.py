@@ -37,3 +37,8 @@ __all__ = [
     "plot_val_curves",
     "plot_noise",
 ]
+
+# Generator runs (GAN compression): their own run report and sweep comparison.
+from .gan import compare_generator_runs, plot_metric_vs_params, write_gan_run_report  # noqa: E402
+
+__all__ += ["write_gan_run_report", "compare_generator_runs", "plot_metric_vs_params"]

@@ -103,6 +103,10 @@ def write_run_report(run_dir: PathLike) -> Path:
     """
     run = load_run(run_dir)
     s = run.summary
+    if s.get("kind") == "generator":  # GAN runs (kdlab train-gan / compress-gan) have their own report
+        from .gan import write_gan_run_report
+
+        return write_gan_run_report(run)
     plots = run.path / "plots"
     plot_run_curves(_loss_series(run.metrics), epoch_series(run.metrics, "val/acc"), plots / "curves.png", title=run.name)
     sig, acc = noise_series(s)

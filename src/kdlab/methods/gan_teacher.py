@@ -1,0 +1,160 @@
+"""Teacher GAN training (Aguinaldo et al. 2019, sec. 2.1 and 3): a DCGAN or WDCGAN generator with
+depth scale factor d, trained by the standard GAN game (eq. 1, non-saturating generator loss), WGAN
+with weight clipping (eq. 2; Arjovsky et al. 2017) or WGAN with gradient penalty (Gulrajani et al.).
+
+Per training step (one batch of real images ``x`` mapped to [-1, 1]): one discriminator step on
+``x`` vs ``G(z)`` (fresh ``z ~ N(0, I)``); every ``n_critic``-th step also one generator step on a
+fresh ``z``. WGAN clips the critic's weights after each of its updates. Both players use the
+``optim`` section (DCGAN: Adam 2e-4, betas (0.5, 0.999)); ``loss.disc_lr`` may set D's rate apart.
+Arjovsky et al. train WGAN with RMSprop 5e-5; kdlab's optimizers are sgd/adam/adamw, so the WGAN
+recipe uses Adam 5e-5 with betas (0.5, 0.999) (a documented departure). One real batch serves one
+discriminator step (rather than n_critic fresh real batches per generator step as in Arjovsky's
+Algorithm 1): the same number of critic updates per generator update, one pass over the data per epoch.
+Optionally the exported generator is an exponential moving average of G's weights (``loss.ema``).
+A sample grid from fixed latents is written to ``samples/epoch_NNN.png`` after every epoch.
+
+Model selection: with ``data.val_size = 0`` (the recipes) the last epoch is kept; with a validation
+split and ``loss.extractor`` set, the epoch of lowest FID against the validation images
+(``loss.val_samples`` generated) is kept.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict
+
+import torch
+from torch import nn
+
+from kdlab.engine.generators import generator_metadata
+from kdlab.methods.base import METHODS, Method, unwrap
+from kdlab.methods.gan_common import (
+    EMA,
+    Adversary,
+    DataRange,
+    GanGameConfig,
+    build_disc,
+    build_gen,
+    check_eval_config,
+    check_game_config,
+    disc_optim_cfg,
+    gan_finalize,
+    load_extractor,
+    nan_guard,
+    real_image_batches,
+)
+from kdlab.metrics.generative import FeatureSet, fid_from_features, generate_images, generator_batches, save_grid
+
+
+@METHODS.register("gan")
+class GANTraining(Method):
+    """Teacher GAN: DCGAN/WDCGAN generator and discriminator, game gan | wgan | wgan-gp, optional EMA."""
+
+    export_name = "teacher"
+    selection_key = "val/fid"
+    selection_mode = "min"
+
+    @dataclass
+    class Config(GanGameConfig):
+        """``loss`` section of ``kdlab train-gan``: the game, D's size, EMA, and the evaluation keys."""
+
+        ema: float = 0.0  # decay of an EMA of G's weights (0 = off); the EMA generator is the one exported
+        val_samples: int = 1000  # generated images for the per-epoch validation FID (with a val split)
+
+    def __init__(self, cfg: Any, spec: Any) -> None:
+        super().__init__(cfg, spec)
+        lc = cfg.loss
+        check_eval_config(lc, cfg.data.max_test)
+        gen = build_gen(cfg, spec)
+        disc_name = check_game_config(lc, cfg.model.name)
+        if lc.ema < 0 or lc.ema >= 1:
+            raise ValueError(f"loss.ema = {lc.ema} must be in [0, 1) (0 = off)")
+        if cfg.data.val_size > 0 and not lc.extractor:
+            raise ValueError(
+                f"data.val_size = {cfg.data.val_size}: selecting a GAN epoch needs a validation FID, i.e. "
+                "loss.extractor=runs/<classifier run>; or set data.val_size=0 to keep the last epoch")
+        disc = build_disc(cfg, spec, disc_name, gen.d)
+        self.adversary = Adversary(lc.game, lc)
+        self.range = DataRange(spec)
+        self.ema = EMA(gen, lc.ema) if lc.ema > 0 else None
+        self.add_player("generator", gen)
+        self.add_player("discriminator", disc, disc_optim_cfg(cfg))
+        self._g_loss = None
+        self._val = None  # (features, logits) networks for the validation FID, loaded on first use
+        self.run_dir = Path(cfg.out_dir) / cfg.name
+
+    def setup(self, fabric: Any) -> None:
+        super().setup(fabric)
+        if self.ema is not None:
+            self.ema.model.to(fabric.device)
+
+    def _z(self, n: int, device: Any) -> torch.Tensor:
+        return torch.randn(n, unwrap(self.players["generator"]).latent_dim, device=device)
+
+    def training_step(self, batch, step: int) -> Dict[str, torch.Tensor]:
+        x, _ = batch
+        real = self.range.to_tanh(x)
+        G, D = self.players["generator"], self.players["discriminator"]
+        with torch.no_grad():
+            fake = G(self._z(real.shape[0], real.device))
+        d_terms = self.adversary.d_loss(D, real, fake)
+        self.step_optimizer("discriminator", d_terms["d"])
+        self.adversary.after_step(unwrap(D))
+        out = {f"loss_{k}" if k == "d" else k: v.detach() for k, v in d_terms.items()}
+        if (step + 1) % self.cfg.loss.n_critic == 0:
+            for p in D.parameters():
+                p.requires_grad_(False)
+            fake = G(self._z(real.shape[0], real.device))
+            g = self.adversary.g_loss(D, fake)
+            self.step_optimizer("generator", g)
+            for p in D.parameters():
+                p.requires_grad_(True)
+            if self.ema is not None:
+                self.ema.update(unwrap(G))
+            self._g_loss = nan_guard(fake, g.detach())
+        out["loss_g"] = self._g_loss if self._g_loss is not None else torch.zeros_like(out["loss_d"])
+        out["loss"] = nan_guard(fake, out["loss_d"] + out["loss_g"])
+        return out
+
+    def eval_model(self) -> nn.Module:
+        return self.ema.model if self.ema is not None else unwrap(self.players["generator"])
+
+    def export_state(self, **metadata: Any):
+        model = self.eval_model()
+        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        return state, generator_metadata(model, **metadata)
+
+    def validate(self, loader: Any, device: Any) -> Dict[str, float]:
+        """FID of ``loss.val_samples`` generated images against the validation images (lower is better)."""
+        lc = self.cfg.loss
+        if self._val is None:
+            feats, logits, _ = load_extractor(lc.extractor, self.spec)
+            self._val = (feats.to(device), FeatureSet.from_batches(real_image_batches(loader.dataset, 500), feats.to(device),
+                                                                   None, device))
+        feats, real = self._val
+        gen = self.eval_model()
+        fake = FeatureSet.from_batches(generator_batches(gen, lc.val_samples, gen.latent_dim, lc.sample_seed + 1, 500, device),
+                                       feats, None, device)
+        return {"val/fid": fid_from_features(real, fake)}
+
+    def on_epoch_end(self, epoch: int) -> None:
+        super().on_epoch_end(epoch)
+        if self.fabric is None or self.fabric.is_global_zero:
+            gen = self.eval_model()
+            dev = next(gen.parameters()).device
+            imgs = generate_images(gen, self.cfg.loss.grid_n, gen.latent_dim, self.cfg.loss.sample_seed, 256, dev)
+            save_grid(imgs, self.run_dir / "samples" / f"epoch_{epoch + 1:03d}.png")
+
+    def state_dict(self) -> Dict[str, Any]:
+        state = super().state_dict()
+        if self.ema is not None:
+            state["ema"] = self.ema.model.state_dict()
+        return state
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if self.ema is not None and "ema" in state:
+            self.ema.model.load_state_dict(state["ema"])
+
+    def finalize(self, run_dir: Any, data: Any, result: Any, device: Any) -> Dict[str, Any]:
+        return gan_finalize(self, run_dir, data, result, device)
