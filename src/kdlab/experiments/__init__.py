@@ -15,3 +15,5 @@ EXPERIMENTS = Registry("experiment")
 SCALES = ("small", "full")
 
 __all__ = ["EXPERIMENTS", "SCALES"]
+
+from kdlab.experiments import kdgan  # noqa: E402,F401  (registers kdgan-table3/table4/fig6/fig7)

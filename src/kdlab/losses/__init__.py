@@ -20,7 +20,7 @@ from kdlab.losses.ce import cross_entropy
 from kdlab.losses.hints import HintLoss
 from kdlab.losses.kd import kd_loss
 from kdlab.losses.logits import LOGIT_MODES, logit_matching
-from kdlab.losses import kdgan  # noqa: F401  (KDGAN game terms; registers kdgan_distill)
+from kdlab.losses import kdgan  # noqa: F401  (KDGAN game terms, kdlab.losses.kdgan)
 from kdlab.losses.kdgan import kdgan_distill_loss
 
 __all__ = [

@@ -20,7 +20,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from kdlab.losses._common import LOSSES, check_float_tensor, check_mode, check_positive
+from kdlab.losses._common import check_float_tensor, check_mode, check_positive
 
 DISTILL_MODES = ("l2", "kl")
 BASELINES = ("exact", "loo", "mean", "none")
@@ -305,7 +305,6 @@ def code_surrogate(logits: torch.Tensor, z: torch.Tensor, d_logits: torch.Tensor
 # ----------------------------------------------------------------------------- distillation
 
 
-@LOSSES.register("kdgan_distill", help="KDGAN L_DS: L2 on log-probabilities (appendix B) or KL")
 def kdgan_distill_loss(
     learner_logits: torch.Tensor, target_logits: torch.Tensor, mode: str = "l2", temperature: float = 1.0
 ) -> torch.Tensor:
