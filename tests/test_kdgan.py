@@ -185,11 +185,15 @@ def test_distill_l2_matches_closed_form_and_only_learner_gets_gradient():
 @pytest.fixture(scope="module")
 def small_teacher(tmp_path_factory):
     """A small LeNet teacher trained briefly on real Fashion-MNIST (about 80% test accuracy)."""
-    from tests.conftest import small_config
-
     tmp = tmp_path_factory.mktemp("kdgan_teacher")
-    cfg = load_run_config([small_config(tmp, name="teacher", model={"name": "lenet", "kwargs": {"channels": [8, 16], "fc": 64}},
-                                        data={"n_per_class": 100}, trainer={"epochs": 4})])
+    cfg = load_run_config([{
+        "name": "teacher", "method": "teacher", "out_dir": str(tmp),
+        "data": {"name": "fashion-mnist", "val_size": 200, "n_per_class": 100, "batch_size": 50, "eval_batch_size": 500, "max_test": 500},
+        "model": {"name": "lenet", "kwargs": {"channels": [8, 16], "fc": 64}},
+        "optim": {"name": "adam", "lr": 0.002, "weight_decay": 0.0},
+        "trainer": {"epochs": 4, "progress": False, "tensorboard": False},
+        "eval": {"latency": False, "noise_sigmas": [0.0]},
+    }])
     return train(cfg)
 
 
@@ -311,3 +315,42 @@ def test_bad_input_errors(make_config, tmp_path):
         K.gumbel_softmax_sample(torch.zeros(2, 3), tau=1.0, k=0)
     with pytest.raises(ValueError, match="alpha"):
         K.mixture(torch.ones(1), torch.ones(1), 2.0)
+
+
+def test_appendix_c_architectures_and_cifar_recipes():
+    from kdlab.cli import resolve_config
+
+    mi = lambda m: sum(p.numel() for p in m.parameters()) / 2**20  # noqa: E731
+    assert [round(mi(build_model("mlp", hidden=[h, h])), 2) for h in (100, 200, 800, 1200)] == [0.09, 0.19, 1.22, 2.28]
+    assert round(mi(build_model("lenet")), 2) == 3.12
+    r = build_model("resnet101_bottleneck", 10, 3, 32)
+    main_path = sum(1 for name, m in r.named_modules()
+                    if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and "shortcut" not in name)
+    assert main_path == 101  # stem + 33 blocks x 3 + fc
+    assert r(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    for recipe in ("kdgan_cifar10", "kdgan_cifar10_teacher", "kdgan", "kdgan_codis", "kdgan_distn_code"):
+        cfg = load_run_config([resolve_config(recipe)])
+        assert cfg.method in ("kdgan", "teacher", "codistill", "distill")
+
+
+def test_kdgan_resume_ends_where_an_uninterrupted_run_ends(make_config, small_teacher, tmp_path):
+    from kdlab.engine import load_checkpoint
+
+    def cfg(epochs, out):
+        c = _kdgan_cfg(make_config, small_teacher)
+        from omegaconf import OmegaConf
+
+        d = OmegaConf.to_container(c)
+        d["trainer"]["epochs"], d["out_dir"], d["data"]["n_per_class"] = epochs, str(out), 20
+        d["optim"]["scheduler"] = "none"  # a cosine schedule depends on the total number of epochs
+        return load_run_config([d])
+
+    straight = train(cfg(2, tmp_path / "a"))
+    train(cfg(1, tmp_path / "b"))
+    resumed = train(cfg(2, tmp_path / "b"), resume=True)
+    sa = load_checkpoint(straight / "checkpoints" / "last.ckpt")
+    sb = load_checkpoint(resumed / "checkpoints" / "last.ckpt")
+    for player in ("classifier", "teacher", "discriminator"):
+        for k, v in sa["method"]["players"][player].items():
+            assert torch.equal(v, sb["method"]["players"][player][k]), (player, k)
+    assert sa["method"]["kdgan"]["epoch"] == sb["method"]["kdgan"]["epoch"] == 2
