@@ -278,9 +278,9 @@ def test_codistill_terms_are_kl_between_peers(make_config):
     zc, zp = m.players["classifier"](x).detach(), m.players["peer"](x).detach()
     pc, pp = torch.softmax(zc / 2, -1), torch.softmax(zp / 2, -1)
     kl_c = (pp * (pp.log() - pc.log())).sum(1).mean() * 4
-    assert float(terms["c_kd"]) == pytest.approx(float(kl_c), rel=1e-4)
+    assert float(terms["c_kd"].detach()) == pytest.approx(float(kl_c), rel=1e-4)
     m.players["peer"].load_state_dict(m.players["classifier"].state_dict())
-    assert float(m.losses(x, y, x)["c_kd"]) == pytest.approx(0.0, abs=1e-6)
+    assert float(m.losses(x, y, x)["c_kd"].detach()) == pytest.approx(0.0, abs=1e-6)
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -354,3 +354,16 @@ def test_kdgan_resume_ends_where_an_uninterrupted_run_ends(make_config, small_te
         for k, v in sa["method"]["players"][player].items():
             assert torch.equal(v, sb["method"]["players"][player][k]), (player, k)
     assert sa["method"]["kdgan"]["epoch"] == sb["method"]["kdgan"]["epoch"] == 2
+
+
+def test_code_estimator_is_bce_of_own_logit_towards_discriminator_score():
+    logits = torch.tensor([[1.0, -2.0, 0.5]], dtype=torch.float64)
+    d_logits = torch.tensor([[0.0, 3.0, -1.0]], dtype=torch.float64)
+    z = torch.tensor([[1], [2]])  # k = 2 samples for one input
+    got = float(K.code_surrogate(logits, z, d_logits))
+    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    want = 0.0
+    for lab in (1, 2):
+        q, t = sig(float(logits[0, lab])), sig(float(d_logits[0, lab]))
+        want += -(t * math.log(q) + (1 - t) * math.log(1 - q)) / 2
+    assert got == pytest.approx(want, rel=1e-10)

@@ -25,6 +25,15 @@ epoch`` the run cycles through n_d epochs of d, n_t of t and n_c of c (the publi
 20, 10, 10). Gumbel temperature ``tau = max(tau_min, tau_start * tau_decay ** (epoch // tau_every))``
 (published code: 10, x0.88, no floor).
 
+Choices where the paper is silent (each a config key): the teacher's learning rate is
+``teacher_lr = 1e-5`` (the published 5e-4 for every player wrecked a pre-trained LeNet teacher within
+~15 steps on Fashion-MNIST, 78% -> 10% test accuracy, with either estimator); the discriminator
+starts from the teacher's weights (``disc_init: teacher``; the published code pre-trains it with
+cross entropy, which yields the same kind of network; ``scratch`` for a different architecture); the
+REINFORCE score is ``log p(z|x)`` at the discretised label (``score: concrete`` uses the concrete
+density of the continuous sample, the appendix's literal ``log q_c(y^c_i|x)``); the classifier gets
+no cross entropy (``ce: 0``, as in U; the published code pre-trains it with CE).
+
 Privileged inputs: when a batch has a third entry (``data.privileged``), the teacher sees it and
 the classifier and discriminator see ``x``.
 """
