@@ -398,10 +398,11 @@ def _grad_var(m, batch, which: str, draws: int) -> float:
     import torch
 
     c, t, d = m.players["classifier"], m.players["teacher"], m.players["discriminator"]
-    x, y = batch[0], batch[1]
+    x = batch[0]
+    xt = batch[2] if len(batch) > 2 else x  # the teacher's (privileged) view, if any
     params = [p for p in c.parameters()]
     with torch.no_grad():
-        d_logits, t_logits = d(x), t(x)
+        d_logits, t_logits = d(x), t(xt)
     grads = []
     gen = torch.Generator().manual_seed(1234)
     for _ in range(draws):
