@@ -20,9 +20,11 @@ the published code's setting).
 Scales: ``full`` = the paper's sizes (n = 5K/10K/50K, the appendix-C LeNet 32-64-1024 teacher and
 discriminator, 10 seeds, 50 epochs; a GPU job). ``small`` (2 CPU cores, well under an hour) =
 n divided by 10 (500, 1K, 5K), a narrower LeNet teacher/discriminator (8-16 channels, fc 128), 3 seeds
-and 15 epochs; the classifier is the paper's MLP 784-800-800-10 at both scales. Time (measured on the
-shared 2-core machine, one epoch of every Table-4 run of one seed: 25 s, KDGAN 0.19 s per step of 100
-images): Table 4 small ~ 15 epochs x 3 seeds x 25 s ~ 20 min; Table 3 ~ 12 min; Fig. 6 ~ 3 min; Fig. 7 ~ 2 min.
+and 15 epochs; the classifier is the paper's MLP 784-800-800-10 at both scales. Time, estimated from
+a 5-epoch, 1-seed run of Table 4 on the shared (busy) 2-core machine: one epoch of all 12 Table-4
+student runs of one seed = 30 s (KDGAN 0.23 s per step of 100 images, over half of it), 6 s of
+set-up and evaluation per run: Table 4 small ~ 15 x 3 x 30 s + 39 x 6 s + teachers ~ 27 min;
+Table 3 (12 KDGAN runs, one seed) ~ 17 min; Fig. 6 ~ 4 min; Fig. 7 ~ 2 min.
 """
 from __future__ import annotations
 
