@@ -39,6 +39,8 @@ class DataConfig:
     download: Optional[bool] = None  # None: try to download only when the files are missing
     image_size: Optional[int] = None  # only for imagefolder:<path>
     max_test: Optional[int] = None  # evaluate on a stratified part of the test split (quick runs)
+    privileged: Optional[str] = None  # downsample | mask: inputs degraded, clean view as privileged 3rd entry
+    privileged_factor: int = 4
 
 
 @dataclass

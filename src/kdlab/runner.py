@@ -39,6 +39,8 @@ def datasets_for(cfg: Any):
         download=d.download,
         image_size=d.image_size,
         max_test=d.max_test,
+        privileged=d.privileged,
+        privileged_factor=d.privileged_factor,
     )
 
 

@@ -16,6 +16,7 @@ from kdlab.data.fashion import FASHION_MNIST_CLASSES, FASHION_MNIST_DEBIAN_DIR
 from kdlab.data.loaders import SeededSampler, epoch_seed, make_loader
 from kdlab.data.memory import InMemoryDataset, collate_batched
 from kdlab.data.noise import add_gaussian_noise
+from kdlab.data.privileged import DEGRADATIONS, PrivilegedDataset, degrade
 from kdlab.data.paths import DataNotFoundError, data_root
 from kdlab.data.sets import DATASETS, DEFAULT_DATASET, DataSpec, dataset_spec, hflip_ok, load_split
 from kdlab.data.splits import stratified_subset, train_val_split
@@ -28,4 +29,5 @@ __all__ = [
     "Datasets", "build_datasets",
     "make_loader", "SeededSampler", "epoch_seed",
     "add_gaussian_noise",
+    "PrivilegedDataset", "degrade", "DEGRADATIONS",
 ]

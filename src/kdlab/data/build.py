@@ -43,6 +43,8 @@ def build_datasets(
     download: Optional[bool] = None,
     image_size: Optional[int] = None,
     max_test: Optional[int] = None,
+    privileged: Optional[str] = None,
+    privileged_factor: int = 4,
 ) -> Datasets:
     """Load a data set and carve it into train / val / test :class:`InMemoryDataset` s.
 
@@ -66,6 +68,9 @@ def build_datasets(
         download: see :func:`load_split`.
         image_size: resize images (default: the set's own size).
         max_test: use a stratified part of this many test images (None = all).
+        privileged: None, or a degradation (``'downsample'``, ``'mask'``): every split becomes a
+            :class:`kdlab.data.privileged.PrivilegedDataset` yielding ``(x_degraded, y, x_clean)``.
+        privileged_factor: strength of that degradation.
 
     Returns:
         :class:`Datasets`.
@@ -99,9 +104,16 @@ def build_datasets(
             x, y = x[idx], y[idx]
         return InMemoryDataset(x, y, spec.mean, spec.std, augment=aug, hflip=flip)
 
-    return Datasets(
+    out = Datasets(
         train=make(train_idx, train_x, train_y, augment),
         val=make(val_idx, train_x, train_y, False) if len(val_idx) else None,
         test=make(None, test_x, test_y, False),
         spec=spec,
     )
+    if privileged is not None:
+        from kdlab.data.privileged import PrivilegedDataset
+
+        wrap = lambda d: PrivilegedDataset(d, privileged, privileged_factor)  # noqa: E731
+        out = Datasets(train=wrap(out.train), val=wrap(out.val) if out.val is not None else None,
+                       test=wrap(out.test), spec=spec)
+    return out

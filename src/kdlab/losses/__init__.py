@@ -20,6 +20,8 @@ from kdlab.losses.ce import cross_entropy
 from kdlab.losses.hints import HintLoss
 from kdlab.losses.kd import kd_loss
 from kdlab.losses.logits import LOGIT_MODES, logit_matching
+from kdlab.losses import kdgan  # noqa: F401  (KDGAN game terms, kdlab.losses.kdgan)
+from kdlab.losses.kdgan import kdgan_distill_loss
 
 __all__ = [
     "LOSSES",
@@ -32,6 +34,8 @@ __all__ = [
     "attention_loss",
     "attention_losses",
     "ATTENTION_MODES",
+    "kdgan",
+    "kdgan_distill_loss",
 ]
 
 # GAN losses (GAN compression by distillation, Aguinaldo et al. 2019)

@@ -11,7 +11,7 @@ Every weight is a config key; a weight of 0 skips the term and its computation.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -148,10 +148,14 @@ class Distill(Method):
             return teacher(x), {}
         return extract_features(teacher, x, self.t_names)
 
-    def losses(self, x: torch.Tensor, y: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """The weighted terms for one batch (each entry already multiplied by its weight) and ``loss``."""
+    def losses(self, x: torch.Tensor, y: torch.Tensor, x_teacher: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """The weighted terms for one batch (each entry already multiplied by its weight) and ``loss``.
+
+        ``x_teacher``: the teacher's (privileged) input when it differs from the student's ``x``.
+        """
         lc = self.cfg.loss
-        t_logits, t_feats = self.teacher_forward(x) if self.uses_teacher else (None, {})
+        xt = x if x_teacher is None else x_teacher
+        t_logits, t_feats = self.teacher_forward(xt) if self.uses_teacher else (None, {})
         s_logits, s_feats = self.players["student"](x)
         terms: Dict[str, torch.Tensor] = {}
         if lc.ce > 0:
@@ -172,8 +176,8 @@ class Distill(Method):
         return terms
 
     def training_step(self, batch, step: int) -> Dict[str, torch.Tensor]:
-        x, y = batch
-        terms = self.losses(x, y)
+        x, y = batch[0], batch[1]
+        terms = self.losses(x, y, batch[2] if len(batch) > 2 else None)  # 3rd entry: privileged input
         self.step_optimizer("student", terms["loss"])
         return {k: v.detach() for k, v in terms.items()}
 

@@ -17,6 +17,7 @@ from kdlab.models.base import (
 from kdlab.models.lenet import LeNet
 from kdlab.models.mlp import MLP
 from kdlab.models.resnet import CifarResNet
+from kdlab.models.resnet_bottleneck import BottleneckResNet
 from kdlab.models.vgg import VGG
 from kdlab.models.wrn import WideResNet
 
@@ -34,6 +35,7 @@ __all__ = [
     "VGG",
     "CifarResNet",
     "WideResNet",
+    "BottleneckResNet",
 ]
 
 # GAN generators and discriminators (GAN compression, Aguinaldo et al. 2019): a separate registry.

@@ -1,0 +1,78 @@
+"""Privileged inputs: a second view of each example that only the teacher sees.
+
+KDGAN's tag-recommendation task gives the teacher text that the classifier never sees (Wang et al.
+2018, sec. 5; "learning using privileged information", Vapnik & Vashist 2009; generalized
+distillation, Lopez-Paz et al. 2016). :class:`PrivilegedDataset` provides the image analogue on
+real data: the classifier's input is a DEGRADED image and the teacher's extra input is the CLEAN
+image, so the extra input carries real information (the lost detail).
+
+Batches are ``(x_degraded [B,C,H,W], y [B], x_clean [B,C,H,W])``; code that reads ``batch[0]`` and
+``batch[1]`` (the loop, accuracy) sees the classifier's view, and methods that know about the third
+entry hand it to the teacher.
+"""
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kdlab.data.memory import InMemoryDataset
+
+DEGRADATIONS = ("downsample", "mask")
+
+
+def degrade(x: torch.Tensor, kind: str = "downsample", factor: int = 4) -> torch.Tensor:
+    """Deterministically degrade normalised images ``[B, C, H, W]``.
+
+    * ``'downsample'``: average-pool by ``factor`` then nearest upsampling (28x28 -> 7x7 -> 28x28 for 4).
+    * ``'mask'``: the bottom ``1 - 1/factor`` of the rows set to the image minimum (0 = black
+      after de-normalising is not needed: the value is the per-image minimum).
+
+    Raises:
+        ValueError: unknown ``kind`` (lists them) or ``factor`` < 1.
+    """
+    if kind not in DEGRADATIONS:
+        raise ValueError(f"unknown degradation {kind!r}; accepted: {', '.join(DEGRADATIONS)}")
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+        raise ValueError(f"degradation factor must be an integer >= 1, got {factor!r}")
+    if kind == "downsample":
+        h, w = x.shape[-2:]
+        small = F.avg_pool2d(x, factor, ceil_mode=True)
+        return F.interpolate(small, size=(h, w), mode="nearest")
+    keep = max(1, x.shape[-2] // factor)
+    out = x.clone()
+    low = x.flatten(1).min(dim=1).values.view(-1, 1, 1, 1)
+    out[..., keep:, :] = low.expand_as(out[..., keep:, :])
+    return out
+
+
+class PrivilegedDataset(InMemoryDataset):
+    """An :class:`InMemoryDataset` whose batches carry the clean image as a privileged third entry.
+
+    Args:
+        base: the dataset to wrap (its images, labels, normalisation and augmentation are reused;
+            an augmented crop/flip is applied once and both views are cut from the same draw).
+        kind, factor: the degradation of the classifier's view (:func:`degrade`).
+    """
+
+    def __init__(self, base: InMemoryDataset, kind: str = "downsample", factor: int = 4) -> None:
+        degrade(torch.zeros(1, 1, 4, 4), kind, factor)  # validate early
+        super().__init__(base.images, base.labels, base.mean, base.std, base.augment,
+                         hflip=base.hflip, pad=base.pad, generator=base.generator)
+        self.kind, self.factor = kind, factor
+
+    def __getitems__(self, indices: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(x_degraded, y, x_clean)`` for a whole batch."""
+        x, y = super().__getitems__(indices)
+        return degrade(x, self.kind, self.factor), y, x
+
+    def __getitem__(self, i: int):
+        x, y, xc = self.__getitems__(np.array([int(i) % max(len(self), 1)]))
+        if not -len(self) <= int(i) < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} samples")
+        return x[0], y[0], xc[0]
+
+    def __repr__(self) -> str:
+        return f"PrivilegedDataset(n={len(self)}, degrade={self.kind!r} x{self.factor}, augment={self.augment})"

@@ -1,0 +1,338 @@
+"""KDGAN: three-player distillation (Wang et al., NeurIPS 2018, appendix A-C).
+
+Players (all trained): the classifier c (the student, ``cfg.model``, exported as ``student``), the
+teacher t (pre-trained by the ``teacher`` method, loaded from ``teacher.checkpoint`` and fine-tuned
+in the game) and the discriminator d (``loss.disc_model``, a LeNet by default as in the published
+code), which scores a pair (x, y) by ``p_d(x, y) = sigmoid(l_d(x)_y)``.
+
+One game step on a batch (x, y[, x_priv]) (appendix B; terms in :mod:`kdlab.losses.kdgan`):
+
+* d ascends ``(1/k) sum_i [log p_d(x, y) + alpha log(1 - p_d(x, z^c_i)) + (1-alpha) log(1 - p_d(x, z^t_i))]``
+  with pseudo labels ``z = argmax`` of concrete samples of ``q_c``, ``q_t`` (temperature tau);
+* t descends ``(1-alpha) * A_t + gamma * L_DS^t(p_t, p_c)``;
+* c descends ``alpha * A_c + beta * L_DS^c(p_c, p_t)``;
+
+where ``A`` is the adversarial term ``E_{y~p}[log(1 - p_d(x, y))]`` whose gradient is estimated by
+``loss.estimator``: ``paper`` (default: REINFORCE with the control variate ``loss.baseline``),
+``code`` (the released code: the reward ``p_d(x, z)`` as a soft BCE target, no control variate) or
+``exact`` (the exact gradient of ``sum_y p(y|x) log(1 - p_d(x,y))``, possible because d scores
+every label in one pass; a zero-variance reference). ``loss.sampler: categorical`` draws the pseudo
+labels from p_c, p_t directly (no Gumbel trick; Fig. 7).
+
+Schedule (``loss.schedule = [n_d, n_t, n_c]``): with ``schedule_unit: step`` every batch gets n_d
+d-updates, then n_t t-updates, then n_c c-updates (fresh samples each); with ``schedule_unit:
+epoch`` the run cycles through n_d epochs of d, n_t of t and n_c of c (the published code:
+20, 10, 10). Gumbel temperature ``tau = max(tau_min, tau_start * tau_decay ** (epoch // tau_every))``
+(published code: 10, x0.88, no floor).
+
+Choices where the paper is silent (each a config key): the teacher's learning rate is
+``teacher_lr = 1e-5`` (the published 5e-4 for every player wrecked a pre-trained LeNet teacher within
+~15 steps on Fashion-MNIST, 78% -> 10% test accuracy, with either estimator); the discriminator
+starts from the teacher's weights (``disc_init: teacher``; the published code pre-trains it with
+cross entropy, which yields the same kind of network; ``scratch`` for a different architecture); the
+REINFORCE score is ``log p(z|x)`` at the discretised label (``score: concrete`` uses the concrete
+density of the continuous sample, the appendix's literal ``log q_c(y^c_i|x)``); the classifier gets
+no cross entropy (``ce: 0``, as in U; the published code pre-trains it with CE).
+
+Privileged inputs: when a batch has a third entry (``data.privileged``), the teacher sees it and
+the classifier and discriminator see ``x``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import torch
+from torch import nn
+
+from kdlab.engine import file_sha256
+from kdlab.losses import cross_entropy
+from kdlab.losses import kdgan as K
+from kdlab.methods.base import METHODS, Method, unwrap
+from kdlab.methods.distill import load_teacher
+from kdlab.models import build_model
+
+ESTIMATORS = ("paper", "code", "exact")
+SAMPLERS = ("gumbel", "categorical")
+UNITS = ("step", "epoch")
+DISC_INITS = ("teacher", "scratch")
+
+
+@torch.no_grad()
+def view_accuracy(model: nn.Module, loader: Any, device: Any, view: int = 0) -> float:
+    """Top-1 accuracy (percent) of ``model`` on entry ``view`` of each batch (0: x, 2: privileged x,
+    falling back to 0 when the batch has no such entry)."""
+    was = model.training
+    model.eval()
+    correct = total = 0
+    try:
+        for batch in loader:
+            x = batch[view] if len(batch) > view else batch[0]
+            y = batch[1].to(device)
+            correct += int((model(x.to(device)).argmax(1) == y).sum())
+            total += int(y.numel())
+    finally:
+        model.train(was)
+    return 100.0 * correct / max(total, 1)
+
+
+@METHODS.register("kdgan")
+class KDGAN(Method):
+    """KDGAN (Wang et al. 2018): classifier, fine-tuned teacher and discriminator in a minimax game."""
+
+    export_name = "student"
+
+    @dataclass
+    class Config:
+        """``loss`` section of a KDGAN run (defaults: the published run script, see NOTES)."""
+
+        alpha: float = 0.2  # weight of the classifier's pseudo labels in the mixture p_alpha
+        beta: float = 2.0  # weight of L_DS^c (classifier learns from the teacher)
+        gamma: float = 1e-4  # weight of L_DS^t (teacher learns from the classifier)
+        distill: str = "l2"  # l2 (on log-probabilities, appendix B) | kl
+        temperature: float = 1.0  # for distill: kl
+        k: int = 5  # pseudo-label samples per input and player
+        estimator: str = "paper"  # paper | code | exact
+        baseline: str = "exact"  # control variate of estimator paper: exact | loo | mean | none
+        score: str = "discrete"  # paper estimator's score: discrete (log p(z)) | concrete (log q(y))
+        sampler: str = "gumbel"  # gumbel | categorical (no Gumbel trick, Fig. 7)
+        tau_start: float = 10.0
+        tau_decay: float = 0.88
+        tau_every: int = 1  # epochs per decay
+        tau_min: float = 0.1
+        schedule: List[int] = field(default_factory=lambda: [1, 1, 1])  # [d, t, c] updates (or epochs)
+        schedule_unit: str = "step"  # step | epoch
+        ce: float = 0.0  # optional CE(p_c, y) for the classifier (not in the paper; 0 = off)
+        teacher_ce: float = 0.0  # optional CE(p_t, y) for the teacher (not in the paper; 0 = off)
+        disc_model: str = "lenet"
+        disc_kwargs: Dict[str, Any] = field(default_factory=dict)
+        teacher_lr: Optional[float] = 1e-5  # None: optim.lr. Published code: 5e-4 for all players, which
+        # wrecked the pre-trained teacher within ~15 steps here (Fashion-MNIST, 78% -> 10%); see README
+        disc_lr: Optional[float] = None  # None: optim.lr
+        disc_init: str = "teacher"  # teacher: start d from the pre-trained teacher's weights | scratch
+
+    def __init__(self, cfg: Any, spec: Any) -> None:
+        super().__init__(cfg, spec)
+        lc = cfg.loss
+        K.check_alpha(lc.alpha)
+        K.check_k(lc.k)
+        for name in ("tau_start", "tau_min"):
+            if not getattr(lc, name) > 0:
+                raise ValueError(f"loss.{name} = {getattr(lc, name)!r}: the Gumbel temperature tau must be > 0")
+        if not 0 < lc.tau_decay <= 1:
+            raise ValueError(f"loss.tau_decay = {lc.tau_decay!r} must be in (0, 1]")
+        if lc.tau_every < 1:
+            raise ValueError(f"loss.tau_every = {lc.tau_every!r} must be >= 1")
+        for key, val in (("beta", lc.beta), ("gamma", lc.gamma), ("ce", lc.ce), ("teacher_ce", lc.teacher_ce)):
+            if val < 0:
+                raise ValueError(f"loss.{key} = {val!r} must be >= 0")
+        for key, val, accepted in (("estimator", lc.estimator, ESTIMATORS), ("baseline", lc.baseline, K.BASELINES),
+                                   ("score", lc.score, K.SCORES), ("sampler", lc.sampler, SAMPLERS),
+                                   ("schedule_unit", lc.schedule_unit, UNITS), ("distill", lc.distill, K.DISTILL_MODES)):
+            if val not in accepted:
+                raise ValueError(f"loss.{key} = {val!r}; accepted: {', '.join(accepted)}")
+        if lc.distill == "kl" and not lc.temperature > 0:
+            raise ValueError(f"loss.temperature = {lc.temperature!r} must be > 0")
+        if lc.baseline == "loo" and lc.k < 2:
+            raise ValueError(f"loss.baseline = 'loo' needs loss.k >= 2, got k = {lc.k}")
+        if lc.score == "concrete" and lc.sampler != "gumbel":
+            raise ValueError("loss.score = 'concrete' scores the Gumbel-softmax sample: it needs loss.sampler = 'gumbel'")
+        sched = list(lc.schedule)
+        if len(sched) != 3 or any(int(s) < 0 for s in sched) or sum(sched) == 0:
+            raise ValueError(f"loss.schedule = {sched}: give [n_d, n_t, n_c], integers >= 0, not all 0")
+        self.schedule = [int(s) for s in sched]
+
+        teacher, self.teacher_path = load_teacher(cfg.teacher.checkpoint, spec)
+        classifier = build_model(cfg.model.name, num_classes=spec.num_classes, in_channels=spec.in_channels,
+                                 image_size=spec.image_size, **dict(cfg.model.kwargs))
+        disc = build_model(lc.disc_model, num_classes=spec.num_classes, in_channels=spec.in_channels,
+                           image_size=spec.image_size, **dict(lc.disc_kwargs))
+        if lc.disc_init not in DISC_INITS:
+            raise ValueError(f"loss.disc_init = {lc.disc_init!r}; accepted: {', '.join(DISC_INITS)}")
+        if lc.disc_init == "teacher":
+            try:
+                disc.load_state_dict(teacher.state_dict())
+            except RuntimeError as exc:
+                raise ValueError(
+                    f"loss.disc_init = 'teacher' needs a discriminator of the teacher's architecture "
+                    f"({teacher.arch} {teacher.arch_kwargs}); got {lc.disc_model} {dict(lc.disc_kwargs)}: "
+                    "set loss.disc_model/disc_kwargs to match or loss.disc_init=scratch"
+                ) from exc
+        self.teacher_init = {k: v.detach().clone() for k, v in teacher.state_dict().items()}
+        self.add_player("classifier", classifier)
+        self.add_player("teacher", teacher, self._optim_with_lr(lc.teacher_lr, "teacher_lr"))
+        self.add_player("discriminator", disc, self._optim_with_lr(lc.disc_lr, "disc_lr"))
+        self.epoch = 0
+        self.best_val: Optional[float] = None
+        self.teacher_at_best: Optional[Dict[str, torch.Tensor]] = None
+
+    def _optim_with_lr(self, lr: Optional[float], key: str) -> Any:
+        if lr is None:
+            return None
+        if not lr > 0:
+            raise ValueError(f"loss.{key} = {lr!r} must be > 0 (or null for optim.lr)")
+        from omegaconf import OmegaConf
+
+        optim = OmegaConf.to_container(self.cfg.optim)
+        optim["lr"] = float(lr)
+        return OmegaConf.create(optim)
+
+    # -- schedule ----------------------------------------------------------------------------
+    @property
+    def tau(self) -> float:
+        lc = self.cfg.loss
+        return max(lc.tau_min, lc.tau_start * lc.tau_decay ** (self.epoch // lc.tau_every))
+
+    def phase_counts(self) -> Dict[str, int]:
+        """Updates of (d, t, c) in the current step."""
+        n_d, n_t, n_c = self.schedule
+        if self.cfg.loss.schedule_unit == "step":
+            return {"d": n_d, "t": n_t, "c": n_c}
+        pos = self.epoch % (n_d + n_t + n_c)
+        player = "d" if pos < n_d else ("t" if pos < n_d + n_t else "c")
+        return {p: int(p == player) for p in ("d", "t", "c")}
+
+    def on_epoch_end(self, epoch: int) -> None:
+        super().on_epoch_end(epoch)
+        self.epoch = epoch + 1
+
+    # -- the game ----------------------------------------------------------------------------
+    def _sample(self, logits: torch.Tensor):
+        lc = self.cfg.loss
+        if lc.sampler == "categorical":
+            return None, K.sample_labels(logits, lc.k)
+        return K.gumbel_softmax_sample(logits, self.tau, lc.k)
+
+    def adversarial_term(self, logits: torch.Tensor, d_logits: torch.Tensor) -> torch.Tensor:
+        """The surrogate whose gradient estimates ``grad E_{y~p}[log(1 - p_d(x,y))]`` (``loss.estimator``)."""
+        lc = self.cfg.loss
+        if lc.estimator == "exact":
+            return K.expected_reward(logits, d_logits).mean()
+        log_y, z = self._sample(logits)
+        if lc.estimator == "code":
+            return K.code_surrogate(logits, z, d_logits)
+        score = K.concrete_log_density(logits, log_y, self.tau) if lc.score == "concrete" else None
+        rewards = K.adversarial_rewards(d_logits, z)
+        return K.reinforce_surrogate(logits, z, rewards, lc.baseline, d_logits=d_logits, score_logp=score)
+
+    def distill_term(self, learner: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        lc = self.cfg.loss
+        return K.kdgan_distill_loss(learner, target, lc.distill, lc.temperature)
+
+    def d_step(self, x, y, xt) -> torch.Tensor:
+        lc = self.cfg.loss
+        c, t, d = self.players["classifier"], self.players["teacher"], self.players["discriminator"]
+        with torch.no_grad():
+            z_c = self._sample(c(x))[1]
+            z_t = self._sample(t(xt))[1]
+        obj = K.discriminator_objective(d(x), y, z_c, z_t, lc.alpha)
+        self.step_optimizer("discriminator", -obj)
+        return obj.detach()
+
+    def player_losses(self, who: str, x, y, xt) -> Dict[str, torch.Tensor]:
+        """Loss terms of the classifier (``who='c'``) or the teacher (``'t'``), gradients to that player only."""
+        lc = self.cfg.loss
+        c, t, d = self.players["classifier"], self.players["teacher"], self.players["discriminator"]
+        with torch.no_grad():
+            d_logits = d(x)
+        if who == "c":
+            with torch.no_grad():
+                other = t(xt)
+            own = c(x)
+            terms = {"c_adv": lc.alpha * self.adversarial_term(own, d_logits),
+                     "c_ds": lc.beta * self.distill_term(own, other)}
+            if lc.ce > 0:
+                terms["c_ce"] = lc.ce * cross_entropy(own, y)
+        else:
+            with torch.no_grad():
+                other = c(x)
+            own = t(xt)
+            terms = {"t_adv": (1.0 - lc.alpha) * self.adversarial_term(own, d_logits),
+                     "t_ds": lc.gamma * self.distill_term(own, other)}
+            if lc.teacher_ce > 0:
+                terms["t_ce"] = lc.teacher_ce * cross_entropy(own, y)
+        return terms
+
+    def training_step(self, batch, step: int) -> Dict[str, torch.Tensor]:
+        x, y = batch[0], batch[1]
+        xt = batch[2] if len(batch) > 2 else x
+        counts = self.phase_counts()
+        out: Dict[str, torch.Tensor] = {}
+        total = torch.zeros((), device=x.device)
+        for _ in range(counts["d"]):
+            out["d_value"] = self.d_step(x, y, xt)
+            total = total + out["d_value"]
+        for who, name in (("t", "teacher"), ("c", "classifier")):
+            for _ in range(counts[who]):
+                terms = self.player_losses(who, x, y, xt)
+                loss = sum(terms.values())
+                self.step_optimizer(name, loss)
+                out.update({k: v.detach() for k, v in terms.items()})
+                total = total + loss.detach()
+        out["tau"] = torch.tensor(self.tau)
+        out["loss"] = total  # the sum of every objective computed in this step (NaN check)
+        return out
+
+    # -- evaluation and selection ------------------------------------------------------------
+    def eval_model(self) -> nn.Module:
+        return unwrap(self.players["classifier"])
+
+    def teacher_model(self) -> nn.Module:
+        return unwrap(self.players["teacher"])
+
+    def validate(self, loader: Any, device: Any) -> Dict[str, float]:
+        """``val/acc`` (the classifier, selects the checkpoint) and ``val/teacher_acc``; keeps a copy of
+        the teacher at the classifier's best epoch (reported beside it, as Table 3's parentheses)."""
+        acc = view_accuracy(self.eval_model(), loader, device, 0)
+        t_acc = view_accuracy(self.teacher_model(), loader, device, 2)
+        if self.best_val is None or acc > self.best_val:
+            self.best_val = acc
+            self.teacher_at_best = {k: v.detach().cpu().clone() for k, v in self.teacher_model().state_dict().items()}
+        return {"val/acc": acc, "val/teacher_acc": t_acc}
+
+    def state_dict(self) -> Dict[str, Any]:
+        state = super().state_dict()
+        state["kdgan"] = {"epoch": self.epoch, "best_val": self.best_val, "teacher_at_best": self.teacher_at_best}
+        return state
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        extra = state.get("kdgan", {})
+        self.epoch = int(extra.get("epoch", 0))
+        self.best_val = extra.get("best_val")
+        self.teacher_at_best = extra.get("teacher_at_best")
+
+    def finalize(self, run_dir: Any, data: Any, result: Any, device: Any) -> Dict[str, Any]:
+        """The classifier's summary (:func:`classifier_finalize`) plus the teacher's test accuracy:
+        pre-trained (``test_acc``, as other methods report it), at the classifier's best epoch and last."""
+        import copy
+
+        from kdlab.data import make_loader
+        from kdlab.methods.evaluation import classifier_finalize
+
+        out = classifier_finalize(self, run_dir, data, result, device)
+        loader = make_loader(data.test, self.cfg.data.eval_batch_size, shuffle=False, seed=self.cfg.seed)
+        teacher = self.teacher_model()
+
+        def acc_with(state):
+            if state is None:
+                return None
+            m = copy.deepcopy(teacher)
+            m.load_state_dict(state)
+            return view_accuracy(m.to(device), loader, device, 2)
+
+        out["teacher"] = {
+            "name": teacher.arch,
+            "checkpoint": self.teacher_path,
+            "sha256": file_sha256(self.teacher_path),
+            "params": sum(p.numel() for p in teacher.parameters()),
+            "test_acc": acc_with(self.teacher_init),
+            "test_acc_at_best": acc_with(self.teacher_at_best),
+            "test_acc_last": view_accuracy(teacher, loader, device, 2),
+        }
+        lc = self.cfg.loss
+        out["kdgan"] = {"estimator": lc.estimator, "baseline": lc.baseline, "sampler": lc.sampler,
+                        "score": lc.score, "alpha": lc.alpha, "beta": lc.beta, "gamma": lc.gamma,
+                        "distill": lc.distill, "k": lc.k, "schedule": self.schedule,
+                        "schedule_unit": lc.schedule_unit, "tau_final": self.tau}
+        return out
