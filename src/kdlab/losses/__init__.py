@@ -12,6 +12,11 @@ hints      :class:`HintLoss`        FitNets (Romero et al. 2015), learned regres
 attention  :func:`attention_loss`   Jacobian paper eq. 8-9; Zagoruyko & Komodakis 2017
 ========== ======================== ==============================================
 
+Jacobian paper (:mod:`kdlab.losses.jacobian`): ``jacobian`` = :func:`jacobian_matching` (Prop. 1),
+``jacobian_penalty`` = :func:`jacobian_norm_penalty` (Prop. 2, eq. 3), plus
+:func:`output_jacobian_term` (section 4.1 selections, eq. 2), :func:`attention_jacobian_loss`
+(eq. 10) and :func:`noisy_expectation` (the noise-equivalence check).
+
 Losses take tensors, never models or trainers; teacher inputs are always detached inside.
 """
 from kdlab.losses._common import LOSSES
@@ -20,6 +25,22 @@ from kdlab.losses.ce import cross_entropy
 from kdlab.losses.hints import HintLoss
 from kdlab.losses.kd import kd_loss
 from kdlab.losses.logits import LOGIT_MODES, logit_matching
+from kdlab.losses.jacobian import (
+    JACOBIAN_LOSSES,
+    PENALTY_FORMS,
+    SELECTIONS,
+    attention_jacobian_loss,
+    attention_pool_window,
+    check_sigma,
+    input_gradients,
+    jacobian_cross_entropy,
+    jacobian_matching,
+    jacobian_norm_penalty,
+    noisy_expectation,
+    output_jacobian_loss,
+    output_jacobian_term,
+    select_classes,
+)
 
 __all__ = [
     "LOSSES",
@@ -32,4 +53,18 @@ __all__ = [
     "attention_loss",
     "attention_losses",
     "ATTENTION_MODES",
+    "SELECTIONS",
+    "JACOBIAN_LOSSES",
+    "PENALTY_FORMS",
+    "check_sigma",
+    "select_classes",
+    "input_gradients",
+    "jacobian_matching",
+    "jacobian_cross_entropy",
+    "output_jacobian_loss",
+    "output_jacobian_term",
+    "jacobian_norm_penalty",
+    "attention_pool_window",
+    "attention_jacobian_loss",
+    "noisy_expectation",
 ]

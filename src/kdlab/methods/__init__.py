@@ -2,5 +2,6 @@
 from kdlab.methods.base import METHODS, Method, unwrap
 from kdlab.methods.distill import Distill, DistillStudent, TeacherMismatchError, load_teacher
 from kdlab.methods.teacher import TeacherTraining
+from kdlab.methods.jacobian import JacobianDistill, JacobianStudent
 
-__all__ = ["METHODS", "Method", "Distill", "DistillStudent", "TeacherMismatchError", "TeacherTraining", "load_teacher", "unwrap"]
+__all__ = ["METHODS", "Method", "Distill", "DistillStudent", "TeacherMismatchError", "TeacherTraining", "JacobianDistill", "JacobianStudent", "load_teacher", "unwrap"]
