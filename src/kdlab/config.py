@@ -39,6 +39,7 @@ class DataConfig:
     download: Optional[bool] = None  # None: try to download only when the files are missing
     image_size: Optional[int] = None  # only for imagefolder:<path>
     max_test: Optional[int] = None  # evaluate on a stratified part of the test split (quick runs)
+    classes: Optional[List[int]] = None  # keep these labels only, relabelled 0..n-1 (transfer tasks)
 
 
 @dataclass

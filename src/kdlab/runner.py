@@ -39,6 +39,7 @@ def datasets_for(cfg: Any):
         download=d.download,
         image_size=d.image_size,
         max_test=d.max_test,
+        classes=list(d.classes) if d.classes is not None else None,
     )
 
 
