@@ -15,3 +15,6 @@ EXPERIMENTS = Registry("experiment")
 SCALES = ("small", "full")
 
 __all__ = ["EXPERIMENTS", "SCALES"]
+
+# experiment modules register themselves on import (after EXPERIMENTS exists)
+from kdlab.experiments import jacobian as _jacobian  # noqa: E402,F401
