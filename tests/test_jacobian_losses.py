@@ -12,6 +12,7 @@ from kdlab.losses import (
     attention_jacobian_loss,
     attention_pool_window,
     input_gradients,
+    noise_equivalence,
     jacobian_matching,
     jacobian_norm_penalty,
     noisy_expectation,
@@ -234,3 +235,16 @@ def test_output_jacobian_term_uses_given_logits():
     a = output_jacobian_term(s_net(x), t_net(x), x, select="top")
     b, *_ = output_jacobian_loss(s_net, t_net, x.detach(), select="top")
     assert torch.allclose(a, b)
+
+
+def test_noise_equivalence_report_on_relu_nets_and_on_smooth_nets():
+    """ReLU nets at small sigma: the gap (relative to the sigma^2 term) is MC error only; at sigma = 1
+    activation patterns change and the first-order prediction is visibly off."""
+    s_net, t_net = _mlp(0), _mlp(1)
+    x = torch.randn(8, 12, generator=torch.Generator().manual_seed(5))
+    r = noise_equivalence(s_net, t_net, x, 1e-5, n_samples=2000, generator=torch.Generator().manual_seed(0))
+    assert abs(r["relative_gap"]) < 0.05 and r["predicted"] == pytest.approx(r["clean"] + 1e-10 * r["jacobian"])
+    far = noise_equivalence(s_net, t_net, x, 1.0, n_samples=2000, generator=torch.Generator().manual_seed(0))
+    assert abs(far["relative_gap"]) > 0.1, far
+    with pytest.raises(ValueError, match="sigma must be >= 0"):
+        noise_equivalence(s_net, t_net, x, -1.0)

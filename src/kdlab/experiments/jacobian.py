@@ -290,13 +290,15 @@ TARGET_CLASSES = "[5,6,7,8,9]"
 # (layer3, pool2) 7x7; the first is the shallowest ("feature level 1" of section 10.2).
 DEPTHS = [("pool1", "layer2"), ("pool2", "layer3")]
 AT_LAYERS = "[[pool1,layer2],[pool2,layer3]]"
-T3_ROWS = {
-    "ce": {"loss.ce": 10.0, "loss.logits": 0.0},
-    "oracle": {"loss.ce": 10.0, "loss.logits": 0.0, "loss.init_from_teacher": True},
-    "lwf": {"loss.ce": 10.0, "loss.logits": 10.0},
-    "lwf_jac": {"loss.ce": 10.0, "loss.logits": 10.0, "loss.attention_jacobian": 10.0},
-    "lwf_at": {"loss.ce": 10.0, "loss.logits": 10.0, "loss.attention": 10.0},
-    "lwf_at_jac": {"loss.ce": 10.0, "loss.logits": 10.0, "loss.attention": 10.0, "loss.attention_jacobian": 10.0},
+_OFF = {"loss.ce": 10.0, "loss.logits": 0.0, "loss.jacobian": 0.0, "loss.attention": 0.0, "loss.attention_jacobian": 0.0,
+        "loss.init_from_teacher": False}
+T3_ROWS = {  # every weight explicit (the recipe's defaults are the last row's)
+    "ce": dict(_OFF),
+    "oracle": {**_OFF, "loss.init_from_teacher": True},
+    "lwf": {**_OFF, "loss.logits": 10.0},
+    "lwf_jac": {**_OFF, "loss.logits": 10.0, "loss.attention_jacobian": 10.0},
+    "lwf_at": {**_OFF, "loss.logits": 10.0, "loss.attention": 10.0},
+    "lwf_at_jac": {**_OFF, "loss.logits": 10.0, "loss.attention": 10.0, "loss.attention_jacobian": 10.0},
 }
 
 
@@ -380,8 +382,7 @@ def table4(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrid
         key = f"({t_feat}, {s_feat})"
         for seed in seeds:
             loss = {**T3_ROWS["lwf_at_jac"], "loss.attention_jacobian_layers": f"[[{s_feat},{t_feat}]]"}
-            run = _transfer_run(out_dir, scale, teacher, sc["t45_size"], seed,
-                                f"jacobian-t4-{s_feat}-s{seed}", {}, [*[f"{k}={v}" for k, v in loss.items()], *overrides])
+            run = _transfer_run(out_dir, scale, teacher, sc["t45_size"], seed, f"jacobian-t4-{s_feat}-s{seed}", loss, overrides)
             acc.setdefault(key, []).append(_summary(run)["test_acc_best"])
             r = _jacobian_reduction(run)
             if r is not None:

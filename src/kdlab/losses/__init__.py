@@ -15,7 +15,7 @@ attention  :func:`attention_loss`   Jacobian paper eq. 8-9; Zagoruyko & Komodaki
 Jacobian paper (:mod:`kdlab.losses.jacobian`): ``jacobian`` = :func:`jacobian_matching` (Prop. 1),
 ``jacobian_penalty`` = :func:`jacobian_norm_penalty` (Prop. 2, eq. 3), plus
 :func:`output_jacobian_term` (section 4.1 selections, eq. 2), :func:`attention_jacobian_loss`
-(eq. 10) and :func:`noisy_expectation` (the noise-equivalence check).
+(eq. 10), :func:`noisy_expectation` and :func:`noise_equivalence` (Prop. 1 checked on given networks).
 
 Losses take tensors, never models or trainers; teacher inputs are always detached inside.
 """
@@ -36,6 +36,7 @@ from kdlab.losses.jacobian import (
     jacobian_cross_entropy,
     jacobian_matching,
     jacobian_norm_penalty,
+    noise_equivalence,
     noisy_expectation,
     output_jacobian_loss,
     output_jacobian_term,
@@ -67,4 +68,5 @@ __all__ = [
     "attention_pool_window",
     "attention_jacobian_loss",
     "noisy_expectation",
+    "noise_equivalence",
 ]
