@@ -10,8 +10,9 @@ repetitions (median reported):
   (eq. 10): one backward through the first blocks of each network plus the double backward.
 
 Prints steps/s, the ratios to ``kd`` (target: KD + Jacobian within 3x, i.e. ratio >= 1/3) and the
-peak memory of each step (CUDA: ``torch.cuda.max_memory_allocated``; CPU: the growth of the
-process's peak RSS, a coarse upper bound, reported only for the first step kind measured).
+peak memory of each step kind (CUDA: ``torch.cuda.max_memory_allocated``; CPU: peak RSS growth
+over the setup, measured in a fresh subprocess per kind so that one kind's peak does not hide
+another's).
 
 Usage: python benchmarks/bench_jacobian_step.py [--steps 20] [--reps 3] [--batch 128]
        [--width 1.0] [--threads N] [--device cpu|cuda]
@@ -54,6 +55,7 @@ def main() -> None:
     ap.add_argument("--width", type=float, default=1.0, help="channel multiplier of both VGGs")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--only", default=None, help=argparse.SUPPRESS)  # internal: CPU memory of one kind
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -81,8 +83,25 @@ def main() -> None:
         m.train()
         return m
 
+    if args.only:  # subprocess: peak RSS growth of 2 steps of one kind, in MiB
+        m = method_for(args.only)
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        for i, batch in enumerate(batches[:2]):
+            m.training_step(batch, i)
+        print(f"PEAK_MIB {(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024:.1f}")
+        return
+
     times = {k: [] for k in KINDS}
     peak = {}
+    if device.type != "cuda":
+        import subprocess
+        import sys
+
+        for kind in KINDS:
+            cmd = [sys.executable, __file__, "--only", kind, "--steps", "2", "--batch", str(args.batch),
+                   "--width", str(args.width), "--device", args.device] + (["--threads", str(args.threads)] if args.threads else [])
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            peak[kind] = float(out.split("PEAK_MIB")[-1].split()[0])
     for rep in range(args.reps + 1):  # repetition 0 warms up and is dropped
         for kind in KINDS:
             torch.manual_seed(rep)
@@ -90,7 +109,6 @@ def main() -> None:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(device)
-            rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             _sync(device)
             t0 = time.perf_counter()
             for i, batch in enumerate(batches):
@@ -99,16 +117,13 @@ def main() -> None:
             dt = time.perf_counter() - t0
             if rep > 0:
                 times[kind].append(dt)
-            if rep == 0:
-                if device.type == "cuda":
-                    peak[kind] = torch.cuda.max_memory_allocated(device) / 2**20
-                else:
-                    peak[kind] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+            if rep == 0 and device.type == "cuda":
+                peak[kind] = torch.cuda.max_memory_allocated(device) / 2**20
             del m
 
     med = {k: statistics.median(v) for k, v in times.items()}
     sps = {k: args.steps / v for k, v in med.items()}
-    what = "peak CUDA memory" if device.type == "cuda" else "peak RSS growth (coarse; 0 = under an earlier peak)"
+    what = "peak CUDA memory" if device.type == "cuda" else "peak RSS growth over setup"
     print(f"VGG-9 -> VGG-4 (width {args.width}), batch {args.batch}, {args.steps} steps, {args.reps} interleaved "
           f"repetitions, device {args.device}, torch threads {torch.get_num_threads()}")
     for k in KINDS:
