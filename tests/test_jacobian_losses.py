@@ -21,7 +21,6 @@ from kdlab.losses import (
     select_classes,
 )
 
-torch.set_default_dtype(torch.float64)
 
 
 def _mlp(seed, d=12, h=16, k=4):
