@@ -393,6 +393,8 @@ def table4(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrid
     rows = [["Accuracy (%)"] + [_fmt(acc[k]) for k in keys], ["Jacobian loss reduction (%)"] + [_fmt(red.get(k, [])) for k in keys]]
     paper = [["Accuracy (%)"] + PAPER_T4["acc"], ["Jacobian loss reduction (%)"] + PAPER_T4["reduction"]]
     out = Path(out_dir) / "jacobian-table4"
+    _plot_lines(out / "plots" / "table4.png", keys, {"ours": [_mean(acc[k]) for k in keys]},
+                "feature matching depth (teacher, student)", "Table 4: depth of the attention Jacobian")
     lines = [
         f"Scale `{scale}`, seeds {seeds}, {sc['t45_size']} target images per class. Depth pairs (teacher ResNet-20, "
         "student VGG-9) with equal spatial size on 28x28; reduction = 100 (first - last epoch) / first epoch of the "
@@ -402,6 +404,7 @@ def table4(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrid
         "Paper (ResNet-34 -> VGG-9, MIT Scenes, 10 per class):",
         "",
         markdown_table(["Feature matching depth (T, S)"] + PAPER_T4["depths"], paper),
+        "![table 4](plots/table4.png)",
     ]
     return _write(out, "Jacobian matching, Table 4: feature depth", lines,
                   {"scale": scale, "seeds": seeds, "acc": acc, "reduction": red, "paper": PAPER_T4})
