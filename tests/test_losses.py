@@ -63,7 +63,8 @@ def np_att_zagoruyko(fs, ft, p=2):
 # ---------------------------------------------------------------------------------------------
 # registry
 def test_registry_holds_the_five_losses():
-    assert LOSSES.names() == ["attention", "ce", "hints", "kd", "logits"]
+    # other papers' losses register too (e.g. jacobian, jacobian_penalty): the five are a subset
+    assert {"attention", "ce", "hints", "kd", "logits"} <= set(LOSSES.names())
     assert LOSSES.get("kd") is kd_loss
     assert LOSSES.get("CE") is cross_entropy
     assert LOSSES.get("logits") is logit_matching

@@ -41,6 +41,7 @@ class DataConfig:
     max_test: Optional[int] = None  # evaluate on a stratified part of the test split (quick runs)
     privileged: Optional[str] = None  # downsample | mask: inputs degraded, clean view as privileged 3rd entry
     privileged_factor: int = 4
+    classes: Optional[List[int]] = None  # keep these labels only, relabelled 0..n-1 (transfer tasks)
 
 
 @dataclass

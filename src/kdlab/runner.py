@@ -41,6 +41,7 @@ def datasets_for(cfg: Any):
         max_test=d.max_test,
         privileged=d.privileged,
         privileged_factor=d.privileged_factor,
+        classes=list(d.classes) if d.classes is not None else None,
     )
 
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional, Union
+from dataclasses import replace
+from typing import Optional, Sequence, Union
 
 import torch
 
@@ -45,6 +46,7 @@ def build_datasets(
     max_test: Optional[int] = None,
     privileged: Optional[str] = None,
     privileged_factor: int = 4,
+    classes: Optional[Sequence[int]] = None,
 ) -> Datasets:
     """Load a data set and carve it into train / val / test :class:`InMemoryDataset` s.
 
@@ -71,20 +73,37 @@ def build_datasets(
         privileged: None, or a degradation (``'downsample'``, ``'mask'``): every split becomes a
             :class:`kdlab.data.privileged.PrivilegedDataset` yielding ``(x_degraded, y, x_clean)``.
         privileged_factor: strength of that degradation.
+        classes: keep only these original labels, relabelled ``0..len(classes)-1`` in the given order
+            (a label-space subset, e.g. the source and target tasks of transfer learning); None = all.
 
     Returns:
         :class:`Datasets`.
 
     Raises:
         DataNotFoundError, UnknownNameError: see :func:`load_split`.
-        ValueError: bad ``val_size``, ``n_per_class`` larger than a class's remaining examples (names
-            the class), ``max_test`` < 1.
+        ValueError: bad or repeated ``classes`` (names the accepted range), bad ``val_size``,
+            ``n_per_class`` larger than a class's remaining examples (names the class), ``max_test`` < 1.
     """
     from kdlab.data.splits import stratified_subset
 
     spec = dataset_spec(name, root=root, image_size=image_size)
     train_x, train_y = load_split(name, "train", root=root, download=download, image_size=image_size)
     test_x, test_y = load_split(name, "test", root=root, download=download, image_size=image_size)
+    if classes is not None:
+        keep_classes = [int(c) for c in classes]
+        if not keep_classes or len(set(keep_classes)) != len(keep_classes) or any(
+            c < 0 or c >= spec.num_classes for c in keep_classes
+        ):
+            raise ValueError(
+                f"data.classes = {list(classes)} must be distinct labels in [0, {spec.num_classes}) of {name!r}"
+            )
+        lut = torch.full((spec.num_classes,), -1, dtype=torch.long)
+        lut[torch.tensor(keep_classes)] = torch.arange(len(keep_classes))
+        names = [spec.class_names[c] for c in keep_classes] if spec.class_names else []
+        spec = replace(spec, num_classes=len(keep_classes), class_names=names)
+        tr, te = lut[train_y.long()] >= 0, lut[test_y.long()] >= 0
+        train_x, train_y = train_x[tr], lut[train_y.long()[tr]]
+        test_x, test_y = test_x[te], lut[test_y.long()[te]]
 
     train_idx, val_idx = train_val_split(train_y, val_size, subset_seed)
     if n_per_class is not None:

@@ -12,6 +12,11 @@ hints      :class:`HintLoss`        FitNets (Romero et al. 2015), learned regres
 attention  :func:`attention_loss`   Jacobian paper eq. 8-9; Zagoruyko & Komodakis 2017
 ========== ======================== ==============================================
 
+Jacobian paper (:mod:`kdlab.losses.jacobian`): ``jacobian`` = :func:`jacobian_matching` (Prop. 1),
+``jacobian_penalty`` = :func:`jacobian_norm_penalty` (Prop. 2, eq. 3), plus
+:func:`output_jacobian_term` (section 4.1 selections, eq. 2), :func:`attention_jacobian_loss`
+(eq. 10), :func:`noisy_expectation` and :func:`noise_equivalence` (Prop. 1 checked on given networks).
+
 Losses take tensors, never models or trainers; teacher inputs are always detached inside.
 """
 from kdlab.losses._common import LOSSES
@@ -22,6 +27,23 @@ from kdlab.losses.kd import kd_loss
 from kdlab.losses.logits import LOGIT_MODES, logit_matching
 from kdlab.losses import kdgan  # noqa: F401  (KDGAN game terms, kdlab.losses.kdgan)
 from kdlab.losses.kdgan import kdgan_distill_loss
+from kdlab.losses.jacobian import (
+    JACOBIAN_LOSSES,
+    PENALTY_FORMS,
+    SELECTIONS,
+    attention_jacobian_loss,
+    attention_pool_window,
+    check_sigma,
+    input_gradients,
+    jacobian_cross_entropy,
+    jacobian_matching,
+    jacobian_norm_penalty,
+    noise_equivalence,
+    noisy_expectation,
+    output_jacobian_loss,
+    output_jacobian_term,
+    select_classes,
+)
 
 __all__ = [
     "LOSSES",
@@ -36,6 +58,21 @@ __all__ = [
     "ATTENTION_MODES",
     "kdgan",
     "kdgan_distill_loss",
+    "SELECTIONS",
+    "JACOBIAN_LOSSES",
+    "PENALTY_FORMS",
+    "check_sigma",
+    "select_classes",
+    "input_gradients",
+    "jacobian_matching",
+    "jacobian_cross_entropy",
+    "output_jacobian_loss",
+    "output_jacobian_term",
+    "jacobian_norm_penalty",
+    "attention_pool_window",
+    "attention_jacobian_loss",
+    "noisy_expectation",
+    "noise_equivalence",
 ]
 
 # GAN losses (GAN compression by distillation, Aguinaldo et al. 2019)

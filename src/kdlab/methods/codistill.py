@@ -22,7 +22,7 @@ from torch import nn
 
 from kdlab.engine import file_sha256
 from kdlab.losses import cross_entropy, kd_loss
-from kdlab.methods.base import METHODS, Method, unwrap
+from kdlab.methods.base import METHODS, Method, build_network, unwrap
 from kdlab.methods.distill import load_teacher
 from kdlab.models import build_model
 
@@ -58,7 +58,7 @@ class Codistill(Method):
         if lc.burn_in_epochs < 0:
             raise ValueError(f"loss.burn_in_epochs = {lc.burn_in_epochs!r} must be >= 0")
         kw = dict(num_classes=spec.num_classes, in_channels=spec.in_channels, image_size=spec.image_size)
-        classifier = build_model(cfg.model.name, **kw, **dict(cfg.model.kwargs))
+        classifier = build_network(cfg, spec)
         self.teacher_path = None
         if lc.peer == "teacher":
             peer, self.teacher_path = load_teacher(cfg.teacher.checkpoint, spec)

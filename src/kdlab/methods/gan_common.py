@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from kdlab.engine import copy_with_state, file_sha256
-from kdlab.engine.generators import generator_metadata, load_generator, resolve_generator, save_generator
+from kdlab.engine.generators import load_generator, resolve_generator, save_generator
 from kdlab.losses import (
     bce_discriminator_loss,
     bce_generator_loss,

@@ -44,7 +44,7 @@ from kdlab.methods.gan_common import (
     load_teacher_generator,
     nan_guard,
 )
-from kdlab.metrics.generative import generate_images, generator_batches, save_grid
+from kdlab.metrics.generative import generate_images, save_grid
 
 
 @METHODS.register("gan-compression")

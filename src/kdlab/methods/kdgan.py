@@ -48,7 +48,7 @@ from torch import nn
 from kdlab.engine import file_sha256
 from kdlab.losses import cross_entropy
 from kdlab.losses import kdgan as K
-from kdlab.methods.base import METHODS, Method, unwrap
+from kdlab.methods.base import METHODS, Method, build_network, unwrap
 from kdlab.methods.distill import load_teacher
 from kdlab.models import build_model
 
@@ -143,8 +143,7 @@ class KDGAN(Method):
         self.schedule = [int(s) for s in sched]
 
         teacher, self.teacher_path = load_teacher(cfg.teacher.checkpoint, spec)
-        classifier = build_model(cfg.model.name, num_classes=spec.num_classes, in_channels=spec.in_channels,
-                                 image_size=spec.image_size, **dict(cfg.model.kwargs))
+        classifier = build_network(cfg, spec)
         disc = build_model(lc.disc_model, num_classes=spec.num_classes, in_channels=spec.in_channels,
                            image_size=spec.image_size, **dict(lc.disc_kwargs))
         if lc.disc_init not in DISC_INITS:

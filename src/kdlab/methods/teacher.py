@@ -7,13 +7,18 @@ from typing import Any, Dict
 import torch
 from torch import nn
 
-from kdlab.losses import cross_entropy
+from kdlab.losses import PENALTY_FORMS, SELECTIONS, check_sigma, cross_entropy, jacobian_norm_penalty
 from kdlab.methods.base import METHODS, Method, build_network, unwrap
 
 
 @METHODS.register("teacher")
 class TeacherTraining(Method):
-    """Supervised training with cross entropy: ``loss = CE(f(x), y)``.
+    """Supervised training with cross entropy: ``loss = CE(f(x), y) [+ lambda * Jacobian-norm penalty]``.
+
+    ``loss.jacobian_penalty = lambda > 0`` adds the Jacobian-norm penalty of the Jacobian paper
+    (Prop. 2 / eq. 3, :func:`kdlab.losses.jacobian_norm_penalty`), the robust training of its
+    Table 2; ``loss.input_noise = sigma > 0`` trains on ``x + sigma * N(0, I)`` instead (explicit
+    noise augmentation, the left-hand side of Prop. 2).
 
     The trained network is exported as ``teacher.safetensors`` in the run directory, which a
     distillation config references as ``teacher.checkpoint: runs/<name>``.
@@ -26,17 +31,41 @@ class TeacherTraining(Method):
         """``loss`` section of a teacher run (cross entropy only)."""
 
         ce: float = 1.0
+        jacobian_penalty: float = 0.0  # lambda of the Jacobian-norm penalty (Jacobian paper Table 2); 0 = off
+        jacobian_penalty_form: str = "se"  # se: Prop. 2 on logits | ce: eq. 3 (||grad log softmax_y||^2)
+        jacobian_penalty_select: str = "label"  # se form: full | label | top (section 4.1)
+        input_noise: float = 0.0  # sigma of explicit Gaussian input noise during training; 0 = off
 
     def __init__(self, cfg: Any, spec: Any) -> None:
         super().__init__(cfg, spec)
+        lc = cfg.loss
+        if lc.jacobian_penalty < 0:
+            raise ValueError(f"loss.jacobian_penalty = {lc.jacobian_penalty} must be >= 0")
+        if lc.jacobian_penalty_form not in PENALTY_FORMS:
+            raise ValueError(f"loss.jacobian_penalty_form = {lc.jacobian_penalty_form!r}; accepted: {', '.join(PENALTY_FORMS)}")
+        if lc.jacobian_penalty_select not in SELECTIONS:
+            raise ValueError(f"loss.jacobian_penalty_select = {lc.jacobian_penalty_select!r}; accepted: {', '.join(SELECTIONS)}")
+        check_sigma(lc.input_noise, "loss.input_noise")
         self.add_player("model", build_network(cfg, spec))
 
     def training_step(self, batch, step: int) -> Dict[str, torch.Tensor]:
         x, y = batch
-        ce = cross_entropy(self.players["model"](x), y)
-        loss = self.cfg.loss.ce * ce
+        lc = self.cfg.loss
+        if lc.input_noise > 0:
+            x = x + lc.input_noise * torch.randn_like(x)
+        penalty = lc.jacobian_penalty > 0
+        x = x.detach().requires_grad_(penalty)
+        logits = self.players["model"](x)
+        ce = cross_entropy(logits, y)
+        loss = lc.ce * ce
+        out = {"ce": ce.detach()}
+        if penalty:
+            jp = jacobian_norm_penalty(logits, x, y, form=lc.jacobian_penalty_form, select=lc.jacobian_penalty_select)
+            loss = loss + lc.jacobian_penalty * jp
+            out["jacobian_penalty"] = jp.detach()
         self.step_optimizer("model", loss)
-        return {"loss": loss.detach(), "ce": ce.detach()}
+        out["loss"] = loss.detach()
+        return out
 
     def eval_model(self) -> nn.Module:
         return unwrap(self.players["model"])

@@ -22,11 +22,11 @@ Imports only torch, torchvision and torchmetrics (never kdlab.data / engine / me
 from __future__ import annotations
 
 import contextlib
-import math
+
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
+from typing import Any, Iterable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
