@@ -71,3 +71,18 @@ def test_cli_ddp_two_cpu_processes(make_config, tmp_path):
     # 300 training images, batch 50 per rank: 3 steps per epoch per rank
     steps = [json.loads(l)["step"] for l in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert max(steps) == 6
+
+
+def test_overrides_may_follow_options(tmp_path, monkeypatch):
+    seen = {}
+    from kdlab.experiments import EXPERIMENTS
+
+    def fake(out_dir, scale, seeds, overrides):
+        seen.update(out_dir=out_dir, scale=scale, seeds=seeds, overrides=overrides)
+        return out_dir / "report.md"
+
+    monkeypatch.setitem(EXPERIMENTS._entries, "fake-exp", fake)
+    assert main(["reproduce", "fake-exp", "a.b=1", "--scale", "full", "--seeds", "0,1", "c=2", "--out-dir", str(tmp_path)]) == 0
+    assert seen == {"out_dir": tmp_path, "scale": "full", "seeds": [0, 1], "overrides": ["a.b=1", "c=2"]}
+    with pytest.raises(SystemExit):
+        main(["reproduce", "fake-exp", "--scale", "full", "stray"])

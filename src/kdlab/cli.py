@@ -271,7 +271,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from kdlab.config import ConfigError
     from kdlab.registry import UnknownNameError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # key=value items may come after options (``reproduce X --scale small a=b``): argparse leaves
+    # positionals that follow an option unparsed, so they are appended to the command's list here.
+    args, rest = parser.parse_known_args(argv)
+    bad = [r for r in rest if r.startswith("-") or "=" not in r]
+    dest = "items" if hasattr(args, "items") else "overrides" if hasattr(args, "overrides") else None
+    if bad or (rest and dest is None):
+        parser.error(f"unrecognized arguments: {' '.join(bad or rest)}")
+    if rest:
+        setattr(args, dest, list(getattr(args, dest)) + rest)
     handlers = {
         "train-teacher": lambda a: _train(a, "teacher"),
         "distill": lambda a: _train(a, "distill"),

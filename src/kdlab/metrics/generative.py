@@ -22,7 +22,6 @@ Imports only torch, torchvision and torchmetrics (never kdlab.data / engine / me
 from __future__ import annotations
 
 import contextlib
-
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
