@@ -43,7 +43,9 @@ test-slow: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_distill_step.py
+	$(BIN)/python benchmarks/bench_jacobian_step.py
 	$(BIN)/python benchmarks/bench_fid.py
+	$(BIN)/python benchmarks/bench_kdgan.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

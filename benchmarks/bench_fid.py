@@ -75,8 +75,10 @@ def main() -> None:
 
     times = {"torchmetrics": [], "kdlab": [], "kdlab features-once+VoL": []}
     values = {}
-    for _ in range(args.reps):
-        for name, fn in (("torchmetrics", tm), ("kdlab", kd), ("kdlab features-once+VoL", once)):
+    runs = [("torchmetrics", tm), ("kdlab", kd), ("kdlab features-once+VoL", once)]
+    for rep in range(args.reps):
+        # rotate the order each repetition so that warm-up and drift hit every variant alike
+        for name, fn in runs[rep % 3:] + runs[:rep % 3]:
             t0 = time.perf_counter()
             values[name] = fn()
             times[name].append(time.perf_counter() - t0)
