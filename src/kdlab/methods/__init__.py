@@ -4,7 +4,7 @@ from kdlab.methods.codistill import Codistill
 from kdlab.methods.distill import Distill, DistillStudent, TeacherMismatchError, load_teacher
 from kdlab.methods.gan_compression import GANCompression
 from kdlab.methods.gan_teacher import GANTraining
-from kdlab.methods.jacobian import JacobianDistill, JacobianStudent
+from kdlab.methods.jacobian import JacobianDistill
 from kdlab.methods.kdgan import KDGAN
 from kdlab.methods.lwf import LwFStudent, LwFTransfer
 from kdlab.methods.teacher import TeacherTraining
@@ -18,7 +18,6 @@ __all__ = [
     "GANCompression",
     "GANTraining",
     "JacobianDistill",
-    "JacobianStudent",
     "KDGAN",
     "LwFStudent",
     "LwFTransfer",

@@ -13,7 +13,7 @@ student (the paper's "CE on pre-trained student network (Oracle)" row when the a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -31,7 +31,8 @@ class LwFStudent(nn.Module):
     ``forward(x) -> ((target logits [B, K_t], source logits [B, K_s]), {feature: tensor})``.
     """
 
-    def __init__(self, net: nn.Module, source_classes: int, pre_final: str, feature_names: List[str]) -> None:
+    def __init__(self, net: nn.Module, source_classes: int, pre_final: str, feature_names: List[str],
+                 hints: Optional[nn.ModuleList] = None) -> None:
         super().__init__()
         shape = feature_shapes(net, [pre_final])[pre_final]
         if len(shape) != 1:
@@ -42,6 +43,7 @@ class LwFStudent(nn.Module):
         self.pre_final = pre_final
         self.feature_names = list(dict.fromkeys(list(feature_names) + [pre_final]))
         self.source_head = nn.Linear(shape[0], source_classes)
+        self.hints = hints if hints is not None else nn.ModuleList()
 
     def forward(self, x: torch.Tensor):
         logits, feats = extract_features(self.net, x, self.feature_names)
@@ -91,7 +93,8 @@ class LwFTransfer(JacobianDistill):
         self.schedulers.pop("student")
         teacher = self.frozen["teacher"]
         self.add_player(
-            "student", LwFStudent(student.net, teacher.num_classes, cfg.loss.pre_final, student.feature_names)
+            "student",
+            LwFStudent(student.net, teacher.num_classes, cfg.loss.pre_final, student.feature_names, student.hints),
         )
 
     def split_student_outputs(self, logits: Any) -> Tuple[torch.Tensor, torch.Tensor]:
