@@ -97,8 +97,11 @@ def _pairs(layers: Sequence[Sequence[str]], key: str) -> List[Tuple[str, str]]:
 
 @METHODS.register("distill")
 class Distill(Method):
-    """Distillation with composable terms: CE, KD, logit matching, FitNets hints, attention transfer,
-    output-Jacobian matching and attention-map Jacobians (each weight 0 = off)."""
+    """Distillation with composable terms: CE, KD, logits, hints, attention maps, Jacobians.
+
+    The terms are cross entropy, Hinton KD, logit matching, FitNets hints, attention transfer,
+    output-Jacobian matching and attention-map Jacobians; each weight 0 = off (module docstring).
+    """
 
     export_name = "student"
 
