@@ -106,26 +106,41 @@ def read_safetensors_metadata(path: PathLike) -> Dict[str, str]:
         return dict(fh.metadata() or {})
 
 
-def resolve_weights(path: PathLike) -> Path:
-    """A run directory, ``.safetensors`` or ``.ckpt`` path -> the weights file to load.
+def resolve_run_file(path: PathLike, names: tuple, what: str, how: str) -> Path:
+    """A run directory (the first of ``names`` it holds) or a file path -> the file to load.
 
-    A run directory resolves to its ``student.safetensors`` or ``teacher.safetensors``.
+    Raises:
+        FileNotFoundError: nothing there; the message names the path, what was looked for and ``how``
+            to make it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        for name in names:
+            if (path / name).is_file():
+                return path / name
+        raise FileNotFoundError(
+            f"run directory {str(path)!r} holds no {' or '.join(names[:2])}; train it first ({how}) "
+            f"or point to a {what}"
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
+    return path
+
+
+def resolve_weights(path: PathLike) -> Path:
+    """A run directory, ``.safetensors`` or ``.ckpt`` path -> the classifier weights file to load.
+
+    A run directory resolves to its ``teacher.safetensors`` or ``student.safetensors``.
 
     Raises:
         FileNotFoundError: nothing loadable there (the message lists what was looked for).
     """
-    path = Path(path)
-    if path.is_dir():
-        for name in ("teacher.safetensors", "student.safetensors", "model.safetensors"):
-            if (path / name).is_file():
-                return path / name
-        raise FileNotFoundError(
-            f"run directory {str(path)!r} holds no teacher.safetensors or student.safetensors; "
-            "train it first (kdlab train-teacher / kdlab distill) or point to a weights file"
-        )
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
-    return path
+    return resolve_run_file(
+        path,
+        ("teacher.safetensors", "student.safetensors", "model.safetensors"),
+        "weights file",
+        "kdlab train-teacher / kdlab distill",
+    )
 
 
 def load_classifier(path: PathLike, map_location: Any = "cpu") -> nn.Module:

@@ -13,7 +13,7 @@ from typing import Any, Dict
 
 from torch import nn
 
-from kdlab.engine.checkpoint import PathLike, atomic_write, load_checkpoint, read_safetensors_metadata
+from kdlab.engine.checkpoint import PathLike, atomic_write, load_checkpoint, read_safetensors_metadata, resolve_run_file
 
 GENERATOR_FORMAT = "kdlab-generator-1"
 
@@ -46,18 +46,12 @@ def resolve_generator(path: PathLike) -> Path:
     Raises:
         FileNotFoundError: nothing there (names the path and what was looked for).
     """
-    path = Path(path)
-    if path.is_dir():
-        for name in ("student.safetensors", "teacher.safetensors", "generator.safetensors"):
-            if (path / name).is_file():
-                return path / name
-        raise FileNotFoundError(
-            f"run directory {str(path)!r} holds no student.safetensors or teacher.safetensors; train it first "
-            "(kdlab train-gan / kdlab compress-gan) or point to a generator file"
-        )
-    if not path.is_file():
-        raise FileNotFoundError(f"generator file {str(path)!r} does not exist")
-    return path
+    return resolve_run_file(
+        path,
+        ("student.safetensors", "teacher.safetensors", "generator.safetensors"),
+        "generator file",
+        "kdlab train-gan / kdlab compress-gan",
+    )
 
 
 def load_generator(path: PathLike, map_location: Any = "cpu") -> nn.Module:
