@@ -143,6 +143,17 @@ def resolve_weights(path: PathLike) -> Path:
     )
 
 
+def read_weights(path: Path) -> tuple:
+    """(string metadata, CPU state_dict) of a kdlab ``.safetensors`` file or run checkpoint
+    (``best.ckpt``/``last.ckpt``: their ``model_meta``/``model`` entries; ``({}, None)`` if absent)."""
+    if Path(path).suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return read_safetensors_metadata(path), load_file(str(path), device="cpu")
+    ckpt = load_checkpoint(path)
+    return ckpt.get("model_meta") or {}, ckpt.get("model")
+
+
 def load_classifier(path: PathLike, map_location: Any = "cpu") -> nn.Module:
     """Rebuild a registry classifier from a kdlab ``.safetensors`` (or ``best.ckpt``) file.
 
@@ -160,16 +171,9 @@ def load_classifier(path: PathLike, map_location: Any = "cpu") -> nn.Module:
     from kdlab.models import build_model
 
     path = resolve_weights(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        meta = read_safetensors_metadata(path)
-        state = load_file(str(path), device="cpu")
-    else:
-        ckpt = load_checkpoint(path)
-        meta, state = ckpt.get("model_meta"), ckpt.get("model")
-        if meta is None or state is None:
-            raise ValueError(f"{str(path)!r} is a checkpoint without an exported model ('model_meta'/'model')")
+    meta, state = read_weights(path)
+    if state is None:
+        raise ValueError(f"{str(path)!r} is a checkpoint without an exported model ('model_meta'/'model')")
     if meta.get("format") != SAFETENSORS_FORMAT:
         raise ValueError(
             f"{str(path)!r} is not a kdlab classifier file (metadata format {meta.get('format')!r}, "

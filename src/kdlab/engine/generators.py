@@ -13,7 +13,7 @@ from typing import Any, Dict
 
 from torch import nn
 
-from kdlab.engine.checkpoint import PathLike, atomic_write, load_checkpoint, read_safetensors_metadata, resolve_run_file
+from kdlab.engine.checkpoint import PathLike, atomic_write, read_weights, resolve_run_file
 
 GENERATOR_FORMAT = "kdlab-generator-1"
 
@@ -66,14 +66,7 @@ def load_generator(path: PathLike, map_location: Any = "cpu") -> nn.Module:
     from kdlab.models.gan import build_generator
 
     path = resolve_generator(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        meta = read_safetensors_metadata(path)
-        state = load_file(str(path), device="cpu")
-    else:
-        ckpt = load_checkpoint(path)
-        meta, state = ckpt.get("model_meta") or {}, ckpt.get("model")
+    meta, state = read_weights(path)
     if meta.get("format") != GENERATOR_FORMAT or state is None:
         raise ValueError(
             f"{str(path)!r} is not a kdlab generator file (metadata format {meta.get('format')!r}, expected "
