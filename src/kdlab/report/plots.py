@@ -34,6 +34,14 @@ def _empty(ax, text: str = "no data logged") -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="gray")
 
 
+def _epoch_axis(ax, ylabel: str) -> None:
+    """Integer epochs on x, ``ylabel`` on y, a light grid."""
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+
+
 def plot_run_curves(
     loss_series: Dict[str, Tuple[Sequence[float], Sequence[float]]],
     val_acc: Tuple[Sequence[float], Sequence[float]],
@@ -57,19 +65,13 @@ def plot_run_curves(
         ax_l.legend(fontsize=8)
     else:
         _empty(ax_l)
-    ax_l.set_xlabel("epoch")
-    ax_l.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax_l.set_ylabel("training loss (mean over the epoch's log steps)")
-    ax_l.grid(alpha=0.3)
+    _epoch_axis(ax_l, "training loss (mean over the epoch's log steps)")
     x, y = val_acc
     if len(x):
         ax_a.plot(x, y, marker="o", markersize=3, color="C2")
     else:
         _empty(ax_a)
-    ax_a.set_xlabel("epoch")
-    ax_a.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax_a.set_ylabel("validation accuracy (%)")
-    ax_a.grid(alpha=0.3)
+    _epoch_axis(ax_a, "validation accuracy (%)")
     if title:
         fig.suptitle(title)
     return save_figure(fig, path)
@@ -105,10 +107,7 @@ def plot_val_curves(
         ax.legend(fontsize=8)
     else:
         _empty(ax)
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("validation accuracy (%)")
-    ax.grid(alpha=0.3)
+    _epoch_axis(ax, "validation accuracy (%)")
     ax.set_title(title or "Validation accuracy")
     return save_figure(fig, path)
 
