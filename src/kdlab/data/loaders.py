@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
+from torch.utils.data import default_collate
+
+from kdlab.data.batch import Batch, as_batch
 from kdlab.data.memory import InMemoryDataset, collate_batched
 
 #: Multiplier so that (seed, epoch) pairs map to distinct generator seeds for epochs < 1000003.
@@ -84,10 +87,16 @@ class SeededSampler(Sampler[int]):
 
 
 def _batched(dataset: Dataset) -> bool:
-    """True for an InMemoryDataset, or Subset(s) of one: their __getitems__ returns (x, y)."""
+    """True for a dataset whose ``__getitems__`` returns a whole :class:`Batch` (an InMemoryDataset,
+    a data-free :class:`~kdlab.data.transfer.NoData`), or Subset(s) of one."""
     while isinstance(dataset, Subset):
         dataset = dataset.dataset
-    return isinstance(dataset, InMemoryDataset)
+    return isinstance(dataset, InMemoryDataset) or getattr(dataset, "yields_batches", False)
+
+
+def collate_to_batch(items: Any) -> Batch:
+    """Default collate of per-sample tuples, then :func:`as_batch` (other map-style datasets)."""
+    return as_batch(default_collate(items))
 
 
 def make_loader(
@@ -124,7 +133,7 @@ def make_loader(
         pin_memory: pin batches for faster host-to-GPU copies.
 
     Returns:
-        ``torch.utils.data.DataLoader`` yielding ``(x [B, C, H, W], y [B])``.
+        ``torch.utils.data.DataLoader`` yielding :class:`kdlab.data.Batch` es.
 
     Raises:
         ValueError: batch_size < 1 or num_workers < 0.
@@ -142,7 +151,7 @@ def make_loader(
         sampler=sampler,
         drop_last=drop_last,
         num_workers=num_workers,
-        collate_fn=collate_batched if _batched(dataset) else None,
+        collate_fn=collate_batched if _batched(dataset) else collate_to_batch,
         generator=loader_gen,
         pin_memory=pin_memory,
         persistent_workers=False,

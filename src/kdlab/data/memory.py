@@ -13,9 +13,11 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from torch.utils.data import Dataset
 
+from kdlab.data.batch import Batch
+
 
 def collate_batched(batch: Any) -> Any:
-    """Identity collate for datasets whose ``__getitems__`` already returns a batch ``(x, y)``.
+    """Identity collate for datasets whose ``__getitems__`` already returns a :class:`Batch`.
 
     Pass it as ``DataLoader(..., collate_fn=collate_batched)`` (``make_loader`` does this for an
     :class:`InMemoryDataset` and ``Subset`` s of one).
@@ -50,6 +52,8 @@ class InMemoryDataset(Dataset):
         hflip: allow horizontal flips when augmenting.
         pad: crop padding in pixels (None: :func:`default_pad` of H).
         generator: optional ``torch.Generator`` for the augmentation draws.
+        labelled: False for a transfer set whose labels are not the task's (out-of-domain data): its
+            batches carry ``y = None``.
 
     Raises:
         ValueError: wrong dtypes/shapes, N mismatch, mean/std of the wrong length or std <= 0, pad < 0.
@@ -66,6 +70,7 @@ class InMemoryDataset(Dataset):
         hflip: bool = True,
         pad: Optional[int] = None,
         generator: Optional[torch.Generator] = None,
+        labelled: bool = True,
     ) -> None:
         images = torch.as_tensor(images_uint8).cpu()  # batches are cut on the CPU, moved by the caller
         if images.dtype != torch.uint8:
@@ -98,6 +103,7 @@ class InMemoryDataset(Dataset):
         self.hflip = bool(hflip)
         self.pad = default_pad(images.shape[-1]) if pad is None else pad
         self.generator = generator
+        self.labelled = bool(labelled)
         # x = img * scale - shift  ==  (img / 255 - mean) / std, one fused pass
         self._scale = (1.0 / (255.0 * std_t.expand(c))).reshape(1, c, 1, 1).numpy()
         self._shift = (mean_t.expand(c) / std_t.expand(c)).reshape(1, c, 1, 1).numpy()
@@ -156,10 +162,12 @@ class InMemoryDataset(Dataset):
         x -= self._shift
         return torch.from_numpy(x), torch.from_numpy(np.take(self._labels_np, index))
 
-    def __getitems__(self, indices: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
-        """A whole batch in one index op: ``(x float32 [B, C, H, W] normalised, y int64 [B])``."""
+    def __getitems__(self, indices: Sequence[int]) -> Batch:
+        """A whole batch in one index op: :class:`Batch` with ``x`` float32 [B, C, H, W] normalised,
+        ``y`` int64 [B] (None when not :attr:`labelled`) and ``index`` int64 [B]."""
         index = np.asarray(indices, dtype=np.int64).reshape(-1)
-        return self._batch(index)
+        x, y = self._batch(index)
+        return Batch(x=x, y=y if self.labelled else None, index=torch.from_numpy(index))
 
     def __getitem__(self, i: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """One sample: ``(x float32 [C, H, W] normalised, y int64 scalar)``."""
@@ -183,7 +191,7 @@ class InMemoryDataset(Dataset):
         return InMemoryDataset(
             self.images[idx], self.labels[idx], self.mean, self.std,
             self.augment if augment is None else augment,
-            hflip=self.hflip, pad=self.pad, generator=self.generator,
+            hflip=self.hflip, pad=self.pad, generator=self.generator, labelled=self.labelled,
         )
 
     def __repr__(self) -> str:

@@ -6,18 +6,18 @@ distillation, Lopez-Paz et al. 2016). :class:`PrivilegedDataset` provides the im
 real data: the classifier's input is a DEGRADED image and the teacher's extra input is the CLEAN
 image, so the extra input carries real information (the lost detail).
 
-Batches are ``(x_degraded [B,C,H,W], y [B], x_clean [B,C,H,W])``; code that reads ``batch[0]`` and
-``batch[1]`` (the loop, accuracy) sees the classifier's view, and methods that know about the third
-entry hand it to the teacher.
+Batches carry ``x`` = the degraded view [B,C,H,W] (what the student/classifier sees) and
+``x_teacher`` = the clean view (:attr:`kdlab.data.Batch.teacher_input`, what a teacher sees).
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from kdlab.data.batch import Batch
 from kdlab.data.memory import InMemoryDataset
 
 DEGRADATIONS = ("downsample", "mask")
@@ -60,19 +60,20 @@ class PrivilegedDataset(InMemoryDataset):
     def __init__(self, base: InMemoryDataset, kind: str = "downsample", factor: int = 4) -> None:
         degrade(torch.zeros(1, 1, 4, 4), kind, factor)  # validate early
         super().__init__(base.images, base.labels, base.mean, base.std, base.augment,
-                         hflip=base.hflip, pad=base.pad, generator=base.generator)
+                         hflip=base.hflip, pad=base.pad, generator=base.generator, labelled=base.labelled)
         self.kind, self.factor = kind, factor
 
-    def __getitems__(self, indices: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(x_degraded, y, x_clean)`` for a whole batch."""
-        x, y = super().__getitems__(indices)
-        return degrade(x, self.kind, self.factor), y, x
+    def __getitems__(self, indices: Sequence[int]) -> Batch:
+        """A whole batch: ``x`` degraded, ``x_teacher`` clean (one augmentation draw for both)."""
+        b = super().__getitems__(indices)
+        return Batch(x=degrade(b.x, self.kind, self.factor), y=b.y, x_teacher=b.x, index=b.index)
 
     def __getitem__(self, i: int):
-        x, y, xc = self.__getitems__(np.array([int(i) % max(len(self), 1)]))
+        """One sample: ``(x_degraded [C,H,W], y, x_clean [C,H,W])``."""
         if not -len(self) <= int(i) < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} samples")
-        return x[0], y[0], xc[0]
+        b = self.__getitems__(np.array([int(i) % max(len(self), 1)]))
+        return b.x[0], b.y[0] if b.y is not None else None, b.x_teacher[0]
 
     def __repr__(self) -> str:
         return f"PrivilegedDataset(n={len(self)}, degrade={self.kind!r} x{self.factor}, augment={self.augment})"
