@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import torch
 
-from kdlab.config import load_config, to_yaml
+from kdlab.config import ConfigError, load_config, to_yaml
 from kdlab.data import build_datasets, make_loader
 from kdlab.engine import Trainer, atomic_write_text, make_fabric
 from kdlab.engine.env import git_commit, versions
@@ -22,8 +22,35 @@ from kdlab.methods.evaluation import model_profile, heldout_metrics
 
 
 def load_run_config(sources: Sequence[Any], overrides: Sequence[str] = ()):
-    """:func:`kdlab.config.load_config` with each method's ``loss`` schema."""
-    return load_config(sources, overrides, loss_schema=lambda m: METHODS.get(m).Config)
+    """:func:`kdlab.config.load_config` with each method's ``loss`` schema; ``loss.terms`` expanded to
+    each term's full config (defaults filled in, keys checked) and old flat keys refused.
+
+    Raises:
+        ConfigError: as :func:`kdlab.config.load_config`; an old flat ``loss`` key (gives the new
+            spelling); an unknown term or term key (lists the accepted ones).
+    """
+    return load_config(sources, overrides, loss_schema=lambda m: METHODS.get(m).Config, prepare_loss=_prepare_loss)
+
+
+def _prepare_loss(method: str, loss: Any) -> Any:
+    """Refuse old flat keys with their new spelling; fill each term's config with its defaults."""
+    from dataclasses import fields
+
+    from omegaconf import OmegaConf
+
+    from kdlab.terms import legacy_spelling, term_config
+
+    schema = METHODS.get(method).Config
+    known = {f.name for f in fields(schema)}
+    for key in list(loss.keys()):
+        new = legacy_spelling(str(key)) if key not in known else None
+        if new:
+            raise ConfigError(f"config key 'loss.{key}' of method {method!r} is now {new} (the student objective is "
+                              f"loss.terms: kdlab list terms)")
+    if "terms" in known:
+        terms = OmegaConf.merge(OmegaConf.structured(schema).terms, loss.get("terms") or {})
+        loss["terms"] = {str(name): term_config(str(name), raw) for name, raw in terms.items()}
+    return loss
 
 
 def datasets_for(cfg: Any):
@@ -42,7 +69,27 @@ def datasets_for(cfg: Any):
         privileged=d.privileged,
         privileged_factor=d.privileged_factor,
         classes=list(d.classes) if d.classes is not None else None,
+        transfer=d.transfer,
+        transfer_n=d.transfer_n,
+        transfer_channels=d.transfer_channels,
+        transfer_size=d.transfer_size,
+        steps_per_epoch=d.steps_per_epoch,
+        batch_size=d.batch_size,
     )
+
+
+def check_transfer(cfg: Any, method: Any) -> None:
+    """Data-free runs (``data.transfer=none``) need a method that synthesises its batches; ``method`` is
+    the method class (checked before building: a plain ``False``) or the built method.
+
+    Raises:
+        ConfigError: naming the method and the methods that can run data-free.
+    """
+    if cfg.data.transfer != "none" or getattr(method, "synthesizes", False) is not False:
+        return
+    able = [n for n in METHODS.names() if getattr(METHODS.get(n), "synthesizes", False) is not False]
+    raise ConfigError(f"data.transfer = 'none' (data-free): method {cfg.method!r} trains on transfer data and does not "
+                      f"synthesise its batches here; methods that can run data-free: {', '.join(able) or '(none)'}")
 
 
 def train(cfg: Any, resume: bool = False) -> Path:
@@ -57,12 +104,14 @@ def train(cfg: Any, resume: bool = False) -> Path:
     method_cls = METHODS.get(cfg.method)
     fabric = make_fabric(cfg.trainer, run_dir)
     fabric.seed_everything(cfg.seed)
+    check_transfer(cfg, method_cls)
     data = datasets_for(cfg)
     method = method_cls(cfg, data.spec)
+    check_transfer(cfg, method)
     if fabric.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
-    result = Trainer(cfg, run_dir, fabric).fit(method, data.train, data.val, resume=resume)
+    result = Trainer(cfg, run_dir, fabric).fit(method, data.transfer, data.val, resume=resume)
     if not fabric.is_global_zero:
         return run_dir
 
@@ -74,6 +123,8 @@ def train(cfg: Any, resume: bool = False) -> Path:
         "data": {
             "name": cfg.data.name,
             "n_train": len(data.train),
+            "transfer": cfg.data.transfer or "train",
+            "n_transfer": len(data.transfer),
             "n_val": len(data.val) if data.val is not None else 0,
             "n_test": len(data.test),
             "n_per_class": cfg.data.n_per_class,

@@ -9,10 +9,24 @@ from kdlab.engine.checkpoint import (
     save_checkpoint,
     save_classifier,
 )
-from kdlab.engine.loop import FitResult, NonFiniteLossError, Trainer, copy_with_state, make_fabric
-from kdlab.engine.optim import build_optimizer, build_scheduler
+from kdlab.engine.loading import (
+    GeneratorMismatchError,
+    TeacherMismatchError,
+    check_generator_shape,
+    load_extractor,
+    load_network,
+    network_identity,
+)
+from kdlab.engine.loop import FitResult, NonFiniteLossError, Trainer, copy_with_state, make_fabric, unwrap
+from kdlab.engine.optim import build_optimizer, build_scheduler, optim_with_lr
 
 __all__ = [
+    "GeneratorMismatchError",
+    "TeacherMismatchError",
+    "check_generator_shape",
+    "load_extractor",
+    "load_network",
+    "network_identity",
     "FitResult",
     "NonFiniteLossError",
     "Trainer",
@@ -20,6 +34,7 @@ __all__ = [
     "atomic_write_text",
     "build_optimizer",
     "build_scheduler",
+    "optim_with_lr",
     "copy_with_state",
     "file_sha256",
     "load_checkpoint",
@@ -28,4 +43,5 @@ __all__ = [
     "resolve_weights",
     "save_checkpoint",
     "save_classifier",
+    "unwrap",
 ]

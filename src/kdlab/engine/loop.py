@@ -161,7 +161,9 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(self, method: Any, train_set: Any, val_set: Any = None, resume: bool = False) -> FitResult:
-        """Train ``method`` on ``train_set``; select the best epoch on ``val_set`` (if any).
+        """Train ``method`` on the transfer source ``train_set`` (any map-style dataset yielding
+        :class:`kdlab.data.Batch` es: the labelled training subset, unlabelled out-of-domain images, or
+        a data-free :class:`kdlab.data.NoData`); select the best epoch on ``val_set`` (if any).
 
         Raises:
             NonFiniteLossError: a loss became NaN/inf (``last.ckpt`` holds the last good epoch).
@@ -207,9 +209,10 @@ class Trainer:
                 for i, batch in enumerate(loader):
                     if i >= total:
                         break
+                    batch = batch.to(fabric.device, non_blocking=True)
                     out = method.training_step(batch, step)
                     loss = out["loss"]
-                    window_n += int(batch[0].shape[0])
+                    window_n += len(batch)
                     step += 1
                     if check_every_step:
                         if not math.isfinite(float(loss)):
@@ -312,3 +315,13 @@ def copy_with_state(model: nn.Module, state: Dict[str, torch.Tensor]) -> nn.Modu
     clone = copy.deepcopy(model)
     clone.load_state_dict(state)
     return clone
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The plain module under Fabric's and DDP's wrappers."""
+    from lightning_fabric.wrappers import _FabricModule
+    from torch.nn.parallel import DistributedDataParallel
+
+    while isinstance(module, (_FabricModule, DistributedDataParallel)):
+        module = module.module
+    return module

@@ -38,3 +38,21 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg, epochs: int) -> Optio
     if name == "multistep":
         return MultiStepLR(optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma)
     raise ValueError(f"unknown scheduler {cfg.scheduler!r}; accepted: cosine, multistep, none")
+
+
+def optim_with_lr(cfg, lr: Optional[float], key: str):
+    """The ``optim`` section ``cfg`` with another learning rate (``lr`` None: ``cfg`` unchanged), for a
+    player with a rate of its own (``key`` names the config key in errors).
+
+    Raises:
+        ValueError: ``lr`` <= 0.
+    """
+    if lr is None:
+        return cfg
+    if not lr > 0:
+        raise ValueError(f"{key} = {lr!r} must be > 0 (or null for optim.lr)")
+    from omegaconf import OmegaConf
+
+    out = OmegaConf.to_container(cfg)
+    out["lr"] = float(lr)
+    return OmegaConf.create(out)

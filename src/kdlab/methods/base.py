@@ -10,17 +10,23 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from kdlab.engine import build_optimizer, build_scheduler
+from kdlab.data.batch import Batch
+from kdlab.engine import build_optimizer, build_scheduler, unwrap
 from kdlab.engine.checkpoint import classifier_metadata
 from kdlab.metrics import evaluate_accuracy
 from kdlab.registry import Registry
+from kdlab.terms import Objective, Outputs, Student, TermContext, build_objective
 
 METHODS = Registry("method")
+
+#: student kinds (``Method.kind``) and the roles a method plays (``Method.role``): the CLI dispatches on them
+KINDS = ("classifier", "generator")
+ROLES = ("teacher", "student")
 
 
 class Method(ABC):
@@ -35,6 +41,11 @@ class Method(ABC):
     class Config:
         """No method-specific keys."""
 
+    #: what the method trains: a ``classifier`` or a ``generator``; as a ``teacher`` or a ``student``
+    kind: str = "classifier"
+    role: str = "student"
+    #: True when the method produces its own batches and can run data-free (``data.transfer=none``)
+    synthesizes: bool = False
     #: the validation metric that selects the best checkpoint, and whether higher is better
     selection_key: str = "val/acc"
     selection_mode: str = "max"
@@ -52,7 +63,13 @@ class Method(ABC):
 
     # -- building ----------------------------------------------------------------------------
     def add_player(self, name: str, module: nn.Module, optim_cfg: Any = None) -> None:
-        """Register a trainable module with an optimizer/schedule from ``optim_cfg`` (default ``cfg.optim``)."""
+        """Register a trainable module with an optimizer/schedule from ``optim_cfg`` (default ``cfg.optim``).
+
+        Raises:
+            ValueError: a player of that name exists already.
+        """
+        if name in self.players:
+            raise ValueError(f"player {name!r} is registered twice")
         optim_cfg = optim_cfg if optim_cfg is not None else self.cfg.optim
         params = [p for p in module.parameters() if p.requires_grad]
         opt = build_optimizer(params, optim_cfg)
@@ -67,6 +84,64 @@ class Method(ABC):
             p.requires_grad_(False)
         self.frozen[name] = module
 
+    # -- the student objective (terms) ---------------------------------------------------------
+    def term_context(self, student: nn.Module, teacher: Optional[nn.Module], *, kind: Optional[str] = None,
+                     student_input: Optional[Tuple[int, ...]] = None, teacher_input: Optional[Tuple[int, ...]] = None,
+                     input_grad: bool = True) -> TermContext:
+        """What the terms of this method may use: the teacher's outputs (when there is a teacher), logits
+        or images (by ``kind``), named features, labels (a labelled transfer set) and input gradients
+        (unless ``input_grad`` is False or the teacher sees a privileged view)."""
+        kind = kind or self.kind
+        spec = self.spec
+        image = (spec.in_channels, spec.image_size, spec.image_size)
+        provides = {"features", "logits" if kind == "classifier" else "images"}
+        why_not: Dict[str, str] = {}
+        if teacher is not None:
+            provides.add("teacher")
+        else:
+            why_not["teacher"] = "it has no teacher"
+        transfer = self.cfg.data.transfer
+        if kind == "classifier" and (transfer or "train") == "train":
+            provides.add("labels")
+        else:
+            why_not["labels"] = (f"data.transfer = {transfer!r} has no labels" if kind == "classifier"
+                                 else "a generator student has no labels")
+        if input_grad and kind == "classifier" and not self.cfg.data.privileged:
+            provides.add("input_grad")
+        elif self.cfg.data.privileged:
+            why_not["input_grad"] = f"with data.privileged = {self.cfg.data.privileged!r} teacher and student see different inputs"
+        else:
+            why_not["input_grad"] = "its inputs are not images shared by teacher and student"
+        return TermContext(method=self.cfg.method, kind=kind, student=student, teacher=teacher,
+                           student_input=tuple(student_input or image), teacher_input=tuple(teacher_input or image),
+                           provides=frozenset(provides), why_not=why_not,
+                           num_classes=spec.num_classes if kind == "classifier" else None)
+
+    def build_objective(self, ctx: TermContext, terms: Any = None) -> Objective:
+        """The objective of ``loss.terms`` (or ``terms``) in context ``ctx`` (:func:`kdlab.terms.build_objective`)."""
+        return build_objective(self.cfg.loss.terms if terms is None else terms, ctx)
+
+    def add_student(self, name: str, net: nn.Module, objective: Objective, optim_cfg: Any = None,
+                    extra_features: Sequence[str] = ()) -> Objective:
+        """Register the player ``name`` = :class:`kdlab.terms.Student` (``net`` + the objective's trainable
+        modules, one optimizer; ``extra_features`` also exposed, e.g. for a peer's terms) and each term's
+        own players as ``<name>.<term>.<player>``. Returns the objective."""
+        self.add_player(name, Student(net, objective, extra_features), optim_cfg)
+        for pname, (module, ocfg) in objective.players().items():
+            self.add_player(f"{name}.{pname}", module, ocfg)
+        return objective
+
+    def student_terms(self, name: str, s: Outputs, t: Optional[Outputs], batch: Batch) -> Dict[str, torch.Tensor]:
+        """The weighted terms of player ``name``'s objective (``{"term": value, ..., "loss": sum}``)."""
+        return unwrap(self.players[name]).objective(s, t, batch)
+
+    def update_terms(self, name: str, s: Outputs, t: Optional[Outputs], batch: Batch) -> Dict[str, torch.Tensor]:
+        """The own updates of player ``name``'s terms (after the student's step)."""
+        objective = unwrap(self.players[name]).objective
+        if not objective.players():
+            return {}
+        return objective.update(s, t, batch, lambda p, loss: self.step_optimizer(f"{name}.{p}", loss))
+
     def setup(self, fabric: Any) -> None:
         """Move players to Fabric's device (DDP-wrapped where applicable) and frozen nets to the device."""
         self.fabric = fabric
@@ -78,8 +153,9 @@ class Method(ABC):
 
     # -- the game ----------------------------------------------------------------------------
     @abstractmethod
-    def training_step(self, batch: Tuple[torch.Tensor, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
-        """One optimisation step on ``batch = (x [B,C,H,W], y [B])``; returns named scalar losses incl. ``loss``."""
+    def training_step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
+        """One optimisation step on a :class:`kdlab.data.Batch` (``x`` None in data-free runs); returns
+        named scalar losses incl. ``loss`` (the NaN check watches it)."""
 
     @abstractmethod
     def eval_model(self) -> nn.Module:
@@ -187,13 +263,3 @@ def build_network(cfg: Any, spec: Any) -> nn.Module:
             )
         model.load_state_dict(init.state_dict())
     return model
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The plain module under Fabric's and DDP's wrappers."""
-    from lightning_fabric.wrappers import _FabricModule
-    from torch.nn.parallel import DistributedDataParallel
-
-    while isinstance(module, (_FabricModule, DistributedDataParallel)):
-        module = module.module
-    return module

@@ -4,26 +4,31 @@ online distillation", ICLR 2018), the CODIS baseline of KDGAN (Wang et al. 2018,
 Two peers are trained together; each minimises its cross entropy plus a distillation term towards
 the OTHER peer's current predictions (detached):
 
-    L_i = ce * CE(p_i, y) + codistill * [epoch >= burn_in] * T^2 KL(p_j^T || p_i^T),   j != i
+    L_i = sum_k weight_k * term_k(i, j) + codistill * [epoch >= burn_in] * T^2 KL(p_j^T || p_i^T),   j != i
+
+where the terms are those of ``loss.terms`` (default: cross entropy with weight 1), each peer's
+objective having the other peer as its teacher (detached by every term).
 
 Peer 0 is the classifier (``cfg.model``), exported as ``student``. Peer 1 is chosen by
 ``loss.peer``: ``teacher`` (default) = the pre-trained teacher of ``teacher.checkpoint``, trained
 jointly (the same classifier/teacher pair as KDGAN, whose teacher is also fine-tuned); ``copy`` = a
 second, freshly initialised instance of the classifier's architecture (Anil et al.'s setting; no
-teacher needed). With privileged data (a third batch entry) the ``teacher`` peer sees it.
+teacher needed). With privileged data (``batch.x_teacher``) the ``teacher`` peer sees it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict
 
 import torch
 from torch import nn
 
-from kdlab.engine import file_sha256
-from kdlab.losses import cross_entropy, kd_loss
+from kdlab.config import bounded, choice
+from kdlab.data.batch import Batch
+from kdlab.engine import file_sha256, load_network
+from kdlab.losses import kd_loss
 from kdlab.methods.base import METHODS, Method, build_network, unwrap
-from kdlab.methods.distill import load_teacher
+from kdlab.metrics import evaluate_accuracy
 from kdlab.models import build_model
 
 PEERS = ("teacher", "copy")
@@ -39,53 +44,49 @@ class Codistill(Method):
     class Config:
         """``loss`` section of a codistillation run."""
 
-        ce: float = 1.0
-        codistill: float = 1.0
-        temperature: float = 1.0
-        burn_in_epochs: int = 0  # epochs of CE only before the peers start distilling
-        peer: str = "teacher"  # teacher | copy
+        terms: Dict[str, Any] = field(default_factory=lambda: {"ce": {"weight": 1.0}})  # each peer's terms
+        codistill: float = bounded(1.0, ge=0)  # weight of the codistillation KL towards the other peer
+        temperature: float = bounded(1.0, gt=0)
+        burn_in_epochs: int = bounded(0, ge=0)  # epochs without codistillation before the peers start distilling
+        peer: str = choice("teacher", PEERS)
 
     def __init__(self, cfg: Any, spec: Any) -> None:
         super().__init__(cfg, spec)
         lc = cfg.loss
-        if lc.peer not in PEERS:
-            raise ValueError(f"loss.peer = {lc.peer!r}; accepted: {', '.join(PEERS)}")
-        for key in ("ce", "codistill"):
-            if getattr(lc, key) < 0:
-                raise ValueError(f"loss.{key} = {getattr(lc, key)!r} must be >= 0")
-        if not lc.temperature > 0:
-            raise ValueError(f"loss.temperature = {lc.temperature!r} must be > 0")
-        if lc.burn_in_epochs < 0:
-            raise ValueError(f"loss.burn_in_epochs = {lc.burn_in_epochs!r} must be >= 0")
         kw = dict(num_classes=spec.num_classes, in_channels=spec.in_channels, image_size=spec.image_size)
         classifier = build_network(cfg, spec)
         self.teacher_path = None
         if lc.peer == "teacher":
-            peer, self.teacher_path = load_teacher(cfg.teacher.checkpoint, spec)
+            peer, self.teacher_path = load_network(cfg.teacher.checkpoint, spec, hint="teacher.checkpoint=runs/<teacher run> "
+                                                   "(or loss.peer=copy)")
         else:
             peer = build_model(cfg.model.name, **kw, **dict(cfg.model.kwargs))
-        self.add_player("classifier", classifier)
-        self.add_player("peer", peer)
+        obj_c = self.build_objective(self.term_context(classifier, peer))
+        obj_p = self.build_objective(self.term_context(peer, classifier))
+        self.add_student("classifier", classifier, obj_c, extra_features=obj_p.teacher_features)
+        self.add_student("peer", peer, obj_p, extra_features=obj_c.teacher_features)
         self.epoch = 0
 
     def on_epoch_end(self, epoch: int) -> None:
         super().on_epoch_end(epoch)
         self.epoch = epoch + 1
 
-    def losses(self, x, y, x_peer) -> Dict[str, torch.Tensor]:
+    def losses(self, batch: Batch) -> Dict[str, torch.Tensor]:
         """Both peers' losses for one batch (``c_*`` classifier, ``p_*`` peer)."""
         lc = self.cfg.loss
-        zc = self.players["classifier"](x)
-        zp = self.players["peer"](x_peer if lc.peer == "teacher" else x)
-        terms = {"c_ce": lc.ce * cross_entropy(zc, y), "p_ce": lc.ce * cross_entropy(zp, y)}
+        sc = self.players["classifier"](batch.x)
+        sp = self.players["peer"](batch.teacher_input if lc.peer == "teacher" else batch.x)
+        tc = self.student_terms("classifier", sc, sp, batch)
+        tp = self.student_terms("peer", sp, sc, batch)
+        terms = {f"c_{k}": v for k, v in tc.items() if k != "loss"}
+        terms.update({f"p_{k}": v for k, v in tp.items() if k != "loss"})
         if lc.codistill > 0 and self.epoch >= lc.burn_in_epochs:
-            terms["c_kd"] = lc.codistill * kd_loss(zc, zp, lc.temperature)  # zp detached inside
-            terms["p_kd"] = lc.codistill * kd_loss(zp, zc, lc.temperature)
+            terms["c_kd"] = lc.codistill * kd_loss(sc.out, sp.out, lc.temperature)  # the target is detached inside
+            terms["p_kd"] = lc.codistill * kd_loss(sp.out, sc.out, lc.temperature)
         return terms
 
-    def training_step(self, batch, step: int) -> Dict[str, torch.Tensor]:
-        x, y = batch[0], batch[1]
-        terms = self.losses(x, y, batch[2] if len(batch) > 2 else x)
+    def training_step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
+        terms = self.losses(batch)
         c_loss = sum(v for k, v in terms.items() if k.startswith("c_"))
         p_loss = sum(v for k, v in terms.items() if k.startswith("p_"))
         # the two losses touch disjoint parameters (targets are detached): one backward serves both
@@ -108,18 +109,17 @@ class Codistill(Method):
         self.epoch = int(state.get("codistill", {}).get("epoch", 0))
 
     def eval_model(self) -> nn.Module:
-        return unwrap(self.players["classifier"])
+        return unwrap(self.players["classifier"]).net
 
     def finalize(self, run_dir: Any, data: Any, result: Any, device: Any) -> Dict[str, Any]:
         from kdlab.data import make_loader
         from kdlab.methods.evaluation import classifier_finalize
-        from kdlab.methods.kdgan import view_accuracy
-
         out = classifier_finalize(self, run_dir, data, result, device)
-        peer = unwrap(self.players["peer"])
+        peer = unwrap(self.players["peer"]).net
         loader = make_loader(data.test, self.cfg.data.eval_batch_size, shuffle=False, seed=self.cfg.seed)
-        view = 2 if self.cfg.loss.peer == "teacher" else 0
-        out["peer"] = {"name": peer.arch, "kind": self.cfg.loss.peer, "test_acc_last": view_accuracy(peer, loader, device, view)}
+        view = "teacher" if self.cfg.loss.peer == "teacher" else "student"
+        out["peer"] = {"name": peer.arch, "kind": self.cfg.loss.peer,
+                       "test_acc_last": evaluate_accuracy(peer, loader, device=device, view=view)}
         if self.teacher_path:
             out["peer"].update({"checkpoint": self.teacher_path, "sha256": file_sha256(self.teacher_path)})
         return out

@@ -26,23 +26,14 @@ from typing import Any, Dict
 import torch
 from torch import nn
 
+from kdlab.config import ConfigError, bounded
+from kdlab.data.batch import Batch
 from kdlab.engine.generators import generator_metadata
+from kdlab.engine.loading import load_extractor
 from kdlab.methods.base import METHODS, Method, unwrap
-from kdlab.methods.gan_common import (
-    EMA,
-    Adversary,
-    DataRange,
-    GanGameConfig,
-    build_disc,
-    build_gen,
-    check_eval_config,
-    check_game_config,
-    disc_optim_cfg,
-    gan_finalize,
-    load_extractor,
-    nan_guard,
-    real_image_batches,
-)
+from kdlab.methods.gan_config import GanGameConfig, check_eval_config, check_game_config
+from kdlab.methods.gan_eval import gan_finalize, real_image_batches
+from kdlab.methods.gan_players import EMA, Adversary, DataRange, build_disc, build_gen, disc_optim_cfg, frozen, nan_guard
 from kdlab.metrics.generative import FeatureSet, fid_from_features, generate_images, generator_batches, save_grid
 
 
@@ -50,6 +41,8 @@ from kdlab.metrics.generative import FeatureSet, fid_from_features, generate_ima
 class GANTraining(Method):
     """Teacher GAN: DCGAN/WDCGAN generator and discriminator, game gan | wgan | wgan-gp, optional EMA."""
 
+    kind = "generator"
+    role = "teacher"
     export_name = "teacher"
     selection_key = "val/fid"
     selection_mode = "min"
@@ -58,8 +51,8 @@ class GANTraining(Method):
     class Config(GanGameConfig):
         """``loss`` section of ``kdlab train-gan``: the game, D's size, EMA, and the evaluation keys."""
 
-        ema: float = 0.0  # decay of an EMA of G's weights (0 = off); the EMA generator is the one exported
-        val_samples: int = 1000  # generated images for the per-epoch validation FID (with a val split)
+        ema: float = bounded(0.0, ge=0, lt=1)  # decay of an EMA of G's weights (0 = off); the EMA generator is exported
+        val_samples: int = bounded(1000, ge=1)  # generated images for the per-epoch validation FID (with a val split)
 
     def __init__(self, cfg: Any, spec: Any) -> None:
         super().__init__(cfg, spec)
@@ -67,10 +60,8 @@ class GANTraining(Method):
         check_eval_config(lc, cfg.data.max_test)
         gen = build_gen(cfg, spec)
         disc_name = check_game_config(lc, cfg.model.name)
-        if lc.ema < 0 or lc.ema >= 1:
-            raise ValueError(f"loss.ema = {lc.ema} must be in [0, 1) (0 = off)")
         if cfg.data.val_size > 0 and not lc.extractor:
-            raise ValueError(
+            raise ConfigError(
                 f"data.val_size = {cfg.data.val_size}: selecting a GAN epoch needs a validation FID, i.e. "
                 "loss.extractor=runs/<classifier run>; or set data.val_size=0 to keep the last epoch")
         disc = build_disc(cfg, spec, disc_name, gen.d)
@@ -91,9 +82,8 @@ class GANTraining(Method):
     def _z(self, n: int, device: Any) -> torch.Tensor:
         return torch.randn(n, unwrap(self.players["generator"]).latent_dim, device=device)
 
-    def training_step(self, batch, step: int) -> Dict[str, torch.Tensor]:
-        x, _ = batch
-        real = self.range.to_tanh(x)
+    def training_step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
+        real = self.range.to_tanh(batch.x)
         G, D = self.players["generator"], self.players["discriminator"]
         with torch.no_grad():
             fake = G(self._z(real.shape[0], real.device))
@@ -102,13 +92,10 @@ class GANTraining(Method):
         self.adversary.after_step(unwrap(D))
         out = {f"loss_{k}" if k == "d" else k: v.detach() for k, v in d_terms.items()}
         if (step + 1) % self.cfg.loss.n_critic == 0:
-            for p in D.parameters():
-                p.requires_grad_(False)
-            fake = G(self._z(real.shape[0], real.device))
-            g = self.adversary.g_loss(D, fake)
-            self.step_optimizer("generator", g)
-            for p in D.parameters():
-                p.requires_grad_(True)
+            with frozen(D):
+                fake = G(self._z(real.shape[0], real.device))
+                g = self.adversary.g_loss(D, fake)
+                self.step_optimizer("generator", g)
             if self.ema is not None:
                 self.ema.update(unwrap(G))
             self._g_loss = nan_guard(fake, g.detach())

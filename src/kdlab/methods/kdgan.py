@@ -34,7 +34,10 @@ REINFORCE score is ``log p(z|x)`` at the discretised label (``score: concrete`` 
 density of the continuous sample, the appendix's literal ``log q_c(y^c_i|x)``); the classifier gets
 no cross entropy (``ce: 0``, as in U; the published code pre-trains it with CE).
 
-Privileged inputs: when a batch has a third entry (``data.privileged``), the teacher sees it and
+Extra student terms: ``loss.terms`` (default none; e.g. ``ce``) are added to the classifier's loss,
+with the game's teacher as their teacher (``c_<term>`` in the logs).
+
+Privileged inputs: when batches carry ``x_teacher`` (``data.privileged``), the teacher sees it and
 the classifier and discriminator see ``x``.
 """
 from __future__ import annotations
@@ -45,35 +48,19 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
-from kdlab.engine import file_sha256
+from kdlab.config import bounded, choice
+from kdlab.data.batch import Batch
+from kdlab.engine import file_sha256, load_network, optim_with_lr
 from kdlab.losses import cross_entropy
 from kdlab.losses import kdgan as K
 from kdlab.methods.base import METHODS, Method, build_network, unwrap
-from kdlab.methods.distill import load_teacher
+from kdlab.metrics import evaluate_accuracy
 from kdlab.models import build_model
 
 ESTIMATORS = ("paper", "code", "exact")
 SAMPLERS = ("gumbel", "categorical")
 UNITS = ("step", "epoch")
 DISC_INITS = ("teacher", "scratch")
-
-
-@torch.no_grad()
-def view_accuracy(model: nn.Module, loader: Any, device: Any, view: int = 0) -> float:
-    """Top-1 accuracy (percent) of ``model`` on entry ``view`` of each batch (0: x, 2: privileged x,
-    falling back to 0 when the batch has no such entry)."""
-    was = model.training
-    model.eval()
-    correct = total = 0
-    try:
-        for batch in loader:
-            x = batch[view] if len(batch) > view else batch[0]
-            y = batch[1].to(device)
-            correct += int((model(x.to(device)).argmax(1) == y).sum())
-            total += int(y.numel())
-    finally:
-        model.train(was)
-    return 100.0 * correct / max(total, 1)
 
 
 @METHODS.register("kdgan")
@@ -86,53 +73,34 @@ class KDGAN(Method):
     class Config:
         """``loss`` section of a KDGAN run (defaults: the published run script, see NOTES)."""
 
-        alpha: float = 0.2  # weight of the classifier's pseudo labels in the mixture p_alpha
-        beta: float = 2.0  # weight of L_DS^c (classifier learns from the teacher)
-        gamma: float = 1e-4  # weight of L_DS^t (teacher learns from the classifier)
-        distill: str = "l2"  # l2 (on log-probabilities, appendix B) | kl
-        temperature: float = 1.0  # for distill: kl
-        k: int = 5  # pseudo-label samples per input and player
-        estimator: str = "paper"  # paper | code | exact
-        baseline: str = "exact"  # control variate of estimator paper: exact | loo | mean | none
-        score: str = "discrete"  # paper estimator's score: discrete (log p(z)) | concrete (log q(y))
-        sampler: str = "gumbel"  # gumbel | categorical (no Gumbel trick, Fig. 7)
-        tau_start: float = 10.0
-        tau_decay: float = 0.88
-        tau_every: int = 1  # epochs per decay
-        tau_min: float = 0.1
+        alpha: float = bounded(0.2, ge=0, le=1)  # weight of the classifier's pseudo labels in the mixture p_alpha
+        beta: float = bounded(2.0, ge=0)  # weight of L_DS^c (classifier learns from the teacher)
+        gamma: float = bounded(1e-4, ge=0)  # weight of L_DS^t (teacher learns from the classifier)
+        distill: str = choice("l2", K.DISTILL_MODES)  # l2 (on log-probabilities, appendix B) | kl
+        temperature: float = bounded(1.0, gt=0)  # for distill: kl
+        k: int = bounded(5, ge=1)  # pseudo-label samples per input and player
+        estimator: str = choice("paper", ESTIMATORS)
+        baseline: str = choice("exact", K.BASELINES)  # control variate of estimator paper
+        score: str = choice("discrete", K.SCORES)  # paper estimator's score: discrete (log p(z)) | concrete (log q(y))
+        sampler: str = choice("gumbel", SAMPLERS)  # categorical: no Gumbel trick (Fig. 7)
+        tau_start: float = bounded(10.0, gt=0)  # Gumbel temperature tau
+        tau_decay: float = bounded(0.88, gt=0, le=1)
+        tau_every: int = bounded(1, ge=1)  # epochs per decay
+        tau_min: float = bounded(0.1, gt=0)
         schedule: List[int] = field(default_factory=lambda: [1, 1, 1])  # [d, t, c] updates (or epochs)
-        schedule_unit: str = "step"  # step | epoch
-        ce: float = 0.0  # optional CE(p_c, y) for the classifier (not in the paper; 0 = off)
-        teacher_ce: float = 0.0  # optional CE(p_t, y) for the teacher (not in the paper; 0 = off)
+        schedule_unit: str = choice("step", UNITS)
+        terms: Dict[str, Any] = field(default_factory=dict)  # extra classifier terms (e.g. ce; not in the paper)
+        teacher_ce: float = bounded(0.0, ge=0)  # optional CE(p_t, y) for the teacher (not in the paper; 0 = off)
         disc_model: str = "lenet"
         disc_kwargs: Dict[str, Any] = field(default_factory=dict)
-        teacher_lr: Optional[float] = 1e-5  # None: optim.lr. Published code: 5e-4 for all players, which
-        # wrecked the pre-trained teacher within ~15 steps here (Fashion-MNIST, 78% -> 10%); see README
-        disc_lr: Optional[float] = None  # None: optim.lr
-        disc_init: str = "teacher"  # teacher: start d from the pre-trained teacher's weights | scratch
+        teacher_lr: Optional[float] = bounded(1e-5, gt=0, optional=True)  # None: optim.lr. Published code: 5e-4
+        # for all players, which wrecked the pre-trained teacher within ~15 steps here (Fashion-MNIST, 78% -> 10%)
+        disc_lr: Optional[float] = bounded(None, gt=0, optional=True)  # None: optim.lr
+        disc_init: str = choice("teacher", DISC_INITS)  # start d from the pre-trained teacher's weights | scratch
 
     def __init__(self, cfg: Any, spec: Any) -> None:
         super().__init__(cfg, spec)
         lc = cfg.loss
-        K.check_alpha(lc.alpha)
-        K.check_k(lc.k)
-        for name in ("tau_start", "tau_min"):
-            if not getattr(lc, name) > 0:
-                raise ValueError(f"loss.{name} = {getattr(lc, name)!r}: the Gumbel temperature tau must be > 0")
-        if not 0 < lc.tau_decay <= 1:
-            raise ValueError(f"loss.tau_decay = {lc.tau_decay!r} must be in (0, 1]")
-        if lc.tau_every < 1:
-            raise ValueError(f"loss.tau_every = {lc.tau_every!r} must be >= 1")
-        for key, val in (("beta", lc.beta), ("gamma", lc.gamma), ("ce", lc.ce), ("teacher_ce", lc.teacher_ce)):
-            if val < 0:
-                raise ValueError(f"loss.{key} = {val!r} must be >= 0")
-        for key, val, accepted in (("estimator", lc.estimator, ESTIMATORS), ("baseline", lc.baseline, K.BASELINES),
-                                   ("score", lc.score, K.SCORES), ("sampler", lc.sampler, SAMPLERS),
-                                   ("schedule_unit", lc.schedule_unit, UNITS), ("distill", lc.distill, K.DISTILL_MODES)):
-            if val not in accepted:
-                raise ValueError(f"loss.{key} = {val!r}; accepted: {', '.join(accepted)}")
-        if lc.distill == "kl" and not lc.temperature > 0:
-            raise ValueError(f"loss.temperature = {lc.temperature!r} must be > 0")
         if lc.baseline == "loo" and lc.k < 2:
             raise ValueError(f"loss.baseline = 'loo' needs loss.k >= 2, got k = {lc.k}")
         if lc.score == "concrete" and lc.sampler != "gumbel":
@@ -142,12 +110,10 @@ class KDGAN(Method):
             raise ValueError(f"loss.schedule = {sched}: give [n_d, n_t, n_c], integers >= 0, not all 0")
         self.schedule = [int(s) for s in sched]
 
-        teacher, self.teacher_path = load_teacher(cfg.teacher.checkpoint, spec)
+        teacher, self.teacher_path = load_network(cfg.teacher.checkpoint, spec, hint="teacher.checkpoint=runs/<teacher run>")
         classifier = build_network(cfg, spec)
         disc = build_model(lc.disc_model, num_classes=spec.num_classes, in_channels=spec.in_channels,
                            image_size=spec.image_size, **dict(lc.disc_kwargs))
-        if lc.disc_init not in DISC_INITS:
-            raise ValueError(f"loss.disc_init = {lc.disc_init!r}; accepted: {', '.join(DISC_INITS)}")
         if lc.disc_init == "teacher":
             try:
                 disc.load_state_dict(teacher.state_dict())
@@ -158,23 +124,12 @@ class KDGAN(Method):
                     "set loss.disc_model/disc_kwargs to match or loss.disc_init=scratch"
                 ) from exc
         self.teacher_init = {k: v.detach().clone() for k, v in teacher.state_dict().items()}
-        self.add_player("classifier", classifier)
-        self.add_player("teacher", teacher, self._optim_with_lr(lc.teacher_lr, "teacher_lr"))
-        self.add_player("discriminator", disc, self._optim_with_lr(lc.disc_lr, "disc_lr"))
+        self.objective = self.add_student("classifier", classifier, self.build_objective(self.term_context(classifier, teacher)))
+        self.add_player("teacher", teacher, optim_with_lr(cfg.optim, lc.teacher_lr, "loss.teacher_lr"))
+        self.add_player("discriminator", disc, optim_with_lr(cfg.optim, lc.disc_lr, "loss.disc_lr"))
         self.epoch = 0
         self.best_val: Optional[float] = None
         self.teacher_at_best: Optional[Dict[str, torch.Tensor]] = None
-
-    def _optim_with_lr(self, lr: Optional[float], key: str) -> Any:
-        if lr is None:
-            return None
-        if not lr > 0:
-            raise ValueError(f"loss.{key} = {lr!r} must be > 0 (or null for optim.lr)")
-        from omegaconf import OmegaConf
-
-        optim = OmegaConf.to_container(self.cfg.optim)
-        optim["lr"] = float(lr)
-        return OmegaConf.create(optim)
 
     # -- schedule ----------------------------------------------------------------------------
     @property
@@ -222,29 +177,35 @@ class KDGAN(Method):
         lc = self.cfg.loss
         c, t, d = self.players["classifier"], self.players["teacher"], self.players["discriminator"]
         with torch.no_grad():
-            z_c = self._sample(c(x))[1]
+            z_c = self._sample(c(x).out)[1]
             z_t = self._sample(t(xt))[1]
         obj = K.discriminator_objective(d(x), y, z_c, z_t, lc.alpha)
         self.step_optimizer("discriminator", -obj)
         return obj.detach()
 
-    def player_losses(self, who: str, x, y, xt) -> Dict[str, torch.Tensor]:
+    def player_losses(self, who: str, batch: Batch) -> Dict[str, torch.Tensor]:
         """Loss terms of the classifier (``who='c'``) or the teacher (``'t'``), gradients to that player only."""
         lc = self.cfg.loss
+        x, y, xt = batch.x, batch.y, batch.teacher_input
         c, t, d = self.players["classifier"], self.players["teacher"], self.players["discriminator"]
         with torch.no_grad():
             d_logits = d(x)
         if who == "c":
-            with torch.no_grad():
-                other = t(xt)
-            own = c(x)
+            t_out = self.objective.teacher_outputs(t, xt)
+            if t_out is None:
+                with torch.no_grad():
+                    other = t(xt)
+            else:
+                other = t_out.out.detach()
+            s_out = c(x)
+            own = s_out.out
             terms = {"c_adv": lc.alpha * self.adversarial_term(own, d_logits),
                      "c_ds": lc.beta * self.distill_term(own, other)}
-            if lc.ce > 0:
-                terms["c_ce"] = lc.ce * cross_entropy(own, y)
+            terms.update({f"c_{k}": v for k, v in self.student_terms("classifier", s_out, t_out, batch).items()
+                          if k != "loss"})
         else:
             with torch.no_grad():
-                other = c(x)
+                other = c(x).out
             own = t(xt)
             terms = {"t_adv": (1.0 - lc.alpha) * self.adversarial_term(own, d_logits),
                      "t_ds": lc.gamma * self.distill_term(own, other)}
@@ -252,9 +213,8 @@ class KDGAN(Method):
                 terms["t_ce"] = lc.teacher_ce * cross_entropy(own, y)
         return terms
 
-    def training_step(self, batch, step: int) -> Dict[str, torch.Tensor]:
-        x, y = batch[0], batch[1]
-        xt = batch[2] if len(batch) > 2 else x
+    def training_step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
+        x, y, xt = batch.x, batch.y, batch.teacher_input
         counts = self.phase_counts()
         out: Dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=x.device)
@@ -263,7 +223,7 @@ class KDGAN(Method):
             total = total + out["d_value"]
         for who, name in (("t", "teacher"), ("c", "classifier")):
             for _ in range(counts[who]):
-                terms = self.player_losses(who, x, y, xt)
+                terms = self.player_losses(who, batch)
                 loss = sum(terms.values())
                 self.step_optimizer(name, loss)
                 out.update({k: v.detach() for k, v in terms.items()})
@@ -274,7 +234,7 @@ class KDGAN(Method):
 
     # -- evaluation and selection ------------------------------------------------------------
     def eval_model(self) -> nn.Module:
-        return unwrap(self.players["classifier"])
+        return unwrap(self.players["classifier"]).net
 
     def teacher_model(self) -> nn.Module:
         return unwrap(self.players["teacher"])
@@ -282,8 +242,8 @@ class KDGAN(Method):
     def validate(self, loader: Any, device: Any) -> Dict[str, float]:
         """``val/acc`` (the classifier, selects the checkpoint) and ``val/teacher_acc``; keeps a copy of
         the teacher at the classifier's best epoch (reported beside it, as Table 3's parentheses)."""
-        acc = view_accuracy(self.eval_model(), loader, device, 0)
-        t_acc = view_accuracy(self.teacher_model(), loader, device, 2)
+        acc = evaluate_accuracy(self.eval_model(), loader, device=device)
+        t_acc = evaluate_accuracy(self.teacher_model(), loader, device=device, view="teacher")
         if self.best_val is None or acc > self.best_val:
             self.best_val = acc
             self.teacher_at_best = {k: v.detach().cpu().clone() for k, v in self.teacher_model().state_dict().items()}
@@ -318,7 +278,7 @@ class KDGAN(Method):
                 return None
             m = copy.deepcopy(teacher)
             m.load_state_dict(state)
-            return view_accuracy(m.to(device), loader, device, 2)
+            return evaluate_accuracy(m.to(device), loader, device=device, view="teacher")
 
         out["teacher"] = {
             "name": teacher.arch,
@@ -327,7 +287,7 @@ class KDGAN(Method):
             "params": sum(p.numel() for p in teacher.parameters()),
             "test_acc": acc_with(self.teacher_init),
             "test_acc_at_best": acc_with(self.teacher_at_best),
-            "test_acc_last": view_accuracy(teacher, loader, device, 2),
+            "test_acc_last": evaluate_accuracy(teacher, loader, device=device, view="teacher"),
         }
         lc = self.cfg.loss
         out["kdgan"] = {"estimator": lc.estimator, "baseline": lc.baseline, "sampler": lc.sampler,

@@ -7,7 +7,9 @@ from typing import Any, Dict
 import torch
 from torch import nn
 
-from kdlab.losses import PENALTY_FORMS, SELECTIONS, check_sigma, cross_entropy, jacobian_norm_penalty
+from kdlab.config import bounded, choice
+from kdlab.data.batch import Batch
+from kdlab.losses import PENALTY_FORMS, SELECTIONS, cross_entropy, jacobian_norm_penalty
 from kdlab.methods.base import METHODS, Method, build_network, unwrap
 
 
@@ -24,32 +26,25 @@ class TeacherTraining(Method):
     distillation config references as ``teacher.checkpoint: runs/<name>``.
     """
 
+    role = "teacher"
     export_name = "teacher"
 
     @dataclass
     class Config:
         """``loss`` section of a teacher run (cross entropy only)."""
 
-        ce: float = 1.0
-        jacobian_penalty: float = 0.0  # lambda of the Jacobian-norm penalty (Jacobian paper Table 2); 0 = off
-        jacobian_penalty_form: str = "se"  # se: Prop. 2 on logits | ce: eq. 3 (||grad log softmax_y||^2)
-        jacobian_penalty_select: str = "label"  # se form: full | label | top (section 4.1)
-        input_noise: float = 0.0  # sigma of explicit Gaussian input noise during training; 0 = off
+        ce: float = bounded(1.0, ge=0)
+        jacobian_penalty: float = bounded(0.0, ge=0)  # lambda of the Jacobian-norm penalty (Jacobian paper Table 2); 0 = off
+        jacobian_penalty_form: str = choice("se", PENALTY_FORMS)  # se: Prop. 2 on logits | ce: eq. 3 (||grad log softmax_y||^2)
+        jacobian_penalty_select: str = choice("label", SELECTIONS)  # se form: full | label | top (section 4.1)
+        input_noise: float = bounded(0.0, ge=0)  # sigma of explicit Gaussian input noise during training; 0 = off
 
     def __init__(self, cfg: Any, spec: Any) -> None:
         super().__init__(cfg, spec)
-        lc = cfg.loss
-        if lc.jacobian_penalty < 0:
-            raise ValueError(f"loss.jacobian_penalty = {lc.jacobian_penalty} must be >= 0")
-        if lc.jacobian_penalty_form not in PENALTY_FORMS:
-            raise ValueError(f"loss.jacobian_penalty_form = {lc.jacobian_penalty_form!r}; accepted: {', '.join(PENALTY_FORMS)}")
-        if lc.jacobian_penalty_select not in SELECTIONS:
-            raise ValueError(f"loss.jacobian_penalty_select = {lc.jacobian_penalty_select!r}; accepted: {', '.join(SELECTIONS)}")
-        check_sigma(lc.input_noise, "loss.input_noise")
         self.add_player("model", build_network(cfg, spec))
 
-    def training_step(self, batch, step: int) -> Dict[str, torch.Tensor]:
-        x, y = batch
+    def training_step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
+        x, y = batch.x, batch.y
         lc = self.cfg.loss
         if lc.input_noise > 0:
             x = x + lc.input_noise * torch.randn_like(x)

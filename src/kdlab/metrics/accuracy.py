@@ -45,14 +45,22 @@ def _check_sigma(sigma: float) -> float:
     return s
 
 
-def _split_batch(batch: object) -> Tuple[torch.Tensor, torch.Tensor]:
+VIEWS = ("student", "teacher")
+
+
+def _split_batch(batch: object, view: str = "student") -> Tuple[torch.Tensor, torch.Tensor]:
+    """(inputs of ``view``, labels) of a :class:`kdlab.data.Batch` or an ``(x, y[, x_teacher])`` tuple."""
     if isinstance(batch, (tuple, list)) and len(batch) >= 2:
-        x, y = batch[0], batch[1]
-        if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
-            return x, y
+        x = batch[2] if view == "teacher" and len(batch) > 2 else batch[0]
+        y = batch[1]
+    else:
+        x = getattr(batch, "teacher_input" if view == "teacher" else "x", None)
+        y = getattr(batch, "y", None)
+    if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
+        return x, y
     raise ValueError(
-        "the loader must yield (images [B,C,H,W] tensor, labels [B] int64 tensor) pairs; "
-        f"got a batch of type {type(batch).__name__}"
+        "the loader must yield labelled batches (kdlab.data.Batch with x and y, or (images [B,C,H,W], "
+        f"labels [B]) pairs); got a batch of type {type(batch).__name__}"
     )
 
 
@@ -72,6 +80,7 @@ def evaluate_accuracy(
     device: DeviceLike = "cpu",
     noise_sigma: float = 0.0,
     seed: int = 0,
+    view: str = "student",
 ) -> float:
     """Top-1 accuracy of ``model`` over all batches of ``loader``, in percent.
 
@@ -79,7 +88,7 @@ def evaluate_accuracy(
         model: maps ``x [B,C,H,W]`` (normalised float) to logits ``[B,K]``. It must already be on
             ``device``. It is put in eval mode for the evaluation and every submodule's
             train/eval mode is restored afterwards (also if an exception is raised).
-        loader: iterable of ``(x [B,C,H,W] float, y [B] int64)``; extra items in a batch are ignored.
+        loader: iterable of labelled :class:`kdlab.data.Batch` es (or ``(x [B,C,H,W], y [B])`` tuples).
         device: where the batches are moved (the model's device).
         noise_sigma: std of the additive Gaussian noise ``x + sigma * N(0, I)`` in normalised units
             (Jacobian paper, Table 2); 0 evaluates clean inputs.
@@ -87,6 +96,8 @@ def evaluate_accuracy(
             order; the same (seed, loader order) gives the same noise on any device. Two sigmas with
             the same seed share the same standard-normal draws (common random numbers), so the
             accuracy-vs-sigma curve is not blurred by resampling.
+        view: ``"student"`` scores ``batch.x``; ``"teacher"`` scores the teacher's view
+            (``batch.x_teacher`` with privileged data, else ``x``).
 
     Returns:
         Top-1 accuracy in percent, in [0, 100] (ties in the logits go to the lowest class index).
@@ -97,6 +108,8 @@ def evaluate_accuracy(
             a model whose parameters are on another device type than ``device``.
     """
     sigma = _check_sigma(noise_sigma)
+    if view not in VIEWS:
+        raise ValueError(f"view = {view!r}; accepted: {', '.join(VIEWS)}")
     dev = torch.device(device)
     _check_device(model, dev)
     gen = torch.Generator(device="cpu")
@@ -105,7 +118,7 @@ def evaluate_accuracy(
     total = 0
     with eval_mode(model):
         for batch in loader:
-            x, y = _split_batch(batch)
+            x, y = _split_batch(batch, view)
             if sigma > 0:
                 # drawn on the CPU so that the noise does not depend on the device
                 noise = torch.randn(x.shape, generator=gen, dtype=torch.float32)

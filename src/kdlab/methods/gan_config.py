@@ -1,0 +1,65 @@
+"""Config keys shared by the GAN methods (``gan``, ``gan-compression``, generator students): the
+adversarial game and the end-of-run generative evaluation, with their cross-key checks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from kdlab.config import ConfigError, bounded, choice
+from kdlab.engine.loading import check_extractor_path
+from kdlab.models.gan import DISCRIMINATORS
+
+GAMES = ("gan", "wgan", "wgan-gp")
+
+
+@dataclass
+class GanEvalConfig:
+    """Keys of the end-of-run generative evaluation (part of the ``loss`` section of both GAN methods)."""
+
+    extractor: Optional[str] = None  # classifier run dir / .safetensors (same data set), "inception", or null
+    n_samples: int = bounded(10000, ge=1)  # generated images for FID/KID/IS/VoL (vs the test split's images)
+    sample_seed: int = 0  # seed of the fixed latents (the same z for teacher and students)
+    kid_subset_size: int = bounded(1000, ge=1)
+    kid_subsets: int = bounded(100, ge=1)
+    is_splits: int = bounded(10, ge=1)
+    grid_n: int = bounded(64, ge=1)  # images per sample grid
+
+
+@dataclass
+class GanGameConfig(GanEvalConfig):
+    """Keys of the adversarial game (``gan``: non-saturating BCE; ``wgan``: weight clipping; ``wgan-gp``)."""
+
+    game: str = choice("gan", GAMES)
+    disc: Optional[str] = None  # dcgan | wdcgan; null: the generator's name (wgan-gp needs wdcgan: no BatchNorm)
+    disc_d: Optional[int] = bounded(None, gt=0, optional=True)  # discriminator depth scale factor; null: the generator's d
+    n_critic: int = bounded(1, ge=1)  # discriminator steps per generator step
+    clip: float = bounded(0.01, gt=0)  # wgan: weight clipping to [-clip, clip] (Arjovsky et al. 2017)
+    gp_weight: float = bounded(10.0, ge=0)  # wgan-gp: penalty weight (Gulrajani et al. 2017)
+    disc_lr: Optional[float] = bounded(None, gt=0, optional=True)  # null: optim.lr
+
+
+def check_eval_config(lc: Any, max_test: Optional[int] = None) -> None:
+    """Cross-key checks of :class:`GanEvalConfig` (ranges are declared on the fields) -> ConfigError naming
+    both keys; a missing extractor file -> FileNotFoundError (both before training, not after it)."""
+    if lc.kid_subset_size > lc.n_samples:
+        raise ConfigError(
+            f"loss.kid_subset_size = {lc.kid_subset_size} is larger than loss.n_samples = {lc.n_samples}: too few "
+            "samples for KID's subset size; lower kid_subset_size or raise n_samples"
+        )
+    if max_test is not None and lc.extractor and lc.kid_subset_size > max_test:
+        raise ConfigError(
+            f"loss.kid_subset_size = {lc.kid_subset_size} is larger than data.max_test = {max_test} real test images: "
+            "too few samples for KID's subset size; lower kid_subset_size or raise data.max_test"
+        )
+    check_extractor_path(lc.extractor)
+
+
+def check_game_config(lc: Any, gen_name: str) -> str:
+    """Cross-key checks of the game keys; returns the discriminator name."""
+    disc = lc.disc or gen_name
+    if disc not in DISCRIMINATORS:
+        raise ConfigError(f"loss.disc = {disc!r}; accepted: {', '.join(DISCRIMINATORS.names())}")
+    if lc.game == "wgan-gp" and disc == "dcgan":
+        raise ConfigError("loss.game = 'wgan-gp' needs a critic without BatchNorm: set loss.disc=wdcgan")
+    return disc

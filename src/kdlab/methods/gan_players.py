@@ -1,0 +1,147 @@
+"""The players of GAN games and their helpers: generator/discriminator builders, the data-range map
+to the generators' Tanh range, the adversary (losses of one game), an EMA of weights, a NaN guard
+and discriminator freezing.
+"""
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator
+
+import torch
+from torch import nn
+
+from kdlab.engine.generators import load_generator
+from kdlab.engine.optim import optim_with_lr
+from kdlab.losses import (
+    bce_discriminator_loss,
+    bce_generator_loss,
+    gradient_penalty,
+    wgan_critic_loss,
+    wgan_generator_loss,
+)
+from kdlab.models.gan import GENERATORS, build_discriminator, build_generator
+
+
+def gen_kwargs(cfg: Any) -> Dict[str, Any]:
+    """``model.kwargs`` of a GAN run (``d``, ``latent_dim``), with a clear error for other keys."""
+    kw = dict(cfg.model.kwargs)
+    bad = sorted(set(kw) - {"d", "latent_dim"})
+    if bad:
+        raise ValueError(f"model.kwargs {bad} are not generator options; accepted: d, latent_dim")
+    return kw
+
+
+def build_gen(cfg: Any, spec: Any, **override: Any) -> nn.Module:
+    """The generator of ``model.name``/``model.kwargs`` for the data set's images."""
+    if cfg.model.name not in GENERATORS:
+        raise ValueError(f"model.name = {cfg.model.name!r} is not a generator; accepted: {', '.join(GENERATORS.names())}")
+    kw = {**gen_kwargs(cfg), **override}
+    gen = build_generator(cfg.model.name, out_channels=spec.in_channels, image_size=spec.image_size, **kw)
+    from omegaconf import OmegaConf
+
+    init = OmegaConf.select(cfg, "model.checkpoint", default=None)  # initial weights (where the config has the key)
+    if init:
+        src = load_generator(init)
+        got = (src.arch, dict(src.arch_kwargs), tuple(src.output_shape))
+        want = (gen.arch, dict(gen.arch_kwargs), tuple(gen.output_shape))
+        if got != want:
+            raise ValueError(f"model.checkpoint {init!r} holds generator {got} (arch, kwargs, output shape); "
+                             f"the config builds {want}")
+        gen.load_state_dict(src.state_dict())
+    return gen
+
+
+class DataRange:
+    """Normalised data-set batches ``(x - mean) / std`` <-> the generators' Tanh range [-1, 1]."""
+
+    def __init__(self, spec: Any) -> None:
+        c = spec.in_channels
+        self.mean = torch.tensor(spec.mean, dtype=torch.float32).reshape(1, c, 1, 1)
+        self.std = torch.tensor(spec.std, dtype=torch.float32).reshape(1, c, 1, 1)
+
+    def to_tanh(self, x: torch.Tensor) -> torch.Tensor:
+        """``x01 = x * std + mean``; returns ``2 * x01 - 1``."""
+        mean, std = self.mean.to(x.device, x.dtype), self.std.to(x.device, x.dtype)
+        return 2.0 * (x * std + mean) - 1.0
+
+
+class Adversary:
+    """A discriminator and its loss for one game; :meth:`d_loss` / :meth:`g_loss` and :meth:`after_step`."""
+
+    def __init__(self, game: str, lc: Any) -> None:
+        self.game, self.lc = game, lc
+
+    def d_loss(self, disc: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> Dict[str, torch.Tensor]:
+        fake = fake.detach()
+        r, f = disc(real), disc(fake)
+        if self.game == "gan":
+            return {"d": bce_discriminator_loss(r, f)}
+        out = {"d": wgan_critic_loss(r, f)}
+        out["wasserstein"] = (r.mean() - f.mean()).detach()
+        if self.game == "wgan-gp" and self.lc.gp_weight > 0:
+            out["gp"] = gradient_penalty(disc, real, fake)
+            out["d"] = out["d"] + self.lc.gp_weight * out["gp"]
+        return out
+
+    def g_loss(self, disc: nn.Module, fake: torch.Tensor) -> torch.Tensor:
+        s = disc(fake)
+        return bce_generator_loss(s) if self.game == "gan" else wgan_generator_loss(s)
+
+    @torch.no_grad()
+    def after_step(self, disc: nn.Module) -> None:
+        """WGAN: clip every critic parameter to [-clip, clip] after its update (Arjovsky et al., Alg. 1)."""
+        if self.game == "wgan":
+            for p in disc.parameters():
+                p.clamp_(-self.lc.clip, self.lc.clip)
+
+
+def build_disc(cfg: Any, spec: Any, disc_name: str, gen_d: int) -> nn.Module:
+    lc = cfg.loss
+    return build_discriminator(disc_name, in_channels=spec.in_channels, image_size=spec.image_size,
+                               d=int(lc.disc_d or gen_d))
+
+
+def disc_optim_cfg(cfg: Any):
+    """``optim`` with ``loss.disc_lr`` in place of ``lr`` when set."""
+    return optim_with_lr(cfg.optim, cfg.loss.disc_lr, "loss.disc_lr")
+
+
+@contextmanager
+def frozen(disc: nn.Module) -> Iterator[nn.Module]:
+    """Freeze ``disc``'s parameters while a generator step back-propagates through it (no gradients
+    are accumulated in D, so its next step starts clean); restored on exit."""
+    params = [p for p in disc.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield disc
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def nan_guard(images: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+    """``loss``, or NaN when the generator produced a non-finite pixel (the engine then stops the run)."""
+    # no host sync (the engine checks losses on accelerators only every log step)
+    return torch.where(torch.isfinite(images.detach()).all(), loss, torch.full_like(loss, float("nan")))
+
+
+class EMA:
+    """Exponential moving average of a generator's weights (``w_ema <- decay w_ema + (1 - decay) w``;
+    buffers such as BN statistics are copied). ``decay`` in (0, 1)."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"loss.ema = {decay} must be in (0, 1) (or 0 = off)")
+        self.decay = float(decay)
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for e, p in zip(self.model.parameters(), model.parameters()):
+            e.mul_(self.decay).add_(p.detach(), alpha=1.0 - self.decay)
+        for e, b in zip(self.model.buffers(), model.buffers()):
+            e.copy_(b)

@@ -1,0 +1,149 @@
+"""The base of methods whose student is a generator distilled from a frozen teacher generator.
+
+Not a method itself (no registration): ``gan-compression`` and later image-to-image students
+subclass it. It owns what every generator student shares:
+
+* the players: the teacher generator (frozen, checked against the data set's image shape) and the
+  student generator with the objective of ``loss.terms`` (default: pixel MSE to the teacher's image
+  for the same input, Aguinaldo et al. 2019 Fig. 3), plus any term of the registry whose inputs exist
+  for generators (images, named features; no labels, no input gradients);
+* the inputs (:attr:`inputs`): ``latent`` = fresh ``z ~ N(0, I)`` of the teacher's latent size every
+  step (the batch only gives the batch size, so such a student also runs data-free with
+  ``data.transfer=none``); ``image`` = the batch's images (image-to-image students);
+* :meth:`distill_step` (one student update; with a discriminator, the adversarial term through a
+  frozen D), validation (MSE to the teacher on fixed inputs), a sample grid of fixed inputs after
+  every epoch, export as a generator and the generative evaluation of :mod:`kdlab.methods.gan_eval`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+from torch import nn
+
+from kdlab.config import ConfigError
+from kdlab.data.batch import Batch
+from kdlab.engine import load_network, network_identity
+from kdlab.engine.generators import generator_metadata
+from kdlab.methods.base import Method, unwrap
+from kdlab.methods.gan_config import GanEvalConfig, check_eval_config
+from kdlab.methods.gan_eval import gan_finalize
+from kdlab.methods.gan_players import DataRange, build_gen, frozen, nan_guard
+from kdlab.metrics.generative import generate_images, save_grid
+
+INPUTS = ("latent", "image")
+
+
+@dataclass
+class GeneratorStudentConfig(GanEvalConfig):
+    """``loss`` section of a generator student: its terms and the evaluation keys."""
+
+    terms: Dict[str, Any] = field(default_factory=lambda: {"mse": {"weight": 1.0}})  # kdlab list terms
+
+
+class GeneratorStudentMethod(Method):
+    """Frozen teacher generator -> student generator trained on the sum of the configured terms.
+
+    Raises (at construction): ConfigError for a student that does not take the teacher's latent size,
+    terms the generator cannot feed; GeneratorMismatchError for a teacher whose images do not fit.
+    """
+
+    kind = "generator"
+    export_name = "student"
+    selection_key = "val/mse_to_teacher"
+    selection_mode = "min"
+    Config = GeneratorStudentConfig
+    #: ``latent`` (z sampled inside the method) or ``image`` (the batch's images are the inputs)
+    inputs = "latent"
+
+    @property
+    def synthesizes(self) -> bool:  # type: ignore[override]
+        return self.inputs == "latent"
+
+    def __init__(self, cfg: Any, spec: Any) -> None:
+        super().__init__(cfg, spec)
+        check_eval_config(cfg.loss, cfg.data.max_test)
+        teacher, self.teacher_path = load_network(cfg.teacher.checkpoint, spec, kind="generator",
+                                                  hint="teacher.checkpoint=runs/<train-gan run>")
+        kw = dict(cfg.model.kwargs)
+        if "latent_dim" in kw and int(kw["latent_dim"]) != teacher.latent_dim:
+            raise ConfigError(f"model.kwargs.latent_dim = {kw['latent_dim']} differs from the teacher's latent_dim "
+                              f"{teacher.latent_dim}: the student must take the teacher's z")
+        student = build_gen(cfg, spec, latent_dim=teacher.latent_dim)
+        self.latent_dim = teacher.latent_dim
+        shape = (teacher.latent_dim,)
+        ctx = self.term_context(student, teacher, student_input=shape, teacher_input=shape)
+        self.objective = self.add_student("student", student, self.build_objective(ctx))
+        self.add_frozen("teacher", teacher)
+        self.range = DataRange(spec)
+        self.run_dir = Path(cfg.out_dir) / cfg.name
+
+    # -- inputs --------------------------------------------------------------------------------
+    def student_inputs(self, batch: Batch) -> torch.Tensor:
+        """The generators' inputs for one step: fresh latents ``[B, latent_dim]`` or the batch's images."""
+        if self.inputs == "image":
+            return batch.x
+        device = batch.x.device if batch.x is not None else self.fabric.device
+        return torch.randn(len(batch), self.latent_dim, device=device)
+
+    # -- the student step ------------------------------------------------------------------------
+    def distill_step(self, inputs: torch.Tensor, batch: Batch, disc: Optional[nn.Module] = None,
+                     adversary: Any = None, adv_weight: float = 0.0) -> Dict[str, torch.Tensor]:
+        """One student update on ``inputs``: the objective's terms, plus ``adv_weight`` times the
+        adversarial term through ``disc`` (frozen meanwhile) when one is given. Returns the terms
+        (``mse``...), ``adv`` and ``loss_g`` (the weighted total; NaN if the student made a NaN pixel)."""
+        t = self.objective.teacher_outputs(self.frozen["teacher"], inputs)
+        s = self.players["student"](inputs)
+        terms = self.student_terms("student", s, t, batch)
+        total = terms.pop("loss")
+        out = {k: v.detach() for k, v in terms.items()}
+        if disc is not None:
+            with frozen(disc):
+                adv = adversary.g_loss(disc, s.out)
+                total = total + adv_weight * adv
+                self.step_optimizer("student", total)
+            out["adv"] = adv.detach()
+        else:
+            self.step_optimizer("student", total)
+        out.update(self.update_terms("student", s, t, batch))
+        out["loss_g"] = nan_guard(s.out, total.detach())
+        return out
+
+    def training_step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
+        out = self.distill_step(self.student_inputs(batch), batch)
+        out["loss"] = out["loss_g"]
+        return out
+
+    # -- evaluation and export -------------------------------------------------------------------
+    def eval_model(self) -> nn.Module:
+        return unwrap(self.players["student"]).net
+
+    def export_state(self, **metadata: Any):
+        model = self.eval_model()
+        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        return state, generator_metadata(model, **metadata)
+
+    @torch.no_grad()
+    def validate(self, loader: Any, device: Any) -> Dict[str, float]:
+        """Mean squared error (in [-1, 1] units) between student and teacher images on 1,000 fixed inputs."""
+        s = generate_images(self.eval_model(), 1000, self.latent_dim, self.cfg.loss.sample_seed + 1, 500, device)
+        t = generate_images(self.frozen["teacher"], 1000, self.latent_dim, self.cfg.loss.sample_seed + 1, 500, device)
+        return {"val/mse_to_teacher": float(((s - t) ** 2).mean()) * 4.0}
+
+    def on_epoch_end(self, epoch: int) -> None:
+        super().on_epoch_end(epoch)
+        if self.fabric is None or self.fabric.is_global_zero:
+            gen = self.eval_model()
+            dev = next(gen.parameters()).device
+            imgs = generate_images(gen, self.cfg.loss.grid_n, self.latent_dim, self.cfg.loss.sample_seed, 256, dev)
+            save_grid(imgs, self.run_dir / "samples" / f"epoch_{epoch + 1:03d}.png")
+
+    def summary_extra(self) -> Dict[str, Any]:
+        ident = network_identity(self.frozen["teacher"], self.teacher_path)
+        return {"teacher": {"checkpoint": ident["checkpoint"], "sha256": ident["sha256"]}}
+
+    def finalize(self, run_dir: Any, data: Any, result: Any, device: Any) -> Dict[str, Any]:
+        return gan_finalize(self, run_dir, data, result, device, teacher=self.frozen["teacher"],
+                            teacher_path=self.teacher_path)

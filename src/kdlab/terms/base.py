@@ -1,0 +1,170 @@
+"""The term interface: one student-objective term = one registered class.
+
+A term is a small ``nn.Module`` built from its own config dataclass (always with a ``weight``) and a
+:class:`TermContext` (which method, which student and teacher, what the batches carry). It declares
+what it needs (:attr:`Term.requires`: the teacher's outputs, logits or images, labels, named
+features, input gradients), may own trainable modules (a FitNets regressor; later VID variances,
+CRD heads and memory), and may own players with optimizers of their own and an :meth:`Term.update`
+step (later: an energy-based model). Its :meth:`Term.forward` returns the UNWEIGHTED scalar; the
+:class:`kdlab.terms.objective.Objective` multiplies by ``weight`` and sums.
+
+Adding a term = one file in ``kdlab/terms/`` with a class registered by ``@TERMS.register(name)``
+(the package imports its modules on first use), or the same in any module imported before the run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Dict, FrozenSet, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from kdlab.config import ConfigError, bounded
+from kdlab.data.batch import Batch
+from kdlab.models.base import UnknownFeatureError, feature_shapes
+from kdlab.registry import Registry
+
+#: Every term by name (``kdlab list terms``).
+TERMS = Registry("term")
+
+#: What a method can provide to terms (see :attr:`Term.requires`):
+#: ``teacher``: teacher outputs for the same examples; ``logits``: classifier outputs [B, K];
+#: ``images``: generator outputs [B, C, H, W]; ``labels``: ``batch.y``; ``features``: named
+#: intermediate features (forward hooks); ``input_grad``: one input leaf shared by teacher and student.
+CAPABILITIES = ("teacher", "logits", "images", "labels", "features", "input_grad")
+
+
+@dataclass
+class TermConfig:
+    """Keys every term has: ``weight`` multiplies the term in the objective (0 = off: not built)."""
+
+    weight: float = bounded(1.0, ge=0)
+
+
+@dataclass
+class Outputs:
+    """One network's outputs for a batch, as terms see them.
+
+    Attributes:
+        out: the main output: logits [B, K] (classifiers) or images [B, C, H, W] in [-1, 1] (generators).
+        features: friendly feature name -> tensor [B, ...] from the same forward pass.
+        label_logits: the logits scored against ``batch.y`` when they are not ``out`` (a two-headed
+            student: LwF's target head, while ``out`` is the head matched to the teacher); else None.
+        x: the input the outputs were computed from (a leaf with ``requires_grad`` when a term needs
+            input gradients).
+    """
+
+    out: torch.Tensor
+    features: Dict[str, torch.Tensor] = field(default_factory=dict)
+    label_logits: Optional[torch.Tensor] = None
+    x: Optional[torch.Tensor] = None
+
+    @property
+    def logits_for_labels(self) -> torch.Tensor:
+        return self.out if self.label_logits is None else self.label_logits
+
+
+@dataclass
+class TermContext:
+    """What a term may know when it is built.
+
+    Attributes:
+        method: the method's registry name (for error messages).
+        kind: ``"classifier"`` or ``"generator"`` (the student's kind).
+        student: the student network (unwrapped, on the CPU).
+        teacher: the teacher network, or None.
+        student_input: per-sample input shape of the student, e.g. (C, H, W) or (latent_dim,).
+        teacher_input: per-sample input shape of the teacher.
+        provides: the capabilities the method provides (subset of :data:`CAPABILITIES`).
+        why_not: capability -> why the method does not provide it (completes error messages).
+        num_classes: K of the classification task (None for generators).
+    """
+
+    method: str
+    kind: str
+    student: nn.Module
+    teacher: Optional[nn.Module]
+    student_input: Tuple[int, ...]
+    teacher_input: Tuple[int, ...]
+    provides: FrozenSet[str]
+    why_not: Dict[str, str] = field(default_factory=dict)
+    num_classes: Optional[int] = None
+
+    def _shapes(self, net: Optional[nn.Module], names: Sequence[str], shape: Tuple[int, ...], term: str,
+                who: str) -> Dict[str, Tuple[int, ...]]:
+        if not names:
+            return {}
+        if net is None:
+            raise ConfigError(f"term {term!r} needs {who} features, but method {self.method!r} has no {who}")
+        try:
+            return feature_shapes(net, list(names), tuple(shape))
+        except UnknownFeatureError as exc:
+            raise ConfigError(f"term {term!r} in method {self.method!r}: the {who} {exc}") from None
+
+    def student_shapes(self, names: Sequence[str], term: str) -> Dict[str, Tuple[int, ...]]:
+        """Per-sample shapes of the student's features ``names``.
+
+        Raises:
+            ConfigError: an unknown feature (names the term, the method and the known features).
+        """
+        return self._shapes(self.student, names, self.student_input, term, "student")
+
+    def teacher_shapes(self, names: Sequence[str], term: str) -> Dict[str, Tuple[int, ...]]:
+        """Per-sample shapes of the teacher's features ``names`` (errors as :meth:`student_shapes`)."""
+        return self._shapes(self.teacher, names, self.teacher_input, term, "teacher")
+
+
+def layer_pairs(layers: Sequence[Sequence[str]], term: str) -> List[Tuple[str, str]]:
+    """``[[student feature, teacher feature], ...]`` as tuples.
+
+    Raises:
+        ConfigError: an entry that is not a pair, or no pair at all (names ``loss.terms.<term>.layers``).
+    """
+    out = []
+    for item in layers:
+        if len(item) != 2:
+            raise ConfigError(f"loss.terms.{term}.layers entries are [student feature, teacher feature]; got {list(item)}")
+        out.append((str(item[0]), str(item[1])))
+    if not out:
+        raise ConfigError(f"term {term!r} needs loss.terms.{term}.layers: [[student feature, teacher feature], ...]")
+    return out
+
+
+class Term(nn.Module):
+    """Base class of every term. Subclasses set :attr:`Config`, :attr:`requires` and implement
+    :meth:`forward`; those with features fill :attr:`student_features` / :attr:`teacher_features` in
+    ``__init__``.
+
+    Args:
+        cfg: the term's resolved config (an instance-like object with the :attr:`Config` keys).
+        ctx: the :class:`TermContext`.
+    """
+
+    #: the config dataclass (must derive from :class:`TermConfig`)
+    Config: ClassVar[type] = TermConfig
+    #: capabilities needed from the method (see :data:`CAPABILITIES`)
+    requires: ClassVar[FrozenSet[str]] = frozenset()
+    #: old flat ``loss.<key>`` of the distill method -> this term's key (for a helpful error)
+    legacy: ClassVar[Dict[str, str]] = {}
+
+    def __init__(self, cfg: Any, ctx: TermContext) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.weight = float(cfg.weight)
+        self.student_features: List[str] = []
+        self.teacher_features: List[str] = []
+
+    def forward(self, s: Outputs, t: Optional[Outputs], batch: Batch) -> torch.Tensor:  # pragma: no cover
+        """The unweighted scalar term for one batch (``t`` is None when the term needs no teacher)."""
+        raise NotImplementedError
+
+    def players(self) -> Dict[str, Tuple[nn.Module, Any]]:
+        """Modules trained by an optimizer of their own: ``{name: (module, optim config or None)}``
+        (None: the run's ``optim`` section). Default: none."""
+        return {}
+
+    def update(self, s: Outputs, t: Optional[Outputs], batch: Batch,
+               step: Callable[[str, torch.Tensor], None]) -> Dict[str, torch.Tensor]:
+        """The term's own update after the student's step (``step(player name, loss)`` runs backward and
+        that player's optimizer); returns named scalars for logging. Default: nothing."""
+        return {}

@@ -1,0 +1,27 @@
+"""Cross entropy with the hard labels: ``CE(z_s, y) = -(1/B) sum_b log softmax(z_s)_{b, y_b}``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kdlab.config import bounded
+from kdlab.losses import cross_entropy
+from kdlab.terms.base import TERMS, Term, TermConfig
+
+
+@TERMS.register("ce")
+class CrossEntropyTerm(Term):
+    """Cross entropy of the student's logits with the labels (mean over the batch).
+
+    Needs labelled transfer data. With a two-headed student (LwF) it scores the head that belongs to
+    the labels (:attr:`Outputs.label_logits`).
+    """
+
+    @dataclass
+    class Config(TermConfig):
+        label_smoothing: float = bounded(0.0, ge=0, lt=1)
+
+    requires = frozenset({"logits", "labels"})
+    legacy = {"ce": "weight"}
+
+    def forward(self, s, t, batch):
+        return cross_entropy(s.logits_for_labels, batch.y, self.cfg.label_smoothing)
