@@ -13,7 +13,8 @@ from kdlab.data import build_datasets, dataset_spec
 from kdlab.engine import NonFiniteLossError, load_checkpoint
 from kdlab.engine.generators import load_generator, save_generator
 from kdlab.methods import METHODS
-from kdlab.methods.gan_common import GeneratorMismatchError, evaluate_generator
+from kdlab.methods import GeneratorMismatchError
+from kdlab.methods.gan_eval import evaluate_generator
 from kdlab.metrics.generative import generate_images
 from kdlab.models import build_generator
 from kdlab.runner import load_run_config, train

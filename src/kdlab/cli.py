@@ -44,18 +44,43 @@ def _split(items: Sequence[str]):
     return configs, overrides
 
 
-def _train(args: argparse.Namespace, default_method: str) -> int:
+#: command -> (student kind, role, default method): the CLI dispatches on a method's kind and role
+COMMANDS = {
+    "train-teacher": ("classifier", "teacher", "teacher"),
+    "distill": ("classifier", "student", "distill"),
+    "train-gan": ("generator", "teacher", "gan"),
+    "compress-gan": ("generator", "student", "gan-compression"),
+}
+
+
+def command_for(kind: str, role: str) -> str:
+    """The command that runs methods of ``kind`` in ``role``."""
+    return next(c for c, (k, r, _) in COMMANDS.items() if (k, r) == (kind, role))
+
+
+def _train(args: argparse.Namespace) -> int:
+    """``kdlab train-teacher | distill | train-gan | compress-gan``: any method of the command's kind and role."""
     from kdlab.config import ConfigError
+    from kdlab.methods import METHODS
     from kdlab.runner import load_run_config, train
 
+    kind, role, default = COMMANDS[args.command]
     configs, overrides = _split(args.items)
-    sources: List = [{"method": default_method}] + [resolve_config(c) for c in configs]
+    sources: List = [{"method": default}] + [resolve_config(c) for c in configs]
     cfg = load_run_config(sources, overrides)
-    if (cfg.method == "teacher") != (default_method == "teacher"):
-        want = "the teacher method" if default_method == "teacher" else "a distillation method"
-        raise ConfigError(f"`kdlab {args.command}` runs {want}, but the config says method={cfg.method!r}")
+    cls = METHODS.get(cfg.method)
+    if (cls.kind, cls.role) != (kind, role):
+        able = [n for n in METHODS.names() if (METHODS.get(n).kind, METHODS.get(n).role) == (kind, role)]
+        raise ConfigError(
+            f"method {cfg.method!r} trains a {cls.kind} {cls.role}: run it with `kdlab {command_for(cls.kind, cls.role)}`; "
+            f"`kdlab {args.command}` runs {kind} {role} methods: {', '.join(able)}")
     run_dir = train(cfg, resume=args.resume)
-    _print_summary(run_dir)
+    summary = run_dir / "summary.json"
+    if summary.is_file():  # rank 0 only under DDP
+        if kind == "generator":
+            _print_gan(json.loads(summary.read_text()), str(run_dir / "report.md"))
+        else:
+            _print_summary(run_dir)
     return 0
 
 
@@ -110,22 +135,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_gan(args: argparse.Namespace, default_method: str) -> int:
-    """``kdlab train-gan`` (method gan) / ``kdlab compress-gan`` (method gan-compression)."""
-    from kdlab.config import ConfigError
-    from kdlab.runner import load_run_config, train
-
-    configs, overrides = _split(args.items)
-    sources: List = [{"method": default_method}] + [resolve_config(c) for c in configs]
-    cfg = load_run_config(sources, overrides)
-    if cfg.method != default_method:
-        raise ConfigError(f"`kdlab {args.command}` runs method {default_method!r}, but the config says method={cfg.method!r}")
-    run_dir = train(cfg, resume=args.resume)
-    if (run_dir / "summary.json").is_file():  # rank 0 only under DDP
-        _print_gan(json.loads((run_dir / "summary.json").read_text()), str(run_dir / "report.md"))
-    return 0
-
-
 def _print_gan(s: dict, where: str) -> None:
     g = s.get("generative") or {}
     table = Table(title=f"{s.get('label', s.get('weights', ''))} ({s.get('method', 'generator')})")
@@ -143,7 +152,7 @@ def _print_gan(s: dict, where: str) -> None:
 
 def cmd_evaluate_gan(args: argparse.Namespace) -> int:
     from kdlab.config import ConfigError
-    from kdlab.methods.gan_common import evaluate_generator
+    from kdlab.methods.gan_eval import evaluate_generator
     from kdlab.runner import datasets_for, load_run_config
 
     data = {}
@@ -177,11 +186,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     from kdlab.losses import LOSSES
     from kdlab.methods import METHODS
     from kdlab.models import GENERATORS, MODELS
+    from kdlab.terms import TERMS, term_config
+
+    def term_line(name: str) -> tuple:
+        keys = ", ".join(f"{k}={v}" for k, v in term_config(name, None).items())
+        return TERMS.describe()[name], keys, ", ".join(sorted(TERMS.get(name).requires))
 
     groups = {
         "models": MODELS.describe(),
         "generators": GENERATORS.describe(),
-        "methods": METHODS.describe(),
+        "methods": {n: f"[{METHODS.get(n).kind} {METHODS.get(n).role}: kdlab {command_for(METHODS.get(n).kind, METHODS.get(n).role)}] "
+                       + d for n, d in METHODS.describe().items()},
+        "terms": {n: term_line(n) for n in TERMS.names()},
         "data": DATASETS.describe(),
         "losses": LOSSES.describe(),
         "experiments": EXPERIMENTS.describe(),
@@ -196,8 +212,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         table = Table(title=name)
         table.add_column("name")
         table.add_column("description")
+        if name == "terms":
+            table.add_column("keys (defaults)")
+            table.add_column("needs")
         for k, v in entries.items():
-            table.add_row(k, v)
+            table.add_row(k, *(v if isinstance(v, tuple) else (v,)))
         out.print(table)
     return 0
 
@@ -251,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", help="run directories")
     p.add_argument("--out", default=None, help="output directory of a comparison report")
     p.add_argument("--title", default="kdlab comparison")
-    p = sub.add_parser("list", help="list models, methods, data sets, losses, recipes")
+    p = sub.add_parser("list", help="list models, generators, methods, terms, data sets, losses, experiments, recipes")
     p.add_argument("what", nargs="?", default=None)
     p = sub.add_parser("reproduce", help="rerun a paper's table or figure (kdlab list experiments)")
     p.add_argument("experiment")
@@ -282,11 +301,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if rest:
         setattr(args, dest, list(getattr(args, dest)) + rest)
     handlers = {
-        "train-teacher": lambda a: _train(a, "teacher"),
-        "distill": lambda a: _train(a, "distill"),
+        **{c: _train for c in COMMANDS},
         "evaluate": cmd_evaluate,
-        "train-gan": lambda a: _train_gan(a, "gan"),
-        "compress-gan": lambda a: _train_gan(a, "gan-compression"),
         "evaluate-gan": cmd_evaluate_gan,
         "report": cmd_report,
         "list": cmd_list,

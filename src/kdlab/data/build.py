@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from dataclasses import replace
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import torch
 
@@ -26,12 +26,19 @@ class Datasets:
         val: held-out part of the official training split (never augmented), or None if val_size = 0.
         test: the official test split (or a stratified ``max_test`` part of it), never augmented.
         spec: :class:`DataSpec` (classes, channels, image size, mean/std).
+        transfer: what the student trains on (:func:`kdlab.data.transfer.build_transfer`): ``train``
+            itself by default, unlabelled images of another data set, or a data-free ``NoData``.
     """
 
     train: InMemoryDataset
     val: Optional[InMemoryDataset]
     test: InMemoryDataset
     spec: DataSpec
+    transfer: Any = None
+
+    def __post_init__(self) -> None:
+        if self.transfer is None:
+            self.transfer = self.train
 
 
 def build_datasets(
@@ -47,6 +54,12 @@ def build_datasets(
     privileged: Optional[str] = None,
     privileged_factor: int = 4,
     classes: Optional[Sequence[int]] = None,
+    transfer: Optional[str] = None,
+    transfer_n: Optional[int] = None,
+    transfer_channels: Optional[int] = None,
+    transfer_size: Optional[int] = None,
+    steps_per_epoch: Optional[int] = None,
+    batch_size: int = 128,
 ) -> Datasets:
     """Load a data set and carve it into train / val / test :class:`InMemoryDataset` s.
 
@@ -75,6 +88,8 @@ def build_datasets(
         privileged_factor: strength of that degradation.
         classes: keep only these original labels, relabelled ``0..len(classes)-1`` in the given order
             (a label-space subset, e.g. the source and target tasks of transfer learning); None = all.
+        transfer, transfer_n, transfer_channels, transfer_size, steps_per_epoch, batch_size: the transfer
+            source (:func:`kdlab.data.transfer.build_transfer`); None = the training set.
 
     Returns:
         :class:`Datasets`.
@@ -135,4 +150,10 @@ def build_datasets(
         wrap = lambda d: PrivilegedDataset(d, privileged, privileged_factor)  # noqa: E731
         out = Datasets(train=wrap(out.train), val=wrap(out.val) if out.val is not None else None,
                        test=wrap(out.test), spec=spec)
+    if transfer not in (None, "train") or any(v is not None for v in (transfer_n, transfer_channels, transfer_size)):
+        from kdlab.data.transfer import build_transfer
+
+        out.transfer = build_transfer(transfer, spec, out.train, root=root, download=download, n=transfer_n,
+                                      seed=subset_seed, channels=transfer_channels, size=transfer_size,
+                                      steps_per_epoch=steps_per_epoch, batch_size=batch_size, augment=augment)
     return out

@@ -10,7 +10,7 @@ features the terms asked for, then ``loss = sum_i weight_i * term_i`` and one op
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -19,6 +19,7 @@ from kdlab.config import bounded
 from kdlab.data.batch import Batch
 from kdlab.engine import load_network, network_identity
 from kdlab.methods.base import Method, build_network, unwrap
+from kdlab.terms import Outputs
 
 
 @dataclass
@@ -65,13 +66,21 @@ class ClassifierStudentMethod(Method):
         """The student network (``cfg.model``, optionally initialised from ``model.checkpoint``)."""
         return build_network(cfg, spec)
 
-    def training_step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
+    def forward_losses(self, batch: Batch) -> Tuple[Dict[str, torch.Tensor], Outputs, Optional[Outputs]]:
+        """(weighted terms incl. ``loss``, student outputs, teacher outputs) for one batch, no step."""
         sigma = self.cfg.loss.input_noise
         x = batch.x + sigma * torch.randn_like(batch.x) if sigma > 0 else batch.x
         x = self.objective.prepare_input(x, batch)
         t = self.objective.teacher_outputs(self.frozen["teacher"], x if batch.x_teacher is None else batch.x_teacher)
         s = self.players["student"](x)
-        terms = self.student_terms("student", s, t, batch)
+        return self.student_terms("student", s, t, batch), s, t
+
+    def losses(self, batch: Batch) -> Dict[str, torch.Tensor]:
+        """The weighted terms for one batch (each already multiplied by its weight) and their sum ``loss``."""
+        return self.forward_losses(batch)[0]
+
+    def training_step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
+        terms, s, t = self.forward_losses(batch)
         self.step_optimizer("student", terms["loss"])
         out = {k: v.detach() for k, v in terms.items()}
         out.update(self.update_terms("student", s, t, batch))

@@ -11,8 +11,9 @@ from kdlab.terms.base import TERMS, Term, TermConfig, layer_pairs
 
 @TERMS.register("attention")
 class AttentionTerm(Term):
-    """Attention-map matching summed over ``layers`` pairs: ``A = sum_c |F_c|^p`` (eq. 8), maps flattened and
-    L2-normalised; ``paper``: ``||a_s - a_t||_2`` averaged over the batch (eq. 9); ``zagoruyko``: the AT
+    """Attention transfer over ``layers`` pairs (student, teacher) (Zagoruyko & Komodakis 2017; eqs. 8-9).
+
+    ``A = sum_c |F_c|^p`` (eq. 8), maps flattened and L2-normalised; ``paper``: ``||a_s - a_t||_2`` averaged over the batch (eq. 9); ``zagoruyko``: the AT
     code's mean squared difference. Maps of a pair must have equal spatial sizes; teacher detached."""
 
     @dataclass

@@ -12,7 +12,9 @@ from kdlab.terms.base import TERMS, Term, TermConfig, layer_pairs
 
 @TERMS.register("attention_jacobian")
 class AttentionJacobianTerm(Term):
-    """Sum over ``layers`` pairs of eq. 10: unit-normalised input gradients of the pooled attention
+    """Attention-map Jacobian matching over ``layers`` pairs (Srinivas & Fleuret 2018, eq. 10).
+
+    Sum over the pairs of eq. 10: unit-normalised input gradients of the pooled attention
     map at the teacher's argmax position, squared distance (:func:`kdlab.losses.attention_jacobian_loss`).
     ``pool``: window = feature size / pool (1 = global "Full", 0 = none; Table 5)."""
 

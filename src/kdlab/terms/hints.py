@@ -12,7 +12,9 @@ from kdlab.terms.base import TERMS, Term, TermConfig, layer_pairs
 
 @TERMS.register("hints")
 class HintsTerm(Term):
-    """FitNets hints summed over the ``layers`` pairs ``[student feature, teacher feature]``; each pair has
+    """FitNets hints over ``layers`` pairs (student, teacher) with learned regressors (Romero et al. 2015).
+
+    Summed over the pairs ``[student feature, teacher feature]``; each pair has
     its regressor (1x1 conv + BN for maps, linear for vectors; :class:`kdlab.losses.HintLoss`), trained
     with the student by its optimizer. MSE averaged over elements; teacher features detached."""
 

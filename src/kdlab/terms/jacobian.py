@@ -10,7 +10,9 @@ from kdlab.terms.base import TERMS, Term, TermConfig
 
 @TERMS.register("jacobian")
 class JacobianTerm(Term):
-    """Match the input gradients of selected outputs (``select``: full | label | top, sec. 4.1).
+    """Output-Jacobian matching (Srinivas & Fleuret 2018, Prop. 1 / eq. 2).
+
+    Match the input gradients of selected outputs (``select``: full | label | top, sec. 4.1).
     ``form = se``: squared error of the Jacobians on logits (Prop. 1); ``ce``: eq. 2 on
     ``softmax(logits / temperature)``; ``normalize``: unit-normalise each Jacobian first.
     Teacher and student see one input leaf; the teacher's gradients carry no graph

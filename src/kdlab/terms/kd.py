@@ -10,7 +10,8 @@ from kdlab.terms.base import TERMS, Term, TermConfig
 
 @TERMS.register("kd")
 class KDTerm(Term):
-    """Knowledge distillation with temperature T (Hinton et al. 2015, sec. 2): ``T^2 * KL(p_t^T || p_s^T)``,
+    """Soft targets at temperature T (Hinton et al. 2015): ``T^2 KL(p_t^T || p_s^T)``.
+
     KL summed over classes and averaged over the batch; the T^2 factor keeps gradient scales
     comparable across temperatures; teacher logits detached (:func:`kdlab.losses.kd_loss`)."""
 

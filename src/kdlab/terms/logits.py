@@ -10,7 +10,9 @@ from kdlab.terms.base import TERMS, Term, TermConfig
 
 @TERMS.register("logits")
 class LogitsTerm(Term):
-    """Squared error between student and teacher logits: ``paper``: ``(1/B) sum_b ||z_s - z_t||^2`` (sum
+    """Logit matching (Ba & Caruana 2014): squared error between student and teacher logits.
+
+    ``paper``: ``(1/B) sum_b ||z_s - z_t||^2`` (sum
     over classes); ``mse``: the elementwise mean. Teacher logits detached (:func:`kdlab.losses.logit_matching`)."""
 
     @dataclass

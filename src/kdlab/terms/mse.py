@@ -7,7 +7,9 @@ from kdlab.terms.base import TERMS, Term
 
 @TERMS.register("mse")
 class ImageMSETerm(Term):
-    """``mean over pixels (G_s(z) - G_t(z))^2`` in the generators' [-1, 1] units, teacher image detached
+    """Pixel MSE between student and teacher generator images (Aguinaldo et al. 2019, eq. 3).
+
+    ``mean over pixels (G_s(z) - G_t(z))^2`` in the generators' [-1, 1] units, teacher image detached
     (:func:`kdlab.losses.generator_mse`); the student generator's distillation loss of GAN compression."""
 
     requires = frozenset({"teacher", "images"})
