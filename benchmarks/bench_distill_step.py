@@ -4,13 +4,14 @@ Both train the same student from the same frozen teacher with CE + KD (T = 4) at
 real Fashion-MNIST, from the same in-memory data, for the same number of steps:
 
 * ``plain``: a hand-written loop (teacher forward under no_grad, student forward, CE + KL, Adam).
-* ``kdlab step``: the ``distill`` method's ``training_step`` called in a bare loop (method cost).
+* ``kdlab step``: the ``distill`` method's ``training_step`` called in a bare loop (method cost: the
+  objective built from ``loss.terms``, the ``Student`` player, the term registry's dispatch).
 * ``kdlab loop``: ``Trainer.fit`` for one epoch (method + Fabric + progress bar + metrics.jsonl +
   NaN checks + the end-of-epoch ``last.ckpt``): everything a user pays for.
 
 Repetitions are interleaved (plain, step, loop, plain, ...) and the median of each is reported, so
 machine noise hits all three alike. Prints steps/s and the ratios kdlab / plain (target: the
-overhead, 1 - ratio, at most 5%).
+overhead, 1 - ratio, at most 3% for the step).
 
 Usage: python benchmarks/bench_distill_step.py [--steps 60] [--reps 3] [--teacher lenet]
        [--student mlp] [--threads N] [--device cpu]
@@ -38,7 +39,8 @@ def plain_loop(teacher, student, batches, temperature: float) -> float:
     teacher.eval()
     student.train()
     t0 = time.perf_counter()
-    for x, y in batches:
+    for b in batches:
+        x, y = b.x, b.y
         with torch.no_grad():
             t_logits = teacher(x)
         s_logits = student(x)
@@ -78,7 +80,7 @@ def main() -> None:
                 "teacher": {"checkpoint": str(teacher_path)},
                 "data": {"val_size": 0, "batch_size": args.batch, "n_per_class": n // 10},
                 "model": {"name": args.student},
-                "loss": {"ce": 1.0, "kd": 1.0, "temperature": 4.0},
+                "loss": {"terms": {"ce": {"weight": 1.0}, "kd": {"weight": 1.0, "temperature": 4.0}}},
                 "optim": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "scheduler": "none"},
                 "trainer": {"epochs": 1, "accelerator": args.device, "tensorboard": False, "progress": True,
                             "limit_train_batches": args.steps},
@@ -87,7 +89,7 @@ def main() -> None:
     )
     data = build_datasets(name="fashion-mnist", val_size=0, n_per_class=n // 10)
     device = torch.device(args.device)
-    batches = [(x.to(device), y.to(device)) for x, y in make_loader(data.train, args.batch, shuffle=True, seed=0)]
+    batches = [b.to(device) for b in make_loader(data.train, args.batch, shuffle=True, seed=0)]
     batches = batches[: args.steps]
 
     times = {"plain": [], "kdlab step": [], "kdlab loop": []}
@@ -125,7 +127,8 @@ def main() -> None:
         print(f"  {k:<11} {sps[k]:8.2f} steps/s   (median {med[k]:.3f} s; runs {', '.join(f'{t:.3f}' for t in times[k])})")
     for k in ("kdlab step", "kdlab loop"):
         ratio = sps[k] / sps["plain"]
-        print(f"  {k} / plain = {ratio:.3f}  (overhead {100 * (1 - ratio):+.1f}%; target <= 5%)")
+        target = 3 if k == "kdlab step" else 5
+        print(f"  {k} / plain = {ratio:.3f}  (overhead {100 * (1 - ratio):+.1f}%; target <= {target}%)")
 
 
 if __name__ == "__main__":

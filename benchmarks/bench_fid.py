@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from kdlab.data import Batch
 import torch.nn.functional as F
 
 
@@ -97,7 +99,7 @@ def main() -> None:
         cfg = load_run_config([{
             "method": "gan-compression", "out_dir": tmp, "teacher": {"checkpoint": str(tpath)},
             "model": {"name": "dcgan", "kwargs": {"d": args.student_d}},
-            "loss": {"mse_weight": 1.0}, "data": {"val_size": 0, "batch_size": args.batch},
+            "loss": {"terms": {"mse": {"weight": 1.0}}}, "data": {"val_size": 0, "batch_size": args.batch},
             "optim": {"name": "adam", "lr": 1e-3, "betas": [0.5, 0.999], "weight_decay": 0.0, "scheduler": "none"},
         }])
         method = METHODS.get("gan-compression")(cfg, spec)
@@ -114,13 +116,12 @@ def main() -> None:
 
         method.setup(_Fabric())
         method.train()
-        x = torch.zeros(args.batch, 1, 28, 28)
-        y = torch.zeros(args.batch, dtype=torch.long)
+        batch = Batch(x=torch.zeros(args.batch, 1, 28, 28), y=torch.zeros(args.batch, dtype=torch.long))
 
         def kd_step() -> float:
             t0 = time.perf_counter()
             for s in range(args.steps):
-                method.training_step((x, y), s)
+                method.training_step(batch, s)
             return time.perf_counter() - t0
 
         t_plain = build_generator("dcgan", 1, 28, d=args.teacher_d, latent_dim=100).eval()

@@ -35,10 +35,10 @@ from kdlab.models import build_model
 from kdlab.runner import load_run_config
 
 KINDS = {
-    "kd": {"ce": 1.0, "logits": 1.0},
-    "kd+jac": {"ce": 1.0, "logits": 1.0, "jacobian": 1.0, "jacobian_select": "top"},
-    "kd+att-jac": {"ce": 1.0, "logits": 1.0, "attention_jacobian": 1.0,
-                   "attention_jacobian_layers": [["pool2", "pool2"]], "attention_pool": 5},
+    "kd": {"terms": {"ce": {"weight": 1.0}, "logits": {"weight": 1.0}}},
+    "kd+jac": {"terms": {"ce": {"weight": 1.0}, "logits": {"weight": 1.0}, "jacobian": {"weight": 1.0, "select": "top"}}},
+    "kd+att-jac": {"terms": {"ce": {"weight": 1.0}, "logits": {"weight": 1.0},
+                             "attention_jacobian": {"weight": 1.0, "layers": [["pool2", "pool2"]], "pool": 5}}},
 }
 
 
@@ -65,7 +65,7 @@ def main() -> None:
     teacher_path = save_classifier(build_model("vgg9", width=args.width), tmp / "teacher.safetensors", data="fashion-mnist")
     n = args.steps * args.batch
     data = build_datasets(name="fashion-mnist", val_size=0, n_per_class=max(1, n // 10))
-    batches = [(x.to(device), y.to(device)) for x, y in make_loader(data.train, args.batch, shuffle=True, seed=0)]
+    batches = [b.to(device) for b in make_loader(data.train, args.batch, shuffle=True, seed=0)]
     batches = batches[: args.steps]
 
     def method_for(kind: str):

@@ -43,7 +43,7 @@ class _Fabric:
 
 
 def build(method: str, teacher: Path, device: torch.device, batch: int):
-    loss = {"ce": 1.0, "kd": 1.0, "temperature": 3.0} if method == "distill" else {}
+    loss = {"terms": {"ce": {"weight": 1.0}, "kd": {"weight": 1.0, "temperature": 3.0}}} if method == "distill" else {}
     cfg = load_run_config([{
         "method": method, "teacher": {"checkpoint": str(teacher)}, "model": {"name": "mlp", "kwargs": {"hidden": [800, 800]}},
         "optim": {"name": "adam", "lr": 5e-4, "weight_decay": 0.0, "scheduler": "none"},
@@ -86,7 +86,7 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     data = build_datasets("fashion-mnist", val_size=0, n_per_class=max(1, args.batch * args.steps // 10 + 1), max_test=10)
-    batches = [tuple(t.to(device) for t in b) for b in make_loader(data.train, args.batch, True, 0)][: args.steps]
+    batches = [b.to(device) for b in make_loader(data.train, args.batch, True, 0)][: args.steps]
     with tempfile.TemporaryDirectory() as tmp:
         teacher = save_classifier(build_model("lenet"), Path(tmp) / "teacher.safetensors", data="fashion-mnist")
         times = {"distill": [], "kdgan": []}

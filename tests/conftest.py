@@ -41,3 +41,20 @@ def small_config(tmp_path: Path, **sections: Any) -> Dict[str, Any]:
 @pytest.fixture
 def make_config(tmp_path):
     return lambda **sections: small_config(tmp_path, **sections)
+
+
+def gan_student_config(tmp_path: Path, teacher: Path, **sections: Any) -> Dict[str, Any]:
+    """A data-free ``gan-compression`` run (d = 4 student, 3 steps of 16 latents) of ``teacher``, with a
+    quick evaluation; ``sections`` merge over it."""
+    cfg: Dict[str, Any] = {
+        "name": "gs", "method": "gan-compression", "out_dir": str(tmp_path), "teacher": {"checkpoint": str(teacher)},
+        "data": {"val_size": 0, "transfer": "none", "steps_per_epoch": 3, "batch_size": 16, "max_test": 200},
+        "model": {"name": "dcgan", "kwargs": {"d": 4}},
+        "loss": {"n_samples": 200, "kid_subset_size": 50, "kid_subsets": 2, "is_splits": 1, "grid_n": 4},
+        "optim": {"name": "adam", "lr": 0.001, "betas": [0.5, 0.999], "weight_decay": 0.0, "scheduler": "none"},
+        "trainer": {"epochs": 1, "progress": False, "tensorboard": False, "log_every_n_steps": 1},
+        "eval": {"latency": False},
+    }
+    for key, value in sections.items():
+        cfg[key] = {**cfg[key], **value} if isinstance(value, dict) and isinstance(cfg.get(key), dict) else value
+    return cfg

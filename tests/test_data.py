@@ -13,6 +13,7 @@ import kdlab.data as kd
 import kdlab.data.fashion as fashion_mod
 from kdlab.data import (
     DATASETS,
+    Batch,
     DataNotFoundError,
     InMemoryDataset,
     add_gaussian_noise,
@@ -276,16 +277,20 @@ def test_normalisation_and_batched_path(fashion_test):
     expected = (x[5].numpy().astype(np.float64) / 255.0 - 0.2860) / 0.3530
     np.testing.assert_allclose(xi.numpy(), expected, atol=1e-5)
     idx = [3, 0, 63, 17, 17]
-    xb, yb = ds.__getitems__(idx)
+    b = ds.__getitems__(idx)
+    xb, yb = b.x, b.y
+    assert isinstance(b, Batch) and len(b) == 5 and b.x_teacher is None
+    assert torch.equal(b.index, torch.tensor(idx))
     assert xb.shape == (5, 1, 28, 28)
     assert torch.equal(xb, torch.stack([ds[i][0] for i in idx]))
     assert torch.equal(yb, torch.stack([ds[i][1] for i in idx]))
     # via a DataLoader with the identity collate
     loader = torch.utils.data.DataLoader(ds, batch_size=16, collate_fn=collate_batched)
-    xl, yl = next(iter(loader))
+    bl = next(iter(loader))
+    xl, yl = bl.x, bl.y
     assert torch.equal(xl, torch.stack([ds[i][0] for i in range(16)])) and torch.equal(yl, y[:16])
     # the whole normalised test set has mean ~0 and std ~1 (test split stats are close to train's)
-    full = InMemoryDataset(x, y, (0.2860,), (0.3530,)).__getitems__(list(range(len(y))))[0]
+    full = InMemoryDataset(x, y, (0.2860,), (0.3530,)).__getitems__(list(range(len(y)))).x
     assert abs(float(full.mean())) < 0.02 and abs(float(full.std()) - 1) < 0.02
     with pytest.raises(ValueError, match="uint8"):
         InMemoryDataset(x.float(), y, (0.5,), (0.5,))
@@ -316,7 +321,7 @@ def test_augmentation_is_crop_and_flip(fashion_test):
     for hflip in (True, False):
         ds = InMemoryDataset(x[:12], y[:12], (0.0,), (1.0,), augment=True, hflip=hflip)
         assert ds.pad == 2  # 28x28
-        xb, _ = ds.__getitems__(list(range(12)))
+        xb = ds.__getitems__(list(range(12))).x
         pix = np.rint(xb.numpy() * 255).astype(np.uint8)
         flipped_somewhere = False
         for i in range(12):
@@ -332,7 +337,7 @@ def test_augmentation_is_crop_and_flip(fashion_test):
 
 # ---------------------------------------------------------------- loaders
 def _order(loader) -> list:
-    return torch.cat([yb for _, yb in loader]).tolist()
+    return torch.cat([b.y for b in loader]).tolist()
 
 
 def test_make_loader_order_is_function_of_seed_and_epoch():
@@ -353,7 +358,7 @@ def test_make_loader_order_is_function_of_seed_and_epoch():
     assert _order(a) == _order(make_loader(ds, 10, shuffle=True, seed=7, epoch=4))
     assert _order(make_loader(ds, 10, shuffle=False, seed=7)) == list(range(n))
     batches = list(make_loader(ds, 10, shuffle=True, seed=0, drop_last=True))
-    assert len(batches) == 10 and all(xb.shape == (10, 1, 4, 4) for xb, _ in batches)
+    assert len(batches) == 10 and all(b.x.shape == (10, 1, 4, 4) for b in batches)
     # data-parallel shards are disjoint and cover one permutation
     shards = [_order(make_loader(ds, 8, True, seed=1, epoch=2, num_replicas=2, rank=r, drop_last=True))
               for r in range(2)]
@@ -449,10 +454,10 @@ def test_in_memory_dataset_pickles_and_works_with_workers():
     imgs = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
     ds = InMemoryDataset(imgs, torch.arange(40) % 4, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
     ds2 = pickle.loads(pickle.dumps(ds))
-    assert torch.equal(ds2.__getitems__([1, 2])[0], ds.__getitems__([1, 2])[0])
+    assert torch.equal(ds2.__getitems__([1, 2]).x, ds.__getitems__([1, 2]).x)
     expected = (imgs[7].double() / 255 - torch.tensor([0.5, 0.4, 0.3]).view(3, 1, 1)) / torch.tensor(
         [0.2, 0.25, 0.3]).view(3, 1, 1)
     torch.testing.assert_close(ds[7][0].double(), expected, atol=1e-5, rtol=0)
-    ys = torch.cat([yb for _, yb in make_loader(ds, 8, shuffle=True, seed=2, num_workers=2)])
-    ys0 = torch.cat([yb for _, yb in make_loader(ds, 8, shuffle=True, seed=2, num_workers=0)])
+    ys = torch.cat([b.y for b in make_loader(ds, 8, shuffle=True, seed=2, num_workers=2)])
+    ys0 = torch.cat([b.y for b in make_loader(ds, 8, shuffle=True, seed=2, num_workers=0)])
     assert torch.equal(ys, ys0)

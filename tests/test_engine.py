@@ -111,5 +111,8 @@ def test_config_errors_name_the_key(make_config, override, key):
 
 
 def test_config_accepts_method_specific_keys(make_config):
-    cfg = load_run_config([make_config(method="distill")], ["loss.kd=0.5", "loss.temperature=8"])
-    assert cfg.loss.kd == 0.5 and math.isclose(cfg.loss.temperature, 8.0)
+    cfg = load_run_config([make_config(method="distill")], ["loss.terms.kd.weight=0.5", "loss.terms.kd.temperature=8"])
+    assert cfg.loss.terms.kd.weight == 0.5 and math.isclose(cfg.loss.terms.kd.temperature, 8.0)
+    # the old flat spelling is refused with the new one
+    with pytest.raises(ConfigError, match=r"loss\.temperature.*loss\.terms\.kd\.temperature"):
+        load_run_config([make_config(method="distill")], ["loss.temperature=8"])

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from kdlab.cli import main
-from kdlab.data import build_datasets, dataset_spec
+from kdlab.data import Batch, build_datasets, dataset_spec
 from kdlab.engine import NonFiniteLossError, load_checkpoint
 from kdlab.engine.generators import load_generator, save_generator
 from kdlab.methods import METHODS
@@ -87,7 +87,7 @@ def test_mse_student_gets_closer_to_the_teacher_and_to_real_data(trained):
     tmp, clf, teacher = trained
     cfg = load_run_config([gan_config(tmp, name="student", method="gan-compression",
                                       teacher={"checkpoint": str(teacher)}, model={"name": "dcgan", "kwargs": {"d": 4}},
-                                      data={"n_per_class": 1000}, loss={"extractor": str(clf), "mse_weight": 1.0},
+                                      data={"n_per_class": 1000}, loss={"extractor": str(clf), "terms": {"mse": {"weight": 1.0}}},
                                       optim={"lr": 0.002}, trainer={"epochs": 1, "limit_train_batches": 200})])
     run = train(cfg)
     s = json.loads((run / "summary.json").read_text())
@@ -132,7 +132,7 @@ def _method(tmp_path, **sections):
 
 def _batch():
     x = torch.randn(10, 1, 28, 28)
-    return x, torch.zeros(10, dtype=torch.long)
+    return Batch(x=x, y=torch.zeros(10, dtype=torch.long))
 
 
 def test_wgan_clips_critic_and_n_critic_spaces_generator_steps(tmp_path):
@@ -159,11 +159,17 @@ def test_compression_teacher_is_frozen_and_joint_loss_trains_a_critic(tmp_path):
     teacher = save_generator(build_generator("dcgan", 1, 28, d=6, latent_dim=16), tmp_path / "t.safetensors")
     m = _method(tmp_path, method="gan-compression", teacher={"checkpoint": str(teacher)},
                 model={"name": "dcgan", "kwargs": {"d": 2}},
-                loss={"mse_weight": 0.3, "adv_weight": 0.7, "game": "wgan-gp", "disc": "wdcgan", "n_critic": 1})
+                loss={"terms": {"mse": {"weight": 0.3}}, "adv_weight": 0.7, "game": "wgan-gp", "disc": "wdcgan",
+                      "n_critic": 1})
     d0 = [p.detach().clone() for p in m.players["discriminator"].parameters()]
+    images = {}  # the last images of each generator (the student's and teacher's of the student step)
+    m.eval_model().register_forward_hook(lambda mod, i, o: images.__setitem__("s", o.detach().clone()))
+    m.frozen["teacher"].register_forward_hook(lambda mod, i, o: images.__setitem__("t", o.detach().clone()))
     out = m.training_step(_batch(), 0)
     assert {"mse", "adv", "gp", "loss_d", "loss_g"} <= set(out)
-    assert float(out["loss_g"]) == pytest.approx(0.3 * float(out["mse"]) + 0.7 * float(out["adv"]), rel=1e-5)
+    mse = float(((images["s"] - images["t"]) ** 2).mean())  # the unweighted pixel MSE of the student step
+    assert float(out["mse"]) == pytest.approx(0.3 * mse, rel=1e-5)  # terms are logged weighted
+    assert float(out["loss_g"]) == pytest.approx(0.3 * mse + 0.7 * float(out["adv"]), rel=1e-5)
     assert all(p.grad is None for p in m.frozen["teacher"].parameters())
     assert any(not torch.equal(a, b) for a, b in zip(d0, m.players["discriminator"].parameters()))
 
@@ -210,9 +216,9 @@ def test_bad_input(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope"):
         _method(tmp_path, loss={"extractor": str(tmp_path / "nope")})
     teacher = save_generator(build_generator("dcgan", 1, 28, d=2, latent_dim=16), tmp_path / "t.safetensors")
-    with pytest.raises(ValueError, match="both 0"):
+    with pytest.raises(ValueError, match=r"no term with a weight > 0 and loss\.adv_weight = 0"):
         _method(tmp_path, method="gan-compression", teacher={"checkpoint": str(teacher)},
-                loss={"mse_weight": 0.0, "adv_weight": 0.0})
+                loss={"terms": {"mse": {"weight": 0.0}}, "adv_weight": 0.0})
     with pytest.raises(ValueError, match="differs from the teacher's latent_dim 16"):
         _method(tmp_path, method="gan-compression", teacher={"checkpoint": str(teacher)},
                 model={"name": "dcgan", "kwargs": {"d": 2, "latent_dim": 8}})
@@ -281,7 +287,7 @@ def test_gan_runs_under_ddp_on_two_cpu_processes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     cfg = gan_config(tmp_path, name="ddp-student", method="gan-compression",
                      teacher={"checkpoint": str(tmp_path / "ddp-teacher")}, model={"name": "dcgan", "kwargs": {"d": 2}},
-                     loss={"mse_weight": 0.3, "adv_weight": 0.7, "game": "wgan-gp", "disc": "wdcgan"},
+                     loss={"terms": {"mse": {"weight": 0.3}}, "adv_weight": 0.7, "game": "wgan-gp", "disc": "wdcgan"},
                      trainer={"epochs": 2, "devices": 2, "strategy": "ddp", "limit_train_batches": 3})
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(cfg))
     proc = subprocess.run(env_cmd + ["compress-gan", str(tmp_path / "s.yaml")], capture_output=True, text=True, timeout=600)

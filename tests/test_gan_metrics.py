@@ -32,7 +32,8 @@ def real():
     g = torch.Generator().manual_seed(0)
     for _ in range(80):
         idx = torch.randint(0, len(data.train), (100,), generator=g)
-        x, y = data.train.__getitems__(idx.tolist())
+        b = data.train.__getitems__(idx.tolist())
+        x, y = b.x, b.y
         loss = torch.nn.functional.cross_entropy(net(x), y)
         opt.zero_grad()
         loss.backward()

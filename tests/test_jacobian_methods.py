@@ -6,10 +6,11 @@ import json
 import pytest
 import torch
 
-from kdlab.data import dataset_spec
+from kdlab.config import ConfigError
+from kdlab.data import Batch, dataset_spec
 from kdlab.engine import load_classifier, save_classifier
 from kdlab.methods import JacobianDistill, LwFTransfer
-from kdlab.models import UnknownFeatureError, build_model
+from kdlab.models import build_model
 from kdlab.runner import datasets_for, load_run_config, train
 
 SPEC = dataset_spec("fashion-mnist")
@@ -30,36 +31,41 @@ def _method(make_config, teacher_file, loss, model=None, cls=JacobianDistill, me
 
 def _batch(n=6):
     g = torch.Generator().manual_seed(1)
-    return torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
+    return Batch(x=torch.randn(n, 1, 28, 28, generator=g), y=torch.randint(0, 10, (n,), generator=g))
 
 
-ALL_TERMS = {"ce": 0.0, "logits": 1.0, "jacobian": 1.0, "jacobian_select": "full", "attention": 1.0,
-             "attention_layers": [["pool1", "pool1"]], "attention_jacobian": 1.0,
-             "attention_jacobian_layers": [["pool2", "pool2"]]}
+def _terms(ce=0.0, logits=1.0, jacobian=1.0, select="full", attention=1.0, attention_jacobian=1.0):
+    """A ``loss`` section with every term of the Jacobian paper (weights and the Jacobian selection)."""
+    return {"terms": {"ce": {"weight": ce}, "logits": {"weight": logits},
+                      "jacobian": {"weight": jacobian, "select": select},
+                      "attention": {"weight": attention, "layers": [["pool1", "pool1"]]},
+                      "attention_jacobian": {"weight": attention_jacobian, "layers": [["pool2", "pool2"]]}}}
+
+
+ALL_TERMS = _terms()
 
 
 def test_student_equal_to_teacher_has_zero_matching_terms(make_config, teacher_file):
     method = _method(make_config, teacher_file, ALL_TERMS, model={"name": "vgg9", "kwargs": {"width": 0.125}})
     method.eval_model().load_state_dict(method.frozen["teacher"].state_dict())
     method.players["student"].eval()
-    terms = method.losses(*_batch())
+    terms = method.losses(_batch())
     for k in ("logits", "jacobian", "attention", "attention_jacobian"):
         assert abs(terms[k].item()) < 1e-8, (k, terms[k].item())
 
 
 def test_weights_scale_terms_and_only_the_student_gets_gradients(make_config, teacher_file):
-    x, y = _batch()
-    loss = {**ALL_TERMS, "ce": 0.5, "logits": 2.0, "jacobian": 3.0, "jacobian_select": "top",
-            "attention": 0.25, "attention_jacobian": 4.0}
+    batch = _batch()
+    loss = _terms(ce=0.5, logits=2.0, jacobian=3.0, select="top", attention=0.25, attention_jacobian=4.0)
     torch.manual_seed(0)
     weighted = _method(make_config, teacher_file, loss)
     weighted.players["student"].eval()
-    w_terms = weighted.losses(x, y)
+    w_terms = weighted.losses(batch)
     torch.manual_seed(0)
-    unit = _method(make_config, teacher_file, {**loss, "ce": 1.0, "logits": 1.0, "jacobian": 1.0,
-                                               "attention": 1.0, "attention_jacobian": 1.0})
+    unit = _method(make_config, teacher_file, _terms(ce=1.0, logits=1.0, jacobian=1.0, select="top", attention=1.0,
+                                                     attention_jacobian=1.0))
     unit.players["student"].eval()
-    terms = unit.losses(x, y)
+    terms = unit.losses(batch)
     for k, w in (("ce", 0.5), ("logits", 2.0), ("jacobian", 3.0), ("attention", 0.25), ("attention_jacobian", 4.0)):
         assert torch.allclose(w_terms[k], w * terms[k], rtol=1e-5), k
         assert terms[k].item() > 0, k
@@ -73,21 +79,23 @@ def test_weights_scale_terms_and_only_the_student_gets_gradients(make_config, te
 
 
 def test_bad_input_errors(make_config, teacher_file):
-    with pytest.raises(UnknownFeatureError, match=r"'block7'.*known features: pool1, pool2, pool3, gap"):
-        _method(make_config, teacher_file, {"attention_jacobian": 1.0, "attention_jacobian_layers": [["block7", "pool1"]]})
+    with pytest.raises(ConfigError, match=r"'block7'.*known features: pool1, pool2, pool3, gap"):
+        _method(make_config, teacher_file,
+                {"terms": {"attention_jacobian": {"weight": 1.0, "layers": [["block7", "pool1"]]}}})
     with pytest.raises(ValueError, match=r"student 'pool1' is \(14, 14\), teacher 'pool2' is \(7, 7\)"):
-        _method(make_config, teacher_file, {"attention_jacobian": 1.0, "attention_jacobian_layers": [["pool1", "pool2"]]})
-    with pytest.raises(ValueError, match=r"jacobian_select = 'diag'; accepted: full, label, top"):
-        _method(make_config, teacher_file, {"jacobian": 1.0, "jacobian_select": "diag"})
-    with pytest.raises(ValueError, match=r"input_noise must be >= 0.*-0.5"):
+        _method(make_config, teacher_file,
+                {"terms": {"attention_jacobian": {"weight": 1.0, "layers": [["pool1", "pool2"]]}}})
+    with pytest.raises(ValueError, match=r"loss\.terms\.jacobian\.select' = 'diag'; accepted: full, label, top"):
+        _method(make_config, teacher_file, {"terms": {"jacobian": {"weight": 1.0, "select": "diag"}}})
+    with pytest.raises(ValueError, match=r"loss\.input_noise' = -0\.5 must be >= 0"):
         _method(make_config, teacher_file, {"input_noise": -0.5})
-    with pytest.raises(ValueError, match="attention_jacobian_layers"):
-        _method(make_config, teacher_file, {"attention_jacobian": 1.0})
+    with pytest.raises(ValueError, match=r"loss\.terms\.attention_jacobian\.layers"):
+        _method(make_config, teacher_file, {"terms": {"attention_jacobian": {"weight": 1.0}}})
     from kdlab.methods import TeacherTraining
 
-    with pytest.raises(ValueError, match=r"jacobian_penalty_form = 'l1'; accepted: se, ce"):
+    with pytest.raises(ValueError, match=r"loss\.jacobian_penalty_form' = 'l1'; accepted: se, ce"):
         TeacherTraining(load_run_config([make_config(loss={"jacobian_penalty": 1.0, "jacobian_penalty_form": "l1"})]), SPEC)
-    with pytest.raises(ValueError, match=r"input_noise must be >= 0"):
+    with pytest.raises(ValueError, match=r"loss\.input_noise' = -1\.0 must be >= 0"):
         TeacherTraining(load_run_config([make_config(loss={"input_noise": -1.0})]), SPEC)
 
 
@@ -133,23 +141,25 @@ def test_lwf_two_heads_transfer_end_to_end(make_config, tmp_path):
                                         trainer={"epochs": 1, "progress": False, "tensorboard": False})])
     tdir = train(tcfg)
     target = {"classes": [5, 6, 7, 8, 9]}
-    loss = {"ce": 1.0, "logits": 1.0, "jacobian": 1.0, "attention_jacobian": 1.0,
-            "attention_jacobian_layers": [["pool1", "pool1"]]}
+    loss = {"terms": {"ce": {"weight": 1.0}, "logits": {"weight": 1.0}, "jacobian": {"weight": 1.0},
+                      "attention_jacobian": {"weight": 1.0, "layers": [["pool1", "pool1"]]}}}
     cfg = load_run_config([make_config(name="lwf", method="lwf", model=SMALL_VGG, data=target, loss=loss,
                                        teacher={"checkpoint": str(tdir)},
                                        trainer={"epochs": 1, "progress": False, "tensorboard": False})])
     spec = datasets_for(cfg).spec
     m = LwFTransfer(cfg, spec)
-    x, y = _batch()
-    (tgt, src), _ = m.players["student"](x)
+    batch = _batch()
+    out = m.players["student"](batch.x)
+    tgt, src = out.logits_for_labels, out.out
     assert tgt.shape == (6, 5) and src.shape == (6, 5)
-    terms = m.losses(x, y % 5)
+    terms = m.losses(Batch(x=batch.x, y=batch.y % 5))
     assert set(terms) == {"ce", "logits", "jacobian", "attention_jacobian", "loss"}
     run = train(cfg)
     s = json.loads((run / "summary.json").read_text())
     assert s["source_teacher"]["num_classes"] == 5 and "test_acc_best" in s
     oracle = load_run_config([make_config(name="oracle", method="lwf", model=SMALL_VGG, data=target,
-                                          loss={"ce": 1.0, "logits": 0.0, "init_from_teacher": True},
+                                          loss={"terms": {"ce": {"weight": 1.0}, "logits": {"weight": 0.0}},
+                                                "init_from_teacher": True},
                                           teacher={"checkpoint": str(tdir)})])
     om = LwFTransfer(oracle, spec)
     t_state = om.frozen["teacher"].state_dict()

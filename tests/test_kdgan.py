@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdlab.data import dataset_spec, degrade, build_datasets
+from kdlab.data import Batch, dataset_spec, degrade, build_datasets
 from kdlab.engine import save_classifier
 from kdlab.losses import kdgan as K
 from kdlab.methods import KDGAN, Codistill, TeacherMismatchError
@@ -236,7 +236,7 @@ def test_game_step_updates_each_player_with_its_own_objective(make_config, small
     m.setup(Fabric(accelerator="cpu", devices=1))
     before = {n: [p.detach().clone() for p in pl.parameters()] for n, pl in m.players.items()}
     x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
-    m.training_step((x, y), 0)
+    m.training_step(Batch(x=x, y=y), 0)
     changed = {n: any(not torch.equal(a, b) for a, b in zip(before[n], pl.parameters())) for n, pl in m.players.items()}
     assert changed == {"classifier": True, "teacher": False, "discriminator": False}
 
@@ -250,7 +250,7 @@ def test_privileged_input_goes_to_the_teacher_only(make_config, small_teacher):
     for name in ("classifier", "teacher", "discriminator"):
         m.players[name].register_forward_hook(lambda mod, inp, out, name=name: seen.setdefault(name, []).append(inp[0]))
     x, xc = torch.zeros(4, 1, 28, 28), torch.ones(4, 1, 28, 28)
-    m.training_step((x, torch.zeros(4, dtype=torch.long), xc), 0)
+    m.training_step(Batch(x=x, y=torch.zeros(4, dtype=torch.long), x_teacher=xc), 0)
     assert all(bool((t == 1).all()) for t in seen["teacher"])
     assert all(bool((t == 0).all()) for t in seen["classifier"] + seen["discriminator"])
 
@@ -258,8 +258,10 @@ def test_privileged_input_goes_to_the_teacher_only(make_config, small_teacher):
 def test_privileged_view_carries_real_information_on_fashion_mnist():
     """Nearest-class-mean accuracy on real images: the clean (teacher) view beats the degraded one."""
     data = build_datasets("fashion-mnist", val_size=0, n_per_class=200, max_test=2000, privileged="mask", privileged_factor=4)
-    xd, y, xc = data.train.__getitems__(list(range(len(data.train))))
-    td, ty, tc = data.test.__getitems__(list(range(len(data.test))))
+    train_b = data.train.__getitems__(list(range(len(data.train))))
+    test_b = data.test.__getitems__(list(range(len(data.test))))
+    xd, y, xc = train_b.x, train_b.y, train_b.x_teacher
+    td, ty, tc = test_b.x, test_b.y, test_b.x_teacher
     assert torch.equal(xd, degrade(xc, "mask", 4)) and not torch.equal(xd, xc)
 
     def ncm(train_x, test_x):
@@ -274,13 +276,13 @@ def test_codistill_terms_are_kl_between_peers(make_config):
     cfg = load_run_config([make_config(method="codistill", loss={"peer": "copy", "temperature": 2.0})])
     m = Codistill(cfg, SPEC)
     x, y = torch.randn(6, 1, 28, 28), torch.randint(0, 10, (6,))
-    terms = m.losses(x, y, x)
-    zc, zp = m.players["classifier"](x).detach(), m.players["peer"](x).detach()
+    terms = m.losses(Batch(x=x, y=y, x_teacher=x))
+    zc, zp = m.players["classifier"](x).out.detach(), m.players["peer"](x).out.detach()
     pc, pp = torch.softmax(zc / 2, -1), torch.softmax(zp / 2, -1)
     kl_c = (pp * (pp.log() - pc.log())).sum(1).mean() * 4
     assert float(terms["c_kd"].detach()) == pytest.approx(float(kl_c), rel=1e-4)
     m.players["peer"].load_state_dict(m.players["classifier"].state_dict())
-    assert float(m.losses(x, y, x)["c_kd"].detach()) == pytest.approx(0.0, abs=1e-6)
+    assert float(m.losses(Batch(x=x, y=y, x_teacher=x))["c_kd"].detach()) == pytest.approx(0.0, abs=1e-6)
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -295,17 +297,17 @@ def test_bad_input_errors(make_config, tmp_path):
         cfg = load_run_config([make_config(method="kdgan", teacher={"checkpoint": str(teacher)}, loss={**base, **loss})])
         return KDGAN(cfg, spec)
 
-    with pytest.raises(ValueError, match=r"alpha must be a number in \[0, 1\].*1.5"):
+    with pytest.raises(ValueError, match=r"loss\.alpha' = 1\.5 must be >= 0 and <= 1"):
         make(alpha=1.5)
-    with pytest.raises(ValueError, match=r"alpha.*-0.1"):
+    with pytest.raises(ValueError, match=r"loss\.alpha' = -0\.1 must be >= 0 and <= 1"):
         make(alpha=-0.1)
-    with pytest.raises(ValueError, match=r"tau_start = 0.0.*> 0"):
+    with pytest.raises(ValueError, match=r"loss\.tau_start' = 0\.0 must be > 0"):
         make(tau_start=0.0)
-    with pytest.raises(ValueError, match=r"k \(samples per input\) must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"loss\.k' = 0 must be >= 1"):
         make(k=0)
     with pytest.raises(TeacherMismatchError, match=r"\(10, 1, 28\).*\(100, 3, 32\)"):
         make(spec=dataset_spec("cifar100"))
-    with pytest.raises(ValueError, match="estimator = 'nope'; accepted: paper, code, exact"):
+    with pytest.raises(ValueError, match=r"loss\.estimator' = 'nope'; accepted: paper, code, exact"):
         make(estimator="nope")
     with pytest.raises(ValueError, match="disc_init = 'teacher' needs"):
         make(disc_kwargs={})
@@ -374,6 +376,7 @@ def test_table4_report_states_which_orderings_hold(tmp_path, monkeypatch):
     from pathlib import Path
 
     import kdlab.experiments.kdgan as E
+    from kdlab.experiments import grid
 
     acc = {"MIMIC": 80.0, "DISTN": 82.0, "CODIS": 85.0, "KDGAN": 83.0}
     monkeypatch.setattr(E, "_teacher", lambda sc, n, out, ov: Path(f"teacher-{n}"))
@@ -385,7 +388,7 @@ def test_table4_report_states_which_orderings_hold(tmp_path, monkeypatch):
         label, n, s = str(run).split("|")
         return {"test_acc_best": acc[label] + int(s), "test_acc_last": acc[label] - 1.0}
 
-    monkeypatch.setattr(E, "_summary", fake_summary)
+    monkeypatch.setattr(grid, "read_summary", fake_summary)
     text = E.table4(tmp_path, "small", [0, 2], []).read_text()
     assert "| KDGAN | 84.00 ± 1.41 (82.00 ± 0.00) | 99.01 |" in text
     for n in (500, 1000, 5000):

@@ -5,7 +5,8 @@ distills an MLP 784-100-100-10 student from 100 images per class three ways (cro
 CE + Hinton KD, CE + logit matching), each with three seeds (seed ``s`` also draws the ``s``-th
 100-per-class subset, the same one for every method: paired comparisons), and writes a
 side-by-side report (mean +- std over seeds) to ``<out>/demo/report.md``.
-A run whose directory already holds a ``summary.json`` for the same config is reused, not retrained.
+A run whose directory already holds a ``summary.json`` for the same config is reused, not retrained
+(:func:`kdlab.experiments.grid.run_cell`, the grid runner of ``kdlab reproduce``).
 """
 from __future__ import annotations
 
@@ -14,9 +15,6 @@ from typing import List, Sequence
 
 from rich.console import Console
 
-from kdlab.config import to_yaml
-
-RECIPES = Path(__file__).resolve().parent / "recipes"
 STUDENTS = ("demo_ce", "demo_kd", "demo_logits")
 SEEDS = (0, 1, 2)
 QUICK = [
@@ -27,19 +25,6 @@ QUICK = [
 ]
 
 
-def _run(recipe: str, overrides: Sequence[str], console: Console) -> Path:
-    from kdlab.runner import load_run_config, train
-
-    cfg = load_run_config([RECIPES / f"{recipe}.yaml"], list(overrides))
-    run_dir = Path(cfg.out_dir) / cfg.name
-    done = run_dir / "summary.json"
-    if done.is_file() and (run_dir / "config.yaml").is_file() and (run_dir / "config.yaml").read_text() == to_yaml(cfg):
-        console.print(f"[bold]{cfg.name}[/]: reusing the finished run in {run_dir}")
-        return run_dir
-    console.rule(f"{cfg.name}: {cfg.label}")
-    return train(cfg)
-
-
 def run_demo(out_dir: Path = Path("runs"), quick: bool = False, extra: Sequence[str] = ()) -> Path:
     """Run the demo; returns the path of the comparison report.
 
@@ -48,17 +33,19 @@ def run_demo(out_dir: Path = Path("runs"), quick: bool = False, extra: Sequence[
         quick: a short smoke-test version (1 teacher epoch, a small validation and test split).
         extra: ``key=value`` overrides applied to every run.
     """
+    from kdlab.experiments.grid import recipe, run_cell
     from kdlab.report import compare_runs
 
     console = Console(stderr=True)
     common: List[str] = [f"out_dir={out_dir}"] + (QUICK if quick else []) + list(extra)
-    teacher_dir = _run("demo_teacher", common + (["data.n_per_class=300"] if quick else []), console)
+    teacher_dir = run_cell([recipe("demo_teacher")], common + (["data.n_per_class=300"] if quick else []), console)
     student_common = common + [f"teacher.checkpoint={teacher_dir}"] + (["trainer.epochs=5"] if quick else [])
     runs = [teacher_dir]
-    for recipe in STUDENTS:
+    for student in STUDENTS:
         for seed in SEEDS[:1] if quick else SEEDS:
-            name = f"{recipe.replace('_', '-')}-s{seed}"
-            runs.append(_run(recipe, student_common + [f"seed={seed}", f"data.subset_seed={seed}", f"name={name}"], console))
+            name = f"{student.replace('_', '-')}-s{seed}"
+            runs.append(run_cell([recipe(student)], student_common + [f"seed={seed}", f"data.subset_seed={seed}", f"name={name}"],
+                                 console))
     return compare_runs(
         runs,
         Path(out_dir) / "demo",

@@ -54,37 +54,26 @@ def _prepare_loss(method: str, loss: Any) -> Any:
 
 
 def datasets_for(cfg: Any):
-    """The train/val/test splits a config asks for."""
-    d = cfg.data
-    return build_datasets(
-        name=d.name,
-        root=d.root,
-        val_size=d.val_size,
-        n_per_class=d.n_per_class,
-        subset_seed=d.subset_seed,
-        augment=d.augment,
-        download=d.download,
-        image_size=d.image_size,
-        max_test=d.max_test,
-        privileged=d.privileged,
-        privileged_factor=d.privileged_factor,
-        classes=list(d.classes) if d.classes is not None else None,
-        transfer=d.transfer,
-        transfer_n=d.transfer_n,
-        transfer_channels=d.transfer_channels,
-        transfer_size=d.transfer_size,
-        steps_per_epoch=d.steps_per_epoch,
-        batch_size=d.batch_size,
-    )
+    """The train/val/test splits and the transfer source a config's ``data`` section asks for."""
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    accepted = inspect.signature(build_datasets).parameters
+    return build_datasets(**{k: v for k, v in OmegaConf.to_container(cfg.data).items() if k in accepted})
 
 
 def check_transfer(cfg: Any, method: Any) -> None:
     """Data-free runs (``data.transfer=none``) need a method that synthesises its batches; ``method`` is
-    the method class (checked before building: a plain ``False``) or the built method.
+    the method class (checked before building: a plain ``False``) or the built method. Privileged
+    views exist only for the labelled training set.
 
     Raises:
-        ConfigError: naming the method and the methods that can run data-free.
+        ConfigError: naming the method and the methods that can run data-free; privileged + another transfer set.
     """
+    if cfg.data.privileged and cfg.data.transfer not in (None, "train"):
+        raise ConfigError(f"data.privileged = {cfg.data.privileged!r} gives the teacher a view of the labelled training "
+                          f"images; data.transfer = {cfg.data.transfer!r} has none: drop one of them")
     if cfg.data.transfer != "none" or getattr(method, "synthesizes", False) is not False:
         return
     able = [n for n in METHODS.names() if getattr(METHODS.get(n), "synthesizes", False) is not False]

@@ -10,9 +10,13 @@ Public API (see each docstring):
 * :class:`Datasets`, :func:`build_datasets` -- train / val / test of one run.
 * :func:`make_loader`, :class:`SeededSampler` -- shuffling order a pure function of (seed, epoch).
 * :func:`add_gaussian_noise` -- input corruption in normalised units.
+* :class:`Batch` -- the named parts of a batch (x, y, x_teacher, index).
+* :func:`build_transfer`, :class:`NoData` -- what the student trains on (labelled subset, unlabelled
+  out-of-domain images, or nothing: data-free).
 * :func:`build_transfer`, :class:`NoData` -- the transfer source (training subset, out-of-domain
   images or data-free), config ``data.transfer``.
 """
+from kdlab.data.batch import Batch, as_batch
 from kdlab.data.build import Datasets, build_datasets
 from kdlab.data.fashion import FASHION_MNIST_CLASSES, FASHION_MNIST_DEBIAN_DIR
 from kdlab.data.loaders import SeededSampler, epoch_seed, make_loader
@@ -25,6 +29,7 @@ from kdlab.data.splits import stratified_subset, train_val_split
 from kdlab.data.transfer import TRANSFER_LABELLED, TRANSFER_NONE, NoData, build_transfer
 
 __all__ = [
+    "Batch", "as_batch",
     "DATASETS", "DEFAULT_DATASET", "DataSpec", "dataset_spec", "load_split", "data_root", "DataNotFoundError",
     "FASHION_MNIST_CLASSES", "FASHION_MNIST_DEBIAN_DIR", "hflip_ok",
     "InMemoryDataset", "collate_batched",

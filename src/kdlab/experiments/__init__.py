@@ -5,7 +5,9 @@ An experiment is registered in :data:`EXPERIMENTS` as
 its grid of runs (each an ordinary run directory under ``out_dir``), then writes and returns the
 path of a report (``out_dir/<experiment>/report.md``) with mean +- std over seeds beside the paper's
 numbers. ``scale`` is ``"small"`` (2 CPU cores, well under an hour) or ``"full"`` (the paper's
-protocol, for a GPU). Experiment modules are imported here so that they register themselves.
+protocol, for a GPU). Every experiment runs its cells and writes its report with the shared grid
+runner :mod:`kdlab.experiments.grid` (a finished run of the same resolved config is reused).
+Experiment modules are imported here so that they register themselves.
 """
 from __future__ import annotations
 

@@ -38,8 +38,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from rich.console import Console
 
-from kdlab.config import to_yaml
-from kdlab.experiments import EXPERIMENTS
+from kdlab.experiments import EXPERIMENTS, grid
 
 NAME = "gan-compression-sweep"
 
@@ -67,21 +66,7 @@ SCALES: Dict[str, Dict[str, Any]] = {
     },
 }
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 _CLASSIFIER_KEYS = ("trainer.", "data.", "out_dir=", "seed=")
-
-
-def _run(sources: Sequence[Any], overrides: Sequence[str], console: Console) -> Path:
-    from kdlab.runner import load_run_config, train
-
-    cfg = load_run_config(list(sources), list(overrides))
-    run_dir = Path(cfg.out_dir) / cfg.name
-    cfg_file = run_dir / "config.yaml"
-    if (run_dir / "summary.json").is_file() and cfg_file.is_file() and cfg_file.read_text() == to_yaml(cfg):
-        console.print(f"[bold]{cfg.name}[/]: reusing the finished run in {run_dir}")
-        return run_dir
-    console.rule(f"{cfg.name}: {cfg.label}")
-    return train(cfg)
 
 
 def side_by_side_grid(real_images: torch.Tensor, generators: Sequence[torch.nn.Module], path: Path, n: int = 10,
@@ -109,7 +94,7 @@ def gan_compression_sweep(out_dir: Path, scale: str, seeds: Optional[List[int]] 
         raise ValueError(f"unknown scale {scale!r}; accepted: {', '.join(SCALES)}")
     from kdlab.engine.generators import load_generator
     from kdlab.report.gan import compare_generator_runs
-    from kdlab.runner import datasets_for, load_run_config
+    from kdlab.runner import datasets_for
 
     plan = SCALES[scale]
     seed = int(seeds[0]) if seeds else 0
@@ -118,25 +103,25 @@ def gan_compression_sweep(out_dir: Path, scale: str, seeds: Optional[List[int]] 
     common = [f"out_dir={out_dir}", f"seed={seed}"]
     user = list(overrides)
     clf_user = [o for o in user if o.startswith(_CLASSIFIER_KEYS)]
-    clf = _run([{"method": "teacher", "label": "metric classifier"}],
-               common + plan["classifier"] + ["name=gan-sweep-classifier", "data.batch_size=128"] + clf_user, console)
+    clf = grid.run_cell([{"method": "teacher", "label": "metric classifier"}],
+                        common + plan["classifier"] + ["name=gan-sweep-classifier", "data.batch_size=128"] + clf_user, console)
     clf_weights = clf / "teacher.safetensors"
     td = plan["teacher_d"]
-    teacher = _run([RECIPES / "gan_teacher.yaml"],
-                   common + [f"model.kwargs.d={td}", f"loss.extractor={clf_weights}", "name=gan-sweep-teacher",
-                             f"label=teacher d={td}"] + plan["teacher"] + user, console)
+    teacher = grid.run_cell([grid.recipe("gan_teacher")],
+                            common + [f"model.kwargs.d={td}", f"loss.extractor={clf_weights}", "name=gan-sweep-teacher",
+                                      f"label=teacher d={td}"] + plan["teacher"] + user, console)
     students = []
-    for kind, ds, recipe in (("mse", plan["student_ds"], "gan_student_mse.yaml"),
-                             ("joint", plan["joint_ds"], "gan_student_joint.yaml")):
+    for kind, ds, student in (("mse", plan["student_ds"], "gan_student_mse"),
+                              ("joint", plan["joint_ds"], "gan_student_joint")):
         for d in ds:
-            students.append(_run(
-                [RECIPES / recipe],
+            students.append(grid.run_cell(
+                [grid.recipe(student)],
                 common + [f"teacher.checkpoint={teacher}", f"model.kwargs.d={d}", f"loss.extractor={clf_weights}",
                           f"name=gan-sweep-{kind}-d{d}", f"label={kind.upper()} student d={d}"] + plan["student"]
                 + (plan.get("joint", []) if kind == "joint" else []) + user,
                 console))
     report_dir = out_dir / NAME
-    cfg = load_run_config([teacher / "config.yaml"])
+    cfg = grid.resolve([teacher / "config.yaml"])
     data = datasets_for(cfg)
     gens = [load_generator(teacher)] + [load_generator(s) for s in students]
     side_by_side_grid(data.test.images, gens, report_dir / "samples" / "side_by_side.png", seed=cfg.loss.sample_seed)

@@ -34,13 +34,10 @@ from a VGG-9 trained on the source task.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from kdlab.experiments import EXPERIMENTS
-
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+from kdlab.experiments import EXPERIMENTS, grid
 
 # ----------------------------------------------------------------------------- the paper's numbers
 PAPER_T1_SIZES = [1, 5, 10, 50, 100, 500, None]
@@ -52,7 +49,7 @@ PAPER_T1 = {  # Table 1, CIFAR-100, VGG-9 (64.78%) -> VGG-4, test accuracy %
     "act": [10.73, 28.56, 33.6, 45.73, 50.15, 56.59, 56.59],
     "act_jac": [13.09, 33.31, 38.16, 47.79, 50.06, 51.33, 51.33],
 }
-T1_ROWS = {
+T1_ROWS = {  # row -> (label, term weights of its recipe jacobian_t1_<row>: loss.terms.<term>.weight)
     "ce": ("Cross-Entropy (CE) training", {"ce": 1.0, "logits": 0.0, "jacobian": 0.0}),
     "ce_act": ("CE + match activations", {"ce": 1.0, "logits": 1.0, "jacobian": 0.0}),
     "ce_jac": ("CE + match Jacobians", {"ce": 1.0, "logits": 0.0, "jacobian": 1.0}),
@@ -89,7 +86,7 @@ PAPER_T3 = {  # Table 3, ImageNet ResNet-34 -> MIT Scenes VGG-9
 PAPER_T4 = {"depths": ["(7, 2)", "(15, 4)", "(27, 6)", "(33, 8)"], "acc": [22.39, 21.98, 20.45, 20.03],
             "reduction": [25.88, 15.59, 11.55, 1.25]}
 PAPER_T5 = {"windows": ["Full", "s/3", "s/5", "s/7", "None"], "acc": [20.00, 21.20, 21.87, 21.09, 19.74]}
-T5_POOLS = [1, 3, 5, 7, 0]  # attention_pool values for Full, s/3, s/5, s/7, None
+T5_POOLS = [1, 3, 5, 7, 0]  # loss.terms.attention_jacobian.pool values for Full, s/3, s/5, s/7, None
 
 # ----------------------------------------------------------------------------- scales
 SMALL_COMMON = [
@@ -135,32 +132,9 @@ def _common(scale: str) -> List[str]:
     return list(SMALL_COMMON) if scale == "small" else ["eval.latency=false", "trainer.progress=false"]
 
 
-def _run(recipe: str, overrides: Sequence[str]) -> Path:
-    """Train ``recipe`` with ``overrides`` unless a finished run with the same resolved config exists."""
-    from rich.console import Console
-
-    from kdlab.config import to_yaml
-    from kdlab.runner import load_run_config, train
-
-    cfg = load_run_config([RECIPES / f"{recipe}.yaml"], list(overrides))
-    run_dir = Path(cfg.out_dir) / cfg.name
-    if (run_dir / "summary.json").is_file() and (run_dir / "config.yaml").is_file() and (
-        run_dir / "config.yaml"
-    ).read_text() == to_yaml(cfg):
-        Console(stderr=True).print(f"[bold]{cfg.name}[/]: reusing the finished run in {run_dir}")
-        return run_dir
-    Console(stderr=True).rule(f"{cfg.name}: {cfg.label}")
-    return train(cfg)
-
-
-def _summary(run: Path) -> Dict[str, Any]:
-    return json.loads((run / "summary.json").read_text())
-
-
-def _fmt(values: Sequence[float]) -> str:
-    from kdlab.report import format_mean_std
-
-    return format_mean_std(list(values))
+def _run(name: str, overrides: Sequence[str]) -> Path:
+    """The cell of the packaged recipe ``name`` with ``overrides`` (:func:`kdlab.experiments.grid.run_cell`)."""
+    return grid.run_cell([grid.recipe(name)], overrides)
 
 
 def _size_name(n: Optional[int]) -> str:
@@ -198,20 +172,6 @@ def _plot_lines(path: Path, xs: Sequence[Any], series: Dict[str, List[Optional[f
     save_figure(fig, path)
 
 
-def _write(out: Path, title: str, lines: List[str], results: Dict[str, Any]) -> Path:
-    from kdlab.engine import atomic_write_text
-
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str) + "\n")
-    report = out / "report.md"
-    atomic_write_text(report, f"# {title}\n\n" + "\n".join(lines) + "\n")
-    return report
-
-
-def _mean(values: Sequence[float]) -> Optional[float]:
-    return sum(values) / len(values) if values else None
-
-
 # ----------------------------------------------------------------------------- Table 1
 @EXPERIMENTS.register("jacobian-table1", help="Jacobian paper Table 1: VGG-9 -> VGG-4 distillation vs data points per class")
 def table1(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrides: Sequence[str] = ()) -> Path:
@@ -234,17 +194,18 @@ def table1(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrid
                 if scale == "full":
                     ov.append(f"optim.milestones=[{int(0.8 * epochs)}]")
                 run = _run(f"jacobian_t1_{row}", ov + list(overrides))
-                acc[row].setdefault(_size_name(n), []).append(_summary(run)["test_acc_best"])
-    t = _summary(teacher)
+                acc[row].setdefault(_size_name(n), []).append(grid.read_summary(run)["test_acc_best"])
+    t = grid.read_summary(teacher)
     from kdlab.report import markdown_table
 
     headers = ["# data points per class ->"] + [_size_name(n) for n in sizes]
     rows = []
     for r, (label, _) in T1_ROWS.items():
-        rows.append([label] + [f"{_fmt(acc[r][_size_name(n)])} ({_paper_cell(PAPER_T1[r], PAPER_T1_SIZES, n)})" for n in sizes])
+        rows.append([label] + [f"{grid.mean_std_text(acc[r][_size_name(n)])} ({_paper_cell(PAPER_T1[r], PAPER_T1_SIZES, n)})"
+                               for n in sizes])
     out = Path(out_dir) / "jacobian-table1"
     _plot_lines(out / "plots" / "table1.png", [_size_name(n) for n in sizes],
-                {T1_ROWS[r][0]: [_mean(acc[r][_size_name(n)]) for n in sizes] for r in T1_ROWS},
+                {T1_ROWS[r][0]: [grid.mean(acc[r][_size_name(n)]) for n in sizes] for r in T1_ROWS},
                 "data points per class", "Table 1: student test accuracy vs data per class")
     lines = [
         f"Scale `{scale}`, seeds {seeds}, data `{t['data']['name']}`. Cells: test accuracy % of the student "
@@ -255,8 +216,8 @@ def table1(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrid
         markdown_table(headers, rows),
         "![table 1](plots/table1.png)",
     ]
-    return _write(out, "Jacobian matching, Table 1: distillation with limited data", lines,
-                  {"scale": scale, "seeds": seeds, "teacher_acc": t["test_acc_best"], "acc": acc, "paper": PAPER_T1})
+    return grid.write_report(out, "Jacobian matching, Table 1: distillation with limited data", lines,
+                             {"scale": scale, "seeds": seeds, "teacher_acc": t["test_acc_best"], "acc": acc, "paper": PAPER_T1})
 
 
 # ----------------------------------------------------------------------------- Table 2
@@ -271,16 +232,16 @@ def table2(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrid
         for seed in seeds:
             ov = [f"out_dir={out_dir}", *_common(scale), *sc["t2"], f"eval.noise_sigmas=[{','.join(map(str, sig))}]",
                   f"seed={seed}", f"data.subset_seed={seed}", f"name=jacobian-t2-{row}-s{seed}", *ov_row]
-            s = _summary(_run("jacobian_teacher", ov + list(overrides)))
+            s = grid.read_summary(_run("jacobian_teacher", ov + list(overrides)))
             for x in sig:
                 acc[row][str(x)].append(s["noise_acc"][str(float(x))])
     from kdlab.report import markdown_table
 
     headers = ["Noise std. dev. ->"] + [str(s) for s in sig]
-    rows = [[label] + [f"{_fmt(acc[r][str(s)])} ({paper[i]:.2f})" for i, s in enumerate(sig)]
+    rows = [[label] + [f"{grid.mean_std_text(acc[r][str(s)])} ({paper[i]:.2f})" for i, s in enumerate(sig)]
             for r, (label, paper) in PAPER_T2.items()]
     out = Path(out_dir) / "jacobian-table2"
-    _plot_lines(out / "plots" / "table2.png", sig, {PAPER_T2[r][0]: [_mean(acc[r][str(s)]) for s in sig] for r in PAPER_T2},
+    _plot_lines(out / "plots" / "table2.png", sig, {PAPER_T2[r][0]: [grid.mean(acc[r][str(s)]) for s in sig] for r in PAPER_T2},
                 "noise std (normalised units)", "Table 2: accuracy under Gaussian input noise")
     lines = [
         f"Scale `{scale}`, seeds {seeds}. Cells: test accuracy % under x + sigma N(0, I) (normalised inputs), "
@@ -290,8 +251,8 @@ def table2(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrid
         markdown_table(headers, rows),
         "![table 2](plots/table2.png)",
     ]
-    return _write(out, "Jacobian matching, Table 2: noise robustness", lines,
-                  {"scale": scale, "seeds": seeds, "acc": acc, "paper": PAPER_T2})
+    return grid.write_report(out, "Jacobian matching, Table 2: noise robustness", lines,
+                             {"scale": scale, "seeds": seeds, "acc": acc, "paper": PAPER_T2})
 
 
 # ----------------------------------------------------------------------------- transfer (Tables 3-5)
@@ -301,15 +262,18 @@ TARGET_CLASSES = "[5,6,7,8,9]"
 # (layer3, pool2) 7x7; the first is the shallowest ("feature level 1" of section 10.2).
 DEPTHS = [("pool1", "layer2"), ("pool2", "layer3")]
 AT_LAYERS = "[[pool1,layer2],[pool2,layer3]]"
-_OFF = {"loss.ce": 10.0, "loss.logits": 0.0, "loss.jacobian": 0.0, "loss.attention": 0.0, "loss.attention_jacobian": 0.0,
-        "loss.init_from_teacher": False}
+# The terms of the lwf method (loss.terms.<term>.weight; 0 = off: the lwf method's default terms are
+# ce and logits, so a row without a term must switch it off) and the oracle's initialisation.
+_CE, _ACT, _JAC = "loss.terms.ce.weight", "loss.terms.logits.weight", "loss.terms.jacobian.weight"
+_AT, _AT_JAC = "loss.terms.attention.weight", "loss.terms.attention_jacobian.weight"
+_OFF = {_CE: 10.0, _ACT: 0.0, _JAC: 0.0, _AT: 0.0, _AT_JAC: 0.0, "loss.init_from_teacher": False}
 T3_ROWS = {  # every weight explicit (the recipe's defaults are the last row's)
     "ce": dict(_OFF),
     "oracle": {**_OFF, "loss.init_from_teacher": True},
-    "lwf": {**_OFF, "loss.logits": 10.0},
-    "lwf_jac": {**_OFF, "loss.logits": 10.0, "loss.attention_jacobian": 10.0},
-    "lwf_at": {**_OFF, "loss.logits": 10.0, "loss.attention": 10.0},
-    "lwf_at_jac": {**_OFF, "loss.logits": 10.0, "loss.attention": 10.0, "loss.attention_jacobian": 10.0},
+    "lwf": {**_OFF, _ACT: 10.0},
+    "lwf_jac": {**_OFF, _ACT: 10.0, _AT_JAC: 10.0},
+    "lwf_at": {**_OFF, _ACT: 10.0, _AT: 10.0},
+    "lwf_at_jac": {**_OFF, _ACT: 10.0, _AT: 10.0, _AT_JAC: 10.0},
 }
 
 
@@ -330,7 +294,7 @@ def _transfer_run(out_dir: Path, scale: str, teacher: Path, n: Optional[int], se
           f"teacher.checkpoint={teacher}", f"data.classes={TARGET_CLASSES}", "data.batch_size=8",
           f"data.n_per_class={'null' if n is None else n}", f"trainer.epochs={sc['t3_epochs']}",
           f"seed={seed}", f"data.subset_seed={seed}", f"name={name}",
-          f"loss.attention_layers={AT_LAYERS}", "loss.attention_jacobian_layers=[[pool1,layer2]]"]
+          f"loss.terms.attention.layers={AT_LAYERS}", "loss.terms.attention_jacobian.layers=[[pool1,layer2]]"]
     if scale == "full":
         ov += ["optim.scheduler=multistep", "optim.milestones=[40,60]"]
     ov += [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in loss.items()]
@@ -349,28 +313,28 @@ def table3(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrid
             for seed in seeds:
                 t = oracle_src if row == "oracle" else teacher
                 run = _transfer_run(out_dir, scale, t, n, seed, f"jacobian-t3-{row}-n{_size_name(n)}-s{seed}", loss, overrides)
-                acc[row].setdefault(_size_name(n), []).append(_summary(run)["test_acc_best"])
+                acc[row].setdefault(_size_name(n), []).append(grid.read_summary(run)["test_acc_best"])
     from kdlab.report import markdown_table
 
     sizes = sc["t3_sizes"]
     headers = ["# data points per class ->"] + [_size_name(n) for n in sizes]
-    rows = [[label] + [f"{_fmt(acc[r][_size_name(n)])} ({_paper_cell(paper, PAPER_T3_SIZES, n)})" for n in sizes]
+    rows = [[label] + [f"{grid.mean_std_text(acc[r][_size_name(n)])} ({_paper_cell(paper, PAPER_T3_SIZES, n)})" for n in sizes]
             for r, (label, paper) in PAPER_T3.items()]
     out = Path(out_dir) / "jacobian-table3"
     _plot_lines(out / "plots" / "table3.png", [_size_name(n) for n in sizes],
-                {PAPER_T3[r][0]: [_mean(acc[r][_size_name(n)]) for n in sizes] for r in T3_ROWS},
+                {PAPER_T3[r][0]: [grid.mean(acc[r][_size_name(n)]) for n in sizes] for r in T3_ROWS},
                 "target images per class", "Table 3: transfer, FMNIST classes 0-4 -> 5-9")
     lines = [
         f"Scale `{scale}`, seeds {seeds}. Source: ResNet-20 on Fashion-MNIST classes 0-4 "
-        f"(test acc {_summary(teacher)['test_acc_best']:.2f}%); target: VGG-9 on classes 5-9. Cells: target test "
+        f"(test acc {grid.read_summary(teacher)['test_acc_best']:.2f}%); target: VGG-9 on classes 5-9. Cells: target test "
         "accuracy %, mean ± std (paper's ImageNet -> MIT Scenes value in brackets). Weights 10 (section 10.2); "
         "Jacobians = attention-map Jacobians at (VGG pool1, ResNet layer2), window s/5.",
         "",
         markdown_table(headers, rows),
         "![table 3](plots/table3.png)",
     ]
-    return _write(out, "Jacobian matching, Table 3: transfer learning", lines,
-                  {"scale": scale, "seeds": seeds, "acc": acc, "paper": PAPER_T3})
+    return grid.write_report(out, "Jacobian matching, Table 3: transfer learning", lines,
+                             {"scale": scale, "seeds": seeds, "acc": acc, "paper": PAPER_T3})
 
 
 def _jacobian_reduction(run: Path) -> Optional[float]:
@@ -392,19 +356,19 @@ def table4(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrid
     for s_feat, t_feat in DEPTHS:
         key = f"({t_feat}, {s_feat})"
         for seed in seeds:
-            loss = {**T3_ROWS["lwf_at_jac"], "loss.attention_jacobian_layers": f"[[{s_feat},{t_feat}]]"}
+            loss = {**T3_ROWS["lwf_at_jac"], "loss.terms.attention_jacobian.layers": f"[[{s_feat},{t_feat}]]"}
             run = _transfer_run(out_dir, scale, teacher, sc["t45_size"], seed, f"jacobian-t4-{s_feat}-s{seed}", loss, overrides)
-            acc.setdefault(key, []).append(_summary(run)["test_acc_best"])
+            acc.setdefault(key, []).append(grid.read_summary(run)["test_acc_best"])
             r = _jacobian_reduction(run)
             if r is not None:
                 red.setdefault(key, []).append(r)
     from kdlab.report import markdown_table
 
     keys = list(acc)
-    rows = [["Accuracy (%)"] + [_fmt(acc[k]) for k in keys], ["Jacobian loss reduction (%)"] + [_fmt(red.get(k, [])) for k in keys]]
+    rows = [["Accuracy (%)"] + [grid.mean_std_text(acc[k]) for k in keys], ["Jacobian loss reduction (%)"] + [grid.mean_std_text(red.get(k, [])) for k in keys]]
     paper = [["Accuracy (%)"] + PAPER_T4["acc"], ["Jacobian loss reduction (%)"] + PAPER_T4["reduction"]]
     out = Path(out_dir) / "jacobian-table4"
-    _plot_lines(out / "plots" / "table4.png", keys, {"ours": [_mean(acc[k]) for k in keys]},
+    _plot_lines(out / "plots" / "table4.png", keys, {"ours": [grid.mean(acc[k]) for k in keys]},
                 "feature matching depth (teacher, student)", "Table 4: depth of the attention Jacobian")
     lines = [
         f"Scale `{scale}`, seeds {seeds}, {sc['t45_size']} target images per class. Depth pairs (teacher ResNet-20, "
@@ -417,8 +381,8 @@ def table4(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrid
         markdown_table(["Feature matching depth (T, S)"] + PAPER_T4["depths"], paper),
         "![table 4](plots/table4.png)",
     ]
-    return _write(out, "Jacobian matching, Table 4: feature depth", lines,
-                  {"scale": scale, "seeds": seeds, "acc": acc, "reduction": red, "paper": PAPER_T4})
+    return grid.write_report(out, "Jacobian matching, Table 4: feature depth", lines,
+                             {"scale": scale, "seeds": seeds, "acc": acc, "reduction": red, "paper": PAPER_T4})
 
 
 @EXPERIMENTS.register("jacobian-table5", help="Jacobian paper Table 5: average-pool window of the attention Jacobian")
@@ -431,21 +395,21 @@ def table5(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrid
     for label, pool in zip(PAPER_T5["windows"], T5_POOLS):
         for seed in seeds:
             run = _transfer_run(out_dir, scale, teacher, sc["t45_size"], seed, f"jacobian-t5-pool{pool}-s{seed}",
-                                {**T3_ROWS["lwf_at_jac"], "loss.attention_pool": pool}, overrides)
-            acc.setdefault(label, []).append(_summary(run)["test_acc_best"])
+                                {**T3_ROWS["lwf_at_jac"], "loss.terms.attention_jacobian.pool": pool}, overrides)
+            acc.setdefault(label, []).append(grid.read_summary(run)["test_acc_best"])
     from kdlab.report import markdown_table
 
     out = Path(out_dir) / "jacobian-table5"
-    _plot_lines(out / "plots" / "table5.png", PAPER_T5["windows"], {"ours": [_mean(acc[k]) for k in PAPER_T5["windows"]]},
+    _plot_lines(out / "plots" / "table5.png", PAPER_T5["windows"], {"ours": [grid.mean(acc[k]) for k in PAPER_T5["windows"]]},
                 "average-pool window", "Table 5: pooling window of the attention Jacobian")
     lines = [
         f"Scale `{scale}`, seeds {seeds}, {sc['t45_size']} target images per class; 14x14 maps (VGG pool1 / "
         "ResNet layer2): windows 14 (Full), 5, 3, 2, 1 (None) = max(1, round(14 / k)).",
         "",
         markdown_table(["Average Pool Window size"] + PAPER_T5["windows"],
-                       [["Accuracy (%)"] + [_fmt(acc[k]) for k in PAPER_T5["windows"]],
+                       [["Accuracy (%)"] + [grid.mean_std_text(acc[k]) for k in PAPER_T5["windows"]],
                         ["Paper (MIT Scenes)"] + PAPER_T5["acc"]]),
         "![table 5](plots/table5.png)",
     ]
-    return _write(out, "Jacobian matching, Table 5: pooling window", lines,
-                  {"scale": scale, "seeds": seeds, "acc": acc, "paper": PAPER_T5})
+    return grid.write_report(out, "Jacobian matching, Table 5: pooling window", lines,
+                             {"scale": scale, "seeds": seeds, "acc": acc, "paper": PAPER_T5})

@@ -1,0 +1,123 @@
+"""The grid runner shared by every ``kdlab reproduce`` experiment and by ``kdlab demo``.
+
+An experiment is a grid of *cells*; a cell is one ordinary run (``runs/<name>/``, the run-directory
+contract of DESIGN.md) given by config sources and ``key=value`` overrides. :func:`run_cell` resolves
+the config and trains it, unless the run directory already holds a finished run of exactly that
+config (its ``config.yaml`` equals the resolved config and its ``summary.json`` exists): then that run
+is reused, so an interrupted or extended grid only trains what is missing, and a changed config
+(another override, another kdlab default) is trained again under the same name.
+
+Reports: :func:`read_summary` reads a cell's ``summary.json``, :func:`mean_std_text` formats a cell
+of a table as ``mean ± sample std`` over seeds, :func:`mean` is the plain mean (plots, orderings),
+:func:`write_report` writes ``<out>/report.md`` (and ``results.json``).
+
+Tests replace :data:`train` (``monkeypatch.setattr(grid, "train", fake)``) to walk a whole grid
+without training.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+from rich.console import Console
+
+from kdlab.config import to_yaml
+from kdlab.report import format_mean_std
+from kdlab.report import read_summary as _read_summary
+from kdlab.runner import load_run_config, train
+
+__all__ = ["RECIPES", "recipe", "resolve", "finished_run", "run_cell", "read_summary", "mean_std_text", "mean",
+           "write_report"]
+
+#: the packaged recipes (``kdlab list recipes``)
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
+
+def recipe(name: str) -> Path:
+    """The path of the packaged recipe ``name`` (``"jacobian_teacher"`` -> ``.../recipes/jacobian_teacher.yaml``)."""
+    return RECIPES / f"{name}.yaml"
+
+
+def resolve(sources: Sequence[Any], overrides: Sequence[str] = ()) -> Any:
+    """The fully resolved run config of a cell (:func:`kdlab.runner.load_run_config`).
+
+    Args:
+        sources: YAML paths and/or config dicts, merged left to right.
+        overrides: ``key=value`` strings applied last.
+
+    Raises:
+        kdlab.config.ConfigError: as :func:`kdlab.runner.load_run_config` (unknown keys, old flat
+            ``loss.<key>`` spellings with their new ``loss.terms.<term>.<key>``, bad values).
+    """
+    return load_run_config(list(sources), list(overrides))
+
+
+def finished_run(cfg: Any) -> Optional[Path]:
+    """``out_dir/name`` when it holds a finished run of exactly ``cfg`` (``summary.json`` present and
+    ``config.yaml`` equal to ``to_yaml(cfg)``), else None."""
+    run_dir = Path(cfg.out_dir) / cfg.name
+    cfg_file = run_dir / "config.yaml"
+    if (run_dir / "summary.json").is_file() and cfg_file.is_file() and cfg_file.read_text() == to_yaml(cfg):
+        return run_dir
+    return None
+
+
+def run_cell(sources: Sequence[Any], overrides: Sequence[str] = (), console: Optional[Console] = None) -> Path:
+    """Run one cell of a grid: resolve its config, reuse the finished run of that config or train it.
+
+    Args:
+        sources: YAML paths (e.g. :func:`recipe`) and/or config dicts, merged left to right.
+        overrides: ``key=value`` strings applied last.
+        console: where to say which run is reused or started (default: a console on stderr).
+
+    Returns:
+        The run directory ``out_dir/name``.
+
+    Raises:
+        kdlab.config.ConfigError: an invalid config (before anything is trained).
+        Anything :func:`kdlab.runner.train` raises (e.g. a NaN loss, missing data).
+    """
+    cfg = resolve(sources, overrides)
+    console = console if console is not None else Console(stderr=True)
+    done = finished_run(cfg)
+    if done is not None:
+        console.print(f"[bold]{cfg.name}[/]: reusing the finished run in {done}")
+        return done
+    console.rule(f"{cfg.name}: {cfg.label}")
+    return train(cfg)
+
+
+def read_summary(run: Path) -> Dict[str, Any]:
+    """The parsed ``<run>/summary.json`` of a finished cell (:func:`kdlab.report.read_summary`).
+
+    Raises:
+        kdlab.report.RunFileError: no such file (names the path).
+    """
+    return _read_summary(run)
+
+
+def mean_std_text(values: Iterable[Any]) -> str:
+    """A report cell over seeds: ``"mean ± std"`` (sample std, 2 decimals), one value alone, ``"—"``
+    when no value is finite (None/NaN dropped; :func:`kdlab.report.format_mean_std`)."""
+    return format_mean_std(values)
+
+
+def mean(values: Sequence[float]) -> Optional[float]:
+    """The arithmetic mean of ``values`` (``statistics.mean``), None for no values (plots skip it)."""
+    return statistics.mean(values) if len(values) else None
+
+
+def write_report(out: Path, title: str, lines: List[str], results: Optional[Dict[str, Any]] = None) -> Path:
+    """Write ``out/report.md`` (``# title``, a blank line, then ``lines``) and, when ``results`` is given,
+    ``out/results.json`` (atomically); returns the report's path."""
+    from kdlab.engine import atomic_write_text
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if results is not None:
+        atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str) + "\n")
+    report = out / "report.md"
+    atomic_write_text(report, f"# {title}\n\n" + "\n".join(lines) + "\n")
+    return report

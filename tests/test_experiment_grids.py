@@ -1,0 +1,166 @@
+"""Every ``kdlab reproduce`` experiment (and ``kdlab demo``) walks its whole grid without training.
+
+The grid runner's ``train`` is replaced by a stand-in that builds the cell's method from its resolved
+config (so config keys, term names and keys, feature names, term requirements and teacher
+checkpoints are all checked), writes the untrained weights where a run would, and a made-up
+``summary.json``. Each grid is then walked a second time: every cell must be reused (same run
+names, same resolved configs). Real training of these grids is in the slow tests.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+from kdlab.config import to_yaml
+from kdlab.data import dataset_spec
+from kdlab.experiments import EXPERIMENTS, grid
+from kdlab.methods import METHODS
+from kdlab.runner import check_transfer
+from kdlab.terms import Student
+
+
+def _spec(cfg: Any):
+    """The data set's spec without loading the data (the class subset as build_datasets makes it)."""
+    spec = dataset_spec(cfg.data.name, image_size=cfg.data.image_size)
+    if cfg.data.classes is not None:
+        keep = [int(c) for c in cfg.data.classes]
+        spec = replace(spec, num_classes=len(keep), class_names=[spec.class_names[c] for c in keep])
+    return spec
+
+
+def _terms(method: Any) -> List[str]:
+    """The built (weight > 0) terms of the method's first student player ([] without one)."""
+    for player in method.players.values():
+        if isinstance(player, Student):
+            return sorted(player.objective.terms)
+    return []
+
+
+class FakeTrain:
+    """Stands in for :func:`kdlab.runner.train`: builds the method, writes the run files, records the cell."""
+
+    def __init__(self) -> None:
+        self.cells: Dict[str, Dict[str, Any]] = {}
+        self.calls = 0
+
+    def __call__(self, cfg: Any) -> Path:
+        from safetensors.torch import save
+
+        self.calls += 1
+        method_cls = METHODS.get(cfg.method)
+        check_transfer(cfg, method_cls)
+        method = method_cls(cfg, _spec(cfg))
+        run = Path(cfg.out_dir) / cfg.name
+        run.mkdir(parents=True, exist_ok=True)
+        state, meta = method.export_state(data=cfg.data.name)
+        (run / f"{method.export_name}.safetensors").write_bytes(save(state, metadata=meta))
+        summary = {"name": cfg.name, "test_acc_best": 50.0, "test_acc_last": 49.0,
+                   "noise_acc": {str(float(s)): 50.0 for s in cfg.eval.noise_sigmas},
+                   "model": {"name": cfg.model.name, "params": 1}, "data": {"name": cfg.data.name},
+                   "teacher": {"test_acc": 60.0, "test_acc_at_best": 60.0, "test_acc_last": 60.0}}
+        (run / "metrics.jsonl").write_text("")
+        (run / "config.yaml").write_text(to_yaml(cfg))
+        (run / "summary.json").write_text(json.dumps(summary))
+        assert cfg.name not in self.cells, f"two cells named {cfg.name!r} in one grid"
+        self.cells[cfg.name] = {"method": cfg.method, "terms": _terms(method)}
+        return run
+
+
+@pytest.fixture
+def fake_train(monkeypatch):
+    import kdlab.experiments.kdgan as kdgan_exp
+    import kdlab.report
+    import kdlab.report.gan
+
+    fake = FakeTrain()
+    monkeypatch.setattr(grid, "train", fake)
+
+    def fake_report(runs, out, **kw):  # the comparison reports need real metrics (slow tests)
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.md").write_text("\n".join(str(r) for r in runs) + "\n")
+        return out / "report.md"
+
+    monkeypatch.setattr(kdlab.report.gan, "compare_generator_runs", fake_report)
+    monkeypatch.setattr(kdlab.report, "compare_runs", fake_report)
+    # Fig. 7 measures gradients in-process (no cell): one epoch, two draws
+    monkeypatch.setitem(kdgan_exp.SCALE, "small", {**kdgan_exp.SCALE["small"], "fig7_epochs": 1, "fig7_draws": 2})
+    return fake
+
+
+def _walk(name: str, out: Path):
+    if name == "demo":
+        from kdlab.demo import run_demo
+
+        return run_demo(out, quick=False)
+    return EXPERIMENTS.get(name)(out, "small", [0], [])  # other seeds change only seed= and data.subset_seed=
+
+
+#: experiment -> cell -> the terms its method must build (weight > 0): the rows mean what they say
+TERMS = {
+    "jacobian-table1": {f"jacobian-t1-{row}-n1-s0": terms for row, terms in {
+        "ce": ["ce"], "ce_act": ["ce", "logits"], "ce_jac": ["ce", "jacobian"], "ce_act_jac": ["ce", "jacobian", "logits"],
+        "act": ["logits"], "act_jac": ["jacobian", "logits"]}.items()},
+    "jacobian-table3": {f"jacobian-t3-{row}-n5-s0": terms for row, terms in {
+        "ce": ["ce"], "oracle": ["ce"], "lwf": ["ce", "logits"], "lwf_jac": ["attention_jacobian", "ce", "logits"],
+        "lwf_at": ["attention", "ce", "logits"], "lwf_at_jac": ["attention", "attention_jacobian", "ce", "logits"]}.items()},
+    "jacobian-table5": {"jacobian-t5-pool0-s0": ["attention", "attention_jacobian", "ce", "logits"]},
+    "kdgan-table4": {"kdgan-mimic-h800-n500-s0": ["logits"], "kdgan-distn-h800-n500-s0": ["ce", "kd"],
+                     "kdgan-codis-h800-n500-s0": ["ce"], "kdgan-kdgan-h800-n500-s0": []},
+    "demo": {"demo-ce-s0": ["ce"], "demo-kd-s0": ["ce", "kd"], "demo-logits-s0": ["ce", "logits"]},
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS.names()) + ["demo"])
+def test_every_cell_of_the_small_grid_builds_and_is_reused(name, fake_train, tmp_path, monkeypatch):
+    from kdlab.methods import KDGAN
+
+    steps = []  # Fig. 7 trains in-process: its steps are counted, not run (tests/test_kdgan.py trains KDGAN)
+    monkeypatch.setattr(KDGAN, "training_step", lambda self, batch, step: steps.append(len(batch)) or {})
+    report = _walk(name, tmp_path)
+    assert Path(report).is_file()
+    cells = fake_train.cells
+    assert cells, "the grid has no cell"
+    for cell, terms in TERMS.get(name, {}).items():
+        assert cells[cell]["terms"] == terms, cell
+    if name == "kdgan-fig7":
+        assert steps and set(steps) == {20}
+    first = fake_train.calls
+    _walk(name, tmp_path)
+    assert fake_train.calls == first, "a finished cell was trained again"
+
+
+def test_grid_helpers(tmp_path):
+    assert grid.mean_std_text([90.0, 92.0]) == "91.00 ± 1.41"
+    assert grid.mean_std_text([90.0]) == "90.00"
+    assert grid.mean_std_text([]) == grid.mean_std_text([None, float("nan")]) == "—"
+    assert grid.mean([1.0, 2.0]) == 1.5 and grid.mean([]) is None
+    report = grid.write_report(tmp_path / "x", "Title", ["a", "", "b"], {"acc": [1.0]})
+    assert report.read_text() == "# Title\n\na\n\nb\n"
+    assert json.loads((tmp_path / "x" / "results.json").read_text()) == {"acc": [1.0]}
+    assert not (grid.write_report(tmp_path / "y", "T", []).parent / "results.json").exists()
+    assert grid.recipe("demo_kd").is_file()
+
+
+def test_run_cell_trains_again_when_the_config_changes(fake_train, make_config, tmp_path):
+    teacher = make_config(name="t")
+    first = grid.run_cell([teacher])
+    assert fake_train.calls == 1 and grid.finished_run(grid.resolve([teacher])) == first
+    assert grid.run_cell([teacher]) == first and fake_train.calls == 1  # reused
+    fake_train.cells.clear()
+    assert grid.run_cell([teacher], ["trainer.epochs=4"]) == first and fake_train.calls == 2  # same name, new config
+
+
+@pytest.mark.slow
+def test_kdgan_fig7_measures_gradients_and_trains_in_process(fake_train, tmp_path):
+    """Fig. 7's own loop for real (KDGAN steps on Batches, gradient variances), one epoch, two draws."""
+    from kdlab.experiments import kdgan as E
+
+    text = E.fig7(tmp_path, "small", [0], []).read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| without Gumbel") or line.startswith("| with Gumbel")]
+    assert len(rows) == 3 and "nan" not in " ".join(rows)
+    assert (tmp_path / "kdgan-fig7" / "fig7.png").is_file()
