@@ -145,3 +145,24 @@ class EMA:
             e.mul_(self.decay).add_(p.detach(), alpha=1.0 - self.decay)
         for e, b in zip(self.model.buffers(), model.buffers()):
             e.copy_(b)
+
+
+def generator_export_state(model: nn.Module, **metadata: Any):
+    """(CPU copy of a generator's state_dict, metadata to rebuild it): the one export path of generator methods."""
+    from kdlab.engine.generators import generator_metadata
+
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return state, generator_metadata(model, **metadata)
+
+
+def save_epoch_grid(method: Any, epoch: int) -> None:
+    """``samples/epoch_NNN.png``: the exported generator on the run's fixed latents (``loss.sample_seed``),
+    written by rank 0 after every epoch."""
+    from kdlab.metrics.generative import generate_images, save_grid
+
+    if method.fabric is not None and not method.fabric.is_global_zero:
+        return
+    gen = method.eval_model()
+    dev = next(gen.parameters()).device
+    imgs = generate_images(gen, method.cfg.loss.grid_n, gen.latent_dim, method.cfg.loss.sample_seed, 256, dev)
+    save_grid(imgs, method.run_dir / "samples" / f"epoch_{epoch + 1:03d}.png")

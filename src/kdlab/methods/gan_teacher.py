@@ -28,13 +28,23 @@ from torch import nn
 
 from kdlab.config import ConfigError, bounded
 from kdlab.data.batch import Batch
-from kdlab.engine.generators import generator_metadata
 from kdlab.engine.loading import load_extractor
 from kdlab.methods.base import METHODS, Method, unwrap
 from kdlab.methods.gan_config import GanGameConfig, check_eval_config, check_game_config
 from kdlab.methods.gan_eval import gan_finalize, real_image_batches
-from kdlab.methods.gan_players import EMA, Adversary, DataRange, build_disc, build_gen, disc_optim_cfg, frozen, nan_guard
-from kdlab.metrics.generative import FeatureSet, fid_from_features, generate_images, generator_batches, save_grid
+from kdlab.methods.gan_players import (
+    EMA,
+    Adversary,
+    DataRange,
+    build_disc,
+    build_gen,
+    disc_optim_cfg,
+    frozen,
+    generator_export_state,
+    nan_guard,
+    save_epoch_grid,
+)
+from kdlab.metrics.generative import FeatureSet, fid_from_features, generator_batches
 
 
 @METHODS.register("gan")
@@ -107,9 +117,7 @@ class GANTraining(Method):
         return self.ema.model if self.ema is not None else unwrap(self.players["generator"])
 
     def export_state(self, **metadata: Any):
-        model = self.eval_model()
-        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        return state, generator_metadata(model, **metadata)
+        return generator_export_state(self.eval_model(), **metadata)
 
     def validate(self, loader: Any, device: Any) -> Dict[str, float]:
         """FID of ``loss.val_samples`` generated images against the validation images (lower is better)."""
@@ -126,11 +134,7 @@ class GANTraining(Method):
 
     def on_epoch_end(self, epoch: int) -> None:
         super().on_epoch_end(epoch)
-        if self.fabric is None or self.fabric.is_global_zero:
-            gen = self.eval_model()
-            dev = next(gen.parameters()).device
-            imgs = generate_images(gen, self.cfg.loss.grid_n, gen.latent_dim, self.cfg.loss.sample_seed, 256, dev)
-            save_grid(imgs, self.run_dir / "samples" / f"epoch_{epoch + 1:03d}.png")
+        save_epoch_grid(self, epoch)
 
     def state_dict(self) -> Dict[str, Any]:
         state = super().state_dict()

@@ -26,12 +26,11 @@ from torch import nn
 from kdlab.config import ConfigError
 from kdlab.data.batch import Batch
 from kdlab.engine import load_network, network_identity
-from kdlab.engine.generators import generator_metadata
 from kdlab.methods.base import Method, unwrap
 from kdlab.methods.gan_config import GanEvalConfig, check_eval_config
 from kdlab.methods.gan_eval import gan_finalize
-from kdlab.methods.gan_players import DataRange, build_gen, frozen, nan_guard
-from kdlab.metrics.generative import generate_images, save_grid
+from kdlab.methods.gan_players import DataRange, build_gen, frozen, generator_export_state, nan_guard, save_epoch_grid
+from kdlab.metrics.generative import generate_images
 
 INPUTS = ("latent", "image")
 
@@ -121,9 +120,7 @@ class GeneratorStudentMethod(Method):
         return unwrap(self.players["student"]).net
 
     def export_state(self, **metadata: Any):
-        model = self.eval_model()
-        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        return state, generator_metadata(model, **metadata)
+        return generator_export_state(self.eval_model(), **metadata)
 
     @torch.no_grad()
     def validate(self, loader: Any, device: Any) -> Dict[str, float]:
@@ -134,11 +131,7 @@ class GeneratorStudentMethod(Method):
 
     def on_epoch_end(self, epoch: int) -> None:
         super().on_epoch_end(epoch)
-        if self.fabric is None or self.fabric.is_global_zero:
-            gen = self.eval_model()
-            dev = next(gen.parameters()).device
-            imgs = generate_images(gen, self.cfg.loss.grid_n, self.latent_dim, self.cfg.loss.sample_seed, 256, dev)
-            save_grid(imgs, self.run_dir / "samples" / f"epoch_{epoch + 1:03d}.png")
+        save_epoch_grid(self, epoch)
 
     def summary_extra(self) -> Dict[str, Any]:
         ident = network_identity(self.frozen["teacher"], self.teacher_path)
