@@ -4,6 +4,8 @@ and resumed; bad term configs are clear errors before training."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,6 +143,29 @@ def test_term_with_own_player_is_stepped_checkpointed_and_resumed(tmp_path, make
     for name in ("student", "student.toy_critic.critic"):
         for k, v in state["players"][name].items():
             assert torch.equal(a[name][k], v), (name, k)
+
+
+@pytest.mark.slow
+def test_distill_with_trainable_term_modules_under_ddp(tmp_path, make_config):
+    """Two CPU ranks (gloo): the student player holds the hint regressors; DDP keeps both ranks' copies equal."""
+    import yaml
+
+    # LeNet teacher and student: both expose pool2 for the hint
+    t_cfg = make_config(name="lenet-teacher", model={"name": "lenet", "kwargs": {"channels": [8, 16], "fc": 64}},
+                        trainer={"epochs": 1})
+    teacher = train(load_run_config([t_cfg]))
+    cfg = make_config(name="ddp-s", method="distill", teacher={"checkpoint": str(teacher)},
+                      model={"name": "lenet", "kwargs": {"channels": [4, 8], "fc": 32}},
+                      loss={"terms": {"kd": {"weight": 1.0}, "hints": {"weight": 1.0, "layers": [["pool2", "pool2"]]}}},
+                      trainer={"epochs": 2, "devices": 2, "strategy": "ddp", "progress": False, "tensorboard": False})
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([sys.executable, "-m", "kdlab.cli", "distill", str(tmp_path / "s.yaml")],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "MEMBER: 2/2" in proc.stdout + proc.stderr
+    state = load_checkpoint(tmp_path / "ddp-s" / "checkpoints" / "last.ckpt")["method"]["players"]["student"]
+    assert any(k.startswith("objective.terms.hints.regressors.0.") for k in state)
+    assert json.loads((tmp_path / "ddp-s" / "summary.json").read_text())["test_acc_best"] > 10  # above chance
 
 
 # ----------------------------------------------------------------------------------- bad input
