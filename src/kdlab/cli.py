@@ -195,7 +195,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     groups = {
         "models": MODELS.describe(),
         "generators": GENERATORS.describe(),
-        "methods": {n: f"[{METHODS.get(n).kind} {METHODS.get(n).role}: kdlab {command_for(METHODS.get(n).kind, METHODS.get(n).role)}] "
+        "methods": {n: f"({METHODS.get(n).kind} {METHODS.get(n).role}: kdlab {command_for(METHODS.get(n).kind, METHODS.get(n).role)}) "
                        + d for n, d in METHODS.describe().items()},
         "terms": {n: term_line(n) for n in TERMS.names()},
         "data": DATASETS.describe(),
