@@ -13,6 +13,7 @@ Adding a term = one file in ``kdlab/terms/`` with a class registered by ``@TERMS
 """
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
@@ -130,7 +131,7 @@ def layer_pairs(layers: Sequence[Sequence[str]], term: str) -> List[Tuple[str, s
     return out
 
 
-class Term(nn.Module):
+class Term(nn.Module, metaclass=ABCMeta):
     """Base class of every term. Subclasses set :attr:`Config`, :attr:`requires` and implement
     :meth:`forward`; those with features fill :attr:`student_features` / :attr:`teacher_features` in
     ``__init__``.
@@ -154,9 +155,9 @@ class Term(nn.Module):
         self.student_features: List[str] = []
         self.teacher_features: List[str] = []
 
-    def forward(self, s: Outputs, t: Optional[Outputs], batch: Batch) -> torch.Tensor:  # pragma: no cover
+    @abstractmethod
+    def forward(self, s: Outputs, t: Optional[Outputs], batch: Batch) -> torch.Tensor:
         """The unweighted scalar term for one batch (``t`` is None when the term needs no teacher)."""
-        raise NotImplementedError
 
     def players(self) -> Dict[str, Tuple[nn.Module, Any]]:
         """Modules trained by an optimizer of their own: ``{name: (module, optim config or None)}``
