@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 
 from kdlab.config import ConfigError, load_config, to_yaml
-from kdlab.data import build_datasets, make_loader
+from kdlab.data import TRANSFER_LABELLED, TRANSFER_NONE, build_datasets, make_loader
 from kdlab.engine import Trainer, atomic_write_text, make_fabric
 from kdlab.engine.env import git_commit, versions
 from kdlab.methods import METHODS
@@ -71,10 +71,10 @@ def check_transfer(cfg: Any, method: Any) -> None:
     Raises:
         ConfigError: naming the method and the methods that can run data-free; privileged + another transfer set.
     """
-    if cfg.data.privileged and cfg.data.transfer not in (None, "train"):
+    if cfg.data.privileged and cfg.data.transfer not in (None, TRANSFER_LABELLED):
         raise ConfigError(f"data.privileged = {cfg.data.privileged!r} gives the teacher a view of the labelled training "
                           f"images; data.transfer = {cfg.data.transfer!r} has none: drop one of them")
-    if cfg.data.transfer != "none" or getattr(method, "synthesizes", False) is not False:
+    if cfg.data.transfer != TRANSFER_NONE or getattr(method, "synthesizes", False) is not False:
         return
     able = [n for n in METHODS.names() if getattr(METHODS.get(n), "synthesizes", False) is not False]
     raise ConfigError(f"data.transfer = 'none' (data-free): method {cfg.method!r} trains on transfer data and does not "
@@ -112,7 +112,7 @@ def train(cfg: Any, resume: bool = False) -> Path:
         "data": {
             "name": cfg.data.name,
             "n_train": len(data.train),
-            "transfer": cfg.data.transfer or "train",
+            "transfer": cfg.data.transfer or TRANSFER_LABELLED,
             "n_transfer": len(data.transfer),
             "n_val": len(data.val) if data.val is not None else 0,
             "n_test": len(data.test),

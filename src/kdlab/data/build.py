@@ -11,6 +11,7 @@ import torch
 from kdlab.data.memory import InMemoryDataset
 from kdlab.data.sets import DEFAULT_DATASET, DataSpec, dataset_spec, hflip_ok, load_split
 from kdlab.data.splits import train_val_split
+from kdlab.data.transfer import TRANSFER_LABELLED, build_transfer
 
 #: Seed of the stratified ``max_test`` subset of the test split: fixed, so every run that asks for
 #: the same ``max_test`` is scored on the same images whatever its subset seed.
@@ -150,9 +151,7 @@ def build_datasets(
         wrap = lambda d: PrivilegedDataset(d, privileged, privileged_factor)  # noqa: E731
         out = Datasets(train=wrap(out.train), val=wrap(out.val) if out.val is not None else None,
                        test=wrap(out.test), spec=spec)
-    if transfer not in (None, "train") or any(v is not None for v in (transfer_n, transfer_channels, transfer_size)):
-        from kdlab.data.transfer import build_transfer
-
+    if transfer not in (None, TRANSFER_LABELLED) or any(v is not None for v in (transfer_n, transfer_channels, transfer_size)):
         out.transfer = build_transfer(transfer, spec, out.train, root=root, download=download, n=transfer_n,
                                       seed=subset_seed, channels=transfer_channels, size=transfer_size,
                                       steps_per_epoch=steps_per_epoch, batch_size=batch_size, augment=augment)

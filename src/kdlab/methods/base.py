@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from kdlab.data.batch import Batch
+from kdlab.data.transfer import TRANSFER_LABELLED
 from kdlab.engine import build_optimizer, build_scheduler, unwrap
 from kdlab.engine.checkpoint import classifier_metadata
 from kdlab.metrics import evaluate_accuracy
@@ -101,7 +102,7 @@ class Method(ABC):
         else:
             why_not["teacher"] = "it has no teacher"
         transfer = self.cfg.data.transfer
-        if kind == "classifier" and (transfer or "train") == "train":
+        if kind == "classifier" and (transfer or TRANSFER_LABELLED) == TRANSFER_LABELLED:
             provides.add("labels")
         else:
             why_not["labels"] = (f"data.transfer = {transfer!r} has no labels" if kind == "classifier"

@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from kdlab.config import bounded
+from kdlab.config import ConfigError, bounded
 from kdlab.data.batch import Batch
 from kdlab.engine import load_network, network_identity
 from kdlab.methods.base import Method, build_network, unwrap
@@ -51,8 +51,6 @@ class ClassifierStudentMethod(Method):
         student = self.build_student(cfg, spec, teacher)
         objective = self.add_student("student", student, self.build_objective(self.term_context(student, teacher)))
         if not len(objective):
-            from kdlab.config import ConfigError
-
             raise ConfigError(f"loss.terms has no term with a weight > 0 ({dict(cfg.loss.terms)}); "
                               "set at least one, e.g. loss.terms.kd.weight=1 (kdlab list terms)")
         self.objective = objective

@@ -30,6 +30,7 @@ import torch
 
 from kdlab.config import ConfigError, bounded
 from kdlab.data.batch import Batch
+from kdlab.data.transfer import TRANSFER_NONE
 from kdlab.methods.base import METHODS, unwrap
 from kdlab.methods.gan_config import GanGameConfig, check_game_config
 from kdlab.methods.gan_players import Adversary, build_disc, disc_optim_cfg, nan_guard
@@ -53,7 +54,7 @@ class GANCompression(GeneratorStudentMethod):
         if not len(self.objective) and not self.adversarial:
             raise ConfigError("loss.terms has no term with a weight > 0 and loss.adv_weight = 0: nothing to train; "
                               "set loss.terms.mse.weight and/or loss.adv_weight > 0")
-        if self.adversarial and cfg.data.transfer == "none":
+        if self.adversarial and cfg.data.transfer == TRANSFER_NONE:
             raise ConfigError("loss.adv_weight > 0 trains a discriminator on real images, but data.transfer = 'none' "
                               "(data-free) gives none; set data.transfer=train or loss.adv_weight=0")
         if self.adversarial:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kdlab.config import bounded, choice
+from kdlab.config import ConfigError, bounded, choice
 from kdlab.losses import JACOBIAN_LOSSES, SELECTIONS, output_jacobian_term
 from kdlab.terms.base import TERMS, Term, TermConfig
 
@@ -32,8 +32,6 @@ class JacobianTerm(Term):
     def __init__(self, cfg, ctx):
         super().__init__(cfg, ctx)
         if cfg.select == "label" and "labels" not in ctx.provides:
-            from kdlab.config import ConfigError
-
             raise ConfigError("loss.terms.jacobian.select = 'label' needs labelled transfer data; use select=top")
 
     def forward(self, s, t, batch):
