@@ -7,7 +7,7 @@ CRD's), and a data-free method receives only a batch size.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any, Optional
 
 import torch
@@ -67,10 +67,6 @@ class Batch:
             if isinstance(v, torch.Tensor):
                 moved[k] = v.to(device, non_blocking=non_blocking)
         return Batch(**moved)
-
-    def with_x(self, x: torch.Tensor) -> "Batch":
-        """A copy with other inputs (e.g. noisy ones); the teacher's privileged view is kept."""
-        return replace(self, x=x)
 
 
 def as_batch(item: Any) -> Batch:

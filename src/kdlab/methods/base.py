@@ -139,7 +139,7 @@ class Method(ABC):
     def update_terms(self, name: str, s: Outputs, t: Optional[Outputs], batch: Batch) -> Dict[str, torch.Tensor]:
         """The own updates of player ``name``'s terms (after the student's step)."""
         objective = unwrap(self.players[name]).objective
-        if not objective.players():
+        if not objective.has_updates:
             return {}
         return objective.update(s, t, batch, lambda p, loss: self.step_optimizer(f"{name}.{p}", loss))
 

@@ -93,6 +93,7 @@ class Objective(nn.Module):
         self.teacher_features: List[str] = ordered("teacher_features")
         self.needs_teacher = any("teacher" in t.requires for t in self.terms.values())
         self.needs_input_grad = any("input_grad" in t.requires for t in self.terms.values())
+        self.has_updates = bool(self.players())  # terms with players of their own update after each student step
 
     def __len__(self) -> int:
         return len(self.terms)
