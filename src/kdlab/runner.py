@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 
 from kdlab.config import ConfigError, load_config, to_yaml
-from kdlab.data import TRANSFER_LABELLED, TRANSFER_NONE, build_datasets, make_loader
+from kdlab.data import TRANSFER_LABELLED, TRANSFER_NONE, build_datasets, make_loader, transfer_info
 from kdlab.engine import Trainer, atomic_write_text, make_fabric
 from kdlab.engine.env import git_commit, versions
 from kdlab.methods import METHODS
@@ -95,7 +95,7 @@ def train(cfg: Any, resume: bool = False) -> Path:
     fabric.seed_everything(cfg.seed)
     check_transfer(cfg, method_cls)
     data = datasets_for(cfg)
-    method = method_cls(cfg, data.spec)
+    method = method_cls(cfg, data.spec, transfer_info(data.transfer))
     check_transfer(cfg, method)
     if fabric.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)

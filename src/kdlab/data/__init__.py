@@ -26,7 +26,7 @@ from kdlab.data.privileged import DEGRADATIONS, PrivilegedDataset, degrade
 from kdlab.data.paths import DataNotFoundError, data_root
 from kdlab.data.sets import DATASETS, DEFAULT_DATASET, DataSpec, dataset_spec, hflip_ok, load_split
 from kdlab.data.splits import stratified_subset, train_val_split
-from kdlab.data.transfer import TRANSFER_LABELLED, TRANSFER_NONE, NoData, build_transfer
+from kdlab.data.transfer import TRANSFER_LABELLED, TRANSFER_NONE, NoData, TransferInfo, build_transfer, transfer_info
 
 __all__ = [
     "Batch", "as_batch",
@@ -38,5 +38,5 @@ __all__ = [
     "make_loader", "SeededSampler", "epoch_seed",
     "add_gaussian_noise",
     "PrivilegedDataset", "degrade", "DEGRADATIONS",
-    "NoData", "build_transfer", "TRANSFER_LABELLED", "TRANSFER_NONE",
+    "NoData", "TransferInfo", "build_transfer", "transfer_info", "TRANSFER_LABELLED", "TRANSFER_NONE",
 ]

@@ -14,6 +14,7 @@ Three kinds, chosen by the config key ``data.transfer`` (:func:`build_transfer`)
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
@@ -35,6 +36,25 @@ def _positive_int(value, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{what} must be an int >= 1, got {value!r}")
     return int(value)
+
+
+@dataclass(frozen=True)
+class TransferInfo:
+    """What a method's terms may know of the transfer source before training.
+
+    Attributes:
+        size: rows per epoch (examples of a data set; ``steps_per_epoch * batch_size`` of a data-free source).
+        indexed: every batch carries ``index`` int64 [B] in [0, size): the row of each example (a CRD
+            memory bank is indexed by it).
+    """
+
+    size: int
+    indexed: bool
+
+
+def transfer_info(dataset: Dataset) -> TransferInfo:
+    """The :class:`TransferInfo` of a transfer source (in-memory sets and :class:`NoData` are indexed)."""
+    return TransferInfo(size=len(dataset), indexed=isinstance(dataset, (InMemoryDataset, NoData)))
 
 
 class NoData(Dataset):

@@ -53,9 +53,12 @@ class Method(ABC):
     #: file stem of the exported weights (``<export_name>.safetensors``)
     export_name: str = "model"
 
-    def __init__(self, cfg: Any, spec: Any) -> None:
+    def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
+        """``cfg``: the resolved run config; ``spec``: the data set's :class:`kdlab.data.DataSpec`;
+        ``transfer``: the transfer source's :class:`kdlab.data.TransferInfo` (None when built without data)."""
         self.cfg = cfg
         self.spec = spec
+        self.transfer = transfer
         self.fabric = None
         self.players: Dict[str, nn.Module] = {}
         self.optimizers: Dict[str, Optional[torch.optim.Optimizer]] = {}
@@ -91,7 +94,8 @@ class Method(ABC):
                      input_grad: bool = True) -> TermContext:
         """What the terms of this method may use: the teacher's outputs (when there is a teacher), logits
         or images (by ``kind``), named features, labels (a labelled transfer set) and input gradients
-        (unless ``input_grad`` is False or the teacher sees a privileged view)."""
+        (unless ``input_grad`` is False or the teacher sees a privileged view) and row indices (when
+        the transfer source's batches carry them)."""
         kind = kind or self.kind
         spec = self.spec
         image = (spec.in_channels, spec.image_size, spec.image_size)
@@ -113,10 +117,16 @@ class Method(ABC):
             why_not["input_grad"] = f"with data.privileged = {self.cfg.data.privileged!r} teacher and student see different inputs"
         else:
             why_not["input_grad"] = "its inputs are not images shared by teacher and student"
+        if self.transfer is not None and self.transfer.indexed:
+            provides.add("index")
+        else:
+            why_not["index"] = ("its transfer source was not given to it" if self.transfer is None
+                                else f"the transfer source {transfer!r} gives no row indices")
         return TermContext(method=self.cfg.method, kind=kind, student=student, teacher=teacher,
                            student_input=tuple(student_input or image), teacher_input=tuple(teacher_input or image),
                            provides=frozenset(provides), why_not=why_not,
-                           num_classes=spec.num_classes if kind == "classifier" else None)
+                           num_classes=spec.num_classes if kind == "classifier" else None,
+                           transfer_size=self.transfer.size if self.transfer is not None else None)
 
     def build_objective(self, ctx: TermContext, terms: Any = None) -> Objective:
         """The objective of ``loss.terms`` (or ``terms``) in context ``ctx`` (:func:`kdlab.terms.build_objective`)."""

@@ -45,8 +45,8 @@ class ClassifierStudentMethod(Method):
     export_name = "student"
     Config = ClassifierStudentConfig
 
-    def __init__(self, cfg: Any, spec: Any) -> None:
-        super().__init__(cfg, spec)
+    def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
+        super().__init__(cfg, spec, transfer)
         teacher, self.teacher_path = self.build_teacher(cfg, spec)
         student = self.build_student(cfg, spec, teacher)
         objective = self.add_student("student", student, self.build_objective(self.term_context(student, teacher)))

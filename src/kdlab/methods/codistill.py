@@ -50,8 +50,8 @@ class Codistill(Method):
         burn_in_epochs: int = bounded(0, ge=0)  # epochs without codistillation before the peers start distilling
         peer: str = choice("teacher", PEERS)
 
-    def __init__(self, cfg: Any, spec: Any) -> None:
-        super().__init__(cfg, spec)
+    def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
+        super().__init__(cfg, spec, transfer)
         lc = cfg.loss
         kw = dict(num_classes=spec.num_classes, in_channels=spec.in_channels, image_size=spec.image_size)
         classifier = build_network(cfg, spec)

@@ -47,8 +47,8 @@ class GANCompression(GeneratorStudentMethod):
 
         adv_weight: float = bounded(0.0, ge=0)  # weight of the adversarial term (0 = the MSE student of Fig. 3)
 
-    def __init__(self, cfg: Any, spec: Any) -> None:
-        super().__init__(cfg, spec)
+    def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
+        super().__init__(cfg, spec, transfer)
         lc = cfg.loss
         self.adversarial = lc.adv_weight > 0
         if not len(self.objective) and not self.adversarial:

@@ -64,8 +64,8 @@ class GANTraining(Method):
         ema: float = bounded(0.0, ge=0, lt=1)  # decay of an EMA of G's weights (0 = off); the EMA generator is exported
         val_samples: int = bounded(1000, ge=1)  # generated images for the per-epoch validation FID (with a val split)
 
-    def __init__(self, cfg: Any, spec: Any) -> None:
-        super().__init__(cfg, spec)
+    def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
+        super().__init__(cfg, spec, transfer)
         lc = cfg.loss
         check_eval_config(lc, cfg.data.max_test)
         gen = build_gen(cfg, spec)

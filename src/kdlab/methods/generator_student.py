@@ -61,8 +61,8 @@ class GeneratorStudentMethod(Method):
     def synthesizes(self) -> bool:  # type: ignore[override]
         return self.inputs == "latent"
 
-    def __init__(self, cfg: Any, spec: Any) -> None:
-        super().__init__(cfg, spec)
+    def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
+        super().__init__(cfg, spec, transfer)
         check_eval_config(cfg.loss, cfg.data.max_test)
         teacher, self.teacher_path = load_network(cfg.teacher.checkpoint, spec, kind="generator",
                                                   hint="teacher.checkpoint=runs/<train-gan run>")

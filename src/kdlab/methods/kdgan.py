@@ -98,8 +98,8 @@ class KDGAN(Method):
         disc_lr: Optional[float] = bounded(None, gt=0, optional=True)  # None: optim.lr
         disc_init: str = choice("teacher", DISC_INITS)  # start d from the pre-trained teacher's weights | scratch
 
-    def __init__(self, cfg: Any, spec: Any) -> None:
-        super().__init__(cfg, spec)
+    def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
+        super().__init__(cfg, spec, transfer)
         lc = cfg.loss
         if lc.baseline == "loo" and lc.k < 2:
             raise ValueError(f"loss.baseline = 'loo' needs loss.k >= 2, got k = {lc.k}")

@@ -39,8 +39,8 @@ class TeacherTraining(Method):
         jacobian_penalty_select: str = choice("label", SELECTIONS)  # se form: full | label | top (section 4.1)
         input_noise: float = bounded(0.0, ge=0)  # sigma of explicit Gaussian input noise during training; 0 = off
 
-    def __init__(self, cfg: Any, spec: Any) -> None:
-        super().__init__(cfg, spec)
+    def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
+        super().__init__(cfg, spec, transfer)
         self.add_player("model", build_network(cfg, spec))
 
     def training_step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:

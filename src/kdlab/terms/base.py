@@ -31,8 +31,13 @@ TERMS = Registry("term")
 #: What a method can provide to terms (see :attr:`Term.requires`):
 #: ``teacher``: teacher outputs for the same examples; ``logits``: classifier outputs [B, K];
 #: ``images``: generator outputs [B, C, H, W]; ``labels``: ``batch.y``; ``features``: named
-#: intermediate features (forward hooks); ``input_grad``: one input leaf shared by teacher and student.
-CAPABILITIES = ("teacher", "logits", "images", "labels", "features", "input_grad")
+#: intermediate features (forward hooks); ``input_grad``: one input leaf shared by teacher and student;
+#: ``index``: ``batch.index``, each example's row in the transfer source (``TermContext.transfer_size`` rows).
+CAPABILITIES = ("teacher", "logits", "images", "labels", "features", "input_grad", "index")
+
+#: Reserved feature name of a network's main output (logits [B, K] or images [B, C, H, W]): a term's
+#: ``layers`` may pair it like any named feature, e.g. ``[[output, output]]``.
+OUTPUT = "output"
 
 
 @dataclass
@@ -79,6 +84,8 @@ class TermContext:
         provides: the capabilities the method provides (subset of :data:`CAPABILITIES`).
         why_not: capability -> why the method does not provide it (completes error messages).
         num_classes: K of the classification task (None for generators).
+        transfer_size: rows of the transfer source per epoch (``batch.index`` lies in [0, transfer_size));
+            None when the method was built without data.
     """
 
     method: str
@@ -90,6 +97,7 @@ class TermContext:
     provides: FrozenSet[str]
     why_not: Dict[str, str] = field(default_factory=dict)
     num_classes: Optional[int] = None
+    transfer_size: Optional[int] = None
 
     def _shapes(self, net: Optional[nn.Module], names: Sequence[str], shape: Tuple[int, ...], term: str,
                 who: str) -> Dict[str, Tuple[int, ...]]:
@@ -97,10 +105,15 @@ class TermContext:
             return {}
         if net is None:
             raise ConfigError(f"term {term!r} needs {who} features, but method {self.method!r} has no {who}")
+        named = [n for n in names if n != OUTPUT]
         try:
-            return feature_shapes(net, list(names), tuple(shape))
+            out = feature_shapes(net, named, tuple(shape)) if named else {}
         except UnknownFeatureError as exc:
-            raise ConfigError(f"term {term!r} in method {self.method!r}: the {who} {exc}") from None
+            raise ConfigError(f"term {term!r} in method {self.method!r}: the {who} {exc} "
+                              f"(or {OUTPUT!r}: the main output)") from None
+        if OUTPUT in names:
+            out[OUTPUT] = output_shape(net, shape)
+        return out
 
     def student_shapes(self, names: Sequence[str], term: str) -> Dict[str, Tuple[int, ...]]:
         """Per-sample shapes of the student's features ``names``.
@@ -115,12 +128,37 @@ class TermContext:
         return self._shapes(self.teacher, names, self.teacher_input, term, "teacher")
 
 
-def layer_pairs(layers: Sequence[Sequence[str]], term: str) -> List[Tuple[str, str]]:
-    """``[[student feature, teacher feature], ...]`` as tuples.
+def output_shape(net: nn.Module, input_shape: Sequence[int]) -> Tuple[int, ...]:
+    """Per-sample shape of ``net``'s main output (the matched head of a two-headed network), from a
+    dry run on one zero input in eval mode without gradients (the mode is restored)."""
+    p = next(net.parameters(), None)
+    was = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            out = net(torch.zeros(1, *input_shape, device=p.device if p is not None else None))
+    finally:
+        net.train(was)
+    out = out[1] if isinstance(out, tuple) else out
+    return tuple(out.shape[1:])
+
+
+def pick(o: "Outputs", name: str) -> torch.Tensor:
+    """Feature ``name`` of ``o``, or its main output for :data:`OUTPUT`."""
+    return o.out if name == OUTPUT else o.features[name]
+
+
+def layer_pairs(layers: Sequence[Sequence[str]], term: str,
+                default: Optional[Sequence[Tuple[str, str]]] = None) -> List[Tuple[str, str]]:
+    """``[[student feature, teacher feature], ...]`` as tuples; ``default`` (e.g. ``[(OUTPUT, OUTPUT)]``)
+    when ``layers`` is empty and a default is given.
 
     Raises:
-        ConfigError: an entry that is not a pair, or no pair at all (names ``loss.terms.<term>.layers``).
+        ConfigError: an entry that is not a pair, or no pair at all without a default (names
+            ``loss.terms.<term>.layers``).
     """
+    if not layers and default is not None:
+        return [tuple(p) for p in default]
     out = []
     for item in layers:
         if len(item) != 2:
@@ -158,6 +196,11 @@ class Term(nn.Module, metaclass=ABCMeta):
     @abstractmethod
     def forward(self, s: Outputs, t: Optional[Outputs], batch: Batch) -> torch.Tensor:
         """The unweighted scalar term for one batch (``t`` is None when the term needs no teacher)."""
+
+    def expose(self, pairs: Sequence[Tuple[str, str]]) -> None:
+        """Ask for the features of ``(student, teacher)`` pairs (:data:`OUTPUT` needs no hook)."""
+        self.student_features = list(dict.fromkeys(a for a, _ in pairs if a != OUTPUT))
+        self.teacher_features = list(dict.fromkeys(b for _, b in pairs if b != OUTPUT))
 
     def players(self) -> Dict[str, Tuple[nn.Module, Any]]:
         """Modules trained by an optimizer of their own: ``{name: (module, optim config or None)}``
