@@ -126,7 +126,9 @@ class Method(ABC):
                            student_input=tuple(student_input or image), teacher_input=tuple(teacher_input or image),
                            provides=frozenset(provides), why_not=why_not,
                            num_classes=spec.num_classes if kind == "classifier" else None,
-                           transfer_size=self.transfer.size if self.transfer is not None else None)
+                           transfer_size=self.transfer.size if self.transfer is not None else None,
+                           steps_per_epoch=(-(-self.transfer.size // int(self.cfg.data.batch_size))
+                                            if self.transfer is not None else None))
 
     def build_objective(self, ctx: TermContext, terms: Any = None) -> Objective:
         """The objective of ``loss.terms`` (or ``terms``) in context ``ctx`` (:func:`kdlab.terms.build_objective`)."""

@@ -86,6 +86,8 @@ class TermContext:
         num_classes: K of the classification task (None for generators).
         transfer_size: rows of the transfer source per epoch (``batch.index`` lies in [0, transfer_size));
             None when the method was built without data.
+        steps_per_epoch: optimiser steps per epoch, ``ceil(transfer_size / data.batch_size)`` (for
+            schedules counted in epochs, e.g. a warm-up); None without data.
     """
 
     method: str
@@ -98,6 +100,7 @@ class TermContext:
     why_not: Dict[str, str] = field(default_factory=dict)
     num_classes: Optional[int] = None
     transfer_size: Optional[int] = None
+    steps_per_epoch: Optional[int] = None
 
     def _shapes(self, net: Optional[nn.Module], names: Sequence[str], shape: Tuple[int, ...], term: str,
                 who: str) -> Dict[str, Tuple[int, ...]]:
