@@ -3,7 +3,8 @@
 
 Imports only matplotlib, PyYAML (for config.yaml) and the standard library.
 """
-from .plots import plot_noise, plot_run_curves, plot_val_curves
+from .plots import plot_bars, plot_noise, plot_run_curves, plot_val_curves
+from .stats import ordering_text, paired_test
 from .runs import (
     RunData,
     RunFileError,
@@ -36,6 +37,9 @@ __all__ = [
     "plot_run_curves",
     "plot_val_curves",
     "plot_noise",
+    "plot_bars",
+    "paired_test",
+    "ordering_text",
 ]
 
 # Generator runs (GAN compression): their own run report and sweep comparison.

@@ -15,7 +15,7 @@ from matplotlib.ticker import MaxNLocator
 
 PathLike = Union[str, Path]
 
-__all__ = ["plot_run_curves", "plot_val_curves", "plot_noise", "save_figure"]
+__all__ = ["plot_run_curves", "plot_val_curves", "plot_noise", "plot_bars", "save_figure"]
 
 
 def save_figure(fig: Figure, path: PathLike, dpi: int = 110) -> Path:
@@ -142,4 +142,28 @@ def plot_noise(
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
     ax.set_title(title or "Accuracy under Gaussian input noise (best-on-val checkpoint)")
+    return save_figure(fig, path)
+
+
+def plot_bars(labels: Sequence[str], means: Sequence[Optional[float]], stds: Sequence[Optional[float]], path: PathLike,
+              ylabel: str = "test accuracy (%)", title: str = "", reference: Optional[float] = None) -> Path:
+    """One bar per row with its seed std as an error bar (None values drawn empty), an optional
+    horizontal ``reference`` line (e.g. the KD row), saved to ``path``."""
+    fig = Figure(figsize=(max(6.0, 0.45 * len(labels) + 2), 4.2))
+    ax = fig.subplots()
+    pos = list(range(len(labels)))
+    ax.bar(pos, [m if m is not None else 0.0 for m in means], yerr=[s or 0.0 for s in stds], capsize=3,
+           color="#4C72B0", alpha=0.85)
+    finite = [m for m in means if m is not None]
+    if finite:
+        lo = min(finite) - 2 * max([s or 0.0 for s in stds] + [1.0])
+        ax.set_ylim(bottom=max(0.0, lo))
+    if reference is not None:
+        ax.axhline(reference, color="#C44E52", linestyle="--", linewidth=1)
+    ax.set_xticks(pos)
+    ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
     return save_figure(fig, path)
