@@ -7,9 +7,12 @@ subclass it. It owns what every generator student shares:
   student generator with the objective of ``loss.terms`` (default: pixel MSE to the teacher's image
   for the same input, Aguinaldo et al. 2019 Fig. 3), plus any term of the registry whose inputs exist
   for generators (images, named features; no labels, no input gradients);
-* the inputs (:attr:`inputs`): ``latent`` = fresh ``z ~ N(0, I)`` of the teacher's latent size every
-  step (the batch only gives the batch size, so such a student also runs data-free with
-  ``data.transfer=none``); ``image`` = the batch's images (image-to-image students);
+* the inputs (:attr:`inputs`): ``latent`` = ``z ~ N(0, I)`` of the teacher's latent size, with
+  ``loss.latents=fresh`` (default) drawn fresh every step (the batch only gives the batch size, so such
+  a student also runs data-free with ``data.transfer=none``), with ``loss.latents=pool`` the fixed z of
+  each transfer row (:func:`latent_pool`, indexed by ``batch.index``; the NoData rows when data-free), so
+  that terms with per-example memories (CRD) may use ``index``; ``image`` = the batch's images
+  (image-to-image students);
 * :meth:`distill_step` (one student update; with a discriminator, the adversarial term through a
   frozen D), validation (MSE to the teacher on fixed inputs), a sample grid of fixed inputs after
   every epoch, export as a generator and the generative evaluation of :mod:`kdlab.methods.gan_eval`.
@@ -20,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
-from kdlab.config import ConfigError
+from kdlab.config import ConfigError, choice
 from kdlab.data.batch import Batch
 from kdlab.engine import load_network, network_identity
 from kdlab.methods.base import Method, unwrap
@@ -33,6 +37,18 @@ from kdlab.methods.gan_players import DataRange, build_gen, frozen, generator_ex
 from kdlab.metrics.generative import generate_images
 
 INPUTS = ("latent", "image")
+#: ``loss.latents``: a fresh z every step, or a fixed z per transfer row
+LATENTS = ("fresh", "pool")
+#: the latent pool's stream in ``SeedSequence([run seed, _POOL_STREAM])``: apart from the evaluation latents
+#: (``torch.Generator().manual_seed(loss.sample_seed)``), so training never sees the z that FID/KID score
+_POOL_STREAM = 0x1A7E27
+
+
+def latent_pool(seed: int, rows: int, latent_dim: int) -> torch.Tensor:
+    """The fixed latents of ``loss.latents=pool``: ``[rows, latent_dim]`` z ~ N(0, I) on the CPU from a
+    ``torch.Generator`` seeded by ``SeedSequence([seed, stream])`` (row i = the z of transfer row i)."""
+    state = int(np.random.SeedSequence([int(seed), _POOL_STREAM]).generate_state(1)[0])
+    return torch.randn(rows, latent_dim, generator=torch.Generator().manual_seed(state))
 
 
 @dataclass
@@ -40,6 +56,7 @@ class GeneratorStudentConfig(GanEvalConfig):
     """``loss`` section of a generator student: its terms and the evaluation keys."""
 
     terms: Dict[str, Any] = field(default_factory=lambda: {"mse": {"weight": 1.0}})  # kdlab list terms
+    latents: str = choice("fresh", LATENTS)  # fresh z every step | pool: a fixed z per transfer row (CRD needs it)
 
 
 class GeneratorStudentMethod(Method):
@@ -74,17 +91,37 @@ class GeneratorStudentMethod(Method):
         self.latent_dim = teacher.latent_dim
         shape = (teacher.latent_dim,)
         ctx = self.term_context(student, teacher, student_input=shape, teacher_input=shape)
+        self.latent_pool = self._latent_pool(cfg)
+        if self.inputs == "latent" and cfg.loss.latents == "fresh":  # a fresh z is no row of the transfer set
+            ctx.provides = ctx.provides - {"index"}
+            ctx.why_not["index"] = ("with loss.latents = 'fresh' each step draws new latents that are no rows of the "
+                                    "transfer set; set loss.latents=pool (a fixed z per row, indexed by batch.index)")
         self.objective = self.add_student("student", student, self.build_objective(ctx))
         self.add_frozen("teacher", teacher)
         self.range = DataRange(spec)
         self.run_dir = Path(cfg.out_dir) / cfg.name
 
     # -- inputs --------------------------------------------------------------------------------
+    def _latent_pool(self, cfg: Any) -> Optional[torch.Tensor]:
+        """The fixed latents of ``loss.latents=pool`` (None otherwise, or when built without data)."""
+        if self.inputs != "latent" or cfg.loss.latents != "pool" or self.transfer is None:
+            return None
+        if not self.transfer.indexed:
+            raise ConfigError(f"loss.latents = 'pool' draws z by batch.index, but the transfer source "
+                              f"{cfg.data.transfer!r} gives no row indices; set loss.latents=fresh")
+        return latent_pool(cfg.seed, self.transfer.size, self.latent_dim)
+
     def student_inputs(self, batch: Batch) -> torch.Tensor:
-        """The generators' inputs for one step: fresh latents ``[B, latent_dim]`` or the batch's images."""
+        """The generators' inputs for one step: latents ``[B, latent_dim]`` (fresh, or the pool's rows
+        ``batch.index``) or the batch's images."""
         if self.inputs == "image":
             return batch.x
         device = batch.x.device if batch.x is not None else self.fabric.device
+        if self.cfg.loss.latents == "pool":
+            if self.latent_pool is None or batch.index is None:
+                raise RuntimeError("loss.latents = 'pool' needs the transfer source (built with it) and batch.index")
+            self.latent_pool = self.latent_pool.to(device)  # once: a no-op when it is there already
+            return self.latent_pool[batch.index.to(device)]
         return torch.randn(len(batch), self.latent_dim, device=device)
 
     # -- the student step ------------------------------------------------------------------------
