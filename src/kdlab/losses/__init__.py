@@ -88,3 +88,18 @@ from kdlab.losses.gan import (  # noqa: E402
 
 __all__ += ["bce_discriminator_loss", "bce_generator_loss", "wgan_critic_loss", "wgan_generator_loss",
             "gradient_penalty", "generator_mse", "joint_student_loss"]
+
+# The loss families of the reference frameworks (RepDistiller, mdistiller, torchdistill)
+from kdlab.losses.vid import VID_EPS, VID_INIT_VAR, VIDLoss, vid_loss  # noqa: E402
+from kdlab.losses.crd import (  # noqa: E402
+    CRD_FEAT_DIM,
+    CRD_K,
+    CRD_MOMENTUM,
+    CRD_TEMPERATURE,
+    CRDLoss,
+    contrast_scores,
+    nce_contrast_loss,
+)
+
+__all__ += ["vid_loss", "VIDLoss", "VID_EPS", "VID_INIT_VAR", "CRDLoss", "contrast_scores", "nce_contrast_loss",
+            "CRD_FEAT_DIM", "CRD_K", "CRD_MOMENTUM", "CRD_TEMPERATURE"]
