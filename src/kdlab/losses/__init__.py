@@ -103,3 +103,10 @@ from kdlab.losses.crd import (  # noqa: E402
 
 __all__ += ["vid_loss", "VIDLoss", "VID_EPS", "VID_INIT_VAR", "CRDLoss", "contrast_scores", "nce_contrast_loss",
             "CRD_FEAT_DIM", "CRD_K", "CRD_MOMENTUM", "CRD_TEMPERATURE"]
+from kdlab.losses.rkd import RKD_ANGLE_WEIGHT, RKD_DISTANCE_WEIGHT, rkd_loss, rkd_potentials  # noqa: E402
+from kdlab.losses.pkt import PKT_EPS, pkt_conditionals, pkt_loss  # noqa: E402
+from kdlab.losses.sp import sp_loss, sp_similarity  # noqa: E402
+from kdlab.losses.cc import CC_GAMMA, CC_KERNELS, CC_ORDER, cc_correlation, cc_loss  # noqa: E402
+
+__all__ += ["rkd_loss", "rkd_potentials", "RKD_ANGLE_WEIGHT", "RKD_DISTANCE_WEIGHT", "pkt_loss", "pkt_conditionals",
+            "PKT_EPS", "sp_loss", "sp_similarity", "cc_loss", "cc_correlation", "CC_GAMMA", "CC_KERNELS", "CC_ORDER"]
