@@ -4,20 +4,28 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdlab.losses._common import LOSSES, check_logit_pair, check_positive
+from kdlab.losses._common import LOSSES, check_logit_pair, check_mode, check_positive
+
+#: Reductions of :func:`kd_loss` (the conventions of the frameworks users port configs from).
+KD_REDUCTIONS = ("batchmean", "mean", "sum")
 
 
 @LOSSES.register("kd")
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0,
+            reduction: str = "batchmean", t_squared: bool = True) -> torch.Tensor:
     """Soft-target distillation loss: ``T^2 * KL(softmax(z_t/T) || softmax(z_s/T))``.
 
     Source: Hinton, Vinyals & Dean, "Distilling the knowledge in a neural network", 2015
     (section 2). Conventions, stated so that weights mean the same thing everywhere:
 
-    * the KL divergence is summed over the K classes and averaged over the B examples
-      (PyTorch's ``reduction='batchmean'``, i.e. the true KL per example, in nats);
-    * it is multiplied by ``T^2`` so that the gradient magnitude stays comparable across
-      temperatures: ``d loss / d z_s = T * (p_s - p_t) / B`` with ``p = softmax(z / T)``;
+    * ``reduction="batchmean"`` (default): the KL divergence is summed over the K classes and averaged
+      over the B examples (PyTorch's ``reduction='batchmean'``, i.e. the true KL per example, in nats;
+      RepDistiller/mdistiller). ``"mean"``: the pointwise terms ``p_t (log p_t - log p_s)`` averaged over
+      all B x K entries (PyTorch's ``reduction='mean'``, used by KD_Lib and some torchdistill configs;
+      = batchmean / K). ``"sum"``: summed over everything (= batchmean * B);
+    * with ``t_squared`` (default) it is multiplied by ``T^2`` so that the gradient magnitude stays
+      comparable across temperatures: ``d loss / d z_s = T * (p_s - p_t) / B`` with ``p = softmax(z / T)``
+      (batchmean); ``t_squared=False`` drops the factor (frameworks that leave it to the weight);
     * the teacher logits are detached: the teacher never receives a gradient from this loss.
 
     The softmaxes are computed in float32 (or float64 for float64 inputs) for stability under
@@ -27,19 +35,26 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
         student_logits: [B, K] student pre-softmax scores.
         teacher_logits: [B, K] teacher pre-softmax scores (detached inside).
         temperature: T > 0 (Hinton et al. use 1-20; 4 is the usual default in common code).
+        reduction: one of :data:`KD_REDUCTIONS`.
+        t_squared: multiply by ``T^2``.
 
     Returns:
         A scalar tensor >= 0; 0 iff the two softmax distributions are equal for every example.
 
     Raises:
-        ValueError: if ``temperature`` is not a finite number > 0 (names the value), or the
-            logits are not float tensors of equal shape [B, K] (names both shapes).
+        ValueError: if ``temperature`` is not a finite number > 0 (names the value), the logits are
+            not float tensors of equal shape [B, K] (names both shapes), or an unknown ``reduction``.
     """
     t = check_positive(temperature, "temperature")
+    check_mode(reduction, KD_REDUCTIONS, "reduction")
     check_logit_pair(student_logits, teacher_logits)
     dtype = torch.float64 if student_logits.dtype == torch.float64 else torch.float32
     log_p_s = F.log_softmax(student_logits.to(dtype) / t, dim=1)
     log_p_t = F.log_softmax(teacher_logits.detach().to(dtype) / t, dim=1)
     # log_target=True: exact where the teacher puts (numerically) zero mass, no 0 * log 0 NaNs.
-    kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
-    return kl * (t * t)
+    if reduction == "batchmean":
+        kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
+    else:  # torch's own 'mean' is deprecated (to become batchmean): sum, then divide by B x K here
+        kl = F.kl_div(log_p_s, log_p_t, reduction="sum", log_target=True)
+        kl = kl / log_p_s.numel() if reduction == "mean" else kl
+    return kl * (t * t) if t_squared else kl

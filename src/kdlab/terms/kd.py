@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kdlab.config import bounded
-from kdlab.losses import kd_loss
+from kdlab.config import bounded, choice
+from kdlab.losses.kd import KD_REDUCTIONS, kd_loss
 from kdlab.terms.base import TERMS, Term, TermConfig
 
 
@@ -12,15 +12,21 @@ from kdlab.terms.base import TERMS, Term, TermConfig
 class KDTerm(Term):
     """Soft targets at temperature T (Hinton et al. 2015): ``T^2 KL(p_t^T || p_s^T)``.
 
-    KL summed over classes and averaged over the batch; the T^2 factor keeps gradient scales
-    comparable across temperatures; teacher logits detached (:func:`kdlab.losses.kd_loss`)."""
+    Default: KL summed over classes and averaged over the batch (``reduction: batchmean``), times T^2
+    (``t_squared: true``) so gradient scales stay comparable across temperatures; ``reduction: mean``
+    (PyTorch's elementwise mean over B x K, as KD_Lib / some torchdistill configs) or ``sum``, and
+    ``t_squared: false``, reproduce other frameworks' numbers. Teacher logits detached
+    (:func:`kdlab.losses.kd_loss`)."""
 
     @dataclass
     class Config(TermConfig):
         temperature: float = bounded(4.0, gt=0)
+        reduction: str = choice("batchmean", KD_REDUCTIONS)
+        t_squared: bool = True
 
     requires = frozenset({"teacher", "logits"})
     legacy = {"kd": "weight", "temperature": "temperature"}
 
     def forward(self, s, t, batch):
-        return kd_loss(s.out, t.out, self.cfg.temperature)
+        return kd_loss(s.out, t.out, self.cfg.temperature, reduction=self.cfg.reduction,
+                       t_squared=bool(self.cfg.t_squared))
