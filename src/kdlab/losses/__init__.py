@@ -23,7 +23,7 @@ from kdlab.losses._common import LOSSES
 from kdlab.losses.attention import ATTENTION_MODES, attention_loss, attention_losses, attention_map
 from kdlab.losses.ce import cross_entropy
 from kdlab.losses.hints import HintLoss
-from kdlab.losses.kd import kd_loss
+from kdlab.losses.kd import KD_REDUCTIONS, kd_loss
 from kdlab.losses.logits import LOGIT_MODES, logit_matching
 from kdlab.losses import kdgan  # noqa: F401  (KDGAN game terms, kdlab.losses.kdgan)
 from kdlab.losses.kdgan import kdgan_distill_loss
@@ -110,3 +110,9 @@ from kdlab.losses.cc import CC_GAMMA, CC_KERNELS, CC_ORDER, cc_correlation, cc_l
 
 __all__ += ["rkd_loss", "rkd_potentials", "RKD_ANGLE_WEIGHT", "RKD_DISTANCE_WEIGHT", "pkt_loss", "pkt_conditionals",
             "PKT_EPS", "sp_loss", "sp_similarity", "cc_loss", "cc_correlation", "CC_GAMMA", "CC_KERNELS", "CC_ORDER"]
+from kdlab.losses.dkd import check_labels, dkd_loss, dkd_parts  # noqa: E402
+from kdlab.losses.dist import PEARSON_EPS, dist_loss, pearson  # noqa: E402
+from kdlab.losses.srd import SRD_FEATURE_MODES, SRD_LOGIT_MODES, srd_loss  # noqa: E402
+
+__all__ += ["KD_REDUCTIONS", "dkd_loss", "dkd_parts", "check_labels", "dist_loss", "pearson", "PEARSON_EPS", "srd_loss",
+            "SRD_FEATURE_MODES", "SRD_LOGIT_MODES"]
