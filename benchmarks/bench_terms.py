@@ -8,7 +8,8 @@ each row is reported with its ratio to the KD row's median: steps/s(term) / step
 
 Peak memory: with ``--device cuda`` the peak of ``torch.cuda.max_memory_allocated`` over the timed
 steps; on CPU, each row is run once more in a fresh subprocess and its peak resident set size
-(``ru_maxrss``) after the steps minus that after set-up is reported (the extra memory a step needs).
+(``ru_maxrss``) after the steps minus that once the data is loaded is reported (the memory the method,
+its term modules, optimizer state and steps add).
 
 Usage: python benchmarks/bench_terms.py [--steps 20] [--reps 3] [--batch 128] [--rows kd,crd,...]
        [--width 0.25] [--threads N] [--device cpu] [--no-memory]
@@ -73,12 +74,11 @@ def run_steps(method, batches) -> float:
 
 
 def memory_child(args) -> None:
-    """Subprocess: one row's extra peak RSS (MiB) over its steps, printed as JSON."""
+    """Subprocess: one row's extra peak RSS (MiB) of building its method and running its steps, as JSON."""
     tmp = Path(args.tmp)
     path, data, batches, table = setup(args, tmp)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # data and batches loaded, no method yet
     method = build(args, tmp, path, data, table[args.child][1])
-    method.training_step(batches[0], 0)  # lazy allocations (optimizer state) belong to set-up
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     run_steps(method, batches)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"extra_mib": (after - before) / 1024, "peak_mib": after / 1024}))

@@ -116,3 +116,10 @@ from kdlab.losses.srd import SRD_FEATURE_MODES, SRD_LOGIT_MODES, srd_loss  # noq
 
 __all__ += ["KD_REDUCTIONS", "dkd_loss", "dkd_parts", "check_labels", "dist_loss", "pearson", "PEARSON_EPS", "srd_loss",
             "SRD_FEATURE_MODES", "SRD_LOGIT_MODES"]
+from kdlab.losses.fsp import fsp_loss, fsp_matrix  # noqa: E402
+from kdlab.losses.nst import NST_KERNELS, nst_loss  # noqa: E402
+from kdlab.losses.ab import AB_REDUCTIONS, ab_loss  # noqa: E402
+from kdlab.losses.ft import FT_NORMS, Paraphraser, Translator, ft_loss  # noqa: E402
+
+__all__ += ["fsp_loss", "fsp_matrix", "nst_loss", "NST_KERNELS", "ab_loss", "AB_REDUCTIONS", "ft_loss", "FT_NORMS",
+            "Paraphraser", "Translator"]
