@@ -16,7 +16,7 @@ from typing import Any, Dict, List
 import pytest
 
 from kdlab.config import to_yaml
-from kdlab.data import dataset_spec
+from kdlab.data import TransferInfo, dataset_spec
 from kdlab.experiments import EXPERIMENTS, grid
 from kdlab.methods import METHODS
 from kdlab.runner import check_transfer
@@ -53,12 +53,16 @@ class FakeTrain:
         self.calls += 1
         method_cls = METHODS.get(cfg.method)
         check_transfer(cfg, method_cls)
-        method = method_cls(cfg, _spec(cfg))
+        spec = _spec(cfg)
+        # rows as the run would have them (the labelled subset, or a data-free source), for terms sized by it
+        rows = (cfg.data.steps_per_epoch or 1) * cfg.data.batch_size if cfg.data.transfer == "none" else \
+            (cfg.data.n_per_class or 1000) * spec.num_classes
+        method = method_cls(cfg, spec, TransferInfo(size=rows, indexed=True))
         run = Path(cfg.out_dir) / cfg.name
         run.mkdir(parents=True, exist_ok=True)
         state, meta = method.export_state(data=cfg.data.name)
         (run / f"{method.export_name}.safetensors").write_bytes(save(state, metadata=meta))
-        summary = {"name": cfg.name, "test_acc_best": 50.0, "test_acc_last": 49.0,
+        summary = {"name": cfg.name, "test_acc_best": 50.0, "test_acc_last": 49.0, "train_time_s": 1.0,
                    "noise_acc": {str(float(s)): 50.0 for s in cfg.eval.noise_sigmas},
                    "model": {"name": cfg.model.name, "params": 1}, "data": {"name": cfg.data.name},
                    "teacher": {"test_acc": 60.0, "test_acc_at_best": 60.0, "test_acc_last": 60.0}}
@@ -111,6 +115,9 @@ TERMS = {
     "jacobian-table5": {"jacobian-t5-pool0-s0": ["attention", "attention_jacobian", "ce", "logits"]},
     "kdgan-table4": {"kdgan-mimic-h800-n500-s0": ["logits"], "kdgan-distn-h800-n500-s0": ["ce", "kd"],
                      "kdgan-codis-h800-n500-s0": ["ce"], "kdgan-kdgan-h800-n500-s0": []},
+    "loss-families": {f"loss-families-50pc-{row}-s0": sorted({"ce", row})
+                      for row in ("ce", "kd", "hints", "attention", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp",
+                                  "nst", "crd", "dkd", "dist", "srd")},
     "demo": {"demo-ce-s0": ["ce"], "demo-kd-s0": ["ce", "kd"], "demo-logits-s0": ["ce", "logits"]},
 }
 
