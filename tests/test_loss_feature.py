@@ -161,7 +161,7 @@ def test_ab_matches_numpy_and_reductions():
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="margin must be a finite number > 0"):
             ab_loss(r, t, margin=bad)
-    with pytest.raises(ValueError, match=r"one shape.*student \(3, 4, 5, 5\) and teacher \(3, 2, 5, 5\)"):
+    with pytest.raises(ValueError, match=r"same shape.*student \(3, 4, 5, 5\) and teacher \(3, 2, 5, 5\)"):
         ab_loss(r, t[:, :2])
 
 
@@ -184,7 +184,7 @@ def test_ft_modules_and_bad_input():
     assert para.decoder(para(x)).shape == x.shape
     with pytest.raises(ValueError, match="p must be 1 or 2, got 3"):
         ft_loss(_rand(2, 3), _rand(2, 3), p=3)
-    with pytest.raises(ValueError, match=r"one shape.*student \(2, 3\) and teacher \(2, 4\)"):
+    with pytest.raises(ValueError, match=r"same shape.*student \(2, 3\) and teacher \(2, 4\)"):
         ft_loss(_rand(2, 3), _rand(2, 4))
 
 

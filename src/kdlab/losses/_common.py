@@ -56,3 +56,12 @@ def check_logit_pair(student_logits: torch.Tensor, teacher_logits: torch.Tensor)
             "student and teacher logits must have the same shape [B, K]; got student "
             f"{tuple(student_logits.shape)} and teacher {tuple(teacher_logits.shape)}"
         )
+
+
+def check_feature_pair(student: torch.Tensor, teacher: torch.Tensor, what: str = "features") -> None:
+    """Both float tensors of one shape [B, ...] (rank >= 2); errors name both shapes and ``what``."""
+    check_float_tensor(student, f"student {what}")
+    check_float_tensor(teacher, f"teacher {what}")
+    if student.dim() < 2 or student.shape != teacher.shape:
+        raise ValueError(f"student and teacher {what} must have the same shape [B, ...]; got student "
+                         f"{tuple(student.shape)} and teacher {tuple(teacher.shape)}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from kdlab.losses._common import LOSSES, check_float_tensor, check_mode, check_positive
+from kdlab.losses._common import LOSSES, check_feature_pair, check_mode, check_positive
 
 AB_REDUCTIONS = ("mean", "batchmean")
 
@@ -47,11 +47,7 @@ def ab_loss(student_feature: torch.Tensor, teacher_feature: torch.Tensor, margin
     """
     m = check_positive(margin, "margin")
     check_mode(reduction, AB_REDUCTIONS, "reduction")
-    check_float_tensor(student_feature, "student_feature")
-    check_float_tensor(teacher_feature, "teacher_feature")
-    if student_feature.dim() < 2 or student_feature.shape != teacher_feature.shape:
-        raise ValueError("ab_loss needs student and teacher features of one shape [B, ...] (after the connector); "
-                         f"got student {tuple(student_feature.shape)} and teacher {tuple(teacher_feature.shape)}")
+    check_feature_pair(student_feature, teacher_feature, "features (after the connector)")
     dtype = torch.float64 if student_feature.dtype == torch.float64 else torch.float32
     r = student_feature.to(dtype)
     on = teacher_feature.detach() > 0

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlab.losses._common import LOSSES, check_float_tensor
+from kdlab.losses._common import LOSSES, check_feature_pair
 
 FT_NORMS = (1, 2)
 _EPS = 1e-12  # F.normalize's default: an all-zero factor stays zero instead of dividing by 0
@@ -117,11 +117,7 @@ def ft_loss(student_factor: torch.Tensor, teacher_factor: torch.Tensor, p: int =
     """
     if isinstance(p, bool) or p not in FT_NORMS:
         raise ValueError(f"p must be 1 or 2, got {p!r}")
-    check_float_tensor(student_factor, "student_factor")
-    check_float_tensor(teacher_factor, "teacher_factor")
-    if student_factor.dim() < 2 or student_factor.shape != teacher_factor.shape:
-        raise ValueError("ft_loss needs student and teacher factors of one shape [B, ...]; got student "
-                         f"{tuple(student_factor.shape)} and teacher {tuple(teacher_factor.shape)}")
+    check_feature_pair(student_factor, teacher_factor, "factors")
     dtype = torch.float64 if student_factor.dtype == torch.float64 else torch.float32
     s = F.normalize(student_factor.to(dtype).flatten(1), p=2.0, dim=1, eps=_EPS)
     t = F.normalize(teacher_factor.detach().to(dtype).flatten(1), p=2.0, dim=1, eps=_EPS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdlab.losses._common import LOSSES, check_float_tensor, check_logit_pair, check_mode, check_positive
+from kdlab.losses._common import LOSSES, check_feature_pair, check_logit_pair, check_mode, check_positive
 
 #: Feature terms: ``mean`` = mean |d|^p (p = 2: Yang et al.'s L2 feature matching, as MSE);
 #: ``log_sum`` = log sum |d|^p (torchdistill's ``SRDLoss``, Miles & Mikolajczyk, AAAI 2024).
@@ -68,11 +68,7 @@ def srd_loss(student_feature: torch.Tensor, teacher_feature: torch.Tensor, stude
     alpha, beta = _nonneg(alpha, "alpha"), _nonneg(beta, "beta")
     check_mode(feature, SRD_FEATURE_MODES, "feature mode")
     check_mode(logit, SRD_LOGIT_MODES, "logit mode")
-    check_float_tensor(student_feature, "student_feature")
-    check_float_tensor(teacher_feature, "teacher_feature")
-    if student_feature.dim() < 2 or student_feature.shape != teacher_feature.shape:
-        raise ValueError("student and teacher features must have the same shape [B, ...]; got student "
-                         f"{tuple(student_feature.shape)} and teacher {tuple(teacher_feature.shape)}")
+    check_feature_pair(student_feature, teacher_feature)
     check_logit_pair(student_logits, teacher_logits)
     if student_logits.shape[0] != student_feature.shape[0]:
         raise ValueError(f"features {tuple(student_feature.shape)} and logits {tuple(student_logits.shape)} "
