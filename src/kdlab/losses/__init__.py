@@ -123,3 +123,23 @@ from kdlab.losses.ft import FT_NORMS, Paraphraser, Translator, ft_loss  # noqa: 
 
 __all__ += ["fsp_loss", "fsp_matrix", "nst_loss", "NST_KERNELS", "ab_loss", "AB_REDUCTIONS", "ft_loss", "FT_NORMS",
             "Paraphraser", "Translator"]
+
+# Data-free synthesis (DFAD, DAFL, DeepInversion/DFQ generators)
+from kdlab.losses.datafree import (  # noqa: E402
+    ADV_MODES,
+    BN_NORMS,
+    L1_REDUCTIONS,
+    LOG_BASES,
+    activation_loss,
+    adversarial_loss,
+    batch_statistics,
+    bn_statistics_loss,
+    information_entropy_loss,
+    kl_teacher_student,
+    logit_l1,
+    one_hot_loss,
+)
+
+__all__ += ["logit_l1", "kl_teacher_student", "adversarial_loss", "one_hot_loss", "activation_loss",
+            "information_entropy_loss", "batch_statistics", "bn_statistics_loss", "L1_REDUCTIONS", "ADV_MODES",
+            "LOG_BASES", "BN_NORMS"]
