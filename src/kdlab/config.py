@@ -108,6 +108,10 @@ class DataConfig:
     transfer_channels: Optional[int] = choice(None, (None, 1, 3))  # convert: 1 = grayscale (luma), 3 = RGB
     transfer_size: Optional[int] = bounded(None, gt=0, optional=True)  # resize transfer images to S x S
     steps_per_epoch: Optional[int] = bounded(None, gt=0, optional=True)  # data-free runs: batches per epoch
+    # Keep transfer_k images of an unlabelled transfer set, ranked by the teacher (kdlab.data.selection):
+    # entropy = the highest-entropy ones (MosaicKD Algorithm 1), balanced = ~k/K per predicted class.
+    transfer_select: str = choice("none", ("none", "entropy", "balanced"))
+    transfer_k: Optional[int] = bounded(None, gt=0, optional=True)  # required with transfer_select
 
 
 @dataclass

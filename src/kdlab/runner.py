@@ -71,6 +71,7 @@ def check_transfer(cfg: Any, method: Any) -> None:
     Raises:
         ConfigError: naming the method and the methods that can run data-free; privileged + another transfer set.
     """
+    check_selection(cfg)
     if cfg.data.privileged and cfg.data.transfer not in (None, TRANSFER_LABELLED):
         raise ConfigError(f"data.privileged = {cfg.data.privileged!r} gives the teacher a view of the labelled training "
                           f"images; data.transfer = {cfg.data.transfer!r} has none: drop one of them")
@@ -79,6 +80,75 @@ def check_transfer(cfg: Any, method: Any) -> None:
     able = [n for n in METHODS.names() if getattr(METHODS.get(n), "synthesizes", False) is not False]
     raise ConfigError(f"data.transfer = 'none' (data-free): method {cfg.method!r} trains on transfer data and does not "
                       f"synthesise its batches here; methods that can run data-free: {', '.join(able) or '(none)'}")
+
+
+def check_selection(cfg: Any) -> None:
+    """``data.transfer_select`` needs ``data.transfer_k``, an unlabelled out-of-domain transfer source and a
+    teacher; ``data.transfer_k`` alone is refused (the size check against the set comes with the data).
+
+    Raises:
+        ConfigError: naming the key, its value and what it needs.
+    """
+    select, k, source = cfg.data.transfer_select, cfg.data.transfer_k, cfg.data.transfer
+    if select == "none":
+        if k is not None:
+            raise ConfigError(f"data.transfer_k = {k} is only used with data.transfer_select (entropy | balanced); "
+                              f"set one, or use data.transfer_n for a random subset")
+        return
+    if k is None:
+        raise ConfigError(f"data.transfer_select = {select!r} needs data.transfer_k, the number of images to keep "
+                          f"(an int > 0)")
+    if source in (None, TRANSFER_LABELLED, TRANSFER_NONE):
+        raise ConfigError(f"data.transfer_select = {select!r} needs an unlabelled out-of-domain transfer source "
+                          f"(data.transfer = a data set name or imagefolder:<path>); data.transfer = "
+                          f"{source or TRANSFER_LABELLED!r} is "
+                          f"{'data-free' if source == TRANSFER_NONE else 'the labelled training subset'}")
+    if not cfg.teacher.checkpoint:
+        raise ConfigError(f"data.transfer_select = {select!r} ranks the transfer images by the teacher: set "
+                          f"teacher.checkpoint=runs/<teacher run>")
+
+
+def select_transfer_for(cfg: Any, data: Any, fabric: Any) -> Dict[str, Any]:
+    """Replace ``data.transfer`` by the ``data.transfer_k`` images that ``data.transfer_select`` keeps,
+    ranked by the teacher (:func:`kdlab.data.selection.select_transfer`), cached under
+    ``<out_dir>/.cache/selection/``; rank 0 selects first, the other ranks then read its cache.
+
+    Returns:
+        what ``summary.json`` records: rule, k, the source size and the cache file.
+
+    Raises:
+        ConfigError: ``data.transfer_k`` larger than the transfer set (checked before the teacher loads).
+        ValueError / FileNotFoundError: the teacher is missing or does not fit the data set (:func:`load_network`).
+    """
+    from kdlab.data.selection import select_transfer, selection_cache_path
+    from kdlab.engine import file_sha256, load_network
+
+    d = cfg.data
+    n_source = len(data.transfer)
+    if d.transfer_k > n_source:  # before loading the teacher
+        raise ConfigError(f"data.transfer_k = {d.transfer_k} is larger than the transfer set's {n_source} images "
+                          f"(data.transfer = {d.transfer!r}); accepted: 1..{n_source}")
+    teacher, path = load_network(cfg.teacher.checkpoint, data.spec, what="teacher (for data.transfer_select)",
+                                 hint="teacher.checkpoint=runs/<teacher run>")
+    teacher = teacher.to(fabric.device).eval()
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(teacher(x.to(fabric.device)).float(), dim=1)
+
+    # everything that changes the images or their normalisation, and the teacher's exact weights
+    key = {"teacher_sha256": file_sha256(path), "data": d.name, "image_size": d.image_size, "transfer": d.transfer,
+           "transfer_n": d.transfer_n, "subset_seed": d.subset_seed if d.transfer_n else None,
+           "transfer_channels": d.transfer_channels, "transfer_size": d.transfer_size}
+    cache_dir = Path(cfg.out_dir) / ".cache" / "selection"
+    for turn in (True, False):  # rank 0 runs the teacher, then the others reuse its cache file
+        if fabric.is_global_zero == turn:
+            subset = select_transfer(data.transfer, predict, d.transfer_k, d.transfer_select, cache_dir, key,
+                                     batch_size=d.eval_batch_size, log=print if fabric.is_global_zero else None)
+        if fabric.world_size > 1 and turn:
+            fabric.barrier()
+    data.transfer = subset
+    return {"rule": d.transfer_select, "k": d.transfer_k, "n_source": n_source,
+            "cache": str(selection_cache_path(cache_dir, key, d.transfer_select, d.transfer_k))}
 
 
 def train(cfg: Any, resume: bool = False) -> Path:
@@ -95,6 +165,7 @@ def train(cfg: Any, resume: bool = False) -> Path:
     fabric.seed_everything(cfg.seed)
     check_transfer(cfg, method_cls)
     data = datasets_for(cfg)
+    selection = select_transfer_for(cfg, data, fabric) if cfg.data.transfer_select != "none" else None
     method = method_cls(cfg, data.spec, transfer_info(data.transfer))
     check_transfer(cfg, method)
     if fabric.is_global_zero:
@@ -118,6 +189,7 @@ def train(cfg: Any, resume: bool = False) -> Path:
             "n_test": len(data.test),
             "n_per_class": cfg.data.n_per_class,
             "max_test": cfg.data.max_test,
+            **({"selection": selection} if selection else {}),
         },
         "epochs": cfg.trainer.epochs,
         "best_epoch": result.best_epoch,

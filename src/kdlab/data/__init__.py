@@ -15,6 +15,8 @@ Public API (see each docstring):
   out-of-domain images, or nothing: data-free).
 * :func:`build_transfer`, :class:`NoData` -- the transfer source (training subset, out-of-domain
   images or data-free), config ``data.transfer``.
+* :func:`select_transfer`, :func:`entropy_topk`, :func:`class_balanced` -- a teacher-ranked subset of an
+  out-of-domain transfer set (MosaicKD Algorithm 1), config ``data.transfer_select`` / ``data.transfer_k``.
 """
 from kdlab.data.batch import Batch, as_batch
 from kdlab.data.build import Datasets, build_datasets
@@ -26,6 +28,7 @@ from kdlab.data.privileged import DEGRADATIONS, PrivilegedDataset, degrade
 from kdlab.data.paths import DataNotFoundError, data_root
 from kdlab.data.sets import DATASETS, DEFAULT_DATASET, DataSpec, dataset_spec, hflip_ok, load_split
 from kdlab.data.splits import stratified_subset, train_val_split
+from kdlab.data.selection import SELECTION_RULES, class_balanced, entropy_topk, select_transfer
 from kdlab.data.transfer import TRANSFER_LABELLED, TRANSFER_NONE, NoData, TransferInfo, build_transfer, transfer_info
 
 __all__ = [
@@ -38,5 +41,6 @@ __all__ = [
     "make_loader", "SeededSampler", "epoch_seed",
     "add_gaussian_noise",
     "PrivilegedDataset", "degrade", "DEGRADATIONS",
+    "SELECTION_RULES", "select_transfer", "entropy_topk", "class_balanced",
     "NoData", "TransferInfo", "build_transfer", "transfer_info", "TRANSFER_LABELLED", "TRANSFER_NONE",
 ]

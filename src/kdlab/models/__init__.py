@@ -51,3 +51,8 @@ from kdlab.models.gan import (  # noqa: E402
 
 __all__ += ["GENERATORS", "DISCRIMINATORS", "DCGenerator", "DCDiscriminator", "build_generator",
             "build_discriminator", "sample_latent"]
+
+# MosaicKD players (Fang et al. 2021): Sigmoid generator and patch discriminator, in the same registries.
+from kdlab.models.mosaic import MosaicGenerator, PatchDiscriminator, PatchGeometry  # noqa: E402
+
+__all__ += ["MosaicGenerator", "PatchDiscriminator", "PatchGeometry"]

@@ -25,6 +25,7 @@ Latent vectors are ``z ~ N(0, I)`` of size ``latent_dim`` (:func:`sample_latent`
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Dict, Optional
 
 import torch
@@ -77,6 +78,9 @@ class DCGenerator(nn.Module):
     Raises:
         ValueError: d, latent_dim or out_channels not a positive int; image_size without a plan.
     """
+
+    #: the pixel range of the images (Tanh); MosaicKD's generator has (0.0, 1.0)
+    output_range = (-1.0, 1.0)
 
     def __init__(self, d: int = 64, latent_dim: int = 100, out_channels: int = 1, image_size: int = 28,
                  arch: str = "dcgan") -> None:
@@ -189,23 +193,41 @@ def wdcgan_discriminator(d: int = 64, in_channels: int = 1, image_size: int = 28
     return DCDiscriminator(d, in_channels, image_size, batchnorm=False, arch="wdcgan")
 
 
-def build_generator(name: str, out_channels: int = 1, image_size: int = 28, **kwargs: Any) -> DCGenerator:
-    """Build a registered generator (``GENERATORS.names()``) with ``d`` and ``latent_dim`` in ``kwargs``.
+def _factory_keywords(factory: Any, fixed: tuple) -> list:
+    """The keyword arguments a registered factory takes besides the ``fixed`` ones (channels, size)."""
+    return [p for p in inspect.signature(factory).parameters if p not in fixed]
+
+
+def build_generator(name: str, out_channels: int = 1, image_size: int = 28, **kwargs: Any) -> nn.Module:
+    """Build a registered generator (``GENERATORS.names()``); ``kwargs`` are its factory's options
+    (``dcgan``/``wdcgan``: d, latent_dim; ``mosaic``: latent_dim, widths, ngf).
 
     Raises:
-        UnknownNameError: unknown name (lists the known ones). TypeError: unknown keyword (lists d, latent_dim).
-        ValueError: bad d / latent_dim / image size (names the value and the accepted ones).
+        UnknownNameError: unknown name (lists the known ones). TypeError: unknown keyword (lists the
+        accepted ones of that generator). ValueError: bad values / image size (names the accepted ones).
     """
     factory = GENERATORS.get(name)
-    bad = sorted(set(kwargs) - {"d", "latent_dim"})
+    accepted = _factory_keywords(factory, ("out_channels", "image_size"))
+    bad = sorted(set(kwargs) - set(accepted))
     if bad:
-        raise TypeError(f"generator {name!r} got unknown keyword argument(s) {bad}; accepted: d, latent_dim")
+        raise TypeError(f"generator {name!r} got unknown keyword argument(s) {bad}; accepted: {', '.join(accepted)}")
     return factory(out_channels=out_channels, image_size=image_size, **kwargs)
 
 
-def build_discriminator(name: str, in_channels: int = 1, image_size: int = 28, d: int = 64) -> DCDiscriminator:
-    """Build a registered discriminator (``DISCRIMINATORS.names()``)."""
-    return DISCRIMINATORS.get(name)(d=d, in_channels=in_channels, image_size=image_size)
+def build_discriminator(name: str, in_channels: int = 1, image_size: int = 28, **kwargs: Any) -> nn.Module:
+    """Build a registered discriminator (``DISCRIMINATORS.names()``); ``kwargs`` are its factory's options
+    (``dcgan``/``wdcgan``: d, default 64; ``patch``: widths, kernel, final_kernel, final_stride, ndf).
+
+    Raises:
+        UnknownNameError: unknown name. TypeError: unknown keyword (lists the accepted ones).
+    """
+    factory = DISCRIMINATORS.get(name)
+    accepted = _factory_keywords(factory, ("in_channels", "image_size"))
+    bad = sorted(set(kwargs) - set(accepted))
+    if bad:
+        raise TypeError(f"discriminator {name!r} got unknown keyword argument(s) {bad}; "
+                        f"accepted: {', '.join(accepted)}")
+    return factory(in_channels=in_channels, image_size=image_size, **kwargs)
 
 
 def sample_latent(n: int, latent_dim: int, generator: Optional[torch.Generator] = None,
