@@ -21,7 +21,8 @@ from kdlab.runner import load_run_config, train
 
 SPEC = dataset_spec("fashion-mnist")
 # the MosaicKD models once merged (Table 2 generator, Table 3 patch D), else DCGAN stand-ins
-GEN = {"generator": "mosaic"} if "mosaic" in GENERATORS else {"generator": "dcgan", "generator_kwargs": {"d": 8}}
+GEN = ({"generator": "mosaic", "generator_kwargs": {"ngf": 16}} if "mosaic" in GENERATORS
+       else {"generator": "dcgan", "generator_kwargs": {"d": 8}})
 
 
 def _softmax(z):
@@ -187,7 +188,9 @@ def test_generator_terms_match_numpy_on_the_same_images(tmp_path, teacher, map_d
 
 
 def test_discriminator_step_lowers_its_bce_on_a_fixed_toy_problem(tmp_path, teacher, map_disc):
-    m = _method(tmp_path, teacher, disc=map_disc)  # published D optimizer: Adam 1e-3, betas (0.5, 0.999)
+    # the published D optimizer (Adam, betas (0.5, 0.999)) at lr 1e-2 instead of 1e-3: a visible change in 10 steps
+    d_optim = {"name": "adam", "lr": 1e-2, "betas": [0.5, 0.999], "weight_decay": 0.0}
+    m = _method(tmp_path, teacher, disc=map_disc, d_optim=d_optim)
     g = torch.Generator().manual_seed(0)
     real = torch.randn(16, 1, 28, 28, generator=g) * 0.1  # "real": left half bright, right half dark
     real[..., :14] += 2.0
@@ -227,10 +230,16 @@ def test_refused_configs_name_the_bad_value(tmp_path, teacher, map_disc):
         MosaicKD(_cfg(tmp_path, teacher, data={"transfer": "none", "steps_per_epoch": 2}), SPEC)
     with pytest.raises(ConfigError, match=r"loss.disc = 'pach' is not a registered discriminator; accepted: .*dcgan"):
         MosaicKD(_cfg(tmp_path, teacher, disc="pach"), SPEC)
-    with pytest.raises(ConfigError, match=r"loss.image_disc_kwargs = \{'widths': 3\}"):
+    with pytest.raises(ConfigError, match=r"loss.image_disc_kwargs = \{'widths': 3\} do not fit .*'dcgan'.*accepted: d"):
         MosaicKD(_cfg(tmp_path, teacher, regularizer="image", image_disc="dcgan", image_disc_kwargs={"widths": 3}), SPEC)
     with pytest.raises(ConfigError, match=r"regularizer = 'image' needs one logit per image.*\(7, 7\)"):
         MosaicKD(_cfg(tmp_path, teacher, regularizer="image", image_disc=map_disc), SPEC)
+    if "patch" in DISCRIMINATORS:  # the Table 3 patch D: a map at every final stride, no full-image regulariser
+        with pytest.raises(ConfigError, match=r"loss.disc_kwargs = \{'final_stride': 5\}.*accepted: 1, 2, 3, 4"):
+            MosaicKD(_cfg(tmp_path, teacher, disc="patch", disc_kwargs={"final_stride": 5}), SPEC)
+        with pytest.raises(ConfigError, match=r"needs one logit per image; loss.image_disc = 'patch' gives a \(2, 2\)"):
+            MosaicKD(_cfg(tmp_path, teacher, regularizer="image", image_disc="patch",
+                          image_disc_kwargs={"final_stride": 4}), SPEC)
     with pytest.raises(ConfigError, match="every generator weight is 0"):
         MosaicKD(_cfg(tmp_path, teacher, regularizer="none", **{**ZERO, "local": 1.0}), SPEC)
     with pytest.raises(ConfigError, match=r"regularizer.*accepted: patch, image, none"):
@@ -239,7 +248,7 @@ def test_refused_configs_name_the_bad_value(tmp_path, teacher, map_disc):
 
 @pytest.mark.timeout(300)
 def test_short_real_run_on_mnist_digits(tmp_path, teacher, monkeypatch):
-    disc = {"disc": "patch"} if "patch" in DISCRIMINATORS else {"disc": "toymap"}
+    disc = {"disc": "patch", "disc_kwargs": {"ndf": 16}} if "patch" in DISCRIMINATORS else {"disc": "toymap"}
     if disc["disc"] == "toymap":
         monkeypatch.setitem(DISCRIMINATORS._entries, "toymap", _MapD)
         monkeypatch.setitem(DISCRIMINATORS._help, "toymap", "test patch D")

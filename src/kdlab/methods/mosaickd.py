@@ -44,7 +44,7 @@ from kdlab.losses.mosaic import (BALANCE_LOG_BASES, adversarial_kl, align_loss, 
 from kdlab.methods.base import METHODS, unwrap
 from kdlab.methods.gan_players import frozen, nan_guard
 from kdlab.methods.synthesizer import SynthesizerConfig, SynthesizerStudentMethod
-from kdlab.models.gan import DISCRIMINATORS
+from kdlab.models.gan import DISCRIMINATORS, build_discriminator
 
 REGULARIZERS = ("patch", "image", "none")
 #: generator terms: log name -> weight key
@@ -113,8 +113,8 @@ class MosaicKD(SynthesizerStudentMethod):
             raise ConfigError(f"{key} = {name!r} is not a registered discriminator; accepted: "
                               f"{', '.join(DISCRIMINATORS.names())}")
         try:
-            disc = DISCRIMINATORS.get(name)(in_channels=spec.in_channels, image_size=spec.image_size, **kwargs)
-        except TypeError as exc:
+            disc = build_discriminator(name, in_channels=spec.in_channels, image_size=spec.image_size, **kwargs)
+        except (TypeError, ValueError) as exc:
             raise ConfigError(f"{key}_kwargs = {kwargs} do not fit discriminator {name!r}: {exc}") from exc
         image = (spec.in_channels, spec.image_size, spec.image_size)
         was = disc.training
