@@ -143,3 +143,17 @@ from kdlab.losses.datafree import (  # noqa: E402
 __all__ += ["logit_l1", "kl_teacher_student", "adversarial_loss", "one_hot_loss", "activation_loss",
             "information_entropy_loss", "batch_statistics", "bn_statistics_loss", "L1_REDUCTIONS", "ADV_MODES",
             "LOG_BASES", "BN_NORMS"]
+
+# MosaicKD (Fang et al. 2021, supplement eqs. 1-7)
+from kdlab.losses import mosaic  # noqa: E402,F401
+from kdlab.losses.mosaic import (  # noqa: E402
+    BALANCE_LOG_BASES,
+    adversarial_kl,
+    align_loss,
+    balance_loss,
+    patch_bce,
+    patch_discriminator_loss,
+)
+
+__all__ += ["mosaic", "BALANCE_LOG_BASES", "balance_loss", "align_loss", "patch_bce", "patch_discriminator_loss",
+            "adversarial_kl"]
