@@ -19,28 +19,22 @@ passes detached teacher logits itself.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from kdlab.losses._common import LOSSES, check_float_tensor, check_logit_pair, check_mode, check_positive
+from kdlab.losses.mosaic import BALANCE_LOG_BASES, balance_loss
 
 #: reductions of :func:`logit_l1` and :func:`activation_loss`
 L1_REDUCTIONS = ("mean", "batchmean")
 #: divergences of :func:`adversarial_loss`
 ADV_MODES = ("kl", "l1")
 #: log bases of :func:`information_entropy_loss` (names as they appear in configs)
-LOG_BASES = ("e", "2", "10")
+LOG_BASES = BALANCE_LOG_BASES
 #: forms of :func:`bn_statistics_loss`
 BN_NORMS = ("layer", "concat")
-
-
-def _log_scale(base: str) -> float:
-    """``1 / ln(base)``: multiplies a natural log into a log of ``base``."""
-    check_mode(str(base), LOG_BASES, "log base")
-    return 1.0 if str(base) == "e" else 1.0 / math.log(float(base))
 
 
 def _check_logits(x: torch.Tensor, name: str) -> None:
@@ -146,19 +140,18 @@ def activation_loss(features: torch.Tensor, reduction: str = "mean") -> torch.Te
 @LOSSES.register("information_entropy")
 def information_entropy_loss(teacher_logits: torch.Tensor, base: str = "e") -> torch.Tensor:
     """DAFL eq. 7: ``L_ie = -H(pbar) = sum_k pbar_k log pbar_k`` with ``pbar = (1/B) sum_i softmax(z_t^i)``,
-    the batch-mean teacher prediction; minimising it balances the classes of a batch.
+    the batch-mean teacher prediction; minimising it balances the classes of a batch. The same quantity
+    as MosaicKD's balance loss (:func:`kdlab.losses.mosaic.balance_loss`, which computes it).
 
     Range: ``[-log K, 0]``: ``-log K`` when ``pbar`` is uniform, 0 when every image is one class.
     ``base``: ``'e'`` (nats; Fast-Datafree's ``balance``), ``'2'`` (bits; MosaicKD's balance) or ``'10'``
-    (DAFL's and MosaicKD's data-free code use ``log10``). Computed with ``xlogy`` (0 log 0 = 0).
+    (DAFL's and MosaicKD's data-free code use ``log10``).
 
     Args: teacher_logits: [B, K] float. Returns: scalar in [-log_base K, 0].
     Raises: ValueError: not [B, K]; unknown base.
     """
-    scale = _log_scale(base)
     _check_logits(teacher_logits, "teacher_logits")
-    p = F.softmax(teacher_logits, dim=1).mean(0)
-    return torch.special.xlogy(p, p).sum() * scale
+    return balance_loss(teacher_logits, log_base=str(base))
 
 
 def batch_statistics(x: torch.Tensor):

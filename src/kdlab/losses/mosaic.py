@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from kdlab.losses._common import LOSSES, check_float_tensor, check_logit_pair, check_mode, check_positive
 
 #: log bases of :func:`balance_loss`: ``e`` (nats, eq. 1 as an entropy) or ``2`` (bits, the published code)
-BALANCE_LOG_BASES = ("e", "2")
+BALANCE_LOG_BASES = ("e", "2", "10")
 
 __all__ = ["BALANCE_LOG_BASES", "balance_loss", "align_loss", "patch_bce", "patch_discriminator_loss",
            "adversarial_kl", "optimal_discriminator", "gan_value"]
@@ -50,8 +50,9 @@ def balance_loss(probs_or_logits: torch.Tensor, probs: bool = False, log_base: s
     ``-log_b K`` iff ``pbar`` is uniform, 0 iff the whole batch predicts one class with certainty.
 
     The published code uses ``log2`` (``log_base="2"``, bits; its weight 10 is on that scale); the
-    supplement writes an entropy without a base (``"e"``, nats). Bits = nats / ln 2.
-    (DAFL's information-entropy loss is the same quantity in nats.)
+    supplement writes an entropy without a base (``"e"``, nats). Bits = nats / ln 2. (DAFL's
+    information-entropy loss, eq. 7, is the same quantity; its code and MosaicKD's data-free baseline
+    use ``log10``: ``"10"``.)
 
     Args:
         probs_or_logits: [B, K] teacher logits (default) or probabilities (``probs=True``, rows summing to 1).
@@ -74,7 +75,7 @@ def balance_loss(probs_or_logits: torch.Tensor, probs: bool = False, log_base: s
     pbar = p.mean(0)
     # p log p -> 0 at p = 0; the clamp keeps log finite (and its gradient) where a class has no mass
     out = (pbar * torch.log(pbar.clamp_min(torch.finfo(dtype).tiny))).sum()
-    return out / math.log(2.0) if log_base == "2" else out
+    return out if log_base == "e" else out / math.log(float(log_base))
 
 
 @LOSSES.register("mosaic_align")
