@@ -88,7 +88,7 @@ def write(out: Path, scale: str, seeds: List[int], teacher: Path, cells: Dict[st
     s_rows = [[f"stride {k}", f"{grid.read_summary(strides[k])['test_acc_best']:.2f}", f"{PAPER_T4[k]:.2f}"]
               for k in sorted(strides)]
     lines += [f"## Patch overlap (supplement Table 4): the final stride of the patch discriminator, {sources[0]}, "
-              f"seed {seeds[0]}", "", markdown_table(["final stride", "MosaicKD best %", "paper (wrn40-2 -> wrn16-1)"], s_rows),
+              f"seed {seeds[0]}, half the epochs of the main table (compare within this table)", "", markdown_table(["final stride", "MosaicKD best %", "paper (wrn40-2 -> wrn16-1)"], s_rows),
               "", "## Regularisation (supplement Fig. 1): no D / full-image D / patch D", ""]
     reg_rows = []
     for reg in ("none", "image", "patch"):

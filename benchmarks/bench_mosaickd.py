@@ -1,0 +1,119 @@
+"""Cost of a MosaicKD iteration against KD on the same out-of-domain images, same student.
+
+Both methods are built as in ``kdlab reproduce mosaickd --scale small`` (Fashion-MNIST LeNet teacher,
+LeNet (16, 32, fc 256) student, MNIST digits as OOD data, batch 128) and their ``training_step`` is
+timed on the same OOD batches. One MosaicKD iteration = ``synth_every`` (5) training steps: one
+discriminator step and one generator step (each through the teacher and, for G, the student), then
+five student steps on 128 synthetic + 128 OOD images; it is compared with five KD-on-OOD steps
+(128 OOD images each). Repetitions are interleaved; medians are reported.
+
+Peak memory: with ``--device cuda`` ``torch.cuda.max_memory_allocated``; on CPU each method's extra
+peak resident set size in a fresh subprocess (``ru_maxrss`` after its steps minus once the data is
+loaded).
+
+Usage: python benchmarks/bench_mosaickd.py [--iters 6] [--reps 3] [--threads N] [--device cpu]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from kdlab.data import build_datasets, make_loader, transfer_info
+from kdlab.engine import make_fabric, save_classifier
+from kdlab.experiments.grid import recipe
+from kdlab.methods import METHODS
+from kdlab.models import build_model
+from kdlab.runner import load_run_config
+
+METHOD_RECIPES = {"kd-ood": "mosaickd_kd", "mosaickd": "mosaickd"}
+
+
+def setup(args, tmp: Path):
+    torch.manual_seed(0)
+    path = tmp / "teacher.safetensors"
+    if not path.exists():
+        save_classifier(build_model("lenet"), path, data="fashion-mnist")
+    steps = args.iters * 5
+    data = build_datasets(name="fashion-mnist", val_size=0, n_per_class=10, transfer="mnist-digits",
+                          transfer_n=steps * 128)
+    device = torch.device(args.device)
+    batches = [b.to(device) for b in make_loader(data.transfer, 128, shuffle=True, seed=0)][:steps]
+    return path, data, batches
+
+
+def build(args, tmp: Path, path: Path, data, name: str):
+    cfg = load_run_config([recipe(METHOD_RECIPES[name])], [
+        f"out_dir={tmp}", f"name=bench-{name}", f"teacher.checkpoint={path}", "data.val_size=0",
+        "data.n_per_class=10", f"trainer.accelerator={args.device}", "trainer.tensorboard=false"])
+    method = METHODS.get(cfg.method)(cfg, data.spec, transfer_info(data.transfer))
+    method.setup(make_fabric(cfg.trainer, None))
+    method.train()
+    return method
+
+
+def run_steps(method, batches) -> float:
+    t0 = time.perf_counter()
+    for i, b in enumerate(batches):
+        method.training_step(b, i)
+    if batches and batches[0].x.is_cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--iters", type=int, default=6)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--tmp", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tmp = Path(args.tmp or tempfile.mkdtemp(prefix="kdlab-bench-mosaic-"))
+    path, data, batches = setup(args, tmp)
+    if args.child:  # one method's extra peak RSS, as JSON
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        run_steps(build(args, tmp, path, data, args.child), batches)
+        print(json.dumps({"extra_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024}))
+        return
+    methods = {n: build(args, tmp, path, data, n) for n in METHOD_RECIPES}
+    times = {n: [] for n in methods}
+    peak = {}
+    for rep in range(args.reps + 1):  # the first repetition warms up and is dropped
+        for n, m in methods.items():
+            if args.device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            dt = run_steps(m, batches)
+            if rep:
+                times[n].append(dt)
+            if args.device == "cuda":
+                peak[n] = torch.cuda.max_memory_allocated() / 2**20
+    if args.device != "cuda":
+        for n in methods:
+            cmd = [sys.executable, __file__, "--child", n, "--tmp", str(tmp), "--iters", str(args.iters),
+                   "--device", args.device] + (["--threads", str(args.threads)] if args.threads else [])
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+            peak[n] = json.loads(out)["extra_mib"]
+    med = {n: statistics.median(v) for n, v in times.items()}
+    print(f"LeNet teacher -> LeNet(16, 32, fc 256) student, OOD MNIST digits, batch 128, {args.iters} iterations "
+          f"(5 student steps each), {args.reps} interleaved repetitions, device {args.device}, "
+          f"torch threads {torch.get_num_threads()}")
+    for n in methods:
+        print(f"  {n:<9} {args.iters / med[n]:7.2f} iterations/s  ({5 * args.iters / med[n]:7.2f} student steps/s)  "
+              f"extra peak memory {peak[n]:8.1f} MiB")
+    print(f"  mosaickd / kd-ood time per iteration = {med['mosaickd'] / med['kd-ood']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
