@@ -22,15 +22,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from kdlab.data import build_datasets, make_loader, transfer_info
-from kdlab.engine import make_fabric, save_classifier
+from _steps import ready_method, run_steps
+from kdlab.data import build_datasets, make_loader
+from kdlab.engine import save_classifier
 from kdlab.experiments.grid import recipe
-from kdlab.methods import METHODS
 from kdlab.models import build_model
 from kdlab.runner import load_run_config
 
@@ -54,19 +53,8 @@ def build(args, tmp: Path, path: Path, data, name: str):
     cfg = load_run_config([recipe(METHOD_RECIPES[name])], [
         f"out_dir={tmp}", f"name=bench-{name}", f"teacher.checkpoint={path}", "data.val_size=0",
         "data.n_per_class=10", f"trainer.accelerator={args.device}", "trainer.tensorboard=false"])
-    method = METHODS.get(cfg.method)(cfg, data.spec, transfer_info(data.transfer))
-    method.setup(make_fabric(cfg.trainer, None))
-    method.train()
-    return method
+    return ready_method(cfg, data, data.transfer)
 
-
-def run_steps(method, batches) -> float:
-    t0 = time.perf_counter()
-    for i, b in enumerate(batches):
-        method.training_step(b, i)
-    if batches and batches[0].x.is_cuda:
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
 
 
 def main() -> None:

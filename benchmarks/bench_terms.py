@@ -23,15 +23,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from kdlab.data import build_datasets, make_loader, transfer_info
-from kdlab.engine import make_fabric, save_classifier
+from _steps import ready_method, run_steps
+from kdlab.data import build_datasets, make_loader
+from kdlab.engine import save_classifier
 from kdlab.experiments.loss_families import SCALE, rows
-from kdlab.methods import Distill
 from kdlab.models import build_model
 from kdlab.runner import load_run_config
 
@@ -50,7 +49,7 @@ def setup(args, tmp: Path):
     return path, data, batches, table
 
 
-def build(args, tmp: Path, path: Path, data, terms) -> Distill:
+def build(args, tmp: Path, path: Path, data, terms):
     cfg = load_run_config([{
         "name": "bench", "method": "distill", "out_dir": str(tmp), "teacher": {"checkpoint": str(path)},
         "data": {"val_size": 0, "batch_size": args.batch, "n_per_class": (args.steps * args.batch) // 10},
@@ -58,19 +57,8 @@ def build(args, tmp: Path, path: Path, data, terms) -> Distill:
         "optim": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "scheduler": "none"},
         "trainer": {"epochs": 1, "accelerator": args.device, "tensorboard": False, "progress": False},
     }])
-    method = Distill(cfg, data.spec, transfer_info(data.train))
-    method.setup(make_fabric(cfg.trainer, None))
-    method.train()
-    return method
+    return ready_method(cfg, data, data.train)
 
-
-def run_steps(method, batches) -> float:
-    t0 = time.perf_counter()
-    for i, b in enumerate(batches):
-        method.training_step(b, i)
-    if torch.cuda.is_available() and batches and batches[0].x.is_cuda:
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
 
 
 def memory_child(args) -> None:

@@ -65,7 +65,24 @@ def dcgan_init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class DCGenerator(nn.Module):
+class GeneratorBase(nn.Module):
+    """What every registered generator shares. Subclasses set ``arch``, ``arch_kwargs``, ``out_channels``,
+    ``image_size``, ``latent_dim`` and :attr:`output_range` (the interval of their output pixels)."""
+
+    output_range = (-1.0, 1.0)
+
+    @property
+    def output_shape(self) -> tuple:
+        """``(C, S, S)`` of one generated image."""
+        return (self.out_channels, self.image_size, self.image_size)
+
+    def config(self) -> Dict[str, Any]:
+        """JSON-serialisable description that :func:`build_generator` rebuilds."""
+        return {"name": self.arch, "out_channels": self.out_channels, "image_size": self.image_size,
+                "kwargs": dict(self.arch_kwargs)}
+
+
+class DCGenerator(GeneratorBase):
     """DCGAN generator ``z [B, latent_dim] -> image [B, C, S, S]`` in [-1, 1] (Tanh).
 
     Args:
@@ -78,9 +95,6 @@ class DCGenerator(nn.Module):
     Raises:
         ValueError: d, latent_dim or out_channels not a positive int; image_size without a plan.
     """
-
-    #: the pixel range of the images (Tanh); MosaicKD's generator has (0.0, 1.0)
-    output_range = (-1.0, 1.0)
 
     def __init__(self, d: int = 64, latent_dim: int = 100, out_channels: int = 1, image_size: int = 28,
                  arch: str = "dcgan") -> None:
@@ -105,16 +119,6 @@ class DCGenerator(nn.Module):
         layers += [nn.ConvTranspose2d(d, out_channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         dcgan_init(self)
-
-    @property
-    def output_shape(self) -> tuple:
-        """``(C, S, S)`` of one generated image."""
-        return (self.out_channels, self.image_size, self.image_size)
-
-    def config(self) -> Dict[str, Any]:
-        """JSON-serialisable description that :func:`build_generator` rebuilds."""
-        return {"name": self.arch, "out_channels": self.out_channels, "image_size": self.image_size,
-                "kwargs": dict(self.arch_kwargs)}
 
     def forward(self, z: Tensor) -> Tensor:
         """``z [B, latent_dim]`` or ``[B, latent_dim, 1, 1]`` -> images ``[B, C, S, S]`` in [-1, 1]."""

@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Tuple
 
 from torch import Tensor, nn
 
-from kdlab.models.gan import DISCRIMINATORS, GENERATORS, _check_pos_int, dcgan_init
+from kdlab.models.gan import DISCRIMINATORS, GENERATORS, GeneratorBase, _check_pos_int, dcgan_init
 
 #: image sizes (H = W) with a MosaicKD layer plan
 MOSAIC_IMAGE_SIZES = (28, 32, 64, 128)
@@ -56,7 +56,7 @@ def _stages(image_size: int) -> Tuple[int, int]:
     return start, (image_size // start).bit_length() - 1
 
 
-class MosaicGenerator(nn.Module):
+class MosaicGenerator(GeneratorBase):
     """MosaicKD generator ``z [B, latent_dim] -> images [B, C, S, S]`` in [0, 1] (Sigmoid).
 
     Its images are in pixel units: a method normalises them with the teacher domain's mean/std,
@@ -106,16 +106,6 @@ class MosaicGenerator(nn.Module):
     def d(self) -> int:
         """The width multiplier under the name GAN reports use for DCGAN's depth scale factor."""
         return self.ngf
-
-    @property
-    def output_shape(self) -> tuple:
-        """``(C, S, S)`` of one generated image."""
-        return (self.out_channels, self.image_size, self.image_size)
-
-    def config(self) -> Dict[str, Any]:
-        """JSON-serialisable description that :func:`kdlab.models.build_generator` rebuilds."""
-        return {"name": self.arch, "out_channels": self.out_channels, "image_size": self.image_size,
-                "kwargs": dict(self.arch_kwargs)}
 
     def forward(self, z: Tensor) -> Tensor:
         """``z [B, latent_dim]`` (or ``[B, latent_dim, 1, 1]``) -> images ``[B, C, S, S]`` in [0, 1]."""

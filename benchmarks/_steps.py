@@ -1,0 +1,28 @@
+"""Helpers shared by the step benchmarks: a method ready to step, and timed steps."""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from kdlab.data import transfer_info
+from kdlab.engine import make_fabric
+from kdlab.methods import METHODS
+
+
+def ready_method(cfg, data, transfer):
+    """The method of ``cfg`` built on ``data`` (transfer source ``transfer``), set up on one device, in train mode."""
+    method = METHODS.get(cfg.method)(cfg, data.spec, transfer_info(transfer))
+    method.setup(make_fabric(cfg.trainer, None))
+    method.train()
+    return method
+
+
+def run_steps(method, batches) -> float:
+    """Seconds for ``method.training_step`` over ``batches`` (CUDA synchronised at the end)."""
+    t0 = time.perf_counter()
+    for i, b in enumerate(batches):
+        method.training_step(b, i)
+    if batches and batches[0].x is not None and batches[0].x.is_cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
