@@ -83,7 +83,7 @@ def write(out: Path, scale: str, seeds: List[int], teacher: Path, cells: Dict[st
     curves = {LABELS[row]: _val_curve(by[sources[0]][0] if sources[0] in by else by["-"][0])
               for row, by in cells.items()}
     _plot_curves(out / "plots" / "curves.png", curves, f"validation accuracy vs epoch, seed {seeds[0]}, OOD {sources[0]}")
-    lines += ["", f"![accuracy vs updates](plots/curves.png)", ""]
+    lines += ["", "![accuracy vs updates](plots/curves.png)", ""]
 
     s_rows = [[f"stride {k}", f"{grid.read_summary(strides[k])['test_acc_best']:.2f}", f"{PAPER_T4[k]:.2f}"]
               for k in sorted(strides)]
