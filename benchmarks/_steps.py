@@ -26,3 +26,21 @@ def run_steps(method, batches) -> float:
     if batches and batches[0].x is not None and batches[0].x.is_cuda:
         torch.cuda.synchronize()
     return time.perf_counter() - t0
+
+
+def _status_kib(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def extra_peak_rss_mib(fn) -> float:
+    """Peak resident memory (MiB) that ``fn()`` adds on top of what the process holds before it (Linux:
+    the peak ``VmHWM`` is reset through ``/proc/self/clear_refs`` first, then compared with ``VmRSS``)."""
+    before = _status_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    fn()
+    return (_status_kib("VmHWM") - before) / 1024

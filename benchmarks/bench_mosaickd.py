@@ -8,8 +8,7 @@ five student steps on 128 synthetic + 128 OOD images; it is compared with five K
 (128 OOD images each). Repetitions are interleaved; medians are reported.
 
 Peak memory: with ``--device cuda`` ``torch.cuda.max_memory_allocated``; on CPU each method's extra
-peak resident set size in a fresh subprocess (``ru_maxrss`` after its steps minus once the data is
-loaded).
+peak resident memory over the loaded data, in a fresh subprocess (:func:`_steps.extra_peak_rss_mib`).
 
 Usage: python benchmarks/bench_mosaickd.py [--iters 6] [--reps 3] [--threads N] [--device cpu]
 """
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -26,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from _steps import ready_method, run_steps
+from _steps import extra_peak_rss_mib, ready_method, run_steps
 from kdlab.data import build_datasets, make_loader
 from kdlab.engine import save_classifier
 from kdlab.experiments.grid import recipe
@@ -71,9 +69,8 @@ def main() -> None:
     tmp = Path(args.tmp or tempfile.mkdtemp(prefix="kdlab-bench-mosaic-"))
     path, data, batches = setup(args, tmp)
     if args.child:  # one method's extra peak RSS, as JSON
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        run_steps(build(args, tmp, path, data, args.child), batches)
-        print(json.dumps({"extra_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024}))
+        extra = extra_peak_rss_mib(lambda: run_steps(build(args, tmp, path, data, args.child), batches))
+        print(json.dumps({"extra_mib": extra}))
         return
     methods = {n: build(args, tmp, path, data, n) for n in METHOD_RECIPES}
     times = {n: [] for n in methods}

@@ -7,9 +7,9 @@ batches (batch 128). Repetitions are interleaved (every row once, then again ...
 each row is reported with its ratio to the KD row's median: steps/s(term) / steps/s(KD).
 
 Peak memory: with ``--device cuda`` the peak of ``torch.cuda.max_memory_allocated`` over the timed
-steps; on CPU, each row is run once more in a fresh subprocess and its peak resident set size
-(``ru_maxrss``) after the steps minus that once the data is loaded is reported (the memory the method,
-its term modules, optimizer state and steps add).
+steps; on CPU, each row is run once more in a fresh subprocess, and the peak resident memory that
+building its method (term modules, optimizer state) and running its steps adds to the loaded data
+is reported (:func:`_steps.extra_peak_rss_mib`).
 
 Usage: python benchmarks/bench_terms.py [--steps 20] [--reps 3] [--batch 128] [--rows kd,crd,...]
        [--width 0.25] [--threads N] [--device cpu] [--no-memory]
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from _steps import ready_method, run_steps
+from _steps import extra_peak_rss_mib, ready_method, run_steps
 from kdlab.data import build_datasets, make_loader
 from kdlab.engine import save_classifier
 from kdlab.experiments.loss_families import SCALE, rows
@@ -65,11 +64,9 @@ def memory_child(args) -> None:
     """Subprocess: one row's extra peak RSS (MiB) of building its method and running its steps, as JSON."""
     tmp = Path(args.tmp)
     path, data, batches, table = setup(args, tmp)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # data and batches loaded, no method yet
-    method = build(args, tmp, path, data, table[args.child][1])
-    run_steps(method, batches)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"extra_mib": (after - before) / 1024, "peak_mib": after / 1024}))
+    # data and batches loaded: the method, its term modules, optimizer state and steps on top of them
+    extra = extra_peak_rss_mib(lambda: run_steps(build(args, tmp, path, data, table[args.child][1]), batches))
+    print(json.dumps({"extra_mib": extra}))
 
 
 def main() -> None:
