@@ -170,7 +170,8 @@ def _report(out: Path, scale: str, seeds: List[int], teacher: Dict[str, Any], re
         "Every row: the same VGG-4 student, seeds, data subset per seed, optimiser, schedule and number of "
         "student updates. Cells: test accuracy % (mean ± sample std over seeds) of the checkpoint selected on "
         "validation / of the last epoch; p: two-sided paired t-test against the KD row over seeds; time: wall "
-        "time per run relative to KD (training + per-epoch validation, same machine).",
+        "time per run relative to KD (training + per-epoch validation; sensitive to any other load on the machine: "
+        "`benchmarks/bench_terms.py` measures each term's step cost alone).",
         f"Published (context only: CIFAR-100, vgg13 {PUBLISHED_TEACHER} -> vgg8, 240 epochs, RepDistiller / "
         "mdistiller READMEs; other data and models, not comparable in level).",
         "RepDistiller's separate initialisation stage (AB, FSP, FT) is not used: each term trains with CE from "
