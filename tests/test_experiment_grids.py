@@ -171,3 +171,10 @@ def test_kdgan_fig7_measures_gradients_and_trains_in_process(fake_train, tmp_pat
     rows = [line for line in text.splitlines() if line.startswith("| without Gumbel") or line.startswith("| with Gumbel")]
     assert len(rows) == 3 and "nan" not in " ".join(rows)
     assert (tmp_path / "kdgan-fig7" / "fig7.png").is_file()
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in grid.RECIPES.glob("*.yaml")))
+def test_every_packaged_recipe_resolves(name):
+    """Every recipe's keys, term names and values are valid for its method (nothing is built or trained)."""
+    cfg = grid.resolve([grid.recipe(name)])
+    assert cfg.method in METHODS
