@@ -77,7 +77,7 @@ class MosaicKDConfig(SynthesizerConfig):
 
 @METHODS.register("mosaickd")
 class MosaicKD(SynthesizerStudentMethod):
-    """MosaicKD (see the module docstring): generator + patch discriminator + frozen teacher + student.
+    """MosaicKD (Fang et al. 2021): generator + patch discriminator + frozen teacher + student, on out-of-domain data.
 
     Raises (at construction, before training): ConfigError for ``data.transfer = none`` (the OOD
     images are D's real data and half of each student batch), an unregistered discriminator (lists
