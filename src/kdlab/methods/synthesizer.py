@@ -22,6 +22,7 @@ anneals per iteration; same shape over the run).
 from __future__ import annotations
 
 import warnings
+from abc import abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -124,9 +125,9 @@ class SynthesizerStudentMethod(ClassifierStudentMethod):
         with torch.no_grad():
             return self.generate(n, device)
 
+    @abstractmethod
     def synthesize(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
         """Update the generator (and the method's own synthesis players) on ``batch``; return logs."""
-        raise NotImplementedError
 
     # -- the networks in the generator's step ------------------------------------------------------
     def teacher_net(self) -> nn.Module:

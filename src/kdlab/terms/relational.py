@@ -6,6 +6,8 @@ widths, channel counts or spatial sizes; only a feature with no per-example valu
 """
 from __future__ import annotations
 
+from abc import abstractmethod
+
 from typing import Any, ClassVar, Dict, List, Tuple
 
 import torch
@@ -47,9 +49,9 @@ class RelationalTerm(Term):
         """Feature ``name`` of ``o`` as [B, D] (``cfg.pool``: ``avg`` or ``flatten`` maps)."""
         return to_vector(pick(o, name), self.cfg.pool)
 
+    @abstractmethod
     def pair_loss(self, i: int, s: Outputs, t: Outputs) -> torch.Tensor:
         """The unweighted loss of pair ``i`` (``self.pairs[i]``)."""
-        raise NotImplementedError
 
     def forward(self, s: Outputs, t: Outputs, batch: Any) -> torch.Tensor:
         return sum(self.pair_loss(i, s, t) for i in range(len(self.pairs)))
