@@ -102,10 +102,12 @@ class SynthesizerStudentMethod(ClassifierStudentMethod):
         self._shift = (-lo / (hi - lo) - mean) / std
 
     def term_context(self, student, teacher, **kw):
-        """As :meth:`Method.term_context`, without row indices: synthetic images are no transfer-set rows."""
+        """As :meth:`Method.term_context`, without labels or row indices: the student's batches hold
+        synthetic images, which have neither."""
         ctx = super().term_context(student, teacher, **kw)
         ctx.why_not["index"] = "its synthetic images are not rows of the transfer set"
-        ctx.provides = ctx.provides - {"index"}
+        ctx.why_not["labels"] = "its student batches hold synthetic images, which have no labels"
+        ctx.provides = ctx.provides - {"index", "labels"}
         return ctx
 
     # -- the generator -------------------------------------------------------------------------
