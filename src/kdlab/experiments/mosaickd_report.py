@@ -28,7 +28,7 @@ def _plot_curves(path: Path, curves: Dict[str, Any], title: str) -> None:
     for label, (xs, ys) in curves.items():
         if xs:
             ax.plot(xs, ys, marker=".", label=label)
-    ax.set_xlabel("epoch (the same student updates per epoch in every row)")
+    ax.set_xlabel("epoch (32 student updates each; the class-balanced row: 16, for twice the epochs)")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
