@@ -12,7 +12,7 @@ from kdlab.terms.base import (CAPABILITIES, OUTPUT, TERMS, Outputs, Term, TermCo
 from kdlab.terms.objective import Objective, Student, build_objective, legacy_spelling, term_config
 
 for _m in pkgutil.iter_modules(__path__):
-    if _m.name not in ("base", "objective", "adapters"):
+    if _m.name not in ("base", "objective"):
         importlib.import_module(f"{__name__}.{_m.name}")
 
 __all__ = ["CAPABILITIES", "OUTPUT", "TERMS", "output_shape", "pick", "Objective", "Outputs", "Student", "Term", "TermConfig", "TermContext",
