@@ -120,7 +120,9 @@ class SynthesizerStudentMethod(ClassifierStudentMethod):
         the generator (for :meth:`synthesize`)."""
         z = sample_latent(n, int(self.cfg.loss.latent_dim), device=device)
         g = self.players["generator"](z)
-        return g * self._scale.to(g.device) + self._shift.to(g.device)
+        if self._scale.device != g.device:  # moved once, not on every step
+            self._scale, self._shift = self._scale.to(g.device), self._shift.to(g.device)
+        return g * self._scale + self._shift
 
     def sample(self, n: int, device: Any) -> torch.Tensor:
         """``n`` synthetic images for the student, without a graph [n, C, H, W] (normalised)."""
