@@ -210,7 +210,10 @@ class Trainer:
                     if i >= total:
                         break
                     batch = batch.to(fabric.device, non_blocking=True)
-                    out = method.training_step(batch, step)
+                    try:
+                        out = method.training_step(batch, step)
+                    except NonFiniteLossError as exc:  # raised inside the step (e.g. a term's bound)
+                        self._stop({}, epoch, step + 1, reason=str(exc))
                     loss = out["loss"]
                     window_n += len(batch)
                     step += 1
@@ -276,15 +279,16 @@ class Trainer:
             rank=self.fabric.global_rank,
         )
 
-    def _stop(self, out: Dict[str, torch.Tensor], epoch: int, step: int) -> None:
-        vals = ", ".join(f"{k}={float(v):.4g}" for k, v in out.items())
+    def _stop(self, out: Dict[str, torch.Tensor], epoch: int, step: int, reason: Optional[str] = None) -> None:
+        vals = reason or ", ".join(f"{k}={float(v):.4g}" for k, v in out.items())
         last = self.ckpt_dir / "last.ckpt"
         kept = (
             f"the last good checkpoint is {str(last)!r} (resume with --resume after lowering the learning rate)"
             if last.is_file()
             else "no epoch had completed, so there is no checkpoint"
         )
-        raise NonFiniteLossError(f"non-finite loss at epoch {epoch + 1}, step {step} ({vals}); the run stopped; {kept}")
+        what = "training stopped" if reason else "non-finite loss"
+        raise NonFiniteLossError(f"{what} at epoch {epoch + 1}, step {step} ({vals}); the run stopped; {kept}") from None
 
 
 def _check_same_config(saved_yaml: str, current_yaml: str, path: Path) -> None:
