@@ -1,12 +1,14 @@
 """VEM (Kang et al., NeurIPS 2022): the variational MI lower bound with an energy-based q(t | s), as a term."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+from torch.nn.utils import parametrize
 
 from kdlab.config import ConfigError, OptimConfig, bounded, choice
 from kdlab.engine import NonFiniteLossError
@@ -129,20 +131,29 @@ class VEMTerm(Term):
         e = self.ebm(torch.cat([t, t_tilde]), torch.cat([s, s]))
         return e[: len(t)], e[len(t):]
 
+    @contextmanager
+    def _fixed_ebm(self):
+        """theta held fixed: no parameter gradients, and each spectrally normalised weight computed once
+        (``parametrize.cached``: one power iteration per chain instead of one per Langevin step)."""
+        params = [p for p in self.ebm.parameters() if p.requires_grad]
+        for p in params:
+            p.requires_grad_(False)
+        try:
+            with parametrize.cached():
+                yield
+        finally:
+            for p in params:
+                p.requires_grad_(True)
+
     def forward(self, s, t, batch):
         s_out = pick(s, self.pair[0])
         target = self.target(s_out, t, batch)
         s_fixed = s_out.detach()
         cfg = self.cfg
-        t_tilde = langevin(lambda x: self.ebm(x, s_fixed), s_fixed, cfg.steps, cfg.step_size, cfg.noise, cfg.coupling)
-        params = [p for p in self.ebm.parameters() if p.requires_grad]
-        for p in params:  # theta is not the student's: no parameter gradients in this graph
-            p.requires_grad_(False)
-        try:
+        with self._fixed_ebm():  # theta is not the student's: the graph reaches the student through s only
+            t_tilde = langevin(lambda x: self.ebm(x, s_fixed), s_fixed, cfg.steps, cfg.step_size, cfg.noise,
+                               cfg.coupling)
             e_data, e_sample = self._energies(target, t_tilde, s_out)
-        finally:
-            for p in params:
-                p.requires_grad_(True)
         self._cache = (target, t_tilde, s_fixed)
         return vem_student_loss(e_data, e_sample)
 
