@@ -1,6 +1,9 @@
 """Helpers shared by the step benchmarks: a method ready to step, and timed steps."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 
 import torch
@@ -44,3 +47,13 @@ def extra_peak_rss_mib(fn) -> float:
         f.write("5")
     fn()
     return (_status_kib("VmHWM") - before) / 1024
+
+
+def child_peak_mib(script: str, child: str, args) -> float:
+    """Extra peak resident memory (MiB) of configuration ``child``, measured by running ``script`` again
+    with ``--child child`` in a fresh process (so earlier configurations do not mask it); ``args`` are the
+    strings passed on (``--tmp``, sizes, ``--device``, ``--threads``). The child prints
+    ``{"extra_mib": ...}`` as its last line."""
+    cmd = [sys.executable, script, "--child", child, *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    return json.loads(out)["extra_mib"]

@@ -17,14 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-from _steps import extra_peak_rss_mib, ready_method, run_steps
+from _steps import child_peak_mib, extra_peak_rss_mib, ready_method, run_steps
 from kdlab.data import build_datasets, make_loader
 from kdlab.engine import save_classifier
 from kdlab.experiments.grid import recipe
@@ -86,10 +84,8 @@ def main() -> None:
                 peak[n] = torch.cuda.max_memory_allocated() / 2**20
     if args.device != "cuda":
         for n in methods:
-            cmd = [sys.executable, __file__, "--child", n, "--tmp", str(tmp), "--iters", str(args.iters),
-                   "--device", args.device] + (["--threads", str(args.threads)] if args.threads else [])
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-            peak[n] = json.loads(out)["extra_mib"]
+            peak[n] = child_peak_mib(__file__, n, ["--tmp", str(tmp), "--iters", str(args.iters), "--device", args.device]
+                                     + (["--threads", str(args.threads)] if args.threads else []))
     med = {n: statistics.median(v) for n, v in times.items()}
     print(f"LeNet teacher -> LeNet(16, 32, fc 256) student, OOD MNIST digits, batch 128, {args.iters} iterations "
           f"(5 student steps each), {args.reps} interleaved repetitions, device {args.device}, "

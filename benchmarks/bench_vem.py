@@ -21,15 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from _steps import extra_peak_rss_mib, ready_method, run_steps
+from _steps import child_peak_mib, extra_peak_rss_mib, ready_method, run_steps
 from kdlab.data import build_datasets, make_loader
 from kdlab.engine.generators import save_generator
 from kdlab.experiments.grid import recipe
@@ -114,11 +112,9 @@ def main() -> None:
                 times[n].append(dt / len(batches))
     if args.device != "cuda":
         for n in names:
-            cmd = [sys.executable, __file__, "--child", n, "--tmp", str(tmp), "--steps", str(args.steps),
-                   "--channels", str(args.channels), "--device", args.device] + (
-                       ["--threads", str(args.threads)] if args.threads else [])
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-            peak[n] = json.loads(out)["extra_mib"]
+            peak[n] = child_peak_mib(__file__, n, ["--tmp", str(tmp), "--steps", str(args.steps), "--channels",
+                                                   str(args.channels), "--device", args.device]
+                                     + (["--threads", str(args.threads)] if args.threads else []))
     fb = ebm_fb_seconds(args)
     med = {n: statistics.median(v) for n, v in times.items()}
     print(f"DCGAN d=32 teacher -> d=4 student, batch {BATCH}, EBM C={args.channels}, {args.steps} steps x {args.reps} "

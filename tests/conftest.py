@@ -58,3 +58,16 @@ def gan_student_config(tmp_path: Path, teacher: Path, **sections: Any) -> Dict[s
     for key, value in sections.items():
         cfg[key] = {**cfg[key], **value} if isinstance(value, dict) and isinstance(cfg.get(key), dict) else value
     return cfg
+
+
+@pytest.fixture(scope="session")
+def gen_teacher(tmp_path_factory):
+    """A random DCGAN teacher generator (d = 8, latent 16) saved as a kdlab generator (read-only)."""
+    import torch
+
+    from kdlab.engine.generators import save_generator
+    from kdlab.models import build_generator
+
+    torch.manual_seed(0)
+    return save_generator(build_generator("dcgan", 1, 28, d=8, latent_dim=16),
+                          tmp_path_factory.mktemp("gen") / "tg.safetensors", data="fashion-mnist")

@@ -118,6 +118,9 @@ TERMS = {
     "loss-families": {f"loss-families-50pc-{row}-s0": sorted({"ce", row})
                       for row in ("ce", "kd", "hints", "attention", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp",
                                   "nst", "crd", "dkd", "dist", "srd")},
+    "vem-ablation": {"vem-base-d4-s0": ["mse"], "vem-vid-d8-s0": ["mse", "vid"], "vem-crd-d4-s0": ["crd", "mse"],
+                     "vem-vem-d8-s0": ["mse", "vem"], "vem-vem-lam0.005-d4-s0": ["mse", "vem"],
+                     "vem-clf-kd-s0": ["ce", "kd"], "vem-clf-vem-eta1-s0": ["ce", "kd", "vem"]},
     "demo": {"demo-ce-s0": ["ce"], "demo-kd-s0": ["ce", "kd"], "demo-logits-s0": ["ce", "logits"]},
 }
 

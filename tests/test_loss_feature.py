@@ -13,13 +13,12 @@ import torch
 from kdlab.config import ConfigError
 from kdlab.data.batch import Batch
 from kdlab.engine import load_checkpoint
-from kdlab.engine.generators import save_generator
 from kdlab.losses._common import LOSSES
 from kdlab.losses.ab import ab_loss
 from kdlab.losses.fsp import fsp_loss, fsp_matrix
 from kdlab.losses.ft import Paraphraser, ft_loss
 from kdlab.losses.nst import nst_loss
-from kdlab.models import build_generator, build_model
+from kdlab.models import build_model
 from kdlab.runner import load_run_config, train
 from kdlab.terms import Outputs, TermContext, build_objective
 from conftest import gan_student_config, small_config
@@ -290,13 +289,6 @@ def test_distill_run_with_term(tmp_path, lenet_teacher, name):
     state = load_checkpoint(run / "checkpoints" / "last.ckpt")["method"]
     assert int(state["players"]["student"]["objective.terms.ft.paraphraser_done"]) == 2
     assert "student.ft.paraphraser" in state["optimizers"]
-
-
-@pytest.fixture(scope="module")
-def gen_teacher(tmp_path_factory):
-    torch.manual_seed(0)
-    return save_generator(build_generator("dcgan", 1, 28, d=8, latent_dim=16),
-                          tmp_path_factory.mktemp("gen") / "tg.safetensors", data="fashion-mnist")
 
 
 GAN = {  # d = 4 student vs d = 8 teacher: net.5 (8|16, 7, 7), net.2 (16|32, 3, 3), net.8 (4|8, 14, 14)

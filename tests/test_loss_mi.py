@@ -16,10 +16,8 @@ from kdlab.config import ConfigError
 from kdlab.data.batch import Batch
 from kdlab.data.transfer import TransferInfo
 from kdlab.engine import load_checkpoint
-from kdlab.engine.generators import save_generator
 from kdlab.losses.crd import CRDLoss, nce_contrast_loss
 from kdlab.losses.vid import VIDLoss, vid_loss
-from kdlab.models import build_generator
 from kdlab.runner import load_run_config, train
 from kdlab.terms import TermContext, build_objective
 from conftest import gan_student_config
@@ -252,13 +250,6 @@ def test_distill_with_vid_and_crd_trains_checkpoints_and_resumes(tmp_path, make_
         k = f"objective.terms.crd.losses.0.{key}"
         assert torch.equal(got[k], state[k]), k
     assert torch.equal(got["objective.terms.vid.losses.1.alpha"], alpha)
-
-
-@pytest.fixture
-def gen_teacher(tmp_path):
-    torch.manual_seed(0)
-    return save_generator(build_generator("dcgan", 1, 28, d=8, latent_dim=16), tmp_path / "tg.safetensors",
-                          data="fashion-mnist")
 
 
 def test_gan_compression_with_vid_and_crd_on_images(tmp_path, gen_teacher):

@@ -15,9 +15,7 @@ from torch.nn.utils import parametrize
 from kdlab.config import ConfigError
 from kdlab.data.batch import Batch
 from kdlab.engine import NonFiniteLossError, load_checkpoint
-from kdlab.engine.generators import save_generator
 from kdlab.losses.ebm import ebm_loss, langevin, vem_student_loss
-from kdlab.models import build_generator
 from kdlab.models.ebm import ConvEnergy, MLPEnergy, build_energy, weighted_layers
 from kdlab.runner import load_run_config, train
 from kdlab.terms import Outputs, TermContext, build_objective
@@ -283,13 +281,6 @@ def test_energy_above_the_bound_stops_the_run_with_a_clear_message(tmp_path, mak
         train(cfg)
 
 
-@pytest.fixture
-def gen_teacher(tmp_path):
-    torch.manual_seed(0)
-    return save_generator(build_generator("dcgan", 1, 28, d=8, latent_dim=16), tmp_path / "tg.safetensors",
-                          data="fashion-mnist")
-
-
 def test_gan_compression_with_vem_on_images(tmp_path, gen_teacher):
     cfg = load_run_config([gan_student_config(tmp_path, gen_teacher, loss={
         "terms": {"mse": {"weight": 1.0}, "vem": {"weight": 0.1, "channels": 4, "steps": 2}}})])
@@ -297,3 +288,23 @@ def test_gan_compression_with_vem_on_images(tmp_path, gen_teacher):
     assert _logged(run, "train/vem/energy_abs") and _logged(run, "train/vem")
     players = load_checkpoint(run / "checkpoints" / "last.ckpt")["method"]["players"]
     assert any("blocks.6.conv2" in k for k in players["student.vem.ebm"])  # the Fig. 4 body on 28 x 28 images
+
+
+@pytest.mark.slow
+def test_distill_with_vem_under_ddp_on_two_cpu_processes(tmp_path, make_config):
+    """Two gloo ranks: the EBM's update goes through its DDP wrapper (gradients averaged across ranks)."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    teacher = _teacher(tmp_path, make_config)
+    cfg = make_config(name="ddp-vem", method="distill", teacher={"checkpoint": str(teacher)},
+                      loss={"terms": {"kd": {"weight": 1.0}, "vem": {"weight": 0.1, "step_size": 1.0, "steps": 2}}},
+                      trainer={"epochs": 1, "devices": 2, "strategy": "ddp", "progress": False, "tensorboard": False})
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([sys.executable, "-m", "kdlab.cli", "distill", str(tmp_path / "s.yaml")],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ck = load_checkpoint(tmp_path / "ddp-vem" / "checkpoints" / "last.ckpt")["method"]
+    assert "student.vem.ebm" in ck["players"] and "student.vem.ebm" in ck["optimizers"]

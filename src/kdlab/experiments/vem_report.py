@@ -20,8 +20,13 @@ METRICS: Tuple[Tuple[str, str, int, float], ...] = (
 
 
 def _gen(run: Path, key: str, scale: float = 1.0) -> Optional[float]:
-    v = grid.read_summary(run).get("generative", {}).get(key)
+    v = (grid.read_summary(run).get("generative") or {}).get(key)
     return None if v is None else float(v) * scale
+
+
+def _nan(values: List[Optional[float]]) -> List[float]:
+    """None (a metric the run did not compute) as NaN, which the paired tests drop."""
+    return [float("nan") if v is None else v for v in values]
 
 
 def _fmt(values: List[Optional[float]], digits: int) -> str:
@@ -91,9 +96,10 @@ def write(out: Path, scale: str, seeds: List[int], sc: Dict[str, Any], teacher: 
     out.mkdir(parents=True, exist_ok=True)
     first = next(iter(next(iter(cells.values())).values()))[0]
     s0 = grid.read_summary(first)
-    t_gen = s0["teacher"]["generative"]
+    t_sum = s0.get("teacher") or {}
+    t_gen = t_sum.get("generative") or {}
     lines = [
-        f"Scale `{scale}`, seeds {seeds}. Teacher DCGAN d = {sc['teacher_d']} ({s0['teacher']['params']:,} params; "
+        f"Scale `{scale}`, seeds {seeds}. Teacher DCGAN d = {sc['teacher_d']} ({t_sum.get('params', 0):,} params; "
         f"FID {t_gen.get('fid', float('nan')):.2f}, IS {t_gen.get('is', float('nan')):.3f}). "
         f"Feature extractor: {extractor_text(s0.get('extractor'))}. Every row: the same teacher, student, "
         "number of student updates, schedule, latents (a fixed z per transfer row) and seeds; the add-ons act on "
@@ -112,11 +118,11 @@ def write(out: Path, scale: str, seeds: List[int], sc: Dict[str, Any], teacher: 
             results["rows"].setdefault(str(d), {})[row] = vals
             body.append([ROWS[row], *[_fmt(vals[key], dg) for _, key, dg, _ in METRICS], f"{PAPER_T4[row]:.2f}"])
         lines += [markdown_table(["row", *[m[0] for m in METRICS], "paper T4 FID"], body), ""]
-        fid = {row: [_gen(r, "fid") for r in runs] for row, runs in by.items()}
+        fid = {row: _nan([_gen(r, "fid") for r in runs]) for row, runs in by.items()}
         lines += ["Orderings on FID (lower is better; paired over seeds):", ""]
         for a, b in (("vid", "base"), ("crd", "base"), ("vem", "base"), ("vem", "vid"), ("vem", "crd")):
             lines.append(f"- {ordering_text(ROWS[a], ROWS[b], paired_test(fid[a], fid[b]), unit='FID')}")
-        mse = {row: [_gen(r, "mse_to_teacher") for r in runs] for row, runs in by.items()}
+        mse = {row: _nan([_gen(r, "mse_to_teacher") for r in runs]) for row, runs in by.items()}
         lines.append(f"- fidelity: {ordering_text(ROWS['vem'], ROWS['base'], paired_test(mse['vem'], mse['base']), unit='MSE to the teacher')}")
         verdict = _verdict(fid["vem"], fid["base"])
         verdicts.append(f"d = {d}: {verdict}")

@@ -163,6 +163,11 @@ class Method(ABC):
             self.players[name], self.optimizers[name] = module, opt
         for name, module in self.frozen.items():
             self.frozen[name] = module.to(fabric.device)
+        for name, module in self.players.items():  # terms call their own players through the wrappers
+            inner = unwrap(module)
+            if isinstance(inner, Student):
+                prefix = f"{name}."
+                inner.objective.bind({k[len(prefix):]: m for k, m in self.players.items() if k.startswith(prefix)})
 
     # -- the game ----------------------------------------------------------------------------
     @abstractmethod

@@ -210,6 +210,16 @@ class Term(nn.Module, metaclass=ABCMeta):
         (None: the run's ``optim`` section). Default: none."""
         return {}
 
+    def bind(self, wrapped: Dict[str, nn.Module]) -> None:
+        """Set by the method after device setup: this term's players as wrapped for training (Fabric/DDP)."""
+        object.__setattr__(self, "_wrapped", dict(wrapped))
+
+    def wrapped(self, name: str) -> nn.Module:
+        """Player ``name`` as wrapped for training (the module itself before :meth:`bind`). Forward passes
+        whose parameter gradients an :meth:`update` steps go through it, so DDP averages them across ranks."""
+        got = getattr(self, "_wrapped", {}).get(name)
+        return got if got is not None else self.players()[name][0]
+
     def update(self, s: Outputs, t: Optional[Outputs], batch: Batch,
                step: Callable[[str, torch.Tensor], None]) -> Dict[str, torch.Tensor]:
         """The term's own update after the student's step (``step(player name, loss)`` runs backward and

@@ -131,6 +131,11 @@ class Objective(nn.Module):
         """Every term's own players, named ``<term>.<player>``."""
         return {f"{n}.{p}": v for n, t in self.terms.items() for p, v in t.players().items()}
 
+    def bind(self, wrapped: Mapping[str, nn.Module]) -> None:
+        """Hand each term its players as wrapped for training (``wrapped``: ``<term>.<player>`` -> module)."""
+        for name, term in self.terms.items():
+            term.bind({k.split(".", 1)[1]: m for k, m in wrapped.items() if k.split(".", 1)[0] == name})
+
     def update(self, s: Outputs, t: Optional[Outputs], batch: Batch,
                step: Callable[[str, torch.Tensor], None]) -> Dict[str, torch.Tensor]:
         """Each term's own update (after the student's step); ``step`` names players ``<term>.<player>``."""

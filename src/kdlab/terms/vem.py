@@ -127,8 +127,8 @@ class VEMTerm(Term):
             raise ValueError(f"ground truth {tuple(y.shape)} and student output {tuple(s.shape)} differ in shape")
         return y.to(s.dtype)
 
-    def _energies(self, t: torch.Tensor, t_tilde: torch.Tensor, s: torch.Tensor):
-        e = self.ebm(torch.cat([t, t_tilde]), torch.cat([s, s]))
+    def _energies(self, t: torch.Tensor, t_tilde: torch.Tensor, s: torch.Tensor, ebm=None):
+        e = (ebm if ebm is not None else self.ebm)(torch.cat([t, t_tilde]), torch.cat([s, s]))
         return e[: len(t)], e[len(t):]
 
     @contextmanager
@@ -163,7 +163,7 @@ class VEMTerm(Term):
         target, t_tilde, s_fixed = self._cache
         self._cache = None
         with torch.enable_grad():
-            e_data, e_sample = self._energies(target, t_tilde, s_fixed)
+            e_data, e_sample = self._energies(target, t_tilde, s_fixed, self.wrapped("ebm"))
             loss = ebm_loss(e_data, e_sample, float(self.cfg.reg))
         e = torch.cat([e_data, e_sample]).detach()
         worst = float(e.abs().max())  # one sync per step: the bound must stop the run before a bad step
