@@ -9,7 +9,8 @@ latents (``loss.latents=pool``: a fixed z per transfer row, which CRD's memory n
 * ``base``: MSE to the teacher's image for the same z;
 * ``vid`` / ``crd`` / ``vem``: base + the add-on on the output images, each weighted ``lambda`` (Table 6's
   most common lambda_MI, 0.1, for all three);
-* lambda_MI sensitivity (Tables 5-6 values 0.005, 0.05, 0.1, 0.2) for VEM on the smallest student;
+* lambda_MI sensitivity (Tables 5-6 values 0.005, 0.05, 0.1, 0.2) for VEM on the smallest student, and
+  one VEM run whose EBM learns at 10x the paper's rate (1e-3);
 * the same ablation on a classifier pair with ``distill`` (the demo's LeNet teacher -> MLP student on
   100 images per class, CE + KD at T = 4): KD vs KD + VEM on logits, with the ports' Langevin step (50)
   and a small one (1; logits are not images in [-1, 1]).
@@ -61,6 +62,7 @@ SCALES: Dict[str, Dict[str, Any]] = {
         "vem": {"channels": 8},
         "crd": {"k": 1024},
         "lambda_d": 4,
+        "ebm_lr_check": 1e-3,
         "clf": ["trainer.log_every_n_steps=16", "eval.latency=false"],
     },
     "full": {
@@ -75,6 +77,7 @@ SCALES: Dict[str, Dict[str, Any]] = {
         "vem": {"channels": 32},
         "crd": {"k": 16384},
         "lambda_d": 4,
+        "ebm_lr_check": 1e-3,
         "clf": ["trainer.accelerator=auto", "eval.latency=false"],
     },
 }
@@ -83,8 +86,8 @@ _COMMON = ["trainer.progress=false", "trainer.tensorboard=false", "eval.latency=
 _CLASSIFIER_KEYS = ("trainer.", "data.", "out_dir=", "seed=")
 
 
-def gen_terms(row: str, sc: Dict[str, Any], lam: Optional[float] = None) -> Dict[str, Any]:
-    """``loss.terms`` of a generator row: MSE plus the row's add-on weighted lambda."""
+def gen_terms(row: str, sc: Dict[str, Any], lam: Optional[float] = None, ebm_lr: Optional[float] = None) -> Dict[str, Any]:
+    """``loss.terms`` of a generator row: MSE plus the row's add-on weighted lambda (``ebm_lr``: VEM's EBM rate)."""
     terms: Dict[str, Any] = {"mse": {"weight": 1.0}}
     w = sc["lam"] if lam is None else lam
     if row == "vid":
@@ -92,7 +95,7 @@ def gen_terms(row: str, sc: Dict[str, Any], lam: Optional[float] = None) -> Dict
     elif row == "crd":
         terms["crd"] = {"weight": w, **sc["crd"]}
     elif row == "vem":
-        terms["vem"] = {"weight": w, **sc["vem"]}
+        terms["vem"] = {"weight": w, **sc["vem"], **({"lr": ebm_lr} if ebm_lr is not None else {})}
     elif row != "base":
         raise KeyError(row)
     return terms
@@ -137,12 +140,13 @@ def vem_ablation(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, o
                             base + [f"model.kwargs.d={td}", f"loss.extractor={extractor}", "name=vem-gan-teacher",
                                     f"label=teacher DCGAN d={td}", "seed=0"] + sc["teacher"] + user, console)
 
-    def student(row: str, d: int, seed: int, lam: Optional[float] = None) -> Path:
-        tag = f"-lam{lam:g}" if lam is not None else ""
+    def student(row: str, d: int, seed: int, lam: Optional[float] = None, ebm_lr: Optional[float] = None) -> Path:
+        tag = (f"-lam{lam:g}" if lam is not None else "") + (f"-ebmlr{ebm_lr:g}" if ebm_lr is not None else "")
         return grid.run_cell([grid.recipe("gan_student_mse")], base + [
             f"teacher.checkpoint={teacher}", f"model.kwargs.d={d}", f"loss.extractor={extractor}",
-            "loss.latents=pool", f"loss.terms={json.dumps(gen_terms(row, sc, lam))}", f"seed={seed}",
-            f"name=vem-{row}{tag}-d{d}-s{seed}", f"label={ROWS[row]}{f' lambda={lam:g}' if lam is not None else ''} d={d}",
+            "loss.latents=pool", f"loss.terms={json.dumps(gen_terms(row, sc, lam, ebm_lr))}", f"seed={seed}",
+            f"name=vem-{row}{tag}-d{d}-s{seed}", f"label={ROWS[row]}{f' lambda={lam:g}' if lam is not None else ''}"
+            f"{f' EBM lr={ebm_lr:g}' if ebm_lr is not None else ''} d={d}",
         ] + sc["student"] + user, console)
 
     cells: Dict[int, Dict[str, List[Path]]] = {}
@@ -154,6 +158,8 @@ def vem_ablation(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, o
     for lam in LAMBDAS:
         lam_cells[lam] = (cells[sc["lambda_d"]]["vem"][0] if lam == sc["lam"]
                           else student("vem", sc["lambda_d"], seeds[0], lam))
+    # the EBM at 10x the paper's learning rate: does a faster-learning q(t | s) change the student?
+    lr_cell = student("vem", sc["lambda_d"], seeds[0], ebm_lr=sc["ebm_lr_check"])
 
     clf_teacher = grid.run_cell([grid.recipe("demo_teacher")], base + ["name=vem-clf-teacher"] + clf_user, console)
     clf: Dict[str, List[Path]] = {}
@@ -165,4 +171,4 @@ def vem_ablation(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, o
             ] + sc["clf"] + clf_user, console))
     from kdlab.experiments.vem_report import write
 
-    return write(out_dir / NAME, scale, seeds, sc, teacher, metric, cells, lam_cells, clf_teacher, clf)
+    return write(out_dir / NAME, scale, seeds, sc, teacher, metric, cells, lam_cells, lr_cell, clf_teacher, clf)

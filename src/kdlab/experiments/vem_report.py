@@ -15,7 +15,7 @@ PAPER_T4 = {"base": 57.14, "vid": 65.73, "crd": 70.59, "vem": 50.83}
 PAPER_T5 = {0.0: 47.52, 0.05: 47.56, 0.1: 48.90, 0.2: 49.39}
 #: generator metrics: (label, summary key in "generative", digits, scale)
 METRICS: Tuple[Tuple[str, str, int, float], ...] = (
-    ("FID ↓", "fid", 2, 1.0), ("KID ×1e3 ↓", "kid", 2, 1e3), ("IS ↑", "is", 3, 1.0), ("VoL", "vol", 1, 1.0),
+    ("FID ↓", "fid", 2, 1.0), ("KID ↓", "kid", 3, 1.0), ("IS ↑", "is", 3, 1.0), ("VoL", "vol", 1, 1.0),
     ("FID to teacher ↓", "fidelity_fid", 2, 1.0), ("MSE to teacher ↓", "mse_to_teacher", 4, 1.0))
 
 
@@ -35,11 +35,41 @@ def _fmt(values: List[Optional[float]], digits: int) -> str:
     return format_mean_std([v for v in values if v is not None], digits=digits)
 
 
-def _energy_series(run: Path, key: str) -> Tuple[List[int], List[float]]:
+def _series(run: Path, key: str) -> Tuple[List[int], List[float]]:
+    """``(steps, values)`` of the logged ``key`` (e.g. ``train/vem/energy_gap``) of one run."""
     from kdlab.report import read_metrics
 
-    rows = [r for r in read_metrics(run) if f"train/vem/{key}" in r]
-    return [int(r["step"]) for r in rows], [float(r[f"train/vem/{key}"]) for r in rows]
+    rows = [r for r in read_metrics(run) if key in r]
+    return [int(r["step"]) for r in rows], [float(r[key]) for r in rows]
+
+
+def _binned(xs: List[int], ys: List[float], width: int = 100) -> Tuple[List[float], List[float]]:
+    """Means over consecutive ``width``-step bins (the logged MSE is one batch's: noisy)."""
+    bins: Dict[int, List[float]] = {}
+    for x, y in zip(xs, ys):
+        bins.setdefault(x // width, []).append(y)
+    keys = sorted(bins)
+    return [(k + 0.5) * width for k in keys], [sum(bins[k]) / len(bins[k]) for k in keys]
+
+
+def _plot_mse(path: Path, cells: Dict[int, Dict[str, List[Path]]], labels: Dict[str, str]) -> Path:
+    from matplotlib.figure import Figure
+
+    from kdlab.report.plots import save_figure
+
+    fig = Figure(figsize=(5.5 * len(cells), 4.2))
+    axes = fig.subplots(1, len(cells), squeeze=False)[0]
+    for ax, (d, by) in zip(axes, cells.items()):
+        for row, runs in by.items():
+            xs, ys = _binned(*_series(runs[0], "train/mse"))
+            if xs:
+                ax.plot(xs, ys, marker=".", label=labels[row])
+        ax.set_xlabel("student step")
+        ax.set_ylabel("training MSE to the teacher (mean per 100 steps)")
+        ax.set_title(f"d = {d}, seed 0", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return save_figure(fig, path)
 
 
 def _plot_energies(path: Path, runs: Dict[str, Path]) -> Path:
@@ -51,7 +81,7 @@ def _plot_energies(path: Path, runs: Dict[str, Path]) -> Path:
     axes = fig.subplots(1, 2)
     for ax, key, title in ((axes[0], "energy_gap", "energy gap E(t~, s) - E(t, s)"), (axes[1], "energy_abs", "mean |E|")):
         for label, run in runs.items():
-            xs, ys = _energy_series(run, key)
+            xs, ys = _series(run, f"train/vem/{key}")
             if xs:
                 ax.plot(xs, ys, label=label, linewidth=1)
         ax.set_xlabel("student step")
@@ -87,7 +117,7 @@ def _verdict(fid_vem: List[float], fid_base: List[float]) -> str:
 
 
 def write(out: Path, scale: str, seeds: List[int], sc: Dict[str, Any], teacher: Path, metric: Path,
-          cells: Dict[int, Dict[str, List[Path]]], lam_cells: Dict[float, Path], clf_teacher: Path,
+          cells: Dict[int, Dict[str, List[Path]]], lam_cells: Dict[float, Path], lr_cell: Path, clf_teacher: Path,
           clf: Dict[str, List[Path]]) -> Path:
     from kdlab.experiments.vem import CLF_ROWS, ROWS
     from kdlab.report import markdown_table, ordering_text, paired_test
@@ -122,8 +152,8 @@ def write(out: Path, scale: str, seeds: List[int], sc: Dict[str, Any], teacher: 
         lines += ["Orderings on FID (lower is better; paired over seeds):", ""]
         for a, b in (("vid", "base"), ("crd", "base"), ("vem", "base"), ("vem", "vid"), ("vem", "crd")):
             lines.append(f"- {ordering_text(ROWS[a], ROWS[b], paired_test(fid[a], fid[b]), unit='FID')}")
-        mse = {row: _nan([_gen(r, "mse_to_teacher") for r in runs]) for row, runs in by.items()}
-        lines.append(f"- fidelity: {ordering_text(ROWS['vem'], ROWS['base'], paired_test(mse['vem'], mse['base']), unit='MSE to the teacher')}")
+        mse = {row: _nan([_gen(r, "mse_to_teacher", 1e3) for r in runs]) for row, runs in by.items()}
+        lines.append(f"- fidelity: {ordering_text(ROWS['vem'], ROWS['base'], paired_test(mse['vem'], mse['base']), unit='x 1e-3 MSE to the teacher')}")
         verdict = _verdict(fid["vem"], fid["base"])
         verdicts.append(f"d = {d}: {verdict}")
         lines += ["", f"VEM's gain over the base at d = {d}: {verdict}.", ""]
@@ -131,19 +161,28 @@ def write(out: Path, scale: str, seeds: List[int], sc: Dict[str, Any], teacher: 
         lines += [f"Samples, seed {seeds[0]}, the same z in every column; rows: real test images, the teacher, "
                   f"then {', '.join(ROWS.values())}:", "", f"![d={d}](samples/{png.name})", ""]
 
+    _plot_mse(out / "plots" / "mse.png", cells, ROWS)
+    lines += ["## Training curves", "", "The MSE term of every row per 100 student steps (seed 0): whether training has "
+              "flattened by the end of the budget.", "", "![training MSE](plots/mse.png)", ""]
     lam_rows = []
     for lam, run in sorted(lam_cells.items()):
         vals = {key: _gen(run, key, s) for _, key, _, s in METRICS}
         results["lambda"][str(lam)] = vals
         lam_rows.append([f"{lam:g}", *[f"{vals[k]:.{dg}f}" if vals[k] is not None else "—" for _, k, dg, _ in METRICS],
                          f"{PAPER_T5[lam]:.2f}" if lam in PAPER_T5 else "—"])
+    lr_vals = {key: _gen(lr_cell, key, s) for _, key, _, s in METRICS}
+    results["ebm_lr_check"] = {"lr": sc["ebm_lr_check"], **lr_vals}
+    lam_rows.append([f"{sc['lam']:g}, EBM lr {sc['ebm_lr_check']:g}",
+                     *[f"{lr_vals[k]:.{dg}f}" if lr_vals[k] is not None else "—" for _, k, dg, _ in METRICS], "—"])
     base0 = cells[sc["lambda_d"]]["base"][0]
     lam_rows.insert(0, ["0 (base)", *[_fmt([_gen(base0, k, s)], dg) for _, k, dg, s in METRICS], f"{PAPER_T5[0.0]:.2f}"])
     lines += [f"## lambda_MI sensitivity (Tables 5-6 values), d = {sc['lambda_d']}, seed {seeds[0]}", "",
               markdown_table(["lambda_MI", *[m[0] for m in METRICS], "paper T5 mIoU ↑ (Cityscapes)"], lam_rows), "",
-              "One seed per lambda: compare with the seed std of the tables above before reading an ordering.", ""]
+              f"One seed per row: compare with the seed std of the tables above before reading an ordering. The last "
+              f"row is lambda = {sc['lam']} with the EBM's Adam at {sc['ebm_lr_check']:g} instead of the paper's 1e-4.", ""]
     energy_runs = {f"d={d} lambda={sc['lam']}": by["vem"][0] for d, by in cells.items()}
     energy_runs.update({f"d={sc['lambda_d']} lambda={lam:g}": r for lam, r in lam_cells.items() if lam != sc["lam"]})
+    energy_runs[f"d={sc['lambda_d']} lambda={sc['lam']} EBM lr {sc['ebm_lr_check']:g}"] = lr_cell
     _plot_energies(out / "plots" / "energies.png", energy_runs)
     lines += ["## Energy curves", "", "The EBM's energy gap (samples minus teacher outputs; > 0 when the EBM tells "
               "them apart) and mean |E| per logged student step, seed 0:", "", "![energies](plots/energies.png)", ""]
