@@ -1,6 +1,7 @@
 """Helpers shared by the step benchmarks: a method ready to step, and timed steps."""
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -57,3 +58,18 @@ def child_peak_mib(script: str, child: str, args) -> float:
     cmd = [sys.executable, script, "--child", child, *args]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
     return json.loads(out)["extra_mib"]
+
+
+def bench_parser(doc: str, **sizes: int) -> argparse.ArgumentParser:
+    """The options every step benchmark takes (``--reps``, ``--threads``, ``--device`` and the hidden
+    ``--child`` / ``--tmp`` of :func:`child_peak_mib`), plus one integer option per ``sizes`` entry
+    (e.g. ``steps=10`` -> ``--steps``, default 10)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    for name, default in sizes.items():
+        ap.add_argument(f"--{name}", type=int, default=default)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--tmp", default=None, help=argparse.SUPPRESS)
+    return ap

@@ -14,7 +14,6 @@ Usage: python benchmarks/bench_mosaickd.py [--iters 6] [--reps 3] [--threads N] 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from _steps import child_peak_mib, extra_peak_rss_mib, ready_method, run_steps
+from _steps import bench_parser, child_peak_mib, extra_peak_rss_mib, ready_method, run_steps
 from kdlab.data import build_datasets, make_loader
 from kdlab.engine import save_classifier
 from kdlab.experiments.grid import recipe
@@ -54,14 +53,7 @@ def build(args, tmp: Path, path: Path, data, name: str):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--iters", type=int, default=6)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--tmp", default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = bench_parser(__doc__, iters=6).parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     tmp = Path(args.tmp or tempfile.mkdtemp(prefix="kdlab-bench-mosaic-"))

@@ -18,7 +18,6 @@ Usage: python benchmarks/bench_vem.py [--steps 10] [--reps 3] [--channels 8] [--
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import tempfile
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from _steps import child_peak_mib, extra_peak_rss_mib, ready_method, run_steps
+from _steps import bench_parser, child_peak_mib, extra_peak_rss_mib, ready_method, run_steps
 from kdlab.data import build_datasets, make_loader
 from kdlab.engine.generators import save_generator
 from kdlab.experiments.grid import recipe
@@ -79,15 +78,7 @@ def ebm_fb_seconds(args, reps: int = 20) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--channels", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--tmp", default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = bench_parser(__doc__, steps=10, channels=8).parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     tmp = Path(args.tmp or tempfile.mkdtemp(prefix="kdlab-bench-vem-"))
