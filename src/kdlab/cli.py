@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
@@ -240,6 +241,33 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from kdlab.export import ExportMismatchError, export_run
+
+    try:
+        rep = export_run(args.weights, args.format, Path(args.out) if args.out else None, atol=args.atol,
+                         max_test=args.max_test)
+    except ImportError as exc:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        return 2
+    except ExportMismatchError as exc:
+        console.print(f"[bold red]mismatch:[/] {escape(str(exc))}")
+        return 1
+    check = rep["check"]
+    table = Table(title=f"{rep['kind']} -> {rep['format']}: {rep['file']} ({rep['bytes']:,} bytes)")
+    for col in ("check", "value"):
+        table.add_column(col)
+    what = "test images" if rep["kind"] == "classifier" else "fixed latents"
+    table.add_row(f"max |difference| to PyTorch ({check['n']:,} {what})", f"{check['max_abs_diff']:.3g} (atol {rep['atol']:g})")
+    if "top1_agreement" in check:
+        table.add_row("top-1 agreement", f"{check['top1_agreement']:.2f}%")
+    for b, lat in rep["latency_ms"].items():
+        table.add_row(f"latency, batch {b} (ms, {rep['threads']} threads)",
+                      f"PyTorch {lat['pytorch']:.3f} | {rep['format']} {lat[rep['format']]:.3f}")
+    Console().print(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kdlab", description="Knowledge distillation of classifiers and GAN generators.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -266,6 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="data.* overrides, e.g. data.name=fashion-mnist")
     p.add_argument("--sigmas", default=None, help="comma-separated noise std values (normalised units)")
     p.add_argument("--json", default=None, help="also write the result to this JSON file")
+    p = sub.add_parser("export", help="write a run's network as ONNX or TorchScript, check its outputs, time it")
+    p.add_argument("weights", help="run directory or kdlab .safetensors / .ckpt (classifier or generator)")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument("--out", default=None, help="output file (default: <run>/exports/<weights name>.onnx|.pt)")
+    p.add_argument("--atol", type=float, default=1e-3, help="largest accepted |difference| to PyTorch's outputs")
+    p.add_argument("--max-test", type=int, default=None, help="check on this many test images (default: all)")
     p = sub.add_parser("report", help="report.md for one run, or a side-by-side comparison of several")
     p.add_argument("runs", nargs="+", help="run directories")
     p.add_argument("--out", default=None, help="output directory of a comparison report")
@@ -304,6 +338,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         **{c: _train for c in COMMANDS},
         "evaluate": cmd_evaluate,
         "evaluate-gan": cmd_evaluate_gan,
+        "export": cmd_export,
         "report": cmd_report,
         "list": cmd_list,
         "demo": cmd_demo,
