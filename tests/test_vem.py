@@ -308,3 +308,40 @@ def test_distill_with_vem_under_ddp_on_two_cpu_processes(tmp_path, make_config):
     assert proc.returncode == 0, proc.stderr[-3000:]
     ck = load_checkpoint(tmp_path / "ddp-vem" / "checkpoints" / "last.ckpt")["method"]
     assert "student.vem.ebm" in ck["players"] and "student.vem.ebm" in ck["optimizers"]
+
+
+
+VEM_SMALL = {"weight": 0.1, "step_size": 1.0, "steps": 2, "channels": 16}
+
+
+def _method_config(tmp_path, teacher, method):
+    """A tiny run of ``method`` with KD + VEM on logits (plus the game's own keys)."""
+    from conftest import small_config
+
+    terms = {"kd": {"weight": 1.0}, "vem": VEM_SMALL}
+    base = dict(name=f"vem-{method}", method=method, teacher={"checkpoint": str(teacher)},
+                trainer={"epochs": 1}, data={"n_per_class": 20, "batch_size": 20, "val_size": 100})
+    if method == "codistill":
+        base["loss"] = {"peer": "copy", "terms": terms}
+    elif method == "kdgan":
+        base["loss"] = {"disc_model": "mlp", "disc_kwargs": {"hidden": [64, 64]}, "terms": terms}
+    else:  # the synthesizing games: generator batches, no labels
+        src = ({"transfer": "mnist-digits", "transfer_n": 48} if method == "mosaickd"
+               else {"transfer": "none", "steps_per_epoch": 3})
+        base["data"] = {"batch_size": 16, "val_size": 100, **src}
+        gen = {"generator": "mosaic", "generator_kwargs": {"ngf": 8}, "latent_dim": 16}
+        if method == "mosaickd":
+            gen["disc_kwargs"] = {"ndf": 8}
+        base["loss"] = {**gen, "terms": {**terms, "ce": {"weight": 0.0}}}
+    return load_run_config([small_config(tmp_path, **base)])
+
+
+@pytest.mark.parametrize("method", ["codistill", "kdgan", "mosaickd", "dfad"])
+def test_vem_trains_its_ebm_in_every_student_method(tmp_path, make_config, method):
+    """Each game runs the term's own update after its student step: the EBM's optimizer has stepped."""
+    run = train(_method_config(tmp_path, _teacher(tmp_path, make_config), method))
+    ck = load_checkpoint(run / "checkpoints" / "last.ckpt")["method"]
+    names = [n for n in ck["players"] if n.endswith(".vem.ebm")]
+    assert names, list(ck["players"])
+    for name in names:
+        assert ck["optimizers"][name]["state"], f"{name}: the EBM's optimizer never stepped"

@@ -73,6 +73,10 @@ class Codistill(Method):
 
     def losses(self, batch: Batch) -> Dict[str, torch.Tensor]:
         """Both peers' losses for one batch (``c_*`` classifier, ``p_*`` peer)."""
+        return self.forward_losses(batch)[0]
+
+    def forward_losses(self, batch: Batch):
+        """(both peers' losses, the classifier's outputs, the peer's outputs) for one batch, no step."""
         lc = self.cfg.loss
         sc = self.players["classifier"](batch.x)
         sp = self.players["peer"](batch.teacher_input if lc.peer == "teacher" else batch.x)
@@ -83,10 +87,10 @@ class Codistill(Method):
         if lc.codistill > 0 and self.epoch >= lc.burn_in_epochs:
             terms["c_kd"] = lc.codistill * kd_loss(sc.out, sp.out, lc.temperature)  # the target is detached inside
             terms["p_kd"] = lc.codistill * kd_loss(sp.out, sc.out, lc.temperature)
-        return terms
+        return terms, sc, sp
 
     def training_step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
-        terms = self.losses(batch)
+        terms, sc, sp = self.forward_losses(batch)
         c_loss = sum(v for k, v in terms.items() if k.startswith("c_"))
         p_loss = sum(v for k, v in terms.items() if k.startswith("p_"))
         # the two losses touch disjoint parameters (targets are detached): one backward serves both
@@ -96,6 +100,9 @@ class Codistill(Method):
         for name in ("classifier", "peer"):
             self.optimizers[name].step()
         out = {k: v.detach() for k, v in terms.items()}
+        # terms with players of their own (an EBM, a paraphraser) update after the peers' step
+        out.update({f"c_{k}": v for k, v in self.update_terms("classifier", sc, sp, batch).items()})
+        out.update({f"p_{k}": v for k, v in self.update_terms("peer", sp, sc, batch).items()})
         out["loss"] = (c_loss + p_loss).detach()
         return out
 

@@ -203,6 +203,7 @@ class KDGAN(Method):
                      "c_ds": lc.beta * self.distill_term(own, other)}
             terms.update({f"c_{k}": v for k, v in self.student_terms("classifier", s_out, t_out, batch).items()
                           if k != "loss"})
+            self._c_outputs = (s_out, t_out)  # for the terms' own updates after the classifier's step
         else:
             with torch.no_grad():
                 other = c(x).out
@@ -227,6 +228,9 @@ class KDGAN(Method):
                 loss = sum(terms.values())
                 self.step_optimizer(name, loss)
                 out.update({k: v.detach() for k, v in terms.items()})
+                if who == "c":
+                    s_out, t_out = self._c_outputs
+                    out.update({f"c_{k}": v for k, v in self.update_terms("classifier", s_out, t_out, batch).items()})
                 total = total + loss.detach()
         out["tau"] = torch.tensor(self.tau)
         out["loss"] = total  # the sum of every objective computed in this step (NaN check)
