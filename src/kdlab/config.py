@@ -112,6 +112,7 @@ class DataConfig:
     # entropy = the highest-entropy ones (MosaicKD Algorithm 1), balanced = ~k/K per predicted class.
     transfer_select: str = choice("none", ("none", "entropy", "balanced"))
     transfer_k: Optional[int] = bounded(None, gt=0, optional=True)  # required with transfer_select
+    pin_memory: Optional[bool] = None  # page-locked training batches; null: on when training on CUDA
 
 
 @dataclass
@@ -160,6 +161,9 @@ class TrainerConfig:
     limit_train_batches: Optional[int] = None  # cap steps per epoch (smoke runs)
     tensorboard: bool = True
     threads: Optional[int] = None  # torch.set_num_threads on CPU
+    # torch.compile of the student and teacher networks (those whose features no term hooks; kdlab.engine.speed)
+    compile: str = choice("none", ("none", "default", "reduce-overhead", "max-autotune"))
+    channels_last: bool = False  # 4-D inputs and every player's conv weights in channels-last memory format
 
 
 @dataclass

@@ -60,6 +60,11 @@ class Batch:
     def labelled(self) -> bool:
         return self.y is not None
 
+    def pin_memory(self) -> "Batch":
+        """The same batch in page-locked host memory (``DataLoader(pin_memory=True)`` calls this)."""
+        return Batch(**{f.name: (v.pin_memory() if isinstance(v, torch.Tensor) else v)
+                        for f in fields(self) for v in [getattr(self, f.name)]})
+
     def to(self, device: Any, non_blocking: bool = False) -> "Batch":
         """The same batch with every tensor on ``device``."""
         moved = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -28,6 +28,7 @@ from torch import nn
 from kdlab.data import make_loader
 from kdlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from kdlab.engine.logging import MetricsLog, ProgressBar, format_values
+from kdlab.engine.speed import channels_last_batch, pin_memory_for
 
 CKPT_FORMAT = "kdlab-run-1"
 
@@ -210,6 +211,8 @@ class Trainer:
                     if i >= total:
                         break
                     batch = batch.to(fabric.device, non_blocking=True)
+                    if tcfg.channels_last:
+                        batch = channels_last_batch(batch)
                     try:
                         out = method.training_step(batch, step)
                     except NonFiniteLossError as exc:  # raised inside the step (e.g. a term's bound)
@@ -275,6 +278,7 @@ class Trainer:
             seed=cfg.seed,
             epoch=epoch,
             num_workers=cfg.data.num_workers,
+            pin_memory=pin_memory_for(cfg.data.pin_memory, self.fabric.device),
             num_replicas=self.fabric.world_size,
             rank=self.fabric.global_rank,
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -19,6 +19,7 @@ from kdlab.data.batch import Batch
 from kdlab.data.transfer import TRANSFER_LABELLED
 from kdlab.engine import build_optimizer, build_scheduler, unwrap
 from kdlab.engine.checkpoint import classifier_metadata
+from kdlab.engine.speed import compile_networks, to_channels_last
 from kdlab.metrics import evaluate_accuracy
 from kdlab.registry import Registry
 from kdlab.terms import Objective, Outputs, Student, TermContext, build_objective
@@ -168,6 +169,25 @@ class Method(ABC):
             if isinstance(inner, Student):
                 prefix = f"{name}."
                 inner.objective.bind({k[len(prefix):]: m for k, m in self.players.items() if k.startswith(prefix)})
+        tcfg = self.cfg.trainer
+        if tcfg.channels_last:
+            for module in list(self.players.values()) + list(self.frozen.values()):
+                to_channels_last(unwrap(module))
+        self.compiled = compile_networks(self.compile_targets(), tcfg.compile)
+
+    def compile_targets(self) -> List[Tuple[str, nn.Module, Optional[str]]]:
+        """``(name, network, reason to stay eager or None)`` of the networks ``trainer.compile`` may compile:
+        each student network and the frozen teacher (other players, e.g. discriminators and term players,
+        stay eager)."""
+        students = [(n, unwrap(m)) for n, m in self.players.items() if isinstance(unwrap(m), Student)]
+        grads = "input gradients need double backward" if any(s.objective.needs_input_grad for _, s in students) else None
+        out: List[Tuple[str, nn.Module, Optional[str]]] = [
+            (f"{n}.net", s.net, grads or ("terms read its features through hooks" if s.feature_names else None))
+            for n, s in students]
+        if "teacher" in self.frozen:
+            hooked = any(s.objective.teacher_features for _, s in students)
+            out.append(("teacher", self.frozen["teacher"], grads or ("terms read its features through hooks" if hooked else None)))
+        return out
 
     # -- the game ----------------------------------------------------------------------------
     @abstractmethod

@@ -1,0 +1,62 @@
+"""Speed options of the shared loop (``trainer.compile``, ``trainer.channels_last``, ``data.pin_memory``).
+
+Each changes how a computation runs, never what it computes (up to floating-point reassociation):
+
+* ``compile_networks``: ``nn.Module.compile`` (in place, so state-dict keys and checkpoints are those of
+  the plain network) of the networks a method names; a network whose intermediate features a term reads
+  through forward hooks is left eager (hooks registered per call would recompile every step).
+* ``to_channels_last`` / ``channels_last_batch``: NHWC memory format for 4-D weights and inputs (faster
+  convolutions with cuDNN and oneDNN on many shapes).
+* pinned memory is a ``make_loader`` argument (:func:`pin_memory_for`); ``Batch.pin_memory`` pins a batch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Iterable, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+
+
+def compile_networks(nets: Iterable[Tuple[str, nn.Module, Optional[str]]], mode: str) -> List[str]:
+    """Compile each ``(name, network, why_not)`` in place with ``torch.compile`` mode ``mode`` unless
+    ``why_not`` gives a reason to stay eager (features read by hooks; double backward for input
+    gradients, which compiled graphs do not support); returns the names compiled (skips are logged).
+
+    Raises:
+        ValueError: unknown ``mode`` (lists the accepted ones).
+    """
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"unknown trainer.compile {mode!r}; accepted: {', '.join(COMPILE_MODES)}")
+    done: List[str] = []
+    if mode == "none":
+        return done
+    for name, net, why_not in nets:
+        if why_not:
+            log.warning("trainer.compile: %s stays eager (%s)", name, why_not)
+            continue
+        net.compile(mode=None if mode == "default" else mode)
+        done.append(name)
+    return done
+
+
+def to_channels_last(module: nn.Module) -> nn.Module:
+    """``module`` with its 4-D parameters and buffers in channels-last format (in place; others unchanged)."""
+    return module.to(memory_format=torch.channels_last)
+
+
+def channels_last_batch(batch: Any) -> Any:
+    """``batch`` (a :class:`kdlab.data.Batch`) with its 4-D inputs in channels-last format."""
+    changes = {f: getattr(batch, f).contiguous(memory_format=torch.channels_last)
+               for f in ("x", "x_teacher") if getattr(batch, f) is not None and getattr(batch, f).dim() == 4}
+    return dataclasses.replace(batch, **changes) if changes else batch
+
+
+def pin_memory_for(setting: Any, device: torch.device) -> bool:
+    """``data.pin_memory``: the given bool, or (None) True exactly when training on CUDA."""
+    return bool(setting) if setting is not None else device.type == "cuda"
