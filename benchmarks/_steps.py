@@ -27,7 +27,7 @@ def run_steps(method, batches) -> float:
     t0 = time.perf_counter()
     for i, b in enumerate(batches):
         method.training_step(b, i)
-    if batches and batches[0].x is not None and batches[0].x.is_cuda:
+    if torch.cuda.is_initialized():  # data-free batches carry no tensor to tell the device by
         torch.cuda.synchronize()
     return time.perf_counter() - t0
 
@@ -73,3 +73,21 @@ def bench_parser(doc: str, **sizes: int) -> argparse.ArgumentParser:
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--tmp", default=None, help=argparse.SUPPRESS)
     return ap
+
+
+def interleaved_times(methods, batches, reps: int, device: str):
+    """``({name: [seconds per repetition]}, {name: peak CUDA MiB})``: every method's ``training_step``
+    over ``batches``, repetitions interleaved across methods; the first repetition warms up and is dropped.
+    The peak dict is empty off CUDA (measure CPU memory with :func:`child_peak_mib`)."""
+    times = {n: [] for n in methods}
+    peak = {}
+    for rep in range(reps + 1):
+        for n, m in methods.items():
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            dt = run_steps(m, batches)
+            if device == "cuda":
+                peak[n] = torch.cuda.max_memory_allocated() / 2**20
+            if rep:
+                times[n].append(dt)
+    return times, peak

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from _steps import bench_parser, child_peak_mib, extra_peak_rss_mib, ready_method, run_steps
+from _steps import bench_parser, child_peak_mib, interleaved_times, extra_peak_rss_mib, ready_method, run_steps
 from kdlab.data import build_datasets, make_loader
 from kdlab.engine import save_classifier
 from kdlab.experiments.grid import recipe
@@ -63,17 +63,7 @@ def main() -> None:
         print(json.dumps({"extra_mib": extra}))
         return
     methods = {n: build(args, tmp, path, data, n) for n in METHOD_RECIPES}
-    times = {n: [] for n in methods}
-    peak = {}
-    for rep in range(args.reps + 1):  # the first repetition warms up and is dropped
-        for n, m in methods.items():
-            if args.device == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            dt = run_steps(m, batches)
-            if rep:
-                times[n].append(dt)
-            if args.device == "cuda":
-                peak[n] = torch.cuda.max_memory_allocated() / 2**20
+    times, peak = interleaved_times(methods, batches, args.reps, args.device)
     if args.device != "cuda":
         for n in methods:
             peak[n] = child_peak_mib(__file__, n, ["--tmp", str(tmp), "--iters", str(args.iters), "--device", args.device]

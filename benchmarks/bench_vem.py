@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from _steps import bench_parser, child_peak_mib, extra_peak_rss_mib, ready_method, run_steps
+from _steps import bench_parser, child_peak_mib, interleaved_times, extra_peak_rss_mib, ready_method, run_steps
 from kdlab.data import build_datasets, make_loader
 from kdlab.engine.generators import save_generator
 from kdlab.experiments.grid import recipe
@@ -89,18 +89,8 @@ def main() -> None:
         return
     names = ["base"] + [f"K{k}" for k in KS]
     methods = {n: build(args, tmp, path, data, n) for n in names}
-    times = {n: [] for n in names}
-    peak = {}
-    for rep in range(args.reps + 1):  # the first repetition warms up and is dropped
-        for n, m in methods.items():
-            if args.device == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            dt = run_steps(m, batches)
-            if args.device == "cuda":
-                torch.cuda.synchronize()
-                peak[n] = torch.cuda.max_memory_allocated() / 2**20
-            if rep:
-                times[n].append(dt / len(batches))
+    times, peak = interleaved_times(methods, batches, args.reps, args.device)
+    times = {n: [t / len(batches) for t in v] for n, v in times.items()}
     if args.device != "cuda":
         for n in names:
             peak[n] = child_peak_mib(__file__, n, ["--tmp", str(tmp), "--steps", str(args.steps), "--channels",
