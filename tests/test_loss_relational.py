@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from kdlab.data.batch import Batch
 from kdlab.config import ConfigError
 from kdlab.engine import load_checkpoint
 from kdlab.engine.generators import save_generator
@@ -262,7 +263,7 @@ def _objective(terms):
                       teacher_input=(1, 28, 28), provides=frozenset({"teacher", "logits", "features"}), num_classes=10)
     obj = build_objective(terms, ctx)
     x = torch.randn(6, 1, 28, 28)
-    return obj, Student(s_net, obj)(x), obj.teacher_outputs(t_net, x), t_net
+    return obj, Student(s_net, obj)(x), obj.teacher_outputs(t_net, x, Batch(x=x)), t_net
 
 
 def test_terms_sum_the_pure_losses_over_their_pairs():

@@ -62,6 +62,9 @@ def _check_value(key: str, value: Any, meta: Any) -> None:
             raise ConfigError(f"config key {key!r} = {value!r} must be {text}{extra}")
 
 
+_YAML_BOOLS = {"True": "on", "False": "off"}
+
+
 def check_section(section: Any, schema: type, prefix: str) -> None:
     """Check every field of ``section`` (a DictConfig or object) against the choices/bounds declared in
     the metadata of the dataclass ``schema`` (see :func:`choice`, :func:`bounded`); nested dataclass
@@ -78,6 +81,10 @@ def check_section(section: Any, schema: type, prefix: str) -> None:
             if value is not None:
                 check_section(value, factory, key)
         elif f.metadata:
+            alias = _YAML_BOOLS.get(str(value)) if isinstance(value, (bool, str)) else None
+            if alias is not None and alias in f.metadata.get("choices", ()):
+                value = alias  # YAML 1.1 reads a bare on/off as a boolean
+                setattr(section, f.name, value)
             _check_value(key, value, f.metadata)
 
 
@@ -164,6 +171,11 @@ class TrainerConfig:
     # torch.compile of the student and teacher networks (those whose features no term hooks; kdlab.engine.speed)
     compile: str = choice("none", ("none", "default", "reduce-overhead", "max-autotune"))
     channels_last: bool = False  # 4-D inputs and every player's conv weights in channels-last memory format
+    # frozen teacher's outputs on a static transfer set computed once (kdlab.methods.teacher_cache):
+    # auto = when safe, on = required (refused with the reason when unsafe), off = every step
+    teacher_cache: str = choice("auto", ("auto", "on", "off"))
+    teacher_cache_dir: Optional[str] = None  # shared on-disk cache; None: memory, or <run>/teacher_cache when large
+    teacher_cache_memory_mb: float = bounded(1024.0, ge=0)  # larger caches are memory-mapped files on disk
 
 
 @dataclass

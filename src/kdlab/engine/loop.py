@@ -175,6 +175,7 @@ class Trainer:
         config_yaml = to_yaml(cfg)
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         method.setup(fabric)
+        method.on_fit_start(train_set, self.run_dir, self._batch_sizes(train_set))
 
         start_epoch, step = 0, 0
         best: Dict[str, Any] = {"epoch": None, "value": None}
@@ -267,6 +268,11 @@ class Trainer:
             wall_time_s=time.perf_counter() - t_start,
             best_state=best_state,
         )
+
+    def _batch_sizes(self, train_set: Any) -> list:
+        """Every batch size this rank's training loader yields: the batch size and the last, partial one."""
+        n, b = len(self._train_loader(train_set, 0).sampler), int(self.cfg.data.batch_size)
+        return sorted({min(b, n)} | ({n % b} if n > b and n % b else set())) if n else []
 
     def _train_loader(self, train_set: Any, epoch: int):
         """Epoch ``epoch``'s shuffled batches; under DDP each rank takes its shard of the same order."""

@@ -42,6 +42,8 @@ from kdlab.losses.jacobian import (
     noisy_expectation,
     output_jacobian_loss,
     output_jacobian_term,
+    student_jacobian_match,
+    teacher_output_jacobian,
     select_classes,
 )
 
@@ -68,6 +70,8 @@ __all__ = [
     "jacobian_cross_entropy",
     "output_jacobian_loss",
     "output_jacobian_term",
+    "student_jacobian_match",
+    "teacher_output_jacobian",
     "jacobian_norm_penalty",
     "attention_pool_window",
     "attention_jacobian_loss",

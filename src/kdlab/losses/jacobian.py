@@ -195,6 +195,54 @@ def jacobian_cross_entropy(
     return -(dots / student_probs.clamp_min(_EPS)).sum(dim=1).mean()
 
 
+def _jacobian_outputs(logits: torch.Tensor, loss: str, temperature: float) -> torch.Tensor:
+    """What is differentiated: logits (``'se'``, Prop. 1) or ``softmax(logits / temperature)`` (``'ce'``, eq. 2)."""
+    return logits if loss == "se" else F.softmax(logits / temperature, 1)
+
+
+def teacher_output_jacobian(
+    teacher_logits: torch.Tensor,
+    x: torch.Tensor,
+    classes: Optional[torch.Tensor],
+    loss: str = "se",
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """The teacher's half of :func:`output_jacobian_term`: input gradients ``[B, m, D]`` (no graph) of
+    the selected outputs (``classes`` from :func:`select_classes`) of logits (``loss='se'``) or of
+    ``softmax(logits / temperature)`` (``loss='ce'``). A per-example function of the frozen teacher,
+    so it can be computed once per example and cached."""
+    return input_gradients(_jacobian_outputs(teacher_logits, loss, temperature), x, classes, create_graph=False)
+
+
+def student_jacobian_match(
+    student_logits: torch.Tensor,
+    teacher_jac: torch.Tensor,
+    x: torch.Tensor,
+    classes: Optional[torch.Tensor],
+    loss: str = "se",
+    temperature: float = 1.0,
+    normalize: bool = False,
+) -> torch.Tensor:
+    """The student's half of :func:`output_jacobian_term`: its input gradients of the same selected
+    outputs (``create_graph=True``) matched to ``teacher_jac`` [B, m, D] by :func:`jacobian_matching`
+    (``'se'``, Prop. 1) or :func:`jacobian_cross_entropy` (``'ce'``, eq. 2)."""
+    s_out = _jacobian_outputs(student_logits, loss, temperature)
+    s_jac = input_gradients(s_out, x, classes, create_graph=True)
+    if loss == "se":
+        return jacobian_matching(s_jac, teacher_jac, normalize=normalize)
+    probs = s_out if classes is None else s_out.gather(1, classes.view(-1, 1))
+    return jacobian_cross_entropy(s_jac, teacher_jac, probs)
+
+
+def check_jacobian_options(select: str, loss: str, temperature: float) -> None:
+    """Raises ValueError for a bad ``select`` (lists full, label, top), ``loss`` (lists se, ce) or a
+    temperature <= 0."""
+    check_mode(select, SELECTIONS, "Jacobian output selection")
+    check_mode(loss, JACOBIAN_LOSSES, "Jacobian loss")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+
+
 def output_jacobian_term(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -208,7 +256,8 @@ def output_jacobian_term(
     """Output-Jacobian matching term from logits that both carry a graph to the input leaf ``x``.
 
     Selects the outputs (:func:`select_classes`), takes the teacher's input gradients without a
-    graph and the student's with ``create_graph=True``, then:
+    graph (:func:`teacher_output_jacobian`) and the student's with ``create_graph=True``
+    (:func:`student_jacobian_match`), then:
 
     * ``loss='se'``: :func:`jacobian_matching` on logits (Prop. 1; the paper's choice, sec. 6.1).
     * ``loss='ce'``: :func:`jacobian_cross_entropy` on ``softmax(logits / temperature)`` (eq. 2).
@@ -219,25 +268,14 @@ def output_jacobian_term(
         ValueError: bad ``select`` (lists full, label, top) or ``loss`` (lists se, ce), a
             temperature <= 0, logits of different shapes, ``x`` without grad.
     """
-    check_mode(select, SELECTIONS, "Jacobian output selection")
-    check_mode(loss, JACOBIAN_LOSSES, "Jacobian loss")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    check_jacobian_options(select, loss, temperature)
     if teacher_logits.shape != student_logits.shape:
         raise ValueError(
             f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} differ"
         )
     classes = select_classes(select, student_logits.shape[1], labels, teacher_logits)
-    if loss == "se":
-        t_out, s_out = teacher_logits, student_logits
-    else:
-        t_out, s_out = F.softmax(teacher_logits / temperature, 1), F.softmax(student_logits / temperature, 1)
-    t_jac = input_gradients(t_out, x, classes, create_graph=False)
-    s_jac = input_gradients(s_out, x, classes, create_graph=True)
-    if loss == "se":
-        return jacobian_matching(s_jac, t_jac, normalize=normalize)
-    probs = s_out if classes is None else s_out.gather(1, classes.view(-1, 1))
-    return jacobian_cross_entropy(s_jac, t_jac, probs)
+    t_jac = teacher_output_jacobian(teacher_logits, x, classes, loss, temperature)
+    return student_jacobian_match(student_logits, t_jac, x, classes, loss, temperature, normalize)
 
 
 def output_jacobian_loss(
@@ -458,6 +496,9 @@ __all__ = [
     "jacobian_matching",
     "jacobian_cross_entropy",
     "output_jacobian_term",
+    "teacher_output_jacobian",
+    "student_jacobian_match",
+    "check_jacobian_options",
     "output_jacobian_loss",
     "jacobian_norm_penalty",
     "attention_pool_window",

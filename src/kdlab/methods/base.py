@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from kdlab.config import ConfigError
 from kdlab.data.batch import Batch
 from kdlab.data.transfer import TRANSFER_LABELLED
 from kdlab.engine import build_optimizer, build_scheduler, unwrap
@@ -53,6 +54,9 @@ class Method(ABC):
     selection_mode: str = "max"
     #: file stem of the exported weights (``<export_name>.safetensors``)
     export_name: str = "model"
+    #: why ``trainer.teacher_cache=on`` cannot apply to this method (None: it can, see :meth:`on_fit_start`)
+    teacher_cache_unsupported: Optional[str] = ("has no frozen teacher evaluated on a fixed transfer set (its teacher "
+                                                "trains, or its inputs are drawn anew every step)")
 
     def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
         """``cfg``: the resolved run config; ``spec``: the data set's :class:`kdlab.data.DataSpec`;
@@ -65,6 +69,9 @@ class Method(ABC):
         self.optimizers: Dict[str, Optional[torch.optim.Optimizer]] = {}
         self.schedulers: Dict[str, Any] = {}
         self.frozen: Dict[str, nn.Module] = {}
+        if getattr(cfg.trainer, "teacher_cache", "auto") == "on" and self.teacher_cache_unsupported:
+            raise ConfigError(f"trainer.teacher_cache=on: method {cfg.method!r} {self.teacher_cache_unsupported}; "
+                              "accepted here: trainer.teacher_cache=auto or off")
 
     # -- building ----------------------------------------------------------------------------
     def add_player(self, name: str, module: nn.Module, optim_cfg: Any = None) -> None:
@@ -188,6 +195,11 @@ class Method(ABC):
             hooked = any(s.objective.teacher_features for _, s in students)
             out.append(("teacher", self.frozen["teacher"], grads or ("terms read its features through hooks" if hooked else None)))
         return out
+
+    def on_fit_start(self, train_set: Any, run_dir: Any, batch_sizes: Sequence[int]) -> None:
+        """Called by the loop after :meth:`setup`, before the first epoch, with the transfer set, the run
+        directory and every batch size the training loader yields (e.g. to build a teacher-output
+        cache). Default: nothing."""
 
     # -- the game ----------------------------------------------------------------------------
     @abstractmethod

@@ -6,19 +6,26 @@ Not a method itself (no registration). One step on a batch:
 ``x <- x + input_noise * N(0, I)`` (optional explicit noise), then one forward of the teacher (only
 when a term needs it, on ``batch.teacher_input``) and one of the student, each exposing the
 features the terms asked for, then ``loss = sum_i weight_i * term_i`` and one optimizer step.
+
+The teacher is frozen, so on a static transfer set its outputs (and what the terms derive from it,
+e.g. input Jacobians) are read from a cache built before the first epoch
+(``trainer.teacher_cache``, :mod:`kdlab.methods.teacher_cache`): same student, no teacher passes.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from kdlab.config import ConfigError, bounded
 from kdlab.data.batch import Batch
-from kdlab.engine import load_network, network_identity
+from kdlab.engine import file_sha256, load_network, network_identity
+from kdlab.engine.speed import channels_last_batch
 from kdlab.methods.base import Method, build_network, unwrap
+from kdlab.methods.teacher_cache import build_teacher_cache, cache_blockers
 from kdlab.terms import Outputs
 
 
@@ -38,12 +45,14 @@ class ClassifierStudentMethod(Method):
 
     Raises (at construction, before training):
         ConfigError: no terms with a weight > 0, a term the method cannot feed (see
-            :func:`kdlab.terms.build_objective`).
+            :func:`kdlab.terms.build_objective`), ``trainer.teacher_cache=on`` where the teacher's
+            outputs change between epochs (names why).
         TeacherMismatchError: the teacher does not fit the evaluation data set.
     """
 
     export_name = "student"
     Config = ClassifierStudentConfig
+    teacher_cache_unsupported = None
 
     def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
         super().__init__(cfg, spec, transfer)
@@ -55,6 +64,11 @@ class ClassifierStudentMethod(Method):
                               "set at least one, e.g. loss.terms.kd.weight=1 (kdlab list terms)")
         self.objective = objective
         self.add_frozen("teacher", teacher)
+        self.teacher_cache = None
+        self.cache_blockers = cache_blockers(cfg, objective, transfer)
+        if cfg.trainer.teacher_cache == "on" and self.cache_blockers:
+            raise ConfigError("trainer.teacher_cache=on, but the teacher's outputs are not the same every epoch: "
+                              + "; ".join(self.cache_blockers) + "; use trainer.teacher_cache=auto or off")
 
     def build_teacher(self, cfg: Any, spec: Any) -> Tuple[nn.Module, str]:
         """(teacher, weights path) from ``teacher.checkpoint``, checked against the evaluation data set."""
@@ -64,12 +78,44 @@ class ClassifierStudentMethod(Method):
         """The student network (``cfg.model``, optionally initialised from ``model.checkpoint``)."""
         return build_network(cfg, spec)
 
-    def forward_losses(self, batch: Batch) -> Tuple[Dict[str, torch.Tensor], Outputs, Optional[Outputs]]:
-        """(weighted terms incl. ``loss``, student outputs, teacher outputs) for one batch, no step."""
+    def teacher_forward(self, x: torch.Tensor, batch: Batch) -> Optional[Outputs]:
+        """The teacher's outputs on ``x`` (``batch.x_teacher`` when the teacher has its own view)."""
+        return self.objective.teacher_outputs(self.frozen["teacher"], x if batch.x_teacher is None else batch.x_teacher,
+                                              batch)
+
+    def on_fit_start(self, train_set: Any, run_dir: Any, batch_sizes: Sequence[int]) -> None:
+        """Build the teacher-output cache (``trainer.teacher_cache`` auto/on on a static transfer set)."""
+        tc = self.cfg.trainer
+        self.teacher_cache = None
+        if tc.teacher_cache == "off" or self.cache_blockers or not self.objective.needs_teacher or not batch_sizes:
+            return
+        from omegaconf import OmegaConf
+
+        key = {"teacher_sha256": file_sha256(self.teacher_path), "terms": OmegaConf.to_container(self.cfg.loss.terms),
+               "teacher_features": self.objective.teacher_features, "device": self.fabric.device.type,
+               "threads": torch.get_num_threads(), "torch": torch.__version__, "precision": tc.precision,
+               "channels_last": tc.channels_last, "compile": tc.compile}
+
+        def prepare(batch: Batch) -> Batch:
+            batch = batch.to(self.fabric.device)
+            return channels_last_batch(batch) if tc.channels_last else batch
+
+        self.teacher_cache = build_teacher_cache(
+            train_set, lambda b: self.teacher_forward(self.objective.prepare_input(b.x, b), b), batch_sizes, key,
+            prepare=prepare, shared_dir=Path(tc.teacher_cache_dir).expanduser() if tc.teacher_cache_dir else None,
+            spill_dir=Path(run_dir) / "teacher_cache", memory_bytes=float(tc.teacher_cache_memory_mb) * 2**20,
+            log=print if self.fabric.is_global_zero and tc.progress else (lambda msg: None))
+
+    def forward_losses(self, batch: Batch, cached: bool = False) -> Tuple[Dict[str, torch.Tensor], Outputs, Optional[Outputs]]:
+        """(weighted terms incl. ``loss``, student outputs, teacher outputs) for one batch, no step.
+        ``cached``: a training batch of the transfer set, whose teacher outputs the cache may give."""
         sigma = self.cfg.loss.input_noise
         x = batch.x + sigma * torch.randn_like(batch.x) if sigma > 0 else batch.x
         x = self.objective.prepare_input(x, batch)
-        t = self.objective.teacher_outputs(self.frozen["teacher"], x if batch.x_teacher is None else batch.x_teacher)
+        if cached and self.teacher_cache is not None and batch.index is not None:
+            t = self.teacher_cache.lookup(batch.index, x)
+        else:
+            t = self.teacher_forward(x, batch)
         s = self.players["student"](x)
         return self.student_terms("student", s, t, batch), s, t
 
@@ -78,7 +124,7 @@ class ClassifierStudentMethod(Method):
         return self.forward_losses(batch)[0]
 
     def training_step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
-        terms, s, t = self.forward_losses(batch)
+        terms, s, t = self.forward_losses(batch, cached=True)
         self.step_optimizer("student", terms["loss"])
         out = {k: v.detach() for k, v in terms.items()}
         out.update(self.update_terms("student", s, t, batch))
@@ -88,4 +134,7 @@ class ClassifierStudentMethod(Method):
         return unwrap(self.players["student"]).net
 
     def summary_extra(self) -> Dict[str, Any]:
-        return {"teacher": network_identity(self.frozen["teacher"], self.teacher_path)}
+        cache = (self.teacher_cache.describe() if self.teacher_cache is not None else
+                 {"location": None, "why_not": "; ".join(self.cache_blockers) or
+                  ("trainer.teacher_cache=off" if self.cfg.trainer.teacher_cache == "off" else "no term uses the teacher")})
+        return {"teacher": network_identity(self.frozen["teacher"], self.teacher_path), "teacher_cache": cache}

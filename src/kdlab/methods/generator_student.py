@@ -130,7 +130,7 @@ class GeneratorStudentMethod(Method):
         """One student update on ``inputs``: the objective's terms, plus ``adv_weight`` times the
         adversarial term through ``disc`` (frozen meanwhile) when one is given. Returns the terms
         (``mse``...), ``adv`` and ``loss_g`` (the weighted total; NaN if the student made a NaN pixel)."""
-        t = self.objective.teacher_outputs(self.frozen["teacher"], inputs)
+        t = self.objective.teacher_outputs(self.frozen["teacher"], inputs, batch)
         s = self.players["student"](inputs)
         terms = self.student_terms("student", s, t, batch)
         total = terms.pop("loss")

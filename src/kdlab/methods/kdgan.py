@@ -191,7 +191,7 @@ class KDGAN(Method):
         with torch.no_grad():
             d_logits = d(x)
         if who == "c":
-            t_out = self.objective.teacher_outputs(t, xt)
+            t_out = self.objective.teacher_outputs(t, xt, batch)
             if t_out is None:
                 with torch.no_grad():
                     other = t(xt)

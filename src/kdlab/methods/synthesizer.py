@@ -157,7 +157,7 @@ class SynthesizerStudentMethod(ClassifierStudentMethod):
         if self.uses_transfer and batch.x is not None:
             x = torch.cat([x, batch.x.to(device)], 0)
         student_batch = Batch(x=x)
-        t = self.objective.teacher_outputs(self.frozen["teacher"], x)
+        t = self.objective.teacher_outputs(self.frozen["teacher"], x, student_batch)
         s: Outputs = self.players["student"](x)
         terms = self.student_terms("student", s, t, student_batch)
         self.step_optimizer("student", terms["loss"])

@@ -58,12 +58,16 @@ class Outputs:
             student: LwF's target head, while ``out`` is the head matched to the teacher); else None.
         x: the input the outputs were computed from (a leaf with ``requires_grad`` when a term needs
             input gradients).
+        derived: per-example quantities the terms derive from the teacher alone (``"<term>/<key>"`` ->
+            tensor [B, ...], see :meth:`Term.teacher_derived`), e.g. the teacher's input Jacobians;
+            empty for a student.
     """
 
     out: torch.Tensor
     features: Dict[str, torch.Tensor] = field(default_factory=dict)
     label_logits: Optional[torch.Tensor] = None
     x: Optional[torch.Tensor] = None
+    derived: Dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def logits_for_labels(self) -> torch.Tensor:
@@ -192,6 +196,7 @@ class Term(nn.Module, metaclass=ABCMeta):
     def __init__(self, cfg: Any, ctx: TermContext) -> None:
         super().__init__()
         self.cfg = cfg
+        self.term_name = ""  # set by the Objective: the key of this term in ``loss.terms``
         self.weight = float(cfg.weight)
         self.student_features: List[str] = []
         self.teacher_features: List[str] = []
@@ -199,6 +204,31 @@ class Term(nn.Module, metaclass=ABCMeta):
     @abstractmethod
     def forward(self, s: Outputs, t: Optional[Outputs], batch: Batch) -> torch.Tensor:
         """The unweighted scalar term for one batch (``t`` is None when the term needs no teacher)."""
+
+    def teacher_derived(self, t: Outputs, batch: Batch) -> Dict[str, torch.Tensor]:
+        """Per-example quantities this term computes from the teacher alone (``{key: [B, ...]}``, no
+        graph), stored in ``t.derived["<term>/<key>"]`` and read back with :meth:`from_teacher`.
+
+        Called right after the teacher's forward pass (``t.x`` still carries the teacher's graph when
+        the term needs input gradients). Whatever a term derives here is a pure function of the
+        example and the frozen teacher, so the teacher-output cache (:mod:`kdlab.methods.teacher_cache`)
+        stores it once for the whole transfer set. Default: nothing.
+        """
+        return {}
+
+    def from_teacher(self, t: Outputs, key: str) -> torch.Tensor:
+        """``t.derived["<this term>/<key>"]`` (see :meth:`teacher_derived`)."""
+        return t.derived[f"{self.term_name}/{key}"]
+
+    @property
+    def teacher_cache_blocker(self) -> Optional[str]:
+        """Why the teacher's outputs cannot be computed once for this term, or None. A term that needs
+        input gradients differentiates the teacher through each step's input unless it derives what
+        it needs in :meth:`teacher_derived`."""
+        if "input_grad" in self.requires and "teacher" in self.requires and \
+                type(self).teacher_derived is Term.teacher_derived:
+            return f"term {self.term_name!r} differentiates the teacher through the input at every step"
+        return None
 
     def expose(self, pairs: Sequence[Tuple[str, str]]) -> None:
         """Ask for the features of ``(student, teacher)`` pairs (:data:`OUTPUT` needs no hook)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kdlab.config import ConfigError, bounded, choice
-from kdlab.losses import JACOBIAN_LOSSES, SELECTIONS, output_jacobian_term
+from kdlab.losses import JACOBIAN_LOSSES, SELECTIONS, select_classes, student_jacobian_match, teacher_output_jacobian
 from kdlab.terms.base import TERMS, Term, TermConfig
 
 
@@ -15,8 +15,10 @@ class JacobianTerm(Term):
     Match the input gradients of selected outputs (``select``: full | label | top, sec. 4.1).
     ``form = se``: squared error of the Jacobians on logits (Prop. 1); ``ce``: eq. 2 on
     ``softmax(logits / temperature)``; ``normalize``: unit-normalise each Jacobian first.
-    Teacher and student see one input leaf; the teacher's gradients carry no graph
-    (:func:`kdlab.losses.output_jacobian_term`). Costs one extra backward per selected output."""
+    Teacher and student see one input leaf; the teacher's Jacobian (no graph) is derived right after
+    its forward pass (:meth:`teacher_derived`, cacheable per example), the student's is matched to it
+    (:func:`kdlab.losses.student_jacobian_match`; together :func:`kdlab.losses.output_jacobian_term`).
+    Costs one extra backward per selected output."""
 
     @dataclass
     class Config(TermConfig):
@@ -34,7 +36,16 @@ class JacobianTerm(Term):
         if cfg.select == "label" and "labels" not in ctx.provides:
             raise ConfigError("loss.terms.jacobian.select = 'label' needs labelled transfer data; use select=top")
 
+    def _classes(self, t, batch):
+        return select_classes(self.cfg.select, t.out.shape[1], batch.y if self.cfg.select == "label" else None, t.out)
+
+    def teacher_derived(self, t, batch):
+        c = self.cfg
+        return {"jacobian": teacher_output_jacobian(t.out, t.x, self._classes(t, batch), c.form, c.temperature)}
+
     def forward(self, s, t, batch):
         c = self.cfg
-        labels = batch.y if c.select == "label" else None
-        return output_jacobian_term(s.out, t.out, s.x, c.select, labels, c.form, c.temperature, c.normalize)
+        if s.out.shape != t.out.shape:
+            raise ValueError(f"student logits {tuple(s.out.shape)} and teacher logits {tuple(t.out.shape)} differ")
+        return student_jacobian_match(s.out, self.from_teacher(t, "jacobian"), s.x, self._classes(t, batch),
+                                      c.form, c.temperature, c.normalize)

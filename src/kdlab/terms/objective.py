@@ -88,6 +88,8 @@ class Objective(nn.Module):
     def __init__(self, terms: Mapping[str, Term]) -> None:
         super().__init__()
         self.terms = nn.ModuleDict(dict(terms))
+        for name, term in self.terms.items():
+            term.term_name = name
         ordered = lambda attr: list(dict.fromkeys(n for t in self.terms.values() for n in getattr(t, attr)))  # noqa: E731
         self.student_features: List[str] = ordered("student_features")
         self.teacher_features: List[str] = ordered("teacher_features")
@@ -112,14 +114,23 @@ class Objective(nn.Module):
                              "the same input; drop data.privileged or those terms")
         return x.detach().requires_grad_(True)
 
-    def teacher_outputs(self, teacher: nn.Module, x: torch.Tensor) -> Optional[Outputs]:
+    def teacher_outputs(self, teacher: nn.Module, x: torch.Tensor, batch: Batch) -> Optional[Outputs]:
         """The teacher's outputs and features, or None when no term needs them. Without a graph, except
-        to ``x`` when a term needs input gradients (the teacher's parameters are frozen)."""
+        to ``x`` when a term needs input gradients (the teacher's parameters are frozen). Each term's
+        :meth:`~kdlab.terms.base.Term.teacher_derived` quantities (for ``batch``) fill ``derived``."""
         if not self.needs_teacher:
             return None
         with torch.set_grad_enabled(self.needs_input_grad and torch.is_grad_enabled()):
             out, feats = forward_features(teacher, x, self.teacher_features)
-        return _outputs(out, feats, x)
+        t = _outputs(out, feats, x)
+        for name, term in self.terms.items():
+            t.derived.update({f"{name}/{k}": v for k, v in term.teacher_derived(t, batch).items()})
+        return t
+
+    @property
+    def teacher_cache_blockers(self) -> List[str]:
+        """Why the teacher's outputs cannot be cached for these terms (empty: they can)."""
+        return [why for term in self.terms.values() if (why := term.teacher_cache_blocker)]
 
     def forward(self, s: Outputs, t: Optional[Outputs], batch: Batch) -> Dict[str, torch.Tensor]:
         """``{term name: weight * term, ..., "loss": their sum}`` (``loss`` = 0 without terms)."""
