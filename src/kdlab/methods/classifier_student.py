@@ -65,7 +65,8 @@ class ClassifierStudentMethod(Method):
         self.objective = objective
         self.add_frozen("teacher", teacher)
         self.teacher_cache = None
-        self.cache_blockers = cache_blockers(cfg, objective, transfer)
+        self.cache_blockers = ([f"method {cfg.method!r} {self.teacher_cache_unsupported}"] if self.teacher_cache_unsupported
+                               else cache_blockers(cfg, objective, transfer))
         if cfg.trainer.teacher_cache == "on" and self.cache_blockers:
             raise ConfigError("trainer.teacher_cache=on, but the teacher's outputs are not the same every epoch: "
                               + "; ".join(self.cache_blockers) + "; use trainer.teacher_cache=auto or off")

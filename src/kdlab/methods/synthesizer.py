@@ -68,6 +68,8 @@ class SynthesizerStudentMethod(ClassifierStudentMethod):
     match the teacher's input (names both shapes), a missing required transfer set.
     """
 
+    teacher_cache_unsupported = "synthesizes the student's inputs every step, so its teacher's outputs change with them"
+
     Config = SynthesizerConfig
     synthesizes = True
     uses_transfer = True
