@@ -27,6 +27,7 @@ from kdlab.losses.kd import KD_REDUCTIONS, kd_loss
 from kdlab.losses.logits import LOGIT_MODES, logit_matching
 from kdlab.losses import kdgan  # noqa: F401  (KDGAN game terms, kdlab.losses.kdgan)
 from kdlab.losses.kdgan import kdgan_distill_loss
+from kdlab.losses.jacobian_noise import noise_equivalence, noisy_expectation
 from kdlab.losses.jacobian import (
     JACOBIAN_LOSSES,
     PENALTY_FORMS,
@@ -38,8 +39,6 @@ from kdlab.losses.jacobian import (
     jacobian_cross_entropy,
     jacobian_matching,
     jacobian_norm_penalty,
-    noise_equivalence,
-    noisy_expectation,
     output_jacobian_loss,
     output_jacobian_term,
     student_jacobian_match,
