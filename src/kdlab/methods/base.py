@@ -19,7 +19,7 @@ from kdlab.data.batch import Batch
 from kdlab.data.transfer import TRANSFER_LABELLED
 from kdlab.engine import build_optimizer, build_scheduler, unwrap
 from kdlab.engine.checkpoint import classifier_metadata
-from kdlab.engine.speed import compile_networks, to_channels_last
+from kdlab.engine.speed import compile_networks, setup_player, to_channels_last
 from kdlab.metrics import evaluate_accuracy
 from kdlab.registry import Registry
 from kdlab.terms import Objective, Outputs, Student, TermContext, build_objective
@@ -157,10 +157,11 @@ class Method(ABC):
         return objective.update(s, t, batch, lambda p, loss: self.step_optimizer(f"{name}.{p}", loss))
 
     def setup(self, fabric: Any) -> None:
-        """Move players to Fabric's device (DDP-wrapped where applicable) and frozen nets to the device."""
+        """Move players to Fabric's device (wrapped by Fabric where that changes anything: DDP, mixed
+        precision; see :func:`kdlab.engine.speed.setup_player`) and frozen nets to the device."""
         self.fabric = fabric
         for name in list(self.players):
-            module, opt = fabric.setup(self.players[name], self.optimizers[name])
+            module, opt = setup_player(fabric, self.players[name], self.optimizers[name])
             self.players[name], self.optimizers[name] = module, opt
         for name, module in self.frozen.items():
             self.frozen[name] = module.to(fabric.device)

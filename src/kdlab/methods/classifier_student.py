@@ -55,6 +55,7 @@ class ClassifierStudentMethod(Method):
                               "set at least one, e.g. loss.terms.kd.weight=1 (kdlab list terms)")
         self.objective = objective
         self.add_frozen("teacher", teacher)
+        self.input_noise = float(cfg.loss.input_noise)  # read once: a config read costs microseconds per step
 
     def build_teacher(self, cfg: Any, spec: Any) -> Tuple[nn.Module, str]:
         """(teacher, weights path) from ``teacher.checkpoint``, checked against the evaluation data set."""
@@ -66,7 +67,7 @@ class ClassifierStudentMethod(Method):
 
     def forward_losses(self, batch: Batch) -> Tuple[Dict[str, torch.Tensor], Outputs, Optional[Outputs]]:
         """(weighted terms incl. ``loss``, student outputs, teacher outputs) for one batch, no step."""
-        sigma = self.cfg.loss.input_noise
+        sigma = self.input_noise
         x = batch.x + sigma * torch.randn_like(batch.x) if sigma > 0 else batch.x
         x = self.objective.prepare_input(x, batch)
         t = self.objective.teacher_outputs(self.frozen["teacher"], x if batch.x_teacher is None else batch.x_teacher)
