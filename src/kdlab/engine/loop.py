@@ -114,11 +114,12 @@ class Trainer:
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", fabric, enabled=self.is_zero)
 
     # -- checkpoints -------------------------------------------------------------------------
-    def _export(self, method: Any) -> tuple:
-        return method.export_state(data=self.cfg.data.name)
+    def _export(self, method: Any, copy: bool = True) -> tuple:
+        return method.export_state(copy=copy, data=self.cfg.data.name)
 
     def _save_last(self, method: Any, epoch: int, step: int, best: Dict[str, Any], config_yaml: str) -> None:
-        model_state, meta = self._export(method)
+        # "model" holds the live tensors that "method" holds too: torch.save writes each storage once
+        model_state, meta = self._export(method, copy=False)
         state = {
             "format": CKPT_FORMAT,
             "epoch": epoch,

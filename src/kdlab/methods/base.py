@@ -26,6 +26,13 @@ from kdlab.terms import Objective, Outputs, Student, TermContext, build_objectiv
 
 METHODS = Registry("method")
 
+
+def export_tensors(model: nn.Module, copy: bool = True) -> Dict[str, torch.Tensor]:
+    """``model``'s state_dict detached: CPU copies (``copy``), else the live tensors themselves."""
+    if copy:
+        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return {k: v.detach() for k, v in model.state_dict().items()}
+
 #: student kinds (``Method.kind``) and the roles a method plays (``Method.role``): the CLI dispatches on them
 KINDS = ("classifier", "generator")
 ROLES = ("teacher", "student")
@@ -207,14 +214,17 @@ class Method(ABC):
         """
         return {"val/acc": evaluate_accuracy(self.eval_model(), loader, device=device)}
 
-    def export_state(self, **metadata: Any) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+    def export_state(self, *, copy: bool = True, **metadata: Any) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
         """(CPU copy of :meth:`eval_model`'s state_dict, metadata to rebuild it) for checkpoints/export.
+
+        ``copy=False``: the state_dict's own tensors (detached views of the live weights, on their
+        device) instead of copies, for a caller that serialises them at once beside the method's state:
+        ``torch.save`` then stores each shared tensor once (``last.ckpt``).
 
         Default: a registry classifier (see :func:`kdlab.engine.checkpoint.classifier_metadata`).
         """
         model = self.eval_model()
-        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        return state, classifier_metadata(model, **metadata)
+        return export_tensors(model, copy), classifier_metadata(model, **metadata)
 
     def step_optimizer(self, name: str, loss: torch.Tensor) -> None:
         """zero_grad, ``fabric.backward(loss)``, step for player ``name``."""
