@@ -132,3 +132,21 @@ def test_last_weights_are_tested_when_they_are_not_the_best(make_config):
     last = load_classifier(run / "checkpoints" / "last.ckpt")
     assert s["test_acc_last"] == evaluate_accuracy(last, loader)
     assert s["test_acc_best"] == evaluate_accuracy(load_classifier(run / "checkpoints" / "best.ckpt"), loader)
+
+
+def test_evaluate_and_export_honour_the_runs_threads(tmp_path, monkeypatch):
+    from kdlab.cli import apply_threads, run_threads
+
+    run = tmp_path / "r"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("trainer:\n  threads: 1\n")
+    assert run_threads(str(run)) == run_threads(str(run / "student.safetensors")) == 1
+    assert run_threads(str(run / "checkpoints" / "best.ckpt")) == 1
+    assert run_threads(str(tmp_path / "elsewhere.safetensors")) is None
+    got = []
+    monkeypatch.setattr(torch, "set_num_threads", got.append)
+    apply_threads(None, str(run))
+    apply_threads(2, str(run))  # --threads wins
+    assert got == [1, 2]
+    with pytest.raises(ValueError, match="--threads"):
+        apply_threads(0, str(run))
