@@ -20,8 +20,8 @@ step is a few hundred microseconds, so any Python on the hot path shows); ``demo
 784-100-100-10 (the demo's pair); ``conv``: ResNet-20 -> LeNet. Each pair has its own default step
 count (``--steps`` overrides it) so that one repetition lasts long enough to time.
 
-Repetitions are interleaved (plain, plain + data, step, loop, plain, ...) and the median of each is reported, so
-machine noise hits all three alike, together with the median of the per-repetition ratios. Prints
+Repetitions are interleaved (plain, plain + data, step, loop, then the same rotated by one, ...) and
+the median of each is reported, so machine noise hits all four alike, together with the median of the per-repetition ratios. Prints
 steps/s and the ratios kdlab / plain (targets: the full loop at least 0.9x plain on ``tiny`` and
 0.98x on ``demo`` and ``conv``).
 
@@ -111,16 +111,18 @@ def bench_pair(pair: str, steps: int, reps: int, batch: int, device_name: str) -
     device = torch.device(device_name)
     batches = [b.to(device) for b in make_loader(data.train, batch, shuffle=True, seed=0)][:steps]
 
-    times = {"plain": [], "plain + data": [], "kdlab step": [], "kdlab loop": []}
-    for rep in range(reps + 1):  # the first repetition warms up and is dropped
-        torch.manual_seed(rep)
+    def run_plain():
+        torch.manual_seed(0)
         teacher = load_classifier(teacher_path).to(device)
-        student = build_model(s_name, **s_kw).to(device)
-        dt_plain = plain_loop(teacher, student, batches, 4.0)
-        student = build_model(s_name, **s_kw).to(device)
-        loader = make_loader(data.train, batch, shuffle=True, seed=cfg.seed, epoch=0)
-        dt_data = plain_loop(teacher, student, _take(loader, steps, device), 4.0)
+        return plain_loop(teacher, build_model(s_name, **s_kw).to(device), batches, 4.0)
 
+    def run_plain_data():
+        torch.manual_seed(0)
+        teacher = load_classifier(teacher_path).to(device)
+        loader = make_loader(data.train, batch, shuffle=True, seed=cfg.seed, epoch=0)
+        return plain_loop(teacher, build_model(s_name, **s_kw).to(device), _take(loader, steps, device), 4.0)
+
+    def run_step():
         method = Distill(cfg, data.spec)
         method.setup(make_fabric(cfg.trainer, None))
         method.train()
@@ -129,20 +131,27 @@ def bench_pair(pair: str, steps: int, reps: int, batch: int, device_name: str) -
             method.training_step(b, i)
         if torch.cuda.is_initialized():
             torch.cuda.synchronize()
-        dt_step = time.perf_counter() - t0
+        return time.perf_counter() - t0
 
+    def run_loop(rep):
         method = Distill(cfg, data.spec)
         trainer = Trainer(cfg, tmp / f"run{rep}", make_fabric(cfg.trainer, None))
         t0 = time.perf_counter()
         trainer.fit(method, data.train, None)
         if torch.cuda.is_initialized():
             torch.cuda.synchronize()
-        dt_loop = time.perf_counter() - t0
-        if rep > 0:
-            times["plain"].append(dt_plain)
-            times["plain + data"].append(dt_data)
-            times["kdlab step"].append(dt_step)
-            times["kdlab loop"].append(dt_loop)
+        return time.perf_counter() - t0
+
+    runs = {"plain": lambda rep: run_plain(), "plain + data": lambda rep: run_plain_data(),
+            "kdlab step": lambda rep: run_step(), "kdlab loop": run_loop}
+    times = {k: [] for k in runs}
+    names = list(runs)
+    for rep in range(reps + 1):  # the first repetition warms up and is dropped
+        # the order rotates from one repetition to the next, so no variant always runs first
+        for k in names[rep % len(names):] + names[:rep % len(names)]:
+            dt = runs[k](rep)
+            if rep > 0:
+                times[k].append(dt)
 
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"[{pair}] teacher {t_name} {t_kw} -> student {s_name} {s_kw}, batch {batch}, {steps} steps, "
