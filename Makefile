@@ -42,7 +42,8 @@ test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
 
 bench: setup
-	$(BIN)/python benchmarks/bench_distill_step.py
+	$(BIN)/python benchmarks/bench_distill_step.py --threads 1
+	$(BIN)/python benchmarks/bench_compile.py
 	$(BIN)/python benchmarks/bench_jacobian_step.py
 	$(BIN)/python benchmarks/bench_fid.py
 	$(BIN)/python benchmarks/bench_kdgan.py

@@ -1,20 +1,32 @@
-"""kdlab's distillation loop vs a plain PyTorch loop doing the same computation.
+"""kdlab's distillation loop vs a plain PyTorch loop doing the same computation, for three model pairs.
 
 Both train the same student from the same frozen teacher with CE + KD (T = 4) at batch 128 on
 real Fashion-MNIST, from the same in-memory data, for the same number of steps:
 
-* ``plain``: a hand-written loop (teacher forward under no_grad, student forward, CE + KL, Adam).
-* ``kdlab step``: the ``distill`` method's ``training_step`` called in a bare loop (method cost: the
-  objective built from ``loss.terms``, the ``Student`` player, the term registry's dispatch).
-* ``kdlab loop``: ``Trainer.fit`` for one epoch (method + Fabric + progress bar + metrics.jsonl +
-  NaN checks + the end-of-epoch ``last.ckpt``): everything a user pays for.
+* ``plain``: a hand-written loop (teacher forward under no_grad, student forward, CE + KL, Adam) over
+  batches prepared beforehand.
+* ``plain + data``: the same loop drawing its batches from the data loader the engine uses
+  (``make_loader`` on the in-memory training set, same seed, so the same batches): a plain loop that
+  reads its data, as any real one does.
+* ``kdlab step``: the ``distill`` method's ``training_step`` called in a bare loop over the prepared
+  batches (method cost: the objective built from ``loss.terms``, the ``Student`` player, the term
+  registry's dispatch); compared with ``plain``.
+* ``kdlab loop``: ``Trainer.fit`` for one epoch (method + Fabric + data loader + progress bar +
+  metrics.jsonl + NaN checks + the end-of-epoch ``last.ckpt``): everything a user pays for; compared
+  with ``plain + data``.
 
-Repetitions are interleaved (plain, step, loop, plain, ...) and the median of each is reported, so
-machine noise hits all three alike, together with the median of the per-repetition ratios. Prints steps/s and the ratios kdlab / plain (target: the
-overhead, 1 - ratio, at most 3% for the step).
+Pairs (``--pair``, default all three): ``tiny``: linear -> linear on the flattened 28x28 image (the
+step is a few hundred microseconds, so any Python on the hot path shows); ``demo``: LeNet -> MLP
+784-100-100-10 (the demo's pair); ``conv``: ResNet-20 -> LeNet. Each pair has its own default step
+count (``--steps`` overrides it) so that one repetition lasts long enough to time.
 
-Usage: python benchmarks/bench_distill_step.py [--steps 60] [--reps 3] [--teacher lenet]
-       [--student mlp] [--threads N] [--device cpu]
+Repetitions are interleaved (plain, plain + data, step, loop, then the same rotated by one, ...) and
+the median of each is reported, so machine noise hits all four alike, together with the median of the per-repetition ratios. Prints
+steps/s and the ratios kdlab / plain (targets: the full loop at least 0.9x plain on ``tiny`` and
+0.98x on ``demo`` and ``conv``).
+
+Usage: python benchmarks/bench_distill_step.py [--pair tiny|demo|conv|all] [--steps N] [--reps 3]
+       [--threads N] [--device cpu]
 """
 from __future__ import annotations
 
@@ -32,6 +44,22 @@ from kdlab.engine import Trainer, load_classifier, make_fabric, save_classifier
 from kdlab.methods import Distill
 from kdlab.models import build_model
 from kdlab.runner import load_run_config
+
+#: pair -> (teacher (name, kwargs), student (name, kwargs), default steps)
+PAIRS = {
+    "tiny": (("mlp", {"hidden": []}), ("mlp", {"hidden": []}), 400),
+    "demo": (("lenet", {}), ("mlp", {"hidden": [100, 100]}), 120),
+    "conv": (("resnet20", {}), ("lenet", {}), 30),
+}
+TARGET_LOOP = {"tiny": 0.9, "demo": 0.98, "conv": 0.98}
+
+
+def _take(loader, steps: int, device):
+    """The first ``steps`` batches of ``loader``, each moved to ``device`` as it is drawn."""
+    for i, b in enumerate(loader):
+        if i >= steps:
+            return
+        yield b.to(device, non_blocking=True)
 
 
 def plain_loop(teacher, student, batches, temperature: float) -> float:
@@ -51,26 +79,18 @@ def plain_loop(teacher, student, batches, temperature: float) -> float:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
     return time.perf_counter() - t0
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--teacher", default="lenet")
-    ap.add_argument("--student", default="mlp")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--device", default="cpu")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    tmp = Path(tempfile.mkdtemp(prefix="kdlab-bench-"))
+def bench_pair(pair: str, steps: int, reps: int, batch: int, device_name: str) -> dict:
+    """Times of the three loops on ``pair``; prints a table and returns ``{name: ratio to plain}``."""
+    (t_name, t_kw), (s_name, s_kw), _ = PAIRS[pair]
+    tmp = Path(tempfile.mkdtemp(prefix=f"kdlab-bench-{pair}-"))
     torch.manual_seed(0)
-    teacher_path = save_classifier(build_model(args.teacher), tmp / "teacher.safetensors", data="fashion-mnist")
-    n = args.steps * args.batch
+    teacher_path = save_classifier(build_model(t_name, **t_kw), tmp / "teacher.safetensors", data="fashion-mnist")
+    n = steps * batch
     cfg = load_run_config(
         [
             {
@@ -78,60 +98,91 @@ def main() -> None:
                 "method": "distill",
                 "out_dir": str(tmp),
                 "teacher": {"checkpoint": str(teacher_path)},
-                "data": {"val_size": 0, "batch_size": args.batch, "n_per_class": n // 10},
-                "model": {"name": args.student},
+                "data": {"val_size": 0, "batch_size": batch, "n_per_class": -(-n // 10)},
+                "model": {"name": s_name, "kwargs": s_kw},
                 "loss": {"terms": {"ce": {"weight": 1.0}, "kd": {"weight": 1.0, "temperature": 4.0}}},
                 "optim": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "scheduler": "none"},
-                "trainer": {"epochs": 1, "accelerator": args.device, "tensorboard": False, "progress": True,
-                            "limit_train_batches": args.steps},
+                "trainer": {"epochs": 1, "accelerator": device_name, "tensorboard": False, "progress": True,
+                            "limit_train_batches": steps},
             }
         ]
     )
-    data = build_datasets(name="fashion-mnist", val_size=0, n_per_class=n // 10)
-    device = torch.device(args.device)
-    batches = [b.to(device) for b in make_loader(data.train, args.batch, shuffle=True, seed=0)]
-    batches = batches[: args.steps]
+    data = build_datasets(name="fashion-mnist", val_size=0, n_per_class=-(-n // 10))
+    device = torch.device(device_name)
+    batches = [b.to(device) for b in make_loader(data.train, batch, shuffle=True, seed=0)][:steps]
 
-    times = {"plain": [], "kdlab step": [], "kdlab loop": []}
-    for rep in range(args.reps + 1):  # the first repetition warms up and is dropped
-        torch.manual_seed(rep)
+    def run_plain():
+        torch.manual_seed(0)
         teacher = load_classifier(teacher_path).to(device)
-        student = build_model(args.student).to(device)
-        dt_plain = plain_loop(teacher, student, batches, 4.0)
+        return plain_loop(teacher, build_model(s_name, **s_kw).to(device), batches, 4.0)
 
-        fabric = make_fabric(cfg.trainer, None)
+    def run_plain_data():
+        torch.manual_seed(0)
+        teacher = load_classifier(teacher_path).to(device)
+        loader = make_loader(data.train, batch, shuffle=True, seed=cfg.seed, epoch=0)
+        return plain_loop(teacher, build_model(s_name, **s_kw).to(device), _take(loader, steps, device), 4.0)
+
+    def run_step():
         method = Distill(cfg, data.spec)
-        method.setup(fabric)
+        method.setup(make_fabric(cfg.trainer, None))
         method.train()
         t0 = time.perf_counter()
-        for i, batch in enumerate(batches):
-            method.training_step(batch, i)
-        dt_step = time.perf_counter() - t0
+        for i, b in enumerate(batches):
+            method.training_step(b, i)
+        if torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
 
-        fabric = make_fabric(cfg.trainer, None)
+    def run_loop(rep):
         method = Distill(cfg, data.spec)
-        trainer = Trainer(cfg, tmp / f"run{rep}", fabric)
+        trainer = Trainer(cfg, tmp / f"run{rep}", make_fabric(cfg.trainer, None))
         t0 = time.perf_counter()
         trainer.fit(method, data.train, None)
-        dt_loop = time.perf_counter() - t0
-        if rep > 0:
-            times["plain"].append(dt_plain)
-            times["kdlab step"].append(dt_step)
-            times["kdlab loop"].append(dt_loop)
+        if torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    runs = {"plain": lambda rep: run_plain(), "plain + data": lambda rep: run_plain_data(),
+            "kdlab step": lambda rep: run_step(), "kdlab loop": run_loop}
+    times = {k: [] for k in runs}
+    names = list(runs)
+    for rep in range(reps + 1):  # the first repetition warms up and is dropped
+        # the order rotates from one repetition to the next, so no variant always runs first
+        for k in names[rep % len(names):] + names[:rep % len(names)]:
+            dt = runs[k](rep)
+            if rep > 0:
+                times[k].append(dt)
 
     med = {k: statistics.median(v) for k, v in times.items()}
-    sps = {k: args.steps / v for k, v in med.items()}
-    print(f"teacher {args.teacher} -> student {args.student}, batch {args.batch}, {args.steps} steps, "
-          f"{args.reps} interleaved repetitions, device {args.device}, torch threads {torch.get_num_threads()}")
+    print(f"[{pair}] teacher {t_name} {t_kw} -> student {s_name} {s_kw}, batch {batch}, {steps} steps, "
+          f"{reps} interleaved repetitions, device {device_name}, torch threads {torch.get_num_threads()}")
     for k in times:
-        print(f"  {k:<11} {sps[k]:8.2f} steps/s   (median {med[k]:.3f} s; runs {', '.join(f'{t:.3f}' for t in times[k])})")
-    for k in ("kdlab step", "kdlab loop"):
-        ratio = sps[k] / sps["plain"]
+        print(f"  {k:<12} {steps / med[k]:8.1f} steps/s  {1e3 * med[k] / steps:7.3f} ms/step   "
+              f"(runs {', '.join(f'{t:.3f}' for t in times[k])} s)")
+    ratios = {}
+    for k, base in (("kdlab step", "plain"), ("kdlab loop", "plain + data")):
+        ratio = med[base] / med[k]
         # each repetition's own ratio (plain and kdlab measured back to back) is less exposed to slow drifts
-        paired = statistics.median(p / t for p, t in zip(times["plain"], times[k]))
-        target = 3 if k == "kdlab step" else 5
-        print(f"  {k} / plain = {ratio:.3f}  (overhead {100 * (1 - ratio):+.1f}%; median of paired ratios {paired:.3f}; "
-              f"target <= {target}%)")
+        paired = statistics.median(p / t for p, t in zip(times[base], times[k]))
+        ratios[k] = ratio
+        target = f"; target >= {TARGET_LOOP[pair]:.2f}" if k == "kdlab loop" else ""
+        print(f"  {k} / {base} = {ratio:.3f}x  (median of paired ratios {paired:.3f}x{target})")
+    return ratios
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pair", default="all", choices=[*PAIRS, "all"])
+    ap.add_argument("--steps", type=int, default=None, help="steps per repetition (default: the pair's own)")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for pair in (PAIRS if args.pair == "all" else [args.pair]):
+        bench_pair(pair, args.steps or PAIRS[pair][2], args.reps, args.batch, args.device)
 
 
 if __name__ == "__main__":

@@ -103,9 +103,40 @@ def _print_summary(run_dir: Path) -> None:
     Console().print(table)
 
 
+def run_threads(weights: str) -> Optional[int]:
+    """``trainer.threads`` of the run that ``weights`` belongs to (its ``config.yaml``: in the run directory
+    itself, beside the weights file, or above ``checkpoints/``); None when there is none."""
+    from omegaconf import OmegaConf
+
+    path = Path(weights)
+    for d in ([path] if path.is_dir() else [path.parent, path.parent.parent]):
+        if (d / "config.yaml").is_file():
+            threads = OmegaConf.select(OmegaConf.load(d / "config.yaml"), "trainer.threads")
+            return int(threads) if threads else None
+    return None
+
+
+def apply_threads(threads: Optional[int], weights: str) -> None:
+    """``torch.set_num_threads``: ``--threads`` if given, else the run's ``trainer.threads`` (see
+    :func:`run_threads`); unchanged when neither is set.
+
+    Raises:
+        ValueError: ``threads`` < 1.
+    """
+    import torch
+
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads = {threads} must be >= 1")
+    threads = threads or run_threads(weights)
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from kdlab.config import ConfigError
     from kdlab.runner import evaluate
+
+    apply_threads(args.threads, args.weights)
 
     data = {}
     for item in args.overrides:
@@ -155,6 +186,8 @@ def cmd_evaluate_gan(args: argparse.Namespace) -> int:
     from kdlab.config import ConfigError
     from kdlab.methods.gan_eval import evaluate_generator
     from kdlab.runner import datasets_for, load_run_config
+
+    apply_threads(args.threads, args.weights)
 
     data = {}
     for item in args.overrides:
@@ -244,6 +277,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from kdlab.export import ExportMismatchError, export_run
 
+    apply_threads(args.threads, args.weights)
+
     try:
         rep = export_run(args.weights, args.format, Path(args.out) if args.out else None, atol=args.atol,
                          max_test=args.max_test)
@@ -288,11 +323,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-samples", type=int, default=10000)
     p.add_argument("--seed", type=int, default=0, help="seed of the fixed latents")
     p.add_argument("--kid-subset-size", type=int, default=1000)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: the run's trainer.threads, else torch's default)")
     p.add_argument("--json", default=None, help="also write the result to this JSON file")
     p = sub.add_parser("evaluate", help="test accuracy, noise robustness, params, MACs, latency of a classifier")
     p.add_argument("weights", help="run directory or .safetensors / .ckpt file")
     p.add_argument("overrides", nargs="*", help="data.* overrides, e.g. data.name=fashion-mnist")
     p.add_argument("--sigmas", default=None, help="comma-separated noise std values (normalised units)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: the run's trainer.threads, else torch's default)")
     p.add_argument("--json", default=None, help="also write the result to this JSON file")
     p = sub.add_parser("export", help="write a run's network as ONNX or TorchScript, check its outputs, time it")
     p.add_argument("weights", help="run directory or kdlab .safetensors / .ckpt (classifier or generator)")
@@ -300,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output file (default: <run>/exports/<weights name>.onnx|.pt)")
     p.add_argument("--atol", type=float, default=1e-3, help="largest accepted |difference| to PyTorch's outputs")
     p.add_argument("--max-test", type=int, default=None, help="check on this many test images (default: all)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: the run's trainer.threads, else torch's default)")
     p = sub.add_parser("report", help="report.md for one run, or a side-by-side comparison of several")
     p.add_argument("runs", nargs="+", help="run directories")
     p.add_argument("--out", default=None, help="output directory of a comparison report")

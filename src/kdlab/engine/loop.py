@@ -114,11 +114,12 @@ class Trainer:
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", fabric, enabled=self.is_zero)
 
     # -- checkpoints -------------------------------------------------------------------------
-    def _export(self, method: Any) -> tuple:
-        return method.export_state(data=self.cfg.data.name)
+    def _export(self, method: Any, copy: bool = True) -> tuple:
+        return method.export_state(copy=copy, data=self.cfg.data.name)
 
     def _save_last(self, method: Any, epoch: int, step: int, best: Dict[str, Any], config_yaml: str) -> None:
-        model_state, meta = self._export(method)
+        # "model" holds the live tensors that "method" holds too: torch.save writes each storage once
+        model_state, meta = self._export(method, copy=False)
         state = {
             "format": CKPT_FORMAT,
             "epoch": epoch,
@@ -195,6 +196,8 @@ class Trainer:
         if val_set is not None and len(val_set) > 0:
             val_loader = make_loader(val_set, cfg.data.eval_batch_size, shuffle=False, seed=cfg.seed)
         check_every_step = fabric.device.type == "cpu"
+        # per-step settings as plain values: an OmegaConf read costs microseconds
+        channels_last, log_every = bool(tcfg.channels_last), int(tcfg.log_every_n_steps)
         epochs = tcfg.epochs
         t_start = time.perf_counter()
         last_values: Dict[str, float] = {}
@@ -212,7 +215,7 @@ class Trainer:
                     if i >= total:
                         break
                     batch = batch.to(fabric.device, non_blocking=True)
-                    if tcfg.channels_last:
+                    if channels_last:
                         batch = channels_last_batch(batch)
                     try:
                         out = method.training_step(batch, step)
@@ -228,7 +231,7 @@ class Trainer:
                         flag = ~torch.isfinite(loss.detach())
                         bad = flag if bad is None else (bad | flag)
                     bar.advance()
-                    if step % tcfg.log_every_n_steps == 0 or i == total - 1:
+                    if step % log_every == 0 or i == total - 1:
                         if bad is not None and bool(bad):
                             self._stop(out, epoch, step)
                         now = time.perf_counter()
@@ -331,11 +334,17 @@ def copy_with_state(model: nn.Module, state: Dict[str, torch.Tensor]) -> nn.Modu
     return clone
 
 
+_WRAPPERS: tuple = ()
+
+
 def unwrap(module: nn.Module) -> nn.Module:
     """The plain module under Fabric's and DDP's wrappers."""
-    from lightning_fabric.wrappers import _FabricModule
-    from torch.nn.parallel import DistributedDataParallel
+    global _WRAPPERS
+    if not _WRAPPERS:  # imported once: methods unwrap their players in every step
+        from lightning_fabric.wrappers import _FabricModule
+        from torch.nn.parallel import DistributedDataParallel
 
-    while isinstance(module, (_FabricModule, DistributedDataParallel)):
+        _WRAPPERS = (_FabricModule, DistributedDataParallel)
+    while isinstance(module, _WRAPPERS):
         module = module.module
     return module

@@ -8,7 +8,8 @@ from kdlab.losses._common import LOSSES, check_float_tensor
 
 
 @LOSSES.register("ce")
-def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0,
+                  check_range: bool = True) -> torch.Tensor:
     """Cross-entropy with hard labels, averaged over the batch.
 
     ``CE = -(1/B) sum_b log softmax(z_b)[y_b]`` (the 'CE' term of the Jacobian paper,
@@ -18,13 +19,18 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: f
         logits: [B, K] pre-softmax scores (any real values).
         labels: [B] integer class indices in ``[0, K)``.
         label_smoothing: in [0, 1), passed to ``F.cross_entropy`` (0 = plain CE).
+        check_range: check that every label lies in ``[0, K)`` (two reductions read back to the host:
+            a device sync on a GPU). A training loop passes False after its first batch; then an
+            out-of-range label is left to ``F.cross_entropy`` (an ``IndexError`` on the CPU, a
+            device-side assert on CUDA; a label of -100 is its ``ignore_index``).
 
     Returns:
         A scalar tensor (nats per example), >= 0.
 
     Raises:
         ValueError: if ``logits`` is not a float [B, K] tensor, ``labels`` is not an integer
-            [B] tensor, or a label lies outside ``[0, K)`` (the message names the shapes/values).
+            [B] tensor, or (``check_range``) a label lies outside ``[0, K)`` (the message names the
+            shapes/values).
     """
     check_float_tensor(logits, "logits")
     if logits.dim() != 2:
@@ -41,7 +47,7 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: f
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
     k = logits.shape[1]
     # Checked here because an out-of-range index on CUDA is an opaque device-side assert.
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= k):
+    if check_range and labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= k):
         raise ValueError(
             f"labels must lie in [0, {k}) for {k} classes; got min {int(labels.min())}, max {int(labels.max())}"
         )

@@ -20,12 +20,19 @@ from kdlab.data.batch import Batch
 from kdlab.data.transfer import TRANSFER_LABELLED
 from kdlab.engine import build_optimizer, build_scheduler, unwrap
 from kdlab.engine.checkpoint import classifier_metadata
-from kdlab.engine.speed import compile_networks, to_channels_last
+from kdlab.engine.speed import compile_networks, setup_player, to_channels_last
 from kdlab.metrics import evaluate_accuracy
 from kdlab.registry import Registry
 from kdlab.terms import Objective, Outputs, Student, TermContext, build_objective
 
 METHODS = Registry("method")
+
+
+def export_tensors(model: nn.Module, copy: bool = True) -> Dict[str, torch.Tensor]:
+    """``model``'s state_dict detached: CPU copies (``copy``), else the live tensors themselves."""
+    if copy:
+        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return {k: v.detach() for k, v in model.state_dict().items()}
 
 #: student kinds (``Method.kind``) and the roles a method plays (``Method.role``): the CLI dispatches on them
 KINDS = ("classifier", "generator")
@@ -164,10 +171,11 @@ class Method(ABC):
         return objective.update(s, t, batch, lambda p, loss: self.step_optimizer(f"{name}.{p}", loss))
 
     def setup(self, fabric: Any) -> None:
-        """Move players to Fabric's device (DDP-wrapped where applicable) and frozen nets to the device."""
+        """Move players to Fabric's device (wrapped by Fabric where that changes anything: DDP, mixed
+        precision; see :func:`kdlab.engine.speed.setup_player`) and frozen nets to the device."""
         self.fabric = fabric
         for name in list(self.players):
-            module, opt = fabric.setup(self.players[name], self.optimizers[name])
+            module, opt = setup_player(fabric, self.players[name], self.optimizers[name])
             self.players[name], self.optimizers[name] = module, opt
         for name, module in self.frozen.items():
             self.frozen[name] = module.to(fabric.device)
@@ -218,14 +226,17 @@ class Method(ABC):
         """
         return {"val/acc": evaluate_accuracy(self.eval_model(), loader, device=device)}
 
-    def export_state(self, **metadata: Any) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+    def export_state(self, *, copy: bool = True, **metadata: Any) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
         """(CPU copy of :meth:`eval_model`'s state_dict, metadata to rebuild it) for checkpoints/export.
+
+        ``copy=False``: the state_dict's own tensors (detached views of the live weights, on their
+        device) instead of copies, for a caller that serialises them at once beside the method's state:
+        ``torch.save`` then stores each shared tensor once (``last.ckpt``).
 
         Default: a registry classifier (see :func:`kdlab.engine.checkpoint.classifier_metadata`).
         """
         model = self.eval_model()
-        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        return state, classifier_metadata(model, **metadata)
+        return export_tensors(model, copy), classifier_metadata(model, **metadata)
 
     def step_optimizer(self, name: str, loss: torch.Tensor) -> None:
         """zero_grad, ``fabric.backward(loss)``, step for player ``name``."""

@@ -64,6 +64,7 @@ class ClassifierStudentMethod(Method):
                               "set at least one, e.g. loss.terms.kd.weight=1 (kdlab list terms)")
         self.objective = objective
         self.add_frozen("teacher", teacher)
+        self.input_noise = float(cfg.loss.input_noise)  # read once: a config read costs microseconds per step
         self.teacher_cache = None
         self.cache_blockers = ([f"method {cfg.method!r} {self.teacher_cache_unsupported}"] if self.teacher_cache_unsupported
                                else cache_blockers(cfg, objective, transfer))
@@ -112,7 +113,7 @@ class ClassifierStudentMethod(Method):
     def forward_losses(self, batch: Batch, cached: bool = False) -> Tuple[Dict[str, torch.Tensor], Outputs, Optional[Outputs]]:
         """(weighted terms incl. ``loss``, student outputs, teacher outputs) for one batch, no step.
         ``cached``: a training batch of the transfer set, whose teacher outputs the cache may give."""
-        sigma = self.cfg.loss.input_noise
+        sigma = self.input_noise
         x = batch.x + sigma * torch.randn_like(batch.x) if sigma > 0 else batch.x
         x = self.objective.prepare_input(x, batch)
         if cached and self.teacher_cache is not None and batch.index is not None:

@@ -147,12 +147,13 @@ class EMA:
             e.copy_(b)
 
 
-def generator_export_state(model: nn.Module, **metadata: Any):
-    """(CPU copy of a generator's state_dict, metadata to rebuild it): the one export path of generator methods."""
+def generator_export_state(model: nn.Module, *, copy: bool = True, **metadata: Any):
+    """(CPU copy of a generator's state_dict, metadata to rebuild it): the one export path of generator
+    methods (``copy=False``: the live tensors, see :meth:`kdlab.methods.Method.export_state`)."""
     from kdlab.engine.generators import generator_metadata
+    from kdlab.methods.base import export_tensors
 
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    return state, generator_metadata(model, **metadata)
+    return export_tensors(model, copy), generator_metadata(model, **metadata)
 
 
 def save_epoch_grid(method: Any, epoch: int) -> None:

@@ -116,8 +116,8 @@ class GANTraining(Method):
     def eval_model(self) -> nn.Module:
         return self.ema.model if self.ema is not None else unwrap(self.players["generator"])
 
-    def export_state(self, **metadata: Any):
-        return generator_export_state(self.eval_model(), **metadata)
+    def export_state(self, *, copy: bool = True, **metadata: Any):
+        return generator_export_state(self.eval_model(), copy=copy, **metadata)
 
     def validate(self, loader: Any, device: Any) -> Dict[str, float]:
         """FID of ``loss.val_samples`` generated images against the validation images (lower is better)."""

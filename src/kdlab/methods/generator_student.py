@@ -156,8 +156,8 @@ class GeneratorStudentMethod(Method):
     def eval_model(self) -> nn.Module:
         return unwrap(self.players["student"]).net
 
-    def export_state(self, **metadata: Any):
-        return generator_export_state(self.eval_model(), **metadata)
+    def export_state(self, *, copy: bool = True, **metadata: Any):
+        return generator_export_state(self.eval_model(), copy=copy, **metadata)
 
     @torch.no_grad()
     def validate(self, loader: Any, device: Any) -> Dict[str, float]:

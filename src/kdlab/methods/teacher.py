@@ -11,6 +11,7 @@ from kdlab.config import bounded, choice
 from kdlab.data.batch import Batch
 from kdlab.losses import PENALTY_FORMS, SELECTIONS, cross_entropy, jacobian_norm_penalty
 from kdlab.methods.base import METHODS, Method, build_network, unwrap
+from kdlab.terms.base import plain_config
 
 
 @METHODS.register("teacher")
@@ -42,16 +43,19 @@ class TeacherTraining(Method):
     def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
         super().__init__(cfg, spec, transfer)
         self.add_player("model", build_network(cfg, spec))
+        self.loss_cfg = plain_config(cfg.loss)  # read in every step: plain attributes, not OmegaConf reads
+        self._range_checked = False
 
     def training_step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
         x, y = batch.x, batch.y
-        lc = self.cfg.loss
+        lc = self.loss_cfg
         if lc.input_noise > 0:
             x = x + lc.input_noise * torch.randn_like(x)
         penalty = lc.jacobian_penalty > 0
         x = x.detach().requires_grad_(penalty)
         logits = self.players["model"](x)
-        ce = cross_entropy(logits, y)
+        ce = cross_entropy(logits, y, check_range=not self._range_checked)  # the labels' range once (a host sync)
+        self._range_checked = True
         loss = lc.ce * ce
         out = {"ce": ce.detach()}
         if penalty:

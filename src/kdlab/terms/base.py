@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Callable, ClassVar, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 import torch
@@ -176,13 +177,28 @@ def layer_pairs(layers: Sequence[Sequence[str]], term: str,
     return out
 
 
+def plain_config(cfg: Any) -> Any:
+    """``cfg`` as plain Python attributes: a structured ``DictConfig`` becomes its dataclass instance
+    (nested containers become lists and dicts), an untyped one a ``SimpleNamespace``; anything else is
+    returned as is. Terms read their keys in every step, and an OmegaConf attribute read costs
+    microseconds (validation, interpolation) where a dataclass field costs nanoseconds."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if not isinstance(cfg, DictConfig):
+        return cfg
+    if OmegaConf.get_type(cfg) in (dict, None):
+        return SimpleNamespace(**OmegaConf.to_container(cfg, resolve=True))
+    return OmegaConf.to_object(cfg)
+
+
 class Term(nn.Module, metaclass=ABCMeta):
     """Base class of every term. Subclasses set :attr:`Config`, :attr:`requires` and implement
     :meth:`forward`; those with features fill :attr:`student_features` / :attr:`teacher_features` in
     ``__init__``.
 
     Args:
-        cfg: the term's resolved config (an instance-like object with the :attr:`Config` keys).
+        cfg: the term's resolved config (an instance-like object with the :attr:`Config` keys); kept as
+            ``self.cfg`` in plain attributes (see :func:`plain_config`).
         ctx: the :class:`TermContext`.
     """
 
@@ -195,7 +211,7 @@ class Term(nn.Module, metaclass=ABCMeta):
 
     def __init__(self, cfg: Any, ctx: TermContext) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.cfg = plain_config(cfg)
         self.term_name = ""  # set by the Objective: the key of this term in ``loss.terms``
         self.weight = float(cfg.weight)
         self.student_features: List[str] = []

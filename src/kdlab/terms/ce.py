@@ -23,5 +23,13 @@ class CrossEntropyTerm(Term):
     requires = frozenset({"logits", "labels"})
     legacy = {"ce": "weight"}
 
+    def __init__(self, cfg, ctx):
+        super().__init__(cfg, ctx)
+        self.label_smoothing = float(self.cfg.label_smoothing)
+        self._range_checked = False
+
     def forward(self, s, t, batch):
-        return cross_entropy(s.logits_for_labels, batch.y, self.cfg.label_smoothing)
+        # The label range is checked on the first batch only: the check reads two values back to the
+        # host, a device sync in every step on a GPU; later batches come from the same source.
+        check, self._range_checked = not self._range_checked, True
+        return cross_entropy(s.logits_for_labels, batch.y, self.label_smoothing, check_range=check)

@@ -10,6 +10,8 @@ that every requested feature comes out of its one forward pass.
 """
 from __future__ import annotations
 
+import functools
+import operator
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -134,8 +136,12 @@ class Objective(nn.Module):
 
     def forward(self, s: Outputs, t: Optional[Outputs], batch: Batch) -> Dict[str, torch.Tensor]:
         """``{term name: weight * term, ..., "loss": their sum}`` (``loss`` = 0 without terms)."""
-        values = {name: term.weight * term(s, t, batch) for name, term in self.terms.items()}
-        values["loss"] = sum(values.values()) if values else s.out.new_zeros(())
+        values = {}
+        for name, term in self.terms.items():
+            value = term(s, t, batch)
+            values[name] = value if term.weight == 1.0 else term.weight * value  # 1.0 * x is x: no extra op
+        # summed from the first term, not from 0 (sum() would add a tensor op for 0 + x)
+        values["loss"] = functools.reduce(operator.add, values.values()) if values else s.out.new_zeros(())
         return values
 
     def players(self) -> Dict[str, Tuple[nn.Module, Any]]:

@@ -1,14 +1,16 @@
-"""Speed options of the loop on one distillation step: eager fp32 vs channels-last, torch.compile,
-bf16 autocast (Fabric precision) and pinned host batches.
+"""Eager vs compiled distillation steps for two model pairs, and the loop's other speed options:
+channels-last, bf16 autocast (Fabric precision) and pinned host batches.
 
 ``--pair lenet``: a LeNet teacher (32-64-1024) -> LeNet (16, 32, fc 256) student, batch 128; ``--pair
-resnet``: resnet56 -> resnet20, batch 256; CE + KD (T = 4) on Fashion-MNIST images. Each configuration is the same ``distill`` method built with other ``trainer.*`` keys; the timed
-loop copies each host batch to the device (``non_blocking``) and runs ``training_step``, as the engine
-does. The first ``--warmup`` steps (compilation included) are not timed; repetitions are interleaved and
-medians reported. Compile time is printed separately.
+resnet``: resnet56 -> resnet20, batch 256; both by default. CE + KD (T = 4) on Fashion-MNIST images.
+Each configuration is the same ``distill`` method built with other ``trainer.*`` keys (default: ``eager
+fp32`` and ``compile``; ``--only`` picks any of :data:`CONFIGS`); the timed loop copies each host batch
+to the device (``non_blocking``) and runs ``training_step``, as the engine does. The first ``--warmup``
+steps (compilation included) are not timed; repetitions are interleaved and medians reported. Compile
+time is printed separately.
 
-Usage: python benchmarks/bench_speed.py [--steps 30] [--warmup 5] [--reps 3] [--threads N] [--device cpu|cuda]
-"""
+Usage: python benchmarks/bench_compile.py [--pair lenet|resnet|all] [--only "eager fp32,compile,bf16-mixed"]
+       [--steps 30] [--warmup 5] [--reps 3] [--threads N] [--device cpu|cuda]
 from __future__ import annotations
 
 import statistics
@@ -30,6 +32,7 @@ PAIRS = {
     "lenet": (("lenet", {}), ("lenet", {"channels": [16, 32], "fc": 256}), 128),
     "resnet": (("resnet56", {}), ("resnet20", {}), 256),
 }
+#: configuration name -> trainer overrides (the first one run is the baseline of the "vs first" column)
 CONFIGS = {
     "eager fp32": [],
     "channels_last": ["trainer.channels_last=true"],
@@ -41,25 +44,35 @@ CONFIGS = {
 
 def main() -> None:
     ap = bench_parser(__doc__, steps=30, warmup=5)
-    ap.add_argument("--only", default=None, help="comma-separated configuration names")
-    ap.add_argument("--pair", default="lenet", choices=sorted(PAIRS), help="teacher -> student pair")
+    ap.add_argument("--only", default="eager fp32,compile", help="comma-separated configuration names")
+    ap.add_argument("--pair", default="all", choices=[*sorted(PAIRS), "all"], help="teacher -> student pair")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    tmp = Path(args.tmp or tempfile.mkdtemp(prefix="kdlab-bench-speed-"))
+    for pair in (PAIRS if args.pair == "all" else [args.pair]):
+        bench_pair(pair, args)
+
+
+def bench_pair(pair: str, args) -> None:
+    """Times every selected configuration on ``pair`` and prints one table."""
+    tmp = Path(args.tmp or tempfile.mkdtemp(prefix="kdlab-bench-compile-"))
     torch.manual_seed(0)
-    (t_name, t_kw), (s_name, s_kw), batch = PAIRS[args.pair]
-    teacher = save_classifier(build_model(t_name, **t_kw), tmp / "teacher.safetensors", data="fashion-mnist")
+    (t_name, t_kw), (s_name, s_kw), batch = PAIRS[pair]
+    teacher = save_classifier(build_model(t_name, **t_kw), tmp / f"teacher-{pair}.safetensors", data="fashion-mnist")
     data = build_datasets(name="fashion-mnist", val_size=0, n_per_class=500)
     device = torch.device(args.device)
     pin = device.type == "cuda"
     host = [b.pin_memory() if pin else b for b in make_loader(data.train, batch, shuffle=True, seed=0)]
     host = host[:args.steps + args.warmup]
-    names = [n for n in CONFIGS if not args.only or n in args.only.split(",")]
+    only = [n.strip() for n in args.only.split(",")] if args.only else list(CONFIGS)
+    unknown = [n for n in only if n not in CONFIGS]
+    if unknown:
+        raise SystemExit(f"--only: unknown configuration(s) {unknown}; known: {', '.join(CONFIGS)}")
+    names = [n for n in CONFIGS if n in only]
     methods, compile_s = {}, {}
     for n in names:
         cfg = load_run_config([{
-            "method": "distill", "out_dir": str(tmp), "name": f"bench-{names.index(n)}",
+            "method": "distill", "out_dir": str(tmp), "name": f"bench-{pair}-{names.index(n)}",
             "teacher": {"checkpoint": str(teacher)}, "data": {"val_size": 0, "batch_size": batch},
             "model": {"name": s_name, "kwargs": s_kw},
             "loss": {"terms": {"ce": {"weight": 1.0}, "kd": {"weight": 1.0, "temperature": 4.0}}},
@@ -87,7 +100,7 @@ def main() -> None:
     med = {n: statistics.median(v) for n, v in times.items()}
     base = med[names[0]]
     dev = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
-    print(f"{t_name} {t_kw} -> {s_name} {s_kw}, CE + KD, batch {batch}, {args.steps} timed steps x {args.reps} interleaved reps, "
+    print(f"[{pair}] {t_name} {t_kw} -> {s_name} {s_kw}, CE + KD, batch {batch}, {args.steps} timed steps x {args.reps} interleaved reps, "
           f"device {dev}, torch {torch.__version__}, threads {torch.get_num_threads()}, pinned host batches: {pin}")
     print(f"  {'configuration':<24} {'ms/step':>9} {'steps/s':>9} {'vs first':>9} {'warm-up s':>10}")
     for n in names:
