@@ -76,7 +76,8 @@ def main() -> None:
             "model": {"name": "vgg4", "kwargs": {"width": args.width}},
             "loss": KINDS[kind],
             "optim": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "scheduler": "none"},
-            "trainer": {"epochs": 1, "accelerator": args.device, "tensorboard": False, "progress": False},
+            "trainer": {"epochs": 1, "accelerator": args.device, "tensorboard": False, "progress": False,
+                        "teacher_cache": "off"},
         }])
         m = JacobianDistill(cfg, data.spec)
         m.setup(make_fabric(cfg.trainer, None))

@@ -54,7 +54,8 @@ def build(args, tmp: Path, path: Path, data, terms):
         "data": {"val_size": 0, "batch_size": args.batch, "n_per_class": (args.steps * args.batch) // 10},
         "model": {"name": "vgg4", "kwargs": {"width": args.width}}, "loss": {"terms": terms},
         "optim": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "scheduler": "none"},
-        "trainer": {"epochs": 1, "accelerator": args.device, "tensorboard": False, "progress": False},
+        "trainer": {"epochs": 1, "accelerator": args.device, "tensorboard": False, "progress": False,
+                        "teacher_cache": "off"},
     }])
     return ready_method(cfg, data, data.train)
 
