@@ -90,7 +90,8 @@ class ClassifierStudentMethod(Method):
         tc = self.cfg.trainer
         self.teacher_cache = None
         if tc.teacher_cache == "off" or self.cache_blockers or not self.objective.needs_teacher or not batch_sizes:
-            if self.cache_blockers and self.objective.needs_teacher and tc.progress and self.fabric.is_global_zero:
+            if tc.teacher_cache == "auto" and self.cache_blockers and self.objective.needs_teacher and tc.progress \
+                    and self.fabric.is_global_zero:
                 print("teacher cache off: " + "; ".join(self.cache_blockers))
             return
         from omegaconf import OmegaConf

@@ -60,7 +60,9 @@ def cache_blockers(cfg: Any, objective: Any, transfer: Any) -> List[str]:
         reasons.append("data.augment=true draws new crops and flips every epoch")
     if float(getattr(cfg.loss, "input_noise", 0.0) or 0.0) > 0:
         reasons.append(f"loss.input_noise={cfg.loss.input_noise} adds fresh noise to the input every step")
-    if transfer is None or not transfer.indexed:
+    if transfer is None:
+        reasons.append("the method was built without its transfer source")
+    elif not transfer.indexed:
         reasons.append("the transfer source's batches carry no row indices")
     return reasons + list(objective.teacher_cache_blockers)
 
