@@ -77,6 +77,10 @@ def test_the_checker_measures_differences_and_disagreement():
 def test_export_bad_input(classifier_run, tmp_path, capsys):
     assert main(["export", str(tmp_path / "nothing")]) == 2
     assert "nothing" in capsys.readouterr().err
+    (tmp_path / "unfinished").mkdir()  # a run directory without weights: names it and what is missing
+    assert main(["export", str(tmp_path / "unfinished")]) == 2
+    err = capsys.readouterr().err
+    assert "unfinished" in err and "student.safetensors" in err
     with pytest.raises(SystemExit):
         main(["export", str(classifier_run), "--format", "tflite"])
     with pytest.raises(ValueError, match="atol"):
