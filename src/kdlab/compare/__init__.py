@@ -23,7 +23,7 @@ from typing import Any, Dict, Optional, Sequence
 from rich.console import Console
 
 from kdlab.compare.execute import Outcome, cuda_devices, run_cells
-from kdlab.compare.plan import Plan, plan_compare
+from kdlab.compare.plan import Plan, plan_compare, set_threads, worker_threads
 from kdlab.compare.report import write_compare_report
 from kdlab.compare.spec import CompareSpec, load_spec, parse_method_arg
 
@@ -76,7 +76,7 @@ def run_compare(spec: CompareSpec, out_dir: Path = Path("runs"), extra: Sequence
     gpus = cuda_devices(plan.cells)
     jobs = jobs if jobs is not None else max(1, gpus)
     if jobs > 1 and not gpus:  # each CPU run gets its share of the cores (recorded in its config)
-        plan = plan_compare(spec, out_dir, extra, jobs=jobs)
+        set_threads(plan, worker_threads(jobs))
     from kdlab.experiments import grid
 
     if plan.teacher is not None:

@@ -10,6 +10,7 @@ ignores it).
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from kdlab.config import ConfigError
 from kdlab.experiments import grid
 from kdlab.registry import UnknownNameError
 
-__all__ = ["Cell", "Plan", "plan_compare", "worker_threads"]
+__all__ = ["Cell", "Plan", "plan_compare", "set_threads", "worker_threads"]
 
 #: a teacher given as a file of weights rather than a recipe
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt")
@@ -63,6 +64,7 @@ class Plan:
     teacher_path: Optional[str]
     cells: List[Cell] = field(default_factory=list)
     threads: Optional[int] = None
+    n_extra: int = 0  # the command line's overrides, last in every cell's overrides
 
     def row_cells(self, row: MethodRow) -> List[Cell]:
         return [c for c in self.cells if c.row is row]
@@ -110,19 +112,25 @@ def _teacher(spec: CompareSpec, out_dir: Path, extra: Sequence[str]) -> Tuple[Op
 
 
 def _student_cell(spec: CompareSpec, row: MethodRow, seed: int, out_dir: Path, teacher: Optional[str],
-                  extra: Sequence[str], threads: Optional[int]) -> Cell:
+                  extra: Sequence[str]) -> Cell:
     sources: List[Any] = [row.recipe] if row.recipe is not None else [{"method": "distill"}]
     sources += [_dotlist(spec.common), spec.student, {"data": dict(spec.budget)} if spec.budget else {}]
     overrides = [f"out_dir={out_dir}"] + ([f"teacher.checkpoint={teacher}"] if teacher else [])
     overrides += [*row.set, f"seed={seed}", f"data.subset_seed={seed}", f"name={spec.name}-{row.slug}-s{seed}",
                   f"label={row.label}", *extra]
     cell = Cell(row=row, seed=seed, sources=sources, overrides=overrides)
-    what = f"method row {row.label!r} (seed {seed})"
-    cfg = _resolve(cell, what)
-    if threads is not None and cfg.trainer.threads is None and cfg.trainer.accelerator == "cpu":
-        cell.overrides.insert(-len(extra) if extra else len(cell.overrides), f"trainer.threads={threads}")
-        _resolve(cell, what)
+    _resolve(cell, f"method row {row.label!r} (seed {seed})")
     return cell
+
+
+def set_threads(plan: Plan, threads: int) -> None:
+    """Give every CPU student run that does not set ``trainer.threads`` this many threads (an override
+    before the command line's, so it is recorded in the run's config.yaml); the teacher is left alone."""
+    for cell in plan.cells:
+        if cell.cfg.trainer.threads is None and cell.cfg.trainer.accelerator == "cpu":
+            cell.overrides.insert(len(cell.overrides) - plan.n_extra, f"trainer.threads={threads}")
+            _resolve(cell, f"method row {cell.row.label!r} (seed {cell.seed})")
+    plan.threads = threads
 
 
 def _check_method(cell: Cell) -> None:
@@ -161,16 +169,22 @@ def _check_budget(cells: Sequence[Cell]) -> None:
                               f"({smallest} images); accepted: 1..{smallest}")
 
 
+@functools.lru_cache(maxsize=8)
+def _labels(name: str, root: Optional[str], image_size: Optional[int]) -> Any:
+    from kdlab.data import load_split
+
+    return load_split(name, "train", root=root, download=False, image_size=image_size)[1]
+
+
 def _train_labels(d: Any) -> Any:
     """The training labels of a config's data set (after ``data.classes``), or None where the data
     cannot be loaded without a download."""
     import torch
 
-    from kdlab.data import load_split
     from kdlab.data.paths import DataNotFoundError
 
     try:
-        _, y = load_split(d.name, "train", root=d.root, download=False, image_size=d.image_size)
+        y = _labels(d.name, d.root, d.image_size)
     except (DataNotFoundError, OSError, RuntimeError):
         return None
     if d.classes is not None:
@@ -212,11 +226,11 @@ def plan_compare(spec: CompareSpec, out_dir: Path, extra: Sequence[str] = (), jo
     """
     out_dir = Path(out_dir)
     teacher_cell, teacher_path = _teacher(spec, out_dir, extra)
-    threads = worker_threads(jobs) if jobs > 1 and not gpus else None
-    plan = Plan(spec=spec, out=out_dir / spec.name, teacher=teacher_cell, teacher_path=teacher_path, threads=threads)
+    plan = Plan(spec=spec, out=out_dir / spec.name, teacher=teacher_cell, teacher_path=teacher_path,
+                n_extra=len(extra))
     for row in spec.rows:
         for seed in spec.seeds:
-            plan.cells.append(_student_cell(spec, row, seed, out_dir, teacher_path, extra, threads))
+            plan.cells.append(_student_cell(spec, row, seed, out_dir, teacher_path, extra))
     names: Dict[str, str] = {}
     for cell in ([teacher_cell] if teacher_cell else []) + plan.cells:
         if cell.cfg.name in names:  # e.g. a row whose set overrides name=
@@ -226,4 +240,6 @@ def plan_compare(spec: CompareSpec, out_dir: Path, extra: Sequence[str] = (), jo
     for cell in plan.cells:
         _check_method(cell)
     _check_budget(plan.cells)
+    if jobs > 1 and not gpus:
+        set_threads(plan, worker_threads(jobs))
     return plan
