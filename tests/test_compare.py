@@ -209,6 +209,8 @@ def test_jobs_split_the_cpu_threads(tmp_path):
     assert plan.teacher.cfg.trainer.threads is None  # the teacher trains alone, on every core
     pinned = plan_compare(load_spec(spec_dict()), tmp_path, ["trainer.threads=1"], jobs=2)
     assert {c.cfg.trainer.threads for c in pinned.cells} == {1}
+    odd = plan_compare(load_spec(spec_dict(methods=[{"label": "1e3 [x]: y", "recipe": "demo_ce"}])), tmp_path)
+    assert odd.cells[0].cfg.label == "1e3 [x]: y" and odd.cells[0].cfg.name == "cmp-1e3-x-y-s0"
 
 
 # ------------------------------------------------------------------------------------- real runs

@@ -114,10 +114,12 @@ def _teacher(spec: CompareSpec, out_dir: Path, extra: Sequence[str]) -> Tuple[Op
 def _student_cell(spec: CompareSpec, row: MethodRow, seed: int, out_dir: Path, teacher: Optional[str],
                   extra: Sequence[str]) -> Cell:
     sources: List[Any] = [row.recipe] if row.recipe is not None else [{"method": "distill"}]
-    sources += [_dotlist(spec.common), spec.student, {"data": dict(spec.budget)} if spec.budget else {}]
+    # the label as a mapping, not a key=value string: YAML would read "[x] CE" as a list, "1e3" as a number
+    sources += [_dotlist(spec.common), spec.student, {"data": dict(spec.budget)} if spec.budget else {},
+                {"label": row.label}]
     overrides = [f"out_dir={out_dir}"] + ([f"teacher.checkpoint={teacher}"] if teacher else [])
     overrides += [*row.set, f"seed={seed}", f"data.subset_seed={seed}", f"name={spec.name}-{row.slug}-s{seed}",
-                  f"label={row.label}", *extra]
+                  *extra]
     cell = Cell(row=row, seed=seed, sources=sources, overrides=overrides)
     _resolve(cell, f"method row {row.label!r} (seed {seed})")
     return cell

@@ -24,8 +24,8 @@ A spec names one teacher, one student set-up, one data budget, the seeds and the
 
 A row is a packaged recipe, a YAML path, or only inline ``key=value`` sets (on top of ``student`` and
 ``common``; a row without a recipe is a ``distill`` row unless it sets ``method=``). Precedence, lowest
-first: recipe, ``common``, ``student``, ``budget``, the row's ``set``, seed/name/label, the command
-line's ``key=value`` overrides. ``set`` entries merge into the recipe's ``loss.terms``; to replace the
+first: recipe, ``common``, ``student``, ``budget``, the row's label, the row's ``set``, seed/name,
+the command line's ``key=value`` overrides. ``set`` entries merge into the recipe's ``loss.terms``; to replace the
 terms write ``loss.terms={ce: {weight: 1}}``.
 
 Everything here is checked without training: :func:`load_spec` raises
