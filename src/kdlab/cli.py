@@ -203,6 +203,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         "losses": LOSSES.describe(),
         "experiments": EXPERIMENTS.describe(),
         "recipes": {p.stem: p.read_text().split("\n", 1)[0].lstrip("# ") for p in sorted(RECIPES.glob("*.yaml"))},
+        "compare-specs": {p.stem: p.read_text().split("\n", 1)[0].lstrip("# ")
+                          for p in sorted((RECIPES / "compare").glob("*.yaml"))},
     }
     if args.what and args.what not in groups:
         raise ValueError(f"unknown list {args.what!r}; accepted: {', '.join(groups)}")
@@ -321,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", help="run directories")
     p.add_argument("--out", default=None, help="output directory of a comparison report")
     p.add_argument("--title", default="kdlab comparison")
-    p = sub.add_parser("list", help="list models, generators, methods, terms, data sets, losses, experiments, recipes")
+    p = sub.add_parser("list", help="list models, generators, methods, terms, data sets, losses, experiments, recipes, compare-specs")
     p.add_argument("what", nargs="?", default=None)
     p = sub.add_parser("reproduce", help="rerun a paper's table or figure (kdlab list experiments)")
     p.add_argument("experiment")
