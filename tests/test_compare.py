@@ -231,3 +231,23 @@ def test_jobs_2_gives_the_summary_of_jobs_1(tmp_path):
         got[jobs] = {n: {k: grid.read_summary(o.run_dir)[k] for k in keys} for n, o in res.outcomes.items()}
     assert (tmp_path / "jobs2" / "j" / "logs" / "j-ce-s0.log").is_file()
     assert got[1] == got[2]
+
+
+# ------------------------------------------------------------------------------- no duplicate work
+def test_heldout_metrics_reuses_the_sigma_0_pass_with_the_same_numbers():
+    import torch
+    from torch import nn
+
+    from kdlab.methods import evaluation
+    from kdlab.metrics import evaluate_accuracy
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    loader = [(torch.randn(20, 1, 4, 4), torch.randint(0, 3, (20,))) for _ in range(3)]
+    with_zero = evaluation.heldout_metrics(model, loader, "cpu", [0.0, 0.5], seed=0)
+    without = evaluation.heldout_metrics(model, loader, "cpu", [0.5], seed=0)
+    assert with_zero["test_acc"] == without["test_acc"] == evaluate_accuracy(model, loader)
+    assert with_zero["noise_acc"]["0.5"] == without["noise_acc"]["0.5"]
+    assert evaluation._same_weights(model.state_dict(), {k: v.clone() for k, v in model.state_dict().items()})
+    other = {k: v + 1 for k, v in model.state_dict().items()}
+    assert not evaluation._same_weights(model.state_dict(), other)

@@ -21,8 +21,8 @@ from kdlab.compare.execute import Outcome
 from kdlab.compare.plan import Cell, Plan
 from kdlab.config import to_yaml
 from kdlab.experiments import grid
-from kdlab.report import (diff_text, epoch_series, format_count, load_run, markdown_table, mean_std, noise_series,
-                          ordering_text, paired_test, plot_bars, plot_noise, plot_val_curves)
+from kdlab.report import (diff_text, epoch_series, format_count, kept_vs_teacher, load_run, markdown_table, mean_std,
+                          noise_series, ordering_text, paired_test, plot_bars, plot_noise, plot_val_curves)
 from kdlab.report.tables import MISSING
 
 __all__ = ["write_compare_report", "collect"]
@@ -57,6 +57,7 @@ def _run_record(cell: Cell, outcome: Outcome) -> Dict[str, Any]:
         "latency_ms": model.get("latency_ms"), "wall_time_s": s.get("wall_time_s"), "train_time_s": train_s,
         "steps": steps, "steps_per_s": steps / train_s if steps and train_s else None,
         "images_per_s": sum(thr) / len(thr) if thr else None, "teacher": s.get("teacher"),
+        "kept_vs_teacher": kept_vs_teacher(s),
         "val_curve": epoch_series(run.metrics, "val/acc"),
     })
     return rec
@@ -76,8 +77,8 @@ def collect(plan: Plan, outcomes: Dict[str, Outcome]) -> List[Dict[str, Any]]:
         ok = [r for r in runs if r["status"] != "failed"]
         entry = {"label": row.label, "slug": row.slug, "method": plan.row_cells(row)[0].cfg.method, "runs": runs,
                  "n_ok": len(ok), "failed": [r for r in runs if r["status"] == "failed"]}
-        for key in ("test_acc_best", "test_acc_last", "params", "macs", "latency_ms", "wall_time_s", "train_time_s",
-                    "steps_per_s", "images_per_s"):
+        for key in ("test_acc_best", "test_acc_last", "kept_vs_teacher", "params", "macs", "latency_ms", "wall_time_s",
+                    "train_time_s", "steps_per_s", "images_per_s"):
             entry[key] = _stat([r.get(key) for r in ok])
         sigmas = sorted({x for r in ok for x in r["noise_acc"]})
         entry["noise_acc"] = {x: _stat([r["noise_acc"].get(x) for r in ok]) for x in sigmas}
@@ -115,6 +116,16 @@ def _rel(path: Any, base: Path) -> str:
         return os.path.relpath(path, base)
     except ValueError:  # another drive (Windows)
         return str(path)
+
+
+def _teacher_summary(plan: Plan) -> Optional[Dict[str, Any]]:
+    """The teacher run's summary.json (a trained or given run directory), else None."""
+    if plan.teacher_path is None or not (Path(plan.teacher_path) / "summary.json").is_file():
+        return None
+    try:
+        return grid.read_summary(Path(plan.teacher_path))
+    except (OSError, ValueError):
+        return None
 
 
 def _teacher_text(plan: Plan, rows: List[Dict[str, Any]]) -> str:
@@ -185,6 +196,11 @@ def write_compare_report(plan: Plan, outcomes: Dict[str, Outcome], info: Dict[st
                  [v["std"] for v in e["noise_acc"].values()]) for e in rows if e["noise_acc"]],
                out / "plots" / "noise.png", title=f"{spec.name}: accuracy under Gaussian input noise")
 
+    teacher = _teacher_summary(plan)
+    teacher_rows = [[f"{teacher.get('label', 'teacher')} (teacher)", teacher.get("method", MISSING), "1 run",
+                     _fmt(teacher.get("test_acc_best")), _fmt(teacher.get("test_acc_last")), MISSING, MISSING,
+                     MISSING]] if teacher else []
+    tm = (teacher or {}).get("model") or {}
     n_runs = sum(len(e["runs"]) for e in rows)
     n_failed = sum(len(e["failed"]) for e in rows)
     lines = [
@@ -201,11 +217,14 @@ def write_compare_report(plan: Plan, outcomes: Dict[str, Outcome], info: Dict[st
         "two-sided paired t-test p over the seeds both rows finished.",
         "",
         markdown_table(["Row", "Method", "Runs", "Test acc, best-val ckpt (%)", "Test acc, last epoch (%)",
-                        f"vs {ref} (best)", f"vs {ref} (last)"],
-                       [[e["label"], e["method"], _status(e), _ms(e["test_acc_best"]), _ms(e["test_acc_last"]),
-                         MISSING if e["vs_first"]["test_acc_best"] is None else diff_text(e["vs_first"]["test_acc_best"]),
-                         MISSING if e["vs_first"]["test_acc_last"] is None else diff_text(e["vs_first"]["test_acc_last"])]
-                        for e in rows], align=["l", "l", "l", "r", "r", "r", "r"]),
+                        f"vs {ref} (best)", f"vs {ref} (last)", "Kept vs teacher (%)"],
+                       teacher_rows + [[e["label"], e["method"], _status(e), _ms(e["test_acc_best"]),
+                                        _ms(e["test_acc_last"]),
+                                        MISSING if e["vs_first"]["test_acc_best"] is None
+                                        else diff_text(e["vs_first"]["test_acc_best"]),
+                                        MISSING if e["vs_first"]["test_acc_last"] is None
+                                        else diff_text(e["vs_first"]["test_acc_last"]), _ms(e["kept_vs_teacher"])]
+                                       for e in rows], align=["l", "l", "l", "r", "r", "r", "r", "r"]),
         "![accuracy per row](plots/accuracy.png)",
         "",
         "Orderings against the first row (best-on-validation checkpoint):",
@@ -215,9 +234,12 @@ def write_compare_report(plan: Plan, outcomes: Dict[str, Outcome], info: Dict[st
     sigmas = sorted({x for e in rows for x in e["noise_acc"]})
     lines += ["## Robustness", "",
               "Test accuracy % under Gaussian noise of std σ added to the normalised inputs (best-on-val checkpoint).", ""]
+    t_noise = dict(zip(*noise_series(teacher))) if teacher else {}
     lines += [markdown_table(["Row"] + [f"σ={x:g}" for x in sigmas],
-                             [[e["label"]] + [_ms(e["noise_acc"][x]) if x in e["noise_acc"] else MISSING for x in sigmas]
-                              for e in rows]) if sigmas else "No noise accuracies recorded.", "",
+                             ([[teacher_rows[0][0]] + [_fmt(t_noise.get(x)) for x in sigmas]] if t_noise else [])
+                             + [[e["label"]] + [_ms(e["noise_acc"][x]) if x in e["noise_acc"] else MISSING
+                                                for x in sigmas] for e in rows]) if sigmas else
+              "No noise accuracies recorded.", "",
               "![accuracy under noise](plots/noise.png)", ""]
     lines += ["## Cost", "",
               "Params and MACs per image of the student; CPU latency in ms per image at batch 1 (measured while "
@@ -226,6 +248,9 @@ def write_compare_report(plan: Plan, outcomes: Dict[str, Outcome], info: Dict[st
               "training throughput.", "",
               markdown_table(["Row", "Model", "Params", "MACs / image", "Latency (ms)", "Wall time / run (s)",
                               "Steps / s", "Images / s"],
+                             ([[teacher_rows[0][0], tm.get("name", MISSING), format_count(tm.get("params")),
+                                format_count(tm.get("macs")), _fmt(tm.get("latency_ms"), 3),
+                                _fmt(teacher.get("wall_time_s"), 1), MISSING, MISSING]] if teacher else []) +
                              [[e["label"], next((r["model"] for r in e["runs"] if r.get("model")), MISSING),
                                format_count(e["params"]["mean"]), format_count(e["macs"]["mean"]),
                                _ms(e["latency_ms"], 3), _ms(e["wall_time_s"], 1), _ms(e["steps_per_s"], 1),
