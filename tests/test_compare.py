@@ -77,6 +77,10 @@ def test_spec_rows_and_cli_methods():
     assert spec.rows[3].recipe is None and spec.rows[3].set == ["method=distill", "loss.terms.kd.weight=1"]
     assert spec.seeds == [0, 1] and spec.teacher == "demo_teacher"
     assert slugify("Student CE + KD (T=4)") == "student-ce-kd-t-4"
+    row = parse_method_arg("KD T8=demo_kd loss.terms.kd.temperature=8")
+    assert (row.label, row.slug, row.recipe.stem, row.set) == ("KD T8", "kd-t8", "demo_kd", ["loss.terms.kd.temperature=8"])
+    with pytest.raises(ConfigError, match="several recipes"):
+        parse_method_arg("x=demo_kd demo_ce")
     quick = load_spec("demo", quick=True)
     assert quick.seeds == [0] and "data.n_per_class=300" in quick.teacher_set
     assert quick.student["trainer"] == {"epochs": 5} and quick.student["model"]["name"] == "mlp"

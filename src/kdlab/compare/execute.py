@@ -170,10 +170,10 @@ def run_cells(plan: Plan, jobs: int = 1, gpus: int = 0, console: Optional[Consol
             devices.put(i)
     logs = plan.out / "logs"
     console.print(f"{n} runs on {workers} processes"
-                  + (f", one per CUDA device" if gpus else f", {plan.threads or 'default'} CPU thread(s) each")
+                  + (", one per CUDA device" if gpus else f", {plan.threads or 'default'} CPU thread(s) each")
                   + f"; logs in {logs}/")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(devices,)) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(devices,))
+    try:
         futures = {pool.submit(_work, c.sources, c.overrides, str(logs / f"{c.cfg.name}.log")): c for c in pending}
         for fut in as_completed(futures):
             cell = futures[fut]
@@ -187,4 +187,8 @@ def run_cells(plan: Plan, jobs: int = 1, gpus: int = 0, console: Optional[Consol
             outcomes[o.name] = o
             done += 1
             _line(console, done, n, o)
+    except BaseException:  # Ctrl-C: do not start the queued runs (the running ones end with their workers)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     return outcomes

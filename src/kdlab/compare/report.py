@@ -197,7 +197,9 @@ def write_compare_report(plan: Plan, outcomes: Dict[str, Outcome], info: Dict[st
                out / "plots" / "noise.png", title=f"{spec.name}: accuracy under Gaussian input noise")
 
     teacher = _teacher_summary(plan)
-    teacher_rows = [[f"{teacher.get('label', 'teacher')} (teacher)", teacher.get("method", MISSING), "1 run",
+    t_label = str(teacher.get("label") or "teacher") if teacher else ""
+    t_label += "" if "teacher" in t_label.lower() else " (teacher)"
+    teacher_rows = [[t_label, teacher.get("method", MISSING), "1 run",
                      _fmt(teacher.get("test_acc_best")), _fmt(teacher.get("test_acc_last")), MISSING, MISSING,
                      MISSING]] if teacher else []
     tm = (teacher or {}).get("model") or {}
