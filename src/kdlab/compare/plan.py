@@ -235,9 +235,9 @@ def plan_compare(spec: CompareSpec, out_dir: Path, extra: Sequence[str] = (), jo
             plan.cells.append(_student_cell(spec, row, seed, out_dir, teacher_path, extra))
     names: Dict[str, str] = {}
     for cell in ([teacher_cell] if teacher_cell else []) + plan.cells:
-        if cell.cfg.name in names:  # e.g. a row whose set overrides name=
+        if cell.cfg.name in names:  # e.g. name= among the command line's overrides (it comes last)
             raise ConfigError(f"runs of {names[cell.cfg.name]!r} and {cell.row.label!r} are both named "
-                              f"{cell.cfg.name!r}; do not set name= in a row")
+                              f"{cell.cfg.name!r}; leave name= to compare (it names runs <name>-<row>-s<seed>)")
         names[cell.cfg.name] = cell.row.label
     for cell in plan.cells:
         _check_method(cell)
