@@ -1,6 +1,6 @@
 """``kdlab <command> [config.yaml] [key=value ...]``: the command-line interface.
 
-Commands: ``train-teacher``, ``distill``, ``evaluate``, ``report``, ``list``, ``demo``, ``reproduce``;
+Commands: ``train-teacher``, ``distill``, ``evaluate``, ``report``, ``list``, ``compare``, ``demo``, ``reproduce``;
 for generators ``train-gan``, ``compress-gan``, ``evaluate-gan``.
 A config argument is a YAML path or the name of a packaged recipe (``kdlab list recipes``).
 """
@@ -236,6 +236,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         "losses": LOSSES.describe(),
         "experiments": EXPERIMENTS.describe(),
         "recipes": {p.stem: p.read_text().split("\n", 1)[0].lstrip("# ") for p in sorted(RECIPES.glob("*.yaml"))},
+        "compare-specs": {p.stem: p.read_text().split("\n", 1)[0].lstrip("# ")
+                          for p in sorted((RECIPES / "compare").glob("*.yaml"))},
     }
     if args.what and args.what not in groups:
         raise ValueError(f"unknown list {args.what!r}; accepted: {', '.join(groups)}")
@@ -256,11 +258,28 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from kdlab.demo import run_demo
+    from kdlab.compare import load_spec, run_compare
+    from kdlab.demo import SPEC
 
-    report = run_demo(Path(args.out_dir), quick=args.quick, extra=args.overrides)
-    Console().print(f"\n[bold green]Demo report:[/] {report}")
-    return 0
+    result = run_compare(load_spec(SPEC, quick=args.quick), Path(args.out_dir), args.overrides, jobs=args.jobs)
+    Console().print(f"\n[bold green]Demo report:[/] {result.report}")
+    return 1 if result.failed else 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from kdlab.compare import load_spec, run_compare
+    from kdlab.config import ConfigError
+
+    specs, overrides = _split(args.items)
+    if len(specs) > 1:
+        raise ConfigError(f"compare takes one spec; got {', '.join(specs)} (other items must be key=value)")
+    spec = load_spec(specs[0] if specs else None, methods=args.method or (), teacher=args.teacher, seeds=args.seeds,
+                     name=args.name, quick=args.quick)
+    result = run_compare(spec, Path(args.out_dir), overrides, jobs=args.jobs)
+    if result.failed:
+        console.print(f"[bold red]{result.failed} of {len(result.outcomes)} runs failed[/] (see their rows)")
+    Console().print(f"\n[bold green]Comparison report:[/] {result.report}")
+    return 1 if result.failed else 0
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -345,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", help="run directories")
     p.add_argument("--out", default=None, help="output directory of a comparison report")
     p.add_argument("--title", default="kdlab comparison")
-    p = sub.add_parser("list", help="list models, generators, methods, terms, data sets, losses, experiments, recipes")
+    p = sub.add_parser("list", help="list models, generators, methods, terms, data sets, losses, experiments, recipes, compare-specs")
     p.add_argument("what", nargs="?", default=None)
     p = sub.add_parser("reproduce", help="rerun a paper's table or figure (kdlab list experiments)")
     p.add_argument("experiment")
@@ -353,10 +372,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the experiment's)")
     p.add_argument("--out-dir", default="runs")
     p.add_argument("overrides", nargs="*", help="key=value overrides applied to every run")
-    p = sub.add_parser("demo", help="teacher + three students on real Fashion-MNIST, with a report")
+    p = sub.add_parser("demo", help="teacher + three students on real Fashion-MNIST, with a report (kdlab compare demo)")
     p.add_argument("--out-dir", default="runs")
     p.add_argument("--quick", action="store_true", help="a much shorter run (smoke test)")
+    p.add_argument("--jobs", type=int, default=None, help="parallel student runs (see kdlab compare --help)")
     p.add_argument("overrides", nargs="*", help="key=value overrides applied to every demo run")
+    p = sub.add_parser("compare", help="methods x seeds on one teacher, student and data budget: one report",
+                       description="Run every method row with every seed (finished runs of the same config are "
+                                   "reused) and write <out-dir>/<name>/report.md. ITEMS: a compare spec (YAML path or "
+                                   "packaged name, e.g. demo), then key=value overrides of every run.")
+    p.add_argument("items", nargs="*", help="[SPEC.yaml] then key=value overrides of every run")
+    p.add_argument("--method", action="append", metavar="LABEL=SOURCE",
+                   help="add a row: a recipe / YAML and/or key=value sets, e.g. 'kd-t8=demo_kd "
+                        "loss.terms.kd.temperature=8' (repeatable; after the spec's rows)")
+    p.add_argument("--teacher", default=None, help="a teacher run dir / weights file, or a recipe to train once")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the spec's, else 0,1,2)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="parallel student runs (processes); CPU threads are split between them "
+                        "(trainer.threads = cores // jobs). Default: one per CUDA device when the runs use CUDA, else 1")
+    p.add_argument("--out-dir", "--out", dest="out_dir", default="runs", help="parent of the runs and of <name>/")
+    p.add_argument("--name", default=None, help="the comparison's name (run names <name>-<row>-s<seed>)")
+    p.add_argument("--quick", action="store_true", help="the spec's quick variant (one seed, short runs)")
     return parser
 
 
@@ -383,6 +419,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "report": cmd_report,
         "list": cmd_list,
         "demo": cmd_demo,
+        "compare": cmd_compare,
         "reproduce": cmd_reproduce,
     }
     try:

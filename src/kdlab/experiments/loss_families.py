@@ -152,17 +152,9 @@ def loss_families(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, 
     return _report(out_dir / "loss-families", scale, seeds, grid.read_summary(teacher), results, labels)
 
 
-def _vs_text(test: Dict[str, Any]) -> str:
-    """``"+1.20 (p = 0.031)"``: mean paired difference in points and its p-value (``p n/a`` below 2 seeds)."""
-    if test["diff"] is None:
-        return "—"
-    p = "p n/a" if test["p"] is None else f"p = {test['p']:.3g}"
-    return f"{test['diff']:+.2f} ({p})"
-
-
 def _report(out: Path, scale: str, seeds: List[int], teacher: Dict[str, Any], results: Dict[str, Dict[str, Any]],
             labels: Dict[str, str]) -> Path:
-    from kdlab.report import markdown_table, mean_std, ordering_text, paired_test, plot_bars
+    from kdlab.report import diff_text, markdown_table, mean_std, ordering_text, paired_test, plot_bars
 
     lines = [
         f"Scale `{scale}`, seeds {seeds}, data `{teacher['data']['name']}`. VGG-9 teacher "
@@ -185,7 +177,7 @@ def _report(out: Path, scale: str, seeds: List[int], teacher: Dict[str, Any], re
         kd_time = mean_std(kd["time"])[0] if kd else None
         for row, cell in table.items():
             m_best, s_best, _ = mean_std(cell["best"])
-            vs = "—" if kd is None or row == "kd" else _vs_text(paired_test(cell["best"], kd["best"]))
+            vs = "—" if kd is None or row == "kd" else diff_text(paired_test(cell["best"], kd["best"]))
             t = mean_std(cell["time"])[0]
             body.append([labels[row], grid.mean_std_text(cell["best"]), grid.mean_std_text(cell["last"]), vs,
                          f"{t / kd_time:.2f}" if t and kd_time else "—",

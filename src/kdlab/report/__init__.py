@@ -4,7 +4,7 @@
 Imports only matplotlib, PyYAML (for config.yaml) and the standard library.
 """
 from .plots import plot_bars, plot_noise, plot_run_curves, plot_val_curves
-from .stats import ordering_text, paired_test
+from .stats import diff_text, ordering_text, paired_test
 from .runs import (
     RunData,
     RunFileError,
@@ -39,6 +39,7 @@ __all__ = [
     "plot_noise",
     "plot_bars",
     "paired_test",
+    "diff_text",
     "ordering_text",
 ]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Optional, Sequence
 
-__all__ = ["paired_test", "ordering_text", "ALPHA"]
+__all__ = ["paired_test", "ordering_text", "diff_text", "ALPHA"]
 
 #: significance level of the sentences of :func:`ordering_text`
 ALPHA = 0.05
@@ -59,3 +59,12 @@ def ordering_text(name_a: str, name_b: str, test: Dict[str, Any], unit: str = "p
         return f"{head} (untested: {test['n']} seed)"
     verdict = "" if p < alpha else ", not significant"
     return f"{head} (paired t-test p = {p:.3g}, n = {test['n']} seeds{verdict})"
+
+
+def diff_text(test: Dict[str, Any]) -> str:
+    """A table cell from :func:`paired_test`'s result: the mean paired difference in points and its
+    p-value, ``"+1.20 (p = 0.031)"`` (``"p n/a"`` below 2 pairs, ``"—"`` without pairs)."""
+    if test.get("diff") is None:
+        return "—"
+    p = "p n/a" if test.get("p") is None else f"p = {test['p']:.3g}"
+    return f"{test['diff']:+.2f} ({p})"

@@ -1,0 +1,88 @@
+"""``kdlab compare``: several distillation methods on equal terms, N seeds each, one report.
+
+Given a data set, a teacher (a run directory, or a recipe that is trained once), a student
+architecture, a data budget and a list of method rows (packaged recipes, YAML files or inline
+``key=value`` sets), :func:`run_compare` runs every row with every seed and writes
+``<out>/<name>/report.md`` (:mod:`kdlab.compare.report`).
+
+* :mod:`kdlab.compare.spec`: the spec file and the command line's rows (``--method LABEL=SOURCE``);
+* :mod:`kdlab.compare.plan`: every run's config resolved and checked before anything trains;
+* :mod:`kdlab.compare.execute`: finished runs reused, the others trained here or on a process pool
+  (``--jobs N``), a failing run reported in its row;
+* :mod:`kdlab.compare.report`: tables, paired tests against the first row, plots, configs.
+
+``kdlab demo`` is :func:`run_compare` on the packaged spec ``recipes/compare/demo.yaml``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+from rich.console import Console
+
+from kdlab.compare.execute import Outcome, cuda_devices, run_cells
+from kdlab.compare.plan import Plan, plan_compare, set_threads, worker_threads
+from kdlab.compare.report import write_compare_report
+from kdlab.compare.spec import CompareSpec, load_spec, parse_method_arg
+
+__all__ = ["run_compare", "load_spec", "parse_method_arg", "plan_compare", "CompareSpec", "Plan", "Outcome",
+           "CompareResult"]
+
+
+@dataclass
+class CompareResult:
+    """What :func:`run_compare` did: the report's path and run name -> :class:`Outcome`."""
+
+    report: Path
+    outcomes: Dict[str, Outcome]
+
+    @property
+    def failed(self) -> int:
+        """The number of failed runs."""
+        return sum(not o.ok for o in self.outcomes.values())
+
+
+def run_compare(spec: CompareSpec, out_dir: Path = Path("runs"), extra: Sequence[str] = (),
+                jobs: Optional[int] = None, console: Optional[Console] = None) -> CompareResult:
+    """Check every run, train the teacher (if the spec names a recipe), run or reuse every row x seed,
+    write the report.
+
+    Args:
+        spec: from :func:`load_spec`.
+        out_dir: parent of the run directories (``<out_dir>/<name>-<row>-s<seed>``) and of the report
+            directory ``<out_dir>/<name>``.
+        extra: ``key=value`` overrides of every run, the teacher included (applied last).
+        jobs: parallel student runs; None = one per CUDA device when the runs ask for CUDA, else 1.
+            On CPU each of ``jobs > 1`` runs gets ``trainer.threads = cores // jobs``.
+        console: progress output (default: stderr).
+
+    Returns:
+        :class:`CompareResult` (report path, outcomes); a failed run does not raise.
+
+    Raises:
+        kdlab.config.ConfigError: any invalid row, budget or teacher, before anything trains.
+        Whatever training the teacher raises (every row depends on it).
+    """
+    t0 = time.perf_counter()
+    console = console or Console(stderr=True)
+    out_dir = Path(out_dir)
+    if jobs is not None and jobs < 1:
+        from kdlab.config import ConfigError
+
+        raise ConfigError(f"--jobs = {jobs}: accepted: an integer >= 1")
+    plan = plan_compare(spec, out_dir, extra)  # checks everything; threads are decided below
+    gpus = cuda_devices(plan.cells)
+    jobs = jobs if jobs is not None else max(1, gpus)
+    if jobs > 1 and not gpus:  # each CPU run gets its share of the cores (recorded in its config)
+        set_threads(plan, worker_threads(jobs))
+    from kdlab.experiments import grid
+
+    if plan.teacher is not None:
+        grid.run_cell(plan.teacher.sources, plan.teacher.overrides, console)
+    outcomes = run_cells(plan, jobs=jobs, gpus=gpus, console=console)
+    info: Dict[str, Any] = {"jobs": jobs, "gpus": gpus, "threads": plan.threads,
+                            "wall_time_s": time.perf_counter() - t0}
+    report = write_compare_report(plan, outcomes, info)
+    return CompareResult(report, outcomes)

@@ -1,0 +1,247 @@
+"""From a :class:`~kdlab.compare.spec.CompareSpec` to the runs it needs, every config resolved and
+checked before anything trains.
+
+:func:`plan_compare` resolves the teacher's run (when the spec trains one) and one cell per
+(row, seed) with the grid runner's :func:`kdlab.experiments.grid.resolve`, so an unknown method,
+term, term key or value fails here with the row named; it then checks what a config alone cannot:
+every row trains a classifier, and the data budget fits the data (``data.n_per_class`` no larger than
+the smallest class left after the validation split; no ``n_per_class`` beside a transfer source that
+ignores it).
+"""
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from omegaconf import OmegaConf
+
+from kdlab.compare.spec import CompareSpec, MethodRow, find_config
+from kdlab.config import ConfigError
+from kdlab.experiments import grid
+from kdlab.registry import UnknownNameError
+
+__all__ = ["Cell", "Plan", "plan_compare", "set_threads", "worker_threads"]
+
+#: a teacher given as a file of weights rather than a recipe
+WEIGHT_SUFFIXES = (".safetensors", ".ckpt")
+
+
+@dataclass
+class Cell:
+    """One run of the comparison: the sources and overrides :func:`grid.run_cell` takes, and the
+    resolved config (an omegaconf ``DictConfig``; ``cfg.out_dir/cfg.name`` is the run directory)."""
+
+    row: MethodRow
+    seed: int
+    sources: List[Any]
+    overrides: List[str]
+    cfg: Any = None
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.cfg.out_dir) / self.cfg.name
+
+
+@dataclass
+class Plan:
+    """Everything a comparison runs.
+
+    Attributes:
+        spec: the parsed spec.
+        out: ``<out_dir>/<name>``, where the report goes.
+        teacher: the teacher's cell when the spec trains it, else None.
+        teacher_path: the checkpoint every row gets as ``teacher.checkpoint`` (None: the rows' own).
+        cells: row-major: every seed of row 0, then row 1, ...
+        threads: ``trainer.threads`` given to each student run by ``--jobs`` (None: torch's default).
+    """
+
+    spec: CompareSpec
+    out: Path
+    teacher: Optional[Cell]
+    teacher_path: Optional[str]
+    cells: List[Cell] = field(default_factory=list)
+    threads: Optional[int] = None
+    n_extra: int = 0  # the command line's overrides, last in every cell's overrides
+
+    def row_cells(self, row: MethodRow) -> List[Cell]:
+        return [c for c in self.cells if c.row is row]
+
+
+def worker_threads(jobs: int, cores: Optional[int] = None) -> int:
+    """CPU threads per run when ``jobs`` runs share the machine: ``max(1, cores // jobs)``."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, int(cores) // max(1, int(jobs)))
+
+
+def _dotlist(items: Sequence[str]) -> Dict[str, Any]:
+    """``key=value`` strings as a plain nested dict (a config source layer)."""
+    from kdlab.config import parse_overrides
+
+    return OmegaConf.to_container(parse_overrides(items)) if items else {}
+
+
+def _resolve(cell: Cell, what: str) -> Any:
+    """grid.resolve, with ``what`` (the row and seed) in the message of any config error."""
+    try:
+        cell.cfg = grid.resolve(cell.sources, cell.overrides)
+    except UnknownNameError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+    return cell.cfg
+
+
+def _teacher(spec: CompareSpec, out_dir: Path, extra: Sequence[str]) -> Tuple[Optional[Cell], Optional[str]]:
+    """The teacher's cell (a recipe / YAML to train) or its existing checkpoint path."""
+    if spec.teacher is None:
+        return None, None
+    path = Path(spec.teacher)
+    if path.is_dir() or (path.is_file() and path.suffix in WEIGHT_SUFFIXES):
+        return None, str(path)
+    if path.suffix in WEIGHT_SUFFIXES:
+        raise ConfigError(f"teacher {spec.teacher!r}: no such weights file")
+    source = find_config(spec.teacher, what="teacher (a recipe, a YAML file, a run directory or weights)")
+    cell = Cell(row=MethodRow(label="teacher", slug="teacher"), seed=0, sources=[source, _dotlist(spec.common)],
+                overrides=[*spec.teacher_set, f"out_dir={out_dir}", f"name={spec.name}-teacher", *extra])
+    cfg = _resolve(cell, f"teacher {spec.teacher!r}")
+    return cell, str(Path(cfg.out_dir) / cfg.name)
+
+
+def _student_cell(spec: CompareSpec, row: MethodRow, seed: int, out_dir: Path, teacher: Optional[str],
+                  extra: Sequence[str]) -> Cell:
+    sources: List[Any] = [row.recipe] if row.recipe is not None else [{"method": "distill"}]
+    # the label as a mapping, not a key=value string: YAML would read "[x] CE" as a list, "1e3" as a number
+    sources += [_dotlist(spec.common), spec.student, {"data": dict(spec.budget)} if spec.budget else {},
+                {"label": row.label}]
+    overrides = [f"out_dir={out_dir}"] + ([f"teacher.checkpoint={teacher}"] if teacher else [])
+    overrides += [*row.set, f"seed={seed}", f"data.subset_seed={seed}", f"name={spec.name}-{row.slug}-s{seed}",
+                  *extra]
+    cell = Cell(row=row, seed=seed, sources=sources, overrides=overrides)
+    _resolve(cell, f"method row {row.label!r} (seed {seed})")
+    return cell
+
+
+def set_threads(plan: Plan, threads: int) -> None:
+    """Give every CPU student run that does not set ``trainer.threads`` this many threads (an override
+    before the command line's, so it is recorded in the run's config.yaml); the teacher is left alone."""
+    for cell in plan.cells:
+        if cell.cfg.trainer.threads is None and cell.cfg.trainer.accelerator == "cpu":
+            cell.overrides.insert(len(cell.overrides) - plan.n_extra, f"trainer.threads={threads}")
+            _resolve(cell, f"method row {cell.row.label!r} (seed {cell.seed})")
+    plan.threads = threads
+
+
+def _check_method(cell: Cell) -> None:
+    from kdlab.methods import METHODS
+
+    cls = METHODS.get(cell.cfg.method)
+    if cls.kind != "classifier":
+        able = [n for n in METHODS.names() if METHODS.get(n).kind == "classifier"]
+        raise ConfigError(f"method row {cell.row.label!r}: method {cell.cfg.method!r} trains a {cls.kind}; compare "
+                          f"reports classifier accuracy: accepted methods: {', '.join(able)}")
+
+
+def _check_budget(cells: Sequence[Cell]) -> None:
+    """Budget vs data: ``n_per_class`` beside an unlabelled transfer source, or larger than a class."""
+    from kdlab.data import TRANSFER_LABELLED
+
+    labels: Dict[Tuple[Any, ...], Any] = {}
+    for cell in cells:
+        d = cell.cfg.data
+        if d.n_per_class is None:
+            continue
+        where = f"method row {cell.row.label!r}"
+        if d.transfer not in (None, TRANSFER_LABELLED):
+            raise ConfigError(f"{where}: data.n_per_class = {d.n_per_class} is ignored with data.transfer = "
+                              f"{d.transfer!r} (the student learns from the transfer set, sized by data.transfer_n): "
+                              f"drop one of them")
+        key = (d.name, d.root, d.image_size, tuple(d.classes) if d.classes is not None else None)
+        if key not in labels:
+            labels[key] = _train_labels(d)
+        if labels[key] is None:  # data not available here: the run itself will say so in its row
+            continue
+        smallest = _smallest_class(labels[key], d.val_size, d.subset_seed)
+        if d.n_per_class > smallest:
+            raise ConfigError(f"{where}: data.n_per_class = {d.n_per_class} is larger than the smallest class of "
+                              f"{d.name!r}'s training split after the {d.val_size}-image validation split "
+                              f"({smallest} images); accepted: 1..{smallest}")
+
+
+@functools.lru_cache(maxsize=8)
+def _labels(name: str, root: Optional[str], image_size: Optional[int]) -> Any:
+    from kdlab.data import load_split
+
+    return load_split(name, "train", root=root, download=False, image_size=image_size)[1]
+
+
+def _train_labels(d: Any) -> Any:
+    """The training labels of a config's data set (after ``data.classes``), or None where the data
+    cannot be loaded without a download."""
+    import torch
+
+    from kdlab.data.paths import DataNotFoundError
+
+    try:
+        y = _labels(d.name, d.root, d.image_size)
+    except (DataNotFoundError, OSError, RuntimeError):
+        return None
+    if d.classes is not None:
+        keep = torch.tensor([int(c) for c in d.classes])
+        y = y[torch.isin(y, keep)]
+        y = torch.searchsorted(torch.sort(keep).values, y)  # any 0..n-1 relabelling keeps the class sizes
+    return y
+
+
+def _smallest_class(labels: Any, val_size: Any, seed: int) -> int:
+    """Images of the smallest class left for training after the validation split (as build_datasets)."""
+    import torch
+
+    from kdlab.data.splits import train_val_split
+
+    train_idx, _ = train_val_split(labels, val_size, seed)
+    counts = torch.bincount(labels[train_idx].long())
+    return int(counts[counts > 0].min()) if counts.numel() else 0
+
+
+def plan_compare(spec: CompareSpec, out_dir: Path, extra: Sequence[str] = (), jobs: int = 1,
+                 gpus: int = 0) -> Plan:
+    """Resolve and check every run of ``spec``; nothing is trained or written.
+
+    Args:
+        spec: the comparison.
+        out_dir: parent of the run directories and of the report directory ``<out_dir>/<name>``.
+        extra: ``key=value`` overrides of every run (the teacher included), applied last.
+        jobs: parallel student runs; on CPU (``gpus == 0``) with ``jobs > 1`` each student run gets
+            ``trainer.threads = cores // jobs`` unless its config sets threads.
+        gpus: CUDA devices the runs are spread over (one process each; threads are left alone).
+
+    Returns:
+        A :class:`Plan`.
+
+    Raises:
+        ConfigError: naming the row (and seed) and the bad key or value: an unknown method, recipe,
+            term or key; a generator method; an inconsistent data budget; a missing teacher.
+    """
+    out_dir = Path(out_dir)
+    teacher_cell, teacher_path = _teacher(spec, out_dir, extra)
+    plan = Plan(spec=spec, out=out_dir / spec.name, teacher=teacher_cell, teacher_path=teacher_path,
+                n_extra=len(extra))
+    for row in spec.rows:
+        for seed in spec.seeds:
+            plan.cells.append(_student_cell(spec, row, seed, out_dir, teacher_path, extra))
+    names: Dict[str, str] = {}
+    for cell in ([teacher_cell] if teacher_cell else []) + plan.cells:
+        if cell.cfg.name in names:  # e.g. name= among the command line's overrides (it comes last)
+            raise ConfigError(f"runs of {names[cell.cfg.name]!r} and {cell.row.label!r} are both named "
+                              f"{cell.cfg.name!r}; leave name= to compare (it names runs <name>-<row>-s<seed>)")
+        names[cell.cfg.name] = cell.row.label
+    for cell in plan.cells:
+        _check_method(cell)
+    _check_budget(plan.cells)
+    if jobs > 1 and not gpus:
+        set_threads(plan, worker_threads(jobs))
+    return plan

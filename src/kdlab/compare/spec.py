@@ -1,0 +1,291 @@
+"""What ``kdlab compare`` compares: a spec (YAML file, packaged spec name or command-line flags).
+
+A spec names one teacher, one student set-up, one data budget, the seeds and the method rows::
+
+    name: demo                      # run names <name>-<row>-s<seed>; report in <out>/<name>/
+    title: "LeNet -> MLP, 100 images per class"
+    teacher: demo_teacher           # a recipe name / YAML path (trained once as <out>/<name>-teacher),
+                                    # or an existing run directory / .safetensors / .ckpt (used as is)
+    teacher_set: [trainer.epochs=3] # key=value for the teacher run only
+    student:                        # a config mapping merged into every row
+      model: {name: mlp, kwargs: {hidden: [100, 100]}}
+    budget: {n_per_class: 100}      # data.* keys of the student's data: images per class, or a
+                                    # transfer source ({transfer: mnist-digits, transfer_n: 2000})
+    seeds: [0, 1, 2]                # seed s also sets data.subset_seed = s (paired subsets)
+    common: [data.max_test=2000]    # key=value for every run, the teacher included
+    methods:                        # rows; the first row is the reference of the paired tests
+      - {label: "CE only", name: ce, recipe: demo_ce}
+      - {label: "KD T=8", recipe: demo_kd, set: [loss.terms.kd.temperature=8]}
+      - {label: "KD + AT", set: [method=distill, loss.terms.kd.weight=1, loss.terms.attention.weight=1000]}
+    quick:                          # what --quick changes: common/teacher_set lists are appended,
+      common: [trainer.epochs=1]    # student is merged, seeds replace the seeds
+      student: {trainer: {epochs: 5}}
+      seeds: [0]
+
+A row is a packaged recipe, a YAML path, or only inline ``key=value`` sets (on top of ``student`` and
+``common``; a row without a recipe is a ``distill`` row unless it sets ``method=``). Precedence, lowest
+first: recipe, ``common``, ``student``, ``budget``, the row's label, the row's ``set``, seed/name,
+the command line's ``key=value`` overrides. ``set`` entries merge into the recipe's ``loss.terms``; to replace the
+terms write ``loss.terms={ce: {weight: 1}}``.
+
+Everything here is checked without training: :func:`load_spec` raises
+:class:`kdlab.config.ConfigError` naming the bad key or value and what is accepted.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+from kdlab.config import ConfigError
+
+__all__ = ["MethodRow", "CompareSpec", "load_spec", "parse_method_arg", "slugify", "find_config", "SPEC_KEYS",
+           "BUDGET_KEYS", "SPECS", "DEFAULT_QUICK"]
+
+#: packaged run recipes
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+#: packaged compare specs (``kdlab compare demo``)
+SPECS = RECIPES / "compare"
+
+#: the keys a spec file may hold
+SPEC_KEYS = ("name", "title", "teacher", "teacher_set", "student", "budget", "seeds", "common", "methods", "quick")
+#: the data.* keys a budget may set (how much, and which, data the student learns from)
+BUDGET_KEYS = ("n_per_class", "transfer", "transfer_n", "transfer_select", "transfer_k", "transfer_channels",
+               "transfer_size", "steps_per_epoch")
+#: --quick for a spec without a ``quick`` section: one seed, one epoch, small validation/test splits
+DEFAULT_QUICK: Dict[str, Any] = {"common": ["trainer.epochs=1", "data.val_size=1000", "data.max_test=2000",
+                                            "eval.latency_iters=5"]}
+
+_ROW_KEYS = ("label", "name", "recipe", "set")
+_SLUG_RE = re.compile(r"[^a-z0-9.]+")
+
+
+def slugify(label: str) -> str:
+    """A run-name-safe form of a row label: lower case, runs of other characters -> ``-``
+    (``"CE + KD (T=4)"`` -> ``"ce-kd-t-4"``)."""
+    return _SLUG_RE.sub("-", label.lower()).strip("-.") or "row"
+
+
+@dataclass
+class MethodRow:
+    """One row of a comparison.
+
+    Attributes:
+        label: the row's name in the report (unique within a spec).
+        slug: the row's part of the run names ``<name>-<slug>-s<seed>`` (unique; letters, digits, ``.-``).
+        recipe: the YAML file the row starts from, or None (inline sets only).
+        set: ``key=value`` overrides of this row.
+    """
+
+    label: str
+    slug: str
+    recipe: Optional[Path] = None
+    set: List[str] = field(default_factory=list)
+
+
+@dataclass
+class CompareSpec:
+    """A parsed comparison (see the module docstring for each field's meaning)."""
+
+    name: str
+    title: str
+    rows: List[MethodRow]
+    seeds: List[int]
+    teacher: Optional[str] = None
+    teacher_set: List[str] = field(default_factory=list)
+    student: Dict[str, Any] = field(default_factory=dict)
+    budget: Dict[str, Any] = field(default_factory=dict)
+    common: List[str] = field(default_factory=list)
+    quick: Optional[Dict[str, Any]] = None
+    source: Optional[Path] = None  # the spec file, if any
+
+
+def find_config(arg: Union[str, Path], what: str = "recipe", packaged_dir: Path = RECIPES) -> Path:
+    """A YAML path, or the packaged file ``arg`` of ``packaged_dir`` (``demo_kd`` or ``demo_kd.yaml``).
+
+    Raises:
+        ConfigError: neither exists; names ``arg`` and lists the packaged ones.
+    """
+    path = Path(arg)
+    if path.is_file():
+        return path
+    name = str(arg)
+    packaged = packaged_dir / (name if name.endswith(".yaml") else f"{name}.yaml")
+    if packaged.is_file():
+        return packaged
+    names = ", ".join(sorted(p.stem for p in packaged_dir.glob("*.yaml")))
+    kind = "packaged compare spec" if packaged_dir == SPECS else "packaged recipe"
+    raise ConfigError(f"{what} {name!r} is neither a file nor a {kind}; accepted {kind}s: {names}")
+
+
+def _str_list(value: Any, key: str) -> List[str]:
+    """A list of ``key=value`` strings (a single string is one item)."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+        raise ConfigError(f"compare spec key {key!r} must be a list of key=value strings; got {value!r}")
+    bad = [i for i in items if "=" not in i or i.startswith("=")]
+    if bad:
+        raise ConfigError(f"compare spec key {key!r}: {bad[0]!r} is not of the form key=value (e.g. trainer.epochs=5)")
+    return list(items)
+
+
+def _mapping(value: Any, key: str) -> Dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"compare spec key {key!r} must be a mapping; got {value!r}")
+    return dict(value)
+
+
+def _seeds(value: Any, key: str = "seeds") -> List[int]:
+    if isinstance(value, str):
+        try:
+            value = [int(s) for s in value.split(",") if s.strip()]
+        except ValueError:
+            raise ConfigError(f"{key} = {value!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                                    for s in value):
+        raise ConfigError(f"compare spec key {key!r} must be a non-empty list of integers; got {value!r}")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"compare spec key {key!r} = {list(value)} repeats a seed")
+    return list(value)
+
+
+def _row(raw: Any, i: int) -> MethodRow:
+    if isinstance(raw, str):  # a bare recipe name
+        raw = {"recipe": raw}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"methods[{i}] must be a mapping with keys {', '.join(_ROW_KEYS)}; got {raw!r}")
+    unknown = sorted(set(raw) - set(_ROW_KEYS))
+    if unknown:
+        raise ConfigError(f"methods[{i}]: unknown key {unknown[0]!r}; accepted: {', '.join(_ROW_KEYS)}")
+    recipe = find_config(raw["recipe"], what=f"methods[{i}].recipe") if raw.get("recipe") else None
+    sets = _str_list(raw.get("set"), f"methods[{i}].set")
+    if recipe is None and not sets:
+        raise ConfigError(f"methods[{i}] needs a recipe or key=value sets (e.g. set: [loss.terms.kd.weight=1])")
+    label = str(raw.get("label") or (recipe.stem if recipe else " ".join(sets)))
+    slug = str(raw.get("name") or slugify(label))
+    if slugify(slug) != slug.lower() or not slug:
+        raise ConfigError(f"methods[{i}].name = {slug!r}: use lower-case letters, digits, '.' or '-'")
+    return MethodRow(label=label, slug=slug, recipe=recipe, set=sets)
+
+
+def parse_method_arg(text: str) -> MethodRow:
+    """A ``--method`` argument: ``LABEL=SOURCE``, SOURCE being a recipe name / YAML path and/or
+    space-separated ``key=value`` sets, e.g. ``"KD T8=demo_kd loss.terms.kd.temperature=8"`` or
+    ``"KD+AT=method=distill loss.terms.kd.weight=1 loss.terms.attention.weight=1000"``. The label
+    ends at the first ``=`` (so it holds none).
+
+    Raises:
+        ConfigError: no ``=``, an empty label, more than one recipe, or an unknown recipe.
+    """
+    label, eq, rest = text.partition("=")
+    label = label.strip()
+    if not eq or not label:
+        raise ConfigError(f"--method {text!r}: expected LABEL=SOURCE, e.g. 'kd=demo_kd' or "
+                          f"'kd-t8=demo_kd loss.terms.kd.temperature=8'")
+    words = rest.split()
+    recipes = [w for w in words if "=" not in w]
+    if len(recipes) > 1:
+        raise ConfigError(f"--method {text!r} names several recipes ({', '.join(recipes)}); give one")
+    return _row({"label": label, "recipe": recipes[0] if recipes else None,
+                 "set": [w for w in words if "=" in w]}, 0)
+
+
+def _read_yaml(path: Path) -> Dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"compare spec {str(path)!r} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"compare spec {str(path)!r} must hold a mapping with keys {', '.join(SPEC_KEYS)}")
+    return data
+
+
+def load_spec(spec: Union[None, str, Path, Dict[str, Any]] = None, *, methods: Sequence[str] = (),
+              teacher: Optional[str] = None, seeds: Union[None, str, Sequence[int]] = None,
+              name: Optional[str] = None, quick: bool = False) -> CompareSpec:
+    """Parse a spec (a YAML path, a packaged spec/recipe name, a mapping or None) and the command
+    line's additions.
+
+    Args:
+        spec: the spec; None = everything from the other arguments.
+        methods: ``--method`` arguments (:func:`parse_method_arg`), appended after the spec's rows.
+        teacher, seeds, name: replace the spec's values when given (``seeds`` as ``"0,1,2"`` or ints).
+        quick: apply the spec's ``quick`` section (or :data:`DEFAULT_QUICK` and the first seed).
+
+    Returns:
+        A :class:`CompareSpec` (rows not resolved yet: :func:`kdlab.compare.plan.plan_compare` does that).
+
+    Raises:
+        ConfigError: an unknown spec key, row key or recipe; duplicate row labels or names; no rows;
+            bad seeds; a budget key that is not one of :data:`BUDGET_KEYS`.
+    """
+    source = None
+    if spec is None:
+        raw: Dict[str, Any] = {}
+    elif isinstance(spec, dict):
+        raw = dict(spec)
+    else:
+        source = find_config(spec, what="compare spec", packaged_dir=SPECS)
+        raw = _read_yaml(source)
+    unknown = sorted(set(raw) - set(SPEC_KEYS))
+    if unknown:
+        raise ConfigError(f"compare spec: unknown key {unknown[0]!r}; accepted: {', '.join(SPEC_KEYS)}")
+    rows = [_row(r, i) for i, r in enumerate(raw.get("methods") or [])] + [parse_method_arg(m) for m in methods]
+    if not rows:
+        raise ConfigError("compare needs at least one method row: a spec with 'methods:' or --method LABEL=SOURCE")
+    for attr in ("label", "slug"):
+        seen: Dict[str, int] = {}
+        for i, r in enumerate(rows):
+            key = getattr(r, attr).lower()
+            if key in seen:
+                what = "label" if attr == "label" else "name (run-name part)"
+                raise ConfigError(f"method rows {seen[key]} and {i} have the same {what} {getattr(r, attr)!r}; "
+                                  f"each row needs its own")
+            seen[key] = i
+    budget = _mapping(raw.get("budget"), "budget")
+    bad = sorted(set(budget) - set(BUDGET_KEYS))
+    if bad:
+        raise ConfigError(f"compare spec budget: unknown key {bad[0]!r}; accepted (data.* keys): {', '.join(BUDGET_KEYS)}")
+    quick_raw = _mapping(raw.get("quick"), "quick") if raw.get("quick") is not None else None
+    if quick_raw is not None:
+        bad = sorted(set(quick_raw) - {"common", "teacher_set", "student", "seeds"})
+        if bad:
+            raise ConfigError(f"compare spec quick: unknown key {bad[0]!r}; accepted: common, teacher_set, student, seeds")
+    out = CompareSpec(
+        name=str(name or raw.get("name") or (source.stem if source else "compare")),
+        title=str(raw.get("title") or f"kdlab compare: {name or raw.get('name') or 'comparison'}"),
+        rows=rows,
+        seeds=_seeds(seeds if seeds is not None else raw.get("seeds", [0, 1, 2])),
+        teacher=str(teacher if teacher is not None else raw["teacher"]) if (teacher or raw.get("teacher")) else None,
+        teacher_set=_str_list(raw.get("teacher_set"), "teacher_set"),
+        student=_mapping(raw.get("student"), "student"),
+        budget=budget,
+        common=_str_list(raw.get("common"), "common"),
+        quick=quick_raw,
+        source=source,
+    )
+    if slugify(out.name) != out.name.lower():
+        raise ConfigError(f"compare name {out.name!r}: use letters, digits, '.' or '-' (it starts every run name)")
+    return apply_quick(out) if quick else out
+
+
+def apply_quick(spec: CompareSpec) -> CompareSpec:
+    """The ``--quick`` variant of ``spec``: its ``quick`` section (lists appended, ``student`` deep-merged,
+    ``seeds`` replaced) or, without one, :data:`DEFAULT_QUICK` and the first seed only."""
+    from omegaconf import OmegaConf
+
+    q = spec.quick if spec.quick is not None else DEFAULT_QUICK
+    student = OmegaConf.to_container(OmegaConf.merge(spec.student, q.get("student") or {}))
+    return CompareSpec(
+        name=spec.name, title=spec.title + " (quick)", rows=spec.rows,
+        seeds=_seeds(q["seeds"], "quick.seeds") if "seeds" in q else spec.seeds[:1],
+        teacher=spec.teacher, teacher_set=spec.teacher_set + _str_list(q.get("teacher_set"), "quick.teacher_set"),
+        student=student, budget=spec.budget, common=spec.common + _str_list(q.get("common"), "quick.common"),
+        quick=spec.quick, source=spec.source)

@@ -1,0 +1,257 @@
+"""``kdlab compare``: spec parsing, checks before training, reuse, failed rows, paired tests, --jobs.
+
+Most tests replace the grid runner's ``train`` with a stand-in that writes a finished run directory
+(config.yaml, metrics.jsonl, summary.json with seed-dependent accuracies) without training; the
+``--jobs`` test trains two tiny real runs.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict
+
+import pytest
+
+from kdlab.cli import main
+from kdlab.compare import load_spec, parse_method_arg, plan_compare, run_compare
+from kdlab.compare.spec import slugify
+from kdlab.config import ConfigError, to_yaml
+from kdlab.experiments import grid
+
+#: made-up test accuracy (best-on-val) per (row name part, seed): row "kd" beats "ce" on every seed
+ACC = {"ce": [80.0, 81.5, 79.0], "kd": [82.0, 82.5, 81.9], "t8": [81.0, 83.0, 78.5]}
+
+
+class FakeTrain:
+    """Stands in for kdlab.runner.train: a finished run directory from the resolved config."""
+
+    def __init__(self, fail: str = "") -> None:
+        self.names = []
+        self.fail = fail
+
+    def __call__(self, cfg: Any) -> Path:
+        self.names.append(cfg.name)
+        if self.fail and self.fail == cfg.name:
+            raise RuntimeError("loss exploded at step 7")
+        run = Path(cfg.out_dir) / cfg.name
+        run.mkdir(parents=True, exist_ok=True)
+        row = cfg.name.split("-")[1] if cfg.name.count("-") >= 2 else "teacher"
+        acc = ACC.get(row, [90.0, 90.0, 90.0])[cfg.seed % 3]
+        (run / "config.yaml").write_text(to_yaml(cfg))
+        (run / "metrics.jsonl").write_text("".join(
+            json.dumps({"epoch": e, "step": 10 * (e + 1), "throughput": 500.0, "val/acc": acc - 2 + e}) + "\n"
+            for e in range(2)))
+        (run / "summary.json").write_text(json.dumps({
+            "name": cfg.name, "label": cfg.label, "method": cfg.method, "seed": cfg.seed,
+            "test_acc_best": acc, "test_acc_last": acc - 0.5, "val_acc_best": acc, "best_epoch": 1, "epochs": 2,
+            "noise_acc": {"0.0": acc, "0.2": acc - 10}, "train_time_s": 2.0, "wall_time_s": 3.0,
+            "model": {"name": cfg.model.name, "params": 89610, "macs": 89400, "latency_ms": 0.05},
+            "teacher": {"name": "lenet", "params": 3_000_000, "test_acc": 90.0, "checkpoint": cfg.teacher.checkpoint}}))
+        return run
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    f = FakeTrain()
+    monkeypatch.setattr(grid, "train", f)
+    return f
+
+
+def spec_dict(**over: Any) -> Dict[str, Any]:
+    spec = {"name": "cmp", "teacher": "demo_teacher", "budget": {"n_per_class": 30}, "seeds": [0, 1, 2],
+            "student": {"model": {"name": "mlp", "kwargs": {"hidden": [32]}}},
+            "common": ["trainer.epochs=2", "trainer.progress=false"],
+            "methods": [{"label": "CE only", "name": "ce", "recipe": "demo_ce"},
+                        {"label": "KD", "name": "kd", "recipe": "demo_kd"},
+                        {"label": "KD T=8", "name": "t8", "recipe": "demo_kd", "set": ["loss.terms.kd.temperature=8"]}]}
+    spec.update(over)
+    return spec
+
+
+# ----------------------------------------------------------------------------------- spec parsing
+def test_spec_rows_and_cli_methods():
+    spec = load_spec(spec_dict(), methods=["inline=method=distill loss.terms.kd.weight=1", "KD T2=demo_kd "
+                                           "loss.terms.kd.temperature=2"], seeds="0,1")
+    assert [r.slug for r in spec.rows] == ["ce", "kd", "t8", "inline", "kd-t2"]
+    assert spec.rows[2].set == ["loss.terms.kd.temperature=8"] and spec.rows[2].recipe.name == "demo_kd.yaml"
+    assert spec.rows[3].recipe is None and spec.rows[3].set == ["method=distill", "loss.terms.kd.weight=1"]
+    assert spec.seeds == [0, 1] and spec.teacher == "demo_teacher"
+    assert slugify("Student CE + KD (T=4)") == "student-ce-kd-t-4"
+    row = parse_method_arg("KD T8=demo_kd loss.terms.kd.temperature=8")
+    assert (row.label, row.slug, row.recipe.stem, row.set) == ("KD T8", "kd-t8", "demo_kd", ["loss.terms.kd.temperature=8"])
+    with pytest.raises(ConfigError, match="several recipes"):
+        parse_method_arg("x=demo_kd demo_ce")
+    quick = load_spec("demo", quick=True)
+    assert quick.seeds == [0] and "data.n_per_class=300" in quick.teacher_set
+    assert quick.student["trainer"] == {"epochs": 5} and quick.student["model"]["name"] == "mlp"
+
+
+@pytest.mark.parametrize("spec, kw, words", [
+    (spec_dict(methods=[{"label": "a", "recipe": "demo_ce"}, {"label": "A", "recipe": "demo_kd"}]), {},
+     ["same label", "'A'"]),
+    (spec_dict(methods=[{"label": "a", "recipe": "no_such_recipe"}]), {}, ["'no_such_recipe'", "demo_kd"]),
+    (spec_dict(methods=[{"label": "a", "recip": "demo_ce"}]), {}, ["'recip'", "recipe"]),
+    (spec_dict(budget={"n_per_klass": 3}), {}, ["'n_per_klass'", "n_per_class"]),
+    (spec_dict(colour="red"), {}, ["'colour'", "methods"]),
+    (spec_dict(), {"methods": ["no label here"]}, ["LABEL=SOURCE"]),
+    (spec_dict(), {"seeds": "0,x"}, ["'0,x'"]),
+])
+def test_bad_specs_name_the_value(spec, kw, words):
+    with pytest.raises(ConfigError) as err:
+        load_spec(spec, **kw)
+    for w in words:
+        assert w in str(err.value)
+
+
+# ------------------------------------------------------------------------- checks before training
+@pytest.mark.parametrize("row, words", [
+    ({"label": "x", "set": ["method=no-such-method"]}, ["'x'", "no-such-method", "distill"]),
+    ({"label": "x", "recipe": "demo_kd", "set": ["loss.terms.kdd.weight=1"]}, ["'x'", "kdd", "kd"]),
+    ({"label": "x", "recipe": "demo_kd", "set": ["loss.terms.kd.temprature=2"]}, ["temprature", "temperature"]),
+    ({"label": "x", "set": ["method=gan"]}, ["'gan'", "generator", "distill"]),
+])
+def test_unknown_method_or_term_fails_before_any_training(fake, tmp_path, row, words):
+    spec = load_spec(spec_dict(methods=[{"label": "CE", "recipe": "demo_ce"}, row]))
+    with pytest.raises(ConfigError) as err:
+        run_compare(spec, tmp_path)
+    for w in words:
+        assert w in str(err.value)
+    assert fake.names == [], "something trained before the config error"
+
+
+@pytest.mark.parametrize("budget, words", [
+    ({"n_per_class": 100_000}, ["data.n_per_class = 100000", "smallest class", "accepted: 1.."]),
+    ({"n_per_class": 50, "transfer": "mnist-digits"}, ["data.n_per_class = 50", "'mnist-digits'", "transfer_n"]),
+])
+def test_inconsistent_budget_is_named(fake, tmp_path, budget, words):
+    with pytest.raises(ConfigError) as err:
+        run_compare(load_spec(spec_dict(budget=budget)), tmp_path)
+    for w in words:
+        assert w in str(err.value)
+    assert fake.names == []
+
+
+def test_cli_prints_config_errors_cleanly(fake, tmp_path, capsys):
+    code = main(["compare", "--teacher", "demo_teacher", "--method", "ce=demo_ce", "--method", "x=method=nope",
+                 "--out-dir", str(tmp_path)])
+    assert code == 2 and "nope" in capsys.readouterr().err and fake.names == []
+
+
+# ------------------------------------------------------------------------------ reuse and failures
+def test_finished_runs_are_reused_and_a_changed_config_reruns(fake, tmp_path):
+    spec = load_spec(spec_dict())
+    first = run_compare(spec, tmp_path)
+    assert first.failed == 0 and len(fake.names) == 1 + 9 and fake.names[0] == "cmp-teacher"
+    fake.names.clear()
+    again = run_compare(spec, tmp_path)
+    assert fake.names == [] and {o.status for o in again.outcomes.values()} == {"reused"}
+    changed = load_spec(spec_dict(methods=spec_dict()["methods"][:2] + [
+        {"label": "KD T=8", "name": "t8", "recipe": "demo_kd", "set": ["loss.terms.kd.temperature=6"]}]))
+    run_compare(changed, tmp_path)
+    assert sorted(fake.names) == ["cmp-t8-s0", "cmp-t8-s1", "cmp-t8-s2"]  # only the changed row
+
+
+def test_a_failing_run_is_one_failed_row(monkeypatch, tmp_path, capsys):
+    fake = FakeTrain(fail="cmp-kd-s1")
+    monkeypatch.setattr(grid, "train", fake)
+    code = main(["compare", "--out-dir", str(tmp_path), "--name", "cmp", "--teacher", "demo_teacher",
+                 "--method", "CE only=demo_ce", "--method", "KD=demo_kd", "--method", "KD T8=demo_kd loss.terms.kd.temperature=8",
+                 "data.n_per_class=30", "trainer.progress=false"])
+    assert code == 1
+    assert len(fake.names) == 10, "the runs after the failure still ran"
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    kd_row = next(line for line in report.splitlines() if line.startswith("| KD |"))
+    assert "2/3 ok; failed (s1): RuntimeError: loss exploded at step 7" in kd_row
+    assert "| CE only | distill | 3/3 ok |" in report and "| KD T8 | distill | 3/3 ok |" in report
+    results = json.loads((tmp_path / "cmp" / "results.json").read_text())
+    kd = results["rows"][1]
+    assert kd["n_ok"] == 2 and kd["test_acc_best"]["n"] == 2 and kd["vs_first"]["test_acc_best"]["seeds"] == [0, 2]
+    assert "1 of 9 runs failed" in capsys.readouterr().err.replace("\n", " ")
+
+
+def test_report_paired_tests_match_scipy(fake, tmp_path):
+    from scipy import stats
+
+    res = run_compare(load_spec(spec_dict()), tmp_path)
+    out = tmp_path / "cmp"
+    results = json.loads((out / "results.json").read_text())
+    report = res.report.read_text()
+    for i, row in ((1, "kd"), (2, "t8")):
+        want = stats.ttest_rel(ACC[row], ACC["ce"])
+        got = results["rows"][i]["vs_first"]["test_acc_best"]
+        assert got["p"] == pytest.approx(want.pvalue, rel=1e-9) and got["t"] == pytest.approx(want.statistic)
+        diff = sum(a - b for a, b in zip(ACC[row], ACC["ce"])) / 3
+        assert f"{diff:+.2f} (p = {want.pvalue:.3g})" in report
+    assert results["rows"][0]["test_acc_best"]["mean"] == pytest.approx(sum(ACC["ce"]) / 3)
+    for f in ("plots/accuracy.png", "plots/curves.png", "plots/noise.png", "configs/ce.yaml", "configs/teacher.yaml"):
+        assert (out / f).is_file(), f
+    assert (out / "configs" / "t8.yaml").read_text() == (tmp_path / "cmp-t8-s0" / "config.yaml").read_text()
+    assert "temperature: 8.0" in (out / "configs" / "t8.yaml").read_text()
+
+
+def test_demo_spec_reproduces_the_demo_configs(tmp_path):
+    """The packaged demo spec resolves to exactly the configs the recipe-based demo trained (same numbers,
+    and earlier demo runs are reused)."""
+    plan = plan_compare(load_spec("demo"), tmp_path)
+    common = [f"out_dir={tmp_path}"]
+    assert to_yaml(plan.teacher.cfg) == to_yaml(grid.resolve([grid.recipe("demo_teacher")], common))
+    for cell in plan.cells:
+        s, slug = cell.seed, cell.row.slug
+        old = grid.resolve([grid.recipe(f"demo_{slug}")], common + [
+            f"teacher.checkpoint={tmp_path / 'demo-teacher'}", f"seed={s}", f"data.subset_seed={s}",
+            f"name=demo-{slug}-s{s}"])
+        assert to_yaml(cell.cfg) == to_yaml(old), cell.cfg.name
+    quick = plan_compare(load_spec("demo", quick=True), tmp_path)
+    assert [c.cfg.name for c in quick.cells] == ["demo-ce-s0", "demo-kd-s0", "demo-logits-s0"]
+    assert quick.teacher.cfg.data.n_per_class == 300 and quick.teacher.cfg.trainer.epochs == 1
+    assert {c.cfg.trainer.epochs for c in quick.cells} == {5} and {c.cfg.data.max_test for c in quick.cells} == {2000}
+
+
+def test_jobs_split_the_cpu_threads(tmp_path):
+    plan = plan_compare(load_spec(spec_dict()), tmp_path, jobs=2)
+    assert plan.threads >= 1 and {c.cfg.trainer.threads for c in plan.cells} == {plan.threads}
+    assert plan.teacher.cfg.trainer.threads is None  # the teacher trains alone, on every core
+    pinned = plan_compare(load_spec(spec_dict()), tmp_path, ["trainer.threads=1"], jobs=2)
+    assert {c.cfg.trainer.threads for c in pinned.cells} == {1}
+    odd = plan_compare(load_spec(spec_dict(methods=[{"label": "1e3 [x]: y", "recipe": "demo_ce"}])), tmp_path)
+    assert odd.cells[0].cfg.label == "1e3 [x]: y" and odd.cells[0].cfg.name == "cmp-1e3-x-y-s0"
+
+
+# ------------------------------------------------------------------------------------- real runs
+def test_jobs_2_gives_the_summary_of_jobs_1(tmp_path):
+    """Two tiny real runs on a pool of two processes give the numbers of the same runs trained here."""
+    small = {"model": {"name": "mlp", "kwargs": {"hidden": [32]}},
+             "data": {"val_size": 200, "batch_size": 50, "eval_batch_size": 500, "max_test": 300},
+             "trainer": {"epochs": 1, "progress": False, "tensorboard": False, "log_every_n_steps": 2},
+             "eval": {"latency": False, "noise_sigmas": [0.0, 0.2]}, "optim": {"name": "adam", "lr": 0.002}}
+    spec = {"name": "j", "student": small, "budget": {"n_per_class": 20}, "seeds": [0],
+            "methods": [{"label": "CE", "set": ["method=teacher"]}, {"label": "CE lr", "set": ["method=teacher", "optim.lr=0.005"]}]}
+    keys = ("test_acc_best", "test_acc_last", "val_acc_best", "noise_acc", "best_epoch")
+    got = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"jobs{jobs}"
+        res = run_compare(load_spec(spec), out, ["trainer.threads=1"], jobs=jobs)
+        assert res.failed == 0
+        got[jobs] = {n: {k: grid.read_summary(o.run_dir)[k] for k in keys} for n, o in res.outcomes.items()}
+    assert (tmp_path / "jobs2" / "j" / "logs" / "j-ce-s0.log").is_file()
+    assert got[1] == got[2]
+
+
+# ------------------------------------------------------------------------------- no duplicate work
+def test_heldout_metrics_reuses_the_sigma_0_pass_with_the_same_numbers():
+    import torch
+    from torch import nn
+
+    from kdlab.methods import evaluation
+    from kdlab.metrics import evaluate_accuracy
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    loader = [(torch.randn(20, 1, 4, 4), torch.randint(0, 3, (20,))) for _ in range(3)]
+    with_zero = evaluation.heldout_metrics(model, loader, "cpu", [0.0, 0.5], seed=0)
+    without = evaluation.heldout_metrics(model, loader, "cpu", [0.5], seed=0)
+    assert with_zero["test_acc"] == without["test_acc"] == evaluate_accuracy(model, loader)
+    assert with_zero["noise_acc"]["0.5"] == without["noise_acc"]["0.5"]
+    assert evaluation._same_weights(model.state_dict(), {k: v.clone() for k, v in model.state_dict().items()})
+    other = {k: v + 1 for k, v in model.state_dict().items()}
+    assert not evaluation._same_weights(model.state_dict(), other)
