@@ -304,3 +304,28 @@ def test_stale_temporaries_are_removed_on_the_next_start(make_config, tmp_path, 
         train(cfg, resume=True)
     assert not any(p.exists() for p in stale)
     assert (run / "notes.tmp").read_text() == "mine"
+
+
+# -- DDP -------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_under_ddp_rank_0_owns_the_directory_and_every_rank_follows_its_verdict(make_config, tmp_path):
+    """Two CPU ranks (gloo): an existing run refuses both ranks (exit 2, no hang, files unchanged); a
+    resume that changes trainer.devices from 1 to 2 runs on both, and one lock is taken and released."""
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(make_config(trainer={**QUIET, "epochs": 1})))
+    assert main(["train-teacher", str(tmp_path / "c.yaml")]) == 0
+    before = tree(tmp_path)
+    cli = [sys.executable, "-m", "kdlab.cli", "train-teacher", str(tmp_path / "c.yaml"), "trainer.devices=2",
+           "trainer.strategy=ddp"]
+    refused = subprocess.run(cli, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert "already holds a finished run" in refused.stderr
+    assert tree(tmp_path) == before
+    # where it runs may change on resume: one process before, two now
+    resumed = subprocess.run(cli + ["--resume", "trainer.epochs=2"], capture_output=True, text=True, timeout=300,
+                             cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not (tmp_path / "t.lock").exists()
+    rows = [json.loads(l) for l in (tmp_path / "t" / "metrics.jsonl").read_text().splitlines()]
+    events = [r for r in rows if r.get("event") == "resume"]  # written once: by rank 0 only
+    assert len(events) == 1 and events[0]["changed"]["trainer.devices"] == {"from": 1, "to": 2}
+    assert load_checkpoint(tmp_path / "t" / "checkpoints" / "last.ckpt")["epoch"] == 2

@@ -40,6 +40,8 @@ SAFE_ON_RESUME = (
     "trainer.threads",
     "trainer.devices",
     "trainer.accelerator",
+    "trainer.strategy",
+    "trainer.num_nodes",
     "trainer.teacher_cache",
     "trainer.teacher_cache_dir",
     "trainer.teacher_cache_memory_mb",
