@@ -249,8 +249,8 @@ def test_the_nan_stop_advice_works(make_config, tmp_path, monkeypatch, capsys):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(make_config(trainer={**QUIET, "epochs": 3})))
     assert main(["train-teacher", str(tmp_path / "c.yaml")]) == 1
     err = capsys.readouterr().err
-    assert "resume with --resume after lowering the learning rate" in err
-    assert main(["train-teacher", str(tmp_path / "c.yaml"), "--resume", "optim.lr=0.001"]) == 0
+    assert "resume with --resume after lowering the learning rate, e.g. --resume optim.lr=0.0002" in err
+    assert main(["train-teacher", str(tmp_path / "c.yaml"), "--resume", "optim.lr=0.0002"]) == 0
     summary = json.loads((tmp_path / "t" / "summary.json").read_text())
     assert summary["epochs"] == 3
     ckpt = load_checkpoint(tmp_path / "t" / "checkpoints" / "last.ckpt")

@@ -311,7 +311,8 @@ class Trainer:
         vals = reason or ", ".join(f"{k}={float(v):.4g}" for k, v in out.items())
         last = self.ckpt_dir / "last.ckpt"
         kept = (
-            f"the last good checkpoint is {str(last)!r} (resume with --resume after lowering the learning rate)"
+            f"the last good checkpoint is {str(last)!r} (resume with --resume after lowering the learning rate, "
+            f"e.g. --resume optim.lr={float(self.cfg.optim.lr) / 10:g})"
             if last.is_file()
             else "no epoch had completed, so there is no checkpoint"
         )
