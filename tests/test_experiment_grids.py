@@ -47,7 +47,7 @@ class FakeTrain:
         self.cells: Dict[str, Dict[str, Any]] = {}
         self.calls = 0
 
-    def __call__(self, cfg: Any) -> Path:
+    def __call__(self, cfg: Any, **kw: Any) -> Path:
         from safetensors.torch import save
 
         self.calls += 1

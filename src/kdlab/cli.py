@@ -75,7 +75,7 @@ def _train(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"method {cfg.method!r} trains a {cls.kind} {cls.role}: run it with `kdlab {command_for(cls.kind, cls.role)}`; "
             f"`kdlab {args.command}` runs {kind} {role} methods: {', '.join(able)}")
-    run_dir = train(cfg, resume=args.resume)
+    run_dir = train(cfg, resume=args.resume, overwrite=args.overwrite)
     summary = run_dir / "summary.json"
     if summary.is_file():  # rank 0 only under DDP
         if kind == "generator":
@@ -322,18 +322,27 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_dir_flags(p: argparse.ArgumentParser) -> None:
+    """``--resume`` / ``--overwrite``: what a training command does with an existing ``runs/<name>``."""
+    p.add_argument("--resume", action="store_true",
+                   help="continue runs/<name> from checkpoints/last.ckpt (may change optim.lr, trainer.epochs, "
+                        "logging, threads, devices: kdlab.engine.rundir.SAFE_ON_RESUME)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="move an existing runs/<name> aside (to runs/<name>.old-<timestamp>) and start again")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kdlab", description="Knowledge distillation of classifiers and GAN generators.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_ in (("train-teacher", "train a teacher (supervised)"), ("distill", "distill a student from a teacher")):
         p = sub.add_parser(name, help=help_, description=f"{help_}. ITEMS: config YAML paths or recipe names, then key=value overrides.")
         p.add_argument("items", nargs="*", help="config.yaml / recipe name, then key=value overrides")
-        p.add_argument("--resume", action="store_true", help="continue runs/<name> from checkpoints/last.ckpt")
+        _run_dir_flags(p)
     for name, help_ in (("train-gan", "train a teacher GAN (DCGAN/WDCGAN; gan | wgan | wgan-gp)"),
                         ("compress-gan", "distill a small student generator from a teacher generator (MSE or joint loss)")):
         p = sub.add_parser(name, help=help_, description=f"{help_}. ITEMS: config YAML paths or recipe names, then key=value overrides.")
         p.add_argument("items", nargs="*", help="config.yaml / recipe name, then key=value overrides")
-        p.add_argument("--resume", action="store_true", help="continue runs/<name> from checkpoints/last.ckpt")
+        _run_dir_flags(p)
     p = sub.add_parser("evaluate-gan", help="FID/KID/IS/variance of Laplacian of any generator checkpoint vs a data set")
     p.add_argument("weights", help="GAN run directory or generator .safetensors / .ckpt")
     p.add_argument("overrides", nargs="*", help="data.* overrides, e.g. data.name=fashion-mnist data.max_test=2000")

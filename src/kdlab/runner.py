@@ -151,30 +151,67 @@ def select_transfer_for(cfg: Any, data: Any, fabric: Any) -> Dict[str, Any]:
             "cache": str(selection_cache_path(cache_dir, key, d.transfer_select, d.transfer_k))}
 
 
-def train(cfg: Any, resume: bool = False) -> Path:
+def train(cfg: Any, resume: bool = False, overwrite: bool = False) -> Path:
     """Run ``cfg`` and write its run directory; returns ``runs/<name>``.
 
+    The run directory belongs to this run while it lasts (``<out_dir>/<name>.lock``, taken by rank 0,
+    released at the end, also on errors). A directory that already holds a run needs ``resume``
+    (continue from ``checkpoints/last.ckpt``; the config may change only in the keys
+    :data:`kdlab.engine.rundir.SAFE_ON_RESUME` lists) or ``overwrite`` (the old run is moved to
+    ``<name>.old-<timestamp>``). Nothing is written in the run directory before every check has
+    passed (run directory, data, method).
+
     Raises:
+        kdlab.engine.rundir.RunDirError: the run name leaves ``out_dir``; another live process holds the
+            lock (names its pid); an existing run without ``resume``/``overwrite`` (says which to use); a
+            config change that ``resume`` may not make (names the key).
+        FileNotFoundError: ``resume`` without ``checkpoints/last.ckpt``.
         kdlab.engine.NonFiniteLossError: a loss became NaN/inf (``last.ckpt`` is kept).
         kdlab.data.DataNotFoundError: the data set is missing offline.
     """
-    t0 = time.perf_counter()
-    run_dir = Path(cfg.out_dir) / cfg.name
-    method_cls = METHODS.get(cfg.method)
-    fabric = make_fabric(cfg.trainer, run_dir)
-    fabric.seed_everything(cfg.seed)
-    check_transfer(cfg, method_cls)
-    data = datasets_for(cfg)
-    selection = select_transfer_for(cfg, data, fabric) if cfg.data.transfer_select != "none" else None
-    method = method_cls(cfg, data.spec, transfer_info(data.transfer))
-    check_transfer(cfg, method)
-    if fabric.is_global_zero:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
-    result = Trainer(cfg, run_dir, fabric).fit(method, data.transfer, data.val, resume=resume)
-    if not fabric.is_global_zero:
-        return run_dir
+    from kdlab.engine.rundir import RunDirError, RunLock, check_run_dir, run_directory
 
+    t0 = time.perf_counter()
+    run_dir = run_directory(cfg.out_dir, cfg.name)
+    config_yaml = to_yaml(cfg)
+    fabric = make_fabric(cfg.trainer, run_dir)
+    lock = RunLock(run_dir)
+    try:
+        plan, error = None, None
+        if fabric.is_global_zero:  # only rank 0 owns and checks the run directory; the others follow its verdict
+            try:
+                lock.acquire()
+                plan = check_run_dir(run_dir, config_yaml, resume=resume, overwrite=overwrite)
+            except Exception as exc:
+                error = exc
+        if fabric.world_size > 1:  # a message, not the exception: every rank stops, rank 0 with the original
+            message = fabric.broadcast(None if error is None else str(error), src=0)
+            if message is not None and error is None:
+                raise RunDirError(message)
+        if error is not None:
+            raise error
+        method_cls = METHODS.get(cfg.method)
+        fabric.seed_everything(cfg.seed)
+        check_transfer(cfg, method_cls)
+        data = datasets_for(cfg)
+        selection = select_transfer_for(cfg, data, fabric) if cfg.data.transfer_select != "none" else None
+        method = method_cls(cfg, data.spec, transfer_info(data.transfer))
+        check_transfer(cfg, method)
+        if plan is not None:
+            plan.commit(config_yaml)
+        if fabric.world_size > 1:  # the directory is in place (an old run moved aside) before any rank writes
+            fabric.barrier()
+        result = Trainer(cfg, run_dir, fabric).fit(method, data.transfer, data.val, resume=resume,
+                                                   resume_state=plan.state if plan is not None else None)
+        if fabric.is_global_zero:
+            _finish(cfg, run_dir, data, selection, method, result, fabric, t0)
+        return run_dir
+    finally:
+        lock.release()
+
+
+def _finish(cfg: Any, run_dir: Path, data: Any, selection: Any, method: Any, result: Any, fabric: Any, t0: float) -> None:
+    """Rank 0 after training: ``summary.json`` and ``report.md``."""
     summary: Dict[str, Any] = {
         "name": cfg.name,
         "label": cfg.label or cfg.name,
@@ -206,7 +243,6 @@ def train(cfg: Any, resume: bool = False) -> Path:
     from kdlab.report import write_run_report
 
     write_run_report(run_dir)
-    return run_dir
 
 
 def evaluate(weights: str, data_overrides: Optional[Dict[str, Any]] = None, sigmas: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4), seed: int = 0) -> Dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional
 
@@ -35,11 +36,40 @@ class MetricsLog:
         self.t0 = time.perf_counter()
 
     def truncate_after(self, epoch: int) -> None:
-        """Drop lines of epochs >= ``epoch`` (a resumed run rewrites them)."""
+        """Drop lines of epochs >= ``epoch`` (a resumed run rewrites them).
+
+        A last line that does not parse (a write cut short when the run was killed) is dropped with a
+        :class:`kdlab.engine.rundir.RunDirWarning` naming the file.
+
+        Raises:
+            ValueError: a line before the last is not a JSON object (names the file and line).
+        """
         if not (self.enabled and self.path.is_file()):
             return
-        keep = [l for l in self.path.read_text().splitlines() if l.strip() and json.loads(l).get("epoch", 0) < epoch]
-        self.path.write_text("".join(k + "\n" for k in keep))
+        lines = self.path.read_text().splitlines()
+        last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+        keep = []
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+            except ValueError as exc:  # JSONDecodeError is a ValueError
+                if i != last:
+                    raise ValueError(f"{str(self.path)!r} line {i + 1} is not a JSON object ({exc}); fix or remove "
+                                     f"that line to resume") from None
+                from kdlab.engine.rundir import RunDirWarning
+
+                warnings.warn(f"{str(self.path)!r} line {i + 1}: dropping a torn last line (a write cut short): "
+                              f"{line[:60]!r}", RunDirWarning, stacklevel=2)
+                continue
+            if row.get("epoch", 0) < epoch:
+                keep.append(line)
+        from kdlab.engine.checkpoint import atomic_write_text
+
+        atomic_write_text(self.path, "".join(k + "\n" for k in keep))
 
     def log(self, step: int, epoch: int, values: Dict[str, Any]) -> None:
         if not self.enabled:

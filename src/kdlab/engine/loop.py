@@ -28,6 +28,7 @@ from torch import nn
 from kdlab.data import make_loader
 from kdlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from kdlab.engine.logging import MetricsLog, ProgressBar, format_values
+from kdlab.engine.rundir import resume_changes
 from kdlab.engine.speed import channels_last_batch, pin_memory_for
 
 CKPT_FORMAT = "kdlab-run-1"
@@ -146,11 +147,12 @@ class Trainer:
         return model_state
 
     def load_resume_state(self, config_yaml: str) -> Dict[str, Any]:
-        """Read ``last.ckpt`` for ``--resume``.
+        """Read ``last.ckpt`` for ``--resume`` and check this run's config against the checkpoint's.
 
         Raises:
             FileNotFoundError: there is no ``last.ckpt`` to resume from.
-            ValueError: the checkpoint's config differs from this run's outside ``trainer``.
+            ValueError: not a kdlab run checkpoint; a changed config key that may not change on resume
+                (:func:`kdlab.engine.rundir.resume_changes` names it).
         """
         path = self.ckpt_dir / "last.ckpt"
         if not path.is_file():
@@ -158,14 +160,21 @@ class Trainer:
         state = load_checkpoint(path)
         if state.get("format") != CKPT_FORMAT:
             raise ValueError(f"{str(path)!r} is not a kdlab run checkpoint (format {state.get('format')!r})")
-        _check_same_config(state["config"], config_yaml, path)
+        resume_changes(state["config"], config_yaml, path, int(state["epoch"]))
         return state
 
     # -- the loop ----------------------------------------------------------------------------
-    def fit(self, method: Any, train_set: Any, val_set: Any = None, resume: bool = False) -> FitResult:
+    def fit(self, method: Any, train_set: Any, val_set: Any = None, resume: bool = False,
+            resume_state: Optional[Dict[str, Any]] = None) -> FitResult:
         """Train ``method`` on the transfer source ``train_set`` (any map-style dataset yielding
         :class:`kdlab.data.Batch` es: the labelled training subset, unlabelled out-of-domain images, or
         a data-free :class:`kdlab.data.NoData`); select the best epoch on ``val_set`` (if any).
+
+        With ``resume``, training continues from ``last.ckpt`` (``resume_state``: that checkpoint,
+        already loaded and checked by :func:`kdlab.engine.rundir.check_run_dir`). Changed keys that are
+        safe on resume take effect (a new ``optim.lr`` or ``trainer.epochs`` resets each schedule to the
+        one the new config gives at this epoch) and are logged as an ``{"event": "resume", "changed":
+        ...}`` row of ``metrics.jsonl``.
 
         Raises:
             NonFiniteLossError: a loss became NaN/inf (``last.ckpt`` holds the last good epoch).
@@ -182,13 +191,19 @@ class Trainer:
         best: Dict[str, Any] = {"epoch": None, "value": None}
         best_state = None
         if resume:
-            state = self.load_resume_state(config_yaml)
+            state = resume_state if resume_state is not None else self.load_resume_state(config_yaml)
+            changes = resume_changes(state["config"], config_yaml, self.ckpt_dir / "last.ckpt", int(state["epoch"]))
+            fresh = _schedules(method)  # the schedules this config builds, before the checkpoint replaces them
             method.load_state_dict(state["method"])
             start_epoch, step, best = state["epoch"], state["global_step"], state["best"]
+            if "optim.lr" in changes or "trainer.epochs" in changes:
+                _apply_schedules(method, fresh)
             _set_rng_state(state["rng"])
             if best["epoch"] is not None and (self.ckpt_dir / "best.ckpt").is_file():
                 best_state = load_checkpoint(self.ckpt_dir / "best.ckpt")["model"]
             self.log.truncate_after(start_epoch)
+            if changes:
+                self.log.log(step, start_epoch, {"event": "resume", "changed": changes})
         elif self.is_zero:
             (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
 
@@ -296,7 +311,8 @@ class Trainer:
         vals = reason or ", ".join(f"{k}={float(v):.4g}" for k, v in out.items())
         last = self.ckpt_dir / "last.ckpt"
         kept = (
-            f"the last good checkpoint is {str(last)!r} (resume with --resume after lowering the learning rate)"
+            f"the last good checkpoint is {str(last)!r} (resume with --resume after lowering the learning rate, "
+            f"e.g. --resume optim.lr={float(self.cfg.optim.lr) / 10:g})"
             if last.is_file()
             else "no epoch had completed, so there is no checkpoint"
         )
@@ -304,27 +320,41 @@ class Trainer:
         raise NonFiniteLossError(f"{what} at epoch {epoch + 1}, step {step} ({vals}); the run stopped; {kept}") from None
 
 
-def _check_same_config(saved_yaml: str, current_yaml: str, path: Path) -> None:
-    from omegaconf import OmegaConf
-
-    saved = OmegaConf.to_container(OmegaConf.create(saved_yaml))
-    current = OmegaConf.to_container(OmegaConf.create(current_yaml))
-    for d in (saved, current):  # how long and where to run may change on resume; what is trained may not
-        d.pop("trainer", None)
-    diffs = sorted(_diff_keys(saved, current))
-    if diffs:
-        raise ValueError(
-            f"--resume: the config differs from the one {str(path)!r} was written with at: {', '.join(diffs)}"
-        )
+def _schedules(method: Any) -> Dict[str, Any]:
+    """Per player: the initial learning rate of each parameter group and the cosine schedule's length."""
+    out = {}
+    for name, opt in method.optimizers.items():
+        if opt is None:
+            continue
+        sched = method.schedulers.get(name)
+        groups = getattr(opt, "optimizer", opt).param_groups
+        out[name] = ([g.get("initial_lr", g["lr"]) for g in groups], getattr(sched, "T_max", None))
+    return out
 
 
-def _diff_keys(a: Any, b: Any, prefix: str = "") -> list:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in set(a) | set(b):
-            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [prefix.rstrip(".")]
+def _apply_schedules(method: Any, fresh: Dict[str, Any]) -> None:
+    """After loading a checkpoint: put each player's learning rate where the new config's schedule has it
+    now (base rates from ``fresh``; a cosine schedule also gets the new length), keeping the optimizer
+    state (moments, step counts)."""
+    from torch.optim.lr_scheduler import CosineAnnealingLR
+
+    for name, (base, t_max) in fresh.items():
+        opt, sched = method.optimizers[name], method.schedulers.get(name)
+        groups = getattr(opt, "optimizer", opt).param_groups
+        if sched is None:
+            for g, lr in zip(groups, base):
+                g["lr"] = lr
+            continue
+        old = list(sched.base_lrs)
+        sched.base_lrs = list(base)
+        for g, lr, was in zip(groups, base, old):
+            g["initial_lr"] = lr
+            if isinstance(sched, CosineAnnealingLR):
+                sched.T_max = t_max
+                g["lr"] = sched.eta_min + (lr - sched.eta_min) * (1 + math.cos(math.pi * sched.last_epoch / t_max)) / 2
+            elif was:  # multistep and others: decays are factors of the base rate
+                g["lr"] = g["lr"] * lr / was
+        sched._last_lr = [g["lr"] for g in groups]
 
 
 def copy_with_state(model: nn.Module, state: Dict[str, torch.Tensor]) -> nn.Module:

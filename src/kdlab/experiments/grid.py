@@ -5,7 +5,8 @@ contract of DESIGN.md) given by config sources and ``key=value`` overrides. :fun
 the config and trains it, unless the run directory already holds a finished run of exactly that
 config (its ``config.yaml`` equals the resolved config and its ``summary.json`` exists): then that run
 is reused, so an interrupted or extended grid only trains what is missing, and a changed config
-(another override, another kdlab default) is trained again under the same name.
+(another override, another kdlab default) is trained again under the same name (the old run is moved
+aside to ``<name>.old-<timestamp>``, as ``--overwrite`` does).
 
 Reports: :func:`read_summary` reads a cell's ``summary.json``, :func:`mean_std_text` formats a cell
 of a table as ``mean ± sample std`` over seeds, :func:`mean` is the plain mean (plots, orderings),
@@ -65,7 +66,8 @@ def finished_run(cfg: Any) -> Optional[Path]:
 
 
 def run_cell(sources: Sequence[Any], overrides: Sequence[str] = (), console: Optional[Console] = None) -> Path:
-    """Run one cell of a grid: resolve its config, reuse the finished run of that config or train it.
+    """Run one cell of a grid: resolve its config, reuse the finished run of that config or train it
+    (with ``overwrite``: another run under the same name is moved aside).
 
     Args:
         sources: YAML paths (e.g. :func:`recipe`) and/or config dicts, merged left to right.
@@ -86,6 +88,10 @@ def run_cell(sources: Sequence[Any], overrides: Sequence[str] = (), console: Opt
         console.print(f"[bold]{cfg.name}[/]: reusing the finished run in {done}")
         return done
     console.rule(f"{cfg.name}: {cfg.label}")
+    if (Path(cfg.out_dir) / cfg.name).exists():
+        # an experiment owns its cells: a run of another config (or an interrupted one) is moved aside.
+        # The keyword only when needed: stand-ins for train (tests) may take the config alone.
+        return train(cfg, overwrite=True)
     return train(cfg)
 
 

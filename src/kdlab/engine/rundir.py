@@ -1,0 +1,392 @@
+"""Who may write a run directory ``<out_dir>/<name>/``, and what a new run or ``--resume`` may do there.
+
+- **One process per run directory.** :class:`RunLock` holds ``<out_dir>/<name>.lock`` (JSON: pid, host,
+  start time) for the whole run. A lock whose holder is alive refuses the run, naming the pid; a lock
+  left by a dead process on this host is taken over with a :class:`RunDirWarning`; a lock from another
+  host is refused with the command that removes it (this host cannot tell whether that run is alive).
+- **No silent overwrite.** :func:`check_run_dir` refuses a directory that already holds a run unless
+  ``--resume`` (continue it) or ``--overwrite`` (move it aside to ``<name>.old-<timestamp>``) is given.
+- **Nothing written before every check has passed.** :func:`check_run_dir` only reads; the plan it
+  returns writes (:meth:`RunDirPlan.commit`: move aside, clean stale temporaries, ``config.yaml``,
+  ``config_history.yaml``) once the caller has built everything else.
+- **Resume may change what is safe mid-run** (:data:`SAFE_ON_RESUME`: the learning rate, the number
+  of epochs, logging, threads, devices, data workers, latency and teacher-cache settings); any other
+  changed key is refused by name (:func:`resume_changes`). Accepted changes are appended to
+  ``config_history.yaml``; ``config.yaml`` becomes the new resolved config.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import socket
+import sys
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+LOCK_SUFFIX = ".lock"
+HISTORY_FILE = "config_history.yaml"
+#: config keys a resumed run may change: how long, how fast and how loudly it runs, not what it trains
+SAFE_ON_RESUME = (
+    "label",
+    "optim.lr",
+    "trainer.epochs",
+    "trainer.log_every_n_steps",
+    "trainer.progress",
+    "trainer.tensorboard",
+    "trainer.threads",
+    "trainer.devices",
+    "trainer.accelerator",
+    "trainer.strategy",
+    "trainer.num_nodes",
+    "trainer.teacher_cache",
+    "trainer.teacher_cache_dir",
+    "trainer.teacher_cache_memory_mb",
+    "data.num_workers",
+    "data.pin_memory",
+    "eval.latency",
+    "eval.latency_iters",
+)
+
+
+class RunDirError(ValueError):
+    """A run directory cannot be used as asked; the message names it and what to do instead."""
+
+
+class RunDirWarning(UserWarning):
+    """Something in a run directory was repaired on start (a dead process's lock, a torn log line)."""
+
+
+def run_directory(out_dir: Any, name: str) -> Path:
+    """``<out_dir>/<name>``, refusing a name that would leave ``out_dir`` or be ``out_dir`` itself.
+
+    Raises:
+        RunDirError: ``name`` is empty, ``.``, ``..``, absolute or holds a path separator (names the value).
+    """
+    name = str(name)
+    if not name or name in (".", "..") or "/" in name or "\\" in name or os.path.isabs(name):
+        raise RunDirError(f"config key 'name' = {name!r} must name a directory inside out_dir ({str(out_dir)!r}): "
+                          f"letters, digits, '.', '_' or '-', not '.' or '..' and no '/'")
+    return Path(out_dir) / name
+
+
+def lock_path(run_dir: Path) -> Path:
+    """The lock file of ``run_dir``: beside it, so that moving the old run aside does not move the lock."""
+    return run_dir.parent / f"{run_dir.name}{LOCK_SUFFIX}"
+
+
+def _proc_start(pid: int) -> Optional[str]:
+    """The start time of process ``pid`` in clock ticks since boot (Linux ``/proc``), None elsewhere."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]  # field 22; the command name may hold spaces
+
+
+def _alive(holder: Dict[str, Any]) -> bool:
+    pid = int(holder.get("pid", -1))
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        pass
+    start = holder.get("proc_start")
+    now = _proc_start(pid)
+    # the same pid with another start time is a new process that reused the number
+    return not (start and now and start != now)
+
+
+def _read_lock(path: Path) -> Optional[Dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "pid" in data else None
+
+
+def _holder_text(h: Dict[str, Any]) -> str:
+    return f"process {h.get('pid')} on host {h.get('host')!r} (started {h.get('started')})"
+
+
+class RunLock:
+    """Exclusive ownership of a run directory, held in ``<out_dir>/<name>.lock``.
+
+    Use as a context manager or :meth:`acquire` / :meth:`release`; releasing removes the lock only
+    while it is still this object's (a lock taken over by someone else is left alone).
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = lock_path(self.run_dir)
+        self.held = False
+        self.info: Dict[str, Any] = {}
+
+    def acquire(self) -> "RunLock":
+        """Take the lock.
+
+        Raises:
+            RunDirError: another live process holds it (names its pid), it was taken on another host
+                (says how to remove it), or it is not a kdlab lock file.
+        Warns:
+            RunDirWarning: the lock of a dead process on this host was taken over.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        pid = os.getpid()
+        self.info = {"pid": pid, "host": socket.gethostname(),
+                     "started": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                     "proc_start": _proc_start(pid), "token": uuid.uuid4().hex, "argv": list(sys.argv)}
+        for _ in range(5):
+            try:
+                self._create()
+                self.held = True
+                return self
+            except FileExistsError:
+                pass
+            try:
+                holder = _read_lock(self.path)
+            except FileNotFoundError:  # released meanwhile: try again
+                continue
+            if holder is None:
+                raise RunDirError(f"{str(self.path)!r} exists but is not a kdlab lock file; if no run named "
+                                  f"{self.run_dir.name!r} is going on, remove it (rm {self.path}) and start again")
+            if holder.get("host") != self.info["host"]:
+                raise RunDirError(f"run directory {str(self.run_dir)!r} is locked by {_holder_text(holder)}, which this "
+                                  f"host cannot check; if that run is no longer going on, remove the lock "
+                                  f"(rm {self.path}) and start again")
+            if _alive(holder):
+                raise RunDirError(f"run directory {str(self.run_dir)!r} is in use by {_holder_text(holder)}; wait "
+                                  f"for it to end, or give this run another name=")
+            if self._take_over(holder):
+                warnings.warn(f"taking over {str(self.path)!r}: its holder, {_holder_text(holder)}, is no longer "
+                              f"running", RunDirWarning, stacklevel=2)
+        raise RunDirError(f"could not take the lock {str(self.path)!r}: other processes keep taking it")
+
+    def _create(self) -> None:
+        # written to a temporary file and hard-linked into place: the lock appears complete or not at all
+        tmp = self.path.with_name(f".{self.path.name}.{self.info['token']}.tmp")
+        tmp.write_text(json.dumps(self.info, indent=1) + "\n")
+        try:
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                raise
+            except OSError:  # a file system without hard links
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(tmp.read_text())
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _take_over(self, holder: Dict[str, Any]) -> bool:
+        """Remove a dead holder's lock; False when another process replaced it meanwhile."""
+        aside = self.path.with_name(f".{self.path.name}.{self.info['token']}.stale")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return False
+        try:
+            if _read_lock(aside) != holder:  # renamed a newer lock: put it back
+                try:
+                    os.link(aside, self.path)
+                except OSError:
+                    pass
+                return False
+            return True
+        finally:
+            aside.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        """Remove the lock if it is still ours (idempotent)."""
+        if not self.held:
+            return
+        self.held = False
+        try:
+            holder = _read_lock(self.path)
+        except FileNotFoundError:
+            return
+        if holder is not None and holder.get("token") == self.info["token"]:
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def stale_temps(run_dir: Path) -> List[Path]:
+    """Temporaries of :func:`kdlab.engine.checkpoint.atomic_write` (``.<name>.<random>.tmp``) left in
+    ``run_dir`` and its sub-directories by a process that was killed mid-write."""
+    run_dir = Path(run_dir)
+    return sorted(p for p in run_dir.rglob(".*.tmp") if p.is_file()) if run_dir.is_dir() else []
+
+
+def _get(d: Any, key: str) -> Any:
+    for part in key.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> List[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: List[str] = []
+        for k in set(a) | set(b):
+            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def resume_changes(saved_yaml: str, current_yaml: str, where: Any, epochs_done: int) -> Dict[str, Dict[str, Any]]:
+    """The config keys that differ between the checkpoint ``where`` (written with ``saved_yaml``, after
+    ``epochs_done`` epochs) and this run: ``{key: {"from": old, "to": new}}``.
+
+    Raises:
+        RunDirError: a changed key outside :data:`SAFE_ON_RESUME` (names each key, its two values and the
+            keys that may change); ``trainer.epochs`` below ``epochs_done``.
+    """
+    from omegaconf import OmegaConf
+
+    saved = OmegaConf.to_container(OmegaConf.create(saved_yaml))
+    current = OmegaConf.to_container(OmegaConf.create(current_yaml))
+    keys = sorted(_diff_keys(saved, current))
+    changes = {k: {"from": _get(saved, k), "to": _get(current, k)} for k in keys}
+    refused = [k for k in keys if k not in SAFE_ON_RESUME]
+    if refused:
+        what = "; ".join(f"{k} = {changes[k]['to']!r} (was {changes[k]['from']!r})" for k in refused)
+        raise RunDirError(f"--resume: {what}: {'this key' if len(refused) == 1 else 'these keys'} may not change "
+                          f"in a resumed run (the checkpoint {str(where)!r} was trained with the old value); a resumed "
+                          f"run may change only {', '.join(SAFE_ON_RESUME)}. To change "
+                          f"{'it' if len(refused) == 1 else 'them'}, start a new run (another name=, or --overwrite)")
+    epochs = _get(current, "trainer.epochs")
+    if isinstance(epochs, int) and epochs < epochs_done:
+        raise RunDirError(f"--resume: trainer.epochs = {epochs} is below the {epochs_done} epochs the checkpoint "
+                          f"{str(where)!r} has done; accepted: trainer.epochs >= {epochs_done}")
+    return changes
+
+
+@dataclass
+class RunDirPlan:
+    """What :func:`check_run_dir` found and what :meth:`commit` will write."""
+
+    run_dir: Path
+    resume: bool = False
+    move_aside: bool = False
+    state: Optional[Dict[str, Any]] = None  # the loaded last.ckpt when resuming
+    changes: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    moved_to: Optional[Path] = None
+
+    def commit(self, config_yaml: str, log: Any = None) -> None:
+        """Make the run directory: move an old run aside (``--overwrite``, said through ``log``), remove
+        stale temporaries, write ``config.yaml`` and append accepted resume changes to
+        ``config_history.yaml``. Call it holding the lock, after every check has passed."""
+        from kdlab.engine.checkpoint import atomic_write_text
+
+        say = log or (lambda text: print(text, file=sys.stderr))
+        if self.move_aside and self.run_dir.exists():
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            dest = self.run_dir.with_name(f"{self.run_dir.name}.old-{stamp}")
+            n = 1
+            while dest.exists():
+                n += 1
+                dest = self.run_dir.with_name(f"{self.run_dir.name}.old-{stamp}-{n}")
+            os.rename(self.run_dir, dest)
+            self.moved_to = dest
+            say(f"--overwrite: moved the existing run {str(self.run_dir)!r} to {str(dest)!r}")
+        for tmp in stale_temps(self.run_dir):
+            tmp.unlink(missing_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.run_dir / "config.yaml", config_yaml)
+        if self.changes:
+            record_config_change(self.run_dir, self.changes, int(self.state["epoch"]) if self.state else 0)
+
+
+def record_config_change(run_dir: Path, changes: Dict[str, Dict[str, Any]], epoch: int) -> Path:
+    """Append ``{resumed_at_epoch, time, changed}`` to ``run_dir/config_history.yaml`` (a YAML list)."""
+    import yaml
+
+    from kdlab.engine.checkpoint import atomic_write_text
+
+    path = Path(run_dir) / HISTORY_FILE
+    history = yaml.safe_load(path.read_text()) if path.is_file() else None
+    history = history if isinstance(history, list) else []
+    history.append({"resumed_at_epoch": epoch,
+                    "time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                    "changed": changes})
+    return atomic_write_text(path, yaml.safe_dump(history, sort_keys=False))
+
+
+def _describe(run_dir: Path, content: List[Path]) -> tuple:
+    """(what the directory holds, the advice) for a refusal."""
+    if (run_dir / "summary.json").is_file():
+        return ("a finished run (summary.json)",
+                "use --overwrite to move it aside and start again, or --resume with a larger trainer.epochs to "
+                "train it on")
+    if (run_dir / "checkpoints" / "last.ckpt").is_file():
+        return ("an interrupted run (checkpoints/last.ckpt, no summary.json)",
+                "use --resume to continue it, or --overwrite to move it aside and start again")
+    names = ", ".join(sorted(p.name for p in content)[:5])
+    return (f"files of a run that stopped before its first checkpoint ({names})",
+            "there is nothing to --resume: use --overwrite to move it aside and start again")
+
+
+def check_run_dir(run_dir: Path, config_yaml: str, resume: bool = False, overwrite: bool = False) -> RunDirPlan:
+    """Decide what a run may do in ``run_dir``, reading only (call it holding the :class:`RunLock`).
+
+    - a new or empty directory: a fresh run;
+    - ``resume``: ``checkpoints/last.ckpt`` must exist and its config may differ only in
+      :data:`SAFE_ON_RESUME` (the loaded checkpoint and the changes are in the plan);
+    - ``overwrite``: an existing run is moved aside by :meth:`RunDirPlan.commit`;
+    - neither, over an existing run: refused.
+
+    Raises:
+        RunDirError: an existing run without ``--resume``/``--overwrite`` (says which to use), both
+            flags, a forbidden change on resume (:func:`resume_changes`), a path that is not a directory.
+        FileNotFoundError: ``--resume`` without ``checkpoints/last.ckpt``.
+        ValueError: ``last.ckpt`` is not a kdlab run checkpoint.
+    """
+    from kdlab.engine.checkpoint import load_checkpoint
+
+    run_dir = Path(run_dir)
+    if resume and overwrite:
+        raise RunDirError("--resume continues the run in place and --overwrite moves it aside: give one of them")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"{str(run_dir)!r} exists and is not a run directory; remove it or give another name=")
+    temps = set(stale_temps(run_dir))
+    content = [p for p in run_dir.iterdir() if p not in temps and not (p.is_dir() and _only_temps(p, temps))] \
+        if run_dir.is_dir() else []
+    plan = RunDirPlan(run_dir)
+    if resume:
+        from kdlab.engine.loop import CKPT_FORMAT
+
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            advice = ("start the run without --resume" if not content else
+                      "the run stopped before its first checkpoint: start it again with --overwrite")
+            raise FileNotFoundError(f"--resume: {str(last)!r} does not exist; {advice}")
+        state = load_checkpoint(last)
+        if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
+            fmt = state.get("format") if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"{str(last)!r} is not a kdlab run checkpoint (format {fmt!r})")
+        plan.resume, plan.state = True, state
+        plan.changes = resume_changes(state["config"], config_yaml, last, int(state["epoch"]))
+        return plan
+    if content:
+        what, advice = _describe(run_dir, content)
+        if not overwrite:
+            raise RunDirError(f"run directory {str(run_dir)!r} already holds {what}; {advice} "
+                              f"(or give this run another name=)")
+        plan.move_aside = True
+    return plan
+
+
+def _only_temps(d: Path, temps: set) -> bool:
+    return all(p in temps or p.is_dir() for p in d.rglob("*"))
