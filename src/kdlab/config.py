@@ -276,11 +276,16 @@ def _friendly(exc: OmegaConfBaseException) -> ConfigError:
     return ConfigError(f"config key {key!r}: {msg}" if key else f"config: {msg}")
 
 
-def _yaml_where(exc: yaml.YAMLError) -> str:
+def _yaml_where(exc: yaml.YAMLError, text: Optional[str] = None) -> str:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
     context = getattr(exc, "context", None)
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    lines = (text or "").splitlines()
+    line = lines[mark.line] if mark is not None and mark.line < len(lines) else ""
+    char = line[mark.column] if mark is not None and mark.column < len(line) else None
+    if char == "\t":  # PyYAML says "found character that cannot start any token" without showing it
+        problem += " ('\\t': YAML indents with spaces, not tabs)"
     return f"{where}{problem}" + (f" ({context})" if context else "")
 
 
@@ -294,7 +299,7 @@ def load_yaml(path: Path) -> DictConfig:
     try:
         node = OmegaConf.load(path)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {str(path)!r}, {_yaml_where(exc)}") from None
+        raise ConfigError(f"config file {str(path)!r}, {_yaml_where(exc, path.read_text(errors='replace'))}") from None
     except (OmegaConfBaseException, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {str(path)!r}: {str(exc).splitlines()[0]}") from None
     if not isinstance(node, DictConfig):
@@ -313,7 +318,7 @@ def parse_overrides(overrides: Sequence[str]) -> DictConfig:
         try:
             layers.append(OmegaConf.from_dotlist([item]))
         except yaml.YAMLError as exc:
-            raise ConfigError(f"override {item!r}: the value is not valid YAML ({_yaml_where(exc)})") from None
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({_yaml_where(exc, item.partition('=')[2])})") from None
         except OmegaConfBaseException as exc:
             raise ConfigError(f"override {item!r}: {str(exc).splitlines()[0]}") from None
     try:
