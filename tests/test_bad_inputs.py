@@ -106,6 +106,8 @@ def case(area: str, argv: str, *expect: str, marks=(), id: str = None):
 
 EXP = "jacobian-table1"  # any registered experiment: the bad option is refused before it runs
 NO_CUDA = pytest.mark.skipif(CUDA, reason="this machine has CUDA")
+OWNERSHIP = pytest.mark.xfail(strict=True, reason="needs run-directory ownership (nothing written before every "
+                                                  "check; --overwrite): remove this mark when it lands")
 
 CASES = [
     # --- command line
@@ -229,16 +231,30 @@ CASES = [
     # --- run directories (those that behave before run-directory ownership lands)
     case("rundir", "report {out}/no-such-run", "no-such-run", "does not exist"),
     case("rundir", "evaluate {out}", "holds no teacher.safetensors", "train it first"),
+    # these need the run directory to be checked before anything is written (run-directory ownership, issue 11
+    # part 1): today config.yaml is (re)written before the resume check and a finished run is overwritten
+    case("rundir", "train-teacher {cfg} --resume", "last.ckpt", "truncated", marks=OWNERSHIP,
+         id="rundir: --resume from a truncated last.ckpt"),
+    case("rundir", "train-teacher {cfg} --resume", "last.ckpt", "does not exist", marks=OWNERSHIP,
+         id="rundir: --resume of a run that never started"),
+    case("rundir", "train-teacher {cfg}", "--resume", "--overwrite", marks=OWNERSHIP,
+         id="rundir: the same run again without --resume or --overwrite"),
 ]
 
 
 @pytest.mark.parametrize("argv,expect", CASES)
 def test_bad_input_is_refused_cleanly(argv: str, expect: Sequence[str], files: Path, gen_teacher: Path, tmp_path: Path,
-                                      capsys) -> None:
+                                      capsys, request) -> None:
     out = tmp_path / "out"
     out.mkdir()
     values = {"cfg": cfg_file(tmp_path), "gan": gan_cfg_file(tmp_path, gen_teacher), "f": files, "out": out}
     args: List[str] = [a.format(**values) for a in argv.split(" ")]
+    run = tmp_path / "runs" / "t"  # the run of {cfg}: an interrupted run with a torn checkpoint
+    if "truncated last.ckpt" in request.node.name or "same run again" in request.node.name:
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "config.yaml").write_text("name: t  # an earlier run's record\n")
+        good = (files / "good.ckpt").read_bytes()
+        (run / "checkpoints" / "last.ckpt").write_bytes(good[: len(good) // 2])
     before = snapshot(tmp_path, files)
     code = main(args)
     err = capsys.readouterr().err
@@ -284,3 +300,11 @@ def test_console_script_exits_2_with_the_message(argv, expect, files: Path) -> N
     proc = subprocess.run([sys.executable, "-m", "kdlab.cli", *[a.format(f=files) for a in argv]],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and expect in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_docs_table_lists_every_case() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "bad_inputs.md").read_text()
+    shown = {p.values[0].replace("{cfg}", "cfg.yaml").replace("{gan}", "gan.yaml").replace("{f}/", "F/")
+             .replace("{out}", "out") for p in CASES if not any(m.name == "xfail" for m in p.marks)}
+    missing = sorted(s for s in shown if f"`{s}`" not in doc)
+    assert not missing, f"docs/bad_inputs.md lacks: {missing}"

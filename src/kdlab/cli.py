@@ -35,8 +35,8 @@ def resolve_config(arg: str) -> Path:
     if recipe.is_file():
         return recipe
     names = ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml")))
-    hint = "" if arg.endswith((".yaml", ".yml")) else "; an override is key=value (e.g. trainer.epochs=5)"
-    raise ConfigError(f"config {arg!r} is neither a file nor a packaged recipe; recipes: {names}{hint}")
+    hint = "" if arg.endswith((".yaml", ".yml")) else " (an override is key=value, e.g. trainer.epochs=5)"
+    raise ConfigError(f"config {arg!r} is neither a file nor a packaged recipe{hint}; recipes: {names}")
 
 
 def parse_numbers(text: str, option: str, kind: type = float, least: float = 0) -> List:
