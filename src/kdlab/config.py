@@ -67,8 +67,7 @@ def temperature_field(default: float, help: str = "") -> Any:
 
 def _bounds_text(meta: Any) -> str:
     ops = [(op, meta[op]) for op in ("ge", "gt", "le", "lt") if meta.get(op) is not None]
-    text = " and ".join({"ge": ">= ", "gt": "> ", "le": "<= ", "lt": "< "}[op] + f"{b:g}" for op, b in ops)
-    return "a finite number" + (f" {text}" if text else "") + (" (or null)" if meta.get("optional") else "")
+    return " and ".join({"ge": ">= ", "gt": "> ", "le": "<= ", "lt": "< "}[op] + f"{b:g}" for op, b in ops)
 
 
 def _check_value(key: str, value: Any, meta: Any) -> None:
@@ -96,7 +95,9 @@ def _check_value(key: str, value: Any, meta: Any) -> None:
         ok = ok and all({"ge": v >= b, "gt": v > b, "le": v <= b, "lt": v < b}[op] for op, b in bounds)
         if not ok:
             what = f" (item {v!r})" if is_list else ""
-            raise ConfigError(f"config key {key!r} = {value!r}{what} must be {_bounds_text(meta)}")
+            null = " (or null)" if meta.get("optional") else ""
+            finite = " (a finite number: NaN and inf are refused)" if isinstance(v, float) and not math.isfinite(v) else ""
+            raise ConfigError(f"config key {key!r} = {value!r}{what} must be {_bounds_text(meta)}{null}{finite}")
 
 
 def check_finite(node: Any, prefix: str = "") -> None:
