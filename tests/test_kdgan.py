@@ -301,7 +301,7 @@ def test_bad_input_errors(make_config, tmp_path):
         make(alpha=1.5)
     with pytest.raises(ValueError, match=r"loss\.alpha' = -0\.1 must be >= 0 and <= 1"):
         make(alpha=-0.1)
-    with pytest.raises(ValueError, match=r"loss\.tau_start' = 0\.0 must be > 0"):
+    with pytest.raises(ValueError, match=r"loss\.tau_start' = 0\.0 must be >= 0\.001"):
         make(tau_start=0.0)
     with pytest.raises(ValueError, match=r"loss\.k' = 0 must be >= 1"):
         make(k=0)

@@ -180,7 +180,7 @@ def test_unknown_term_and_misspelt_key_are_config_errors(make_config):
         _cfg(make_config, method="distill", loss={"terms": {"kdd": {"weight": 1}}})
     with pytest.raises(ConfigError, match=r"loss.terms.kd: unknown key 'temprature'; term 'kd' accepts: weight, temperature"):
         _cfg(make_config, method="distill", loss={"terms": {"kd": {"temprature": 2}}})
-    with pytest.raises(ConfigError, match=r"loss.terms.kd.temperature.*must be > 0"):
+    with pytest.raises(ConfigError, match=r"loss.terms.kd.temperature.*must be >= 0.001"):
         _cfg(make_config, method="distill", loss={"terms": {"kd": {"temperature": 0}}})
     with pytest.raises(ConfigError, match=r"loss.terms.logits.mode.*accepted: paper, mse"):
         _cfg(make_config, method="distill", loss={"terms": {"logits": {"mode": "l1"}}})

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
 console = Console(stderr=True, soft_wrap=True)
@@ -35,7 +35,41 @@ def resolve_config(arg: str) -> Path:
     if recipe.is_file():
         return recipe
     names = ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml")))
-    raise ConfigError(f"config {arg!r} is neither a file nor a packaged recipe; recipes: {names}")
+    hint = "" if arg.endswith((".yaml", ".yml")) else " (an override is key=value, e.g. trainer.epochs=5)"
+    raise ConfigError(f"config {arg!r} is neither a file nor a packaged recipe{hint}; recipes: {names}")
+
+
+def parse_numbers(text: str, option: str, kind: type = float, least: float = 0) -> List:
+    """``"0,0.1,0.2"`` -> ``[0.0, 0.1, 0.2]`` for a comma-separated option.
+
+    Raises:
+        kdlab.config.ConfigError: an item that is not a finite number of ``kind``, or one below ``least``
+            (names the option, the item and what is accepted).
+    """
+    import math
+
+    from kdlab.config import ConfigError
+
+    what = "integers" if kind is int else "finite numbers"
+    accepted = f"accepted: comma-separated {what} >= {least:g} (e.g. {'0,1,2' if kind is int else '0,0.1,0.2'})"
+    out = []
+    for item in text.split(","):
+        try:
+            value = kind(item.strip())
+        except ValueError:
+            raise ConfigError(f"{option} {text!r}: {item.strip()!r} is not a number; {accepted}") from None
+        if not math.isfinite(value) or value < least:
+            raise ConfigError(f"{option} {text!r}: {item.strip()} is out of range; {accepted}")
+        out.append(value)
+    return out
+
+
+def check_at_least(option: str, value: Optional[float], least: float) -> None:
+    """Raise :class:`kdlab.config.ConfigError` if a numeric option ``value`` (None: unset) is below ``least``."""
+    from kdlab.config import ConfigError
+
+    if value is not None and not value >= least:
+        raise ConfigError(f"{option} = {value}; accepted: a number >= {least:g}")
 
 
 def _split(items: Sequence[str]):
@@ -121,12 +155,11 @@ def apply_threads(threads: Optional[int], weights: str) -> None:
     :func:`run_threads`); unchanged when neither is set.
 
     Raises:
-        ValueError: ``threads`` < 1.
+        kdlab.config.ConfigError: ``threads`` < 1.
     """
     import torch
 
-    if threads is not None and threads < 1:
-        raise ValueError(f"--threads = {threads} must be >= 1")
+    check_at_least("--threads", threads, 1)
     threads = threads or run_threads(weights)
     if threads:
         torch.set_num_threads(int(threads))
@@ -144,7 +177,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not key.startswith("data."):
             raise ConfigError(f"evaluate takes data.* overrides only; got {item!r}")
         data[key[5:]] = value
-    sigmas = [float(s) for s in args.sigmas.split(",")] if args.sigmas else [0.0, 0.1, 0.2, 0.3, 0.4]
+    sigmas = parse_numbers(args.sigmas, "--sigmas") if args.sigmas is not None else [0.0, 0.1, 0.2, 0.3, 0.4]
     out = evaluate(args.weights, data, sigmas=sigmas)
     text = json.dumps(out, indent=2)
     if args.json:
@@ -187,6 +220,9 @@ def cmd_evaluate_gan(args: argparse.Namespace) -> int:
     from kdlab.methods.gan_eval import evaluate_generator
     from kdlab.runner import datasets_for, load_run_config
 
+    check_at_least("--n-samples", args.n_samples, 2)
+    check_at_least("--kid-subset-size", args.kid_subset_size, 1)
+    check_at_least("--seed", args.seed, 0)
     apply_threads(args.threads, args.weights)
 
     data = {}
@@ -287,7 +323,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     if args.scale not in SCALES:
         raise ValueError(f"unknown scale {args.scale!r}; accepted: {', '.join(SCALES)}")
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    seeds = parse_numbers(args.seeds, "--seeds", kind=int) if args.seeds is not None else None
     report = EXPERIMENTS.get(args.experiment)(Path(args.out_dir), args.scale, seeds, list(args.overrides))
     Console().print(f"\n[bold green]Report:[/] {report}")
     return 0
@@ -296,16 +332,17 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from kdlab.export import ExportMismatchError, export_run
 
+    check_at_least("--max-test", args.max_test, 1)
     apply_threads(args.threads, args.weights)
 
     try:
         rep = export_run(args.weights, args.format, Path(args.out) if args.out else None, atol=args.atol,
                          max_test=args.max_test)
     except ImportError as exc:
-        console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        report_error("error", exc)
         return 2
     except ExportMismatchError as exc:
-        console.print(f"[bold red]mismatch:[/] {escape(str(exc))}")
+        report_error("mismatch", exc)
         return 1
     check = rep["check"]
     table = Table(title=f"{rep['kind']} -> {rep['format']}: {rep['file']} ({rep['bytes']:,} bytes)")
@@ -405,19 +442,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def report_error(label: str, exc: BaseException) -> None:
+    """Print ``label: message`` on stderr, the message verbatim (no rich markup: ``[a, b]`` stays)."""
+    console.print(Text.assemble((f"{label}: ", "bold red"), str(exc)))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the ``kdlab`` console script; returns the exit code."""
+    """Entry point of the ``kdlab`` console script; returns the exit code.
+
+    Exit codes: 0 done; 2 a bad input (argument, config, data, weights file...): the message is printed
+    verbatim, without a traceback; 1 a run stopped on a non-finite loss, an export whose outputs differ,
+    or a bug in kdlab (an unexpected exception: its traceback and a line saying it is a bug).
+    """
+    import traceback
+
     from kdlab.config import ConfigError
+    from kdlab.engine import NonFiniteLossError
     from kdlab.registry import UnknownNameError
 
     parser = build_parser()
-    # key=value items may come after options (``reproduce X --scale small a=b``): argparse leaves
-    # positionals that follow an option unparsed, so they are appended to the command's list here.
-    args, rest = parser.parse_known_args(argv)
+    try:
+        # key=value items may come after options (``reproduce X --scale small a=b``): argparse leaves
+        # positionals that follow an option unparsed, so they are appended to the command's list here.
+        args, rest = parser.parse_known_args(argv)
+    except SystemExit as exc:  # argparse printed its usage message; --help exits 0
+        return exc.code if isinstance(exc.code, int) else 2
     bad = [r for r in rest if r.startswith("-") or "=" not in r]
     dest = "items" if hasattr(args, "items") else "overrides" if hasattr(args, "overrides") else None
     if bad or (rest and dest is None):
-        parser.error(f"unrecognized arguments: {' '.join(bad or rest)}")
+        report_error("error", ConfigError(
+            f"kdlab {args.command}: unrecognized argument(s) {' '.join(bad or rest)}; accepted: the options of "
+            f"`kdlab {args.command} --help`" + (" and key=value overrides" if dest else "")))
+        return 2
     if rest:
         setattr(args, dest, list(getattr(args, dest)) + rest)
     handlers = {
@@ -433,16 +489,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     }
     try:
         return handlers[args.command](args)
-    except (ConfigError, UnknownNameError, FileNotFoundError, ValueError, TypeError) as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+    except NonFiniteLossError as exc:
+        report_error("stopped", exc)
+        return 1
+    # the user's input is wrong: config keys and values, names, files, weights (WeightsError), data
+    except (ConfigError, UnknownNameError, ValueError, OSError) as exc:
+        report_error("error", exc)
         return 2
-    except RuntimeError as exc:
-        from kdlab.engine import NonFiniteLossError
-
-        if isinstance(exc, NonFiniteLossError):
-            console.print(f"[bold red]stopped:[/] {exc}")
-            return 1
-        raise
+    except Exception:  # anything else is a bug: show where it happened
+        traceback.print_exc()
+        console.print(Text("kdlab: this is a bug in kdlab, not a problem with your input (an unexpected exception, "
+                           "traceback above); please report it with the command you ran", style="bold red"))
+        return 1
 
 
 if __name__ == "__main__":

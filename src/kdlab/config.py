@@ -7,6 +7,12 @@ keys without touching this file, and unknown keys or wrong types are still error
 
 This module knows nothing about methods: :func:`load_config` takes the method's ``loss`` schema
 from a callback.
+
+Every check happens here, before a run touches data or disk: YAML syntax (file, line and column),
+sections that must be mappings, types, declared choices and ranges (:func:`choice`, :func:`bounded`),
+list lengths, finiteness of every number anywhere in the config (no NaN/inf), the run name, and the
+devices of ``trainer.accelerator``. Every failure is a :class:`ConfigError` whose message names the key,
+the value and what is accepted.
 """
 from __future__ import annotations
 
@@ -14,14 +20,20 @@ import math
 import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 
 class ConfigError(ValueError):
     """A config value or key is invalid; the message names the key and what is accepted."""
+
+
+#: the smallest accepted softmax temperature: below it ``softmax(z / T)`` is one-hot in float32 for any
+#: logit gap, so a KD term's gradient vanishes and the term silently does nothing (``loss.temperature=1e-30``)
+TEMPERATURE_MIN = 1e-3
 
 
 # ----------------------------------------------------------------- declared choices and ranges
@@ -35,13 +47,27 @@ def choice(default: Any, choices: Sequence[Any], help: str = "") -> Any:
 
 
 def bounded(default: Any, *, ge: Optional[float] = None, gt: Optional[float] = None, le: Optional[float] = None,
-            lt: Optional[float] = None, optional: bool = False, help: str = "") -> Any:
+            lt: Optional[float] = None, optional: bool = False, length: Optional[int] = None,
+            min_length: Optional[int] = None, unique: bool = False, help: str = "") -> Any:
     """A numeric dataclass field with bounds (``ge``: >=, ``gt``: >, ``le``: <=, ``lt``: <); ``optional``
-    lets ``None`` through. Lists default through ``default_factory`` when ``default`` is a list."""
-    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "optional": optional, "help": help}
+    lets ``None`` through. For a list field the bounds apply to every item, ``length`` / ``min_length``
+    to the number of items and ``unique`` forbids repeats. Every number must be finite (no NaN/inf).
+    Lists default through ``default_factory`` when ``default`` is a list."""
+    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "optional": optional, "length": length,
+            "min_length": min_length, "unique": unique, "help": help}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def temperature_field(default: float, help: str = "") -> Any:
+    """A softmax-temperature field: a finite number >= :data:`TEMPERATURE_MIN`."""
+    return bounded(default, ge=TEMPERATURE_MIN, help=help)
+
+
+def _bounds_text(meta: Any) -> str:
+    ops = [(op, meta[op]) for op in ("ge", "gt", "le", "lt") if meta.get(op) is not None]
+    return " and ".join({"ge": ">= ", "gt": "> ", "le": "<= ", "lt": "< "}[op] + f"{b:g}" for op, b in ops)
 
 
 def _check_value(key: str, value: Any, meta: Any) -> None:
@@ -50,16 +76,44 @@ def _check_value(key: str, value: Any, meta: Any) -> None:
             raise ConfigError(f"config key {key!r} = {value!r}; accepted: {', '.join(map(str, meta['choices']))}")
         return
     bounds = [(op, meta[op]) for op in ("ge", "gt", "le", "lt") if meta.get(op) is not None]
-    if not bounds or (value is None and meta.get("optional")):
+    if value is None and meta.get("optional"):
         return
-    items = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+    is_list = isinstance(value, Sequence) and not isinstance(value, str)
+    items = list(value) if is_list else [value]
+    if is_list:
+        n, want, least = len(items), meta.get("length"), meta.get("min_length")
+        if want is not None and n != want:
+            raise ConfigError(f"config key {key!r} = {items!r} has {n} item(s); accepted: a list of exactly {want}")
+        if least is not None and n < least:
+            raise ConfigError(f"config key {key!r} = {items!r} has {n} item(s); accepted: a list of at least {least}")
+        if meta.get("unique") and len(set(items)) != n:
+            raise ConfigError(f"config key {key!r} = {items!r} repeats an item; accepted: distinct items")
+    if not bounds:
+        return
     for v in items:
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
         ok = ok and all({"ge": v >= b, "gt": v > b, "le": v <= b, "lt": v < b}[op] for op, b in bounds)
         if not ok:
-            text = " and ".join({"ge": ">= ", "gt": "> ", "le": "<= ", "lt": "< "}[op] + f"{b:g}" for op, b in bounds)
-            extra = " (or null)" if meta.get("optional") else ""
-            raise ConfigError(f"config key {key!r} = {value!r} must be {text}{extra}")
+            what = f" (item {v!r})" if is_list else ""
+            null = " (or null)" if meta.get("optional") else ""
+            finite = " (a finite number: NaN and inf are refused)" if isinstance(v, float) and not math.isfinite(v) else ""
+            raise ConfigError(f"config key {key!r} = {value!r}{what} must be {_bounds_text(meta)}{null}{finite}")
+
+
+def check_finite(node: Any, prefix: str = "") -> None:
+    """Refuse NaN and inf anywhere in a config (nested mappings and lists, any section, any method).
+
+    Raises:
+        ConfigError: naming the dotted key (``loss.terms.kd.weight``, ``eval.noise_sigmas[0]``) and the value.
+    """
+    if isinstance(node, Mapping):
+        for k, v in node.items():
+            check_finite(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            check_finite(v, f"{prefix}[{i}]")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"config key {prefix!r} = {node!r}; accepted: a finite number (NaN and inf are refused)")
 
 
 _YAML_BOOLS = {"True": "on", "False": "off"}
@@ -96,17 +150,18 @@ class DataConfig:
     root: Optional[str] = None  # None: $KDLAB_DATA, else ~/.cache/kdlab/data
     val_size: int = bounded(5000, ge=0)  # images carved from the training split for model selection
     n_per_class: Optional[int] = bounded(None, gt=0, optional=True)  # None: the whole remaining training split
-    subset_seed: int = 0
+    subset_seed: int = bounded(0, ge=0)
     augment: bool = False
     batch_size: int = bounded(128, gt=0)
     eval_batch_size: int = bounded(1000, gt=0)
-    num_workers: int = 0
+    num_workers: int = bounded(0, ge=0)
     download: Optional[bool] = None  # None: try to download only when the files are missing
-    image_size: Optional[int] = None  # only for imagefolder:<path>
-    max_test: Optional[int] = None  # evaluate on a stratified part of the test split (quick runs)
-    privileged: Optional[str] = None  # downsample | mask: inputs degraded, clean view as privileged 3rd entry
-    privileged_factor: int = 4
-    classes: Optional[List[int]] = None  # keep these labels only, relabelled 0..n-1 (transfer tasks)
+    image_size: Optional[int] = bounded(None, gt=0, optional=True)  # only for imagefolder:<path>
+    max_test: Optional[int] = bounded(None, gt=0, optional=True)  # evaluate on a stratified part of the test split (quick runs)
+    privileged: Optional[str] = choice(None, (None, "downsample", "mask"))  # inputs degraded, clean view as privileged 3rd entry
+    privileged_factor: int = bounded(4, ge=1)
+    # keep these labels only (>= 2 distinct ones), relabelled 0..n-1 (transfer tasks)
+    classes: Optional[List[int]] = bounded(None, ge=0, optional=True, min_length=2, unique=True)
     # What the student trains on (validation, model selection and test always use ``name``):
     # null/"train" = the labelled training subset above; "none" = data-free (the method synthesises
     # every batch); or any data set name / imagefolder:<path> = unlabelled (e.g. out-of-domain) images.
@@ -144,13 +199,17 @@ class OptimConfig:
 
     name: str = choice("sgd", ("sgd", "adam", "adamw"))
     lr: float = bounded(0.05, gt=0)
-    momentum: float = 0.9
+    momentum: float = bounded(0.9, ge=0)
     nesterov: bool = False
-    weight_decay: float = 5e-4
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = bounded(5e-4, ge=0)
+    betas: List[float] = bounded([0.9, 0.999], ge=0, lt=1, length=2)  # Adam's (beta1, beta2)
     scheduler: str = choice("cosine", ("cosine", "multistep", "none"))
-    milestones: List[int] = field(default_factory=list)  # epochs, for multistep
-    gamma: float = 0.1
+    milestones: List[int] = bounded([], ge=1)  # epochs, for multistep
+    gamma: float = bounded(0.1, gt=0)
+
+
+#: accepted ``trainer.accelerator`` values (Lightning Fabric's names); the device must exist here
+ACCELERATORS = ("cpu", "cuda", "gpu", "mps", "auto")
 
 
 @dataclass
@@ -158,16 +217,16 @@ class TrainerConfig:
     """The shared loop (:mod:`kdlab.engine`) on Lightning Fabric."""
 
     epochs: int = bounded(10, gt=0)
-    accelerator: str = "cpu"  # cpu | cuda | gpu | mps | auto
+    accelerator: str = choice("cpu", ACCELERATORS)  # must exist on this machine (see check_devices)
     devices: Any = 1  # int, list of ids or "auto"; >1 means DDP (or launch with torchrun / fabric run)
     strategy: str = "auto"
-    num_nodes: int = 1
+    num_nodes: int = bounded(1, ge=1)
     precision: str = "32-true"  # 32-true | 16-mixed | bf16-mixed | ...
     log_every_n_steps: int = bounded(50, gt=0)
     progress: bool = True
-    limit_train_batches: Optional[int] = None  # cap steps per epoch (smoke runs)
+    limit_train_batches: Optional[int] = bounded(None, ge=1, optional=True)  # cap steps per epoch (smoke runs)
     tensorboard: bool = True
-    threads: Optional[int] = None  # torch.set_num_threads on CPU
+    threads: Optional[int] = bounded(None, ge=1, optional=True)  # torch.set_num_threads on CPU
     # torch.compile of the student and teacher networks (those whose features no term hooks; kdlab.engine.speed)
     compile: str = choice("none", ("none", "default", "reduce-overhead", "max-autotune"))
     channels_last: bool = False  # 4-D inputs and every player's conv weights in channels-last memory format
@@ -183,9 +242,9 @@ class EvalConfig:
     """What is measured at the end of a run."""
 
     noise_sigmas: List[float] = bounded([0.0, 0.1, 0.2, 0.3, 0.4], ge=0)  # input noise std, normalised units
-    noise_seed: int = 0
+    noise_seed: int = bounded(0, ge=0)
     latency: bool = True
-    latency_iters: int = 30
+    latency_iters: int = bounded(30, ge=1)
 
 
 @dataclass
@@ -195,7 +254,7 @@ class RunConfig:
     name: str = "run"
     label: Optional[str] = None
     method: str = "teacher"
-    seed: int = 0
+    seed: int = bounded(0, ge=0)
     out_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -206,7 +265,10 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+# a run name is one directory inside out_dir: no separators, and no leading "." (".", "..", ".cache")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")
+#: the sections of a run config that must be mappings (``data: 5`` is refused)
+SECTIONS = tuple(f.name for f in fields(RunConfig) if isinstance(f.default_factory, type)) + ("loss",)
 
 
 def _friendly(exc: OmegaConfBaseException) -> ConfigError:
@@ -215,15 +277,64 @@ def _friendly(exc: OmegaConfBaseException) -> ConfigError:
     return ConfigError(f"config key {key!r}: {msg}" if key else f"config: {msg}")
 
 
+def _yaml_where(exc: yaml.YAMLError, text: Optional[str] = None) -> str:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    lines = (text or "").splitlines()
+    line = lines[mark.line] if mark is not None and mark.line < len(lines) else ""
+    char = line[mark.column] if mark is not None and mark.column < len(line) else None
+    if char == "\t":  # PyYAML says "found character that cannot start any token" without showing it
+        problem += " ('\\t': YAML indents with spaces, not tabs)"
+    return f"{where}{problem}" + (f" ({context})" if context else "")
+
+
+def load_yaml(path: Path) -> DictConfig:
+    """A YAML config file as a DictConfig.
+
+    Raises:
+        ConfigError: a YAML syntax error (file, line, column and the problem), or a file whose top
+            level is not a mapping of keys.
+    """
+    try:
+        node = OmegaConf.load(path)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r}, {_yaml_where(exc, path.read_text(errors='replace'))}") from None
+    except (OmegaConfBaseException, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"config file {str(path)!r} holds a {'list' if isinstance(node, ListConfig) else 'scalar'}; "
+                          f"accepted: a mapping of keys (name: ..., data: {{...}}, ...)")
+    return node
+
+
 def parse_overrides(overrides: Sequence[str]) -> DictConfig:
     """Turn ``["a.b=1", "c=x"]`` into a config; raise :class:`ConfigError` on a malformed item."""
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. trainer.epochs=5)")
+    layers = []
+    for item in overrides:  # one at a time, so an error names its item
+        try:
+            layers.append(OmegaConf.from_dotlist([item]))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({_yaml_where(exc, item.partition('=')[2])})") from None
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"override {item!r}: {str(exc).splitlines()[0]}") from None
     try:
-        return OmegaConf.from_dotlist(list(overrides))
-    except OmegaConfBaseException as exc:  # pragma: no cover - from_dotlist is lenient
+        return OmegaConf.merge(*layers) if layers else OmegaConf.create({})
+    except OmegaConfBaseException as exc:
         raise _friendly(exc) from exc
+
+
+def _check_sections(raw: DictConfig) -> None:
+    """Sections given a scalar or a list (``data: 5``) are refused, naming the section."""
+    for name in SECTIONS:
+        value = raw.get(name)
+        if value is not None and not isinstance(value, DictConfig):
+            raise ConfigError(f"config section {name!r} = {value!r}; accepted: a mapping of its keys "
+                              f"(e.g. {name}.<key>=... or '{name}: {{<key>: ...}}' in YAML)")
 
 
 def load_config(
@@ -253,11 +364,16 @@ def load_config(
             path = Path(src)
             if not path.is_file():
                 raise ConfigError(f"config file {str(path)!r} does not exist")
-            layers.append(OmegaConf.load(path))
+            layers.append(load_yaml(path))
         else:
             layers.append(OmegaConf.create(src))
     layers.append(parse_overrides(overrides))
-    raw = OmegaConf.merge(*layers) if layers else OmegaConf.create({})
+    for layer in layers:
+        _check_sections(layer)
+    try:
+        raw = OmegaConf.merge(*layers) if layers else OmegaConf.create({})
+    except OmegaConfBaseException as exc:
+        raise _friendly(exc) from exc
     method = str(raw.get("method", RunConfig.method))
     schema = OmegaConf.structured(RunConfig)
     try:
@@ -276,13 +392,60 @@ def load_config(
 
 
 def validate(cfg: DictConfig, loss_schema: Optional[type] = None) -> None:
-    """Checks that types alone cannot express: the choices and ranges declared in the schemas' field
-    metadata (:func:`check_section`), and the run name. Raises :class:`ConfigError` naming the key."""
+    """Checks that types alone cannot express: the run name (one directory inside ``out_dir``), the
+    choices, ranges and lengths declared in the schemas' field metadata (:func:`check_section`), no
+    NaN/inf anywhere (:func:`check_finite`) and devices that exist (:func:`check_devices`).
+
+    Raises:
+        ConfigError: naming the key, the value and what is accepted.
+    """
     if not _NAME_RE.match(cfg.name):
-        raise ConfigError(f"config key 'name' = {cfg.name!r}: use letters, digits, '.', '_' or '-'")
+        raise ConfigError(f"config key 'name' = {cfg.name!r}: a run name is one directory inside out_dir; accepted: "
+                          f"letters, digits, '.', '_' or '-', not starting with '.'")
     check_section(cfg, RunConfig, "")
     if loss_schema is not None and cfg.loss is not None:
         check_section(cfg.loss, loss_schema, "loss")
+    check_finite(OmegaConf.to_container(cfg, resolve=True))
+    check_devices(cfg.trainer)
+
+
+def check_devices(trainer: Any) -> None:
+    """``trainer.accelerator`` / ``trainer.devices`` name devices this machine has.
+
+    Raises:
+        ConfigError: CUDA (``cuda``/``gpu``) without a CUDA device, more CUDA devices than exist, MPS
+            without MPS, or ``devices`` that is not a positive int, a list of ids or ``auto``.
+    """
+    devices = trainer.devices
+    if isinstance(devices, str) and devices != "auto":
+        try:
+            devices = int(devices)
+        except ValueError:
+            devices = None
+    ok = devices == "auto" or (isinstance(devices, int) and not isinstance(devices, bool) and devices >= 1) or (
+        isinstance(devices, Sequence) and not isinstance(devices, str) and len(devices) > 0
+        and all(isinstance(d, int) and d >= 0 for d in devices))
+    if not ok:
+        raise ConfigError(f"config key 'trainer.devices' = {trainer.devices!r}; accepted: a count >= 1, a list of "
+                          f"device ids or 'auto'")
+    accel = trainer.accelerator
+    if accel not in ("cuda", "gpu", "mps"):
+        return
+    import torch
+
+    if accel == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ConfigError("config key 'trainer.accelerator' = 'mps' but this machine has no MPS device; "
+                              "accepted here: cpu, auto")
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ConfigError(f"config key 'trainer.accelerator' = {accel!r} but this machine has no CUDA device "
+                          f"(torch.cuda.is_available() is False); accepted here: cpu, auto")
+    wanted = devices if isinstance(devices, int) else (max(devices) + 1 if not isinstance(devices, str) else 1)
+    if wanted > count:
+        raise ConfigError(f"config key 'trainer.devices' = {trainer.devices!r} but this machine has {count} CUDA "
+                          f"device(s); accepted: 1..{count} or ids 0..{count - 1}")
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -18,6 +18,12 @@ class UnknownNameError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class UnknownArgumentError(TypeError, ValueError):
+    """A keyword argument that a registry entry does not take (e.g. ``model.kwargs.foo``); the message
+    names it and the accepted ones. A ``TypeError`` as Python raises for a bad keyword, and a
+    ``ValueError`` because it is the user's input, not a bug, that is wrong."""
+
+
 class Registry:
     """A mapping from a lower-case name to an object (usually a class or factory).
 

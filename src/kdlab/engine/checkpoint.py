@@ -1,9 +1,22 @@
-"""Atomic checkpoint files and safe loading.
+"""Atomic checkpoint files and safe, verified loading.
 
 Every file a run writes goes through :func:`atomic_write` (temp file in the same directory, fsync,
 ``os.replace``), so an interrupted write never leaves a truncated checkpoint behind.
 Checkpoints are loaded with ``torch.load(..., weights_only=True)``; classifier weights are
 exported as safetensors with enough metadata to rebuild the model by name.
+
+Content hash. Every file written here records a SHA-256 of its content, checked on load:
+
+* ``.ckpt`` (``last.ckpt``, ``best.ckpt``): the entry ``"sha256"`` of the saved dict;
+* ``.safetensors``: the metadata key ``"sha256"``.
+
+The hash is :func:`state_digest` of what the file holds without the hash itself: a walk of the saved
+object in sorted key order that feeds each tensor's dtype, shape and raw bytes (CPU, contiguous) and
+each plain value's type and ``repr``; for safetensors, the object is ``{"metadata": <metadata without
+sha256>, "tensors": <the tensors>}``. Hashing the content rather than the file bytes makes the hash
+independent of the serialiser (zip layout, header padding) and lets it be computed before the file
+exists. Files written before the hash existed load without a check and without a message.
+Every problem with a file is a :class:`WeightsError` naming the file and what is wrong.
 """
 from __future__ import annotations
 
@@ -11,15 +24,57 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import tempfile
+import warnings
+import zipfile
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Dict, Mapping, Union
 
 import torch
 from torch import nn
 
 PathLike = Union[str, os.PathLike]
 SAFETENSORS_FORMAT = "kdlab-classifier-1"
+#: the checkpoint entry / safetensors metadata key holding the content hash (see the module docstring)
+HASH_KEY = "sha256"
+#: a safetensors header larger than this is taken for foreign bytes (real headers are kilobytes)
+_MAX_HEADER = 100 << 20
+
+
+class WeightsError(ValueError):
+    """A weights or checkpoint file cannot be used: empty, truncated, not a kdlab file, another kind of
+    network, a tensor of the wrong shape, non-finite weights or a content hash that does not match.
+    The message names the file and what is wrong."""
+
+
+def state_digest(obj: Any) -> str:
+    """Hex SHA-256 of ``obj`` (nested dicts / lists / tuples of tensors and plain values): dict keys in
+    sorted order (by ``repr``: keys may be ``str`` or ``int``), each tensor as dtype, shape and raw bytes,
+    each other value as its type name and ``repr``. Equal for the object before saving and after loading."""
+    h = hashlib.sha256()
+    _feed(h, obj)
+    return h.hexdigest()
+
+
+def _feed(h: Any, obj: Any) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}:".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(obj, Mapping):
+        h.update(b"{%d" % len(obj))
+        for key in sorted(obj, key=repr):
+            h.update(repr(key).encode() + b":")
+            _feed(h, obj[key])
+        h.update(b"}")
+    elif isinstance(obj, (list, tuple)):
+        h.update(b"[%d" % len(obj))
+        for item in obj:
+            _feed(h, item)
+        h.update(b"]")
+    else:
+        h.update(f"{type(obj).__name__}:{obj!r};".encode())
 
 
 def atomic_write(path: PathLike, data: bytes) -> Path:
@@ -46,22 +101,72 @@ def atomic_write_text(path: PathLike, text: str) -> Path:
 
 
 def save_checkpoint(state: Dict[str, Any], path: PathLike) -> Path:
-    """``torch.save`` ``state`` atomically. ``state`` must hold only tensors and plain Python data."""
+    """``torch.save`` ``state`` atomically, with its content hash as entry ``"sha256"`` (see the module
+    docstring). ``state`` must hold only tensors and plain Python data."""
+    body = {k: v for k, v in state.items() if k != HASH_KEY}
     buf = io.BytesIO()
-    torch.save(state, buf)
+    torch.save({**body, HASH_KEY: state_digest(body)}, buf)
     return atomic_write(path, buf.getvalue())
 
 
-def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]:
-    """Load a checkpoint safely (``weights_only=True``: no arbitrary unpickling).
+def load_checkpoint(path: PathLike, map_location: Any = "cpu", what: str = "checkpoint") -> Dict[str, Any]:
+    """Load a checkpoint safely (``weights_only=True``: nothing in the file is executed) and check its
+    content hash when it has one (the ``"sha256"`` entry is removed from the returned dict).
+
+    Args:
+        what: how messages name the file (``"checkpoint"``, ``"--resume checkpoint"``...).
 
     Raises:
         FileNotFoundError: ``path`` does not exist (the message names it).
+        WeightsError: the file is empty, truncated, a pickle or other file that is not a kdlab
+            checkpoint, not a dict, or its content does not match its recorded hash.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    return torch.load(path, map_location=map_location, weights_only=True)
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
+    name = f"{what} {str(path)!r}"
+    _check_not_empty(path, name)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pickle-protocol notes on foreign files: the error below says it all
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"{name} {_why_unloadable(path, exc)}") from None
+    if not isinstance(state, dict):
+        raise WeightsError(f"{name} is not a kdlab checkpoint: it holds a {type(state).__name__}, not a dict of "
+                           f"weights and training state")
+    if HASH_KEY in state:
+        recorded = state.pop(HASH_KEY)
+        _check_digest(name, recorded, state_digest(state))
+    return state
+
+
+def _check_not_empty(path: Path, name: str) -> None:
+    if path.stat().st_size == 0:
+        raise WeightsError(f"{name} is empty (0 bytes): not a kdlab weights file (an interrupted copy?)")
+
+
+def _why_unloadable(path: Path, exc: Exception) -> str:
+    """Why ``torch.load`` failed, from the file's first bytes (the exception text alone rarely says)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head == b"PK\x03\x04":
+        if not zipfile.is_zipfile(path):
+            return "is truncated or damaged: an incomplete torch.save archive (its zip directory is missing)"
+        if isinstance(exc, pickle.UnpicklingError):
+            return ("holds Python objects other than tensors and plain data: it is not a kdlab checkpoint "
+                    "(kdlab loads weights only; nothing in the file was run)")
+        return f"is damaged: {str(exc).splitlines()[0]}"
+    if head[:1] == b"\x80":
+        return ("is a Python pickle, not a kdlab checkpoint (a torch.save archive); kdlab loads weights only, "
+                "nothing in the file was run")
+    return f"is not a kdlab checkpoint: neither a torch.save archive nor a safetensors file (first bytes {head!r})"
+
+
+def _check_digest(name: str, recorded: Any, actual: str) -> None:
+    if recorded != actual:
+        raise WeightsError(f"{name} fails its content check (hash mismatch: recorded sha256 {str(recorded)[:16]}..., "
+                           f"content gives {actual[:16]}...): the file was edited or damaged after it was written")
 
 
 def file_sha256(path: PathLike, chunk: int = 1 << 20) -> str:
@@ -95,15 +200,58 @@ def save_classifier(model: nn.Module, path: PathLike, **extra: Any) -> Path:
     from safetensors.torch import save
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    return atomic_write(path, save(tensors, metadata=classifier_metadata(model, **extra)))
+    return atomic_write(path, save_with_hash(tensors, classifier_metadata(model, **extra)))
+
+
+def save_with_hash(tensors: Dict[str, torch.Tensor], metadata: Dict[str, str]) -> bytes:
+    """safetensors bytes of ``tensors`` whose metadata holds ``metadata`` and the content hash ``sha256``."""
+    from safetensors.torch import save
+
+    meta = {k: v for k, v in metadata.items() if k != HASH_KEY}
+    return save(tensors, metadata={**meta, HASH_KEY: state_digest({"metadata": meta, "tensors": tensors})})
+
+
+def safetensors_header(path: PathLike, what: str = "weights file") -> Dict[str, Any]:
+    """The JSON header of a safetensors file (tensor entries and ``__metadata__``), checked against the
+    file's length.
+
+    Raises:
+        WeightsError: empty, truncated, longer than its tensors, or not a safetensors file.
+    """
+    path = Path(path)
+    name = f"{what} {str(path)!r}"
+    _check_not_empty(path, name)
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else 0
+        if head[:4] == b"PK\x03\x04":
+            raise WeightsError(f"{name} is a torch.save archive, not a safetensors file: name it .ckpt")
+        if len(head) < 8 or n == 0 or n > _MAX_HEADER:
+            raise WeightsError(f"{name} is not a safetensors file (its first 8 bytes are no header length)")
+        if 8 + n > size:
+            raise WeightsError(f"{name} is truncated: its header alone needs {8 + n} bytes, the file has {size}")
+        try:
+            header = json.loads(fh.read(n))
+            if not isinstance(header, dict):
+                raise ValueError("not an object")
+            end = max([int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"] or [0])
+        except (ValueError, KeyError, TypeError, IndexError):
+            raise WeightsError(f"{name} is not a safetensors file (its header is not a safetensors JSON header)") from None
+    if 8 + n + end > size:
+        raise WeightsError(f"{name} is truncated: its tensors need {8 + n + end} bytes, the file has {size}")
+    if 8 + n + end < size:
+        raise WeightsError(f"{name} is damaged: {size - 8 - n - end} bytes follow its last tensor")
+    return header
 
 
 def read_safetensors_metadata(path: PathLike) -> Dict[str, str]:
-    """The string metadata of a safetensors file."""
-    from safetensors import safe_open
+    """The string metadata of a safetensors file.
 
-    with safe_open(str(path), framework="pt") as fh:
-        return dict(fh.metadata() or {})
+    Raises:
+        WeightsError: not a complete safetensors file (see :func:`safetensors_header`).
+    """
+    return dict(safetensors_header(path).get("__metadata__") or {})
 
 
 def resolve_run_file(path: PathLike, names: tuple, what: str, how: str) -> Path:
@@ -143,18 +291,75 @@ def resolve_weights(path: PathLike) -> Path:
     )
 
 
-def read_weights(path: Path) -> tuple:
+def read_weights(path: Path, what: str = "weights file") -> tuple:
     """(string metadata, CPU state_dict) of a kdlab ``.safetensors`` file or run checkpoint
-    (``best.ckpt``/``last.ckpt``: their ``model_meta``/``model`` entries; ``({}, None)`` if absent)."""
-    if Path(path).suffix == ".safetensors":
+    (``best.ckpt``/``last.ckpt``: their ``model_meta``/``model`` entries; ``({}, None)`` if absent),
+    with the content hash checked when the file records one.
+
+    Raises:
+        WeightsError: the file is empty, truncated, not a weights file, or fails its hash check.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return read_safetensors_metadata(path), load_file(str(path), device="cpu")
-    ckpt = load_checkpoint(path)
+        meta = dict(safetensors_header(path, what).get("__metadata__") or {})
+        try:
+            tensors = load_file(str(path), device="cpu")
+        except SafetensorError as exc:
+            raise WeightsError(f"{what} {str(path)!r} is damaged: {exc}") from None
+        if HASH_KEY in meta:
+            body = {k: v for k, v in meta.items() if k != HASH_KEY}
+            _check_digest(f"{what} {str(path)!r}", meta[HASH_KEY], state_digest({"metadata": body, "tensors": tensors}))
+        return meta, tensors
+    ckpt = load_checkpoint(path, what=what)
     return ckpt.get("model_meta") or {}, ckpt.get("model")
 
 
-def load_classifier(path: PathLike, map_location: Any = "cpu") -> nn.Module:
+def load_checked_state(model: nn.Module, state: Mapping[str, torch.Tensor], name: str) -> nn.Module:
+    """``model.load_state_dict(state)`` after checking that ``state`` has exactly ``model``'s tensors, each
+    of the model's shape, and no NaN/inf in any floating-point tensor.
+
+    Args:
+        name: how messages name the file (e.g. ``"teacher 'runs/t/teacher.safetensors'"``).
+
+    Raises:
+        WeightsError: a missing or unexpected tensor, a tensor of another shape (gives both), or NaN/inf.
+    """
+    want = model.state_dict()
+    arch = f"{getattr(model, 'arch', type(model).__name__)} {json.dumps(dict(getattr(model, 'arch_kwargs', {}) or {}), sort_keys=True)}"
+    missing = [k for k in want if k not in state]
+    extra = [k for k in state if k not in want]
+    if missing or extra:
+        raise WeightsError(f"{name} does not hold the weights of {arch}: missing tensors {missing[:5]}, unexpected "
+                           f"tensors {extra[:5]}")
+    for key, ref in want.items():
+        t = state[key]
+        if tuple(t.shape) != tuple(ref.shape):
+            raise WeightsError(f"{name}: tensor {key!r} has shape {tuple(t.shape)}, expected {tuple(ref.shape)} for {arch}")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = "NaN" if bool(torch.isnan(t).any()) else "inf"
+            raise WeightsError(f"{name}: tensor {key!r} contains {bad}: these weights are unusable (a diverged run?)")
+    model.load_state_dict(state)
+    return model
+
+
+def build_from_metadata(build: Any, meta: Mapping[str, str], name: str, **fields: str) -> nn.Module:
+    """``build(arch, **{arg: int(meta[key])}, **json arch_kwargs)`` with a clear error on bad metadata.
+
+    Raises:
+        WeightsError: a metadata key missing or unreadable, or an architecture kdlab cannot build.
+    """
+    try:
+        kwargs = {arg: int(meta[key]) for arg, key in fields.items()}
+        return build(meta["arch"], **kwargs, **json.loads(meta["arch_kwargs"]))
+    except (KeyError, ValueError, TypeError) as exc:
+        msg = str(exc) if not isinstance(exc, KeyError) or len(str(exc)) > 40 else f"metadata key {exc} missing"
+        raise WeightsError(f"{name}: its metadata does not describe a network kdlab can build ({msg})") from None
+
+
+def load_classifier(path: PathLike, map_location: Any = "cpu", what: str = "classifier") -> nn.Module:
     """Rebuild a registry classifier from a kdlab ``.safetensors`` (or ``best.ckpt``) file.
 
     Args:
@@ -166,25 +371,22 @@ def load_classifier(path: PathLike, map_location: Any = "cpu") -> nn.Module:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is not a kdlab classifier (no architecture metadata).
+        WeightsError: the file is not a kdlab classifier (a generator, foreign metadata), is empty,
+            truncated or edited (hash mismatch), or holds a tensor of the wrong shape or NaN/inf weights.
     """
     from kdlab.models import build_model
 
     path = resolve_weights(path)
-    meta, state = read_weights(path)
+    meta, state = read_weights(path, what)
+    name = f"{what} {str(path)!r}"
     if state is None:
-        raise ValueError(f"{str(path)!r} is a checkpoint without an exported model ('model_meta'/'model')")
+        raise WeightsError(f"{name} is a checkpoint without an exported model ('model_meta'/'model' entries)")
     if meta.get("format") != SAFETENSORS_FORMAT:
-        raise ValueError(
-            f"{str(path)!r} is not a kdlab classifier file (metadata format {meta.get('format')!r}, "
-            f"expected {SAFETENSORS_FORMAT!r})"
-        )
-    model = build_model(
-        meta["arch"],
-        num_classes=int(meta["num_classes"]),
-        in_channels=int(meta["in_channels"]),
-        image_size=int(meta["image_size"]),
-        **json.loads(meta["arch_kwargs"]),
-    )
-    model.load_state_dict(state)
+        held = (f"is not a kdlab classifier file: it holds a generator ({meta.get('arch')})"
+                if meta.get("format") == "kdlab-generator-1"
+                else f"is not a kdlab classifier file (metadata format {meta.get('format')!r})")
+        raise WeightsError(f"{name} {held}; expected format {SAFETENSORS_FORMAT!r}")
+    model = build_from_metadata(build_model, meta, name, num_classes="num_classes", in_channels="in_channels",
+                                image_size="image_size")
+    load_checked_state(model, state, name)
     return model.to(map_location).eval()

@@ -13,7 +13,8 @@ from typing import Any, Dict
 
 from torch import nn
 
-from kdlab.engine.checkpoint import PathLike, atomic_write, read_weights, resolve_run_file
+from kdlab.engine.checkpoint import (SAFETENSORS_FORMAT, PathLike, WeightsError, atomic_write, build_from_metadata,
+                                     load_checked_state, read_weights, resolve_run_file, save_with_hash)
 
 GENERATOR_FORMAT = "kdlab-generator-1"
 
@@ -32,11 +33,9 @@ def generator_metadata(model: nn.Module, **extra: Any) -> Dict[str, str]:
 
 
 def save_generator(model: nn.Module, path: PathLike, **extra: Any) -> Path:
-    """Export a kdlab generator's weights (CPU, contiguous) as safetensors, atomically."""
-    from safetensors.torch import save
-
+    """Export a kdlab generator's weights (CPU, contiguous) as safetensors with their content hash, atomically."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    return atomic_write(path, save(tensors, metadata=generator_metadata(model, **extra)))
+    return atomic_write(path, save_with_hash(tensors, generator_metadata(model, **extra)))
 
 
 def resolve_generator(path: PathLike) -> Path:
@@ -54,26 +53,29 @@ def resolve_generator(path: PathLike) -> Path:
     )
 
 
-def load_generator(path: PathLike, map_location: Any = "cpu") -> nn.Module:
+def load_generator(path: PathLike, map_location: Any = "cpu", what: str = "generator") -> nn.Module:
     """Rebuild a kdlab generator from a run directory, ``.safetensors`` or ``best.ckpt``/``last.ckpt``.
 
     Returns:
         the generator in eval mode on ``map_location``; ``model.meta`` holds the file's metadata.
 
     Raises:
-        FileNotFoundError: no such file. ValueError: not a kdlab generator file (e.g. a classifier).
+        FileNotFoundError: no such file.
+        WeightsError: not a kdlab generator file (e.g. a classifier: names its architecture), empty,
+            truncated, edited (hash mismatch), a tensor of the wrong shape, or NaN/inf weights.
     """
     from kdlab.models.gan import build_generator
 
     path = resolve_generator(path)
-    meta, state = read_weights(path)
+    meta, state = read_weights(path, what)
+    name = f"{what} {str(path)!r}"
     if meta.get("format") != GENERATOR_FORMAT or state is None:
-        raise ValueError(
-            f"{str(path)!r} is not a kdlab generator file (metadata format {meta.get('format')!r}, expected "
-            f"{GENERATOR_FORMAT!r}); classifiers are evaluated with `kdlab evaluate`"
-        )
-    model = build_generator(meta["arch"], out_channels=int(meta["out_channels"]), image_size=int(meta["image_size"]),
-                            **json.loads(meta["arch_kwargs"]))
-    model.load_state_dict(state)
+        held = (f"is not a kdlab generator file: it holds a classifier ({meta.get('arch')})"
+                if meta.get("format") == SAFETENSORS_FORMAT
+                else f"is not a kdlab generator file (metadata format {meta.get('format')!r})")
+        raise WeightsError(f"{name} {held}; expected format {GENERATOR_FORMAT!r} (classifiers are evaluated with "
+                           f"`kdlab evaluate`)")
+    model = build_from_metadata(build_generator, meta, name, out_channels="out_channels", image_size="image_size")
+    load_checked_state(model, state, name)
     model.meta = dict(meta)
     return model.to(map_location).eval()

@@ -42,17 +42,19 @@ def load_network(checkpoint: Any, spec: Any, *, kind: str = "classifier", what: 
 
     Raises:
         ValueError: no checkpoint given. FileNotFoundError: the path does not exist.
+        WeightsError: the file is empty, truncated, foreign, edited (hash mismatch), holds another kind of
+            network, a tensor of the wrong shape or NaN/inf weights (a NaN teacher is refused).
         TeacherMismatchError / GeneratorMismatchError: the network does not fit the data set.
     """
     if not checkpoint:
         raise ValueError(f"this method needs a {what}: set {hint or 'teacher.checkpoint=runs/<run>'}")
     if kind == "generator":
         path = resolve_generator(checkpoint)
-        net = load_generator(path)
+        net = load_generator(path, what=f"{what} generator")
         check_generator_shape(net, spec, f"{what} generator {str(path)!r}")
         return net.eval(), str(path)
     path = resolve_weights(checkpoint)
-    net = load_classifier(path)
+    net = load_classifier(path, what=what)
     fields = {"classes": ("num_classes", "num_classes"), "channels": ("in_channels", "in_channels"),
               "size": ("image_size", "image_size")}
     got = tuple(getattr(net, fields[c][0]) for c in check)

@@ -314,7 +314,7 @@ def build_network(cfg: Any, spec: Any) -> nn.Module:
         **dict(cfg.model.kwargs),
     )
     if cfg.model.checkpoint:
-        init = load_classifier(cfg.model.checkpoint)
+        init = load_classifier(cfg.model.checkpoint, what="model.checkpoint")
         got = (init.arch, dict(init.arch_kwargs), init.num_classes, init.in_channels, init.image_size)
         want = (model.arch, dict(model.arch_kwargs), model.num_classes, model.in_channels, model.image_size)
         if got != want:

@@ -23,7 +23,7 @@ from typing import Any, Dict
 import torch
 from torch import nn
 
-from kdlab.config import bounded, choice
+from kdlab.config import bounded, choice, temperature_field
 from kdlab.data.batch import Batch
 from kdlab.engine import file_sha256, load_network
 from kdlab.losses import kd_loss
@@ -46,7 +46,7 @@ class Codistill(Method):
 
         terms: Dict[str, Any] = field(default_factory=lambda: {"ce": {"weight": 1.0}})  # each peer's terms
         codistill: float = bounded(1.0, ge=0)  # weight of the codistillation KL towards the other peer
-        temperature: float = bounded(1.0, gt=0)
+        temperature: float = temperature_field(1.0)
         burn_in_epochs: int = bounded(0, ge=0)  # epochs without codistillation before the peers start distilling
         peer: str = choice("teacher", PEERS)
 

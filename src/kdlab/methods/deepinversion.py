@@ -35,7 +35,7 @@ from typing import Dict, List
 import torch
 from torch import nn
 
-from kdlab.config import ConfigError, bounded, choice
+from kdlab.config import ConfigError, bounded, choice, temperature_field
 from kdlab.data.batch import Batch
 from kdlab.losses.datafree import (ADV_MODES, BN_NORMS, LOG_BASES, adversarial_loss, bn_statistics_loss,
                                    information_entropy_loss, one_hot_loss)
@@ -58,7 +58,7 @@ class DeepInversionConfig(SynthesizerConfig):
     bn_norm: str = choice("layer", BN_NORMS)  # layer: sum of per-layer L2 norms | concat: MosaicKD code
     targets: str = choice("argmax", TARGETS)  # labels of the oh term
     adv_mode: str = choice("kl", ADV_MODES)  # kl: T^2 KL(p_t || p_s) | l1: DFAD's logit L1
-    adv_temperature: float = bounded(1.0, gt=0)  # T of adv_mode kl
+    adv_temperature: float = temperature_field(1.0)  # T of adv_mode kl
     synth_every: int = bounded(10, ge=1)  # Fast-Datafree DFQ: kd_steps 10 per generator step
 
 

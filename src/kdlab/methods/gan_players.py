@@ -42,7 +42,7 @@ def build_gen(cfg: Any, spec: Any, **override: Any) -> nn.Module:
 
     init = OmegaConf.select(cfg, "model.checkpoint", default=None)  # initial weights (where the config has the key)
     if init:
-        src = load_generator(init)
+        src = load_generator(init, what="model.checkpoint")
         got = (src.arch, dict(src.arch_kwargs), tuple(src.output_shape))
         want = (gen.arch, dict(gen.arch_kwargs), tuple(gen.output_shape))
         if got != want:

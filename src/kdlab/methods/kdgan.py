@@ -48,7 +48,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
-from kdlab.config import bounded, choice
+from kdlab.config import bounded, choice, temperature_field
 from kdlab.data.batch import Batch
 from kdlab.engine import file_sha256, load_network, optim_with_lr
 from kdlab.losses import cross_entropy
@@ -77,16 +77,16 @@ class KDGAN(Method):
         beta: float = bounded(2.0, ge=0)  # weight of L_DS^c (classifier learns from the teacher)
         gamma: float = bounded(1e-4, ge=0)  # weight of L_DS^t (teacher learns from the classifier)
         distill: str = choice("l2", K.DISTILL_MODES)  # l2 (on log-probabilities, appendix B) | kl
-        temperature: float = bounded(1.0, gt=0)  # for distill: kl
+        temperature: float = temperature_field(1.0)  # for distill: kl
         k: int = bounded(5, ge=1)  # pseudo-label samples per input and player
         estimator: str = choice("paper", ESTIMATORS)
         baseline: str = choice("exact", K.BASELINES)  # control variate of estimator paper
         score: str = choice("discrete", K.SCORES)  # paper estimator's score: discrete (log p(z)) | concrete (log q(y))
         sampler: str = choice("gumbel", SAMPLERS)  # categorical: no Gumbel trick (Fig. 7)
-        tau_start: float = bounded(10.0, gt=0)  # Gumbel temperature tau
+        tau_start: float = temperature_field(10.0)  # Gumbel temperature tau
         tau_decay: float = bounded(0.88, gt=0, le=1)
         tau_every: int = bounded(1, ge=1)  # epochs per decay
-        tau_min: float = bounded(0.1, gt=0)
+        tau_min: float = temperature_field(0.1)
         schedule: List[int] = field(default_factory=lambda: [1, 1, 1])  # [d, t, c] updates (or epochs)
         schedule_unit: str = choice("step", UNITS)
         terms: Dict[str, Any] = field(default_factory=dict)  # extra classifier terms (e.g. ce; not in the paper)

@@ -37,7 +37,7 @@ from typing import Any, Dict
 import torch
 from torch import nn
 
-from kdlab.config import ConfigError, OptimConfig, bounded, choice
+from kdlab.config import ConfigError, OptimConfig, bounded, choice, temperature_field
 from kdlab.data.batch import Batch
 from kdlab.losses.mosaic import (BALANCE_LOG_BASES, adversarial_kl, align_loss, balance_loss, patch_bce,
                                  patch_discriminator_loss)
@@ -65,7 +65,7 @@ class MosaicKDConfig(SynthesizerConfig):
     align: float = bounded(1.0, ge=0)  # weight of the mean teacher entropy on G(z)
     local: float = bounded(1.0, ge=0)  # weight of the discriminator's generator loss (eq. 4's R)
     balance: float = bounded(10.0, ge=0)  # weight of eq. 1 (-H of the batch-mean teacher prediction)
-    temperature: float = bounded(1.0, gt=0)  # T of the generator's adversarial KL
+    temperature: float = temperature_field(1.0)  # T of the generator's adversarial KL
     balance_log: str = choice("2", BALANCE_LOG_BASES)  # log base of eq. 1: 2 (published code, bits) | e (nats)
     regularizer: str = choice("patch", REGULARIZERS)  # supplement Fig. 1: patch | image | none
     disc: str = "patch"  # discriminator of regularizer=patch (kdlab list discriminators)

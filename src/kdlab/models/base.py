@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import torch
 from torch import Tensor, nn
 
-from kdlab.registry import Registry, UnknownNameError
+from kdlab.registry import Registry, UnknownArgumentError, UnknownNameError
 
 MODELS = Registry("model")
 """Registry of classifier factories ``f(num_classes, in_channels, image_size, **kwargs) -> Classifier``."""
@@ -211,7 +211,7 @@ def build_model(
     if accepted is not None:
         bad = sorted(set(kwargs) - set(accepted))
         if bad:
-            raise TypeError(
+            raise UnknownArgumentError(
                 f"model {name!r} got unknown keyword argument(s) {bad}; accepted: "
                 f"{', '.join(accepted) if accepted else '(none)'}"
             )

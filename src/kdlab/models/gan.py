@@ -31,7 +31,7 @@ from typing import Any, Dict, Optional
 import torch
 from torch import Tensor, nn
 
-from kdlab.registry import Registry
+from kdlab.registry import Registry, UnknownArgumentError
 
 GENERATORS = Registry("generator")
 DISCRIMINATORS = Registry("discriminator")
@@ -214,7 +214,7 @@ def build_generator(name: str, out_channels: int = 1, image_size: int = 28, **kw
     accepted = _factory_keywords(factory, ("out_channels", "image_size"))
     bad = sorted(set(kwargs) - set(accepted))
     if bad:
-        raise TypeError(f"generator {name!r} got unknown keyword argument(s) {bad}; accepted: {', '.join(accepted)}")
+        raise UnknownArgumentError(f"generator {name!r} got unknown keyword argument(s) {bad}; accepted: {', '.join(accepted)}")
     return factory(out_channels=out_channels, image_size=image_size, **kwargs)
 
 
@@ -229,7 +229,7 @@ def build_discriminator(name: str, in_channels: int = 1, image_size: int = 28, *
     accepted = _factory_keywords(factory, ("in_channels", "image_size"))
     bad = sorted(set(kwargs) - set(accepted))
     if bad:
-        raise TypeError(f"discriminator {name!r} got unknown keyword argument(s) {bad}; "
+        raise UnknownArgumentError(f"discriminator {name!r} got unknown keyword argument(s) {bad}; "
                         f"accepted: {', '.join(accepted)}")
     return factory(in_channels=in_channels, image_size=image_size, **kwargs)
 

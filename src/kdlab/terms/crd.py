@@ -6,7 +6,7 @@ from typing import List
 
 from torch import nn
 
-from kdlab.config import ConfigError, bounded, choice
+from kdlab.config import ConfigError, bounded, choice, temperature_field
 from kdlab.losses.adapters import POOLS
 from kdlab.losses.crd import CRD_FEAT_DIM, CRD_K, CRD_MOMENTUM, CRD_TEMPERATURE, CRDLoss
 from kdlab.terms.base import OUTPUT, TERMS, Term, TermConfig, layer_pairs, pick
@@ -31,7 +31,7 @@ class CRDTerm(Term):
         layers: List[List[str]] = field(default_factory=list)  # [[student feature, teacher feature], ...]; [] = output
         feat_dim: int = bounded(CRD_FEAT_DIM, ge=1)  # embedding size (RepDistiller feat_dim)
         k: int = bounded(CRD_K, ge=1)  # negatives per anchor, <= transfer_size - 1 (RepDistiller nce_k)
-        temperature: float = bounded(CRD_TEMPERATURE, gt=0)  # tau (RepDistiller nce_t)
+        temperature: float = temperature_field(CRD_TEMPERATURE)  # tau (RepDistiller nce_t)
         momentum: float = bounded(CRD_MOMENTUM, ge=0, lt=1)  # memory update (RepDistiller nce_m)
         pool: str = choice("flatten", POOLS)  # maps -> vectors before the heads (RepDistiller: flatten)
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kdlab.config import ConfigError, bounded
+from kdlab.config import ConfigError, bounded, temperature_field
 from kdlab.losses.dkd import dkd_loss
 from kdlab.terms.base import TERMS, Term, TermConfig
 
@@ -25,7 +25,7 @@ class DKDTerm(Term):
     class Config(TermConfig):
         alpha: float = bounded(1.0, ge=0)
         beta: float = bounded(8.0, ge=0)
-        temperature: float = bounded(4.0, gt=0)
+        temperature: float = temperature_field(4.0)
         warmup: int = bounded(20, ge=0)  # epochs
 
     requires = frozenset({"teacher", "logits", "labels"})

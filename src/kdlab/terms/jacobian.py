@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kdlab.config import ConfigError, bounded, choice
+from kdlab.config import ConfigError, bounded, choice, temperature_field
 from kdlab.losses import JACOBIAN_LOSSES, SELECTIONS, select_classes, student_jacobian_match, teacher_output_jacobian
 from kdlab.terms.base import TERMS, Term, TermConfig
 
@@ -24,7 +24,7 @@ class JacobianTerm(Term):
     class Config(TermConfig):
         select: str = choice("top", SELECTIONS)
         form: str = choice("se", JACOBIAN_LOSSES)
-        temperature: float = bounded(1.0, gt=0)
+        temperature: float = temperature_field(1.0)
         normalize: bool = False
 
     requires = frozenset({"teacher", "logits", "input_grad"})

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kdlab.config import bounded, choice
+from kdlab.config import bounded, choice, temperature_field
 from kdlab.losses.kd import KD_REDUCTIONS, kd_loss
 from kdlab.terms.base import TERMS, Term, TermConfig
 
@@ -20,7 +20,7 @@ class KDTerm(Term):
 
     @dataclass
     class Config(TermConfig):
-        temperature: float = bounded(4.0, gt=0)
+        temperature: float = temperature_field(4.0)
         reduction: str = choice("batchmean", KD_REDUCTIONS)
         t_squared: bool = True
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlab.config import ConfigError, bounded, choice
+from kdlab.config import ConfigError, bounded, choice, temperature_field
 from kdlab.losses.adapters import ConvRegressor, to_vector, vector_size
 from kdlab.losses.srd import SRD_FEATURE_MODES, SRD_LOGIT_MODES, srd_loss
 from kdlab.models.base import capture_features
@@ -75,7 +75,7 @@ class SRDTerm(Term):
     @dataclass
     class Config(TermConfig):
         layers: List[List[str]] = field(default_factory=list)  # [[student feature, teacher feature]]; [] = fc inputs
-        temperature: float = bounded(1.0, gt=0)
+        temperature: float = temperature_field(1.0)
         exponent: float = bounded(2.0, gt=0)
         alpha: float = bounded(1.0, ge=0)  # feature term
         beta: float = bounded(1.0, ge=0)  # logit term
