@@ -99,7 +99,7 @@ def _install_state_dump(out_dir: str) -> None:
     def digest(obj, h) -> None:
         if isinstance(obj, torch.Tensor):
             h.update(str((obj.dtype, tuple(obj.shape))).encode())
-            h.update(obj.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if obj.numel() else b"")
+            h.update(obj.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if obj.numel() else b"")
         elif isinstance(obj, dict):
             for k in sorted(obj, key=str):
                 h.update(str(k).encode())
