@@ -272,6 +272,10 @@ def run_until_done(kdlab_args: Sequence[str], run_dir: Path, *, seed: int, kills
     must load. A start finds ``last.ckpt`` -> ``--resume``; none -> the run directory is deleted and the
     run starts fresh.
 
+    The first fault is always a kill before the rename of write 4..``epochs + 1`` (writes 1-3 are
+    config.yaml and epoch 1's best.ckpt and last.ckpt; every epoch writes at least last.ckpt), so at
+    least one start resumes from an epoch strictly inside the run, whatever the machine's speed.
+
     Returns:
         the attempts, the last one the start that finished.
 
@@ -293,7 +297,10 @@ def run_until_done(kdlab_args: Sequence[str], run_dir: Path, *, seed: int, kills
         faults: List[str] = []
         kill_after = None
         if sum(a.killed for a in attempts) < kills:
-            if rng.random() < 0.5:
+            if not attempts:  # one kill for sure inside training: write 4..epochs+1 (see above), before its rename
+                faults = [f"--kill-at-write={rng.randint(4, epochs + 1)}"]
+                fault = faults[0]
+            elif rng.random() < 0.5:
                 faults = [f"--kill-at-write={rng.randint(1, writes)}"] + (["--kill-after-replace"] if rng.random() < 0.5 else [])
                 fault = " ".join(faults)
             else:

@@ -65,7 +65,6 @@ def _killed_and_resumed(tmp_path: Path, teacher: Path, method: str, epochs: int,
     attempts = run_until_done(["distill", str(cfg)], run, seed=seed, kills=kills, run_time_s=secs, epochs=epochs,
                               writes=2 * epochs + 2)
     # the faults did interrupt the training, not only the exports after it
-    assert sum(a.killed for a in attempts) >= kills // 2, attempts
     assert any(a.resumed and 0 < a.from_epoch < epochs for a in attempts), attempts
     return ref_dir / method / "student.safetensors", run / "student.safetensors", attempts
 
