@@ -47,6 +47,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_jacobian_step.py
 	$(BIN)/python benchmarks/bench_fid.py
 	$(BIN)/python benchmarks/bench_kdgan.py
+	$(BIN)/python benchmarks/bench_ddp.py --threads 1
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

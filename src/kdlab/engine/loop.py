@@ -183,7 +183,8 @@ class Trainer:
 
         cfg, tcfg, fabric = self.cfg, self.tcfg, self.fabric
         config_yaml = to_yaml(cfg)
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if self.is_zero:  # only rank 0 writes the run directory
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         method.setup(fabric)
         method.on_fit_start(train_set, self.run_dir, self._batch_sizes(train_set))
 
@@ -210,7 +211,11 @@ class Trainer:
         val_loader = None
         if val_set is not None and len(val_set) > 0:
             val_loader = make_loader(val_set, cfg.data.eval_batch_size, shuffle=False, seed=cfg.seed)
-        check_every_step = fabric.device.type == "cpu"
+        # On one CPU process a per-step check is free. Under DDP a NaN on one rank must stop every rank at
+        # the same step (a rank that stops alone leaves the others hanging in the next gradient
+        # all-reduce), so the flag is gathered with the logged values at log steps, as on GPUs; the
+        # last step of an epoch is a log step, so no NaN state reaches last.ckpt either way.
+        check_every_step = fabric.device.type == "cpu" and fabric.world_size == 1
         # per-step settings as plain values: an OmegaConf read costs microseconds
         channels_last, log_every = bool(tcfg.channels_last), int(tcfg.log_every_n_steps)
         epochs = tcfg.epochs
@@ -247,10 +252,12 @@ class Trainer:
                         bad = flag if bad is None else (bad | flag)
                     bar.advance()
                     if step % log_every == 0 or i == total - 1:
-                        if bad is not None and bool(bad):
-                            self._stop(out, epoch, step)
+                        logged, any_bad = self._across_ranks(out, bad)
+                        if any_bad:
+                            self._stop(logged, epoch, step)
+                        bad = None
                         now = time.perf_counter()
-                        values = {f"train/{k}": float(v) for k, v in out.items()}
+                        values = {f"train/{k}": v for k, v in logged.items()}
                         values.update({f"lr/{k}": v for k, v in method.learning_rates().items()})
                         values["throughput"] = window_n * fabric.world_size / max(now - window_t, 1e-9)
                         window_t, window_n = now, 0
@@ -286,6 +293,23 @@ class Trainer:
             wall_time_s=time.perf_counter() - t_start,
             best_state=best_state,
         )
+
+    def _across_ranks(self, out: Dict[str, Any], bad: Any) -> tuple:
+        """(the step's losses as floats, whether any rank saw a non-finite loss since the last check).
+
+        Under DDP the losses are averaged over the ranks, so the logged curve is that of the global batch
+        (what one process with the same global batch would log), and the NaN flag is summed, so every
+        rank takes the same decision; both travel in one all-reduce, once per log step.
+        """
+        keys = list(out)
+        if self.fabric.world_size == 1:
+            return {k: float(out[k]) for k in keys}, bad is not None and bool(bad)
+        device = self.fabric.device
+        vec = torch.stack([torch.as_tensor(out[k], dtype=torch.float32, device=device).detach().reshape(())
+                           for k in keys]
+                          + [torch.as_tensor(0.0 if bad is None else float(bool(bad)), device=device)])
+        vec = self.fabric.all_reduce(vec, reduce_op="sum") / self.fabric.world_size
+        return {k: float(v) for k, v in zip(keys, vec[:-1].tolist())}, bool(vec[-1] > 0)
 
     def _batch_sizes(self, train_set: Any) -> list:
         """Every batch size this rank's training loader yields: the batch size and the last, partial one."""
