@@ -106,9 +106,6 @@ def case(area: str, argv: str, *expect: str, marks=(), id: str = None):
 
 EXP = "jacobian-table1"  # any registered experiment: the bad option is refused before it runs
 NO_CUDA = pytest.mark.skipif(CUDA, reason="this machine has CUDA")
-OWNERSHIP = pytest.mark.xfail(strict=True, reason="needs run-directory ownership (nothing written before every "
-                                                  "check; --overwrite): remove this mark when it lands")
-
 CASES = [
     # --- command line
     case("cli", "distill no-such-recipe", "'no-such-recipe'", "recipes:"),
@@ -232,13 +229,12 @@ CASES = [
     # --- run directories (those that behave before run-directory ownership lands)
     case("rundir", "report {out}/no-such-run", "no-such-run", "does not exist"),
     case("rundir", "evaluate {out}", "holds no teacher.safetensors", "train it first"),
-    # these need the run directory to be checked before anything is written (run-directory ownership, issue 11
-    # part 1): today config.yaml is (re)written before the resume check and a finished run is overwritten
-    case("rundir", "train-teacher {cfg} --resume", "last.ckpt", "truncated", marks=OWNERSHIP,
+    # the run directory is checked before anything is written: a refused resume or rerun changes no file
+    case("rundir", "train-teacher {cfg} --resume", "last.ckpt", "truncated",
          id="rundir: --resume from a truncated last.ckpt"),
-    case("rundir", "train-teacher {cfg} --resume", "last.ckpt", "does not exist", marks=OWNERSHIP,
+    case("rundir", "train-teacher {cfg} --resume", "last.ckpt", "does not exist",
          id="rundir: --resume of a run that never started"),
-    case("rundir", "train-teacher {cfg}", "--resume", "--overwrite", marks=OWNERSHIP,
+    case("rundir", "train-teacher {cfg}", "--resume", "--overwrite",
          id="rundir: the same run again without --resume or --overwrite"),
 ]
 

@@ -29,7 +29,7 @@ class FakeTrain:
         self.names = []
         self.fail = fail
 
-    def __call__(self, cfg: Any) -> Path:
+    def __call__(self, cfg: Any, **kw: Any) -> Path:
         self.names.append(cfg.name)
         if self.fail and self.fail == cfg.name:
             raise RuntimeError("loss exploded at step 7")
@@ -252,6 +252,9 @@ def test_heldout_metrics_reuses_the_sigma_0_pass_with_the_same_numbers():
     without = evaluation.heldout_metrics(model, loader, "cpu", [0.5], seed=0)
     assert with_zero["test_acc"] == without["test_acc"] == evaluate_accuracy(model, loader)
     assert with_zero["noise_acc"]["0.5"] == without["noise_acc"]["0.5"]
-    assert evaluation._same_weights(model.state_dict(), {k: v.clone() for k, v in model.state_dict().items()})
-    other = {k: v + 1 for k, v in model.state_dict().items()}
-    assert not evaluation._same_weights(model.state_dict(), other)
+    import copy
+
+    twin, other = copy.deepcopy(model), copy.deepcopy(model)
+    with torch.no_grad():
+        other[1].bias.add_(1)
+    assert evaluation.same_weights(model, twin) and not evaluation.same_weights(model, other)
