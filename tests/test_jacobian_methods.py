@@ -131,7 +131,7 @@ def test_data_classes_keeps_and_relabels_a_label_subset(make_config):
     assert sorted(ys.tolist()) == [0] * 5 + [1] * 5 + [2] * 5
     assert len(d.test) == 500  # max_test of the small config, from the 3 x 1000 test images of these classes
     assert sorted(set(int(d.test[i][1]) for i in range(len(d.test)))) == [0, 1, 2]
-    with pytest.raises(ValueError, match=r"data.classes = \[3, 3\] must be distinct labels in \[0, 10\)"):
+    with pytest.raises(ValueError, match=r"data.classes.*\[3, 3\].*distinct"):
         datasets_for(load_run_config([make_config(data={"classes": [3, 3]})]))
 
 
