@@ -53,3 +53,24 @@ def test_safetensors_hash_and_old_files(tmp_path):
     (tmp_path / "meta.safetensors").write_bytes(data)
     with pytest.raises(WeightsError, match="hash mismatch"):
         load_classifier(tmp_path / "meta.safetensors")
+
+
+def test_resume_from_an_edited_unhashed_checkpoint_names_the_file(tmp_path):
+    """A last.ckpt written before hashes existed, with a player's tensor edited to another shape: --resume
+    refuses it with the file's name, not a traceback from load_state_dict."""
+    from conftest import small_config
+    from kdlab.engine.checkpoint import WeightsError
+    from kdlab.runner import load_run_config, train
+
+    cfg = small_config(tmp_path, name="old", trainer={"epochs": 1})
+    run = train(load_run_config([cfg]))
+    path = run / "checkpoints" / "last.ckpt"
+    state = torch.load(path, weights_only=True)
+    state.pop("sha256", None)
+    player = next(iter(state["method"]["players"].values()))
+    key = next(k for k, v in player.items() if v.dim() == 2)
+    player[key] = torch.zeros(3, 3)
+    torch.save(state, path)
+    cfg["trainer"] = {**cfg["trainer"], "epochs": 2}
+    with pytest.raises(WeightsError, match="last.ckpt.*does not fit"):
+        train(load_run_config([cfg]), resume=True)

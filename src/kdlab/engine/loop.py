@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from kdlab.data import make_loader
-from kdlab.engine.checkpoint import load_checkpoint, save_checkpoint
+from kdlab.engine.checkpoint import WeightsError, load_checkpoint, save_checkpoint
 from kdlab.engine.logging import MetricsLog, ProgressBar, format_values
 from kdlab.engine.rundir import resume_changes
 from kdlab.engine.speed import channels_last_batch, pin_memory_for
@@ -96,6 +96,46 @@ def _set_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _rank_stream(fabric: Any, seed: int) -> None:
+    """Give rank r > 0 random numbers of its own (input noise, latents, Gumbel noise, synthesised batches).
+
+    Every rank starts from the run's seed, so the players are built identically; afterwards rank r
+    re-seeds from ``(seed, r)``, else every rank would draw the same z or noise and half a DDP batch would
+    repeat the other half. Rank 0 keeps the single-process stream."""
+    if fabric.world_size > 1 and fabric.global_rank > 0:
+        s = (int(seed) * 1000003 + 7919 * int(fabric.global_rank)) % (2**63 - 1)
+        torch.manual_seed(s)
+        random.seed(s)
+
+
+def _rng_bytes() -> torch.Tensor:
+    """This process's torch CPU and CUDA generator states, concatenated (uint8 [L])."""
+    parts = [torch.get_rng_state()]
+    if torch.cuda.is_available():
+        parts += list(torch.cuda.get_rng_state_all())
+    return torch.cat(parts)
+
+
+def _set_rng_bytes(packed: torch.Tensor) -> None:
+    n = torch.get_rng_state().numel()
+    torch.set_rng_state(packed[:n].clone())
+    if torch.cuda.is_available():
+        rest = packed[n:]
+        states = list(torch.cuda.get_rng_state_all())
+        sizes = [st.numel() for st in states]
+        if sum(sizes) == rest.numel():
+            torch.cuda.set_rng_state_all(list(torch.split(rest.clone(), sizes)))
+
+
+def _gather_rng(fabric: Any) -> Optional[torch.Tensor]:
+    """Every rank's :func:`_rng_bytes` as uint8 [world size, L] (None for one process), so that a
+    resumed DDP run continues each rank's own stream."""
+    if fabric.world_size == 1:
+        return None
+    mine = _rng_bytes().to(torch.int32).to(fabric.device)  # int32: every backend gathers it
+    return fabric.all_gather(mine).reshape(fabric.world_size, -1).cpu().to(torch.uint8)
+
+
 class Trainer:
     """Runs a method for ``cfg.trainer.epochs`` epochs and keeps the run directory's checkpoints.
 
@@ -128,6 +168,7 @@ class Trainer:
             "method": method.state_dict(),
             "best": best,
             "rng": _rng_state(),
+            "rng_ranks": _gather_rng(self.fabric),  # DDP: each rank's own stream (None for one process)
             "config": config_yaml,
             "model": model_state,
             "model_meta": meta,
@@ -195,18 +236,29 @@ class Trainer:
             state = resume_state if resume_state is not None else self.load_resume_state(config_yaml)
             changes = resume_changes(state["config"], config_yaml, self.ckpt_dir / "last.ckpt", int(state["epoch"]))
             fresh = _schedules(method)  # the schedules this config builds, before the checkpoint replaces them
-            method.load_state_dict(state["method"])
+            try:
+                method.load_state_dict(state["method"])
+            except (KeyError, RuntimeError, ValueError, TypeError) as exc:  # e.g. an edited file without a hash
+                raise WeightsError(f"checkpoint {str(self.ckpt_dir / 'last.ckpt')!r} does not fit this run's players "
+                                   f"and optimizers: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
             start_epoch, step, best = state["epoch"], state["global_step"], state["best"]
             if "optim.lr" in changes or "trainer.epochs" in changes:
                 _apply_schedules(method, fresh)
             _set_rng_state(state["rng"])
+            ranks = state.get("rng_ranks")
+            if ranks is not None and ranks.shape[0] == fabric.world_size:
+                _set_rng_bytes(ranks[fabric.global_rank])
+            else:  # one process before, or another number of ranks now: fresh per-rank streams
+                _rank_stream(fabric, int(cfg.seed) + int(start_epoch))
             if best["epoch"] is not None and (self.ckpt_dir / "best.ckpt").is_file():
                 best_state = load_checkpoint(self.ckpt_dir / "best.ckpt")["model"]
             self.log.truncate_after(start_epoch)
             if changes:
                 self.log.log(step, start_epoch, {"event": "resume", "changed": changes})
-        elif self.is_zero:
-            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        else:
+            _rank_stream(fabric, cfg.seed)
+            if self.is_zero:
+                (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
 
         val_loader = None
         if val_set is not None and len(val_set) > 0:
