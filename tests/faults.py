@@ -87,8 +87,11 @@ def _install_nan(rank: int, from_step: int) -> None:
 
 
 def _install_state_dump(out_dir: str) -> None:
-    """After training, every rank writes ``out_dir/state-rank<r>.json``: a SHA-256 per player (its weights
-    and buffers) and per optimizer (its state), so ranks can be compared bit for bit."""
+    """After training, every rank writes ``out_dir/state-rank<r>.json``: a SHA-256 per player's parameters
+    (``players/<name>``), per player's buffers (``buffers/<name>``) and per optimizer (its state), so ranks
+    can be compared bit for bit. Buffers are apart because BatchNorm's running statistics are each rank's
+    own under DDP (PyTorch's DDP broadcasts rank 0's buffers before each forward, which then updates
+    them from the local batch; rank 0's are the ones exported)."""
     import hashlib
     import json
 
@@ -116,11 +119,18 @@ def _install_state_dump(out_dir: str) -> None:
         result = real_fit(self, method, *args, **kwargs)
         state = method.state_dict()
         hashes = {}
-        for group in ("players", "optimizers"):
-            for name, sub in state[group].items():
-                h = hashlib.sha256()
-                digest(sub, h)
-                hashes[f"{group}/{name}"] = h.hexdigest()
+
+        def put(key, obj):
+            h = hashlib.sha256()
+            digest(obj, h)
+            hashes[key] = h.hexdigest()
+
+        for name, sub in state["players"].items():
+            params = {k for k, _ in loop.unwrap(method.players[name]).named_parameters()}
+            put(f"players/{name}", {k: v for k, v in sub.items() if k in params})
+            put(f"buffers/{name}", {k: v for k, v in sub.items() if k not in params})
+        for name, sub in state["optimizers"].items():
+            put(f"optimizers/{name}", sub)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / f"state-rank{self.fabric.global_rank}.json").write_text(json.dumps(hashes, indent=1))
         return result

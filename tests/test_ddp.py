@@ -36,6 +36,11 @@ def random_teacher(tmp_path_factory) -> Path:
     return save_classifier(net, tmp_path_factory.mktemp("teacher") / "teacher.safetensors", data="fashion-mnist")
 
 
+def _trained(hashes: dict) -> dict:
+    """The parameters and optimizer states (BatchNorm running statistics are each rank's own under DDP)."""
+    return {k: v for k, v in hashes.items() if not k.startswith("buffers/")}
+
+
 def _write(tmp_path: Path, cfg: dict) -> str:
     path = tmp_path / f"{cfg['name']}.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -102,7 +107,7 @@ def test_kdgan_players_identical_on_every_rank(tmp_path, random_teacher):
     h0, h1 = _players_hashes(tmp_path, ["distill", _write(tmp_path, cfg)])
     assert {"players/classifier", "players/teacher", "players/discriminator"} <= set(h0)
     assert {k for k in h0 if k.startswith("optimizers/")} >= {"optimizers/classifier", "optimizers/discriminator"}
-    assert h0 == h1
+    assert _trained(h0) == _trained(h1)
 
 
 def test_gan_compression_players_identical_on_every_rank(tmp_path, gen_teacher):
@@ -113,7 +118,7 @@ def test_gan_compression_players_identical_on_every_rank(tmp_path, gen_teacher):
                              trainer={"epochs": 2, "threads": 1, "limit_train_batches": 3, **DDP})
     h0, h1 = _players_hashes(tmp_path, ["compress-gan", _write(tmp_path, cfg)])
     assert len([k for k in h0 if k.startswith("players/")]) >= 2, h0  # the student and a discriminator
-    assert h0 == h1
+    assert _trained(h0) == _trained(h1)
 
 
 def test_nan_on_one_rank_stops_every_rank_and_keeps_last_checkpoint(tmp_path, random_teacher):
