@@ -277,7 +277,8 @@ def _friendly(exc: OmegaConfBaseException) -> ConfigError:
     return ConfigError(f"config key {key!r}: {msg}" if key else f"config: {msg}")
 
 
-def _yaml_where(exc: yaml.YAMLError, text: Optional[str] = None) -> str:
+def yaml_where(exc: yaml.YAMLError, text: Optional[str] = None) -> str:
+    """Where and what a YAML syntax error is: ``"line L, column C: problem (context)"`` (a tab named as such)."""
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
     context = getattr(exc, "context", None)
@@ -300,7 +301,7 @@ def load_yaml(path: Path) -> DictConfig:
     try:
         node = OmegaConf.load(path)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {str(path)!r}, {_yaml_where(exc, path.read_text(errors='replace'))}") from None
+        raise ConfigError(f"config file {str(path)!r}, {yaml_where(exc, path.read_text(errors='replace'))}") from None
     except (OmegaConfBaseException, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {str(path)!r}: {str(exc).splitlines()[0]}") from None
     if not isinstance(node, DictConfig):
@@ -319,7 +320,7 @@ def parse_overrides(overrides: Sequence[str]) -> DictConfig:
         try:
             layers.append(OmegaConf.from_dotlist([item]))
         except yaml.YAMLError as exc:
-            raise ConfigError(f"override {item!r}: the value is not valid YAML ({_yaml_where(exc, item.partition('=')[2])})") from None
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({yaml_where(exc, item.partition('=')[2])})") from None
         except OmegaConfBaseException as exc:
             raise ConfigError(f"override {item!r}: {str(exc).splitlines()[0]}") from None
     try:

@@ -198,10 +198,13 @@ def parse_method_arg(text: str) -> MethodRow:
 def _read_yaml(path: Path) -> Dict[str, Any]:
     import yaml
 
+    from kdlab.config import yaml_where
+
+    text = path.read_text(encoding="utf-8")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"compare spec {str(path)!r} is not valid YAML: {exc}") from None
+        raise ConfigError(f"compare spec {str(path)!r}, {yaml_where(exc, text)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"compare spec {str(path)!r} must hold a mapping with keys {', '.join(SPEC_KEYS)}")
     return data
