@@ -8,7 +8,6 @@ state at the end of ``fit`` (``tests/faults.py --dump-state``), and the two rank
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch

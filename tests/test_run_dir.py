@@ -192,7 +192,7 @@ def test_grid_cells_of_a_changed_config_are_trained_again(make_config, tmp_path)
 
 # -- resume -------------------------------------------------------------------------------------------
 def test_a_forbidden_change_on_resume_is_refused_naming_the_key(make_config, tmp_path, monkeypatch):
-    cfg = interrupted(make_config, monkeypatch)
+    interrupted(make_config, monkeypatch)
     before = tree(tmp_path)
     with pytest.raises(RunDirError, match=r"model\.name = 'lenet' \(was 'mlp'\)") as info:
         train(config(make_config, epochs=3, model={"name": "lenet", "kwargs": {}}), resume=True)

@@ -197,8 +197,6 @@ def save_classifier(model: nn.Module, path: PathLike, **extra: Any) -> Path:
 
     ``extra`` key/values (e.g. ``data="fashion-mnist"``) are stored as string metadata.
     """
-    from safetensors.torch import save
-
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     return atomic_write(path, save_with_hash(tensors, classifier_metadata(model, **extra)))
 

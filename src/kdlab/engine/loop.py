@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,9 @@ from torch import nn
 from kdlab.data import make_loader
 from kdlab.engine.checkpoint import WeightsError, load_checkpoint, save_checkpoint
 from kdlab.engine.logging import MetricsLog, ProgressBar, format_values
+from kdlab.engine.optim import apply_schedules, schedules
 from kdlab.engine.rundir import resume_changes
+from kdlab.engine.rng import gather_rng, rank_stream, rng_state, set_rng_bytes, set_rng_state
 from kdlab.engine.speed import channels_last_batch, pin_memory_for
 
 CKPT_FORMAT = "kdlab-run-1"
@@ -82,60 +83,6 @@ def make_fabric(trainer_cfg: Any, run_dir: Optional[Path] = None):
     return fabric
 
 
-def _rng_state() -> Dict[str, Any]:
-    state: Dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: Dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _rank_stream(fabric: Any, seed: int) -> None:
-    """Give rank r > 0 random numbers of its own (input noise, latents, Gumbel noise, synthesised batches).
-
-    Every rank starts from the run's seed, so the players are built identically; afterwards rank r
-    re-seeds from ``(seed, r)``, else every rank would draw the same z or noise and half a DDP batch would
-    repeat the other half. Rank 0 keeps the single-process stream."""
-    if fabric.world_size > 1 and fabric.global_rank > 0:
-        s = (int(seed) * 1000003 + 7919 * int(fabric.global_rank)) % (2**63 - 1)
-        torch.manual_seed(s)
-        random.seed(s)
-
-
-def _rng_bytes() -> torch.Tensor:
-    """This process's torch CPU and CUDA generator states, concatenated (uint8 [L])."""
-    parts = [torch.get_rng_state()]
-    if torch.cuda.is_available():
-        parts += list(torch.cuda.get_rng_state_all())
-    return torch.cat(parts)
-
-
-def _set_rng_bytes(packed: torch.Tensor) -> None:
-    n = torch.get_rng_state().numel()
-    torch.set_rng_state(packed[:n].clone())
-    if torch.cuda.is_available():
-        rest = packed[n:]
-        states = list(torch.cuda.get_rng_state_all())
-        sizes = [st.numel() for st in states]
-        if sum(sizes) == rest.numel():
-            torch.cuda.set_rng_state_all(list(torch.split(rest.clone(), sizes)))
-
-
-def _gather_rng(fabric: Any) -> Optional[torch.Tensor]:
-    """Every rank's :func:`_rng_bytes` as uint8 [world size, L] (None for one process), so that a
-    resumed DDP run continues each rank's own stream."""
-    if fabric.world_size == 1:
-        return None
-    mine = _rng_bytes().to(torch.int32).to(fabric.device)  # int32: every backend gathers it
-    return fabric.all_gather(mine).reshape(fabric.world_size, -1).cpu().to(torch.uint8)
-
-
 class Trainer:
     """Runs a method for ``cfg.trainer.epochs`` epochs and keeps the run directory's checkpoints.
 
@@ -167,8 +114,8 @@ class Trainer:
             "global_step": step,
             "method": method.state_dict(),
             "best": best,
-            "rng": _rng_state(),
-            "rng_ranks": _gather_rng(self.fabric),  # DDP: each rank's own stream (None for one process)
+            "rng": rng_state(),
+            "rng_ranks": gather_rng(self.fabric),  # DDP: each rank's own stream (None for one process)
             "config": config_yaml,
             "model": model_state,
             "model_meta": meta,
@@ -235,7 +182,7 @@ class Trainer:
         if resume:
             state = resume_state if resume_state is not None else self.load_resume_state(config_yaml)
             changes = resume_changes(state["config"], config_yaml, self.ckpt_dir / "last.ckpt", int(state["epoch"]))
-            fresh = _schedules(method)  # the schedules this config builds, before the checkpoint replaces them
+            fresh = schedules(method)  # the schedules this config builds, before the checkpoint replaces them
             try:
                 method.load_state_dict(state["method"])
             except (KeyError, RuntimeError, ValueError, TypeError) as exc:  # e.g. an edited file without a hash
@@ -243,20 +190,20 @@ class Trainer:
                                    f"and optimizers: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
             start_epoch, step, best = state["epoch"], state["global_step"], state["best"]
             if "optim.lr" in changes or "trainer.epochs" in changes:
-                _apply_schedules(method, fresh)
-            _set_rng_state(state["rng"])
+                apply_schedules(method, fresh)
+            set_rng_state(state["rng"])
             ranks = state.get("rng_ranks")
             if ranks is not None and ranks.shape[0] == fabric.world_size:
-                _set_rng_bytes(ranks[fabric.global_rank])
+                set_rng_bytes(ranks[fabric.global_rank])
             else:  # one process before, or another number of ranks now: fresh per-rank streams
-                _rank_stream(fabric, int(cfg.seed) + int(start_epoch))
+                rank_stream(fabric, int(cfg.seed) + int(start_epoch))
             if best["epoch"] is not None and (self.ckpt_dir / "best.ckpt").is_file():
                 best_state = load_checkpoint(self.ckpt_dir / "best.ckpt")["model"]
             self.log.truncate_after(start_epoch)
             if changes:
                 self.log.log(step, start_epoch, {"event": "resume", "changed": changes})
         else:
-            _rank_stream(fabric, cfg.seed)
+            rank_stream(fabric, cfg.seed)
             if self.is_zero:
                 (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
 
@@ -394,43 +341,6 @@ class Trainer:
         )
         what = "training stopped" if reason else "non-finite loss"
         raise NonFiniteLossError(f"{what} at epoch {epoch + 1}, step {step} ({vals}); the run stopped; {kept}") from None
-
-
-def _schedules(method: Any) -> Dict[str, Any]:
-    """Per player: the initial learning rate of each parameter group and the cosine schedule's length."""
-    out = {}
-    for name, opt in method.optimizers.items():
-        if opt is None:
-            continue
-        sched = method.schedulers.get(name)
-        groups = getattr(opt, "optimizer", opt).param_groups
-        out[name] = ([g.get("initial_lr", g["lr"]) for g in groups], getattr(sched, "T_max", None))
-    return out
-
-
-def _apply_schedules(method: Any, fresh: Dict[str, Any]) -> None:
-    """After loading a checkpoint: put each player's learning rate where the new config's schedule has it
-    now (base rates from ``fresh``; a cosine schedule also gets the new length), keeping the optimizer
-    state (moments, step counts)."""
-    from torch.optim.lr_scheduler import CosineAnnealingLR
-
-    for name, (base, t_max) in fresh.items():
-        opt, sched = method.optimizers[name], method.schedulers.get(name)
-        groups = getattr(opt, "optimizer", opt).param_groups
-        if sched is None:
-            for g, lr in zip(groups, base):
-                g["lr"] = lr
-            continue
-        old = list(sched.base_lrs)
-        sched.base_lrs = list(base)
-        for g, lr, was in zip(groups, base, old):
-            g["initial_lr"] = lr
-            if isinstance(sched, CosineAnnealingLR):
-                sched.T_max = t_max
-                g["lr"] = sched.eta_min + (lr - sched.eta_min) * (1 + math.cos(math.pi * sched.last_epoch / t_max)) / 2
-            elif was:  # multistep and others: decays are factors of the base rate
-                g["lr"] = g["lr"] * lr / was
-        sched._last_lr = [g["lr"] for g in groups]
 
 
 def copy_with_state(model: nn.Module, state: Dict[str, torch.Tensor]) -> nn.Module:

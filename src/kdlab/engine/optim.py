@@ -1,7 +1,8 @@
 """Optimizers and learning-rate schedules from an ``optim`` config section."""
 from __future__ import annotations
 
-from typing import Iterable, Optional
+import math
+from typing import Any, Dict, Iterable, Optional
 
 import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, MultiStepLR
@@ -56,3 +57,40 @@ def optim_with_lr(cfg, lr: Optional[float], key: str):
     out = OmegaConf.to_container(cfg)
     out["lr"] = float(lr)
     return OmegaConf.create(out)
+
+
+def schedules(method: Any) -> Dict[str, Any]:
+    """Per player: the initial learning rate of each parameter group and the cosine schedule's length."""
+    out = {}
+    for name, opt in method.optimizers.items():
+        if opt is None:
+            continue
+        sched = method.schedulers.get(name)
+        groups = getattr(opt, "optimizer", opt).param_groups
+        out[name] = ([g.get("initial_lr", g["lr"]) for g in groups], getattr(sched, "T_max", None))
+    return out
+
+
+def apply_schedules(method: Any, fresh: Dict[str, Any]) -> None:
+    """After loading a checkpoint: put each player's learning rate where the new config's schedule has it
+    now (base rates from ``fresh``; a cosine schedule also gets the new length), keeping the optimizer
+    state (moments, step counts)."""
+    from torch.optim.lr_scheduler import CosineAnnealingLR
+
+    for name, (base, t_max) in fresh.items():
+        opt, sched = method.optimizers[name], method.schedulers.get(name)
+        groups = getattr(opt, "optimizer", opt).param_groups
+        if sched is None:
+            for g, lr in zip(groups, base):
+                g["lr"] = lr
+            continue
+        old = list(sched.base_lrs)
+        sched.base_lrs = list(base)
+        for g, lr, was in zip(groups, base, old):
+            g["initial_lr"] = lr
+            if isinstance(sched, CosineAnnealingLR):
+                sched.T_max = t_max
+                g["lr"] = sched.eta_min + (lr - sched.eta_min) * (1 + math.cos(math.pi * sched.last_epoch / t_max)) / 2
+            elif was:  # multistep and others: decays are factors of the base rate
+                g["lr"] = g["lr"] * lr / was
+        sched._last_lr = [g["lr"] for g in groups]

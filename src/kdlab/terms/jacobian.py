@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kdlab.config import ConfigError, bounded, choice, temperature_field
+from kdlab.config import ConfigError, choice, temperature_field
 from kdlab.losses import JACOBIAN_LOSSES, SELECTIONS, select_classes, student_jacobian_match, teacher_output_jacobian
 from kdlab.terms.base import TERMS, Term, TermConfig
 

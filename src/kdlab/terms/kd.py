@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kdlab.config import bounded, choice, temperature_field
+from kdlab.config import choice, temperature_field
 from kdlab.losses.kd import KD_REDUCTIONS, kd_loss
 from kdlab.terms.base import TERMS, Term, TermConfig
 
