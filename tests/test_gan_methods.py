@@ -210,7 +210,7 @@ def test_bad_input(tmp_path):
                         (dict(loss={"extractor": str(rgb), "kid_subset_size": 401, "n_samples": 1000}), "data.max_test = 400"),
                         (dict(loss={"game": "lsgan"}), "accepted: gan, wgan, wgan-gp"),
                         (dict(data={"val_size": 100}), "data.val_size = 100.*loss.extractor"),
-                        (dict(model={"name": "lenet", "kwargs": {}}), "not a generator; accepted: dcgan, mosaic, wdcgan")):
+                        (dict(model={"name": "lenet", "kwargs": {}}), "not a generator; accepted: dcgan, mosaic, resnet_gen, sagan, unet, wdcgan")):
         with pytest.raises(ValueError, match=msg):
             _method(tmp_path, **kwargs)
     with pytest.raises(FileNotFoundError, match="nope"):

@@ -2,8 +2,9 @@
 
 A GAN run exports its generator as ``teacher.safetensors`` (``kdlab train-gan``) or
 ``student.safetensors`` (``kdlab compress-gan``) with metadata ``format = kdlab-generator-1``,
-``arch`` (``dcgan``/``wdcgan``), ``arch_kwargs`` (``{"d", "latent_dim"}``), ``out_channels``,
-``image_size`` and the data set name; :func:`load_generator` rebuilds it from that alone.
+``arch`` (a ``GENERATORS`` name: ``dcgan``, ``mosaic``, ``unet``, ``resnet_gen``, ``sagan`` ...), ``arch_kwargs``
+(its factory's keywords, e.g. ``{"d", "latent_dim"}``; image-input generators include ``in_channels``),
+``out_channels``, ``image_size`` and the data set name; :func:`load_generator` rebuilds it from that alone.
 """
 from __future__ import annotations
 

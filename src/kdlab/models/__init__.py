@@ -56,3 +56,17 @@ __all__ += ["GENERATORS", "DISCRIMINATORS", "DCGenerator", "DCDiscriminator", "b
 from kdlab.models.mosaic import MosaicGenerator, PatchDiscriminator, PatchGeometry  # noqa: E402
 
 __all__ += ["MosaicGenerator", "PatchDiscriminator", "PatchGeometry"]
+
+# Image-to-image generators (pix2pix U-Net, CycleGAN ResNet), PatchGAN and SAGAN (VEM paper, sec. 5.1).
+from kdlab.models.i2i import (  # noqa: E402
+    PRESETS as GENERATOR_PRESETS,
+    ImageGeneratorBase,
+    PatchGANDiscriminator,
+    ResnetGenerator,
+    UNetGenerator,
+    preset as generator_preset,
+)
+from kdlab.models.sagan import SAGANDiscriminator, SAGANGenerator, SelfAttention  # noqa: E402
+
+__all__ += ["GENERATOR_PRESETS", "generator_preset", "ImageGeneratorBase", "UNetGenerator", "ResnetGenerator",
+            "PatchGANDiscriminator", "SAGANGenerator", "SAGANDiscriminator", "SelfAttention"]

@@ -67,9 +67,14 @@ def dcgan_init(module: nn.Module) -> None:
 
 class GeneratorBase(nn.Module):
     """What every registered generator shares. Subclasses set ``arch``, ``arch_kwargs``, ``out_channels``,
-    ``image_size``, ``latent_dim`` and :attr:`output_range` (the interval of their output pixels)."""
+    ``image_size``, ``latent_dim`` and :attr:`output_range` (the interval of their output pixels).
+
+    :attr:`input_kind` says what ``forward`` takes, so a method can feed any registered generator:
+    ``"latent"`` (``z [B, latent_dim]``, unconditional GANs) or ``"image"`` (``x [B, in_channels, H, W]``,
+    image-to-image translation; those generators set ``in_channels`` and ``latent_dim = None``)."""
 
     output_range = (-1.0, 1.0)
+    input_kind = "latent"
 
     @property
     def output_shape(self) -> tuple:
