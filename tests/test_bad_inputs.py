@@ -220,6 +220,8 @@ CASES = [
     case("gan", "compress-gan {gan} teacher.checkpoint={f}/good.safetensors", "good.safetensors", "holds a classifier"),
     case("gan", "compress-gan {gan} optim.betas=[0.5,0.999,0.1]", "'optim.betas'", "exactly 2"),
     case("gan", "compress-gan {gan} model.name=mlp", "'mlp'", "dcgan"),
+    case("gan", "compress-gan {gan} model.name=unet", "'unet' is an image-to-image generator", "accepted: dcgan"),
+    case("gan", "compress-gan {gan} data.transfer=train loss.adv_weight=0.5 loss.disc=patchgan", "'patchgan'", "accepted: dcgan, wdcgan"),
     # --- experiments
     case("experiments", "reproduce no-such-exp", "'no-such-exp'", "known experiments"),
     case("experiments", f"reproduce {EXP} --scale huge", "'huge'", "accepted: small"),

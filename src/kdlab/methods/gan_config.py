@@ -3,6 +3,8 @@ adversarial game and the end-of-run generative evaluation, with their cross-key 
 """
 from __future__ import annotations
 
+import inspect
+
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -58,8 +60,11 @@ def check_eval_config(lc: Any, max_test: Optional[int] = None) -> None:
 def check_game_config(lc: Any, gen_name: str) -> str:
     """Cross-key checks of the game keys; returns the discriminator name."""
     disc = lc.disc or gen_name
-    if disc not in DISCRIMINATORS:
-        raise ConfigError(f"loss.disc = {disc!r}; accepted: {', '.join(DISCRIMINATORS.names())}")
+    # these games scale their discriminator by the depth factor d (loss.disc_d); PatchGAN / SAGAN critics
+    # belong to the image-to-image and SAGAN games
+    scaled = [n for n in DISCRIMINATORS.names() if "d" in inspect.signature(DISCRIMINATORS.get(n)).parameters]
+    if disc not in scaled:
+        raise ConfigError(f"loss.disc = {disc!r}; accepted: {', '.join(scaled)}")
     if lc.game == "wgan-gp" and disc == "dcgan":
         raise ConfigError("loss.game = 'wgan-gp' needs a critic without BatchNorm: set loss.disc=wdcgan")
     return disc

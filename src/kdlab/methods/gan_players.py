@@ -5,12 +5,14 @@ and discriminator freezing.
 from __future__ import annotations
 
 import copy
+import inspect
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator
 
 import torch
 from torch import nn
 
+from kdlab.config import ConfigError
 from kdlab.engine.generators import load_generator
 from kdlab.engine.optim import optim_with_lr
 from kdlab.losses import (
@@ -36,6 +38,10 @@ def build_gen(cfg: Any, spec: Any, **override: Any) -> nn.Module:
     """The generator of ``model.name``/``model.kwargs`` for the data set's images."""
     if cfg.model.name not in GENERATORS:
         raise ValueError(f"model.name = {cfg.model.name!r} is not a generator; accepted: {', '.join(GENERATORS.names())}")
+    latent = [n for n in GENERATORS.names() if "latent_dim" in inspect.signature(GENERATORS.get(n)).parameters]
+    if cfg.model.name not in latent:  # U-Net / ResNet generators take images: the image-to-image games train them
+        raise ConfigError(f"model.name = {cfg.model.name!r} is an image-to-image generator (it takes images, not z); "
+                          f"method {cfg.method!r} trains latent generators: accepted: {', '.join(latent)}")
     kw = {**gen_kwargs(cfg), **override}
     gen = build_generator(cfg.model.name, out_channels=spec.in_channels, image_size=spec.image_size, **kw)
     from omegaconf import OmegaConf
