@@ -17,6 +17,11 @@ Jacobian paper (:mod:`kdlab.losses.jacobian`): ``jacobian`` = :func:`jacobian_ma
 :func:`output_jacobian_term` (section 4.1 selections, eq. 2), :func:`attention_jacobian_loss`
 (eq. 10), :func:`noisy_expectation` and :func:`noise_equivalence` (Prop. 1 checked on given networks).
 
+VEM paper appendix A.2 (image-to-image GAN compression): :mod:`~kdlab.losses.image` (L1, SSIM, TV,
+perceptual, LPIPS form), :mod:`~kdlab.losses.omgd` (eqs. 13-14), :mod:`~kdlab.losses.gcc` (eqs. 17-18),
+:mod:`~kdlab.losses.gan_compression_distill` (eqs. 19-21), :mod:`~kdlab.losses.cat` (eq. 23),
+:mod:`~kdlab.losses.cagc` (eqs. 24-27).
+
 Losses take tensors, never models or trainers; teacher inputs are always detached inside.
 """
 from kdlab.losses._common import LOSSES
@@ -160,3 +165,33 @@ from kdlab.losses.mosaic import (  # noqa: E402
 
 __all__ += ["mosaic", "BALANCE_LOG_BASES", "balance_loss", "align_loss", "patch_bce", "patch_discriminator_loss",
             "adversarial_kl"]
+
+# Image-to-image GAN compression: the algorithm-specific losses of the VEM paper's appendix A.2 (eqs. 11-27)
+from kdlab.losses.image import (  # noqa: E402
+    REDUCTIONS as IMAGE_REDUCTIONS,
+    TV_NORMS,
+    l1_reconstruction,
+    lpips_distance,
+    perceptual_loss,
+    ssim_loss,
+    total_variation,
+)
+from kdlab.losses.omgd import channel_attention, channel_distillation_loss, channel_distillation_losses  # noqa: E402
+from kdlab.losses.gcc import GRAM_NORMS, gcc_distance, gcc_kd_loss, gram_matrix, gram_style_loss  # noqa: E402
+from kdlab.losses.gan_compression_distill import Conv1x1Adapters, FeatureDistillLoss  # noqa: E402
+from kdlab.losses.cat import KA_EPS, kernel_alignment, kernel_alignment_loss  # noqa: E402
+from kdlab.losses.cagc import (  # noqa: E402
+    content_mask,
+    foreground_saliency,
+    masked_distillation_loss,
+    masked_perceptual_loss,
+    masked_reconstruction_loss,
+    resize_mask,
+)
+
+__all__ += ["IMAGE_REDUCTIONS", "TV_NORMS", "l1_reconstruction", "ssim_loss", "total_variation", "perceptual_loss",
+            "lpips_distance", "channel_attention", "channel_distillation_loss", "channel_distillation_losses",
+            "GRAM_NORMS", "gram_matrix", "gram_style_loss", "gcc_distance", "gcc_kd_loss", "Conv1x1Adapters",
+            "FeatureDistillLoss", "KA_EPS", "kernel_alignment", "kernel_alignment_loss", "foreground_saliency",
+            "content_mask", "resize_mask", "masked_reconstruction_loss", "masked_distillation_loss",
+            "masked_perceptual_loss"]
