@@ -6,7 +6,7 @@ Kept apart from ``__init__`` so that each loss module can register itself with
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Iterable, List, Sequence, Tuple
 
 import torch
 
@@ -65,3 +65,30 @@ def check_feature_pair(student: torch.Tensor, teacher: torch.Tensor, what: str =
     if student.dim() < 2 or student.shape != teacher.shape:
         raise ValueError(f"student and teacher {what} must have the same shape [B, ...]; got student "
                          f"{tuple(student.shape)} and teacher {tuple(teacher.shape)}")
+
+
+def layer_pairs_checked(students: Iterable[torch.Tensor], teachers: Iterable[torch.Tensor]) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """``[(student feature, teacher feature), ...]`` of a multi-layer loss.
+
+    Raises:
+        ValueError: lists of different or zero length (names both lengths).
+    """
+    students, teachers = list(students), list(teachers)
+    if not students or len(students) != len(teachers):
+        raise ValueError(f"need as many student as teacher features (>= 1); got {len(students)} and {len(teachers)}")
+    return list(zip(students, teachers))
+
+
+def sum_over_layers(students: Iterable[torch.Tensor], teachers: Iterable[torch.Tensor],
+                    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``sum_l loss(student_l, teacher_l)`` over layer pairs (:func:`layer_pairs_checked`); a ValueError of
+    one pair is re-raised naming its layer index."""
+    total = None
+    for k, (s, t) in enumerate(layer_pairs_checked(students, teachers)):
+        try:
+            term = loss(s, t)
+        except ValueError as e:
+            raise ValueError(f"layer {k}: {e}") from None
+        total = term if total is None else total + term
+    return total
+

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from kdlab.losses._common import LOSSES, check_float_tensor, check_positive
+from kdlab.losses._common import LOSSES, check_float_tensor, check_positive, layer_pairs_checked
 from kdlab.losses.image import FeatureFn, check_image_pair, lpips_distance, reduce_per_example
 
 #: A saliency function: the teacher image [B, C, H, W] -> a mask [B, 1, H, W] (or [B, C, H, W]) in [0, 1].
@@ -120,14 +120,12 @@ def masked_distillation_loss(students: Sequence[torch.Tensor], teachers: Sequenc
         ValueError: lists of different or zero length, a pair of different shapes, or a bad mask (names
             the layer and the shapes).
     """
-    students, teachers = list(students), list(teachers)
-    if not students or len(students) != len(teachers):
-        raise ValueError(f"need as many student as teacher features (>= 1); got {len(students)} and {len(teachers)}")
+    pairs = layer_pairs_checked(students, teachers)
     check_float_tensor(mask, "mask")
     if mask.dim() != 4 or mask.shape[1] != 1:  # the maps' channels differ from the image's
         raise ValueError(f"a feature mask must be [B, 1, H, W]; got {tuple(mask.shape)}")
     total = None
-    for k, (s, t) in enumerate(zip(students, teachers)):
+    for k, (s, t) in enumerate(pairs):
         check_image_pair(s, t, f"features (layer {k})")
         _check_mask(mask, s, f"feature (layer {k})")
         m = resize_mask(mask.detach().to(s.dtype), s.shape[2:])

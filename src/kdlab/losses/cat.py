@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from kdlab.losses._common import LOSSES, check_float_tensor, check_positive
+from kdlab.losses._common import LOSSES, check_float_tensor, check_positive, sum_over_layers
 
 KA_EPS = 1e-12
 
@@ -64,14 +64,4 @@ def kernel_alignment_loss(students: Sequence[torch.Tensor], teachers: Sequence[t
         ValueError: lists of different or zero length, or a pair with different batch sizes (names the
             layer and both shapes).
     """
-    students, teachers = list(students), list(teachers)
-    if not students or len(students) != len(teachers):
-        raise ValueError(f"need as many student as teacher features (>= 1); got {len(students)} and {len(teachers)}")
-    total = None
-    for k, (s, t) in enumerate(zip(students, teachers)):
-        try:
-            term = -kernel_alignment(s, t, center, eps)
-        except ValueError as e:
-            raise ValueError(f"layer {k}: {e}") from None
-        total = term if total is None else total + term
-    return total
+    return sum_over_layers(students, teachers, lambda s, t: -kernel_alignment(s, t, center, eps))

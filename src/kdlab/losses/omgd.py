@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from kdlab.losses._common import LOSSES, check_float_tensor
+from kdlab.losses._common import LOSSES, check_float_tensor, sum_over_layers
 
 
 def channel_attention(x: torch.Tensor) -> torch.Tensor:
@@ -57,14 +57,4 @@ def channel_distillation_losses(students: Sequence[torch.Tensor], teachers: Sequ
     Raises:
         ValueError: lists of different or zero length, or a bad pair (names its index and both shapes).
     """
-    students, teachers = list(students), list(teachers)
-    if not students or len(students) != len(teachers):
-        raise ValueError(f"need as many student as teacher features (>= 1); got {len(students)} and {len(teachers)}")
-    total = None
-    for k, (s, t) in enumerate(zip(students, teachers)):
-        try:
-            term = channel_distillation_loss(s, t)
-        except ValueError as e:
-            raise ValueError(f"layer {k}: {e}") from None
-        total = term if total is None else total + term
-    return total
+    return sum_over_layers(students, teachers, lambda s, t: channel_distillation_loss(s, t))

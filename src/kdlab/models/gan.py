@@ -81,6 +81,18 @@ class GeneratorBase(nn.Module):
         """``(C, S, S)`` of one generated image."""
         return (self.out_channels, self.image_size, self.image_size)
 
+    def latent_4d(self, z: Tensor) -> Tensor:
+        """``z [B, latent_dim]`` or ``[B, latent_dim, 1, 1]`` as ``[B, latent_dim, 1, 1]``.
+
+        Raises:
+            ValueError: any other shape (names it and latent_dim).
+        """
+        if z.dim() == 2:
+            z = z[:, :, None, None]
+        if z.dim() != 4 or z.shape[1] != self.latent_dim or z.shape[2:] != (1, 1):
+            raise ValueError(f"z must be [B, {self.latent_dim}] (latent_dim), got shape {tuple(z.shape)}")
+        return z
+
     def config(self) -> Dict[str, Any]:
         """JSON-serialisable description that :func:`build_generator` rebuilds."""
         return {"name": self.arch, "out_channels": self.out_channels, "image_size": self.image_size,
@@ -127,11 +139,7 @@ class DCGenerator(GeneratorBase):
 
     def forward(self, z: Tensor) -> Tensor:
         """``z [B, latent_dim]`` or ``[B, latent_dim, 1, 1]`` -> images ``[B, C, S, S]`` in [-1, 1]."""
-        if z.dim() == 2:
-            z = z[:, :, None, None]
-        if z.dim() != 4 or z.shape[1] != self.latent_dim or z.shape[2:] != (1, 1):
-            raise ValueError(f"z must be [B, {self.latent_dim}] (latent_dim), got shape {tuple(z.shape)}")
-        return self.net(z)
+        return self.net(self.latent_4d(z))
 
     def extra_repr(self) -> str:
         return f"arch={self.arch!r}, d={self.d}, latent_dim={self.latent_dim}, output={self.output_shape}"

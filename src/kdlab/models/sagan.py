@@ -122,11 +122,7 @@ class SAGANGenerator(GeneratorBase):
 
     def forward(self, z: Tensor) -> Tensor:
         """``z [B, latent_dim]`` or ``[B, latent_dim, 1, 1]`` -> images ``[B, C, S, S]`` in [-1, 1]."""
-        if z.dim() == 2:
-            z = z[:, :, None, None]
-        if z.dim() != 4 or z.shape[1] != self.latent_dim or z.shape[2:] != (1, 1):
-            raise ValueError(f"z must be [B, {self.latent_dim}] (latent_dim), got shape {tuple(z.shape)}")
-        return self.net(z)
+        return self.net(self.latent_4d(z))
 
     def extra_repr(self) -> str:
         return f"ngf={self.ngf}, latent_dim={self.latent_dim}, output={self.output_shape}"
