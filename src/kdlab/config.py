@@ -16,130 +16,18 @@ the value and what is accepted.
 """
 from __future__ import annotations
 
-import math
 import re
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-
-class ConfigError(ValueError):
-    """A config value or key is invalid; the message names the key and what is accepted."""
-
-
-#: the smallest accepted softmax temperature: below it ``softmax(z / T)`` is one-hot in float32 for any
-#: logit gap, so a KD term's gradient vanishes and the term silently does nothing (``loss.temperature=1e-30``)
-TEMPERATURE_MIN = 1e-3
-
-
-# ----------------------------------------------------------------- declared choices and ranges
-# A dataclass field states its accepted values once, in its metadata; :func:`check_section` checks
-# every section (run config, method ``loss`` sections, terms) with that one rule set.
-
-
-def choice(default: Any, choices: Sequence[Any], help: str = "") -> Any:
-    """A dataclass field whose value must be one of ``choices``."""
-    return field(default=default, metadata={"choices": tuple(choices), "help": help})
-
-
-def bounded(default: Any, *, ge: Optional[float] = None, gt: Optional[float] = None, le: Optional[float] = None,
-            lt: Optional[float] = None, optional: bool = False, length: Optional[int] = None,
-            min_length: Optional[int] = None, unique: bool = False, help: str = "") -> Any:
-    """A numeric dataclass field with bounds (``ge``: >=, ``gt``: >, ``le``: <=, ``lt``: <); ``optional``
-    lets ``None`` through. For a list field the bounds apply to every item, ``length`` / ``min_length``
-    to the number of items and ``unique`` forbids repeats. Every number must be finite (no NaN/inf).
-    Lists default through ``default_factory`` when ``default`` is a list."""
-    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "optional": optional, "length": length,
-            "min_length": min_length, "unique": unique, "help": help}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-def temperature_field(default: float, help: str = "") -> Any:
-    """A softmax-temperature field: a finite number >= :data:`TEMPERATURE_MIN`."""
-    return bounded(default, ge=TEMPERATURE_MIN, help=help)
-
-
-def _bounds_text(meta: Any) -> str:
-    ops = [(op, meta[op]) for op in ("ge", "gt", "le", "lt") if meta.get(op) is not None]
-    return " and ".join({"ge": ">= ", "gt": "> ", "le": "<= ", "lt": "< "}[op] + f"{b:g}" for op, b in ops)
-
-
-def _check_value(key: str, value: Any, meta: Any) -> None:
-    if "choices" in meta:
-        if value not in meta["choices"]:
-            raise ConfigError(f"config key {key!r} = {value!r}; accepted: {', '.join(map(str, meta['choices']))}")
-        return
-    bounds = [(op, meta[op]) for op in ("ge", "gt", "le", "lt") if meta.get(op) is not None]
-    if value is None and meta.get("optional"):
-        return
-    is_list = isinstance(value, Sequence) and not isinstance(value, str)
-    items = list(value) if is_list else [value]
-    if is_list:
-        n, want, least = len(items), meta.get("length"), meta.get("min_length")
-        if want is not None and n != want:
-            raise ConfigError(f"config key {key!r} = {items!r} has {n} item(s); accepted: a list of exactly {want}")
-        if least is not None and n < least:
-            raise ConfigError(f"config key {key!r} = {items!r} has {n} item(s); accepted: a list of at least {least}")
-        if meta.get("unique") and len(set(items)) != n:
-            raise ConfigError(f"config key {key!r} = {items!r} repeats an item; accepted: distinct items")
-    if not bounds:
-        return
-    for v in items:
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        ok = ok and all({"ge": v >= b, "gt": v > b, "le": v <= b, "lt": v < b}[op] for op, b in bounds)
-        if not ok:
-            what = f" (item {v!r})" if is_list else ""
-            null = " (or null)" if meta.get("optional") else ""
-            finite = " (a finite number: NaN and inf are refused)" if isinstance(v, float) and not math.isfinite(v) else ""
-            raise ConfigError(f"config key {key!r} = {value!r}{what} must be {_bounds_text(meta)}{null}{finite}")
-
-
-def check_finite(node: Any, prefix: str = "") -> None:
-    """Refuse NaN and inf anywhere in a config (nested mappings and lists, any section, any method).
-
-    Raises:
-        ConfigError: naming the dotted key (``loss.terms.kd.weight``, ``eval.noise_sigmas[0]``) and the value.
-    """
-    if isinstance(node, Mapping):
-        for k, v in node.items():
-            check_finite(v, f"{prefix}.{k}" if prefix else str(k))
-    elif isinstance(node, (list, tuple)):
-        for i, v in enumerate(node):
-            check_finite(v, f"{prefix}[{i}]")
-    elif isinstance(node, float) and not math.isfinite(node):
-        raise ConfigError(f"config key {prefix!r} = {node!r}; accepted: a finite number (NaN and inf are refused)")
-
-
-_YAML_BOOLS = {"True": "on", "False": "off"}
-
-
-def check_section(section: Any, schema: type, prefix: str) -> None:
-    """Check every field of ``section`` (a DictConfig or object) against the choices/bounds declared in
-    the metadata of the dataclass ``schema`` (see :func:`choice`, :func:`bounded`); nested dataclass
-    sections (fields with a dataclass ``default_factory``) are checked recursively.
-
-    Raises:
-        ConfigError: naming ``prefix.key``, the value and what is accepted.
-    """
-    for f in fields(schema):
-        value = getattr(section, f.name, None)
-        key = f"{prefix}.{f.name}" if prefix else f.name
-        factory = f.default_factory
-        if isinstance(factory, type) and is_dataclass(factory):
-            if value is not None:
-                check_section(value, factory, key)
-        elif f.metadata:
-            alias = _YAML_BOOLS.get(str(value)) if isinstance(value, (bool, str)) else None
-            if alias is not None and alias in f.metadata.get("choices", ()):
-                value = alias  # YAML 1.1 reads a bare on/off as a boolean
-                setattr(section, f.name, value)
-            _check_value(key, value, f.metadata)
+# the field rules live in config_fields; kdlab.config is where users import them from
+from kdlab.config_fields import (  # noqa: F401
+    TEMPERATURE_MIN, ConfigError, bounded, check_finite, check_section, choice, temperature_field)
 
 
 @dataclass
