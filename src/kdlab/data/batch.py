@@ -24,6 +24,9 @@ class Batch:
         x_teacher: the teacher's view of the same examples [B, C', H', W'] (privileged input), or None
             when the teacher sees ``x``.
         index: int64 [B], each row's index into its data set (the transfer set while training).
+        target: the output-domain image of an image-to-image task [B, C_t, H, W] in [-1, 1]: the ground
+            truth of a paired task (the photo of an edge map), an independently drawn image of the
+            output domain for an unpaired task, None otherwise.
         size: B; taken from ``x`` (else ``index``) when not given.
 
     Raises:
@@ -35,6 +38,7 @@ class Batch:
     y: Optional[torch.Tensor] = None
     x_teacher: Optional[torch.Tensor] = None
     index: Optional[torch.Tensor] = None
+    target: Optional[torch.Tensor] = None
     size: int = -1
 
     def __post_init__(self) -> None:
@@ -43,7 +47,7 @@ class Batch:
             if ref is None:
                 raise ValueError("a Batch needs x, index or size to know its batch size")
             self.size = int(ref.shape[0])
-        for f in ("x", "y", "x_teacher", "index"):
+        for f in ("x", "y", "x_teacher", "index", "target"):
             t = getattr(self, f)
             if t is not None and int(t.shape[0]) != self.size:
                 raise ValueError(f"Batch.{f} has {int(t.shape[0])} rows; the batch has {self.size}")

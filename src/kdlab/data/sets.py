@@ -32,6 +32,12 @@ class DataSpec:
         mean, std: per-channel mean and standard deviation of the training images scaled to [0, 1]
             (length C); inputs are normalised as ``(x / 255 - mean) / std``.
         class_names: K names, index = label.
+        pairing: None for a classification data set; ``'paired'`` or ``'unpaired'`` for an image-to-image
+            translation task (batches carry ``target``; both domains are normalised to [-1, 1], i.e.
+            mean = std = 0.5 per channel).
+        target_channels: C of the output domain of a translation task (None: ``in_channels``).
+        target_domain: the data set whose classifier scores translated images (FID/KID extractor,
+            per-class accuracy), e.g. ``'fashion-mnist'``; None when there is none (image folders).
     """
 
     name: str
@@ -41,6 +47,14 @@ class DataSpec:
     mean: Tuple[float, ...]
     std: Tuple[float, ...]
     class_names: List[str] = field(default_factory=list)
+    pairing: Optional[str] = None
+    target_channels: Optional[int] = None
+    target_domain: Optional[str] = None
+
+    @property
+    def out_channels(self) -> int:
+        """Channels a generator for this data set produces: the output domain's for a translation task."""
+        return self.in_channels if self.target_channels is None else self.target_channels
 
 
 @dataclass
