@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 from rich.console import Console
 from rich.table import Table
@@ -72,6 +72,9 @@ def _train(args: argparse.Namespace) -> int:
     configs, overrides = _split(args.items)
     sources: List = [{"method": default}] + [resolve_config(c) for c in configs]
     cfg = load_run_config(sources, overrides)
+    routed = _translation_teacher(cfg) if args.command == "train-gan" and not _names_method(sources[1:], overrides) else None
+    if routed is not None:
+        cfg = load_run_config([{"method": routed}] + sources[1:], overrides)
     cls = METHODS.get(cfg.method)
     if (cls.kind, cls.role) != (kind, role):
         able = [n for n in METHODS.names() if (METHODS.get(n).kind, METHODS.get(n).role) == (kind, role)]
@@ -86,6 +89,27 @@ def _train(args: argparse.Namespace) -> int:
         else:
             _print_summary(run_dir)
     return 0
+
+
+def _names_method(sources: Sequence[Any], overrides: Sequence[str]) -> bool:
+    """Whether a config file or an override sets ``method``."""
+    from omegaconf import OmegaConf
+
+    def has(src: Any) -> bool:
+        return "method" in (OmegaConf.load(src) if isinstance(src, (str, Path)) else OmegaConf.create(src))
+    return any(o.split("=", 1)[0].strip() == "method" for o in overrides) or any(has(s) for s in sources)
+
+
+def _translation_teacher(cfg: Any) -> Optional[str]:
+    """``train-gan`` without a method on an image-to-image task: ``pix2pix`` for paired data, ``cyclegan``
+    for unpaired (None otherwise: the ``gan`` default stays)."""
+    from kdlab.data import dataset_spec
+
+    try:
+        pairing = dataset_spec(cfg.data.name, root=cfg.data.root, image_size=cfg.data.image_size).pairing
+    except Exception:  # an unknown or missing data set is reported by the run itself, with its message
+        return None
+    return {"paired": "pix2pix", "unpaired": "cyclegan"}.get(pairing)
 
 
 def _print_summary(run_dir: Path) -> None:

@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=f"{help_}. ITEMS: config YAML paths or recipe names, then key=value overrides.")
         p.add_argument("items", nargs="*", help="config.yaml / recipe name, then key=value overrides")
         _run_dir_flags(p)
-    for name, help_ in (("train-gan", "train a teacher GAN (DCGAN/WDCGAN; gan | wgan | wgan-gp)"),
+    for name, help_ in (("train-gan", "train a teacher GAN (DCGAN/WDCGAN: gan | wgan | wgan-gp; image-to-image: "
+                                      "pix2pix on paired, cyclegan on unpaired tasks, chosen by the data when "
+                                      "method is not set)"),
                         ("compress-gan", "distill a small student generator from a teacher generator (MSE or joint loss)")):
         p = sub.add_parser(name, help=help_, description=f"{help_}. ITEMS: config YAML paths or recipe names, then key=value overrides.")
         p.add_argument("items", nargs="*", help="config.yaml / recipe name, then key=value overrides")

@@ -91,9 +91,10 @@ class OptimConfig:
     nesterov: bool = False
     weight_decay: float = bounded(5e-4, ge=0)
     betas: List[float] = bounded([0.9, 0.999], ge=0, lt=1, length=2)  # Adam's (beta1, beta2)
-    scheduler: str = choice("cosine", ("cosine", "multistep", "none"))
+    scheduler: str = choice("cosine", ("cosine", "multistep", "linear", "none"))
     milestones: List[int] = bounded([], ge=1)  # epochs, for multistep
     gamma: float = bounded(0.1, gt=0)
+    decay_start: Optional[int] = bounded(None, ge=0, optional=True)  # linear: constant until this epoch (null: epochs // 2)
 
 
 #: accepted ``trainer.accelerator`` values (Lightning Fabric's names); the device must exist here

@@ -5,7 +5,7 @@ import math
 from typing import Any, Dict, Iterable, Optional
 
 import torch
-from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, MultiStepLR
+from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LRScheduler, MultiStepLR
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg) -> torch.optim.Optimizer:
@@ -26,19 +26,29 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg) -> torch.optim.Op
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg, epochs: int) -> Optional[LRScheduler]:
-    """A per-epoch schedule: cosine to 0 over ``epochs``, multistep at ``cfg.milestones``, or none.
+    """A per-epoch schedule: cosine to 0 over ``epochs``, multistep at ``cfg.milestones``, linear, or none.
+
+    ``linear`` (Pix2Pix/CycleGAN, the VEM paper's "decays to zero linearly"): the rate stays at ``lr`` for
+    the first ``cfg.decay_start`` epochs (null: half of ``epochs``), then after epoch ``e`` (0-based) is
+    ``lr * (1 - (e + 1 - decay_start) / (epochs - decay_start + 1))``, the public pix2pix code's rule.
 
     Raises:
-        ValueError: unknown ``cfg.scheduler`` (lists cosine, multistep, none).
+        ValueError: unknown ``cfg.scheduler`` (lists them); ``decay_start`` > ``epochs``.
     """
     name = cfg.scheduler.lower()
     if name == "none":
         return None
+    if name == "linear":
+        start = epochs // 2 if getattr(cfg, "decay_start", None) is None else int(cfg.decay_start)
+        if start > epochs:
+            raise ValueError(f"optim.decay_start = {start} is after the last epoch (trainer.epochs = {epochs})")
+        span = float(epochs - start + 1)
+        return LambdaLR(optimizer, lambda e: 1.0 - max(0, e + 1 - start) / span)
     if name == "cosine":
         return CosineAnnealingLR(optimizer, T_max=max(1, epochs))
     if name == "multistep":
         return MultiStepLR(optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma)
-    raise ValueError(f"unknown scheduler {cfg.scheduler!r}; accepted: cosine, multistep, none")
+    raise ValueError(f"unknown scheduler {cfg.scheduler!r}; accepted: cosine, multistep, linear, none")
 
 
 def optim_with_lr(cfg, lr: Optional[float], key: str):

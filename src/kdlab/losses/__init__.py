@@ -89,13 +89,14 @@ from kdlab.losses.gan import (  # noqa: E402
     bce_generator_loss,
     generator_mse,
     gradient_penalty,
+    hinge_discriminator_loss,
     joint_student_loss,
     wgan_critic_loss,
     wgan_generator_loss,
 )
 
 __all__ += ["bce_discriminator_loss", "bce_generator_loss", "wgan_critic_loss", "wgan_generator_loss",
-            "gradient_penalty", "generator_mse", "joint_student_loss"]
+            "gradient_penalty", "generator_mse", "joint_student_loss", "hinge_discriminator_loss"]
 
 # The loss families of the reference frameworks (RepDistiller, mdistiller, torchdistill)
 from kdlab.losses.vid import VID_EPS, VID_INIT_VAR, VIDLoss, vid_loss  # noqa: E402
@@ -195,3 +196,16 @@ __all__ += ["IMAGE_REDUCTIONS", "TV_NORMS", "l1_reconstruction", "ssim_loss", "t
             "FeatureDistillLoss", "KA_EPS", "kernel_alignment", "kernel_alignment_loss", "foreground_saliency",
             "content_mask", "resize_mask", "masked_reconstruction_loss", "masked_distillation_loss",
             "masked_perceptual_loss"]
+
+# The image-to-image teachers' games (Pix2Pix, CycleGAN; VEM eq. 11)
+from kdlab.losses.translation_gan import (  # noqa: E402
+    GAN_MODES,
+    cycle_consistency_loss,
+    identity_loss,
+    map_discriminator_loss,
+    map_generator_loss,
+    pix2pix_generator_loss,
+)
+
+__all__ += ["GAN_MODES", "map_discriminator_loss", "map_generator_loss", "cycle_consistency_loss", "identity_loss",
+            "pix2pix_generator_loss"]

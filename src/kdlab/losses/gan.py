@@ -62,6 +62,15 @@ def wgan_critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> to
     return fake_scores.mean() - real_scores.mean()
 
 
+def hinge_discriminator_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """Hinge critic loss of SAGAN (Zhang et al. 2019 eq. 3; Lim & Ye 2017):
+    ``L_D = mean relu(1 - D(x)) + mean relu(1 + D(G(z)))``. The generator's loss is ``-mean D(G(z))``
+    (:func:`wgan_generator_loss`). Args: [B_r], [B_f] critic values. Returns: scalar >= 0."""
+    _check_scores(real_scores, "real_scores")
+    _check_scores(fake_scores, "fake_scores")
+    return F.relu(1.0 - real_scores).mean() + F.relu(1.0 + fake_scores).mean()
+
+
 def wgan_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
     """WGAN generator loss: ``L_G = -mean D(G(z))``. Args: [B] critic values. Returns: scalar."""
     _check_scores(fake_scores, "fake_scores")

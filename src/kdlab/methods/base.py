@@ -245,6 +245,16 @@ class Method(ABC):
         self.fabric.backward(loss)
         opt.step()
 
+    def step_optimizers(self, names: Sequence[str], loss: torch.Tensor) -> None:
+        """One ``fabric.backward(loss)`` and a step of each player in ``names`` (players that one loss
+        trains together, e.g. CycleGAN's two generators: Adam per player = one Adam over all)."""
+        opts = [self.optimizers[n] for n in names]
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
+        self.fabric.backward(loss)
+        for opt in opts:
+            opt.step()
+
     def train(self) -> None:
         for module in self.players.values():
             module.train()

@@ -60,7 +60,7 @@ class GANCompression(GeneratorStudentMethod):
         if self.adversarial:
             disc_name = check_game_config(lc, cfg.model.name)
             self.adversary = Adversary(lc.game, lc)
-            self.add_player("discriminator", build_disc(cfg, spec, disc_name, self.eval_model().d), disc_optim_cfg(cfg))
+            self.add_player("discriminator", build_disc(cfg, spec, disc_name, self.eval_model()), disc_optim_cfg(cfg))
         self._last_student: Dict[str, torch.Tensor] = {}
 
     @property

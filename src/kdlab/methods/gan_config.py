@@ -12,7 +12,7 @@ from kdlab.config import ConfigError, bounded, choice
 from kdlab.engine.loading import check_extractor_path
 from kdlab.models.gan import DISCRIMINATORS
 
-GAMES = ("gan", "wgan", "wgan-gp")
+GAMES = ("gan", "wgan", "wgan-gp", "hinge")
 
 
 @dataclass
@@ -32,9 +32,9 @@ class GanEvalConfig:
 class GanGameConfig(GanEvalConfig):
     """Keys of the adversarial game (``gan``: non-saturating BCE; ``wgan``: weight clipping; ``wgan-gp``)."""
 
-    game: str = choice("gan", GAMES)
+    game: str = choice("gan", GAMES)  # hinge: SAGAN's (Lim & Ye 2017; Zhang et al. 2019)
     disc: Optional[str] = None  # dcgan | wdcgan; null: the generator's name (wgan-gp needs wdcgan: no BatchNorm)
-    disc_d: Optional[int] = bounded(None, gt=0, optional=True)  # discriminator depth scale factor; null: the generator's d
+    disc_d: Optional[int] = bounded(None, gt=0, optional=True)  # critic width: depth factor d (dcgan) or ndf (sagan); null: the generator's
     n_critic: int = bounded(1, ge=1)  # discriminator steps per generator step
     clip: float = bounded(0.01, gt=0)  # wgan: weight clipping to [-clip, clip] (Arjovsky et al. 2017)
     gp_weight: float = bounded(10.0, ge=0)  # wgan-gp: penalty weight (Gulrajani et al. 2017)
@@ -60,9 +60,9 @@ def check_eval_config(lc: Any, max_test: Optional[int] = None) -> None:
 def check_game_config(lc: Any, gen_name: str) -> str:
     """Cross-key checks of the game keys; returns the discriminator name."""
     disc = lc.disc or gen_name
-    # these games scale their discriminator by the depth factor d (loss.disc_d); PatchGAN / SAGAN critics
-    # belong to the image-to-image and SAGAN games
-    scaled = [n for n in DISCRIMINATORS.names() if "d" in inspect.signature(DISCRIMINATORS.get(n)).parameters]
+    # critics of one value per image: the dcgan family (width = depth factor d) and sagan (width = ndf);
+    # PatchGAN's score maps belong to the image-to-image games
+    scaled = [n for n in DISCRIMINATORS.names() if "d" in inspect.signature(DISCRIMINATORS.get(n)).parameters] + ["sagan"]
     if disc not in scaled:
         raise ConfigError(f"loss.disc = {disc!r}; accepted: {', '.join(scaled)}")
     if lc.game == "wgan-gp" and disc == "dcgan":

@@ -28,10 +28,11 @@ from kdlab.metrics.generative import (
 
 
 def generator_profile(gen: nn.Module, latency: bool = False, iters: int = 10) -> Dict[str, Any]:
-    """Name, kwargs (d, latent_dim), parameters, MACs per image (and CPU latency) of a generator."""
+    """Name, kwargs (d, latent_dim), parameters, MACs per image (and CPU latency) of a generator (latent or
+    image input: ``gen.input_shape``)."""
     g = copy.deepcopy(gen).cpu().eval()
-    shape = (gen.latent_dim,)
-    return {"name": gen.arch, "kwargs": dict(gen.arch_kwargs), "d": gen.d, "latent_dim": gen.latent_dim,
+    shape = tuple(gen.input_shape)
+    return {"name": gen.arch, "kwargs": dict(gen.arch_kwargs), "d": getattr(gen, "d", None), "latent_dim": gen.latent_dim,
             "params": count_parameters(g), "macs": count_macs(g, shape),
             "latency_ms": cpu_latency_ms(g, shape, iters=iters) if latency else None}
 

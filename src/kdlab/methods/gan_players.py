@@ -19,18 +19,24 @@ from kdlab.losses import (
     bce_discriminator_loss,
     bce_generator_loss,
     gradient_penalty,
+    hinge_discriminator_loss,
     wgan_critic_loss,
     wgan_generator_loss,
 )
-from kdlab.models.gan import GENERATORS, build_discriminator, build_generator
+from kdlab.models.gan import DISCRIMINATORS, GENERATORS, build_discriminator, build_generator
 
 
 def gen_kwargs(cfg: Any) -> Dict[str, Any]:
-    """``model.kwargs`` of a GAN run (``d``, ``latent_dim``), with a clear error for other keys."""
+    """``model.kwargs`` of a GAN run (DCGAN: ``d``, ``latent_dim``; SAGAN: ``ngf``, ``latent_dim``), with a
+    clear error for keys the generator does not take."""
+    from kdlab.models.gan import _factory_keywords
+
     kw = dict(cfg.model.kwargs)
-    bad = sorted(set(kw) - {"d", "latent_dim"})
+    accepted = _factory_keywords(GENERATORS.get(cfg.model.name), ("out_channels", "image_size", "in_channels"))
+    bad = sorted(set(kw) - set(accepted))
     if bad:
-        raise ValueError(f"model.kwargs {bad} are not generator options; accepted: d, latent_dim")
+        raise ValueError(f"model.kwargs {bad} are not options of generator {cfg.model.name!r}; accepted: "
+                         f"{', '.join(accepted)}")
     return kw
 
 
@@ -83,6 +89,8 @@ class Adversary:
         r, f = disc(real), disc(fake)
         if self.game == "gan":
             return {"d": bce_discriminator_loss(r, f)}
+        if self.game == "hinge":
+            return {"d": hinge_discriminator_loss(r, f)}
         out = {"d": wgan_critic_loss(r, f)}
         out["wasserstein"] = (r.mean() - f.mean()).detach()
         if self.game == "wgan-gp" and self.lc.gp_weight > 0:
@@ -92,7 +100,7 @@ class Adversary:
 
     def g_loss(self, disc: nn.Module, fake: torch.Tensor) -> torch.Tensor:
         s = disc(fake)
-        return bce_generator_loss(s) if self.game == "gan" else wgan_generator_loss(s)
+        return bce_generator_loss(s) if self.game == "gan" else wgan_generator_loss(s)  # hinge: -E D(G(z)) too
 
     @torch.no_grad()
     def after_step(self, disc: nn.Module) -> None:
@@ -102,10 +110,13 @@ class Adversary:
                 p.clamp_(-self.lc.clip, self.lc.clip)
 
 
-def build_disc(cfg: Any, spec: Any, disc_name: str, gen_d: int) -> nn.Module:
+def build_disc(cfg: Any, spec: Any, disc_name: str, gen: nn.Module) -> nn.Module:
+    """The critic ``disc_name`` of width ``loss.disc_d`` (else the generator's ``d``, or ``ngf`` for SAGAN):
+    the depth scale factor d of dcgan/wdcgan, the first layer's width ndf of sagan."""
     lc = cfg.loss
-    return build_discriminator(disc_name, in_channels=spec.in_channels, image_size=spec.image_size,
-                               d=int(lc.disc_d or gen_d))
+    width = int(lc.disc_d or getattr(gen, "d", None) or gen.ngf)
+    key = "d" if "d" in inspect.signature(DISCRIMINATORS.get(disc_name)).parameters else "ndf"
+    return build_discriminator(disc_name, in_channels=spec.in_channels, image_size=spec.image_size, **{key: width})
 
 
 def disc_optim_cfg(cfg: Any):

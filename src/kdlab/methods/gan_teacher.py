@@ -74,7 +74,7 @@ class GANTraining(Method):
             raise ConfigError(
                 f"data.val_size = {cfg.data.val_size}: selecting a GAN epoch needs a validation FID, i.e. "
                 "loss.extractor=runs/<classifier run>; or set data.val_size=0 to keep the last epoch")
-        disc = build_disc(cfg, spec, disc_name, gen.d)
+        disc = build_disc(cfg, spec, disc_name, gen)
         self.adversary = Adversary(lc.game, lc)
         self.range = DataRange(spec)
         self.ema = EMA(gen, lc.ema) if lc.ema > 0 else None

@@ -77,6 +77,11 @@ class GeneratorBase(nn.Module):
     input_kind = "latent"
 
     @property
+    def input_shape(self) -> tuple:
+        """Shape of one input: ``(latent_dim,)`` (image generators: ``(C_in, S, S)``)."""
+        return (self.latent_dim,)
+
+    @property
     def output_shape(self) -> tuple:
         """``(C, S, S)`` of one generated image."""
         return (self.out_channels, self.image_size, self.image_size)

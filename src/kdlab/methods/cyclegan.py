@@ -1,0 +1,138 @@
+"""CycleGAN teacher (Zhu et al. 2017): the unpaired image-to-image teacher of the VEM paper (``papers/003``
+sec. 4.3 eq. 11 with the cycle loss as L_rec, and Table 2's ResNet baseline).
+
+Players: ``generator`` G: A -> B (exported: the direction the students compress), ``generator_b2a``
+F: B -> A, ``disc_b`` (judges B images: real B vs G(A)) and ``disc_a`` (real A vs F(B)), PatchGANs.
+Per training step on an unpaired batch (``x`` = images of A, ``target`` = images of B, [-1, 1]):
+
+1. G and F together (one loss, both discriminators frozen):
+   ``l(D_B(G(a)), 1) + l(D_A(F(b)), 1)`` (adversarial, Zhu et al. eq. 1)
+   ``+ lambda_cycle * (|F(G(a)) - a|_1 + |G(F(b)) - b|_1)`` (cycle, eq. 2)
+   ``+ lambda_cycle * lambda_identity * (|G(b) - b|_1 + |F(a) - a|_1)`` (identity, sec. 5.2);
+2. D_B on real b vs a fake from the history of G(a) (:class:`kdlab.methods.i2i_players.ImagePool`,
+   50 images), D_A likewise: ``0.5 * (l(D(real), 1) + l(D(fake), 0))`` each.
+
+``l`` is least squares (``loss.gan_mode = lsgan``, CycleGAN) or BCE on logits (``vanilla``). The
+published settings: lambda_cycle 10, lambda_identity 0.5, Adam 2e-4 (0.5, 0.999), linear decay, PatchGAN
+with instance norm. The identity term needs equal channels in both domains (ConfigError otherwise).
+Validation: the mean of both cycle losses on the validation pairs (``val/cycle``, lower is better).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict
+
+import torch
+from torch import nn
+
+from kdlab.config import ConfigError, bounded, choice
+from kdlab.data.batch import Batch
+from kdlab.engine.optim import optim_with_lr
+from kdlab.losses import GAN_MODES, cycle_consistency_loss, identity_loss, map_discriminator_loss, map_generator_loss
+from kdlab.methods.base import METHODS, Method, unwrap
+from kdlab.methods.gan_players import frozen, generator_export_state, nan_guard
+from kdlab.methods.i2i_eval import grid_examples, cycle_error, translation_finalize, translation_grid
+from kdlab.methods.i2i_players import (
+    ImagePool,
+    TranslationGameConfig,
+    build_image_generator,
+    build_patchgan,
+    check_translation_data,
+)
+
+_GENERATORS = ("generator", "generator_b2a")
+_DISCS = ("disc_b", "disc_a")
+
+
+@METHODS.register("cyclegan")
+class CycleGAN(Method):
+    """CycleGAN teacher: two image generators and two PatchGANs on unpaired data (cycle + identity losses).
+
+    Raises (at construction): ConfigError for paired or classification data, a latent generator, an
+    identity weight with domains of different channels, or a PatchGAN too deep for the image size.
+    """
+
+    kind = "generator"
+    role = "teacher"
+    export_name = "teacher"
+    selection_key = "val/cycle"
+    selection_mode = "min"
+
+    @dataclass
+    class Config(TranslationGameConfig):
+        """``loss`` section of ``kdlab train-gan method=cyclegan``."""
+
+        gan_mode: str = choice("lsgan", GAN_MODES)
+        disc_norm: str = choice("instance", ("batch", "instance"))
+        lambda_cycle: float = bounded(10.0, ge=0)  # weight of both cycle losses (Zhu et al.: 10)
+        lambda_identity: float = bounded(0.5, ge=0)  # identity weight as a fraction of lambda_cycle (0 = off)
+        pool_size: int = bounded(50, ge=0)  # history of generated images shown to each D (0 = none)
+
+    def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
+        super().__init__(cfg, spec, transfer)
+        check_translation_data(spec, "cyclegan", "unpaired")
+        lc = cfg.loss
+        ca, cb, size = spec.in_channels, spec.out_channels, spec.image_size
+        if lc.lambda_identity > 0 and ca != cb:
+            raise ConfigError(f"loss.lambda_identity = {lc.lambda_identity} needs domains of equal channels; "
+                              f"{spec.name!r} maps {ca} to {cb} channels: set loss.lambda_identity=0")
+        self.add_player("generator", build_image_generator(cfg, ca, cb, size))
+        self.add_player("generator_b2a", build_image_generator(cfg, cb, ca, size))
+        d_optim = optim_with_lr(cfg.optim, lc.disc_lr, "loss.disc_lr")
+        self.add_player("disc_b", build_patchgan(lc, cb, size), d_optim)
+        self.add_player("disc_a", build_patchgan(lc, ca, size), d_optim)
+        self.pools = {"disc_b": ImagePool(lc.pool_size), "disc_a": ImagePool(lc.pool_size)}
+
+    def training_step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
+        a, b = batch.x, batch.target
+        lc, P = self.cfg.loss, self.players
+        G, F, DB, DA = P["generator"], P["generator_b2a"], P["disc_b"], P["disc_a"]
+        fake_b, fake_a = G(a), F(b)
+        with frozen(DB), frozen(DA):
+            adv = map_generator_loss(DB(fake_b), lc.gan_mode) + map_generator_loss(DA(fake_a), lc.gan_mode)
+            cyc = cycle_consistency_loss(a, F(fake_b)) + cycle_consistency_loss(b, G(fake_a))
+            total = adv + lc.lambda_cycle * cyc
+            idt = torch.zeros_like(cyc)
+            if lc.lambda_identity > 0:
+                idt = identity_loss(b, G(b)) + identity_loss(a, F(a))
+                total = total + lc.lambda_cycle * lc.lambda_identity * idt
+            self.step_optimizers(_GENERATORS, total)
+        d_b = map_discriminator_loss(DB(b), DB(self.pools["disc_b"].query(fake_b)), lc.gan_mode)
+        d_a = map_discriminator_loss(DA(a), DA(self.pools["disc_a"].query(fake_a)), lc.gan_mode)
+        self.step_optimizers(_DISCS, d_b + d_a)
+        out = {"loss_g": total.detach(), "adv": adv.detach(), "cycle": cyc.detach(), "identity": idt.detach(),
+               "loss_d": (d_b + d_a).detach()}
+        out["loss"] = nan_guard(torch.cat([fake_b.flatten(), fake_a.flatten()]), out["loss_g"] + out["loss_d"])
+        return out
+
+    def eval_model(self) -> nn.Module:
+        return unwrap(self.players["generator"])
+
+    def export_state(self, *, copy: bool = True, **metadata: Any):
+        return generator_export_state(self.eval_model(), copy=copy, **metadata)
+
+    def validate(self, loader: Any, device: Any) -> Dict[str, float]:
+        """``val/cycle``: the mean of both directions' cycle L1 (in [-1, 1] units) on the validation pairs."""
+        return {"val/cycle": cycle_error(self.eval_model(), unwrap(self.players["generator_b2a"]), loader, device)}
+
+    def on_fit_start(self, train_set: Any, run_dir: Any, batch_sizes: Any) -> None:
+        self.grid_batch = grid_examples(train_set, self.cfg.loss.grid_n)  # fixed inputs of the epoch grids
+
+    def on_epoch_end(self, epoch: int) -> None:
+        super().on_epoch_end(epoch)
+        translation_grid(self, epoch)
+
+    def state_dict(self) -> Dict[str, Any]:
+        state = super().state_dict()
+        state["pools"] = {k: p.state_dict() for k, p in self.pools.items()}
+        return state
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        device = self.fabric.device if self.fabric is not None else "cpu"
+        for k, p in self.pools.items():
+            if k in state.get("pools", {}):
+                p.load_state_dict(state["pools"][k], device)
+
+    def finalize(self, run_dir: Any, data: Any, result: Any, device: Any) -> Dict[str, Any]:
+        return translation_finalize(self, run_dir, data, result, device)

@@ -1,0 +1,135 @@
+"""The players of the image-to-image games (Pix2Pix, CycleGAN teachers; image-to-image students): the
+image-generator and PatchGAN builders, CycleGAN's history of generated images, and the ``loss`` keys
+they share.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+import torch
+from torch import nn
+
+from kdlab.config import ConfigError, bounded, choice
+from kdlab.losses import GAN_MODES
+from kdlab.models.gan import build_discriminator
+
+
+@dataclass
+class TranslationEvalConfig:
+    """Keys of the end-of-run evaluation of an image-to-image generator (on the test split)."""
+
+    extractor: Optional[str] = None  # output domain's kdlab classifier (run dir / .safetensors) for FID/KID and accuracy
+    kid_subset_size: int = bounded(1000, ge=1)
+    kid_subsets: int = bounded(100, ge=1)
+    grid_n: int = bounded(8, ge=1)  # test examples in the sample grid (columns: input, output(s), target)
+    sample_seed: int = 0  # seed of KID's subsets
+
+
+@dataclass
+class TranslationGameConfig(TranslationEvalConfig):
+    """Keys of the adversarial game of an image-to-image teacher: loss mode and the PatchGAN's size."""
+
+    gan_mode: str = choice("vanilla", GAN_MODES)  # vanilla = BCE on logits (Pix2Pix) | lsgan (CycleGAN)
+    ndf: int = bounded(64, gt=0)  # PatchGAN width
+    n_layers: int = bounded(3, ge=1)  # PatchGAN stride-2 layers (3 = 70x70 patches at 256 px; 2 suits 28-32 px)
+    disc_norm: str = choice("batch", ("batch", "instance"))  # PatchGAN norm: batch (Pix2Pix) | instance (CycleGAN)
+    disc_lr: Optional[float] = bounded(None, gt=0, optional=True)  # null: optim.lr
+
+
+def check_translation_data(spec: Any, method: str, pairing: Optional[str] = None) -> None:
+    """Refuse a data set that is no translation task (or of the wrong pairing) before training.
+
+    Raises:
+        ConfigError: names ``data.name``, the pairing found and the one ``method`` needs.
+    """
+    if spec.pairing is None:
+        raise ConfigError(f"data.name = {spec.name!r} is a classification data set; method {method!r} needs an "
+                          "image-to-image task: edges2fashion (paired), fashion2digits (unpaired), "
+                          "paired-folder:<path> or unpaired-folder:<path>")
+    if pairing is not None and spec.pairing != pairing:
+        raise ConfigError(f"data.name = {spec.name!r} is an {spec.pairing} task; method {method!r} trains on "
+                          f"{pairing} data")
+
+
+def build_image_generator(cfg: Any, in_channels: int, out_channels: int, image_size: int) -> nn.Module:
+    """The image-input generator ``model.name`` with ``model.kwargs`` (e.g. ``ngf``), mapping
+    ``[B, in_channels, S, S] -> [B, out_channels, S, S]``.
+
+    Raises:
+        ConfigError: ``model.name`` is no image-input generator (lists those that are).
+    """
+    from kdlab.models.gan import build_generator
+
+    image = _image_generators()
+    if cfg.model.name not in image:
+        raise ConfigError(f"model.name = {cfg.model.name!r} is not an image-to-image generator; accepted: "
+                          f"{', '.join(image)}")
+    kw = dict(cfg.model.kwargs)
+    return build_generator(cfg.model.name, out_channels=out_channels, image_size=image_size,
+                           in_channels=in_channels, **kw)
+
+
+def _image_generators() -> List[str]:
+    """Registered generators that take images (their builders have ``in_channels``)."""
+    import inspect
+
+    from kdlab.models.gan import GENERATORS
+
+    return [n for n in GENERATORS.names() if "in_channels" in inspect.signature(GENERATORS.get(n)).parameters]
+
+
+def build_patchgan(lc: Any, in_channels: int, image_size: int) -> nn.Module:
+    """A PatchGAN of ``loss.ndf`` / ``loss.n_layers`` / ``loss.disc_norm`` judging ``in_channels`` channels.
+
+    Raises:
+        ConfigError: the image is too small for ``loss.n_layers`` (names the largest that fits).
+    """
+    fits = max((n for n in range(1, 8) if image_size // 2 ** n - 2 >= 1), default=0)
+    if lc.n_layers > fits:
+        raise ConfigError(f"loss.n_layers = {lc.n_layers} leaves no patch on {image_size}x{image_size} images; "
+                          f"accepted: 1..{fits}")
+    return build_discriminator("patchgan", in_channels=in_channels, image_size=image_size, ndf=lc.ndf,
+                               n_layers=lc.n_layers, norm=lc.disc_norm)
+
+
+class ImagePool:
+    """CycleGAN's history of generated images (Shrivastava et al. 2017; Zhu et al. sec. 4): the
+    discriminator sees a mix of the newest fakes and older ones, which damps oscillation.
+
+    :meth:`query` of a batch ``[B, C, H, W]`` (detached): while the pool holds fewer than ``size`` images
+    each image is stored and returned; afterwards each image is, with probability 1/2, returned as is,
+    or swapped with a random stored image (the stored one is returned, the new one kept). ``size = 0``
+    returns the batch unchanged. Draws use torch's global generator (seeded per run and rank).
+    """
+
+    def __init__(self, size: int = 50) -> None:
+        if size < 0:
+            raise ValueError(f"loss.pool_size = {size} must be >= 0 (0 = no history)")
+        self.size = int(size)
+        self.images: List[torch.Tensor] = []
+
+    @torch.no_grad()
+    def query(self, images: torch.Tensor) -> torch.Tensor:
+        if self.size == 0:
+            return images.detach()
+        out = []
+        for img in images.detach():
+            img = img.unsqueeze(0)
+            if len(self.images) < self.size:
+                self.images.append(img.clone())
+                out.append(img)
+            elif float(torch.rand(())) > 0.5:
+                i = int(torch.randint(0, self.size, ()))
+                out.append(self.images[i].clone())
+                self.images[i] = img.clone()
+            else:
+                out.append(img)
+        return torch.cat(out, 0)
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"images": torch.cat(self.images).cpu() if self.images else torch.empty(0)}
+
+    def load_state_dict(self, state: Dict[str, Any], device: Any = "cpu") -> None:
+        imgs = state.get("images")
+        self.images = [] if imgs is None or imgs.numel() == 0 else [i.unsqueeze(0).to(device) for i in imgs]
