@@ -108,7 +108,8 @@ def parse_task(name: str) -> Task:
         if is_translation(d):
             raise ValueError(f"data.name = {name!r}: {d!r} is a translation task, not a data set; each side of "
                              "'unpaired:<setA>,<setB>' is a single data set")
-        dataset_spec(d) if not d.lower().startswith("imagefolder:") else None  # unknown names raise here
+        if not d.lower().startswith("imagefolder:"):
+            dataset_spec(d)  # an unknown name raises here, listing the known ones
     return Task(UNPAIRED, f"{UNPAIRED_PREFIX}{a},{b}", a, b)
 
 
