@@ -73,6 +73,13 @@ def files(tmp_path_factory) -> Path:
     (d / "scalar_section.yaml").write_text("name: x\ndata: 5\n")
     (d / "empty_images").mkdir()
     (d / "empty_images" / "cat").mkdir()  # an image folder whose class has no images
+    from PIL import Image
+
+    for split in ("train", "test"):  # a pix2pix folder whose A|B image has an odd width: halves 7x8 and 8x8
+        (d / "odd_pairs" / split).mkdir(parents=True)
+        Image.new("RGB", (15, 8)).save(d / "odd_pairs" / split / "odd.png")
+    for sub in ("trainA", "testA", "testB"):  # a CycleGAN folder without trainB/
+        (d / "no_trainB" / sub).mkdir(parents=True)
     for p in d.rglob("*"):
         if p.is_file():
             p.chmod(0o444)
@@ -183,7 +190,15 @@ CASES = [
     case("data", "train-teacher {cfg} data.transfer_select=entropy", "'entropy'", "needs data.transfer_k"),
     case("data", "train-teacher {cfg} data.transfer_k=5", "data.transfer_k = 5", "data.transfer_select (entropy | balanced)"),
     case("data", "train-teacher {cfg} data.transfer=none", "data-free", "methods that can run data-free"),
-    case("data", "train-teacher {cfg} data.name=nosuchdata", "'nosuchdata'", "fashion-mnist"),
+    case("data", "train-teacher {cfg} data.name=nosuchdata", "'nosuchdata'", "fashion-mnist", "translation tasks:"),
+    # --- image-to-image translation data (kdlab.data.translation)
+    case("data", "train-teacher {cfg} data.name=unpaired:fashion-mnist,skimage-patches", "'fashion-mnist' has 1 channel",
+         "'skimage-patches' has 3", "data.channels=1", "data.channels=3"),
+    case("data", "train-teacher {cfg} data.name=paired-folder:{f}/odd_pairs", "odd.png", "7x8", "8x8", "A|B"),
+    case("data", "train-teacher {cfg} data.name=unpaired-folder:{f}/no_trainB", "lacks trainB/", "trainA/, trainB/, testA/, testB/"),
+    case("data", "train-teacher {cfg} data.name=unpaired:fashion-mnist", "'unpaired:<setA>,<setB>'", "edges2fashion"),
+    case("data", "train-teacher {cfg} data.channels=2", "'data.channels' = 2", "accepted: None, 1, 3"),
+    case("data", "train-teacher {cfg} data.direction=AB", "'data.direction' = 'AB'", "AtoB, BtoA"),
     # --- models (the network is built after the data set is read)
     case("models", "train-teacher {cfg} model.name=nosuchnet", "'nosuchnet'", "lenet"),
     case("models", "train-teacher {cfg} model.kwargs.bogus=1", "['bogus']", "accepted: hidden"),

@@ -245,6 +245,7 @@ def cmd_evaluate_gan(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from kdlab.data import DATASETS
+    from kdlab.data.translation import TASKS
     from kdlab.experiments import EXPERIMENTS
     from kdlab.losses import LOSSES
     from kdlab.methods import METHODS
@@ -261,7 +262,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         "methods": {n: f"({METHODS.get(n).kind} {METHODS.get(n).role}: kdlab {command_for(METHODS.get(n).kind, METHODS.get(n).role)}) "
                        + d for n, d in METHODS.describe().items()},
         "terms": {n: term_line(n) for n in TERMS.names()},
-        "data": DATASETS.describe(),
+        "data": {**DATASETS.describe(), **TASKS.describe()},
         "losses": LOSSES.describe(),
         "experiments": EXPERIMENTS.describe(),
         "recipes": {p.stem: p.read_text().split("\n", 1)[0].lstrip("# ") for p in sorted(RECIPES.glob("*.yaml"))},

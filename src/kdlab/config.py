@@ -44,7 +44,8 @@ class DataConfig:
     eval_batch_size: int = bounded(1000, gt=0)
     num_workers: int = bounded(0, ge=0)
     download: Optional[bool] = None  # None: try to download only when the files are missing
-    image_size: Optional[int] = bounded(None, gt=0, optional=True)  # only for imagefolder:<path>
+    # resize to S x S (image folders, skimage-patches tiles, both domains of a translation task)
+    image_size: Optional[int] = bounded(None, gt=0, optional=True)
     max_test: Optional[int] = bounded(None, gt=0, optional=True)  # evaluate on a stratified part of the test split (quick runs)
     privileged: Optional[str] = choice(None, (None, "downsample", "mask"))  # inputs degraded, clean view as privileged 3rd entry
     privileged_factor: int = bounded(4, ge=1)
@@ -63,6 +64,11 @@ class DataConfig:
     transfer_select: str = choice("none", ("none", "entropy", "balanced"))
     transfer_k: Optional[int] = bounded(None, gt=0, optional=True)  # required with transfer_select
     pin_memory: Optional[bool] = None  # page-locked training batches; null: on when training on CUDA
+    # Image-to-image translation tasks (name = edges2fashion | fashion2digits | digits2fashion | unpaired:<a>,<b> |
+    # paired-folder:<path> | unpaired-folder:<path>, kdlab.data.translation): convert both domains to 1 (grey, luma)
+    # or 3 (RGB) channels; null = as they are. direction BtoA swaps source and target.
+    channels: Optional[int] = choice(None, (None, 1, 3))
+    direction: str = choice("AtoB", ("AtoB", "BtoA"))
 
 
 @dataclass

@@ -15,6 +15,9 @@ Public API (see each docstring):
   out-of-domain images, or nothing: data-free).
 * :func:`build_transfer`, :class:`NoData` -- the transfer source (training subset, out-of-domain
   images or data-free), config ``data.transfer``.
+* :class:`TranslationDataset`, :data:`TRANSLATION_TASKS` -- image-to-image tasks (``edges2fashion``,
+  ``fashion2digits``, ``unpaired:<a>,<b>``, ``paired-folder:<path>``, ``unpaired-folder:<path>``) whose
+  batches carry ``target``; config ``data.channels`` / ``data.direction`` (:mod:`kdlab.data.translation`).
 * :func:`select_transfer`, :func:`entropy_topk`, :func:`class_balanced` -- a teacher-ranked subset of an
   out-of-domain transfer set (MosaicKD Algorithm 1), config ``data.transfer_select`` / ``data.transfer_k``.
 """
@@ -29,6 +32,8 @@ from kdlab.data.paths import DataNotFoundError, data_root
 from kdlab.data.sets import DATASETS, DEFAULT_DATASET, DataSpec, dataset_spec, hflip_ok, load_split
 from kdlab.data.splits import stratified_subset, train_val_split
 from kdlab.data.selection import SELECTION_RULES, class_balanced, entropy_topk, select_transfer
+from kdlab.data.translation import TASKS as TRANSLATION_TASKS
+from kdlab.data.translation_set import TranslationDataset
 from kdlab.data.transfer import TRANSFER_LABELLED, TRANSFER_NONE, NoData, TransferInfo, build_transfer, transfer_info
 
 __all__ = [
@@ -42,5 +47,6 @@ __all__ = [
     "add_gaussian_noise",
     "PrivilegedDataset", "degrade", "DEGRADATIONS",
     "SELECTION_RULES", "select_transfer", "entropy_topk", "class_balanced",
+    "TranslationDataset", "TRANSLATION_TASKS",
     "NoData", "TransferInfo", "build_transfer", "transfer_info", "TRANSFER_LABELLED", "TRANSFER_NONE",
 ]

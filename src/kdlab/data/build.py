@@ -61,6 +61,8 @@ def build_datasets(
     transfer_size: Optional[int] = None,
     steps_per_epoch: Optional[int] = None,
     batch_size: int = 128,
+    channels: Optional[int] = None,
+    direction: str = "AtoB",
 ) -> Datasets:
     """Load a data set and carve it into train / val / test :class:`InMemoryDataset` s.
 
@@ -71,7 +73,12 @@ def build_datasets(
        ``n_per_class`` images per class drawn from the rest (:func:`stratified_subset`, same seed);
     3. the test set is the official test split; with ``max_test`` a stratified ``max_test`` images
        of it (seed :data:`TEST_SUBSET_SEED`), for quick runs.
-    All three are normalised with the data set's mean/std (``spec.mean``/``spec.std``); only the
+    For an image-to-image translation task (``edges2fashion``, ``fashion2digits``, ``unpaired:<a>,<b>``,
+    ``paired-folder:<path>``, ``unpaired-folder:<path>``; :mod:`kdlab.data.translation`) the three are
+    :class:`kdlab.data.translation_set.TranslationDataset` s (batches carry ``target``), rows are the
+    source domain's, and ``channels`` / ``direction`` apply; ``privileged``, ``classes`` and ``transfer``
+    do not (refused). Otherwise:
+    all three are normalised with the data set's mean/std (``spec.mean``/``spec.std``); only the
     training set is augmented (random crop, plus horizontal flips where :func:`hflip_ok`).
 
     Args:
@@ -91,6 +98,8 @@ def build_datasets(
             (a label-space subset, e.g. the source and target tasks of transfer learning); None = all.
         transfer, transfer_n, transfer_channels, transfer_size, steps_per_epoch, batch_size: the transfer
             source (:func:`kdlab.data.transfer.build_transfer`); None = the training set.
+        channels: translation tasks only: convert both domains (1 = grey by luma, 3 = RGB); None = as they are.
+        direction: translation tasks only: ``'AtoB'`` or ``'BtoA'`` (swap source and target).
 
     Returns:
         :class:`Datasets`.
@@ -101,7 +110,22 @@ def build_datasets(
             ``n_per_class`` larger than a class's remaining examples (names the class), ``max_test`` < 1.
     """
     from kdlab.data.splits import stratified_subset
+    from kdlab.data.translation import build_translation, is_translation
 
+    if is_translation(name):
+        extra = {k: v for k, v in (("privileged", privileged), ("classes", classes), ("transfer", transfer),
+                                   ("transfer_n", transfer_n), ("transfer_channels", transfer_channels),
+                                   ("transfer_size", transfer_size)) if v not in (None, TRANSFER_LABELLED)}
+        if extra:
+            raise ValueError(f"data.name = {name!r} is a translation task; "
+                             f"{', '.join(f'data.{k}={v!r}' for k, v in extra.items())} apply to classification data "
+                             "sets only: unset them")
+        train, val, test, spec = build_translation(name, root, val_size, n_per_class, subset_seed, augment, download,
+                                                   image_size, max_test, channels, direction, TEST_SUBSET_SEED)
+        return Datasets(train=train, val=val, test=test, spec=spec)
+    if channels is not None or direction != "AtoB":
+        raise ValueError(f"data.channels = {channels!r} / data.direction = {direction!r} apply to translation tasks "
+                         f"only; data.name = {name!r} is a single data set: unset them")
     spec = dataset_spec(name, root=root, image_size=image_size)
     train_x, train_y = load_split(name, "train", root=root, download=download, image_size=image_size)
     test_x, test_y = load_split(name, "test", root=root, download=download, image_size=image_size)

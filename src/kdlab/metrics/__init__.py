@@ -34,3 +34,8 @@ from .generative import (  # noqa: E402
 __all__ += ["ClassifierFeatures", "FeatureSet", "frechet_distance", "kernel_inception_distance", "inception_score",
             "fid_from_features", "kid_from_features", "is_from_logits", "variance_of_laplacian", "generate_images",
             "generator_batches", "save_grid"]
+
+# Image-to-image translation: MAE/SSIM vs ground truth, domain-classifier accuracy, compression ratios.
+from .translation import compression_table, domain_accuracy, paired_errors, translate  # noqa: E402
+
+__all__ += ["paired_errors", "domain_accuracy", "compression_table", "translate"]

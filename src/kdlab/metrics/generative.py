@@ -44,6 +44,7 @@ __all__ = [
     "to_grayscale_255",
     "generate_images",
     "generator_batches",
+    "unit_range",
     "save_grid",
     "inception_weights_available",
     "InceptionExtractor",
@@ -380,6 +381,12 @@ def variance_of_laplacian(images: Tensor) -> Tensor:
     return lap.flatten(1).var(dim=1, unbiased=False)
 
 
+def unit_range(images: Tensor) -> Tensor:
+    """A generator's Tanh images in [-1, 1] as [0, 1] images, ``((y + 1) / 2).clamp(0, 1)``: the input every
+    metric network here takes (:class:`ClassifierFeatures` then applies the classifier's own mean/std)."""
+    return ((images + 1.0) / 2.0).clamp(0, 1)
+
+
 def generator_batches(generator: nn.Module, n: int, latent_dim: int, seed: int = 0, batch_size: int = 500,
                       device: Any = "cpu") -> Iterable[Tensor]:
     """``n`` images of ``generator`` (Tanh output in [-1, 1]) as batches in [0, 1], from fixed latents:
@@ -394,7 +401,7 @@ def generator_batches(generator: nn.Module, n: int, latent_dim: int, seed: int =
         for i in range(0, n, batch_size):
             z = torch.randn(min(batch_size, n - i), latent_dim, generator=g).to(device)
             with torch.no_grad():  # not around the yield: grad mode is thread state, the caller must keep its own
-                out = ((generator(z).float() + 1.0) / 2.0).clamp(0, 1)
+                out = unit_range(generator(z).float())
             yield out
     finally:
         generator.train(was_training)
