@@ -70,11 +70,10 @@ def _train(args: argparse.Namespace) -> int:
 
     kind, role, default = COMMANDS[args.command]
     configs, overrides = _split(args.items)
-    sources: List = [{"method": default}] + [resolve_config(c) for c in configs]
-    cfg = load_run_config(sources, overrides)
-    routed = _translation_teacher(cfg) if args.command == "train-gan" and not _names_method(sources[1:], overrides) else None
-    if routed is not None:
-        cfg = load_run_config([{"method": routed}] + sources[1:], overrides)
+    sources: List = [resolve_config(c) for c in configs]
+    if args.command == "train-gan" and not _names_method(sources, overrides):
+        default = _translation_teacher(sources, overrides) or default
+    cfg = load_run_config([{"method": default}] + sources, overrides)
     cls = METHODS.get(cfg.method)
     if (cls.kind, cls.role) != (kind, role):
         able = [n for n in METHODS.names() if (METHODS.get(n).kind, METHODS.get(n).role) == (kind, role)]
@@ -91,22 +90,29 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _names_method(sources: Sequence[Any], overrides: Sequence[str]) -> bool:
-    """Whether a config file or an override sets ``method``."""
+def _raw_config(sources: Sequence[Path], overrides: Sequence[str]) -> Any:
+    """The config files and overrides merged without the schema (to read a key before the method is known)."""
     from omegaconf import OmegaConf
 
-    def has(src: Any) -> bool:
-        return "method" in (OmegaConf.load(src) if isinstance(src, (str, Path)) else OmegaConf.create(src))
-    return any(o.split("=", 1)[0].strip() == "method" for o in overrides) or any(has(s) for s in sources)
+    return OmegaConf.merge(*[OmegaConf.load(s) for s in sources], OmegaConf.from_dotlist(list(overrides)))
 
 
-def _translation_teacher(cfg: Any) -> Optional[str]:
+def _names_method(sources: Sequence[Path], overrides: Sequence[str]) -> bool:
+    """Whether a config file or an override sets ``method``."""
+    return "method" in _raw_config(sources, overrides)
+
+
+def _translation_teacher(sources: Sequence[Path], overrides: Sequence[str]) -> Optional[str]:
     """``train-gan`` without a method on an image-to-image task: ``pix2pix`` for paired data, ``cyclegan``
     for unpaired (None otherwise: the ``gan`` default stays)."""
+    from omegaconf import OmegaConf
+
     from kdlab.data import dataset_spec
 
+    raw = _raw_config(sources, overrides)
     try:
-        pairing = dataset_spec(cfg.data.name, root=cfg.data.root, image_size=cfg.data.image_size).pairing
+        name = OmegaConf.select(raw, "data.name", default=None)
+        pairing = dataset_spec(name, root=OmegaConf.select(raw, "data.root", default=None)).pairing if name else None
     except Exception:  # an unknown or missing data set is reported by the run itself, with its message
         return None
     return {"paired": "pix2pix", "unpaired": "cyclegan"}.get(pairing)
@@ -193,7 +199,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_translation(s: dict, where: str) -> None:
+    from kdlab.report.translation import TRANSLATION_HEADERS, translation_row
+
+    table = Table(title=f"{s.get('label', '')} ({s.get('method', 'generator')}, {(s.get('task') or {}).get('name')})")
+    for col in TRANSLATION_HEADERS + ["report"]:
+        table.add_column(col)
+    teacher = s.get("teacher") or {}
+    table.add_row(*translation_row("student" if teacher else "generator", s.get("model") or {}, s.get("translation") or {}),
+                  where)
+    if teacher:
+        table.add_row(*translation_row("teacher", teacher, teacher.get("translation") or {}), "")
+    Console().print(table)
+
+
 def _print_gan(s: dict, where: str) -> None:
+    if "translation" in s:
+        return _print_translation(s, where)
     g = s.get("generative") or {}
     table = Table(title=f"{s.get('label', s.get('weights', ''))} ({s.get('method', 'generator')})")
     for col in ("generator", "d", "params", "FID", "KID", "IS", "VoL", "fidelity FID (vs teacher)", "report"):

@@ -96,6 +96,90 @@ def translation_grid(method: Any, epoch: int) -> None:
     save_translation_grid(path, x, outs, fixed.target)
 
 
+def _extractor_spec(spec: Any) -> Any:
+    """The DataSpec the output domain's classifier was trained on: the ``target_domain`` data set's (its
+    channels, size and normalisation), else the task's output side with [-1, 1] normalisation (folders)."""
+    from dataclasses import replace
+
+    from kdlab.data import dataset_spec
+
+    if spec.target_domain:
+        return dataset_spec(spec.target_domain, image_size=spec.image_size)
+    c = spec.out_channels
+    return replace(spec, in_channels=c, target_channels=None, pairing=None, mean=(0.5,) * c, std=(0.5,) * c)
+
+
+def _translations(gen: nn.Module, dataset: Any, batch_size: int, device: Any):
+    """(fake [N, C_t, H, W], target [N, C_t, H, W], y [N] or None) of ``gen`` on ``dataset``, on the CPU."""
+    from kdlab.metrics.translation import translate
+
+    fakes, targets, ys = [], [], []
+    for _, fake, target, y in translate(gen, dataset, batch_size, device):
+        fakes.append(fake.cpu())
+        targets.append(target.cpu())
+        ys.append(None if y is None else y.cpu())
+    y = None if any(v is None for v in ys) else torch.cat(ys)
+    return torch.cat(fakes), torch.cat(targets), y
+
+
+def _chunks(*tensors: torch.Tensor, size: int = 500):
+    for i in range(0, tensors[0].shape[0], size):
+        yield tuple(t[i:i + size] for t in tensors)
+
+
+def score_translation(gen: nn.Module, data: Any, lc: Any, device: Any, teacher: Optional[nn.Module] = None,
+                      batch_size: int = 500) -> Dict[str, Any]:
+    """Score ``gen`` (and ``teacher``) on the test split of a translation task.
+
+    Per generator: FID / KID of its translations against the test split's output-domain images with the
+    output domain's classifier ``lc.extractor`` (KID's subset size capped at the smaller set, recorded);
+    MAE / SSIM to the ground truth (paired tasks); the classifier's accuracy on the translations (paired,
+    labelled tasks: overall, per class, mean class). With a teacher: ``fidelity`` = MAE / SSIM and FID
+    between the student's and the teacher's translations of the same inputs.
+
+    Returns: ``{"model" | "student": {...}, "teacher": {...}, "fidelity": {...}, "extractor": {...}}``.
+
+    Raises: TeacherMismatchError: an extractor whose channels / size differ from the output domain's.
+    """
+    from kdlab.engine.loading import load_extractor
+    from kdlab.metrics.generative import FeatureSet, fid_from_features, kid_from_features, unit_range
+    from kdlab.metrics.translation import domain_accuracy, paired_errors
+
+    spec, test = data.spec, data.test
+    ext_spec = _extractor_spec(spec)
+    feats, logits, info = load_extractor(lc.extractor, ext_spec)
+    if feats is not None:
+        feats, logits = feats.to(device), logits.to(device)
+    real = None
+    if feats is not None:
+        real = FeatureSet.from_batches((t.float() / 255.0 for (t,) in _chunks(test.target, size=batch_size)),
+                                       feats, None, device)
+    gens = {"teacher": teacher, "student": gen} if teacher is not None else {"model": gen}
+    out: Dict[str, Any] = {"extractor": info}
+    fakes: Dict[str, torch.Tensor] = {}
+    sets: Dict[str, Any] = {}
+    for name, g in gens.items():
+        fake, target, y = _translations(g.to(device), test, batch_size, device)
+        fakes[name] = fake
+        row: Dict[str, Any] = {"n": int(fake.shape[0])}
+        if spec.pairing == "paired":
+            row.update(paired_errors(_chunks(fake, target, size=batch_size)))
+        if real is not None:
+            sets[name] = FeatureSet.from_batches((unit_range(f) for (f,) in _chunks(fake, size=batch_size)),
+                                                 feats, None, device)
+            k = min(lc.kid_subset_size, real.n, sets[name].n)
+            row["fid"] = fid_from_features(real, sets[name])
+            row["kid"], row["kid_std"] = kid_from_features(real, sets[name], k, lc.kid_subsets, lc.sample_seed)
+            row["kid_subset_size"] = k
+            if spec.pairing == "paired" and y is not None and spec.target_domain:
+                row["domain_accuracy"] = domain_accuracy(logits, fake, y, ext_spec.num_classes, batch_size)
+        out[name] = row
+    if teacher is not None:
+        fid = {"fid": fid_from_features(sets["teacher"], sets["student"])} if sets else {}
+        out["fidelity"] = {**paired_errors(_chunks(fakes["student"], fakes["teacher"], size=batch_size)), **fid}
+    return out
+
+
 def translation_finalize(method: Any, run_dir: Any, data: Any, result: Any, device: Any,
                          teacher: Optional[nn.Module] = None, teacher_path: Optional[str] = None) -> Dict[str, Any]:
     """End of an image-to-image run (rank 0): export the selected generator, score it on the test split
@@ -104,7 +188,7 @@ def translation_finalize(method: Any, run_dir: Any, data: Any, result: Any, devi
     from kdlab.engine import copy_with_state, file_sha256
     from kdlab.engine.generators import save_generator
     from kdlab.methods.gan_eval import generator_profile
-    from kdlab.metrics.translation import score_translation
+    from kdlab.metrics.translation import compression_table
 
     cfg, lc = method.cfg, method.cfg.loss
     run_dir = Path(run_dir)
@@ -137,8 +221,8 @@ def translation_finalize(method: Any, run_dir: Any, data: Any, result: Any, devi
         out["teacher"] = {**prof, "checkpoint": teacher_path, "sha256": file_sha256(teacher_path),
                           "translation": scores["teacher"]}
         out["fidelity"] = scores["fidelity"]
-        out["compression"] = {"params": prof["params"] / max(out["model"]["params"], 1),
-                              "macs": prof["macs"] / max(out["model"]["macs"], 1)}
-        out["compression_ratio"] = out["compression"]["params"]
+        out["compression"] = compression_table(copy.deepcopy(teacher).cpu(), copy.deepcopy(best).cpu(),
+                                               tuple(best.input_shape))
+        out["compression_ratio"] = out["compression"]["params_ratio"]
     out.update({k: v for k, v in method.summary_extra().items() if k != "teacher"})
     return out

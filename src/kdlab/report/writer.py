@@ -103,6 +103,10 @@ def write_run_report(run_dir: PathLike) -> Path:
     """
     run = load_run(run_dir)
     s = run.summary
+    if s.get("kind") == "generator" and "translation" in s:  # image-to-image runs
+        from .translation import write_translation_run_report
+
+        return write_translation_run_report(run)
     if s.get("kind") == "generator":  # GAN runs (kdlab train-gan / compress-gan) have their own report
         from .gan import write_gan_run_report
 
