@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from kdlab.config import ConfigError
-from kdlab.terms.base import Outputs, TermContext
+from kdlab.terms._feature_maps import map_shapes
+from kdlab.terms.base import Outputs, TermContext, layer_pairs
 
 #: ``target`` of an image term: the teacher's image for the same input, or the ground truth of paired data
 IMAGE_TARGETS = ("teacher", "ground_truth")
@@ -61,6 +62,18 @@ def default_layer_pairs(ctx: TermContext, term: str) -> List[Tuple[str, str]]:
                           f"loss.terms.{term}.layers = [[student feature, teacher feature], ...] (student features: "
                           f"{', '.join(known) or 'module paths'})")
     return [(n, n) for n in s_def]
+
+
+def generator_pairs(layers: Optional[Sequence[Sequence[str]]], ctx: TermContext, term: str, same_size: bool = False):
+    """The ``(student, teacher)`` generator feature pairs of a term (``layers``, or the generators' defaults when
+    empty/None) and their per-sample shapes ``[((C_s, H, W), (C_t, H, W)), ...]``.
+
+    Raises:
+        ConfigError: a bad pair, an unknown feature (lists the known ones), a feature that is not a map, or
+            (``same_size``) maps of different spatial sizes (names both shapes).
+    """
+    pairs = layer_pairs(layers, term) if layers else default_layer_pairs(ctx, term)
+    return pairs, map_shapes(pairs, ctx, term, same_size=same_size)
 
 
 class FeatureNetwork(nn.Module):

@@ -163,29 +163,37 @@ class CriticView:
         self.input_shape = tuple(int(v) for v in input_shape)
         self.condition_channels = int(condition_channels)
 
-    def _input(self, images: torch.Tensor, batch: Optional[Batch]) -> torch.Tensor:
-        if not self.condition_channels:
-            return images
-        if batch is None or batch.x is None:
-            raise ValueError("a conditional discriminator needs the source images (batch.x)")
-        return torch.cat([batch.x.to(images.dtype), images], 1)
+    def features(self, images: torch.Tensor, names: Sequence[str],
+                 condition: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """D's features ``names`` of ``images`` [B, C, H, W] (D reads ``cat(condition, images)`` when it is
+        conditional): ``{name: [B, ...]}`` with a graph to ``images`` only (D's parameters get no gradient).
+        One forward pass, in D's current mode (pass student and teacher images as one batch so that a
+        BatchNorm D normalises both alike).
 
-    def features(self, images: torch.Tensor, batch: Optional[Batch], names: Sequence[str]) -> Dict[str, torch.Tensor]:
-        """D's features ``names`` of ``images`` [B, C, H, W] (conditioned on ``batch.x`` when D is conditional):
-        ``{name: [B, ...]}`` with a graph to ``images`` only (D's parameters get no gradient)."""
+        Raises:
+            ValueError: a conditional D without ``condition``.
+        """
         from kdlab.models.base import capture_features
 
+        if self.condition_channels:
+            if condition is None:
+                raise ValueError("a conditional discriminator needs the source images as condition")
+            images = torch.cat([condition.to(images.dtype), images], 1)
         d = self.get()
         params = [p for p in d.parameters() if p.requires_grad]
         for p in params:
             p.requires_grad_(False)
         try:
             with capture_features(d, list(names)) as store:
-                d(self._input(images, batch))
+                d(images)
         finally:
             for p in params:
                 p.requires_grad_(True)
         return {n: store[n] for n in names}
+
+    def feature_names(self) -> List[str]:
+        """D's friendly feature names (``feature_layers``), in order."""
+        return list(getattr(self.get(), "feature_layers", {}) or {})
 
     def shapes(self, names: Sequence[str], term: str) -> Dict[str, Tuple[int, ...]]:
         """Per-sample shapes of D's features ``names``.
