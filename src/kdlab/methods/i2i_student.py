@@ -55,7 +55,8 @@ CONDITIONAL = ("auto", "yes", "no")
 class I2IStudentConfig(GeneratorStudentConfig):
     """``loss`` section of ``i2i-distill``: the terms, the adversarial game and the evaluation keys."""
 
-    terms: Dict[str, Any] = field(default_factory=lambda: {"l1_image": {"weight": 1.0}})  # kdlab list terms
+    # no default term: a default would be merged into every config's terms (name each term you want)
+    terms: Dict[str, Any] = field(default_factory=dict)  # kdlab list terms
     adv_weight: float = bounded(1.0, ge=0)  # weight of L_GAN for the student (0 = no discriminator)
     ndf: int = bounded(64, ge=1)  # PatchGAN width (pix2pix 64)
     n_layers: Optional[int] = bounded(None, ge=1, optional=True)  # PatchGAN stride-2 layers; null: 3, fewer if the images are small
