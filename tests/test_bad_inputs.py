@@ -237,6 +237,15 @@ CASES = [
     case("gan", "compress-gan {gan} model.name=mlp", "'mlp'", "dcgan"),
     case("gan", "compress-gan {gan} model.name=unet", "'unet' is an image-to-image generator", "accepted: dcgan"),
     case("gan", "compress-gan {gan} data.transfer=train loss.adv_weight=0.5 loss.disc=patchgan", "'patchgan'", "accepted: dcgan, wdcgan"),
+    # --- image-to-image students (i2i-distill and the appendix-A.2 terms)
+    case("i2i", "compress-gan {gan} method=i2i-distill model.name=unet",
+         "method 'i2i-distill' needs an image-to-image translation data set", "'fashion-mnist' is not one"),
+    case("i2i", "compress-gan {gan} loss.terms.cagc.saliency=nope", "unknown saliency function 'nope'", "foreground, ones"),
+    case("i2i", "compress-gan {gan} loss.terms.channel_distill.layers=[[nope,nope]]", "unknown feature 'nope'",
+         "known features"),
+    case("i2i", "compress-gan {gan} loss.terms.gcc.weight=1", "term 'gcc' needs critic", "i2i-distill"),
+    case("i2i", "compress-gan {gan} loss.terms.l1_image.target=ground_truth", "needs targets",
+         "use loss.terms.l1_image.target=teacher"),
     # --- experiments
     case("experiments", "reproduce no-such-exp", "'no-such-exp'", "known experiments"),
     case("experiments", f"reproduce {EXP} --scale huge", "'huge'", "accepted: small"),

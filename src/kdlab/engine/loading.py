@@ -67,12 +67,18 @@ def load_network(checkpoint: Any, spec: Any, *, kind: str = "classifier", what: 
 
 
 def check_generator_shape(gen: nn.Module, spec: Any, where: str) -> None:
-    """Raise :class:`GeneratorMismatchError` if ``gen``'s images are not the data set's ``(C, S, S)``."""
-    want = (spec.in_channels, spec.image_size, spec.image_size)
+    """Raise :class:`GeneratorMismatchError` if ``gen``'s images are not the data set's ``(C, S, S)`` (the output
+    domain's channels ``spec.out_channels`` for a translation task), or if an image-to-image generator does
+    not take the data set's input channels."""
+    want = (getattr(spec, "out_channels", spec.in_channels), spec.image_size, spec.image_size)
     if tuple(gen.output_shape) != want:
         raise GeneratorMismatchError(
             f"{where} outputs images of shape {tuple(gen.output_shape)} (C, H, W), but data set {spec.name!r} "
             f"has images of shape {want}")
+    if getattr(gen, "input_kind", "latent") == "image" and gen.in_channels != spec.in_channels:
+        raise GeneratorMismatchError(
+            f"{where} takes images of {gen.in_channels} channels, but data set {spec.name!r} gives inputs of "
+            f"{spec.in_channels} channels")
 
 
 def network_identity(net: nn.Module, path: str) -> Dict[str, Any]:

@@ -16,9 +16,14 @@ import torch.nn.functional as F
 
 from kdlab.losses._common import LOSSES, check_float_tensor, check_positive, layer_pairs_checked
 from kdlab.losses.image import FeatureFn, check_image_pair, lpips_distance, reduce_per_example
+from kdlab.registry import Registry
 
 #: A saliency function: the teacher image [B, C, H, W] -> a mask [B, 1, H, W] (or [B, C, H, W]) in [0, 1].
 SaliencyFn = Callable[[torch.Tensor], torch.Tensor]
+
+#: Saliency functions by name (``loss.terms.cagc.saliency``): ``f(image [B, C, H, W] in [-1, 1]) -> mask``.
+#: A new one is ``@SALIENCY.register("name")`` on a function of the image alone.
+SALIENCY = Registry("saliency function")
 
 
 def foreground_saliency(image: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
@@ -46,6 +51,17 @@ def foreground_saliency(image: torch.Tensor, threshold: float = 0.1) -> torch.Te
     dev = (x - background).abs().mean(1, keepdim=True)
     peak = dev.flatten(1).max(1).values[:, None, None, None]
     return (dev > threshold * peak).to(x.dtype)
+
+
+SALIENCY.add("foreground", foreground_saliency,
+             help="pixels that differ from the image's border background (objects on a plain background)")
+
+
+@SALIENCY.register("ones", help="every pixel (M = 1: the unmasked losses)")
+def all_pixels(image: torch.Tensor) -> torch.Tensor:
+    """``M = 1`` everywhere, [B, 1, H, W]: eqs. 25-27 become the unmasked reconstruction/distillation/LPIPS."""
+    check_float_tensor(image, "image")
+    return image.new_ones(image.shape[0], 1, *image.shape[2:])
 
 
 def content_mask(teacher_image: torch.Tensor, saliency: SaliencyFn = foreground_saliency) -> torch.Tensor:

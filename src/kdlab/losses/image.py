@@ -199,5 +199,5 @@ def lpips_distance(student: torch.Tensor, teacher: torch.Tensor, features: Featu
     total = student.new_zeros(())
     for w, a, b in zip(weights, f_s, f_t):
         d = (_unit_channels(a, eps) - _unit_channels(b.to(a.dtype), eps)).pow(2).sum(1)  # [B, (H, W)]
-        total = total + w * d.flatten(1).mean(1).mean()
+        total = total + w * d.reshape(d.shape[0], -1).mean(1).mean()  # maps [B, H, W] and vectors [B]
     return total

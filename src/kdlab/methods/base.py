@@ -109,8 +109,9 @@ class Method(ABC):
                      input_grad: bool = True) -> TermContext:
         """What the terms of this method may use: the teacher's outputs (when there is a teacher), logits
         or images (by ``kind``), named features, labels (a labelled transfer set) and input gradients
-        (unless ``input_grad`` is False or the teacher sees a privileged view) and row indices (when
-        the transfer source's batches carry them)."""
+        (unless ``input_grad`` is False or the teacher sees a privileged view), row indices (when
+        the transfer source's batches carry them) and ground-truth images (a paired translation task).
+        A method with a discriminator terms may read adds ``critic`` itself."""
         kind = kind or self.kind
         spec = self.spec
         image = (spec.in_channels, spec.image_size, spec.image_size)
@@ -137,7 +138,14 @@ class Method(ABC):
         else:
             why_not["index"] = ("its transfer source was not given to it" if self.transfer is None
                                 else f"the transfer source {transfer!r} gives no row indices")
-        return TermContext(method=self.cfg.method, kind=kind, student=student, teacher=teacher,
+        pairing = getattr(spec, "pairing", None)
+        if pairing == "paired":
+            provides.add("targets")
+        else:
+            why_not["targets"] = (f"data set {spec.name!r} is an unpaired translation task (no ground truth per input)"
+                                  if pairing == "unpaired" else f"data set {spec.name!r} is no paired translation task")
+        why_not["critic"] = "it exposes no discriminator to the terms (method i2i-distill does, with loss.adv_weight > 0)"
+        return TermContext(method=self.cfg.method, kind=kind, student=student, teacher=teacher, spec=spec,
                            student_input=tuple(student_input or image), teacher_input=tuple(teacher_input or image),
                            provides=frozenset(provides), why_not=why_not,
                            num_classes=spec.num_classes if kind == "classifier" else None,

@@ -79,8 +79,8 @@ class CycleGAN(Method):
         self.add_player("generator", build_image_generator(cfg, ca, cb, size))
         self.add_player("generator_b2a", build_image_generator(cfg, cb, ca, size))
         d_optim = optim_with_lr(cfg.optim, lc.disc_lr, "loss.disc_lr")
-        self.add_player("disc_b", build_patchgan(lc, cb, size), d_optim)
-        self.add_player("disc_a", build_patchgan(lc, ca, size), d_optim)
+        self.add_player("disc_b", build_patchgan(cb, size, lc.ndf, lc.n_layers, lc.disc_norm), d_optim)
+        self.add_player("disc_a", build_patchgan(ca, size, lc.ndf, lc.n_layers, lc.disc_norm), d_optim)
         self.pools = {"disc_b": ImagePool(lc.pool_size), "disc_a": ImagePool(lc.pool_size)}
 
     def training_step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:

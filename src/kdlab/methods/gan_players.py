@@ -23,33 +23,57 @@ from kdlab.losses import (
     wgan_critic_loss,
     wgan_generator_loss,
 )
-from kdlab.models.gan import DISCRIMINATORS, GENERATORS, build_discriminator, build_generator
+from kdlab.models.gan import DISCRIMINATORS, GENERATORS, build_discriminator, build_generator, generator_input_kind
+
+
+#: the generator's data keys, set from the data set (never from ``model.kwargs``)
+_DATA_KEYS = ("out_channels", "image_size", "in_channels")
 
 
 def gen_kwargs(cfg: Any) -> Dict[str, Any]:
-    """``model.kwargs`` of a GAN run (DCGAN: ``d``, ``latent_dim``; SAGAN: ``ngf``, ``latent_dim``), with a
-    clear error for keys the generator does not take."""
-    from kdlab.models.gan import _factory_keywords
-
+    """``model.kwargs`` of a GAN run, with a clear error for keys the generator does not take: its factory's
+    options (DCGAN: ``d``, ``latent_dim``; SAGAN: ``ngf``, ``latent_dim``; image-to-image generators: ``ngf``,
+    ``num_downs``, ``n_blocks``, ``norm``, ``dropout``), never the data keys (channels, size)."""
     kw = dict(cfg.model.kwargs)
-    accepted = _factory_keywords(GENERATORS.get(cfg.model.name), ("out_channels", "image_size", "in_channels"))
+    accepted = [p for p in inspect.signature(GENERATORS.get(cfg.model.name)).parameters if p not in _DATA_KEYS]
     bad = sorted(set(kw) - set(accepted))
     if bad:
         raise ValueError(f"model.kwargs {bad} are not options of generator {cfg.model.name!r}; accepted: "
-                         f"{', '.join(accepted)}")
+                         f"{', '.join(accepted)}" + (" (channels and image size come from the data set)"
+                                                    if set(bad) & set(_DATA_KEYS) else ""))
     return kw
 
 
-def build_gen(cfg: Any, spec: Any, **override: Any) -> nn.Module:
-    """The generator of ``model.name``/``model.kwargs`` for the data set's images."""
+def build_gen(cfg: Any, spec: Any, inputs: str = "latent", **override: Any) -> nn.Module:
+    """The generator of ``model.name``/``model.kwargs`` for the data set ``spec``: the one generator builder.
+
+    Routed on the generator's input kind (:func:`kdlab.models.gan.generator_input_kind`): a latent
+    generator ``z -> [B, spec.in_channels, S, S]`` (unconditional games), an image-to-image generator
+    ``[B, spec.in_channels, S, S] -> [B, spec.out_channels, S, S]`` (translation students and teachers).
+    ``inputs`` is the kind the calling method feeds (``"latent"`` or ``"image"``); ``override`` replaces
+    ``model.kwargs`` entries (e.g. the teacher's ``latent_dim``). ``model.checkpoint`` (where the config has
+    the key) initialises the weights.
+
+    Raises:
+        ValueError: not a generator, or ``model.kwargs`` it does not take (lists the accepted ones).
+        ConfigError: a generator of the other input kind (lists the accepted ones).
+    """
     if cfg.model.name not in GENERATORS:
         raise ValueError(f"model.name = {cfg.model.name!r} is not a generator; accepted: {', '.join(GENERATORS.names())}")
-    latent = [n for n in GENERATORS.names() if "latent_dim" in inspect.signature(GENERATORS.get(n)).parameters]
-    if cfg.model.name not in latent:  # U-Net / ResNet generators take images: the image-to-image games train them
-        raise ConfigError(f"model.name = {cfg.model.name!r} is an image-to-image generator (it takes images, not z); "
-                          f"method {cfg.method!r} trains latent generators: accepted: {', '.join(latent)}")
+    kind = generator_input_kind(cfg.model.name)
+    if kind != inputs:
+        accepted = ", ".join(n for n in GENERATORS.names() if generator_input_kind(n) == inputs)
+        what = ("an image-to-image generator (it takes images, not z)" if kind == "image"
+                else "a latent generator (it takes z, not images)")
+        trains = "latent generators" if inputs == "latent" else "image-to-image generators"
+        raise ConfigError(f"model.name = {cfg.model.name!r} is {what}; method {cfg.method!r} trains {trains}: "
+                          f"accepted: {accepted}")
     kw = {**gen_kwargs(cfg), **override}
-    gen = build_generator(cfg.model.name, out_channels=spec.in_channels, image_size=spec.image_size, **kw)
+    if kind == "image":
+        gen = build_generator(cfg.model.name, out_channels=getattr(spec, "out_channels", spec.in_channels),
+                              image_size=spec.image_size, in_channels=spec.in_channels, **kw)
+    else:
+        gen = build_generator(cfg.model.name, out_channels=spec.in_channels, image_size=spec.image_size, **kw)
     from omegaconf import OmegaConf
 
     init = OmegaConf.select(cfg, "model.checkpoint", default=None)  # initial weights (where the config has the key)
@@ -78,6 +102,12 @@ class DataRange:
         return 2.0 * (x * std + mean) - 1.0
 
 
+def patch_scores(scores: torch.Tensor) -> torch.Tensor:
+    """A discriminator's output as scores [N]: one per image, or one per patch of a PatchGAN map [B, 1, h, w]
+    (flattened: the loss is then averaged over every patch, as pix2pix's ``GANLoss``)."""
+    return scores if scores.dim() == 1 else scores.reshape(-1)
+
+
 class Adversary:
     """A discriminator and its loss for one game; :meth:`d_loss` / :meth:`g_loss` and :meth:`after_step`."""
 
@@ -86,7 +116,7 @@ class Adversary:
 
     def d_loss(self, disc: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> Dict[str, torch.Tensor]:
         fake = fake.detach()
-        r, f = disc(real), disc(fake)
+        r, f = patch_scores(disc(real)), patch_scores(disc(fake))
         if self.game == "gan":
             return {"d": bce_discriminator_loss(r, f)}
         if self.game == "hinge":
@@ -99,7 +129,7 @@ class Adversary:
         return out
 
     def g_loss(self, disc: nn.Module, fake: torch.Tensor) -> torch.Tensor:
-        s = disc(fake)
+        s = patch_scores(disc(fake))
         return bce_generator_loss(s) if self.game == "gan" else wgan_generator_loss(s)  # hinge: -E D(G(z)) too
 
     @torch.no_grad()

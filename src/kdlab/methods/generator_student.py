@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import torch
@@ -83,23 +83,35 @@ class GeneratorStudentMethod(Method):
         check_eval_config(cfg.loss, cfg.data.max_test)
         teacher, self.teacher_path = load_network(cfg.teacher.checkpoint, spec, kind="generator",
                                                   hint="teacher.checkpoint=runs/<train-gan run>")
-        kw = dict(cfg.model.kwargs)
-        if "latent_dim" in kw and int(kw["latent_dim"]) != teacher.latent_dim:
-            raise ConfigError(f"model.kwargs.latent_dim = {kw['latent_dim']} differs from the teacher's latent_dim "
-                              f"{teacher.latent_dim}: the student must take the teacher's z")
-        student = build_gen(cfg, spec, latent_dim=teacher.latent_dim)
+        if getattr(teacher, "input_kind", "latent") != self.inputs:
+            raise ConfigError(f"teacher.checkpoint {self.teacher_path!r} holds a generator of {teacher.input_kind} inputs "
+                              f"({teacher.arch}); method {cfg.method!r} distils generators of {self.inputs} inputs")
+        if self.inputs == "latent":
+            kw = dict(cfg.model.kwargs)
+            if "latent_dim" in kw and int(kw["latent_dim"]) != teacher.latent_dim:
+                raise ConfigError(f"model.kwargs.latent_dim = {kw['latent_dim']} differs from the teacher's latent_dim "
+                                  f"{teacher.latent_dim}: the student must take the teacher's z")
+            student = build_gen(cfg, spec, latent_dim=teacher.latent_dim)
+            shape: tuple = (teacher.latent_dim,)
+        else:
+            student = build_gen(cfg, spec, inputs="image")
+            shape = (spec.in_channels, spec.image_size, spec.image_size)
         self.latent_dim = teacher.latent_dim
-        shape = (teacher.latent_dim,)
         ctx = self.term_context(student, teacher, student_input=shape, teacher_input=shape)
         self.latent_pool = self._latent_pool(cfg)
         if self.inputs == "latent" and cfg.loss.latents == "fresh":  # a fresh z is no row of the transfer set
             ctx.provides = ctx.provides - {"index"}
             ctx.why_not["index"] = ("with loss.latents = 'fresh' each step draws new latents that are no rows of the "
                                     "transfer set; set loss.latents=pool (a fixed z per row, indexed by batch.index)")
+        self.extend_context(ctx, student, teacher)
         self.objective = self.add_student("student", student, self.build_objective(ctx))
         self.add_frozen("teacher", teacher)
         self.range = DataRange(spec)
         self.run_dir = Path(cfg.out_dir) / cfg.name
+
+    def extend_context(self, ctx: Any, student: nn.Module, teacher: nn.Module) -> None:
+        """Hook for subclasses: add to the terms' context before the objective is built (e.g. a
+        discriminator the terms read, translation targets). Default: nothing."""
 
     # -- inputs --------------------------------------------------------------------------------
     def _latent_pool(self, cfg: Any) -> Optional[torch.Tensor]:
@@ -126,18 +138,24 @@ class GeneratorStudentMethod(Method):
 
     # -- the student step ------------------------------------------------------------------------
     def distill_step(self, inputs: torch.Tensor, batch: Batch, disc: Optional[nn.Module] = None,
-                     adversary: Any = None, adv_weight: float = 0.0) -> Dict[str, torch.Tensor]:
+                     adversary: Any = None, adv_weight: float = 0.0, condition: Optional[torch.Tensor] = None,
+                     before: Optional[Callable[[Any], Dict[str, torch.Tensor]]] = None) -> Dict[str, torch.Tensor]:
         """One student update on ``inputs``: the objective's terms, plus ``adv_weight`` times the
-        adversarial term through ``disc`` (frozen meanwhile) when one is given. Returns the terms
-        (``mse``...), ``adv`` and ``loss_g`` (the weighted total; NaN if the student made a NaN pixel)."""
+        adversarial term through ``disc`` (frozen meanwhile) when one is given (on ``cat(condition, image)``
+        for a conditional discriminator). ``before(student outputs)``, when given, runs after the student's
+        forward pass and before its loss (e.g. the discriminator's step on the same images, pix2pix's
+        order); its logs are returned too. Returns the terms (``mse``...), ``adv`` and ``loss_g`` (the
+        weighted total; NaN if the student made a NaN pixel)."""
         t = self.objective.teacher_outputs(self.frozen["teacher"], inputs, batch)
         s = self.players["student"](inputs)
+        out = dict(before(s)) if before is not None else {}
         terms = self.student_terms("student", s, t, batch)
         total = terms.pop("loss")
-        out = {k: v.detach() for k, v in terms.items()}
+        out.update({k: v.detach() for k, v in terms.items()})
         if disc is not None:
             with frozen(disc):
-                adv = adversary.g_loss(disc, s.out)
+                fake = s.out if condition is None else torch.cat([condition, s.out], 1)
+                adv = adversary.g_loss(disc, fake)
                 total = total + adv_weight * adv
                 self.step_optimizer("student", total)
             out["adv"] = adv.detach()

@@ -79,18 +79,21 @@ def _image_generators() -> List[str]:
     return [n for n in GENERATORS.names() if "in_channels" in inspect.signature(GENERATORS.get(n)).parameters]
 
 
-def build_patchgan(lc: Any, in_channels: int, image_size: int) -> nn.Module:
-    """A PatchGAN of ``loss.ndf`` / ``loss.n_layers`` / ``loss.disc_norm`` judging ``in_channels`` channels.
+def build_patchgan(in_channels: int, image_size: int, ndf: int, n_layers: Optional[int], norm: str) -> nn.Module:
+    """A PatchGAN judging ``in_channels`` channels (``loss.ndf``, ``loss.n_layers``, ``loss.disc_norm``);
+    ``n_layers`` None: pix2pix's 3, fewer when the score map would vanish on small images.
 
     Raises:
-        ConfigError: the image is too small for ``loss.n_layers`` (names the largest that fits).
+        ConfigError: ``loss.n_layers`` leaves no patch on the images (names the accepted range).
     """
     fits = max((n for n in range(1, 8) if image_size // 2 ** n - 2 >= 1), default=0)
-    if lc.n_layers > fits:
-        raise ConfigError(f"loss.n_layers = {lc.n_layers} leaves no patch on {image_size}x{image_size} images; "
+    if n_layers is None:
+        n_layers = min(3, fits)
+    if not 1 <= n_layers <= fits:
+        raise ConfigError(f"loss.n_layers = {n_layers} leaves no patch on {image_size}x{image_size} images; "
                           f"accepted: 1..{fits}")
-    return build_discriminator("patchgan", in_channels=in_channels, image_size=image_size, ndf=lc.ndf,
-                               n_layers=lc.n_layers, norm=lc.disc_norm)
+    return build_discriminator("patchgan", in_channels=in_channels, image_size=image_size, ndf=int(ndf),
+                               n_layers=int(n_layers), norm=norm)
 
 
 class ImagePool:

@@ -62,7 +62,7 @@ class Pix2Pix(Method):
         check_translation_data(spec, "pix2pix", "paired")
         lc = cfg.loss
         gen = build_image_generator(cfg, spec.in_channels, spec.out_channels, spec.image_size)
-        disc = build_patchgan(lc, spec.in_channels + spec.out_channels, spec.image_size)
+        disc = build_patchgan(spec.in_channels + spec.out_channels, spec.image_size, lc.ndf, lc.n_layers, lc.disc_norm)
         self.add_player("generator", gen)
         self.add_player("discriminator", disc, optim_with_lr(cfg.optim, lc.disc_lr, "loss.disc_lr"))
 

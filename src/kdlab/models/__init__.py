@@ -46,11 +46,12 @@ from kdlab.models.gan import (  # noqa: E402
     DCGenerator,
     build_discriminator,
     build_generator,
+    generator_input_kind,
     sample_latent,
 )
 
 __all__ += ["GENERATORS", "DISCRIMINATORS", "DCGenerator", "DCDiscriminator", "build_generator",
-            "build_discriminator", "sample_latent"]
+            "build_discriminator", "generator_input_kind", "sample_latent"]
 
 # MosaicKD players (Fang et al. 2021): Sigmoid generator and patch discriminator, in the same registries.
 from kdlab.models.mosaic import MosaicGenerator, PatchDiscriminator, PatchGeometry  # noqa: E402

@@ -215,6 +215,26 @@ def wdcgan_discriminator(d: int = 64, in_channels: int = 1, image_size: int = 28
     return DCDiscriminator(d, in_channels, image_size, batchnorm=False, arch="wdcgan")
 
 
+def generator_input_kind(name: str) -> str:
+    """What registered generator ``name`` takes: its class's :attr:`GeneratorBase.input_kind` (``"latent"`` or
+    ``"image"``), read from the factory's return annotation without building it; factories without one:
+    ``"latent"`` when they take ``latent_dim``, else ``"image"``.
+
+    Raises:
+        UnknownNameError: unknown name (lists the known ones).
+    """
+    import typing
+
+    factory = GENERATORS.get(name)
+    try:
+        cls = typing.get_type_hints(factory).get("return")
+    except Exception:  # an annotation that does not resolve: fall back on the signature
+        cls = None
+    if isinstance(cls, type) and issubclass(cls, GeneratorBase):
+        return cls.input_kind
+    return "latent" if "latent_dim" in inspect.signature(factory).parameters else "image"
+
+
 def _factory_keywords(factory: Any, fixed: tuple) -> list:
     """The keyword arguments a registered factory takes besides the ``fixed`` ones (channels, size)."""
     return [p for p in inspect.signature(factory).parameters if p not in fixed]

@@ -145,6 +145,12 @@ class UNetGenerator(ImageGeneratorBase):
                 up.append(nn.Dropout(0.5))
             ups.append(nn.Sequential(*up))
         self.downs, self.ups = nn.ModuleList(downs), nn.ModuleList(ups)
+        # enc{i}: encoder output at 1/2^i of the side (i = 1..n, enc{n} the bottleneck); dec{i}: decoder output
+        # at 1/2^i (i = 1..n-1; dec0 would be the image itself, the "output")
+        self.feature_layers: Dict[str, str] = {f"enc{i + 1}": f"downs.{i}" for i in range(n)}
+        self.feature_layers.update({f"dec{i}": f"ups.{i}" for i in range(1, n)})
+        #: default distilled layers: the three decoder stages nearest the output (widths ngf, 2ngf, 4ngf)
+        self.distill_layers: List[str] = [f"dec{i}" for i in range(1, min(n, 4))]
         init_normal(self)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -224,6 +230,13 @@ class ResnetGenerator(ImageGeneratorBase):
                            "act": nn.Sequential(_norm(self.norm, c // 2), nn.ReLU(True))})
             for c in (4 * g, 2 * g))
         self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(g, self.out_channels, 7), nn.Tanh())
+        self.feature_layers: Dict[str, str] = {"stem": "stem", "down1": "downs.0", "down2": "downs.1"}
+        self.feature_layers.update({f"block{k + 1}": f"blocks.{k}" for k in range(self.n_blocks)})
+        self.feature_layers.update({"up1": "ups.0.act", "up2": "ups.1.act"})
+        #: default distilled layers, GAN-Compression's choice for CycleGAN (``model.9, .12, .15, .18`` of the
+        #: 9-block generator): the input of the blocks and the outputs of blocks n/3, 2n/3 and n
+        thirds = sorted({max(1, round(self.n_blocks * f)) for f in (1 / 3, 2 / 3, 1.0)})
+        self.distill_layers: List[str] = ["down2"] + [f"block{k}" for k in thirds]
         init_normal(self)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -284,6 +297,8 @@ class PatchGANDiscriminator(nn.Module):
             cin = cout
         layers.append(nn.Conv2d(cin, 1, 4, 1, 1))
         self.net = nn.Sequential(*layers)
+        # layer{i}: the activation of hidden layer i (i = 1 .. n_layers + 1), the maps GCC distils (eq. 17)
+        self.feature_layers: Dict[str, str] = {f"layer{i + 1}": f"net.{1 + 3 * i}" for i in range(self.n_layers + 1)}
         init_normal(self)
 
     def geometry(self) -> Tuple[int, int]:

@@ -7,7 +7,7 @@ builds them. Every module of this package is imported here, so a new term is one
 import importlib
 import pkgutil
 
-from kdlab.terms.base import (CAPABILITIES, OUTPUT, TERMS, Outputs, Term, TermConfig, TermContext, layer_pairs,
+from kdlab.terms.base import (CAPABILITIES, OUTPUT, TERMS, CriticView, Outputs, Term, TermConfig, TermContext, layer_pairs,
                               output_shape, pick)
 from kdlab.terms.objective import Objective, Student, build_objective, legacy_spelling, term_config
 
@@ -15,5 +15,5 @@ for _m in pkgutil.iter_modules(__path__):
     if _m.name not in ("base", "objective"):
         importlib.import_module(f"{__name__}.{_m.name}")
 
-__all__ = ["CAPABILITIES", "OUTPUT", "TERMS", "output_shape", "pick", "Objective", "Outputs", "Student", "Term", "TermConfig", "TermContext",
+__all__ = ["CAPABILITIES", "OUTPUT", "TERMS", "CriticView", "output_shape", "pick", "Objective", "Outputs", "Student", "Term", "TermConfig", "TermContext",
            "build_objective", "layer_pairs", "legacy_spelling", "term_config"]

@@ -33,8 +33,10 @@ TERMS = Registry("term")
 #: ``teacher``: teacher outputs for the same examples; ``logits``: classifier outputs [B, K];
 #: ``images``: generator outputs [B, C, H, W]; ``labels``: ``batch.y``; ``features``: named
 #: intermediate features (forward hooks); ``input_grad``: one input leaf shared by teacher and student;
-#: ``index``: ``batch.index``, each example's row in the transfer source (``TermContext.transfer_size`` rows).
-CAPABILITIES = ("teacher", "logits", "images", "labels", "features", "input_grad", "index")
+#: ``index``: ``batch.index``, each example's row in the transfer source (``TermContext.transfer_size`` rows);
+#: ``targets``: ``batch.target``, the ground-truth output image of a paired translation task; ``critic``: the
+#: method's discriminator, whose named features terms read through :attr:`TermContext.critic`.
+CAPABILITIES = ("teacher", "logits", "images", "labels", "features", "input_grad", "index", "targets", "critic")
 
 #: Reserved feature name of a network's main output (logits [B, K] or images [B, C, H, W]): a term's
 #: ``layers`` may pair it like any named feature, e.g. ``[[output, output]]``.
@@ -93,6 +95,9 @@ class TermContext:
             None when the method was built without data.
         steps_per_epoch: optimiser steps per epoch, ``ceil(transfer_size / data.batch_size)`` (for
             schedules counted in epochs, e.g. a warm-up); None without data.
+        spec: the data set's :class:`kdlab.data.DataSpec` (channels, normalisation, translation pairing),
+            or None.
+        critic: the method's discriminator as terms may read it (:class:`CriticView`), or None.
     """
 
     method: str
@@ -106,6 +111,8 @@ class TermContext:
     num_classes: Optional[int] = None
     transfer_size: Optional[int] = None
     steps_per_epoch: Optional[int] = None
+    spec: Any = None
+    critic: Optional["CriticView"] = None
 
     def _shapes(self, net: Optional[nn.Module], names: Sequence[str], shape: Tuple[int, ...], term: str,
                 who: str) -> Dict[str, Tuple[int, ...]]:
@@ -134,6 +141,71 @@ class TermContext:
     def teacher_shapes(self, names: Sequence[str], term: str) -> Dict[str, Tuple[int, ...]]:
         """Per-sample shapes of the teacher's features ``names`` (errors as :meth:`student_shapes`)."""
         return self._shapes(self.teacher, names, self.teacher_input, term, "teacher")
+
+
+class CriticView:
+    """The method's discriminator as terms see it: its named features of images, with D held fixed.
+
+    GCC (VEM paper eq. 17) compares the discriminator's intermediate maps of student and teacher images;
+    the discriminator is the method's player (trained by the method), so a term reads it through this
+    view and never owns or steps it.
+
+    Args:
+        get: returns the live discriminator (unwrapped; called at every use, so the term sees its
+            current weights on its current device).
+        input_shape: per-sample shape ``(C, H, W)`` of the images D judges (without the condition).
+        condition_channels: channels of the source image D is conditioned on (concatenated before the
+            image, pix2pix's conditional D); 0 for an unconditional D.
+    """
+
+    def __init__(self, get: Callable[[], nn.Module], input_shape: Tuple[int, ...], condition_channels: int = 0) -> None:
+        self.get = get
+        self.input_shape = tuple(int(v) for v in input_shape)
+        self.condition_channels = int(condition_channels)
+
+    def features(self, images: torch.Tensor, names: Sequence[str],
+                 condition: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """D's features ``names`` of ``images`` [B, C, H, W] (D reads ``cat(condition, images)`` when it is
+        conditional): ``{name: [B, ...]}`` with a graph to ``images`` only (D's parameters get no gradient).
+        One forward pass, in D's current mode (pass student and teacher images as one batch so that a
+        BatchNorm D normalises both alike).
+
+        Raises:
+            ValueError: a conditional D without ``condition``.
+        """
+        from kdlab.models.base import capture_features
+
+        if self.condition_channels:
+            if condition is None:
+                raise ValueError("a conditional discriminator needs the source images as condition")
+            images = torch.cat([condition.to(images.dtype), images], 1)
+        d = self.get()
+        params = [p for p in d.parameters() if p.requires_grad]
+        for p in params:
+            p.requires_grad_(False)
+        try:
+            with capture_features(d, list(names)) as store:
+                d(images)
+        finally:
+            for p in params:
+                p.requires_grad_(True)
+        return {n: store[n] for n in names}
+
+    def feature_names(self) -> List[str]:
+        """D's friendly feature names (``feature_layers``), in order."""
+        return list(getattr(self.get(), "feature_layers", {}) or {})
+
+    def shapes(self, names: Sequence[str], term: str) -> Dict[str, Tuple[int, ...]]:
+        """Per-sample shapes of D's features ``names``.
+
+        Raises:
+            ConfigError: an unknown feature (names the term and D's known features).
+        """
+        shape = (self.condition_channels + self.input_shape[0],) + self.input_shape[1:]
+        try:
+            return feature_shapes(self.get(), list(names), shape)
+        except UnknownFeatureError as exc:
+            raise ConfigError(f"term {term!r}: the discriminator {exc}") from None
 
 
 def output_shape(net: nn.Module, input_shape: Sequence[int]) -> Tuple[int, ...]:
@@ -250,6 +322,11 @@ class Term(nn.Module, metaclass=ABCMeta):
         """Ask for the features of ``(student, teacher)`` pairs (:data:`OUTPUT` needs no hook)."""
         self.student_features = list(dict.fromkeys(a for a, _ in pairs if a != OUTPUT))
         self.teacher_features = list(dict.fromkeys(b for _, b in pairs if b != OUTPUT))
+
+    def record(self) -> Dict[str, Any]:
+        """Entries for the run's ``summary.json`` (e.g. the identity and hash of a feature network the term
+        loaded). Default: none."""
+        return {}
 
     def players(self) -> Dict[str, Tuple[nn.Module, Any]]:
         """Modules trained by an optimizer of their own: ``{name: (module, optim config or None)}``

@@ -1,0 +1,182 @@
+"""The i2i-distill student method: the image-generator builder, the PatchGAN game, validation and sample
+grids, a short run of each algorithm's recipe (OMGD, GAN-Compression, CAT, GCC, CAGC) on tiny synthetic
+paired / unpaired data that lowers the student's distance to the teacher, and its errors."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from kdlab.config import ConfigError
+from kdlab.data import Batch
+from kdlab.data.sets import DataSpec
+from kdlab.engine.checkpoint import save_classifier
+from kdlab.engine.generators import save_generator
+from kdlab.methods import METHODS
+from kdlab.methods.gan_players import build_gen
+from kdlab.models import build_generator, build_model
+from kdlab.runner import load_run_config
+
+S = 16
+RECIPES = Path(__file__).resolve().parents[1] / "src" / "kdlab" / "recipes"
+
+
+def spec(pairing="paired"):
+    return DataSpec(name="toy", num_classes=10, in_channels=1, image_size=S, mean=(0.5,), std=(0.5,),
+                    pairing=pairing, target_channels=1)
+
+
+class _Fabric:  # the single-process pieces of Fabric that methods use
+    device = torch.device("cpu")
+    is_global_zero = True
+
+    def setup(self, module, opt):
+        return module, opt
+
+    def backward(self, loss):
+        loss.backward()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("i2i")
+    torch.manual_seed(0)
+    out = {"unet": save_generator(build_generator("unet", 1, S, in_channels=1, ngf=8), tmp / "unet.safetensors"),
+           "resnet_gen": save_generator(build_generator("resnet_gen", 1, S, in_channels=1, ngf=8, n_blocks=3),
+                                        tmp / "resnet.safetensors"),
+           "clf": save_classifier(build_model("lenet", num_classes=10, in_channels=1, image_size=S, channels=[4, 8],
+                                              fc=16), tmp / "clf.safetensors", data="fashion-mnist")}
+    return tmp, out
+
+
+def blobs(n, seed):
+    """Smooth synthetic source images in [-1, 1]: a Gaussian blob per image at a random place."""
+    g = torch.Generator().manual_seed(seed)
+    c = torch.rand(n, 2, generator=g) * (S - 6) + 3
+    yy, xx = torch.meshgrid(torch.arange(S).float(), torch.arange(S).float(), indexing="ij")
+    d = (yy[None] - c[:, 0, None, None]) ** 2 + (xx[None] - c[:, 1, None, None]) ** 2
+    return (2 * torch.exp(-d / 8) - 1)[:, None]
+
+
+def method(tmp, teacher, recipe=None, pairing="paired", **over):
+    raw = OmegaConf.to_container(OmegaConf.load(RECIPES / recipe)) if recipe else {
+        "name": "s", "method": "i2i-distill", "model": {"name": "unet", "kwargs": {"ngf": 4}},
+        "loss": {"terms": {"l1_image": {"weight": 1.0}}}}
+    raw.update({"out_dir": str(tmp), "teacher": {"checkpoint": str(teacher)}, "seed": 0,
+                "data": {"name": "toy", "val_size": 0, "batch_size": 8},
+                "optim": {"name": "adam", "lr": 0.003, "betas": [0.5, 0.999], "weight_decay": 0.0, "scheduler": "none"},
+                "trainer": {"epochs": 1, "progress": False, "tensorboard": False, "threads": 1},
+                "eval": {"latency": False}})
+    for k, v in over.items():
+        raw[k] = {**raw.get(k, {}), **v} if isinstance(v, dict) else v
+    cfg = load_run_config([raw])
+    m = METHODS.get("i2i-distill")(cfg, spec(pairing))
+    m.setup(_Fabric())
+    m.train()
+    return m
+
+
+@torch.no_grad()
+def mse_to_teacher(m, x):
+    s = m.eval_model()
+    was = s.training
+    s.eval()
+    out = float(((s(x) - m.frozen["teacher"](x)) ** 2).mean())
+    s.train(was)
+    return out
+
+
+CASES = [  # recipe, generator, pairing, extractor keys to point at the test classifier
+    ("i2i_omgd.yaml", "unet", "paired", [("perceptual", "extractor")]),
+    ("i2i_omgd_unpaired.yaml", "resnet_gen", "unpaired", [("perceptual", "extractor")]),
+    ("i2i_gan_compression.yaml", "resnet_gen", "unpaired", []),
+    ("i2i_cat.yaml", "resnet_gen", "unpaired", []),
+    ("i2i_gcc.yaml", "unet", "paired", []),
+    ("i2i_cagc.yaml", "unet", "paired", [("cagc", "extractor")]),
+]
+
+
+@pytest.mark.parametrize("recipe,arch,pairing,ext", CASES, ids=[c[0] for c in CASES])
+def test_recipe_student_gets_closer_to_the_teacher(recipe, arch, pairing, ext, files):
+    tmp, f = files
+    raw = OmegaConf.to_container(OmegaConf.load(RECIPES / recipe))
+    terms = raw["loss"]["terms"]
+    for term, key in ext:
+        terms[term][key] = str(f["clf"])
+    kw = {"ngf": 4} if arch == "unet" else {"ngf": 4, "n_blocks": 3}
+    m = method(tmp, f[arch], recipe, pairing, model={"name": arch, "kwargs": kw},
+               loss={"terms": terms, "ndf": 8})
+    x_val = blobs(16, 99)
+    before = mse_to_teacher(m, x_val)
+    x, y = blobs(64, 1), blobs(64, 2)
+    for step in range(40):
+        i = (step * 8) % 64
+        out = m.training_step(Batch(x=x[i:i + 8], target=y[i:i + 8]), step)
+        assert torch.isfinite(out["loss"])
+    assert {"loss_d", "adv", "loss_g"} <= set(out)
+    assert mse_to_teacher(m, x_val) < 0.6 * before
+
+
+def test_game_trains_the_conditional_discriminator_and_logs(files):
+    tmp, f = files
+    m = method(tmp, f["unet"], loss={"terms": {"l1_image": {"weight": 1.0}}, "adv_weight": 0.5, "ndf": 8})
+    D = m.players["discriminator"]
+    assert D.in_channels == 2  # paired: cat(source, image)
+    d0 = [p.detach().clone() for p in D.parameters()]
+    out = m.training_step(Batch(x=blobs(8, 1), target=blobs(8, 2)), 0)
+    assert any(not torch.equal(a, b) for a, b in zip(d0, D.parameters()))
+    assert float(out["loss_g"]) == pytest.approx(float(out["l1_image"]) + 0.5 * float(out["adv"]), rel=1e-5)
+    assert all(p.grad is None for p in m.frozen["teacher"].parameters())
+    u = method(tmp, f["unet"], pairing="unpaired", loss={"ndf": 8})
+    assert u.players["discriminator"].in_channels == 1  # unpaired: the image alone
+
+
+def test_validation_and_sample_grid(files):
+    tmp, f = files
+    m = method(tmp, f["unet"], loss={"adv_weight": 0.0})
+    assert "discriminator" not in m.players
+    m.training_step(Batch(x=blobs(8, 1), target=blobs(8, 2)), 0)
+    x = blobs(10, 3)
+    val = m.validate([Batch(x=x[:6]), Batch(x=x[6:])], torch.device("cpu"))
+    assert val["val/mse_to_teacher"] == pytest.approx(mse_to_teacher(m, x), rel=1e-5)
+    m.on_epoch_end(0)
+    from PIL import Image
+
+    img = Image.open(tmp / "s" / "samples" / "epoch_001.png")
+    assert img.size[1] == 3 * (S + 2) + 2  # three rows: input, teacher, student
+
+
+def test_builder_routes_on_input_kind_and_refuses_the_other_kind(files):
+    tmp, f = files
+    cfg = OmegaConf.create({"method": "i2i-distill", "model": {"name": "unet", "kwargs": {"ngf": 4}}})
+    gen = build_gen(cfg, DataSpec("t", 10, 1, S, (0.5,), (0.5,), pairing="paired", target_channels=3), inputs="image")
+    assert (gen.in_channels, gen.out_channels, gen.image_size) == (1, 3, S)
+    with pytest.raises(ConfigError, match="'dcgan' is a latent generator.*accepted: .*unet"):
+        build_gen(OmegaConf.create({"method": "i2i-distill", "model": {"name": "dcgan", "kwargs": {}}}), spec(),
+                  inputs="image")
+    with pytest.raises(ValueError, match=r"model.kwargs \['in_channels'\].*channels and image size come from the data"):
+        build_gen(OmegaConf.create({"method": "i2i-distill", "model": {"name": "unet", "kwargs": {"in_channels": 3}}}),
+                  spec(), inputs="image")
+
+
+def test_bad_input(files):
+    tmp, f = files
+    with pytest.warns(UserWarning, match=r"student \(ngf 16\) is wider than its teacher \(ngf 8\)"):
+        method(tmp, f["unet"], model={"name": "unet", "kwargs": {"ngf": 16}})
+    with pytest.raises(ConfigError, match="needs an image-to-image translation data set"):
+        load = load_run_config([{"name": "s", "method": "i2i-distill", "out_dir": str(tmp),
+                                 "teacher": {"checkpoint": str(f["unet"])}, "model": {"name": "unet"}}])
+        METHODS.get("i2i-distill")(load, spec(None))
+    with pytest.raises(ConfigError, match="nothing to train"):
+        method(tmp, f["unet"], loss={"terms": {}, "adv_weight": 0.0})
+    with pytest.raises(ConfigError, match="needs critic.*loss.adv_weight = 0"):
+        method(tmp, f["unet"], loss={"terms": {"gcc": {}}, "adv_weight": 0.0})
+    with pytest.raises(ConfigError, match="target = 'ground_truth' needs targets.*unpaired"):
+        method(tmp, f["unet"], pairing="unpaired", loss={"terms": {"l1_image": {"target": "ground_truth"}}})
+    from kdlab.engine import GeneratorMismatchError
+
+    rgb = save_generator(build_generator("unet", 3, S, in_channels=1, ngf=4), tmp / "rgb.safetensors")
+    with pytest.raises(GeneratorMismatchError, match=r"outputs images of shape \(3, 16, 16\).*\(1, 16, 16\)"):
+        method(tmp, rgb)
