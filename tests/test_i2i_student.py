@@ -141,11 +141,15 @@ def test_validation_and_sample_grid(files):
     x = blobs(10, 3)
     val = m.validate([Batch(x=x[:6]), Batch(x=x[6:])], torch.device("cpu"))
     assert val["val/mse_to_teacher"] == pytest.approx(mse_to_teacher(m, x), rel=1e-5)
+    from kdlab.data import TranslationDataset
+
+    u8 = lambda t: ((t + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)  # noqa: E731
+    m.on_fit_start(TranslationDataset(u8(x[:5]), u8(blobs(5, 4)), "paired"), tmp, [5])
     m.on_epoch_end(0)
     from PIL import Image
 
     img = Image.open(tmp / "s" / "samples" / "epoch_001.png")
-    assert img.size[1] == 3 * (S + 2) + 2  # three rows: input, teacher, student
+    assert img.size[1] == 4 * (S + 2) + 2  # four rows: input, teacher, student, ground truth
 
 
 def test_builder_routes_on_input_kind_and_refuses_the_other_kind(files):
