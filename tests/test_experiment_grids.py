@@ -9,6 +9,7 @@ names, same resolved configs). Real training of these grids is in the slow tests
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List
@@ -125,6 +126,15 @@ TERMS = {
 }
 
 
+def _orderings_are_tested(text):
+    """Every sentence of a report that states an ordering ("A > B by ...") carries a paired test across
+    seeds: its p-value and number of seeds, or "untested" with the seed count (issue 10 part 5;
+    tests/test_report_orderings.py checks the sentences themselves on fabricated tables)."""
+    for line in text.splitlines():
+        if re.search(r"\S [<>=] \S.* by [0-9.]+ ", line):
+            assert re.search(r"paired t-test p = [0-9.e+-]+, n = \d+ seeds|untested: \d+ seed", line), line
+
+
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS.names()) + ["demo"])
 def test_every_cell_of_the_small_grid_builds_and_is_reused(name, fake_train, tmp_path, monkeypatch):
     from kdlab.methods import KDGAN
@@ -133,6 +143,7 @@ def test_every_cell_of_the_small_grid_builds_and_is_reused(name, fake_train, tmp
     monkeypatch.setattr(KDGAN, "training_step", lambda self, batch, step: steps.append(len(batch)) or {})
     report = _walk(name, tmp_path)
     assert Path(report).is_file()
+    _orderings_are_tested(Path(report).read_text())
     cells = fake_train.cells
     assert cells, "the grid has no cell"
     for cell, terms in TERMS.get(name, {}).items():

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from kdlab.experiments import EXPERIMENTS, grid
+from kdlab.experiments.jacobian_report import table1_orderings, table2_orderings, table3_orderings
 
 # ----------------------------------------------------------------------------- the paper's numbers
 PAPER_T1_SIZES = [1, 5, 10, 50, 100, 500, None]
@@ -214,7 +215,8 @@ def table1(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrid
         "(paper: VGG-9 64.78% on CIFAR-100).",
         "",
         markdown_table(headers, rows),
-        "![table 1](plots/table1.png)",
+        "![table 1](plots/table1.png)", "",
+        *table1_orderings(acc, [_size_name(n) for n in sizes], {r: v[0] for r, v in T1_ROWS.items()}),
     ]
     return grid.write_report(out, "Jacobian matching, Table 1: distillation with limited data", lines,
                              {"scale": scale, "seeds": seeds, "teacher_acc": t["test_acc_best"], "acc": acc, "paper": PAPER_T1})
@@ -249,7 +251,8 @@ def table2(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrid
         "label's logit (Prop. 2 with section 4.1's label selection).",
         "",
         markdown_table(headers, rows),
-        "![table 2](plots/table2.png)",
+        "![table 2](plots/table2.png)", "",
+        *table2_orderings(acc, sig, {r: v[0] for r, v in PAPER_T2.items()}),
     ]
     return grid.write_report(out, "Jacobian matching, Table 2: noise robustness", lines,
                              {"scale": scale, "seeds": seeds, "acc": acc, "paper": PAPER_T2})
@@ -331,7 +334,8 @@ def table3(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrid
         "Jacobians = attention-map Jacobians at (VGG pool1, ResNet layer2), window s/5.",
         "",
         markdown_table(headers, rows),
-        "![table 3](plots/table3.png)",
+        "![table 3](plots/table3.png)", "",
+        *table3_orderings(acc, [_size_name(n) for n in sizes], {r: v[0] for r, v in PAPER_T3.items()}),
     ]
     return grid.write_report(out, "Jacobian matching, Table 3: transfer learning", lines,
                              {"scale": scale, "seeds": seeds, "acc": acc, "paper": PAPER_T3})

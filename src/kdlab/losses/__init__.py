@@ -33,12 +33,11 @@ from kdlab.losses.logits import LOGIT_MODES, logit_matching
 from kdlab.losses import kdgan  # noqa: F401  (KDGAN game terms, kdlab.losses.kdgan)
 from kdlab.losses.kdgan import kdgan_distill_loss
 from kdlab.losses.jacobian_noise import noise_equivalence, noisy_expectation
+from kdlab.losses.attention_jacobian import attention_jacobian_loss, attention_pool_window
 from kdlab.losses.jacobian import (
     JACOBIAN_LOSSES,
     PENALTY_FORMS,
     SELECTIONS,
-    attention_jacobian_loss,
-    attention_pool_window,
     check_sigma,
     input_gradients,
     jacobian_cross_entropy,

@@ -11,9 +11,9 @@ squared-error form (Prop. 1), softmax temperature 1 for the cross-entropy form (
 ``loss.input_noise > 0`` trains on ``x + sigma * N(0, I)`` instead (explicit noise augmentation, the
 left-hand side of Prop. 1), for comparison with the Jacobian term.
 
-Under train-mode BatchNorm the student's input Jacobian is the gradient of the batch sum, so it
-includes the cross-sample terms through the batch statistics; the teacher is always in eval mode
-(see :mod:`kdlab.losses.jacobian`).
+Under train-mode BatchNorm the student's Jacobians are per-sample: those of a second forward pass
+with this batch's statistics held constant (:mod:`kdlab.models.batch_stats`), while CE and activation
+matching use the ordinary pass; the teacher is always in eval mode (see :mod:`kdlab.losses.jacobian`).
 """
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from kdlab.config import bounded, choice
 from kdlab.data.batch import Batch
 from kdlab.losses import PENALTY_FORMS, SELECTIONS, cross_entropy, jacobian_norm_penalty
 from kdlab.methods.base import METHODS, Method, build_network, unwrap
+from kdlab.models.batch_stats import jacobian_forward
 from kdlab.terms.base import plain_config
 
 
@@ -21,7 +22,9 @@ class TeacherTraining(Method):
     ``loss.jacobian_penalty = lambda > 0`` adds the Jacobian-norm penalty of the Jacobian paper
     (Prop. 2 / eq. 3, :func:`kdlab.losses.jacobian_norm_penalty`), the robust training of its
     Table 2; ``loss.input_noise = sigma > 0`` trains on ``x + sigma * N(0, I)`` instead (explicit
-    noise augmentation, the left-hand side of Prop. 2).
+    noise augmentation, the left-hand side of Prop. 2). The penalty is on per-sample Jacobians: for a
+    model with train-mode BatchNorm, those of a second pass with the batch statistics held constant
+    (:mod:`kdlab.models.batch_stats`; one extra forward per step).
 
     The trained network is exported as ``teacher.safetensors`` in the run directory, which a
     distillation config references as ``teacher.checkpoint: runs/<name>``.
@@ -53,13 +56,16 @@ class TeacherTraining(Method):
             x = x + lc.input_noise * torch.randn_like(x)
         penalty = lc.jacobian_penalty > 0
         x = x.detach().requires_grad_(penalty)
-        logits = self.players["model"](x)
+        model = self.players["model"]
+        # with the penalty on, a train-mode BatchNorm model also runs its Jacobian pass (statistics held
+        # constant): the penalty is then on per-sample Jacobians; CE stays on the ordinary pass
+        logits, per_sample = jacobian_forward(unwrap(model), x, model)
         ce = cross_entropy(logits, y, check_range=not self._range_checked)  # the labels' range once (a host sync)
         self._range_checked = True
         loss = lc.ce * ce
         out = {"ce": ce.detach()}
         if penalty:
-            jp = jacobian_norm_penalty(logits, x, y, form=lc.jacobian_penalty_form, select=lc.jacobian_penalty_select)
+            jp = jacobian_norm_penalty(logits if per_sample is None else per_sample, x, y, form=lc.jacobian_penalty_form, select=lc.jacobian_penalty_select)
             loss = loss + lc.jacobian_penalty * jp
             out["jacobian_penalty"] = jp.detach()
         self.step_optimizer("model", loss)

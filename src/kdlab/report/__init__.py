@@ -4,7 +4,7 @@
 Imports only matplotlib, PyYAML (for config.yaml) and the standard library.
 """
 from .plots import plot_bars, plot_noise, plot_run_curves, plot_val_curves
-from .stats import diff_text, ordering_text, paired_test
+from .stats import claim_text, diff_text, ordering_text, paired_test
 from .runs import (
     RunData,
     RunFileError,
@@ -38,6 +38,7 @@ __all__ = [
     "plot_val_curves",
     "plot_noise",
     "plot_bars",
+    "claim_text",
     "paired_test",
     "diff_text",
     "ordering_text",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Optional, Sequence
 
-__all__ = ["paired_test", "ordering_text", "diff_text", "ALPHA"]
+__all__ = ["paired_test", "ordering_text", "claim_text", "diff_text", "ALPHA"]
 
 #: significance level of the sentences of :func:`ordering_text`
 ALPHA = 0.05
@@ -68,3 +68,22 @@ def diff_text(test: Dict[str, Any]) -> str:
         return "—"
     p = "p n/a" if test.get("p") is None else f"p = {test['p']:.3g}"
     return f"{test['diff']:+.2f} ({p})"
+
+
+def claim_text(name_a: str, name_b: str, a: Sequence[float], b: Sequence[float], unit: str = "points",
+               alpha: float = ALPHA) -> str:
+    """A paper's claim "``name_a`` > ``name_b``" checked on per-seed values ``a``, ``b`` (same seeds, same
+    order; higher is better, negate both for lower-is-better metrics): the :func:`ordering_text`
+    sentence of :func:`paired_test`, then the verdict ``holds`` (a > b, p < alpha), ``does NOT hold``
+    (a < b, p < alpha), or ``undecided`` (not significant, or fewer than 2 seeds).
+
+    Raises:
+        ValueError: ``a`` and ``b`` of different lengths.
+    """
+    test = paired_test(a, b)
+    p, d = test.get("p"), test.get("diff")
+    if p is not None and p < alpha and d:
+        verdict = "holds" if d > 0 else "does NOT hold"
+    else:
+        verdict = "undecided"
+    return f"claim {name_a} > {name_b}: {verdict}; {ordering_text(name_a, name_b, test, unit, alpha)}"

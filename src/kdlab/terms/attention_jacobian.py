@@ -15,7 +15,8 @@ class AttentionJacobianTerm(Term):
     """Attention-map Jacobian matching over ``layers`` pairs (Srinivas & Fleuret 2018, eq. 10).
 
     Sum over the pairs of eq. 10: unit-normalised input gradients of the pooled attention
-    map at the teacher's argmax position, squared distance (:func:`kdlab.losses.attention_jacobian_loss`).
+    map at the teacher's argmax position, squared distance (:func:`kdlab.losses.attention_jacobian_loss`);
+    a train-mode student's maps come from its Jacobian pass (:attr:`kdlab.terms.Outputs.for_jacobian`).
     ``pool``: window = feature size / pool (1 = global "Full", 0 = none; Table 5)."""
 
     @dataclass
@@ -38,4 +39,5 @@ class AttentionJacobianTerm(Term):
         self.teacher_features = [t for _, t in self.pairs]
 
     def forward(self, s, t, batch):
-        return sum(attention_jacobian_loss(s.features[a], t.features[b], s.x, self.cfg.pool) for a, b in self.pairs)
+        sj, tj = s.for_jacobian, t.for_jacobian  # per-sample input gradients (BatchNorm statistics held constant)
+        return sum(attention_jacobian_loss(sj.features[a], tj.features[b], sj.x, self.cfg.pool) for a, b in self.pairs)

@@ -64,6 +64,10 @@ class Outputs:
         derived: per-example quantities the terms derive from the teacher alone (``"<term>/<key>"`` ->
             tensor [B, ...], see :meth:`Term.teacher_derived`), e.g. the teacher's input Jacobians;
             empty for a student.
+        jacobian_pass: the same outputs and features recomputed from the input leaf ``x`` with every
+            train-mode BatchNorm's batch statistics held constant (:func:`kdlab.models.batch_stats.jacobian_forward`),
+            so that their input gradients are per-sample Jacobians; None when this pass's already are
+            (no batch-coupled layer, e.g. the eval-mode teacher) or no term takes input gradients.
     """
 
     out: torch.Tensor
@@ -71,10 +75,17 @@ class Outputs:
     label_logits: Optional[torch.Tensor] = None
     x: Optional[torch.Tensor] = None
     derived: Dict[str, torch.Tensor] = field(default_factory=dict)
+    jacobian_pass: Optional["Outputs"] = None
 
     @property
     def logits_for_labels(self) -> torch.Tensor:
         return self.out if self.label_logits is None else self.label_logits
+
+    @property
+    def for_jacobian(self) -> "Outputs":
+        """The outputs whose input gradients (w.r.t. ``x``) are per-sample Jacobians: the Jacobian
+        pass when there is one, else these. Terms that differentiate w.r.t. the input read these."""
+        return self if self.jacobian_pass is None else self.jacobian_pass
 
 
 @dataclass

@@ -18,7 +18,10 @@ class JacobianTerm(Term):
     Teacher and student see one input leaf; the teacher's Jacobian (no graph) is derived right after
     its forward pass (:meth:`teacher_derived`, cacheable per example), the student's is matched to it
     (:func:`kdlab.losses.student_jacobian_match`; together :func:`kdlab.losses.output_jacobian_term`).
-    Costs one extra backward per selected output."""
+    Both are per-sample Jacobians: the teacher's of its eval-mode pass, a train-mode student's of its
+    Jacobian pass (BatchNorm batch statistics held constant, :attr:`kdlab.terms.Outputs.for_jacobian`).
+    Costs one extra backward per selected output (and, for a student with train-mode BatchNorm, one
+    extra forward)."""
 
     @dataclass
     class Config(TermConfig):
@@ -40,12 +43,12 @@ class JacobianTerm(Term):
         return select_classes(self.cfg.select, t.out.shape[1], batch.y if self.cfg.select == "label" else None, t.out)
 
     def teacher_derived(self, t, batch):
-        c = self.cfg
-        return {"jacobian": teacher_output_jacobian(t.out, t.x, self._classes(t, batch), c.form, c.temperature)}
+        c, tj = self.cfg, t.for_jacobian
+        return {"jacobian": teacher_output_jacobian(tj.out, tj.x, self._classes(t, batch), c.form, c.temperature)}
 
     def forward(self, s, t, batch):
-        c = self.cfg
+        c, sj = self.cfg, s.for_jacobian
         if s.out.shape != t.out.shape:
             raise ValueError(f"student logits {tuple(s.out.shape)} and teacher logits {tuple(t.out.shape)} differ")
-        return student_jacobian_match(s.out, self.from_teacher(t, "jacobian"), s.x, self._classes(t, batch),
+        return student_jacobian_match(sj.out, self.from_teacher(t, "jacobian"), sj.x, self._classes(t, batch),
                                       c.form, c.temperature, c.normalize)

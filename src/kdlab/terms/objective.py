@@ -23,6 +23,7 @@ from kdlab.config import ConfigError, check_section
 from kdlab.data.batch import Batch
 from kdlab.engine.loop import unwrap
 from kdlab.models.base import capture_features
+from kdlab.models.batch_stats import jacobian_forward
 from kdlab.registry import UnknownNameError
 from kdlab.terms.base import TERMS, Outputs, Term, TermContext
 
@@ -80,6 +81,21 @@ def _outputs(out: Any, feats: Dict[str, torch.Tensor], x: torch.Tensor) -> Outpu
     return Outputs(out=out, features=feats, x=x)
 
 
+def network_outputs(net: nn.Module, x: torch.Tensor, names: Sequence[str]) -> Outputs:
+    """``net``'s :class:`Outputs` on ``x`` with the features ``names``, teacher and student alike.
+
+    When ``x`` requires grad (a term takes input gradients) and ``net`` has a layer that mixes samples
+    (train-mode BatchNorm), the outputs come from the ordinary pass on ``x.detach()`` and
+    ``jacobian_pass`` holds a second pass on ``x`` with the batch statistics held constant
+    (:func:`kdlab.models.batch_stats.jacobian_forward`): the student's per-sample Jacobians are then
+    the same kind of object as the eval-mode teacher's (the network as it acts on one sample)."""
+    (out, feats), per = jacobian_forward(unwrap(net), x, lambda v: forward_features(net, v, names))
+    main = _outputs(out, feats, x)
+    if per is not None:
+        main.jacobian_pass = _outputs(per[0], per[1], x)
+    return main
+
+
 class Objective(nn.Module):
     """The weighted sum of the configured terms (an ``nn.Module``: it holds their trainable parts).
 
@@ -123,8 +139,7 @@ class Objective(nn.Module):
         if not self.needs_teacher:
             return None
         with torch.set_grad_enabled(self.needs_input_grad and torch.is_grad_enabled()):
-            out, feats = forward_features(teacher, x, self.teacher_features)
-        t = _outputs(out, feats, x)
+            t = network_outputs(teacher, x, self.teacher_features)
         for name, term in self.terms.items():
             t.derived.update({f"{name}/{k}": v for k, v in term.teacher_derived(t, batch).items()})
         return t
@@ -168,7 +183,9 @@ class Student(nn.Module):
     so one optimizer (and one DDP wrapper) covers both.
 
     ``forward(x) -> Outputs``: the network's output and every feature the objective (and
-    ``extra_features``, e.g. features a peer's objective reads) asks for, in one pass.
+    ``extra_features``, e.g. features a peer's objective reads) asks for, in one pass; when ``x``
+    requires grad and the network has train-mode BatchNorm, also its Jacobian pass
+    (``Outputs.jacobian_pass``, see :func:`network_outputs`).
     """
 
     def __init__(self, net: nn.Module, objective: Objective, extra_features: Sequence[str] = ()) -> None:
@@ -178,8 +195,7 @@ class Student(nn.Module):
         self.feature_names = list(dict.fromkeys(list(objective.student_features) + list(extra_features)))
 
     def forward(self, x: torch.Tensor) -> Outputs:
-        out, feats = forward_features(self.net, x, self.feature_names)
-        return _outputs(out, feats, x)
+        return network_outputs(self.net, x, self.feature_names)
 
 
 def build_objective(terms_cfg: Optional[Mapping[str, Any]], ctx: TermContext) -> Objective:

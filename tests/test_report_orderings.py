@@ -1,0 +1,84 @@
+"""Every ordering a `kdlab reproduce` report states carries a paired test across seeds (issue 10 part 5):
+each report's ordering sentences, built from fabricated small result tables, name the p-value and the
+number of seeds, and say "not significant" where the paired t-test (checked against scipy) says so."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from scipy import stats
+
+from kdlab.experiments import jacobian_report, kdgan_report
+from kdlab.report import claim_text
+
+P = re.compile(r"paired t-test p = ([0-9.e-]+), n = (\d+) seeds")
+A_HI = [80.0, 81.0, 82.5, 79.5]  # clearly above B_LO seed by seed
+B_LO = [70.0, 70.5, 72.0, 69.0]
+NOISY = [75.0, 70.0, 78.0, 69.0]  # no consistent difference from B_LO
+
+
+def _check(lines, n_seeds=4):
+    """Every sentence that states an ordering ("A > B" / "A < B") carries a p-value and the seed count."""
+    ordering = [ln for ln in lines if re.search(r" [<>] .* by ", ln)]
+    assert ordering, lines
+    for ln in ordering:
+        m = P.search(ln)
+        assert m and int(m.group(2)) == n_seeds, ln
+    return ordering
+
+
+def test_claim_text_verdicts_and_p_value_match_scipy():
+    held = claim_text("A", "B", A_HI, B_LO)
+    p = stats.ttest_rel(A_HI, B_LO).pvalue
+    assert held.startswith("claim A > B: holds") and f"p = {p:.3g}" in held and "not significant" not in held
+    assert claim_text("A", "B", B_LO, A_HI).startswith("claim A > B: does NOT hold")
+    undecided = claim_text("A", "B", NOISY, B_LO)
+    assert undecided.startswith("claim A > B: undecided") and "not significant" in undecided
+    assert "untested" in claim_text("A", "B", [1.0], [0.0])
+
+
+def test_kdgan_table4_every_pair_is_tested():
+    order = kdgan_report.TABLE4_ORDER
+    vals = {"KDGAN": A_HI, "CODIS": B_LO, "DISTN": NOISY, "MIMIC": B_LO}
+    res = {m: {500: {"best": vals[m], "last": vals[m]}} for m in order}
+    lines = _check(kdgan_report.table4_orderings(res, [500]))
+    assert len(lines) == 6  # all pairs of the four methods
+    assert any("claim KDGAN > CODIS: holds" in ln for ln in lines)
+    assert any("claim DISTN > MIMIC: undecided" in ln and "not significant" in ln for ln in lines)
+
+
+def test_kdgan_table3_fig6_fig7_orderings_carry_p_values():
+    acc = {100: {500: B_LO, 1000: B_LO}, 200: {500: A_HI, 1000: NOISY}}
+    _check(kdgan_report.table3_orderings(acc, [500, 1000]))
+    lines = _check(kdgan_report.fig6_orderings([(0.0, B_LO), (0.1, A_HI)], t0=75.0))
+    assert "does NOT hold" in lines[0] and "holds" in lines[1]
+    per_seed = {"without": [1e-3, 2e-3, 1.5e-3, 1.2e-3], "with": [1e-4, 3e-4, 2e-4, 1e-4]}
+    assert "holds" in _check(kdgan_report.fig7_orderings(per_seed))[0]
+
+
+@pytest.mark.parametrize("fn,rows,cols", [
+    (jacobian_report.table1_orderings, ("ce", "ce_jac", "ce_act", "ce_act_jac", "act", "act_jac"), ["1", "5"]),
+    (jacobian_report.table3_orderings, ("lwf", "lwf_jac", "lwf_at", "lwf_at_jac"), ["5"]),
+])
+def test_jacobian_tables_1_and_3_claims_are_tested(fn, rows, cols):
+    acc = {r: {c: (A_HI if r.endswith("jac") else B_LO) for c in cols} for r in rows}
+    lines = _check(fn(acc, cols, {r: r.upper() for r in rows}))
+    assert len(lines) == len(cols) * len(rows) // 2 and all("holds" in ln for ln in lines)
+
+
+def test_jacobian_table2_claims_are_tested_under_noise_only():
+    rows = ("lam0", "lam0.1", "lam1", "lam10", "l2", "dropout")
+    acc = {r: {s: (NOISY if r.startswith("lam1") else B_LO) for s in ("0.0", "0.2")} for r in rows}
+    lines = _check(jacobian_report.table2_orderings(acc, [0.0, 0.2], {r: r for r in rows}))
+    assert len(lines) == 4 and all("noise std 0.2" in ln and "not significant" in ln for ln in lines)
+
+
+def test_loss_families_report_orderings_carry_p_values(tmp_path):
+    from kdlab.experiments.loss_families import _report
+
+    teacher = {"data": {"name": "fashion-mnist"}, "model": {"params": 1000}, "test_acc_best": 90.0}
+    results = {"short": {r: {"best": v, "last": v, "time": [1.0] * 4} for r, v in
+                         (("kd", B_LO), ("at", A_HI), ("fitnet", NOISY))}}
+    report = _report(tmp_path, "small", [0, 1, 2, 3], teacher, results, {"kd": "KD", "at": "AT", "fitnet": "FitNet"})
+    lines = _check(report.read_text().splitlines())
+    assert len(lines) == 2 and any("not significant" in ln for ln in lines)
