@@ -142,7 +142,7 @@ CASES = [
     case("config", "train-teacher {cfg} optim.betas=[0.9]", "'optim.betas' = [0.9]", "exactly 2"),
     case("config", "train-teacher {cfg} optim.betas=[0.9,1.5]", "1.5", "< 1"),
     case("config", "train-teacher {cfg} optim.name=rmsprop", "'rmsprop'", "sgd, adam, adamw"),
-    case("config", "train-teacher {cfg} optim.scheduler=step", "'step'", "cosine, multistep, none"),
+    case("config", "train-teacher {cfg} optim.scheduler=step", "'step'", "cosine, multistep, linear, none"),
     case("config", "train-teacher {cfg} optim.milestones=[0]", "'optim.milestones'", ">= 1"),
     case("config", "train-teacher {cfg} trainer.threads=-1", "'trainer.threads' = -1", ">= 1 (or null)"),
     case("config", "train-teacher {cfg} trainer.limit_train_batches=0", "'trainer.limit_train_batches' = 0", ">= 1"),

@@ -101,7 +101,7 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
     [
         ("trainer.epochs=many", "trainer.epochs"),
         ("loss.temprature=2", "loss.temprature"),
-        ("optim.scheduler=linear", "optim.scheduler"),
+        ("optim.scheduler=linearly", "optim.scheduler"),
         ("data.n_per_class=0", "data.n_per_class"),
         ("nonsense=1", "nonsense"),
     ],
