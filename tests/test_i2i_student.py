@@ -107,7 +107,7 @@ def test_recipe_student_gets_closer_to_the_teacher(recipe, arch, pairing, ext, f
         terms[term][key] = str(f["clf"])
     kw = {"ngf": 4} if arch == "unet" else {"ngf": 4, "n_blocks": 3}
     m = method(tmp, f[arch], recipe, pairing, model={"name": arch, "kwargs": kw},
-               loss={"terms": terms, "ndf": 8})
+               loss={"terms": terms, "ndf": 8, "extractor": None})
     x_val = blobs(16, 99)
     before = mse_to_teacher(m, x_val)
     x, y = blobs(64, 1), blobs(64, 2)
