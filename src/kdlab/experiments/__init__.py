@@ -25,3 +25,4 @@ from kdlab.experiments import kdgan  # noqa: E402,F401  (kdgan-table3/table4/fig
 from kdlab.experiments import loss_families  # noqa: E402,F401  (loss-families)
 from kdlab.experiments import mosaickd  # noqa: E402,F401  (mosaickd)
 from kdlab.experiments import vem  # noqa: E402,F401  (vem-ablation)
+from kdlab.experiments import vem_i2i  # noqa: E402,F401  (vem-table1, vem-table2, vem-table4)

@@ -1,0 +1,164 @@
+"""VEM on image-to-image GAN compression (Kang et al., NeurIPS 2022, Tables 1, 2 and 4):
+``kdlab reproduce vem-table1 | vem-table2 | vem-table4``.
+
+The paper's claim: the energy-based MI add-on (VEM, eq. 10 ``L^s = L_algo - lambda_MI I~(T; S)``) improves
+every compression algorithm it is added to, and beats the other MI add-ons (VID's factorised Gaussian,
+CRD's contrastive bound; Table 4). Each algorithm runs alone and with each add-on on equal terms: the same
+frozen teacher, student architecture, student updates, schedule, data and seeds; the add-on acts on the
+output images with Table 6's lambda_MI.
+
+* ``vem-table1`` (Table 1, Pix2Pix): OMGD on the paired task ``edges2fashion`` (the offline stand-in for
+  Edges -> Shoes; the domain classifier's accuracy on the translations stands in for Cityscapes' mIoU),
+  lambda_MI 0.1;
+* ``vem-table2`` (Tables 2 and 4, CycleGAN): OMGD (0.1), CAT (0.005) and GAN-Compression (0.1) on the
+  unpaired task ``fashion2digits`` (the stand-in for Horse -> Zebra);
+* ``vem-table4`` (Table 4): the MI ablation over every algorithm of tables 1 and 2 (their cells are reused).
+
+Not here: Table 3 (GCC on SAGAN, unconditional): the ``gcc`` term reads a discriminator that only the
+image-to-image student exposes to terms today, so GCC runs on the paired task (recipe ``i2i_gcc``), not on
+SAGAN.
+
+Teachers: ``pix2pix_edges2fashion`` (U-Net ngf 32) and ``cyclegan_fashion2digits`` (ResNet ngf 32); the
+output domain's classifiers ``fashion_classifier`` / ``digits_classifier`` are the FID/KID extractors
+(identified by hash in every report) and the perceptual terms' feature networks.
+
+Scales:
+
+* ``small`` (2 CPU cores): 200 images per class, students at 1/4 of the teacher's width (OMGD, CAT) or 1/2
+  (GAN-Compression), as the paper's 64 -> 16 / 32; 4 epochs of batch 16 (500 student updates), Adam 2e-4
+  decaying linearly; the EBM with C = 8, CRD with k = 1,024; 3 seeds.
+* ``full`` (a GPU): the teachers' whole training subsets, 20 student epochs, C = 32, k = 16,384. The folder
+  tasks (``paired-folder:``, ``unpaired-folder:``, 256 px) run with ``data.name=...`` overrides where the
+  public data exist.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from omegaconf import OmegaConf
+from rich.console import Console
+
+from kdlab.experiments import EXPERIMENTS, grid
+
+#: the MI add-ons of every table, in report order
+ADDONS = {"alone": "alone", "vid": "+ VID", "crd": "+ CRD", "vem": "+ VEM"}
+#: the output domains: teacher recipe, classifier recipe
+TASKS = {"paired": ("pix2pix_edges2fashion", "fashion_classifier"),
+         "unpaired": ("cyclegan_fashion2digits", "digits_classifier")}
+#: algorithm -> (label, student recipe, task, lambda_MI of Table 6, student width as a fraction of the teacher's)
+ALGOS = {
+    "omgd-paired": ("OMGD", "i2i_omgd", "paired", 0.1, 0.25),
+    "omgd": ("OMGD", "i2i_omgd_unpaired", "unpaired", 0.1, 0.25),
+    "cat": ("CAT", "i2i_cat", "unpaired", 0.005, 0.25),
+    "gan-compression": ("GAN-Compression", "i2i_gan_compression", "unpaired", 0.1, 0.5),
+}
+TABLES = {"vem-table1": ["omgd-paired"], "vem-table2": ["omgd", "cat", "gan-compression"],
+          "vem-table4": ["omgd-paired", "omgd", "cat", "gan-compression"]}
+
+SCALES: Dict[str, Dict[str, Any]] = {
+    "small": {
+        "seeds": [0, 1, 2],
+        "classifier": ["trainer.epochs=3"],
+        "teacher": [],
+        "data": {"paired": ["data.n_per_class=200", "data.max_test=2000"],
+                 "unpaired": ["data.n_per_class=200", "data.max_test=1000"]},
+        "student": ["trainer.epochs=4", "data.batch_size=16", "trainer.log_every_n_steps=25"],
+        "vem": {"channels": 8},
+        "crd": {"k": 1024},
+    },
+    "full": {
+        "seeds": [0, 1, 2],
+        "classifier": ["trainer.accelerator=auto"],
+        "teacher": ["trainer.accelerator=auto", "data.n_per_class=null", "trainer.epochs=40"],
+        "data": {"paired": ["data.n_per_class=null"], "unpaired": ["data.n_per_class=null"]},
+        "student": ["trainer.accelerator=auto", "trainer.epochs=20", "trainer.log_every_n_steps=100"],
+        "vem": {"channels": 32},
+        "crd": {"k": 16384},
+    },
+}
+
+_COMMON = ["trainer.progress=false", "trainer.tensorboard=false", "eval.latency=false"]
+_SHARED_KEYS = ("trainer.", "out_dir=", "seed=")
+#: term keys that name a feature network (a classifier run)
+_EXTRACTOR_TERMS = ("perceptual", "lpips", "cagc")
+
+
+def student_terms(recipe: str, addon: str, lam: float, sc: Dict[str, Any], classifier: Path) -> Dict[str, Any]:
+    """``loss.terms`` of a cell: the algorithm's recipe terms (feature networks = the output domain's
+    classifier) plus the add-on on the output images weighted ``lam``."""
+    raw = OmegaConf.to_container(OmegaConf.load(grid.recipe(recipe)))
+    terms: Dict[str, Any] = dict(raw["loss"]["terms"])
+    for name in _EXTRACTOR_TERMS:
+        if name in terms and "extractor" in terms[name]:
+            terms[name] = {**terms[name], "extractor": str(classifier)}
+    if addon == "vid":
+        terms["vid"] = {"weight": lam}
+    elif addon == "crd":
+        terms["crd"] = {"weight": lam, **sc["crd"]}
+    elif addon == "vem":
+        terms["vem"] = {"weight": lam, **sc["vem"]}
+    elif addon != "alone":
+        raise KeyError(addon)
+    return terms
+
+
+def run_table(name: str, out_dir: Path, scale: str, seeds: Optional[List[int]] = None,
+              overrides: Sequence[str] = ()) -> Path:
+    """Train every cell of table ``name`` (finished cells of the same config are reused) and write
+    ``out_dir/<name>/report.md``.
+
+    ``overrides`` apply to every student; ``trainer.*``, ``out_dir``, ``seed`` also to teachers and classifiers.
+
+    Raises: ValueError: unknown scale (lists small, full).
+    """
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; accepted: {', '.join(SCALES)}")
+    sc = SCALES[scale]
+    seeds = list(seeds) if seeds else sc["seeds"]
+    console = Console(stderr=True)
+    out_dir = Path(out_dir)
+    user = list(overrides)
+    shared = [o for o in user if o.startswith(_SHARED_KEYS)]
+    base = [f"out_dir={out_dir}", *_COMMON]
+    classifiers: Dict[str, Path] = {}
+    teachers: Dict[str, Path] = {}
+    cells: Dict[str, Dict[str, List[Path]]] = {}
+    for algo in TABLES[name]:
+        label, recipe, task, lam, width = ALGOS[algo]
+        t_recipe, c_recipe = TASKS[task]
+        if task not in teachers:
+            classifiers[task] = grid.run_cell([grid.recipe(c_recipe)], base + sc["classifier"] + ["seed=0"] + shared,
+                                              console)
+            teachers[task] = grid.run_cell([grid.recipe(t_recipe)], base + sc["teacher"] + [
+                f"loss.extractor={classifiers[task]}", "seed=0"] + shared, console)
+        t_cfg = grid.resolve([teachers[task] / "config.yaml"])
+        kw = {**dict(t_cfg.model.kwargs), "ngf": max(4, int(round(t_cfg.model.kwargs.ngf * width)))}
+        kw.pop("dropout", None)
+        for addon, a_label in ADDONS.items():
+            for seed in seeds:
+                terms = student_terms(recipe, addon, lam, sc, classifiers[task])
+                cells.setdefault(algo, {}).setdefault(addon, []).append(grid.run_cell([grid.recipe(recipe)], base + [
+                    f"teacher.checkpoint={teachers[task]}", f"loss.extractor={classifiers[task]}",
+                    f"model.kwargs={json.dumps(kw)}", f"loss.terms={json.dumps(terms)}", f"seed={seed}",
+                    f"data.subset_seed={seed}", f"name={name}-{algo}-{addon}-s{seed}",
+                    f"label={label} {a_label} (ngf {kw['ngf']})",
+                ] + sc["data"][task] + sc["student"] + user, console))
+    from kdlab.experiments.vem_i2i_report import write
+
+    return write(out_dir / name, name, scale, seeds, sc, teachers, classifiers, cells)
+
+
+def _register(name: str, help_: str) -> None:
+    @EXPERIMENTS.register(name, help=help_)
+    def _table(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrides: Sequence[str] = ()) -> Path:
+        return run_table(name, out_dir, scale, seeds, overrides)
+
+    _table.__doc__ = f"``kdlab reproduce {name}``: see :func:`run_table`."
+
+
+_register("vem-table1", "VEM on Pix2Pix compression: OMGD alone / + VID / + CRD / + VEM on edges2fashion (Kang et al. Table 1)")
+_register("vem-table2", "VEM on CycleGAN compression: OMGD, CAT, GAN-Compression alone / + VID / + CRD / + VEM on "
+                        "fashion2digits (Kang et al. Tables 2, 4)")
+_register("vem-table4", "VEM vs VID vs CRD over every image-to-image algorithm (Kang et al. Table 4)")
