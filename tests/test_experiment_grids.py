@@ -122,6 +122,10 @@ TERMS = {
     "vem-ablation": {"vem-base-d4-s0": ["mse"], "vem-vid-d8-s0": ["mse", "vid"], "vem-crd-d4-s0": ["crd", "mse"],
                      "vem-vem-d8-s0": ["mse", "vem"], "vem-vem-lam0.005-d4-s0": ["mse", "vem"],
                      "vem-clf-kd-s0": ["ce", "kd"], "vem-clf-vem-eta1-s0": ["ce", "kd", "vem"]},
+    "vem-table1": {f"vem-table1-omgd-paired-{a}-s0": sorted(["channel_distill", "l1_image", "perceptual", "ssim", "tv"] + x)
+                   for a, x in {"alone": [], "vid": ["vid"], "crd": ["crd"], "vem": ["vem"]}.items()},
+    "vem-table2": {"vem-table2-cat-vem-s0": ["kernel_alignment", "l1_image", "vem"],
+                   "vem-table2-gan-compression-crd-s0": ["crd", "gc_distill", "l1_image"]},
     "demo": {"demo-ce-s0": ["ce"], "demo-kd-s0": ["ce", "kd"], "demo-logits-s0": ["ce", "logits"]},
 }
 

@@ -24,9 +24,11 @@ output domain's classifiers ``fashion_classifier`` / ``digits_classifier`` are t
 
 Scales:
 
-* ``small`` (2 CPU cores): 200 images per class, students at 1/4 of the teacher's width (OMGD, CAT) or 1/2
-  (GAN-Compression), as the paper's 64 -> 16 / 32; 4 epochs of batch 16 (500 student updates), Adam 2e-4
-  decaying linearly; the EBM with C = 8, CRD with k = 1,024; 3 seeds.
+* ``small`` (2 CPU cores, ~40 min for table 1 and ~55 min for table 2): 200 images per class; the teachers
+  of their recipes (Pix2Pix: 500 per class, 10 epochs; CycleGAN: 200 per class, 5 epochs); students at 1/4
+  of the teacher's width (OMGD, CAT) or 1/2 (GAN-Compression), as the paper's 64 -> 16 / 32; batch 16 for
+  4 epochs (paired: 500 student updates) or 3 (unpaired: 375), Adam 2e-4 decaying linearly; the EBM with
+  C = 8, CRD with k = 1,024; 3 seeds.
 * ``full`` (a GPU): the teachers' whole training subsets, 20 student epochs, C = 32, k = 16,384. The folder
   tasks (``paired-folder:``, ``unpaired-folder:``, 256 px) run with ``data.name=...`` overrides where the
   public data exist.
@@ -61,19 +63,20 @@ SCALES: Dict[str, Dict[str, Any]] = {
     "small": {
         "seeds": [0, 1, 2],
         "classifier": ["trainer.epochs=3"],
-        "teacher": [],
-        "data": {"paired": ["data.n_per_class=200", "data.max_test=2000"],
-                 "unpaired": ["data.n_per_class=200", "data.max_test=1000"]},
-        "student": ["trainer.epochs=4", "data.batch_size=16", "trainer.log_every_n_steps=25"],
+        "teacher": {"paired": [], "unpaired": ["data.n_per_class=200", "trainer.epochs=5"]},
+        "task": {"paired": ["data.n_per_class=200", "data.max_test=2000", "trainer.epochs=4"],
+                 "unpaired": ["data.n_per_class=200", "data.max_test=1000", "trainer.epochs=3"]},
+        "student": ["data.batch_size=16", "trainer.log_every_n_steps=25"],
         "vem": {"channels": 8},
         "crd": {"k": 1024},
     },
     "full": {
         "seeds": [0, 1, 2],
         "classifier": ["trainer.accelerator=auto"],
-        "teacher": ["trainer.accelerator=auto", "data.n_per_class=null", "trainer.epochs=40"],
-        "data": {"paired": ["data.n_per_class=null"], "unpaired": ["data.n_per_class=null"]},
-        "student": ["trainer.accelerator=auto", "trainer.epochs=20", "trainer.log_every_n_steps=100"],
+        "teacher": {t: ["trainer.accelerator=auto", "data.n_per_class=null", "trainer.epochs=40"]
+                    for t in ("paired", "unpaired")},
+        "task": {t: ["data.n_per_class=null", "trainer.epochs=20"] for t in ("paired", "unpaired")},
+        "student": ["trainer.accelerator=auto", "trainer.log_every_n_steps=100"],
         "vem": {"channels": 32},
         "crd": {"k": 16384},
     },
@@ -131,7 +134,7 @@ def run_table(name: str, out_dir: Path, scale: str, seeds: Optional[List[int]] =
         if task not in teachers:
             classifiers[task] = grid.run_cell([grid.recipe(c_recipe)], base + sc["classifier"] + ["seed=0"] + shared,
                                               console)
-            teachers[task] = grid.run_cell([grid.recipe(t_recipe)], base + sc["teacher"] + [
+            teachers[task] = grid.run_cell([grid.recipe(t_recipe)], base + sc["teacher"][task] + [
                 f"loss.extractor={classifiers[task]}", "seed=0"] + shared, console)
         t_cfg = grid.resolve([teachers[task] / "config.yaml"])
         kw = {**dict(t_cfg.model.kwargs), "ngf": max(4, int(round(t_cfg.model.kwargs.ngf * width)))}
@@ -144,7 +147,7 @@ def run_table(name: str, out_dir: Path, scale: str, seeds: Optional[List[int]] =
                     f"model.kwargs={json.dumps(kw)}", f"loss.terms={json.dumps(terms)}", f"seed={seed}",
                     f"data.subset_seed={seed}", f"name={name}-{algo}-{addon}-s{seed}",
                     f"label={label} {a_label} (ngf {kw['ngf']})",
-                ] + sc["data"][task] + sc["student"] + user, console))
+                ] + sc["task"][task] + sc["student"] + user, console))
     from kdlab.experiments.vem_i2i_report import write
 
     return write(out_dir / name, name, scale, seeds, sc, teachers, classifiers, cells)

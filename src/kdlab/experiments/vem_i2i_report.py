@@ -113,19 +113,19 @@ def write(out: Path, name: str, scale: str, seeds: List[int], sc: Dict[str, Any]
     results: Dict[str, Any] = {"table": name, "scale": scale, "seeds": seeds, "algorithms": {}}
     for task, t in teachers.items():
         ts = grid.read_summary(t)
-        tt = ts.get("translation") or {}
-        lines += [f"Teacher ({task}): `{t}`: {ts['model']['name']} ngf {ts['model']['kwargs'].get('ngf')}, "
-                  f"{format_count(ts['model']['params'])} params, {format_count(ts['model']['macs'])} MACs; test FID "
+        tt, tm = ts.get("translation") or {}, ts.get("model") or {}
+        lines += [f"Teacher ({task}): `{t}`: {tm.get('name')} ngf {(tm.get('kwargs') or {}).get('ngf')}, "
+                  f"{format_count(tm.get('params'))} params, {format_count(tm.get('macs'))} MACs; test FID "
                   f"{tt.get('fid', float('nan')):.2f}" + (f", MAE {tt['mae']:.4f}" if "mae" in tt else "")
                   + f". Extractor: {extractor_text(ts.get('extractor'))}.", ""]
     for algo, by in cells.items():
         label, recipe, task, lam, _ = ALGOS[algo]
         paired = task == "paired"
         s0 = grid.read_summary(by["alone"][0])
-        comp = s0.get("compression") or {}
+        comp, sm = s0.get("compression") or {}, s0.get("model") or {}
         lines += [f"## {label} ({task} task, recipe `{recipe}`, lambda_MI {lam:g})", "",
-                  f"Student {s0['model']['name']} ngf {s0['model']['kwargs'].get('ngf')}: "
-                  f"{format_count(s0['model']['params'])} params, {format_count(s0['model']['macs'])} MACs "
+                  f"Student {sm.get('name')} ngf {(sm.get('kwargs') or {}).get('ngf')}: "
+                  f"{format_count(sm.get('params'))} params, {format_count(sm.get('macs'))} MACs "
                   f"(compression {comp.get('params_ratio', float('nan')):.1f}x params, "
                   f"{comp.get('macs_ratio', float('nan')):.1f}x MACs).", ""]
         cols = [c for c in COLUMNS if paired or c[1] not in ("translation.mae", "translation.ssim",
