@@ -63,6 +63,11 @@ class FakeTrain:
         run.mkdir(parents=True, exist_ok=True)
         state, meta = method.export_state(data=cfg.data.name)
         (run / f"{method.export_name}.safetensors").write_bytes(save(state, metadata=meta))
+        if "discriminator" in method.players:  # a later cell may start its D from this run's (loss.disc_init)
+            from kdlab.engine.checkpoint import save_checkpoint
+
+            save_checkpoint({"method": {"players": {"discriminator": method.players["discriminator"].state_dict()}}},
+                            run / "checkpoints" / "last.ckpt")
         summary = {"name": cfg.name, "test_acc_best": 50.0, "test_acc_last": 49.0, "train_time_s": 1.0,
                    "noise_acc": {str(float(s)): 50.0 for s in cfg.eval.noise_sigmas},
                    "model": {"name": cfg.model.name, "params": 1}, "data": {"name": cfg.data.name},
@@ -123,6 +128,8 @@ TERMS = {
                      "vem-vem-d8-s0": ["mse", "vem"], "vem-vem-lam0.005-d4-s0": ["mse", "vem"],
                      "vem-clf-kd-s0": ["ce", "kd"], "vem-clf-vem-eta1-s0": ["ce", "kd", "vem"]},
     "vem-table1": {f"vem-table1-omgd-paired-{a}-s0": sorted(["channel_distill", "l1_image", "perceptual", "ssim", "tv"] + x)
+                   for a, x in {"alone": [], "vid": ["vid"], "crd": ["crd"], "vem": ["vem"]}.items()},
+    "vem-table3": {f"vem-table3-gcc-{a}-s0": sorted(["gcc"] + x)
                    for a, x in {"alone": [], "vid": ["vid"], "crd": ["crd"], "vem": ["vem"]}.items()},
     "vem-table2": {"vem-table2-cat-vem-s0": ["kernel_alignment", "l1_image", "vem"],
                    "vem-table2-gan-compression-crd-s0": ["crd", "gc_distill", "l1_image"]},

@@ -184,3 +184,42 @@ def test_bad_input(files):
     rgb = save_generator(build_generator("unet", 3, S, in_channels=1, ngf=4), tmp / "rgb.safetensors")
     with pytest.raises(GeneratorMismatchError, match=r"outputs images of shape \(3, 16, 16\).*\(1, 16, 16\)"):
         method(tmp, rgb)
+
+
+def test_gcc_on_sagan_reads_the_teacher_discriminator_through_gan_compression(tmp_path):
+    """The unconditional row of the VEM paper (Table 3): a SAGAN student of ``gan-compression`` with the GCC
+    term on the features of a discriminator started from the teacher GAN run's (``loss.disc_init``)."""
+    from kdlab.data import dataset_spec
+    from kdlab.engine.checkpoint import save_checkpoint
+    from kdlab.models import build_discriminator
+
+    torch.manual_seed(0)
+    teacher = save_generator(build_generator("sagan", 1, 28, ngf=16, latent_dim=8), tmp_path / "t.safetensors")
+    d_teacher = build_discriminator("sagan", in_channels=1, image_size=28, ndf=16)
+    save_checkpoint({"method": {"players": {"discriminator": d_teacher.state_dict()}}}, tmp_path / "last.ckpt")
+    raw = OmegaConf.to_container(OmegaConf.load(RECIPES / "gcc_sagan.yaml"))
+    cfg = load_run_config([raw, {"out_dir": str(tmp_path), "name": "g", "teacher": {"checkpoint": str(teacher)},
+                                 "model": {"name": "sagan", "kwargs": {"ngf": 8, "latent_dim": 8}},
+                                 "loss": {"disc_d": 16, "disc_init": str(tmp_path / "last.ckpt"), "extractor": None}}])
+    m = METHODS.get("gan-compression")(cfg, dataset_spec("fashion-mnist"))
+    m.setup(_Fabric())
+    m.train()
+    D = m.players["discriminator"]
+    assert all(torch.equal(a, b) for a, b in zip(D.state_dict().values(), d_teacher.state_dict().values()))
+    gcc = m.players["student"].objective.terms["gcc"]
+    assert gcc.d_layers == ["layer1", "layer2", "layer3"]
+    z = torch.randn(6, 8)
+    t_img = m.frozen["teacher"](z)
+    first = None
+    for step in range(15):
+        out = m.training_step(Batch(x=torch.rand(6, 1, 28, 28) * 2 - 1), step)
+        assert torch.isfinite(out["loss"]) and "gcc" in out
+        first = float(out["gcc"]) if first is None else first
+    with torch.no_grad():
+        s_img = m.eval_model()(z)
+    assert s_img.shape == t_img.shape and float(out["gcc"]) < first
+    bad = load_run_config([raw, {"out_dir": str(tmp_path), "name": "g", "teacher": {"checkpoint": str(teacher)},
+                                 "model": {"name": "sagan", "kwargs": {"ngf": 8, "latent_dim": 8}},
+                                 "loss": {"disc_d": 32, "disc_init": str(tmp_path / "last.ckpt"), "extractor": None}}])
+    with pytest.raises(ValueError, match="does not fit the configured one"):
+        METHODS.get("gan-compression")(bad, dataset_spec("fashion-mnist"))

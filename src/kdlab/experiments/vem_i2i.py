@@ -12,14 +12,14 @@ output images with Table 6's lambda_MI.
   lambda_MI 0.1;
 * ``vem-table2`` (Tables 2 and 4, CycleGAN): OMGD (0.1), CAT (0.005) and GAN-Compression (0.1) on the
   unpaired task ``fashion2digits`` (the stand-in for Horse -> Zebra);
-* ``vem-table4`` (Table 4): the MI ablation over every algorithm of tables 1 and 2 (their cells are reused).
+* ``vem-table3`` (Table 3, SAGAN): GCC (0.1) on an unconditional SAGAN teacher (Fashion-MNIST, the
+  stand-in for CelebA): ``gan-compression`` with the hinge game against a SAGAN discriminator started from
+  the teacher's (GCC's D^t, eq. 17) and the ``gcc`` term on its features; student width 52/64 of the
+  teacher's (Table 3's 34% MAC cut);
+* ``vem-table4`` (Table 4): the MI ablation over every algorithm of tables 1-3 (their cells are reused).
 
-Not here: Table 3 (GCC on SAGAN, unconditional): the ``gcc`` term reads a discriminator that only the
-image-to-image student exposes to terms today, so GCC runs on the paired task (recipe ``i2i_gcc``), not on
-SAGAN.
-
-Teachers: ``pix2pix_edges2fashion`` (U-Net ngf 32) and ``cyclegan_fashion2digits`` (ResNet ngf 32); the
-output domain's classifiers ``fashion_classifier`` / ``digits_classifier`` are the FID/KID extractors
+Teachers: ``pix2pix_edges2fashion`` (U-Net ngf 32), ``cyclegan_fashion2digits`` (ResNet ngf 32) and
+``sagan_teacher`` (ngf 32 at small scale); the output domain's classifiers ``fashion_classifier`` / ``digits_classifier`` are the FID/KID extractors
 (identified by hash in every report) and the perceptual terms' feature networks.
 
 Scales:
@@ -28,7 +28,8 @@ Scales:
   of their recipes (Pix2Pix: 500 per class, 10 epochs; CycleGAN: 200 per class, 5 epochs); students at 1/4
   of the teacher's width (OMGD, CAT) or 1/2 (GAN-Compression), as the paper's 64 -> 16 / 32; batch 16 for
   4 epochs (paired: 500 student updates) or 3 (unpaired: 375), Adam 2e-4 decaying linearly; the EBM with
-  C = 8, CRD with k = 1,024; 3 seeds.
+  C = 8, CRD with k = 1,024; 3 seeds. SAGAN (table 3, ~20 min): teacher ngf 32 on 1,000 images per
+  class for 10 epochs, students ngf 26 for 3 epochs of batch 64 (470 updates).
 * ``full`` (a GPU): the teachers' whole training subsets, 20 student epochs, C = 32, k = 16,384. The folder
   tasks (``paired-folder:``, ``unpaired-folder:``, 256 px) run with ``data.name=...`` overrides where the
   public data exist.
@@ -48,24 +49,32 @@ from kdlab.experiments import EXPERIMENTS, grid
 ADDONS = {"alone": "alone", "vid": "+ VID", "crd": "+ CRD", "vem": "+ VEM"}
 #: the output domains: teacher recipe, classifier recipe
 TASKS = {"paired": ("pix2pix_edges2fashion", "fashion_classifier"),
-         "unpaired": ("cyclegan_fashion2digits", "digits_classifier")}
+         "unpaired": ("cyclegan_fashion2digits", "digits_classifier"),
+         "unconditional": ("sagan_teacher", "fashion_classifier")}
 #: algorithm -> (label, student recipe, task, lambda_MI of Table 6, student width as a fraction of the teacher's)
 ALGOS = {
     "omgd-paired": ("OMGD", "i2i_omgd", "paired", 0.1, 0.25),
     "omgd": ("OMGD", "i2i_omgd_unpaired", "unpaired", 0.1, 0.25),
     "cat": ("CAT", "i2i_cat", "unpaired", 0.005, 0.25),
     "gan-compression": ("GAN-Compression", "i2i_gan_compression", "unpaired", 0.1, 0.5),
+    "gcc": ("GCC", "gcc_sagan", "unconditional", 0.1, 52 / 64),
 }
-TABLES = {"vem-table1": ["omgd-paired"], "vem-table2": ["omgd", "cat", "gan-compression"],
-          "vem-table4": ["omgd-paired", "omgd", "cat", "gan-compression"]}
+TABLES = {"vem-table1": ["omgd-paired"], "vem-table2": ["omgd", "cat", "gan-compression"], "vem-table3": ["gcc"],
+          "vem-table4": ["omgd-paired", "omgd", "cat", "gan-compression", "gcc"]}
+#: cells are named after the first table that holds the algorithm, so that table 4 reuses them
+HOME = {algo: next(t for t, algos in TABLES.items() if algo in algos) for algo in ALGOS}
 
 SCALES: Dict[str, Dict[str, Any]] = {
     "small": {
         "seeds": [0, 1, 2],
         "classifier": ["trainer.epochs=3"],
-        "teacher": {"paired": [], "unpaired": ["data.n_per_class=200", "trainer.epochs=5"]},
+        "teacher": {"paired": [], "unpaired": ["data.n_per_class=200", "trainer.epochs=5"],
+                    "unconditional": ["model.kwargs.ngf=32", "loss.disc_d=32", "data.n_per_class=1000",
+                                      "trainer.epochs=10", "loss.n_samples=5000"]},
         "task": {"paired": ["data.n_per_class=200", "data.max_test=2000", "trainer.epochs=4"],
-                 "unpaired": ["data.n_per_class=200", "data.max_test=1000", "trainer.epochs=3"]},
+                 "unpaired": ["data.n_per_class=200", "data.max_test=1000", "trainer.epochs=3"],
+                 "unconditional": ["data.n_per_class=1000", "data.max_test=5000", "trainer.epochs=3",
+                                   "loss.n_samples=5000", "data.batch_size=64"]},
         "student": ["data.batch_size=16", "trainer.log_every_n_steps=25"],
         "vem": {"channels": 8},
         "crd": {"k": 1024},
@@ -74,8 +83,8 @@ SCALES: Dict[str, Dict[str, Any]] = {
         "seeds": [0, 1, 2],
         "classifier": ["trainer.accelerator=auto"],
         "teacher": {t: ["trainer.accelerator=auto", "data.n_per_class=null", "trainer.epochs=40"]
-                    for t in ("paired", "unpaired")},
-        "task": {t: ["data.n_per_class=null", "trainer.epochs=20"] for t in ("paired", "unpaired")},
+                    for t in ("paired", "unpaired", "unconditional")},
+        "task": {t: ["data.n_per_class=null", "trainer.epochs=20"] for t in ("paired", "unpaired", "unconditional")},
         "student": ["trainer.accelerator=auto", "trainer.log_every_n_steps=100"],
         "vem": {"channels": 32},
         "crd": {"k": 16384},
@@ -137,17 +146,20 @@ def run_table(name: str, out_dir: Path, scale: str, seeds: Optional[List[int]] =
             teachers[task] = grid.run_cell([grid.recipe(t_recipe)], base + sc["teacher"][task] + [
                 f"loss.extractor={classifiers[task]}", "seed=0"] + shared, console)
         t_cfg = grid.resolve([teachers[task] / "config.yaml"])
-        kw = {**dict(t_cfg.model.kwargs), "ngf": max(4, int(round(t_cfg.model.kwargs.ngf * width)))}
+        kw = {**dict(t_cfg.model.kwargs), "ngf": max(8, int(round(t_cfg.model.kwargs.ngf * width)))}
         kw.pop("dropout", None)
+        # the latent game: D starts from the teacher's (GCC's D^t), a fixed z per row (CRD's memory needs it)
+        game = ([f"loss.disc_init={teachers[task]}", f"loss.disc_d={t_cfg.loss.disc_d}", "loss.latents=pool"]
+                if task == "unconditional" else [])
         for addon, a_label in ADDONS.items():
             for seed in seeds:
                 terms = student_terms(recipe, addon, lam, sc, classifiers[task])
                 cells.setdefault(algo, {}).setdefault(addon, []).append(grid.run_cell([grid.recipe(recipe)], base + [
                     f"teacher.checkpoint={teachers[task]}", f"loss.extractor={classifiers[task]}",
                     f"model.kwargs={json.dumps(kw)}", f"loss.terms={json.dumps(terms)}", f"seed={seed}",
-                    f"data.subset_seed={seed}", f"name={name}-{algo}-{addon}-s{seed}",
+                    f"data.subset_seed={seed}", f"name={HOME[algo]}-{algo}-{addon}-s{seed}",
                     f"label={label} {a_label} (ngf {kw['ngf']})",
-                ] + sc["task"][task] + sc["student"] + user, console))
+                ] + game + sc["task"][task] + sc["student"] + user, console))
     from kdlab.experiments.vem_i2i_report import write
 
     return write(out_dir / name, name, scale, seeds, sc, teachers, classifiers, cells)
@@ -164,4 +176,6 @@ def _register(name: str, help_: str) -> None:
 _register("vem-table1", "VEM on Pix2Pix compression: OMGD alone / + VID / + CRD / + VEM on edges2fashion (Kang et al. Table 1)")
 _register("vem-table2", "VEM on CycleGAN compression: OMGD, CAT, GAN-Compression alone / + VID / + CRD / + VEM on "
                         "fashion2digits (Kang et al. Tables 2, 4)")
-_register("vem-table4", "VEM vs VID vs CRD over every image-to-image algorithm (Kang et al. Table 4)")
+_register("vem-table3", "VEM on unconditional GAN compression: GCC alone / + VID / + CRD / + VEM on SAGAN (Kang et al. "
+                        "Table 3)")
+_register("vem-table4", "VEM vs VID vs CRD over every algorithm of tables 1-3 (Kang et al. Table 4)")

@@ -12,6 +12,7 @@ from kdlab.experiments import grid
 #: the paper's FID (lower is better) per algorithm and add-on: Table 1 (Edges -> Shoes) for the paired
 #: OMGD, Table 4 (Horse -> Zebra) for the unpaired algorithms; context only (other data, extractor, scale)
 PAPER_FID = {
+    "gcc": {"alone": 27.91, "vid": 26.57, "crd": 30.93, "vem": 25.27},  # Table 4, SAGAN on CelebA
     "omgd-paired": {"alone": 27.39, "vid": 28.02, "vem": 24.59},
     "omgd": {"alone": 57.14, "vid": 65.73, "crd": 70.59, "vem": 50.83},
     "cat": {"alone": 64.79, "vid": 68.71, "crd": 67.69, "vem": 52.44},
@@ -24,6 +25,11 @@ COLUMNS: Tuple[Tuple[str, str, int], ...] = (
     ("FID ↓", "translation.fid", 2), ("KID ↓", "translation.kid", 4), ("MAE ↓", "translation.mae", 4),
     ("SSIM ↑", "translation.ssim", 4), ("domain acc. % ↑", "translation.domain_accuracy.accuracy", 2),
     ("MAE to teacher ↓", "fidelity.mae", 4), ("FID to teacher ↓", "fidelity.fid", 2))
+#: the same for the unconditional (latent) students of ``gan-compression``
+LATENT_COLUMNS: Tuple[Tuple[str, str, int], ...] = (
+    ("FID ↓", "generative.fid", 2), ("KID ↓", "generative.kid", 4), ("IS ↑", "generative.is", 3),
+    ("VoL", "generative.vol", 1), ("FID to teacher ↓", "generative.fidelity_fid", 2),
+    ("MSE to teacher ↓", "generative.mse_to_teacher", 4))
 
 
 def value(run: Path, path: str) -> Optional[float]:
@@ -62,7 +68,8 @@ def _plot_losses(path: Path, by: Dict[str, List[Path]], labels: Dict[str, str]) 
 
 
 def _side_by_side(path: Path, teacher: Path, runs: Dict[str, Path], n: int = 8) -> Path:
-    """Input, teacher, each student and the target for the first ``n`` test rows of the teacher's task."""
+    """Input, teacher, each student and the target for the first ``n`` test rows of the teacher's task (latent
+    generators: a row of real test images, then the teacher and each student for the same ``n`` latents)."""
     import torch
 
     from kdlab.engine.generators import load_generator
@@ -70,7 +77,13 @@ def _side_by_side(path: Path, teacher: Path, runs: Dict[str, Path], n: int = 8) 
     from kdlab.runner import datasets_for
 
     cfg = grid.resolve([teacher / "config.yaml"])
-    fixed = grid_examples(datasets_for(cfg).test, n)
+    data = datasets_for(cfg)
+    if data.spec.pairing is None:
+        from kdlab.experiments.gan_sweep import side_by_side_grid
+
+        gens = [load_generator(teacher)] + [load_generator(r) for r in runs.values()]
+        return side_by_side_grid(data.test.images, gens, path, n=n, seed=cfg.loss.sample_seed)
+    fixed = grid_examples(data.test, n)
     with torch.no_grad():
         outs = {"teacher": load_generator(teacher)(fixed.x)}
         outs.update({label: load_generator(r)(fixed.x) for label, r in runs.items()})
@@ -78,12 +91,12 @@ def _side_by_side(path: Path, teacher: Path, runs: Dict[str, Path], n: int = 8) 
     return path
 
 
-def _claims(algo: str, label: str, by: Dict[str, List[Path]], paired: bool) -> List[str]:
+def _claims(algo: str, label: str, by: Dict[str, List[Path]], paired: bool, fid_key: str) -> List[str]:
     from kdlab.report import claim_text
 
     from kdlab.experiments.vem_i2i import ADDONS
 
-    fid = {a: _nan([value(r, "translation.fid") for r in runs]) for a, runs in by.items()}
+    fid = {a: _nan([value(r, fid_key) for r in runs]) for a, runs in by.items()}
     neg = {a: [-v for v in vals] for a, vals in fid.items()}  # lower FID is better: "A > B" on -FID
     name = {a: f"{label} {ADDONS[a]}" for a in by}
     lines = [f"- FID: {claim_text(name['vem'], name[b], neg['vem'], neg[b], unit='FID')}" for b in by if b != "vem"]
@@ -113,23 +126,27 @@ def write(out: Path, name: str, scale: str, seeds: List[int], sc: Dict[str, Any]
     results: Dict[str, Any] = {"table": name, "scale": scale, "seeds": seeds, "algorithms": {}}
     for task, t in teachers.items():
         ts = grid.read_summary(t)
-        tt, tm = ts.get("translation") or {}, ts.get("model") or {}
+        tt, tm = ts.get("translation") or ts.get("generative") or {}, ts.get("model") or {}
         lines += [f"Teacher ({task}): `{t}`: {tm.get('name')} ngf {(tm.get('kwargs') or {}).get('ngf')}, "
                   f"{format_count(tm.get('params'))} params, {format_count(tm.get('macs'))} MACs; test FID "
                   f"{tt.get('fid', float('nan')):.2f}" + (f", MAE {tt['mae']:.4f}" if "mae" in tt else "")
                   + f". Extractor: {extractor_text(ts.get('extractor'))}.", ""]
     for algo, by in cells.items():
         label, recipe, task, lam, _ = ALGOS[algo]
-        paired = task == "paired"
+        paired, latent = task == "paired", task == "unconditional"
         s0 = grid.read_summary(by["alone"][0])
         comp, sm = s0.get("compression") or {}, s0.get("model") or {}
+        if latent:  # gan-compression reports the parameter ratio only; MACs from the two profiles
+            tm = s0.get("teacher") or {}
+            comp = {"params_ratio": s0.get("compression_ratio", float("nan")),
+                    "macs_ratio": (tm.get("macs") or float("nan")) / max(sm.get("macs") or 1, 1)}
         lines += [f"## {label} ({task} task, recipe `{recipe}`, lambda_MI {lam:g})", "",
                   f"Student {sm.get('name')} ngf {(sm.get('kwargs') or {}).get('ngf')}: "
                   f"{format_count(sm.get('params'))} params, {format_count(sm.get('macs'))} MACs "
                   f"(compression {comp.get('params_ratio', float('nan')):.1f}x params, "
                   f"{comp.get('macs_ratio', float('nan')):.1f}x MACs).", ""]
-        cols = [c for c in COLUMNS if paired or c[1] not in ("translation.mae", "translation.ssim",
-                                                               "translation.domain_accuracy.accuracy")]
+        cols = LATENT_COLUMNS if latent else [c for c in COLUMNS if paired or c[1] not in (
+            "translation.mae", "translation.ssim", "translation.domain_accuracy.accuracy")]
         body, res = [], {}
         for addon, runs in by.items():
             vals = {key: [value(r, key) for r in runs] for _, key, _ in cols}
@@ -140,7 +157,7 @@ def write(out: Path, name: str, scale: str, seeds: List[int], sc: Dict[str, Any]
                         + ([f"{PAPER_MIOU[addon]:.2f}" if addon in PAPER_MIOU else "—"] if paired else []))
         heads = ["row", *[c[0] for c in cols], "paper FID"] + (["paper mIoU (Cityscapes)"] if paired else [])
         lines += [markdown_table(heads, body), "", "The paper's orderings, checked here:", ""]
-        claims = _claims(algo, label, by, paired)
+        claims = _claims(algo, label, by, paired, "generative.fid" if latent else "translation.fid")
         lines += claims + [""]
         results["algorithms"][algo] = {"values": res, "claims": claims}
         png = _plot_losses(out / "plots" / f"losses_{algo}.png", by, {a: f"{label} {ADDONS[a]}" for a in by})
@@ -148,15 +165,17 @@ def write(out: Path, name: str, scale: str, seeds: List[int], sc: Dict[str, Any]
             lines += [f"![losses {algo}](plots/{png.name})", "*student loss per epoch, seed 0: flat by the end?*", ""]
         grid_png = _side_by_side(out / "samples" / f"side_by_side_{algo}.png", teachers[task],
                                  {ADDONS[a]: runs[0] for a, runs in by.items()})
+        who = ", ".join(f"{label} {ADDONS[a]}" for a in by)
         lines += [f"![samples {algo}](samples/{grid_png.name})",
-                  f"*test inputs, one per column; rows: input, teacher, {', '.join(f'{label} {ADDONS[a]}' for a in by)}, "
-                  "target (seed 0)*", ""]
+                  f"*one latent per column; rows: real test images, teacher, {who} (seed 0)*" if latent else
+                  f"*test inputs, one per column; rows: input, teacher, {who}, target (seed 0)*", ""]
     lines += ["## Verdict", "", "The paper: VEM improves every algorithm and beats VID and CRD. A claim holds here "
               "only where the paired test says so (p < 0.05); 'undecided' means the seeds do not separate the rows.", ""]
     for algo, r in results["algorithms"].items():
         lines += [f"- {ALGOS[algo][0]} ({ALGOS[algo][2]} task):"] + [f"  {c.split('; ')[0]}" for c in r["claims"]]
     title = {"vem-table1": "VEM on Pix2Pix compression (Kang et al. 2022, Table 1)",
              "vem-table2": "VEM on CycleGAN compression (Kang et al. 2022, Tables 2 and 4)",
+             "vem-table3": "VEM on unconditional SAGAN compression with GCC (Kang et al. 2022, Tables 3 and 4)",
              "vem-table4": "VEM vs VID vs CRD on image-to-image compression (Kang et al. 2022, Table 4)"}[name]
     return grid.write_report(out, title, lines, results)
 

@@ -10,7 +10,9 @@ batch ``z ~ N(0, I)``, drawn fresh at every step:
   discriminator ``D`` trained on real images vs student samples by the chosen game (``loss.game``;
   the public reproduction: WGAN-GP, penalty 10, 3 critic steps per student step, Adam 2e-4 betas
   (0.5, 0.999), a = 0.3 i.e. ``terms.mse.weight 0.3, adv_weight 0.7``). D starts from scratch (the
-  paper does not say it is the teacher's discriminator).
+  paper does not say it is the teacher's discriminator; ``loss.disc_init`` starts it from a teacher GAN run's).
+With the game on, terms may read D's features (capability ``critic``): GCC's ``gcc`` term (VEM eq. 17) on
+SAGAN, the unconditional row of the VEM paper (Table 3).
 
 The two weights are separate keys: 0 turns exactly that term off (unlike ``-(1-a) D + a MSE``). Any
 other term whose inputs a generator has (e.g. features of both generators) composes with them.
@@ -24,17 +26,19 @@ Model selection: with a validation split, the epoch of lowest MSE to the teacher
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
+from torch import nn
 
 from kdlab.config import ConfigError, bounded
 from kdlab.data.batch import Batch
 from kdlab.data.transfer import TRANSFER_NONE
 from kdlab.methods.base import METHODS, unwrap
 from kdlab.methods.gan_config import GanGameConfig, check_game_config
-from kdlab.methods.gan_players import Adversary, build_disc, disc_optim_cfg, nan_guard
+from kdlab.methods.gan_players import Adversary, build_disc, disc_optim_cfg, load_discriminator, nan_guard
 from kdlab.methods.generator_student import GeneratorStudentConfig, GeneratorStudentMethod
+from kdlab.terms import CriticView
 
 
 @METHODS.register("gan-compression")
@@ -46,11 +50,17 @@ class GANCompression(GeneratorStudentMethod):
         """``loss`` section of ``kdlab compress-gan``: the terms (mse), the adversarial weight and game, evaluation keys."""
 
         adv_weight: float = bounded(0.0, ge=0)  # weight of the adversarial term (0 = the MSE student of Fig. 3)
+        # start D from a teacher GAN run's discriminator (its last.ckpt): GCC's D^t (VEM eq. 17); null = from scratch
+        disc_init: Optional[str] = None
 
     def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
-        super().__init__(cfg, spec, transfer)
         lc = cfg.loss
         self.adversarial = lc.adv_weight > 0
+        self._disc: Optional[nn.Module] = None
+        if lc.disc_init and not self.adversarial:
+            raise ConfigError(f"loss.disc_init = {lc.disc_init!r} starts the discriminator, but loss.adv_weight = 0 "
+                              "builds none; set loss.adv_weight > 0 or loss.disc_init=null")
+        super().__init__(cfg, spec, transfer)
         if not len(self.objective) and not self.adversarial:
             raise ConfigError("loss.terms has no term with a weight > 0 and loss.adv_weight = 0: nothing to train; "
                               "set loss.terms.mse.weight and/or loss.adv_weight > 0")
@@ -58,10 +68,23 @@ class GANCompression(GeneratorStudentMethod):
             raise ConfigError("loss.adv_weight > 0 trains a discriminator on real images, but data.transfer = 'none' "
                               "(data-free) gives none; set data.transfer=train or loss.adv_weight=0")
         if self.adversarial:
-            disc_name = check_game_config(lc, cfg.model.name)
             self.adversary = Adversary(lc.game, lc)
-            self.add_player("discriminator", build_disc(cfg, spec, disc_name, self.eval_model()), disc_optim_cfg(cfg))
+            self.add_player("discriminator", self._disc, disc_optim_cfg(cfg))
         self._last_student: Dict[str, torch.Tensor] = {}
+
+    def extend_context(self, ctx: Any, student: nn.Module, teacher: nn.Module) -> None:
+        """With the adversarial game: build D (from ``loss.disc_init`` when set) and show it to the terms as
+        the critic (GCC reads its features, VEM eq. 17)."""
+        if not self.adversarial:
+            ctx.why_not["critic"] = "loss.adv_weight = 0: there is no discriminator; set loss.adv_weight > 0"
+            return
+        disc_name = check_game_config(self.cfg.loss, self.cfg.model.name)
+        self._disc = build_disc(self.cfg, self.spec, disc_name, student)
+        if self.cfg.loss.disc_init:
+            load_discriminator(self._disc, self.cfg.loss.disc_init)
+        ctx.provides = ctx.provides | {"critic"}
+        ctx.critic = CriticView(lambda: unwrap(self.players["discriminator"]) if "discriminator" in self.players
+                                else self._disc, tuple(student.output_shape))
 
     @property
     def synthesizes(self) -> bool:  # type: ignore[override]

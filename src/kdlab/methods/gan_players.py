@@ -149,6 +149,31 @@ def build_disc(cfg: Any, spec: Any, disc_name: str, gen: nn.Module) -> nn.Module
     return build_discriminator(disc_name, in_channels=spec.in_channels, image_size=spec.image_size, **{key: width})
 
 
+def load_discriminator(disc: nn.Module, run: str) -> None:
+    """Load the discriminator of a GAN run (its ``checkpoints/last.ckpt``, player ``discriminator``) into ``disc``.
+
+    Raises:
+        FileNotFoundError: no such run or checkpoint (names the path).
+        ValueError: the checkpoint holds no discriminator, or one of another shape (names the run).
+    """
+    from pathlib import Path
+
+    from kdlab.engine.checkpoint import load_checkpoint
+
+    path = Path(run)
+    path = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"loss.disc_init = {run!r}: no GAN run checkpoint at {path} (a kdlab train-gan run)")
+    state = (load_checkpoint(path, what="loss.disc_init").get("method") or {}).get("players", {}).get("discriminator")
+    if state is None:
+        raise ValueError(f"loss.disc_init = {run!r} holds no discriminator (a kdlab train-gan run has one)")
+    try:
+        disc.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"loss.disc_init = {run!r}: its discriminator does not fit the configured one "
+                         f"(loss.disc / loss.disc_d): {str(exc).splitlines()[0]}") from None
+
+
 def disc_optim_cfg(cfg: Any):
     """``optim`` with ``loss.disc_lr`` in place of ``lr`` when set."""
     return optim_with_lr(cfg.optim, cfg.loss.disc_lr, "loss.disc_lr")

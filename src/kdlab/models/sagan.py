@@ -150,11 +150,14 @@ class SAGANDiscriminator(nn.Module):
         widths = [m * self.ndf for m in reversed(_mults(self.image_size))]
         plan = list(reversed(_plan(self.image_size)))  # the generator's layers read backwards
         layers: List[nn.Module] = []
+        #: friendly names of the hidden blocks' outputs (GCC's D_k, VEM eq. 17): ``layer1`` .. ``layerN``
+        self.feature_layers: Dict[str, str] = {}
         cin = self.in_channels
         for i, (cout, (k, s, p)) in enumerate(zip(widths, plan)):
             layers += [_sn(nn.Conv2d(cin, cout, k, s, p)), nn.LeakyReLU(0.1, True)]
             if i >= len(widths) - 2:
                 layers.append(SelfAttention(cout))
+            self.feature_layers[f"layer{i + 1}"] = f"net.{len(layers) - 1}"
             cin = cout
         k, s, p = plan[-1]
         layers.append(_sn(nn.Conv2d(cin, 1, k, s, p)))
