@@ -243,7 +243,9 @@ CASES = [
     case("i2i", "compress-gan {gan} loss.terms.cagc.saliency=nope", "unknown saliency function 'nope'", "foreground, ones"),
     case("i2i", "compress-gan {gan} loss.terms.channel_distill.layers=[[nope,nope]]", "unknown feature 'nope'",
          "known features"),
-    case("i2i", "compress-gan {gan} loss.terms.gcc.weight=1", "term 'gcc' needs critic", "i2i-distill"),
+    case("i2i", "compress-gan {gan} loss.terms.gcc.weight=1", "term 'gcc' needs critic", "loss.adv_weight = 0",
+         "set loss.adv_weight > 0"),
+    case("gan", "compress-gan {gan} loss.disc_init={out}", "loss.disc_init", "loss.adv_weight = 0 builds none"),
     case("i2i", "compress-gan {gan} loss.terms.l1_image.target=ground_truth", "needs targets",
          "use loss.terms.l1_image.target=teacher"),
     # --- experiments
