@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from kdlab.cli_parser import build_parser, check_at_least, parse_numbers  # noqa: F401  (public here too)
+from kdlab.cli_print import print_gan, print_summary
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
 console = Console(stderr=True, soft_wrap=True)
@@ -84,9 +85,9 @@ def _train(args: argparse.Namespace) -> int:
     summary = run_dir / "summary.json"
     if summary.is_file():  # rank 0 only under DDP
         if kind == "generator":
-            _print_gan(json.loads(summary.read_text()), str(run_dir / "report.md"))
+            print_gan(json.loads(summary.read_text()), str(run_dir / "report.md"))
         else:
-            _print_summary(run_dir)
+            print_summary(run_dir)
     return 0
 
 
@@ -116,24 +117,6 @@ def _translation_teacher(sources: Sequence[Path], overrides: Sequence[str]) -> O
     except Exception:  # an unknown or missing data set is reported by the run itself, with its message
         return None
     return {"paired": "pix2pix", "unpaired": "cyclegan"}.get(pairing)
-
-
-def _print_summary(run_dir: Path) -> None:
-    path = run_dir / "summary.json"
-    if not path.is_file():
-        return
-    s = json.loads(path.read_text())
-    table = Table(title=f"{s['label']} ({s['method']})")
-    for col in ("model", "params", "test acc (best val)", "test acc (last)", "report"):
-        table.add_column(col)
-    table.add_row(
-        s["model"]["name"],
-        f"{s['model']['params']:,}",
-        f"{s['test_acc_best']:.2f}",
-        f"{s['test_acc_last']:.2f}",
-        str(run_dir / "report.md"),
-    )
-    Console().print(table)
 
 
 def run_threads(weights: str) -> Optional[int]:
@@ -197,37 +180,6 @@ def cmd_report(args: argparse.Namespace) -> int:
         path = compare_runs(runs, Path(args.out or "runs/report"), title=args.title)
     print(path)
     return 0
-
-
-def _print_translation(s: dict, where: str) -> None:
-    from kdlab.report.translation import TRANSLATION_HEADERS, translation_row
-
-    table = Table(title=f"{s.get('label', '')} ({s.get('method', 'generator')}, {(s.get('task') or {}).get('name')})")
-    for col in TRANSLATION_HEADERS + ["report"]:
-        table.add_column(col)
-    teacher = s.get("teacher") or {}
-    table.add_row(*translation_row("student" if teacher else "generator", s.get("model") or {}, s.get("translation") or {}),
-                  where)
-    if teacher:
-        table.add_row(*translation_row("teacher", teacher, teacher.get("translation") or {}), "")
-    Console().print(table)
-
-
-def _print_gan(s: dict, where: str) -> None:
-    if "translation" in s:
-        return _print_translation(s, where)
-    g = s.get("generative") or {}
-    table = Table(title=f"{s.get('label', s.get('weights', ''))} ({s.get('method', 'generator')})")
-    for col in ("generator", "d", "params", "FID", "KID", "IS", "VoL", "fidelity FID (vs teacher)", "report"):
-        table.add_column(col)
-
-    def f(v, d=2):
-        return f"{v:.{d}f}" if isinstance(v, (int, float)) else "-"
-
-    m = s.get("model") or {}
-    table.add_row(str(m.get("name")), str(m.get("d")), f"{m.get('params', 0):,}", f(g.get("fid")), f(g.get("kid"), 4),
-                  f(g.get("is")), f(g.get("vol"), 1), f(g.get("fidelity_fid")), where)
-    Console().print(table)
 
 
 def cmd_evaluate_gan(args: argparse.Namespace) -> int:
