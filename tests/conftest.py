@@ -5,6 +5,27 @@ from pathlib import Path
 from typing import Any, Dict
 
 import pytest
+import torch
+
+class CPUFabric:
+    """The single-process pieces of Lightning Fabric that methods use (``setup``, ``backward``), on the CPU."""
+
+    device = torch.device("cpu")
+    is_global_zero = True
+
+    def setup(self, module, opt):
+        return module, opt
+
+    def backward(self, loss):
+        loss.backward()
+
+
+def ready(method: Any) -> Any:
+    """``method`` set up on :class:`CPUFabric`, in train mode."""
+    method.setup(CPUFabric())
+    method.train()
+    return method
+
 
 # A few seconds per run on 2 CPU cores: small real subsets, a small MLP.
 SMALL_DATA: Dict[str, Any] = {

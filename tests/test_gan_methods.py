@@ -19,6 +19,8 @@ from kdlab.metrics.generative import generate_images
 from kdlab.models import build_generator
 from kdlab.runner import load_run_config, train
 
+from conftest import ready
+
 SPEC = dataset_spec("fashion-mnist")
 QUICK_EVAL = {"n_samples": 400, "kid_subset_size": 100, "kid_subsets": 10, "is_splits": 2, "grid_n": 16}
 
@@ -113,21 +115,7 @@ def test_mse_student_gets_closer_to_the_teacher_and_to_real_data(trained):
 
 def _method(tmp_path, **sections):
     cfg = load_run_config([gan_config(tmp_path, **sections)])
-    m = METHODS.get(cfg.method)(cfg, SPEC)
-
-    class _Fabric:  # the single-process pieces of Fabric that methods use
-        device = torch.device("cpu")
-        is_global_zero = True
-
-        def setup(self, module, opt):
-            return module, opt
-
-        def backward(self, loss):
-            loss.backward()
-
-    m.setup(_Fabric())
-    m.train()
-    return m
+    return ready(METHODS.get(cfg.method)(cfg, SPEC))
 
 
 def _batch():

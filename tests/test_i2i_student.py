@@ -19,6 +19,8 @@ from kdlab.methods.gan_players import build_gen
 from kdlab.models import build_generator, build_model
 from kdlab.runner import load_run_config
 
+from conftest import CPUFabric
+
 S = 16
 RECIPES = Path(__file__).resolve().parents[1] / "src" / "kdlab" / "recipes"
 
@@ -26,17 +28,6 @@ RECIPES = Path(__file__).resolve().parents[1] / "src" / "kdlab" / "recipes"
 def spec(pairing="paired"):
     return DataSpec(name="toy", num_classes=10, in_channels=1, image_size=S, mean=(0.5,), std=(0.5,),
                     pairing=pairing, target_channels=1)
-
-
-class _Fabric:  # the single-process pieces of Fabric that methods use
-    device = torch.device("cpu")
-    is_global_zero = True
-
-    def setup(self, module, opt):
-        return module, opt
-
-    def backward(self, loss):
-        loss.backward()
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +64,7 @@ def method(tmp, teacher, recipe=None, pairing="paired", **over):
         raw[k] = {**raw.get(k, {}), **v} if isinstance(v, dict) else v
     cfg = load_run_config([raw])
     m = METHODS.get("i2i-distill")(cfg, spec(pairing))
-    m.setup(_Fabric())
+    m.setup(CPUFabric())
     m.train()
     return m
 
@@ -202,7 +193,7 @@ def test_gcc_on_sagan_reads_the_teacher_discriminator_through_gan_compression(tm
                                  "model": {"name": "sagan", "kwargs": {"ngf": 8, "latent_dim": 8}},
                                  "loss": {"disc_d": 16, "disc_init": str(tmp_path / "last.ckpt"), "extractor": None}}])
     m = METHODS.get("gan-compression")(cfg, dataset_spec("fashion-mnist"))
-    m.setup(_Fabric())
+    m.setup(CPUFabric())
     m.train()
     D = m.players["discriminator"]
     assert all(torch.equal(a, b) for a, b in zip(D.state_dict().values(), d_teacher.state_dict().values()))

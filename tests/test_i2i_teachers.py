@@ -23,6 +23,8 @@ from kdlab.methods import METHODS
 from kdlab.methods.i2i_players import ImagePool
 from kdlab.runner import load_run_config
 
+from conftest import CPUFabric
+
 PAIRED = DataSpec("toy-paired", 0, 1, 16, (0.5,), (0.5,), [], pairing="paired", target_channels=1)
 UNPAIRED = replace(PAIRED, name="toy-unpaired", pairing="unpaired")
 
@@ -103,20 +105,9 @@ def _config(tmp_path, method, model=None, **loss):
     }])
 
 
-class _Fabric:  # the single-process pieces of Fabric that methods use
-    device = torch.device("cpu")
-    is_global_zero = True
-
-    def setup(self, module, opt):
-        return module, opt
-
-    def backward(self, loss):
-        loss.backward()
-
-
 def _method(cfg, spec):
     m = METHODS.get(cfg.method)(cfg, spec)
-    m.setup(_Fabric())
+    m.setup(CPUFabric())
     m.train()
     return m
 

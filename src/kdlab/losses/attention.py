@@ -18,6 +18,19 @@ def _check_feature(x: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must have shape [B, C, H, W], got {tuple(x.shape)}")
 
 
+def check_feature_pair(student_feature: torch.Tensor, teacher_feature: torch.Tensor, what: str) -> None:
+    """Both float [B, C, H, W] of one batch size and one spatial size (C may differ); else ValueError
+    naming ``what`` and both shapes."""
+    _check_feature(student_feature, "student_feature")
+    _check_feature(teacher_feature, "teacher_feature")
+    s_shape, t_shape = tuple(student_feature.shape), tuple(teacher_feature.shape)
+    if s_shape[2:] != t_shape[2:]:
+        raise ValueError(f"{what} need the same spatial size; got student {s_shape[2]}x{s_shape[3]} (shape {s_shape}) "
+                         f"and teacher {t_shape[2]}x{t_shape[3]} (shape {t_shape})")
+    if s_shape[0] != t_shape[0]:
+        raise ValueError(f"batch sizes differ: student {s_shape} and teacher {t_shape}")
+
+
 def attention_map(feature: torch.Tensor, p: float = 2) -> torch.Tensor:
     """Spatial attention map of a feature map, flattened and L2-normalised per sample.
 
@@ -85,16 +98,7 @@ def attention_loss(
             different batch sizes, or different spatial sizes (names both H x W sizes).
     """
     check_mode(mode, ATTENTION_MODES)
-    _check_feature(student_feature, "student_feature")
-    _check_feature(teacher_feature, "teacher_feature")
-    s_shape, t_shape = tuple(student_feature.shape), tuple(teacher_feature.shape)
-    if s_shape[2:] != t_shape[2:]:
-        raise ValueError(
-            "attention maps need the same spatial size; got student "
-            f"{s_shape[2]}x{s_shape[3]} (shape {s_shape}) and teacher {t_shape[2]}x{t_shape[3]} (shape {t_shape})"
-        )
-    if s_shape[0] != t_shape[0]:
-        raise ValueError(f"batch sizes differ: student {s_shape} and teacher {t_shape}")
+    check_feature_pair(student_feature, teacher_feature, "attention maps")
     a_s = attention_map(student_feature, p)
     a_t = attention_map(teacher_feature.detach(), p)
     diff = a_s - a_t

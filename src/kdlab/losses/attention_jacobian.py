@@ -14,7 +14,7 @@ from typing import Union
 import torch
 import torch.nn.functional as F
 
-from kdlab.losses._common import check_float_tensor
+from kdlab.losses.attention import check_feature_pair
 from kdlab.losses.jacobian import check_input_leaf, unit_rows
 
 
@@ -61,19 +61,8 @@ def attention_jacobian_loss(
             ``x`` not requiring grad, a bad ``pool``.
     """
     check_input_leaf(x)
-    for name, f in (("student_feature", student_feature), ("teacher_feature", teacher_feature)):
-        check_float_tensor(f, name)
-        if f.dim() != 4:
-            raise ValueError(f"{name} must have shape [B, C, H, W], got {tuple(f.shape)}")
-    s_shape, t_shape = tuple(student_feature.shape), tuple(teacher_feature.shape)
-    if s_shape[2:] != t_shape[2:]:
-        raise ValueError(
-            "attention-Jacobian matching needs attention maps of the same spatial size; got student "
-            f"{s_shape[2]}x{s_shape[3]} and teacher {t_shape[2]}x{t_shape[3]}"
-        )
-    if s_shape[0] != t_shape[0]:
-        raise ValueError(f"batch sizes differ: student {s_shape} and teacher {t_shape}")
-    h, w = s_shape[2], s_shape[3]
+    check_feature_pair(student_feature, teacher_feature, "attention-Jacobian matching: attention maps")
+    h, w = student_feature.shape[2], student_feature.shape[3]
     win = (min(attention_pool_window(h, pool), h), min(attention_pool_window(w, pool), w))
     a_t = F.avg_pool2d(teacher_feature.pow(2).sum(1, keepdim=True), win, stride=1)
     a_s = F.avg_pool2d(student_feature.pow(2).sum(1, keepdim=True), win, stride=1)

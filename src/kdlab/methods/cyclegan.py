@@ -23,15 +23,14 @@ from dataclasses import dataclass
 from typing import Any, Dict
 
 import torch
-from torch import nn
 
 from kdlab.config import ConfigError, bounded, choice
 from kdlab.data.batch import Batch
 from kdlab.engine.optim import optim_with_lr
 from kdlab.losses import GAN_MODES, cycle_consistency_loss, identity_loss, map_discriminator_loss, map_generator_loss
-from kdlab.methods.base import METHODS, Method, unwrap
-from kdlab.methods.gan_players import frozen, generator_export_state, nan_guard
-from kdlab.methods.i2i_eval import grid_examples, cycle_error, translation_finalize, translation_grid
+from kdlab.methods.base import METHODS, unwrap
+from kdlab.methods.gan_players import frozen, nan_guard
+from kdlab.methods.i2i_eval import cycle_error
 from kdlab.methods.i2i_players import (
     ImagePool,
     TranslationGameConfig,
@@ -39,22 +38,20 @@ from kdlab.methods.i2i_players import (
     build_patchgan,
     check_translation_data,
 )
+from kdlab.methods.translation_teacher import TranslationTeacher
 
 _GENERATORS = ("generator", "generator_b2a")
 _DISCS = ("disc_b", "disc_a")
 
 
 @METHODS.register("cyclegan")
-class CycleGAN(Method):
+class CycleGAN(TranslationTeacher):
     """CycleGAN teacher: two image generators and two PatchGANs on unpaired data (cycle + identity losses).
 
     Raises (at construction): ConfigError for paired or classification data, a latent generator, an
     identity weight with domains of different channels, or a PatchGAN too deep for the image size.
     """
 
-    kind = "generator"
-    role = "teacher"
-    export_name = "teacher"
     selection_key = "val/cycle"
     selection_mode = "min"
 
@@ -105,22 +102,9 @@ class CycleGAN(Method):
         out["loss"] = nan_guard(torch.cat([fake_b.flatten(), fake_a.flatten()]), out["loss_g"] + out["loss_d"])
         return out
 
-    def eval_model(self) -> nn.Module:
-        return unwrap(self.players["generator"])
-
-    def export_state(self, *, copy: bool = True, **metadata: Any):
-        return generator_export_state(self.eval_model(), copy=copy, **metadata)
-
     def validate(self, loader: Any, device: Any) -> Dict[str, float]:
         """``val/cycle``: the mean of both directions' cycle L1 (in [-1, 1] units) on the validation pairs."""
         return {"val/cycle": cycle_error(self.eval_model(), unwrap(self.players["generator_b2a"]), loader, device)}
-
-    def on_fit_start(self, train_set: Any, run_dir: Any, batch_sizes: Any) -> None:
-        self.grid_batch = grid_examples(train_set, self.cfg.loss.grid_n)  # fixed inputs of the epoch grids
-
-    def on_epoch_end(self, epoch: int) -> None:
-        super().on_epoch_end(epoch)
-        translation_grid(self, epoch)
 
     def state_dict(self) -> Dict[str, Any]:
         state = super().state_dict()
@@ -133,6 +117,3 @@ class CycleGAN(Method):
         for k, p in self.pools.items():
             if k in state.get("pools", {}):
                 p.load_state_dict(state["pools"][k], device)
-
-    def finalize(self, run_dir: Any, data: Any, result: Any, device: Any) -> Dict[str, Any]:
-        return translation_finalize(self, run_dir, data, result, device)

@@ -20,34 +20,31 @@ from dataclasses import dataclass
 from typing import Any, Dict
 
 import torch
-from torch import nn
 
 from kdlab.config import bounded
 from kdlab.data.batch import Batch
 from kdlab.engine.optim import optim_with_lr
 from kdlab.losses import map_discriminator_loss, pix2pix_generator_loss
-from kdlab.methods.base import METHODS, Method, unwrap
-from kdlab.methods.gan_players import frozen, generator_export_state, nan_guard
-from kdlab.methods.i2i_eval import grid_examples, mae_to_target, translation_finalize, translation_grid
+from kdlab.methods.base import METHODS
+from kdlab.methods.gan_players import frozen, nan_guard
+from kdlab.methods.i2i_eval import mae_to_target
 from kdlab.methods.i2i_players import (
     TranslationGameConfig,
     build_image_generator,
     build_patchgan,
     check_translation_data,
 )
+from kdlab.methods.translation_teacher import TranslationTeacher
 
 
 @METHODS.register("pix2pix")
-class Pix2Pix(Method):
+class Pix2Pix(TranslationTeacher):
     """Pix2Pix teacher: U-Net (or any image generator) + conditional PatchGAN on paired data, VEM eq. 11.
 
     Raises (at construction): ConfigError for unpaired or classification data, a latent generator, or a
     PatchGAN too deep for the image size.
     """
 
-    kind = "generator"
-    role = "teacher"
-    export_name = "teacher"
     selection_key = "val/mae"
     selection_mode = "min"
 
@@ -80,22 +77,6 @@ class Pix2Pix(Method):
         out["loss"] = nan_guard(fake, out["loss_d"] + out["loss_g"])
         return out
 
-    def eval_model(self) -> nn.Module:
-        return unwrap(self.players["generator"])
-
-    def export_state(self, *, copy: bool = True, **metadata: Any):
-        return generator_export_state(self.eval_model(), copy=copy, **metadata)
-
     def validate(self, loader: Any, device: Any) -> Dict[str, float]:
         """``val/mae``: mean absolute error to the ground truth in [0, 1] pixel units."""
         return {"val/mae": mae_to_target(self.eval_model(), loader, device)}
-
-    def on_fit_start(self, train_set: Any, run_dir: Any, batch_sizes: Any) -> None:
-        self.grid_batch = grid_examples(train_set, self.cfg.loss.grid_n)  # fixed inputs of the epoch grids
-
-    def on_epoch_end(self, epoch: int) -> None:
-        super().on_epoch_end(epoch)
-        translation_grid(self, epoch)
-
-    def finalize(self, run_dir: Any, data: Any, result: Any, device: Any) -> Dict[str, Any]:
-        return translation_finalize(self, run_dir, data, result, device)
