@@ -2,7 +2,7 @@
 
 The setting of ``kdlab reproduce vem-table1 / vem-table2 --scale small`` on the offline tasks: a U-Net
 teacher ngf 32 (paired ``edges2fashion``) or a ResNet teacher ngf 32 with 9 blocks (unpaired
-``fashion2digits``), both random (the step's cost does not depend on the weights), students at the
+``fashion2digits``) or a SAGAN ngf 32 (GCC, unconditional, discriminator from scratch), all random (the step's cost does not depend on the weights), students at the
 tables' widths, batch 16, the PatchGAN game on; the ``+VEM`` rows add ``loss.terms.vem`` (Fig. 4 EBM
 with C channels, K = 10, lambda_MI of Table 6). ``training_step`` is timed on the same batches,
 repetitions interleaved, medians reported; the ratio is algorithm + VEM over the algorithm alone.
@@ -30,10 +30,11 @@ from kdlab.models import build_generator, build_model
 from kdlab.runner import load_run_config
 
 BATCH = 16
-TEACHERS = {"paired": ("edges2fashion", "unet", {"ngf": 32}), "unpaired": ("fashion2digits", "resnet_gen",
-                                                                           {"ngf": 32, "n_blocks": 9})}
-#: the benchmarked algorithms (ALGOS of the experiment) and the paired GCC / CAGC recipes
-ROWS = ("omgd-paired", "omgd", "cat", "gan-compression")
+TEACHERS = {"paired": ("edges2fashion", "unet", {"ngf": 32}),
+            "unpaired": ("fashion2digits", "resnet_gen", {"ngf": 32, "n_blocks": 9}),
+            "unconditional": ("fashion-mnist", "sagan", {"ngf": 32, "latent_dim": 128})}
+#: the benchmarked algorithms (ALGOS of the experiment)
+ROWS = ("omgd-paired", "omgd", "cat", "gan-compression", "gcc")
 
 
 def setup(args, tmp: Path):
@@ -47,7 +48,8 @@ def setup(args, tmp: Path):
     for task, (name, arch, kw) in TEACHERS.items():
         path = tmp / f"teacher-{task}.safetensors"
         if not path.exists():
-            save_generator(build_generator(arch, 1, 28, in_channels=1, **kw), path, data=name)
+            image = {"in_channels": 1} if task != "unconditional" else {}
+            save_generator(build_generator(arch, 1, 28, **image, **kw), path, data=name)
         data = build_datasets(name=name, val_size=0, n_per_class=10, max_test=100)
         batches = [b.to(torch.device(args.device)) for b in make_loader(data.transfer, BATCH, shuffle=False, seed=0)]
         out[task] = (path, data, batches[:args.steps])
@@ -65,7 +67,8 @@ def build(args, tmp: Path, clf: Path, tasks, name: str):
     cfg = load_run_config([recipe(rec)], [
         f"out_dir={tmp}", f"name=bench-{name.replace('+', '-')}", f"teacher.checkpoint={path}", f"loss.extractor={clf}",
         f"model.kwargs={json.dumps(kw)}", f"loss.terms={json.dumps(terms)}", f"data.batch_size={BATCH}",
-        "data.n_per_class=10", f"trainer.accelerator={args.device}", "trainer.tensorboard=false"])
+        "data.n_per_class=10", f"trainer.accelerator={args.device}", "trainer.tensorboard=false"]
+        + (["loss.disc_init=null", f"loss.disc_d={TEACHERS[task][2]['ngf']}"] if task == "unconditional" else []))
     return ready_method(cfg, data, data.transfer)
 
 
