@@ -24,11 +24,12 @@ Teachers: ``pix2pix_edges2fashion`` (U-Net ngf 32), ``cyclegan_fashion2digits`` 
 
 Scales:
 
-* ``small`` (2 CPU cores, ~40 min for table 1 and ~55 min for table 2): 200 images per class; the teachers
-  of their recipes (Pix2Pix: 500 per class, 10 epochs; CycleGAN: 200 per class, 5 epochs); students at 1/4
-  of the teacher's width (OMGD, CAT) or 1/2 (GAN-Compression), as the paper's 64 -> 16 / 32; batch 16 for
-  4 epochs (paired: 500 student updates) or 3 (unpaired: 375), Adam 2e-4 decaying linearly; the EBM with
-  C = 8, CRD with k = 1,024; 3 seeds. SAGAN (table 3, ~20 min): teacher ngf 32 on 1,000 images per
+* ``small`` (2 CPU cores): 200 images per class; the teachers of their recipes (Pix2Pix: 500 per class,
+  10 epochs; CycleGAN: 200 per class, 5 epochs); students at 1/4 of the teacher's width (OMGD, CAT) or 1/2
+  (GAN-Compression), as the paper's 64 -> 16 / 32, with the teacher's discriminator width (ndf 32: the
+  students' PatchGAN would otherwise cost more than teacher and student together); batch 16 for 8 epochs
+  (paired: 1,000 student updates) or 6 (unpaired: 750), Adam 2e-4 decaying linearly; the EBM with C = 8,
+  CRD with k = 1,024; 3 seeds. SAGAN (table 3, ~20 min): teacher ngf 32 on 1,000 images per
   class for 10 epochs, students ngf 26 for 3 epochs of batch 64 (470 updates).
 * ``full`` (a GPU): the teachers' whole training subsets, 20 student epochs, C = 32, k = 16,384. The folder
   tasks (``paired-folder:``, ``unpaired-folder:``, 256 px) run with ``data.name=...`` overrides where the
@@ -71,8 +72,8 @@ SCALES: Dict[str, Dict[str, Any]] = {
         "teacher": {"paired": [], "unpaired": ["data.n_per_class=200", "trainer.epochs=5"],
                     "unconditional": ["model.kwargs.ngf=32", "loss.disc_d=32", "data.n_per_class=1000",
                                       "trainer.epochs=10", "loss.n_samples=5000"]},
-        "task": {"paired": ["data.n_per_class=200", "data.max_test=2000", "trainer.epochs=4"],
-                 "unpaired": ["data.n_per_class=200", "data.max_test=1000", "trainer.epochs=3"],
+        "task": {"paired": ["data.n_per_class=200", "data.max_test=2000", "trainer.epochs=8", "loss.ndf=32"],
+                 "unpaired": ["data.n_per_class=200", "data.max_test=1000", "trainer.epochs=6", "loss.ndf=32"],
                  "unconditional": ["data.n_per_class=1000", "data.max_test=5000", "trainer.epochs=3",
                                    "loss.n_samples=5000", "data.batch_size=64"]},
         "student": ["data.batch_size=16", "trainer.log_every_n_steps=25"],
