@@ -29,8 +29,8 @@ Scales:
   (GAN-Compression), as the paper's 64 -> 16 / 32, with the teacher's discriminator width (ndf 32: the
   students' PatchGAN would otherwise cost more than teacher and student together); batch 16 for 8 epochs
   (paired: 1,000 student updates) or 6 (unpaired: 750), Adam 2e-4 decaying linearly; the EBM with C = 8,
-  CRD with k = 1,024; 3 seeds. SAGAN (table 3, ~20 min): teacher ngf 32 on 1,000 images per
-  class for 10 epochs, students ngf 26 for 3 epochs of batch 64 (470 updates).
+  CRD with k = 1,024; 3 seeds. SAGAN (table 3, ~50 min): teacher ngf 32 on 1,000 images per
+  class for 25 epochs (3,900 updates of batch 64), students ngf 26 for 4 epochs of batch 64 (625 updates).
 * ``full`` (a GPU): the teachers' whole training subsets, 20 student epochs, C = 32, k = 16,384. The folder
   tasks (``paired-folder:``, ``unpaired-folder:``, 256 px) run with ``data.name=...`` overrides where the
   public data exist.
@@ -71,10 +71,10 @@ SCALES: Dict[str, Dict[str, Any]] = {
         "classifier": ["trainer.epochs=3"],
         "teacher": {"paired": [], "unpaired": ["data.n_per_class=200", "trainer.epochs=5"],
                     "unconditional": ["model.kwargs.ngf=32", "loss.disc_d=32", "data.n_per_class=1000",
-                                      "trainer.epochs=10", "loss.n_samples=5000"]},
+                                      "trainer.epochs=25", "loss.n_samples=5000"]},
         "task": {"paired": ["data.n_per_class=200", "data.max_test=2000", "trainer.epochs=8", "loss.ndf=32"],
                  "unpaired": ["data.n_per_class=200", "data.max_test=1000", "trainer.epochs=6", "loss.ndf=32"],
-                 "unconditional": ["data.n_per_class=1000", "data.max_test=5000", "trainer.epochs=3",
+                 "unconditional": ["data.n_per_class=1000", "data.max_test=5000", "trainer.epochs=4",
                                    "loss.n_samples=5000", "data.batch_size=64"]},
         "student": ["data.batch_size=16", "trainer.log_every_n_steps=25"],
         "vem": {"channels": 8},
@@ -160,7 +160,7 @@ def run_table(name: str, out_dir: Path, scale: str, seeds: Optional[List[int]] =
                     f"model.kwargs={json.dumps(kw)}", f"loss.terms={json.dumps(terms)}", f"seed={seed}",
                     f"data.subset_seed={seed}", f"name={HOME[algo]}-{algo}-{addon}-s{seed}",
                     f"label={label} {a_label} (ngf {kw['ngf']})",
-                ] + game + sc["task"][task] + sc["student"] + user, console))
+                ] + game + sc["student"] + sc["task"][task] + user, console))
     from kdlab.experiments.vem_i2i_report import write
 
     return write(out_dir / name, name, scale, seeds, sc, teachers, classifiers, cells)
