@@ -98,7 +98,7 @@ def load_extractor(extractor: Optional[str], spec: Any) -> Tuple[Optional[nn.Mod
         TeacherMismatchError: the classifier's channels / image size differ from the data set's.
         FileNotFoundError: no such file. ValueError: "inception" without local weights.
     """
-    from kdlab.metrics.generative import ClassifierFeatures, InceptionExtractor, inception_weights_available
+    from kdlab.metrics.extractors import ClassifierFeatures, InceptionExtractor, inception_weights_available
 
     if extractor is None and not inception_weights_available():
         return None, None, {"kind": None, "note": "no feature extractor: set loss.extractor=runs/<classifier run> "
