@@ -114,7 +114,8 @@ def _walk(name: str, out: Path):
 TERMS = {
     "jacobian-table1": {f"jacobian-t1-{row}-n1-s0": terms for row, terms in {
         "ce": ["ce"], "ce_act": ["ce", "logits"], "ce_jac": ["ce", "jacobian"], "ce_act_jac": ["ce", "jacobian", "logits"],
-        "act": ["logits"], "act_jac": ["jacobian", "logits"]}.items()},
+        "act": ["logits"], "act_jac": ["jacobian", "logits"], "ce_jac_norm": ["ce", "jacobian"],
+        "act_jac_norm": ["jacobian", "logits"]}.items()},
     "jacobian-table3": {f"jacobian-t3-{row}-n5-s0": terms for row, terms in {
         "ce": ["ce"], "oracle": ["ce"], "lwf": ["ce", "logits"], "lwf_jac": ["attention_jacobian", "ce", "logits"],
         "lwf_at": ["attention", "ce", "logits"], "lwf_at_jac": ["attention", "attention_jacobian", "ce", "logits"]}.items()},

@@ -20,7 +20,8 @@ __all__ = ["EXPERIMENTS", "SCALES"]
 
 # Experiment modules register themselves on import (kept at the end: they import EXPERIMENTS).
 from kdlab.experiments import gan_sweep  # noqa: E402,F401  (gan-compression-sweep)
-from kdlab.experiments import jacobian  # noqa: E402,F401  (jacobian-table1..5)
+from kdlab.experiments import jacobian  # noqa: E402,F401  (jacobian-table1, table2)
+from kdlab.experiments import jacobian_transfer  # noqa: E402,F401  (jacobian-table3..5)
 from kdlab.experiments import kdgan  # noqa: E402,F401  (kdgan-table3/table4/fig6/fig7)
 from kdlab.experiments import loss_families  # noqa: E402,F401  (loss-families)
 from kdlab.experiments import mosaickd  # noqa: E402,F401  (mosaickd)

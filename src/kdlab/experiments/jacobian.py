@@ -35,10 +35,10 @@ from a VGG-9 trained on the source task.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 from kdlab.experiments import EXPERIMENTS, grid
-from kdlab.experiments.jacobian_report import table1_orderings, table2_orderings, table3_orderings
+from kdlab.experiments.jacobian_report import clean_cost_lines, table1_orderings, table2_orderings
 
 # ----------------------------------------------------------------------------- the paper's numbers
 PAPER_T1_SIZES = [1, 5, 10, 50, 100, 500, None]
@@ -50,13 +50,19 @@ PAPER_T1 = {  # Table 1, CIFAR-100, VGG-9 (64.78%) -> VGG-4, test accuracy %
     "act": [10.73, 28.56, 33.6, 45.73, 50.15, 56.59, 56.59],
     "act_jac": [13.09, 33.31, 38.16, 47.79, 50.06, 51.33, 51.33],
 }
-T1_ROWS = {  # row -> (label, term weights of its recipe jacobian_t1_<row>: loss.terms.<term>.weight)
-    "ce": ("Cross-Entropy (CE) training", {"ce": 1.0, "logits": 0.0, "jacobian": 0.0}),
-    "ce_act": ("CE + match activations", {"ce": 1.0, "logits": 1.0, "jacobian": 0.0}),
-    "ce_jac": ("CE + match Jacobians", {"ce": 1.0, "logits": 0.0, "jacobian": 1.0}),
-    "ce_act_jac": ("CE + match {activations + Jacobians}", {"ce": 1.0, "logits": 1.0, "jacobian": 1.0}),
-    "act": ("Match activations only", {"ce": 0.0, "logits": 1.0, "jacobian": 0.0}),
-    "act_jac": ("Match {activations + Jacobians}", {"ce": 0.0, "logits": 1.0, "jacobian": 1.0}),
+#: weight of the normalised form: the common implementation's 20 on the per-element MSE of the unit
+#: Jacobians (NOTES.md), i.e. 20 / D on this sum over the D input dimensions (D = 784 on Fashion-MNIST)
+NORM_WEIGHT_PER_ELEMENT = 20.0
+T1_ROWS = {  # row -> (label, recipe jacobian_t1_<recipe row>, normalised Jacobian form)
+    "ce": ("Cross-Entropy (CE) training", "ce", False),
+    "ce_act": ("CE + match activations", "ce_act", False),
+    "ce_jac": ("CE + match Jacobians", "ce_jac", False),
+    "ce_act_jac": ("CE + match {activations + Jacobians}", "ce_act_jac", False),
+    "act": ("Match activations only", "act", False),
+    "act_jac": ("Match {activations + Jacobians}", "act_jac", False),
+    "ce_jac_norm": ("CE + match normalised Jacobians", "ce_jac", True),
+    "ce_act_jac_norm": ("CE + match {activations + normalised Jacobians}", "ce_act_jac", True),
+    "act_jac_norm": ("Match {activations + normalised Jacobians}", "act_jac", True),
 }
 PAPER_T2_SIGMAS = [0.0, 0.1, 0.2, 0.3, 0.4]
 PAPER_T2 = {  # Table 2, CIFAR-100 VGG-9, accuracy % under Gaussian noise (normalised units)
@@ -64,6 +70,9 @@ PAPER_T2 = {  # Table 2, CIFAR-100 VGG-9, accuracy % under Gaussian noise (norma
     "lam0.1": ("lambda = 0.1", [65.62, 63.36, 53.57, 37.38, 23.99]),
     "lam1": ("lambda = 1.0", [63.59, 62.66, 57.53, 47.48, 35.43]),
     "lam10": ("lambda = 10.0", [61.37, 60.78, 58.28, 52.82, 44.96]),
+    "ce_lam0.1": ("lambda = 0.1, cross-entropy form (eq. 3)", None),
+    "ce_lam1": ("lambda = 1.0, cross-entropy form (eq. 3)", None),
+    "ce_lam10": ("lambda = 10.0, cross-entropy form (eq. 3)", None),
     "l2": ("l2 regularization (gamma = 1e-3)", [66.92, 60.41, 39.93, 23.32, 13.76]),
     "dropout": ("Dropout (p = 0.25)", [66.8, 61.53, 44.34, 26.70, 15.77]),
 }
@@ -72,23 +81,12 @@ T2_OVERRIDES = {
     "lam0.1": ["loss.jacobian_penalty=0.1"],
     "lam1": ["loss.jacobian_penalty=1.0"],
     "lam10": ["loss.jacobian_penalty=10.0"],
+    "ce_lam0.1": ["loss.jacobian_penalty=0.1", "loss.jacobian_penalty_form=ce"],
+    "ce_lam1": ["loss.jacobian_penalty=1.0", "loss.jacobian_penalty_form=ce"],
+    "ce_lam10": ["loss.jacobian_penalty=10.0", "loss.jacobian_penalty_form=ce"],
     "l2": ["optim.weight_decay=0.001"],
     "dropout": ["model.kwargs.dropout=0.25"],
 }
-PAPER_T3_SIZES = [5, 10, 25, 50, None]
-PAPER_T3 = {  # Table 3, ImageNet ResNet-34 -> MIT Scenes VGG-9
-    "ce": ("Cross-Entropy (CE) training on untrained student network", [11.64, 20.30, 35.19, 46.38, 59.33]),
-    "oracle": ("CE on pre-trained student network (Oracle)", [25.93, 43.81, 57.65, 64.18, 71.42]),
-    "lwf": ("CE + match activations (Li & Hoiem, 2016)", [17.08, 27.13, 45.08, 55.22, 65.22]),
-    "lwf_jac": ("CE + match {activations + Jacobians}", [17.88, 28.25, 45.26, 56.49, 66.04]),
-    "lwf_at": ("CE + match {activations + attention} (Zagoruyko & Komodakis, 2017)", [16.53, 28.35, 46.01, 57.80, 67.24]),
-    "lwf_at_jac": ("CE + match {activations + attention + Jacobians}", [18.02, 29.25, 47.31, 58.35, 67.31]),
-}
-PAPER_T4 = {"depths": ["(7, 2)", "(15, 4)", "(27, 6)", "(33, 8)"], "acc": [22.39, 21.98, 20.45, 20.03],
-            "reduction": [25.88, 15.59, 11.55, 1.25]}
-PAPER_T5 = {"windows": ["Full", "s/3", "s/5", "s/7", "None"], "acc": [20.00, 21.20, 21.87, 21.09, 19.74]}
-T5_POOLS = [1, 3, 5, 7, 0]  # loss.terms.attention_jacobian.pool values for Full, s/3, s/5, s/7, None
-
 # ----------------------------------------------------------------------------- scales
 SMALL_COMMON = [
     "data.val_size=500",
@@ -103,16 +101,18 @@ SMALL_COMMON = [
 SMALL_WIDTH = ["model.kwargs.width=0.25"]
 SCALE = {
     "small": {
-        "seeds": [0, 1],
-        "t1_sizes": [1, 5, 10, 50],
-        "t1_epochs": {1: 100, 5: 60, 10: 60, 50: 20},  # batch 16: 100, 240, 420, 640 steps
+        "seeds": [0, 1, 2],
+        "t1_sizes": [1, 5, 10, 50, 500],
+        # batch 16: 300, 800, 1,400, 2,000, 2,500 steps (the loss curves of the report show them flat)
+        "t1_epochs": {1: 300, 5: 200, 10: 200, 50: 64, 500: 8},
         "t1_batch": 16,
         "teacher": SMALL_WIDTH + ["data.n_per_class=1000", "trainer.epochs=4"],
-        "t2": SMALL_WIDTH + ["data.n_per_class=500", "trainer.epochs=5"],
+        "t2": SMALL_WIDTH + ["data.n_per_class=500", "trainer.epochs=20"],  # 1,560 steps of batch 64
         "t3_sizes": [5, 10, 50],
         "t3_epochs": 20,
         "source": ["data.n_per_class=1000", "trainer.epochs=3"],
         "t45_size": 10,
+        "t4_epochs": 60,  # 420 steps of batch 8
     },
     "full": {
         "seeds": [0, 1, 2],
@@ -125,6 +125,7 @@ SCALE = {
         "t3_epochs": 75,
         "source": ["trainer.epochs=30"],
         "t45_size": 10,
+        "t4_epochs": 75,
     },
 }
 
@@ -174,58 +175,129 @@ def _plot_lines(path: Path, xs: Sequence[Any], series: Dict[str, List[Optional[f
 
 
 # ----------------------------------------------------------------------------- Table 1
+def _t1_overrides(row: str, input_dim: int) -> List[str]:
+    """The overrides that turn recipe ``jacobian_t1_<recipe row>`` into ``row`` (the normalised form)."""
+    if not T1_ROWS[row][2]:
+        return []
+    return ["loss.terms.jacobian.normalize=true", f"loss.terms.jacobian.weight={NORM_WEIGHT_PER_ELEMENT / input_dim:.6g}"]
+
+
+def _loss_change(run: Path, key: str = "train/loss") -> Optional[float]:
+    """100 * (mean of the last quarter - mean of the third quarter) / mean of the third quarter of the
+    per-epoch training loss: near 0 when the curve has flattened (None with fewer than 8 epochs)."""
+    from kdlab.report import epoch_series, read_metrics
+
+    _, v = epoch_series(read_metrics(run), key)
+    q = len(v) // 4
+    if q < 2:
+        return None
+    prev, last = sum(v[-2 * q:-q]) / q, sum(v[-q:]) / q
+    return 100.0 * (last - prev) / abs(prev) if prev else None
+
+
+def _plot_curves(path: Path, runs: Dict[str, Dict[str, Path]], labels: Dict[str, str]) -> None:
+    """One panel per data size: each row's per-epoch training loss (log scale)."""
+    from matplotlib.figure import Figure
+
+    from kdlab.report import epoch_series, read_metrics
+    from kdlab.report.plots import save_figure
+
+    sizes = list(next(iter(runs.values())))
+    fig = Figure(figsize=(4 * len(sizes), 3.6))
+    axes = fig.subplots(1, len(sizes), squeeze=False)[0]
+    for ax, n in zip(axes, sizes):
+        for row, by_size in runs.items():
+            e, v = epoch_series(read_metrics(by_size[n]), "train/loss")
+            if v:
+                ax.plot(e, v, label=labels[row], lw=1)
+        ax.set_yscale("log")
+        ax.set_title(f"{n} per class", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("training loss (seed 0)")
+    if axes[-1].lines:
+        axes[-1].legend(fontsize=6)
+    save_figure(fig, path)
+
+
 @EXPERIMENTS.register("jacobian-table1", help="Jacobian paper Table 1: VGG-9 -> VGG-4 distillation vs data points per class")
 def table1(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrides: Sequence[str] = ()) -> Path:
-    """Six loss rows x data points per class x seeds; test accuracy of the best-on-validation student."""
+    """Nine loss rows (the paper's six; the three Jacobian rows again in the normalised form) x data
+    points per class x seeds; test accuracy of the best-on-validation student, training-loss curves."""
     sc = SCALE[scale]
     seeds = list(seeds) if seeds else sc["seeds"]
     teacher = _teacher(out_dir, scale, overrides)
+    t_cfg = grid.resolve([teacher / "config.yaml"])
+    from kdlab.data import dataset_spec
+
+    spec = dataset_spec(t_cfg.data.name, image_size=t_cfg.data.image_size)
+    input_dim = spec.in_channels * spec.image_size ** 2
     acc: Dict[str, Dict[str, List[float]]] = {r: {} for r in T1_ROWS}
+    first: Dict[str, Dict[str, Path]] = {r: {} for r in T1_ROWS}  # seed-0 runs: the loss curves
+    steps: Dict[str, Any] = {}  # student updates per column
     sizes = list(sc["t1_sizes"])
     if any(o.replace(" ", "") in ("data.name=cifar100", "data.name=cifar-100") for o in overrides) and 500 in sizes:
         sizes.remove(500)  # CIFAR-100 has 500 per class in all: the paper's "500 (full)" is the full column
     for n in sizes:
         epochs = sc["t1_epochs"].get(n, 500)
-        for row in T1_ROWS:
+        if n is not None:  # about 60 logged training losses per run (the curves)
+            steps[_size_name(n)] = epochs * -(-n * spec.num_classes // sc["t1_batch"])
+        log = [f"trainer.log_every_n_steps={max(1, steps[_size_name(n)] // 60)}"] if n is not None else []
+        for row, (_, recipe_row, _) in T1_ROWS.items():
             for seed in seeds:
                 ov = [f"out_dir={out_dir}", *_common(scale), *(SMALL_WIDTH if scale == "small" else []),
                       f"teacher.checkpoint={teacher}", f"data.n_per_class={'null' if n is None else n}",
                       f"trainer.epochs={epochs}", f"data.batch_size={sc['t1_batch']}", f"seed={seed}", f"data.subset_seed={seed}",
-                      f"name=jacobian-t1-{row}-n{_size_name(n)}-s{seed}"]
+                      f"name=jacobian-t1-{row}-n{_size_name(n)}-s{seed}", *_t1_overrides(row, input_dim), *log]
                 if scale == "full":
                     ov.append(f"optim.milestones=[{int(0.8 * epochs)}]")
-                run = _run(f"jacobian_t1_{row}", ov + list(overrides))
+                run = _run(f"jacobian_t1_{recipe_row}", ov + list(overrides))
                 acc[row].setdefault(_size_name(n), []).append(grid.read_summary(run)["test_acc_best"])
+                first[row].setdefault(_size_name(n), run)
     t = grid.read_summary(teacher)
     from kdlab.report import markdown_table
 
-    headers = ["# data points per class ->"] + [_size_name(n) for n in sizes]
-    rows = []
-    for r, (label, _) in T1_ROWS.items():
-        rows.append([label] + [f"{grid.mean_std_text(acc[r][_size_name(n)])} ({_paper_cell(PAPER_T1[r], PAPER_T1_SIZES, n)})"
-                               for n in sizes])
+    cols = [_size_name(n) for n in sizes]
+    labels = {r: v[0] for r, v in T1_ROWS.items()}
+    headers = ["# data points per class ->"] + cols
+    rows = [[labels[r]] + [f"{grid.mean_std_text(acc[r][c])} ({_paper_cell(PAPER_T1[r], PAPER_T1_SIZES, n) if r in PAPER_T1 else '-'})"
+                           for n, c in zip(sizes, cols)] for r in T1_ROWS]
+    flat = [[labels[r]] + [_fmt_change(_loss_change(first[r][c])) for c in cols] for r in T1_ROWS]
     out = Path(out_dir) / "jacobian-table1"
-    _plot_lines(out / "plots" / "table1.png", [_size_name(n) for n in sizes],
-                {T1_ROWS[r][0]: [grid.mean(acc[r][_size_name(n)]) for n in sizes] for r in T1_ROWS},
+    _plot_lines(out / "plots" / "table1.png", cols, {labels[r]: [grid.mean(acc[r][c]) for c in cols] for r in T1_ROWS},
                 "data points per class", "Table 1: student test accuracy vs data per class")
+    _plot_curves(out / "plots" / "loss_curves.png", first, labels)
     lines = [
         f"Scale `{scale}`, seeds {seeds}, data `{t['data']['name']}`. Cells: test accuracy % of the student "
         "selected on validation, mean ± std over seeds (paper's CIFAR-100 value in brackets).",
         f"Teacher {t['model']['name']} ({t['model']['params']:,} params): test accuracy {t['test_acc_best']:.2f}% "
-        "(paper: VGG-9 64.78% on CIFAR-100).",
+        "(paper: VGG-9 64.78% on CIFAR-100). Jacobians of the teacher's top class (section 4.1); the paper's "
+        f"squared-error form on logits (weight 1), and the normalised form (unit Jacobians, weight "
+        f"{NORM_WEIGHT_PER_ELEMENT:g} / D = {NORM_WEIGHT_PER_ELEMENT / input_dim:.4g}: the common implementation's "
+        "per-element weight, NOTES.md).",
+        f"Student updates per column: {', '.join(f'{c}: {steps.get(c)}' for c in cols)} (batch {sc['t1_batch']}).",
         "",
         markdown_table(headers, rows),
         "![table 1](plots/table1.png)", "",
-        *table1_orderings(acc, [_size_name(n) for n in sizes], {r: v[0] for r, v in T1_ROWS.items()}),
+        "Has the training loss flattened? Change of the mean training loss from the third to the last quarter of "
+        "the epochs (seed 0; near 0 = flat):", "",
+        markdown_table(["row"] + cols, flat),
+        "![loss curves](plots/loss_curves.png)", "",
+        *table1_orderings(acc, cols, labels),
     ]
     return grid.write_report(out, "Jacobian matching, Table 1: distillation with limited data", lines,
                              {"scale": scale, "seeds": seeds, "teacher_acc": t["test_acc_best"], "acc": acc, "paper": PAPER_T1})
 
 
+def _fmt_change(v: Optional[float]) -> str:
+    return "—" if v is None else f"{v:+.1f}%"
+
+
 # ----------------------------------------------------------------------------- Table 2
 @EXPERIMENTS.register("jacobian-table2", help="Jacobian paper Table 2: Jacobian-norm penalty vs L2 / dropout under input noise")
 def table2(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrides: Sequence[str] = ()) -> Path:
-    """VGG-9 trained with penalty lambda in {0, 0.1, 1, 10}, L2 1e-3, dropout 0.25; accuracy under noise."""
+    """VGG-9 trained with penalty lambda in {0, 0.1, 1, 10} (squared-error form of Prop. 2, and the
+    cross-entropy form of eq. 3), L2 1e-3, dropout 0.25; accuracy under noise and the clean-accuracy cost."""
     sc = SCALE[scale]
     seeds = list(seeds) if seeds else sc["seeds"]
     sig = PAPER_T2_SIGMAS
@@ -240,180 +312,23 @@ def table2(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrid
     from kdlab.report import markdown_table
 
     headers = ["Noise std. dev. ->"] + [str(s) for s in sig]
-    rows = [[label] + [f"{grid.mean_std_text(acc[r][str(s)])} ({paper[i]:.2f})" for i, s in enumerate(sig)]
-            for r, (label, paper) in PAPER_T2.items()]
+    rows = [[label] + [f"{grid.mean_std_text(acc[r][str(s)])} ({'-' if paper is None else f'{paper[i]:.2f}'})"
+                       for i, s in enumerate(sig)] for r, (label, paper) in PAPER_T2.items()]
     out = Path(out_dir) / "jacobian-table2"
     _plot_lines(out / "plots" / "table2.png", sig, {PAPER_T2[r][0]: [grid.mean(acc[r][str(s)]) for s in sig] for r in PAPER_T2},
                 "noise std (normalised units)", "Table 2: accuracy under Gaussian input noise")
     lines = [
         f"Scale `{scale}`, seeds {seeds}. Cells: test accuracy % under x + sigma N(0, I) (normalised inputs), "
         "mean ± std over seeds (paper's CIFAR-100 value in brackets). Penalty: squared-error form on the "
-        "label's logit (Prop. 2 with section 4.1's label selection).",
+        "label's logit (Prop. 2 with section 4.1's label selection); cross-entropy form: ||grad_x log softmax_y||^2 "
+        "(eq. 3, the form the paper derives for cross-entropy training).",
         "",
         markdown_table(headers, rows),
         "![table 2](plots/table2.png)", "",
-        *table2_orderings(acc, sig, {r: v[0] for r, v in PAPER_T2.items()}),
+        *table2_orderings(acc, sig, {r: v[0] for r, v in PAPER_T2.items()}), "",
+        *clean_cost_lines(acc, {r: v[0] for r, v in PAPER_T2.items()}),
     ]
     return grid.write_report(out, "Jacobian matching, Table 2: noise robustness", lines,
                              {"scale": scale, "seeds": seeds, "acc": acc, "paper": PAPER_T2})
 
 
-# ----------------------------------------------------------------------------- transfer (Tables 3-5)
-SOURCE_CLASSES = "[0,1,2,3,4]"
-TARGET_CLASSES = "[5,6,7,8,9]"
-# Teacher ResNet-20 vs student VGG-9 features of equal spatial size on 28x28: (layer2, pool1) 14x14,
-# (layer3, pool2) 7x7; the first is the shallowest ("feature level 1" of section 10.2).
-DEPTHS = [("pool1", "layer2"), ("pool2", "layer3")]
-AT_LAYERS = "[[pool1,layer2],[pool2,layer3]]"
-# The terms of the lwf method (loss.terms.<term>.weight; 0 = off: the lwf method's default terms are
-# ce and logits, so a row without a term must switch it off) and the oracle's initialisation.
-_CE, _ACT, _JAC = "loss.terms.ce.weight", "loss.terms.logits.weight", "loss.terms.jacobian.weight"
-_AT, _AT_JAC = "loss.terms.attention.weight", "loss.terms.attention_jacobian.weight"
-_OFF = {_CE: 10.0, _ACT: 0.0, _JAC: 0.0, _AT: 0.0, _AT_JAC: 0.0, "loss.init_from_teacher": False}
-T3_ROWS = {  # every weight explicit (the recipe's defaults are the last row's)
-    "ce": dict(_OFF),
-    "oracle": {**_OFF, "loss.init_from_teacher": True},
-    "lwf": {**_OFF, _ACT: 10.0},
-    "lwf_jac": {**_OFF, _ACT: 10.0, _AT_JAC: 10.0},
-    "lwf_at": {**_OFF, _ACT: 10.0, _AT: 10.0},
-    "lwf_at_jac": {**_OFF, _ACT: 10.0, _AT: 10.0, _AT_JAC: 10.0},
-}
-
-
-def _sources(out_dir: Path, scale: str, extra: Sequence[str]) -> Tuple[Path, Path]:
-    """(ResNet-20 teacher, VGG-9 for the oracle), both trained on the source classes."""
-    sc = SCALE[scale]
-    base = [f"out_dir={out_dir}", *_common(scale), *sc["source"], f"data.classes={SOURCE_CLASSES}"]
-    teacher = _run("jacobian_lwf_teacher", base + ["model.name=resnet20", "name=jacobian-src-resnet20", *extra])
-    oracle = _run("jacobian_lwf_teacher", base + (SMALL_WIDTH if scale == "small" else [])
-                  + ["model.name=vgg9", "name=jacobian-src-vgg9", *extra])
-    return teacher, oracle
-
-
-def _transfer_run(out_dir: Path, scale: str, teacher: Path, n: Optional[int], seed: int, name: str,
-                  loss: Dict[str, Any], extra: Sequence[str]) -> Path:
-    sc = SCALE[scale]
-    ov = [f"out_dir={out_dir}", *_common(scale), *(SMALL_WIDTH if scale == "small" else []),
-          f"teacher.checkpoint={teacher}", f"data.classes={TARGET_CLASSES}", "data.batch_size=8",
-          f"data.n_per_class={'null' if n is None else n}", f"trainer.epochs={sc['t3_epochs']}",
-          f"seed={seed}", f"data.subset_seed={seed}", f"name={name}",
-          f"loss.terms.attention.layers={AT_LAYERS}", "loss.terms.attention_jacobian.layers=[[pool1,layer2]]"]
-    if scale == "full":
-        ov += ["optim.scheduler=multistep", "optim.milestones=[40,60]"]
-    ov += [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in loss.items()]
-    return _run("jacobian_lwf", ov + list(extra))
-
-
-@EXPERIMENTS.register("jacobian-table3", help="Jacobian paper Table 3: LwF transfer + attention + Jacobians (FMNIST 0-4 -> 5-9)")
-def table3(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrides: Sequence[str] = ()) -> Path:
-    """Transfer from a ResNet-20 trained on classes 0-4 to a VGG-9 on classes 5-9, six rows."""
-    sc = SCALE[scale]
-    seeds = list(seeds) if seeds else sc["seeds"]
-    teacher, oracle_src = _sources(out_dir, scale, overrides)
-    acc: Dict[str, Dict[str, List[float]]] = {r: {} for r in T3_ROWS}
-    for n in sc["t3_sizes"]:
-        for row, loss in T3_ROWS.items():
-            for seed in seeds:
-                t = oracle_src if row == "oracle" else teacher
-                run = _transfer_run(out_dir, scale, t, n, seed, f"jacobian-t3-{row}-n{_size_name(n)}-s{seed}", loss, overrides)
-                acc[row].setdefault(_size_name(n), []).append(grid.read_summary(run)["test_acc_best"])
-    from kdlab.report import markdown_table
-
-    sizes = sc["t3_sizes"]
-    headers = ["# data points per class ->"] + [_size_name(n) for n in sizes]
-    rows = [[label] + [f"{grid.mean_std_text(acc[r][_size_name(n)])} ({_paper_cell(paper, PAPER_T3_SIZES, n)})" for n in sizes]
-            for r, (label, paper) in PAPER_T3.items()]
-    out = Path(out_dir) / "jacobian-table3"
-    _plot_lines(out / "plots" / "table3.png", [_size_name(n) for n in sizes],
-                {PAPER_T3[r][0]: [grid.mean(acc[r][_size_name(n)]) for n in sizes] for r in T3_ROWS},
-                "target images per class", "Table 3: transfer, FMNIST classes 0-4 -> 5-9")
-    lines = [
-        f"Scale `{scale}`, seeds {seeds}. Source: ResNet-20 on Fashion-MNIST classes 0-4 "
-        f"(test acc {grid.read_summary(teacher)['test_acc_best']:.2f}%); target: VGG-9 on classes 5-9. Cells: target test "
-        "accuracy %, mean ± std (paper's ImageNet -> MIT Scenes value in brackets). Weights 10 (section 10.2); "
-        "Jacobians = attention-map Jacobians at (VGG pool1, ResNet layer2), window s/5.",
-        "",
-        markdown_table(headers, rows),
-        "![table 3](plots/table3.png)", "",
-        *table3_orderings(acc, [_size_name(n) for n in sizes], {r: v[0] for r, v in PAPER_T3.items()}),
-    ]
-    return grid.write_report(out, "Jacobian matching, Table 3: transfer learning", lines,
-                             {"scale": scale, "seeds": seeds, "acc": acc, "paper": PAPER_T3})
-
-
-def _jacobian_reduction(run: Path) -> Optional[float]:
-    """100 * (first - last) / first of the per-epoch mean training attention-Jacobian loss (Table 4)."""
-    from kdlab.report import epoch_series, read_metrics
-
-    _, v = epoch_series(read_metrics(run), "train/attention_jacobian")
-    return 100.0 * (v[0] - v[-1]) / v[0] if len(v) >= 2 and v[0] > 0 else None
-
-
-@EXPERIMENTS.register("jacobian-table4", help="Jacobian paper Table 4: feature depth of the attention Jacobian")
-def table4(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrides: Sequence[str] = ()) -> Path:
-    """CE + activations + attention + Jacobians at each depth pair of equal spatial size."""
-    sc = SCALE[scale]
-    seeds = list(seeds) if seeds else sc["seeds"]
-    teacher, _ = _sources(out_dir, scale, overrides)
-    acc: Dict[str, List[float]] = {}
-    red: Dict[str, List[float]] = {}
-    for s_feat, t_feat in DEPTHS:
-        key = f"({t_feat}, {s_feat})"
-        for seed in seeds:
-            loss = {**T3_ROWS["lwf_at_jac"], "loss.terms.attention_jacobian.layers": f"[[{s_feat},{t_feat}]]"}
-            run = _transfer_run(out_dir, scale, teacher, sc["t45_size"], seed, f"jacobian-t4-{s_feat}-s{seed}", loss, overrides)
-            acc.setdefault(key, []).append(grid.read_summary(run)["test_acc_best"])
-            r = _jacobian_reduction(run)
-            if r is not None:
-                red.setdefault(key, []).append(r)
-    from kdlab.report import markdown_table
-
-    keys = list(acc)
-    rows = [["Accuracy (%)"] + [grid.mean_std_text(acc[k]) for k in keys], ["Jacobian loss reduction (%)"] + [grid.mean_std_text(red.get(k, [])) for k in keys]]
-    paper = [["Accuracy (%)"] + PAPER_T4["acc"], ["Jacobian loss reduction (%)"] + PAPER_T4["reduction"]]
-    out = Path(out_dir) / "jacobian-table4"
-    _plot_lines(out / "plots" / "table4.png", keys, {"ours": [grid.mean(acc[k]) for k in keys]},
-                "feature matching depth (teacher, student)", "Table 4: depth of the attention Jacobian")
-    lines = [
-        f"Scale `{scale}`, seeds {seeds}, {sc['t45_size']} target images per class. Depth pairs (teacher ResNet-20, "
-        "student VGG-9) with equal spatial size on 28x28; reduction = 100 (first - last epoch) / first epoch of the "
-        "training attention-Jacobian loss.",
-        "",
-        markdown_table(["Feature matching depth (T, S)"] + keys, rows),
-        "Paper (ResNet-34 -> VGG-9, MIT Scenes, 10 per class):",
-        "",
-        markdown_table(["Feature matching depth (T, S)"] + PAPER_T4["depths"], paper),
-        "![table 4](plots/table4.png)",
-    ]
-    return grid.write_report(out, "Jacobian matching, Table 4: feature depth", lines,
-                             {"scale": scale, "seeds": seeds, "acc": acc, "reduction": red, "paper": PAPER_T4})
-
-
-@EXPERIMENTS.register("jacobian-table5", help="Jacobian paper Table 5: average-pool window of the attention Jacobian")
-def table5(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrides: Sequence[str] = ()) -> Path:
-    """CE + activations + attention + Jacobians with pool windows Full, s/3, s/5, s/7, None."""
-    sc = SCALE[scale]
-    seeds = list(seeds) if seeds else sc["seeds"]
-    teacher, _ = _sources(out_dir, scale, overrides)
-    acc: Dict[str, List[float]] = {}
-    for label, pool in zip(PAPER_T5["windows"], T5_POOLS):
-        for seed in seeds:
-            run = _transfer_run(out_dir, scale, teacher, sc["t45_size"], seed, f"jacobian-t5-pool{pool}-s{seed}",
-                                {**T3_ROWS["lwf_at_jac"], "loss.terms.attention_jacobian.pool": pool}, overrides)
-            acc.setdefault(label, []).append(grid.read_summary(run)["test_acc_best"])
-    from kdlab.report import markdown_table
-
-    out = Path(out_dir) / "jacobian-table5"
-    _plot_lines(out / "plots" / "table5.png", PAPER_T5["windows"], {"ours": [grid.mean(acc[k]) for k in PAPER_T5["windows"]]},
-                "average-pool window", "Table 5: pooling window of the attention Jacobian")
-    lines = [
-        f"Scale `{scale}`, seeds {seeds}, {sc['t45_size']} target images per class; 14x14 maps (VGG pool1 / "
-        "ResNet layer2): windows 14 (Full), 5, 3, 2, 1 (None) = max(1, round(14 / k)).",
-        "",
-        markdown_table(["Average Pool Window size"] + PAPER_T5["windows"],
-                       [["Accuracy (%)"] + [grid.mean_std_text(acc[k]) for k in PAPER_T5["windows"]],
-                        ["Paper (MIT Scenes)"] + PAPER_T5["acc"]]),
-        "![table 5](plots/table5.png)",
-    ]
-    return grid.write_report(out, "Jacobian matching, Table 5: pooling window", lines,
-                             {"scale": scale, "seeds": seeds, "acc": acc, "paper": PAPER_T5})

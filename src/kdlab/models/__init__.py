@@ -1,7 +1,7 @@
 """Classifiers by name, each able to return named intermediate features.
 
 ``build_model(name, num_classes, in_channels, image_size, **kwargs)`` builds any entry of
-``MODELS`` (mlp, lenet, vgg4, vgg9, resnet20/32/56/110, wrn_D_W); ``extract_features`` returns the
+``MODELS`` (mlp, lenet, vgg4, vgg9, resnet20/32/56/110, wrn_D_W, resnet18/34_imagenet); ``extract_features`` returns the
 logits and hooked features from one forward pass; ``feature_shapes`` reports per-sample shapes.
 """
 from kdlab.models.base import (
@@ -18,6 +18,7 @@ from kdlab.models.lenet import LeNet
 from kdlab.models.mlp import MLP
 from kdlab.models.resnet import CifarResNet
 from kdlab.models.resnet_bottleneck import BottleneckResNet
+from kdlab.models.tv_resnet import ImageNetResNet
 from kdlab.models.vgg import VGG
 from kdlab.models.wrn import WideResNet
 
@@ -36,6 +37,7 @@ __all__ = [
     "CifarResNet",
     "WideResNet",
     "BottleneckResNet",
+    "ImageNetResNet",
 ]
 
 # GAN generators and discriminators (GAN compression, Aguinaldo et al. 2019): a separate registry.

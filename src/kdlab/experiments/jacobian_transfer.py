@@ -1,0 +1,215 @@
+"""The Jacobian paper's transfer-learning tables (Srinivas & Fleuret, ICML 2018, Tables 3-5, section 5.1.1):
+``kdlab reproduce jacobian-table3 | jacobian-table4 | jacobian-table5``.
+
+The Fashion-MNIST transfer task: a teacher trained on classes 0-4 (the source task), a VGG-9 student on
+classes 5-9 (the target task) that matches the teacher's outputs on its own images (LwF), its attention
+maps and their input Jacobians ("attention Jacobians": output Jacobians could not be reduced there), pooled
+with window s/5 (section 10.2). The "oracle" row starts from a VGG-9 trained on the source task. Scales and
+shared helpers: :mod:`kdlab.experiments.jacobian`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from kdlab.experiments import EXPERIMENTS, grid
+from kdlab.experiments.jacobian import SCALE, SMALL_WIDTH, _common, _paper_cell, _plot_lines, _run, _size_name
+from kdlab.experiments.jacobian_report import table3_orderings
+
+PAPER_T3_SIZES = [5, 10, 25, 50, None]
+PAPER_T3 = {  # Table 3, ImageNet ResNet-34 -> MIT Scenes VGG-9
+    "ce": ("Cross-Entropy (CE) training on untrained student network", [11.64, 20.30, 35.19, 46.38, 59.33]),
+    "oracle": ("CE on pre-trained student network (Oracle)", [25.93, 43.81, 57.65, 64.18, 71.42]),
+    "lwf": ("CE + match activations (Li & Hoiem, 2016)", [17.08, 27.13, 45.08, 55.22, 65.22]),
+    "lwf_jac": ("CE + match {activations + Jacobians}", [17.88, 28.25, 45.26, 56.49, 66.04]),
+    "lwf_at": ("CE + match {activations + attention} (Zagoruyko & Komodakis, 2017)", [16.53, 28.35, 46.01, 57.80, 67.24]),
+    "lwf_at_jac": ("CE + match {activations + attention + Jacobians}", [18.02, 29.25, 47.31, 58.35, 67.31]),
+}
+PAPER_T4 = {"depths": ["(7, 2)", "(15, 4)", "(27, 6)", "(33, 8)"], "acc": [22.39, 21.98, 20.45, 20.03],
+            "reduction": [25.88, 15.59, 11.55, 1.25]}
+PAPER_T5 = {"windows": ["Full", "s/3", "s/5", "s/7", "None"], "acc": [20.00, 21.20, 21.87, 21.09, 19.74]}
+T5_POOLS = [1, 3, 5, 7, 0]  # loss.terms.attention_jacobian.pool values for Full, s/3, s/5, s/7, None
+
+# ----------------------------------------------------------------------------- transfer (Tables 3-5)
+SOURCE_CLASSES = "[0,1,2,3,4]"
+TARGET_CLASSES = "[5,6,7,8,9]"
+# Teacher ResNet-20 vs student VGG-9 features of equal spatial size on 28x28: (layer2, pool1) 14x14,
+# (layer3, pool2) 7x7; the first is the shallowest ("feature level 1" of section 10.2).
+AT_LAYERS = "[[pool1,layer2],[pool2,layer3]]"
+# The terms of the lwf method (loss.terms.<term>.weight; 0 = off: the lwf method's default terms are
+# ce and logits, so a row without a term must switch it off) and the oracle's initialisation.
+_CE, _ACT, _JAC = "loss.terms.ce.weight", "loss.terms.logits.weight", "loss.terms.jacobian.weight"
+_AT, _AT_JAC = "loss.terms.attention.weight", "loss.terms.attention_jacobian.weight"
+_OFF = {_CE: 10.0, _ACT: 0.0, _JAC: 0.0, _AT: 0.0, _AT_JAC: 0.0, "loss.init_from_teacher": False}
+T3_ROWS = {  # every weight explicit (the recipe's defaults are the last row's)
+    "ce": dict(_OFF),
+    "oracle": {**_OFF, "loss.init_from_teacher": True},
+    "lwf": {**_OFF, _ACT: 10.0},
+    "lwf_jac": {**_OFF, _ACT: 10.0, _AT_JAC: 10.0},
+    "lwf_at": {**_OFF, _ACT: 10.0, _AT: 10.0},
+    "lwf_at_jac": {**_OFF, _ACT: 10.0, _AT: 10.0, _AT_JAC: 10.0},
+}
+
+
+def _sources(out_dir: Path, scale: str, extra: Sequence[str]) -> Tuple[Path, Path]:
+    """(ResNet-20 teacher, VGG-9 for the oracle), both trained on the source classes."""
+    sc = SCALE[scale]
+    base = [f"out_dir={out_dir}", *_common(scale), *sc["source"], f"data.classes={SOURCE_CLASSES}"]
+    teacher = _run("jacobian_lwf_teacher", base + ["model.name=resnet20", "name=jacobian-src-resnet20", *extra])
+    oracle = _run("jacobian_lwf_teacher", base + (SMALL_WIDTH if scale == "small" else [])
+                  + ["model.name=vgg9", "name=jacobian-src-vgg9", *extra])
+    return teacher, oracle
+
+
+def _transfer_run(out_dir: Path, scale: str, teacher: Path, n: Optional[int], seed: int, name: str,
+                  loss: Dict[str, Any], extra: Sequence[str]) -> Path:
+    sc = SCALE[scale]
+    ov = [f"out_dir={out_dir}", *_common(scale), *(SMALL_WIDTH if scale == "small" else []),
+          f"teacher.checkpoint={teacher}", f"data.classes={TARGET_CLASSES}", "data.batch_size=8",
+          f"data.n_per_class={'null' if n is None else n}", f"trainer.epochs={sc['t3_epochs']}",
+          f"seed={seed}", f"data.subset_seed={seed}", f"name={name}",
+          f"loss.terms.attention.layers={AT_LAYERS}", "loss.terms.attention_jacobian.layers=[[pool1,layer2]]"]
+    if scale == "full":
+        ov += ["optim.scheduler=multistep", "optim.milestones=[40,60]"]
+    ov += [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in loss.items()]
+    return _run("jacobian_lwf", ov + list(extra))
+
+
+@EXPERIMENTS.register("jacobian-table3", help="Jacobian paper Table 3: LwF transfer + attention + Jacobians (FMNIST 0-4 -> 5-9)")
+def table3(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrides: Sequence[str] = ()) -> Path:
+    """Transfer from a ResNet-20 trained on classes 0-4 to a VGG-9 on classes 5-9, six rows."""
+    sc = SCALE[scale]
+    seeds = list(seeds) if seeds else sc["seeds"]
+    teacher, oracle_src = _sources(out_dir, scale, overrides)
+    acc: Dict[str, Dict[str, List[float]]] = {r: {} for r in T3_ROWS}
+    for n in sc["t3_sizes"]:
+        for row, loss in T3_ROWS.items():
+            for seed in seeds:
+                t = oracle_src if row == "oracle" else teacher
+                run = _transfer_run(out_dir, scale, t, n, seed, f"jacobian-t3-{row}-n{_size_name(n)}-s{seed}", loss, overrides)
+                acc[row].setdefault(_size_name(n), []).append(grid.read_summary(run)["test_acc_best"])
+    from kdlab.report import markdown_table
+
+    sizes = sc["t3_sizes"]
+    headers = ["# data points per class ->"] + [_size_name(n) for n in sizes]
+    rows = [[label] + [f"{grid.mean_std_text(acc[r][_size_name(n)])} ({_paper_cell(paper, PAPER_T3_SIZES, n)})" for n in sizes]
+            for r, (label, paper) in PAPER_T3.items()]
+    out = Path(out_dir) / "jacobian-table3"
+    _plot_lines(out / "plots" / "table3.png", [_size_name(n) for n in sizes],
+                {PAPER_T3[r][0]: [grid.mean(acc[r][_size_name(n)]) for n in sizes] for r in T3_ROWS},
+                "target images per class", "Table 3: transfer, FMNIST classes 0-4 -> 5-9")
+    lines = [
+        f"Scale `{scale}`, seeds {seeds}. Source: ResNet-20 on Fashion-MNIST classes 0-4 "
+        f"(test acc {grid.read_summary(teacher)['test_acc_best']:.2f}%); target: VGG-9 on classes 5-9. Cells: target test "
+        "accuracy %, mean ± std (paper's ImageNet -> MIT Scenes value in brackets). Weights 10 (section 10.2); "
+        "Jacobians = attention-map Jacobians at (VGG pool1, ResNet layer2), window s/5.",
+        "",
+        markdown_table(headers, rows),
+        "![table 3](plots/table3.png)", "",
+        *table3_orderings(acc, [_size_name(n) for n in sizes], {r: v[0] for r, v in PAPER_T3.items()}),
+    ]
+    return grid.write_report(out, "Jacobian matching, Table 3: transfer learning", lines,
+                             {"scale": scale, "seeds": seeds, "acc": acc, "paper": PAPER_T3})
+
+
+def _jacobian_reduction(run: Path) -> Optional[float]:
+    """100 * (first - last) / first of the per-epoch mean training attention-Jacobian loss (Table 4)."""
+    from kdlab.report import epoch_series, read_metrics
+
+    _, v = epoch_series(read_metrics(run), "train/attention_jacobian")
+    return 100.0 * (v[0] - v[-1]) / v[0] if len(v) >= 2 and v[0] > 0 else None
+
+
+#: Table 4 at 64 px: an ImageNet-style ResNet-34 teacher (the paper's) and VGG-9 student have four feature
+#: depths of equal spatial size, (teacher, student) = (layer1, pool2) 16, (layer2, pool3) 8, (layer3, pool4) 4,
+#: (layer4, pool5) 2: the paper's four depth pairs (7, 2), (15, 4), (27, 6), (33, 8) of ResNet-34 / VGG-9
+T4_DEPTHS = [("pool2", "layer1"), ("pool3", "layer2"), ("pool4", "layer3"), ("pool5", "layer4")]
+T4_TEACHER, T4_IMAGE_SIZE = "resnet34_imagenet", 64
+
+
+def _t4_source(out_dir: Path, scale: str, extra: Sequence[str]) -> Path:
+    """The ResNet-34 teacher of Table 4, trained on the source classes at 64 px."""
+    sc = SCALE[scale]
+    return _run("jacobian_lwf_teacher", [f"out_dir={out_dir}", *_common(scale), *sc["source"], f"data.classes={SOURCE_CLASSES}",
+                                         f"model.name={T4_TEACHER}", f"data.image_size={T4_IMAGE_SIZE}",
+                                         f"name=jacobian-src-{T4_TEACHER}-{T4_IMAGE_SIZE}px", *extra])
+
+
+@EXPERIMENTS.register("jacobian-table4", help="Jacobian paper Table 4: feature depth of the attention Jacobian (64 px)")
+def table4(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrides: Sequence[str] = ()) -> Path:
+    """CE + activations + attention (all four pairs) + attention Jacobians at one depth pair, for each of
+    the four pairs; Fashion-MNIST resized to 64 px (``data.image_size``), ResNet-34 -> VGG-9."""
+    sc = SCALE[scale]
+    seeds = list(seeds) if seeds else sc["seeds"]
+    teacher = _t4_source(out_dir, scale, overrides)
+    at_layers = "[" + ",".join(f"[{s},{t}]" for s, t in T4_DEPTHS) + "]"
+    acc: Dict[str, List[float]] = {}
+    red: Dict[str, List[float]] = {}
+    for s_feat, t_feat in T4_DEPTHS:
+        key = f"({t_feat}, {s_feat})"
+        for seed in seeds:
+            loss = {**T3_ROWS["lwf_at_jac"], "loss.terms.attention.layers": at_layers,
+                    "loss.terms.attention_jacobian.layers": f"[[{s_feat},{t_feat}]]",
+                    "data.image_size": T4_IMAGE_SIZE, "trainer.epochs": sc["t4_epochs"]}
+            run = _transfer_run(out_dir, scale, teacher, sc["t45_size"], seed, f"jacobian-t4-{s_feat}-{T4_IMAGE_SIZE}px-s{seed}",
+                                loss, overrides)
+            acc.setdefault(key, []).append(grid.read_summary(run)["test_acc_best"])
+            r = _jacobian_reduction(run)
+            if r is not None:
+                red.setdefault(key, []).append(r)
+    from kdlab.report import claim_text, markdown_table
+
+    keys = list(acc)
+    rows = [["Accuracy (%)"] + [grid.mean_std_text(acc[k]) for k in keys], ["Jacobian loss reduction (%)"] + [grid.mean_std_text(red.get(k, [])) for k in keys]]
+    paper = [["Accuracy (%)"] + PAPER_T4["acc"], ["Jacobian loss reduction (%)"] + PAPER_T4["reduction"]]
+    out = Path(out_dir) / "jacobian-table4"
+    _plot_lines(out / "plots" / "table4.png", keys, {"ours": [grid.mean(acc[k]) for k in keys]},
+                "feature matching depth (teacher, student)", "Table 4: depth of the attention Jacobian")
+    t_acc = grid.read_summary(teacher)["test_acc_best"]
+    lines = [
+        f"Scale `{scale}`, seeds {seeds}, {sc['t45_size']} target images per class at {T4_IMAGE_SIZE} px "
+        f"(Fashion-MNIST resized). Teacher {T4_TEACHER} on classes 0-4 (test acc {t_acc:.2f}%), student VGG-9 on "
+        "classes 5-9. Depth pairs (teacher, student) of equal spatial size (16, 8, 4, 2); reduction = 100 (first - "
+        "last epoch) / first epoch of the training attention-Jacobian loss.",
+        "",
+        markdown_table(["Feature matching depth (T, S)"] + keys, rows),
+        "Paper (ResNet-34 -> VGG-9, MIT Scenes, 10 per class):",
+        "",
+        markdown_table(["Feature matching depth (T, S)"] + PAPER_T4["depths"], paper),
+        "![table 4](plots/table4.png)", "",
+        "Paper: the shallowest pair is best (accuracy falls with depth) and its Jacobian loss falls most. Ours, "
+        "paired over seeds:", "",
+        *[f"- {claim_text(keys[0], k, acc[keys[0]], acc[k])}" for k in keys[1:]],
+    ]
+    return grid.write_report(out, "Jacobian matching, Table 4: feature depth", lines,
+                             {"scale": scale, "seeds": seeds, "acc": acc, "reduction": red, "paper": PAPER_T4})
+
+
+@EXPERIMENTS.register("jacobian-table5", help="Jacobian paper Table 5: average-pool window of the attention Jacobian")
+def table5(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrides: Sequence[str] = ()) -> Path:
+    """CE + activations + attention + Jacobians with pool windows Full, s/3, s/5, s/7, None."""
+    sc = SCALE[scale]
+    seeds = list(seeds) if seeds else sc["seeds"]
+    teacher, _ = _sources(out_dir, scale, overrides)
+    acc: Dict[str, List[float]] = {}
+    for label, pool in zip(PAPER_T5["windows"], T5_POOLS):
+        for seed in seeds:
+            run = _transfer_run(out_dir, scale, teacher, sc["t45_size"], seed, f"jacobian-t5-pool{pool}-s{seed}",
+                                {**T3_ROWS["lwf_at_jac"], "loss.terms.attention_jacobian.pool": pool}, overrides)
+            acc.setdefault(label, []).append(grid.read_summary(run)["test_acc_best"])
+    from kdlab.report import markdown_table
+
+    out = Path(out_dir) / "jacobian-table5"
+    _plot_lines(out / "plots" / "table5.png", PAPER_T5["windows"], {"ours": [grid.mean(acc[k]) for k in PAPER_T5["windows"]]},
+                "average-pool window", "Table 5: pooling window of the attention Jacobian")
+    lines = [
+        f"Scale `{scale}`, seeds {seeds}, {sc['t45_size']} target images per class; 14x14 maps (VGG pool1 / "
+        "ResNet layer2): windows 14 (Full), 5, 3, 2, 1 (None) = max(1, round(14 / k)).",
+        "",
+        markdown_table(["Average Pool Window size"] + PAPER_T5["windows"],
+                       [["Accuracy (%)"] + [grid.mean_std_text(acc[k]) for k in PAPER_T5["windows"]],
+                        ["Paper (MIT Scenes)"] + PAPER_T5["acc"]]),
+        "![table 5](plots/table5.png)",
+    ]
+    return grid.write_report(out, "Jacobian matching, Table 5: pooling window", lines,
+                             {"scale": scale, "seeds": seeds, "acc": acc, "paper": PAPER_T5})
