@@ -28,7 +28,7 @@ Scales:
   10 epochs; CycleGAN: 200 per class, 5 epochs); students at 1/4 of the teacher's width (OMGD, CAT) or 1/2
   (GAN-Compression), as the paper's 64 -> 16 / 32, with the teacher's discriminator width (ndf 32: the
   students' PatchGAN would otherwise cost more than teacher and student together); batch 16 for 8 epochs
-  (paired: 1,000 student updates) or 5 (unpaired: 625, to fit 36 runs in the hour), Adam 2e-4 decaying linearly; the EBM with C = 8,
+  (paired: 1,000 student updates) or 4 (unpaired: 500, to fit 36 runs in the hour), Adam 2e-4 decaying linearly; the EBM with C = 8,
   CRD with k = 1,024; 3 seeds. SAGAN (table 3, ~50 min): teacher ngf 32 on 1,000 images per
   class for 25 epochs (3,900 updates of batch 64), students ngf 26 for 4 epochs of batch 64 (625 updates) at Adam 1e-3 (the recipe's 1e-4 leaves them at noise,
   FID ~510, after 625 updates; 1e-3 reached FID 173 in 2 epochs).
@@ -74,7 +74,7 @@ SCALES: Dict[str, Dict[str, Any]] = {
                     "unconditional": ["model.kwargs.ngf=32", "loss.disc_d=32", "data.n_per_class=1000",
                                       "trainer.epochs=25", "loss.n_samples=5000"]},
         "task": {"paired": ["data.n_per_class=200", "data.max_test=2000", "trainer.epochs=8", "loss.ndf=32"],
-                 "unpaired": ["data.n_per_class=200", "data.max_test=1000", "trainer.epochs=5", "loss.ndf=32"],
+                 "unpaired": ["data.n_per_class=200", "data.max_test=1000", "trainer.epochs=4", "loss.ndf=32"],
                  "unconditional": ["data.n_per_class=1000", "data.max_test=5000", "trainer.epochs=4",
                                    "loss.n_samples=5000", "data.batch_size=64", "optim.lr=0.001"]},
         "student": ["data.batch_size=16", "trainer.log_every_n_steps=25"],
