@@ -183,16 +183,17 @@ def _t1_overrides(row: str, input_dim: int) -> List[str]:
 
 
 def _loss_change(run: Path, key: str = "train/loss") -> Optional[float]:
-    """100 * (mean of the last quarter - mean of the third quarter) / mean of the third quarter of the
-    per-epoch training loss: near 0 when the curve has flattened (None with fewer than 8 epochs)."""
+    """The share (%) of the run's whole training-loss decrease that happened in its last quarter of
+    epochs: ``100 (q3 - q4) / (q1 - q4)`` of the quarter means of the per-epoch loss. Near 0 = the curve
+    had flattened; None with fewer than 8 epochs or no decrease."""
     from kdlab.report import epoch_series, read_metrics
 
     _, v = epoch_series(read_metrics(run), key)
     q = len(v) // 4
     if q < 2:
         return None
-    prev, last = sum(v[-2 * q:-q]) / q, sum(v[-q:]) / q
-    return 100.0 * (last - prev) / abs(prev) if prev else None
+    q1, q3, q4 = (sum(v[i * q:(i + 1) * q]) / q for i in (0, 2, 3))
+    return 100.0 * (q3 - q4) / (q1 - q4) if q1 > q4 else None
 
 
 def _plot_curves(path: Path, runs: Dict[str, Dict[str, Path]], labels: Dict[str, str]) -> None:
@@ -279,8 +280,8 @@ def table1(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrid
         "",
         markdown_table(headers, rows),
         "![table 1](plots/table1.png)", "",
-        "Has the training loss flattened? Change of the mean training loss from the third to the last quarter of "
-        "the epochs (seed 0; near 0 = flat):", "",
+        "Has the training loss flattened? Share of each run's whole training-loss decrease that came in its last "
+        "quarter of epochs (seed 0; near 0 = flat):", "",
         markdown_table(["row"] + cols, flat),
         "![loss curves](plots/loss_curves.png)", "",
         *table1_orderings(acc, cols, labels),
@@ -290,7 +291,7 @@ def table1(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrid
 
 
 def _fmt_change(v: Optional[float]) -> str:
-    return "—" if v is None else f"{v:+.1f}%"
+    return "—" if v is None else f"{v:.1f}%"
 
 
 # ----------------------------------------------------------------------------- Table 2

@@ -5,7 +5,7 @@ so no global backend is switched, nothing needs a display, and no figure stays o
 """
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -24,10 +24,11 @@ def save_figure(fig: Figure, path: PathLike, dpi: int = 110) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
-    os.replace(tmp, path)
-    return path
+    from kdlab.engine.checkpoint import atomic_write  # a unique temp name: concurrent writers never collide
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return atomic_write(path, buf.getvalue())
 
 
 def _empty(ax, text: str = "no data logged") -> None:
