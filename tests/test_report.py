@@ -191,3 +191,32 @@ def test_tables_formatting():
     assert t.splitlines() == ["| a | b |", "|:---|---:|", "| x\\|y | 1 |"]
     with pytest.raises(ValueError, match="row 0 has 1 cells"):
         markdown_table(["a", "b"], [["x"]])
+
+
+def test_save_figure_from_concurrent_writers_leaves_one_whole_png(tmp_path):
+    """Parallel cells of a grid write the same report plot: each write goes through its own temp file
+    (a shared ``<name>.tmp`` made one writer's rename fail)."""
+    import threading
+
+    from matplotlib.figure import Figure
+
+    from kdlab.report.plots import save_figure
+
+    errors = []
+
+    def write(i):
+        fig = Figure()
+        fig.subplots().plot([0, i])
+        try:
+            save_figure(fig, tmp_path / "p.png")
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert [p.name for p in tmp_path.iterdir()] == ["p.png"]
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
