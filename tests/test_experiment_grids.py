@@ -99,6 +99,11 @@ def fake_train(monkeypatch):
     monkeypatch.setattr(kdlab.report, "compare_runs", fake_report)
     # Fig. 7 measures gradients in-process (no cell): one epoch, two draws
     monkeypatch.setitem(kdgan_exp.SCALE, "small", {**kdgan_exp.SCALE["small"], "fig7_epochs": 1, "fig7_draws": 2})
+    # the collapse diagnosis plays its games in-process: two variants, a few steps
+    from kdlab.experiments import kdgan_collapse
+
+    monkeypatch.setitem(kdgan_collapse.SCALES, "small", {"seeds": [0], "steps": 4, "every": 2})
+    monkeypatch.setattr(kdgan_collapse, "VARIANTS", dict(list(kdgan_collapse.VARIANTS.items())[:2]))
     return fake
 
 

@@ -14,6 +14,7 @@ from kdlab.data import Batch, dataset_spec, degrade, build_datasets
 from kdlab.engine import save_classifier
 from kdlab.losses import kdgan as K
 from kdlab.methods import KDGAN, Codistill, TeacherMismatchError
+from kdlab.methods.base import unwrap
 from kdlab.models import build_model
 from kdlab.runner import load_run_config, train
 
@@ -241,6 +242,16 @@ def test_game_step_updates_each_player_with_its_own_objective(make_config, small
     assert changed == {"classifier": True, "teacher": False, "discriminator": False}
 
 
+def test_discriminator_starts_from_a_pretrained_classifier_run(make_config, small_teacher, tmp_path):
+    """``loss.disc_init: <run or weights>``: the published code pre-trains d with cross entropy."""
+    torch.manual_seed(3)
+    pre = build_model("lenet", channels=[8, 16], fc=64)
+    path = save_classifier(pre, tmp_path / "d.safetensors", data="fashion-mnist")
+    m = KDGAN(_kdgan_cfg(make_config, small_teacher, disc_init=str(path)), SPEC)
+    got = unwrap(m.players["discriminator"]).state_dict()
+    assert all(torch.equal(got[k], v) for k, v in pre.state_dict().items())
+
+
 def test_privileged_input_goes_to_the_teacher_only(make_config, small_teacher):
     m = KDGAN(_kdgan_cfg(make_config, small_teacher), SPEC)
     from lightning_fabric import Fabric
@@ -311,6 +322,11 @@ def test_bad_input_errors(make_config, tmp_path):
         make(estimator="nope")
     with pytest.raises(ValueError, match="disc_init = 'teacher' needs"):
         make(disc_kwargs={})
+    other = save_classifier(build_model("lenet", channels=[4, 8], fc=32), tmp_path / "d.safetensors", data="fashion-mnist")
+    with pytest.raises(ValueError, match=r"disc_init = .*d\.safetensors' holds lenet .*not the discriminator's lenet"):
+        make(disc_init=str(other))
+    with pytest.raises(FileNotFoundError):
+        make(disc_init=str(tmp_path / "missing"))
     with pytest.raises(ValueError, match=r"tau.*-1"):
         K.gumbel_softmax_sample(torch.zeros(2, 3), tau=-1.0)
     with pytest.raises(ValueError, match=r"k \(samples per input\).*0"):

@@ -23,6 +23,7 @@ from kdlab.experiments import gan_sweep  # noqa: E402,F401  (gan-compression-swe
 from kdlab.experiments import jacobian  # noqa: E402,F401  (jacobian-table1, table2)
 from kdlab.experiments import jacobian_transfer  # noqa: E402,F401  (jacobian-table3..5)
 from kdlab.experiments import kdgan  # noqa: E402,F401  (kdgan-table3/table4/fig6/fig7)
+from kdlab.experiments import kdgan_collapse  # noqa: E402,F401  (kdgan-teacher-collapse)
 from kdlab.experiments import loss_families  # noqa: E402,F401  (loss-families)
 from kdlab.experiments import mosaickd  # noqa: E402,F401  (mosaickd)
 from kdlab.experiments import vem  # noqa: E402,F401  (vem-ablation)
