@@ -250,11 +250,7 @@ def fig6(out_dir: Path, scale: str, seeds: Optional[List[int]], overrides: List[
 
 @EXPERIMENTS.register("kdgan-fig7", help="KDGAN Fig. 7: gradient variance with and without the Gumbel trick")
 def fig7(out_dir: Path, scale: str, seeds: Optional[List[int]], overrides: List[str]) -> Path:
-    import torch
-
     from kdlab.data import make_loader
-    from kdlab.methods import KDGAN
-    from kdlab.runner import datasets_for
 
     sc = _scale(scale)
     seeds = seeds or sc["fig_seeds"]
@@ -274,19 +270,7 @@ def fig7(out_dir: Path, scale: str, seeds: Optional[List[int]], overrides: List[
                 "name": "kdgan-fig7", "method": "kdgan", "seed": seed, "teacher": {"checkpoint": str(t)},
                 "model": {"name": "mlp", "kwargs": {"hidden": [800, 800]}}, "data": {"batch_size": 20},
                 "loss": {**loss, "disc_model": "lenet", "disc_kwargs": sc["teacher_kwargs"]}})], overrides)
-            torch.manual_seed(seed)
-            data = datasets_for(cfg)
-            m = KDGAN(cfg, data.spec)
-
-            class _F:
-                device = torch.device("cpu")
-
-                @staticmethod
-                def backward(loss):
-                    loss.backward()
-
-            m.fabric = _F()
-            m.train()
+            m, data = in_process_game(cfg)
             full = next(iter(make_loader(data.train, len(data.train), False, seed)))
             adv, ds = [], []
             for epoch in range(sc["fig7_epochs"]):
@@ -332,6 +316,30 @@ def fig7(out_dir: Path, scale: str, seeds: Optional[List[int]], overrides: List[
               "Ours (per seed: mean over epochs; paired over seeds on log10 variance):", ""] + fig7_orderings(per_seed)
     return grid.write_report(out / "kdgan-fig7", "KDGAN Fig. 7 on Fashion-MNIST: gradient variance with and without the "
                              "Gumbel trick", lines)
+
+
+def in_process_game(cfg: Any) -> tuple:
+    """``(method, datasets)``: the KDGAN game of ``cfg`` built and seeded for play in this process on the
+    CPU, one ``training_step`` at a time without the engine loop (Fig. 7, the teacher-collapse traces)."""
+    import torch
+
+    from kdlab.methods import KDGAN
+    from kdlab.runner import datasets_for
+
+    torch.manual_seed(cfg.seed)
+    data = datasets_for(cfg)
+    m = KDGAN(cfg, data.spec)
+
+    class _CPU:
+        device = torch.device("cpu")
+
+        @staticmethod
+        def backward(loss):
+            loss.backward()
+
+    m.fabric = _CPU()
+    m.train()
+    return m, data
 
 
 def _grad_var(m, batch, which: str, draws: int) -> float:

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from kdlab.experiments import EXPERIMENTS, grid
 from kdlab.experiments.kdgan import SCALE as KDGAN_SCALE
-from kdlab.experiments.kdgan import _base, _merge, _teacher
+from kdlab.experiments.kdgan import _base, _merge, _teacher, in_process_game
 
 N = 500
 #: variant -> (KDGAN loss keys, steps during which d alone is trained first)
@@ -47,26 +47,10 @@ def _d_scores(m: Any, x, y) -> tuple:
 
 
 def _play(cfg: Any, warm: int, steps: int, every: int) -> List[Dict[str, float]]:
-    import torch
-
     from kdlab.data import make_loader
-    from kdlab.methods import KDGAN
     from kdlab.metrics import evaluate_accuracy
-    from kdlab.runner import datasets_for
 
-    torch.manual_seed(cfg.seed)
-    data = datasets_for(cfg)
-    m = KDGAN(cfg, data.spec)
-
-    class _Fabric:  # the game's own updates on the CPU, no engine loop
-        device = torch.device("cpu")
-
-        @staticmethod
-        def backward(loss):
-            loss.backward()
-
-    m.fabric = _Fabric()
-    m.train()
+    m, data = in_process_game(cfg)
     test = make_loader(data.test, 1000, False, cfg.seed)
     probe = next(iter(make_loader(data.train, 500, False, cfg.seed)))
     trace, step, epoch = [], 0, 0
