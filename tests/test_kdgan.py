@@ -397,9 +397,10 @@ def test_table4_report_states_which_orderings_hold(tmp_path, monkeypatch):
     acc = {"MIMIC": 80.0, "DISTN": 82.0, "CODIS": 85.0, "KDGAN": 83.0}
     monkeypatch.setattr(E, "_teacher", lambda sc, n, out, ov: Path(f"teacher-{n}"))
     monkeypatch.setattr(E, "_student", lambda sc, label, spec, n, s, t, out, ov, **kw: Path(f"{label}|{n}|{s}"))
+    monkeypatch.setattr(E, "_pretrained", lambda sc, n, s, out, ov, model, tag: Path(f"pre-{n}-{s}"))
 
     def fake_summary(run):
-        if str(run).startswith("teacher"):
+        if str(run).startswith(("teacher", "pre-")):
             return {"test_acc_best": 90.0}
         label, n, s = str(run).split("|")
         return {"test_acc_best": acc[label] + int(s), "test_acc_last": acc[label] - 1.0}
