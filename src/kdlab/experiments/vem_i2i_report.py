@@ -173,11 +173,39 @@ def write(out: Path, name: str, scale: str, seeds: List[int], sc: Dict[str, Any]
               "only where the paired test says so (p < 0.05); 'undecided' means the seeds do not separate the rows.", ""]
     for algo, r in results["algorithms"].items():
         lines += [f"- {ALGOS[algo][0]} ({ALGOS[algo][2]} task):"] + [f"  {c.split('; ')[0]}" for c in r["claims"]]
+    if len(cells) > 1:
+        pooled = _pooled(cells)
+        results["pooled"] = pooled
+        lines += ["", "Pooled over the algorithms (the paper's claim is about every algorithm): one pair per algorithm "
+                  "and seed (the n below counts these pairs), on -log FID, so that each pair counts the relative change "
+                  "of FID and no task's FID scale dominates:", "", *pooled]
     title = {"vem-table1": "VEM on Pix2Pix compression (Kang et al. 2022, Table 1)",
              "vem-table2": "VEM on CycleGAN compression (Kang et al. 2022, Tables 2 and 4)",
              "vem-table3": "VEM on unconditional SAGAN compression with GCC (Kang et al. 2022, Tables 3 and 4)",
              "vem-table4": "VEM vs VID vs CRD on image-to-image compression (Kang et al. 2022, Table 4)"}[name]
     return grid.write_report(out, title, lines, results)
+
+
+def _pooled(cells: Dict[str, Dict[str, List[Path]]]) -> List[str]:
+    """The add-on claims tested over every (algorithm, seed) pair of the table: paired t-test on -log FID
+    (the difference is the log of the FID ratio; > 0 = the first row has the lower FID)."""
+    import math
+
+    from kdlab.experiments.vem_i2i import ADDONS, ALGOS
+    from kdlab.report import claim_text
+
+    def neg_log_fid(addon: str) -> List[float]:
+        vals = []
+        for algo, by in cells.items():
+            key = "generative.fid" if ALGOS[algo][2] == "unconditional" else "translation.fid"
+            vals += [-math.log(v) if v and v > 0 else float("nan") for v in (value(r, key) for r in by[addon])]
+        return vals
+
+    out = []
+    for a, b in (("vem", "alone"), ("vem", "vid"), ("vem", "crd"), ("vid", "alone"), ("crd", "alone")):
+        if all(a in by and b in by for by in cells.values()):
+            out.append(f"- FID, all algorithms: {claim_text(f'algorithm {ADDONS[a]}', f'algorithm {ADDONS[b]}', neg_log_fid(a), neg_log_fid(b), unit='log FID')}")
+    return out
 
 
 def _fmt(values: List[Optional[float]], digits: int) -> str:
