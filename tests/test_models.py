@@ -465,3 +465,15 @@ def test_pattern_names_build_canonical_arch():
     assert n_params(model) == wrn_count(22, 1, 3, 10)
     assert build_model("resnet8", in_channels=3, image_size=32).arch == "resnet8"
     assert n_params(build_model("resnet8", in_channels=3, image_size=32)) == resnet_count(8, 3, 10)
+
+
+def test_imagenet_resnet_matches_torchvision_and_vgg9_depths_at_64px():
+    """The Jacobian paper's Table 4 pairs (ResNet-34 teacher, VGG-9 student): at 64 px the teacher's four
+    stages have the spatial sizes of VGG-9's pool2..pool5. ResNet-18 for 1,000 classes has torchvision's
+    published 11,689,512 parameters."""
+    from kdlab.models import build_model, feature_shapes
+
+    assert sum(p.numel() for p in build_model("resnet18_imagenet", 1000, 3, 224).parameters()) == 11_689_512
+    t = feature_shapes(build_model("resnet34_imagenet", 5, 1, 64), ["layer1", "layer2", "layer3", "layer4"])
+    s = feature_shapes(build_model("vgg9", 5, 1, 64, width=0.25), ["pool2", "pool3", "pool4", "pool5"])
+    assert [v[1:] for v in t.values()] == [v[1:] for v in s.values()] == [(16, 16), (8, 8), (4, 4), (2, 2)]

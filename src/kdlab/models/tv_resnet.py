@@ -19,22 +19,19 @@ class ImageNetResNet(Classifier):
 
     Args:
         arch: ``"resnet18_imagenet"`` or ``"resnet34_imagenet"``.
-        num_classes: K. in_channels: C. image_size: H = W (at least 32: the stem and 4 stages divide by 32).
+        num_classes: K. in_channels: C. image_size: H = W (any; below 32 the deepest stages are 1x1).
 
     Input ``[B, C, H, W]`` -> logits ``[B, K]``.
     Features (after each stage): ``layer1`` [64, H/4, W/4], ``layer2`` [128, H/8, W/8], ``layer3``
     [256, H/16, W/16], ``layer4`` [512, H/32, W/32] (sizes rounded up), ``gap`` [512].
 
     Raises:
-        ValueError: unknown ``arch``; ``image_size`` below 32.
+        ValueError: unknown ``arch``.
     """
 
     def __init__(self, arch: str, num_classes: int = 10, in_channels: int = 3, image_size: int = 224) -> None:
         if arch not in _BUILDERS:
             raise ValueError(f"unknown ImageNet ResNet {arch!r}; accepted: {', '.join(_BUILDERS)}")
-        if int(image_size) < 32:
-            raise ValueError(f"{arch} divides the image side by 32: image_size must be >= 32, got {image_size} "
-                             "(set data.image_size)")
         super().__init__(arch, {}, num_classes, in_channels, image_size)
         import torchvision
 
