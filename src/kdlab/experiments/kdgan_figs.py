@@ -50,7 +50,7 @@ def fig6(out_dir: Path, scale: str, seeds: Optional[List[int]], overrides: List[
     plt.close(fig)
     lines = _protocol(scale, sc, seeds, overrides)
     lines += [f"n = {n}; the pre-trained teacher's test accuracy before the game: {t0:.2f}. Estimator: paper. "
-              "Teacher learning rate 1e-5 (see the kdgan method's docs).", "",
+              f"Teacher Adam {sc['teacher_lr']:g} with the cross-entropy anchor {sc['teacher_ce']:g} (the protocol's).", "",
               "| gamma | teacher test acc, last epoch | teacher at the classifier's best epoch | classifier best-val test acc |",
               "|---|---|---|---|"]
     lines += [f"| {g:g} | {grid.mean_std_text(a)} | {grid.mean_std_text(b)} | {grid.mean_std_text(c)} |" for g, a, b, c in rows]
