@@ -9,7 +9,16 @@ the hypotheses one at a time:
 * the published setting (teacher lr 5e-4, d started from the teacher's weights, one d/t/c update per batch);
 * d started from scratch / warmed up alone first (is the collapse d's uncalibrated start?);
 * the published epoch schedule (d first, then t, then c);
-* a stronger distillation anchor for the teacher (gamma = 1) and lower teacher rates (1e-4, 3e-5).
+* a stronger distillation anchor for the teacher (gamma = 1) and lower teacher rates (1e-4, 3e-5);
+* the exact adversarial gradient and the released code's estimator (is it sampling noise?);
+* a cross-entropy anchor on the true labels (``teacher_ce = 1``) at the published rate: the protocol's fix.
+
+Besides the teacher's accuracy the trace records d's ranking: the share of training images on which d
+scores some wrong label above the true one. Lemma 4.1's optimal d is ``p_u / (p_u + p_alpha)``: 0 on
+wrong labels and ~1 / (1 + p_alpha(y|x)) ~ 0.5 on the true label once the players are mostly right,
+but d only learns where labels are sampled, so the labels nobody samples keep whatever score d's
+generalisation gives them. Where they outrank the true label the players' adversarial gradient points
+away from it.
 
 Scale ``small``: 1 seed, 120 game steps (~4 min on 2 CPU cores); ``full``: 3 seeds, 400 steps.
 """
@@ -32,18 +41,24 @@ VARIANTS: Dict[str, tuple] = {
     "gamma = 1 (strong distillation anchor)": ({"teacher_lr": 5e-4, "gamma": 1.0}, 0),
     "teacher lr 1e-4": ({"teacher_lr": 1e-4}, 0),
     "teacher lr 3e-5": ({"teacher_lr": 3e-5}, 0),
+    "exact adversarial gradient (no sampling)": ({"teacher_lr": 5e-4, "estimator": "exact"}, 0),
+    "the released code's estimator (soft BCE target)": ({"teacher_lr": 5e-4, "estimator": "code"}, 0),
+    "cross-entropy anchor teacher_ce = 1, lr 5e-4 (the protocol's fix)": ({"teacher_lr": 5e-4, "teacher_ce": 1.0}, 0),
 }
 SCALES = {"small": {"seeds": [0], "steps": 120, "every": 20}, "full": {"seeds": [0, 1, 2], "steps": 400, "every": 40}}
 
 
 def _d_scores(m: Any, x, y) -> tuple:
-    """Mean ``p_d(x, y)`` of the true labels and of the other labels (the discriminator's calibration)."""
+    """Mean ``p_d(x, y)`` of the true labels and of the other labels, and the share of images on which
+    some other label scores above the true one (d's ranking, which the players' gradients follow)."""
     import torch
 
     with torch.no_grad():
         p = torch.sigmoid(m.players["discriminator"](x))
     true = p.gather(1, y[:, None])[:, 0]
-    return float(true.mean()), float(((p.sum(1) - true) / (p.shape[1] - 1)).mean())
+    best_other = p.scatter(1, y[:, None], -1.0).max(1).values
+    return (float(true.mean()), float(((p.sum(1) - true) / (p.shape[1] - 1)).mean()),
+            float((best_other > true).float().mean()))
 
 
 def _play(cfg: Any, warm: int, steps: int, every: int) -> List[Dict[str, float]]:
@@ -57,9 +72,9 @@ def _play(cfg: Any, warm: int, steps: int, every: int) -> List[Dict[str, float]]
     while step <= steps:
         for b in make_loader(data.train, cfg.data.batch_size, True, cfg.seed, epoch):
             if step % every == 0 or step in (4, 8):
-                true, other = _d_scores(m, probe.x, probe.y)
+                true, other, misrank = _d_scores(m, probe.x, probe.y)
                 acc = evaluate_accuracy(m.teacher_model(), test, device="cpu", view="teacher")
-                trace.append({"step": step, "teacher_acc": acc, "pd_true": true, "pd_other": other})
+                trace.append({"step": step, "teacher_acc": acc, "pd_true": true, "pd_other": other, "d_misrank": misrank})
                 m.train()
             if step >= steps:
                 return trace
@@ -114,12 +129,19 @@ def _write(out: Path, scale: str, seeds: List[int], traces: Dict[str, List[List[
     ax.legend(fontsize=6)
     save_figure(fig, out / "plots" / "teacher_acc.png")
     rows = [[n] + [f"{v:.1f}" for v in ys] for n, ys in mean.items()]
+    mis = {n: [grid.mean([t[i]["d_misrank"] for t in ts]) for i in range(len(steps))] for n, ts in traces.items()}
+    mis_rows = [[n] + [f"{100 * v:.0f}" for v in ys] for n, ys in mis.items()]
     d0 = {n: (ts[0][0]["pd_true"], ts[0][0]["pd_other"]) for n, ts in traces.items()}
     lines = [f"Scale `{scale}`, seeds {seeds}; n = {N} Fashion-MNIST images, batch 100, the small Table-4 LeNet teacher "
              "and MLP 784-800-800-10 classifier, Adam 5e-4 for the classifier and d. Cells: the teacher's test accuracy (%) "
              "after that many game steps (mean over seeds).", "",
              markdown_table(["variant"] + [str(s) for s in steps], rows), "", "![teacher accuracy](plots/teacher_acc.png)", "",
              "The discriminator's mean p_d(x, y) at step 0, true label / other labels: "
-             + "; ".join(f"{n}: {a:.2f} / {b:.2f}" for n, (a, b) in d0.items()), ""]
+             + "; ".join(f"{n}: {a:.2f} / {b:.2f}" for n, (a, b) in d0.items()), "",
+             "## d's ranking", "",
+             "Share (%) of 500 training images on which d scores some wrong label above the true one, after that many steps. "
+             "The players' adversarial gradient moves their mass towards the labels d scores highest, so on these images "
+             "it points away from the true label.", "",
+             markdown_table(["variant"] + [str(s) for s in steps], mis_rows), ""]
     return grid.write_report(out, "KDGAN: the teacher's collapse at the published learning rate", lines,
                              {"scale": scale, "seeds": seeds, "traces": traces})
