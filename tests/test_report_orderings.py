@@ -52,6 +52,7 @@ def test_kdgan_table3_fig6_fig7_orderings_carry_p_values():
     _check(kdgan_report.table3_orderings(acc, [500, 1000]))
     lines = _check(kdgan_report.fig6_orderings([(0.0, B_LO), (0.1, A_HI)], t0=75.0))
     assert "does NOT hold" in lines[0] and "holds" in lines[1]
+    assert len(lines) == 3 and "gamma = 0.1 vs 0" in lines[2] and "holds" in lines[2]  # what distillation adds
     per_seed = {"without": [1e-3, 2e-3, 1.5e-3, 1.2e-3], "with": [1e-4, 3e-4, 2e-4, 1e-4]}
     assert "holds" in _check(kdgan_report.fig7_orderings(per_seed))[0]
 

@@ -44,9 +44,16 @@ def table3_orderings(acc: Dict[int, Dict[int, List[float]]], ns: Sequence[int]) 
 def fig6_orderings(rows: Sequence[tuple], t0: float) -> List[str]:
     """Fig. 6: "the teacher learns from the classifier": its last-epoch accuracy after the game at each
     gamma (``rows``: ``(gamma, per-seed accuracies, ...)``) against the one pre-trained teacher ``t0``
-    (a one-sample t-test of the per-seed differences, the paired test against a constant)."""
-    return [f"- gamma = {g:g}: {claim_text('teacher after the game', 'pre-trained teacher', a, [t0] * len(a))}"
-            for g, a, *_ in rows]
+    (a one-sample t-test of the per-seed differences, the paired test against a constant), then each
+    gamma > 0 against gamma = 0 (paired by seed: what the classifier's distillation adds), if a row
+    has gamma = 0."""
+    lines = [f"- gamma = {g:g}: {claim_text('teacher after the game', 'pre-trained teacher', a, [t0] * len(a))}"
+             for g, a, *_ in rows]
+    zero = [a for g, a, *_ in rows if g == 0]
+    if zero:
+        lines += [f"- gamma = {g:g} vs 0: {claim_text(f'teacher at gamma = {g:g}', 'teacher at gamma = 0', a, zero[0])}"
+                  for g, a, *_ in rows if g > 0]
+    return lines
 
 
 def fig7_orderings(per_seed: Dict[str, List[float]]) -> List[str]:
