@@ -31,7 +31,7 @@ Fashion-MNIST (n = 500: 72.8% -> 43% test accuracy within 16 steps, ~10-45% ther
 estimator, the exact gradient included). Not because of d's start: d only learns the labels the players
 sample, and once they are mostly right Lemma 4.1 drives d's score of the true label to
 ~1 / (1 + p_alpha(y|x)) ~ 0.5, while the labels nobody samples keep whatever score d's generalisation
-gives them; d then ranks a wrong label above the true one on 20-80% of the training images, and the
+gives them; d then ranks a wrong label above the true one on 45-90% of the training images, and the
 teacher's adversarial gradient (gamma = 1e-4 leaves almost no distillation anchor) follows that ranking.
 A small rate only slows the drift (3e-5: n = 20K lost 24 points in its first teacher epoch). What holds
 the teacher at the published rate is an anchor to the labels, ``teacher_ce`` (CE(p_t, y), not in the
