@@ -127,7 +127,8 @@ TERMS = {
     "jacobian-table5": {"jacobian-t5-pool0-s0": ["attention", "attention_jacobian", "ce", "logits"]},
     "kdgan-table4": {"kdgan-mimic-h800-n500-s0": ["logits"], "kdgan-distn-h800-n500-s0": ["ce", "kd"],
                      "kdgan-codis-h800-n500-s0": ["ce"], "kdgan-kdgan-h800-n500-s0": [],
-                     "kdgan-kdgan-ce-h800-n500-s0": ["ce"], "kdgan-kdgan-kl-h800-n500-s0": []},
+                     "kdgan-kdgan-ce-h800-n500-s0": ["ce"], "kdgan-kdgan-kl-h800-n500-s0": [],
+                     "kdgan-kdgan-a0-h800-n500-s0": []},
     "loss-families": {f"loss-families-50pc-{row}-s0": sorted({"ce", row})
                       for row in ("ce", "kd", "hints", "attention", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp",
                                   "nst", "crd", "dkd", "dist", "srd")},

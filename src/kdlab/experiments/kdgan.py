@@ -79,10 +79,12 @@ METHODS_T4 = {  # the student objectives are loss.terms (kdlab list terms); kdga
     "KDGAN": {"method": "kdgan", "loss": {}},
 }
 #: Table 4's diagnostic KDGAN rows: cell tag -> (label, loss keys): is the gap the classifier's missing cross
-#: entropy, or its distillation loss (L2 on log-probabilities, beta 2) where DISTN has Hinton's KL at T = 3?
+#: entropy, its distillation loss (L2 on log-probabilities, beta 2) where DISTN has Hinton's KL at T = 3, or the
+#: adversarial term (alpha = 0: no adversarial gradient for the classifier, d sees the teacher's samples only)?
 DIAGNOSTICS_T4 = {
     "-ce": ("KDGAN + CE (weight 1)", {"terms": {"ce": {"weight": 1.0}}}),
     "-kl": ("KDGAN with L_DS = T^2 KL at T = 3", {"distill": "kl", "temperature": 3.0}),
+    "-a0": ("KDGAN with alpha = 0", {"alpha": 0.0}),
 }
 METHOD_NOTES = {
     "MIMIC": "logit matching only (Ba & Caruana): 0.5 ||z_c - z_t||^2 per image (the code's tf.nn.l2_loss / batch)",
