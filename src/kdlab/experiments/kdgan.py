@@ -3,7 +3,8 @@
 ``kdlab reproduce NAME --scale small|full``:
 
 * ``kdgan-table4``: MIMIC, DISTN, CODIS and KDGAN at n = 5K, 10K, 50K training images and a larger n,
-  mean +- std over seeds (10 at full scale, 3 at small scale).
+  mean +- std over seeds (10 at full scale, 3 at small scale), with diagnostics of KDGAN's rank: its
+  teacher, how often validation keeps the classifier's start, and KDGAN variants (``DIAGNOSTICS_T4``).
 * ``kdgan-table3``: KDGAN classifier size (MLP 784-h-h-10, h = 100, 200, 800, 1200) x n, with the
   (fine-tuned) teacher's accuracy in parentheses.
 * ``kdgan-fig6`` / ``kdgan-fig7``: :mod:`kdlab.experiments.kdgan_figs`; the teacher's collapse at the
@@ -36,7 +37,8 @@ Scales: ``full`` = the paper's sizes (n = 5K/10K/50K and all 55K, the appendix-C
 and discriminator, 10 seeds, 50 epochs; a GPU job). ``small`` = n divided by 10 (500, 1K, 5K) and 20K, a
 narrower LeNet teacher/discriminator (8-16 channels, fc 128), 3 seeds and 15 epochs; the classifier is the
 paper's MLP 784-800-800-10 at both scales. Cost at small scale on 2 CPU cores: n = 500, 1K and 5K took
-7.5 min for every row and 3 seeds; KDGAN's 60 game epochs take ~4 min per seed at n = 20K.
+7.5 min for every row and 3 seeds; KDGAN's 60 game epochs take ~4 min per seed at n = 20K; each diagnostic
+variant 12-14 min for all n and seeds.
 """
 from __future__ import annotations
 
