@@ -1,0 +1,85 @@
+"""The same numbers before and after a refactor: six tiny two-epoch runs (and their teacher) end with
+weights bit-identical to those stored in ``fixtures/identity_before.json``.
+
+The fixture was computed once, before the per-player objective refactor, by the command and on the
+commit it names (``fixtures/make_identity_fixture.py``, the configs there in that commit's format); the
+configs below are the same runs in the current format. Every tensor of every player's state in
+``last.ckpt`` is compared by the sha256 of its bytes. On another torch build (float kernels may differ)
+the test compares each tensor's float64 sum and sum of squares instead, to a relative 1e-4.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import small_config
+from fixtures.make_identity_fixture import digest, make_gen_teacher
+from kdlab.runner import load_run_config, train
+
+FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "identity_before.json").read_text())
+TINY_GEN = {"generator": "mosaic", "generator_kwargs": {"ngf": 8}, "latent_dim": 16}
+
+
+def current_configs(tmp: Path, teacher: Path, gen_teacher: Path) -> dict:
+    """The fixture's runs in the current config format."""
+    t = {"checkpoint": str(teacher)}
+    two = {"epochs": 2}
+    return {
+        "distill-kd": small_config(tmp, name="kd", method="distill", teacher=t, model={"name": "mlp", "kwargs": {"hidden": [32]}},
+                                   loss={"terms": {"ce": {"weight": 1.0}, "kd": {"weight": 1.0, "temperature": 4.0}}},
+                                   trainer=two),
+        "mosaickd": small_config(tmp, name="mosaickd", method="mosaickd", teacher=t, model={"name": "mlp", "kwargs": {"hidden": [16]}},
+                                 data={"transfer": "mnist-digits", "transfer_n": 48, "batch_size": 16},
+                                 loss={**TINY_GEN, "disc_kwargs": {"ndf": 8}}, trainer=two),
+        "dfad": small_config(tmp, name="dfad", method="dfad", teacher=t, model={"name": "mlp", "kwargs": {"hidden": [16]}},
+                             data={"transfer": "none", "steps_per_epoch": 4, "batch_size": 16}, loss=dict(TINY_GEN),
+                             trainer=two),
+        "dafl": small_config(tmp, name="dafl", method="dafl", teacher=t, model={"name": "mlp", "kwargs": {"hidden": [16]}},
+                             data={"transfer": "none", "steps_per_epoch": 4, "batch_size": 16}, loss=dict(TINY_GEN),
+                             trainer=two),
+        "kdgan": small_config(tmp, name="kdgan", method="kdgan", teacher=t, model={"name": "mlp", "kwargs": {"hidden": [32]}},
+                              loss={"disc_model": "mlp", "disc_kwargs": {"hidden": [64, 64]}}, trainer=two),
+        "gan-compression-mse": {
+            "name": "gs", "method": "gan-compression", "out_dir": str(tmp), "teacher": {"checkpoint": str(gen_teacher)},
+            "data": {"val_size": 0, "transfer": "none", "steps_per_epoch": 3, "batch_size": 16, "max_test": 200},
+            "model": {"name": "dcgan", "kwargs": {"d": 4}},
+            "loss": {"n_samples": 200, "kid_subset_size": 50, "kid_subsets": 2, "is_splits": 1, "grid_n": 4},
+            "optim": {"name": "adam", "lr": 0.001, "betas": [0.5, 0.999], "weight_decay": 0.0, "scheduler": "none"},
+            "trainer": {"epochs": 2, "progress": False, "tensorboard": False, "log_every_n_steps": 1},
+            "eval": {"latency": False}},
+    }
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(FIXTURE["threads"])  # float sums depend on the thread count
+    try:
+        tmp = tmp_path_factory.mktemp("identity")
+        teacher = train(load_run_config([small_config(tmp, name="teacher", trainer={"epochs": 2})]))
+        out = {"teacher": digest(teacher)}
+        for name, cfg in current_configs(tmp, teacher, make_gen_teacher(tmp)).items():
+            out[name] = digest(train(load_run_config([cfg])))
+        return out
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("run", sorted(FIXTURE["runs"]))
+def test_weights_are_those_of_before_the_refactor(runs, run):
+    before, after = FIXTURE["runs"][run], runs[run]
+    same_build = torch.__version__ == FIXTURE["torch"]
+    for player, tensors in before.items():
+        assert player in after, f"{run}: player {player!r} is gone (players now: {sorted(after)})"
+        for key, want in tensors.items():
+            assert key in after[player], f"{run}: {player}.{key} is gone"
+            got = after[player][key]
+            if same_build:
+                assert got["sha256"] == want["sha256"], (
+                    f"{run}: {player}.{key} differs (sum {got['sum']!r} vs {want['sum']!r})")
+            else:
+                assert got["sum"] == pytest.approx(want["sum"], rel=1e-4, abs=1e-6)
+                assert got["sumsq"] == pytest.approx(want["sumsq"], rel=1e-4, abs=1e-6)
