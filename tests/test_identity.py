@@ -29,27 +29,27 @@ def current_configs(tmp: Path, teacher: Path, gen_teacher: Path) -> dict:
     two = {"epochs": 2}
     return {
         "distill-kd": small_config(tmp, name="kd", method="distill", teacher=t, model={"name": "mlp", "kwargs": {"hidden": [32]}},
-                                   loss={"terms": {"ce": {"weight": 1.0}, "kd": {"weight": 1.0, "temperature": 4.0}}},
+                                   objective={"student": {"ce": {"weight": 1.0}, "kd": {"weight": 1.0, "temperature": 4.0}}},
                                    trainer=two),
         "mosaickd": small_config(tmp, name="mosaickd", method="mosaickd", teacher=t, model={"name": "mlp", "kwargs": {"hidden": [16]}},
                                  data={"transfer": "mnist-digits", "transfer_n": 48, "batch_size": 16},
-                                 loss={**TINY_GEN, "disc_kwargs": {"ndf": 8}}, trainer=two),
+                                 players={**TINY_GEN, "disc_kwargs": {"ndf": 8}}, trainer=two),
         "dfad": small_config(tmp, name="dfad", method="dfad", teacher=t, model={"name": "mlp", "kwargs": {"hidden": [16]}},
-                             data={"transfer": "none", "steps_per_epoch": 4, "batch_size": 16}, loss=dict(TINY_GEN),
+                             data={"transfer": "none", "steps_per_epoch": 4, "batch_size": 16}, players=dict(TINY_GEN),
                              trainer=two),
         "dafl": small_config(tmp, name="dafl", method="dafl", teacher=t, model={"name": "mlp", "kwargs": {"hidden": [16]}},
-                             data={"transfer": "none", "steps_per_epoch": 4, "batch_size": 16}, loss=dict(TINY_GEN),
+                             data={"transfer": "none", "steps_per_epoch": 4, "batch_size": 16}, players=dict(TINY_GEN),
                              trainer=two),
         "kdgan": small_config(tmp, name="kdgan", method="kdgan", teacher=t, model={"name": "mlp", "kwargs": {"hidden": [32]}},
-                              loss={"disc_model": "mlp", "disc_kwargs": {"hidden": [64, 64]}}, trainer=two),
+                              players={"disc_model": "mlp", "disc_kwargs": {"hidden": [64, 64]}}, trainer=two),
         "gan-compression-mse": {
             "name": "gs", "method": "gan-compression", "out_dir": str(tmp), "teacher": {"checkpoint": str(gen_teacher)},
             "data": {"val_size": 0, "transfer": "none", "steps_per_epoch": 3, "batch_size": 16, "max_test": 200},
             "model": {"name": "dcgan", "kwargs": {"d": 4}},
-            "loss": {"n_samples": 200, "kid_subset_size": 50, "kid_subsets": 2, "is_splits": 1, "grid_n": 4},
             "optim": {"name": "adam", "lr": 0.001, "betas": [0.5, 0.999], "weight_decay": 0.0, "scheduler": "none"},
             "trainer": {"epochs": 2, "progress": False, "tensorboard": False, "log_every_n_steps": 1},
-            "eval": {"latency": False}},
+            "eval": {"latency": False, "n_samples": 200, "kid_subset_size": 50, "kid_subsets": 2, "is_splits": 1,
+                     "grid_n": 4}},
     }
 
 

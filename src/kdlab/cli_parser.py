@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("items", nargs="*", help="[SPEC.yaml] then key=value overrides of every run")
     p.add_argument("--method", action="append", metavar="LABEL=SOURCE",
                    help="add a row: a recipe / YAML and/or key=value sets, e.g. 'kd-t8=demo_kd "
-                        "loss.terms.kd.temperature=8' (repeatable; after the spec's rows)")
+                        "objective.student.kd.temperature=8' (repeatable; after the spec's rows)")
     p.add_argument("--teacher", default=None, help="a teacher run dir / weights file, or a recipe to train once")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the spec's, else 0,1,2)")
     p.add_argument("--jobs", type=int, default=None,

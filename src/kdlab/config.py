@@ -1,12 +1,17 @@
 """Run configuration: omegaconf structured configs from dataclasses + YAML + ``key=value`` overrides.
 
-A run config has fixed sections shared by every method (``data``, ``model``, ``teacher``,
-``optim``, ``trainer``, ``eval``) and one method-specific section, ``loss``, whose schema is the
-``Config`` dataclass of the method class (see :mod:`kdlab.methods`). So a new method adds its own
-keys without touching this file, and unknown keys or wrong types are still errors that name the key.
+A run config is sectioned by role. Sections shared by every method: ``data``, ``model`` (the
+student), ``teacher``, ``optim`` (the student's optimizer), ``trainer``. Sections whose schema the
+method gives (see :mod:`kdlab.methods`): ``players`` (every other player's architecture, optimizer,
+update ratio and schedule, and the game's own settings: the ``Config`` dataclass of the method class),
+``eval`` (what is measured at the end: :class:`EvalConfig` or the method's subclass of it, e.g. FID's
+extractor and sample counts) and ``objective`` (per player, the weighted terms of its loss:
+``{student: {kd: {weight: 1, temperature: 4}}, generator: {...}}``, expanded and checked by the
+runner's callback). So a new method adds its own keys without touching this file, and unknown keys or
+wrong types are still errors that name the key. The old ``loss`` section is refused by the runner's
+callback, which names each key's new place.
 
-This module knows nothing about methods: :func:`load_config` takes the method's ``loss`` schema
-from a callback.
+This module knows nothing about methods: :func:`load_config` takes the method's schemas from a callback.
 
 Every check happens here, before a run touches data or disk: YAML syntax (file, line and column),
 sections that must be mappings, types, declared choices and ranges (:func:`choice`, :func:`bounded`),
@@ -19,7 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
@@ -154,16 +159,17 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    loss: Any = None  # replaced by the method's Config schema
+    objective: Dict[str, Any] = field(default_factory=dict)  # player -> term -> term config (kdlab list terms)
+    players: Any = None  # replaced by the method's Config schema
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)  # replaced by the method's Eval schema
 
 
 # a run name is one directory inside out_dir: no separators, and no leading "." (".", "..", ".cache")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")
 #: the sections of a run config that must be mappings (``data: 5`` is refused)
-SECTIONS = tuple(f.name for f in fields(RunConfig) if isinstance(f.default_factory, type)) + ("loss",)
+SECTIONS = tuple(f.name for f in fields(RunConfig) if isinstance(f.default_factory, type)) + ("objective", "players", "loss")
 
 
 def _friendly(exc: OmegaConfBaseException) -> ConfigError:
@@ -236,17 +242,18 @@ def _check_sections(raw: DictConfig) -> None:
 def load_config(
     sources: Sequence[Any],
     overrides: Sequence[str] = (),
-    loss_schema: Optional[Callable[[str], type]] = None,
-    prepare_loss: Optional[Callable[[str, Any], Any]] = None,
+    schemas: Optional[Callable[[str], Tuple[Optional[type], type]]] = None,
+    prepare: Optional[Callable[[str, DictConfig], None]] = None,
 ) -> DictConfig:
     """Merge YAML files / dicts and ``key=value`` overrides onto the :class:`RunConfig` schema.
 
     Args:
         sources: YAML paths (str/Path) or mappings, merged left to right.
         overrides: dotted ``key=value`` strings, applied last.
-        loss_schema: maps a method name to its ``loss`` dataclass (``Method.Config``).
-        prepare_loss: ``(method, raw loss section) -> loss section`` applied before the schema merge
-            (kdlab's runner refuses old keys and expands ``loss.terms`` there).
+        schemas: maps a method name to its ``(players, eval)`` dataclasses (``Method.Config``,
+            ``Method.Eval``); ``players`` may be None (no keys).
+        prepare: ``(method, raw config)`` applied before the schema merge, may edit ``raw`` in place
+            (kdlab's runner refuses the old ``loss`` section and expands ``objective`` there).
 
     Returns:
         A read-only (struct) ``DictConfig`` with every key typed.
@@ -272,22 +279,23 @@ def load_config(
         raise _friendly(exc) from exc
     method = str(raw.get("method", RunConfig.method))
     schema = OmegaConf.structured(RunConfig)
+    players_cls, eval_cls = schemas(method) if schemas is not None else (None, EvalConfig)
     try:
-        if prepare_loss is not None:
+        if prepare is not None:
             with open_dict(raw):
-                raw.loss = prepare_loss(method, raw.get("loss") or OmegaConf.create({}))
-        if loss_schema is not None:
-            with open_dict(schema):
-                schema.loss = OmegaConf.structured(loss_schema(method))
+                prepare(method, raw)
+        with open_dict(schema):
+            schema.players = OmegaConf.structured(players_cls) if players_cls is not None else OmegaConf.create({})
+            schema.eval = OmegaConf.structured(eval_cls)
         cfg = OmegaConf.merge(schema, raw)
     except OmegaConfBaseException as exc:
         raise _friendly(exc) from exc
-    validate(cfg, loss_schema(method) if loss_schema is not None else None)
+    validate(cfg, players_cls, eval_cls)
     OmegaConf.set_readonly(cfg, True)
     return cfg
 
 
-def validate(cfg: DictConfig, loss_schema: Optional[type] = None) -> None:
+def validate(cfg: DictConfig, players_schema: Optional[type] = None, eval_schema: Optional[type] = None) -> None:
     """Checks that types alone cannot express: the run name (one directory inside ``out_dir``), the
     choices, ranges and lengths declared in the schemas' field metadata (:func:`check_section`), no
     NaN/inf anywhere (:func:`check_finite`) and devices that exist (:func:`check_devices`).
@@ -299,8 +307,10 @@ def validate(cfg: DictConfig, loss_schema: Optional[type] = None) -> None:
         raise ConfigError(f"config key 'name' = {cfg.name!r}: a run name is one directory inside out_dir; accepted: "
                           f"letters, digits, '.', '_' or '-', not starting with '.'")
     check_section(cfg, RunConfig, "")
-    if loss_schema is not None and cfg.loss is not None:
-        check_section(cfg.loss, loss_schema, "loss")
+    if players_schema is not None and cfg.players is not None:
+        check_section(cfg.players, players_schema, "players")
+    if eval_schema is not None and eval_schema is not EvalConfig:
+        check_section(cfg.eval, eval_schema, "eval")
     check_finite(OmegaConf.to_container(cfg, resolve=True))
     check_devices(cfg.trainer)
 

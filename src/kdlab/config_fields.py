@@ -17,13 +17,13 @@ class ConfigError(ValueError):
 
 
 #: the smallest accepted softmax temperature: below it ``softmax(z / T)`` is one-hot in float32 for any
-#: logit gap, so a KD term's gradient vanishes and the term silently does nothing (``loss.temperature=1e-30``)
+#: logit gap, so a KD term's gradient vanishes and the term silently does nothing (``players.temperature=1e-30``)
 TEMPERATURE_MIN = 1e-3
 
 
 # ----------------------------------------------------------------- declared choices and ranges
 # A dataclass field states its accepted values once, in its metadata; :func:`check_section` checks
-# every section (run config, method ``loss`` sections, terms) with that one rule set.
+# every section (run config, method ``players`` sections, terms) with that one rule set.
 
 
 def choice(default: Any, choices: Sequence[Any], help: str = "") -> Any:
@@ -89,7 +89,7 @@ def check_finite(node: Any, prefix: str = "") -> None:
     """Refuse NaN and inf anywhere in a config (nested mappings and lists, any section, any method).
 
     Raises:
-        ConfigError: naming the dotted key (``loss.terms.kd.weight``, ``eval.noise_sigmas[0]``) and the value.
+        ConfigError: naming the dotted key (``objective.student.kd.weight``, ``eval.noise_sigmas[0]``) and the value.
     """
     if isinstance(node, Mapping):
         for k, v in node.items():

@@ -22,35 +22,27 @@ from kdlab.methods.evaluation import model_profile, heldout_metrics
 
 
 def load_run_config(sources: Sequence[Any], overrides: Sequence[str] = ()):
-    """:func:`kdlab.config.load_config` with each method's ``loss`` schema; ``loss.terms`` expanded to
-    each term's full config (defaults filled in, keys checked) and old flat keys refused.
+    """:func:`kdlab.config.load_config` with each method's ``players`` and ``eval`` schemas; ``objective``
+    expanded to each player's full term configs (defaults filled in, keys checked); the old ``loss``
+    section refused with each key's new place.
 
     Raises:
-        ConfigError: as :func:`kdlab.config.load_config`; an old flat ``loss`` key (gives the new
-            spelling); an unknown term or term key (lists the accepted ones).
+        ConfigError: as :func:`kdlab.config.load_config`; a ``loss`` key (gives its new place); an
+            ``objective`` player the method does not have (names its players); an unknown term or term
+            key, or a term that cannot serve that player (lists the accepted ones).
     """
-    return load_config(sources, overrides, loss_schema=lambda m: METHODS.get(m).Config, prepare_loss=_prepare_loss)
+    return load_config(sources, overrides, schemas=lambda m: (METHODS.get(m).Config, METHODS.get(m).Eval),
+                       prepare=_prepare)
 
 
-def _prepare_loss(method: str, loss: Any) -> Any:
-    """Refuse old flat keys with their new spelling; fill each term's config with its defaults."""
-    from dataclasses import fields
+def _prepare(method: str, raw: Any) -> None:
+    """Refuse the old ``loss`` section with each key's new place; fill each player's objective."""
+    from kdlab.methods.objectives import expand_objective, refuse_loss_section
 
-    from omegaconf import OmegaConf
-
-    from kdlab.terms import legacy_spelling, term_config
-
-    schema = METHODS.get(method).Config
-    known = {f.name for f in fields(schema)}
-    for key in list(loss.keys()):
-        new = legacy_spelling(str(key)) if key not in known else None
-        if new:
-            raise ConfigError(f"config key 'loss.{key}' of method {method!r} is now {new} (the student objective is "
-                              f"loss.terms: kdlab list terms)")
-    if "terms" in known:
-        terms = OmegaConf.merge(OmegaConf.structured(schema).terms, loss.get("terms") or {})
-        loss["terms"] = {str(name): term_config(str(name), raw) for name, raw in terms.items()}
-    return loss
+    cls = METHODS.get(method)
+    if raw.get("loss") is not None:
+        refuse_loss_section(cls, method, raw.loss)
+    raw["objective"] = expand_objective(cls, method, raw.get("objective"))
 
 
 def datasets_for(cfg: Any):

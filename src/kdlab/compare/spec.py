@@ -15,8 +15,8 @@ A spec names one teacher, one student set-up, one data budget, the seeds and the
     common: [data.max_test=2000]    # key=value for every run, the teacher included
     methods:                        # rows; the first row is the reference of the paired tests
       - {label: "CE only", name: ce, recipe: demo_ce}
-      - {label: "KD T=8", recipe: demo_kd, set: [loss.terms.kd.temperature=8]}
-      - {label: "KD + AT", set: [method=distill, loss.terms.kd.weight=1, loss.terms.attention.weight=1000]}
+      - {label: "KD T=8", recipe: demo_kd, set: [objective.student.kd.temperature=8]}
+      - {label: "KD + AT", set: [method=distill, objective.student.kd.weight=1, objective.student.attention.weight=1000]}
     quick:                          # what --quick changes: common/teacher_set lists are appended,
       common: [trainer.epochs=1]    # student is merged, seeds replace the seeds
       student: {trainer: {epochs: 5}}
@@ -25,8 +25,8 @@ A spec names one teacher, one student set-up, one data budget, the seeds and the
 A row is a packaged recipe, a YAML path, or only inline ``key=value`` sets (on top of ``student`` and
 ``common``; a row without a recipe is a ``distill`` row unless it sets ``method=``). Precedence, lowest
 first: recipe, ``common``, ``student``, ``budget``, the row's label, the row's ``set``, seed/name,
-the command line's ``key=value`` overrides. ``set`` entries merge into the recipe's ``loss.terms``; to replace the
-terms write ``loss.terms={ce: {weight: 1}}``.
+the command line's ``key=value`` overrides. ``set`` entries merge into the recipe's ``objective.student``; to replace the
+terms write ``objective.student={ce: {weight: 1}}``.
 
 Everything here is checked without training: :func:`load_spec` raises
 :class:`kdlab.config.ConfigError` naming the bad key or value and what is accepted.
@@ -165,7 +165,7 @@ def _row(raw: Any, i: int) -> MethodRow:
     recipe = find_config(raw["recipe"], what=f"methods[{i}].recipe") if raw.get("recipe") else None
     sets = _str_list(raw.get("set"), f"methods[{i}].set")
     if recipe is None and not sets:
-        raise ConfigError(f"methods[{i}] needs a recipe or key=value sets (e.g. set: [loss.terms.kd.weight=1])")
+        raise ConfigError(f"methods[{i}] needs a recipe or key=value sets (e.g. set: [objective.student.kd.weight=1])")
     label = str(raw.get("label") or (recipe.stem if recipe else " ".join(sets)))
     slug = str(raw.get("name") or slugify(label))
     if slugify(slug) != slug.lower() or not slug:
@@ -175,8 +175,8 @@ def _row(raw: Any, i: int) -> MethodRow:
 
 def parse_method_arg(text: str) -> MethodRow:
     """A ``--method`` argument: ``LABEL=SOURCE``, SOURCE being a recipe name / YAML path and/or
-    space-separated ``key=value`` sets, e.g. ``"KD T8=demo_kd loss.terms.kd.temperature=8"`` or
-    ``"KD+AT=method=distill loss.terms.kd.weight=1 loss.terms.attention.weight=1000"``. The label
+    space-separated ``key=value`` sets, e.g. ``"KD T8=demo_kd objective.student.kd.temperature=8"`` or
+    ``"KD+AT=method=distill objective.student.kd.weight=1 objective.student.attention.weight=1000"``. The label
     ends at the first ``=`` (so it holds none).
 
     Raises:
@@ -186,7 +186,7 @@ def parse_method_arg(text: str) -> MethodRow:
     label = label.strip()
     if not eq or not label:
         raise ConfigError(f"--method {text!r}: expected LABEL=SOURCE, e.g. 'kd=demo_kd' or "
-                          f"'kd-t8=demo_kd loss.terms.kd.temperature=8'")
+                          f"'kd-t8=demo_kd objective.student.kd.temperature=8'")
     words = rest.split()
     recipes = [w for w in words if "=" not in w]
     if len(recipes) > 1:

@@ -101,11 +101,11 @@ def load_extractor(extractor: Optional[str], spec: Any) -> Tuple[Optional[nn.Mod
     from kdlab.metrics.extractors import ClassifierFeatures, InceptionExtractor, inception_weights_available
 
     if extractor is None and not inception_weights_available():
-        return None, None, {"kind": None, "note": "no feature extractor: set loss.extractor=runs/<classifier run> "
+        return None, None, {"kind": None, "note": "no feature extractor: set eval.extractor=runs/<classifier run> "
                                                   "(kdlab train-teacher) for FID/KID/IS"}
     if extractor is None or str(extractor).lower() == "inception":
         if not inception_weights_available():
-            raise ValueError("loss.extractor = 'inception' but the Inception-v3 FID weights (torch-fidelity, "
+            raise ValueError("eval.extractor = 'inception' but the Inception-v3 FID weights (torch-fidelity, "
                              f"torch hub cache {torch.hub.get_dir()}) are not available offline; use a kdlab "
                              "classifier run instead")
         return InceptionExtractor("features"), InceptionExtractor("logits"), {

@@ -13,7 +13,7 @@ latents and seeds:
 * ``joint-w{w}``: ``MSE + w L_adv`` for a grid of adversarial weights ``w``.
 
 The joint rows see ``n_critic`` times the batches (their critic steps on every batch, the student on every
-``n_critic``-th), so that the student updates are equal; the critic has its own rate (``loss.disc_lr``
+``n_critic``-th), so that the student updates are equal; the critic has its own rate (``players.disc_lr``
 2e-4, the reproduction's). Teacher and metric classifier are those of ``gan-compression-sweep`` (same
 names and configs: reused when that sweep ran). Metrics: FID / KID / IS against the real test images,
 the variance of the Laplacian (VoL: higher = sharper; the blur claim), the fidelity FID to the teacher and
@@ -41,7 +41,7 @@ N_CRITIC = 3
 
 SCALES: Dict[str, Dict[str, Any]] = {
     "small": {"seeds": [0, 1, 2], "d": 4, "epochs": 3, "batches": 500,
-              "common": ["optim.lr=0.001", "optim.scheduler=cosine", "loss.n_samples=5000", "data.max_test=5000"]},
+              "common": ["optim.lr=0.001", "optim.scheduler=cosine", "eval.n_samples=5000", "data.max_test=5000"]},
     "full": {"seeds": [0, 1, 2], "d": 8, "epochs": 10, "batches": None,
              "common": ["trainer.accelerator=auto", "optim.lr=0.001", "optim.scheduler=cosine"]},
 }
@@ -77,18 +77,18 @@ def gan_joint_vs_mse(out_dir: Path, scale: str, seeds: Optional[List[int]] = Non
     extractor = clf / "teacher.safetensors"
     td = plan["teacher_d"]
     teacher = grid.run_cell([grid.recipe("gan_teacher")],
-                            base + ["seed=0", f"model.kwargs.d={td}", f"loss.extractor={extractor}",
+                            base + ["seed=0", f"model.kwargs.d={td}", f"eval.extractor={extractor}",
                                     "name=gan-sweep-teacher", f"label=teacher d={td}"] + plan["teacher"] + user, console)
     cells: Dict[str, List[Path]] = {}
     for row, r in rows().items():
         joint = r["adv"] > 0
         limit = sc["batches"] * (N_CRITIC if joint else 1) if sc["batches"] else None
-        game = ([f"loss.n_critic={N_CRITIC}", "loss.game=wgan-gp", "loss.disc=wdcgan", "loss.disc_d=16",
-                 "loss.disc_lr=0.0002", "loss.gp_weight=10"] if joint else [])
+        game = ([f"players.n_critic={N_CRITIC}", "players.game=wgan-gp", "players.disc=wdcgan", "players.disc_d=16",
+                 "players.disc_lr=0.0002", "players.gp_weight=10"] if joint else [])
         for seed in seeds:
             cells.setdefault(row, []).append(grid.run_cell([grid.recipe("gan_student_mse")], base + [
-                f"teacher.checkpoint={teacher}", f"model.kwargs.d={sc['d']}", f"loss.extractor={extractor}",
-                f"loss.terms={json.dumps({'mse': {'weight': r['mse']}})}", f"loss.adv_weight={r['adv']}",
+                f"teacher.checkpoint={teacher}", f"model.kwargs.d={sc['d']}", f"eval.extractor={extractor}",
+                f"objective.student={json.dumps({'mse': {'weight': r['mse']}})}", f"players.adv_weight={r['adv']}",
                 f"trainer.epochs={sc['epochs']}", f"seed={seed}", f"name={NAME}-{row}-d{sc['d']}-s{seed}",
                 f"label={r['label']} d={sc['d']}", *([f"trainer.limit_train_batches={limit}"] if limit else []),
             ] + game + sc["common"] + user, console))
@@ -130,7 +130,7 @@ def write(out: Path, scale: str, seeds: List[int], sc: Dict[str, Any], teacher: 
                                            [-v for v in nan(vals["mse"]["fid"])], unit="FID"))
     cfg = grid.resolve([teacher / "config.yaml"])
     gens = [load_generator(teacher)] + [load_generator(runs[0]) for runs in cells.values()]
-    side_by_side_grid(datasets_for(cfg).test.images, gens, out / "samples" / "side_by_side.png", seed=cfg.loss.sample_seed)
+    side_by_side_grid(datasets_for(cfg).test.images, gens, out / "samples" / "side_by_side.png", seed=cfg.eval.sample_seed)
     lines += ["", "![samples](samples/side_by_side.png)",
               f"*the same latents per column; rows: real test images, teacher, {', '.join(labels.values())} (seed {seeds[0]})*"]
     return grid.write_report(out, "GAN compression: MSE vs joint students at equal updates (Aguinaldo et al. 2019)",

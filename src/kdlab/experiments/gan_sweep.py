@@ -47,22 +47,22 @@ SCALES: Dict[str, Dict[str, Any]] = {
         "classifier": ["model.name=lenet", "model.kwargs={channels: [16, 32], fc: 256}", "trainer.epochs=2",
                        "data.val_size=2000", "optim.name=adam", "optim.lr=0.002", "optim.weight_decay=0.0"],
         "teacher_d": 32,
-        "teacher": ["loss.disc_d=16", "trainer.epochs=3", "trainer.limit_train_batches=800"],
+        "teacher": ["players.disc_d=16", "trainer.epochs=3", "trainer.limit_train_batches=800"],
         "student_ds": [16, 8, 4, 2],
         "joint_ds": [4],
         "student": ["trainer.epochs=3", "trainer.limit_train_batches=500"],
-        "joint": ["loss.disc_d=16"],
+        "joint": ["players.disc_d=16"],
     },
     "full": {
         "classifier": ["trainer.accelerator=auto", "model.name=lenet", "trainer.epochs=15", "data.val_size=5000", "optim.name=adam",
                        "optim.lr=0.001", "optim.weight_decay=0.0"],
         "teacher_d": 256,
-        "teacher": ["trainer.accelerator=auto", "model.name=wdcgan", "loss.game=wgan", "loss.disc=wdcgan", "loss.disc_d=64", "loss.n_critic=5",
+        "teacher": ["trainer.accelerator=auto", "model.name=wdcgan", "players.game=wgan", "players.disc=wdcgan", "players.disc_d=64", "players.n_critic=5",
                     "optim.lr=0.00005", "trainer.epochs=25"],
         "student_ds": [128, 64, 32, 16, 8, 4, 2],
         "joint_ds": [64, 16, 4],
         "student": ["trainer.accelerator=auto", "model.name=wdcgan", "trainer.epochs=10"],
-        "joint": ["loss.disc_d=64"],
+        "joint": ["players.disc_d=64"],
     },
 }
 
@@ -108,7 +108,7 @@ def gan_compression_sweep(out_dir: Path, scale: str, seeds: Optional[List[int]] 
     clf_weights = clf / "teacher.safetensors"
     td = plan["teacher_d"]
     teacher = grid.run_cell([grid.recipe("gan_teacher")],
-                            common + [f"model.kwargs.d={td}", f"loss.extractor={clf_weights}", "name=gan-sweep-teacher",
+                            common + [f"model.kwargs.d={td}", f"eval.extractor={clf_weights}", "name=gan-sweep-teacher",
                                       f"label=teacher d={td}"] + plan["teacher"] + user, console)
     students = []
     for kind, ds, student in (("mse", plan["student_ds"], "gan_student_mse"),
@@ -116,7 +116,7 @@ def gan_compression_sweep(out_dir: Path, scale: str, seeds: Optional[List[int]] 
         for d in ds:
             students.append(grid.run_cell(
                 [grid.recipe(student)],
-                common + [f"teacher.checkpoint={teacher}", f"model.kwargs.d={d}", f"loss.extractor={clf_weights}",
+                common + [f"teacher.checkpoint={teacher}", f"model.kwargs.d={d}", f"eval.extractor={clf_weights}",
                           f"name=gan-sweep-{kind}-d{d}", f"label={kind.upper()} student d={d}"] + plan["student"]
                 + (plan.get("joint", []) if kind == "joint" else []) + user,
                 console))
@@ -124,7 +124,7 @@ def gan_compression_sweep(out_dir: Path, scale: str, seeds: Optional[List[int]] 
     cfg = grid.resolve([teacher / "config.yaml"])
     data = datasets_for(cfg)
     gens = [load_generator(teacher)] + [load_generator(s) for s in students]
-    side_by_side_grid(data.test.images, gens, report_dir / "samples" / "side_by_side.png", seed=cfg.loss.sample_seed)
+    side_by_side_grid(data.test.images, gens, report_dir / "samples" / "side_by_side.png", seed=cfg.eval.sample_seed)
     intro = [f"Scale `{scale}`, seed {seed}. Teacher: DCGAN-family generator at d = {td}; MSE students (Fig. 3) at "
              f"d = {plan['student_ds']}, joint-loss students (MSE + adversarial, Fig. 4) at d = {plan['joint_ds']}. "
              "The paper reports compression ratios of 1669:1 (MNIST), 58:1 (CIFAR-10) and 87:1 (CelebA) before quality "

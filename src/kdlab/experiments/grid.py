@@ -50,7 +50,7 @@ def resolve(sources: Sequence[Any], overrides: Sequence[str] = ()) -> Any:
 
     Raises:
         kdlab.config.ConfigError: as :func:`kdlab.runner.load_run_config` (unknown keys, old flat
-            ``loss.<key>`` spellings with their new ``loss.terms.<term>.<key>``, bad values).
+            ``loss.<key>`` spellings with their new ``objective.student.<term>.<key>``, bad values).
     """
     return load_run_config(list(sources), list(overrides))
 

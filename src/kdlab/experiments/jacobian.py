@@ -76,12 +76,12 @@ PAPER_T2 = {  # Table 2, CIFAR-100 VGG-9, accuracy % under Gaussian noise (norma
 }
 T2_OVERRIDES = {
     "lam0": [],
-    "lam0.1": ["loss.jacobian_penalty=0.1"],
-    "lam1": ["loss.jacobian_penalty=1.0"],
-    "lam10": ["loss.jacobian_penalty=10.0"],
-    "ce_lam0.1": ["loss.jacobian_penalty=0.1", "loss.jacobian_penalty_form=ce"],
-    "ce_lam1": ["loss.jacobian_penalty=1.0", "loss.jacobian_penalty_form=ce"],
-    "ce_lam10": ["loss.jacobian_penalty=10.0", "loss.jacobian_penalty_form=ce"],
+    "lam0.1": ["players.jacobian_penalty=0.1"],
+    "lam1": ["players.jacobian_penalty=1.0"],
+    "lam10": ["players.jacobian_penalty=10.0"],
+    "ce_lam0.1": ["players.jacobian_penalty=0.1", "players.jacobian_penalty_form=ce"],
+    "ce_lam1": ["players.jacobian_penalty=1.0", "players.jacobian_penalty_form=ce"],
+    "ce_lam10": ["players.jacobian_penalty=10.0", "players.jacobian_penalty_form=ce"],
     "l2": ["optim.weight_decay=0.001"],
     "dropout": ["model.kwargs.dropout=0.25"],
 }
@@ -177,7 +177,7 @@ def _t1_overrides(row: str, input_dim: int) -> List[str]:
     """The overrides that turn recipe ``jacobian_t1_<recipe row>`` into ``row`` (the normalised form)."""
     if not T1_ROWS[row][2]:
         return []
-    return ["loss.terms.jacobian.normalize=true", f"loss.terms.jacobian.weight={NORM_WEIGHT_PER_ELEMENT / input_dim:.6g}"]
+    return ["objective.student.jacobian.normalize=true", f"objective.student.jacobian.weight={NORM_WEIGHT_PER_ELEMENT / input_dim:.6g}"]
 
 
 def _loss_change(run: Path, key: str = "train/loss") -> Optional[float]:

@@ -28,7 +28,7 @@ PAPER_T3 = {  # Table 3, ImageNet ResNet-34 -> MIT Scenes VGG-9
 PAPER_T4 = {"depths": ["(7, 2)", "(15, 4)", "(27, 6)", "(33, 8)"], "acc": [22.39, 21.98, 20.45, 20.03],
             "reduction": [25.88, 15.59, 11.55, 1.25]}
 PAPER_T5 = {"windows": ["Full", "s/3", "s/5", "s/7", "None"], "acc": [20.00, 21.20, 21.87, 21.09, 19.74]}
-T5_POOLS = [1, 3, 5, 7, 0]  # loss.terms.attention_jacobian.pool values for Full, s/3, s/5, s/7, None
+T5_POOLS = [1, 3, 5, 7, 0]  # objective.student.attention_jacobian.pool values for Full, s/3, s/5, s/7, None
 
 # ----------------------------------------------------------------------------- transfer (Tables 3-5)
 SOURCE_CLASSES = "[0,1,2,3,4]"
@@ -36,14 +36,14 @@ TARGET_CLASSES = "[5,6,7,8,9]"
 # Teacher ResNet-20 vs student VGG-9 features of equal spatial size on 28x28: (layer2, pool1) 14x14,
 # (layer3, pool2) 7x7; the first is the shallowest ("feature level 1" of section 10.2).
 AT_LAYERS = "[[pool1,layer2],[pool2,layer3]]"
-# The terms of the lwf method (loss.terms.<term>.weight; 0 = off: the lwf method's default terms are
+# The terms of the lwf method (objective.student.<term>.weight; 0 = off: the lwf method's default terms are
 # ce and logits, so a row without a term must switch it off) and the oracle's initialisation.
-_CE, _ACT, _JAC = "loss.terms.ce.weight", "loss.terms.logits.weight", "loss.terms.jacobian.weight"
-_AT, _AT_JAC = "loss.terms.attention.weight", "loss.terms.attention_jacobian.weight"
-_OFF = {_CE: 10.0, _ACT: 0.0, _JAC: 0.0, _AT: 0.0, _AT_JAC: 0.0, "loss.init_from_teacher": False}
+_CE, _ACT, _JAC = "objective.student.ce.weight", "objective.student.logits.weight", "objective.student.jacobian.weight"
+_AT, _AT_JAC = "objective.student.attention.weight", "objective.student.attention_jacobian.weight"
+_OFF = {_CE: 10.0, _ACT: 0.0, _JAC: 0.0, _AT: 0.0, _AT_JAC: 0.0, "players.init_from_teacher": False}
 T3_ROWS = {  # every weight explicit (the recipe's defaults are the last row's)
     "ce": dict(_OFF),
-    "oracle": {**_OFF, "loss.init_from_teacher": True},
+    "oracle": {**_OFF, "players.init_from_teacher": True},
     "lwf": {**_OFF, _ACT: 10.0},
     "lwf_jac": {**_OFF, _ACT: 10.0, _AT_JAC: 10.0},
     "lwf_at": {**_OFF, _ACT: 10.0, _AT: 10.0},
@@ -68,7 +68,7 @@ def _transfer_run(out_dir: Path, scale: str, teacher: Path, n: Optional[int], se
           f"teacher.checkpoint={teacher}", f"data.classes={TARGET_CLASSES}", "data.batch_size=8",
           f"data.n_per_class={'null' if n is None else n}", f"trainer.epochs={sc['t3_epochs']}",
           f"seed={seed}", f"data.subset_seed={seed}", f"name={name}",
-          f"loss.terms.attention.layers={AT_LAYERS}", "loss.terms.attention_jacobian.layers=[[pool1,layer2]]"]
+          f"objective.student.attention.layers={AT_LAYERS}", "objective.student.attention_jacobian.layers=[[pool1,layer2]]"]
     if scale == "full":
         ov += ["optim.scheduler=multistep", "optim.milestones=[40,60]"]
     ov += [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in loss.items()]
@@ -148,8 +148,8 @@ def table4(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrid
     for s_feat, t_feat in T4_DEPTHS:
         key = f"({t_feat}, {s_feat})"
         for seed in seeds:
-            loss = {**T3_ROWS["lwf_at_jac"], "loss.terms.attention.layers": at_layers,
-                    "loss.terms.attention_jacobian.layers": f"[[{s_feat},{t_feat}]]",
+            loss = {**T3_ROWS["lwf_at_jac"], "objective.student.attention.layers": at_layers,
+                    "objective.student.attention_jacobian.layers": f"[[{s_feat},{t_feat}]]",
                     "data.image_size": T4_IMAGE_SIZE, "trainer.epochs": sc["t4_epochs"]}
             run = _transfer_run(out_dir, scale, teacher, sc["t45_size"], seed, f"jacobian-t4-{s_feat}-{T4_IMAGE_SIZE}px-s{seed}",
                                 loss, overrides)
@@ -195,7 +195,7 @@ def table5(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrid
     for label, pool in zip(PAPER_T5["windows"], T5_POOLS):
         for seed in seeds:
             run = _transfer_run(out_dir, scale, teacher, sc["t45_size"], seed, f"jacobian-t5-pool{pool}-s{seed}",
-                                {**T3_ROWS["lwf_at_jac"], "loss.terms.attention_jacobian.pool": pool}, overrides)
+                                {**T3_ROWS["lwf_at_jac"], "objective.student.attention_jacobian.pool": pool}, overrides)
             acc.setdefault(label, []).append(grid.read_summary(run)["test_acc_best"])
     from kdlab.report import markdown_table
 

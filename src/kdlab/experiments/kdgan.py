@@ -74,7 +74,7 @@ SCALE = {
              "gammas": [0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0], "fig7_epochs": 30, "fig7_draws": 100},
 }
 
-METHODS_T4 = {  # the student objectives are loss.terms (kdlab list terms); kdgan's game keys are its own
+METHODS_T4 = {  # the student objectives are objective.student (kdlab list terms); kdgan's game keys are its own
     "MIMIC": {"method": "distill", "loss": {"terms": {"ce": {"weight": 0.0}, "logits": {"weight": 0.5, "mode": "paper"}}}},
     "DISTN": {"method": "distill", "loss": {"terms": {"ce": {"weight": 1.0}, "kd": {"weight": 1.0, "temperature": 3.0}}}},
     "CODIS": {"method": "codistill", "loss": {"terms": {"ce": {"weight": 1.0}}, "codistill": 1.0, "peer": "teacher"}},

@@ -146,10 +146,10 @@ def _grad_var(m, batch, which: str, draws: int) -> float:
     gen = torch.Generator().manual_seed(1234)
     for _ in range(draws):
         if which == "adv":
-            loss = m.cfg.loss.alpha * m.adversarial_term(c(x).out, d_logits)
+            loss = m.cfg.players.alpha * m.adversarial_term(c(x).out, d_logits)
         else:
             idx = torch.randperm(x.shape[0], generator=gen)[:20]
-            loss = m.cfg.loss.beta * m.distill_term(c(x[idx]).out, t_logits[idx])
+            loss = m.cfg.players.beta * m.distill_term(c(x[idx]).out, t_logits[idx])
         g = torch.autograd.grad(loss, params)
         grads.append(torch.cat([v.flatten() for v in g]))
     return float(torch.stack(grads).var(0).mean())

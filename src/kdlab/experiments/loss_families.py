@@ -52,7 +52,7 @@ PRE_RELU = "features.conv2_1.1"  # BatchNorm output of conv2_1, before its ReLU 
 
 
 def rows(scale_cfg: Dict[str, Any], n_rows: int, epochs: int, steps: int) -> Dict[str, tuple]:
-    """Row name -> (label, ``loss.terms``) for a budget of ``n_rows`` transfer images, ``epochs``
+    """Row name -> (label, ``objective.student``) for a budget of ``n_rows`` transfer images, ``epochs``
     epochs and ``steps`` student updates (CRD's k, DKD's warm-up and FT's paraphraser steps scale with them)."""
     ce = {"ce": {"weight": 1.0}}
     return {
@@ -110,10 +110,10 @@ def _budget_name(n: Optional[int]) -> str:
 
 
 def _terms_overrides(terms: Dict[str, Any]) -> List[str]:
-    """``loss.terms={...}`` as one override (a flow mapping in YAML syntax) replacing the recipe's terms."""
+    """``objective.student={...}`` as one override (a flow mapping in YAML syntax) replacing the recipe's terms."""
     import json
 
-    return [f"loss.terms={json.dumps(terms)}"]
+    return [f"objective.student={json.dumps(terms)}"]
 
 
 @EXPERIMENTS.register("loss-families", help="Every distillation loss family on one VGG-9 -> VGG-4 pair, two data budgets")

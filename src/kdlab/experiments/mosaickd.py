@@ -71,7 +71,7 @@ SCALE: Dict[str, Dict[str, Any]] = {
             "skimage-patches": ["data.transfer=skimage-patches", "data.transfer_channels=1", "data.transfer_size=28"],
         },
         "strides": [1, 2, 3, 4],
-        "generator": ["loss.generator_kwargs={ngf: 32}"],  # half the published width: 4x fewer MACs on CPU
+        "generator": ["players.generator_kwargs={ngf: 32}"],  # half the published width: 4x fewer MACs on CPU
     },
     "full": {
         "seeds": [0, 1, 2],
@@ -100,14 +100,14 @@ def _row(row: str, source: Optional[str], sc: Dict[str, Any]) -> tuple:
     """(recipe, overrides) of one row (without seed, name, teacher and the common keys)."""
     epochs, steps = sc["epochs"], _steps_per_epoch(sc)
     src = sc["sources"].get(source, []) + [f"data.transfer_n={sc['ood_n']}"] if source else []
-    terms = f"loss.terms={json.dumps(KL_T1)}"
+    terms = f"objective.student={json.dumps(KL_T1)}"
     if row == "indomain":
         return "mosaickd_kd", [terms, f"data.n_per_class={sc['ood_n'] // 10}", f"trainer.epochs={epochs}",
                                "data.transfer=train"]
     if row == "kd":
         return "mosaickd_kd", [terms, *src, f"trainer.epochs={epochs}"]
     if row == "fitnet":  # hints weight 1 on an MSE averaged over elements (kdlab's hints term)
-        return "mosaickd_kd", [terms, "loss.terms.hints.weight=1.0", f"loss.terms.hints.layers={sc['hint_layers']}",
+        return "mosaickd_kd", [terms, "objective.student.hints.weight=1.0", f"objective.student.hints.layers={sc['hint_layers']}",
                                *src, f"trainer.epochs={epochs}"]
     if row == "balanced":
         return "mosaickd_kd", [terms, *src, "data.transfer_select=balanced", f"data.transfer_k={sc['ood_n'] // 2}",
@@ -116,7 +116,7 @@ def _row(row: str, source: Optional[str], sc: Dict[str, Any]) -> tuple:
         return "mosaickd", [terms, *src, f"trainer.epochs={epochs}", *sc["generator"]]
     if row in ("dfad", "dafl"):  # data-free: as many updates per epoch as the OOD rows
         return row, ["data.transfer=none", f"data.steps_per_epoch={steps}", f"trainer.epochs={epochs}",
-                     "loss.latent_dim=100", *sc["generator"]]
+                     "players.latent_dim=100", *sc["generator"]]
     raise KeyError(row)
 
 
@@ -146,9 +146,9 @@ def mosaickd(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overr
                 cells.setdefault(row, {}).setdefault(source, []).append(run(row, source, seed))
     first = next(iter(sc["sources"]))
     short = [f"trainer.epochs={sc['ablation_epochs']}"]
-    strides = {s: run("mosaickd", first, seeds[0], [*short, f"loss.disc_kwargs={{final_stride: {s}}}"], f"-stride{s}")
+    strides = {s: run("mosaickd", first, seeds[0], [*short, f"players.disc_kwargs={{final_stride: {s}}}"], f"-stride{s}")
                for s in sc["strides"]}
-    regs = {r: run("mosaickd", first, seeds[0], [*short, f"loss.regularizer={r}"], f"-{r}") for r in ("none", "image")}
+    regs = {r: run("mosaickd", first, seeds[0], [*short, f"players.regularizer={r}"], f"-{r}") for r in ("none", "image")}
     regs["patch"] = strides[1]
     from kdlab.experiments.mosaickd_report import write
 

@@ -4,7 +4,7 @@ The question of Table 4: does the energy-based MI add-on (VEM) improve a distill
 it beat the other MI add-ons (VID's factorised Gaussian, CRD's contrastive bound)? Here on DCGAN
 compression (Aguinaldo et al.'s ``gan-compression``, the base being its MSE student of Fig. 3), with
 every row on equal terms: the same frozen teacher, student architecture, student updates, schedule,
-latents (``loss.latents=pool``: a fixed z per transfer row, which CRD's memory needs) and seeds:
+latents (``players.latents=pool``: a fixed z per transfer row, which CRD's memory needs) and seeds:
 
 * ``base``: MSE to the teacher's image for the same z;
 * ``vid`` / ``crd`` / ``vem``: base + the add-on on the output images, each weighted ``lambda`` (Table 6's
@@ -54,9 +54,9 @@ SCALES: Dict[str, Dict[str, Any]] = {
         "seeds": [0, 1, 2],
         "classifier": SWEEP["small"]["classifier"],
         "teacher_d": 32,
-        "teacher": ["loss.disc_d=16", "trainer.epochs=3", "trainer.limit_train_batches=800"],
+        "teacher": ["players.disc_d=16", "trainer.epochs=3", "trainer.limit_train_batches=800"],
         "student_ds": [4, 8],
-        "student": ["trainer.epochs=3", "trainer.limit_train_batches=400", "loss.n_samples=5000",
+        "student": ["trainer.epochs=3", "trainer.limit_train_batches=400", "eval.n_samples=5000",
                     "trainer.log_every_n_steps=20"],
         "lam": 0.1,
         "vem": {"channels": 8},
@@ -69,9 +69,9 @@ SCALES: Dict[str, Dict[str, Any]] = {
         "seeds": [0, 1, 2],
         "classifier": SWEEP["full"]["classifier"],
         "teacher_d": 32,
-        "teacher": ["trainer.accelerator=auto", "loss.disc_d=32", "trainer.epochs=25"],
+        "teacher": ["trainer.accelerator=auto", "players.disc_d=32", "trainer.epochs=25"],
         "student_ds": [4, 8],
-        "student": ["trainer.accelerator=auto", "trainer.epochs=10", "loss.n_samples=10000",
+        "student": ["trainer.accelerator=auto", "trainer.epochs=10", "eval.n_samples=10000",
                     "trainer.log_every_n_steps=50"],
         "lam": 0.1,
         "vem": {"channels": 32},
@@ -87,7 +87,7 @@ _CLASSIFIER_KEYS = ("trainer.", "data.", "out_dir=", "seed=")
 
 
 def gen_terms(row: str, sc: Dict[str, Any], lam: Optional[float] = None, ebm_lr: Optional[float] = None) -> Dict[str, Any]:
-    """``loss.terms`` of a generator row: MSE plus the row's add-on weighted lambda (``ebm_lr``: VEM's EBM rate)."""
+    """``objective.student`` of a generator row: MSE plus the row's add-on weighted lambda (``ebm_lr``: VEM's EBM rate)."""
     terms: Dict[str, Any] = {"mse": {"weight": 1.0}}
     w = sc["lam"] if lam is None else lam
     if row == "vid":
@@ -102,7 +102,7 @@ def gen_terms(row: str, sc: Dict[str, Any], lam: Optional[float] = None, ebm_lr:
 
 
 def clf_terms(row: str, lam: float) -> Dict[str, Any]:
-    """``loss.terms`` of a classifier row (the demo's CE + KD at T = 4, plus VEM on logits)."""
+    """``objective.student`` of a classifier row (the demo's CE + KD at T = 4, plus VEM on logits)."""
     terms: Dict[str, Any] = {"ce": {"weight": 1.0}, "kd": {"weight": 1.0, "temperature": 4.0}}
     if row == "vem":
         terms["vem"] = {"weight": lam}
@@ -137,14 +137,14 @@ def vem_ablation(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, o
     extractor = metric / "teacher.safetensors"
     td = sc["teacher_d"]
     teacher = grid.run_cell([grid.recipe("gan_teacher")],
-                            base + [f"model.kwargs.d={td}", f"loss.extractor={extractor}", "name=vem-gan-teacher",
+                            base + [f"model.kwargs.d={td}", f"eval.extractor={extractor}", "name=vem-gan-teacher",
                                     f"label=teacher DCGAN d={td}", "seed=0"] + sc["teacher"] + user, console)
 
     def student(row: str, d: int, seed: int, lam: Optional[float] = None, ebm_lr: Optional[float] = None) -> Path:
         tag = (f"-lam{lam:g}" if lam is not None else "") + (f"-ebmlr{ebm_lr:g}" if ebm_lr is not None else "")
         return grid.run_cell([grid.recipe("gan_student_mse")], base + [
-            f"teacher.checkpoint={teacher}", f"model.kwargs.d={d}", f"loss.extractor={extractor}",
-            "loss.latents=pool", f"loss.terms={json.dumps(gen_terms(row, sc, lam, ebm_lr))}", f"seed={seed}",
+            f"teacher.checkpoint={teacher}", f"model.kwargs.d={d}", f"eval.extractor={extractor}",
+            "players.latents=pool", f"objective.student={json.dumps(gen_terms(row, sc, lam, ebm_lr))}", f"seed={seed}",
             f"name=vem-{row}{tag}-d{d}-s{seed}", f"label={ROWS[row]}{f' lambda={lam:g}' if lam is not None else ''}"
             f"{f' EBM lr={ebm_lr:g}' if ebm_lr is not None else ''} d={d}",
         ] + sc["student"] + user, console)
@@ -166,7 +166,7 @@ def vem_ablation(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, o
     for seed in seeds:
         for row in CLF_ROWS:
             clf.setdefault(row, []).append(grid.run_cell([grid.recipe("demo_kd")], base + [
-                f"teacher.checkpoint={clf_teacher}", f"loss.terms={json.dumps(clf_terms(row, sc['lam']))}",
+                f"teacher.checkpoint={clf_teacher}", f"objective.student={json.dumps(clf_terms(row, sc['lam']))}",
                 f"seed={seed}", f"data.subset_seed={seed}", f"name=vem-clf-{row}-s{seed}", f"label={CLF_ROWS[row]}",
             ] + sc["clf"] + clf_user, console))
     from kdlab.experiments.vem_report import write

@@ -71,12 +71,12 @@ SCALES: Dict[str, Dict[str, Any]] = {
         "seeds": [0, 1, 2],
         "classifier": ["trainer.epochs=3"],
         "teacher": {"paired": [], "unpaired": ["data.n_per_class=200", "trainer.epochs=5"],
-                    "unconditional": ["model.kwargs.ngf=32", "loss.disc_d=32", "data.n_per_class=1000",
-                                      "trainer.epochs=25", "loss.n_samples=5000"]},
-        "task": {"paired": ["data.n_per_class=200", "data.max_test=2000", "trainer.epochs=8", "loss.ndf=32"],
-                 "unpaired": ["data.n_per_class=200", "data.max_test=1000", "trainer.epochs=4", "loss.ndf=32"],
+                    "unconditional": ["model.kwargs.ngf=32", "players.disc_d=32", "data.n_per_class=1000",
+                                      "trainer.epochs=25", "eval.n_samples=5000"]},
+        "task": {"paired": ["data.n_per_class=200", "data.max_test=2000", "trainer.epochs=8", "players.ndf=32"],
+                 "unpaired": ["data.n_per_class=200", "data.max_test=1000", "trainer.epochs=4", "players.ndf=32"],
                  "unconditional": ["data.n_per_class=1000", "data.max_test=5000", "trainer.epochs=4",
-                                   "loss.n_samples=5000", "data.batch_size=64", "optim.lr=0.001"]},
+                                   "eval.n_samples=5000", "data.batch_size=64", "optim.lr=0.001"]},
         "student": ["data.batch_size=16", "trainer.log_every_n_steps=25"],
         "vem": {"channels": 8},
         "crd": {"k": 1024},
@@ -100,7 +100,7 @@ _EXTRACTOR_TERMS = ("perceptual", "lpips", "cagc")
 
 
 def student_terms(recipe: str, addon: str, lam: float, sc: Dict[str, Any], classifier: Path) -> Dict[str, Any]:
-    """``loss.terms`` of a cell: the algorithm's recipe terms (feature networks = the output domain's
+    """``objective.student`` of a cell: the algorithm's recipe terms (feature networks = the output domain's
     classifier) plus the add-on on the output images weighted ``lam``."""
     raw = OmegaConf.to_container(OmegaConf.load(grid.recipe(recipe)))
     terms: Dict[str, Any] = dict(raw["loss"]["terms"])
@@ -146,19 +146,19 @@ def run_table(name: str, out_dir: Path, scale: str, seeds: Optional[List[int]] =
             classifiers[task] = grid.run_cell([grid.recipe(c_recipe)], base + sc["classifier"] + ["seed=0"] + shared,
                                               console)
             teachers[task] = grid.run_cell([grid.recipe(t_recipe)], base + sc["teacher"][task] + [
-                f"loss.extractor={classifiers[task]}", "seed=0"] + shared, console)
+                f"eval.extractor={classifiers[task]}", "seed=0"] + shared, console)
         t_cfg = grid.resolve([teachers[task] / "config.yaml"])
         kw = {**dict(t_cfg.model.kwargs), "ngf": max(8, int(round(t_cfg.model.kwargs.ngf * width)))}
         kw.pop("dropout", None)
         # the latent game: D starts from the teacher's (GCC's D^t), a fixed z per row (CRD's memory needs it)
-        game = ([f"loss.disc_init={teachers[task]}", f"loss.disc_d={t_cfg.loss.disc_d}", "loss.latents=pool"]
+        game = ([f"players.disc_init={teachers[task]}", f"players.disc_d={t_cfg.players.disc_d}", "players.latents=pool"]
                 if task == "unconditional" else [])
         for addon, a_label in ADDONS.items():
             for seed in seeds:
                 terms = student_terms(recipe, addon, lam, sc, classifiers[task])
                 cells.setdefault(algo, {}).setdefault(addon, []).append(grid.run_cell([grid.recipe(recipe)], base + [
-                    f"teacher.checkpoint={teachers[task]}", f"loss.extractor={classifiers[task]}",
-                    f"model.kwargs={json.dumps(kw)}", f"loss.terms={json.dumps(terms)}", f"seed={seed}",
+                    f"teacher.checkpoint={teachers[task]}", f"eval.extractor={classifiers[task]}",
+                    f"model.kwargs={json.dumps(kw)}", f"objective.student={json.dumps(terms)}", f"seed={seed}",
                     f"data.subset_seed={seed}", f"name={HOME[algo]}-{algo}-{addon}-s{seed}",
                     f"label={label} {a_label} (ngf {kw['ngf']})",
                 ] + game + sc["student"] + sc["task"][task] + user, console))

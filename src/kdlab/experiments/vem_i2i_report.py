@@ -82,7 +82,7 @@ def _side_by_side(path: Path, teacher: Path, runs: Dict[str, Path], n: int = 8) 
         from kdlab.experiments.gan_sweep import side_by_side_grid
 
         gens = [load_generator(teacher)] + [load_generator(r) for r in runs.values()]
-        return side_by_side_grid(data.test.images, gens, path, n=n, seed=cfg.loss.sample_seed)
+        return side_by_side_grid(data.test.images, gens, path, n=n, seed=cfg.eval.sample_seed)
     fixed = grid_examples(data.test, n)
     with torch.no_grad():
         outs = {"teacher": load_generator(teacher)(fixed.x)}

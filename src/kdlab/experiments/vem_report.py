@@ -99,7 +99,7 @@ def _side_by_side(out: Path, teacher: Path, runs: Dict[str, Path], d: int) -> Pa
     cfg = grid.resolve([teacher / "config.yaml"])
     data = datasets_for(cfg)
     gens = [load_generator(teacher)] + [load_generator(r) for r in runs.values()]
-    return side_by_side_grid(data.test.images, gens, out / "samples" / f"side_by_side_d{d}.png", seed=cfg.loss.sample_seed)
+    return side_by_side_grid(data.test.images, gens, out / "samples" / f"side_by_side_d{d}.png", seed=cfg.eval.sample_seed)
 
 
 def _verdict(fid_vem: List[float], fid_base: List[float]) -> str:

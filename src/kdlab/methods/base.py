@@ -1,7 +1,9 @@
 """The method interface: a training game that owns its players and their optimizers.
 
-A method is registered by name in :data:`METHODS` and declares the schema of its config section
-``loss`` as a nested dataclass ``Config``. The engine (:class:`kdlab.engine.Trainer`) calls
+A method is registered by name in :data:`METHODS` and declares the schemas of its config sections:
+``players`` (a nested dataclass ``Config``: the other players' architectures, optimizers, update ratios
+and the game's settings), ``eval`` (``Eval``) and which of its players take an ``objective`` of terms
+(``objectives``, with ``default_objective``). The engine (:class:`kdlab.engine.Trainer`) calls
 :meth:`Method.setup` once, then :meth:`Method.training_step` per batch and
 :meth:`Method.on_epoch_end` per epoch; the method does its own ``fabric.backward`` and optimizer
 steps, so games that alternate several optimizers (GANs, KDGAN) fit the same loop.
@@ -10,12 +12,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from kdlab.config import ConfigError
+from kdlab.config import ConfigError, EvalConfig
 from kdlab.data.batch import Batch
 from kdlab.data.transfer import TRANSFER_LABELLED
 from kdlab.engine import build_optimizer, build_scheduler, unwrap
@@ -49,7 +51,17 @@ class Method(ABC):
 
     @dataclass
     class Config:
-        """No method-specific keys."""
+        """No method-specific keys (the ``players`` section)."""
+
+    #: the ``eval`` section's schema (:class:`kdlab.config.EvalConfig` or a subclass)
+    Eval: ClassVar[type] = EvalConfig
+    #: the players trained by an objective of terms (``objective.<player>``) -> their role (the roles a
+    #: term serves: :attr:`kdlab.terms.Term.roles`)
+    objectives: ClassVar[Dict[str, str]] = {"student": "student"}
+    #: each objective player's default terms (merged under the user's; a weight of 0 removes one)
+    default_objective: ClassVar[Dict[str, Dict[str, Any]]] = {}
+    #: old ``loss.<key>`` -> its new place, for keys that moved elsewhere than ``players.<key>`` / ``eval.<key>``
+    moved: ClassVar[Dict[str, str]] = {}
 
     #: what the method trains: a ``classifier`` or a ``generator``; as a ``teacher`` or a ``student``
     kind: str = "classifier"
@@ -144,7 +156,7 @@ class Method(ABC):
         else:
             why_not["targets"] = (f"data set {spec.name!r} is an unpaired translation task (no ground truth per input)"
                                   if pairing == "unpaired" else f"data set {spec.name!r} is no paired translation task")
-        why_not["critic"] = "it exposes no discriminator to the terms (method i2i-distill does, with loss.adv_weight > 0)"
+        why_not["critic"] = "it exposes no discriminator to the terms (method i2i-distill does, with players.adv_weight > 0)"
         return TermContext(method=self.cfg.method, kind=kind, student=student, teacher=teacher, spec=spec,
                            student_input=tuple(student_input or image), teacher_input=tuple(teacher_input or image),
                            provides=frozenset(provides), why_not=why_not,
@@ -153,9 +165,9 @@ class Method(ABC):
                            steps_per_epoch=(-(-self.transfer.size // int(self.cfg.data.batch_size))
                                             if self.transfer is not None else None))
 
-    def build_objective(self, ctx: TermContext, terms: Any = None) -> Objective:
-        """The objective of ``loss.terms`` (or ``terms``) in context ``ctx`` (:func:`kdlab.terms.build_objective`)."""
-        return build_objective(self.cfg.loss.terms if terms is None else terms, ctx)
+    def build_objective(self, ctx: TermContext, terms: Any = None, player: str = "student") -> Objective:
+        """The objective of ``objective.<player>`` (or ``terms``) in context ``ctx`` (:func:`kdlab.terms.build_objective`)."""
+        return build_objective(self.cfg.objective[player] if terms is None else terms, ctx, player)
 
     def add_student(self, name: str, net: nn.Module, objective: Objective, optim_cfg: Any = None,
                     extra_features: Sequence[str] = ()) -> Objective:

@@ -1,5 +1,5 @@
 """The base of methods whose student is a classifier distilled from a frozen teacher (``distill``,
-``jacobian``, ``lwf``): the teacher, the student, the objective of ``loss.terms`` and the step.
+``jacobian``, ``lwf``): the teacher, the student, the objective of ``objective.student`` and the step.
 
 Not a method itself (no registration). One step on a batch:
 
@@ -31,9 +31,8 @@ from kdlab.terms import Outputs
 
 @dataclass
 class ClassifierStudentConfig:
-    """``loss`` section: the terms of the student objective and explicit input noise."""
+    """``players`` section: explicit input noise for the student."""
 
-    terms: Dict[str, Any] = field(default_factory=lambda: {"ce": {"weight": 1.0}})  # kdlab list terms
     input_noise: float = bounded(0.0, ge=0)  # sigma of explicit Gaussian input noise (0 = off)
 
 
@@ -52,6 +51,7 @@ class ClassifierStudentMethod(Method):
 
     export_name = "student"
     Config = ClassifierStudentConfig
+    default_objective = {"student": {"ce": {"weight": 1.0}}}
     teacher_cache_unsupported = None
 
     def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
@@ -60,11 +60,11 @@ class ClassifierStudentMethod(Method):
         student = self.build_student(cfg, spec, teacher)
         objective = self.add_student("student", student, self.build_objective(self.term_context(student, teacher)))
         if not len(objective):
-            raise ConfigError(f"loss.terms has no term with a weight > 0 ({dict(cfg.loss.terms)}); "
-                              "set at least one, e.g. loss.terms.kd.weight=1 (kdlab list terms)")
+            raise ConfigError(f"objective.student has no term with a weight > 0 ({dict(cfg.objective.student)}); "
+                              "set at least one, e.g. objective.student.kd.weight=1 (kdlab list terms)")
         self.objective = objective
         self.add_frozen("teacher", teacher)
-        self.input_noise = float(cfg.loss.input_noise)  # read once: a config read costs microseconds per step
+        self.input_noise = float(cfg.players.input_noise)  # read once: a config read costs microseconds per step
         self.teacher_cache = None
         self.cache_blockers = ([f"method {cfg.method!r} {self.teacher_cache_unsupported}"] if self.teacher_cache_unsupported
                                else cache_blockers(cfg, objective, transfer))
@@ -96,7 +96,7 @@ class ClassifierStudentMethod(Method):
             return
         from omegaconf import OmegaConf
 
-        key = {"teacher_sha256": file_sha256(self.teacher_path), "terms": OmegaConf.to_container(self.cfg.loss.terms),
+        key = {"teacher_sha256": file_sha256(self.teacher_path), "terms": OmegaConf.to_container(self.cfg.objective.student),
                "teacher_features": self.objective.teacher_features, "device": self.fabric.device.type,
                "threads": torch.get_num_threads(), "torch": torch.__version__, "precision": tc.precision,
                "channels_last": tc.channels_last, "compile": tc.compile}

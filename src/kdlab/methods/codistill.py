@@ -6,11 +6,11 @@ the OTHER peer's current predictions (detached):
 
     L_i = sum_k weight_k * term_k(i, j) + codistill * [epoch >= burn_in] * T^2 KL(p_j^T || p_i^T),   j != i
 
-where the terms are those of ``loss.terms`` (default: cross entropy with weight 1), each peer's
+where the terms are those of ``objective.student`` (default: cross entropy with weight 1), each peer's
 objective having the other peer as its teacher (detached by every term).
 
 Peer 0 is the classifier (``cfg.model``), exported as ``student``. Peer 1 is chosen by
-``loss.peer``: ``teacher`` (default) = the pre-trained teacher of ``teacher.checkpoint``, trained
+``players.peer``: ``teacher`` (default) = the pre-trained teacher of ``teacher.checkpoint``, trained
 jointly (the same classifier/teacher pair as KDGAN, whose teacher is also fine-tuned); ``copy`` = a
 second, freshly initialised instance of the classifier's architecture (Anil et al.'s setting; no
 teacher needed). With privileged data (``batch.x_teacher``) the ``teacher`` peer sees it.
@@ -40,11 +40,12 @@ class Codistill(Method):
 
     export_name = "student"
 
+    default_objective = {"student": {"ce": {"weight": 1.0}}}  # each peer's terms
+
     @dataclass
     class Config:
-        """``loss`` section of a codistillation run."""
+        """``players`` section of a codistillation run."""
 
-        terms: Dict[str, Any] = field(default_factory=lambda: {"ce": {"weight": 1.0}})  # each peer's terms
         codistill: float = bounded(1.0, ge=0)  # weight of the codistillation KL towards the other peer
         temperature: float = temperature_field(1.0)
         burn_in_epochs: int = bounded(0, ge=0)  # epochs without codistillation before the peers start distilling
@@ -52,13 +53,13 @@ class Codistill(Method):
 
     def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
         super().__init__(cfg, spec, transfer)
-        lc = cfg.loss
+        lc = cfg.players
         kw = dict(num_classes=spec.num_classes, in_channels=spec.in_channels, image_size=spec.image_size)
         classifier = build_network(cfg, spec)
         self.teacher_path = None
         if lc.peer == "teacher":
             peer, self.teacher_path = load_network(cfg.teacher.checkpoint, spec, hint="teacher.checkpoint=runs/<teacher run> "
-                                                   "(or loss.peer=copy)")
+                                                   "(or players.peer=copy)")
         else:
             peer = build_model(cfg.model.name, **kw, **dict(cfg.model.kwargs))
         obj_c = self.build_objective(self.term_context(classifier, peer))
@@ -77,7 +78,7 @@ class Codistill(Method):
 
     def forward_losses(self, batch: Batch):
         """(both peers' losses, the classifier's outputs, the peer's outputs) for one batch, no step."""
-        lc = self.cfg.loss
+        lc = self.cfg.players
         sc = self.players["classifier"](batch.x)
         sp = self.players["peer"](batch.teacher_input if lc.peer == "teacher" else batch.x)
         tc = self.student_terms("classifier", sc, sp, batch)
@@ -124,8 +125,8 @@ class Codistill(Method):
         out = classifier_finalize(self, run_dir, data, result, device)
         peer = unwrap(self.players["peer"]).net
         loader = make_loader(data.test, self.cfg.data.eval_batch_size, shuffle=False, seed=self.cfg.seed)
-        view = "teacher" if self.cfg.loss.peer == "teacher" else "student"
-        out["peer"] = {"name": peer.arch, "kind": self.cfg.loss.peer,
+        view = "teacher" if self.cfg.players.peer == "teacher" else "student"
+        out["peer"] = {"name": peer.arch, "kind": self.cfg.players.peer,
                        "test_acc_last": evaluate_accuracy(peer, loader, device=device, view=view)}
         if self.teacher_path:
             out["peer"].update({"checkpoint": self.teacher_path, "sha256": file_sha256(self.teacher_path)})

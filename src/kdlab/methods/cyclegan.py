@@ -12,7 +12,7 @@ Per training step on an unpaired batch (``x`` = images of A, ``target`` = images
 2. D_B on real b vs a fake from the history of G(a) (:class:`kdlab.methods.i2i_players.ImagePool`,
    50 images), D_A likewise: ``0.5 * (l(D(real), 1) + l(D(fake), 0))`` each.
 
-``l`` is least squares (``loss.gan_mode = lsgan``, CycleGAN) or BCE on logits (``vanilla``). The
+``l`` is least squares (``players.gan_mode = lsgan``, CycleGAN) or BCE on logits (``vanilla``). The
 published settings: lambda_cycle 10, lambda_identity 0.5, Adam 2e-4 (0.5, 0.999), linear decay, PatchGAN
 with instance norm. The identity term needs equal channels in both domains (ConfigError otherwise).
 Validation: the mean of both cycle losses on the validation pairs (``val/cycle``, lower is better).
@@ -33,6 +33,7 @@ from kdlab.methods.gan_players import frozen, nan_guard
 from kdlab.methods.i2i_eval import cycle_error
 from kdlab.methods.i2i_players import (
     ImagePool,
+    TranslationEvalConfig,
     TranslationGameConfig,
     build_image_generator,
     build_patchgan,
@@ -55,9 +56,11 @@ class CycleGAN(TranslationTeacher):
     selection_key = "val/cycle"
     selection_mode = "min"
 
+    Eval = TranslationEvalConfig
+
     @dataclass
     class Config(TranslationGameConfig):
-        """``loss`` section of ``kdlab train-gan method=cyclegan``."""
+        """``players`` section of ``kdlab train-gan method=cyclegan``."""
 
         gan_mode: str = choice("lsgan", GAN_MODES)
         disc_norm: str = choice("instance", ("batch", "instance"))
@@ -68,21 +71,21 @@ class CycleGAN(TranslationTeacher):
     def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
         super().__init__(cfg, spec, transfer)
         check_translation_data(spec, "cyclegan", "unpaired")
-        lc = cfg.loss
+        lc = cfg.players
         ca, cb, size = spec.in_channels, spec.out_channels, spec.image_size
         if lc.lambda_identity > 0 and ca != cb:
-            raise ConfigError(f"loss.lambda_identity = {lc.lambda_identity} needs domains of equal channels; "
-                              f"{spec.name!r} maps {ca} to {cb} channels: set loss.lambda_identity=0")
+            raise ConfigError(f"players.lambda_identity = {lc.lambda_identity} needs domains of equal channels; "
+                              f"{spec.name!r} maps {ca} to {cb} channels: set players.lambda_identity=0")
         self.add_player("generator", build_image_generator(cfg, ca, cb, size))
         self.add_player("generator_b2a", build_image_generator(cfg, cb, ca, size))
-        d_optim = optim_with_lr(cfg.optim, lc.disc_lr, "loss.disc_lr")
+        d_optim = optim_with_lr(cfg.optim, lc.disc_lr, "players.disc_lr")
         self.add_player("disc_b", build_patchgan(cb, size, lc.ndf, lc.n_layers, lc.disc_norm), d_optim)
         self.add_player("disc_a", build_patchgan(ca, size, lc.ndf, lc.n_layers, lc.disc_norm), d_optim)
         self.pools = {"disc_b": ImagePool(lc.pool_size), "disc_a": ImagePool(lc.pool_size)}
 
     def training_step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
         a, b = batch.x, batch.target
-        lc, P = self.cfg.loss, self.players
+        lc, P = self.cfg.players, self.players
         G, F, DB, DA = P["generator"], P["generator_b2a"], P["disc_b"], P["disc_a"]
         fake_b, fake_a = G(a), F(b)
         with frozen(DB), frozen(DA):

@@ -17,15 +17,15 @@ Defaults and their sources (DAFL's published code, ``DAFL-train.py`` of huawei-n
   * ``act_reduction: mean``: the code's ``-features_T.abs().mean()`` (eq. 6 as printed: ``batchmean``);
   * student KD at T = 1 (the code's ``kdloss``: ``log_softmax(y)`` vs ``softmax(t)``, summed / B);
   * ``synth_every: 1``: the code updates G and S once each per iteration (Fast-Datafree's DAFL runs use
-    5 student steps per generator step: ``loss.synth_every=5``);
+    5 student steps per generator step: ``players.synth_every=5``);
   * ``g_optim``: the base's Adam 1e-3 betas (0.5, 0.999), Fast-Datafree's (DAFL's code: Adam, lr_G 0.2 on
     MNIST, 0.02 on CIFAR, default betas).
 
-``loss.feature``: the teacher feature of L_a; empty (default) = the input of the teacher's final linear
+``players.feature``: the teacher feature of L_a; empty (default) = the input of the teacher's final linear
 layer ``fc`` (the "features before the fully-connected layer" of the paper), taken with a forward
 pre-hook; or a friendly feature / module path of the teacher.
 
-Raises (at construction): ConfigError: an unknown ``loss.feature`` (lists the teacher's features), or an
+Raises (at construction): ConfigError: an unknown ``players.feature`` (lists the teacher's features), or an
 empty one for a teacher without an ``fc`` linear layer (names the teacher's architecture).
 """
 from __future__ import annotations
@@ -69,19 +69,19 @@ class DAFL(SynthesizerStudentMethod):
         super().__init__(cfg, spec, transfer)
         teacher = self.teacher_net()
         arch = getattr(teacher, "arch", type(teacher).__name__)
-        name = str(cfg.loss.feature)
+        name = str(cfg.players.feature)
         if name:
             try:
                 feature_shapes(teacher, [name], (spec.in_channels, spec.image_size, spec.image_size))
             except UnknownFeatureError as exc:
-                raise ConfigError(f"loss.feature = {name!r}: the teacher {exc}") from None
+                raise ConfigError(f"players.feature = {name!r}: the teacher {exc}") from None
         elif not isinstance(getattr(teacher, "fc", None), nn.Linear):
             raise ConfigError(f"method 'dafl' takes its activation loss on the input of the teacher's final linear "
-                              f"layer 'fc'; the teacher {arch!r} has none: set loss.feature to one of its features")
+                              f"layer 'fc'; the teacher {arch!r} has none: set players.feature to one of its features")
 
     def _teacher_forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """(teacher logits [B, K], the feature of L_a [B, ...]) from one forward pass on ``x``."""
-        teacher, name = self.teacher_net(), str(self.cfg.loss.feature)
+        teacher, name = self.teacher_net(), str(self.cfg.players.feature)
         if name:
             with capture_features(teacher, [name]) as feats:
                 return teacher(x), feats[name]
@@ -93,7 +93,7 @@ class DAFL(SynthesizerStudentMethod):
             hook.remove()
 
     def synthesize(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
-        lc = self.cfg.loss
+        lc = self.cfg.players
         x = self.generate(self.batch_size, self.device())
         t, f = self._teacher_forward(x)
         oh = one_hot_loss(t)

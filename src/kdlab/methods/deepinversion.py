@@ -102,7 +102,7 @@ class DeepInversion(SynthesizerStudentMethod):
         return t, inputs
 
     def synthesize(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
-        lc = self.cfg.loss
+        lc = self.cfg.players
         x = self.generate(self.batch_size, self.device())
         t, bn_inputs = self._teacher_forward(x)
         r_bn = bn_statistics_loss(bn_inputs, [b.running_mean for b in self._bn], [b.running_var for b in self._bn],

@@ -3,9 +3,9 @@ MosaicKD (Table 1) and Fast-Datafree tables.
 
 A min-max game on the L1 distance between logits (DFAD eqs. 4-5): the generator MAXIMISES
 ``L_MAE(t(G(z)), s(G(z)))`` (it looks for images where the student still disagrees with the teacher) and
-the student minimises it. One synthesis round = ``loss.synth_steps`` generator updates on
+the student minimises it. One synthesis round = ``players.synth_steps`` generator updates on
 ``-logit_l1(s(G(z)), t(G(z)))`` (student and teacher frozen, the gradient reaches G through both), then
-``loss.synth_every`` student steps on fresh synthetic batches (the base's loop).
+``players.synth_every`` student steps on fresh synthetic batches (the base's loop).
 
 Defaults and their sources:
   * ``synth_every: 5``: "5 student steps per generator step" (DFAD's code: ``for k in range(5)``; NOTES.md);
@@ -37,7 +37,6 @@ from kdlab.methods.synthesizer import SynthesizerConfig, SynthesizerStudentMetho
 class DFADConfig(SynthesizerConfig):
     """``loss`` of ``dfad``: the base's keys (generator, synth_every, ...) and the generator's L1 reduction."""
 
-    terms: Dict[str, Any] = field(default_factory=lambda: {"l1": {"weight": 1.0}})  # DFAD: student minimises L1
     reduction: str = choice("mean", L1_REDUCTIONS)  # the generator's L1 (mean: F.l1_loss, DFAD code)
 
 
@@ -46,6 +45,7 @@ class DFAD(SynthesizerStudentMethod):
     """Data-free adversarial distillation: the generator maximises the student-teacher logit L1."""
 
     Config = DFADConfig
+    default_objective = {"student": {"l1": {"weight": 1.0}}}  # DFAD: the student minimises the L1
     uses_transfer = False
 
     def synthesize(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
@@ -54,7 +54,7 @@ class DFAD(SynthesizerStudentMethod):
         with frozen(student):  # the generator's step must leave no gradient in the student
             s = student(x)
             t = self.teacher_net()(x)
-            l1 = logit_l1(s, t, reduction=self.cfg.loss.reduction)
+            l1 = logit_l1(s, t, reduction=self.cfg.players.reduction)
         loss = nan_guard(x, -l1)
         self.step_optimizer("generator", loss)
         return {"g_loss": loss.detach(), "g_l1": l1.detach()}

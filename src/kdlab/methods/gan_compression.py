@@ -5,12 +5,12 @@ teacher generator ``G_t`` (``teacher.checkpoint``, a ``kdlab train-gan`` run) fo
 batch ``z ~ N(0, I)``, drawn fresh at every step:
 
 * MSE student (Fig. 3, eq. 3): ``L = w_mse * mean (G_s(z) - G_t(z))^2`` (the ``mse`` term of
-  ``loss.terms``, weight ``loss.terms.mse.weight``; ``adv_weight = 0``);
+  ``objective.student``, weight ``objective.student.mse.weight``; ``adv_weight = 0``);
 * joint student (Fig. 4, eq. 4): ``L = w_mse * MSE + adv_weight * L_adv(D(G_s(z)))`` with a
-  discriminator ``D`` trained on real images vs student samples by the chosen game (``loss.game``;
+  discriminator ``D`` trained on real images vs student samples by the chosen game (``players.game``;
   the public reproduction: WGAN-GP, penalty 10, 3 critic steps per student step, Adam 2e-4 betas
   (0.5, 0.999), a = 0.3 i.e. ``terms.mse.weight 0.3, adv_weight 0.7``). D starts from scratch (the
-  paper does not say it is the teacher's discriminator; ``loss.disc_init`` starts it from a teacher GAN run's).
+  paper does not say it is the teacher's discriminator; ``players.disc_init`` starts it from a teacher GAN run's).
 With the game on, terms may read D's features (capability ``critic``): GCC's ``gcc`` term (VEM eq. 17) on
 SAGAN, the unconditional row of the VEM paper (Table 3).
 
@@ -47,41 +47,41 @@ class GANCompression(GeneratorStudentMethod):
 
     @dataclass
     class Config(GeneratorStudentConfig, GanGameConfig):
-        """``loss`` section of ``kdlab compress-gan``: the terms (mse), the adversarial weight and game, evaluation keys."""
+        """``players`` section of ``kdlab compress-gan``: the terms (mse), the adversarial weight and game, evaluation keys."""
 
         adv_weight: float = bounded(0.0, ge=0)  # weight of the adversarial term (0 = the MSE student of Fig. 3)
         # start D from a teacher GAN run's discriminator (its last.ckpt): GCC's D^t (VEM eq. 17); null = from scratch
         disc_init: Optional[str] = None
 
     def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
-        lc = cfg.loss
+        lc = cfg.players
         self.adversarial = lc.adv_weight > 0
         self._disc: Optional[nn.Module] = None
         if lc.disc_init and not self.adversarial:
-            raise ConfigError(f"loss.disc_init = {lc.disc_init!r} starts the discriminator, but loss.adv_weight = 0 "
-                              "builds none; set loss.adv_weight > 0 or loss.disc_init=null")
+            raise ConfigError(f"players.disc_init = {lc.disc_init!r} starts the discriminator, but players.adv_weight = 0 "
+                              "builds none; set players.adv_weight > 0 or players.disc_init=null")
         super().__init__(cfg, spec, transfer)
         if not len(self.objective) and not self.adversarial:
-            raise ConfigError("loss.terms has no term with a weight > 0 and loss.adv_weight = 0: nothing to train; "
-                              "set loss.terms.mse.weight and/or loss.adv_weight > 0")
+            raise ConfigError("objective.student has no term with a weight > 0 and players.adv_weight = 0: nothing to train; "
+                              "set objective.student.mse.weight and/or players.adv_weight > 0")
         if self.adversarial and cfg.data.transfer == TRANSFER_NONE:
-            raise ConfigError("loss.adv_weight > 0 trains a discriminator on real images, but data.transfer = 'none' "
-                              "(data-free) gives none; set data.transfer=train or loss.adv_weight=0")
+            raise ConfigError("players.adv_weight > 0 trains a discriminator on real images, but data.transfer = 'none' "
+                              "(data-free) gives none; set data.transfer=train or players.adv_weight=0")
         if self.adversarial:
             self.adversary = Adversary(lc.game, lc)
             self.add_player("discriminator", self._disc, disc_optim_cfg(cfg))
         self._last_student: Dict[str, torch.Tensor] = {}
 
     def extend_context(self, ctx: Any, student: nn.Module, teacher: nn.Module) -> None:
-        """With the adversarial game: build D (from ``loss.disc_init`` when set) and show it to the terms as
+        """With the adversarial game: build D (from ``players.disc_init`` when set) and show it to the terms as
         the critic (GCC reads its features, VEM eq. 17)."""
         if not self.adversarial:
-            ctx.why_not["critic"] = "loss.adv_weight = 0: there is no discriminator; set loss.adv_weight > 0"
+            ctx.why_not["critic"] = "players.adv_weight = 0: there is no discriminator; set players.adv_weight > 0"
             return
-        disc_name = check_game_config(self.cfg.loss, self.cfg.model.name)
+        disc_name = check_game_config(self.cfg.players, self.cfg.model.name)
         self._disc = build_disc(self.cfg, self.spec, disc_name, student)
-        if self.cfg.loss.disc_init:
-            load_discriminator(self._disc, self.cfg.loss.disc_init)
+        if self.cfg.players.disc_init:
+            load_discriminator(self._disc, self.cfg.players.disc_init)
         ctx.provides = ctx.provides | {"critic"}
         ctx.critic = CriticView(lambda: unwrap(self.players["discriminator"]) if "discriminator" in self.players
                                 else self._disc, tuple(student.output_shape))
@@ -101,9 +101,9 @@ class GANCompression(GeneratorStudentMethod):
         self.step_optimizer("discriminator", d_terms["d"])
         self.adversary.after_step(unwrap(D))
         out = {("loss_d" if k == "d" else k): v.detach() for k, v in d_terms.items()}
-        if (step + 1) % self.cfg.loss.n_critic == 0 or not self._last_student:
+        if (step + 1) % self.cfg.players.n_critic == 0 or not self._last_student:
             self._last_student = self.distill_step(self.student_inputs(batch), batch, D, self.adversary,
-                                                   self.cfg.loss.adv_weight)
+                                                   self.cfg.players.adv_weight)
         out.update(self._last_student)
         out["loss"] = nan_guard(fake, out["loss_g"] + out["loss_d"])
         return out

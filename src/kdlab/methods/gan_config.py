@@ -8,7 +8,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from kdlab.config import ConfigError, bounded, choice
+from kdlab.config import ConfigError, EvalConfig, bounded, choice
 from kdlab.engine.loading import check_extractor_path
 from kdlab.models.gan import DISCRIMINATORS
 
@@ -16,8 +16,8 @@ GAMES = ("gan", "wgan", "wgan-gp", "hinge")
 
 
 @dataclass
-class GanEvalConfig:
-    """Keys of the end-of-run generative evaluation (part of the ``loss`` section of both GAN methods)."""
+class GanEvalConfig(EvalConfig):
+    """``eval`` section of the GAN methods: the run's evaluation keys and the generative evaluation's."""
 
     extractor: Optional[str] = None  # classifier run dir / .safetensors (same data set), "inception", or null
     n_samples: int = bounded(10000, ge=1)  # generated images for FID/KID/IS/VoL (vs the test split's images)
@@ -29,7 +29,7 @@ class GanEvalConfig:
 
 
 @dataclass
-class GanGameConfig(GanEvalConfig):
+class GanGameConfig:
     """Keys of the adversarial game (``gan``: non-saturating BCE; ``wgan``: weight clipping; ``wgan-gp``)."""
 
     game: str = choice("gan", GAMES)  # hinge: SAGAN's (Lim & Ye 2017; Zhang et al. 2019)
@@ -46,12 +46,12 @@ def check_eval_config(lc: Any, max_test: Optional[int] = None) -> None:
     both keys; a missing extractor file -> FileNotFoundError (both before training, not after it)."""
     if lc.kid_subset_size > lc.n_samples:
         raise ConfigError(
-            f"loss.kid_subset_size = {lc.kid_subset_size} is larger than loss.n_samples = {lc.n_samples}: too few "
+            f"eval.kid_subset_size = {lc.kid_subset_size} is larger than eval.n_samples = {lc.n_samples}: too few "
             "samples for KID's subset size; lower kid_subset_size or raise n_samples"
         )
     if max_test is not None and lc.extractor and lc.kid_subset_size > max_test:
         raise ConfigError(
-            f"loss.kid_subset_size = {lc.kid_subset_size} is larger than data.max_test = {max_test} real test images: "
+            f"eval.kid_subset_size = {lc.kid_subset_size} is larger than data.max_test = {max_test} real test images: "
             "too few samples for KID's subset size; lower kid_subset_size or raise data.max_test"
         )
     check_extractor_path(lc.extractor)
@@ -64,7 +64,7 @@ def check_game_config(lc: Any, gen_name: str) -> str:
     # PatchGAN's score maps belong to the image-to-image games
     scaled = [n for n in DISCRIMINATORS.names() if "d" in inspect.signature(DISCRIMINATORS.get(n)).parameters] + ["sagan"]
     if disc not in scaled:
-        raise ConfigError(f"loss.disc = {disc!r}; accepted: {', '.join(scaled)}")
+        raise ConfigError(f"players.disc = {disc!r}; accepted: {', '.join(scaled)}")
     if lc.game == "wgan-gp" and disc == "dcgan":
-        raise ConfigError("loss.game = 'wgan-gp' needs a critic without BatchNorm: set loss.disc=wdcgan")
+        raise ConfigError("players.game = 'wgan-gp' needs a critic without BatchNorm: set players.disc=wdcgan")
     return disc

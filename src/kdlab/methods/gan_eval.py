@@ -58,14 +58,14 @@ def gan_finalize(method: Any, run_dir: Path, data: Any, result: Any, device: Any
                  teacher: Optional[nn.Module] = None, teacher_path: Optional[str] = None) -> Dict[str, Any]:
     """End of a GAN run (rank 0): export the selected generator, profile it, and score it.
 
-    Generated sets use ``loss.n_samples`` images from fixed latents (``loss.sample_seed``; the same z
+    Generated sets use ``eval.n_samples`` images from fixed latents (``eval.sample_seed``; the same z
     for teacher and student); the real set is the test split (``data.max_test`` caps it). Reports
     FID/KID (vs real test images), IS, the mean variance of the Laplacian, and with a teacher also the
     teacher's numbers, the FID between student and teacher samples (fidelity to the teacher, NOT a
     quality measure against real data) and the MSE to the teacher on the evaluation latents.
     Writes ``samples/generated.png`` (+ ``teacher.png``, ``side_by_side.png``) and ``samples/real.png``.
     """
-    cfg, lc = method.cfg, method.cfg.loss
+    cfg, lc = method.cfg, method.cfg.eval
     run_dir = Path(run_dir)
     last = method.eval_model().eval()
     best = copy_with_state(last, result.best_state).to(device).eval()

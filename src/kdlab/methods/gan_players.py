@@ -141,9 +141,9 @@ class Adversary:
 
 
 def build_disc(cfg: Any, spec: Any, disc_name: str, gen: nn.Module) -> nn.Module:
-    """The critic ``disc_name`` of width ``loss.disc_d`` (else the generator's ``d``, or ``ngf`` for SAGAN):
+    """The critic ``disc_name`` of width ``players.disc_d`` (else the generator's ``d``, or ``ngf`` for SAGAN):
     the depth scale factor d of dcgan/wdcgan, the first layer's width ndf of sagan."""
-    lc = cfg.loss
+    lc = cfg.players
     width = int(lc.disc_d or getattr(gen, "d", None) or gen.ngf)
     key = "d" if "d" in inspect.signature(DISCRIMINATORS.get(disc_name)).parameters else "ndf"
     return build_discriminator(disc_name, in_channels=spec.in_channels, image_size=spec.image_size, **{key: width})
@@ -163,20 +163,20 @@ def load_discriminator(disc: nn.Module, run: str) -> None:
     path = Path(run)
     path = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
     if not path.is_file():
-        raise FileNotFoundError(f"loss.disc_init = {run!r}: no GAN run checkpoint at {path} (a kdlab train-gan run)")
-    state = (load_checkpoint(path, what="loss.disc_init").get("method") or {}).get("players", {}).get("discriminator")
+        raise FileNotFoundError(f"players.disc_init = {run!r}: no GAN run checkpoint at {path} (a kdlab train-gan run)")
+    state = (load_checkpoint(path, what="players.disc_init").get("method") or {}).get("players", {}).get("discriminator")
     if state is None:
-        raise ValueError(f"loss.disc_init = {run!r} holds no discriminator (a kdlab train-gan run has one)")
+        raise ValueError(f"players.disc_init = {run!r} holds no discriminator (a kdlab train-gan run has one)")
     try:
         disc.load_state_dict(state)
     except RuntimeError as exc:
-        raise ValueError(f"loss.disc_init = {run!r}: its discriminator does not fit the configured one "
-                         f"(loss.disc / loss.disc_d): {str(exc).splitlines()[0]}") from None
+        raise ValueError(f"players.disc_init = {run!r}: its discriminator does not fit the configured one "
+                         f"(players.disc / players.disc_d): {str(exc).splitlines()[0]}") from None
 
 
 def disc_optim_cfg(cfg: Any):
-    """``optim`` with ``loss.disc_lr`` in place of ``lr`` when set."""
-    return optim_with_lr(cfg.optim, cfg.loss.disc_lr, "loss.disc_lr")
+    """``optim`` with ``players.disc_lr`` in place of ``lr`` when set."""
+    return optim_with_lr(cfg.optim, cfg.players.disc_lr, "players.disc_lr")
 
 
 @contextmanager
@@ -205,7 +205,7 @@ class EMA:
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         if not 0.0 < decay < 1.0:
-            raise ValueError(f"loss.ema = {decay} must be in (0, 1) (or 0 = off)")
+            raise ValueError(f"players.ema = {decay} must be in (0, 1) (or 0 = off)")
         self.decay = float(decay)
         self.model = copy.deepcopy(model).eval()
         for p in self.model.parameters():
@@ -229,7 +229,7 @@ def generator_export_state(model: nn.Module, *, copy: bool = True, **metadata: A
 
 
 def save_epoch_grid(method: Any, epoch: int) -> None:
-    """``samples/epoch_NNN.png``: the exported generator on the run's fixed latents (``loss.sample_seed``),
+    """``samples/epoch_NNN.png``: the exported generator on the run's fixed latents (``eval.sample_seed``),
     written by rank 0 after every epoch."""
     from kdlab.metrics.generative import generate_images, save_grid
 
@@ -237,5 +237,5 @@ def save_epoch_grid(method: Any, epoch: int) -> None:
         return
     gen = method.eval_model()
     dev = next(gen.parameters()).device
-    imgs = generate_images(gen, method.cfg.loss.grid_n, gen.latent_dim, method.cfg.loss.sample_seed, 256, dev)
+    imgs = generate_images(gen, method.cfg.eval.grid_n, gen.latent_dim, method.cfg.eval.sample_seed, 256, dev)
     save_grid(imgs, method.run_dir / "samples" / f"epoch_{epoch + 1:03d}.png")

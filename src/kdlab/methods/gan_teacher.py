@@ -5,17 +5,17 @@ with weight clipping (eq. 2; Arjovsky et al. 2017) or WGAN with gradient penalty
 Per training step (one batch of real images ``x`` mapped to [-1, 1]): one discriminator step on
 ``x`` vs ``G(z)`` (fresh ``z ~ N(0, I)``); every ``n_critic``-th step also one generator step on a
 fresh ``z``. WGAN clips the critic's weights after each of its updates. Both players use the
-``optim`` section (DCGAN: Adam 2e-4, betas (0.5, 0.999)); ``loss.disc_lr`` may set D's rate apart.
+``optim`` section (DCGAN: Adam 2e-4, betas (0.5, 0.999)); ``players.disc_lr`` may set D's rate apart.
 Arjovsky et al. train WGAN with RMSprop 5e-5; kdlab's optimizers are sgd/adam/adamw, so the WGAN
 recipe uses Adam 5e-5 with betas (0.5, 0.999) (a documented departure). One real batch serves one
 discriminator step (rather than n_critic fresh real batches per generator step as in Arjovsky's
 Algorithm 1): the same number of critic updates per generator update, one pass over the data per epoch.
-Optionally the exported generator is an exponential moving average of G's weights (``loss.ema``).
+Optionally the exported generator is an exponential moving average of G's weights (``players.ema``).
 A sample grid from fixed latents is written to ``samples/epoch_NNN.png`` after every epoch.
 
 Model selection: with ``data.val_size = 0`` (the recipes) the last epoch is kept; with a validation
-split and ``loss.extractor`` set, the epoch of lowest FID against the validation images
-(``loss.val_samples`` generated) is kept.
+split and ``eval.extractor`` set, the epoch of lowest FID against the validation images
+(``eval.val_samples`` generated) is kept.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from kdlab.config import ConfigError, bounded
 from kdlab.data.batch import Batch
 from kdlab.engine.loading import load_extractor
 from kdlab.methods.base import METHODS, Method, unwrap
-from kdlab.methods.gan_config import GanGameConfig, check_eval_config, check_game_config
+from kdlab.methods.gan_config import GanEvalConfig, GanGameConfig, check_eval_config, check_game_config
 from kdlab.methods.gan_eval import gan_finalize, real_image_batches
 from kdlab.methods.gan_players import (
     EMA,
@@ -59,21 +59,26 @@ class GANTraining(Method):
 
     @dataclass
     class Config(GanGameConfig):
-        """``loss`` section of ``kdlab train-gan``: the game, D's size, EMA, and the evaluation keys."""
+        """``players`` section of ``kdlab train-gan``: the game, D's size, EMA, and the evaluation keys."""
 
         ema: float = bounded(0.0, ge=0, lt=1)  # decay of an EMA of G's weights (0 = off); the EMA generator is exported
+
+    @dataclass
+    class Eval(GanEvalConfig):
+        """``eval`` section of ``kdlab train-gan``: the generative evaluation's keys and the validation FID's size."""
+
         val_samples: int = bounded(1000, ge=1)  # generated images for the per-epoch validation FID (with a val split)
 
     def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
         super().__init__(cfg, spec, transfer)
-        lc = cfg.loss
-        check_eval_config(lc, cfg.data.max_test)
+        lc = cfg.players
+        check_eval_config(cfg.eval, cfg.data.max_test)
         gen = build_gen(cfg, spec)
         disc_name = check_game_config(lc, cfg.model.name)
-        if cfg.data.val_size > 0 and not lc.extractor:
+        if cfg.data.val_size > 0 and not cfg.eval.extractor:
             raise ConfigError(
                 f"data.val_size = {cfg.data.val_size}: selecting a GAN epoch needs a validation FID, i.e. "
-                "loss.extractor=runs/<classifier run>; or set data.val_size=0 to keep the last epoch")
+                "eval.extractor=runs/<classifier run>; or set data.val_size=0 to keep the last epoch")
         disc = build_disc(cfg, spec, disc_name, gen)
         self.adversary = Adversary(lc.game, lc)
         self.range = DataRange(spec)
@@ -101,7 +106,7 @@ class GANTraining(Method):
         self.step_optimizer("discriminator", d_terms["d"])
         self.adversary.after_step(unwrap(D))
         out = {f"loss_{k}" if k == "d" else k: v.detach() for k, v in d_terms.items()}
-        if (step + 1) % self.cfg.loss.n_critic == 0:
+        if (step + 1) % self.cfg.players.n_critic == 0:
             with frozen(D):
                 fake = G(self._z(real.shape[0], real.device))
                 g = self.adversary.g_loss(D, fake)
@@ -120,15 +125,15 @@ class GANTraining(Method):
         return generator_export_state(self.eval_model(), copy=copy, **metadata)
 
     def validate(self, loader: Any, device: Any) -> Dict[str, float]:
-        """FID of ``loss.val_samples`` generated images against the validation images (lower is better)."""
-        lc = self.cfg.loss
+        """FID of ``eval.val_samples`` generated images against the validation images (lower is better)."""
+        lc = self.cfg.players
         if self._val is None:
-            feats, logits, _ = load_extractor(lc.extractor, self.spec)
+            feats, logits, _ = load_extractor(self.cfg.eval.extractor, self.spec)
             self._val = (feats.to(device), FeatureSet.from_batches(real_image_batches(loader.dataset, 500), feats.to(device),
                                                                    None, device))
         feats, real = self._val
         gen = self.eval_model()
-        fake = FeatureSet.from_batches(generator_batches(gen, lc.val_samples, gen.latent_dim, lc.sample_seed + 1, 500, device),
+        fake = FeatureSet.from_batches(generator_batches(gen, self.cfg.eval.val_samples, gen.latent_dim, self.cfg.eval.sample_seed + 1, 500, device),
                                        feats, None, device)
         return {"val/fid": fid_from_features(real, fake)}
 

@@ -4,12 +4,12 @@ Not a method itself (no registration): ``gan-compression`` and later image-to-im
 subclass it. It owns what every generator student shares:
 
 * the players: the teacher generator (frozen, checked against the data set's image shape) and the
-  student generator with the objective of ``loss.terms`` (default: pixel MSE to the teacher's image
+  student generator with the objective of ``objective.student`` (default: pixel MSE to the teacher's image
   for the same input, Aguinaldo et al. 2019 Fig. 3), plus any term of the registry whose inputs exist
   for generators (images, named features; no labels, no input gradients);
 * the inputs (:attr:`inputs`): ``latent`` = ``z ~ N(0, I)`` of the teacher's latent size, with
-  ``loss.latents=fresh`` (default) drawn fresh every step (the batch only gives the batch size, so such
-  a student also runs data-free with ``data.transfer=none``), with ``loss.latents=pool`` the fixed z of
+  ``players.latents=fresh`` (default) drawn fresh every step (the batch only gives the batch size, so such
+  a student also runs data-free with ``data.transfer=none``), with ``players.latents=pool`` the fixed z of
   each transfer row (:func:`latent_pool`, indexed by ``batch.index``; the NoData rows when data-free), so
   that terms with per-example memories (CRD) may use ``index``; ``image`` = the batch's images
   (image-to-image students);
@@ -37,25 +37,24 @@ from kdlab.methods.gan_players import DataRange, build_gen, frozen, generator_ex
 from kdlab.metrics.generative import generate_images
 
 INPUTS = ("latent", "image")
-#: ``loss.latents``: a fresh z every step, or a fixed z per transfer row
+#: ``players.latents``: a fresh z every step, or a fixed z per transfer row
 LATENTS = ("fresh", "pool")
 #: the latent pool's stream in ``SeedSequence([run seed, _POOL_STREAM])``: apart from the evaluation latents
-#: (``torch.Generator().manual_seed(loss.sample_seed)``), so training never sees the z that FID/KID score
+#: (``torch.Generator().manual_seed(eval.sample_seed)``), so training never sees the z that FID/KID score
 _POOL_STREAM = 0x1A7E27
 
 
 def latent_pool(seed: int, rows: int, latent_dim: int) -> torch.Tensor:
-    """The fixed latents of ``loss.latents=pool``: ``[rows, latent_dim]`` z ~ N(0, I) on the CPU from a
+    """The fixed latents of ``players.latents=pool``: ``[rows, latent_dim]`` z ~ N(0, I) on the CPU from a
     ``torch.Generator`` seeded by ``SeedSequence([seed, stream])`` (row i = the z of transfer row i)."""
     state = int(np.random.SeedSequence([int(seed), _POOL_STREAM]).generate_state(1)[0])
     return torch.randn(rows, latent_dim, generator=torch.Generator().manual_seed(state))
 
 
 @dataclass
-class GeneratorStudentConfig(GanEvalConfig):
-    """``loss`` section of a generator student: its terms and the evaluation keys."""
+class GeneratorStudentConfig:
+    """``players`` section of a generator student."""
 
-    terms: Dict[str, Any] = field(default_factory=lambda: {"mse": {"weight": 1.0}})  # kdlab list terms
     latents: str = choice("fresh", LATENTS)  # fresh z every step | pool: a fixed z per transfer row (CRD needs it)
 
 
@@ -71,6 +70,8 @@ class GeneratorStudentMethod(Method):
     selection_key = "val/mse_to_teacher"
     selection_mode = "min"
     Config = GeneratorStudentConfig
+    Eval = GanEvalConfig
+    default_objective = {"student": {"mse": {"weight": 1.0}}}
     #: ``latent`` (z sampled inside the method) or ``image`` (the batch's images are the inputs)
     inputs = "latent"
 
@@ -80,7 +81,7 @@ class GeneratorStudentMethod(Method):
 
     def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
         super().__init__(cfg, spec, transfer)
-        check_eval_config(cfg.loss, cfg.data.max_test)
+        check_eval_config(cfg.eval, cfg.data.max_test)
         teacher, self.teacher_path = load_network(cfg.teacher.checkpoint, spec, kind="generator",
                                                   hint="teacher.checkpoint=runs/<train-gan run>")
         if getattr(teacher, "input_kind", "latent") != self.inputs:
@@ -99,10 +100,10 @@ class GeneratorStudentMethod(Method):
         self.latent_dim = teacher.latent_dim
         ctx = self.term_context(student, teacher, student_input=shape, teacher_input=shape)
         self.latent_pool = self._latent_pool(cfg)
-        if self.inputs == "latent" and cfg.loss.latents == "fresh":  # a fresh z is no row of the transfer set
+        if self.inputs == "latent" and cfg.players.latents == "fresh":  # a fresh z is no row of the transfer set
             ctx.provides = ctx.provides - {"index"}
-            ctx.why_not["index"] = ("with loss.latents = 'fresh' each step draws new latents that are no rows of the "
-                                    "transfer set; set loss.latents=pool (a fixed z per row, indexed by batch.index)")
+            ctx.why_not["index"] = ("with players.latents = 'fresh' each step draws new latents that are no rows of the "
+                                    "transfer set; set players.latents=pool (a fixed z per row, indexed by batch.index)")
         self.extend_context(ctx, student, teacher)
         self.objective = self.add_student("student", student, self.build_objective(ctx))
         self.add_frozen("teacher", teacher)
@@ -115,12 +116,12 @@ class GeneratorStudentMethod(Method):
 
     # -- inputs --------------------------------------------------------------------------------
     def _latent_pool(self, cfg: Any) -> Optional[torch.Tensor]:
-        """The fixed latents of ``loss.latents=pool`` (None otherwise, or when built without data)."""
-        if self.inputs != "latent" or cfg.loss.latents != "pool" or self.transfer is None:
+        """The fixed latents of ``players.latents=pool`` (None otherwise, or when built without data)."""
+        if self.inputs != "latent" or cfg.players.latents != "pool" or self.transfer is None:
             return None
         if not self.transfer.indexed:
-            raise ConfigError(f"loss.latents = 'pool' draws z by batch.index, but the transfer source "
-                              f"{cfg.data.transfer!r} gives no row indices; set loss.latents=fresh")
+            raise ConfigError(f"players.latents = 'pool' draws z by batch.index, but the transfer source "
+                              f"{cfg.data.transfer!r} gives no row indices; set players.latents=fresh")
         return latent_pool(cfg.seed, self.transfer.size, self.latent_dim)
 
     def student_inputs(self, batch: Batch) -> torch.Tensor:
@@ -129,9 +130,9 @@ class GeneratorStudentMethod(Method):
         if self.inputs == "image":
             return batch.x
         device = batch.x.device if batch.x is not None else self.fabric.device
-        if self.cfg.loss.latents == "pool":
+        if self.cfg.players.latents == "pool":
             if self.latent_pool is None or batch.index is None:
-                raise RuntimeError("loss.latents = 'pool' needs the transfer source (built with it) and batch.index")
+                raise RuntimeError("players.latents = 'pool' needs the transfer source (built with it) and batch.index")
             self.latent_pool = self.latent_pool.to(device)  # once: a no-op when it is there already
             return self.latent_pool[batch.index.to(device)]
         return torch.randn(len(batch), self.latent_dim, device=device)
@@ -180,8 +181,8 @@ class GeneratorStudentMethod(Method):
     @torch.no_grad()
     def validate(self, loader: Any, device: Any) -> Dict[str, float]:
         """Mean squared error (in [-1, 1] units) between student and teacher images on 1,000 fixed inputs."""
-        s = generate_images(self.eval_model(), 1000, self.latent_dim, self.cfg.loss.sample_seed + 1, 500, device)
-        t = generate_images(self.frozen["teacher"], 1000, self.latent_dim, self.cfg.loss.sample_seed + 1, 500, device)
+        s = generate_images(self.eval_model(), 1000, self.latent_dim, self.cfg.eval.sample_seed + 1, 500, device)
+        t = generate_images(self.frozen["teacher"], 1000, self.latent_dim, self.cfg.eval.sample_seed + 1, 500, device)
         return {"val/mse_to_teacher": float(((s - t) ** 2).mean()) * 4.0}
 
     def on_epoch_end(self, epoch: int) -> None:

@@ -3,7 +3,7 @@ CycleGAN teachers, image-to-image students).
 
 The end-of-run scores (:func:`translation_finalize`, on the test split, see
 :mod:`kdlab.metrics.translation`): FID/KID of the translations against the test split's output-domain
-images with the output domain's kdlab classifier (``loss.extractor``), MAE and SSIM to the ground truth
+images with the output domain's kdlab classifier (``eval.extractor``), MAE and SSIM to the ground truth
 (paired tasks), the classifier's accuracy on the translations (overall and per class: the stand-in for
 Cityscapes' FCN-score), params/MACs, and for a student also the teacher's scores, the fidelity to the
 teacher (MAE and FID between their translations) and the compression ratios.
@@ -190,7 +190,7 @@ def translation_finalize(method: Any, run_dir: Any, data: Any, result: Any, devi
     from kdlab.methods.gan_eval import generator_profile
     from kdlab.metrics.translation import compression_table
 
-    cfg, lc = method.cfg, method.cfg.loss
+    cfg, lc = method.cfg, method.cfg.eval
     run_dir = Path(run_dir)
     last = method.eval_model().eval()
     best = copy_with_state(last, result.best_state).to(device).eval()

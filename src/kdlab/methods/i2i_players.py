@@ -10,14 +10,14 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
-from kdlab.config import ConfigError, bounded, choice
+from kdlab.config import ConfigError, EvalConfig, bounded, choice
 from kdlab.losses import GAN_MODES
 from kdlab.models.gan import build_discriminator
 
 
 @dataclass
-class TranslationEvalConfig:
-    """Keys of the end-of-run evaluation of an image-to-image generator (on the test split)."""
+class TranslationEvalConfig(EvalConfig):
+    """``eval`` section of an image-to-image teacher: the run's evaluation keys and those on the test split."""
 
     extractor: Optional[str] = None  # output domain's kdlab classifier (run dir / .safetensors) for FID/KID and accuracy
     kid_subset_size: int = bounded(1000, ge=1)
@@ -27,7 +27,7 @@ class TranslationEvalConfig:
 
 
 @dataclass
-class TranslationGameConfig(TranslationEvalConfig):
+class TranslationGameConfig:
     """Keys of the adversarial game of an image-to-image teacher: loss mode and the PatchGAN's size."""
 
     gan_mode: str = choice("vanilla", GAN_MODES)  # vanilla = BCE on logits (Pix2Pix) | lsgan (CycleGAN)
@@ -80,17 +80,17 @@ def _image_generators() -> List[str]:
 
 
 def build_patchgan(in_channels: int, image_size: int, ndf: int, n_layers: Optional[int], norm: str) -> nn.Module:
-    """A PatchGAN judging ``in_channels`` channels (``loss.ndf``, ``loss.n_layers``, ``loss.disc_norm``);
+    """A PatchGAN judging ``in_channels`` channels (``players.ndf``, ``players.n_layers``, ``players.disc_norm``);
     ``n_layers`` None: pix2pix's 3, fewer when the score map would vanish on small images.
 
     Raises:
-        ConfigError: ``loss.n_layers`` leaves no patch on the images (names the accepted range).
+        ConfigError: ``players.n_layers`` leaves no patch on the images (names the accepted range).
     """
     fits = max((n for n in range(1, 8) if image_size // 2 ** n - 2 >= 1), default=0)
     if n_layers is None:
         n_layers = min(3, fits)
     if not 1 <= n_layers <= fits:
-        raise ConfigError(f"loss.n_layers = {n_layers} leaves no patch on {image_size}x{image_size} images; "
+        raise ConfigError(f"players.n_layers = {n_layers} leaves no patch on {image_size}x{image_size} images; "
                           f"accepted: 1..{fits}")
     return build_discriminator("patchgan", in_channels=in_channels, image_size=image_size, ndf=int(ndf),
                                n_layers=int(n_layers), norm=norm)
@@ -108,7 +108,7 @@ class ImagePool:
 
     def __init__(self, size: int = 50) -> None:
         if size < 0:
-            raise ValueError(f"loss.pool_size = {size} must be >= 0 (0 = no history)")
+            raise ValueError(f"players.pool_size = {size} must be >= 0 (0 = no history)")
         self.size = int(size)
         self.images: List[torch.Tensor] = []
 

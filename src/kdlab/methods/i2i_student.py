@@ -4,22 +4,22 @@ usual adversarial game.
 
 ``i2i-distill``: the student ``G^s`` (``model.name`` = ``unet`` | ``resnet_gen``, width ``model.kwargs.ngf``)
 takes the source image ``batch.x`` [B, C_in, H, W] in [-1, 1], as the teacher ``G^t`` (``teacher.checkpoint``)
-does, and learns from ``L = sum of loss.terms + adv_weight * L_GAN`` (eqs. 12, 16, 19, 22, 24):
+does, and learns from ``L = sum of objective.student + adv_weight * L_GAN`` (eqs. 12, 16, 19, 22, 24):
 
 * the terms (``kdlab list terms``): ``l1_image``, ``ssim``, ``perceptual``, ``tv``, ``channel_distill`` (OMGD);
   ``gcc`` (GCC); ``gc_distill`` (GAN-Compression); ``kernel_alignment`` (CAT); ``cagc`` (CAGC); ``lpips``; any
   other term whose inputs a generator has (``vem``, ``vid``, ``crd``...). Terms may compare with the
   teacher's image or, for paired data, the ground truth ``batch.target`` (``target: ground_truth``);
-* ``L_GAN``: a PatchGAN discriminator D (``loss.ndf``, ``loss.n_layers``) trained on real = ``batch.target``
+* ``L_GAN``: a PatchGAN discriminator D (``players.ndf``, ``players.n_layers``) trained on real = ``batch.target``
   vs fake = the student's image by the non-saturating BCE game, each patch a score (pix2pix's GANLoss).
   For paired data D is conditional, judging ``cat(x, image)`` (pix2pix); for unpaired data it judges the
   image alone (CycleGAN). Per step (pix2pix's order): the student's forward pass, one D step on the
-  detached student image, one student step through the frozen D. ``loss.adv_weight = 0``: no D at all.
-  The ``gcc`` term reads D's features through :class:`kdlab.terms.CriticView` (``loss.terms.gcc``).
+  detached student image, one student step through the frozen D. ``players.adv_weight = 0``: no D at all.
+  The ``gcc`` term reads D's features through :class:`kdlab.terms.CriticView` (``objective.student.gcc``).
 
 Validation (``val/mse_to_teacher``): the MSE between student and teacher images on the validation
 inputs (in [-1, 1] units). After every epoch ``samples/epoch_NNN.png`` holds rows input | teacher | student
-on the first ``loss.grid_n`` training rows. At the end (:func:`kdlab.methods.i2i_eval.translation_finalize`):
+on the first ``eval.grid_n`` training rows. At the end (:func:`kdlab.methods.i2i_eval.translation_finalize`):
 the exported student scored on the test split beside its teacher (FID/KID, MAE/SSIM, domain accuracy),
 its fidelity to the teacher and the compression ratios.
 
@@ -40,31 +40,36 @@ from kdlab.data.batch import Batch
 from kdlab.data.transfer import TRANSFER_NONE
 from kdlab.engine.optim import optim_with_lr
 from kdlab.methods.base import METHODS, Method, unwrap
+from kdlab.methods.gan_config import GanEvalConfig
 from kdlab.methods.gan_players import Adversary
 from kdlab.methods.generator_student import GeneratorStudentConfig, GeneratorStudentMethod
 from kdlab.methods.i2i_eval import grid_examples, translation_finalize, translation_grid
 from kdlab.methods.i2i_players import build_patchgan
 from kdlab.terms import CriticView
 
-#: ``loss.disc_norm``: auto = BatchNorm for paired (pix2pix), InstanceNorm for unpaired data (CycleGAN)
+#: ``players.disc_norm``: auto = BatchNorm for paired (pix2pix), InstanceNorm for unpaired data (CycleGAN)
 DISC_NORMS = ("auto", "batch", "instance")
-#: ``loss.conditional``: auto = a conditional D for paired data only
+#: ``players.conditional``: auto = a conditional D for paired data only
 CONDITIONAL = ("auto", "yes", "no")
 
 
 @dataclass
-class I2IStudentConfig(GeneratorStudentConfig):
-    """``loss`` section of ``i2i-distill``: the terms, the adversarial game and the evaluation keys."""
+class I2IEvalConfig(GanEvalConfig):
+    """``eval`` section of ``i2i-distill``: the generative evaluation's keys and the validation's size."""
 
-    # no default term: a default would be merged into every config's terms (name each term you want)
-    terms: Dict[str, Any] = field(default_factory=dict)  # kdlab list terms
+    val_inputs: int = bounded(1000, ge=1)  # validation inputs scored per epoch (at most)
+
+
+@dataclass
+class I2IStudentConfig(GeneratorStudentConfig):
+    """``players`` section of ``i2i-distill``: the terms, the adversarial game and the evaluation keys."""
+
     adv_weight: float = bounded(1.0, ge=0)  # weight of L_GAN for the student (0 = no discriminator)
     ndf: int = bounded(64, ge=1)  # PatchGAN width (pix2pix 64)
     n_layers: Optional[int] = bounded(None, ge=1, optional=True)  # PatchGAN stride-2 layers; null: 3, fewer if the images are small
     disc_norm: str = choice("auto", DISC_NORMS)
     conditional: str = choice("auto", CONDITIONAL)  # D judges cat(x, image) (pix2pix) or the image alone
     disc_lr: Optional[float] = bounded(None, gt=0, optional=True)  # null: optim.lr
-    val_inputs: int = bounded(1000, ge=1)  # validation inputs scored per epoch (at most)
 
 
 @METHODS.register("i2i-distill")
@@ -78,10 +83,13 @@ class I2IStudent(GeneratorStudentMethod):
 
     inputs = "image"
     Config = I2IStudentConfig
+    Eval = I2IEvalConfig
+    # no default term: a default would be merged into every config's terms (name each term you want)
+    default_objective: Dict[str, Dict[str, Any]] = {}
     teacher_cache_unsupported = "distils on translation batches with a discriminator in the loop"
 
     def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
-        lc = cfg.loss
+        lc = cfg.players
         self.pairing = getattr(spec, "pairing", None)
         if self.pairing not in ("paired", "unpaired"):
             raise ConfigError(f"method 'i2i-distill' needs an image-to-image translation data set (paired or unpaired); "
@@ -93,10 +101,10 @@ class I2IStudent(GeneratorStudentMethod):
         self._disc: Optional[nn.Module] = None
         super().__init__(cfg, spec, transfer)
         if not len(self.objective) and not self.adversarial:
-            raise ConfigError("loss.terms has no term with a weight > 0 and loss.adv_weight = 0: nothing to train")
+            raise ConfigError("objective.student has no term with a weight > 0 and players.adv_weight = 0: nothing to train")
         if self._disc is not None:
             self.adversary = Adversary("gan", lc)
-            self.add_player("discriminator", self._disc, optim_with_lr(cfg.optim, lc.disc_lr, "loss.disc_lr"))
+            self.add_player("discriminator", self._disc, optim_with_lr(cfg.optim, lc.disc_lr, "players.disc_lr"))
         s_ngf, t_ngf = getattr(self.eval_model(), "ngf", None), getattr(self.frozen["teacher"], "ngf", None)
         if s_ngf is not None and t_ngf is not None and s_ngf > t_ngf:
             warnings.warn(f"the student (ngf {s_ngf}) is wider than its teacher (ngf {t_ngf}): that is no compression",
@@ -105,9 +113,9 @@ class I2IStudent(GeneratorStudentMethod):
     # -- the discriminator, as a player and as the terms' critic -----------------------------------
     def extend_context(self, ctx: Any, student: nn.Module, teacher: nn.Module) -> None:
         if not self.adversarial:
-            ctx.why_not["critic"] = "loss.adv_weight = 0: there is no discriminator; set loss.adv_weight > 0"
+            ctx.why_not["critic"] = "players.adv_weight = 0: there is no discriminator; set players.adv_weight > 0"
             return
-        lc, spec = self.cfg.loss, self.spec
+        lc, spec = self.cfg.players, self.spec
         c_out = student.out_channels
         cond = spec.in_channels if self.conditional else 0
         norm = lc.disc_norm if lc.disc_norm != "auto" else ("batch" if self.pairing == "paired" else "instance")
@@ -124,7 +132,7 @@ class I2IStudent(GeneratorStudentMethod):
             out["loss"] = out["loss_g"]
             return out
         if batch.target is None:
-            raise ValueError("loss.adv_weight > 0 trains the discriminator on real output-domain images, but the batch "
+            raise ValueError("players.adv_weight > 0 trains the discriminator on real output-domain images, but the batch "
                              "has no batch.target")
         D = self.players["discriminator"]
         cond = x if self.conditional else None
@@ -135,31 +143,31 @@ class I2IStudent(GeneratorStudentMethod):
             self.step_optimizer("discriminator", d_terms["d"])
             return {"loss_d": d_terms["d"].detach()}
 
-        out = self.distill_step(x, batch, D, self.adversary, self.cfg.loss.adv_weight, condition=cond, before=d_step)
+        out = self.distill_step(x, batch, D, self.adversary, self.cfg.players.adv_weight, condition=cond, before=d_step)
         out["loss"] = out["loss_g"] + out["loss_d"]  # loss_g is NaN when the student made a NaN pixel
         return out
 
     # -- evaluation ------------------------------------------------------------------------------
     @torch.no_grad()
     def validate(self, loader: Any, device: Any) -> Dict[str, float]:
-        """MSE between student and teacher images (in [-1, 1] units) on up to ``loss.val_inputs`` validation inputs."""
+        """MSE between student and teacher images (in [-1, 1] units) on up to ``eval.val_inputs`` validation inputs."""
         student, teacher = self.eval_model(), self.frozen["teacher"]
         was = student.training
         student.eval()
         total, n = 0.0, 0
         try:
             for batch in loader:
-                x = batch.x.to(device)[: self.cfg.loss.val_inputs - n]
+                x = batch.x.to(device)[: self.cfg.eval.val_inputs - n]
                 total += float(((student(x) - teacher(x)) ** 2).mean()) * len(x)
                 n += len(x)
-                if n >= self.cfg.loss.val_inputs:
+                if n >= self.cfg.eval.val_inputs:
                     break
         finally:
             student.train(was)
         return {"val/mse_to_teacher": total / max(n, 1)}
 
     def on_fit_start(self, train_set: Any, run_dir: Any, batch_sizes: Any) -> None:
-        self.grid_batch = grid_examples(train_set, self.cfg.loss.grid_n)  # fixed inputs of the epoch grids
+        self.grid_batch = grid_examples(train_set, self.cfg.eval.grid_n)  # fixed inputs of the epoch grids
 
     def on_epoch_end(self, epoch: int) -> None:
         Method.on_epoch_end(self, epoch)  # the LR schedules; not the latent sample grid of the generator base

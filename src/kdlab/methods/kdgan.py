@@ -2,7 +2,7 @@
 
 Players (all trained): the classifier c (the student, ``cfg.model``, exported as ``student``), the
 teacher t (pre-trained by the ``teacher`` method, loaded from ``teacher.checkpoint`` and fine-tuned
-in the game) and the discriminator d (``loss.disc_model``, a LeNet by default as in the published
+in the game) and the discriminator d (``players.disc_model``, a LeNet by default as in the published
 code), which scores a pair (x, y) by ``p_d(x, y) = sigmoid(l_d(x)_y)``.
 
 One game step on a batch (x, y[, x_priv]) (appendix B; terms in :mod:`kdlab.losses.kdgan`):
@@ -13,13 +13,13 @@ One game step on a batch (x, y[, x_priv]) (appendix B; terms in :mod:`kdlab.loss
 * c descends ``alpha * A_c + beta * L_DS^c(p_c, p_t)``;
 
 where ``A`` is the adversarial term ``E_{y~p}[log(1 - p_d(x, y))]`` whose gradient is estimated by
-``loss.estimator``: ``paper`` (default: REINFORCE with the control variate ``loss.baseline``),
+``players.estimator``: ``paper`` (default: REINFORCE with the control variate ``players.baseline``),
 ``code`` (the released code: the reward ``p_d(x, z)`` as a soft BCE target, no control variate) or
 ``exact`` (the exact gradient of ``sum_y p(y|x) log(1 - p_d(x,y))``, possible because d scores
-every label in one pass; a zero-variance reference). ``loss.sampler: categorical`` draws the pseudo
+every label in one pass; a zero-variance reference). ``players.sampler: categorical`` draws the pseudo
 labels from p_c, p_t directly (no Gumbel trick; Fig. 7).
 
-Schedule (``loss.schedule = [n_d, n_t, n_c]``): with ``schedule_unit: step`` every batch gets n_d
+Schedule (``players.schedule = [n_d, n_t, n_c]``): with ``schedule_unit: step`` every batch gets n_d
 d-updates, then n_t t-updates, then n_c c-updates (fresh samples each); with ``schedule_unit:
 epoch`` the run cycles through n_d epochs of d, n_t of t and n_c of c (the published code:
 20, 10, 10). Gumbel temperature ``tau = max(tau_min, tau_start * tau_decay ** (epoch // tau_every))``
@@ -44,7 +44,7 @@ q_c(y^c_i|x)``, the only choice under which the Gumbel temperature changes the e
 classifier gets no cross entropy (as in U); the published code pre-trains it with CE
 (``model.checkpoint=<CE run>``).
 
-Extra student terms: ``loss.terms`` (default none; e.g. ``ce``) are added to the classifier's loss,
+Extra student terms: ``objective.student`` (default none; e.g. ``ce``) are added to the classifier's loss,
 with the game's teacher as their teacher (``c_<term>`` in the logs).
 
 Privileged inputs: when batches carry ``x_teacher`` (``data.privileged``), the teacher sees it and
@@ -81,7 +81,7 @@ class KDGAN(Method):
 
     @dataclass
     class Config:
-        """``loss`` section of a KDGAN run (defaults: the published run script, see NOTES)."""
+        """``players`` section of a KDGAN run (defaults: the published run script, see NOTES)."""
 
         alpha: float = bounded(0.2, ge=0, le=1)  # weight of the classifier's pseudo labels in the mixture p_alpha
         beta: float = bounded(2.0, ge=0)  # weight of L_DS^c (classifier learns from the teacher)
@@ -99,7 +99,6 @@ class KDGAN(Method):
         tau_min: float = temperature_field(0.1)
         schedule: List[int] = field(default_factory=lambda: [1, 1, 1])  # [d, t, c] updates (or epochs)
         schedule_unit: str = choice("step", UNITS)
-        terms: Dict[str, Any] = field(default_factory=dict)  # extra classifier terms (e.g. ce; not in the paper)
         teacher_ce: float = bounded(0.0, ge=0)  # optional CE(p_t, y) for the teacher (not in the paper; 0 = off)
         disc_model: str = "lenet"
         disc_kwargs: Dict[str, Any] = field(default_factory=dict)
@@ -112,14 +111,14 @@ class KDGAN(Method):
 
     def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
         super().__init__(cfg, spec, transfer)
-        lc = cfg.loss
+        lc = cfg.players
         if lc.baseline == "loo" and lc.k < 2:
-            raise ValueError(f"loss.baseline = 'loo' needs loss.k >= 2, got k = {lc.k}")
+            raise ValueError(f"players.baseline = 'loo' needs players.k >= 2, got k = {lc.k}")
         if lc.score == "concrete" and lc.sampler != "gumbel":
-            raise ValueError("loss.score = 'concrete' scores the Gumbel-softmax sample: it needs loss.sampler = 'gumbel'")
+            raise ValueError("players.score = 'concrete' scores the Gumbel-softmax sample: it needs players.sampler = 'gumbel'")
         sched = list(lc.schedule)
         if len(sched) != 3 or any(int(s) < 0 for s in sched) or sum(sched) == 0:
-            raise ValueError(f"loss.schedule = {sched}: give [n_d, n_t, n_c], integers >= 0, not all 0")
+            raise ValueError(f"players.schedule = {sched}: give [n_d, n_t, n_c], integers >= 0, not all 0")
         self.schedule = [int(s) for s in sched]
 
         teacher, self.teacher_path = load_network(cfg.teacher.checkpoint, spec, hint="teacher.checkpoint=runs/<teacher run>")
@@ -127,25 +126,25 @@ class KDGAN(Method):
         disc = build_model(lc.disc_model, num_classes=spec.num_classes, in_channels=spec.in_channels,
                            image_size=spec.image_size, **dict(lc.disc_kwargs))
         if lc.disc_init not in DISC_INITS:
-            init, _ = load_network(lc.disc_init, spec, what="discriminator initialisation", hint="loss.disc_init")
+            init, _ = load_network(lc.disc_init, spec, what="discriminator initialisation", hint="players.disc_init")
             try:
                 disc.load_state_dict(init.state_dict())
             except RuntimeError as exc:
-                raise ValueError(f"loss.disc_init = {lc.disc_init!r} holds {init.arch} {init.arch_kwargs}, not the "
+                raise ValueError(f"players.disc_init = {lc.disc_init!r} holds {init.arch} {init.arch_kwargs}, not the "
                                  f"discriminator's {lc.disc_model} {dict(lc.disc_kwargs)}") from exc
         elif lc.disc_init == "teacher":
             try:
                 disc.load_state_dict(teacher.state_dict())
             except RuntimeError as exc:
                 raise ValueError(
-                    f"loss.disc_init = 'teacher' needs a discriminator of the teacher's architecture "
+                    f"players.disc_init = 'teacher' needs a discriminator of the teacher's architecture "
                     f"({teacher.arch} {teacher.arch_kwargs}); got {lc.disc_model} {dict(lc.disc_kwargs)}: "
-                    "set loss.disc_model/disc_kwargs to match or loss.disc_init=scratch"
+                    "set players.disc_model/disc_kwargs to match or players.disc_init=scratch"
                 ) from exc
         self.teacher_init = {k: v.detach().clone() for k, v in teacher.state_dict().items()}
         self.objective = self.add_student("classifier", classifier, self.build_objective(self.term_context(classifier, teacher)))
-        self.add_player("teacher", teacher, optim_with_lr(cfg.optim, lc.teacher_lr, "loss.teacher_lr"))
-        self.add_player("discriminator", disc, optim_with_lr(cfg.optim, lc.disc_lr, "loss.disc_lr"))
+        self.add_player("teacher", teacher, optim_with_lr(cfg.optim, lc.teacher_lr, "players.teacher_lr"))
+        self.add_player("discriminator", disc, optim_with_lr(cfg.optim, lc.disc_lr, "players.disc_lr"))
         self.epoch = 0
         self.best_val: Optional[float] = None
         self.teacher_at_best: Optional[Dict[str, torch.Tensor]] = None
@@ -153,13 +152,13 @@ class KDGAN(Method):
     # -- schedule ----------------------------------------------------------------------------
     @property
     def tau(self) -> float:
-        lc = self.cfg.loss
+        lc = self.cfg.players
         return max(lc.tau_min, lc.tau_start * lc.tau_decay ** (self.epoch // lc.tau_every))
 
     def phase_counts(self) -> Dict[str, int]:
         """Updates of (d, t, c) in the current step."""
         n_d, n_t, n_c = self.schedule
-        if self.cfg.loss.schedule_unit == "step":
+        if self.cfg.players.schedule_unit == "step":
             return {"d": n_d, "t": n_t, "c": n_c}
         pos = self.epoch % (n_d + n_t + n_c)
         player = "d" if pos < n_d else ("t" if pos < n_d + n_t else "c")
@@ -171,14 +170,14 @@ class KDGAN(Method):
 
     # -- the game ----------------------------------------------------------------------------
     def _sample(self, logits: torch.Tensor):
-        lc = self.cfg.loss
+        lc = self.cfg.players
         if lc.sampler == "categorical":
             return None, K.sample_labels(logits, lc.k)
         return K.gumbel_softmax_sample(logits, self.tau, lc.k)
 
     def adversarial_term(self, logits: torch.Tensor, d_logits: torch.Tensor) -> torch.Tensor:
-        """The surrogate whose gradient estimates ``grad E_{y~p}[log(1 - p_d(x,y))]`` (``loss.estimator``)."""
-        lc = self.cfg.loss
+        """The surrogate whose gradient estimates ``grad E_{y~p}[log(1 - p_d(x,y))]`` (``players.estimator``)."""
+        lc = self.cfg.players
         if lc.estimator == "exact":
             return K.expected_reward(logits, d_logits).mean()
         log_y, z = self._sample(logits)
@@ -189,11 +188,11 @@ class KDGAN(Method):
         return K.reinforce_surrogate(logits, z, rewards, lc.baseline, d_logits=d_logits, score_logp=score)
 
     def distill_term(self, learner: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        lc = self.cfg.loss
+        lc = self.cfg.players
         return K.kdgan_distill_loss(learner, target, lc.distill, lc.temperature)
 
     def d_step(self, x, y, xt) -> torch.Tensor:
-        lc = self.cfg.loss
+        lc = self.cfg.players
         c, t, d = self.players["classifier"], self.players["teacher"], self.players["discriminator"]
         with torch.no_grad():
             z_c = self._sample(c(x).out)[1]
@@ -204,7 +203,7 @@ class KDGAN(Method):
 
     def player_losses(self, who: str, batch: Batch) -> Dict[str, torch.Tensor]:
         """Loss terms of the classifier (``who='c'``) or the teacher (``'t'``), gradients to that player only."""
-        lc = self.cfg.loss
+        lc = self.cfg.players
         x, y, xt = batch.x, batch.y, batch.teacher_input
         c, t, d = self.players["classifier"], self.players["teacher"], self.players["discriminator"]
         with torch.no_grad():
@@ -312,7 +311,7 @@ class KDGAN(Method):
             "test_acc_at_best": acc_with(self.teacher_at_best),
             "test_acc_last": evaluate_accuracy(teacher, loader, device=device, view="teacher"),
         }
-        lc = self.cfg.loss
+        lc = self.cfg.players
         out["kdgan"] = {"estimator": lc.estimator, "baseline": lc.baseline, "sampler": lc.sampler,
                         "score": lc.score, "alpha": lc.alpha, "beta": lc.beta, "gamma": lc.gamma,
                         "distill": lc.distill, "k": lc.k, "schedule": self.schedule,

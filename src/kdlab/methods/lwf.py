@@ -1,13 +1,13 @@
 """Transfer learning by LwF + Jacobian matching (Jacobian paper section 5, Table 3; Li & Hoiem 2016).
 
 The teacher was trained on another data set / label space (the *source* task). The student has two
-heads that share its pre-final layer (``loss.pre_final``, default the global-average-pooled
+heads that share its pre-final layer (``players.pre_final``, default the global-average-pooled
 feature ``gap``): its own classifier for the *target* labels, scored by the ``ce`` term, and a
 linear *source* head whose outputs every teacher-matching term sees (LwF's activation matching
 ``logits``, and optionally attention maps, output Jacobians on the source head, attention-map
 Jacobians), all on target data only (section 5.1). The exported model is the target classifier.
 
-``loss.init_from_teacher: true`` copies every teacher weight of matching name and shape into the
+``players.init_from_teacher: true`` copies every teacher weight of matching name and shape into the
 student (the paper's "CE on pre-trained student network (Oracle)" row when the architectures agree).
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ class LwFNet(nn.Module):
         shape = feature_shapes(net, [pre_final])[pre_final]
         if len(shape) != 1:
             raise ConfigError(
-                f"loss.pre_final = {pre_final!r} must be a flat feature [B, C] (e.g. 'gap'); it has shape {shape}")
+                f"players.pre_final = {pre_final!r} must be a flat feature [B, C] (e.g. 'gap'); it has shape {shape}")
         self.net = net
         self.pre_final = pre_final
         self.source_head = nn.Linear(shape[0], source_classes)
@@ -55,11 +55,12 @@ class LwFNet(nn.Module):
 class LwFTransfer(ClassifierStudentMethod):
     """LwF transfer (two heads) + attention maps + Jacobians, on target data only (Jacobian paper sec. 5)."""
 
+    default_objective = {"student": {"ce": {"weight": 1.0}, "logits": {"weight": 1.0}}}
+
     @dataclass
     class Config(ClassifierStudentConfig):
-        """``loss`` section: the terms (teacher-matching terms act on the source head) and LwF's keys."""
+        """``players`` section: the terms (teacher-matching terms act on the source head) and LwF's keys."""
 
-        terms: Dict[str, Any] = field(default_factory=lambda: {"ce": {"weight": 1.0}, "logits": {"weight": 1.0}})
         pre_final: str = "gap"  # shared pre-final feature of the student
         init_from_teacher: bool = False  # the Oracle row: start from the teacher's weights
 
@@ -71,14 +72,14 @@ class LwFTransfer(ClassifierStudentMethod):
     def build_student(self, cfg: Any, spec: Any, teacher: nn.Module) -> nn.Module:
         net = super().build_student(cfg, spec, teacher)
         self.n_copied = 0
-        if cfg.loss.init_from_teacher:
+        if cfg.players.init_from_teacher:
             own = net.state_dict()
             copied = {k: v for k, v in teacher.state_dict().items() if k in own and own[k].shape == v.shape}
             if not copied:
-                raise ConfigError("loss.init_from_teacher: no teacher weight has a name and shape of the student's")
+                raise ConfigError("players.init_from_teacher: no teacher weight has a name and shape of the student's")
             net.load_state_dict(copied, strict=False)
             self.n_copied = len(copied)
-        return LwFNet(net, teacher.num_classes, cfg.loss.pre_final)
+        return LwFNet(net, teacher.num_classes, cfg.players.pre_final)
 
     def eval_model(self) -> nn.Module:
         return super().eval_model().net

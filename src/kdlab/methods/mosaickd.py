@@ -13,11 +13,11 @@ unlabelled OOD images ``b.x`` (``data.transfer``, required) is:
    ``L_G = adv * (-T^2 KL(p_t || p_s)) + align * mean_i H(p_t(.|x_i)) + local * patch_bce(D(G(z)), 1)
    + balance * sum_y pbar(y) log_b pbar(y)``  (:mod:`kdlab.losses.mosaic`);
 
-then the base's student steps on ``cat(G(z'), b.x)`` with ``loss.terms`` (default KL(p_t || p_s) at
+then the base's student steps on ``cat(G(z'), b.x)`` with ``objective.student`` (default KL(p_t || p_s) at
 T = 1), ``synth_every = 5`` of them per synthesis.
 
-``loss.regularizer`` selects the supplement's Fig. 1 settings: ``patch`` (MosaicKD: ``loss.disc``, a
-map of logits over patches), ``image`` (a full-image discriminator ``loss.image_disc``, one logit per
+``players.regularizer`` selects the supplement's Fig. 1 settings: ``patch`` (MosaicKD: ``players.disc``, a
+map of logits over patches), ``image`` (a full-image discriminator ``players.image_disc``, one logit per
 image: "trapped by the class semantics of OOD data") or ``none`` (no discriminator and no D step;
 ``local`` is ignored: "naively maximise the teacher's confidence"). ``local = 0`` also skips the D step.
 
@@ -58,7 +58,7 @@ def _d_optim() -> OptimConfig:
 
 @dataclass
 class MosaicKDConfig(SynthesizerConfig):
-    """``loss`` section of ``mosaickd``; weights default to the published command (README: ``--local 1
+    """``players`` section of ``mosaickd``; weights default to the published command (README: ``--local 1
     --align 1 --adv 1 --balance 10``), T to the published ``kldiv`` default (1)."""
 
     adv: float = bounded(1.0, ge=0)  # weight of -KL(p_t || p_s) on G(z) (eq. 4, first term)
@@ -92,7 +92,7 @@ class MosaicKD(SynthesizerStudentMethod):
 
     def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
         super().__init__(cfg, spec, transfer)
-        lc = cfg.loss
+        lc = cfg.players
         self.regularizer = str(lc.regularizer)
         self.disc_cells = 0  # logits per image of the discriminator (0: none)
         if self.regularizer != "none":
@@ -103,10 +103,10 @@ class MosaicKD(SynthesizerStudentMethod):
         weights = {k: float(lc[w]) for k, w in G_TERMS.items() if k != "g_local" or self.regularizer != "none"}
         if not any(w > 0 for w in weights.values()):
             raise ConfigError(f"mosaickd: every generator weight is 0 ({weights}, regularizer = {self.regularizer!r}); "
-                              "the generator would not train: set loss.adv/align/local/balance > 0")
+                              "the generator would not train: set players.adv/align/local/balance > 0")
 
     def _build_disc(self, lc: Any, spec: Any) -> nn.Module:
-        key = "loss.disc" if self.regularizer == "patch" else "loss.image_disc"
+        key = "players.disc" if self.regularizer == "patch" else "players.image_disc"
         name = lc.disc if self.regularizer == "patch" else lc.image_disc
         kwargs = dict(lc.disc_kwargs if self.regularizer == "patch" else lc.image_disc_kwargs)
         if name not in DISCRIMINATORS:
@@ -127,7 +127,7 @@ class MosaicKD(SynthesizerStudentMethod):
                               "logit [B] or a logit map [B, 1, h, w]")
         self.disc_cells = int(out[0].numel())
         if self.regularizer == "image" and self.disc_cells != 1:
-            raise ConfigError(f"loss.regularizer = 'image' needs one logit per image; {key} = {name!r} gives a "
+            raise ConfigError(f"players.regularizer = 'image' needs one logit per image; {key} = {name!r} gives a "
                               f"{tuple(out.shape[2:])} map: use a full-image discriminator (e.g. dcgan)")
         return disc
 
@@ -154,7 +154,7 @@ class MosaicKD(SynthesizerStudentMethod):
     def generator_terms(self, fake: torch.Tensor) -> Dict[str, torch.Tensor]:
         """The unweighted generator terms on ``fake`` (normalised images WITH the generator's graph); D and
         the student are frozen while they see it, so only the generator gets gradients."""
-        lc = self.cfg.loss
+        lc = self.cfg.players
         t = self.teacher_net()(fake)
         terms = {"g_align": align_loss(t), "g_balance": balance_loss(t, log_base=str(lc.balance_log))}
         if float(lc.adv) > 0:
@@ -169,7 +169,7 @@ class MosaicKD(SynthesizerStudentMethod):
 
     def g_step(self, fake: torch.Tensor) -> Dict[str, torch.Tensor]:
         """One generator update on ``fake``; returns ``g_loss`` and the unweighted terms (detached)."""
-        lc = self.cfg.loss
+        lc = self.cfg.players
         terms = self.generator_terms(fake)
         loss = sum(float(lc[G_TERMS[k]]) * v for k, v in terms.items())
         loss = nan_guard(fake, loss)
@@ -179,7 +179,7 @@ class MosaicKD(SynthesizerStudentMethod):
         return out
 
     def summary_extra(self) -> Dict[str, Any]:
-        lc = self.cfg.loss
+        lc = self.cfg.players
         out = super().summary_extra()
         out["mosaickd"] = {"regularizer": self.regularizer, "disc_cells": self.disc_cells,
                            "balance_log": str(lc.balance_log),

@@ -6,11 +6,11 @@ Following Fast-Datafree's split, a subclass implements :meth:`SynthesizerStudent
 the base owns :meth:`SynthesizerStudentMethod.sample` (a batch of synthetic images for the student,
 without a graph) and the student's step. One ``training_step`` on a transfer batch ``b``:
 
-1. every ``loss.synth_every``-th step (and the first), ``synthesize(b)`` (``loss.synth_steps``
+1. every ``players.synth_every``-th step (and the first), ``synthesize(b)`` (``players.synth_steps``
    generator updates);
 2. ``x = cat(sample(n), b.x)`` (``b.x`` None in data-free runs: the synthetic images alone) with
-   ``n = loss.synth_batch`` (default: ``data.batch_size``);
-3. one student step on ``x`` with the objective of ``loss.terms`` (default: KL(p_t || p_s) at T = 1,
+   ``n = players.synth_batch`` (default: ``data.batch_size``);
+3. one student step on ``x`` with the objective of ``objective.student`` (default: KL(p_t || p_s) at T = 1,
    the student loss of MosaicKD and DFAD's code), the teacher's outputs on the same ``x``.
 
 So ``synth_every = 5`` gives MosaicKD's five student steps per generator update, each on a fresh
@@ -48,7 +48,6 @@ def _g_optim() -> OptimConfig:
 class SynthesizerConfig(ClassifierStudentConfig):
     """``loss`` keys of every synthesising method (subclasses add their generator losses)."""
 
-    terms: Dict[str, Any] = field(default_factory=lambda: {"kd": {"weight": 1.0, "temperature": 1.0}})
     generator: str = "mosaic"  # a registered generator (kdlab list generators)
     generator_kwargs: Dict[str, Any] = field(default_factory=dict)
     latent_dim: int = bounded(100, ge=1)  # nz
@@ -71,13 +70,14 @@ class SynthesizerStudentMethod(ClassifierStudentMethod):
     teacher_cache_unsupported = "synthesizes the student's inputs every step, so its teacher's outputs change with them"
 
     Config = SynthesizerConfig
+    default_objective = {"student": {"kd": {"weight": 1.0, "temperature": 1.0}}}
     synthesizes = True
     uses_transfer = True
     needs_transfer = False
 
     def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
         super().__init__(cfg, spec, transfer)
-        lc = cfg.loss
+        lc = cfg.players
         data_free = cfg.data.transfer == TRANSFER_NONE
         if self.needs_transfer and data_free:
             raise ConfigError(f"method {cfg.method!r} trains on unlabelled transfer images besides its synthetic ones; "
@@ -88,12 +88,12 @@ class SynthesizerStudentMethod(ClassifierStudentMethod):
                           f"{cfg.data.transfer or 'train'!r} (only their count sets the epoch length); "
                           "set data.transfer=none to say so", stacklevel=2)
         if lc.generator not in GENERATORS:
-            raise ConfigError(f"loss.generator = {lc.generator!r}; accepted: {', '.join(GENERATORS.names())}")
+            raise ConfigError(f"players.generator = {lc.generator!r}; accepted: {', '.join(GENERATORS.names())}")
         gen = build_generator(lc.generator, out_channels=spec.in_channels, image_size=spec.image_size,
                               latent_dim=int(lc.latent_dim), **dict(lc.generator_kwargs))
         got, want = tuple(gen.output_shape), (spec.in_channels, spec.image_size, spec.image_size)
         if got != want:
-            raise ConfigError(f"loss.generator {lc.generator!r} makes images {got}; the teacher takes {want}")
+            raise ConfigError(f"players.generator {lc.generator!r} makes images {got}; the teacher takes {want}")
         self.add_player("generator", gen, lc.g_optim)
         self.run_dir = Path(cfg.out_dir) / cfg.name
         lo, hi = getattr(gen, "output_range", (-1.0, 1.0))
@@ -115,12 +115,12 @@ class SynthesizerStudentMethod(ClassifierStudentMethod):
     # -- the generator -------------------------------------------------------------------------
     @property
     def batch_size(self) -> int:
-        return int(self.cfg.loss.synth_batch or self.cfg.data.batch_size)
+        return int(self.cfg.players.synth_batch or self.cfg.data.batch_size)
 
     def generate(self, n: int, device: Any) -> torch.Tensor:
         """``n`` synthetic images [n, C, H, W] in the teacher's normalised input space, WITH the graph to
         the generator (for :meth:`synthesize`)."""
-        z = sample_latent(n, int(self.cfg.loss.latent_dim), device=device)
+        z = sample_latent(n, int(self.cfg.players.latent_dim), device=device)
         g = self.players["generator"](z)
         if self._scale.device != g.device:  # moved once, not on every step
             self._scale, self._shift = self._scale.to(g.device), self._shift.to(g.device)
@@ -150,9 +150,9 @@ class SynthesizerStudentMethod(ClassifierStudentMethod):
     # -- one step -----------------------------------------------------------------------------
     def training_step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
         device = self.device()
-        if step % int(self.cfg.loss.synth_every) == 0:
+        if step % int(self.cfg.players.synth_every) == 0:
             self._synth_logs: Dict[str, torch.Tensor] = {}
-            for _ in range(int(self.cfg.loss.synth_steps)):
+            for _ in range(int(self.cfg.players.synth_steps)):
                 self._synth_logs.update(self.synthesize(batch, step))
         logs = dict(getattr(self, "_synth_logs", {}))  # the last synthesis' losses, logged at every step
         x = self.sample(self.batch_size, device)
@@ -181,7 +181,7 @@ class SynthesizerStudentMethod(ClassifierStudentMethod):
         was = gen.training
         gen.eval()
         with torch.no_grad():
-            z = sample_latent(64, int(self.cfg.loss.latent_dim), torch.Generator().manual_seed(0)).to(self.device())
+            z = sample_latent(64, int(self.cfg.players.latent_dim), torch.Generator().manual_seed(0)).to(self.device())
             g = gen(z)
         gen.train(was)
         lo, hi = getattr(gen, "output_range", (-1.0, 1.0))

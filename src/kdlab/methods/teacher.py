@@ -19,9 +19,9 @@ from kdlab.terms.base import plain_config
 class TeacherTraining(Method):
     """Supervised training with cross entropy: ``loss = CE(f(x), y) [+ lambda * Jacobian-norm penalty]``.
 
-    ``loss.jacobian_penalty = lambda > 0`` adds the Jacobian-norm penalty of the Jacobian paper
+    ``players.jacobian_penalty = lambda > 0`` adds the Jacobian-norm penalty of the Jacobian paper
     (Prop. 2 / eq. 3, :func:`kdlab.losses.jacobian_norm_penalty`), the robust training of its
-    Table 2; ``loss.input_noise = sigma > 0`` trains on ``x + sigma * N(0, I)`` instead (explicit
+    Table 2; ``players.input_noise = sigma > 0`` trains on ``x + sigma * N(0, I)`` instead (explicit
     noise augmentation, the left-hand side of Prop. 2). The penalty is on per-sample Jacobians: for a
     model with train-mode BatchNorm, those of a second pass with the batch statistics held constant
     (:mod:`kdlab.models.batch_stats`; one extra forward per step).
@@ -35,7 +35,7 @@ class TeacherTraining(Method):
 
     @dataclass
     class Config:
-        """``loss`` section of a teacher run (cross entropy only)."""
+        """``players`` section of a teacher run (cross entropy only)."""
 
         ce: float = bounded(1.0, ge=0)
         jacobian_penalty: float = bounded(0.0, ge=0)  # lambda of the Jacobian-norm penalty (Jacobian paper Table 2); 0 = off
@@ -46,7 +46,7 @@ class TeacherTraining(Method):
     def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
         super().__init__(cfg, spec, transfer)
         self.add_player("model", build_network(cfg, spec))
-        self.loss_cfg = plain_config(cfg.loss)  # read in every step: plain attributes, not OmegaConf reads
+        self.loss_cfg = plain_config(cfg.players)  # read in every step: plain attributes, not OmegaConf reads
         self._range_checked = False
 
     def training_step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:

@@ -50,7 +50,7 @@ def cache_blockers(cfg: Any, objective: Any, transfer: Any) -> List[str]:
     list: they are, and the cache is safe).
 
     Args:
-        cfg: the run config (``data.augment``, ``loss.input_noise``).
+        cfg: the run config (``data.augment``, ``players.input_noise``).
         objective: the student's :class:`kdlab.terms.Objective` (terms that differentiate the teacher
             through the input without deriving what they need, :attr:`Objective.teacher_cache_blockers`).
         transfer: the transfer source's :class:`kdlab.data.TransferInfo` (None: unknown).
@@ -58,8 +58,8 @@ def cache_blockers(cfg: Any, objective: Any, transfer: Any) -> List[str]:
     reasons = []
     if cfg.data.augment:
         reasons.append("data.augment=true draws new crops and flips every epoch")
-    if float(getattr(cfg.loss, "input_noise", 0.0) or 0.0) > 0:
-        reasons.append(f"loss.input_noise={cfg.loss.input_noise} adds fresh noise to the input every step")
+    if float(getattr(cfg.players, "input_noise", 0.0) or 0.0) > 0:
+        reasons.append(f"players.input_noise={cfg.players.input_noise} adds fresh noise to the input every step")
     if transfer is None:
         reasons.append("the method was built without its transfer source")
     elif not transfer.indexed:

@@ -30,7 +30,7 @@ class TranslationTeacher(Method):
         return generator_export_state(self.eval_model(), copy=copy, **metadata)
 
     def on_fit_start(self, train_set: Any, run_dir: Any, batch_sizes: Any) -> None:
-        self.grid_batch = grid_examples(train_set, self.cfg.loss.grid_n)  # fixed inputs of the epoch grids
+        self.grid_batch = grid_examples(train_set, self.cfg.eval.grid_n)  # fixed inputs of the epoch grids
 
     def on_epoch_end(self, epoch: int) -> None:
         super().on_epoch_end(epoch)

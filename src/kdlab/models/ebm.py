@@ -23,7 +23,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from kdlab.registry import Registry
 
-#: Energy-model bodies by name (``loss.terms.vem.energy``)
+#: Energy-model bodies by name (``objective.student.vem.energy``)
 ENERGIES = Registry("energy model")
 #: LeakyReLU slope of the ports' blocks
 SLOPE = 0.2

@@ -1,6 +1,6 @@
 """Student-objective terms: one registered class per term, composable in every method.
 
-``kdlab list terms`` lists them with their keys. A method's ``loss.terms`` section names the terms
+``kdlab list terms`` lists them with their keys. A method's ``objective.student`` section names the terms
 and their settings, e.g. ``{ce: {weight: 1}, kd: {weight: 1, temperature: 4}}``; :func:`build_objective`
 builds them. Every module of this package is imported here, so a new term is one new file.
 """

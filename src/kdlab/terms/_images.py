@@ -27,8 +27,8 @@ def target_requires(target: str, ctx: TermContext, term: str, base: Sequence[str
     if need not in ctx.provides:
         why = ctx.why_not.get(need, "")
         alt = "ground_truth" if target == "teacher" else "teacher"
-        raise ConfigError(f"loss.terms.{term}.target = {target!r} needs {need}, which method {ctx.method!r} does not "
-                          f"provide{': ' + why if why else ''}; use loss.terms.{term}.target={alt}")
+        raise ConfigError(f"objective.student.{term}.target = {target!r} needs {need}, which method {ctx.method!r} does not "
+                          f"provide{': ' + why if why else ''}; use objective.student.{term}.target={alt}")
     return frozenset(base) | {need}
 
 
@@ -52,14 +52,14 @@ def default_layer_pairs(ctx: TermContext, term: str) -> List[Tuple[str, str]]:
 
     Raises:
         ConfigError: a generator without defaults, or student and teacher of different architectures
-            (then ``loss.terms.<term>.layers`` must name the pairs).
+            (then ``objective.student.<term>.layers`` must name the pairs).
     """
     s_arch, t_arch = getattr(ctx.student, "arch", None), getattr(ctx.teacher, "arch", None)
     s_def, t_def = getattr(ctx.student, "distill_layers", None), getattr(ctx.teacher, "distill_layers", None)
     if not s_def or s_arch != t_arch or list(s_def) != list(t_def or []):
         known = sorted(getattr(ctx.student, "feature_layers", {}) or {})
         raise ConfigError(f"term {term!r} has no default layers for student {s_arch!r} and teacher {t_arch!r}: set "
-                          f"loss.terms.{term}.layers = [[student feature, teacher feature], ...] (student features: "
+                          f"objective.student.{term}.layers = [[student feature, teacher feature], ...] (student features: "
                           f"{', '.join(known) or 'module paths'})")
     return [(n, n) for n in s_def]
 
@@ -129,7 +129,7 @@ def _normalisation(meta: Dict[str, Any], ctx: TermContext) -> Tuple[Tuple[float,
 
 def load_feature_network(extractor: Optional[str], layers: Sequence[str], ctx: TermContext,
                          term: str) -> Tuple[FeatureNetwork, Dict[str, Any]]:
-    """The feature network of ``loss.terms.<term>.extractor`` (a kdlab classifier run dir, ``.safetensors`` or
+    """The feature network of ``objective.student.<term>.extractor`` (a kdlab classifier run dir, ``.safetensors`` or
     ``.ckpt``) and its record for ``summary.json`` (checkpoint, sha256, arch, layers, normalisation).
 
     ``layers``: the classifier's named features (empty: all its friendly features, e.g. LeNet's conv1,
@@ -144,22 +144,22 @@ def load_feature_network(extractor: Optional[str], layers: Sequence[str], ctx: T
     from kdlab.models.base import UnknownFeatureError, feature_shapes
 
     if not extractor:
-        raise ConfigError(f"term {term!r} needs a feature network: set loss.terms.{term}.extractor=runs/<classifier run> "
+        raise ConfigError(f"term {term!r} needs a feature network: set objective.student.{term}.extractor=runs/<classifier run> "
                           "(a kdlab classifier trained on the output domain, `kdlab train-teacher`)")
     path = resolve_weights(extractor)
-    clf = load_classifier(path, what=f"loss.terms.{term}.extractor")
-    meta, _ = read_weights(path, f"loss.terms.{term}.extractor")
+    clf = load_classifier(path, what=f"objective.student.{term}.extractor")
+    meta, _ = read_weights(path, f"objective.student.{term}.extractor")
     img = tuple(ctx.student_shapes(["output"], term)["output"]) if ctx.student is not None else None
     if img is not None and (clf.in_channels, clf.image_size) != (img[0], img[1]):
-        raise ConfigError(f"loss.terms.{term}.extractor {str(path)!r} takes images of (channels, size) = "
+        raise ConfigError(f"objective.student.{term}.extractor {str(path)!r} takes images of (channels, size) = "
                           f"{(clf.in_channels, clf.image_size)}, but the generator makes {(img[0], img[1])}")
     names = list(layers) or list(getattr(clf, "feature_layers", {}) or {})
     if not names:
-        raise ConfigError(f"loss.terms.{term}.layers: the extractor {clf.arch!r} has no named features; name module paths")
+        raise ConfigError(f"objective.student.{term}.layers: the extractor {clf.arch!r} has no named features; name module paths")
     try:
         feature_shapes(clf, names)
     except UnknownFeatureError as exc:
-        raise ConfigError(f"loss.terms.{term}.layers: the extractor {exc}") from None
+        raise ConfigError(f"objective.student.{term}.layers: the extractor {exc}") from None
     mean, std, source = _normalisation(dict(meta), ctx)
     record = {"checkpoint": str(path), "sha256": file_sha256(path), "arch": clf.arch, "layers": names,
               "normalisation": source}

@@ -33,7 +33,7 @@ class AttentionJacobianTerm(Term):
         try:
             attention_pool_window(7, cfg.pool)
         except ValueError as e:
-            raise ConfigError(f"{e} (loss.terms.attention_jacobian.pool)") from None
+            raise ConfigError(f"{e} (objective.student.attention_jacobian.pool)") from None
         check_same_size(self.pairs, ctx, "attention_jacobian")
         self.student_features = [s for s, _ in self.pairs]
         self.teacher_features = [t for _, t in self.pairs]

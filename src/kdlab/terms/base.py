@@ -246,17 +246,17 @@ def layer_pairs(layers: Sequence[Sequence[str]], term: str,
 
     Raises:
         ConfigError: an entry that is not a pair, or no pair at all without a default (names
-            ``loss.terms.<term>.layers``).
+            ``objective.student.<term>.layers``).
     """
     if not layers and default is not None:
         return [tuple(p) for p in default]
     out = []
     for item in layers:
         if len(item) != 2:
-            raise ConfigError(f"loss.terms.{term}.layers entries are [student feature, teacher feature]; got {list(item)}")
+            raise ConfigError(f"objective.student.{term}.layers entries are [student feature, teacher feature]; got {list(item)}")
         out.append((str(item[0]), str(item[1])))
     if not out:
-        raise ConfigError(f"term {term!r} needs loss.terms.{term}.layers: [[student feature, teacher feature], ...]")
+        raise ConfigError(f"term {term!r} needs objective.student.{term}.layers: [[student feature, teacher feature], ...]")
     return out
 
 
@@ -289,13 +289,15 @@ class Term(nn.Module, metaclass=ABCMeta):
     Config: ClassVar[type] = TermConfig
     #: capabilities needed from the method (see :data:`CAPABILITIES`)
     requires: ClassVar[FrozenSet[str]] = frozenset()
+    #: the roles of the players whose objective the term may be in (see :attr:`kdlab.methods.Method.objectives`)
+    roles: ClassVar[FrozenSet[str]] = frozenset({"student"})
     #: old flat ``loss.<key>`` of the distill method -> this term's key (for a helpful error)
     legacy: ClassVar[Dict[str, str]] = {}
 
     def __init__(self, cfg: Any, ctx: TermContext) -> None:
         super().__init__()
         self.cfg = plain_config(cfg)
-        self.term_name = ""  # set by the Objective: the key of this term in ``loss.terms``
+        self.term_name = ""  # set by the Objective: the key of this term in ``objective.<player>``
         self.weight = float(cfg.weight)
         self.student_features: List[str] = []
         self.teacher_features: List[str] = []

@@ -55,17 +55,17 @@ class CAGCTerm(Term):
     def __init__(self, cfg, ctx):
         super().__init__(cfg, ctx)
         if cfg.lambda_recon == cfg.lambda_distill == cfg.lambda_lpips == 0:
-            raise ConfigError("loss.terms.cagc: lambda_recon, lambda_distill and lambda_lpips are all 0")
+            raise ConfigError("objective.student.cagc: lambda_recon, lambda_distill and lambda_lpips are all 0")
         try:
             self.saliency = SALIENCY.get(cfg.saliency)
         except UnknownNameError as exc:
-            raise ConfigError(f"loss.terms.cagc.saliency: {exc}") from None
+            raise ConfigError(f"objective.student.cagc.saliency: {exc}") from None
         shape = tuple(ctx.student_shapes(["output"], "cagc")["output"])
         probe = torch.rand((2, *shape), generator=torch.Generator().manual_seed(0)) * 2 - 1
         try:
             content_mask(probe, self.saliency)
         except ValueError as exc:
-            raise ConfigError(f"loss.terms.cagc.saliency = {cfg.saliency!r}: {exc}") from None
+            raise ConfigError(f"objective.student.cagc.saliency = {cfg.saliency!r}: {exc}") from None
         self.pairs, self.adapters = [], None
         if cfg.lambda_distill > 0:
             self.pairs, shapes = generator_pairs(cfg.layers, ctx, "cagc", same_size=True)

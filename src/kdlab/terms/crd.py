@@ -24,7 +24,7 @@ class CRDTerm(Term):
     partition function Z estimated from the first batch (:class:`kdlab.losses.crd.CRDLoss`; RepDistiller
     defaults feat_dim 128, k 16384, tau 0.07, momentum 0.5). Memories and Z are buffers of the student
     player (checkpointed and resumed). Teacher features detached. Generator students need
-    ``loss.latents=pool`` (each transfer row has a fixed z)."""
+    ``players.latents=pool`` (each transfer row has a fixed z)."""
 
     @dataclass
     class Config(TermConfig):
@@ -44,8 +44,8 @@ class CRDTerm(Term):
             raise ConfigError(f"term 'crd' needs the transfer set's size for its memory bank; method {ctx.method!r} "
                               "was built without data")
         if cfg.k > n - 1:
-            raise ConfigError(f"loss.terms.crd.k = {cfg.k} negatives is more than the transfer set allows: "
-                              f"k must be <= N - 1 = {n - 1} (N = {n} rows of the transfer set); lower loss.terms.crd.k")
+            raise ConfigError(f"objective.student.crd.k = {cfg.k} negatives is more than the transfer set allows: "
+                              f"k must be <= N - 1 = {n - 1} (N = {n} rows of the transfer set); lower objective.student.crd.k")
         self.pairs = layer_pairs(cfg.layers, "crd", default=[(OUTPUT, OUTPUT)])
         self.expose(self.pairs)
         s_shapes = ctx.student_shapes([a for a, _ in self.pairs], "crd")

@@ -34,8 +34,8 @@ class DKDTerm(Term):
         super().__init__(cfg, ctx)
         self.warmup = int(cfg.warmup)
         if self.warmup > 0 and not ctx.steps_per_epoch:
-            raise ConfigError(f"term 'dkd' in method {ctx.method!r}: loss.terms.dkd.warmup = {self.warmup} epochs needs "
-                              "the steps per epoch, which this method does not know; set loss.terms.dkd.warmup: 0")
+            raise ConfigError(f"term 'dkd' in method {ctx.method!r}: objective.student.dkd.warmup = {self.warmup} epochs needs "
+                              "the steps per epoch, which this method does not know; set objective.student.dkd.warmup: 0")
         self.steps_per_epoch = int(ctx.steps_per_epoch or 1)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 

@@ -14,7 +14,7 @@ def _pairs(items, key: str) -> List[Tuple[str, str]]:
     out = []
     for item in items:
         if len(item) != 2:
-            raise ConfigError(f"loss.terms.fsp.{key} entries are [first feature, second feature]; got {list(item)}")
+            raise ConfigError(f"objective.student.fsp.{key} entries are [first feature, second feature]; got {list(item)}")
         out.append((str(item[0]), str(item[1])))
     return out
 
@@ -41,7 +41,7 @@ class FSPTerm(Term):
         self.s_pairs = _pairs(cfg.student_pairs, "student_pairs")
         self.t_pairs = _pairs(cfg.teacher_pairs, "teacher_pairs")
         if not self.s_pairs or len(self.s_pairs) != len(self.t_pairs):
-            raise ConfigError("term 'fsp' needs loss.terms.fsp.student_pairs and teacher_pairs of one non-zero length "
+            raise ConfigError("term 'fsp' needs objective.student.fsp.student_pairs and teacher_pairs of one non-zero length "
                               f"([[first, second], ...]); got {len(self.s_pairs)} student and {len(self.t_pairs)} "
                               "teacher pairs")
         s_names = list(dict.fromkeys(n for p in self.s_pairs for n in p))

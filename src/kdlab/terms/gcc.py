@@ -43,7 +43,7 @@ class GCCTerm(Term):
     adapters ``f_l`` owned by the term. ``reduction: mean`` (default) or ``sum`` (the equations).
     0 when the student equals the teacher (and its adapted features the teacher's).
 
-    Raises (at construction): ConfigError without a discriminator (``loss.adv_weight = 0``), unknown
+    Raises (at construction): ConfigError without a discriminator (``players.adv_weight = 0``), unknown
     discriminator or generator features (lists the known ones).
     """
 
@@ -65,7 +65,7 @@ class GCCTerm(Term):
         self.critic = ctx.critic
         self.d_layers = list(cfg.d_layers) or self.critic.feature_names()
         if not self.d_layers:
-            raise ConfigError("loss.terms.gcc.d_layers: the discriminator has no named features; name its module paths")
+            raise ConfigError("objective.student.gcc.d_layers: the discriminator has no named features; name its module paths")
         self.critic.shapes(self.d_layers, "gcc")
         self.pairs, shapes = ([], []) if cfg.layers is not None and len(cfg.layers) == 0 else \
             generator_pairs(cfg.layers, ctx, "gcc", same_size=True)

@@ -37,7 +37,7 @@ class JacobianTerm(Term):
     def __init__(self, cfg, ctx):
         super().__init__(cfg, ctx)
         if cfg.select == "label" and "labels" not in ctx.provides:
-            raise ConfigError("loss.terms.jacobian.select = 'label' needs labelled transfer data; use select=top")
+            raise ConfigError("objective.student.jacobian.select = 'label' needs labelled transfer data; use select=top")
 
     def _classes(self, t, batch):
         return select_classes(self.cfg.select, t.out.shape[1], batch.y if self.cfg.select == "label" else None, t.out)

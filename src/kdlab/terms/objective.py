@@ -1,8 +1,8 @@
-"""The student objective: the configured terms, built by one call and summed.
+"""A player's objective: the configured terms, built by one call and summed.
 
 ``loss = sum_i weight_i * term_i(student outputs, teacher outputs, batch)``
 
-:func:`build_objective` turns a method's ``loss.terms`` section into an :class:`Objective` (unknown
+:func:`build_objective` turns a player's ``objective.<player>`` section into an :class:`Objective` (unknown
 term names, misspelt keys and terms whose inputs the method cannot provide are :class:`ConfigError`
 before training). The objective says which features each network must expose, whether the teacher
 runs at all and whether the input needs a gradient, and :class:`Student` runs the student network so
@@ -28,8 +28,9 @@ from kdlab.registry import UnknownNameError
 from kdlab.terms.base import TERMS, Outputs, Term, TermContext
 
 
-def term_config(name: str, raw: Any) -> DictConfig:
-    """The full config of term ``name``: its dataclass defaults merged with ``raw`` and checked.
+def term_config(name: str, raw: Any, where: str = "objective.student") -> DictConfig:
+    """The full config of term ``name``: its dataclass defaults merged with ``raw`` and checked;
+    ``where`` is the objective it is in (for messages, e.g. ``objective.generator``).
 
     Raises:
         ConfigError: unknown term (lists the known ones), a key the term does not have (lists its
@@ -38,27 +39,27 @@ def term_config(name: str, raw: Any) -> DictConfig:
     try:
         cls = TERMS.get(name)
     except UnknownNameError as exc:
-        raise ConfigError(f"loss.terms: {exc} (kdlab list terms)") from None
+        raise ConfigError(f"{where}: {exc} (kdlab list terms)") from None
     schema = OmegaConf.structured(cls.Config)
     keys = ", ".join(schema.keys())
     if raw is not None and not isinstance(raw, (Mapping, DictConfig)):
-        raise ConfigError(f"loss.terms.{name} must be a mapping of the term's keys ({keys}); got {raw!r}")
+        raise ConfigError(f"{where}.{name} must be a mapping of the term's keys ({keys}); got {raw!r}")
     if raw is not None:
         for key in raw.keys():
             if key not in schema:
-                raise ConfigError(f"loss.terms.{name}: unknown key {key!r}; term {name!r} accepts: {keys}")
+                raise ConfigError(f"{where}.{name}: unknown key {key!r}; term {name!r} accepts: {keys}")
     try:
         cfg = OmegaConf.merge(schema, raw or {})
     except OmegaConfBaseException as exc:
         key = getattr(exc, "key", None)
-        raise ConfigError(f"loss.terms.{name}.{key}: {str(exc).splitlines()[0]} (keys: {keys})") from None
-    check_section(cfg, cls.Config, f"loss.terms.{name}")
+        raise ConfigError(f"{where}.{name}.{key}: {str(exc).splitlines()[0]} (keys: {keys})") from None
+    check_section(cfg, cls.Config, f"{where}.{name}")
     return cfg
 
 
 def legacy_spelling(key: str) -> Optional[str]:
     """The new spelling of an old flat ``loss.<key>`` of the distill method, or None if it had none."""
-    hits = [f"loss.terms.{name}.{TERMS.get(name).legacy[key]}" for name in TERMS.names() if key in TERMS.get(name).legacy]
+    hits = [f"objective.student.{name}.{TERMS.get(name).legacy[key]}" for name in TERMS.names() if key in TERMS.get(name).legacy]
     return " / ".join(hits) or None
 
 
@@ -198,8 +199,8 @@ class Student(nn.Module):
         return network_outputs(self.net, x, self.feature_names)
 
 
-def build_objective(terms_cfg: Optional[Mapping[str, Any]], ctx: TermContext) -> Objective:
-    """The one call every method uses to build its student objective from ``loss.terms``.
+def build_objective(terms_cfg: Optional[Mapping[str, Any]], ctx: TermContext, player: str = "student") -> Objective:
+    """The one call every method uses to build a player's objective from ``objective.<player>``.
 
     Terms of weight 0 are skipped (not built, not computed). A term whose requirements the method
     does not provide is refused.
@@ -210,7 +211,7 @@ def build_objective(terms_cfg: Optional[Mapping[str, Any]], ctx: TermContext) ->
     """
     terms: Dict[str, Term] = {}
     for name in (terms_cfg or {}):
-        cfg = term_config(name, terms_cfg[name])
+        cfg = term_config(name, terms_cfg[name], where=f"objective.{player}")
         if cfg.weight == 0:
             continue
         cls = TERMS.get(name)
@@ -219,6 +220,6 @@ def build_objective(terms_cfg: Optional[Mapping[str, Any]], ctx: TermContext) ->
             why = "; ".join(ctx.why_not[m] for m in missing if m in ctx.why_not)
             raise ConfigError(
                 f"term {name!r} needs {', '.join(missing)}, which method {ctx.method!r} ({ctx.kind} student) does not "
-                f"provide{': ' + why if why else ''}; drop loss.terms.{name} or use a method that provides it")
+                f"provide{': ' + why if why else ''}; drop objective.{player}.{name} or use a method that provides it")
         terms[name] = cls(cfg, ctx)
     return Objective(terms)

@@ -28,7 +28,7 @@ def feature_network_setup(term, cfg, ctx, name: str) -> None:
     net, term._record = load_feature_network(cfg.extractor, list(cfg.layers), ctx, name)
     object.__setattr__(term, "features", net)
     if cfg.layer_weights is not None and len(cfg.layer_weights) != len(net.layers):
-        raise ConfigError(f"loss.terms.{name}.layer_weights has {len(cfg.layer_weights)} entries for "
+        raise ConfigError(f"objective.student.{name}.layer_weights has {len(cfg.layer_weights)} entries for "
                           f"{len(net.layers)} layers {net.layers}")
 
 

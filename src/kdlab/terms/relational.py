@@ -29,7 +29,7 @@ class RelationalTerm(Term):
             feature without per-example values (names both shapes and the term).
     """
 
-    #: registry name, for error messages and ``loss.terms.<term>`` paths
+    #: registry name, for error messages and ``objective.student.<term>`` paths
     term: ClassVar[str] = ""
     requires = frozenset({"teacher"})
 

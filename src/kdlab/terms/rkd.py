@@ -33,8 +33,8 @@ class RKDTerm(RelationalTerm):
     def __init__(self, cfg, ctx):
         super().__init__(cfg, ctx)
         if cfg.distance_weight == 0 and cfg.angle_weight == 0:
-            raise ConfigError("loss.terms.rkd: distance_weight and angle_weight are both 0; set one > 0 "
-                              "(or loss.terms.rkd.weight: 0 to turn the term off)")
+            raise ConfigError("objective.student.rkd: distance_weight and angle_weight are both 0; set one > 0 "
+                              "(or objective.student.rkd.weight: 0 to turn the term off)")
 
     def pair_loss(self, i, s, t):
         a, b = self.pairs[i]

@@ -56,7 +56,7 @@ def classifier_input(net: nn.Module, input_shape: Sequence[int], who: str) -> st
             and torch.equal(store[n], seen["x"])]
     if not hits:
         raise ConfigError(f"term 'srd': none of the {who}'s features ({', '.join(names) or 'none'}) is the input of its "
-                          "classifier 'fc'; set loss.terms.srd.layers: [[student feature, teacher feature]]")
+                          "classifier 'fc'; set objective.student.srd.layers: [[student feature, teacher feature]]")
     return hits[-1]
 
 
@@ -90,7 +90,7 @@ class SRDTerm(Term):
         if cfg.layers:
             pairs = layer_pairs(cfg.layers, "srd")
             if len(pairs) != 1 or OUTPUT in pairs[0]:
-                raise ConfigError(f"loss.terms.srd.layers takes one pair of penultimate features [[student, teacher]] "
+                raise ConfigError(f"objective.student.srd.layers takes one pair of penultimate features [[student, teacher]] "
                                   f"(not {OUTPUT!r}); got {[list(p) for p in pairs]}")
         else:
             pairs = [(classifier_input(ctx.student, ctx.student_input, "student"),

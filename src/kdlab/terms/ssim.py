@@ -32,10 +32,10 @@ class SSIMTerm(Term):
         super().__init__(cfg, ctx)
         self.requires = target_requires(cfg.target, ctx, "ssim")
         if cfg.kernel_size % 2 == 0:
-            raise ConfigError(f"loss.terms.ssim.kernel_size = {cfg.kernel_size} must be odd (e.g. 11, 7, 3)")
+            raise ConfigError(f"objective.student.ssim.kernel_size = {cfg.kernel_size} must be odd (e.g. 11, 7, 3)")
         size = min(ctx.student_shapes(["output"], "ssim")["output"][1:])
         if cfg.kernel_size > size:
-            raise ConfigError(f"loss.terms.ssim.kernel_size = {cfg.kernel_size} is larger than the images ({size} px); "
+            raise ConfigError(f"objective.student.ssim.kernel_size = {cfg.kernel_size} is larger than the images ({size} px); "
                               f"accepted: an odd size <= {size}")
 
     def forward(self, s, t, batch):

@@ -17,7 +17,7 @@ from kdlab.losses.ebm import (ENERGY_REG, LANGEVIN_COUPLINGS, LANGEVIN_NOISE, LA
 from kdlab.models.ebm import ENERGIES, build_energy, energy_name
 from kdlab.terms.base import OUTPUT, TERMS, Term, TermConfig, layer_pairs, pick
 
-#: ``loss.terms.vem.target``: the teacher's output, or the ground truth of paired data (sec. 5.3)
+#: ``objective.student.vem.target``: the teacher's output, or the ground truth of paired data (sec. 5.3)
 TARGETS = ("teacher", "ground_truth")
 #: default widths: C = 32 of Fig. 4 / A.3 for images; the MLP's hidden width for vectors
 DEFAULT_CHANNELS = {"conv": 32, "mlp": 256}
@@ -80,9 +80,9 @@ class VEMTerm(Term):
         super().__init__(cfg, ctx)
         pairs = layer_pairs(cfg.layers, "vem", default=[(OUTPUT, OUTPUT)])
         if len(pairs) != 1:
-            raise ConfigError(f"loss.terms.vem.layers takes one [student, teacher] pair (one EBM); got {len(pairs)}")
+            raise ConfigError(f"objective.student.vem.layers takes one [student, teacher] pair (one EBM); got {len(pairs)}")
         if len(cfg.betas) != 2:
-            raise ConfigError(f"loss.terms.vem.betas = {list(cfg.betas)} must be two numbers [beta1, beta2]")
+            raise ConfigError(f"objective.student.vem.betas = {list(cfg.betas)} must be two numbers [beta1, beta2]")
         self.pair = pairs[0]
         a, b = self.pair
         s_shape = tuple(ctx.student_shapes([a], "vem")[a])
@@ -91,10 +91,10 @@ class VEMTerm(Term):
             t_shape = tuple(ctx.teacher_shapes([b], "vem")[b])
             if t_shape != s_shape:
                 raise ConfigError(f"term 'vem': the EBM pairs outputs of one shape; student {a!r} is {s_shape}, "
-                                  f"teacher {b!r} is {t_shape}; pick a pair of equal shapes in loss.terms.vem.layers")
+                                  f"teacher {b!r} is {t_shape}; pick a pair of equal shapes in objective.student.vem.layers")
         else:
             if "labels" not in ctx.provides:
-                raise ConfigError(f"loss.terms.vem.target = 'ground_truth' needs paired targets (batch.y), which method "
+                raise ConfigError(f"objective.student.vem.target = 'ground_truth' needs paired targets (batch.y), which method "
                                   f"{ctx.method!r} does not provide: {ctx.why_not.get('labels', '')}; use target=teacher")
             self.expose([(a, OUTPUT)])
             self.teacher_features = []
@@ -104,7 +104,7 @@ class VEMTerm(Term):
             channels = cfg.channels if cfg.channels is not None else DEFAULT_CHANNELS.get(kind, 32)
             ebm = build_energy(kind, s_shape, int(channels))
         except ValueError as exc:
-            raise ConfigError(f"loss.terms.vem.energy = {cfg.energy!r} on student {a!r} {s_shape}: {exc} "
+            raise ConfigError(f"objective.student.vem.energy = {cfg.energy!r} on student {a!r} {s_shape}: {exc} "
                               f"(accepted: auto, {', '.join(ENERGIES.names())})") from None
         object.__setattr__(self, "ebm", ebm)  # a player of its own, not a submodule (see the class docstring)
         self._cache: Optional[tuple] = None
@@ -120,7 +120,7 @@ class VEMTerm(Term):
             return pick(t, self.pair[1]).detach()
         y = batch.y
         if y is None:
-            raise ValueError("loss.terms.vem.target = 'ground_truth' but the batch has no targets (batch.y)")
+            raise ValueError("objective.student.vem.target = 'ground_truth' but the batch has no targets (batch.y)")
         if y.dtype in (torch.int64, torch.int32) and s.dim() == 2 and y.dim() == 1:
             return F.one_hot(y.long(), s.shape[1]).to(s.dtype)
         if y.shape != s.shape:
@@ -169,9 +169,9 @@ class VEMTerm(Term):
         worst = float(e.abs().max())  # one sync per step: the bound must stop the run before a bad step
         if not (worst <= float(self.cfg.max_energy)):
             raise NonFiniteLossError(
-                f"term 'vem': the energy reached |E| = {worst:.4g} (NaN/inf or above loss.terms.vem.max_energy = "
-                f"{self.cfg.max_energy:g}); lower loss.terms.vem.step_size or loss.terms.vem.lr, or raise "
-                f"loss.terms.vem.reg (the squared-energy regulariser)")
+                f"term 'vem': the energy reached |E| = {worst:.4g} (NaN/inf or above objective.student.vem.max_energy = "
+                f"{self.cfg.max_energy:g}); lower objective.student.vem.step_size or objective.student.vem.lr, or raise "
+                f"objective.student.vem.reg (the squared-energy regulariser)")
         step("ebm", loss)
         d, m = e_data.detach().mean(), e_sample.detach().mean()
         return {"energy_data": d, "energy_sample": m, "energy_gap": m - d, "energy_abs": e.abs().mean(),

@@ -36,7 +36,7 @@ class VIDTerm(Term):
     def __init__(self, cfg, ctx):
         super().__init__(cfg, ctx)
         if cfg.init_var <= cfg.eps:
-            raise ConfigError(f"loss.terms.vid.init_var = {cfg.init_var} must be > loss.terms.vid.eps = {cfg.eps}")
+            raise ConfigError(f"objective.student.vid.init_var = {cfg.init_var} must be > objective.student.vid.eps = {cfg.eps}")
         self.pairs = layer_pairs(cfg.layers, "vid", default=[(OUTPUT, OUTPUT)])
         self.expose(self.pairs)
         s_shapes = ctx.student_shapes([a for a, _ in self.pairs], "vid")
