@@ -221,7 +221,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     from kdlab.data import DATASETS
     from kdlab.data.translation import TASKS
     from kdlab.experiments import EXPERIMENTS
-    from kdlab.losses import LOSSES
     from kdlab.methods import METHODS
     from kdlab.models import GENERATORS, MODELS
     from kdlab.terms import TERMS, term_config
@@ -237,7 +236,6 @@ def cmd_list(args: argparse.Namespace) -> int:
                        + d for n, d in METHODS.describe().items()},
         "terms": {n: term_line(n) for n in TERMS.names()},
         "data": {**DATASETS.describe(), **TASKS.describe()},
-        "losses": LOSSES.describe(),
         "experiments": EXPERIMENTS.describe(),
         "recipes": {p.stem: p.read_text().split("\n", 1)[0].lstrip("# ") for p in sorted(RECIPES.glob("*.yaml"))},
         "compare-specs": {p.stem: p.read_text().split("\n", 1)[0].lstrip("# ")

@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", help="run directories")
     p.add_argument("--out", default=None, help="output directory of a comparison report")
     p.add_argument("--title", default="kdlab comparison")
-    p = sub.add_parser("list", help="list models, generators, methods, terms, data sets, losses, experiments, recipes, compare-specs")
+    p = sub.add_parser("list", help="list models, generators, methods, terms, data sets, experiments, recipes, compare-specs")
     p.add_argument("what", nargs="?", default=None)
     p = sub.add_parser("reproduce", help="rerun a paper's table or figure (kdlab list experiments)")
     p.add_argument("experiment")

@@ -75,18 +75,18 @@ SCALE = {
 }
 
 METHODS_T4 = {  # the student objectives are objective.student (kdlab list terms); kdgan's game keys are its own
-    "MIMIC": {"method": "distill", "loss": {"terms": {"ce": {"weight": 0.0}, "logits": {"weight": 0.5, "mode": "paper"}}}},
-    "DISTN": {"method": "distill", "loss": {"terms": {"ce": {"weight": 1.0}, "kd": {"weight": 1.0, "temperature": 3.0}}}},
-    "CODIS": {"method": "codistill", "loss": {"terms": {"ce": {"weight": 1.0}}, "codistill": 1.0, "peer": "teacher"}},
-    "KDGAN": {"method": "kdgan", "loss": {}},
+    "MIMIC": {"method": "distill", "objective": {"student": {"ce": {"weight": 0.0}, "logits": {"weight": 0.5, "mode": "paper"}}}},
+    "DISTN": {"method": "distill", "objective": {"student": {"ce": {"weight": 1.0}, "kd": {"weight": 1.0, "temperature": 3.0}}}},
+    "CODIS": {"method": "codistill", "objective": {"student": {"ce": {"weight": 1.0}}}, "players": {"codistill": 1.0, "peer": "teacher"}},
+    "KDGAN": {"method": "kdgan"},
 }
-#: Table 4's diagnostic KDGAN rows: cell tag -> (label, loss keys): is the gap the classifier's missing cross
+#: Table 4's diagnostic KDGAN rows: cell tag -> (label, config sections merged over the row): is the gap the classifier's missing cross
 #: entropy, its distillation loss (L2 on log-probabilities, beta 2) where DISTN has Hinton's KL at T = 3, or the
 #: adversarial term (alpha = 0: no adversarial gradient for the classifier, d sees the teacher's samples only)?
 DIAGNOSTICS_T4 = {
-    "-ce": ("KDGAN + CE (weight 1)", {"terms": {"ce": {"weight": 1.0}}}),
-    "-kl": ("KDGAN with L_DS = T^2 KL at T = 3", {"distill": "kl", "temperature": 3.0}),
-    "-a0": ("KDGAN with alpha = 0", {"alpha": 0.0}),
+    "-ce": ("KDGAN + CE (weight 1)", {"objective": {"student": {"ce": {"weight": 1.0}}}}),
+    "-kl": ("KDGAN with L_DS = T^2 KL at T = 3", {"players": {"distill": "kl", "temperature": 3.0}}),
+    "-a0": ("KDGAN with alpha = 0", {"players": {"alpha": 0.0}}),
 }
 METHOD_NOTES = {
     "MIMIC": "logit matching only (Ba & Caruana): 0.5 ||z_c - z_t||^2 per image (the code's tf.nn.l2_loss / batch)",
@@ -115,10 +115,12 @@ def _base(sc: Dict[str, Any], n: int, out: Path) -> Dict[str, Any]:
     }
 
 
-def _merge(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, Any]:
+def _merge(a: Dict[str, Any], *more: Dict[str, Any]) -> Dict[str, Any]:
+    """``a`` with each of ``more`` merged over it in turn (nested dicts merged, other values replaced)."""
     out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    for b in more:
+        for k, v in b.items():
+            out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -143,24 +145,23 @@ def _pretrained(sc, n: int, seed: int, out: Path, overrides, model: Dict[str, An
 
 
 def _student(sc, label: str, spec: Dict[str, Any], n: int, seed: int, teacher: Path, out: Path, overrides,
-             hidden: int = 800, extra_loss: Optional[Dict[str, Any]] = None, tag: str = "") -> Path:
+             hidden: int = 800, extra: Optional[Dict[str, Any]] = None, tag: str = "") -> Path:
     """One row x n x seed: every row starts from the same CE-pre-trained classifier (per seed); KDGAN plays
     the published epoch cycle with a CE-pre-trained d for as many classifier epochs as the other rows."""
     mlp = {"name": "mlp", "kwargs": {"hidden": [hidden, hidden]}}
     init = _pretrained(sc, n, seed, out, overrides, mlp, f"h{hidden}")
-    loss, epochs = dict(spec["loss"]), sc["epochs"]
+    players, epochs = {}, sc["epochs"]
     if spec["method"] == "kdgan":
         n_d, n_t, n_c = sc["cycle"]
         epochs = sc["epochs"] * (n_d + n_t + n_c) // n_c  # the classifier trains in n_c of every n_d + n_t + n_c
         disc = _pretrained(sc, n, 1, out, overrides, {"name": "lenet", "kwargs": sc["teacher_kwargs"]}, "d")
-        loss.update({"disc_model": "lenet", "disc_kwargs": sc["teacher_kwargs"], "disc_init": str(disc),
+        players.update({"disc_model": "lenet", "disc_kwargs": sc["teacher_kwargs"], "disc_init": str(disc),
                      "schedule": list(sc["cycle"]), "schedule_unit": "epoch", "teacher_lr": sc["teacher_lr"],
                      "teacher_ce": sc["teacher_ce"],
                      "tau_every": max(epochs // 36, 1)})
-    loss.update(extra_loss or {})
-    cfg = _merge(_base(sc, n, out), {
+    cfg = _merge(_base(sc, n, out), {k: v for k, v in spec.items() if k != "method"}, {"players": players}, extra or {}, {
         "name": f"kdgan-{label.lower()}{tag}-h{hidden}-n{n}-s{seed}", "label": label, "method": spec["method"], "seed": seed,
-        "teacher": {"checkpoint": str(teacher)}, "model": {**mlp, "checkpoint": str(init)}, "loss": loss,
+        "teacher": {"checkpoint": str(teacher)}, "model": {**mlp, "checkpoint": str(init)},
         "trainer": {"epochs": epochs}})
     return _run(cfg, overrides)
 
@@ -214,7 +215,7 @@ def table4(out_dir: Path, scale: str, seeds: Optional[List[int]], overrides: Lis
                     game.setdefault(n, []).append(summ)
         for tag, (_, extra) in DIAGNOSTICS_T4.items():  # KDGAN variants that locate its gap (not the paper's rows)
             diag.setdefault(tag, {})[n] = [grid.read_summary(_student(sc, "KDGAN", METHODS_T4["KDGAN"], n, s, t, out, overrides,
-                                                                      tag=tag, extra_loss=extra))["test_acc_best"] for s in seeds]
+                                                                      tag=tag, extra=extra))["test_acc_best"] for s in seeds]
     lines = _protocol(scale, sc, seeds, overrides)
     head = "| method | " + " | ".join(f"n={n} ours (last) | paper MNIST n={_paper_n(sc['ns'], n) or '—'}" for n in sc["ns"]) + " |"
     lines += [head, "|" + "---|" * (1 + 2 * len(sc["ns"]))]

@@ -32,7 +32,7 @@ from kdlab.experiments.kdgan import SCALE as KDGAN_SCALE
 from kdlab.experiments.kdgan import _base, _merge, _teacher, in_process_game
 
 N = 500
-#: variant -> (KDGAN loss keys, steps during which d alone is trained first)
+#: variant -> (KDGAN players keys, steps during which d alone is trained first)
 VARIANTS: Dict[str, tuple] = {
     "published: teacher lr 5e-4, d from the teacher, 1/1/1 per batch": ({"teacher_lr": 5e-4}, 0),
     "d from scratch, warmed up alone for 40 steps": ({"teacher_lr": 5e-4, "disc_init": "scratch"}, 40),
@@ -106,7 +106,7 @@ def teacher_collapse(out_dir: Path, scale: str, seeds: Optional[List[int]] = Non
             cfg = grid.resolve([_merge(_base(ksc, N, out), {
                 "name": "kdgan-teacher-collapse", "method": "kdgan", "seed": seed, "teacher": {"checkpoint": str(teacher)},
                 "model": {"name": "mlp", "kwargs": {"hidden": [800, 800]}},
-                "loss": {**loss, "disc_model": "lenet", "disc_kwargs": ksc["teacher_kwargs"]}})], overrides)
+                "players": {**loss, "disc_model": "lenet", "disc_kwargs": ksc["teacher_kwargs"]}})], overrides)
             traces.setdefault(name, []).append(_play(cfg, warm, sc["steps"], sc["every"]))
     return _write(out / "kdgan-teacher-collapse", scale, seeds, traces)
 

@@ -27,7 +27,7 @@ def fig6(out_dir: Path, scale: str, seeds: Optional[List[int]], overrides: List[
     t0 = grid.read_summary(t)["test_acc_best"]
     rows = []
     for g in sc["gammas"]:
-        ss = [grid.read_summary(_student(sc, "KDGAN", METHODS_T4["KDGAN"], n, s, t, out, overrides, extra_loss={"gamma": g},
+        ss = [grid.read_summary(_student(sc, "KDGAN", METHODS_T4["KDGAN"], n, s, t, out, overrides, extra={"players": {"gamma": g}},
                                          tag=f"-g{g:g}")) for s in seeds]
         rows.append((g, [x["teacher"]["test_acc_last"] for x in ss], [x["teacher"]["test_acc_at_best"] for x in ss],
                      [x["test_acc_best"] for x in ss]))
@@ -83,7 +83,7 @@ def fig7(out_dir: Path, scale: str, seeds: Optional[List[int]], overrides: List[
             cfg = grid.resolve([_merge(_base(sc, 100, out), {
                 "name": "kdgan-fig7", "method": "kdgan", "seed": seed, "teacher": {"checkpoint": str(t)},
                 "model": {"name": "mlp", "kwargs": {"hidden": [800, 800]}}, "data": {"batch_size": 20},
-                "loss": {**loss, "disc_model": "lenet", "disc_kwargs": sc["teacher_kwargs"]}})], overrides)
+                "players": {**loss, "disc_model": "lenet", "disc_kwargs": sc["teacher_kwargs"]}})], overrides)
             m, data = in_process_game(cfg)
             full = next(iter(make_loader(data.train, len(data.train), False, seed)))
             adv, ds = [], []

@@ -103,7 +103,7 @@ def student_terms(recipe: str, addon: str, lam: float, sc: Dict[str, Any], class
     """``objective.student`` of a cell: the algorithm's recipe terms (feature networks = the output domain's
     classifier) plus the add-on on the output images weighted ``lam``."""
     raw = OmegaConf.to_container(OmegaConf.load(grid.recipe(recipe)))
-    terms: Dict[str, Any] = dict(raw["loss"]["terms"])
+    terms: Dict[str, Any] = dict(raw["objective"]["student"])
     for name in _EXTRACTOR_TERMS:
         if name in terms and "extractor" in terms[name]:
             terms[name] = {**terms[name], "extractor": str(classifier)}

@@ -1,6 +1,7 @@
 """Distillation losses: pure functions (and one small module) with their sources' equations.
 
-Registry ``LOSSES`` (names -> the function or class):
+The functions are what terms (:mod:`kdlab.terms`, ``kdlab list terms``) compute; they are not
+registered by name themselves (a config names terms, never losses). The main ones:
 
 ========== ======================== ==============================================
 name       entry                    source
@@ -24,7 +25,6 @@ perceptual, LPIPS form), :mod:`~kdlab.losses.omgd` (eqs. 13-14), :mod:`~kdlab.lo
 
 Losses take tensors, never models or trainers; teacher inputs are always detached inside.
 """
-from kdlab.losses._common import LOSSES
 from kdlab.losses.attention import ATTENTION_MODES, attention_loss, attention_losses, attention_map
 from kdlab.losses.ce import cross_entropy
 from kdlab.losses.hints import HintLoss
@@ -51,7 +51,6 @@ from kdlab.losses.jacobian import (
 )
 
 __all__ = [
-    "LOSSES",
     "cross_entropy",
     "kd_loss",
     "logit_matching",

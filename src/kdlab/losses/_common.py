@@ -1,8 +1,4 @@
-"""The loss registry and the input checks every loss shares.
-
-Kept apart from ``__init__`` so that each loss module can register itself with
-``@LOSSES.register(...)`` without importing the package it lives in (no import cycle).
-"""
+"""The input checks every loss shares (kept apart from ``__init__``: no import cycle)."""
 from __future__ import annotations
 
 import math
@@ -10,11 +6,6 @@ from typing import Callable, Iterable, List, Sequence, Tuple
 
 import torch
 
-from kdlab.registry import Registry
-
-#: Every distillation loss by name: ``ce``, ``kd``, ``logits``, ``hints``, ``attention``.
-#: Entries are the loss functions themselves (or the class, for losses with parameters).
-LOSSES = Registry("loss")
 
 
 def check_mode(mode: str, accepted: Sequence[str], what: str = "mode") -> str:

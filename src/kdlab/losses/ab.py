@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from kdlab.losses._common import LOSSES, check_feature_pair, check_mode, check_positive
+from kdlab.losses._common import check_feature_pair, check_mode, check_positive
 
 AB_REDUCTIONS = ("mean", "batchmean")
 
 
-@LOSSES.register("ab")
 def ab_loss(student_feature: torch.Tensor, teacher_feature: torch.Tensor, margin: float = 1.0,
             reduction: str = "mean") -> torch.Tensor:
     """Activation-boundary loss between a connected student response and the teacher's pre-activation.

@@ -6,7 +6,7 @@ from typing import Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from kdlab.losses._common import LOSSES, check_float_tensor, check_mode, check_positive
+from kdlab.losses._common import check_float_tensor, check_mode, check_positive
 
 ATTENTION_MODES = ("paper", "zagoruyko")
 _EPS = 1e-12  # F.normalize's default: an all-zero map stays zero instead of dividing by 0
@@ -60,7 +60,6 @@ def attention_map(feature: torch.Tensor, p: float = 2) -> torch.Tensor:
     return F.normalize(a, p=2.0, dim=1, eps=_EPS)
 
 
-@LOSSES.register("attention")
 def attention_loss(
     student_feature: torch.Tensor,
     teacher_feature: torch.Tensor,

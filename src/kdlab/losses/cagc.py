@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from kdlab.losses._common import LOSSES, check_float_tensor, check_positive, layer_pairs_checked
+from kdlab.losses._common import check_float_tensor, check_positive, layer_pairs_checked
 from kdlab.losses.image import FeatureFn, check_image_pair, lpips_distance, reduce_per_example
 from kdlab.registry import Registry
 
@@ -99,7 +99,6 @@ def resize_mask(mask: torch.Tensor, size) -> torch.Tensor:
     return mask if tuple(mask.shape[2:]) == size else F.interpolate(mask, size=size, mode="nearest")
 
 
-@LOSSES.register("masked_recon", help="CAGC masked L1 reconstruction ||M (.) (G_s - G_t)||_1,1 (VEM paper eq. 25)")
 def masked_reconstruction_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor,
                                reduction: str = "sum") -> torch.Tensor:
     """Eq. 25: ``E_x ||M (.) (G^s(x) - G^t(x))||_{1,1}``.
@@ -122,7 +121,6 @@ def masked_reconstruction_loss(student: torch.Tensor, teacher: torch.Tensor, mas
     return reduce_per_example(diff.abs(), reduction)
 
 
-@LOSSES.register("masked_distill", help="CAGC masked L1 feature distillation through 1x1 adapters (VEM paper eq. 26)")
 def masked_distillation_loss(students: Sequence[torch.Tensor], teachers: Sequence[torch.Tensor],
                              mask: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
     """Eq. 26: ``sum_l E_x ||M (.) (f_l(G_l^s(x)) - G_l^t(x))||_{1,1}`` (an L1 distance, as the equation).
@@ -150,8 +148,6 @@ def masked_distillation_loss(students: Sequence[torch.Tensor], teachers: Sequenc
     return total
 
 
-@LOSSES.register(
-    "masked_lpips", help="CAGC masked LPIPS-form distance on a pluggable feature network (VEM paper eq. 27)")
 def masked_perceptual_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, features: FeatureFn,
                            layer_weights=None, eps: float = 1e-10) -> torch.Tensor:
     """Eq. 27: ``E_x LPIPS(M (.) G^s(x), M (.) G^t(x))`` with the LPIPS form of

@@ -11,13 +11,11 @@ from typing import Sequence
 
 import torch
 
-from kdlab.losses._common import LOSSES, check_float_tensor, check_positive, sum_over_layers
+from kdlab.losses._common import check_float_tensor, check_positive, sum_over_layers
 
 KA_EPS = 1e-12
 
 
-@LOSSES.register(
-    "kernel_alignment", help="CAT kernel alignment of student and teacher features, in [0, 1] (VEM paper eq. 23)")
 def kernel_alignment(student: torch.Tensor, teacher: torch.Tensor, center: bool = False,
                      eps: float = KA_EPS) -> torch.Tensor:
     """``KA(S, T) = ||rho(S)^T rho(T)||_F^2 / (||rho(S)^T rho(S)||_F ||rho(T)^T rho(T)||_F)`` (eq. 23's ratio).

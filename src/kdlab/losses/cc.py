@@ -6,7 +6,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kdlab.losses._common import LOSSES, check_mode, check_positive
+from kdlab.losses._common import check_mode, check_positive
 from kdlab.losses._relational import check_relation_pair, no_relation
 
 CC_KERNELS = ("bilinear", "gaussian")
@@ -52,7 +52,6 @@ def _check_order(order: int) -> int:
     return order
 
 
-@LOSSES.register("cc")
 def cc_loss(student: torch.Tensor, teacher: torch.Tensor, kernel: str = "gaussian", gamma: float = CC_GAMMA,
             order: int = CC_ORDER, detach_teacher: bool = True) -> torch.Tensor:
     """Correlation congruence: ``||C_s - C_t||_F^2 / B^2`` between the batch correlation matrices.

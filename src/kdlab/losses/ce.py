@@ -4,10 +4,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdlab.losses._common import LOSSES, check_float_tensor
+from kdlab.losses._common import check_float_tensor
 
 
-@LOSSES.register("ce")
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0,
                   check_range: bool = True) -> torch.Tensor:
     """Cross-entropy with hard labels, averaged over the batch.

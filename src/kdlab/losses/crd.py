@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from kdlab.losses._common import LOSSES, check_float_tensor, check_positive
+from kdlab.losses._common import check_float_tensor, check_positive
 from kdlab.losses.adapters import Embed
 
 #: RepDistiller defaults (``train_student.py``: ``feat_dim 128, nce_k 16384, nce_t 0.07, nce_m 0.5``;
@@ -60,7 +60,6 @@ def contrast_scores(anchor: torch.Tensor, memory: torch.Tensor, rows: torch.Tens
     return torch.exp(torch.bmm(weight, anchor.unsqueeze(2)).squeeze(2) / temperature)
 
 
-@LOSSES.register("crd")
 class CRDLoss(nn.Module):
     """CRD for one (student, teacher) feature pair: embedding heads, two memory banks, NCE both ways.
 

@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from kdlab.losses._common import LOSSES, check_float_tensor, check_logit_pair, check_mode, check_positive
+from kdlab.losses._common import check_float_tensor, check_logit_pair, check_mode, check_positive
 from kdlab.losses.mosaic import BALANCE_LOG_BASES, balance_loss
 
 #: reductions of :func:`logit_l1` and :func:`activation_loss`
@@ -43,7 +43,6 @@ def _check_logits(x: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must have shape [B, K], got {tuple(x.shape)}")
 
 
-@LOSSES.register("logit_l1")
 def logit_l1(student_logits: torch.Tensor, teacher_logits: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Mean absolute error between logits, DFAD eq. 4: ``L_MAE = (1/n) ||z_t - z_s||_1``.
 
@@ -78,7 +77,6 @@ def kl_teacher_student(student_logits: torch.Tensor, teacher_logits: torch.Tenso
     return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * (t * t)
 
 
-@LOSSES.register("datafree_adversarial")
 def adversarial_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mode: str = "kl",
                      temperature: float = 1.0) -> torch.Tensor:
     """The generator's adversarial term: minus a teacher-student disagreement, so that minimising it
@@ -95,7 +93,6 @@ def adversarial_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     return -kl_teacher_student(student_logits, teacher_logits, temperature)
 
 
-@LOSSES.register("one_hot")
 def one_hot_loss(teacher_logits: torch.Tensor, targets: Optional[torch.Tensor] = None) -> torch.Tensor:
     """DAFL eq. 5: ``L_oh = (1/B) sum_i CE(z_t^i, t^i)`` with ``t^i = argmax_k z_t^i_k`` (the teacher's own
     prediction, a constant: argmax has no gradient), or given ``targets`` (DeepInversion's sampled labels).
@@ -117,7 +114,6 @@ def one_hot_loss(teacher_logits: torch.Tensor, targets: Optional[torch.Tensor] =
     return F.cross_entropy(teacher_logits, targets)
 
 
-@LOSSES.register("activation")
 def activation_loss(features: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """DAFL eq. 6: ``L_a = -(1/n) sum |f_t|`` over the teacher's penultimate features (the input of its
     classifier), rewarding images that excite them.
@@ -137,7 +133,6 @@ def activation_loss(features: torch.Tensor, reduction: str = "mean") -> torch.Te
     return -(a.mean() if reduction == "mean" else a.sum(1).mean())
 
 
-@LOSSES.register("information_entropy")
 def information_entropy_loss(teacher_logits: torch.Tensor, base: str = "e") -> torch.Tensor:
     """DAFL eq. 7: ``L_ie = -H(pbar) = sum_k pbar_k log pbar_k`` with ``pbar = (1/B) sum_i softmax(z_t^i)``,
     the batch-mean teacher prediction; minimising it balances the classes of a batch. The same quantity
@@ -164,7 +159,6 @@ def batch_statistics(x: torch.Tensor):
     return x.mean(dims), x.var(dims, unbiased=False)
 
 
-@LOSSES.register("bn_statistics")
 def bn_statistics_loss(inputs: Sequence[torch.Tensor], running_means: Sequence[torch.Tensor],
                        running_vars: Sequence[torch.Tensor], norm: str = "layer") -> torch.Tensor:
     """BatchNorm-statistics matching (DeepInversion eq. 4, ``R_feature``), over the L BatchNorm layers

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from kdlab.losses._common import LOSSES, check_float_tensor, check_logit_pair, check_positive
+from kdlab.losses._common import check_float_tensor, check_logit_pair, check_positive
 
 #: The small constant of the reference code's cosine (DIST_KD, torchdistill ``DISTLoss``): keeps a
 #: constant row (zero variance) finite.
@@ -35,7 +35,6 @@ def pearson(a: torch.Tensor, b: torch.Tensor, dim: int = 1, eps: float = PEARSON
     return (a * b).sum(dim) / (a.norm(dim=dim) * b.norm(dim=dim) + eps)
 
 
-@LOSSES.register("dist")
 def dist_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, beta: float = 1.0, gamma: float = 1.0,
               tau: float = 1.0) -> torch.Tensor:
     """DIST loss: ``tau^2 * (beta * L_inter + gamma * L_intra)``.

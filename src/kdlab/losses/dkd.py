@@ -6,7 +6,7 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-from kdlab.losses._common import LOSSES, check_logit_pair, check_positive
+from kdlab.losses._common import check_logit_pair, check_positive
 
 
 def check_labels(labels: torch.Tensor, logits: torch.Tensor) -> None:
@@ -67,7 +67,6 @@ def dkd_parts(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels
     return _kl(bin_t, bin_s), _kl(rest_t, rest_s)
 
 
-@LOSSES.register("dkd")
 def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, alpha: float = 1.0,
              beta: float = 8.0, temperature: float = 4.0) -> torch.Tensor:
     """Decoupled KD: ``T^2 * (alpha * TCKD + beta * NCKD)``, averaged over the batch.

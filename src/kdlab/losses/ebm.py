@@ -11,7 +11,7 @@ from typing import Callable, Optional
 
 import torch
 
-from kdlab.losses._common import LOSSES, check_mode
+from kdlab.losses._common import check_mode
 
 #: eq. 7's step/noise relation: ``paper`` = ``t <- t - (lambda/2) grad E + N(0, lambda I)`` (noise std
 #: sqrt(lambda), tied to the step); ``ports`` = ``t <- t - eta grad E + sigma N(0, I)`` with separate eta
@@ -24,7 +24,6 @@ LANGEVIN_NOISE = 0.005
 ENERGY_REG = 0.05
 
 
-@LOSSES.register("langevin")
 def langevin(energy: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, steps: int = LANGEVIN_STEPS,
              step_size: float = LANGEVIN_STEP_SIZE, noise: float = LANGEVIN_NOISE, coupling: str = "ports",
              generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -77,7 +76,6 @@ def langevin(energy: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, s
     return x.detach()
 
 
-@LOSSES.register("ebm")
 def ebm_loss(e_data: torch.Tensor, e_sample: torch.Tensor, reg: float = ENERGY_REG) -> torch.Tensor:
     """The EBM's objective (VEM eqs. 5-6 and A.3): ``mean E(t, s) - mean E(t~, s) + reg * mean(E(t, s)^2 + E(t~, s)^2)``.
 
@@ -104,7 +102,6 @@ def ebm_loss(e_data: torch.Tensor, e_sample: torch.Tensor, reg: float = ENERGY_R
     return e_data.mean() - e_sample.mean() + reg * (e_data.pow(2).mean() + e_sample.pow(2).mean())
 
 
-@LOSSES.register("vem")
 def vem_student_loss(e_data: torch.Tensor, e_sample: torch.Tensor) -> torch.Tensor:
     """The student's VEM term (eqs. 8-10): ``mean E(t, s) - mean E(t~, s)``, t~ detached Langevin samples.
 

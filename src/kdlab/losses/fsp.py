@@ -6,7 +6,7 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-from kdlab.losses._common import LOSSES, check_float_tensor
+from kdlab.losses._common import check_float_tensor
 
 
 def _check_map(x: torch.Tensor, name: str) -> None:
@@ -51,7 +51,6 @@ def fsp_matrix(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     return torch.bmm(a, b.transpose(1, 2)) / a.shape[2]
 
 
-@LOSSES.register("fsp")
 def fsp_loss(student_first: torch.Tensor, student_second: torch.Tensor,
              teacher_first: torch.Tensor, teacher_second: torch.Tensor) -> torch.Tensor:
     """FSP loss for one pair of layers: ``mean_b ||G_s(b) - G_t(b)||_F^2`` (Yim et al. 2017, eq. 2).

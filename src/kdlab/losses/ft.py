@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlab.losses._common import LOSSES, check_feature_pair
+from kdlab.losses._common import check_feature_pair
 
 FT_NORMS = (1, 2)
 _EPS = 1e-12  # F.normalize's default: an all-zero factor stays zero instead of dividing by 0
@@ -92,7 +92,6 @@ class Translator(nn.Module):
         return self.body(x)
 
 
-@LOSSES.register("ft")
 def ft_loss(student_factor: torch.Tensor, teacher_factor: torch.Tensor, p: int = 1) -> torch.Tensor:
     """Factor-transfer loss, Kim et al. 2018 eq. 3: ``mean_b || F_t/||F_t||_2 - F_s/||F_s||_2 ||_p``.
 

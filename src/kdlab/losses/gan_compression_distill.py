@@ -15,7 +15,7 @@ from typing import List, Sequence
 import torch
 from torch import nn
 
-from kdlab.losses._common import LOSSES, check_float_tensor, check_mode
+from kdlab.losses._common import check_float_tensor, check_mode
 from kdlab.losses.image import REDUCTIONS, reduce_per_example
 
 
@@ -66,8 +66,6 @@ class Conv1x1Adapters(nn.Module):
         return f"student_channels={self.student_channels}, teacher_channels={self.teacher_channels}"
 
 
-@LOSSES.register(
-    "feature_distill_1x1", help="GAN-Compression feature distillation through learned 1x1 convs (VEM paper eq. 21)")
 class FeatureDistillLoss(Conv1x1Adapters):
     """``L_distill = sum_l E_x ||f_l(G_l^s(x)) - G_l^t(x)||_F^2`` (VEM paper eq. 21; GAN-Compression).
 

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from kdlab.losses._common import LOSSES, check_float_tensor, check_mode
+from kdlab.losses._common import check_float_tensor, check_mode
 from kdlab.losses.image import REDUCTIONS, l1_reconstruction, reduce_per_example
 
 GRAM_NORMS = ("chw", "none")
@@ -37,7 +37,6 @@ def gram_matrix(x: torch.Tensor, normalize: str = "chw") -> torch.Tensor:
     return g / (f.shape[1] * f.shape[2]) if normalize == "chw" else g
 
 
-@LOSSES.register("gram_style", help="GCC style term ||Gram(X) - Gram(Y)||_F^2 (VEM paper eq. 18)")
 def gram_style_loss(student: torch.Tensor, teacher: torch.Tensor, normalize: str = "chw",
                     reduction: str = "sum") -> torch.Tensor:
     """Style term of eq. 18: ``E_x ||Gram(X) - Gram(Y)||_F^2`` (X student, Y teacher; teacher detached).
@@ -61,8 +60,6 @@ def _check_pair(student: torch.Tensor, teacher: torch.Tensor) -> None:
                          f"{tuple(student.shape)} and teacher {tuple(teacher.shape)}")
 
 
-@LOSSES.register(
-    "gcc_distance", help="GCC distance d(X, Y): squared error + Gram (style) difference (VEM paper eq. 18)")
 def gcc_distance(student: torch.Tensor, teacher: torch.Tensor, lambda_mse: float = 1.0,
                  lambda_style: float = 1.0, normalize: str = "chw", reduction: str = "sum") -> torch.Tensor:
     """``E_x d(X, Y)`` with eq. 18 ``d(X, Y) = lambda_MSE ||X - Y||_F^2 + lambda_style ||Gram(X) - Gram(Y)||_F^2``.

@@ -7,10 +7,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from kdlab.losses._common import LOSSES, check_float_tensor
+from kdlab.losses._common import check_float_tensor
 
 
-@LOSSES.register("hints")
 class HintLoss(nn.Module):
     """FitNets hint loss: ``MSE(r(F_s), F_t)`` with a learned regressor ``r``.
 

@@ -20,7 +20,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from kdlab.losses._common import LOSSES, check_float_tensor, check_mode, check_positive
+from kdlab.losses._common import check_float_tensor, check_mode, check_positive
 
 REDUCTIONS = ("sum", "mean")
 TV_NORMS = ("l1", "l2")
@@ -46,7 +46,6 @@ def reduce_per_example(values: torch.Tensor, reduction: str = "sum") -> torch.Te
     return values.flatten(1).sum(1).mean()
 
 
-@LOSSES.register("l1_recon")
 def l1_reconstruction(student: torch.Tensor, target: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
     """L1 reconstruction ``E_x ||G^s(x) - y||_{1,1}`` (VEM paper eqs. 11, 15, 17, 20).
 
@@ -69,7 +68,6 @@ def l1_reconstruction(student: torch.Tensor, target: torch.Tensor, reduction: st
     return reduce_per_example((student - target.detach().to(student.dtype)).abs(), reduction)
 
 
-@LOSSES.register("ssim")
 def ssim_loss(student: torch.Tensor, target: torch.Tensor, value_range: Tuple[float, float] = (-1.0, 1.0),
               kernel_size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     """Structural similarity loss ``L_SSIM = 1 - SSIM(G^s(x), y)`` (OMGD, VEM paper eq. 15; Wang et al. 2004).
@@ -102,7 +100,6 @@ def ssim_loss(student: torch.Tensor, target: torch.Tensor, value_range: Tuple[fl
     return 1.0 - ssim
 
 
-@LOSSES.register("tv")
 def total_variation(x: torch.Tensor, norm: str = "l1", reduction: str = "sum") -> torch.Tensor:
     """Anisotropic total variation of an image batch (OMGD's ``L_TV``, VEM paper eq. 12).
 
@@ -155,7 +152,6 @@ def _layer_weights(weights: Optional[Sequence[float]], n: int) -> List[float]:
     return weights
 
 
-@LOSSES.register("perceptual")
 def perceptual_loss(student: torch.Tensor, teacher: torch.Tensor, features: FeatureFn,
                     layer_weights: Optional[Sequence[float]] = None) -> torch.Tensor:
     """Perceptual (feature reconstruction) loss ``sum_j w_j ||phi_j(G^s) - phi_j(G^t)||_2^2 / (C_j H_j W_j)``.
@@ -179,7 +175,6 @@ def _unit_channels(f: torch.Tensor, eps: float) -> torch.Tensor:
     return f / (f.pow(2).sum(1, keepdim=True).sqrt() + eps)
 
 
-@LOSSES.register("lpips")
 def lpips_distance(student: torch.Tensor, teacher: torch.Tensor, features: FeatureFn,
                    layer_weights: Optional[Sequence[float]] = None, eps: float = 1e-10) -> torch.Tensor:
     """LPIPS-form distance: ``sum_l w_l mean_{h,w} ||u_l^s(h,w) - u_l^t(h,w)||_2^2``, batch mean.

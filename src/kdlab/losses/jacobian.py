@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlab.losses._common import LOSSES, check_float_tensor, check_mode
+from kdlab.losses._common import check_float_tensor, check_mode
 from kdlab.models.batch_stats import jacobian_forward
 
 SELECTIONS = ("full", "label", "top")
@@ -141,7 +141,6 @@ def unit_rows(j: torch.Tensor) -> torch.Tensor:
     return j / j.norm(dim=-1, keepdim=True).clamp_min(_EPS)
 
 
-@LOSSES.register("jacobian")
 def jacobian_matching(
     student_jac: torch.Tensor, teacher_jac: torch.Tensor, normalize: bool = False
 ) -> torch.Tensor:
@@ -324,7 +323,6 @@ def _forward(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> Tu
     return main, (main if per is None else per)
 
 
-@LOSSES.register("jacobian_penalty")
 def jacobian_norm_penalty(
     logits: torch.Tensor,
     x: torch.Tensor,

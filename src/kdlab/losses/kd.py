@@ -4,13 +4,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdlab.losses._common import LOSSES, check_logit_pair, check_mode, check_positive
+from kdlab.losses._common import check_logit_pair, check_mode, check_positive
 
 #: Reductions of :func:`kd_loss` (the conventions of the frameworks users port configs from).
 KD_REDUCTIONS = ("batchmean", "mean", "sum")
 
 
-@LOSSES.register("kd")
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0,
             reduction: str = "batchmean", t_squared: bool = True) -> torch.Tensor:
     """Soft-target distillation loss: ``T^2 * KL(softmax(z_t/T) || softmax(z_s/T))``.

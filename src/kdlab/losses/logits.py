@@ -4,12 +4,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdlab.losses._common import LOSSES, check_logit_pair, check_mode
+from kdlab.losses._common import check_logit_pair, check_mode
 
 LOGIT_MODES = ("paper", "mse")
 
 
-@LOSSES.register("logits")
 def logit_matching(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mode: str = "paper") -> torch.Tensor:
     """Squared error between student and teacher logits ('match activations').
 

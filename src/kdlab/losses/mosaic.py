@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kdlab.losses._common import LOSSES, check_float_tensor, check_logit_pair, check_mode, check_positive
+from kdlab.losses._common import check_float_tensor, check_logit_pair, check_mode, check_positive
 
 #: log bases of :func:`balance_loss`: ``e`` (nats, eq. 1 as an entropy) or ``2`` (bits, the published code)
 BALANCE_LOG_BASES = ("e", "2", "10")
@@ -41,7 +41,6 @@ def _check_2d(x: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must have shape [B, K] with B >= 1, got {tuple(x.shape)}")
 
 
-@LOSSES.register("mosaic_balance")
 def balance_loss(probs_or_logits: torch.Tensor, probs: bool = False, log_base: str = "e") -> torch.Tensor:
     """Class-balance loss, MosaicKD supplement eq. 1: ``L_balance = -H(E_{x~P_G} p(y|x, theta_t))``
 
@@ -78,7 +77,6 @@ def balance_loss(probs_or_logits: torch.Tensor, probs: bool = False, log_base: s
     return out if log_base == "e" else out / math.log(float(log_base))
 
 
-@LOSSES.register("mosaic_align")
 def align_loss(teacher_logits: torch.Tensor) -> torch.Tensor:
     """Label-space alignment, MosaicKD ``L_align`` (main paper; published code "Eqn. 4"):
 
@@ -96,7 +94,6 @@ def align_loss(teacher_logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(1).mean()
 
 
-@LOSSES.register("patch_bce")
 def patch_bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     """Patch-discriminator BCE with logits, the published MosaicKD reduction:
 
@@ -134,7 +131,6 @@ def patch_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tenso
     return 0.5 * (patch_bce(real_logits, 1.0) + patch_bce(fake_logits, 0.0))
 
 
-@LOSSES.register("mosaic_adversarial_kl")
 def adversarial_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """The generator's adversarial term, MosaicKD supplement eq. 4 (first term, to be maximised):
 

@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from kdlab.losses._common import LOSSES, check_float_tensor, check_mode, check_positive
+from kdlab.losses._common import check_float_tensor, check_mode, check_positive
 
 NST_KERNELS = ("poly", "linear", "gaussian")
 _EPS = 1e-12  # F.normalize's default: an all-zero channel stays zero instead of dividing by 0
@@ -37,7 +37,6 @@ def _mean_sq_distance(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return torch.cdist(z, z).pow(2).mean(dim=(1, 2)).clamp_min(_EPS)
 
 
-@LOSSES.register("nst")
 def nst_loss(student_feature: torch.Tensor, teacher_feature: torch.Tensor, kernel: str = "poly",
              degree: int = 2, c: float = 0.0, sigma2: Optional[float] = None) -> torch.Tensor:
     """Squared MMD between the student's and the teacher's sets of normalised channel responses.

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from kdlab.losses._common import LOSSES, check_float_tensor, sum_over_layers
+from kdlab.losses._common import check_float_tensor, sum_over_layers
 
 
 def channel_attention(x: torch.Tensor) -> torch.Tensor:
@@ -22,8 +22,6 @@ def channel_attention(x: torch.Tensor) -> torch.Tensor:
     return x.mean(dim=(2, 3))
 
 
-@LOSSES.register(
-    "channel_distill", help="OMGD channel distillation: (1/C)||GAP(f(G_s)) - GAP(G_t)||^2 (VEM paper eqs. 13-14)")
 def channel_distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """One layer of eq. 13: ``E_x L_atten(G_l^t(x), f_l(G_l^s(x)))`` with eq. 14
     ``L_atten(p, q) = (1/C) ||GAP(p) - GAP(q)||_2^2``.

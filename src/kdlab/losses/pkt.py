@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from kdlab.losses._common import LOSSES, check_positive
+from kdlab.losses._common import check_positive
 from kdlab.losses._relational import check_relation_pair, no_relation
 
 #: The reference code's epsilon (passalis/probabilistic_kt ``cosine_similarity_loss``, kept by
@@ -30,7 +30,6 @@ def pkt_conditionals(x: torch.Tensor, eps: float = PKT_EPS) -> torch.Tensor:
     return k / k.sum(dim=1, keepdim=True)
 
 
-@LOSSES.register("pkt")
 def pkt_loss(student: torch.Tensor, teacher: torch.Tensor, eps: float = PKT_EPS) -> torch.Tensor:
     """PKT: ``mean_{i,j} P^t_ij log((P^t_ij + eps) / (P^s_ij + eps))``, KL(teacher || student).
 

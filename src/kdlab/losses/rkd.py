@@ -7,7 +7,6 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-from kdlab.losses._common import LOSSES
 from kdlab.losses._relational import check_relation_pair, no_relation
 
 #: RepDistiller's ``RKDLoss(w_d=25, w_a=50)``: the weights users compare with (the paper uses 1 and 2).
@@ -60,7 +59,6 @@ def _weights(distance_weight: float, angle_weight: float) -> Tuple[float, float]
     return out[0], out[1]
 
 
-@LOSSES.register("rkd")
 def rkd_loss(student: torch.Tensor, teacher: torch.Tensor, distance_weight: float = RKD_DISTANCE_WEIGHT,
              angle_weight: float = RKD_ANGLE_WEIGHT) -> torch.Tensor:
     """Relational KD: ``w_D * L_D + w_A * L_A`` with Huber losses between relational potentials.

@@ -4,7 +4,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdlab.losses._common import LOSSES
 from kdlab.losses._relational import check_relation_pair, no_relation
 
 
@@ -17,7 +16,6 @@ def sp_similarity(f: torch.Tensor) -> torch.Tensor:
     return F.normalize(q @ q.t(), p=2.0, dim=1)
 
 
-@LOSSES.register("sp")
 def sp_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """Similarity-preserving loss: ``||G_t - G_s||_F^2 / B^2`` for one (student, teacher) feature pair.
 

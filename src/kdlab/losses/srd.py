@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdlab.losses._common import LOSSES, check_feature_pair, check_logit_pair, check_mode, check_positive
+from kdlab.losses._common import check_feature_pair, check_logit_pair, check_mode, check_positive
 
 #: Feature terms: ``mean`` = mean |d|^p (p = 2: Yang et al.'s L2 feature matching, as MSE);
 #: ``log_sum`` = log sum |d|^p (torchdistill's ``SRDLoss``, Miles & Mikolajczyk, AAAI 2024).
@@ -20,7 +20,6 @@ def _nonneg(value: float, name: str) -> float:
     return float(value)
 
 
-@LOSSES.register("srd")
 def srd_loss(student_feature: torch.Tensor, teacher_feature: torch.Tensor, student_logits: torch.Tensor,
              teacher_logits: torch.Tensor, temperature: float = 1.0, exponent: float = 2.0, alpha: float = 1.0,
              beta: float = 1.0, feature: str = "mean", logit: str = "kl") -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlab.losses._common import LOSSES, check_float_tensor, check_positive
+from kdlab.losses._common import check_float_tensor, check_positive
 
 #: RepDistiller ``VIDLoss`` defaults (``init_pred_var=5.0, eps=1e-5``); eps is also the paper's eq. 5.
 VID_INIT_VAR = 5.0
@@ -70,7 +70,6 @@ def _regressor(c_in: int, mid: int, c_out: int, maps: bool) -> nn.Sequential:
     return nn.Sequential(layer(c_in, mid), nn.ReLU(), layer(mid, mid), nn.ReLU(), layer(mid, c_out))
 
 
-@LOSSES.register("vid")
 class VIDLoss(nn.Module):
     """VID for one (student, teacher) feature pair: a learned mean regressor and per-channel variances.
 
