@@ -21,25 +21,38 @@ from kdlab.runner import load_run_config, train
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "identity_before.json").read_text())
 TINY_GEN = {"generator": "mosaic", "generator_kwargs": {"ngf": 8}, "latent_dim": 16}
+KL = {"kd": {"weight": 1.0, "temperature": 1.0}}
+PATCH_GAN = {"weight": 1.0, "mode": "vanilla", "reduction": "patch_sum"}
 
 
 def current_configs(tmp: Path, teacher: Path, gen_teacher: Path) -> dict:
-    """The fixture's runs in the current config format."""
+    """The fixture's runs in the current config format (MosaicKD, DFAD and DAFL were methods of their own
+    then; now each is ``distill`` with ``data.transfer: synth`` and its generator's terms)."""
     t = {"checkpoint": str(teacher)}
     two = {"epochs": 2}
     return {
         "distill-kd": small_config(tmp, name="kd", method="distill", teacher=t, model={"name": "mlp", "kwargs": {"hidden": [32]}},
                                    objective={"student": {"ce": {"weight": 1.0}, "kd": {"weight": 1.0, "temperature": 4.0}}},
                                    trainer=two),
-        "mosaickd": small_config(tmp, name="mosaickd", method="mosaickd", teacher=t, model={"name": "mlp", "kwargs": {"hidden": [16]}},
-                                 data={"transfer": "mnist-digits", "transfer_n": 48, "batch_size": 16},
-                                 players={**TINY_GEN, "disc_kwargs": {"ndf": 8}}, trainer=two),
-        "dfad": small_config(tmp, name="dfad", method="dfad", teacher=t, model={"name": "mlp", "kwargs": {"hidden": [16]}},
-                             data={"transfer": "none", "steps_per_epoch": 4, "batch_size": 16}, players=dict(TINY_GEN),
-                             trainer=two),
-        "dafl": small_config(tmp, name="dafl", method="dafl", teacher=t, model={"name": "mlp", "kwargs": {"hidden": [16]}},
-                             data={"transfer": "none", "steps_per_epoch": 4, "batch_size": 16}, players=dict(TINY_GEN),
-                             trainer=two),
+        "mosaickd": small_config(tmp, name="mosaickd", method="distill", teacher=t, model={"name": "mlp", "kwargs": {"hidden": [16]}},
+                                 data={"transfer": "synth", "synth_real": "mnist-digits", "transfer_n": 48, "batch_size": 16},
+                                 objective={"student": {"ce": {"weight": 0.0}, **KL},
+                                            "generator": {"align": {"weight": 1.0},
+                                                          "entropy_balance": {"weight": 10.0, "log_base": "2"},
+                                                          "adversarial": {"weight": 1.0, "mode": "kl"}, "gan": PATCH_GAN},
+                                            "discriminator": {"gan": PATCH_GAN}},
+                                 players={**TINY_GEN, "discriminator": "patch", "disc_kwargs": {"ndf": 8}}, trainer=two),
+        "dfad": small_config(tmp, name="dfad", method="distill", teacher=t, model={"name": "mlp", "kwargs": {"hidden": [16]}},
+                             data={"transfer": "synth", "steps_per_epoch": 4, "batch_size": 16},
+                             objective={"student": {"ce": {"weight": 0.0}, "l1": {"weight": 1.0}},
+                                        "generator": {"adversarial": {"weight": 1.0, "mode": "l1", "reduction": "mean"}}},
+                             players=dict(TINY_GEN), trainer=two),
+        "dafl": small_config(tmp, name="dafl", method="distill", teacher=t, model={"name": "mlp", "kwargs": {"hidden": [16]}},
+                             data={"transfer": "synth", "steps_per_epoch": 4, "batch_size": 16},
+                             objective={"student": {"ce": {"weight": 0.0}, **KL},
+                                        "generator": {"one_hot": {"weight": 1.0}, "activation": {"weight": 0.1},
+                                                      "entropy_balance": {"weight": 5.0, "log_base": "10"}}},
+                             players={**TINY_GEN, "synth_every": 1}, trainer=two),
         "kdgan": small_config(tmp, name="kdgan", method="kdgan", teacher=t, model={"name": "mlp", "kwargs": {"hidden": [32]}},
                               players={"disc_model": "mlp", "disc_kwargs": {"hidden": [64, 64]}}, trainer=two),
         "gan-compression-mse": {

@@ -59,7 +59,8 @@ class DataConfig:
     # What the student trains on (validation, model selection and test always use ``name``):
     # null/"train" = the labelled training subset above; "none" = data-free (the method synthesises
     # every batch); or any data set name / imagefolder:<path> = unlabelled (e.g. out-of-domain) images.
-    transfer: Optional[str] = None
+    transfer: Optional[str] = None  # also "synth": a generator makes the student's images (players.generator, objective.generator)
+    synth_real: Optional[str] = None  # with transfer=synth: real (e.g. out-of-domain) images for the discriminator and the student
     transfer_n: Optional[int] = bounded(None, gt=0, optional=True)  # a seeded random subset of the transfer set
     transfer_channels: Optional[int] = choice(None, (None, 1, 3))  # convert: 1 = grayscale (luma), 3 = RGB
     transfer_size: Optional[int] = bounded(None, gt=0, optional=True)  # resize transfer images to S x S
@@ -242,7 +243,7 @@ def _check_sections(raw: DictConfig) -> None:
 def load_config(
     sources: Sequence[Any],
     overrides: Sequence[str] = (),
-    schemas: Optional[Callable[[str], Tuple[Optional[type], type]]] = None,
+    schemas: Optional[Callable[[str, DictConfig], Tuple[Optional[type], type]]] = None,
     prepare: Optional[Callable[[str, DictConfig], None]] = None,
 ) -> DictConfig:
     """Merge YAML files / dicts and ``key=value`` overrides onto the :class:`RunConfig` schema.
@@ -250,8 +251,8 @@ def load_config(
     Args:
         sources: YAML paths (str/Path) or mappings, merged left to right.
         overrides: dotted ``key=value`` strings, applied last.
-        schemas: maps a method name to its ``(players, eval)`` dataclasses (``Method.Config``,
-            ``Method.Eval``); ``players`` may be None (no keys).
+        schemas: maps a method name and the merged raw config to its ``(players, eval)`` dataclasses
+            (``Method.Config``, ``Method.Eval``); ``players`` may be None (no keys).
         prepare: ``(method, raw config)`` applied before the schema merge, may edit ``raw`` in place
             (kdlab's runner refuses the old ``loss`` section and expands ``objective`` there).
 
@@ -279,7 +280,7 @@ def load_config(
         raise _friendly(exc) from exc
     method = str(raw.get("method", RunConfig.method))
     schema = OmegaConf.structured(RunConfig)
-    players_cls, eval_cls = schemas(method) if schemas is not None else (None, EvalConfig)
+    players_cls, eval_cls = schemas(method, raw) if schemas is not None else (None, EvalConfig)
     try:
         if prepare is not None:
             with open_dict(raw):

@@ -31,7 +31,7 @@ def load_run_config(sources: Sequence[Any], overrides: Sequence[str] = ()):
             ``objective`` player the method does not have (names its players); an unknown term or term
             key, or a term that cannot serve that player (lists the accepted ones).
     """
-    return load_config(sources, overrides, schemas=lambda m: (METHODS.get(m).Config, METHODS.get(m).Eval),
+    return load_config(sources, overrides, schemas=lambda m, raw: (METHODS.get(m).players_schema(raw), METHODS.get(m).Eval),
                        prepare=_prepare)
 
 
@@ -42,7 +42,8 @@ def _prepare(method: str, raw: Any) -> None:
     cls = METHODS.get(method)
     if raw.get("loss") is not None:
         refuse_loss_section(cls, method, raw.loss)
-    raw["objective"] = expand_objective(cls, method, raw.get("objective"))
+    cls.check_transfer_source(raw)
+    raw["objective"] = expand_objective(cls, method, raw.get("objective"), cls.objective_roles(raw))
 
 
 def datasets_for(cfg: Any):

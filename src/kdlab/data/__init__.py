@@ -34,7 +34,7 @@ from kdlab.data.splits import stratified_subset, train_val_split
 from kdlab.data.selection import SELECTION_RULES, class_balanced, entropy_topk, select_transfer
 from kdlab.data.translation import TASKS as TRANSLATION_TASKS
 from kdlab.data.translation_set import TranslationDataset
-from kdlab.data.transfer import TRANSFER_LABELLED, TRANSFER_NONE, NoData, TransferInfo, build_transfer, transfer_info
+from kdlab.data.transfer import TRANSFER_LABELLED, TRANSFER_NONE, TRANSFER_SYNTH, NoData, TransferInfo, build_transfer, transfer_info
 
 __all__ = [
     "Batch", "as_batch",
@@ -48,5 +48,5 @@ __all__ = [
     "PrivilegedDataset", "degrade", "DEGRADATIONS",
     "SELECTION_RULES", "select_transfer", "entropy_topk", "class_balanced",
     "TranslationDataset", "TRANSLATION_TASKS",
-    "NoData", "TransferInfo", "build_transfer", "transfer_info", "TRANSFER_LABELLED", "TRANSFER_NONE",
+    "NoData", "TransferInfo", "build_transfer", "transfer_info", "TRANSFER_LABELLED", "TRANSFER_NONE", "TRANSFER_SYNTH",
 ]

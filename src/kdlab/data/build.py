@@ -60,6 +60,7 @@ def build_datasets(
     transfer_channels: Optional[int] = None,
     transfer_size: Optional[int] = None,
     steps_per_epoch: Optional[int] = None,
+    synth_real: Optional[str] = None,
     batch_size: int = 128,
     channels: Optional[int] = None,
     direction: str = "AtoB",
@@ -175,8 +176,10 @@ def build_datasets(
         wrap = lambda d: PrivilegedDataset(d, privileged, privileged_factor)  # noqa: E731
         out = Datasets(train=wrap(out.train), val=wrap(out.val) if out.val is not None else None,
                        test=wrap(out.test), spec=spec)
-    if transfer not in (None, TRANSFER_LABELLED) or any(v is not None for v in (transfer_n, transfer_channels, transfer_size)):
+    if transfer not in (None, TRANSFER_LABELLED) or any(v is not None for v in (transfer_n, transfer_channels, transfer_size,
+                                                                                synth_real)):
         out.transfer = build_transfer(transfer, spec, out.train, root=root, download=download, n=transfer_n,
                                       seed=subset_seed, channels=transfer_channels, size=transfer_size,
-                                      steps_per_epoch=steps_per_epoch, batch_size=batch_size, augment=augment)
+                                      steps_per_epoch=steps_per_epoch, batch_size=batch_size, augment=augment,
+                                      synth_real=synth_real)
     return out

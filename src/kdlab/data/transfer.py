@@ -1,11 +1,14 @@
 """The transfer source: the data a student is distilled on, which need not be the teacher's.
 
-Three kinds, chosen by the config key ``data.transfer`` (:func:`build_transfer`):
+Four kinds, chosen by the config key ``data.transfer`` (:func:`build_transfer`):
 
 * ``'train'`` (default, also ``None``): the labelled training subset of the run's data set;
 * ``'none'``: data-free distillation; a :class:`NoData` source serves batches that carry only row
   indices (``data.steps_per_epoch`` batches of ``batch_size`` per epoch) and the method synthesises
   the inputs;
+* ``'synth'``: a generator trained in the run makes the student's images (the methods' synthesizer,
+  :mod:`kdlab.methods.synthesizer`); the source serves the real images of ``data.synth_real`` (the
+  discriminator's real data, mixed into the student's batches) or, without it, row indices as ``'none'``;
 * any registered data set (``mnist-digits``, ``skimage-patches``, ``cifar10`` ...) or
   ``imagefolder:<path>``: out-of-domain images without the task's labels (``y = None``), made to the
   teacher's input shape (``data.transfer_channels``, ``data.transfer_size``), optionally a seeded
@@ -30,6 +33,9 @@ from kdlab.data.sets import DATASETS, DataSpec, _canonical, hflip_ok, load_split
 TRANSFER_LABELLED = "train"
 #: ``data.transfer`` value of data-free distillation.
 TRANSFER_NONE = "none"
+#: ``data.transfer`` value of synthetic transfer images (a generator trained in the run makes them;
+#: ``data.synth_real`` optionally names real images served beside them)
+TRANSFER_SYNTH = "synth"
 
 
 def _positive_int(value, what: str) -> int:
@@ -146,11 +152,12 @@ def build_transfer(
     steps_per_epoch: Optional[int] = None,
     batch_size: int = 128,
     augment: bool = False,
+    synth_real: Optional[str] = None,
 ) -> Dataset:
     """The dataset the student is trained on (config ``data.transfer`` and its options).
 
     Args:
-        name: ``data.transfer``: None or ``'train'``, ``'none'``, a registered data set name or
+        name: ``data.transfer``: None or ``'train'``, ``'none'``, ``'synth'``, a registered data set name or
             ``'imagefolder:<path>'`` (see the module docstring).
         spec: the evaluation data set's :class:`DataSpec` (the teacher's domain): its (C, H, W) is
             the shape transfer images must have, its mean/std normalise them.
@@ -166,6 +173,8 @@ def build_transfer(
         batch_size: the training batch size (rows per data-free batch).
         augment: random crop/flip the out-of-domain images (flips only where the source allows,
             :func:`kdlab.data.hflip_ok`).
+        synth_real: ``data.synth_real``, with ``'synth'``: the real images served beside the synthetic ones
+            (built as the out-of-domain source of that name); None: row indices only (``steps_per_epoch``).
 
     Returns:
         ``train`` itself; a :class:`NoData` of ``steps_per_epoch * batch_size`` rows; or an
@@ -182,6 +191,12 @@ def build_transfer(
         DataNotFoundError: the source's files are missing (see :func:`kdlab.data.load_split`).
     """
     label = name.strip().lower() if isinstance(name, str) else name
+    if label == TRANSFER_SYNTH:  # the batches carry the real images of synth_real, or only row indices
+        return build_transfer(synth_real or TRANSFER_NONE, spec, train, root=root, download=download, n=n, seed=seed,
+                              channels=channels, size=size, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
+                              augment=augment)
+    if synth_real is not None:
+        raise ValueError(f"data.synth_real = {synth_real!r} needs data.transfer = 'synth', got {name!r}")
     if label is None or label in (TRANSFER_LABELLED, TRANSFER_NONE):
         given = [f"data.transfer_{k}={v!r}" for k, v in (("n", n), ("channels", channels), ("size", size))
                  if v is not None]
@@ -231,4 +246,4 @@ def build_transfer(
                            hflip=hflip_ok(source), labelled=False)
 
 
-__all__ = ["NoData", "build_transfer", "to_grayscale", "TRANSFER_LABELLED", "TRANSFER_NONE"]
+__all__ = ["NoData", "build_transfer", "to_grayscale", "TRANSFER_LABELLED", "TRANSFER_NONE", "TRANSFER_SYNTH"]

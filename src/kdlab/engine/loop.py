@@ -237,7 +237,7 @@ class Trainer:
                     if channels_last:
                         batch = channels_last_batch(batch)
                     try:
-                        out = method.training_step(batch, step)
+                        out = method.step(batch, step)
                     except NonFiniteLossError as exc:  # raised inside the step (e.g. a term's bound)
                         self._stop({}, epoch, step + 1, reason=str(exc))
                     loss = out["loss"]

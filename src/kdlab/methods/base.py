@@ -19,7 +19,7 @@ from torch import nn
 
 from kdlab.config import ConfigError, EvalConfig
 from kdlab.data.batch import Batch
-from kdlab.data.transfer import TRANSFER_LABELLED
+from kdlab.data.transfer import TRANSFER_LABELLED, TRANSFER_SYNTH
 from kdlab.engine import build_optimizer, build_scheduler, unwrap
 from kdlab.engine.checkpoint import classifier_metadata
 from kdlab.engine.speed import compile_networks, setup_player, to_channels_last
@@ -28,6 +28,18 @@ from kdlab.registry import Registry
 from kdlab.terms import Objective, Outputs, Student, TermContext, build_objective
 
 METHODS = Registry("method")
+
+
+_SCHEMAS: Dict[tuple, type] = {}
+
+
+def _merged_schema(bases: tuple) -> type:
+    """One dataclass with the fields of every class of ``bases`` (made once per combination)."""
+    from dataclasses import make_dataclass
+
+    if bases not in _SCHEMAS:
+        _SCHEMAS[bases] = make_dataclass("+".join(b.__name__ for b in bases), [], bases=bases)
+    return _SCHEMAS[bases]
 
 
 def export_tensors(model: nn.Module, copy: bool = True) -> Dict[str, torch.Tensor]:
@@ -62,6 +74,57 @@ class Method(ABC):
     default_objective: ClassVar[Dict[str, Dict[str, Any]]] = {}
     #: old ``loss.<key>`` -> its new place, for keys that moved elsewhere than ``players.<key>`` / ``eval.<key>``
     moved: ClassVar[Dict[str, str]] = {}
+    #: why the method cannot train on ``data.transfer: synth`` (None: it can, through :meth:`build_synthesizer`)
+    synth_unsupported: ClassVar[Optional[str]] = "its student does not learn from a classifier's transfer images"
+
+    # -- config-time questions (asked of the class, before anything is built) -------------------------------
+    @classmethod
+    def synthesizing(cls, raw: Any) -> bool:
+        """Whether the raw (merged) config ``raw`` asks for synthetic transfer images (``data.transfer: synth``)."""
+        data = raw.get("data") if raw is not None else None
+        return data is not None and str(data.get("transfer") or "").strip().lower() == TRANSFER_SYNTH
+
+    @classmethod
+    def players_schema(cls, raw: Any) -> Optional[type]:
+        """The ``players`` schema for ``raw``: :attr:`Config`, plus the synthesizer's keys
+        (:class:`kdlab.methods.synthesizer.SynthConfig`) when ``data.transfer: synth``."""
+        if not cls.synthesizing(raw) or cls.synth_unsupported:
+            return cls.Config
+        from kdlab.methods.synthesizer import SynthConfig
+
+        bases = tuple(b for b in (cls.Config, SynthConfig) if b is not None)
+        return _merged_schema(bases)
+
+    @classmethod
+    def objective_roles(cls, raw: Any) -> Dict[str, str]:
+        """The players whose ``objective`` the raw config may set, with their roles: :attr:`objectives`, plus
+        the synthesizer's ``generator`` (and ``discriminator`` with ``players.discriminator``) when synthesizing."""
+        roles = dict(cls.objectives)
+        if cls.synthesizing(raw) and not cls.synth_unsupported:
+            roles["generator"] = "generator"
+            players = raw.get("players") if raw is not None else None
+            if players is not None and players.get("discriminator") is not None:
+                roles["discriminator"] = "discriminator"
+        return roles
+
+    @classmethod
+    def check_transfer_source(cls, raw: Any) -> None:
+        """Refuse ``data.transfer: synth`` for a method that cannot use it, and ``data.synth_real`` without it.
+
+        Raises:
+            ConfigError: naming the method, why, and the methods that can.
+        """
+        data = raw.get("data") if raw is not None else None
+        method = raw.get("method") if raw is not None else None
+        if cls.synthesizing(raw) and cls.synth_unsupported:
+            from kdlab.methods import METHODS
+
+            able = [n for n in METHODS.names() if not METHODS.get(n).synth_unsupported]
+            raise ConfigError(f"data.transfer = 'synth': method {method!r} cannot train on synthetic images ({cls.synth_unsupported}); "
+                              f"methods that can: {', '.join(able)}")
+        if data is not None and data.get("synth_real") is not None and not cls.synthesizing(raw):
+            raise ConfigError(f"data.synth_real = {data.get('synth_real')!r} gives the synthesizer real images; it needs "
+                              f"data.transfer = 'synth', got {data.get('transfer')!r}")
 
     #: what the method trains: a ``classifier`` or a ``generator``; as a ``teacher`` or a ``student``
     kind: str = "classifier"
@@ -88,6 +151,7 @@ class Method(ABC):
         self.optimizers: Dict[str, Optional[torch.optim.Optimizer]] = {}
         self.schedulers: Dict[str, Any] = {}
         self.frozen: Dict[str, nn.Module] = {}
+        self.synthesizer: Any = None  # a kdlab.methods.synthesizer.Synthesizer with data.transfer: synth
         if getattr(cfg.trainer, "teacher_cache", "auto") == "on" and self.teacher_cache_unsupported:
             raise ConfigError(f"trainer.teacher_cache=on: method {cfg.method!r} {self.teacher_cache_unsupported}; "
                               "accepted here: trainer.teacher_cache=auto or off")
@@ -137,7 +201,8 @@ class Method(ABC):
         if kind == "classifier" and (transfer or TRANSFER_LABELLED) == TRANSFER_LABELLED:
             provides.add("labels")
         else:
-            why_not["labels"] = (f"data.transfer = {transfer!r} has no labels" if kind == "classifier"
+            why_not["labels"] = ("its student batches hold synthetic images, which have no labels" if transfer == TRANSFER_SYNTH
+                                 else f"data.transfer = {transfer!r} has no labels" if kind == "classifier"
                                  else "a generator student has no labels")
         if input_grad and kind == "classifier" and not self.cfg.data.privileged:
             provides.add("input_grad")
@@ -145,7 +210,9 @@ class Method(ABC):
             why_not["input_grad"] = f"with data.privileged = {self.cfg.data.privileged!r} teacher and student see different inputs"
         else:
             why_not["input_grad"] = "its inputs are not images shared by teacher and student"
-        if self.transfer is not None and self.transfer.indexed:
+        if transfer == TRANSFER_SYNTH:
+            why_not["index"] = "its student batches hold synthetic images, which are no rows of a transfer set"
+        elif self.transfer is not None and self.transfer.indexed:
             provides.add("index")
         else:
             why_not["index"] = ("its transfer source was not given to it" if self.transfer is None
@@ -229,7 +296,25 @@ class Method(ABC):
         directory and every batch size the training loader yields (e.g. to build a teacher-output
         cache). Default: nothing."""
 
+    def build_synthesizer(self, teacher: nn.Module, student: Any) -> None:
+        """With ``data.transfer: synth``: build the synthesizer (its players are registered on this method)
+        whose images replace the transfer batches (:meth:`step`); ``student`` returns the student network."""
+        if self.cfg.data.transfer != TRANSFER_SYNTH:
+            return
+        from kdlab.methods.synthesizer import Synthesizer
+
+        self.synthesizer = Synthesizer(self, teacher, student)
+
     # -- the game ----------------------------------------------------------------------------
+    def step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
+        """What the engine calls per batch: :meth:`training_step`, on the synthesizer's batch when there is
+        one (after the syntheses due at ``step``; their losses are logged beside the method's)."""
+        if self.synthesizer is None:
+            return self.training_step(batch, step)
+        logs = self.synthesizer.step(batch, step)
+        logs.update(self.training_step(self.synthesizer.student_batch(batch), step))
+        return logs
+
     @abstractmethod
     def training_step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
         """One optimisation step on a :class:`kdlab.data.Batch` (``x`` None in data-free runs); returns
@@ -285,6 +370,10 @@ class Method(ABC):
         for sched in self.schedulers.values():
             if sched is not None:
                 sched.step()
+        if self.synthesizer is not None and (self.fabric is None or self.fabric.is_global_zero):
+            from pathlib import Path
+
+            self.synthesizer.save_grid(Path(self.cfg.out_dir) / self.cfg.name, epoch)
 
     def learning_rates(self) -> Dict[str, float]:
         return {n: float(o.param_groups[0]["lr"]) for n, o in self.optimizers.items() if o is not None}

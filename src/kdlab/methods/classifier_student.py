@@ -53,6 +53,7 @@ class ClassifierStudentMethod(Method):
     Config = ClassifierStudentConfig
     default_objective = {"student": {"ce": {"weight": 1.0}}}
     teacher_cache_unsupported = None
+    synth_unsupported = None
 
     def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
         super().__init__(cfg, spec, transfer)
@@ -64,10 +65,13 @@ class ClassifierStudentMethod(Method):
                               "set at least one, e.g. objective.student.kd.weight=1 (kdlab list terms)")
         self.objective = objective
         self.add_frozen("teacher", teacher)
+        self.build_synthesizer(teacher, lambda: unwrap(self.players["student"]).net)
         self.input_noise = float(cfg.players.input_noise)  # read once: a config read costs microseconds per step
         self.teacher_cache = None
         self.cache_blockers = ([f"method {cfg.method!r} {self.teacher_cache_unsupported}"] if self.teacher_cache_unsupported
                                else cache_blockers(cfg, objective, transfer))
+        if self.synthesizer is not None:
+            self.cache_blockers.insert(0, "data.transfer=synth: the student's images are synthesised anew every step")
         if cfg.trainer.teacher_cache == "on" and self.cache_blockers:
             raise ConfigError("trainer.teacher_cache=on, but the teacher's outputs are not the same every epoch: "
                               + "; ".join(self.cache_blockers) + "; use trainer.teacher_cache=auto or off")

@@ -17,15 +17,15 @@ from kdlab.config import ConfigError
 from kdlab.terms import TERMS, legacy_spelling, term_config
 
 
-def expand_objective(cls: Any, method: str, raw: Any) -> Dict[str, Dict[str, DictConfig]]:
-    """Every objective player of ``cls`` -> its full term configs (defaults merged, keys checked).
+def expand_objective(cls: Any, method: str, raw: Any, players: Dict[str, str]) -> Dict[str, Dict[str, DictConfig]]:
+    """Every objective player of ``cls`` (``players``: name -> role) -> its full term configs (defaults
+    merged, keys checked).
 
     Raises:
         ConfigError: a player the method does not have (names its players), a section that is not a
             mapping, an unknown term or key (:func:`kdlab.terms.term_config`), a term that cannot serve
             the player's role (names the roles it serves).
     """
-    players: Dict[str, str] = dict(cls.objectives)
     raw = raw if raw is not None else {}
     if not isinstance(raw, (dict, DictConfig)):
         raise ConfigError(f"config section 'objective' = {raw!r}; accepted: a mapping player -> terms, e.g. "

@@ -1,188 +1,251 @@
-"""The base of classifier students trained on images a generator synthesises (``mosaickd``, ``dfad``,
-``dafl``, ``deepinversion``), optionally mixed with unlabelled transfer images. Not a method itself.
+"""The synthesizer: a generator (and optionally a discriminator) that makes the student's transfer images,
+``data.transfer: synth`` for every classifier student method. Not a method itself.
 
-Following Fast-Datafree's split, a subclass implements :meth:`SynthesizerStudentMethod.synthesize`
-(update the generator, and any player of its own such as a discriminator, on a transfer batch) and
-the base owns :meth:`SynthesizerStudentMethod.sample` (a batch of synthetic images for the student,
-without a graph) and the student's step. One ``training_step`` on a transfer batch ``b``:
+Following Fast-Datafree, one object with two calls:
 
-1. every ``players.synth_every``-th step (and the first), ``synthesize(b)`` (``players.synth_steps``
-   generator updates);
-2. ``x = cat(sample(n), b.x)`` (``b.x`` None in data-free runs: the synthetic images alone) with
-   ``n = players.synth_batch`` (default: ``data.batch_size``);
-3. one student step on ``x`` with the objective of ``objective.student`` (default: KL(p_t || p_s) at T = 1,
-   the student loss of MosaicKD and DFAD's code), the teacher's outputs on the same ``x``.
+* :meth:`Synthesizer.synthesize` updates the players of the synthesis on a transfer batch: a
+  discriminator step on ``(real, G(z))`` when there is a discriminator (its loss = ``objective.discriminator``),
+  then a generator step on the same ``G(z)`` whose loss is ``objective.generator``: the weighted sum of
+  registered terms (``kdlab list terms``: ``adversarial``, ``align``, ``entropy_balance``, ``one_hot``,
+  ``activation``, ``bn_prior``, ``gan``, or a term of your own), computed on the frozen teacher's outputs
+  on ``G(z)`` (and the student's, with its parameters frozen, for terms that need them);
+* :meth:`Synthesizer.sample` gives a batch of synthetic images for the student, without a graph.
 
-So ``synth_every = 5`` gives MosaicKD's five student steps per generator update, each on a fresh
-transfer batch and fresh latents (NOTES.md). The generator outputs images in its ``output_range``
-(Sigmoid: [0, 1]); they are mapped to [0, 1] and normalised with the teacher domain's mean/std, so
-the teacher sees what its own data would look like. Schedules step per epoch (the published code
-anneals per iteration; same shape over the run).
+The data-free methods of the literature are recipes of this one synthesizer (``kdlab list recipes``):
+DFAD (``adversarial`` in L1 mode), DAFL (``one_hot`` + ``activation`` + ``entropy_balance``), DFQ /
+DeepInversion (``bn_prior`` + ``one_hot`` + ``entropy_balance`` + ``adversarial``), and MosaicKD (a patch
+discriminator on out-of-domain images ``data.synth_real``, ``adversarial`` + ``align`` + ``gan`` +
+``entropy_balance``).
+
+One student step of a method with a synthesizer on a transfer batch ``b`` (:meth:`step`):
+
+1. every ``players.synth_every``-th step (and the first), ``players.synth_steps`` syntheses on ``b``;
+2. the student's batch ``x = cat(sample(n), b.x)`` (``b.x`` only with ``data.synth_real``: the real
+   images are the discriminator's real data and half of each student batch), ``n = players.synth_batch``
+   (default ``data.batch_size``); such batches have no labels and no row indices;
+3. the method's own step on ``x``.
+
+The generator outputs images in its ``output_range``; they are mapped to [0, 1] and normalised with the
+teacher domain's mean/std, so the teacher sees what its own data would look like. The networks stay in
+train mode during the generator step (BatchNorm statistics of the student and D see G(z), as in the
+published code).
 """
 from __future__ import annotations
 
-import warnings
-from abc import abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 from torch import nn
 
 from kdlab.config import ConfigError, OptimConfig, bounded
-from kdlab.data import TRANSFER_NONE
 from kdlab.data.batch import Batch
-from kdlab.methods.base import unwrap
-from kdlab.methods.classifier_student import ClassifierStudentConfig, ClassifierStudentMethod
-from kdlab.models.gan import GENERATORS, build_generator, sample_latent
-from kdlab.terms import Outputs
+from kdlab.engine import unwrap
+from kdlab.methods.gan_players import frozen, nan_guard
+from kdlab.models.gan import DISCRIMINATORS, GENERATORS, build_discriminator, build_generator, sample_latent
+from kdlab.terms import CriticView, Outputs, TermContext, build_objective
+from kdlab.terms.objective import forward_features
 
 
-def _g_optim() -> OptimConfig:
-    # MosaicKD / DFAD / DAFL code: Adam 1e-3, betas (0.5, 0.999) for the generator
+def _adam() -> OptimConfig:
+    # MosaicKD / DFAD / DAFL code: Adam 1e-3, betas (0.5, 0.999) for the generator and MosaicKD's D
     return OptimConfig(name="adam", lr=1e-3, betas=[0.5, 0.999], weight_decay=0.0, scheduler="cosine")
 
 
 @dataclass
-class SynthesizerConfig(ClassifierStudentConfig):
-    """``loss`` keys of every synthesising method (subclasses add their generator losses)."""
+class SynthConfig:
+    """The ``players`` keys of a run whose transfer source is ``synth``."""
 
     generator: str = "mosaic"  # a registered generator (kdlab list generators)
     generator_kwargs: Dict[str, Any] = field(default_factory=dict)
     latent_dim: int = bounded(100, ge=1)  # nz
-    synth_every: int = bounded(5, ge=1)  # student steps per synthesis (generator update round)
+    g_optim: OptimConfig = field(default_factory=_adam)
+    discriminator: Optional[str] = None  # e.g. patch (MosaicKD) or dcgan (one logit per image); needs data.synth_real
+    disc_kwargs: Dict[str, Any] = field(default_factory=dict)
+    d_optim: OptimConfig = field(default_factory=_adam)
+    synth_every: int = bounded(5, ge=1)  # student steps per synthesis
     synth_steps: int = bounded(1, ge=1)  # generator updates per synthesis
     synth_batch: Optional[int] = bounded(None, ge=1, optional=True)  # synthetic images per student step
-    g_optim: OptimConfig = field(default_factory=_g_optim)
 
 
-class SynthesizerStudentMethod(ClassifierStudentMethod):
-    """Frozen teacher, classifier student, generator (player ``generator``): see the module docstring.
+#: the players a synthesizer adds to a method's objectives (name -> role); ``discriminator`` only with one
+SYNTH_ROLES = {"generator": "generator", "discriminator": "discriminator"}
 
-    Class attributes for subclasses: :attr:`uses_transfer` (False: data-free, a transfer set given to
-    it is ignored with a warning), :attr:`needs_transfer` (True: ``data.transfer=none`` is refused).
 
-    Raises (at construction): ConfigError for an unknown generator, a generator whose output does not
-    match the teacher's input (names both shapes), a missing required transfer set.
+class Synthesizer:
+    """The generator (player ``generator``), the optional discriminator (``discriminator``) and their
+    objectives, registered on ``method``; see the module docstring.
+
+    Args:
+        method: the host method (its config, data spec, ``add_player`` and ``step_optimizer``).
+        teacher: the frozen teacher network.
+        student: returns the student network (unwrapped: the generator's step back-propagates through it
+            without DDP's gradient hooks, with its parameters frozen).
+
+    Raises (at construction): ConfigError for an unknown generator or discriminator, a generator whose
+    images do not fit the teacher (names both shapes), a discriminator without ``data.synth_real`` or whose
+    output is not ``[B]`` / ``[B, 1, h, w]``, an empty generator or discriminator objective, or objective
+    terms with trainable parts (not supported for these players).
     """
 
-    teacher_cache_unsupported = "synthesizes the student's inputs every step, so its teacher's outputs change with them"
+    def __init__(self, method: Any, teacher: nn.Module, student: Callable[[], nn.Module]) -> None:
+        cfg, spec = method.cfg, method.spec
+        pc = cfg.players
+        self.method, self.teacher, self.student = method, teacher, student
+        self.latent_dim = int(pc.latent_dim)
+        self.every, self.steps = int(pc.synth_every), int(pc.synth_steps)
+        self.batch_size = int(pc.synth_batch or cfg.data.batch_size)
+        self.mix_real = cfg.data.synth_real is not None
+        image = (spec.in_channels, spec.image_size, spec.image_size)
+        if pc.generator not in GENERATORS:
+            raise ConfigError(f"players.generator = {pc.generator!r}; accepted: {', '.join(GENERATORS.names())}")
+        gen = build_generator(pc.generator, out_channels=spec.in_channels, image_size=spec.image_size,
+                              latent_dim=self.latent_dim, **dict(pc.generator_kwargs))
+        if tuple(gen.output_shape) != image:
+            raise ConfigError(f"players.generator {pc.generator!r} makes images {tuple(gen.output_shape)}; the teacher "
+                              f"takes {image}")
+        method.add_player("generator", gen, pc.g_optim)
+        self.has_disc = pc.discriminator is not None
+        if self.has_disc:
+            method.add_player("discriminator", self._build_disc(pc, spec, image, self.mix_real), pc.d_optim)
+        critic = CriticView(lambda: unwrap(method.players["discriminator"]), image) if self.has_disc else None
+        provides = {"teacher", "student", "images", "features"} | ({"critic"} if self.has_disc else set())
+        why = {"critic": "it has no discriminator (set players.discriminator and data.synth_real)",
+               "labels": "synthetic images have no labels", "index": "synthetic images are no rows of a transfer set"}
 
-    Config = SynthesizerConfig
-    default_objective = {"student": {"kd": {"weight": 1.0, "temperature": 1.0}}}
-    synthesizes = True
-    uses_transfer = True
-    needs_transfer = False
+        def ctx(role: str, given: set) -> TermContext:
+            return TermContext(method=cfg.method, kind="classifier", student=student(), teacher=teacher,
+                               student_input=image, teacher_input=image, provides=frozenset(given), why_not=why,
+                               num_classes=spec.num_classes, spec=spec, critic=critic, role=role)
 
-    def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
-        super().__init__(cfg, spec, transfer)
-        lc = cfg.players
-        data_free = cfg.data.transfer == TRANSFER_NONE
-        if self.needs_transfer and data_free:
-            raise ConfigError(f"method {cfg.method!r} trains on unlabelled transfer images besides its synthetic ones; "
-                              "data.transfer = 'none' gives none: set data.transfer to an out-of-domain set, e.g. "
-                              "mnist-digits or imagefolder:<path>")
-        if not self.uses_transfer and not data_free:
-            warnings.warn(f"method {cfg.method!r} is data-free: it ignores the images of data.transfer = "
-                          f"{cfg.data.transfer or 'train'!r} (only their count sets the epoch length); "
-                          "set data.transfer=none to say so", stacklevel=2)
-        if lc.generator not in GENERATORS:
-            raise ConfigError(f"players.generator = {lc.generator!r}; accepted: {', '.join(GENERATORS.names())}")
-        gen = build_generator(lc.generator, out_channels=spec.in_channels, image_size=spec.image_size,
-                              latent_dim=int(lc.latent_dim), **dict(lc.generator_kwargs))
-        got, want = tuple(gen.output_shape), (spec.in_channels, spec.image_size, spec.image_size)
-        if got != want:
-            raise ConfigError(f"players.generator {lc.generator!r} makes images {got}; the teacher takes {want}")
-        self.add_player("generator", gen, lc.g_optim)
-        self.run_dir = Path(cfg.out_dir) / cfg.name
+        self.g_objective = self._objective("generator", ctx("generator", provides), cfg)
+        self.d_objective = self._objective("discriminator", ctx("discriminator", {"critic"}), cfg) if self.has_disc else None
         lo, hi = getattr(gen, "output_range", (-1.0, 1.0))
+        self.output_range = (lo, hi)
         mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, -1, 1, 1)
         std = torch.tensor(spec.std, dtype=torch.float32).view(1, -1, 1, 1)
         # x = ((g - lo) / (hi - lo) - mean) / std = g * scale + shift
         self._scale = 1.0 / ((hi - lo) * std)
         self._shift = (-lo / (hi - lo) - mean) / std
+        self._logs: Dict[str, torch.Tensor] = {}
 
-    def term_context(self, student, teacher, **kw):
-        """As :meth:`Method.term_context`, without labels or row indices: the student's batches hold
-        synthetic images, which have neither."""
-        ctx = super().term_context(student, teacher, **kw)
-        ctx.why_not["index"] = "its synthetic images are not rows of the transfer set"
-        ctx.why_not["labels"] = "its student batches hold synthetic images, which have no labels"
-        ctx.provides = ctx.provides - {"index", "labels"}
-        return ctx
+    @staticmethod
+    def _objective(player: str, ctx: TermContext, cfg: Any):
+        objective = build_objective(cfg.objective[player], ctx, player)
+        if not len(objective):
+            raise ConfigError(f"objective.{player} has no term with a weight > 0: the {player} would not train; e.g. "
+                              f"the recipes dfad, dafl, deepinversion, mosaickd (kdlab list terms)")
+        if any(True for _ in objective.parameters()) or objective.players():
+            raise ConfigError(f"objective.{player}: terms with trainable parts of their own are not supported for the "
+                              f"synthesizer's {player}")
+        return objective
 
-    # -- the generator -------------------------------------------------------------------------
-    @property
-    def batch_size(self) -> int:
-        return int(self.cfg.players.synth_batch or self.cfg.data.batch_size)
+    @staticmethod
+    def _build_disc(pc: Any, spec: Any, image: tuple, has_real: bool) -> nn.Module:
+        if not has_real:
+            raise ConfigError(f"players.discriminator = {pc.discriminator!r} learns real images from generated ones: set "
+                              "data.synth_real to a data set of real (e.g. out-of-domain) images, e.g. mnist-digits")
+        if pc.discriminator not in DISCRIMINATORS:
+            raise ConfigError(f"players.discriminator = {pc.discriminator!r}; accepted: {', '.join(DISCRIMINATORS.names())}")
+        try:
+            disc = build_discriminator(pc.discriminator, in_channels=spec.in_channels, image_size=spec.image_size,
+                                       **dict(pc.disc_kwargs))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"players.disc_kwargs = {dict(pc.disc_kwargs)} do not fit discriminator "
+                              f"{pc.discriminator!r}: {exc}") from exc
+        was = disc.training
+        disc.eval()  # a shape probe: leave BatchNorm statistics untouched
+        with torch.no_grad():
+            out = disc(torch.zeros(2, *image))
+        disc.train(was)
+        if out.dim() not in (1, 4) or out.shape[0] != 2 or (out.dim() == 4 and out.shape[1] != 1):
+            raise ConfigError(f"players.discriminator = {pc.discriminator!r} returns {tuple(out.shape[1:])} per image "
+                              f"{image}; the synthesizer needs one logit [B] or a logit map [B, 1, h, w]")
+        return disc
+
+    # -- images ------------------------------------------------------------------------------------
+    def device(self) -> torch.device:
+        return next(unwrap(self.method.players["generator"]).parameters()).device
 
     def generate(self, n: int, device: Any) -> torch.Tensor:
-        """``n`` synthetic images [n, C, H, W] in the teacher's normalised input space, WITH the graph to
-        the generator (for :meth:`synthesize`)."""
-        z = sample_latent(n, int(self.cfg.players.latent_dim), device=device)
-        g = self.players["generator"](z)
+        """``n`` synthetic images [n, C, H, W] in the teacher's normalised input space, WITH the generator's graph."""
+        z = sample_latent(n, self.latent_dim, device=device)
+        g = self.method.players["generator"](z)
         if self._scale.device != g.device:  # moved once, not on every step
             self._scale, self._shift = self._scale.to(g.device), self._shift.to(g.device)
         return g * self._scale + self._shift
 
     def sample(self, n: int, device: Any) -> torch.Tensor:
-        """``n`` synthetic images for the student, without a graph [n, C, H, W] (normalised)."""
+        """``n`` synthetic images for the student [n, C, H, W] (normalised), without a graph."""
         with torch.no_grad():
             return self.generate(n, device)
 
-    @abstractmethod
-    def synthesize(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
-        """Update the generator (and the method's own synthesis players) on ``batch``; return logs."""
-
-    # -- the networks in the generator's step ------------------------------------------------------
-    def teacher_net(self) -> nn.Module:
-        return self.frozen["teacher"]
-
-    def student_net(self) -> nn.Module:
-        """The student network itself (unwrapped: a generator step back-propagates through it without
-        DDP's gradient hooks; its gradients are cleared by the student's own step)."""
-        return unwrap(self.players["student"]).net
-
-    def device(self) -> torch.device:
-        return next(unwrap(self.players["generator"]).parameters()).device
-
-    # -- one step -----------------------------------------------------------------------------
-    def training_step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
+    # -- the players' steps ----------------------------------------------------------------------------
+    def synthesize(self, batch: Batch) -> Dict[str, torch.Tensor]:
+        """A discriminator step on ``(batch.x, G(z))`` (with a discriminator), then a generator step on the same
+        ``G(z)``; returns the detached losses (``d_loss``, ``g_loss``, ``g_<term>``)."""
         device = self.device()
-        if step % int(self.cfg.players.synth_every) == 0:
-            self._synth_logs: Dict[str, torch.Tensor] = {}
-            for _ in range(int(self.cfg.players.synth_steps)):
-                self._synth_logs.update(self.synthesize(batch, step))
-        logs = dict(getattr(self, "_synth_logs", {}))  # the last synthesis' losses, logged at every step
-        x = self.sample(self.batch_size, device)
-        if self.uses_transfer and batch.x is not None:
-            x = torch.cat([x, batch.x.to(device)], 0)
-        student_batch = Batch(x=x)
-        t = self.objective.teacher_outputs(self.frozen["teacher"], x, student_batch)
-        s: Outputs = self.players["student"](x)
-        terms = self.student_terms("student", s, t, student_batch)
-        self.step_optimizer("student", terms["loss"])
-        logs.update({k: v.detach() for k, v in terms.items()})
-        logs.update(self.update_terms("student", s, t, student_batch))
+        fake = self.generate(self.batch_size, device)
+        logs: Dict[str, torch.Tensor] = {}
+        if self.has_disc:
+            if batch.x is None:
+                raise RuntimeError("the synthesizer's discriminator needs real images (data.synth_real) in every batch")
+            logs["d_loss"] = self.d_step(batch.x.to(device), fake.detach())
+        logs.update(self.g_step(fake))
         return logs
 
-    def on_epoch_end(self, epoch: int) -> None:
-        super().on_epoch_end(epoch)
-        self._save_grid(epoch)
+    def d_step(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """One discriminator update on ``objective.discriminator`` (``t``: D on real, ``s``: D on generated)."""
+        disc = self.method.players["discriminator"]
+        r = Outputs(out=disc(real))
+        f = Outputs(out=disc(fake.detach()))
+        loss = self.d_objective(f, r, Batch(x=fake))["loss"]
+        self.method.step_optimizer("discriminator", loss)
+        return loss.detach()
 
-    def _save_grid(self, epoch: int) -> None:
-        """``samples/epoch_NNN.png``: 64 synthetic images of a fixed latent seed (rank 0), in [0, 1]."""
-        if self.fabric is not None and not self.fabric.is_global_zero:
-            return
+    def g_step(self, fake: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """One generator update on ``objective.generator`` of ``fake`` (normalised images WITH the generator's
+        graph); the student (and D, inside the terms) are frozen while they see it."""
+        obj = self.g_objective
+        out, feats = forward_features(self.teacher, fake, obj.teacher_features)
+        t = Outputs(out=out, features=feats, x=fake)
+        s = None
+        if obj.needs_student:
+            student = self.student()
+            with frozen(student):
+                s = Outputs(out=student(fake), x=fake)
+        terms = obj(s if s is not None else Outputs(out=fake), t, Batch(x=fake))
+        loss = nan_guard(fake, terms.pop("loss"))
+        self.method.step_optimizer("generator", loss)
+        return {"g_loss": loss.detach(), **{f"g_{k}": v.detach() for k, v in terms.items()}}
+
+    def step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
+        """The syntheses due at ``step``; returns the last synthesis' losses (logged at every step)."""
+        if step % self.every == 0:
+            self._logs = {}
+            for _ in range(self.steps):
+                self._logs.update(self.synthesize(batch))
+        return dict(self._logs)
+
+    def student_batch(self, batch: Batch) -> Batch:
+        """The student's batch: ``sample(n)``, followed by the real images of ``batch`` with ``data.synth_real``."""
+        device = self.device()
+        x = self.sample(self.batch_size, device)
+        if self.mix_real and batch.x is not None:
+            x = torch.cat([x, batch.x.to(device)], 0)
+        return Batch(x=x)
+
+    def save_grid(self, run_dir: Path, epoch: int) -> None:
+        """``samples/epoch_NNN.png``: 64 synthetic images of a fixed latent seed, in [0, 1]."""
         from kdlab.metrics.generative import save_grid
 
-        gen = unwrap(self.players["generator"])
+        gen = unwrap(self.method.players["generator"])
         was = gen.training
         gen.eval()
         with torch.no_grad():
-            z = sample_latent(64, int(self.cfg.players.latent_dim), torch.Generator().manual_seed(0)).to(self.device())
+            z = sample_latent(64, self.latent_dim, torch.Generator().manual_seed(0)).to(self.device())
             g = gen(z)
         gen.train(was)
-        lo, hi = getattr(gen, "output_range", (-1.0, 1.0))
-        save_grid((g - lo) / (hi - lo), self.run_dir / "samples" / f"epoch_{epoch + 1:03d}.png")
+        lo, hi = self.output_range
+        save_grid((g - lo) / (hi - lo), Path(run_dir) / "samples" / f"epoch_{epoch + 1:03d}.png")

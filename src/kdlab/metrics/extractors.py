@@ -13,6 +13,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from kdlab.features import INPUT, capture_features
+
 
 class ClassifierFeatures(nn.Module):
     """A kdlab classifier as a torchmetrics feature extractor.
@@ -42,11 +44,12 @@ class ClassifierFeatures(nn.Module):
         c = len(tuple(mean))
         self.register_buffer("mean", torch.tensor(tuple(mean), dtype=torch.float32).reshape(1, c, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(tuple(std), dtype=torch.float32).reshape(1, c, 1, 1), persistent=False)
-        linears = [m for m in classifier.modules() if isinstance(m, nn.Linear)]
+        linears = [(n, m) for n, m in classifier.named_modules() if isinstance(m, nn.Linear)]
         if not linears:
             raise ValueError(f"classifier {type(classifier).__name__} has no nn.Linear layer to take features from")
-        self._last = linears[-1]
-        self.num_features = int(self._last.in_features if mode == "features" else self._last.out_features)
+        path, last = linears[-1]
+        self._feature = path + INPUT  # the last linear layer's input
+        self.num_features = int(last.in_features if mode == "features" else last.out_features)
 
     def train(self, mode: bool = True) -> "ClassifierFeatures":  # always eval (BN/dropout frozen)
         super().train(False)
@@ -57,13 +60,9 @@ class ClassifierFeatures(nn.Module):
         x = (images.to(self.mean.dtype) - self.mean) / self.std
         if self.mode == "logits":
             return self.classifier(x)
-        store = {}
-        handle = self._last.register_forward_pre_hook(lambda _m, inp: store.__setitem__("x", inp[0]))
-        try:
+        with capture_features(self.classifier, [self._feature]) as store:
             self.classifier(x)
-        finally:
-            handle.remove()
-        return store["x"].flatten(1)
+        return store[self._feature].flatten(1)
 
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"

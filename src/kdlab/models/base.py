@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import inspect
 import re
-from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
+
+from kdlab.features import FC_INPUT, INPUT, UnknownFeatureError, capture_features, split_feature  # noqa: F401
 
 from kdlab.registry import Registry, UnknownArgumentError, UnknownNameError
 
@@ -25,17 +26,6 @@ MODELS = Registry("model")
 # Families whose depth/width is part of the name (regex, factory): any depth/width of the right
 # form is built, not only the registered names (which exist so that ``kdlab list`` shows them).
 _PATTERNS: List[Tuple["re.Pattern[str]", Callable[..., "Classifier"]]] = []
-
-
-class UnknownFeatureError(KeyError):
-    """A feature name that is neither a friendly name of the model nor a module path in it.
-
-    The message lists the model's friendly feature names (module paths from ``named_modules()`` are
-    accepted too).
-    """
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
 
 
 class GlobalAvgPool2d(nn.Module):
@@ -223,61 +213,7 @@ def build_model(
 
 
 # ----------------------------------------------------------------------------- features
-
-
-def _resolve_features(model: nn.Module, names: Sequence[str]) -> Dict[str, str]:
-    friendly: Mapping[str, str] = getattr(model, "feature_layers", None) or {}
-    modules = dict(model.named_modules())
-    out: Dict[str, str] = {}
-    for n in names:
-        if n in friendly:  # friendly names first
-            out[n] = friendly[n]
-        elif n in modules and n != "":
-            out[n] = n
-        else:
-            listed = ", ".join(friendly) if friendly else "(none)"
-            raise UnknownFeatureError(
-                f"unknown feature {n!r} for model {getattr(model, 'arch', type(model).__name__)!r}; "
-                f"known features: {listed} (or any module path of named_modules())"
-            )
-    return out
-
-
-@contextmanager
-def capture_features(model: nn.Module, names: Union[str, Sequence[str]]) -> Iterator[Dict[str, Tensor]]:
-    """Context manager: while active, each forward pass of ``model`` stores the requested features.
-
-    Yields a dict ``name -> Tensor`` filled by forward hooks (the output of the module the name
-    resolves to; if a module runs several times in one forward, the last output is kept). Hooks are
-    removed on exit, also when the body raises. Gradients flow through the stored tensors.
-
-    Raises:
-        UnknownFeatureError: a name that is neither a friendly name nor a module path.
-    """
-    if isinstance(names, str):
-        names = [names]
-    paths = _resolve_features(model, list(names))
-    modules = dict(model.named_modules())
-    store: Dict[str, Tensor] = {}
-    handles = []
-
-    def make_hook(feature_names: List[str]) -> Callable[..., None]:
-        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-            for fn in feature_names:
-                store[fn] = output
-
-        return hook
-
-    by_path: Dict[str, List[str]] = {}
-    for fname, path in paths.items():
-        by_path.setdefault(path, []).append(fname)
-    try:
-        for path, fnames in by_path.items():
-            handles.append(modules[path].register_forward_hook(make_hook(fnames)))
-        yield store
-    finally:
-        for h in handles:
-            h.remove()
+# the mechanism itself is kdlab.features (below every layer); re-exported here
 
 
 def extract_features(

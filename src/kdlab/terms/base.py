@@ -35,8 +35,11 @@ TERMS = Registry("term")
 #: intermediate features (forward hooks); ``input_grad``: one input leaf shared by teacher and student;
 #: ``index``: ``batch.index``, each example's row in the transfer source (``TermContext.transfer_size`` rows);
 #: ``targets``: ``batch.target``, the ground-truth output image of a paired translation task; ``critic``: the
-#: method's discriminator, whose named features terms read through :attr:`TermContext.critic`.
-CAPABILITIES = ("teacher", "logits", "images", "labels", "features", "input_grad", "index", "targets", "critic")
+#: method's discriminator, whose outputs and named features terms read through :attr:`TermContext.critic`;
+#: ``student``: the student's outputs on the same inputs, for the objective of another player (a generator's
+#: adversarial term).
+CAPABILITIES = ("teacher", "logits", "images", "labels", "features", "input_grad", "index", "targets", "critic",
+                "student")
 
 #: Reserved feature name of a network's main output (logits [B, K] or images [B, C, H, W]): a term's
 #: ``layers`` may pair it like any named feature, e.g. ``[[output, output]]``.
@@ -109,6 +112,8 @@ class TermContext:
         spec: the data set's :class:`kdlab.data.DataSpec` (channels, normalisation, translation pairing),
             or None.
         critic: the method's discriminator as terms may read it (:class:`CriticView`), or None.
+        role: the role of the player whose objective is being built (``student``, ``generator``,
+            ``discriminator``, ``teacher``; see :attr:`kdlab.methods.Method.objectives`).
     """
 
     method: str
@@ -124,6 +129,7 @@ class TermContext:
     steps_per_epoch: Optional[int] = None
     spec: Any = None
     critic: Optional["CriticView"] = None
+    role: str = "student"
 
     def _shapes(self, net: Optional[nn.Module], names: Sequence[str], shape: Tuple[int, ...], term: str,
                 who: str) -> Dict[str, Tuple[int, ...]]:
@@ -201,6 +207,27 @@ class CriticView:
             for p in params:
                 p.requires_grad_(True)
         return {n: store[n] for n in names}
+
+    def scores(self, images: torch.Tensor, condition: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """D's output on ``images`` [B, C, H, W] (``[B]`` or a map ``[B, 1, h, w]``) with a graph to ``images`` only
+        (D's parameters get no gradient); D reads ``cat(condition, images)`` when it is conditional.
+
+        Raises:
+            ValueError: a conditional D without ``condition``.
+        """
+        if self.condition_channels:
+            if condition is None:
+                raise ValueError("a conditional discriminator needs the source images as condition")
+            images = torch.cat([condition.to(images.dtype), images], 1)
+        d = self.get()
+        params = [p for p in d.parameters() if p.requires_grad]
+        for p in params:
+            p.requires_grad_(False)
+        try:
+            return d(images)
+        finally:
+            for p in params:
+                p.requires_grad_(True)
 
     def feature_names(self) -> List[str]:
         """D's friendly feature names (``feature_layers``), in order."""

@@ -113,6 +113,7 @@ class Objective(nn.Module):
         self.student_features: List[str] = ordered("student_features")
         self.teacher_features: List[str] = ordered("teacher_features")
         self.needs_teacher = any("teacher" in t.requires for t in self.terms.values())
+        self.needs_student = any("student" in t.requires for t in self.terms.values())  # another player's objective
         self.needs_input_grad = any("input_grad" in t.requires for t in self.terms.values())
         self.has_updates = bool(self.players())  # terms with players of their own update after each student step
 

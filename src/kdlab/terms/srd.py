@@ -11,7 +11,7 @@ from torch import nn
 from kdlab.config import ConfigError, bounded, choice, temperature_field
 from kdlab.losses.adapters import ConvRegressor, to_vector, vector_size
 from kdlab.losses.srd import SRD_FEATURE_MODES, SRD_LOGIT_MODES, srd_loss
-from kdlab.models.base import capture_features
+from kdlab.models.base import FC_INPUT, capture_features
 from kdlab.terms.base import OUTPUT, TERMS, Term, TermConfig, layer_pairs
 
 
@@ -37,23 +37,21 @@ def classifier_input(net: nn.Module, input_shape: Sequence[int], who: str) -> st
     Raises:
         ConfigError: no ``fc`` Linear, or no friendly feature equals its input (asks for ``layers``).
     """
-    fc = teacher_classifier(net, who)
+    teacher_classifier(net, who)  # an fc Linear, or a ConfigError
     names = list(getattr(net, "feature_layers", {}) or {})
     p = next(net.parameters(), None)
     x = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))
     x = x.to(p.device, p.dtype) if p is not None else x
-    seen = {}
-    hook = fc.register_forward_pre_hook(lambda _m, inputs: seen.__setitem__("x", inputs[0]))
     was = net.training
     net.eval()
     try:
-        with torch.no_grad(), capture_features(net, names) as store:
+        with torch.no_grad(), capture_features(net, names + [FC_INPUT]) as store:
             net(x)
     finally:
-        hook.remove()
         net.train(was)
-    hits = [n for n in names if n in store and "x" in seen and store[n].shape == seen["x"].shape
-            and torch.equal(store[n], seen["x"])]
+    seen = store.get(FC_INPUT)
+    hits = [n for n in names if n in store and seen is not None and store[n].shape == seen.shape
+            and torch.equal(store[n], seen)]
     if not hits:
         raise ConfigError(f"term 'srd': none of the {who}'s features ({', '.join(names) or 'none'}) is the input of its "
                           "classifier 'fc'; set objective.student.srd.layers: [[student feature, teacher feature]]")
