@@ -31,15 +31,34 @@ def load_run_config(sources: Sequence[Any], overrides: Sequence[str] = ()):
             ``objective`` player the method does not have (names its players); an unknown term or term
             key, or a term that cannot serve that player (lists the accepted ones).
     """
-    return load_config(sources, overrides, schemas=lambda m, raw: (METHODS.get(m).players_schema(raw), METHODS.get(m).Eval),
+    return load_config(sources, overrides, schemas=lambda m, raw: (method_class(m).players_schema(raw), method_class(m).Eval),
                        prepare=_prepare)
+
+
+#: methods that became recipes of others: name -> what to use instead
+RETIRED_METHODS = {
+    name: (f"the recipe {name} (method distill with data.transfer=synth: a generator whose objective.generator terms "
+           f"make the student's images): kdlab distill {name} [key=value ...]; kdlab list recipes")
+    for name in ("mosaickd", "dfad", "dafl", "deepinversion")}
+
+
+def method_class(name: str) -> type:
+    """The registered method class ``name``.
+
+    Raises:
+        ConfigError: a method that became a recipe (names the recipe).
+        UnknownNameError: an unknown name (lists the registered ones).
+    """
+    if name in RETIRED_METHODS and name not in METHODS:
+        raise ConfigError(f"method {name!r} is now {RETIRED_METHODS[name]}")
+    return METHODS.get(name)
 
 
 def _prepare(method: str, raw: Any) -> None:
     """Refuse the old ``loss`` section with each key's new place; fill each player's objective."""
     from kdlab.methods.objectives import expand_objective, refuse_loss_section
 
-    cls = METHODS.get(method)
+    cls = method_class(method)
     if raw.get("loss") is not None:
         refuse_loss_section(cls, method, raw.loss)
     cls.check_transfer_source(raw)

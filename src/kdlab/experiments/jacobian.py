@@ -76,12 +76,12 @@ PAPER_T2 = {  # Table 2, CIFAR-100 VGG-9, accuracy % under Gaussian noise (norma
 }
 T2_OVERRIDES = {
     "lam0": [],
-    "lam0.1": ["players.jacobian_penalty=0.1"],
-    "lam1": ["players.jacobian_penalty=1.0"],
-    "lam10": ["players.jacobian_penalty=10.0"],
-    "ce_lam0.1": ["players.jacobian_penalty=0.1", "players.jacobian_penalty_form=ce"],
-    "ce_lam1": ["players.jacobian_penalty=1.0", "players.jacobian_penalty_form=ce"],
-    "ce_lam10": ["players.jacobian_penalty=10.0", "players.jacobian_penalty_form=ce"],
+    "lam0.1": ["objective.teacher.jacobian_penalty.weight=0.1"],
+    "lam1": ["objective.teacher.jacobian_penalty.weight=1.0"],
+    "lam10": ["objective.teacher.jacobian_penalty.weight=10.0"],
+    "ce_lam0.1": ["objective.teacher.jacobian_penalty.weight=0.1", "objective.teacher.jacobian_penalty.form=ce"],
+    "ce_lam1": ["objective.teacher.jacobian_penalty.weight=1.0", "objective.teacher.jacobian_penalty.form=ce"],
+    "ce_lam10": ["objective.teacher.jacobian_penalty.weight=10.0", "objective.teacher.jacobian_penalty.form=ce"],
     "l2": ["optim.weight_decay=0.001"],
     "dropout": ["model.kwargs.dropout=0.25"],
 }

@@ -54,6 +54,13 @@ LABELS = {
     "dafl": "DAFL (data-free)",
 }
 
+#: supplement Fig. 1's other regularisers: none (no discriminator: "naively maximise the teacher's confidence")
+#: and a full-image discriminator ("trapped by the class semantics of OOD data")
+REGULARIZERS = {
+    "none": ["players.discriminator=null", "objective.generator.gan.weight=0", "objective.discriminator.gan.weight=0"],
+    "image": ["players.discriminator=dcgan", "players.disc_kwargs={}"],
+}
+
 SCALE: Dict[str, Dict[str, Any]] = {
     "small": {
         "seeds": [0, 1, 2],
@@ -112,10 +119,11 @@ def _row(row: str, source: Optional[str], sc: Dict[str, Any]) -> tuple:
     if row == "balanced":
         return "mosaickd_kd", [terms, *src, "data.transfer_select=balanced", f"data.transfer_k={sc['ood_n'] // 2}",
                                f"trainer.epochs={2 * epochs}"]
-    if row == "mosaickd":
-        return "mosaickd", [terms, *src, f"trainer.epochs={epochs}", *sc["generator"]]
+    if row == "mosaickd":  # the OOD set is the synthesizer's real data
+        return "mosaickd", [terms, *[o.replace("data.transfer=", "data.synth_real=") for o in src],
+                            f"trainer.epochs={epochs}", *sc["generator"]]
     if row in ("dfad", "dafl"):  # data-free: as many updates per epoch as the OOD rows
-        return row, ["data.transfer=none", f"data.steps_per_epoch={steps}", f"trainer.epochs={epochs}",
+        return row, ["data.transfer=synth", f"data.steps_per_epoch={steps}", f"trainer.epochs={epochs}",
                      "players.latent_dim=100", *sc["generator"]]
     raise KeyError(row)
 
@@ -148,7 +156,7 @@ def mosaickd(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overr
     short = [f"trainer.epochs={sc['ablation_epochs']}"]
     strides = {s: run("mosaickd", first, seeds[0], [*short, f"players.disc_kwargs={{final_stride: {s}}}"], f"-stride{s}")
                for s in sc["strides"]}
-    regs = {r: run("mosaickd", first, seeds[0], [*short, f"players.regularizer={r}"], f"-{r}") for r in ("none", "image")}
+    regs = {r: run("mosaickd", first, seeds[0], [*short, *ov], f"-{r}") for r, ov in REGULARIZERS.items()}
     regs["patch"] = strides[1]
     from kdlab.experiments.mosaickd_report import write
 

@@ -31,7 +31,7 @@ def expand_objective(cls: Any, method: str, raw: Any, players: Dict[str, str]) -
         raise ConfigError(f"config section 'objective' = {raw!r}; accepted: a mapping player -> terms, e.g. "
                           f"objective.student.kd.weight=1 (method {method!r} has: {', '.join(players) or 'no player'})")
     for player in raw.keys():
-        if player not in players:
+        if player not in players and not _all_off(raw.get(player)):
             raise ConfigError(f"objective.{player}: method {method!r} has no player {player!r} with an objective; "
                               f"its players: {', '.join(players) or '(none)'}")
     out: Dict[str, Dict[str, DictConfig]] = {}
@@ -52,6 +52,14 @@ def expand_objective(cls: Any, method: str, raw: Any, players: Dict[str, str]) -
                                   f"{', '.join(n for n in TERMS.names() if role in TERMS.get(n).roles)}")
             out[player][name] = full
     return out
+
+
+def _all_off(section: Any) -> bool:
+    """Every term of ``section`` has weight 0 (an objective that builds nothing, e.g. a recipe's
+    discriminator objective with the discriminator switched off)."""
+    if not isinstance(section, (dict, DictConfig)) or not section:
+        return False
+    return all(isinstance(v, (dict, DictConfig)) and "weight" in v and float(v["weight"]) == 0 for v in section.values())
 
 
 def loss_key_place(cls: Any, key: str) -> str:

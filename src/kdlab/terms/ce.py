@@ -21,6 +21,7 @@ class CrossEntropyTerm(Term):
         label_smoothing: float = bounded(0.0, ge=0, lt=1)
 
     requires = frozenset({"logits", "labels"})
+    roles = frozenset({"student", "teacher"})
     legacy = {"ce": "weight"}
 
     def __init__(self, cfg, ctx):
