@@ -77,7 +77,7 @@ SCALE = {
 METHODS_T4 = {  # the student objectives are objective.student (kdlab list terms); kdgan's game keys are its own
     "MIMIC": {"method": "distill", "objective": {"student": {"ce": {"weight": 0.0}, "logits": {"weight": 0.5, "mode": "paper"}}}},
     "DISTN": {"method": "distill", "objective": {"student": {"ce": {"weight": 1.0}, "kd": {"weight": 1.0, "temperature": 3.0}}}},
-    "CODIS": {"method": "codistill", "objective": {"student": {"ce": {"weight": 1.0}}}, "players": {"codistill": 1.0, "peer": "teacher"}},
+    "CODIS": {"method": "codistill", "players": {"peer": "teacher"}},  # each peer: CE + codistill KL (T = 1)
     "KDGAN": {"method": "kdgan"},
 }
 #: Table 4's diagnostic KDGAN rows: cell tag -> (label, config sections merged over the row): is the gap the classifier's missing cross

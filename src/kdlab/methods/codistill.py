@@ -4,10 +4,11 @@ online distillation", ICLR 2018), the CODIS baseline of KDGAN (Wang et al. 2018,
 Two peers are trained together; each minimises its cross entropy plus a distillation term towards
 the OTHER peer's current predictions (detached):
 
-    L_i = sum_k weight_k * term_k(i, j) + codistill * [epoch >= burn_in] * T^2 KL(p_j^T || p_i^T),   j != i
+    L_i = sum_k weight_k * term_k(i, j),   j != i
 
-where the terms are those of ``objective.student`` (default: cross entropy with weight 1), each peer's
-objective having the other peer as its teacher (detached by every term).
+the terms of ``objective.student`` (the classifier) and ``objective.peer``, each peer's objective having
+the other peer as its teacher (detached by every term). Default for both: cross entropy (weight 1) and the
+``codistill`` term, ``[epoch >= burn_in_epochs] T^2 KL(p_j^T || p_i^T)`` (weight 1, T = 1, no burn-in).
 
 Peer 0 is the classifier (``cfg.model``), exported as ``student``. Peer 1 is chosen by
 ``players.peer``: ``teacher`` (default) = the pre-trained teacher of ``teacher.checkpoint``, trained
@@ -17,16 +18,15 @@ teacher needed). With privileged data (``batch.x_teacher``) the ``teacher`` peer
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict
 
 import torch
 from torch import nn
 
-from kdlab.config import bounded, choice, temperature_field
+from kdlab.config import choice
 from kdlab.data.batch import Batch
 from kdlab.engine import file_sha256, load_network
-from kdlab.losses import kd_loss
 from kdlab.methods.base import METHODS, Method, build_network, unwrap
 from kdlab.metrics import evaluate_accuracy
 from kdlab.models import build_model
@@ -40,15 +40,18 @@ class Codistill(Method):
 
     export_name = "student"
 
-    default_objective = {"student": {"ce": {"weight": 1.0}}}  # each peer's terms
+    objectives = {"student": "student", "peer": "student"}
+    default_objective = {p: {"ce": {"weight": 1.0}, "codistill": {"weight": 1.0, "temperature": 1.0}}
+                         for p in ("student", "peer")}
+    moved = {"codistill": "objective.student.codistill.weight and objective.peer.codistill.weight",
+             "temperature": "objective.student.codistill.temperature and objective.peer.codistill.temperature",
+             "burn_in_epochs": "objective.student.codistill.burn_in_epochs and objective.peer.codistill.burn_in_epochs"}
+    synth_unsupported = None
 
     @dataclass
     class Config:
         """``players`` section of a codistillation run."""
 
-        codistill: float = bounded(1.0, ge=0)  # weight of the codistillation KL towards the other peer
-        temperature: float = temperature_field(1.0)
-        burn_in_epochs: int = bounded(0, ge=0)  # epochs without codistillation before the peers start distilling
         peer: str = choice("teacher", PEERS)
 
     def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
@@ -63,14 +66,21 @@ class Codistill(Method):
         else:
             peer = build_model(cfg.model.name, **kw, **dict(cfg.model.kwargs))
         obj_c = self.build_objective(self.term_context(classifier, peer))
-        obj_p = self.build_objective(self.term_context(peer, classifier))
+        obj_p = self.build_objective(self.term_context(peer, classifier), player="peer")
         self.add_student("classifier", classifier, obj_c, extra_features=obj_p.teacher_features)
         self.add_student("peer", peer, obj_p, extra_features=obj_c.teacher_features)
-        self.epoch = 0
+        self.build_synthesizer(peer, lambda: unwrap(self.players["classifier"]).net)
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch now starting, told to both peers' terms (the codistillation burn-in)."""
+        self.epoch = epoch
+        for name in ("classifier", "peer"):
+            unwrap(self.players[name]).objective.set_epoch(epoch)
 
     def on_epoch_end(self, epoch: int) -> None:
         super().on_epoch_end(epoch)
-        self.epoch = epoch + 1
+        self.set_epoch(epoch + 1)
 
     def losses(self, batch: Batch) -> Dict[str, torch.Tensor]:
         """Both peers' losses for one batch (``c_*`` classifier, ``p_*`` peer)."""
@@ -85,9 +95,6 @@ class Codistill(Method):
         tp = self.student_terms("peer", sp, sc, batch)
         terms = {f"c_{k}": v for k, v in tc.items() if k != "loss"}
         terms.update({f"p_{k}": v for k, v in tp.items() if k != "loss"})
-        if lc.codistill > 0 and self.epoch >= lc.burn_in_epochs:
-            terms["c_kd"] = lc.codistill * kd_loss(sc.out, sp.out, lc.temperature)  # the target is detached inside
-            terms["p_kd"] = lc.codistill * kd_loss(sp.out, sc.out, lc.temperature)
         return terms, sc, sp
 
     def training_step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
@@ -114,7 +121,7 @@ class Codistill(Method):
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.epoch = int(state.get("codistill", {}).get("epoch", 0))
+        self.set_epoch(int(state.get("codistill", {}).get("epoch", 0)))
 
     def eval_model(self) -> nn.Module:
         return unwrap(self.players["classifier"]).net

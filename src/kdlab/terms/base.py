@@ -368,6 +368,10 @@ class Term(nn.Module, metaclass=ABCMeta):
         loaded). Default: none."""
         return {}
 
+    def set_epoch(self, epoch: int) -> None:
+        """Told by the host method at the start of each epoch (0-based; also after a resume), for terms with a
+        schedule in epochs (e.g. a burn-in). Default: nothing."""
+
     def players(self) -> Dict[str, Tuple[nn.Module, Any]]:
         """Modules trained by an optimizer of their own: ``{name: (module, optim config or None)}``
         (None: the run's ``optim`` section). Default: none."""

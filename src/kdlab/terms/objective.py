@@ -161,6 +161,11 @@ class Objective(nn.Module):
         values["loss"] = functools.reduce(operator.add, values.values()) if values else s.out.new_zeros(())
         return values
 
+    def set_epoch(self, epoch: int) -> None:
+        """Tell every term the epoch now starting (:meth:`kdlab.terms.Term.set_epoch`)."""
+        for term in self.terms.values():
+            term.set_epoch(epoch)
+
     def players(self) -> Dict[str, Tuple[nn.Module, Any]]:
         """Every term's own players, named ``<term>.<player>``."""
         return {f"{n}.{p}": v for n, t in self.terms.items() for p, v in t.players().items()}
