@@ -85,7 +85,8 @@ METHODS_T4 = {  # the student objectives are objective.student (kdlab list terms
 #: adversarial term (alpha = 0: no adversarial gradient for the classifier, d sees the teacher's samples only)?
 DIAGNOSTICS_T4 = {
     "-ce": ("KDGAN + CE (weight 1)", {"objective": {"student": {"ce": {"weight": 1.0}}}}),
-    "-kl": ("KDGAN with L_DS = T^2 KL at T = 3", {"players": {"distill": "kl", "temperature": 3.0}}),
+    "-kl": ("KDGAN with L_DS = T^2 KL at T = 3", {"objective": {p: {"kdgan_distill": {"mode": "kl", "temperature": 3.0}}
+                                                                for p in ("student", "teacher")}}),
     "-a0": ("KDGAN with alpha = 0", {"players": {"alpha": 0.0}}),
 }
 METHOD_NOTES = {
@@ -157,9 +158,10 @@ def _student(sc, label: str, spec: Dict[str, Any], n: int, seed: int, teacher: P
         disc = _pretrained(sc, n, 1, out, overrides, {"name": "lenet", "kwargs": sc["teacher_kwargs"]}, "d")
         players.update({"disc_model": "lenet", "disc_kwargs": sc["teacher_kwargs"], "disc_init": str(disc),
                      "schedule": list(sc["cycle"]), "schedule_unit": "epoch", "teacher_lr": sc["teacher_lr"],
-                     "teacher_ce": sc["teacher_ce"],
                      "tau_every": max(epochs // 36, 1)})
-    cfg = _merge(_base(sc, n, out), {k: v for k, v in spec.items() if k != "method"}, {"players": players}, extra or {}, {
+    anchor = {"objective": {"teacher": {"ce": {"weight": sc["teacher_ce"]}}}} if spec["method"] == "kdgan" else {}
+    cfg = _merge(_base(sc, n, out), {k: v for k, v in spec.items() if k != "method"}, {"players": players}, anchor,
+                 extra or {}, {
         "name": f"kdgan-{label.lower()}{tag}-h{hidden}-n{n}-s{seed}", "label": label, "method": spec["method"], "seed": seed,
         "teacher": {"checkpoint": str(teacher)}, "model": {**mlp, "checkpoint": str(init)},
         "trainer": {"epochs": epochs}})

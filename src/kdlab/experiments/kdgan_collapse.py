@@ -32,18 +32,25 @@ from kdlab.experiments.kdgan import SCALE as KDGAN_SCALE
 from kdlab.experiments.kdgan import _base, _merge, _teacher, in_process_game
 
 N = 500
-#: variant -> (KDGAN players keys, steps during which d alone is trained first)
+def _both(**keys: Any) -> Dict[str, Any]:
+    """``objective`` keys of both players' ``kdgan_adversarial`` terms."""
+    return {p: {"kdgan_adversarial": dict(keys)} for p in ("student", "teacher")}
+
+
+#: variant -> (KDGAN config sections merged over the cell, steps during which d alone is trained first)
 VARIANTS: Dict[str, tuple] = {
-    "published: teacher lr 5e-4, d from the teacher, 1/1/1 per batch": ({"teacher_lr": 5e-4}, 0),
-    "d from scratch, warmed up alone for 40 steps": ({"teacher_lr": 5e-4, "disc_init": "scratch"}, 40),
-    "d from the teacher, warmed up alone for 40 steps": ({"teacher_lr": 5e-4}, 40),
-    "epoch schedule d/t/c = 2/1/1 epochs": ({"teacher_lr": 5e-4, "schedule": [2, 1, 1], "schedule_unit": "epoch"}, 0),
-    "gamma = 1 (strong distillation anchor)": ({"teacher_lr": 5e-4, "gamma": 1.0}, 0),
-    "teacher lr 1e-4": ({"teacher_lr": 1e-4}, 0),
-    "teacher lr 3e-5": ({"teacher_lr": 3e-5}, 0),
-    "exact adversarial gradient (no sampling)": ({"teacher_lr": 5e-4, "estimator": "exact"}, 0),
-    "the released code's estimator (soft BCE target)": ({"teacher_lr": 5e-4, "estimator": "code"}, 0),
-    "cross-entropy anchor teacher_ce = 1, lr 5e-4 (the protocol's fix)": ({"teacher_lr": 5e-4, "teacher_ce": 1.0}, 0),
+    "published: teacher lr 5e-4, d from the teacher, 1/1/1 per batch": ({"players": {"teacher_lr": 5e-4}}, 0),
+    "d from scratch, warmed up alone for 40 steps": ({"players": {"teacher_lr": 5e-4, "disc_init": "scratch"}}, 40),
+    "d from the teacher, warmed up alone for 40 steps": ({"players": {"teacher_lr": 5e-4}}, 40),
+    "epoch schedule d/t/c = 2/1/1 epochs": ({"players": {"teacher_lr": 5e-4, "schedule": [2, 1, 1], "schedule_unit": "epoch"}}, 0),
+    "gamma = 1 (strong distillation anchor)": ({"players": {"teacher_lr": 5e-4},
+                                                "objective": {"teacher": {"kdgan_distill": {"weight": 1.0}}}}, 0),
+    "teacher lr 1e-4": ({"players": {"teacher_lr": 1e-4}}, 0),
+    "teacher lr 3e-5": ({"players": {"teacher_lr": 3e-5}}, 0),
+    "exact adversarial gradient (no sampling)": ({"players": {"teacher_lr": 5e-4}, "objective": _both(estimator="exact")}, 0),
+    "the released code's estimator (soft BCE target)": ({"players": {"teacher_lr": 5e-4}, "objective": _both(estimator="code")}, 0),
+    "cross-entropy anchor teacher_ce = 1, lr 5e-4 (the protocol's fix)": ({"players": {"teacher_lr": 5e-4},
+                                                                          "objective": {"teacher": {"ce": {"weight": 1.0}}}}, 0),
 }
 SCALES = {"small": {"seeds": [0], "steps": 120, "every": 20}, "full": {"seeds": [0, 1, 2], "steps": 400, "every": 40}}
 
@@ -101,12 +108,12 @@ def teacher_collapse(out_dir: Path, scale: str, seeds: Optional[List[int]] = Non
     out = Path(out_dir)
     teacher = _teacher(ksc, N, out, list(overrides))
     traces: Dict[str, List[List[Dict[str, float]]]] = {}
-    for name, (loss, warm) in VARIANTS.items():
+    for name, (sections, warm) in VARIANTS.items():
         for seed in seeds:
             cfg = grid.resolve([_merge(_base(ksc, N, out), {
                 "name": "kdgan-teacher-collapse", "method": "kdgan", "seed": seed, "teacher": {"checkpoint": str(teacher)},
                 "model": {"name": "mlp", "kwargs": {"hidden": [800, 800]}},
-                "players": {**loss, "disc_model": "lenet", "disc_kwargs": ksc["teacher_kwargs"]}})], overrides)
+                "players": {"disc_model": "lenet", "disc_kwargs": ksc["teacher_kwargs"]}}, sections)], overrides)
             traces.setdefault(name, []).append(_play(cfg, warm, sc["steps"], sc["every"]))
     return _write(out / "kdgan-teacher-collapse", scale, seeds, traces)
 

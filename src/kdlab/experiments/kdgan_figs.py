@@ -10,11 +10,16 @@ Protocol, scales and cells: :mod:`kdlab.experiments.kdgan`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from kdlab.experiments import EXPERIMENTS, grid
 from kdlab.experiments.kdgan import METHODS_T4, _base, _merge, _protocol, _scale, _student, _teacher, in_process_game
 from kdlab.experiments.kdgan_report import fig6_orderings, fig7_orderings
+
+
+def _score(score: str) -> Dict[str, Any]:
+    """``objective`` keys: both players' REINFORCE score (``kdgan_adversarial.score``)."""
+    return {p: {"kdgan_adversarial": {"score": score}} for p in ("student", "teacher")}
 
 
 @EXPERIMENTS.register("kdgan-fig6", help="KDGAN Fig. 6: teacher accuracy vs gamma")
@@ -27,7 +32,7 @@ def fig6(out_dir: Path, scale: str, seeds: Optional[List[int]], overrides: List[
     t0 = grid.read_summary(t)["test_acc_best"]
     rows = []
     for g in sc["gammas"]:
-        ss = [grid.read_summary(_student(sc, "KDGAN", METHODS_T4["KDGAN"], n, s, t, out, overrides, extra={"players": {"gamma": g}},
+        ss = [grid.read_summary(_student(sc, "KDGAN", METHODS_T4["KDGAN"], n, s, t, out, overrides, extra={"objective": {"teacher": {"kdgan_distill": {"weight": g}}}},
                                          tag=f"-g{g:g}")) for s in seeds]
         rows.append((g, [x["teacher"]["test_acc_last"] for x in ss], [x["teacher"]["test_acc_at_best"] for x in ss],
                      [x["test_acc_best"] for x in ss]))
@@ -71,9 +76,9 @@ def fig7(out_dir: Path, scale: str, seeds: Optional[List[int]], overrides: List[
     out = Path(out_dir)
     t = _teacher(sc, 100, out, overrides)
     variants = {
-        "without Gumbel (categorical samples, score log p_c(z))": {"sampler": "categorical"},
-        "with Gumbel (score log p_c(z) at z = argmax y)": {"sampler": "gumbel", "score": "discrete"},
-        "with Gumbel (score log q_c(y), concrete density)": {"sampler": "gumbel", "score": "concrete"},
+        "without Gumbel (categorical samples, score log p_c(z))": {"players": {"sampler": "categorical"}},
+        "with Gumbel (score log p_c(z) at z = argmax y)": {"players": {"sampler": "gumbel"}, "objective": _score("discrete")},
+        "with Gumbel (score log q_c(y), concrete density)": {"players": {"sampler": "gumbel"}, "objective": _score("concrete")},
     }
     curves: Dict[str, Dict[str, List[float]]] = {}
     per_seed: Dict[str, List[float]] = {}  # variant -> per-seed mean adversarial-gradient variance
@@ -83,7 +88,7 @@ def fig7(out_dir: Path, scale: str, seeds: Optional[List[int]], overrides: List[
             cfg = grid.resolve([_merge(_base(sc, 100, out), {
                 "name": "kdgan-fig7", "method": "kdgan", "seed": seed, "teacher": {"checkpoint": str(t)},
                 "model": {"name": "mlp", "kwargs": {"hidden": [800, 800]}}, "data": {"batch_size": 20},
-                "players": {**loss, "disc_model": "lenet", "disc_kwargs": sc["teacher_kwargs"]}})], overrides)
+                "players": {"disc_model": "lenet", "disc_kwargs": sc["teacher_kwargs"]}}, loss)], overrides)
             m, data = in_process_game(cfg)
             full = next(iter(make_loader(data.train, len(data.train), False, seed)))
             adv, ds = [], []
@@ -136,20 +141,26 @@ def _grad_var(m, batch, which: str, draws: int) -> float:
     """Mean per-parameter variance of the classifier's gradient of one term over ``draws`` evaluations."""
     import torch
 
-    c, t, d = m.players["classifier"], m.players["teacher"], m.players["discriminator"]
+    from kdlab.data.batch import Batch
+    from kdlab.terms import Outputs
+
+    c, t = m.players["classifier"], m.players["teacher"]
     x = batch.x
     xt = batch.teacher_input  # the teacher's (privileged) view, if any
     params = [p for p in c.net.parameters()]  # the classifier network (c is a kdlab.terms.Student)
+    terms = c.objective.terms  # the classifier's weighted kdgan_adversarial (alpha A_c) and kdgan_distill (beta L_DS)
     with torch.no_grad():
-        d_logits, t_logits = d(x), t(xt)
+        t_logits = t(xt)
     grads = []
     gen = torch.Generator().manual_seed(1234)
     for _ in range(draws):
         if which == "adv":
-            loss = m.cfg.players.alpha * m.adversarial_term(c(x).out, d_logits)
+            term = terms["kdgan_adversarial"]
+            loss = term.weight * term(c(x), None, batch)
         else:
             idx = torch.randperm(x.shape[0], generator=gen)[:20]
-            loss = m.cfg.players.beta * m.distill_term(c(x[idx]).out, t_logits[idx])
+            term = terms["kdgan_distill"]
+            loss = term.weight * term(c(x[idx]), Outputs(out=t_logits[idx]), Batch(x=x[idx]))
         g = torch.autograd.grad(loss, params)
         grads.append(torch.cat([v.flatten() for v in g]))
     return float(torch.stack(grads).var(0).mean())

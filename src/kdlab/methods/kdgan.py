@@ -5,19 +5,24 @@ teacher t (pre-trained by the ``teacher`` method, loaded from ``teacher.checkpoi
 in the game) and the discriminator d (``players.disc_model``, a LeNet by default as in the published
 code), which scores a pair (x, y) by ``p_d(x, y) = sigmoid(l_d(x)_y)``.
 
-One game step on a batch (x, y[, x_priv]) (appendix B; terms in :mod:`kdlab.losses.kdgan`):
+One game step on a batch (x, y[, x_priv]) (appendix B; each player's loss is its objective of terms,
+the losses themselves in :mod:`kdlab.losses.kdgan`):
 
-* d ascends ``(1/k) sum_i [log p_d(x, y) + alpha log(1 - p_d(x, z^c_i)) + (1-alpha) log(1 - p_d(x, z^t_i))]``
+* d descends ``objective.discriminator`` (default ``kdgan_discriminator``): it ascends
+  ``(1/k) sum_i [log p_d(x, y) + alpha log(1 - p_d(x, z^c_i)) + (1-alpha) log(1 - p_d(x, z^t_i))]``
   with pseudo labels ``z = argmax`` of concrete samples of ``q_c``, ``q_t`` (temperature tau);
-* t descends ``(1-alpha) * A_t + gamma * L_DS^t(p_t, p_c)``;
-* c descends ``alpha * A_c + beta * L_DS^c(p_c, p_t)``;
+* t descends ``objective.teacher`` (default ``kdgan_adversarial`` = ``(1-alpha) A_t`` and ``kdgan_distill``
+  with weight gamma = 1e-4: ``gamma L_DS^t(p_t, p_c)``);
+* c descends ``objective.student`` (default ``kdgan_adversarial`` = ``alpha A_c`` and ``kdgan_distill`` with
+  weight beta = 2: ``beta L_DS^c(p_c, p_t)``), plus any student term (e.g. ``ce``; ``c_<term>`` in the logs);
 
-where ``A`` is the adversarial term ``E_{y~p}[log(1 - p_d(x, y))]`` whose gradient is estimated by
-``players.estimator``: ``paper`` (default: REINFORCE with the control variate ``players.baseline``),
-``code`` (the released code: the reward ``p_d(x, z)`` as a soft BCE target, no control variate) or
-``exact`` (the exact gradient of ``sum_y p(y|x) log(1 - p_d(x,y))``, possible because d scores
-every label in one pass; a zero-variance reference). ``players.sampler: categorical`` draws the pseudo
-labels from p_c, p_t directly (no Gumbel trick; Fig. 7).
+where ``A`` is the adversarial term ``E_{y~p}[log(1 - p_d(x, y))]`` whose gradient the term's ``estimator``
+estimates: ``paper`` (default: REINFORCE with the control variate ``baseline``), ``code`` (the released code:
+the reward ``p_d(x, z)`` as a soft BCE target, no control variate) or ``exact`` (the exact gradient of
+``sum_y p(y|x) log(1 - p_d(x,y))``, possible because d scores every label in one pass; a zero-variance
+reference). The game's settings are ``players``: ``alpha`` (the mixture, shared by the three objectives), ``k``,
+``sampler`` (``categorical`` draws the pseudo labels from p_c, p_t directly, no Gumbel trick; Fig. 7) and the
+Gumbel temperature schedule.
 
 Schedule (``players.schedule = [n_d, n_t, n_c]``): with ``schedule_unit: step`` every batch gets n_d
 d-updates, then n_t t-updates, then n_c c-updates (fresh samples each); with ``schedule_unit:
@@ -34,40 +39,42 @@ sample, and once they are mostly right Lemma 4.1 drives d's score of the true la
 gives them; d then ranks a wrong label above the true one on 45-90% of the training images, and the
 teacher's adversarial gradient (gamma = 1e-4 leaves almost no distillation anchor) follows that ranking.
 A small rate only slows the drift (3e-5: n = 20K lost 24 points in its first teacher epoch). What holds
-the teacher at the published rate is an anchor to the labels, ``teacher_ce`` (CE(p_t, y), not in the
-paper; the ``kdgan-*`` experiments use 1.0 with teacher_lr 5e-4): ``kdlab reproduce kdgan-teacher-collapse``.
+the teacher at the published rate is an anchor to the labels, the teacher's ``ce`` term (CE(p_t, y), not in the
+paper; ``objective.teacher.ce.weight``; the ``kdgan-*`` experiments use 1.0 with teacher_lr 5e-4): ``kdlab reproduce kdgan-teacher-collapse``.
 The published code pre-trains d with
 cross entropy (``disc_init: <run>``; ``teacher`` gives the same kind of network without a second run,
 ``scratch`` a random one). The REINFORCE score is ``log p(z|x)`` at the discretised label (``score:
 concrete`` uses the concrete density of the continuous sample, the appendix's literal ``log
 q_c(y^c_i|x)``, the only choice under which the Gumbel temperature changes the estimator); the
 classifier gets no cross entropy (as in U); the published code pre-trains it with CE
-(``model.checkpoint=<CE run>``).
+(``model.checkpoint=<CE run>``). The REINFORCE score and estimator are keys of each player's
+``kdgan_adversarial`` term.
 
-Extra student terms: ``objective.student`` (default none; e.g. ``ce``) are added to the classifier's loss,
-with the game's teacher as their teacher (``c_<term>`` in the logs).
+Synthetic transfer images (``data.transfer: synth``): the game's teacher is also the synthesizer's; d's true
+labels of a synthetic image are the current teacher's argmax (a choice: such images have no labels).
 
 Privileged inputs: when batches carry ``x_teacher`` (``data.privileged``), the teacher sees it and
 the classifier and discriminator see ``x``.
 """
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 import torch
 from torch import nn
 
-from kdlab.config import bounded, choice, temperature_field
+from kdlab.config import ConfigError, bounded, choice, temperature_field
 from kdlab.data.batch import Batch
 from kdlab.engine import file_sha256, load_network, optim_with_lr
-from kdlab.losses import cross_entropy
 from kdlab.losses import kdgan as K
 from kdlab.methods.base import METHODS, Method, build_network, unwrap
 from kdlab.metrics import evaluate_accuracy
 from kdlab.models import build_model
+from kdlab.terms import CriticView, Outputs
 
-ESTIMATORS = ("paper", "code", "exact")
 SAMPLERS = ("gumbel", "categorical")
 UNITS = ("step", "epoch")
 DISC_INITS = ("teacher", "scratch")
@@ -75,23 +82,36 @@ DISC_INITS = ("teacher", "scratch")
 
 @METHODS.register("kdgan")
 class KDGAN(Method):
-    """KDGAN (Wang et al. 2018): classifier, fine-tuned teacher and discriminator in a minimax game."""
+    """KDGAN (Wang et al. 2018): classifier, fine-tuned teacher and discriminator in a minimax game.
+
+    Raises (at construction): ConfigError / ValueError for a bad schedule, a discriminator that does not fit
+    its initialisation, a teacher whose label space differs, objectives without a term, or teacher and
+    discriminator terms with trainable parts of their own (only the classifier's terms may have them).
+    """
 
     export_name = "student"
+    objectives = {"student": "student", "teacher": "teacher", "discriminator": "discriminator"}
+    default_objective = {
+        "student": {"kdgan_adversarial": {"weight": 1.0}, "kdgan_distill": {"weight": 2.0}},  # alpha A_c + beta L_DS^c
+        "teacher": {"kdgan_adversarial": {"weight": 1.0}, "kdgan_distill": {"weight": 1e-4}},  # (1-alpha) A_t + gamma L_DS^t
+        "discriminator": {"kdgan_discriminator": {"weight": 1.0}},
+    }
+    moved = {"beta": "objective.student.kdgan_distill.weight", "gamma": "objective.teacher.kdgan_distill.weight",
+             "distill": "objective.student.kdgan_distill.mode and objective.teacher.kdgan_distill.mode",
+             "temperature": "objective.student.kdgan_distill.temperature and objective.teacher.kdgan_distill.temperature",
+             "estimator": "objective.student.kdgan_adversarial.estimator and objective.teacher.kdgan_adversarial.estimator",
+             "baseline": "objective.student.kdgan_adversarial.baseline and objective.teacher.kdgan_adversarial.baseline",
+             "score": "objective.student.kdgan_adversarial.score and objective.teacher.kdgan_adversarial.score",
+             "teacher_ce": "objective.teacher.ce.weight"}
+    synth_unsupported = None
 
     @dataclass
     class Config:
-        """``players`` section of a KDGAN run (defaults: the published run script, see NOTES)."""
+        """``players`` section of a KDGAN run: the game's settings and the teacher's and discriminator's networks
+        and optimizers (defaults: the published run script, see NOTES)."""
 
         alpha: float = bounded(0.2, ge=0, le=1)  # weight of the classifier's pseudo labels in the mixture p_alpha
-        beta: float = bounded(2.0, ge=0)  # weight of L_DS^c (classifier learns from the teacher)
-        gamma: float = bounded(1e-4, ge=0)  # weight of L_DS^t (teacher learns from the classifier)
-        distill: str = choice("l2", K.DISTILL_MODES)  # l2 (on log-probabilities, appendix B) | kl
-        temperature: float = temperature_field(1.0)  # for distill: kl
         k: int = bounded(5, ge=1)  # pseudo-label samples per input and player
-        estimator: str = choice("paper", ESTIMATORS)
-        baseline: str = choice("exact", K.BASELINES)  # control variate of estimator paper
-        score: str = choice("discrete", K.SCORES)  # paper estimator's score: discrete (log p(z)) | concrete (log q(y))
         sampler: str = choice("gumbel", SAMPLERS)  # categorical: no Gumbel trick (Fig. 7)
         tau_start: float = temperature_field(10.0)  # Gumbel temperature tau
         tau_decay: float = bounded(0.88, gt=0, le=1)
@@ -99,7 +119,6 @@ class KDGAN(Method):
         tau_min: float = temperature_field(0.1)
         schedule: List[int] = field(default_factory=lambda: [1, 1, 1])  # [d, t, c] updates (or epochs)
         schedule_unit: str = choice("step", UNITS)
-        teacher_ce: float = bounded(0.0, ge=0)  # optional CE(p_t, y) for the teacher (not in the paper; 0 = off)
         disc_model: str = "lenet"
         disc_kwargs: Dict[str, Any] = field(default_factory=dict)
         teacher_lr: Optional[float] = bounded(1e-5, gt=0, optional=True)  # None: optim.lr. Published code: 5e-4
@@ -112,17 +131,37 @@ class KDGAN(Method):
     def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
         super().__init__(cfg, spec, transfer)
         lc = cfg.players
-        if lc.baseline == "loo" and lc.k < 2:
-            raise ValueError(f"players.baseline = 'loo' needs players.k >= 2, got k = {lc.k}")
-        if lc.score == "concrete" and lc.sampler != "gumbel":
-            raise ValueError("players.score = 'concrete' scores the Gumbel-softmax sample: it needs players.sampler = 'gumbel'")
         sched = list(lc.schedule)
         if len(sched) != 3 or any(int(s) < 0 for s in sched) or sum(sched) == 0:
             raise ValueError(f"players.schedule = {sched}: give [n_d, n_t, n_c], integers >= 0, not all 0")
         self.schedule = [int(s) for s in sched]
+        self.alpha, self.k, self.sampler = float(lc.alpha), int(lc.k), str(lc.sampler)
+        self.epoch = 0
 
         teacher, self.teacher_path = load_network(cfg.teacher.checkpoint, spec, hint="teacher.checkpoint=runs/<teacher run>")
         classifier = build_network(cfg, spec)
+        disc = self._build_disc(lc, spec, teacher)
+        self.teacher_init = {k: v.detach().clone() for k, v in teacher.state_dict().items()}
+        image = (spec.in_channels, spec.image_size, spec.image_size)
+        critic = CriticView(lambda: unwrap(self.players["discriminator"]), image)
+
+        def ctx(student: nn.Module, other: nn.Module, role: str):
+            c = self.term_context(student, other)
+            c.provides, c.critic, c.game, c.role = c.provides | {"critic"}, critic, self, role
+            return c
+
+        self.objective = self.add_student("classifier", classifier, self.build_objective(ctx(classifier, teacher, "student")))
+        self.t_objective = self._own_objective("teacher", ctx(teacher, classifier, "teacher"))
+        d_ctx = ctx(disc, None, "discriminator")
+        d_ctx.provides = d_ctx.provides | {"labels"}  # synthetic batches: the teacher's argmax labels (training_step)
+        self.d_objective = self._own_objective("discriminator", d_ctx)
+        self.add_player("teacher", teacher, optim_with_lr(cfg.optim, lc.teacher_lr, "players.teacher_lr"))
+        self.add_player("discriminator", disc, optim_with_lr(cfg.optim, lc.disc_lr, "players.disc_lr"))
+        self.build_synthesizer(teacher, lambda: unwrap(self.players["classifier"]).net)
+        self.best_val: Optional[float] = None
+        self.teacher_at_best: Optional[Dict[str, torch.Tensor]] = None
+
+    def _build_disc(self, lc: Any, spec: Any, teacher: nn.Module) -> nn.Module:
         disc = build_model(lc.disc_model, num_classes=spec.num_classes, in_channels=spec.in_channels,
                            image_size=spec.image_size, **dict(lc.disc_kwargs))
         if lc.disc_init not in DISC_INITS:
@@ -141,15 +180,18 @@ class KDGAN(Method):
                     f"({teacher.arch} {teacher.arch_kwargs}); got {lc.disc_model} {dict(lc.disc_kwargs)}: "
                     "set players.disc_model/disc_kwargs to match or players.disc_init=scratch"
                 ) from exc
-        self.teacher_init = {k: v.detach().clone() for k, v in teacher.state_dict().items()}
-        self.objective = self.add_student("classifier", classifier, self.build_objective(self.term_context(classifier, teacher)))
-        self.add_player("teacher", teacher, optim_with_lr(cfg.optim, lc.teacher_lr, "players.teacher_lr"))
-        self.add_player("discriminator", disc, optim_with_lr(cfg.optim, lc.disc_lr, "players.disc_lr"))
-        self.epoch = 0
-        self.best_val: Optional[float] = None
-        self.teacher_at_best: Optional[Dict[str, torch.Tensor]] = None
+        return disc
 
-    # -- schedule ----------------------------------------------------------------------------
+    def _own_objective(self, player: str, ctx: Any):
+        objective = self.build_objective(ctx, player=player)
+        if not len(objective):
+            raise ConfigError(f"objective.{player} has no term with a weight > 0: the {player} would not train")
+        if any(True for _ in objective.parameters()) or objective.players():
+            raise ConfigError(f"objective.{player}: terms with trainable parts of their own are only supported on the "
+                              "classifier (objective.student)")
+        return objective
+
+    # -- schedule (the game state terms read: ctx.game) ----------------------------------------------
     @property
     def tau(self) -> float:
         lc = self.cfg.players
@@ -168,82 +210,56 @@ class KDGAN(Method):
         super().on_epoch_end(epoch)
         self.epoch = epoch + 1
 
+    def sample(self, logits: torch.Tensor):
+        """``(log y or None, z [k, B])``: k pseudo labels per row of ``logits`` (Gumbel-softmax at ``tau``, or
+        categorical samples with ``players.sampler: categorical``)."""
+        if self.sampler == "categorical":
+            return None, K.sample_labels(logits, self.k)
+        return K.gumbel_softmax_sample(logits, self.tau, self.k)
+
     # -- the game ----------------------------------------------------------------------------
-    def _sample(self, logits: torch.Tensor):
-        lc = self.cfg.players
-        if lc.sampler == "categorical":
-            return None, K.sample_labels(logits, lc.k)
-        return K.gumbel_softmax_sample(logits, self.tau, lc.k)
-
-    def adversarial_term(self, logits: torch.Tensor, d_logits: torch.Tensor) -> torch.Tensor:
-        """The surrogate whose gradient estimates ``grad E_{y~p}[log(1 - p_d(x,y))]`` (``players.estimator``)."""
-        lc = self.cfg.players
-        if lc.estimator == "exact":
-            return K.expected_reward(logits, d_logits).mean()
-        log_y, z = self._sample(logits)
-        if lc.estimator == "code":
-            return K.code_surrogate(logits, z, d_logits)
-        score = K.concrete_log_density(logits, log_y, self.tau) if lc.score == "concrete" else None
-        rewards = K.adversarial_rewards(d_logits, z)
-        return K.reinforce_surrogate(logits, z, rewards, lc.baseline, d_logits=d_logits, score_logp=score)
-
-    def distill_term(self, learner: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        lc = self.cfg.players
-        return K.kdgan_distill_loss(learner, target, lc.distill, lc.temperature)
-
-    def d_step(self, x, y, xt) -> torch.Tensor:
-        lc = self.cfg.players
+    def d_step(self, batch: Batch) -> torch.Tensor:
+        """One discriminator update on ``objective.discriminator``; returns d's value (the objective it ascends)."""
+        x, xt = batch.x, batch.teacher_input
         c, t, d = self.players["classifier"], self.players["teacher"], self.players["discriminator"]
         with torch.no_grad():
-            z_c = self._sample(c(x).out)[1]
-            z_t = self._sample(t(xt))[1]
-        obj = K.discriminator_objective(d(x), y, z_c, z_t, lc.alpha)
-        self.step_optimizer("discriminator", -obj)
-        return obj.detach()
+            z_c = self.sample(c(x).out)[1]
+            z_t = self.sample(t(xt))[1]
+        loss = self.d_objective(Outputs(out=d(x), derived={"z_c": z_c, "z_t": z_t}, x=x), None, batch)["loss"]
+        self.step_optimizer("discriminator", loss)
+        return -loss.detach()
 
     def player_losses(self, who: str, batch: Batch) -> Dict[str, torch.Tensor]:
-        """Loss terms of the classifier (``who='c'``) or the teacher (``'t'``), gradients to that player only."""
-        lc = self.cfg.players
-        x, y, xt = batch.x, batch.y, batch.teacher_input
-        c, t, d = self.players["classifier"], self.players["teacher"], self.players["discriminator"]
-        with torch.no_grad():
-            d_logits = d(x)
+        """Weighted terms of the classifier (``who='c'``, ``c_*``) or the teacher (``'t'``, ``t_*``), gradients to that
+        player only (the other player's outputs are detached by every term)."""
+        x, xt = batch.x, batch.teacher_input
+        c, t = self.players["classifier"], self.players["teacher"]
         if who == "c":
             t_out = self.objective.teacher_outputs(t, xt, batch)
-            if t_out is None:
-                with torch.no_grad():
-                    other = t(xt)
-            else:
-                other = t_out.out.detach()
             s_out = c(x)
-            own = s_out.out
-            terms = {"c_adv": lc.alpha * self.adversarial_term(own, d_logits),
-                     "c_ds": lc.beta * self.distill_term(own, other)}
-            terms.update({f"c_{k}": v for k, v in self.student_terms("classifier", s_out, t_out, batch).items()
-                          if k != "loss"})
             self._c_outputs = (s_out, t_out)  # for the terms' own updates after the classifier's step
+            terms = self.student_terms("classifier", s_out, t_out, batch)
         else:
             with torch.no_grad():
-                other = c(x).out
-            own = t(xt)
-            terms = {"t_adv": (1.0 - lc.alpha) * self.adversarial_term(own, d_logits),
-                     "t_ds": lc.gamma * self.distill_term(own, other)}
-            if lc.teacher_ce > 0:
-                terms["t_ce"] = lc.teacher_ce * cross_entropy(own, y)
-        return terms
+                other = Outputs(out=c(x).out, x=x)
+            terms = self.t_objective(Outputs(out=t(xt), x=xt), other, batch)
+        return {f"{who}_{k}": v for k, v in terms.items() if k != "loss"}
 
     def training_step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
-        x, y, xt = batch.x, batch.y, batch.teacher_input
+        if batch.y is None:  # synthetic images: d's true labels are the (current) teacher's
+            with torch.no_grad():
+                batch = Batch(x=batch.x, y=self.players["teacher"](batch.teacher_input).argmax(1))
+        x = batch.x
         counts = self.phase_counts()
         out: Dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=x.device)
         for _ in range(counts["d"]):
-            out["d_value"] = self.d_step(x, y, xt)
+            out["d_value"] = self.d_step(batch)
             total = total + out["d_value"]
         for who, name in (("t", "teacher"), ("c", "classifier")):
             for _ in range(counts[who]):
                 terms = self.player_losses(who, batch)
-                loss = sum(terms.values())
+                loss = functools.reduce(operator.add, terms.values())
                 self.step_optimizer(name, loss)
                 out.update({k: v.detach() for k, v in terms.items()})
                 if who == "c":
@@ -311,9 +327,10 @@ class KDGAN(Method):
             "test_acc_at_best": acc_with(self.teacher_at_best),
             "test_acc_last": evaluate_accuracy(teacher, loader, device=device, view="teacher"),
         }
+        from omegaconf import OmegaConf
+
         lc = self.cfg.players
-        out["kdgan"] = {"estimator": lc.estimator, "baseline": lc.baseline, "sampler": lc.sampler,
-                        "score": lc.score, "alpha": lc.alpha, "beta": lc.beta, "gamma": lc.gamma,
-                        "distill": lc.distill, "k": lc.k, "schedule": self.schedule,
-                        "schedule_unit": lc.schedule_unit, "tau_final": self.tau}
+        out["kdgan"] = {"alpha": lc.alpha, "sampler": lc.sampler, "k": lc.k, "schedule": self.schedule,
+                        "schedule_unit": lc.schedule_unit, "tau_final": self.tau,
+                        "objective": {p: OmegaConf.to_container(self.cfg.objective[p]) for p in self.objectives}}
         return out

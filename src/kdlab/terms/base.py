@@ -114,6 +114,8 @@ class TermContext:
         critic: the method's discriminator as terms may read it (:class:`CriticView`), or None.
         role: the role of the player whose objective is being built (``student``, ``generator``,
             ``discriminator``, ``teacher``; see :attr:`kdlab.methods.Method.objectives`).
+        game: the host method's shared game state that terms of that game read (KDGAN: ``alpha``, ``k``,
+            ``sampler``, the Gumbel temperature ``tau`` and ``sample(logits)``), or None.
     """
 
     method: str
@@ -130,6 +132,7 @@ class TermContext:
     spec: Any = None
     critic: Optional["CriticView"] = None
     role: str = "student"
+    game: Any = None
 
     def _shapes(self, net: Optional[nn.Module], names: Sequence[str], shape: Tuple[int, ...], term: str,
                 who: str) -> Dict[str, Tuple[int, ...]]:
