@@ -7,7 +7,7 @@ students' updates (one student step per ``n_critic`` = 3 batches), a lower learn
 and MSE weight 0.3; here every row has the SAME number of student updates, learning rate, schedule,
 latents and seeds:
 
-* ``mse``: ``L = MSE`` (adv_weight 0);
+* ``mse``: ``L = MSE`` (gan weight 0);
 * ``joint-a0.3``: the public reproduction's ``0.3 MSE + 0.7 L_adv`` (WGAN-GP critic, penalty 10, 3 critic
   steps per student step);
 * ``joint-w{w}``: ``MSE + w L_adv`` for a grid of adversarial weights ``w``.
@@ -83,12 +83,13 @@ def gan_joint_vs_mse(out_dir: Path, scale: str, seeds: Optional[List[int]] = Non
     for row, r in rows().items():
         joint = r["adv"] > 0
         limit = sc["batches"] * (N_CRITIC if joint else 1) if sc["batches"] else None
-        game = ([f"players.n_critic={N_CRITIC}", "players.game=wgan-gp", "players.disc=wdcgan", "players.disc_d=16",
-                 "players.disc_lr=0.0002", "players.gp_weight=10"] if joint else [])
+        game = ([f"players.n_critic={N_CRITIC}", "objective.student.gan.mode=wgan", "objective.discriminator.gan.mode=wgan",
+                 "objective.discriminator.gradient_penalty.weight=10", "players.disc=wdcgan", "players.disc_d=16",
+                 "players.disc_lr=0.0002"] if joint else [])
         for seed in seeds:
             cells.setdefault(row, []).append(grid.run_cell([grid.recipe("gan_student_mse")], base + [
                 f"teacher.checkpoint={teacher}", f"model.kwargs.d={sc['d']}", f"eval.extractor={extractor}",
-                f"objective.student={json.dumps({'mse': {'weight': r['mse']}})}", f"players.adv_weight={r['adv']}",
+                f"objective.student={json.dumps({'mse': {'weight': r['mse']}, 'gan': {'weight': r['adv']}})}",
                 f"trainer.epochs={sc['epochs']}", f"seed={seed}", f"name={NAME}-{row}-d{sc['d']}-s{seed}",
                 f"label={r['label']} d={sc['d']}", *([f"trainer.limit_train_batches={limit}"] if limit else []),
             ] + game + sc["common"] + user, console))

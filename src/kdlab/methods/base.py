@@ -223,7 +223,7 @@ class Method(ABC):
         else:
             why_not["targets"] = (f"data set {spec.name!r} is an unpaired translation task (no ground truth per input)"
                                   if pairing == "unpaired" else f"data set {spec.name!r} is no paired translation task")
-        why_not["critic"] = "it exposes no discriminator to the terms (method i2i-distill does, with players.adv_weight > 0)"
+        why_not["critic"] = "it exposes no discriminator to the terms (methods gan-compression and i2i-distill do, with an objective.student.gan term)"
         return TermContext(method=self.cfg.method, kind=kind, student=student, teacher=teacher, spec=spec,
                            student_input=tuple(student_input or image), teacher_input=tuple(teacher_input or image),
                            provides=frozenset(provides), why_not=why_not,

@@ -12,7 +12,6 @@ from kdlab.config import ConfigError, EvalConfig, bounded, choice
 from kdlab.engine.loading import check_extractor_path
 from kdlab.models.gan import DISCRIMINATORS
 
-GAMES = ("gan", "wgan", "wgan-gp", "hinge")
 
 
 @dataclass
@@ -30,15 +29,22 @@ class GanEvalConfig(EvalConfig):
 
 @dataclass
 class GanGameConfig:
-    """Keys of the adversarial game (``gan``: non-saturating BCE; ``wgan``: weight clipping; ``wgan-gp``)."""
+    """``players`` keys of the discriminator of an unconditional GAN game. The game itself is the ``gan`` term of
+    the generator's and the discriminator's objectives (mode vanilla | lsgan | hinge | wgan; WGAN-GP = wgan +
+    the discriminator's ``gradient_penalty`` term)."""
 
-    game: str = choice("gan", GAMES)  # hinge: SAGAN's (Lim & Ye 2017; Zhang et al. 2019)
-    disc: Optional[str] = None  # dcgan | wdcgan; null: the generator's name (wgan-gp needs wdcgan: no BatchNorm)
+    disc: Optional[str] = None  # dcgan | wdcgan | sagan; null: the generator's name (a gradient penalty needs wdcgan: no BatchNorm)
     disc_d: Optional[int] = bounded(None, gt=0, optional=True)  # critic width: depth factor d (dcgan) or ndf (sagan); null: the generator's
     n_critic: int = bounded(1, ge=1)  # discriminator steps per generator step
-    clip: float = bounded(0.01, gt=0)  # wgan: weight clipping to [-clip, clip] (Arjovsky et al. 2017)
-    gp_weight: float = bounded(10.0, ge=0)  # wgan-gp: penalty weight (Gulrajani et al. 2017)
+    clip: Optional[float] = bounded(None, gt=0, optional=True)  # WGAN's weight clipping to [-clip, clip] after each D step (Arjovsky et al. 2017: 0.01)
     disc_lr: Optional[float] = bounded(None, gt=0, optional=True)  # null: optim.lr
+
+
+#: the old ``loss.game`` / ``loss.gp_weight`` keys' new places (GAN methods' ``moved``)
+GAME_MOVED = {"game": "objective.<generator or student>.gan.mode and objective.discriminator.gan.mode (gan -> vanilla; "
+                      "wgan-gp -> wgan with objective.discriminator.gradient_penalty)",
+              "gp_weight": "objective.discriminator.gradient_penalty.weight",
+              "adv_weight": "objective.student.gan.weight"}
 
 
 def check_eval_config(lc: Any, max_test: Optional[int] = None) -> None:
@@ -57,14 +63,32 @@ def check_eval_config(lc: Any, max_test: Optional[int] = None) -> None:
     check_extractor_path(lc.extractor)
 
 
-def check_game_config(lc: Any, gen_name: str) -> str:
-    """Cross-key checks of the game keys; returns the discriminator name."""
+def check_game_config(lc: Any, gen_name: str, objective: Any, generator: str) -> str:
+    """Cross-key checks of the game: the discriminator's name, the two ``gan`` terms' modes (they must be one
+    game), a gradient penalty's critic; returns the discriminator name.
+
+    Args:
+        lc: the ``players`` section. gen_name: the generator's model name. objective: the run's ``objective``
+        section. generator: the player whose objective holds the generator's side (``generator`` or ``student``).
+
+    Raises:
+        ConfigError: naming the keys and the accepted values.
+    """
+    g = objective[generator].get("gan")
+    d = objective["discriminator"].get("gan")
+    if d is None or float(d.weight) == 0:
+        raise ConfigError("objective.discriminator has no gan term: the discriminator would not learn; set "
+                          "objective.discriminator.gan.weight=1")
+    if g is not None and g.mode != d.mode:
+        raise ConfigError(f"objective.{generator}.gan.mode = {g.mode!r} and objective.discriminator.gan.mode = "
+                          f"{d.mode!r} are two games: set both to one of vanilla, lsgan, hinge, wgan")
     disc = lc.disc or gen_name
     # critics of one value per image: the dcgan family (width = depth factor d) and sagan (width = ndf);
     # PatchGAN's score maps belong to the image-to-image games
     scaled = [n for n in DISCRIMINATORS.names() if "d" in inspect.signature(DISCRIMINATORS.get(n)).parameters] + ["sagan"]
     if disc not in scaled:
         raise ConfigError(f"players.disc = {disc!r}; accepted: {', '.join(scaled)}")
-    if lc.game == "wgan-gp" and disc == "dcgan":
-        raise ConfigError("players.game = 'wgan-gp' needs a critic without BatchNorm: set players.disc=wdcgan")
+    gp = objective["discriminator"].get("gradient_penalty")
+    if gp is not None and float(gp.weight) > 0 and disc == "dcgan":
+        raise ConfigError("objective.discriminator.gradient_penalty needs a critic without BatchNorm: set players.disc=wdcgan")
     return disc

@@ -1,6 +1,6 @@
 """The players of GAN games and their helpers: generator/discriminator builders, the data-range map
-to the generators' Tanh range, the adversary (losses of one game), an EMA of weights, a NaN guard
-and discriminator freezing.
+to the generators' Tanh range, the discriminator's step of one game (its objective of terms), an EMA of
+weights, a NaN guard and discriminator freezing.
 """
 from __future__ import annotations
 
@@ -13,16 +13,9 @@ import torch
 from torch import nn
 
 from kdlab.config import ConfigError
+from kdlab.engine import unwrap
 from kdlab.engine.generators import load_generator
 from kdlab.engine.optim import optim_with_lr
-from kdlab.losses import (
-    bce_discriminator_loss,
-    bce_generator_loss,
-    gradient_penalty,
-    hinge_discriminator_loss,
-    wgan_critic_loss,
-    wgan_generator_loss,
-)
 from kdlab.models.gan import DISCRIMINATORS, GENERATORS, build_discriminator, build_generator, generator_input_kind
 
 
@@ -102,42 +95,50 @@ class DataRange:
         return 2.0 * (x * std + mean) - 1.0
 
 
-def patch_scores(scores: torch.Tensor) -> torch.Tensor:
-    """A discriminator's output as scores [N]: one per image, or one per patch of a PatchGAN map [B, 1, h, w]
-    (flattened: the loss is then averaged over every patch, as pix2pix's ``GANLoss``)."""
-    return scores if scores.dim() == 1 else scores.reshape(-1)
+class DiscriminatorGame:
+    """The discriminator's step of a GAN game: its objective's terms (``gan``, ``gradient_penalty``) on D's
+    outputs for real and generated images, then WGAN's weight clipping when ``players.clip`` is set.
 
+    Args:
+        method: the host method (``players["discriminator"]``, ``step_optimizer``).
+        objective: the built ``objective.discriminator``.
+        clip: clip every D parameter to [-clip, clip] after its update (Arjovsky et al., Alg. 1), or None.
+    """
 
-class Adversary:
-    """A discriminator and its loss for one game; :meth:`d_loss` / :meth:`g_loss` and :meth:`after_step`."""
+    def __init__(self, method: Any, objective: Any, clip: Any = None) -> None:
+        self.method, self.objective, self.clip = method, objective, clip
 
-    def __init__(self, game: str, lc: Any) -> None:
-        self.game, self.lc = game, lc
+    def step(self, real: torch.Tensor, fake: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """One D update on ``real`` and ``fake`` (detached here; D conditioned by the caller's concatenation);
+        returns ``loss_d`` and each term (detached)."""
+        from kdlab.data.batch import Batch
+        from kdlab.terms import Outputs
 
-    def d_loss(self, disc: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> Dict[str, torch.Tensor]:
+        D = self.method.players["discriminator"]
         fake = fake.detach()
-        r, f = patch_scores(disc(real)), patch_scores(disc(fake))
-        if self.game == "gan":
-            return {"d": bce_discriminator_loss(r, f)}
-        if self.game == "hinge":
-            return {"d": hinge_discriminator_loss(r, f)}
-        out = {"d": wgan_critic_loss(r, f)}
-        out["wasserstein"] = (r.mean() - f.mean()).detach()
-        if self.game == "wgan-gp" and self.lc.gp_weight > 0:
-            out["gp"] = gradient_penalty(disc, real, fake)
-            out["d"] = out["d"] + self.lc.gp_weight * out["gp"]
+        r, f = Outputs(out=D(real), x=real), Outputs(out=D(fake), x=fake)
+        terms = self.objective(f, r, Batch(x=fake))
+        self.method.step_optimizer("discriminator", terms["loss"])
+        if self.clip is not None:
+            with torch.no_grad():
+                for p in unwrap(D).parameters():
+                    p.clamp_(-self.clip, self.clip)
+        out = {f"d_{k}": v.detach() for k, v in terms.items() if k != "loss"}
+        out["loss_d"] = terms["loss"].detach()
         return out
 
-    def g_loss(self, disc: nn.Module, fake: torch.Tensor) -> torch.Tensor:
-        s = patch_scores(disc(fake))
-        return bce_generator_loss(s) if self.game == "gan" else wgan_generator_loss(s)  # hinge: -E D(G(z)) too
 
-    @torch.no_grad()
-    def after_step(self, disc: nn.Module) -> None:
-        """WGAN: clip every critic parameter to [-clip, clip] after its update (Arjovsky et al., Alg. 1)."""
-        if self.game == "wgan":
-            for p in disc.parameters():
-                p.clamp_(-self.lc.clip, self.lc.clip)
+def discriminator_objective(method: Any, disc: nn.Module, ctx_of: Any) -> Any:
+    """``objective.discriminator`` of ``method`` built for ``disc`` (``ctx_of(role)``: the terms' context with
+    the critic), checked to have no trainable parts of its own.
+
+    Raises:
+        ConfigError: terms with trainable parts (not supported for a discriminator).
+    """
+    objective = method.build_objective(ctx_of("discriminator"), player="discriminator")
+    if any(True for _ in objective.parameters()) or objective.players():
+        raise ConfigError("objective.discriminator: terms with trainable parts of their own are not supported")
+    return objective
 
 
 def build_disc(cfg: Any, spec: Any, disc_name: str, gen: nn.Module) -> nn.Module:

@@ -2,9 +2,13 @@
 depth scale factor d, trained by the standard GAN game (eq. 1, non-saturating generator loss), WGAN
 with weight clipping (eq. 2; Arjovsky et al. 2017) or WGAN with gradient penalty (Gulrajani et al.).
 
+The game is the ``gan`` term of ``objective.generator`` and ``objective.discriminator`` (mode vanilla =
+the standard game, lsgan, hinge = SAGAN's, wgan), WGAN-GP adds ``gradient_penalty`` to the
+discriminator's objective and WGAN's clipping is ``players.clip``.
+
 Per training step (one batch of real images ``x`` mapped to [-1, 1]): one discriminator step on
 ``x`` vs ``G(z)`` (fresh ``z ~ N(0, I)``); every ``n_critic``-th step also one generator step on a
-fresh ``z``. WGAN clips the critic's weights after each of its updates. Both players use the
+fresh ``z``. With ``players.clip`` the critic's weights are clipped after each of its updates. Both players use the
 ``optim`` section (DCGAN: Adam 2e-4, betas (0.5, 0.999)); ``players.disc_lr`` may set D's rate apart.
 Arjovsky et al. train WGAN with RMSprop 5e-5; kdlab's optimizers are sgd/adam/adamw, so the WGAN
 recipe uses Adam 5e-5 with betas (0.5, 0.999) (a documented departure). One real batch serves one
@@ -30,26 +34,32 @@ from kdlab.config import ConfigError, bounded
 from kdlab.data.batch import Batch
 from kdlab.engine.loading import load_extractor
 from kdlab.methods.base import METHODS, Method, unwrap
-from kdlab.methods.gan_config import GanEvalConfig, GanGameConfig, check_eval_config, check_game_config
+from kdlab.methods.gan_config import GAME_MOVED, GanEvalConfig, GanGameConfig, check_eval_config, check_game_config
 from kdlab.methods.gan_eval import gan_finalize, real_image_batches
 from kdlab.methods.gan_players import (
     EMA,
-    Adversary,
     DataRange,
+    DiscriminatorGame,
     build_disc,
     build_gen,
     disc_optim_cfg,
-    frozen,
+    discriminator_objective,
     generator_export_state,
     nan_guard,
     save_epoch_grid,
 )
 from kdlab.metrics.generative import FeatureSet, fid_from_features, generator_batches
+from kdlab.terms import CriticView, Outputs, TermContext
 
 
 @METHODS.register("gan")
 class GANTraining(Method):
-    """Teacher GAN: DCGAN/WDCGAN generator and discriminator, game gan | wgan | wgan-gp, optional EMA."""
+    """Teacher GAN: DCGAN/WDCGAN/SAGAN generator and discriminator, the game of their objectives, optional EMA."""
+
+    objectives = {"generator": "generator", "discriminator": "discriminator"}
+    default_objective = {"generator": {"gan": {"weight": 1.0, "mode": "vanilla"}},
+                         "discriminator": {"gan": {"weight": 1.0, "mode": "vanilla"}}}
+    moved = {k: v.replace("<generator or student>", "generator") for k, v in GAME_MOVED.items() if k != "adv_weight"}
 
     kind = "generator"
     role = "teacher"
@@ -74,13 +84,26 @@ class GANTraining(Method):
         lc = cfg.players
         check_eval_config(cfg.eval, cfg.data.max_test)
         gen = build_gen(cfg, spec)
-        disc_name = check_game_config(lc, cfg.model.name)
+        disc_name = check_game_config(lc, cfg.model.name, cfg.objective, "generator")
         if cfg.data.val_size > 0 and not cfg.eval.extractor:
             raise ConfigError(
                 f"data.val_size = {cfg.data.val_size}: selecting a GAN epoch needs a validation FID, i.e. "
                 "eval.extractor=runs/<classifier run>; or set data.val_size=0 to keep the last epoch")
         disc = build_disc(cfg, spec, disc_name, gen)
-        self.adversary = Adversary(lc.game, lc)
+        image = (spec.in_channels, spec.image_size, spec.image_size)
+        critic = CriticView(lambda: unwrap(self.players["discriminator"]), image,
+                            trained=lambda: self.players["discriminator"])
+
+        def ctx(role: str) -> TermContext:
+            return TermContext(method=cfg.method, kind="generator", student=gen, teacher=None,
+                               student_input=(gen.latent_dim,), teacher_input=image, spec=spec, critic=critic, role=role,
+                               provides=frozenset({"critic", "images"} if role == "generator" else {"critic"}),
+                               why_not={"teacher": "a GAN teacher has no teacher"})
+
+        self.g_objective = self.build_objective(ctx("generator"), player="generator")
+        if not len(self.g_objective) or any(True for _ in self.g_objective.parameters()):
+            raise ConfigError("objective.generator needs a term of weight > 0 (the gan term), without trainable parts")
+        self.game = DiscriminatorGame(self, discriminator_objective(self, disc, ctx), lc.clip)
         self.range = DataRange(spec)
         self.ema = EMA(gen, lc.ema) if lc.ema > 0 else None
         self.add_player("generator", gen)
@@ -99,18 +122,14 @@ class GANTraining(Method):
 
     def training_step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
         real = self.range.to_tanh(batch.x)
-        G, D = self.players["generator"], self.players["discriminator"]
+        G = self.players["generator"]
         with torch.no_grad():
             fake = G(self._z(real.shape[0], real.device))
-        d_terms = self.adversary.d_loss(D, real, fake)
-        self.step_optimizer("discriminator", d_terms["d"])
-        self.adversary.after_step(unwrap(D))
-        out = {f"loss_{k}" if k == "d" else k: v.detach() for k, v in d_terms.items()}
+        out = self.game.step(real, fake)
         if (step + 1) % self.cfg.players.n_critic == 0:
-            with frozen(D):
-                fake = G(self._z(real.shape[0], real.device))
-                g = self.adversary.g_loss(D, fake)
-                self.step_optimizer("generator", g)
+            fake = G(self._z(real.shape[0], real.device))
+            g = self.g_objective(Outputs(out=fake), None, Batch(x=fake))["loss"]  # D frozen inside the gan term
+            self.step_optimizer("generator", g)
             if self.ema is not None:
                 self.ema.update(unwrap(G))
             self._g_loss = nan_guard(fake, g.detach())
@@ -126,7 +145,6 @@ class GANTraining(Method):
 
     def validate(self, loader: Any, device: Any) -> Dict[str, float]:
         """FID of ``eval.val_samples`` generated images against the validation images (lower is better)."""
-        lc = self.cfg.players
         if self._val is None:
             feats, logits, _ = load_extractor(self.cfg.eval.extractor, self.spec)
             self._val = (feats.to(device), FeatureSet.from_batches(real_image_batches(loader.dataset, 500), feats.to(device),

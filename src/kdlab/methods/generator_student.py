@@ -19,7 +19,7 @@ subclass it. It owns what every generator student shares:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
@@ -33,7 +33,7 @@ from kdlab.engine import load_network, network_identity
 from kdlab.methods.base import Method, unwrap
 from kdlab.methods.gan_config import GanEvalConfig, check_eval_config
 from kdlab.methods.gan_eval import gan_finalize
-from kdlab.methods.gan_players import DataRange, build_gen, frozen, generator_export_state, nan_guard, save_epoch_grid
+from kdlab.methods.gan_players import DataRange, build_gen, generator_export_state, nan_guard, save_epoch_grid
 from kdlab.metrics.generative import generate_images
 
 INPUTS = ("latent", "image")
@@ -138,30 +138,20 @@ class GeneratorStudentMethod(Method):
         return torch.randn(len(batch), self.latent_dim, device=device)
 
     # -- the student step ------------------------------------------------------------------------
-    def distill_step(self, inputs: torch.Tensor, batch: Batch, disc: Optional[nn.Module] = None,
-                     adversary: Any = None, adv_weight: float = 0.0, condition: Optional[torch.Tensor] = None,
+    def distill_step(self, inputs: torch.Tensor, batch: Batch,
                      before: Optional[Callable[[Any], Dict[str, torch.Tensor]]] = None) -> Dict[str, torch.Tensor]:
-        """One student update on ``inputs``: the objective's terms, plus ``adv_weight`` times the
-        adversarial term through ``disc`` (frozen meanwhile) when one is given (on ``cat(condition, image)``
-        for a conditional discriminator). ``before(student outputs)``, when given, runs after the student's
-        forward pass and before its loss (e.g. the discriminator's step on the same images, pix2pix's
-        order); its logs are returned too. Returns the terms (``mse``...), ``adv`` and ``loss_g`` (the
-        weighted total; NaN if the student made a NaN pixel)."""
+        """One student update on ``inputs`` with the objective's terms (the adversarial one, ``gan``, reads the
+        discriminator frozen). ``before(student outputs)``, when given, runs after the student's forward pass
+        and before its loss (e.g. the discriminator's step on the same images, pix2pix's order); its logs are
+        returned too. Returns the terms (``mse``, ``gan``...) and ``loss_g`` (the weighted total; NaN if the
+        student made a NaN pixel)."""
         t = self.objective.teacher_outputs(self.frozen["teacher"], inputs, batch)
         s = self.players["student"](inputs)
         out = dict(before(s)) if before is not None else {}
         terms = self.student_terms("student", s, t, batch)
         total = terms.pop("loss")
         out.update({k: v.detach() for k, v in terms.items()})
-        if disc is not None:
-            with frozen(disc):
-                fake = s.out if condition is None else torch.cat([condition, s.out], 1)
-                adv = adversary.g_loss(disc, fake)
-                total = total + adv_weight * adv
-                self.step_optimizer("student", total)
-            out["adv"] = adv.detach()
-        else:
-            self.step_optimizer("student", total)
+        self.step_optimizer("student", total)
         out.update(self.update_terms("student", s, t, batch))
         out["loss_g"] = nan_guard(s.out, total.detach())
         return out

@@ -4,17 +4,19 @@ usual adversarial game.
 
 ``i2i-distill``: the student ``G^s`` (``model.name`` = ``unet`` | ``resnet_gen``, width ``model.kwargs.ngf``)
 takes the source image ``batch.x`` [B, C_in, H, W] in [-1, 1], as the teacher ``G^t`` (``teacher.checkpoint``)
-does, and learns from ``L = sum of objective.student + adv_weight * L_GAN`` (eqs. 12, 16, 19, 22, 24):
+does, and learns from ``L = sum of objective.student`` (eqs. 12, 16, 19, 22, 24), the distillation terms and
+the adversarial one (``gan``, weight 1 by default):
 
 * the terms (``kdlab list terms``): ``l1_image``, ``ssim``, ``perceptual``, ``tv``, ``channel_distill`` (OMGD);
   ``gcc`` (GCC); ``gc_distill`` (GAN-Compression); ``kernel_alignment`` (CAT); ``cagc`` (CAGC); ``lpips``; any
   other term whose inputs a generator has (``vem``, ``vid``, ``crd``...). Terms may compare with the
   teacher's image or, for paired data, the ground truth ``batch.target`` (``target: ground_truth``);
-* ``L_GAN``: a PatchGAN discriminator D (``players.ndf``, ``players.n_layers``) trained on real = ``batch.target``
-  vs fake = the student's image by the non-saturating BCE game, each patch a score (pix2pix's GANLoss).
+* ``L_GAN`` (the ``gan`` term): a PatchGAN discriminator D (``players.ndf``, ``players.n_layers``) trained on
+  real = ``batch.target`` vs fake = the student's image by ``objective.discriminator`` (its ``gan`` term in the
+  student's mode: vanilla = the non-saturating BCE game, each patch a score, pix2pix's GANLoss; lsgan).
   For paired data D is conditional, judging ``cat(x, image)`` (pix2pix); for unpaired data it judges the
   image alone (CycleGAN). Per step (pix2pix's order): the student's forward pass, one D step on the
-  detached student image, one student step through the frozen D. ``players.adv_weight = 0``: no D at all.
+  detached student image, one student step through the frozen D. ``objective.student.gan.weight = 0``: no D at all.
   The ``gcc`` term reads D's features through :class:`kdlab.terms.CriticView` (``objective.student.gcc``).
 
 Validation (``val/mse_to_teacher``): the MSE between student and teacher images on the validation
@@ -29,7 +31,7 @@ starting D from the teacher's discriminator.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any, Dict, Optional
 
 import torch
@@ -41,7 +43,7 @@ from kdlab.data.transfer import TRANSFER_NONE
 from kdlab.engine.optim import optim_with_lr
 from kdlab.methods.base import METHODS, Method, unwrap
 from kdlab.methods.gan_config import GanEvalConfig
-from kdlab.methods.gan_players import Adversary
+from kdlab.methods.gan_players import DiscriminatorGame, discriminator_objective
 from kdlab.methods.generator_student import GeneratorStudentConfig, GeneratorStudentMethod
 from kdlab.methods.i2i_eval import grid_examples, translation_finalize, translation_grid
 from kdlab.methods.i2i_players import build_patchgan
@@ -64,7 +66,6 @@ class I2IEvalConfig(GanEvalConfig):
 class I2IStudentConfig(GeneratorStudentConfig):
     """``players`` section of ``i2i-distill``: the terms, the adversarial game and the evaluation keys."""
 
-    adv_weight: float = bounded(1.0, ge=0)  # weight of L_GAN for the student (0 = no discriminator)
     ndf: int = bounded(64, ge=1)  # PatchGAN width (pix2pix 64)
     n_layers: Optional[int] = bounded(None, ge=1, optional=True)  # PatchGAN stride-2 layers; null: 3, fewer if the images are small
     disc_norm: str = choice("auto", DISC_NORMS)
@@ -84,8 +85,12 @@ class I2IStudent(GeneratorStudentMethod):
     inputs = "image"
     Config = I2IStudentConfig
     Eval = I2IEvalConfig
-    # no default term: a default would be merged into every config's terms (name each term you want)
-    default_objective: Dict[str, Dict[str, Any]] = {}
+    objectives = {"student": "student", "discriminator": "discriminator"}
+    # only the game by default: a default distillation term would be merged into every config's terms (name each
+    # term you want); objective.student.gan.weight=0: no discriminator at all
+    default_objective = {"student": {"gan": {"weight": 1.0, "mode": "vanilla"}},
+                         "discriminator": {"gan": {"weight": 1.0, "mode": "vanilla"}}}
+    moved = {"adv_weight": "objective.student.gan.weight"}
     teacher_cache_unsupported = "distils on translation batches with a discriminator in the loop"
 
     def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
@@ -94,16 +99,21 @@ class I2IStudent(GeneratorStudentMethod):
         if self.pairing not in ("paired", "unpaired"):
             raise ConfigError(f"method 'i2i-distill' needs an image-to-image translation data set (paired or unpaired); "
                               f"data set {spec.name!r} is not one")
-        self.adversarial = lc.adv_weight > 0
+        gan = cfg.objective.student.get("gan")
+        self.adversarial = gan is not None and float(gan.weight) > 0
         if self.adversarial and cfg.data.transfer == TRANSFER_NONE:
             raise ConfigError("method 'i2i-distill' reads its inputs from the batches; data.transfer = 'none' gives none")
         self.conditional = (lc.conditional == "yes") or (lc.conditional == "auto" and self.pairing == "paired")
         self._disc: Optional[nn.Module] = None
         super().__init__(cfg, spec, transfer)
-        if not len(self.objective) and not self.adversarial:
-            raise ConfigError("objective.student has no term with a weight > 0 and players.adv_weight = 0: nothing to train")
+        if not len(self.objective):
+            raise ConfigError("objective.student has no term with a weight > 0: nothing to train")
         if self._disc is not None:
-            self.adversary = Adversary("gan", lc)
+            d = cfg.objective.discriminator.get("gan")
+            if d is None or float(d.weight) == 0 or d.mode != gan.mode:
+                raise ConfigError(f"objective.discriminator.gan must play the student's game (mode {gan.mode!r}, weight > 0); "
+                                  f"got {dict(d) if d is not None else None}")
+            self.game = DiscriminatorGame(self, discriminator_objective(self, self._disc, self._ctx_of))
             self.add_player("discriminator", self._disc, optim_with_lr(cfg.optim, lc.disc_lr, "players.disc_lr"))
         s_ngf, t_ngf = getattr(self.eval_model(), "ngf", None), getattr(self.frozen["teacher"], "ngf", None)
         if s_ngf is not None and t_ngf is not None and s_ngf > t_ngf:
@@ -113,7 +123,7 @@ class I2IStudent(GeneratorStudentMethod):
     # -- the discriminator, as a player and as the terms' critic -----------------------------------
     def extend_context(self, ctx: Any, student: nn.Module, teacher: nn.Module) -> None:
         if not self.adversarial:
-            ctx.why_not["critic"] = "players.adv_weight = 0: there is no discriminator; set players.adv_weight > 0"
+            ctx.why_not["critic"] = "there is no discriminator: objective.student.gan.weight = 0"
             return
         lc, spec = self.cfg.players, self.spec
         c_out = student.out_channels
@@ -122,7 +132,9 @@ class I2IStudent(GeneratorStudentMethod):
         self._disc = build_patchgan(cond + c_out, spec.image_size, lc.ndf, lc.n_layers, norm)
         ctx.provides = ctx.provides | {"critic"}
         ctx.critic = CriticView(lambda: unwrap(self.players["discriminator"]) if "discriminator" in self.players
-                                else self._disc, (c_out, spec.image_size, spec.image_size), cond)
+                                else self._disc, (c_out, spec.image_size, spec.image_size), cond,
+                                trained=lambda: self.players["discriminator"])
+        self._ctx_of = lambda role: replace(ctx, role=role, provides=frozenset({"critic"}))
 
     # -- the game --------------------------------------------------------------------------------
     def training_step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
@@ -132,18 +144,15 @@ class I2IStudent(GeneratorStudentMethod):
             out["loss"] = out["loss_g"]
             return out
         if batch.target is None:
-            raise ValueError("players.adv_weight > 0 trains the discriminator on real output-domain images, but the batch "
+            raise ValueError("objective.student.gan trains the discriminator on real output-domain images, but the batch "
                              "has no batch.target")
-        D = self.players["discriminator"]
         cond = x if self.conditional else None
         pair = (lambda img: img) if cond is None else (lambda img: torch.cat([cond, img], 1))  # noqa: E731
 
         def d_step(s):
-            d_terms = self.adversary.d_loss(D, pair(batch.target), pair(s.out.detach()))
-            self.step_optimizer("discriminator", d_terms["d"])
-            return {"loss_d": d_terms["d"].detach()}
+            return self.game.step(pair(batch.target), pair(s.out.detach()))
 
-        out = self.distill_step(x, batch, D, self.adversary, self.cfg.players.adv_weight, condition=cond, before=d_step)
+        out = self.distill_step(x, batch, before=d_step)
         out["loss"] = out["loss_g"] + out["loss_d"]  # loss_g is NaN when the student made a NaN pixel
         return out
 

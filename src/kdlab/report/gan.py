@@ -225,8 +225,8 @@ def compare_generator_runs(run_dirs: Sequence[PathLike], out_dir: PathLike, titl
                      _pm(g.get("kid"), g.get("kid_std"), 4), _pm(g.get("is"), g.get("is_std")), _f(g.get("vol"), 1),
                      _f(g.get("fidelity_fid")) if t else MISSING, _f(g.get("mse_to_teacher"), 5) if t else MISSING,
                      _f(s.get("wall_time_s"), 0), f"`{os.path.relpath(r.path, out_dir)}`"])
-        loss_cfg = (r.config or {}).get("loss") or {}
-        kind = "joint-loss students" if (loss_cfg.get("adv_weight") or 0) > 0 else "MSE students"
+        gan = (((r.config or {}).get("objective") or {}).get("student") or {}).get("gan") or {}
+        kind = "joint-loss students" if (gan.get("weight") or 0) > 0 else "MSE students"
         points.append({"label": f"d={m.get('d')}", "params": m.get("params"), "role": role, "series": kind,
                        **{k: g.get(k) for k in
                        ("fid", "kid", "is", "vol", "fidelity_fid", "mse_to_teacher")}})

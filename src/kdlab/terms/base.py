@@ -176,10 +176,14 @@ class CriticView:
         input_shape: per-sample shape ``(C, H, W)`` of the images D judges (without the condition).
         condition_channels: channels of the source image D is conditioned on (concatenated before the
             image, pix2pix's conditional D); 0 for an unconditional D.
+        trained: returns D as wrapped for training (Fabric/DDP), for the terms of D's own objective that run
+            it with gradients to its parameters (a gradient penalty); default ``get``.
     """
 
-    def __init__(self, get: Callable[[], nn.Module], input_shape: Tuple[int, ...], condition_channels: int = 0) -> None:
+    def __init__(self, get: Callable[[], nn.Module], input_shape: Tuple[int, ...], condition_channels: int = 0,
+                 trained: Optional[Callable[[], nn.Module]] = None) -> None:
         self.get = get
+        self.trained = trained or get
         self.input_shape = tuple(int(v) for v in input_shape)
         self.condition_channels = int(condition_channels)
 

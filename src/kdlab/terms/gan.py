@@ -18,9 +18,11 @@ term of the generator, supplement eq. 5). WGAN's Lipschitz constraint (clipping 
 is the host method's business.
 
 Convention of a discriminator's objective: ``s`` holds its outputs on the generated images (detached from
-the generator), ``t`` its outputs on real images. The generator's side reads the discriminator through
-the method's :class:`~kdlab.terms.base.CriticView` (its parameters frozen while the generator's loss
-back-propagates through it).
+the generator; ``s.x`` the images), ``t`` its outputs on real images (``t.x``). The generator's side reads
+the discriminator through the method's :class:`~kdlab.terms.base.CriticView` (its parameters frozen while
+the generator's loss back-propagates through it) on the generated images: a generator student's outputs
+``s.out`` (conditioned on its inputs ``batch.x`` for a conditional D, pix2pix's), or ``batch.x`` in a
+generator's objective (a GAN's or the synthesizer's, whose batch holds the generated images).
 """
 from __future__ import annotations
 
@@ -56,7 +58,7 @@ class GANTerm(Term):
         reduction: str = choice("mean", REDUCTIONS)
 
     requires = frozenset({"critic"})
-    roles = frozenset({"generator", "discriminator"})
+    roles = frozenset({"student", "generator", "discriminator"})
 
     def __init__(self, cfg, ctx) -> None:
         super().__init__(cfg, ctx)
@@ -64,6 +66,7 @@ class GANTerm(Term):
             raise ConfigError(f"objective.{ctx.role}.gan.reduction = 'patch_sum' is MosaicKD's BCE reduction: it needs "
                               f"mode = 'vanilla', got {cfg.mode!r}")
         self.discriminator = ctx.role == "discriminator"
+        self.own_images = ctx.role == "student"  # a generator student: D judges its outputs
         self._critic = ctx.critic
 
     def forward(self, s, t, batch):
@@ -77,7 +80,10 @@ class GANTerm(Term):
             if mode == "lsgan":
                 return map_discriminator_loss(real, fake, "lsgan")
             return (hinge_discriminator_loss if mode == "hinge" else wgan_critic_loss)(_flat(real), _flat(fake))
-        fake = self._critic.scores(batch.x)
+        if self.own_images:
+            fake = self._critic.scores(s.out, batch.x if self._critic.condition_channels else None)
+        else:
+            fake = self._critic.scores(batch.x)
         if patch:
             return patch_bce(fake, 1.0)
         if mode == "vanilla":

@@ -43,7 +43,7 @@ class GCCTerm(Term):
     adapters ``f_l`` owned by the term. ``reduction: mean`` (default) or ``sum`` (the equations).
     0 when the student equals the teacher (and its adapted features the teacher's).
 
-    Raises (at construction): ConfigError without a discriminator (``players.adv_weight = 0``), unknown
+    Raises (at construction): ConfigError without a discriminator (no ``objective.student.gan`` term), unknown
     discriminator or generator features (lists the known ones).
     """
 
