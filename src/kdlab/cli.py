@@ -227,13 +227,19 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     def term_line(name: str) -> tuple:
         keys = ", ".join(f"{k}={v}" for k, v in term_config(name, None).items())
-        return TERMS.describe()[name], keys, ", ".join(sorted(TERMS.get(name).requires))
+        cls = TERMS.get(name)
+        return TERMS.describe()[name], keys, ", ".join(sorted(cls.roles)), ", ".join(sorted(cls.requires))
+
+    def method_line(name: str) -> str:
+        cls = METHODS.get(name)
+        players = ", ".join(f"{p} ({r})" if p != r else p for p, r in cls.objectives.items())
+        return (f"({cls.kind} {cls.role}: kdlab {command_for(cls.kind, cls.role)}; objective: {players}"
+                f"{'' if cls.synth_unsupported else '; data.transfer=synth'}) " + METHODS.describe()[name])
 
     groups = {
         "models": MODELS.describe(),
         "generators": GENERATORS.describe(),
-        "methods": {n: f"({METHODS.get(n).kind} {METHODS.get(n).role}: kdlab {command_for(METHODS.get(n).kind, METHODS.get(n).role)}) "
-                       + d for n, d in METHODS.describe().items()},
+        "methods": {n: method_line(n) for n in METHODS.names()},
         "terms": {n: term_line(n) for n in TERMS.names()},
         "data": {**DATASETS.describe(), **TASKS.describe()},
         "experiments": EXPERIMENTS.describe(),
@@ -252,6 +258,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         table.add_column("description")
         if name == "terms":
             table.add_column("keys (defaults)")
+            table.add_column("players")
             table.add_column("needs")
         for k, v in entries.items():
             table.add_row(k, *(v if isinstance(v, tuple) else (v,)))

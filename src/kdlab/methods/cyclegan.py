@@ -6,13 +6,17 @@ F: B -> A, ``disc_b`` (judges B images: real B vs G(A)) and ``disc_a`` (real A v
 Per training step on an unpaired batch (``x`` = images of A, ``target`` = images of B, [-1, 1]):
 
 1. G and F together (one loss, both discriminators frozen):
-   ``l(D_B(G(a)), 1) + l(D_A(F(b)), 1)`` (adversarial, Zhu et al. eq. 1)
+   ``objective.generator`` for each direction (its ``gan`` term: ``l(D_B(G(a)), 1) + l(D_A(F(b)), 1)``,
+   adversarial, Zhu et al. eq. 1)
    ``+ lambda_cycle * (|F(G(a)) - a|_1 + |G(F(b)) - b|_1)`` (cycle, eq. 2)
    ``+ lambda_cycle * lambda_identity * (|G(b) - b|_1 + |F(a) - a|_1)`` (identity, sec. 5.2);
 2. D_B on real b vs a fake from the history of G(a) (:class:`kdlab.methods.i2i_players.ImagePool`,
-   50 images), D_A likewise: ``0.5 * (l(D(real), 1) + l(D(fake), 0))`` each.
+   50 images), D_A likewise, each on ``objective.discriminator`` (``gan`` with weight 0.5, the code's
+   halving: ``0.5 * (l(D(real), 1) + l(D(fake), 0))``).
 
-``l`` is least squares (``players.gan_mode = lsgan``, CycleGAN) or BCE on logits (``vanilla``). The
+``l`` is least squares (``gan.mode = lsgan``, CycleGAN) or BCE on logits (``vanilla``), one mode for both
+objectives. The cycle and identity losses need both generators at once and stay the game's
+(``players.lambda_cycle``, ``players.lambda_identity``). The
 published settings: lambda_cycle 10, lambda_identity 0.5, Adam 2e-4 (0.5, 0.999), linear decay, PatchGAN
 with instance norm. The identity term needs equal channels in both domains (ConfigError otherwise).
 Validation: the mean of both cycle losses on the validation pairs (``val/cycle``, lower is better).
@@ -27,11 +31,12 @@ import torch
 from kdlab.config import ConfigError, bounded, choice
 from kdlab.data.batch import Batch
 from kdlab.engine.optim import optim_with_lr
-from kdlab.losses import GAN_MODES, cycle_consistency_loss, identity_loss, map_discriminator_loss, map_generator_loss
+from kdlab.losses import cycle_consistency_loss, identity_loss
 from kdlab.methods.base import METHODS, unwrap
-from kdlab.methods.gan_players import frozen, nan_guard
+from kdlab.methods.gan_players import DiscriminatorGame, frozen, nan_guard
 from kdlab.methods.i2i_eval import cycle_error
 from kdlab.methods.i2i_players import (
+    TRANSLATION_MOVED,
     ImagePool,
     TranslationEvalConfig,
     TranslationGameConfig,
@@ -40,6 +45,7 @@ from kdlab.methods.i2i_players import (
     check_translation_data,
 )
 from kdlab.methods.translation_teacher import TranslationTeacher
+from kdlab.terms import Outputs
 
 _GENERATORS = ("generator", "generator_b2a")
 _DISCS = ("disc_b", "disc_a")
@@ -57,12 +63,14 @@ class CycleGAN(TranslationTeacher):
     selection_mode = "min"
 
     Eval = TranslationEvalConfig
+    default_objective = {"generator": {"gan": {"weight": 1.0, "mode": "lsgan"}},
+                         "discriminator": {"gan": {"weight": 0.5, "mode": "lsgan"}}}
+    moved = TRANSLATION_MOVED
 
     @dataclass
     class Config(TranslationGameConfig):
         """``players`` section of ``kdlab train-gan method=cyclegan``."""
 
-        gan_mode: str = choice("lsgan", GAN_MODES)
         disc_norm: str = choice("instance", ("batch", "instance"))
         lambda_cycle: float = bounded(10.0, ge=0)  # weight of both cycle losses (Zhu et al.: 10)
         lambda_identity: float = bounded(0.5, ge=0)  # identity weight as a fraction of lambda_cycle (0 = off)
@@ -76,8 +84,13 @@ class CycleGAN(TranslationTeacher):
         if lc.lambda_identity > 0 and ca != cb:
             raise ConfigError(f"players.lambda_identity = {lc.lambda_identity} needs domains of equal channels; "
                               f"{spec.name!r} maps {ca} to {cb} channels: set players.lambda_identity=0")
-        self.add_player("generator", build_image_generator(cfg, ca, cb, size))
-        self.add_player("generator_b2a", build_image_generator(cfg, cb, ca, size))
+        g, f = build_image_generator(cfg, ca, cb, size), build_image_generator(cfg, cb, ca, size)
+        # one objective per direction, each generator's gan term reading its own discriminator
+        (g_b, d_b), (g_a, d_a) = self.game_objectives(g, "disc_b"), self.game_objectives(f, "disc_a")
+        self.g_objectives = {"generator": g_b, "generator_b2a": g_a}
+        self.games = {"disc_b": DiscriminatorGame(self, d_b), "disc_a": DiscriminatorGame(self, d_a)}
+        self.add_player("generator", g)
+        self.add_player("generator_b2a", f)
         d_optim = optim_with_lr(cfg.optim, lc.disc_lr, "players.disc_lr")
         self.add_player("disc_b", build_patchgan(cb, size, lc.ndf, lc.n_layers, lc.disc_norm), d_optim)
         self.add_player("disc_a", build_patchgan(ca, size, lc.ndf, lc.n_layers, lc.disc_norm), d_optim)
@@ -89,7 +102,8 @@ class CycleGAN(TranslationTeacher):
         G, F, DB, DA = P["generator"], P["generator_b2a"], P["disc_b"], P["disc_a"]
         fake_b, fake_a = G(a), F(b)
         with frozen(DB), frozen(DA):
-            adv = map_generator_loss(DB(fake_b), lc.gan_mode) + map_generator_loss(DA(fake_a), lc.gan_mode)
+            adv = (self.g_objectives["generator"](Outputs(out=fake_b, x=a), None, Batch(x=a))["loss"]
+                   + self.g_objectives["generator_b2a"](Outputs(out=fake_a, x=b), None, Batch(x=b))["loss"])
             cyc = cycle_consistency_loss(a, F(fake_b)) + cycle_consistency_loss(b, G(fake_a))
             total = adv + lc.lambda_cycle * cyc
             idt = torch.zeros_like(cyc)
@@ -97,13 +111,19 @@ class CycleGAN(TranslationTeacher):
                 idt = identity_loss(b, G(b)) + identity_loss(a, F(a))
                 total = total + lc.lambda_cycle * lc.lambda_identity * idt
             self.step_optimizers(_GENERATORS, total)
-        d_b = map_discriminator_loss(DB(b), DB(self.pools["disc_b"].query(fake_b)), lc.gan_mode)
-        d_a = map_discriminator_loss(DA(a), DA(self.pools["disc_a"].query(fake_a)), lc.gan_mode)
+        d_b = self._d_loss("disc_b", b, self.pools["disc_b"].query(fake_b))
+        d_a = self._d_loss("disc_a", a, self.pools["disc_a"].query(fake_a))
         self.step_optimizers(_DISCS, d_b + d_a)
         out = {"loss_g": total.detach(), "adv": adv.detach(), "cycle": cyc.detach(), "identity": idt.detach(),
                "loss_d": (d_b + d_a).detach()}
         out["loss"] = nan_guard(torch.cat([fake_b.flatten(), fake_a.flatten()]), out["loss_g"] + out["loss_d"])
         return out
+
+    def _d_loss(self, disc: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """``objective.discriminator`` of the discriminator player ``disc`` (both are stepped together after)."""
+        D = self.players[disc]
+        fake = fake.detach()
+        return self.games[disc].objective(Outputs(out=D(fake), x=fake), Outputs(out=D(real), x=real), Batch(x=fake))["loss"]
 
     def validate(self, loader: Any, device: Any) -> Dict[str, float]:
         """``val/cycle``: the mean of both directions' cycle L1 (in [-1, 1] units) on the validation pairs."""

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from kdlab.config import ConfigError, EvalConfig, bounded, choice
-from kdlab.losses import GAN_MODES
 from kdlab.models.gan import build_discriminator
 
 
@@ -26,11 +25,14 @@ class TranslationEvalConfig(EvalConfig):
     sample_seed: int = 0  # seed of KID's subsets
 
 
+#: old ``loss`` keys of the translation teachers' game and their new places
+TRANSLATION_MOVED = {"gan_mode": "objective.generator.gan.mode and objective.discriminator.gan.mode"}
+
+
 @dataclass
 class TranslationGameConfig:
     """Keys of the adversarial game of an image-to-image teacher: loss mode and the PatchGAN's size."""
 
-    gan_mode: str = choice("vanilla", GAN_MODES)  # vanilla = BCE on logits (Pix2Pix) | lsgan (CycleGAN)
     ndf: int = bounded(64, gt=0)  # PatchGAN width
     n_layers: int = bounded(3, ge=1)  # PatchGAN stride-2 layers (3 = 70x70 patches at 256 px; 2 suits 28-32 px)
     disc_norm: str = choice("batch", ("batch", "instance"))  # PatchGAN norm: batch (Pix2Pix) | instance (CycleGAN)

@@ -4,31 +4,31 @@ sec. 4.3 eq. 11, ``min_G max_D L_GAN + lambda_rec L_rec``, and Table 1's U-Net b
 Per training step on a paired batch (``x`` = input image, ``target`` = its ground truth, both in [-1, 1]):
 
 1. ``fake = G(x)``;
-2. one step of the conditional PatchGAN D on ``[x, target]`` (real) vs ``[x, fake]`` (fake, detached):
-   ``0.5 * (l(D(x, y), 1) + l(D(x, G(x)), 0))`` (:func:`kdlab.losses.map_discriminator_loss`);
-3. one step of G through D (frozen meanwhile) on ``l(D(x, G(x)), 1) + lambda_rec * |G(x) - y|_1``
-   (:func:`kdlab.losses.pix2pix_generator_loss`; lambda_rec = 100, L1 as a per-element mean).
+2. one step of the conditional PatchGAN D on ``[x, target]`` (real) vs ``[x, fake]`` (fake, detached) on
+   ``objective.discriminator``: its ``gan`` term, weight 0.5 (the code's halving),
+   ``0.5 * (l(D(x, y), 1) + l(D(x, G(x)), 0))``;
+3. one step of G through D (frozen meanwhile) on ``objective.generator``: ``gan`` ``l(D(x, G(x)), 1)`` +
+   ``l1_image`` with the ground truth, weight lambda_rec = 100 (L1 as a per-element mean): eq. 11.
 
-``l`` is BCE on logits (``players.gan_mode = vanilla``, Pix2Pix) or least squares (``lsgan``). Both players
+``l`` is BCE on logits (``gan.mode = vanilla``, Pix2Pix) or least squares (``lsgan``), one mode for both
+objectives. Both players
 use the ``optim`` section (Pix2Pix: Adam 2e-4, betas (0.5, 0.999), ``scheduler: linear``: constant,
 then linear decay to zero); ``players.disc_lr`` may set D's rate apart. Validation: the MAE to the ground
 truth on the validation pairs (``val/mae``, [0, 1] pixel units, lower is better).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Dict
 
 import torch
 
-from kdlab.config import bounded
 from kdlab.data.batch import Batch
 from kdlab.engine.optim import optim_with_lr
-from kdlab.losses import map_discriminator_loss, pix2pix_generator_loss
 from kdlab.methods.base import METHODS
-from kdlab.methods.gan_players import frozen, nan_guard
+from kdlab.methods.gan_players import DiscriminatorGame, nan_guard
 from kdlab.methods.i2i_eval import mae_to_target
 from kdlab.methods.i2i_players import (
+    TRANSLATION_MOVED,
     TranslationEvalConfig,
     TranslationGameConfig,
     build_image_generator,
@@ -36,6 +36,7 @@ from kdlab.methods.i2i_players import (
     check_translation_data,
 )
 from kdlab.methods.translation_teacher import TranslationTeacher
+from kdlab.terms import Outputs
 
 
 @METHODS.register("pix2pix")
@@ -50,12 +51,12 @@ class Pix2Pix(TranslationTeacher):
     selection_mode = "min"
 
     Eval = TranslationEvalConfig
-
-    @dataclass
-    class Config(TranslationGameConfig):
-        """``players`` section of ``kdlab train-gan method=pix2pix``."""
-
-        lambda_rec: float = bounded(100.0, ge=0)  # weight of the L1 to the ground truth (eq. 11's lambda_rec)
+    Config = TranslationGameConfig
+    objectives = {"generator": "generator", "discriminator": "discriminator"}
+    default_objective = {"generator": {"gan": {"weight": 1.0, "mode": "vanilla"},
+                                       "l1_image": {"weight": 100.0, "target": "ground_truth"}},  # eq. 11's lambda_rec
+                         "discriminator": {"gan": {"weight": 0.5, "mode": "vanilla"}}}
+    moved = {"lambda_rec": "objective.generator.l1_image.weight", **TRANSLATION_MOVED}
 
     def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
         super().__init__(cfg, spec, transfer)
@@ -63,20 +64,19 @@ class Pix2Pix(TranslationTeacher):
         lc = cfg.players
         gen = build_image_generator(cfg, spec.in_channels, spec.out_channels, spec.image_size)
         disc = build_patchgan(spec.in_channels + spec.out_channels, spec.image_size, lc.ndf, lc.n_layers, lc.disc_norm)
+        self.g_objective, d_objective = self.game_objectives(gen, "discriminator", condition=spec.in_channels)
+        self.game = DiscriminatorGame(self, d_objective)
         self.add_player("generator", gen)
         self.add_player("discriminator", disc, optim_with_lr(cfg.optim, lc.disc_lr, "players.disc_lr"))
 
     def training_step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
         x, y = batch.x, batch.target
-        G, D = self.players["generator"], self.players["discriminator"]
-        mode = self.cfg.players.gan_mode
-        fake = G(x)
-        d = map_discriminator_loss(D(torch.cat([x, y], 1)), D(torch.cat([x, fake.detach()], 1)), mode)
-        self.step_optimizer("discriminator", d)
-        with frozen(D):
-            total, adv, rec = pix2pix_generator_loss(D(torch.cat([x, fake], 1)), fake, y, self.cfg.players.lambda_rec, mode)
-            self.step_optimizer("generator", total)
-        out = {"loss_d": d.detach(), "loss_g": total.detach(), "adv": adv.detach(), "l1": rec.detach()}
+        fake = self.players["generator"](x)
+        out = self.game.step(torch.cat([x, y], 1), torch.cat([x, fake.detach()], 1))
+        terms = self.g_objective(Outputs(out=fake, x=x), None, batch)  # D frozen inside the gan term
+        self.step_optimizer("generator", terms["loss"])
+        out.update({f"g_{k}": v.detach() for k, v in terms.items() if k != "loss"})
+        out["loss_g"] = terms["loss"].detach()
         out["loss"] = nan_guard(fake, out["loss_d"] + out["loss_g"])
         return out
 

@@ -210,12 +210,12 @@ class Synthesizer:
         obj = self.g_objective
         out, feats = forward_features(self.teacher, fake, obj.teacher_features)
         t = Outputs(out=out, features=feats, x=fake)
-        s = None
+        s = Outputs(out=fake)
         if obj.needs_student:
             student = self.student()
             with frozen(student):
-                s = Outputs(out=student(fake), x=fake)
-        terms = obj(s if s is not None else Outputs(out=fake), t, Batch(x=fake))
+                s.opponent = Outputs(out=student(fake), x=fake)
+        terms = obj(s, t, Batch(x=fake))
         loss = nan_guard(fake, terms.pop("loss"))
         self.method.step_optimizer("generator", loss)
         return {"g_loss": loss.detach(), **{f"g_{k}": v.detach() for k, v in terms.items()}}

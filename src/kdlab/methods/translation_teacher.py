@@ -6,12 +6,13 @@ fixed training rows written after every epoch, and the end-of-run evaluation on 
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 from torch import nn
 
+from kdlab.config import ConfigError
 from kdlab.methods.base import Method, unwrap
-from kdlab.methods.gan_players import generator_export_state
+from kdlab.methods.gan_players import discriminator_objective, generator_export_state
 from kdlab.methods.i2i_eval import grid_examples, translation_finalize, translation_grid
 
 
@@ -22,6 +23,42 @@ class TranslationTeacher(Method):
     kind = "generator"
     role = "teacher"
     export_name = "teacher"
+
+    objectives = {"generator": "generator", "discriminator": "discriminator"}
+
+    def game_objectives(self, gen: nn.Module, disc: str, condition: int = 0) -> Tuple[Any, Any]:
+        """``(objective.generator, objective.discriminator)`` built for the generator ``gen`` and the discriminator
+        player ``disc`` (registered later; conditioned on ``condition`` source channels), the generator's
+        ``gan`` term reading that discriminator.
+
+        Raises:
+            ConfigError: the two ``gan`` terms in different modes, no discriminator ``gan`` term, or
+                generator terms with trainable parts of their own.
+        """
+        from kdlab.terms import CriticView, TermContext
+
+        spec = self.spec
+        obj = self.cfg.objective
+        g, d = obj.generator.get("gan"), obj.discriminator.get("gan")
+        if d is None or float(d.weight) == 0 or (g is not None and g.mode != d.mode):
+            raise ConfigError(f"objective.discriminator.gan must play the generator's game: got generator "
+                              f"{dict(g) if g is not None else None}, discriminator {dict(d) if d is not None else None}")
+        image = (gen.out_channels, spec.image_size, spec.image_size)
+        critic = CriticView(lambda: unwrap(self.players[disc]), image, condition, trained=lambda: self.players[disc])
+        paired = getattr(spec, "pairing", None) == "paired"
+
+        def ctx(role: str) -> TermContext:
+            given = {"critic", "images"} | ({"targets"} if paired else set()) if role == "generator" else {"critic"}
+            return TermContext(method=self.cfg.method, kind="generator", student=gen, teacher=None, spec=spec,
+                               student_input=(spec.in_channels, spec.image_size, spec.image_size), teacher_input=image,
+                               provides=frozenset(given), critic=critic, role=role,
+                               why_not={"teacher": "a translation teacher has no teacher",
+                                        "targets": "unpaired data has no ground truth per input"})
+
+        g_objective = self.build_objective(ctx("generator"), player="generator")
+        if not len(g_objective) or any(True for _ in g_objective.parameters()) or g_objective.players():
+            raise ConfigError("objective.generator needs a term of weight > 0 and no term with trainable parts")
+        return g_objective, discriminator_objective(self, None, ctx)
 
     def eval_model(self) -> nn.Module:
         return unwrap(self.players["generator"])

@@ -27,8 +27,8 @@ def target_requires(target: str, ctx: TermContext, term: str, base: Sequence[str
     if need not in ctx.provides:
         why = ctx.why_not.get(need, "")
         alt = "ground_truth" if target == "teacher" else "teacher"
-        raise ConfigError(f"objective.student.{term}.target = {target!r} needs {need}, which method {ctx.method!r} does not "
-                          f"provide{': ' + why if why else ''}; use objective.student.{term}.target={alt}")
+        raise ConfigError(f"objective.{ctx.role}.{term}.target = {target!r} needs {need}, which method {ctx.method!r} does not "
+                          f"provide{': ' + why if why else ''}; use objective.{ctx.role}.{term}.target={alt}")
     return frozenset(base) | {need}
 
 

@@ -22,7 +22,8 @@ from kdlab.terms.base import TERMS, Term, TermConfig
 @TERMS.register("adversarial")
 class AdversarialTerm(Term):
     """``-T^2 KL(p_t || p_s)`` (``mode: kl``) or ``-logit_l1(z_s, z_t)`` (``mode: l1``) on the generator's images
-    (:func:`kdlab.losses.mosaic.adversarial_kl`, :func:`kdlab.losses.datafree.logit_l1`). Scalar <= 0."""
+    (:func:`kdlab.losses.mosaic.adversarial_kl`, :func:`kdlab.losses.datafree.logit_l1`): ``z_s`` the student's
+    logits ``s.opponent.out``, ``z_t`` the teacher's ``t.out``. Scalar <= 0."""
 
     @dataclass
     class Config(TermConfig):
@@ -34,6 +35,7 @@ class AdversarialTerm(Term):
     roles = frozenset({"generator"})
 
     def forward(self, s, t, batch):
+        student = s.opponent.out  # the student's logits on the generator's images s.out
         if self.cfg.mode == "l1":
-            return -logit_l1(s.out, t.out, reduction=self.cfg.reduction)
-        return adversarial_kl(s.out, t.out, self.cfg.temperature)
+            return -logit_l1(student, t.out, reduction=self.cfg.reduction)
+        return adversarial_kl(student, t.out, self.cfg.temperature)

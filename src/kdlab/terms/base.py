@@ -36,8 +36,8 @@ TERMS = Registry("term")
 #: ``index``: ``batch.index``, each example's row in the transfer source (``TermContext.transfer_size`` rows);
 #: ``targets``: ``batch.target``, the ground-truth output image of a paired translation task; ``critic``: the
 #: method's discriminator, whose outputs and named features terms read through :attr:`TermContext.critic`;
-#: ``student``: the student's outputs on the same inputs, for the objective of another player (a generator's
-#: adversarial term).
+#: ``student``: the student's outputs on this player's outputs (:attr:`Outputs.opponent`), for the objective of
+#: another player (a synthesizer's generator: the adversarial term).
 CAPABILITIES = ("teacher", "logits", "images", "labels", "features", "input_grad", "index", "targets", "critic",
                 "student")
 
@@ -71,6 +71,9 @@ class Outputs:
             train-mode BatchNorm's batch statistics held constant (:func:`kdlab.models.batch_stats.jacobian_forward`),
             so that their input gradients are per-sample Jacobians; None when this pass's already are
             (no batch-coupled layer, e.g. the eval-mode teacher) or no term takes input gradients.
+        opponent: in another player's objective, the student's outputs on this player's outputs (a
+            synthesizer's generator: the student's logits on the generated images, for the ``adversarial``
+            term; capability ``student``); else None.
     """
 
     out: torch.Tensor
@@ -79,6 +82,7 @@ class Outputs:
     x: Optional[torch.Tensor] = None
     derived: Dict[str, torch.Tensor] = field(default_factory=dict)
     jacobian_pass: Optional["Outputs"] = None
+    opponent: Optional["Outputs"] = None
 
     @property
     def logits_for_labels(self) -> torch.Tensor:

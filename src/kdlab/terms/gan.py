@@ -6,12 +6,14 @@
 mode        discriminator (``objective.discriminator``)      generator (``objective.generator``)
 ==========  ===============================================  ==========================================
 vanilla     BCE: real -> 1, generated -> 0 (Goodfellow)      non-saturating BCE of D(G(z)) -> 1
-lsgan       ``0.5 [(D(x) - 1)^2 + D(G(z))^2]`` (Mao et al.)  ``(D(G(z)) - 1)^2``
+lsgan       ``(D(x) - 1)^2 + D(G(z))^2`` (Mao et al.)        ``(D(G(z)) - 1)^2``
 hinge       ``relu(1 - D(x)) + relu(1 + D(G(z)))`` (SAGAN)   ``-D(G(z))``
 wgan        ``D(G(z)) - D(x)`` (Arjovsky et al. eq. 2)       ``-D(G(z))``
 ==========  ===============================================  ==========================================
 
-``reduction``: ``mean`` averages over the images (and every patch of a PatchGAN map); ``patch_sum`` (vanilla
+The discriminator's loss is the sum of its real and generated halves in every mode; pix2pix's and
+CycleGAN's code halve it ("divide the objective by 2 while optimising D"): their recipes give the
+discriminator's ``gan`` term the weight 0.5. ``reduction``: ``mean`` averages over the images (and every patch of a PatchGAN map); ``patch_sum`` (vanilla
 only) is MosaicKD's published reduction: BCE SUMMED over the map and divided by the batch size, the
 discriminator's two halves averaged (:func:`kdlab.losses.mosaic.patch_bce`; MosaicKD's "patch realism"
 term of the generator, supplement eq. 5). WGAN's Lipschitz constraint (clipping or a gradient penalty)
@@ -20,9 +22,8 @@ is the host method's business.
 Convention of a discriminator's objective: ``s`` holds its outputs on the generated images (detached from
 the generator; ``s.x`` the images), ``t`` its outputs on real images (``t.x``). The generator's side reads
 the discriminator through the method's :class:`~kdlab.terms.base.CriticView` (its parameters frozen while
-the generator's loss back-propagates through it) on the generated images: a generator student's outputs
-``s.out`` (conditioned on its inputs ``batch.x`` for a conditional D, pix2pix's), or ``batch.x`` in a
-generator's objective (a GAN's or the synthesizer's, whose batch holds the generated images).
+the generator's loss back-propagates through it) on the player's own images ``s.out`` (conditioned on its
+inputs ``batch.x`` for a conditional D, pix2pix's).
 """
 from __future__ import annotations
 
@@ -66,7 +67,6 @@ class GANTerm(Term):
             raise ConfigError(f"objective.{ctx.role}.gan.reduction = 'patch_sum' is MosaicKD's BCE reduction: it needs "
                               f"mode = 'vanilla', got {cfg.mode!r}")
         self.discriminator = ctx.role == "discriminator"
-        self.own_images = ctx.role == "student"  # a generator student: D judges its outputs
         self._critic = ctx.critic
 
     def forward(self, s, t, batch):
@@ -78,12 +78,9 @@ class GANTerm(Term):
             if mode == "vanilla":
                 return bce_discriminator_loss(_flat(real), _flat(fake))
             if mode == "lsgan":
-                return map_discriminator_loss(real, fake, "lsgan")
+                return 2.0 * map_discriminator_loss(real, fake, "lsgan")
             return (hinge_discriminator_loss if mode == "hinge" else wgan_critic_loss)(_flat(real), _flat(fake))
-        if self.own_images:
-            fake = self._critic.scores(s.out, batch.x if self._critic.condition_channels else None)
-        else:
-            fake = self._critic.scores(batch.x)
+        fake = self._critic.scores(s.out, batch.x if self._critic.condition_channels else None)
         if patch:
             return patch_bce(fake, 1.0)
         if mode == "vanilla":

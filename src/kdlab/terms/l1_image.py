@@ -27,6 +27,7 @@ class L1ImageTerm(Term):
         reduction: str = choice("mean", REDUCTIONS)  # mean over pixels (published code) | sum per example (the eqs.)
 
     requires = frozenset({"images"})
+    roles = frozenset({"student", "generator"})
 
     def __init__(self, cfg, ctx):
         super().__init__(cfg, ctx)
