@@ -191,17 +191,10 @@ class CriticView:
         self.input_shape = tuple(int(v) for v in input_shape)
         self.condition_channels = int(condition_channels)
 
-    def features(self, images: torch.Tensor, names: Sequence[str],
-                 condition: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
-        """D's features ``names`` of ``images`` [B, C, H, W] (D reads ``cat(condition, images)`` when it is
-        conditional): ``{name: [B, ...]}`` with a graph to ``images`` only (D's parameters get no gradient).
-        One forward pass, in D's current mode (pass student and teacher images as one batch so that a
-        BatchNorm D normalises both alike).
-
-        Raises:
-            ValueError: a conditional D without ``condition``.
-        """
-        from kdlab.models.base import capture_features
+    def _run(self, images: torch.Tensor, condition: Optional[torch.Tensor], names: Sequence[str]) -> tuple:
+        """``(D's output, {name: feature})`` of one forward pass on ``images`` (``cat(condition, images)`` for a
+        conditional D) with D's parameters frozen meanwhile."""
+        from kdlab.features import capture_features
 
         if self.condition_channels:
             if condition is None:
@@ -213,11 +206,23 @@ class CriticView:
             p.requires_grad_(False)
         try:
             with capture_features(d, list(names)) as store:
-                d(images)
+                out = d(images)
         finally:
             for p in params:
                 p.requires_grad_(True)
-        return {n: store[n] for n in names}
+        return out, {n: store[n] for n in names}
+
+    def features(self, images: torch.Tensor, names: Sequence[str],
+                 condition: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """D's features ``names`` of ``images`` [B, C, H, W] (D reads ``cat(condition, images)`` when it is
+        conditional): ``{name: [B, ...]}`` with a graph to ``images`` only (D's parameters get no gradient).
+        One forward pass, in D's current mode (pass student and teacher images as one batch so that a
+        BatchNorm D normalises both alike).
+
+        Raises:
+            ValueError: a conditional D without ``condition``.
+        """
+        return self._run(images, condition, names)[1]
 
     def scores(self, images: torch.Tensor, condition: Optional[torch.Tensor] = None) -> torch.Tensor:
         """D's output on ``images`` [B, C, H, W] (``[B]`` or a map ``[B, 1, h, w]``) with a graph to ``images`` only
@@ -226,19 +231,7 @@ class CriticView:
         Raises:
             ValueError: a conditional D without ``condition``.
         """
-        if self.condition_channels:
-            if condition is None:
-                raise ValueError("a conditional discriminator needs the source images as condition")
-            images = torch.cat([condition.to(images.dtype), images], 1)
-        d = self.get()
-        params = [p for p in d.parameters() if p.requires_grad]
-        for p in params:
-            p.requires_grad_(False)
-        try:
-            return d(images)
-        finally:
-            for p in params:
-                p.requires_grad_(True)
+        return self._run(images, condition, ())[0]
 
     def feature_names(self) -> List[str]:
         """D's friendly feature names (``feature_layers``), in order."""
