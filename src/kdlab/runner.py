@@ -31,7 +31,9 @@ def load_run_config(sources: Sequence[Any], overrides: Sequence[str] = ()):
             ``objective`` player the method does not have (names its players); an unknown term or term
             key, or a term that cannot serve that player (lists the accepted ones).
     """
-    return load_config(sources, overrides, schemas=lambda m, raw: (method_class(m).players_schema(raw), method_class(m).Eval),
+    from kdlab.methods.objectives import players_schema
+
+    return load_config(sources, overrides, schemas=lambda m, raw: (players_schema(method_class(m), raw), method_class(m).Eval),
                        prepare=_prepare)
 
 
@@ -56,13 +58,13 @@ def method_class(name: str) -> type:
 
 def _prepare(method: str, raw: Any) -> None:
     """Refuse the old ``loss`` section with each key's new place; fill each player's objective."""
-    from kdlab.methods.objectives import expand_objective, refuse_loss_section
+    from kdlab.methods.objectives import check_transfer_source, expand_objective, objective_roles, refuse_loss_section
 
     cls = method_class(method)
     if raw.get("loss") is not None:
         refuse_loss_section(cls, method, raw.loss)
-    cls.check_transfer_source(raw)
-    raw["objective"] = expand_objective(cls, method, raw.get("objective"), cls.objective_roles(raw))
+    check_transfer_source(cls, raw)
+    raw["objective"] = expand_objective(cls, method, raw.get("objective"), objective_roles(cls, raw))
 
 
 def datasets_for(cfg: Any):

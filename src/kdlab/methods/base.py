@@ -30,18 +30,6 @@ from kdlab.terms import Objective, Outputs, Student, TermContext, build_objectiv
 METHODS = Registry("method")
 
 
-_SCHEMAS: Dict[tuple, type] = {}
-
-
-def _merged_schema(bases: tuple) -> type:
-    """One dataclass with the fields of every class of ``bases`` (made once per combination)."""
-    from dataclasses import make_dataclass
-
-    if bases not in _SCHEMAS:
-        _SCHEMAS[bases] = make_dataclass("+".join(b.__name__ for b in bases), [], bases=bases)
-    return _SCHEMAS[bases]
-
-
 def export_tensors(model: nn.Module, copy: bool = True) -> Dict[str, torch.Tensor]:
     """``model``'s state_dict detached: CPU copies (``copy``), else the live tensors themselves."""
     if copy:
@@ -76,69 +64,6 @@ class Method(ABC):
     moved: ClassVar[Dict[str, str]] = {}
     #: why the method cannot train on ``data.transfer: synth`` (None: it can, through :meth:`build_synthesizer`)
     synth_unsupported: ClassVar[Optional[str]] = "its student does not learn from a classifier's transfer images"
-
-    # -- config-time questions (asked of the class, before anything is built) -------------------------------
-    @classmethod
-    def synthesizing(cls, raw: Any) -> bool:
-        """Whether the raw (merged) config ``raw`` asks for synthetic transfer images (``data.transfer: synth``)."""
-        data = raw.get("data") if raw is not None else None
-        return data is not None and str(data.get("transfer") or "").strip().lower() == TRANSFER_SYNTH
-
-    @classmethod
-    def players_schema(cls, raw: Any) -> Optional[type]:
-        """The ``players`` schema for ``raw``: :attr:`Config`, plus the synthesizer's keys
-        (:class:`kdlab.methods.synthesizer.SynthConfig`) when ``data.transfer: synth``."""
-        if not cls.synthesizing(raw) or cls.synth_unsupported:
-            return cls.Config
-        from kdlab.methods.synthesizer import SynthConfig
-
-        bases = tuple(b for b in (cls.Config, SynthConfig) if b is not None)
-        return _merged_schema(bases)
-
-    @classmethod
-    def objective_roles(cls, raw: Any) -> Dict[str, str]:
-        """The players whose ``objective`` the raw config may set, with their roles: :attr:`objectives`, plus
-        the synthesizer's ``generator`` (and ``discriminator`` with ``players.discriminator``) when synthesizing."""
-        roles = dict(cls.objectives)
-        if cls.synthesizing(raw) and not cls.synth_unsupported:
-            roles["generator"] = "generator"
-            players = raw.get("players") if raw is not None else None
-            if players is not None and players.get("discriminator") is not None:
-                roles["discriminator"] = "discriminator"
-        return roles
-
-    @classmethod
-    def check_transfer_source(cls, raw: Any) -> None:
-        """Refuse ``data.transfer: synth`` for a method that cannot use it, and ``data.synth_real`` without it.
-
-        Raises:
-            ConfigError: naming the method, why, and the methods that can.
-        """
-        data = raw.get("data") if raw is not None else None
-        method = raw.get("method") if raw is not None else None
-        if cls.synthesizing(raw) and cls.synth_unsupported:
-            from kdlab.methods import METHODS
-
-            able = [n for n in METHODS.names() if not METHODS.get(n).synth_unsupported]
-            raise ConfigError(f"data.transfer = 'synth': method {method!r} cannot train on synthetic images ({cls.synth_unsupported}); "
-                              f"methods that can: {', '.join(able)}")
-        if data is not None and data.get("synth_real") is not None and not cls.synthesizing(raw):
-            raise ConfigError(f"data.synth_real = {data.get('synth_real')!r} gives the synthesizer real images; it needs "
-                              f"data.transfer = 'synth', got {data.get('transfer')!r}")
-
-    #: what the method trains: a ``classifier`` or a ``generator``; as a ``teacher`` or a ``student``
-    kind: str = "classifier"
-    role: str = "student"
-    #: True when the method produces its own batches and can run data-free (``data.transfer=none``)
-    synthesizes: bool = False
-    #: the validation metric that selects the best checkpoint, and whether higher is better
-    selection_key: str = "val/acc"
-    selection_mode: str = "max"
-    #: file stem of the exported weights (``<export_name>.safetensors``)
-    export_name: str = "model"
-    #: why ``trainer.teacher_cache=on`` cannot apply to this method (None: it can, see :meth:`on_fit_start`)
-    teacher_cache_unsupported: Optional[str] = ("has no frozen teacher evaluated on a fixed transfer set (its teacher "
-                                                "trains, or its inputs are drawn anew every step)")
 
     def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
         """``cfg``: the resolved run config; ``spec``: the data set's :class:`kdlab.data.DataSpec`;

@@ -9,12 +9,67 @@ removes a default term). A term serves the roles in its :attr:`kdlab.terms.Term.
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
 from kdlab.config import ConfigError
+from kdlab.data.transfer import TRANSFER_SYNTH
 from kdlab.terms import TERMS, legacy_spelling, term_config
+
+_SCHEMAS: Dict[tuple, type] = {}
+
+
+def synthesizing(raw: Any) -> bool:
+    """Whether the raw (merged) config ``raw`` asks for synthetic transfer images (``data.transfer: synth``)."""
+    data = raw.get("data") if raw is not None else None
+    return data is not None and str(data.get("transfer") or "").strip().lower() == TRANSFER_SYNTH
+
+
+def players_schema(cls: Any, raw: Any) -> Optional[type]:
+    """The ``players`` schema of method class ``cls`` for ``raw``: its ``Config``, plus the synthesizer's keys
+    (:class:`kdlab.methods.synthesizer.SynthConfig`) when ``data.transfer: synth`` (one dataclass per combination)."""
+    if not synthesizing(raw) or cls.synth_unsupported:
+        return cls.Config
+    from dataclasses import make_dataclass
+
+    from kdlab.methods.synthesizer import SynthConfig
+
+    bases = tuple(b for b in (cls.Config, SynthConfig) if b is not None)
+    if bases not in _SCHEMAS:
+        _SCHEMAS[bases] = make_dataclass("+".join(b.__name__ for b in bases), [], bases=bases)
+    return _SCHEMAS[bases]
+
+
+def objective_roles(cls: Any, raw: Any) -> Dict[str, str]:
+    """The players whose ``objective`` ``raw`` may set, with their roles: ``cls.objectives``, plus the
+    synthesizer's ``generator`` (and ``discriminator`` with ``players.discriminator``) when synthesizing."""
+    roles = dict(cls.objectives)
+    if synthesizing(raw) and not cls.synth_unsupported:
+        roles["generator"] = "generator"
+        players = raw.get("players") if raw is not None else None
+        if players is not None and players.get("discriminator") is not None:
+            roles["discriminator"] = "discriminator"
+    return roles
+
+
+def check_transfer_source(cls: Any, raw: Any) -> None:
+    """Refuse ``data.transfer: synth`` for a method that cannot use it, and ``data.synth_real`` without it.
+
+    Raises:
+        ConfigError: naming the method, why, and the methods that can.
+    """
+    data = raw.get("data") if raw is not None else None
+    method = raw.get("method") if raw is not None else None
+    if synthesizing(raw) and cls.synth_unsupported:
+        from kdlab.methods import METHODS
+
+        able = [n for n in METHODS.names() if not METHODS.get(n).synth_unsupported]
+        raise ConfigError(f"data.transfer = 'synth': method {method!r} cannot train on synthetic images ({cls.synth_unsupported}); "
+                          f"methods that can: {', '.join(able)}")
+    if data is not None and data.get("synth_real") is not None and not synthesizing(raw):
+        raise ConfigError(f"data.synth_real = {data.get('synth_real')!r} gives the synthesizer real images; it needs "
+                          f"data.transfer = 'synth', got {data.get('transfer')!r}")
 
 
 def expand_objective(cls: Any, method: str, raw: Any, players: Dict[str, str]) -> Dict[str, Dict[str, DictConfig]]:
