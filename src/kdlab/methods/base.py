@@ -64,6 +64,19 @@ class Method(ABC):
     moved: ClassVar[Dict[str, str]] = {}
     #: why the method cannot train on ``data.transfer: synth`` (None: it can, through :meth:`build_synthesizer`)
     synth_unsupported: ClassVar[Optional[str]] = "its student does not learn from a classifier's transfer images"
+    #: what the method trains: a ``classifier`` or a ``generator``; as a ``teacher`` or a ``student``
+    kind: str = "classifier"
+    role: str = "student"
+    #: True when the method produces its own batches and can run data-free (``data.transfer=none``)
+    synthesizes: bool = False
+    #: the validation metric that selects the best checkpoint, and whether higher is better
+    selection_key: str = "val/acc"
+    selection_mode: str = "max"
+    #: file stem of the exported weights (``<export_name>.safetensors``)
+    export_name: str = "model"
+    #: why ``trainer.teacher_cache=on`` cannot apply to this method (None: it can, see :meth:`on_fit_start`)
+    teacher_cache_unsupported: Optional[str] = ("has no frozen teacher evaluated on a fixed transfer set (its teacher "
+                                                "trains, or its inputs are drawn anew every step)")
 
     def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
         """``cfg``: the resolved run config; ``spec``: the data set's :class:`kdlab.data.DataSpec`;
