@@ -73,7 +73,7 @@ def bench_pair(pair: str, args, tmp: Path) -> None:
         cfg = load_run_config([{
             "name": "bench", "method": "distill", "out_dir": str(tmp), "teacher": {"checkpoint": str(teacher_path)},
             "data": {"val_size": 0, "batch_size": args.batch, "n_per_class": n // 10},
-            "model": {"name": sname, "kwargs": skw}, "loss": {"terms": terms},
+            "model": {"name": sname, "kwargs": skw}, "objective": {"student": terms},
             "optim": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "scheduler": "none"},
             "trainer": {"epochs": 1, "accelerator": args.device, "tensorboard": False, "progress": False,
                         "teacher_cache": cache}}])

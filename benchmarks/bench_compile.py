@@ -79,7 +79,7 @@ def bench_pair(pair: str, args) -> None:
             "method": "distill", "out_dir": str(tmp), "name": f"bench-{pair}-{names.index(n)}",
             "teacher": {"checkpoint": str(teacher)}, "data": {"val_size": 0, "batch_size": batch},
             "model": {"name": s_name, "kwargs": s_kw},
-            "loss": {"terms": {"ce": {"weight": 1.0}, "kd": {"weight": 1.0, "temperature": 4.0}}},
+            "objective": {"student": {"ce": {"weight": 1.0}, "kd": {"weight": 1.0, "temperature": 4.0}}},
             "optim": {"name": "adam", "lr": 0.001, "weight_decay": 0.0},
             "trainer": {"accelerator": args.device, "tensorboard": False, "teacher_cache": "off"}}], CONFIGS[n])
         m = ready_method(cfg, data, data.train)

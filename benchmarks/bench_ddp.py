@@ -51,7 +51,7 @@ def _config(tmp: Path, teacher: Path, name: str, procs: int, args: argparse.Name
         "data": {"name": "fashion-mnist", "val_size": 0, "n_per_class": args.n_per_class, "batch_size": args.batch,
                  "max_test": 500},
         "model": {"name": "mlp", "kwargs": {"hidden": [100, 100]}},
-        "loss": {"terms": {"ce": {"weight": 1.0}, "kd": {"weight": 1.0, "temperature": 4.0}}},
+        "objective": {"student": {"ce": {"weight": 1.0}, "kd": {"weight": 1.0, "temperature": 4.0}}},
         "optim": {"name": "adam", "lr": 0.001, "weight_decay": 0.0},
         "trainer": trainer,
         "eval": {"latency": False, "noise_sigmas": [0.0]},

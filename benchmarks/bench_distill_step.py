@@ -9,7 +9,7 @@ real Fashion-MNIST, from the same in-memory data, for the same number of steps:
   (``make_loader`` on the in-memory training set, same seed, so the same batches): a plain loop that
   reads its data, as any real one does.
 * ``kdlab step``: the ``distill`` method's ``training_step`` called in a bare loop over the prepared
-  batches (method cost: the objective built from ``loss.terms``, the ``Student`` player, the term
+  batches (method cost: the objective built from ``objective.student``, the ``Student`` player, the term
   registry's dispatch); compared with ``plain``.
 * ``kdlab loop``: ``Trainer.fit`` for one epoch (method + Fabric + data loader + progress bar +
   metrics.jsonl + NaN checks + the end-of-epoch ``last.ckpt``): everything a user pays for; compared
@@ -100,7 +100,7 @@ def bench_pair(pair: str, steps: int, reps: int, batch: int, device_name: str) -
                 "teacher": {"checkpoint": str(teacher_path)},
                 "data": {"val_size": 0, "batch_size": batch, "n_per_class": -(-n // 10)},
                 "model": {"name": s_name, "kwargs": s_kw},
-                "loss": {"terms": {"ce": {"weight": 1.0}, "kd": {"weight": 1.0, "temperature": 4.0}}},
+                "objective": {"student": {"ce": {"weight": 1.0}, "kd": {"weight": 1.0, "temperature": 4.0}}},
                 "optim": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "scheduler": "none"},
                 "trainer": {"epochs": 1, "accelerator": device_name, "tensorboard": False, "progress": True,
                             "limit_train_batches": steps, "teacher_cache": "off"},  # same math as the plain loop

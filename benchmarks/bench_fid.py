@@ -99,7 +99,7 @@ def main() -> None:
         cfg = load_run_config([{
             "method": "gan-compression", "out_dir": tmp, "teacher": {"checkpoint": str(tpath)},
             "model": {"name": "dcgan", "kwargs": {"d": args.student_d}},
-            "loss": {"terms": {"mse": {"weight": 1.0}}}, "data": {"val_size": 0, "batch_size": args.batch},
+            "objective": {"student": {"mse": {"weight": 1.0}}}, "data": {"val_size": 0, "batch_size": args.batch},
             "optim": {"name": "adam", "lr": 1e-3, "betas": [0.5, 0.999], "weight_decay": 0.0, "scheduler": "none"},
         }])
         method = METHODS.get("gan-compression")(cfg, spec)

@@ -3,7 +3,7 @@
 The setting of ``kdlab reproduce vem-table1 / vem-table2 --scale small`` on the offline tasks: a U-Net
 teacher ngf 32 (paired ``edges2fashion``) or a ResNet teacher ngf 32 with 9 blocks (unpaired
 ``fashion2digits``) or a SAGAN ngf 32 (GCC, unconditional, discriminator from scratch), all random (the step's cost does not depend on the weights), students at the
-tables' widths, batch 16, the PatchGAN game on; the ``+VEM`` rows add ``loss.terms.vem`` (Fig. 4 EBM
+tables' widths, batch 16, the PatchGAN game on; the ``+VEM`` rows add ``objective.student.vem`` (Fig. 4 EBM
 with C channels, K = 10, lambda_MI of Table 6). ``training_step`` is timed on the same batches,
 repetitions interleaved, medians reported; the ratio is algorithm + VEM over the algorithm alone.
 
@@ -65,10 +65,10 @@ def build(args, tmp: Path, clf: Path, tasks, name: str):
     _, arch, kw = TEACHERS[task]
     kw = {**kw, "ngf": int(kw["ngf"] * width)}
     cfg = load_run_config([recipe(rec)], [
-        f"out_dir={tmp}", f"name=bench-{name.replace('+', '-')}", f"teacher.checkpoint={path}", f"loss.extractor={clf}",
-        f"model.kwargs={json.dumps(kw)}", f"loss.terms={json.dumps(terms)}", f"data.batch_size={BATCH}",
+        f"out_dir={tmp}", f"name=bench-{name.replace('+', '-')}", f"teacher.checkpoint={path}", f"eval.extractor={clf}",
+        f"model.kwargs={json.dumps(kw)}", f"objective.student={json.dumps(terms)}", f"data.batch_size={BATCH}",
         "data.n_per_class=10", f"trainer.accelerator={args.device}", "trainer.tensorboard=false"]
-        + (["loss.disc_init=null", f"loss.disc_d={TEACHERS[task][2]['ngf']}"] if task == "unconditional" else []))
+        + (["players.disc_init=null", f"players.disc_d={TEACHERS[task][2]['ngf']}"] if task == "unconditional" else []))
     return ready_method(cfg, data, data.transfer)
 
 

@@ -35,10 +35,10 @@ from kdlab.models import build_model
 from kdlab.runner import load_run_config
 
 KINDS = {
-    "kd": {"terms": {"ce": {"weight": 1.0}, "logits": {"weight": 1.0}}},
-    "kd+jac": {"terms": {"ce": {"weight": 1.0}, "logits": {"weight": 1.0}, "jacobian": {"weight": 1.0, "select": "top"}}},
-    "kd+att-jac": {"terms": {"ce": {"weight": 1.0}, "logits": {"weight": 1.0},
-                             "attention_jacobian": {"weight": 1.0, "layers": [["pool2", "pool2"]], "pool": 5}}},
+    "kd": {"student": {"ce": {"weight": 1.0}, "logits": {"weight": 1.0}}},
+    "kd+jac": {"student": {"ce": {"weight": 1.0}, "logits": {"weight": 1.0}, "jacobian": {"weight": 1.0, "select": "top"}}},
+    "kd+att-jac": {"student": {"ce": {"weight": 1.0}, "logits": {"weight": 1.0},
+                               "attention_jacobian": {"weight": 1.0, "layers": [["pool2", "pool2"]], "pool": 5}}},
 }
 
 
@@ -74,7 +74,7 @@ def main() -> None:
             "teacher": {"checkpoint": str(teacher_path)},
             "data": {"val_size": 0, "batch_size": args.batch},
             "model": {"name": "vgg4", "kwargs": {"width": args.width}},
-            "loss": KINDS[kind],
+            "objective": KINDS[kind],
             "optim": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "scheduler": "none"},
             "trainer": {"epochs": 1, "accelerator": args.device, "tensorboard": False, "progress": False,
                         "teacher_cache": "off"},

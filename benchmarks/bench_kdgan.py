@@ -43,11 +43,11 @@ class _Fabric:
 
 
 def build(method: str, teacher: Path, device: torch.device, batch: int):
-    loss = {"terms": {"ce": {"weight": 1.0}, "kd": {"weight": 1.0, "temperature": 3.0}}} if method == "distill" else {}
+    objective = {"student": {"ce": {"weight": 1.0}, "kd": {"weight": 1.0, "temperature": 3.0}}} if method == "distill" else {}
     cfg = load_run_config([{
         "method": method, "teacher": {"checkpoint": str(teacher)}, "model": {"name": "mlp", "kwargs": {"hidden": [800, 800]}},
         "optim": {"name": "adam", "lr": 5e-4, "weight_decay": 0.0, "scheduler": "none"},
-        "data": {"batch_size": batch}, "loss": loss,
+        "data": {"batch_size": batch}, "objective": objective,
     }])
     from kdlab.data import dataset_spec
 

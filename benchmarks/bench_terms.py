@@ -52,7 +52,7 @@ def build(args, tmp: Path, path: Path, data, terms):
     cfg = load_run_config([{
         "name": "bench", "method": "distill", "out_dir": str(tmp), "teacher": {"checkpoint": str(path)},
         "data": {"val_size": 0, "batch_size": args.batch, "n_per_class": (args.steps * args.batch) // 10},
-        "model": {"name": "vgg4", "kwargs": {"width": args.width}}, "loss": {"terms": terms},
+        "model": {"name": "vgg4", "kwargs": {"width": args.width}}, "objective": {"student": terms},
         "optim": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "scheduler": "none"},
         "trainer": {"epochs": 1, "accelerator": args.device, "tensorboard": False, "progress": False,
                         "teacher_cache": "off"},

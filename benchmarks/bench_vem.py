@@ -1,7 +1,7 @@
 """Cost of a VEM step against the base step, as a function of the Langevin steps K.
 
 The setting of ``kdlab reproduce vem-ablation --scale small``: DCGAN teacher d = 32, student d = 4,
-batch 64, data-free ``gan-compression`` with the MSE term; the VEM rows add ``loss.terms.vem`` (Fig. 4
+batch 64, data-free ``gan-compression`` with the MSE term; the VEM rows add ``objective.student.vem`` (Fig. 4
 EBM with C channels) at K = 1, 5, 10. ``training_step`` is timed on the same batches, repetitions
 interleaved, medians reported.
 
@@ -56,7 +56,7 @@ def build(args, tmp: Path, path: Path, data, name: str):
     cfg = load_run_config([recipe("gan_student_mse")], [
         f"out_dir={tmp}", f"name=bench-{name}", f"teacher.checkpoint={path}", "model.kwargs.d=4",
         "data.transfer=none", f"data.steps_per_epoch={args.steps}", f"data.batch_size={BATCH}",
-        f"loss.terms={terms}", f"trainer.accelerator={args.device}", "trainer.tensorboard=false"])
+        f"objective.student={terms}", f"trainer.accelerator={args.device}", "trainer.tensorboard=false"])
     return ready_method(cfg, data, data.transfer)
 
 
