@@ -128,6 +128,10 @@ def loss_key_place(cls: Any, key: str) -> str:
         return f"players.{key}"
     if key in {f.name for f in fields(cls.Eval)}:
         return f"eval.{key}"
+    from kdlab.methods.synthesizer import SynthConfig
+
+    if not cls.synth_unsupported and key in {f.name for f in fields(SynthConfig)}:
+        return f"players.{key} (a key of the synthesizer: with data.transfer=synth)"
     legacy = legacy_spelling(key)
     return legacy.replace("objective.student.", "objective.student.") if legacy else ""
 
