@@ -71,10 +71,9 @@ def gan_student_config(tmp_path: Path, teacher: Path, **sections: Any) -> Dict[s
         "name": "gs", "method": "gan-compression", "out_dir": str(tmp_path), "teacher": {"checkpoint": str(teacher)},
         "data": {"val_size": 0, "transfer": "none", "steps_per_epoch": 3, "batch_size": 16, "max_test": 200},
         "model": {"name": "dcgan", "kwargs": {"d": 4}},
-        "loss": {"n_samples": 200, "kid_subset_size": 50, "kid_subsets": 2, "is_splits": 1, "grid_n": 4},
         "optim": {"name": "adam", "lr": 0.001, "betas": [0.5, 0.999], "weight_decay": 0.0, "scheduler": "none"},
         "trainer": {"epochs": 1, "progress": False, "tensorboard": False, "log_every_n_steps": 1},
-        "eval": {"latency": False},
+        "eval": {"latency": False, "n_samples": 200, "kid_subset_size": 50, "kid_subsets": 2, "is_splits": 1, "grid_n": 4},
     }
     for key, value in sections.items():
         cfg[key] = {**cfg[key], **value} if isinstance(value, dict) and isinstance(cfg.get(key), dict) else value

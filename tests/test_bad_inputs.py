@@ -163,12 +163,12 @@ CASES = [
     case("config", "train-teacher {cfg} eval.latency_iters=0", "'eval.latency_iters' = 0", ">= 1"),
     case("config", "train-teacher {cfg} bogus_key=1", "bogus_key", "not in"),
     case("config", "train-teacher {cfg} method=nosuch", "'nosuch'", "known methods"),
-    case("config", "distill {cfg} loss.terms.kd.weight=nan", "'loss.terms.kd.weight' = nan", "must be >= 0 (a finite number"),
-    case("config", "distill {cfg} loss.terms.kd.temperature=1e-30", "1e-30", ">= 0.001"),
+    case("config", "distill {cfg} objective.student.kd.weight=nan", "'objective.student.kd.weight' = nan", "must be >= 0 (a finite number"),
+    case("config", "distill {cfg} objective.student.kd.temperature=1e-30", "1e-30", ">= 0.001"),
     case("config", "train-teacher {cfg} model.kwargs.dropout=.nan", "'model.kwargs.dropout' = nan", "a finite number"),
-    case("config", "distill {cfg} loss.terms.nosuch.weight=1", "'nosuch'", "kdlab list terms"),
-    case("config", "distill {cfg} loss.terms.kd.bogus=1", "'bogus'", "accepts: weight"),
-    case("config", "distill {cfg} loss.kd=0.5", "'loss.kd'", "loss.terms.kd.weight"),
+    case("config", "distill {cfg} objective.student.nosuch.weight=1", "'nosuch'", "kdlab list terms"),
+    case("config", "distill {cfg} objective.student.kd.bogus=1", "'bogus'", "accepts: weight"),
+    case("config", "distill {cfg} loss.kd=0.5", "section 'loss' is gone", "loss.kd is now objective.student.kd.weight"),
     case("config", "distill {cfg} loss=5", "section 'loss' = 5", "a mapping of its keys"),
     case("config", "train-teacher {cfg} trainer=3", "section 'trainer' = 3", "a mapping of its keys"),
     # --- YAML
@@ -236,18 +236,18 @@ CASES = [
     case("gan", "compress-gan {gan} optim.betas=[0.5,0.999,0.1]", "'optim.betas'", "exactly 2"),
     case("gan", "compress-gan {gan} model.name=mlp", "'mlp'", "dcgan"),
     case("gan", "compress-gan {gan} model.name=unet", "'unet' is an image-to-image generator", "accepted: dcgan"),
-    case("gan", "compress-gan {gan} data.transfer=train loss.adv_weight=0.5 loss.disc=patchgan", "'patchgan'", "accepted: dcgan, wdcgan"),
+    case("gan", "compress-gan {gan} data.transfer=train players.adv_weight=0.5 players.disc=patchgan", "'patchgan'", "accepted: dcgan, wdcgan"),
     # --- image-to-image students (i2i-distill and the appendix-A.2 terms)
     case("i2i", "compress-gan {gan} method=i2i-distill model.name=unet",
          "method 'i2i-distill' needs an image-to-image translation data set", "'fashion-mnist' is not one"),
-    case("i2i", "compress-gan {gan} loss.terms.cagc.saliency=nope", "unknown saliency function 'nope'", "foreground, ones"),
-    case("i2i", "compress-gan {gan} loss.terms.channel_distill.layers=[[nope,nope]]", "unknown feature 'nope'",
+    case("i2i", "compress-gan {gan} objective.student.cagc.saliency=nope", "unknown saliency function 'nope'", "foreground, ones"),
+    case("i2i", "compress-gan {gan} objective.student.channel_distill.layers=[[nope,nope]]", "unknown feature 'nope'",
          "known features"),
-    case("i2i", "compress-gan {gan} loss.terms.gcc.weight=1", "term 'gcc' needs critic", "loss.adv_weight = 0",
-         "set loss.adv_weight > 0"),
-    case("gan", "compress-gan {gan} loss.disc_init={out}", "loss.disc_init", "loss.adv_weight = 0 builds none"),
-    case("i2i", "compress-gan {gan} loss.terms.l1_image.target=ground_truth", "needs targets",
-         "use loss.terms.l1_image.target=teacher"),
+    case("i2i", "compress-gan {gan} objective.student.gcc.weight=1", "term 'gcc' needs critic", "players.adv_weight = 0",
+         "set players.adv_weight > 0"),
+    case("gan", "compress-gan {gan} players.disc_init={out}", "players.disc_init", "players.adv_weight = 0 builds none"),
+    case("i2i", "compress-gan {gan} objective.student.l1_image.target=ground_truth", "needs targets",
+         "use objective.student.l1_image.target=teacher"),
     # --- experiments
     case("experiments", "reproduce no-such-exp", "'no-such-exp'", "known experiments"),
     case("experiments", f"reproduce {EXP} --scale huge", "'huge'", "accepted: small"),
@@ -333,3 +333,25 @@ def test_docs_table_lists_every_case() -> None:
              .replace("{out}", "out") for p in CASES if not any(m.name == "xfail" for m in p.marks)}
     missing = sorted(s for s in shown if f"`{s}`" not in doc)
     assert not missing, f"docs/bad_inputs.md lacks: {missing}"
+
+
+def test_the_loss_section_is_refused_with_each_keys_new_place() -> None:
+    from kdlab.config import ConfigError
+    from kdlab.runner import load_run_config
+
+    with pytest.raises(ConfigError) as err:
+        load_run_config([{"method": "mosaickd",
+                          "loss": {"terms": {"kd": {"weight": 1}}, "generator": "mosaic", "n_samples": 5}}])
+    msg = str(err.value)
+    assert "section 'loss' is gone" in msg
+    for old, new in (("terms", "objective.student"), ("generator", "players.generator"), ("n_samples", "eval.n_samples")):
+        assert f"loss.{old} is now {new}" in msg, msg
+
+
+def test_an_objective_for_a_player_the_method_lacks_names_its_players() -> None:
+    from kdlab.config import ConfigError
+    from kdlab.runner import load_run_config
+
+    with pytest.raises(ConfigError, match=r"objective.generator: method 'distill' has no player 'generator'.*"
+                                          r"its players: student"):
+        load_run_config([{"method": "distill", "objective": {"generator": {"kd": {}}}}])

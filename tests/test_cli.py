@@ -25,8 +25,8 @@ def test_cli_trains_teacher_then_student_far_above_chance(make_config, tmp_path,
     student_cfg = make_config(name="student", method="distill", teacher={"checkpoint": str(teacher_dir)},
                               trainer={"epochs": 8, "progress": False, "tensorboard": False, "log_every_n_steps": 5})
     (tmp_path / "student.yaml").write_text(yaml.safe_dump(student_cfg))
-    assert main(["distill", str(tmp_path / "student.yaml"), "loss.terms.kd.weight=1.0",
-                 "loss.terms.kd.temperature=4"]) == 0
+    assert main(["distill", str(tmp_path / "student.yaml"), "objective.student.kd.weight=1.0",
+                 "objective.student.kd.temperature=4"]) == 0
     summary = json.loads((tmp_path / "student" / "summary.json").read_text())
     assert summary["teacher"]["name"] == "lenet"
     assert summary["data"]["n_train"] == 300 and summary["data"]["n_per_class"] == 30

@@ -63,22 +63,22 @@ def spec_dict(**over: Any) -> Dict[str, Any]:
             "common": ["trainer.epochs=2", "trainer.progress=false"],
             "methods": [{"label": "CE only", "name": "ce", "recipe": "demo_ce"},
                         {"label": "KD", "name": "kd", "recipe": "demo_kd"},
-                        {"label": "KD T=8", "name": "t8", "recipe": "demo_kd", "set": ["loss.terms.kd.temperature=8"]}]}
+                        {"label": "KD T=8", "name": "t8", "recipe": "demo_kd", "set": ["objective.student.kd.temperature=8"]}]}
     spec.update(over)
     return spec
 
 
 # ----------------------------------------------------------------------------------- spec parsing
 def test_spec_rows_and_cli_methods():
-    spec = load_spec(spec_dict(), methods=["inline=method=distill loss.terms.kd.weight=1", "KD T2=demo_kd "
-                                           "loss.terms.kd.temperature=2"], seeds="0,1")
+    spec = load_spec(spec_dict(), methods=["inline=method=distill objective.student.kd.weight=1", "KD T2=demo_kd "
+                                           "objective.student.kd.temperature=2"], seeds="0,1")
     assert [r.slug for r in spec.rows] == ["ce", "kd", "t8", "inline", "kd-t2"]
-    assert spec.rows[2].set == ["loss.terms.kd.temperature=8"] and spec.rows[2].recipe.name == "demo_kd.yaml"
-    assert spec.rows[3].recipe is None and spec.rows[3].set == ["method=distill", "loss.terms.kd.weight=1"]
+    assert spec.rows[2].set == ["objective.student.kd.temperature=8"] and spec.rows[2].recipe.name == "demo_kd.yaml"
+    assert spec.rows[3].recipe is None and spec.rows[3].set == ["method=distill", "objective.student.kd.weight=1"]
     assert spec.seeds == [0, 1] and spec.teacher == "demo_teacher"
     assert slugify("Student CE + KD (T=4)") == "student-ce-kd-t-4"
-    row = parse_method_arg("KD T8=demo_kd loss.terms.kd.temperature=8")
-    assert (row.label, row.slug, row.recipe.stem, row.set) == ("KD T8", "kd-t8", "demo_kd", ["loss.terms.kd.temperature=8"])
+    row = parse_method_arg("KD T8=demo_kd objective.student.kd.temperature=8")
+    assert (row.label, row.slug, row.recipe.stem, row.set) == ("KD T8", "kd-t8", "demo_kd", ["objective.student.kd.temperature=8"])
     with pytest.raises(ConfigError, match="several recipes"):
         parse_method_arg("x=demo_kd demo_ce")
     quick = load_spec("demo", quick=True)
@@ -106,8 +106,8 @@ def test_bad_specs_name_the_value(spec, kw, words):
 # ------------------------------------------------------------------------- checks before training
 @pytest.mark.parametrize("row, words", [
     ({"label": "x", "set": ["method=no-such-method"]}, ["'x'", "no-such-method", "distill"]),
-    ({"label": "x", "recipe": "demo_kd", "set": ["loss.terms.kdd.weight=1"]}, ["'x'", "kdd", "kd"]),
-    ({"label": "x", "recipe": "demo_kd", "set": ["loss.terms.kd.temprature=2"]}, ["temprature", "temperature"]),
+    ({"label": "x", "recipe": "demo_kd", "set": ["objective.student.kdd.weight=1"]}, ["'x'", "kdd", "kd"]),
+    ({"label": "x", "recipe": "demo_kd", "set": ["objective.student.kd.temprature=2"]}, ["temprature", "temperature"]),
     ({"label": "x", "set": ["method=gan"]}, ["'gan'", "generator", "distill"]),
 ])
 def test_unknown_method_or_term_fails_before_any_training(fake, tmp_path, row, words):
@@ -146,7 +146,7 @@ def test_finished_runs_are_reused_and_a_changed_config_reruns(fake, tmp_path):
     again = run_compare(spec, tmp_path)
     assert fake.names == [] and {o.status for o in again.outcomes.values()} == {"reused"}
     changed = load_spec(spec_dict(methods=spec_dict()["methods"][:2] + [
-        {"label": "KD T=8", "name": "t8", "recipe": "demo_kd", "set": ["loss.terms.kd.temperature=6"]}]))
+        {"label": "KD T=8", "name": "t8", "recipe": "demo_kd", "set": ["objective.student.kd.temperature=6"]}]))
     run_compare(changed, tmp_path)
     assert sorted(fake.names) == ["cmp-t8-s0", "cmp-t8-s1", "cmp-t8-s2"]  # only the changed row
 
@@ -155,7 +155,7 @@ def test_a_failing_run_is_one_failed_row(monkeypatch, tmp_path, capsys):
     fake = FakeTrain(fail="cmp-kd-s1")
     monkeypatch.setattr(grid, "train", fake)
     code = main(["compare", "--out-dir", str(tmp_path), "--name", "cmp", "--teacher", "demo_teacher",
-                 "--method", "CE only=demo_ce", "--method", "KD=demo_kd", "--method", "KD T8=demo_kd loss.terms.kd.temperature=8",
+                 "--method", "CE only=demo_ce", "--method", "KD=demo_kd", "--method", "KD T8=demo_kd objective.student.kd.temperature=8",
                  "data.n_per_class=30", "trainer.progress=false"])
     assert code == 1
     assert len(fake.names) == 10, "the runs after the failure still ran"

@@ -126,10 +126,10 @@ def nets(tmp_path_factory):
     return {"vgg": str(vgg), "mlp": str(mlp)}
 
 
-def _method(tmp_path, method, teacher, **loss):
+def _method(tmp_path, method, teacher, **players):
     cfg = load_run_config([small_config(tmp_path, name=method, method=method, teacher={"checkpoint": teacher},
                                         data={"transfer": "none", "steps_per_epoch": 2, "batch_size": 8},
-                                        model={"name": "mlp", "kwargs": {"hidden": [16]}}, loss={**GEN, **loss})])
+                                        model={"name": "mlp", "kwargs": {"hidden": [16]}}, players={**GEN, **players})])
     return METHODS.get(method)(cfg, SPEC)
 
 
@@ -185,7 +185,7 @@ def test_dafl_activation_is_the_input_of_the_teachers_classifier(tmp_path, nets)
         assert f.shape == (8, 128) and t.shape == (8, 10)  # width 0.25: the last block 512 -> 128 channels
         out.append(f)
     torch.testing.assert_close(out[0], out[1])
-    with pytest.raises(ConfigError, match=r"loss.feature = 'nope'.*known features: .*gap"):
+    with pytest.raises(ConfigError, match=r"players.feature = 'nope'.*known features: .*gap"):
         _method(tmp_path, "dafl", nets["vgg"], feature="nope")
 
 
@@ -198,7 +198,7 @@ def test_deepinversion_refuses_a_teacher_without_batchnorm(tmp_path, nets):
 @pytest.mark.parametrize("method", sorted(COMPONENTS))
 def test_a_transfer_set_given_to_a_data_free_method_is_ignored_with_a_warning(tmp_path, nets, method):
     cfg = load_run_config([small_config(tmp_path, method=method, teacher={"checkpoint": nets["vgg"]},
-                                        model={"name": "mlp", "kwargs": {"hidden": [16]}}, loss=GEN)])
+                                        model={"name": "mlp", "kwargs": {"hidden": [16]}}, players=GEN)])
     with pytest.warns(UserWarning, match=rf"method '{method}' is data-free: it ignores the images of data.transfer"):
         m = METHODS.get(method)(cfg, SPEC)
     assert m.uses_transfer is False
@@ -206,7 +206,7 @@ def test_a_transfer_set_given_to_a_data_free_method_is_ignored_with_a_warning(tm
 
 def test_published_defaults():
     d = {n: METHODS.get(n).Config() for n in COMPONENTS}
-    assert d["dfad"].synth_every == 5 and dict(d["dfad"].terms) == {"l1": {"weight": 1.0}}
+    assert d["dfad"].synth_every == 5 and METHODS.get("dfad").default_objective == {"student": {"l1": {"weight": 1.0}}}
     assert (d["dafl"].oh, d["dafl"].act, d["dafl"].ie, d["dafl"].log_base) == (1.0, 0.1, 5.0, "10")
     c = d["deepinversion"]
     assert (c.bn, c.oh, c.adv, c.balance, c.log_base, c.synth_every) == (1.0, 1.0, 1.0, 20.0, "e", 10)
@@ -229,7 +229,7 @@ EXPECTED = {"dfad": {"g_l1", "l1"}, "dafl": {"g_oh", "g_act", "g_ie", "kd"},
 def test_short_data_free_run_finishes_with_finite_losses(tmp_path, bn_teacher, method):
     cfg = load_run_config([small_config(tmp_path, name=method, method=method, teacher={"checkpoint": str(bn_teacher)},
                                         data={"transfer": "none", "steps_per_epoch": 3, "batch_size": 16},
-                                        model={"name": "mlp", "kwargs": {"hidden": [32]}}, loss=GEN,
+                                        model={"name": "mlp", "kwargs": {"hidden": [32]}}, players=GEN,
                                         trainer={"epochs": 1, "log_every_n_steps": 1},
                                         eval={"latency": False, "noise_sigmas": [0.0]})])
     run = train(cfg)

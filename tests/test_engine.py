@@ -100,7 +100,7 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
     "override, key",
     [
         ("trainer.epochs=many", "trainer.epochs"),
-        ("loss.temprature=2", "loss.temprature"),
+        ("players.temprature=2", "players.temprature"),
         ("optim.scheduler=linearly", "optim.scheduler"),
         ("data.n_per_class=0", "data.n_per_class"),
         ("nonsense=1", "nonsense"),
@@ -112,8 +112,8 @@ def test_config_errors_name_the_key(make_config, override, key):
 
 
 def test_config_accepts_method_specific_keys(make_config):
-    cfg = load_run_config([make_config(method="distill")], ["loss.terms.kd.weight=0.5", "loss.terms.kd.temperature=8"])
-    assert cfg.loss.terms.kd.weight == 0.5 and math.isclose(cfg.loss.terms.kd.temperature, 8.0)
+    cfg = load_run_config([make_config(method="distill")], ["objective.student.kd.weight=0.5", "objective.student.kd.temperature=8"])
+    assert cfg.objective.student.kd.weight == 0.5 and math.isclose(cfg.objective.student.kd.temperature, 8.0)
     # the old flat spelling is refused with the new one
-    with pytest.raises(ConfigError, match=r"loss\.temperature.*loss\.terms\.kd\.temperature"):
+    with pytest.raises(ConfigError, match=r"loss\.temperature is now objective\.student\.kd\.temperature"):
         load_run_config([make_config(method="distill")], ["loss.temperature=8"])

@@ -63,7 +63,7 @@ class FakeTrain:
         run.mkdir(parents=True, exist_ok=True)
         state, meta = method.export_state(data=cfg.data.name)
         (run / f"{method.export_name}.safetensors").write_bytes(save(state, metadata=meta))
-        if "discriminator" in method.players:  # a later cell may start its D from this run's (loss.disc_init)
+        if "discriminator" in method.players:  # a later cell may start its D from this run's (players.disc_init)
             from kdlab.engine.checkpoint import save_checkpoint
 
             save_checkpoint({"method": {"players": {"discriminator": method.players["discriminator"].state_dict()}}},

@@ -43,7 +43,7 @@ def _config(tmp_path: Path, teacher: Path, method: str, epochs: int) -> Path:
     """A run of a few short epochs (6 steps each), written as YAML; returns its path."""
     extra = {}
     if method == "kdgan":
-        extra["loss"] = {"disc_model": "mlp", "disc_kwargs": {"hidden": [32]}, "disc_init": "scratch"}
+        extra["players"] = {"disc_model": "mlp", "disc_kwargs": {"hidden": [32]}, "disc_init": "scratch"}
     cfg = small_config(tmp_path, name=method, method=method, teacher={"checkpoint": str(teacher)},
                        trainer={"epochs": epochs, "threads": 1}, eval={"latency": False, "noise_sigmas": [0.0]},
                        **extra)

@@ -31,10 +31,10 @@ def gan_config(tmp_path: Path, **sections):
         "data": {"name": "fashion-mnist", "val_size": 0, "n_per_class": 100, "batch_size": 50, "eval_batch_size": 400,
                  "max_test": 400},
         "model": {"name": "dcgan", "kwargs": {"d": 8, "latent_dim": 16}},
-        "loss": {"disc_d": 4, **QUICK_EVAL},
+        "players": {"disc_d": 4},
         "optim": {"name": "adam", "lr": 0.0005, "betas": [0.5, 0.999], "weight_decay": 0.0, "scheduler": "none"},
         "trainer": {"epochs": 1, "progress": False, "tensorboard": False, "log_every_n_steps": 5, "threads": 1},
-        "eval": {"latency": False},
+        "eval": {"latency": False, **QUICK_EVAL},
     }
     for k, v in sections.items():
         cfg[k] = {**cfg[k], **v} if isinstance(v, dict) and isinstance(cfg.get(k), dict) else v
@@ -63,7 +63,7 @@ def trained(tmp_path_factory):
     }])
     clf = train(clf_cfg) / "teacher.safetensors"
     cfg = load_run_config([gan_config(tmp, name="teacher", data={"n_per_class": 300},
-                                      loss={"extractor": str(clf)}, trainer={"epochs": 2})])
+                                      eval={"extractor": str(clf)}, trainer={"epochs": 2})])
     return tmp, clf, train(cfg)
 
 
@@ -89,7 +89,8 @@ def test_mse_student_gets_closer_to_the_teacher_and_to_real_data(trained):
     tmp, clf, teacher = trained
     cfg = load_run_config([gan_config(tmp, name="student", method="gan-compression",
                                       teacher={"checkpoint": str(teacher)}, model={"name": "dcgan", "kwargs": {"d": 4}},
-                                      data={"n_per_class": 1000}, loss={"extractor": str(clf), "terms": {"mse": {"weight": 1.0}}},
+                                      data={"n_per_class": 1000}, objective={"student": {"mse": {"weight": 1.0}}},
+                                      eval={"extractor": str(clf)},
                                       optim={"lr": 0.002}, trainer={"epochs": 1, "limit_train_batches": 200})])
     run = train(cfg)
     s = json.loads((run / "summary.json").read_text())
@@ -124,7 +125,7 @@ def _batch():
 
 
 def test_wgan_clips_critic_and_n_critic_spaces_generator_steps(tmp_path):
-    m = _method(tmp_path, loss={"game": "wgan", "disc": "wdcgan", "clip": 0.003, "n_critic": 3})
+    m = _method(tmp_path, players={"game": "wgan", "disc": "wdcgan", "clip": 0.003, "n_critic": 3})
     g0 = [p.detach().clone() for p in m.players["generator"].parameters()]
     for step in range(2):
         m.training_step(_batch(), step)
@@ -135,7 +136,7 @@ def test_wgan_clips_critic_and_n_critic_spaces_generator_steps(tmp_path):
 
 
 def test_ema_generator_follows_the_formula(tmp_path):
-    m = _method(tmp_path, loss={"ema": 0.9})
+    m = _method(tmp_path, players={"ema": 0.9})
     before = [p.detach().clone() for p in m.ema.model.parameters()]
     m.training_step(_batch(), 0)
     for e, b, p in zip(m.ema.model.parameters(), before, m.players["generator"].parameters()):
@@ -147,8 +148,8 @@ def test_compression_teacher_is_frozen_and_joint_loss_trains_a_critic(tmp_path):
     teacher = save_generator(build_generator("dcgan", 1, 28, d=6, latent_dim=16), tmp_path / "t.safetensors")
     m = _method(tmp_path, method="gan-compression", teacher={"checkpoint": str(teacher)},
                 model={"name": "dcgan", "kwargs": {"d": 2}},
-                loss={"terms": {"mse": {"weight": 0.3}}, "adv_weight": 0.7, "game": "wgan-gp", "disc": "wdcgan",
-                      "n_critic": 1})
+                objective={"student": {"mse": {"weight": 0.3}}},
+                players={"adv_weight": 0.7, "game": "wgan-gp", "disc": "wdcgan", "n_critic": 1})
     d0 = [p.detach().clone() for p in m.players["discriminator"].parameters()]
     images = {}  # the last images of each generator (the student's and teacher's of the student step)
     m.eval_model().register_forward_hook(lambda mod, i, o: images.__setitem__("s", o.detach().clone()))
@@ -193,20 +194,20 @@ def test_bad_input(tmp_path):
         evaluate_generator(rgb, data, n_samples=50, kid_subset_size=10)
     for kwargs, msg in ((dict(model={"name": "dcgan", "kwargs": {"d": 0, "latent_dim": 16}}), "d .*> 0, got 0"),
                         (dict(model={"name": "dcgan", "kwargs": {"d": 4, "latent_dim": -1}}), "latent_dim must be"),
-                        (dict(loss={"n_samples": 50, "kid_subset_size": 100}), "too few samples for KID"),
-                        (dict(loss={"game": "wgan-gp", "disc": "dcgan"}), "without BatchNorm"),
-                        (dict(loss={"extractor": str(rgb), "kid_subset_size": 401, "n_samples": 1000}), "data.max_test = 400"),
-                        (dict(loss={"game": "lsgan"}), "accepted: gan, wgan, wgan-gp"),
-                        (dict(data={"val_size": 100}), "data.val_size = 100.*loss.extractor"),
+                        (dict(eval={"n_samples": 50, "kid_subset_size": 100}), "too few samples for KID"),
+                        (dict(players={"game": "wgan-gp", "disc": "dcgan"}), "without BatchNorm"),
+                        (dict(eval={"extractor": str(rgb), "kid_subset_size": 401, "n_samples": 1000}), "data.max_test = 400"),
+                        (dict(players={"game": "lsgan"}), "accepted: gan, wgan, wgan-gp"),
+                        (dict(data={"val_size": 100}), "data.val_size = 100.*eval.extractor"),
                         (dict(model={"name": "lenet", "kwargs": {}}), "not a generator; accepted: dcgan, mosaic, resnet_gen, sagan, unet, wdcgan")):
         with pytest.raises(ValueError, match=msg):
             _method(tmp_path, **kwargs)
     with pytest.raises(FileNotFoundError, match="nope"):
-        _method(tmp_path, loss={"extractor": str(tmp_path / "nope")})
+        _method(tmp_path, eval={"extractor": str(tmp_path / "nope")})
     teacher = save_generator(build_generator("dcgan", 1, 28, d=2, latent_dim=16), tmp_path / "t.safetensors")
-    with pytest.raises(ValueError, match=r"no term with a weight > 0 and loss\.adv_weight = 0"):
+    with pytest.raises(ValueError, match=r"no term with a weight > 0 and players\.adv_weight = 0"):
         _method(tmp_path, method="gan-compression", teacher={"checkpoint": str(teacher)},
-                loss={"terms": {"mse": {"weight": 0.0}}, "adv_weight": 0.0})
+                objective={"student": {"mse": {"weight": 0.0}}}, players={"adv_weight": 0.0})
     with pytest.raises(ValueError, match="differs from the teacher's latent_dim 16"):
         _method(tmp_path, method="gan-compression", teacher={"checkpoint": str(teacher)},
                 model={"name": "dcgan", "kwargs": {"d": 2, "latent_dim": 8}})
@@ -228,7 +229,7 @@ def test_cli_evaluate_gan_and_errors(trained, tmp_path, capsys):
 
 def test_resumed_gan_run_ends_with_the_same_weights(tmp_path):
     """Two epochs in one go vs one epoch + --resume: same generator, discriminator and EMA weights."""
-    base = dict(loss={"ema": 0.9, "game": "wgan-gp", "disc": "wdcgan", "n_critic": 2},
+    base = dict(players={"ema": 0.9, "game": "wgan-gp", "disc": "wdcgan", "n_critic": 2},
                 trainer={"epochs": 2, "limit_train_batches": 3})
     full = train(load_run_config([gan_config(tmp_path, name="full", **base)]))
     load = lambda n: load_checkpoint(tmp_path / n / "checkpoints" / "last.ckpt")  # noqa: E731
@@ -248,8 +249,8 @@ def test_cli_compress_gan_writes_student_and_report(trained, tmp_path, capsys):
     _, clf, teacher = trained
     args = ["compress-gan", "gan_student_mse", f"out_dir={tmp_path}", "name=cli-student", f"teacher.checkpoint={teacher}",
             "model.kwargs.d=2", "trainer.epochs=1", "trainer.limit_train_batches=5", "trainer.progress=false",
-            "trainer.tensorboard=false", "data.n_per_class=50", "data.max_test=300", f"loss.extractor={clf}",
-            "loss.n_samples=300", "loss.kid_subset_size=100", "loss.kid_subsets=5", "trainer.threads=1"]
+            "trainer.tensorboard=false", "data.n_per_class=50", "data.max_test=300", f"eval.extractor={clf}",
+            "eval.n_samples=300", "eval.kid_subset_size=100", "eval.kid_subsets=5", "trainer.threads=1"]
     assert main(args) == 0
     run = tmp_path / "cli-student"
     s = json.loads((run / "summary.json").read_text())
@@ -267,7 +268,7 @@ def test_gan_runs_under_ddp_on_two_cpu_processes(tmp_path):
 
     import yaml
 
-    cfg = gan_config(tmp_path, name="ddp-teacher", loss={"ema": 0.9},
+    cfg = gan_config(tmp_path, name="ddp-teacher", players={"ema": 0.9},
                      trainer={"epochs": 2, "devices": 2, "strategy": "ddp", "limit_train_batches": 3})
     (tmp_path / "t.yaml").write_text(yaml.safe_dump(cfg))
     env_cmd = [sys.executable, "-m", "kdlab.cli"]
@@ -275,7 +276,8 @@ def test_gan_runs_under_ddp_on_two_cpu_processes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     cfg = gan_config(tmp_path, name="ddp-student", method="gan-compression",
                      teacher={"checkpoint": str(tmp_path / "ddp-teacher")}, model={"name": "dcgan", "kwargs": {"d": 2}},
-                     loss={"terms": {"mse": {"weight": 0.3}}, "adv_weight": 0.7, "game": "wgan-gp", "disc": "wdcgan"},
+                     objective={"student": {"mse": {"weight": 0.3}}},
+                     players={"adv_weight": 0.7, "game": "wgan-gp", "disc": "wdcgan"},
                      trainer={"epochs": 2, "devices": 2, "strategy": "ddp", "limit_train_batches": 3})
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(cfg))
     proc = subprocess.run(env_cmd + ["compress-gan", str(tmp_path / "s.yaml")], capture_output=True, text=True, timeout=600)

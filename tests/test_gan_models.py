@@ -137,6 +137,6 @@ def test_recipes_build_generators_for_other_data_sets(recipe, data, shape, tmp_p
     from kdlab.methods import METHODS
     from kdlab.runner import load_run_config
 
-    cfg = load_run_config([resolve_config(recipe)], [f"data.name={data}", "loss.extractor=null", f"out_dir={tmp_path}"])
+    cfg = load_run_config([resolve_config(recipe)], [f"data.name={data}", "eval.extractor=null", f"out_dir={tmp_path}"])
     m = METHODS.get(cfg.method)(cfg, dataset_spec(data))
     assert tuple(m.eval_model().output_shape) == shape

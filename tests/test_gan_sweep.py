@@ -9,8 +9,8 @@ from kdlab.cli import main
 from kdlab.experiments import EXPERIMENTS
 from kdlab.experiments.gan_sweep import SCALES
 
-CUT = ["trainer.limit_train_batches=15", "trainer.epochs=1", "loss.n_samples=400", "data.max_test=400",
-       "loss.kid_subset_size=100", "loss.kid_subsets=5", "trainer.progress=false", "trainer.tensorboard=false",
+CUT = ["trainer.limit_train_batches=15", "trainer.epochs=1", "eval.n_samples=400", "data.max_test=400",
+       "eval.kid_subset_size=100", "eval.kid_subsets=5", "trainer.progress=false", "trainer.tensorboard=false",
        "trainer.threads=1"]
 
 

@@ -54,12 +54,12 @@ def blobs(n, seed):
 def method(tmp, teacher, recipe=None, pairing="paired", **over):
     raw = OmegaConf.to_container(OmegaConf.load(RECIPES / recipe)) if recipe else {
         "name": "s", "method": "i2i-distill", "model": {"name": "unet", "kwargs": {"ngf": 4}},
-        "loss": {"terms": {"l1_image": {"weight": 1.0}}}}
+        "objective": {"student": {"l1_image": {"weight": 1.0}}}}
     raw.update({"out_dir": str(tmp), "teacher": {"checkpoint": str(teacher)}, "seed": 0,
                 "data": {"name": "toy", "val_size": 0, "batch_size": 8},
                 "optim": {"name": "adam", "lr": 0.003, "betas": [0.5, 0.999], "weight_decay": 0.0, "scheduler": "none"},
-                "trainer": {"epochs": 1, "progress": False, "tensorboard": False, "threads": 1},
-                "eval": {"latency": False}})
+                "trainer": {"epochs": 1, "progress": False, "tensorboard": False, "threads": 1}})
+    raw["eval"] = {**raw.get("eval", {}), "latency": False}
     for k, v in over.items():
         raw[k] = {**raw.get(k, {}), **v} if isinstance(v, dict) else v
     cfg = load_run_config([raw])
@@ -93,12 +93,12 @@ CASES = [  # recipe, generator, pairing, extractor keys to point at the test cla
 def test_recipe_student_gets_closer_to_the_teacher(recipe, arch, pairing, ext, files):
     tmp, f = files
     raw = OmegaConf.to_container(OmegaConf.load(RECIPES / recipe))
-    terms = raw["loss"]["terms"]
+    terms = raw["objective"]["student"]
     for term, key in ext:
         terms[term][key] = str(f["clf"])
     kw = {"ngf": 4} if arch == "unet" else {"ngf": 4, "n_blocks": 3}
     m = method(tmp, f[arch], recipe, pairing, model={"name": arch, "kwargs": kw},
-               loss={"terms": terms, "ndf": 8, "extractor": None})
+               objective={"student": terms}, players={"ndf": 8}, eval={"extractor": None})
     x_val = blobs(16, 99)
     before = mse_to_teacher(m, x_val)
     x, y = blobs(64, 1), blobs(64, 2)
@@ -112,7 +112,7 @@ def test_recipe_student_gets_closer_to_the_teacher(recipe, arch, pairing, ext, f
 
 def test_game_trains_the_conditional_discriminator_and_logs(files):
     tmp, f = files
-    m = method(tmp, f["unet"], loss={"terms": {"l1_image": {"weight": 1.0}}, "adv_weight": 0.5, "ndf": 8})
+    m = method(tmp, f["unet"], objective={"student": {"l1_image": {"weight": 1.0}}}, players={"adv_weight": 0.5, "ndf": 8})
     D = m.players["discriminator"]
     assert D.in_channels == 2  # paired: cat(source, image)
     d0 = [p.detach().clone() for p in D.parameters()]
@@ -120,13 +120,13 @@ def test_game_trains_the_conditional_discriminator_and_logs(files):
     assert any(not torch.equal(a, b) for a, b in zip(d0, D.parameters()))
     assert float(out["loss_g"]) == pytest.approx(float(out["l1_image"]) + 0.5 * float(out["adv"]), rel=1e-5)
     assert all(p.grad is None for p in m.frozen["teacher"].parameters())
-    u = method(tmp, f["unet"], pairing="unpaired", loss={"ndf": 8})
+    u = method(tmp, f["unet"], pairing="unpaired", players={"ndf": 8})
     assert u.players["discriminator"].in_channels == 1  # unpaired: the image alone
 
 
 def test_validation_and_sample_grid(files):
     tmp, f = files
-    m = method(tmp, f["unet"], loss={"adv_weight": 0.0})
+    m = method(tmp, f["unet"], players={"adv_weight": 0.0})
     assert "discriminator" not in m.players
     m.training_step(Batch(x=blobs(8, 1), target=blobs(8, 2)), 0)
     x = blobs(10, 3)
@@ -165,11 +165,11 @@ def test_bad_input(files):
                                  "teacher": {"checkpoint": str(f["unet"])}, "model": {"name": "unet"}}])
         METHODS.get("i2i-distill")(load, spec(None))
     with pytest.raises(ConfigError, match="nothing to train"):
-        method(tmp, f["unet"], loss={"terms": {}, "adv_weight": 0.0})
-    with pytest.raises(ConfigError, match="needs critic.*loss.adv_weight = 0"):
-        method(tmp, f["unet"], loss={"terms": {"gcc": {}}, "adv_weight": 0.0})
+        method(tmp, f["unet"], objective={"student": {}}, players={"adv_weight": 0.0})
+    with pytest.raises(ConfigError, match="needs critic.*players.adv_weight = 0"):
+        method(tmp, f["unet"], objective={"student": {"gcc": {}}}, players={"adv_weight": 0.0})
     with pytest.raises(ConfigError, match="target = 'ground_truth' needs targets.*unpaired"):
-        method(tmp, f["unet"], pairing="unpaired", loss={"terms": {"l1_image": {"target": "ground_truth"}}})
+        method(tmp, f["unet"], pairing="unpaired", objective={"student": {"l1_image": {"target": "ground_truth"}}})
     from kdlab.engine import GeneratorMismatchError
 
     rgb = save_generator(build_generator("unet", 3, S, in_channels=1, ngf=4), tmp / "rgb.safetensors")
@@ -179,7 +179,7 @@ def test_bad_input(files):
 
 def test_gcc_on_sagan_reads_the_teacher_discriminator_through_gan_compression(tmp_path):
     """The unconditional row of the VEM paper (Table 3): a SAGAN student of ``gan-compression`` with the GCC
-    term on the features of a discriminator started from the teacher GAN run's (``loss.disc_init``)."""
+    term on the features of a discriminator started from the teacher GAN run's (``players.disc_init``)."""
     from kdlab.data import dataset_spec
     from kdlab.engine.checkpoint import save_checkpoint
     from kdlab.models import build_discriminator
@@ -191,7 +191,8 @@ def test_gcc_on_sagan_reads_the_teacher_discriminator_through_gan_compression(tm
     raw = OmegaConf.to_container(OmegaConf.load(RECIPES / "gcc_sagan.yaml"))
     cfg = load_run_config([raw, {"out_dir": str(tmp_path), "name": "g", "teacher": {"checkpoint": str(teacher)},
                                  "model": {"name": "sagan", "kwargs": {"ngf": 8, "latent_dim": 8}},
-                                 "loss": {"disc_d": 16, "disc_init": str(tmp_path / "last.ckpt"), "extractor": None}}])
+                                 "players": {"disc_d": 16, "disc_init": str(tmp_path / "last.ckpt")},
+                                 "eval": {"extractor": None}}])
     m = METHODS.get("gan-compression")(cfg, dataset_spec("fashion-mnist"))
     m.setup(CPUFabric())
     m.train()
@@ -211,6 +212,7 @@ def test_gcc_on_sagan_reads_the_teacher_discriminator_through_gan_compression(tm
     assert s_img.shape == t_img.shape and float(out["gcc"]) < first
     bad = load_run_config([raw, {"out_dir": str(tmp_path), "name": "g", "teacher": {"checkpoint": str(teacher)},
                                  "model": {"name": "sagan", "kwargs": {"ngf": 8, "latent_dim": 8}},
-                                 "loss": {"disc_d": 32, "disc_init": str(tmp_path / "last.ckpt"), "extractor": None}}])
+                                 "players": {"disc_d": 32, "disc_init": str(tmp_path / "last.ckpt")},
+                                 "eval": {"extractor": None}}])
     with pytest.raises(ValueError, match="does not fit the configured one"):
         METHODS.get("gan-compression")(bad, dataset_spec("fashion-mnist"))

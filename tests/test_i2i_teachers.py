@@ -93,12 +93,12 @@ def test_linear_schedule_is_constant_then_decays_linearly():
     assert lrs == pytest.approx([1, 1, 1, 1, 0.8, 0.6, 0.4, 0.2])
 
 
-def _config(tmp_path, method, model=None, **loss):
+def _config(tmp_path, method, model=None, **players):
     return load_run_config([{
         "name": method, "method": method, "seed": 0, "out_dir": str(tmp_path),
         "model": {"name": "unet" if method == "pix2pix" else "resnet_gen",
                   "kwargs": {"ngf": 4} if method == "pix2pix" else {"ngf": 4, "n_blocks": 1}},
-        "loss": {"ndf": 4, "n_layers": 1, **loss},
+        "players": {"ndf": 4, "n_layers": 1, **players},
         **({"model": model} if model else {}),
         "optim": {"name": "adam", "lr": 2e-3, "betas": [0.5, 0.999], "weight_decay": 0.0, "scheduler": "linear"},
         "trainer": {"epochs": 1, "progress": False, "tensorboard": False, "threads": 1},
@@ -172,7 +172,7 @@ def test_sagan_teacher_plays_the_hinge_game_with_a_sagan_critic(tmp_path):
     cfg = load_run_config([{
         "name": "sagan", "method": "gan", "seed": 0, "out_dir": str(tmp_path), "data": {"val_size": 0},
         "model": {"name": "sagan", "kwargs": {"ngf": 8, "latent_dim": 16}},
-        "loss": {"game": "hinge", "disc_d": 8, "disc_lr": 4e-4, "n_samples": 100, "kid_subset_size": 50},
+        "players": {"game": "hinge", "disc_d": 8, "disc_lr": 4e-4}, "eval": {"n_samples": 100, "kid_subset_size": 50},
         "optim": {"name": "adam", "lr": 1e-4, "betas": [0.0, 0.9], "weight_decay": 0.0, "scheduler": "none"},
         "trainer": {"epochs": 1, "progress": False, "tensorboard": False, "threads": 1},
     }])
@@ -222,8 +222,8 @@ def test_pix2pix_run_on_edges2fashion_lowers_the_mae_and_reports_every_metric(tm
     from kdlab.metrics.translation import paired_errors, translate
 
     args = ["train-gan", "data.name=edges2fashion", "model.name=unet", "model.kwargs.ngf=8", "data.n_per_class=40",
-            "data.val_size=200", "data.max_test=300", "data.batch_size=16", "loss.ndf=8", "loss.n_layers=2",
-            f"loss.extractor={fashion_classifier}", "loss.kid_subset_size=50", "loss.kid_subsets=5",
+            "data.val_size=200", "data.max_test=300", "data.batch_size=16", "players.ndf=8", "players.n_layers=2",
+            f"eval.extractor={fashion_classifier}", "eval.kid_subset_size=50", "eval.kid_subsets=5",
             "optim.name=adam", "optim.lr=0.001", "optim.weight_decay=0", "optim.scheduler=linear",
             "trainer.epochs=2", "trainer.progress=false", "trainer.tensorboard=false", "trainer.threads=2",
             "eval.latency=false", f"out_dir={tmp_path}", "name=p2p"]
@@ -253,7 +253,7 @@ def test_cyclegan_run_on_fashion2digits(tmp_path):
 
     args = ["train-gan", "data.name=fashion2digits", "model.name=resnet_gen", "model.kwargs.ngf=4",
             "model.kwargs.n_blocks=1", "data.n_per_class=10", "data.val_size=50", "data.max_test=100",
-            "data.batch_size=10", "loss.ndf=4", "loss.n_layers=2", "loss.pool_size=5", "optim.name=adam",
+            "data.batch_size=10", "players.ndf=4", "players.n_layers=2", "players.pool_size=5", "optim.name=adam",
             "optim.lr=0.001", "optim.weight_decay=0", "trainer.epochs=1", "trainer.progress=false",
             "trainer.tensorboard=false", "trainer.threads=2", "eval.latency=false", f"out_dir={tmp_path}", "name=cg"]
     assert main(args) == 0

@@ -154,7 +154,7 @@ def teacher_file(tmp_path):
 
 def _distill(make_config, teacher_file, terms):
     cfg = load_run_config([make_config(method="jacobian", teacher={"checkpoint": str(teacher_file)},
-                                       loss={"terms": terms}, model={"name": "vgg4", "kwargs": {"width": 0.125}})])
+                                       objective={"student": terms}, model={"name": "vgg4", "kwargs": {"width": 0.125}})])
     m = JacobianDistill(cfg, SPEC)
     m.players["student"].double()
     m.frozen["teacher"].double()
@@ -205,7 +205,7 @@ def test_distill_terms_are_zero_for_a_train_mode_copy_of_the_teacher(make_config
 
 
 def test_teacher_penalty_is_on_per_sample_jacobians(make_config):
-    cfg = load_run_config([make_config(loss={"jacobian_penalty": 2.0}, model={"name": "vgg4", "kwargs": {"width": 0.125}})])
+    cfg = load_run_config([make_config(players={"jacobian_penalty": 2.0}, model={"name": "vgg4", "kwargs": {"width": 0.125}})])
     m = TeacherTraining(cfg, SPEC)
     model = m.players["model"].double()
     batch = _fm_batch()

@@ -23,8 +23,8 @@ def teacher_file(tmp_path):
     return save_classifier(build_model("vgg9", width=0.125), tmp_path / "teacher.safetensors", data="fashion-mnist")
 
 
-def _method(make_config, teacher_file, loss, model=None, cls=JacobianDistill, method="jacobian", spec=SPEC):
-    cfg = load_run_config([make_config(method=method, teacher={"checkpoint": str(teacher_file)}, loss=loss,
+def _method(make_config, teacher_file, sections, model=None, cls=JacobianDistill, method="jacobian", spec=SPEC):
+    cfg = load_run_config([make_config(method=method, teacher={"checkpoint": str(teacher_file)}, **sections,
                                        model=model or SMALL_VGG)])
     return cls(cfg, spec)
 
@@ -35,11 +35,12 @@ def _batch(n=6):
 
 
 def _terms(ce=0.0, logits=1.0, jacobian=1.0, select="full", attention=1.0, attention_jacobian=1.0):
-    """A ``loss`` section with every term of the Jacobian paper (weights and the Jacobian selection)."""
-    return {"terms": {"ce": {"weight": ce}, "logits": {"weight": logits},
-                      "jacobian": {"weight": jacobian, "select": select},
-                      "attention": {"weight": attention, "layers": [["pool1", "pool1"]]},
-                      "attention_jacobian": {"weight": attention_jacobian, "layers": [["pool2", "pool2"]]}}}
+    """An ``objective`` section with every term of the Jacobian paper (weights and the Jacobian selection)."""
+    return {"objective": {"student": {"ce": {"weight": ce}, "logits": {"weight": logits},
+                                      "jacobian": {"weight": jacobian, "select": select},
+                                      "attention": {"weight": attention, "layers": [["pool1", "pool1"]]},
+                                      "attention_jacobian": {"weight": attention_jacobian,
+                                                             "layers": [["pool2", "pool2"]]}}}}
 
 
 ALL_TERMS = _terms()
@@ -56,9 +57,9 @@ def test_student_equal_to_teacher_has_zero_matching_terms(make_config, teacher_f
 
 def test_weights_scale_terms_and_only_the_student_gets_gradients(make_config, teacher_file):
     batch = _batch()
-    loss = _terms(ce=0.5, logits=2.0, jacobian=3.0, select="top", attention=0.25, attention_jacobian=4.0)
+    sections = _terms(ce=0.5, logits=2.0, jacobian=3.0, select="top", attention=0.25, attention_jacobian=4.0)
     torch.manual_seed(0)
-    weighted = _method(make_config, teacher_file, loss)
+    weighted = _method(make_config, teacher_file, sections)
     weighted.players["student"].eval()
     w_terms = weighted.losses(batch)
     torch.manual_seed(0)
@@ -81,22 +82,23 @@ def test_weights_scale_terms_and_only_the_student_gets_gradients(make_config, te
 def test_bad_input_errors(make_config, teacher_file):
     with pytest.raises(ConfigError, match=r"'block7'.*known features: pool1, pool2, pool3, gap"):
         _method(make_config, teacher_file,
-                {"terms": {"attention_jacobian": {"weight": 1.0, "layers": [["block7", "pool1"]]}}})
+                {"objective": {"student": {"attention_jacobian": {"weight": 1.0, "layers": [["block7", "pool1"]]}}}})
     with pytest.raises(ValueError, match=r"student 'pool1' is \(14, 14\), teacher 'pool2' is \(7, 7\)"):
         _method(make_config, teacher_file,
-                {"terms": {"attention_jacobian": {"weight": 1.0, "layers": [["pool1", "pool2"]]}}})
-    with pytest.raises(ValueError, match=r"loss\.terms\.jacobian\.select' = 'diag'; accepted: full, label, top"):
-        _method(make_config, teacher_file, {"terms": {"jacobian": {"weight": 1.0, "select": "diag"}}})
-    with pytest.raises(ValueError, match=r"loss\.input_noise' = -0\.5 must be >= 0"):
-        _method(make_config, teacher_file, {"input_noise": -0.5})
-    with pytest.raises(ValueError, match=r"loss\.terms\.attention_jacobian\.layers"):
-        _method(make_config, teacher_file, {"terms": {"attention_jacobian": {"weight": 1.0}}})
+                {"objective": {"student": {"attention_jacobian": {"weight": 1.0, "layers": [["pool1", "pool2"]]}}}})
+    with pytest.raises(ValueError, match=r"objective\.student\.jacobian\.select' = 'diag'; accepted: full, label, top"):
+        _method(make_config, teacher_file, {"objective": {"student": {"jacobian": {"weight": 1.0, "select": "diag"}}}})
+    with pytest.raises(ValueError, match=r"players\.input_noise' = -0\.5 must be >= 0"):
+        _method(make_config, teacher_file, {"players": {"input_noise": -0.5}})
+    with pytest.raises(ValueError, match=r"objective\.student\.attention_jacobian\.layers"):
+        _method(make_config, teacher_file, {"objective": {"student": {"attention_jacobian": {"weight": 1.0}}}})
     from kdlab.methods import TeacherTraining
 
-    with pytest.raises(ValueError, match=r"loss\.jacobian_penalty_form' = 'l1'; accepted: se, ce"):
-        TeacherTraining(load_run_config([make_config(loss={"jacobian_penalty": 1.0, "jacobian_penalty_form": "l1"})]), SPEC)
-    with pytest.raises(ValueError, match=r"loss\.input_noise' = -1\.0 must be >= 0"):
-        TeacherTraining(load_run_config([make_config(loss={"input_noise": -1.0})]), SPEC)
+    with pytest.raises(ValueError, match=r"players\.jacobian_penalty_form' = 'l1'; accepted: se, ce"):
+        TeacherTraining(load_run_config([make_config(players={"jacobian_penalty": 1.0, "jacobian_penalty_form": "l1"})]),
+                        SPEC)
+    with pytest.raises(ValueError, match=r"players\.input_noise' = -1\.0 must be >= 0"):
+        TeacherTraining(load_run_config([make_config(players={"input_noise": -1.0})]), SPEC)
 
 
 def _input_grad_norm(model, x, y):
@@ -111,7 +113,7 @@ def test_jacobian_penalty_lowers_input_gradient_norm(make_config):
     """Same seed and data, lambda = 0 vs lambda = 10 (Table 2): the trained model's ||d logit_y / dx|| is smaller."""
     norms = {}
     for lam in (0.0, 10.0):
-        cfg = load_run_config([make_config(name=f"jp{lam}", loss={"jacobian_penalty": lam},
+        cfg = load_run_config([make_config(name=f"jp{lam}", players={"jacobian_penalty": lam},
                                            trainer={"epochs": 4, "progress": False, "tensorboard": False})])
         run = train(cfg)
         model = load_classifier(run / "teacher.safetensors")
@@ -141,9 +143,9 @@ def test_lwf_two_heads_transfer_end_to_end(make_config, tmp_path):
                                         trainer={"epochs": 1, "progress": False, "tensorboard": False})])
     tdir = train(tcfg)
     target = {"classes": [5, 6, 7, 8, 9]}
-    loss = {"terms": {"ce": {"weight": 1.0}, "logits": {"weight": 1.0}, "jacobian": {"weight": 1.0},
-                      "attention_jacobian": {"weight": 1.0, "layers": [["pool1", "pool1"]]}}}
-    cfg = load_run_config([make_config(name="lwf", method="lwf", model=SMALL_VGG, data=target, loss=loss,
+    terms = {"ce": {"weight": 1.0}, "logits": {"weight": 1.0}, "jacobian": {"weight": 1.0},
+             "attention_jacobian": {"weight": 1.0, "layers": [["pool1", "pool1"]]}}
+    cfg = load_run_config([make_config(name="lwf", method="lwf", model=SMALL_VGG, data=target, objective={"student": terms},
                                        teacher={"checkpoint": str(tdir)},
                                        trainer={"epochs": 1, "progress": False, "tensorboard": False})])
     spec = datasets_for(cfg).spec
@@ -158,8 +160,8 @@ def test_lwf_two_heads_transfer_end_to_end(make_config, tmp_path):
     s = json.loads((run / "summary.json").read_text())
     assert s["source_teacher"]["num_classes"] == 5 and "test_acc_best" in s
     oracle = load_run_config([make_config(name="oracle", method="lwf", model=SMALL_VGG, data=target,
-                                          loss={"terms": {"ce": {"weight": 1.0}, "logits": {"weight": 0.0}},
-                                                "init_from_teacher": True},
+                                          objective={"student": {"ce": {"weight": 1.0}, "logits": {"weight": 0.0}}},
+                                          players={"init_from_teacher": True},
                                           teacher={"checkpoint": str(tdir)})])
     om = LwFTransfer(oracle, spec)
     t_state = om.frozen["teacher"].state_dict()

@@ -198,11 +198,11 @@ def small_teacher(tmp_path_factory):
     return train(cfg)
 
 
-def _kdgan_cfg(make_config, teacher, **loss):
+def _kdgan_cfg(make_config, teacher, **players):
     return load_run_config([make_config(method="kdgan", name="kdgan", teacher={"checkpoint": str(teacher)},
                                         model={"name": "mlp", "kwargs": {"hidden": [64, 64]}},
                                         data={"n_per_class": 100},
-                                        loss={"disc_model": "lenet", "disc_kwargs": {"channels": [8, 16], "fc": 64}, **loss},
+                                        players={"disc_model": "lenet", "disc_kwargs": {"channels": [8, 16], "fc": 64}, **players},
                                         trainer={"epochs": 4})])
 
 
@@ -243,7 +243,7 @@ def test_game_step_updates_each_player_with_its_own_objective(make_config, small
 
 
 def test_discriminator_starts_from_a_pretrained_classifier_run(make_config, small_teacher, tmp_path):
-    """``loss.disc_init: <run or weights>``: the published code pre-trains d with cross entropy."""
+    """``players.disc_init: <run or weights>``: the published code pre-trains d with cross entropy."""
     torch.manual_seed(3)
     pre = build_model("lenet", channels=[8, 16], fc=64)
     path = save_classifier(pre, tmp_path / "d.safetensors", data="fashion-mnist")
@@ -284,7 +284,7 @@ def test_privileged_view_carries_real_information_on_fashion_mnist():
 
 
 def test_codistill_terms_are_kl_between_peers(make_config):
-    cfg = load_run_config([make_config(method="codistill", loss={"peer": "copy", "temperature": 2.0})])
+    cfg = load_run_config([make_config(method="codistill", players={"peer": "copy", "temperature": 2.0})])
     m = Codistill(cfg, SPEC)
     x, y = torch.randn(6, 1, 28, 28), torch.randint(0, 10, (6,))
     terms = m.losses(Batch(x=x, y=y, x_teacher=x))
@@ -304,21 +304,21 @@ def test_bad_input_errors(make_config, tmp_path):
     teacher = save_classifier(build_model("lenet", channels=[8, 16], fc=64), tmp_path / "t.safetensors", data="fashion-mnist")
     base = dict(disc_kwargs={"channels": [8, 16], "fc": 64})
 
-    def make(spec=SPEC, **loss):
-        cfg = load_run_config([make_config(method="kdgan", teacher={"checkpoint": str(teacher)}, loss={**base, **loss})])
+    def make(spec=SPEC, **players):
+        cfg = load_run_config([make_config(method="kdgan", teacher={"checkpoint": str(teacher)}, players={**base, **players})])
         return KDGAN(cfg, spec)
 
-    with pytest.raises(ValueError, match=r"loss\.alpha' = 1\.5 must be >= 0 and <= 1"):
+    with pytest.raises(ValueError, match=r"players\.alpha' = 1\.5 must be >= 0 and <= 1"):
         make(alpha=1.5)
-    with pytest.raises(ValueError, match=r"loss\.alpha' = -0\.1 must be >= 0 and <= 1"):
+    with pytest.raises(ValueError, match=r"players\.alpha' = -0\.1 must be >= 0 and <= 1"):
         make(alpha=-0.1)
-    with pytest.raises(ValueError, match=r"loss\.tau_start' = 0\.0 must be >= 0\.001"):
+    with pytest.raises(ValueError, match=r"players\.tau_start' = 0\.0 must be >= 0\.001"):
         make(tau_start=0.0)
-    with pytest.raises(ValueError, match=r"loss\.k' = 0 must be >= 1"):
+    with pytest.raises(ValueError, match=r"players\.k' = 0 must be >= 1"):
         make(k=0)
     with pytest.raises(TeacherMismatchError, match=r"\(10, 1, 28\).*\(100, 3, 32\)"):
         make(spec=dataset_spec("cifar100"))
-    with pytest.raises(ValueError, match=r"loss\.estimator' = 'nope'; accepted: paper, code, exact"):
+    with pytest.raises(ValueError, match=r"players\.estimator' = 'nope'; accepted: paper, code, exact"):
         make(estimator="nope")
     with pytest.raises(ValueError, match="disc_init = 'teacher' needs"):
         make(disc_kwargs={})

@@ -83,7 +83,7 @@ def _build(teacher_path, tmp_path, terms, transfer=TransferInfo(size=300, indexe
     cfg = load_run_config([{
         "name": "s", "method": "distill", "out_dir": str(tmp_path), "teacher": {"checkpoint": str(teacher_path)},
         "data": {"n_per_class": 30, "val_size": 0, "batch_size": B}, "model": {"name": "vgg4", "kwargs": {"width": 0.25}},
-        "loss": {"terms": terms}}])
+        "objective": {"student": terms}}])
     return Distill(cfg, dataset_spec("fashion-mnist"), transfer)
 
 

@@ -208,11 +208,11 @@ def test_bad_term_configs_are_config_errors():
         build_objective({"nst": {"layers": [["conv1", "conv2"]]}}, ctx)
     with pytest.raises(ConfigError, match=r"'nst' needs feature maps.*student 'fc1' is \(32,\)"):
         build_objective({"nst": {"layers": [["fc1", "conv2"]]}}, ctx)
-    with pytest.raises(ConfigError, match=r"loss.terms.ab.margin.*must be > 0"):
+    with pytest.raises(ConfigError, match=r"objective.student.ab.margin.*must be > 0"):
         build_objective({"ab": {"layers": [["conv2", "conv2"]], "margin": 0.0}}, ctx)
     with pytest.raises(ConfigError, match=r"'ab': student 'conv2' \(8, 14, 14\) cannot be connected to teacher 'conv1' \(6, 28, 28\)"):
         build_objective({"ab": {"layers": [["conv2", "conv1"]]}}, ctx)
-    with pytest.raises(ConfigError, match=r"loss.terms.ft.p.*accepted: 1, 2"):
+    with pytest.raises(ConfigError, match=r"objective.student.ft.p.*accepted: 1, 2"):
         build_objective({"ft": {"layers": [["conv2", "conv2"]], "p": 3}}, ctx)
     with pytest.raises(ConfigError, match=r"'ft': student 'conv2' \(8, 14, 14\) and teacher 'conv1'.*smaller"):
         build_objective({"ft": {"layers": [["conv2", "conv1"]]}}, ctx)
@@ -275,7 +275,7 @@ DISTILL = {
 @pytest.mark.parametrize("name", sorted(DISTILL))
 def test_distill_run_with_term(tmp_path, lenet_teacher, name):
     cfg = small_config(tmp_path, name=f"s-{name}", method="distill", model=LENET, teacher={"checkpoint": str(lenet_teacher)},
-                       data=QUICK, loss={"terms": {"ce": {"weight": 1.0}, name: DISTILL[name]}},
+                       data=QUICK, objective={"student": {"ce": {"weight": 1.0}, name: DISTILL[name]}},
                        trainer={"epochs": 1, "log_every_n_steps": 1}, eval={"latency": False, "noise_sigmas": [0.0]})
     run = train(load_run_config([cfg]))
     rows = [r for r in _rows(run) if f"train/{name}" in r]
@@ -301,7 +301,7 @@ GAN = {  # d = 4 student vs d = 8 teacher: net.5 (8|16, 7, 7), net.2 (16|32, 3, 
 
 @pytest.mark.parametrize("name", sorted(GAN))
 def test_gan_compression_run_with_term(tmp_path, gen_teacher, name):
-    cfg = gan_student_config(tmp_path, gen_teacher, loss={"terms": {"mse": {"weight": 1.0}, name: GAN[name]}})
+    cfg = gan_student_config(tmp_path, gen_teacher, objective={"student": {"mse": {"weight": 1.0}, name: GAN[name]}})
     run = train(load_run_config([cfg]))
     rows = [r for r in _rows(run) if f"train/{name}" in r]
     assert len(rows) == 3 and all(np.isfinite(r[f"train/{name}"]) and r[f"train/{name}"] > 0 for r in rows)

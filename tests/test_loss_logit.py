@@ -85,7 +85,7 @@ def test_kd_default_is_batchmean_with_t_squared_bit_for_bit():
 def test_kd_bad_reduction_and_term_keys():
     with pytest.raises(ValueError, match=r"unknown reduction 'avg'.*'batchmean', 'mean', 'sum'"):
         kd_loss(torch.zeros(2, 3), torch.zeros(2, 3), reduction="avg")
-    with pytest.raises(ConfigError, match=r"loss.terms.kd.reduction.*accepted: batchmean, mean, sum"):
+    with pytest.raises(ConfigError, match=r"objective.student.kd.reduction.*accepted: batchmean, mean, sum"):
         term_config("kd", {"reduction": "none"})
     cfg = term_config("kd", {"reduction": "mean", "t_squared": False})
     assert cfg.reduction == "mean" and cfg.t_squared is False
@@ -153,7 +153,7 @@ def test_dkd_warmup_factor_after_n_steps():
     assert int(term.step) == 16
     # no warm-up: the plain loss from the first step; warm-up without steps per epoch: refused
     assert DKDTerm(term_config("dkd", {"warmup": 0}), _ctx())(s, t, batch).item() == pytest.approx(plain, rel=1e-6)
-    with pytest.raises(ConfigError, match=r"loss.terms.dkd.warmup = 20 epochs needs the steps per epoch"):
+    with pytest.raises(ConfigError, match=r"objective.student.dkd.warmup = 20 epochs needs the steps per epoch"):
         DKDTerm(term_config("dkd", {}), _ctx())
 
 
@@ -245,7 +245,7 @@ def test_distill_run_with_the_logit_terms(tmp_path, make_config):
              "dkd": {"weight": 1.0, "warmup": 2}, "dist": {"weight": 1.0, "beta": 2, "gamma": 2, "tau": 4},
              "srd": {"weight": 1.0}}
     cfg = load_run_config([make_config(name="s", method="distill", teacher={"checkpoint": str(teacher)},
-                                       loss={"terms": terms}, trainer={"epochs": 1, "log_every_n_steps": 1})])
+                                       objective={"student": terms}, trainer={"epochs": 1, "log_every_n_steps": 1})])
     run = train(cfg)
     log = _last_log(run)
     for name in terms:
@@ -267,6 +267,6 @@ def test_logit_terms_are_refused_for_generator_students(tmp_path):
     gen = save_generator(build_generator("dcgan", 1, 28, d=4, latent_dim=8), tmp_path / "g.safetensors")
     for name, missing in (("dkd", "labels, logits"), ("dist", "logits"), ("srd", "logits"), ("kd", "logits")):
         c = load_run_config([{"method": "gan-compression", "teacher": {"checkpoint": str(gen)},
-                              "model": {"name": "dcgan", "kwargs": {"d": 2}}, "loss": {"terms": {name: {"weight": 1}}}}])
+                              "model": {"name": "dcgan", "kwargs": {"d": 2}}, "objective": {"student": {name: {"weight": 1}}}}])
         with pytest.raises(ConfigError, match=rf"term '{name}' needs {missing}, which method 'gan-compression'"):
             METHODS.get(c.method)(c, dataset_spec("fashion-mnist"))

@@ -202,7 +202,7 @@ def test_crd_bad_input_and_k_larger_than_the_transfer_set():
     ctx = TermContext(method="m", kind="classifier", student=net, teacher=nn.Linear(5, 3), student_input=(5,),
                       teacher_input=(5,), provides=frozenset({"teacher", "logits", "features", "index"}),
                       num_classes=3, transfer_size=10)
-    with pytest.raises(ConfigError, match=r"loss.terms.crd.k = 10 .*N - 1 = 9 \(N = 10 rows"):
+    with pytest.raises(ConfigError, match=r"objective.student.crd.k = 10 .*N - 1 = 9 \(N = 10 rows"):
         build_objective({"crd": {"k": 10}}, ctx)
     obj = build_objective({"crd": {"k": 9, "feat_dim": 4}}, ctx)
     assert obj.terms["crd"].losses[0].memory_s.shape == (10, 4)
@@ -227,9 +227,9 @@ def _last_log(run: Path) -> dict:
 def test_distill_with_vid_and_crd_trains_checkpoints_and_resumes(tmp_path, make_config):
     teacher = _teacher(tmp_path, make_config)
     base = dict(method="distill", teacher={"checkpoint": str(teacher)}, optim={"scheduler": "none"},
-                loss={"terms": {"ce": {"weight": 1.0},
-                                "vid": {"weight": 0.5, "layers": [["output", "output"], ["fc1", "fc2"]]},
-                                "crd": {"weight": 0.8, "k": 64, "layers": [["fc2", "fc2"]]}}})
+                objective={"student": {"ce": {"weight": 1.0},
+                                       "vid": {"weight": 0.5, "layers": [["output", "output"], ["fc1", "fc2"]]},
+                                       "crd": {"weight": 0.8, "k": 64, "layers": [["fc2", "fc2"]]}}})
     full = train(load_run_config([make_config(name="full", **base, trainer={"epochs": 2, "log_every_n_steps": 1})]))
     log = _last_log(full)
     assert math.isfinite(log["train/vid"]) and math.isfinite(log["train/crd"]) and log["train/crd"] > 0
@@ -253,9 +253,8 @@ def test_distill_with_vid_and_crd_trains_checkpoints_and_resumes(tmp_path, make_
 
 
 def test_gan_compression_with_vid_and_crd_on_images(tmp_path, gen_teacher):
-    cfg = load_run_config([gan_student_config(tmp_path, gen_teacher, loss={
-        "latents": "pool",
-        "terms": {"mse": {"weight": 1.0}, "vid": {"weight": 0.1}, "crd": {"weight": 0.1, "k": 16}}})])
+    cfg = load_run_config([gan_student_config(tmp_path, gen_teacher, players={"latents": "pool"}, objective={
+        "student": {"mse": {"weight": 1.0}, "vid": {"weight": 0.1}, "crd": {"weight": 0.1, "k": 16}}})])
     run = train(cfg)
     log = _last_log(run)
     assert math.isfinite(log["train/vid"]) and math.isfinite(log["train/crd"])
@@ -263,16 +262,16 @@ def test_gan_compression_with_vid_and_crd_on_images(tmp_path, gen_teacher):
     assert state["objective.terms.crd.losses.0.memory_t"].shape == (48, 128)  # data-free: 3 steps of 16 rows
     assert state["objective.terms.vid.losses.0.alpha"].shape == (1,)  # one variance per image channel
     # fresh latents are no rows of the transfer set: CRD is refused, naming the key to set
-    with pytest.raises(ConfigError, match=r"term 'crd' needs index.*loss.latents=pool"):
+    with pytest.raises(ConfigError, match=r"term 'crd' needs index.*players.latents=pool"):
         train(load_run_config([gan_student_config(tmp_path, gen_teacher, name="fresh",
-                                                  loss={"terms": {"crd": {"weight": 1.0, "k": 16}}})]))
+                                                  objective={"student": {"crd": {"weight": 1.0, "k": 16}}})]))
 
 
-def _gan_method(tmp_path, teacher, **loss):
+def _gan_method(tmp_path, teacher, **players):
     from kdlab.data import dataset_spec
     from kdlab.methods import METHODS
 
-    cfg = load_run_config([gan_student_config(tmp_path, teacher, loss=loss)])
+    cfg = load_run_config([gan_student_config(tmp_path, teacher, players=players)])
     method = METHODS.get("gan-compression")(cfg, dataset_spec("fashion-mnist"), TransferInfo(size=48, indexed=True))
     method.fabric = SimpleNamespace(device=torch.device("cpu"))
     return method
@@ -288,12 +287,12 @@ def test_latent_pool_is_fixed_per_row_and_fresh_is_unchanged(tmp_path, gen_teach
     assert torch.equal(z[0], z[2]) and not torch.equal(z[0], z[1]) and torch.equal(z, again)
     assert torch.equal(z, latent_pool(0, 48, 16)[[3, 0, 3]])
     assert not torch.equal(latent_pool(1, 48, 16), latent_pool(0, 48, 16))  # the run seed picks the pool
-    # apart from the evaluation latents (seeded with loss.sample_seed = 0)
+    # apart from the evaluation latents (seeded with eval.sample_seed = 0)
     assert not torch.allclose(latent_pool(0, 48, 16), torch.randn(48, 16, generator=torch.Generator().manual_seed(0)))
     fresh = _gan_method(tmp_path, gen_teacher)  # default: a fresh N(0, I) draw from the global RNG, as before
     torch.manual_seed(5)
     got = fresh.student_inputs(Batch(index=torch.tensor([3, 0, 3])))
     torch.manual_seed(5)
     assert torch.equal(got, torch.randn(3, 16))
-    with pytest.raises(ConfigError, match=r"loss.latents.*accepted: fresh, pool"):
+    with pytest.raises(ConfigError, match=r"players.latents.*accepted: fresh, pool"):
         _gan_method(tmp_path, gen_teacher, latents="reuse")

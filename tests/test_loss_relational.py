@@ -316,7 +316,7 @@ def _train_log(run: Path) -> dict:
 
 def _distill(tmp_path, teacher, terms, **kw):
     cfg = small_config(tmp_path, name="s", method="distill", teacher={"checkpoint": str(teacher)},
-                       loss={"terms": {"ce": {"weight": 1.0}, **terms}},
+                       objective={"student": {"ce": {"weight": 1.0}, **terms}},
                        trainer={"epochs": 1, "log_every_n_steps": 1}, **kw)
     return train(load_run_config([cfg]))
 
@@ -347,7 +347,7 @@ def test_named_map_features_of_different_widths_and_cc_embeddings(tmp_path, teac
 def test_all_four_terms_on_generator_images_and_features(tmp_path, teachers):
     terms = {"mse": {"weight": 1.0}, "rkd": {"weight": 1.0}, "pkt": {"weight": 1.0}, "cc": {"weight": 1.0},
              "sp": {"weight": 1.0, "layers": [["output", "output"], ["net.5", "net.5"]]}}
-    run = train(load_run_config([gan_student_config(tmp_path, teachers["gen"], loss={"terms": terms})]))
+    run = train(load_run_config([gan_student_config(tmp_path, teachers["gen"], objective={"student": terms})]))
     log = _train_log(run)
     for name in RELATIONAL:
         assert math.isfinite(log[f"train/{name}"]) and log[f"train/{name}"] >= 0, name
@@ -359,20 +359,20 @@ def test_term_config_errors_before_training(tmp_path, teachers):
 
     def build(terms):
         cfg = load_run_config([small_config(tmp_path, method="distill", teacher={"checkpoint": str(teachers["mlp"])},
-                                            loss={"terms": terms})])
+                                            objective={"student": terms})])
         return METHODS.get(cfg.method)(cfg, dataset_spec("fashion-mnist"))
 
-    with pytest.raises(ConfigError, match=r"loss.terms.rkd.pool.*accepted: avg, flatten"):
+    with pytest.raises(ConfigError, match=r"objective.student.rkd.pool.*accepted: avg, flatten"):
         build({"rkd": {"pool": "max"}})
-    with pytest.raises(ConfigError, match=r"loss.terms.rkd.*both 0"):
+    with pytest.raises(ConfigError, match=r"objective.student.rkd.*both 0"):
         build({"rkd": {"distance_weight": 0, "angle_weight": 0}})
-    with pytest.raises(ConfigError, match=r"loss.terms.cc.kernel.*accepted: bilinear, gaussian"):
+    with pytest.raises(ConfigError, match=r"objective.student.cc.kernel.*accepted: bilinear, gaussian"):
         build({"cc": {"kernel": "poly"}})
-    with pytest.raises(ConfigError, match=r"loss.terms.cc.gamma.*must be > 0"):
+    with pytest.raises(ConfigError, match=r"objective.student.cc.gamma.*must be > 0"):
         build({"cc": {"gamma": 0}})
-    with pytest.raises(ConfigError, match=r"loss.terms.cc.order.*must be >= 1"):
+    with pytest.raises(ConfigError, match=r"objective.student.cc.order.*must be >= 1"):
         build({"cc": {"order": 0}})
     with pytest.raises(ConfigError, match=r"term 'sp' in method 'distill': the student unknown feature 'pool9'"):
         build({"sp": {"layers": [["pool9", "fc1"]]}})
-    with pytest.raises(ConfigError, match=r"loss.terms.pkt.layers entries are \[student feature, teacher feature\]"):
+    with pytest.raises(ConfigError, match=r"objective.student.pkt.layers entries are \[student feature, teacher feature\]"):
         build({"pkt": {"layers": [["fc1"]]}})

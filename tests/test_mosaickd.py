@@ -131,18 +131,19 @@ def teacher(tmp_path_factory):
     return train(load_run_config([small_config(tmp, name="teacher", trainer={"epochs": 1})]))
 
 
-def _cfg(tmp_path, teacher, data=None, **loss):
+def _cfg(tmp_path, teacher, data=None, objective=None, **players):
     return load_run_config([small_config(
         tmp_path, name="mosaic", method="mosaickd", teacher={"checkpoint": str(teacher)},
         model={"name": "mlp", "kwargs": {"hidden": [32]}},
-        data={"transfer": "mnist-digits", "batch_size": 16, **(data or {})}, loss={**GEN, **loss})])
+        data={"transfer": "mnist-digits", "batch_size": 16, **(data or {})}, players={**GEN, **players},
+        objective=objective or {})])
 
 
-def _method(tmp_path, teacher, **loss):
+def _method(tmp_path, teacher, **players):
     from lightning_fabric import Fabric
 
     torch.manual_seed(0)
-    m = MosaicKD(_cfg(tmp_path, teacher, **loss), SPEC)
+    m = MosaicKD(_cfg(tmp_path, teacher, **players), SPEC)
     m.setup(Fabric(accelerator="cpu", devices=1))
     m.train()
     return m
@@ -228,16 +229,16 @@ def test_regularizer_settings_of_fig1(tmp_path, teacher, map_disc):
 def test_refused_configs_name_the_bad_value(tmp_path, teacher, map_disc):
     with pytest.raises(ConfigError, match=r"'mosaickd'.*data.transfer = 'none'"):
         MosaicKD(_cfg(tmp_path, teacher, data={"transfer": "none", "steps_per_epoch": 2}), SPEC)
-    with pytest.raises(ConfigError, match=r"loss.disc = 'pach' is not a registered discriminator; accepted: .*dcgan"):
+    with pytest.raises(ConfigError, match=r"players.disc = 'pach' is not a registered discriminator; accepted: .*dcgan"):
         MosaicKD(_cfg(tmp_path, teacher, disc="pach"), SPEC)
-    with pytest.raises(ConfigError, match=r"loss.image_disc_kwargs = \{'widths': 3\} do not fit .*'dcgan'.*accepted: d"):
+    with pytest.raises(ConfigError, match=r"players.image_disc_kwargs = \{'widths': 3\} do not fit .*'dcgan'.*accepted: d"):
         MosaicKD(_cfg(tmp_path, teacher, regularizer="image", image_disc="dcgan", image_disc_kwargs={"widths": 3}), SPEC)
     with pytest.raises(ConfigError, match=r"regularizer = 'image' needs one logit per image.*\(7, 7\)"):
         MosaicKD(_cfg(tmp_path, teacher, regularizer="image", image_disc=map_disc), SPEC)
     if "patch" in DISCRIMINATORS:  # the Table 3 patch D: a map at every final stride, no full-image regulariser
-        with pytest.raises(ConfigError, match=r"loss.disc_kwargs = \{'final_stride': 5\}.*accepted: 1, 2, 3, 4"):
+        with pytest.raises(ConfigError, match=r"players.disc_kwargs = \{'final_stride': 5\}.*accepted: 1, 2, 3, 4"):
             MosaicKD(_cfg(tmp_path, teacher, disc="patch", disc_kwargs={"final_stride": 5}), SPEC)
-        with pytest.raises(ConfigError, match=r"needs one logit per image; loss.image_disc = 'patch' gives a \(2, 2\)"):
+        with pytest.raises(ConfigError, match=r"needs one logit per image; players.image_disc = 'patch' gives a \(2, 2\)"):
             MosaicKD(_cfg(tmp_path, teacher, regularizer="image", image_disc="patch",
                           image_disc_kwargs={"final_stride": 4}), SPEC)
     with pytest.raises(ConfigError, match="every generator weight is 0"):
@@ -253,7 +254,7 @@ def test_short_real_run_on_mnist_digits(tmp_path, teacher, monkeypatch):
         monkeypatch.setitem(DISCRIMINATORS._entries, "toymap", _MapD)
         monkeypatch.setitem(DISCRIMINATORS._help, "toymap", "test patch D")
     terms = {"kd": {"weight": 1.0, "temperature": 1.0}, "logits": {"weight": 0.5}}  # an extra term composes
-    cfg = _cfg(tmp_path, teacher, data={"transfer_n": 200, "batch_size": 20}, terms=terms, **disc)
+    cfg = _cfg(tmp_path, teacher, data={"transfer_n": 200, "batch_size": 20}, objective={"student": terms}, **disc)
     run = train(cfg)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     keys = ("train/d_loss", "train/g_loss", "train/g_adv", "train/g_align", "train/g_local", "train/g_balance",
@@ -276,7 +277,7 @@ def test_recipe_holds_the_published_weights_and_ood_source():
     from kdlab.methods.mosaickd import MosaicKDConfig
 
     cfg = load_run_config([resolve_config("mosaickd")])
-    lc, published = cfg.loss, MosaicKDConfig()
+    lc, published = cfg.players, MosaicKDConfig()
     assert cfg.method == "mosaickd" and cfg.data.transfer == "mnist-digits" and cfg.data.name == "fashion-mnist"
     assert (lc.adv, lc.align, lc.local, lc.balance, lc.temperature) == (1.0, 1.0, 1.0, 10.0, 1.0)
     assert (published.adv, published.align, published.local, published.balance) == (1.0, 1.0, 1.0, 10.0)

@@ -36,12 +36,12 @@ def test_nan_generator_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path
     monkeypatch.setattr(cls, "training_step", poisoned)
     data = ({"transfer": "mnist-digits", "transfer_n": 48} if method == "mosaickd"
             else {"transfer": "none", "steps_per_epoch": 3})
-    loss = {k: v for k, v in TINY_GEN.items() if method == "mosaickd" or not k.startswith("disc")}
-    if method == "dfad":
-        loss["terms"] = {"l1": {"weight": 1.0}}
+    players = {k: v for k, v in TINY_GEN.items() if method == "mosaickd" or not k.startswith("disc")}
+    objective = {"student": {"l1": {"weight": 1.0}}} if method == "dfad" else {}
     cfg = load_run_config([small_config(tmp_path, name="nan", method=method, teacher={"checkpoint": str(teacher)},
                                         model={"name": "mlp", "kwargs": {"hidden": [16]}},
-                                        data={**data, "batch_size": 16}, loss=loss, trainer={"epochs": 3})])
+                                        data={**data, "batch_size": 16}, players=players, objective=objective,
+                                        trainer={"epochs": 3})])
     with pytest.raises(NonFiniteLossError, match="epoch 2"):
         train(cfg)
     last = load_checkpoint(tmp_path / "nan" / "checkpoints" / "last.ckpt")
@@ -69,8 +69,8 @@ def test_mosaickd_beats_kd_on_the_same_ood_digits(tmp_path):
     for method in ("distill", "mosaickd"):
         acc[method] = []
         for seed in (0, 1):
-            loss = {"terms": kl} if method == "distill" else {"terms": {"kd": kl["kd"]}}
+            objective = {"student": kl} if method == "distill" else {"student": {"kd": kl["kd"]}}
             run = train(load_run_config([small_config(tmp_path, name=f"{method}-{seed}", method=method, seed=seed,
-                                                      data=ood, loss=loss, **student)]))
+                                                      data=ood, objective=objective, **student)]))
             acc[method].append(json.loads((run / "summary.json").read_text())["test_acc_best"])
     assert min(acc["mosaickd"]) > max(acc["distill"]) + 10, acc

@@ -143,7 +143,7 @@ def test_select_transfer_errors(tmp_path):
         select_transfer(ds, lambda x: torch.ones(3), 5, "entropy", tmp_path, {}, batch_size=64, log=None)
 
 
-KD = {"terms": {"ce": {"weight": 0.0}, "kd": {"weight": 1.0, "temperature": 4.0}}}
+KD = {"student": {"ce": {"weight": 0.0}, "kd": {"weight": 1.0, "temperature": 4.0}}}
 
 
 @pytest.mark.timeout(600)
@@ -156,7 +156,7 @@ def test_distill_on_entropy_selected_digits(tmp_path, make_config, capsys):
     teacher = train(load_run_config([make_config(name="teacher", trainer={"epochs": 2})]))
     capsys.readouterr()
     sel = {"transfer": "mnist-digits", "transfer_select": "entropy", "transfer_k": 500}
-    student = dict(method="distill", teacher={"checkpoint": str(teacher)}, data=sel, loss=KD,
+    student = dict(method="distill", teacher={"checkpoint": str(teacher)}, data=sel, objective=KD,
                    model={"name": "mlp", "kwargs": {"hidden": [32]}}, trainer={"epochs": 1})
     cfg = load_run_config([make_config(name="sel", **student)])
     summary = json.loads((train(cfg) / "summary.json").read_text())
@@ -191,7 +191,7 @@ def test_distill_on_entropy_selected_digits(tmp_path, make_config, capsys):
 ])
 def test_config_errors_before_training(tmp_path, make_config, data, words):
     # the teacher path does not exist: every error must come before anything loads it
-    cfg = make_config(method="distill", teacher={"checkpoint": str(tmp_path / "missing")}, data=data, loss=KD)
+    cfg = make_config(method="distill", teacher={"checkpoint": str(tmp_path / "missing")}, data=data, objective=KD)
     with pytest.raises(ValueError) as e:
         train(load_run_config([cfg]))
     assert words in str(e.value)
@@ -207,5 +207,5 @@ def test_config_key_values(make_config):
         train(load_run_config([make_config(method="distill", data={"transfer": "mnist-digits",
                                                                    "transfer_select": "entropy", "transfer_k": None})]))
     with pytest.raises(ConfigError, match="set teacher.checkpoint"):
-        train(load_run_config([make_config(method="distill", loss=KD, data={
+        train(load_run_config([make_config(method="distill", objective=KD, data={
             "transfer": "mnist-digits", "transfer_select": "entropy", "transfer_k": 5})]))

@@ -25,7 +25,7 @@ def lenet_teacher(tmp_path_factory):
 
 def _student(make_config, teacher, name, terms, **trainer):
     return load_run_config([make_config(name=name, method="distill", teacher={"checkpoint": str(teacher)}, model=LENET,
-                                        loss={"terms": terms}, trainer={"epochs": 1, **trainer})])
+                                        objective={"student": terms}, trainer={"epochs": 1, **trainer})])
 
 
 @pytest.mark.parametrize("terms, want", [

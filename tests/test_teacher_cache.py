@@ -41,7 +41,7 @@ def teacher(tmp_path_factory) -> Path:
 def _cfg(make_config, teacher: Path, name: str, terms: str = "kd", overrides=(), **trainer):
     return load_run_config([make_config(
         name=name, method="distill", teacher={"checkpoint": str(teacher)}, data=DATA, model=STUDENT,
-        loss={"terms": TERMS[terms]}, trainer={"epochs": 2, **trainer})], list(overrides))
+        objective={"student": TERMS[terms]}, trainer={"epochs": 2, **trainer})], list(overrides))
 
 
 @pytest.mark.parametrize("terms", sorted(TERMS))
@@ -125,14 +125,14 @@ def test_unwritable_directory_falls_back_file_in_the_way(make_config, teacher, t
 
 @pytest.mark.parametrize("change, words", [
     ({"data": {"augment": True}}, "data.augment"),
-    ({"loss": {"input_noise": 0.1}}, "loss.input_noise"),
-    ({"loss": {"terms": {"attention_jacobian": {"weight": 1.0, "layers": [["conv2", "conv2"]]}}}}, "attention_jacobian"),
+    ({"players": {"input_noise": 0.1}}, "players.input_noise"),
+    ({"objective": {"student": {"attention_jacobian": {"weight": 1.0, "layers": [["conv2", "conv2"]]}}}}, "attention_jacobian"),
 ])
 def test_unsafe_configurations_are_refused_when_on_and_skipped_when_auto(make_config, teacher, change, words):
     base = make_config(name="u", method="distill", teacher={"checkpoint": str(teacher)}, data=DATA, model=STUDENT,
-                       loss={"terms": TERMS["kd"]})
+                       objective={"student": TERMS["kd"]})
     for section, values in change.items():
-        base[section] = {**base[section], **values}
+        base[section] = {**base.get(section, {}), **values}
     cfg = load_run_config([base], ["trainer.teacher_cache=on"])
     data = datasets_for(cfg)
     from kdlab.data import transfer_info

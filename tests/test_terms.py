@@ -85,7 +85,7 @@ def _ms(pair) -> float:  # numpy, separately from the term's torch code
 CLASSIFIER_RUNS = {
     "distill": ({"method": "distill"}, ["toy_match"]),
     "codistill": ({"method": "codistill"}, ["c_toy_match", "p_toy_match"]),
-    "kdgan": ({"method": "kdgan", "loss": {"disc_model": "mlp", "disc_init": "scratch", "disc_kwargs": {"hidden": [16]}}},
+    "kdgan": ({"method": "kdgan", "players": {"disc_model": "mlp", "disc_init": "scratch", "disc_kwargs": {"hidden": [16]}}},
               ["c_toy_match"]),
 }
 
@@ -94,9 +94,9 @@ CLASSIFIER_RUNS = {
 def test_toy_term_composes_with_classifier_methods(tmp_path, make_config, method):
     teacher = _teacher(tmp_path, make_config)
     extra, keys = CLASSIFIER_RUNS[method]
-    loss = {**extra.get("loss", {}), "terms": {"toy_match": {"weight": 0.5}}}
     cfg = load_run_config([make_config(name=f"s-{method}", method=extra["method"], teacher={"checkpoint": str(teacher)},
-                                       loss=loss, trainer={"epochs": 1, "log_every_n_steps": 1})])
+                                       objective={"student": {"toy_match": {"weight": 0.5}}},
+                                       players=extra.get("players", {}), trainer={"epochs": 1, "log_every_n_steps": 1})])
     ToyMatch.calls.clear()
     run = train(cfg)
     log = _last_log(run)
@@ -110,8 +110,8 @@ def test_toy_term_composes_with_gan_compression(tmp_path):
     torch.manual_seed(0)
     teacher = save_generator(build_generator("dcgan", 1, 28, d=8, latent_dim=16), tmp_path / "tg.safetensors",
                              data="fashion-mnist")
-    cfg = load_run_config([gan_student_config(tmp_path, teacher, loss={
-        "terms": {"mse": {"weight": 1.0}, "toy_match": {"weight": 2.0}}})])
+    cfg = load_run_config([gan_student_config(tmp_path, teacher, objective={
+        "student": {"mse": {"weight": 1.0}, "toy_match": {"weight": 2.0}}})])
     ToyMatch.calls.clear()
     run = train(cfg)
     log = _last_log(run)
@@ -126,7 +126,7 @@ def test_term_with_own_player_is_stepped_checkpointed_and_resumed(tmp_path, make
     teacher = _teacher(tmp_path, make_config)
     # no schedule: a run stopped after epoch 1 has the same learning rates as the full run
     base = dict(method="distill", teacher={"checkpoint": str(teacher)}, optim={"scheduler": "none"},
-                loss={"terms": {"kd": {"weight": 1.0}, "toy_critic": {"weight": 0.1, "lr": 0.05}}})
+                objective={"student": {"kd": {"weight": 1.0}, "toy_critic": {"weight": 0.1, "lr": 0.05}}})
     full = train(load_run_config([make_config(name="full", **base, trainer={"epochs": 2})]))
     state = load_checkpoint(full / "checkpoints" / "last.ckpt")["method"]
     critic = state["players"]["student.toy_critic.critic"]
@@ -156,7 +156,7 @@ def test_distill_with_trainable_term_modules_under_ddp(tmp_path, make_config):
     teacher = train(load_run_config([t_cfg]))
     cfg = make_config(name="ddp-s", method="distill", teacher={"checkpoint": str(teacher)},
                       model={"name": "lenet", "kwargs": {"channels": [4, 8], "fc": 32}},
-                      loss={"terms": {"kd": {"weight": 1.0}, "hints": {"weight": 1.0, "layers": [["pool2", "pool2"]]}}},
+                      objective={"student": {"kd": {"weight": 1.0}, "hints": {"weight": 1.0, "layers": [["pool2", "pool2"]]}}},
                       trainer={"epochs": 2, "devices": 2, "strategy": "ddp", "progress": False, "tensorboard": False})
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(cfg))
     proc = subprocess.run([sys.executable, "-m", "kdlab.cli", "distill", str(tmp_path / "s.yaml")],
@@ -177,23 +177,23 @@ def _cfg(make_config, **kw):
 
 def test_unknown_term_and_misspelt_key_are_config_errors(make_config):
     with pytest.raises(ConfigError, match=r"unknown term 'kdd'.*known terms: .*\bkd\b"):
-        _cfg(make_config, method="distill", loss={"terms": {"kdd": {"weight": 1}}})
-    with pytest.raises(ConfigError, match=r"loss.terms.kd: unknown key 'temprature'; term 'kd' accepts: weight, temperature"):
-        _cfg(make_config, method="distill", loss={"terms": {"kd": {"temprature": 2}}})
-    with pytest.raises(ConfigError, match=r"loss.terms.kd.temperature.*must be >= 0.001"):
-        _cfg(make_config, method="distill", loss={"terms": {"kd": {"temperature": 0}}})
-    with pytest.raises(ConfigError, match=r"loss.terms.logits.mode.*accepted: paper, mse"):
-        _cfg(make_config, method="distill", loss={"terms": {"logits": {"mode": "l1"}}})
+        _cfg(make_config, method="distill", objective={"student": {"kdd": {"weight": 1}}})
+    with pytest.raises(ConfigError, match=r"objective.student.kd: unknown key 'temprature'; term 'kd' accepts: weight, temperature"):
+        _cfg(make_config, method="distill", objective={"student": {"kd": {"temprature": 2}}})
+    with pytest.raises(ConfigError, match=r"objective.student.kd.temperature.*must be >= 0.001"):
+        _cfg(make_config, method="distill", objective={"student": {"kd": {"temperature": 0}}})
+    with pytest.raises(ConfigError, match=r"objective.student.logits.mode.*accepted: paper, mse"):
+        _cfg(make_config, method="distill", objective={"student": {"logits": {"mode": "l1"}}})
 
 
 def test_old_flat_keys_give_the_new_spelling(make_config):
-    for old, new in (("kd", "loss.terms.kd.weight"), ("temperature", "loss.terms.kd.temperature"),
-                     ("hint_layers", "loss.terms.hints.layers"), ("jacobian_select", "loss.terms.jacobian.select")):
-        with pytest.raises(ConfigError, match=f"'loss.{old}'.*{new}"):
+    for old, new in (("kd", "objective.student.kd.weight"), ("temperature", "objective.student.kd.temperature"),
+                     ("hint_layers", "objective.student.hints.layers"), ("jacobian_select", "objective.student.jacobian.select")):
+        with pytest.raises(ConfigError, match=f"loss.{old} is now {new}"):
             load_run_config([make_config(method="distill")], [f"loss.{old}=1"])
-    with pytest.raises(ConfigError, match="'loss.mse_weight'.*loss.terms.mse.weight"):
+    with pytest.raises(ConfigError, match="loss.mse_weight is now objective.student.mse.weight"):
         load_run_config([{"method": "gan-compression", "loss": {"mse_weight": 1.0}}])
-    with pytest.raises(ConfigError, match="'loss.ce'.*loss.terms.ce.weight"):
+    with pytest.raises(ConfigError, match="loss.ce is now objective.student.ce.weight"):
         load_run_config([{"method": "kdgan", "loss": {"ce": 1.0}}])
 
 
@@ -213,19 +213,19 @@ def test_term_where_its_inputs_do_not_exist_is_refused_before_training(tmp_path,
     # a classifier term on a generator student
     with pytest.raises(ConfigError, match=r"term 'kd' needs logits, which method 'gan-compression' \(generator student\)"):
         build({"method": "gan-compression", "teacher": {"checkpoint": str(gen)}, "model": {"name": "dcgan", "kwargs": {"d": 2}},
-               "loss": {"terms": {"kd": {"weight": 1}}}})
+               "objective": {"student": {"kd": {"weight": 1}}}})
     # a feature the generator does not have
     with pytest.raises(ConfigError, match=r"term 'hints' in method 'gan-compression': the student unknown feature 'pool1'"):
         build({"method": "gan-compression", "teacher": {"checkpoint": str(gen)}, "model": {"name": "dcgan", "kwargs": {"d": 2}},
-               "loss": {"terms": {"hints": {"layers": [["pool1", "pool1"]]}}}})
+               "objective": {"student": {"hints": {"layers": [["pool1", "pool1"]]}}}})
     # labels on an unlabelled (out-of-domain) transfer set
     with pytest.raises(ConfigError, match=r"term 'ce' needs labels.*data.transfer = 'mnist-digits' has no labels"):
         build(make_config(method="distill", teacher={"checkpoint": str(teacher)}, data={"transfer": "mnist-digits"},
-                          loss={"terms": {"ce": {"weight": 1}, "kd": {"weight": 1}}}))
+                          objective={"student": {"ce": {"weight": 1}, "kd": {"weight": 1}}}))
     # input gradients with a privileged teacher view
     with pytest.raises(ConfigError, match=r"term 'jacobian' needs input_grad.*data.privileged = 'downsample'"):
         build(make_config(method="kdgan", teacher={"checkpoint": str(teacher)}, data={"privileged": "downsample"},
-                          loss={"terms": {"jacobian": {"weight": 1}}, **CLASSIFIER_RUNS["kdgan"][0]["loss"]}))
+                          objective={"student": {"jacobian": {"weight": 1}}}, players=CLASSIFIER_RUNS["kdgan"][0]["players"]))
     # no term at all
     with pytest.raises(ConfigError, match="no term with a weight > 0"):
-        build(make_config(method="distill", teacher={"checkpoint": str(teacher)}, loss={"terms": {"ce": {"weight": 0}}}))
+        build(make_config(method="distill", teacher={"checkpoint": str(teacher)}, objective={"student": {"ce": {"weight": 0}}}))

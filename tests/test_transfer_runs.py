@@ -26,8 +26,8 @@ STUDENT = dict(method="distill", model={"name": "mlp", "kwargs": {"hidden": [64]
 def test_out_of_domain_student_sees_no_fashion_images_and_lands_far_below(tmp_path, make_config):
     teacher = train(load_run_config([make_config(**TEACHER)]))
     t_acc = json.loads((teacher / "summary.json").read_text())["test_acc_best"]
-    kd = {"terms": {"ce": {"weight": 0.0}, "kd": {"weight": 1.0, "temperature": 4.0}}}
-    common = dict(STUDENT, teacher={"checkpoint": str(teacher)}, loss=kd)
+    kd = {"student": {"ce": {"weight": 0.0}, "kd": {"weight": 1.0, "temperature": 4.0}}}
+    common = dict(STUDENT, teacher={"checkpoint": str(teacher)}, objective=kd)
     # the same budget: 1,000 transfer images, the same steps and schedule
     ind = train(load_run_config([make_config(name="in-domain", data={"n_per_class": 100, "max_test": 2000}, **common)]))
     ood = train(load_run_config([make_config(

@@ -256,7 +256,7 @@ def _logged(run: Path, key: str):
 def test_distill_with_vem_checkpoints_the_ebm_and_resumes_bit_identically(tmp_path, make_config):
     teacher = _teacher(tmp_path, make_config)
     base = dict(method="distill", teacher={"checkpoint": str(teacher)}, optim={"scheduler": "none"},
-                loss={"terms": {"kd": {"weight": 1.0}, "vem": {"weight": 0.1, "step_size": 1.0, "steps": 3}}})
+                objective={"student": {"kd": {"weight": 1.0}, "vem": {"weight": 0.1, "step_size": 1.0, "steps": 3}}})
     full = train(load_run_config([make_config(name="full", **base, trainer={"epochs": 2, "log_every_n_steps": 1})]))
     gaps = _logged(full, "train/vem/energy_gap")
     assert gaps and all(math.isfinite(g) for g in gaps) and _logged(full, "train/vem")
@@ -280,14 +280,14 @@ def test_distill_with_vem_checkpoints_the_ebm_and_resumes_bit_identically(tmp_pa
 def test_energy_above_the_bound_stops_the_run_with_a_clear_message(tmp_path, make_config):
     teacher = _teacher(tmp_path, make_config)
     cfg = load_run_config([make_config(name="bound", method="distill", teacher={"checkpoint": str(teacher)},
-                                       loss={"terms": {"kd": {"weight": 1.0}, "vem": {"max_energy": 1e-12}}})])
+                                       objective={"student": {"kd": {"weight": 1.0}, "vem": {"max_energy": 1e-12}}})])
     with pytest.raises(NonFiniteLossError, match=r"step 1 .*max_energy = 1e-12.*no epoch had completed"):
         train(cfg)
 
 
 def test_gan_compression_with_vem_on_images(tmp_path, gen_teacher):
-    cfg = load_run_config([gan_student_config(tmp_path, gen_teacher, loss={
-        "terms": {"mse": {"weight": 1.0}, "vem": {"weight": 0.1, "channels": 4, "steps": 2}}})])
+    cfg = load_run_config([gan_student_config(tmp_path, gen_teacher, objective={
+        "student": {"mse": {"weight": 1.0}, "vem": {"weight": 0.1, "channels": 4, "steps": 2}}})])
     run = train(cfg)
     assert _logged(run, "train/vem/energy_abs") and _logged(run, "train/vem")
     players = load_checkpoint(run / "checkpoints" / "last.ckpt")["method"]["players"]
@@ -304,7 +304,7 @@ def test_distill_with_vem_under_ddp_on_two_cpu_processes(tmp_path, make_config):
 
     teacher = _teacher(tmp_path, make_config)
     cfg = make_config(name="ddp-vem", method="distill", teacher={"checkpoint": str(teacher)},
-                      loss={"terms": {"kd": {"weight": 1.0}, "vem": {"weight": 0.1, "step_size": 1.0, "steps": 2}}},
+                      objective={"student": {"kd": {"weight": 1.0}, "vem": {"weight": 0.1, "step_size": 1.0, "steps": 2}}},
                       trainer={"epochs": 1, "devices": 2, "strategy": "ddp", "progress": False, "tensorboard": False})
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(cfg))
     proc = subprocess.run([sys.executable, "-m", "kdlab.cli", "distill", str(tmp_path / "s.yaml")],
@@ -326,9 +326,10 @@ def _method_config(tmp_path, teacher, method):
     base = dict(name=f"vem-{method}", method=method, teacher={"checkpoint": str(teacher)},
                 trainer={"epochs": 1}, data={"n_per_class": 20, "batch_size": 20, "val_size": 100})
     if method == "codistill":
-        base["loss"] = {"peer": "copy", "terms": terms}
+        base["players"], base["objective"] = {"peer": "copy"}, {"student": terms}
     elif method == "kdgan":
-        base["loss"] = {"disc_model": "mlp", "disc_kwargs": {"hidden": [64, 64]}, "terms": terms}
+        base["players"] = {"disc_model": "mlp", "disc_kwargs": {"hidden": [64, 64]}}
+        base["objective"] = {"student": terms}
     else:  # the synthesizing games: generator batches, no labels
         src = ({"transfer": "mnist-digits", "transfer_n": 48} if method == "mosaickd"
                else {"transfer": "none", "steps_per_epoch": 3})
@@ -336,7 +337,7 @@ def _method_config(tmp_path, teacher, method):
         gen = {"generator": "mosaic", "generator_kwargs": {"ngf": 8}, "latent_dim": 16}
         if method == "mosaickd":
             gen["disc_kwargs"] = {"ndf": 8}
-        base["loss"] = {**gen, "terms": {**terms, "ce": {"weight": 0.0}}}
+        base["players"], base["objective"] = gen, {"student": {**terms, "ce": {"weight": 0.0}}}
     return load_run_config([small_config(tmp_path, **base)])
 
 

@@ -69,7 +69,7 @@ class GANTraining(Method):
 
     @dataclass
     class Config(GanGameConfig):
-        """``players`` section of ``kdlab train-gan``: the game, D's size, EMA, and the evaluation keys."""
+        """``players`` section of ``kdlab train-gan``: the discriminator, its steps and clipping, the EMA of G."""
 
         ema: float = bounded(0.0, ge=0, lt=1)  # decay of an EMA of G's weights (0 = off); the EMA generator is exported
 

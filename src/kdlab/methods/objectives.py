@@ -1,5 +1,7 @@
-"""The ``objective`` section at config time: each player's terms expanded and checked, and the old
-``players`` section refused with each key's new place.
+"""Config-time questions about a method class, asked before anything is built: its ``players`` schema (with
+the synthesizer's keys under ``data.transfer: synth``), the players that take an ``objective`` and their
+terms (expanded and checked), the transfer source it can use, and the old ``loss`` section refused with
+each key's new place.
 
 ``objective: {<player>: {<term>: {weight, ...}, ...}, ...}``: the players a method trains with an
 objective are :attr:`kdlab.methods.Method.objectives` (player -> role); each player's terms are the
@@ -133,11 +135,11 @@ def loss_key_place(cls: Any, key: str) -> str:
     if not cls.synth_unsupported and key in {f.name for f in fields(SynthConfig)}:
         return f"players.{key} (a key of the synthesizer: with data.transfer=synth)"
     legacy = legacy_spelling(key)
-    return legacy.replace("objective.student.", "objective.student.") if legacy else ""
+    return legacy or ""
 
 
 def refuse_loss_section(cls: Any, method: str, loss: Any) -> None:
-    """The ``players`` section is gone: raise with each of its keys' new place.
+    """The ``loss`` section is gone: raise with each of its keys' new place.
 
     Raises:
         ConfigError: always (``loss: {}`` included), naming each key and where it went.
