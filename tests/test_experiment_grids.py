@@ -2,8 +2,8 @@
 
 The grid runner's ``train`` is replaced by a stand-in that builds the cell's method from its resolved
 config (so config keys, term names and keys, feature names, term requirements and teacher
-checkpoints are all checked), writes the untrained weights where a run would, and a made-up
-``summary.json``. Each grid is then walked a second time: every cell must be reused (same run
+checkpoints are all checked), calls the cell's callbacks on the untrained players (start, each epoch's
+end, end: no steps), writes the untrained weights where a run would, and a made-up ``summary.json``. Each grid is then walked a second time: every cell must be reused (same run
 names, same resolved configs). Real training of these grids is in the slow tests.
 """
 from __future__ import annotations
@@ -47,6 +47,7 @@ class FakeTrain:
     def __init__(self) -> None:
         self.cells: Dict[str, Dict[str, Any]] = {}
         self.calls = 0
+        self.traced: List[str] = []  # cells trained with callbacks
 
     def __call__(self, cfg: Any, **kw: Any) -> Path:
         from safetensors.torch import save
@@ -72,6 +73,19 @@ class FakeTrain:
                    "noise_acc": {str(float(s)): 50.0 for s in cfg.eval.noise_sigmas},
                    "model": {"name": cfg.model.name, "params": 1}, "data": {"name": cfg.data.name},
                    "teacher": {"test_acc": 60.0, "test_acc_at_best": 60.0, "test_acc_last": 60.0}}
+        if kw.get("callbacks"):  # the traces, from the untrained players (the real loop: tests/test_callbacks.py)
+            from kdlab.engine.callbacks import PlayersView
+
+            view = PlayersView(method, cfg, run)
+            for cb in kw["callbacks"]:
+                cb.on_fit_start(view)
+            for epoch in range(cfg.trainer.epochs):
+                view._at(epoch + 1, 0)
+                for cb in kw["callbacks"]:
+                    cb.on_epoch_end(view, epoch, {})
+            for cb in kw["callbacks"]:
+                cb.on_fit_end(view)
+            self.traced.append(cfg.name)
         (run / "metrics.jsonl").write_text("")
         (run / "config.yaml").write_text(to_yaml(cfg))
         (run / "summary.json").write_text(json.dumps(summary))
@@ -97,9 +111,9 @@ def fake_train(monkeypatch):
 
     monkeypatch.setattr(kdlab.report.gan, "compare_generator_runs", fake_report)
     monkeypatch.setattr(kdlab.report, "compare_runs", fake_report)
-    # Fig. 7 measures gradients in-process (no cell): one epoch, two draws
+    # Fig. 7's callback measures gradients: one epoch, two draws
     monkeypatch.setitem(kdgan_exp.SCALE, "small", {**kdgan_exp.SCALE["small"], "fig7_epochs": 1, "fig7_draws": 2})
-    # the collapse diagnosis plays its games in-process: two variants, a few steps
+    # the collapse diagnosis: two variants (one with a warm-up run), a few steps
     from kdlab.experiments import kdgan_collapse
 
     monkeypatch.setitem(kdgan_collapse.SCALES, "small", {"seeds": [0], "steps": 4, "every": 2})
@@ -155,11 +169,7 @@ def _orderings_are_tested(text):
 
 
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS.names()) + ["demo"])
-def test_every_cell_of_the_small_grid_builds_and_is_reused(name, fake_train, tmp_path, monkeypatch):
-    from kdlab.methods import KDGAN
-
-    steps = []  # Fig. 7 trains in-process: its steps are counted, not run (tests/test_kdgan.py trains KDGAN)
-    monkeypatch.setattr(KDGAN, "training_step", lambda self, batch, step: steps.append(len(batch)) or {})
+def test_every_cell_of_the_small_grid_builds_and_is_reused(name, fake_train, tmp_path):
     report = _walk(name, tmp_path)
     assert Path(report).is_file()
     _orderings_are_tested(Path(report).read_text())
@@ -167,8 +177,8 @@ def test_every_cell_of_the_small_grid_builds_and_is_reused(name, fake_train, tmp
     assert cells, "the grid has no cell"
     for cell, terms in TERMS.get(name, {}).items():
         assert cells[cell]["terms"] == terms, cell
-    if name == "kdgan-fig7":
-        assert steps and set(steps) == {20}
+    if name in ("kdgan-fig7", "kdgan-teacher-collapse"):  # every game is a cell traced by callbacks
+        assert fake_train.traced and all(c in cells for c in fake_train.traced)
     first = fake_train.calls
     _walk(name, tmp_path)
     assert fake_train.calls == first, "a finished cell was trained again"
@@ -193,17 +203,6 @@ def test_run_cell_trains_again_when_the_config_changes(fake_train, make_config, 
     assert grid.run_cell([teacher]) == first and fake_train.calls == 1  # reused
     fake_train.cells.clear()
     assert grid.run_cell([teacher], ["trainer.epochs=4"]) == first and fake_train.calls == 2  # same name, new config
-
-
-@pytest.mark.slow
-def test_kdgan_fig7_measures_gradients_and_trains_in_process(fake_train, tmp_path):
-    """Fig. 7's own loop for real (KDGAN steps on Batches, gradient variances), one epoch, two draws."""
-    from kdlab.experiments import kdgan as E
-
-    text = E.fig7(tmp_path, "small", [0], []).read_text()
-    rows = [line for line in text.splitlines() if line.startswith("| without Gumbel") or line.startswith("| with Gumbel")]
-    assert len(rows) == 3 and "nan" not in " ".join(rows)
-    assert (tmp_path / "kdgan-fig7" / "fig7.png").is_file()
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in grid.RECIPES.glob("*.yaml")))

@@ -165,8 +165,12 @@ def select_transfer_for(cfg: Any, data: Any, fabric: Any) -> Dict[str, Any]:
             "cache": str(selection_cache_path(cache_dir, key, d.transfer_select, d.transfer_k))}
 
 
-def train(cfg: Any, resume: bool = False, overwrite: bool = False) -> Path:
+def train(cfg: Any, resume: bool = False, overwrite: bool = False, callbacks: Sequence[Any] = ()) -> Path:
     """Run ``cfg`` and write its run directory; returns ``runs/<name>``.
+
+    ``callbacks``: :class:`kdlab.engine.callbacks.Callback` s run inside the engine loop with a read-only
+    view of the players (per step, per epoch; see :mod:`kdlab.engine.callbacks` for which hook runs on
+    which rank). They are Python objects, not config: they do not enter ``config.yaml``.
 
     The run directory belongs to this run while it lasts (``<out_dir>/<name>.lock``, taken by rank 0,
     released at the end, also on errors). A directory that already holds a run needs ``resume``
@@ -181,6 +185,7 @@ def train(cfg: Any, resume: bool = False, overwrite: bool = False) -> Path:
             config change that ``resume`` may not make (names the key).
         FileNotFoundError: ``resume`` without ``checkpoints/last.ckpt``.
         kdlab.engine.NonFiniteLossError: a loss became NaN/inf (``last.ckpt`` is kept).
+        kdlab.engine.callbacks.CallbackError: a callback raised (names it; ``last.ckpt`` is kept).
         kdlab.data.DataNotFoundError: the data set is missing offline.
     """
     from kdlab.engine.rundir import RunDirError, RunLock, check_run_dir, run_directory
@@ -216,7 +221,8 @@ def train(cfg: Any, resume: bool = False, overwrite: bool = False) -> Path:
         if fabric.world_size > 1:  # the directory is in place (an old run moved aside) before any rank writes
             fabric.barrier()
         result = Trainer(cfg, run_dir, fabric).fit(method, data.transfer, data.val, resume=resume,
-                                                   resume_state=plan.state if plan is not None else None)
+                                                   resume_state=plan.state if plan is not None else None,
+                                                   callbacks=callbacks)
         if fabric.is_global_zero:
             _finish(cfg, run_dir, data, selection, method, result, fabric, t0)
         return run_dir

@@ -1,4 +1,5 @@
 """The loop every method shares (Lightning Fabric), checkpoints, logging, optimizers."""
+from kdlab.engine.callbacks import Callback, CallbackError, PlayerHandle, PlayersView
 from kdlab.engine.checkpoint import (
     atomic_write,
     atomic_write_text,
@@ -21,6 +22,10 @@ from kdlab.engine.loop import FitResult, NonFiniteLossError, Trainer, copy_with_
 from kdlab.engine.optim import build_optimizer, build_scheduler, optim_with_lr
 
 __all__ = [
+    "Callback",
+    "CallbackError",
+    "PlayerHandle",
+    "PlayersView",
     "GeneratorMismatchError",
     "TeacherMismatchError",
     "check_generator_shape",

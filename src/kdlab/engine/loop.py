@@ -5,7 +5,8 @@ A *method* (see :mod:`kdlab.methods`) owns its players and optimizers and implem
 its own optimizers, so multi-optimizer games fit). The :class:`Trainer` does the rest: devices,
 precision and DDP through Fabric, seeding, the data order, the rich progress bar, ``metrics.jsonl``
 and TensorBoard, validation and best-checkpoint selection (on the validation split, never the test
-split), atomic ``last.ckpt``/``best.ckpt``, ``--resume`` and the stop on a non-finite loss.
+split), atomic ``last.ckpt``/``best.ckpt``, ``--resume`` and the stop on a non-finite loss, and the callbacks (:mod:`kdlab.engine.callbacks`: read-only
+diagnostics per step and per epoch).
 
 Resume granularity is the epoch: ``last.ckpt`` is written after every epoch with the method state
 (weights, optimizers, schedules), the RNG states and the best-so-far record, and the shuffling
@@ -19,12 +20,13 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 from torch import nn
 
 from kdlab.data import make_loader
+from kdlab.engine.callbacks import CallbackList, PlayersView
 from kdlab.engine.checkpoint import WeightsError, load_checkpoint, save_checkpoint
 from kdlab.engine.logging import MetricsLog, ProgressBar, format_values
 from kdlab.engine.optim import apply_schedules, schedules
@@ -153,7 +155,7 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(self, method: Any, train_set: Any, val_set: Any = None, resume: bool = False,
-            resume_state: Optional[Dict[str, Any]] = None) -> FitResult:
+            resume_state: Optional[Dict[str, Any]] = None, callbacks: Sequence[Any] = ()) -> FitResult:
         """Train ``method`` on the transfer source ``train_set`` (any map-style dataset yielding
         :class:`kdlab.data.Batch` es: the labelled training subset, unlabelled out-of-domain images, or
         a data-free :class:`kdlab.data.NoData`); select the best epoch on ``val_set`` (if any).
@@ -164,8 +166,14 @@ class Trainer:
         one the new config gives at this epoch) and are logged as an ``{"event": "resume", "changed":
         ...}`` row of ``metrics.jsonl``.
 
+        ``callbacks``: :class:`kdlab.engine.callbacks.Callback` s, given a read-only
+        :class:`~kdlab.engine.callbacks.PlayersView` of ``method``: ``on_fit_start`` and ``on_step_end`` on
+        every rank, ``on_epoch_end`` (after the epoch's ``last.ckpt``) and ``on_fit_end`` on rank 0 only.
+
         Raises:
             NonFiniteLossError: a loss became NaN/inf (``last.ckpt`` holds the last good epoch).
+            kdlab.engine.callbacks.CallbackError: a callback raised (names it; ``last.ckpt`` holds the last
+                completed epoch).
         """
         from kdlab.config import to_yaml
 
@@ -222,6 +230,10 @@ class Trainer:
         last_values: Dict[str, float] = {}
         key, maximize = method.selection_key, method.selection_mode == "max"
         val = None
+        hooks = CallbackList(callbacks, PlayersView(method, cfg, self.run_dir, rank=fabric.global_rank,
+                                                    world_size=fabric.world_size), fabric, self.ckpt_dir / "last.ckpt")
+        hooks.at(start_epoch, step)
+        hooks.fit_start()
         with ProgressBar(enabled=tcfg.progress and self.is_zero) as bar:
             for epoch in range(start_epoch, epochs):
                 loader = self._train_loader(train_set, epoch)
@@ -263,6 +275,9 @@ class Trainer:
                         self.log.log(step, epoch, values)
                         bar.set_info({k: v for k, v in values.items() if k.startswith("train/") or k == "throughput"})
                         last_values = values
+                    if hooks:
+                        hooks.at(epoch, step)
+                        hooks.step_end(batch, step, out)
                 method.on_epoch_end(epoch)
                 if val_loader is not None:
                     metrics = method.validate(val_loader, fabric.device)
@@ -279,6 +294,11 @@ class Trainer:
                         + format_values(last_values, [k for k in last_values if k.startswith("train/")])
                         + (f"  {key}={val:.4g}" if val is not None else "")
                     )
+                if hooks:
+                    hooks.at(epoch + 1, step)
+                    hooks.epoch_end(epoch, {**last_values, **(metrics if val_loader is not None else {})})
+        hooks.at(epochs, step)
+        hooks.fit_end()
         if val_loader is None:  # no validation split: the last epoch is the selected one
             best_state, _ = self._export(method)
             best = {"epoch": epochs - 1, "value": None}

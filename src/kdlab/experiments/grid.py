@@ -65,7 +65,8 @@ def finished_run(cfg: Any) -> Optional[Path]:
     return None
 
 
-def run_cell(sources: Sequence[Any], overrides: Sequence[str] = (), console: Optional[Console] = None) -> Path:
+def run_cell(sources: Sequence[Any], overrides: Sequence[str] = (), console: Optional[Console] = None,
+             callbacks: Sequence[Any] = (), needs: Sequence[str] = ()) -> Path:
     """Run one cell of a grid: resolve its config, reuse the finished run of that config or train it
     (with ``overwrite``: another run under the same name is moved aside).
 
@@ -73,6 +74,10 @@ def run_cell(sources: Sequence[Any], overrides: Sequence[str] = (), console: Opt
         sources: YAML paths (e.g. :func:`recipe`) and/or config dicts, merged left to right.
         overrides: ``key=value`` strings applied last.
         console: where to say which run is reused or started (default: a console on stderr).
+        callbacks: :class:`kdlab.engine.callbacks.Callback` s of the training (diagnostic traces); they
+            run only when the cell is trained, so a cell whose callbacks write files lists them in ``needs``.
+        needs: files (relative to the run directory) a finished run must also hold to be reused (e.g. the
+            trace a callback writes, its settings in the file name); a run without them is trained again.
 
     Returns:
         The run directory ``out_dir/name``.
@@ -84,15 +89,15 @@ def run_cell(sources: Sequence[Any], overrides: Sequence[str] = (), console: Opt
     cfg = resolve(sources, overrides)
     console = console if console is not None else Console(stderr=True)
     done = finished_run(cfg)
-    if done is not None:
+    if done is not None and all((done / n).is_file() for n in needs):
         console.print(f"[bold]{cfg.name}[/]: reusing the finished run in {done}")
         return done
     console.rule(f"{cfg.name}: {cfg.label}")
     if (Path(cfg.out_dir) / cfg.name).exists():
         # an experiment owns its cells: a run of another config (or an interrupted one) is moved aside.
-        # The keyword only when needed: stand-ins for train (tests) may take the config alone.
-        return train(cfg, overwrite=True)
-    return train(cfg)
+        # The keywords only when needed: stand-ins for train (tests) may take the config alone.
+        return train(cfg, overwrite=True, **({"callbacks": list(callbacks)} if callbacks else {}))
+    return train(cfg, **({"callbacks": list(callbacks)} if callbacks else {}))
 
 
 def read_summary(run: Path) -> Dict[str, Any]:

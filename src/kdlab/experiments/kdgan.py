@@ -292,27 +292,3 @@ def table3(out_dir: Path, scale: str, seeds: Optional[List[int]], overrides: Lis
     lines += ["", "## Orderings", ""] + table3_orderings(by_cell, ns)
     return grid.write_report(out / "kdgan-table3", "KDGAN Table 3 on Fashion-MNIST: classifier size x n (teacher accuracy in "
                              "parentheses)", lines)
-
-
-def in_process_game(cfg: Any) -> tuple:
-    """``(method, datasets)``: the KDGAN game of ``cfg`` built and seeded for play in this process on the
-    CPU, one ``training_step`` at a time without the engine loop (Fig. 7, the teacher-collapse traces)."""
-    import torch
-
-    from kdlab.methods import KDGAN
-    from kdlab.runner import datasets_for
-
-    torch.manual_seed(cfg.seed)
-    data = datasets_for(cfg)
-    m = KDGAN(cfg, data.spec)
-
-    class _CPU:
-        device = torch.device("cpu")
-
-        @staticmethod
-        def backward(loss):
-            loss.backward()
-
-    m.fabric = _CPU()
-    m.train()
-    return m, data

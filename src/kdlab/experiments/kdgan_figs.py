@@ -3,7 +3,11 @@ kdgan-fig7``.
 
 * ``kdgan-fig6``: the teacher's accuracy against gamma (how much the classifier distills into it).
 * ``kdgan-fig7``: variance of the classifier's gradients (adversarial term and distillation term)
-  with and without the Gumbel trick, training on 100 images.
+  with and without the Gumbel trick, training on 100 images. Each game is an engine run; the variances
+  are measured inside it at the start of every epoch by :class:`kdlab.experiments.kdgan_traces.GradVariance`
+  (a callback, through the read-only view of the players). Its sample draws come from a generator of its
+  own: the former in-process loop drew them from the training's stream, so the games (and the numbers)
+  move within seed noise relative to it; now the measurement no longer changes the game it measures.
 
 Protocol, scales and cells: :mod:`kdlab.experiments.kdgan`.
 """
@@ -13,13 +17,23 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from kdlab.experiments import EXPERIMENTS, grid
-from kdlab.experiments.kdgan import METHODS_T4, _base, _merge, _protocol, _scale, _student, _teacher, in_process_game
+from kdlab.experiments.kdgan import METHODS_T4, _base, _merge, _protocol, _scale, _student, _teacher
 from kdlab.experiments.kdgan_report import fig6_orderings, fig7_orderings
-
+from kdlab.experiments.kdgan_traces import GradVariance, read_trace, trace_file
 
 def _score(score: str) -> Dict[str, Any]:
     """``objective`` keys: both players' REINFORCE score (``kdgan_adversarial.score``)."""
     return {p: {"kdgan_adversarial": {"score": score}} for p in ("student", "teacher")}
+
+
+#: Fig. 7's variants: label -> (run tag, KDGAN config sections)
+FIG7_VARIANTS = {
+    "without Gumbel (categorical samples, score log p_c(z))": ("categorical", {"players": {"sampler": "categorical"}}),
+    "with Gumbel (score log p_c(z) at z = argmax y)": ("gumbel-discrete", {"players": {"sampler": "gumbel"},
+                                                                          "objective": _score("discrete")}),
+    "with Gumbel (score log q_c(y), concrete density)": ("gumbel-concrete", {"players": {"sampler": "gumbel"},
+                                                                             "objective": _score("concrete")}),
+}
 
 
 @EXPERIMENTS.register("kdgan-fig6", help="KDGAN Fig. 6: teacher accuracy vs gamma")
@@ -69,37 +83,37 @@ def fig6(out_dir: Path, scale: str, seeds: Optional[List[int]], overrides: List[
 
 @EXPERIMENTS.register("kdgan-fig7", help="KDGAN Fig. 7: gradient variance with and without the Gumbel trick")
 def fig7(out_dir: Path, scale: str, seeds: Optional[List[int]], overrides: List[str]) -> Path:
+    """Train KDGAN on 100 images per variant and seed (engine runs, ``fig7_epochs`` epochs), the gradient
+    variances traced by a callback; write the table, plot and orderings to ``<out_dir>/kdgan-fig7``.
+
+    Raises: ValueError: unknown scale.
+    """
     from kdlab.data import make_loader
+    from kdlab.runner import datasets_for
 
     sc = _scale(scale)
     seeds = seeds or sc["fig_seeds"]
     out = Path(out_dir)
     t = _teacher(sc, 100, out, overrides)
-    variants = {
-        "without Gumbel (categorical samples, score log p_c(z))": {"players": {"sampler": "categorical"}},
-        "with Gumbel (score log p_c(z) at z = argmax y)": {"players": {"sampler": "gumbel"}, "objective": _score("discrete")},
-        "with Gumbel (score log q_c(y), concrete density)": {"players": {"sampler": "gumbel"}, "objective": _score("concrete")},
-    }
+    file = trace_file("gradvar", draws=sc["fig7_draws"])
     curves: Dict[str, Dict[str, List[float]]] = {}
     per_seed: Dict[str, List[float]] = {}  # variant -> per-seed mean adversarial-gradient variance
-    for vname, loss in variants.items():
+    full = None  # all 100 training images in one batch (the same for every run)
+    for vname, (tag, sections) in FIG7_VARIANTS.items():
         adv_all, ds_all = [], []
         for seed in seeds:
-            cfg = grid.resolve([_merge(_base(sc, 100, out), {
-                "name": "kdgan-fig7", "method": "kdgan", "seed": seed, "teacher": {"checkpoint": str(t)},
-                "model": {"name": "mlp", "kwargs": {"hidden": [800, 800]}}, "data": {"batch_size": 20},
-                "players": {"disc_model": "lenet", "disc_kwargs": sc["teacher_kwargs"]}}, loss)], overrides)
-            m, data = in_process_game(cfg)
-            full = next(iter(make_loader(data.train, len(data.train), False, seed)))
-            adv, ds = [], []
-            for epoch in range(sc["fig7_epochs"]):
-                adv.append(_grad_var(m, full, "adv", sc["fig7_draws"]))
-                ds.append(_grad_var(m, full, "ds", sc["fig7_draws"]))
-                for i, b in enumerate(make_loader(data.train, 20, True, seed, epoch)):
-                    m.training_step(b, i)
-                m.on_epoch_end(epoch)
-            adv_all.append(adv)
-            ds_all.append(ds)
+            src = _merge(_base(sc, 100, out), {
+                "name": f"kdgan-fig7-{tag}-s{seed}", "label": vname, "method": "kdgan", "seed": seed,
+                "teacher": {"checkpoint": str(t)}, "model": {"name": "mlp", "kwargs": {"hidden": [800, 800]}},
+                "data": {"batch_size": 20}, "trainer": {"epochs": sc["fig7_epochs"]},
+                "players": {"disc_model": "lenet", "disc_kwargs": sc["teacher_kwargs"]}}, sections)
+            if full is None:
+                data = datasets_for(grid.resolve([src], overrides))
+                full = next(iter(make_loader(data.train, len(data.train), False, seed)))
+            run = grid.run_cell([src], overrides, callbacks=[GradVariance(full, sc["fig7_draws"], file)], needs=[file])
+            rows = read_trace(run, file)
+            adv_all.append([r["adv"] for r in rows])
+            ds_all.append([r["ds"] for r in rows])
         per_seed[vname] = [grid.mean(v) for v in adv_all]
         curves[vname] = {"adv": [grid.mean(list(c)) for c in zip(*adv_all)], "ds": [grid.mean(list(c)) for c in zip(*ds_all)]}
     import matplotlib
@@ -121,7 +135,8 @@ def fig7(out_dir: Path, scale: str, seeds: Optional[List[int]], overrides: List[
     fig.savefig(out / "kdgan-fig7" / "fig7.png", dpi=120)
     plt.close(fig)
     lines = [f"Scale {scale}: KDGAN (estimator: paper, exact control variate, k = 5) trained on 100 real Fashion-MNIST images "
-             f"(10 per class), batch 20, {sc['fig7_epochs']} epochs, seeds {list(seeds)}. At the start of every epoch: the variance "
+             f"(10 per class), batch 20, {sc['fig7_epochs']} epochs, seeds {list(seeds)}. At the start of every epoch (measured "
+             "inside the engine run by a callback, on copies of the classifier's weights): the variance "
              f"(mean over the classifier's parameters of the per-parameter variance) of the classifier's adversarial gradient over "
              f"{sc['fig7_draws']} independent sample draws on all 100 images, and of its distillation gradient over "
              f"{sc['fig7_draws']} random minibatches of 20.", "",
@@ -135,32 +150,3 @@ def fig7(out_dir: Path, scale: str, seeds: Optional[List[int]], overrides: List[
               "Ours (per seed: mean over epochs; paired over seeds on log10 variance):", ""] + fig7_orderings(per_seed)
     return grid.write_report(out / "kdgan-fig7", "KDGAN Fig. 7 on Fashion-MNIST: gradient variance with and without the "
                              "Gumbel trick", lines)
-
-
-def _grad_var(m, batch, which: str, draws: int) -> float:
-    """Mean per-parameter variance of the classifier's gradient of one term over ``draws`` evaluations."""
-    import torch
-
-    from kdlab.data.batch import Batch
-    from kdlab.terms import Outputs
-
-    c, t = m.players["classifier"], m.players["teacher"]
-    x = batch.x
-    xt = batch.teacher_input  # the teacher's (privileged) view, if any
-    params = [p for p in c.net.parameters()]  # the classifier network (c is a kdlab.terms.Student)
-    terms = c.objective.terms  # the classifier's weighted kdgan_adversarial (alpha A_c) and kdgan_distill (beta L_DS)
-    with torch.no_grad():
-        t_logits = t(xt)
-    grads = []
-    gen = torch.Generator().manual_seed(1234)
-    for _ in range(draws):
-        if which == "adv":
-            term = terms["kdgan_adversarial"]
-            loss = term.weight * term(c(x), None, batch)
-        else:
-            idx = torch.randperm(x.shape[0], generator=gen)[:20]
-            term = terms["kdgan_distill"]
-            loss = term.weight * term(c(x[idx]), Outputs(out=t_logits[idx]), Batch(x=x[idx]))
-        g = torch.autograd.grad(loss, params)
-        grads.append(torch.cat([v.flatten() for v in g]))
-    return float(torch.stack(grads).var(0).mean())
