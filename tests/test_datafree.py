@@ -1,6 +1,6 @@
-"""Data-free baselines (dfad, dafl, deepinversion): their pure losses against numpy / closed forms, where
-each generator loss sends its gradient (the generator, never the teacher or the student), short real runs
-on Fashion-MNIST with data.transfer=none, and the errors/warnings a user gets before training."""
+"""Data-free baselines (the recipes dfad, dafl, deepinversion: ``distill`` with ``data.transfer: synth``): their
+pure losses against numpy / closed forms, where each generator term sends its gradient (the generator, never
+the teacher or the student), short real runs on Fashion-MNIST, and the errors a user gets before training."""
 from __future__ import annotations
 
 import json
@@ -126,28 +126,41 @@ def nets(tmp_path_factory):
     return {"vgg": str(vgg), "mlp": str(mlp)}
 
 
-def _method(tmp_path, method, teacher, **players):
-    cfg = load_run_config([small_config(tmp_path, name=method, method=method, teacher={"checkpoint": teacher},
-                                        data={"transfer": "none", "steps_per_epoch": 2, "batch_size": 8},
-                                        model={"name": "mlp", "kwargs": {"hidden": [16]}}, players={**GEN, **players})])
-    return METHODS.get(method)(cfg, SPEC)
+def _method(tmp_path, recipe, teacher, generator=None, **sections):
+    """The recipe (``distill`` with ``data.transfer: synth``) with a small student and generator, built without
+    training; ``generator`` merges over the recipe's ``objective.generator``."""
+    from kdlab.cli import resolve_config
+
+    cfg = load_run_config([resolve_config(recipe), small_config(
+        tmp_path, name=recipe, method="distill", teacher={"checkpoint": teacher},
+        data={"transfer": "synth", "steps_per_epoch": 2, "batch_size": 8, "val_size": 200},
+        model={"name": "mlp", "kwargs": {"hidden": [16]}}, players=GEN,
+        objective={"generator": generator or {}}, **sections)])
+    return METHODS.get("distill")(cfg, SPEC)
+
+
+def _only(recipe, term, **keys):
+    """``objective.generator`` of ``recipe`` with every term but ``term`` at weight 0 (``keys`` set on ``term``)."""
+    from kdlab.cli import resolve_config
+    from omegaconf import OmegaConf
+
+    names = list(OmegaConf.load(resolve_config(recipe)).objective.generator)
+    return {n: ({"weight": 1.0, **keys} if n == term else {"weight": 0.0}) for n in names}
 
 
 COMPONENTS = {
-    "dfad": [("g_l1", {})],
-    "dafl": [("g_oh", {"oh": 1.0, "act": 0.0, "ie": 0.0}), ("g_act", {"oh": 0.0, "act": 1.0, "ie": 0.0}),
-             ("g_ie", {"oh": 0.0, "act": 0.0, "ie": 1.0})],
-    "deepinversion": [(k, {w: float(w == on) for w in ("bn", "oh", "balance", "adv")})
-                      for k, on in (("g_bn", "bn"), ("g_oh", "oh"), ("g_balance", "balance"), ("g_adv", "adv"))]
-    + [("g_bn", {"bn": 1.0, "oh": 0.0, "balance": 0.0, "adv": 0.0, "bn_norm": "concat"}),
-       ("g_oh", {"bn": 0.0, "oh": 1.0, "balance": 0.0, "adv": 0.0, "targets": "random"}),
-       ("g_adv", {"bn": 0.0, "oh": 0.0, "balance": 0.0, "adv": 1.0, "adv_mode": "l1"})],
+    "dfad": [("g_adversarial", {})],
+    "dafl": [(f"g_{t}", _only("dafl", t)) for t in ("one_hot", "activation", "entropy_balance")],
+    "deepinversion": [(f"g_{t}", _only("deepinversion", t)) for t in ("bn_prior", "one_hot", "entropy_balance", "adversarial")]
+    + [("g_bn_prior", _only("deepinversion", "bn_prior", norm="concat")),
+       ("g_one_hot", _only("deepinversion", "one_hot", targets="random")),
+       ("g_adversarial", _only("deepinversion", "adversarial", mode="l1"))],
 }
 
 
-@pytest.mark.parametrize("method,key,weights", [(m, k, w) for m, c in COMPONENTS.items() for k, w in c])
-def test_each_generator_loss_component_reaches_the_generator_only(tmp_path, nets, method, key, weights):
-    m = _method(tmp_path, method, nets["vgg"], **weights)
+@pytest.mark.parametrize("recipe,key,generator", [(m, k, w) for m, c in COMPONENTS.items() for k, w in c])
+def test_each_generator_loss_component_reaches_the_generator_only(tmp_path, nets, recipe, key, generator):
+    m = _method(tmp_path, recipe, nets["vgg"], generator)
     steps = []
 
     def backward_only(name, loss):  # in place of the optimizer step: keep the gradients to inspect them
@@ -156,60 +169,72 @@ def test_each_generator_loss_component_reaches_the_generator_only(tmp_path, nets
 
     m.step_optimizer = backward_only
     m.train()
-    logs = m.synthesize(Batch(size=8), 0)
+    logs = m.synthesizer.synthesize(Batch(size=8))
     assert steps == ["generator"] and math.isfinite(float(logs[key])) and float(logs[key]) != 0.0
     g = [p.grad for p in m.players["generator"].parameters()]
     assert all(x is not None and torch.isfinite(x).all() for x in g) and sum(float(x.abs().sum()) for x in g) > 0
-    assert all(p.grad is None for p in m.teacher_net().parameters())
-    assert all(p.grad is None for p in m.student_net().parameters())
-    assert all(p.requires_grad for p in m.student_net().parameters())  # unfrozen again after the step
+    student = m.players["student"].net
+    assert all(p.grad is None for p in m.frozen["teacher"].parameters())
+    assert all(p.grad is None for p in student.parameters())
+    assert all(p.requires_grad for p in student.parameters())  # unfrozen again after the step
 
 
 def test_deepinversion_random_targets_cost_more_than_the_teachers_own_argmax(tmp_path, nets):
     oh = {}
     for targets in ("argmax", "random"):
         torch.manual_seed(3)  # the same generator weights and latents
-        m = _method(tmp_path, "deepinversion", nets["vgg"], bn=0.0, oh=1.0, balance=0.0, adv=0.0, targets=targets)
+        m = _method(tmp_path, "deepinversion", nets["vgg"], _only("deepinversion", "one_hot", targets=targets))
         m.step_optimizer = lambda name, loss: None
         m.train()
-        oh[targets] = float(m.synthesize(Batch(size=8), 0)["g_oh"])
+        oh[targets] = float(m.synthesizer.synthesize(Batch(size=8))["g_one_hot"])
     assert oh["random"] > oh["argmax"] > 0  # the argmax label has the smallest CE of every row
 
 
 def test_dafl_activation_is_the_input_of_the_teachers_classifier(tmp_path, nets):
-    # VGG-4's fc reads dropout(gap(.)) = gap in eval mode: the pre-hook and the named feature agree
+    # VGG-4's fc reads dropout(gap(.)) = gap in eval mode: the input of fc and the named feature agree
+    from kdlab.terms.objective import forward_features
+
     out, x = [], torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(1))
     for feature in ("", "gap"):
-        m = _method(tmp_path, "dafl", nets["vgg"], feature=feature)
-        t, f = m._teacher_forward(x)
+        m = _method(tmp_path, "dafl", nets["vgg"], {"activation": {"feature": feature}})
+        term = m.synthesizer.g_objective.terms["activation"]
+        t, feats = forward_features(m.frozen["teacher"], x, term.teacher_features)
+        f = feats[term.name]
+        assert term.teacher_features == (["fc:in"] if not feature else ["gap"])
         assert f.shape == (8, 128) and t.shape == (8, 10)  # width 0.25: the last block 512 -> 128 channels
         out.append(f)
     torch.testing.assert_close(out[0], out[1])
-    with pytest.raises(ConfigError, match=r"players.feature = 'nope'.*known features: .*gap"):
-        _method(tmp_path, "dafl", nets["vgg"], feature="nope")
+    with pytest.raises(ConfigError, match=r"term 'activation'.*unknown feature 'nope'.*known features: .*gap"):
+        _method(tmp_path, "dafl", nets["vgg"], {"activation": {"feature": "nope"}})
 
 
 def test_deepinversion_refuses_a_teacher_without_batchnorm(tmp_path, nets):
-    with pytest.raises(ConfigError, match=r"'deepinversion'.*BatchNorm.*teacher 'mlp'.*no BatchNorm"):
+    with pytest.raises(ConfigError, match=r"term 'bn_prior'.*BatchNorm.*teacher 'mlp' has no BatchNorm"):
         _method(tmp_path, "deepinversion", nets["mlp"])
-    assert len(_method(tmp_path, "deepinversion", nets["vgg"])._bn) == 3  # vgg4: conv1_1, conv2_1, conv3_1
+    bn = _method(tmp_path, "deepinversion", nets["vgg"]).synthesizer.g_objective.terms["bn_prior"]
+    assert len(bn.teacher_features) == 3 and all(n.endswith(":in") for n in bn.teacher_features)  # vgg4: 3 BN layers
 
 
-@pytest.mark.parametrize("method", sorted(COMPONENTS))
-def test_a_transfer_set_given_to_a_data_free_method_is_ignored_with_a_warning(tmp_path, nets, method):
-    cfg = load_run_config([small_config(tmp_path, method=method, teacher={"checkpoint": nets["vgg"]},
-                                        model={"name": "mlp", "kwargs": {"hidden": [16]}}, players=GEN)])
-    with pytest.warns(UserWarning, match=rf"method '{method}' is data-free: it ignores the images of data.transfer"):
-        m = METHODS.get(method)(cfg, SPEC)
-    assert m.uses_transfer is False
+def test_data_free_classifier_students_are_pointed_to_synth(tmp_path, nets):
+    with pytest.raises(ConfigError, match=r"data.transfer = 'none'.*method 'distill'.*data.transfer=synth"):
+        train(load_run_config([small_config(tmp_path, method="distill", teacher={"checkpoint": nets["vgg"]},
+                                            data={"transfer": "none", "steps_per_epoch": 2})]))
 
 
 def test_published_defaults():
-    d = {n: METHODS.get(n).Config() for n in COMPONENTS}
-    assert d["dfad"].synth_every == 5 and METHODS.get("dfad").default_objective == {"student": {"l1": {"weight": 1.0}}}
-    assert (d["dafl"].oh, d["dafl"].act, d["dafl"].ie, d["dafl"].log_base) == (1.0, 0.1, 5.0, "10")
-    c = d["deepinversion"]
-    assert (c.bn, c.oh, c.adv, c.balance, c.log_base, c.synth_every) == (1.0, 1.0, 1.0, 20.0, "e", 10)
+    from kdlab.cli import resolve_config
+
+    r = {n: load_run_config([resolve_config(n)]) for n in COMPONENTS}
+    g = {n: {k: dict(v) for k, v in r[n].objective.generator.items()} for n in r}
+    assert r["dfad"].players.synth_every == 5 and dict(r["dfad"].objective.student.l1)["weight"] == 1.0
+    assert g["dfad"]["adversarial"]["mode"] == "l1" and g["dfad"]["adversarial"]["reduction"] == "mean"
+    assert (g["dafl"]["one_hot"]["weight"], g["dafl"]["activation"]["weight"], g["dafl"]["entropy_balance"]["weight"],
+            g["dafl"]["entropy_balance"]["log_base"]) == (1.0, 0.1, 5.0, "10")
+    d = g["deepinversion"]
+    assert (d["bn_prior"]["weight"], d["one_hot"]["weight"], d["adversarial"]["weight"], d["entropy_balance"]["weight"],
+            d["entropy_balance"]["log_base"], r["deepinversion"].players.synth_every) == (1.0, 1.0, 1.0, 20.0, "e", 10)
+    for n in r:
+        assert r[n].method == "distill" and r[n].data.transfer == "synth"
 
 
 # ------------------------------------------------------------------------------------------- real runs
@@ -221,21 +246,23 @@ def bn_teacher(tmp_path_factory):
                                                trainer={"epochs": 1}, eval={"latency": False, "noise_sigmas": [0.0]})]))
 
 
-EXPECTED = {"dfad": {"g_l1", "l1"}, "dafl": {"g_oh", "g_act", "g_ie", "kd"},
-            "deepinversion": {"g_bn", "g_oh", "g_balance", "g_adv", "kd"}}
+EXPECTED = {"dfad": {"g_adversarial", "l1"}, "dafl": {"g_one_hot", "g_activation", "g_entropy_balance", "kd"},
+            "deepinversion": {"g_bn_prior", "g_one_hot", "g_entropy_balance", "g_adversarial", "kd"}}
 
 
-@pytest.mark.parametrize("method", sorted(EXPECTED))
-def test_short_data_free_run_finishes_with_finite_losses(tmp_path, bn_teacher, method):
-    cfg = load_run_config([small_config(tmp_path, name=method, method=method, teacher={"checkpoint": str(bn_teacher)},
-                                        data={"transfer": "none", "steps_per_epoch": 3, "batch_size": 16},
-                                        model={"name": "mlp", "kwargs": {"hidden": [32]}}, players=GEN,
-                                        trainer={"epochs": 1, "log_every_n_steps": 1},
-                                        eval={"latency": False, "noise_sigmas": [0.0]})])
+@pytest.mark.parametrize("recipe", sorted(EXPECTED))
+def test_short_data_free_run_finishes_with_finite_losses(tmp_path, bn_teacher, recipe):
+    from kdlab.cli import resolve_config
+
+    cfg = load_run_config([resolve_config(recipe), small_config(
+        tmp_path, name=recipe, method="distill", teacher={"checkpoint": str(bn_teacher)},
+        data={"transfer": "synth", "steps_per_epoch": 3, "batch_size": 16, "val_size": 200},
+        model={"name": "mlp", "kwargs": {"hidden": [32]}}, players={**GEN, "synth_every": 5},
+        trainer={"epochs": 1, "log_every_n_steps": 1}, eval={"latency": False, "noise_sigmas": [0.0]})])
     run = train(cfg)
     rows = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "train/loss" in r]
     assert len(rows) == 3
-    for key in EXPECTED[method] | {"g_loss", "loss"}:
+    for key in EXPECTED[recipe] | {"g_loss", "loss"}:
         assert all(math.isfinite(r[f"train/{key}"]) for r in rows), key
     summary = json.loads((run / "summary.json").read_text())
     assert summary["data"]["n_transfer"] == 3 * 16 and 0 <= summary["test_acc_best"] <= 100

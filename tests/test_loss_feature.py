@@ -13,7 +13,6 @@ import torch
 from kdlab.config import ConfigError
 from kdlab.data.batch import Batch
 from kdlab.engine import load_checkpoint
-from kdlab.losses._common import LOSSES
 from kdlab.losses.ab import ab_loss
 from kdlab.losses.fsp import fsp_loss, fsp_matrix
 from kdlab.losses.ft import Paraphraser, ft_loss
@@ -98,7 +97,6 @@ def test_fsp_matrix_and_loss_match_numpy_loops():
     want = np_fsp_loss(*(x.numpy() for x in (s1, s2, t1, t2)))
     assert float(fsp_loss(s1, s2, t1, t2)) == pytest.approx(want, rel=1e-10)
     assert float(fsp_loss(s1, s2, s1, s2)) == 0.0
-    assert LOSSES.get("fsp") is fsp_loss
 
 
 def test_fsp_teacher_gets_no_gradient_and_bad_input():

@@ -14,7 +14,6 @@ from kdlab.data.batch import Batch
 from kdlab.config import ConfigError
 from kdlab.engine import load_checkpoint
 from kdlab.engine.generators import save_generator
-from kdlab.losses._common import LOSSES
 from kdlab.losses.cc import cc_correlation, cc_loss
 from kdlab.losses.pkt import pkt_loss
 from kdlab.losses.rkd import rkd_loss
@@ -102,10 +101,6 @@ def np_cc(zs, zt, kernel="gaussian", gamma=0.4, order=2):
 
 # ---------------------------------------------------------------------------------------------
 # values against numpy
-def test_registered():
-    assert [LOSSES.get(n) for n in RELATIONAL] == [rkd_loss, pkt_loss, sp_loss, cc_loss]
-
-
 @pytest.mark.parametrize("wd,wa", [(25.0, 50.0), (1.0, 2.0), (1.0, 0.0), (0.0, 3.0)])
 def test_rkd_matches_numpy(wd, wa):
     s, t = _rand(6, 5, seed=1), _rand(6, 9, seed=2, scale=3.0)  # different widths

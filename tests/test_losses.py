@@ -12,7 +12,6 @@ import torch
 import torch.nn as nn
 
 from kdlab.losses import (
-    LOSSES,
     HintLoss,
     attention_loss,
     attention_losses,
@@ -21,7 +20,6 @@ from kdlab.losses import (
     kd_loss,
     logit_matching,
 )
-from kdlab.registry import UnknownNameError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "losses.json"
 
@@ -58,21 +56,6 @@ def np_att_zagoruyko(fs, ft, p=2):
         return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
 
     return np.mean((at(fs) - at(ft)) ** 2)
-
-
-# ---------------------------------------------------------------------------------------------
-# registry
-def test_registry_holds_the_five_losses():
-    # other papers' losses register too (e.g. jacobian, jacobian_penalty): the five are a subset
-    assert {"attention", "ce", "hints", "kd", "logits"} <= set(LOSSES.names())
-    assert LOSSES.get("kd") is kd_loss
-    assert LOSSES.get("CE") is cross_entropy
-    assert LOSSES.get("logits") is logit_matching
-    assert LOSSES.get("hints") is HintLoss
-    assert LOSSES.get("attention") is attention_loss
-    assert all(LOSSES.describe().values())
-    with pytest.raises(UnknownNameError, match="kd"):
-        LOSSES.get("kld")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""MosaicKD: the generator's and discriminator's losses against closed forms and numpy, the supplement's
-A.3 identity, the game's gradient routing, and a short real run (Fashion-MNIST teacher, MNIST digits OOD)."""
+"""MosaicKD (the ``mosaickd`` recipe: the synthesizer with a patch discriminator on out-of-domain images): the
+generator's and discriminator's losses against closed forms and numpy, the supplement's A.3 identity, the
+game's gradient routing, and a short real run (Fashion-MNIST teacher, MNIST digits OOD)."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,6 @@ from kdlab.config import ConfigError
 from kdlab.data import dataset_spec
 from kdlab.losses.mosaic import (adversarial_kl, align_loss, balance_loss, gan_value, optimal_discriminator,
                                  patch_bce, patch_discriminator_loss)
-from kdlab.methods.mosaickd import MosaicKD
 from kdlab.models.gan import DISCRIMINATORS, GENERATORS
 from kdlab.runner import load_run_config, train
 
@@ -131,19 +131,34 @@ def teacher(tmp_path_factory):
     return train(load_run_config([small_config(tmp, name="teacher", trainer={"epochs": 1})]))
 
 
+#: the recipe's generator terms, by the supplement's names: adv, align, local (patch realism), balance
+NAMES = {"adv": "adversarial", "align": "align", "local": "gan", "balance": "entropy_balance"}
+
+
 def _cfg(tmp_path, teacher, data=None, objective=None, **players):
-    return load_run_config([small_config(
-        tmp_path, name="mosaic", method="mosaickd", teacher={"checkpoint": str(teacher)},
-        model={"name": "mlp", "kwargs": {"hidden": [32]}},
-        data={"transfer": "mnist-digits", "batch_size": 16, **(data or {})}, players={**GEN, **players},
+    """The ``mosaickd`` recipe (``distill`` with ``data.transfer: synth``, MNIST digits as ``data.synth_real``) with a
+    small student and generator; ``objective`` and ``players`` merge over the recipe's."""
+    from kdlab.cli import resolve_config
+
+    return load_run_config([resolve_config("mosaickd"), small_config(
+        tmp_path, name="mosaic", method="distill", teacher={"checkpoint": str(teacher)},
+        model={"name": "lenet", "kwargs": {"channels": [4, 8], "fc": 32}},
+        data={"batch_size": 16, "val_size": 200, **(data or {})}, players={**GEN, **players},
         objective=objective or {})])
 
 
-def _method(tmp_path, teacher, **players):
+def _weights(**w):
+    """``objective.generator`` with the supplement's weights (``adv=1.0`` ...), the other terms at 0."""
+    return {"generator": {NAMES[k]: {"weight": float(w.get(k, 0.0))} for k in NAMES}}
+
+
+def _method(tmp_path, teacher, objective=None, **players):
     from lightning_fabric import Fabric
 
+    from kdlab.methods import METHODS
+
     torch.manual_seed(0)
-    m = MosaicKD(_cfg(tmp_path, teacher, **players), SPEC)
+    m = METHODS.get("distill")(_cfg(tmp_path, teacher, objective=objective, **players), SPEC)
     m.setup(Fabric(accelerator="cpu", devices=1))
     m.train()
     return m
@@ -153,49 +168,56 @@ def _grads(module):
     return [p.grad for p in module.parameters()]
 
 
-ZERO = {"adv": 0.0, "align": 0.0, "local": 0.0, "balance": 0.0}
+def _backward_only(m):
+    m.step_optimizer = lambda name, loss: loss.backward()  # keep the gradients, change no weight
 
 
-@pytest.mark.parametrize("term", ["adv", "align", "local", "balance"])
+@pytest.mark.parametrize("term", sorted(NAMES))
 def test_each_generator_term_alone_trains_the_generator_only(tmp_path, teacher, map_disc, term):
-    m = _method(tmp_path, teacher, disc=map_disc, **{**ZERO, term: 1.0})
-    logs = m.g_step(m.generate(8, m.device()))
+    m = _method(tmp_path, teacher, _weights(**{term: 1.0}), discriminator=map_disc)
+    _backward_only(m)
+    synth = m.synthesizer
+    logs = synth.g_step(synth.generate(8, synth.device()))
     gen_grads = [g for g in _grads(m.players["generator"]) if g is not None]
     assert gen_grads and sum(float(g.abs().sum()) for g in gen_grads) > 0
+    student = m.players["student"].net
     assert all(g is None for g in _grads(m.frozen["teacher"]))
-    assert all(g is None for g in _grads(m.student_net()))  # frozen during G's step
+    assert all(g is None for g in _grads(student))  # frozen during G's step
     assert all(g is None for g in _grads(m.players["discriminator"]))
-    assert all(p.requires_grad for p in m.student_net().parameters())  # and unfrozen again
-    assert f"g_{term}" in logs and float(logs["g_loss"]) == pytest.approx(float(logs[f"g_{term}"]), rel=1e-6)
+    assert all(p.requires_grad for p in student.parameters())  # and unfrozen again
+    key = f"g_{NAMES[term]}"
+    assert key in logs and float(logs["g_loss"]) == pytest.approx(float(logs[key]), rel=1e-6)
 
 
 def test_generator_terms_match_numpy_on_the_same_images(tmp_path, teacher, map_disc):
-    m = _method(tmp_path, teacher, disc=map_disc, adv=1.0, align=2.0, local=3.0, balance=4.0)
-    fake = m.generate(8, m.device())
-    terms = m.generator_terms(fake)
+    m = _method(tmp_path, teacher, {"generator": {"adversarial": {"weight": 1.0}, "align": {"weight": 2.0},
+                                                  "gan": {"weight": 3.0}, "entropy_balance": {"weight": 4.0}}},
+                discriminator=map_disc)
+    _backward_only(m)
+    synth = m.synthesizer
+    fake = synth.generate(8, synth.device())
     with torch.no_grad():
         pt = _softmax(m.frozen["teacher"](fake).double().numpy())
-        ps = _softmax(m.student_net()(fake).double().numpy())
+        ps = _softmax(m.players["student"].net(fake).double().numpy())
         dmap = m.players["discriminator"](fake).double().numpy()
     pbar = pt.mean(0)
-    terms = {k: v.detach() for k, v in terms.items()}
-    assert float(terms["g_balance"]) == pytest.approx(float((pbar * np.log2(pbar)).sum()), rel=1e-4)  # default: log2
-    assert float(terms["g_align"]) == pytest.approx(float(-(pt * np.log(pt)).sum(1).mean()), rel=1e-4)
-    assert float(terms["g_adv"]) == pytest.approx(-float((pt * np.log(pt / ps)).sum(1).mean()), rel=1e-3, abs=1e-6)
-    assert float(terms["g_local"]) == pytest.approx(float(np.log1p(np.exp(-dmap)).sum() / 8), rel=1e-4)
-    logs = m.g_step(fake)
-    want = sum(w * float(logs[k]) for k, w in (("g_adv", 1), ("g_align", 2), ("g_local", 3), ("g_balance", 4)))
-    assert float(logs["g_loss"]) == pytest.approx(want, rel=1e-5)
+    logs = {k: float(v) for k, v in synth.g_step(fake).items()}  # each term times its weight
+    assert logs["g_entropy_balance"] == pytest.approx(4 * float((pbar * np.log2(pbar)).sum()), rel=1e-4)  # recipe: log2
+    assert logs["g_align"] == pytest.approx(2 * float(-(pt * np.log(pt)).sum(1).mean()), rel=1e-4)
+    assert logs["g_adversarial"] == pytest.approx(-float((pt * np.log(pt / ps)).sum(1).mean()), rel=1e-3, abs=1e-6)
+    assert logs["g_gan"] == pytest.approx(3 * float(np.log1p(np.exp(-dmap)).sum() / 8), rel=1e-4)  # patch_sum
+    want = sum(logs[f"g_{t}"] for t in NAMES.values())
+    assert logs["g_loss"] == pytest.approx(want, rel=1e-5)
 
 
 def test_discriminator_step_lowers_its_bce_on_a_fixed_toy_problem(tmp_path, teacher, map_disc):
     # the published D optimizer (Adam, betas (0.5, 0.999)) at lr 1e-2 instead of 1e-3: a visible change in 10 steps
     d_optim = {"name": "adam", "lr": 1e-2, "betas": [0.5, 0.999], "weight_decay": 0.0}
-    m = _method(tmp_path, teacher, disc=map_disc, d_optim=d_optim)
+    m = _method(tmp_path, teacher, discriminator=map_disc, d_optim=d_optim)
     g = torch.Generator().manual_seed(0)
     real = torch.randn(16, 1, 28, 28, generator=g) * 0.1  # "real": left half bright, right half dark
     real[..., :14] += 2.0
-    fake = m.generate(16, m.device()).detach()
+    fake = m.synthesizer.generate(16, m.synthesizer.device()).detach()
     disc = m.players["discriminator"]
 
     def bce():
@@ -204,7 +226,7 @@ def test_discriminator_step_lowers_its_bce_on_a_fixed_toy_problem(tmp_path, teac
 
     seen = [bce()]
     for _ in range(10):
-        m.d_step(real, fake)
+        m.synthesizer.d_step(real, fake)
         seen.append(bce())
     assert all(b < a for a, b in zip(seen, seen[1:])), seen
     assert seen[-1] < seen[0] - 1.5, seen  # nats per image, summed over the 7 x 7 map
@@ -212,74 +234,87 @@ def test_discriminator_step_lowers_its_bce_on_a_fixed_toy_problem(tmp_path, teac
 
 
 def test_regularizer_settings_of_fig1(tmp_path, teacher, map_disc):
-    none = _method(tmp_path, teacher, regularizer="none")
-    assert "discriminator" not in none.players
     from kdlab.data import Batch
+    from kdlab.experiments.mosaickd import REGULARIZERS
 
-    logs = none.synthesize(Batch(x=torch.zeros(4, 1, 28, 28)), 0)
-    assert "d_loss" not in logs and "g_local" not in logs and {"g_adv", "g_align", "g_balance"} <= set(logs)
-    image = _method(tmp_path, teacher, regularizer="image", image_disc="dcgan", image_disc_kwargs={"d": 8})
-    assert image.disc_cells == 1
-    patch = _method(tmp_path, teacher, disc=map_disc)
-    assert patch.disc_cells == 49
-    logs = patch.synthesize(Batch(x=torch.zeros(4, 1, 28, 28)), 0)
-    assert {"d_loss", "g_loss", "g_adv", "g_align", "g_local", "g_balance"} <= set(logs)
+    overrides = {}
+    for item in REGULARIZERS["none"]:  # the experiment's "no discriminator" row, as its dotted overrides
+        key, value = item.split("=")
+        node = overrides
+        parts = key.split(".")
+        for k in parts[:-1]:
+            node = node.setdefault(k, {})
+        node[parts[-1]] = None if value == "null" else float(value)
+    none = _method(tmp_path, teacher, overrides["objective"], **overrides["players"])
+    assert "discriminator" not in none.players
+    logs = none.synthesizer.synthesize(Batch(x=torch.zeros(4, 1, 28, 28)))
+    assert "d_loss" not in logs and "g_gan" not in logs and {"g_adversarial", "g_align", "g_entropy_balance"} <= set(logs)
+    image = _method(tmp_path, teacher, discriminator="dcgan", disc_kwargs={"d": 8})  # one logit per image
+    assert image.players["discriminator"](torch.zeros(2, 1, 28, 28)).shape == (2,)
+    patch = _method(tmp_path, teacher, discriminator=map_disc)
+    assert patch.players["discriminator"](torch.zeros(2, 1, 28, 28)).shape == (2, 1, 7, 7)
+    logs = patch.synthesizer.synthesize(Batch(x=torch.zeros(4, 1, 28, 28)))
+    assert {"d_loss", "g_loss", "g_adversarial", "g_align", "g_gan", "g_entropy_balance"} <= set(logs)
 
 
 def test_refused_configs_name_the_bad_value(tmp_path, teacher, map_disc):
-    with pytest.raises(ConfigError, match=r"'mosaickd'.*data.transfer = 'none'"):
-        MosaicKD(_cfg(tmp_path, teacher, data={"transfer": "none", "steps_per_epoch": 2}), SPEC)
-    with pytest.raises(ConfigError, match=r"players.disc = 'pach' is not a registered discriminator; accepted: .*dcgan"):
-        MosaicKD(_cfg(tmp_path, teacher, disc="pach"), SPEC)
-    with pytest.raises(ConfigError, match=r"players.image_disc_kwargs = \{'widths': 3\} do not fit .*'dcgan'.*accepted: d"):
-        MosaicKD(_cfg(tmp_path, teacher, regularizer="image", image_disc="dcgan", image_disc_kwargs={"widths": 3}), SPEC)
-    with pytest.raises(ConfigError, match=r"regularizer = 'image' needs one logit per image.*\(7, 7\)"):
-        MosaicKD(_cfg(tmp_path, teacher, regularizer="image", image_disc=map_disc), SPEC)
-    if "patch" in DISCRIMINATORS:  # the Table 3 patch D: a map at every final stride, no full-image regulariser
+    from kdlab.methods import METHODS
+
+    def build(**kw):
+        return METHODS.get("distill")(_cfg(tmp_path, teacher, **kw), SPEC)
+
+    with pytest.raises(ConfigError, match=r"players.discriminator = 'patch'.*set data.synth_real"):
+        build(data={"synth_real": None, "steps_per_epoch": 2})
+    with pytest.raises(ConfigError, match=r"players.discriminator = 'pach'; accepted: .*dcgan"):
+        build(discriminator="pach")
+    with pytest.raises(ConfigError, match=r"players.disc_kwargs = \{'widths': 3\} do not fit .*'dcgan'.*accepted: d"):
+        build(discriminator="dcgan", disc_kwargs={"widths": 3})
+    if "patch" in DISCRIMINATORS:  # the Table 3 patch D: a map at every final stride
         with pytest.raises(ConfigError, match=r"players.disc_kwargs = \{'final_stride': 5\}.*accepted: 1, 2, 3, 4"):
-            MosaicKD(_cfg(tmp_path, teacher, disc="patch", disc_kwargs={"final_stride": 5}), SPEC)
-        with pytest.raises(ConfigError, match=r"needs one logit per image; players.image_disc = 'patch' gives a \(2, 2\)"):
-            MosaicKD(_cfg(tmp_path, teacher, regularizer="image", image_disc="patch",
-                          image_disc_kwargs={"final_stride": 4}), SPEC)
-    with pytest.raises(ConfigError, match="every generator weight is 0"):
-        MosaicKD(_cfg(tmp_path, teacher, regularizer="none", **{**ZERO, "local": 1.0}), SPEC)
-    with pytest.raises(ConfigError, match=r"regularizer.*accepted: patch, image, none"):
-        _cfg(tmp_path, teacher, regularizer="full")
+            build(disc_kwargs={"final_stride": 5})
+    with pytest.raises(ConfigError, match="objective.generator has no term with a weight > 0"):
+        build(objective=_weights())
+    with pytest.raises(ConfigError, match=r"objective.generator.gan.reduction = 'patch_sum'.*needs mode = 'vanilla'"):
+        build(objective={"generator": {"gan": {"mode": "hinge"}}})
 
 
 @pytest.mark.timeout(300)
 def test_short_real_run_on_mnist_digits(tmp_path, teacher, monkeypatch):
-    disc = {"disc": "patch", "disc_kwargs": {"ndf": 16}} if "patch" in DISCRIMINATORS else {"disc": "toymap"}
-    if disc["disc"] == "toymap":
+    disc = {"discriminator": "patch", "disc_kwargs": {"ndf": 16}} if "patch" in DISCRIMINATORS else {"discriminator": "toymap"}
+    if disc["discriminator"] == "toymap":
         monkeypatch.setitem(DISCRIMINATORS._entries, "toymap", _MapD)
         monkeypatch.setitem(DISCRIMINATORS._help, "toymap", "test patch D")
     terms = {"kd": {"weight": 1.0, "temperature": 1.0}, "logits": {"weight": 0.5}}  # an extra term composes
     cfg = _cfg(tmp_path, teacher, data={"transfer_n": 200, "batch_size": 20}, objective={"student": terms}, **disc)
     run = train(cfg)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    keys = ("train/d_loss", "train/g_loss", "train/g_adv", "train/g_align", "train/g_local", "train/g_balance",
-            "train/kd", "train/logits", "train/loss")
+    keys = ("train/d_loss", "train/g_loss", "train/g_adversarial", "train/g_align", "train/g_gan",
+            "train/g_entropy_balance", "train/kd", "train/logits", "train/loss")
     logged = [r for r in rows if "train/g_loss" in r]
     assert logged
     for r in logged:
         assert all(k in r and math.isfinite(r[k]) for k in keys), r
-        assert -math.log2(10) - 1e-5 <= r["train/g_balance"] <= 1e-6
+        assert -10 * math.log2(10) - 1e-4 <= r["train/g_entropy_balance"] <= 1e-5  # weight 10 times [-log2 K, 0]
         assert r["train/loss"] == pytest.approx(r["train/kd"] + r["train/logits"], rel=1e-4)
     assert sorted(p.name for p in (run / "samples").glob("epoch_*.png")) == ["epoch_001.png", "epoch_002.png",
                                                                               "epoch_003.png"]
     s = json.loads((run / "summary.json").read_text())
-    assert s["data"]["transfer"] == "mnist-digits" and math.isfinite(s["test_acc_best"])
-    assert s["mosaickd"]["regularizer"] == "patch" and s["mosaickd"]["balance"] == 10.0
+    assert s["data"]["transfer"] == "synth" and math.isfinite(s["test_acc_best"])
+    synth = s["synthesizer"]
+    assert synth["discriminator"] == disc["discriminator"] and synth["synth_real"] == "mnist-digits"
+    assert synth["objective"]["generator"]["entropy_balance"]["weight"] == 10.0
 
 
 def test_recipe_holds_the_published_weights_and_ood_source():
     from kdlab.cli import resolve_config
-    from kdlab.methods.mosaickd import MosaicKDConfig
 
     cfg = load_run_config([resolve_config("mosaickd")])
-    lc, published = cfg.players, MosaicKDConfig()
-    assert cfg.method == "mosaickd" and cfg.data.transfer == "mnist-digits" and cfg.data.name == "fashion-mnist"
-    assert (lc.adv, lc.align, lc.local, lc.balance, lc.temperature) == (1.0, 1.0, 1.0, 10.0, 1.0)
-    assert (published.adv, published.align, published.local, published.balance) == (1.0, 1.0, 1.0, 10.0)
-    assert lc.balance_log == published.balance_log == "2" and lc.synth_every == 5 and lc.regularizer == "patch"
+    g, d, lc = cfg.objective.generator, cfg.objective.discriminator, cfg.players
+    assert cfg.method == "distill" and cfg.data.transfer == "synth" and cfg.data.synth_real == "mnist-digits"
+    assert cfg.data.name == "fashion-mnist"
+    assert (g.adversarial.weight, g.align.weight, g.gan.weight, g.entropy_balance.weight) == (1.0, 1.0, 1.0, 10.0)
+    assert (g.adversarial.mode, g.adversarial.temperature, g.entropy_balance.log_base) == ("kl", 1.0, "2")
+    assert (g.gan.mode, g.gan.reduction, d.gan.mode, d.gan.reduction) == ("vanilla", "patch_sum", "vanilla", "patch_sum")
+    assert lc.synth_every == 5 and lc.discriminator == "patch" and lc.generator == "mosaic"
+    assert dict(cfg.objective.student.kd) == {"weight": 1.0, "temperature": 1.0, "reduction": "batchmean", "t_squared": True}
     assert (lc.d_optim.name, lc.d_optim.lr, list(lc.d_optim.betas)) == ("adam", 1e-3, [0.5, 0.999])

@@ -92,8 +92,11 @@ def check_transfer(cfg: Any, method: Any) -> None:
     if cfg.data.transfer != TRANSFER_NONE or getattr(method, "synthesizes", False) is not False:
         return
     able = [n for n in METHODS.names() if getattr(METHODS.get(n), "synthesizes", False) is not False]
+    synth = [n for n in METHODS.names() if not METHODS.get(n).synth_unsupported]
     raise ConfigError(f"data.transfer = 'none' (data-free): method {cfg.method!r} trains on transfer data and does not "
-                      f"synthesise its batches here; methods that can run data-free: {', '.join(able) or '(none)'}")
+                      f"synthesise its batches here; methods that can run data-free: {', '.join(able) or '(none)'}; "
+                      f"a classifier student ({', '.join(synth)}) learns data-free from a generator with "
+                      "data.transfer=synth (recipes dfad, dafl, deepinversion)")
 
 
 def check_selection(cfg: Any) -> None:

@@ -146,4 +146,7 @@ class ClassifierStudentMethod(Method):
         cache = (self.teacher_cache.describe() if self.teacher_cache is not None else
                  {"location": None, "why_not": "; ".join(self.cache_blockers) or
                   ("trainer.teacher_cache=off" if self.cfg.trainer.teacher_cache == "off" else "no term uses the teacher")})
-        return {"teacher": network_identity(self.frozen["teacher"], self.teacher_path), "teacher_cache": cache}
+        out = {"teacher": network_identity(self.frozen["teacher"], self.teacher_path), "teacher_cache": cache}
+        if self.synthesizer is not None:
+            out["synthesizer"] = self.synthesizer.describe()
+        return out

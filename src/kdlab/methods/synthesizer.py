@@ -164,6 +164,16 @@ class Synthesizer:
                               f"{image}; the synthesizer needs one logit [B] or a logit map [B, 1, h, w]")
         return disc
 
+    def describe(self) -> Dict[str, Any]:
+        """What ``summary.json`` records of the synthesis: the players, the real images and each objective."""
+        from omegaconf import OmegaConf
+
+        cfg = self.method.cfg
+        players = [p for p in ("generator", "discriminator") if p in cfg.objective]
+        return {"generator": cfg.players.generator, "discriminator": cfg.players.discriminator,
+                "synth_real": cfg.data.synth_real, "synth_every": self.every, "synth_steps": self.steps,
+                "batch": self.batch_size, "objective": {p: OmegaConf.to_container(cfg.objective[p]) for p in players}}
+
     # -- images ------------------------------------------------------------------------------------
     def device(self) -> torch.device:
         return next(unwrap(self.method.players["generator"]).parameters()).device
