@@ -22,10 +22,12 @@ def teacher(tmp_path_factory):
     return train(load_run_config([small_config(tmp, name="teacher", trainer={"epochs": 1})]))
 
 
-@pytest.mark.parametrize("method", ["mosaickd", "dfad"])
-def test_nan_generator_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, teacher, monkeypatch, method):
-    cls = METHODS.get(method)
-    original = cls.training_step
+@pytest.mark.parametrize("recipe", ["mosaickd", "dfad"])
+def test_nan_generator_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, teacher, monkeypatch, recipe):
+    from kdlab.cli import resolve_config
+
+    cls = METHODS.get("distill")
+    original = cls.step
 
     def poisoned(self, batch, step):
         if step == 4:  # second epoch (3 steps per epoch): the generator's weights turn NaN
@@ -33,15 +35,13 @@ def test_nan_generator_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path
                 next(self.players["generator"].parameters()).fill_(float("nan"))
         return original(self, batch, step)
 
-    monkeypatch.setattr(cls, "training_step", poisoned)
-    data = ({"transfer": "mnist-digits", "transfer_n": 48} if method == "mosaickd"
-            else {"transfer": "none", "steps_per_epoch": 3})
-    players = {k: v for k, v in TINY_GEN.items() if method == "mosaickd" or not k.startswith("disc")}
-    objective = {"student": {"l1": {"weight": 1.0}}} if method == "dfad" else {}
-    cfg = load_run_config([small_config(tmp_path, name="nan", method=method, teacher={"checkpoint": str(teacher)},
-                                        model={"name": "mlp", "kwargs": {"hidden": [16]}},
-                                        data={**data, "batch_size": 16}, players=players, objective=objective,
-                                        trainer={"epochs": 3})])
+    monkeypatch.setattr(cls, "step", poisoned)
+    data = ({"synth_real": "mnist-digits", "transfer_n": 48} if recipe == "mosaickd" else {"steps_per_epoch": 3})
+    players = {k: v for k, v in TINY_GEN.items() if recipe == "mosaickd" or not k.startswith("disc")}
+    cfg = load_run_config([resolve_config(recipe), small_config(
+        tmp_path, name="nan", method="distill", teacher={"checkpoint": str(teacher)},
+        model={"name": "lenet", "kwargs": {"channels": [4, 8], "fc": 16}},
+        data={**data, "batch_size": 16, "val_size": 200}, players=players, trainer={"epochs": 3})])
     with pytest.raises(NonFiniteLossError, match="epoch 2"):
         train(cfg)
     last = load_checkpoint(tmp_path / "nan" / "checkpoints" / "last.ckpt")
@@ -64,13 +64,16 @@ def test_mosaickd_beats_kd_on_the_same_ood_digits(tmp_path):
                "optim": {"name": "adam", "lr": 0.001, "weight_decay": 0.0, "scheduler": "cosine"},
                "trainer": {"epochs": 4}, "eval": common["eval"], "teacher": {"checkpoint": str(teacher)}}
     ood = {**common["data"], "transfer": "mnist-digits", "transfer_n": 2000}
+    from kdlab.cli import resolve_config
+
     kl = {"ce": {"weight": 0.0}, "kd": {"weight": 1.0, "temperature": 1.0}}
     acc = {}
-    for method in ("distill", "mosaickd"):
+    for method in ("distill", "mosaickd"):  # KD on the digits, and the mosaickd recipe on the same digits
         acc[method] = []
         for seed in (0, 1):
-            objective = {"student": kl} if method == "distill" else {"student": {"kd": kl["kd"]}}
-            run = train(load_run_config([small_config(tmp_path, name=f"{method}-{seed}", method=method, seed=seed,
-                                                      data=ood, objective=objective, **student)]))
+            recipe = [resolve_config("mosaickd")] if method == "mosaickd" else []
+            data = {**ood, "transfer": "synth", "synth_real": "mnist-digits"} if method == "mosaickd" else ood
+            run = train(load_run_config(recipe + [small_config(tmp_path, name=f"{method}-{seed}", method="distill",
+                                                               seed=seed, data=data, objective={"student": kl}, **student)]))
             acc[method].append(json.loads((run / "summary.json").read_text())["test_acc_best"])
     assert min(acc["mosaickd"]) > max(acc["distill"]) + 10, acc

@@ -330,14 +330,21 @@ def _method_config(tmp_path, teacher, method):
     elif method == "kdgan":
         base["players"] = {"disc_model": "mlp", "disc_kwargs": {"hidden": [64, 64]}}
         base["objective"] = {"student": terms}
-    else:  # the synthesizing games: generator batches, no labels
-        src = ({"transfer": "mnist-digits", "transfer_n": 48} if method == "mosaickd"
-               else {"transfer": "none", "steps_per_epoch": 3})
-        base["data"] = {"batch_size": 16, "val_size": 100, **src}
+    else:  # the synthesizer (recipes mosaickd, dfad of method distill): generator batches, no labels
+        base["method"] = "distill"
         gen = {"generator": "mosaic", "generator_kwargs": {"ngf": 8}, "latent_dim": 16}
+        objective = {"student": {**terms, "ce": {"weight": 0.0}}}
         if method == "mosaickd":
-            gen["disc_kwargs"] = {"ndf": 8}
-        base["players"], base["objective"] = gen, {"student": {**terms, "ce": {"weight": 0.0}}}
+            src = {"transfer": "synth", "synth_real": "mnist-digits", "transfer_n": 48}
+            gen.update({"discriminator": "patch", "disc_kwargs": {"ndf": 8}})
+            patch = {"weight": 1.0, "reduction": "patch_sum"}
+            objective.update(generator={"align": {}, "entropy_balance": {"weight": 10.0, "log_base": "2"},
+                                        "adversarial": {}, "gan": patch}, discriminator={"gan": patch})
+        else:
+            src = {"transfer": "synth", "steps_per_epoch": 3}
+            objective["generator"] = {"adversarial": {"mode": "l1"}}
+        base["data"] = {"batch_size": 16, "val_size": 100, **src}
+        base["players"], base["objective"] = gen, objective
     return load_run_config([small_config(tmp_path, **base)])
 
 
