@@ -114,7 +114,7 @@ def test_gan_compression_players_identical_on_every_rank(tmp_path, gen_teacher):
     """Student generator and discriminator of a joint-loss (MSE + adversarial) compression, on both ranks."""
     cfg = gan_student_config(tmp_path, gen_teacher, name="gc",
                              data={"transfer": "train", "n_per_class": 10},  # the discriminator's real images
-                             objective={"student": {"mse": {"weight": 0.5}}}, players={"adv_weight": 0.5},
+                             objective={"student": {"mse": {"weight": 0.5}, "gan": {"weight": 0.5}}},
                              trainer={"epochs": 2, "threads": 1, "limit_train_batches": 3, **DDP})
     h0, h1 = _players_hashes(tmp_path, ["compress-gan", _write(tmp_path, cfg)])
     assert len([k for k in h0 if k.startswith("players/")]) >= 2, h0  # the student and a discriminator

@@ -20,7 +20,9 @@ pytestmark = pytest.mark.slow  # 2-process DDP runs, 15-40 s each on 2 cores
 
 DDP = {"devices": 2, "strategy": "ddp", "threads": 1, "epochs": 2}
 GEN = {"generator": "mosaic", "generator_kwargs": {"ngf": 8}, "latent_dim": 16}
-DATAFREE = {"transfer": "none", "steps_per_epoch": 3, "batch_size": 8}
+DATAFREE = {"transfer": "synth", "steps_per_epoch": 3, "batch_size": 8}
+KL = {"ce": {"weight": 0.0}, "kd": {"weight": 1.0, "temperature": 1.0}}
+PATCH = {"weight": 1.0, "reduction": "patch_sum"}
 SMALL_VGG = {"name": "vgg4", "kwargs": {"width": 0.125}}
 
 
@@ -54,18 +56,29 @@ def _cases(t: dict) -> dict:
         "teacher": ("train-teacher", {"data": {"batch_size": 25}}),
         "jacobian": ("distill", {"teacher": {"checkpoint": t["lenet"]}, "data": {"batch_size": 25},
                                  "objective": {"student": {"ce": {"weight": 1.0}, "jacobian": {"weight": 1.0}}}}),
-        "codistill": ("distill", {"data": {"batch_size": 25}, "players": {"peer": "copy", "temperature": 2.0}}),
-        "lwf": ("distill", {"teacher": {"checkpoint": t["vgg5"]}, "model": SMALL_VGG, "data": {"classes": [5, 6, 7, 8, 9],
-                                                                                             "batch_size": 25},
+        "codistill": ("distill", {"data": {"batch_size": 25}, "players": {"peer": "copy"},
+                                  "objective": {p: {"codistill": {"temperature": 2.0}} for p in ("student", "peer")}}),
+        "lwf": ("distill", {"teacher": {"checkpoint": t["vgg5"]}, "model": SMALL_VGG,
+                            "data": {"classes": [5, 6, 7, 8, 9], "batch_size": 25},
                             "objective": {"student": {"ce": {"weight": 1.0}, "logits": {"weight": 1.0}}}}),
-        "mosaickd": ("distill", {**student, "teacher": {"checkpoint": t["lenet"]},
-                                 "data": {"transfer": "mnist-digits", "transfer_n": 48, "batch_size": 8},
-                                 "players": {**GEN, "disc_kwargs": {"ndf": 8}}}),
-        "dfad": ("distill", {**student, "teacher": {"checkpoint": t["lenet"]}, "data": DATAFREE,
-                             "players": dict(GEN), "objective": {"student": {"l1": {"weight": 1.0}}}}),
-        "dafl": ("distill", {**student, "teacher": {"checkpoint": t["lenet"]}, "data": DATAFREE, "players": dict(GEN)}),
-        "deepinversion": ("distill", {**student, "teacher": {"checkpoint": t["vgg"]}, "data": DATAFREE,
-                                      "players": dict(GEN)}),
+        # the synthesizer's recipes (method distill, data.transfer: synth)
+        "mosaickd": ("distill", {**student, "method": "distill", "teacher": {"checkpoint": t["lenet"]},
+                                 "data": {"transfer": "synth", "synth_real": "mnist-digits", "transfer_n": 48, "batch_size": 8},
+                                 "players": {**GEN, "discriminator": "patch", "disc_kwargs": {"ndf": 8}},
+                                 "objective": {"student": KL, "generator": {"align": {}, "adversarial": {}, "gan": PATCH,
+                                                                            "entropy_balance": {"weight": 10.0, "log_base": "2"}},
+                                               "discriminator": {"gan": PATCH}}}),
+        "dfad": ("distill", {**student, "method": "distill", "teacher": {"checkpoint": t["lenet"]}, "data": DATAFREE,
+                             "players": dict(GEN), "objective": {"student": {"ce": {"weight": 0.0}, "l1": {"weight": 1.0}},
+                                                                 "generator": {"adversarial": {"mode": "l1"}}}}),
+        "dafl": ("distill", {**student, "method": "distill", "teacher": {"checkpoint": t["lenet"]}, "data": DATAFREE,
+                             "players": {**GEN, "synth_every": 1},
+                             "objective": {"student": KL, "generator": {"one_hot": {}, "activation": {"weight": 0.1},
+                                                                        "entropy_balance": {"weight": 5.0, "log_base": "10"}}}}),
+        "deepinversion": ("distill", {**student, "method": "distill", "teacher": {"checkpoint": t["vgg"]}, "data": DATAFREE,
+                                      "players": dict(GEN),
+                                      "objective": {"student": KL, "generator": {"bn_prior": {}, "one_hot": {}, "adversarial": {},
+                                                                                 "entropy_balance": {"weight": 20.0}}}}),
         "gan": ("train-gan", {"model": {"name": "dcgan", "kwargs": {"d": 8, "latent_dim": 16}},
                               "data": {"val_size": 0, "n_per_class": 8, "batch_size": 16},
                               "players": {"disc": "dcgan", "disc_d": 8}, "eval": {"n_samples": 64, "kid_subset_size": 32},
@@ -78,7 +91,8 @@ def _cases(t: dict) -> dict:
                                     "deepinversion", "gan"])
 def test_every_method_runs_under_ddp_with_identical_players_on_every_rank(tmp_path, teachers, method):
     command, sections = _cases(teachers)[method]
-    cfg = small_config(tmp_path, name=method, method=method, **sections)
+    sections = dict(sections)
+    cfg = small_config(tmp_path, name=method, method=sections.pop("method", method), **sections)
     cfg["trainer"] = {**cfg["trainer"], **DDP}
     path = tmp_path / f"{method}.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -98,7 +112,7 @@ def test_each_rank_draws_its_own_random_numbers_and_keeps_them_in_last_ckpt(tmp_
     from kdlab.engine.checkpoint import load_checkpoint
 
     command, sections = _cases(teachers)["dfad"]
-    cfg = small_config(tmp_path, name="streams", method="dfad", **sections)
+    cfg = small_config(tmp_path, name="streams", **sections)
     cfg["trainer"] = {**cfg["trainer"], **DDP}
     path = tmp_path / "streams.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -109,7 +123,7 @@ def test_each_rank_draws_its_own_random_numbers_and_keeps_them_in_last_ckpt(tmp_
 
 
 def test_a_resumed_ddp_run_continues_each_ranks_stream(tmp_path, teachers):
-    """dfad on 2 ranks for 2 epochs, once straight through and once stopped after epoch 1 and resumed:
+    """the dfad recipe on 2 ranks for 2 epochs, once straight through and once stopped after epoch 1 and resumed:
     the same generator and student after epoch 2 (rank r restores its own generator state from last.ckpt)."""
     from kdlab.engine.checkpoint import load_checkpoint
 
@@ -117,7 +131,7 @@ def test_a_resumed_ddp_run_continues_each_ranks_stream(tmp_path, teachers):
     runs = {}
     for name, plan in (("straight", [2]), ("resumed", [1, 2])):
         for i, epochs in enumerate(plan):
-            cfg = small_config(tmp_path, name=name, method="dfad", **sections)
+            cfg = small_config(tmp_path, name=name, **sections)
             cfg["trainer"] = {**cfg["trainer"], **DDP, "epochs": epochs}
             path = tmp_path / f"{name}-{i}.yaml"
             path.write_text(yaml.safe_dump(cfg))
