@@ -236,16 +236,18 @@ CASES = [
     case("gan", "compress-gan {gan} optim.betas=[0.5,0.999,0.1]", "'optim.betas'", "exactly 2"),
     case("gan", "compress-gan {gan} model.name=mlp", "'mlp'", "dcgan"),
     case("gan", "compress-gan {gan} model.name=unet", "'unet' is an image-to-image generator", "accepted: dcgan"),
-    case("gan", "compress-gan {gan} data.transfer=train players.adv_weight=0.5 players.disc=patchgan", "'patchgan'", "accepted: dcgan, wdcgan"),
+    case("gan", "compress-gan {gan} data.transfer=train objective.student.gan.weight=0.5 players.disc=patchgan", "'patchgan'",
+         "accepted: dcgan, wdcgan"),
     # --- image-to-image students (i2i-distill and the appendix-A.2 terms)
     case("i2i", "compress-gan {gan} method=i2i-distill model.name=unet",
          "method 'i2i-distill' needs an image-to-image translation data set", "'fashion-mnist' is not one"),
     case("i2i", "compress-gan {gan} objective.student.cagc.saliency=nope", "unknown saliency function 'nope'", "foreground, ones"),
     case("i2i", "compress-gan {gan} objective.student.channel_distill.layers=[[nope,nope]]", "unknown feature 'nope'",
          "known features"),
-    case("i2i", "compress-gan {gan} objective.student.gcc.weight=1", "term 'gcc' needs critic", "players.adv_weight = 0",
-         "set players.adv_weight > 0"),
-    case("gan", "compress-gan {gan} players.disc_init={out}", "players.disc_init", "players.adv_weight = 0 builds none"),
+    case("i2i", "compress-gan {gan} objective.student.gcc.weight=1", "term 'gcc' needs critic",
+         "there is no discriminator: objective.student has no gan term", "drop objective.student.gcc"),
+    case("gan", "compress-gan {gan} players.disc_init={out}", "players.disc_init",
+         "objective.student has no gan term, so there is none", "set objective.student.gan.weight > 0"),
     case("i2i", "compress-gan {gan} objective.student.l1_image.target=ground_truth", "needs targets",
          "use objective.student.l1_image.target=teacher"),
     # --- experiments
@@ -339,12 +341,21 @@ def test_the_loss_section_is_refused_with_each_keys_new_place() -> None:
     from kdlab.config import ConfigError
     from kdlab.runner import load_run_config
 
-    with pytest.raises(ConfigError) as err:
-        load_run_config([{"method": "mosaickd",
-                          "loss": {"terms": {"kd": {"weight": 1}}, "generator": "mosaic", "n_samples": 5}}])
-    msg = str(err.value)
-    assert "section 'loss' is gone" in msg
-    for old, new in (("terms", "objective.student"), ("generator", "players.generator"), ("n_samples", "eval.n_samples")):
+    def refused(method, loss, **sections):
+        with pytest.raises(ConfigError) as err:
+            load_run_config([{"method": method, **sections, "loss": loss}])
+        msg = str(err.value)
+        assert "section 'loss' is gone" in msg
+        return msg
+
+    # a synthesizer's key (MosaicKD's generator is now a recipe of distill with data.transfer=synth)
+    msg = refused("distill", {"terms": {"kd": {"weight": 1}}, "generator": "mosaic"}, data={"transfer": "synth"})
+    for old, new in (("terms", "objective.student"),
+                     ("generator", "players.generator (a key of the synthesizer: with data.transfer=synth)")):
+        assert f"loss.{old} is now {new}" in msg, msg
+    # an eval key (only methods whose eval section has it), and a game key that became a term's weight
+    msg = refused("gan-compression", {"n_samples": 5, "adv_weight": 0.7})
+    for old, new in (("n_samples", "eval.n_samples"), ("adv_weight", "objective.student.gan.weight")):
         assert f"loss.{old} is now {new}" in msg, msg
 
 

@@ -25,6 +25,15 @@ SPEC = dataset_spec("fashion-mnist")
 QUICK_EVAL = {"n_samples": 400, "kid_subset_size": 100, "kid_subsets": 10, "is_splits": 2, "grid_n": 16}
 
 
+def game(mode: str, generator: str = "generator", gen_weight: float = 1.0, gp: float = 0.0, **gen_terms):
+    """``objective`` of one game: the ``gan`` term in ``mode`` on ``generator`` (the generator or a generator student)
+    and on the discriminator, with WGAN-GP's ``gradient_penalty`` of weight ``gp`` (0 = none)."""
+    d = {"gan": {"weight": 1.0, "mode": mode}}
+    if gp:
+        d["gradient_penalty"] = {"weight": gp}
+    return {generator: {**gen_terms, "gan": {"weight": gen_weight, "mode": mode}}, "discriminator": d}
+
+
 def gan_config(tmp_path: Path, **sections):
     cfg = {
         "name": "g", "method": "gan", "seed": 0, "out_dir": str(tmp_path),
@@ -125,7 +134,7 @@ def _batch():
 
 
 def test_wgan_clips_critic_and_n_critic_spaces_generator_steps(tmp_path):
-    m = _method(tmp_path, players={"game": "wgan", "disc": "wdcgan", "clip": 0.003, "n_critic": 3})
+    m = _method(tmp_path, objective=game("wgan"), players={"disc": "wdcgan", "clip": 0.003, "n_critic": 3})
     g0 = [p.detach().clone() for p in m.players["generator"].parameters()]
     for step in range(2):
         m.training_step(_batch(), step)
@@ -148,17 +157,21 @@ def test_compression_teacher_is_frozen_and_joint_loss_trains_a_critic(tmp_path):
     teacher = save_generator(build_generator("dcgan", 1, 28, d=6, latent_dim=16), tmp_path / "t.safetensors")
     m = _method(tmp_path, method="gan-compression", teacher={"checkpoint": str(teacher)},
                 model={"name": "dcgan", "kwargs": {"d": 2}},
-                objective={"student": {"mse": {"weight": 0.3}}},
-                players={"adv_weight": 0.7, "game": "wgan-gp", "disc": "wdcgan", "n_critic": 1})
+                objective=game("wgan", "student", gen_weight=0.7, gp=10.0, mse={"weight": 0.3}),
+                players={"disc": "wdcgan", "n_critic": 1})
     d0 = [p.detach().clone() for p in m.players["discriminator"].parameters()]
     images = {}  # the last images of each generator (the student's and teacher's of the student step)
     m.eval_model().register_forward_hook(lambda mod, i, o: images.__setitem__("s", o.detach().clone()))
     m.frozen["teacher"].register_forward_hook(lambda mod, i, o: images.__setitem__("t", o.detach().clone()))
     out = m.training_step(_batch(), 0)
-    assert {"mse", "adv", "gp", "loss_d", "loss_g"} <= set(out)
+    assert {"mse", "gan", "d_gan", "d_gradient_penalty", "loss_d", "loss_g"} <= set(out)
     mse = float(((images["s"] - images["t"]) ** 2).mean())  # the unweighted pixel MSE of the student step
     assert float(out["mse"]) == pytest.approx(0.3 * mse, rel=1e-5)  # terms are logged weighted
-    assert float(out["loss_g"]) == pytest.approx(0.3 * mse + 0.7 * float(out["adv"]), rel=1e-5)
+    with torch.no_grad():  # the WGAN generator loss -E D(G_s(z)) through the critic of the student step (D's step came first)
+        adv = -float(m.players["discriminator"](images["s"]).mean())
+    assert float(out["gan"]) == pytest.approx(0.7 * adv, rel=1e-4, abs=1e-6)
+    assert float(out["loss_g"]) == pytest.approx(0.3 * mse + float(out["gan"]), rel=1e-5)
+    assert float(out["loss_d"]) == pytest.approx(float(out["d_gan"]) + float(out["d_gradient_penalty"]), rel=1e-5)
     assert all(p.grad is None for p in m.frozen["teacher"].parameters())
     assert any(not torch.equal(a, b) for a, b in zip(d0, m.players["discriminator"].parameters()))
 
@@ -195,9 +208,11 @@ def test_bad_input(tmp_path):
     for kwargs, msg in ((dict(model={"name": "dcgan", "kwargs": {"d": 0, "latent_dim": 16}}), "d .*> 0, got 0"),
                         (dict(model={"name": "dcgan", "kwargs": {"d": 4, "latent_dim": -1}}), "latent_dim must be"),
                         (dict(eval={"n_samples": 50, "kid_subset_size": 100}), "too few samples for KID"),
-                        (dict(players={"game": "wgan-gp", "disc": "dcgan"}), "without BatchNorm"),
+                        (dict(objective=game("wgan", gp=10.0), players={"disc": "dcgan"}), "without BatchNorm"),
                         (dict(eval={"extractor": str(rgb), "kid_subset_size": 401, "n_samples": 1000}), "data.max_test = 400"),
-                        (dict(players={"game": "lsgan"}), "accepted: gan, wgan, wgan-gp"),
+                        (dict(objective={"generator": {"gan": {"mode": "lsgan"}}}),
+                         "objective.generator.gan.mode = 'lsgan' and objective.discriminator.gan.mode = 'vanilla' are two games"),
+                        (dict(objective={"generator": {"gan": {"mode": "minimax"}}}), "accepted: vanilla, lsgan, hinge, wgan"),
                         (dict(data={"val_size": 100}), "data.val_size = 100.*eval.extractor"),
                         (dict(model={"name": "lenet", "kwargs": {}}), "not a generator; accepted: dcgan, mosaic, resnet_gen, sagan, unet, wdcgan")):
         with pytest.raises(ValueError, match=msg):
@@ -205,9 +220,9 @@ def test_bad_input(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope"):
         _method(tmp_path, eval={"extractor": str(tmp_path / "nope")})
     teacher = save_generator(build_generator("dcgan", 1, 28, d=2, latent_dim=16), tmp_path / "t.safetensors")
-    with pytest.raises(ValueError, match=r"no term with a weight > 0 and players\.adv_weight = 0"):
+    with pytest.raises(ValueError, match=r"objective\.student has no term with a weight > 0: nothing to train"):
         _method(tmp_path, method="gan-compression", teacher={"checkpoint": str(teacher)},
-                objective={"student": {"mse": {"weight": 0.0}}}, players={"adv_weight": 0.0})
+                objective=game("vanilla", "student", gen_weight=0.0, mse={"weight": 0.0}))
     with pytest.raises(ValueError, match="differs from the teacher's latent_dim 16"):
         _method(tmp_path, method="gan-compression", teacher={"checkpoint": str(teacher)},
                 model={"name": "dcgan", "kwargs": {"d": 2, "latent_dim": 8}})
@@ -229,7 +244,7 @@ def test_cli_evaluate_gan_and_errors(trained, tmp_path, capsys):
 
 def test_resumed_gan_run_ends_with_the_same_weights(tmp_path):
     """Two epochs in one go vs one epoch + --resume: same generator, discriminator and EMA weights."""
-    base = dict(players={"ema": 0.9, "game": "wgan-gp", "disc": "wdcgan", "n_critic": 2},
+    base = dict(objective=game("wgan", gp=10.0), players={"ema": 0.9, "disc": "wdcgan", "n_critic": 2},
                 trainer={"epochs": 2, "limit_train_batches": 3})
     full = train(load_run_config([gan_config(tmp_path, name="full", **base)]))
     load = lambda n: load_checkpoint(tmp_path / n / "checkpoints" / "last.ckpt")  # noqa: E731
@@ -276,8 +291,8 @@ def test_gan_runs_under_ddp_on_two_cpu_processes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     cfg = gan_config(tmp_path, name="ddp-student", method="gan-compression",
                      teacher={"checkpoint": str(tmp_path / "ddp-teacher")}, model={"name": "dcgan", "kwargs": {"d": 2}},
-                     objective={"student": {"mse": {"weight": 0.3}}},
-                     players={"adv_weight": 0.7, "game": "wgan-gp", "disc": "wdcgan"},
+                     objective=game("wgan", "student", gen_weight=0.7, gp=10.0, mse={"weight": 0.3}),
+                     players={"disc": "wdcgan"},
                      trainer={"epochs": 2, "devices": 2, "strategy": "ddp", "limit_train_batches": 3})
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(cfg))
     proc = subprocess.run(env_cmd + ["compress-gan", str(tmp_path / "s.yaml")], capture_output=True, text=True, timeout=600)

@@ -3,10 +3,12 @@ grids, a short run of each algorithm's recipe (OMGD, GAN-Compression, CAT, GCC, 
 paired / unpaired data that lowers the student's distance to the teacher, and its errors."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from kdlab.config import ConfigError
@@ -106,19 +108,28 @@ def test_recipe_student_gets_closer_to_the_teacher(recipe, arch, pairing, ext, f
         i = (step * 8) % 64
         out = m.training_step(Batch(x=x[i:i + 8], target=y[i:i + 8]), step)
         assert torch.isfinite(out["loss"])
-    assert {"loss_d", "adv", "loss_g"} <= set(out)
+    assert {"loss_d", "d_gan", "gan", "loss_g"} <= set(out)
     assert mse_to_teacher(m, x_val) < 0.6 * before
 
 
 def test_game_trains_the_conditional_discriminator_and_logs(files):
     tmp, f = files
-    m = method(tmp, f["unet"], objective={"student": {"l1_image": {"weight": 1.0}}}, players={"adv_weight": 0.5, "ndf": 8})
+    m = method(tmp, f["unet"], objective={"student": {"l1_image": {"weight": 1.0}, "gan": {"weight": 0.5}}},
+               players={"ndf": 8})
     D = m.players["discriminator"]
     assert D.in_channels == 2  # paired: cat(source, image)
     d0 = [p.detach().clone() for p in D.parameters()]
-    out = m.training_step(Batch(x=blobs(8, 1), target=blobs(8, 2)), 0)
+    images = {}  # the student's image of its step
+    m.eval_model().register_forward_hook(lambda mod, i, o: images.__setitem__("s", o.detach().clone()))
+    x = blobs(8, 1)
+    out = m.training_step(Batch(x=x, target=blobs(8, 2)), 0)
     assert any(not torch.equal(a, b) for a, b in zip(d0, D.parameters()))
-    assert float(out["loss_g"]) == pytest.approx(float(out["l1_image"]) + 0.5 * float(out["adv"]), rel=1e-5)
+    assert {"loss_d", "d_gan", "gan", "l1_image", "loss_g"} <= set(out)
+    with torch.no_grad():  # the non-saturating BCE of every patch of the stepped D on cat(x, student image), weight 0.5
+        scores = copy.deepcopy(D)(torch.cat([x, images["s"]], 1))
+        adv = float(F.binary_cross_entropy_with_logits(scores, torch.ones_like(scores)))
+    assert float(out["gan"]) == pytest.approx(0.5 * adv, rel=1e-4)
+    assert float(out["loss_g"]) == pytest.approx(float(out["l1_image"]) + float(out["gan"]), rel=1e-5)
     assert all(p.grad is None for p in m.frozen["teacher"].parameters())
     u = method(tmp, f["unet"], pairing="unpaired", players={"ndf": 8})
     assert u.players["discriminator"].in_channels == 1  # unpaired: the image alone
@@ -126,7 +137,7 @@ def test_game_trains_the_conditional_discriminator_and_logs(files):
 
 def test_validation_and_sample_grid(files):
     tmp, f = files
-    m = method(tmp, f["unet"], players={"adv_weight": 0.0})
+    m = method(tmp, f["unet"], objective={"student": {"l1_image": {"weight": 1.0}, "gan": {"weight": 0.0}}})
     assert "discriminator" not in m.players
     m.training_step(Batch(x=blobs(8, 1), target=blobs(8, 2)), 0)
     x = blobs(10, 3)
@@ -165,9 +176,9 @@ def test_bad_input(files):
                                  "teacher": {"checkpoint": str(f["unet"])}, "model": {"name": "unet"}}])
         METHODS.get("i2i-distill")(load, spec(None))
     with pytest.raises(ConfigError, match="nothing to train"):
-        method(tmp, f["unet"], objective={"student": {}}, players={"adv_weight": 0.0})
-    with pytest.raises(ConfigError, match="needs critic.*players.adv_weight = 0"):
-        method(tmp, f["unet"], objective={"student": {"gcc": {}}}, players={"adv_weight": 0.0})
+        method(tmp, f["unet"], objective={"student": {"gan": {"weight": 0.0}}})
+    with pytest.raises(ConfigError, match=r"needs critic.*there is no discriminator: objective\.student\.gan\.weight = 0"):
+        method(tmp, f["unet"], objective={"student": {"gcc": {}, "gan": {"weight": 0.0}}})
     with pytest.raises(ConfigError, match="target = 'ground_truth' needs targets.*unpaired"):
         method(tmp, f["unet"], pairing="unpaired", objective={"student": {"l1_image": {"target": "ground_truth"}}})
     from kdlab.engine import GeneratorMismatchError

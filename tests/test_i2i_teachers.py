@@ -122,11 +122,11 @@ def _paired_batch(n=8, seed=0):
 def test_pix2pix_steps_lower_the_l1_to_the_ground_truth(tmp_path):
     torch.manual_seed(0)
     m = _method(_config(tmp_path, "pix2pix"), PAIRED)
-    first = [float(m.training_step(_paired_batch(seed=s), s)["l1"]) for s in range(3)]
+    first = [float(m.training_step(_paired_batch(seed=s), s)["g_l1_image"]) for s in range(3)]
     for s in range(3, 60):
         out = m.training_step(_paired_batch(seed=s), s)
-    assert set(out) >= {"loss", "loss_d", "loss_g", "adv", "l1"}
-    assert float(out["l1"]) < 0.6 * np.mean(first)
+    assert set(out) >= {"loss", "loss_d", "d_gan", "loss_g", "g_gan", "g_l1_image"}
+    assert float(out["g_l1_image"]) < 0.6 * np.mean(first)
 
 
 def test_cyclegan_steps_lower_the_cycle_loss_and_train_all_four_players(tmp_path):
@@ -172,16 +172,19 @@ def test_sagan_teacher_plays_the_hinge_game_with_a_sagan_critic(tmp_path):
     cfg = load_run_config([{
         "name": "sagan", "method": "gan", "seed": 0, "out_dir": str(tmp_path), "data": {"val_size": 0},
         "model": {"name": "sagan", "kwargs": {"ngf": 8, "latent_dim": 16}},
-        "players": {"game": "hinge", "disc_d": 8, "disc_lr": 4e-4}, "eval": {"n_samples": 100, "kid_subset_size": 50},
+        "objective": {"generator": {"gan": {"mode": "hinge"}}, "discriminator": {"gan": {"mode": "hinge"}}},
+        "players": {"disc_d": 8, "disc_lr": 4e-4}, "eval": {"n_samples": 100, "kid_subset_size": 50},
         "optim": {"name": "adam", "lr": 1e-4, "betas": [0.0, 0.9], "weight_decay": 0.0, "scheduler": "none"},
         "trainer": {"epochs": 1, "progress": False, "tensorboard": False, "threads": 1},
     }])
     m = _method(cfg, dataset_spec("fashion-mnist"))
     disc = m.players["discriminator"]
     assert disc.arch == "sagan" and disc.ndf == 8
+    assert m.g_objective.terms["gan"].cfg.mode == m.game.objective.terms["gan"].cfg.mode == "hinge"
     d0 = [p.detach().clone() for p in disc.parameters()]
     out = m.training_step(Batch(x=torch.randn(6, 1, 28, 28)), 0)
     assert torch.isfinite(out["loss"]) and any(not torch.equal(a, b) for a, b in zip(d0, disc.parameters()))
+    assert {"loss_d", "d_gan", "loss_g"} <= set(out)
     with pytest.raises(ValueError, match="not options of generator 'sagan'; accepted: latent_dim, ngf"):
         load = dict(cfg.model.kwargs)
         METHODS.get("gan")(load_run_config([{**_plain(cfg), "model": {"name": "sagan", "kwargs": {**load, "d": 4}}}]),

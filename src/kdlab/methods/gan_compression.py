@@ -50,7 +50,7 @@ class GANCompression(GeneratorStudentMethod):
     objectives = {"student": "student", "discriminator": "discriminator"}
     default_objective = {"student": {"mse": {"weight": 1.0}},
                          "discriminator": {"gan": {"weight": 1.0, "mode": "vanilla"}}}  # used with a student gan term
-    moved = GAME_MOVED
+    moved = {k: v.replace("<generator or student>", "student") for k, v in GAME_MOVED.items()}
 
     @dataclass
     class Config(GeneratorStudentConfig, GanGameConfig):
