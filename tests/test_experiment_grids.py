@@ -139,22 +139,26 @@ TERMS = {
         "ce": ["ce"], "oracle": ["ce"], "lwf": ["ce", "logits"], "lwf_jac": ["attention_jacobian", "ce", "logits"],
         "lwf_at": ["attention", "ce", "logits"], "lwf_at_jac": ["attention", "attention_jacobian", "ce", "logits"]}.items()},
     "jacobian-table5": {"jacobian-t5-pool0-s0": ["attention", "attention_jacobian", "ce", "logits"]},
+    # the classifier's objective: CODIS's is CE + the codistill term, KDGAN's its adversarial and distillation terms
     "kdgan-table4": {"kdgan-mimic-h800-n500-s0": ["logits"], "kdgan-distn-h800-n500-s0": ["ce", "kd"],
-                     "kdgan-codis-h800-n500-s0": ["ce"], "kdgan-kdgan-h800-n500-s0": [],
-                     "kdgan-kdgan-ce-h800-n500-s0": ["ce"], "kdgan-kdgan-kl-h800-n500-s0": [],
-                     "kdgan-kdgan-a0-h800-n500-s0": []},
+                     "kdgan-codis-h800-n500-s0": ["ce", "codistill"],
+                     "kdgan-kdgan-h800-n500-s0": ["kdgan_adversarial", "kdgan_distill"],
+                     "kdgan-kdgan-ce-h800-n500-s0": ["ce", "kdgan_adversarial", "kdgan_distill"],
+                     "kdgan-kdgan-kl-h800-n500-s0": ["kdgan_adversarial", "kdgan_distill"],
+                     "kdgan-kdgan-a0-h800-n500-s0": ["kdgan_adversarial", "kdgan_distill"]},
     "loss-families": {f"loss-families-50pc-{row}-s0": sorted({"ce", row})
                       for row in ("ce", "kd", "hints", "attention", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp",
                                   "nst", "crd", "dkd", "dist", "srd")},
     "vem-ablation": {"vem-base-d4-s0": ["mse"], "vem-vid-d8-s0": ["mse", "vid"], "vem-crd-d4-s0": ["crd", "mse"],
                      "vem-vem-d8-s0": ["mse", "vem"], "vem-vem-lam0.005-d4-s0": ["mse", "vem"],
                      "vem-clf-kd-s0": ["ce", "kd"], "vem-clf-vem-eta1-s0": ["ce", "kd", "vem"]},
-    "vem-table1": {f"vem-table1-omgd-paired-{a}-s0": sorted(["channel_distill", "l1_image", "perceptual", "ssim", "tv"] + x)
+    # the i2i students' GAN game is their term gan
+    "vem-table1": {f"vem-table1-omgd-paired-{a}-s0": sorted(["channel_distill", "gan", "l1_image", "perceptual", "ssim", "tv"] + x)
                    for a, x in {"alone": [], "vid": ["vid"], "crd": ["crd"], "vem": ["vem"]}.items()},
-    "vem-table3": {f"vem-table3-gcc-{a}-s0": sorted(["gcc"] + x)
+    "vem-table3": {f"vem-table3-gcc-{a}-s0": sorted(["gan", "gcc"] + x)
                    for a, x in {"alone": [], "vid": ["vid"], "crd": ["crd"], "vem": ["vem"]}.items()},
-    "vem-table2": {"vem-table2-cat-vem-s0": ["kernel_alignment", "l1_image", "vem"],
-                   "vem-table2-gan-compression-crd-s0": ["crd", "gc_distill", "l1_image"]},
+    "vem-table2": {"vem-table2-cat-vem-s0": ["gan", "kernel_alignment", "l1_image", "vem"],
+                   "vem-table2-gan-compression-crd-s0": ["crd", "gan", "gc_distill", "l1_image"]},
     "demo": {"demo-ce-s0": ["ce"], "demo-kd-s0": ["ce", "kd"], "demo-logits-s0": ["ce", "logits"]},
 }
 

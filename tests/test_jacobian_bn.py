@@ -205,7 +205,8 @@ def test_distill_terms_are_zero_for_a_train_mode_copy_of_the_teacher(make_config
 
 
 def test_teacher_penalty_is_on_per_sample_jacobians(make_config):
-    cfg = load_run_config([make_config(players={"jacobian_penalty": 2.0}, model={"name": "vgg4", "kwargs": {"width": 0.125}})])
+    cfg = load_run_config([make_config(objective={"teacher": {"jacobian_penalty": {"weight": 2.0}}},
+                                       model={"name": "vgg4", "kwargs": {"width": 0.125}})])
     m = TeacherTraining(cfg, SPEC)
     model = m.players["model"].double()
     batch = _fm_batch()
@@ -213,4 +214,5 @@ def test_teacher_penalty_is_on_per_sample_jacobians(make_config):
     m.step_optimizer = lambda name, loss: None  # no optimiser set up here: only the step's losses are read
     out = m.training_step(batch, 0)
     j = _ref_jacobian(ref, batch.x)[torch.arange(B), batch.y]  # [B, D] of the label's logit
-    assert torch.allclose(out["jacobian_penalty"], j.pow(2).sum(1).mean(), rtol=1e-5)
+    # the logged term is weighted (lambda = 2)
+    assert torch.allclose(out["jacobian_penalty"], 2.0 * j.pow(2).sum(1).mean(), rtol=1e-5)

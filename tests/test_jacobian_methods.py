@@ -94,9 +94,9 @@ def test_bad_input_errors(make_config, teacher_file):
         _method(make_config, teacher_file, {"objective": {"student": {"attention_jacobian": {"weight": 1.0}}}})
     from kdlab.methods import TeacherTraining
 
-    with pytest.raises(ValueError, match=r"players\.jacobian_penalty_form' = 'l1'; accepted: se, ce"):
-        TeacherTraining(load_run_config([make_config(players={"jacobian_penalty": 1.0, "jacobian_penalty_form": "l1"})]),
-                        SPEC)
+    with pytest.raises(ValueError, match=r"objective\.teacher\.jacobian_penalty\.form' = 'l1'; accepted: se, ce"):
+        TeacherTraining(load_run_config([make_config(
+            objective={"teacher": {"jacobian_penalty": {"weight": 1.0, "form": "l1"}}})]), SPEC)
     with pytest.raises(ValueError, match=r"players\.input_noise' = -1\.0 must be >= 0"):
         TeacherTraining(load_run_config([make_config(players={"input_noise": -1.0})]), SPEC)
 
@@ -113,7 +113,7 @@ def test_jacobian_penalty_lowers_input_gradient_norm(make_config):
     """Same seed and data, lambda = 0 vs lambda = 10 (Table 2): the trained model's ||d logit_y / dx|| is smaller."""
     norms = {}
     for lam in (0.0, 10.0):
-        cfg = load_run_config([make_config(name=f"jp{lam}", players={"jacobian_penalty": lam},
+        cfg = load_run_config([make_config(name=f"jp{lam}", objective={"teacher": {"jacobian_penalty": {"weight": lam}}},
                                            trainer={"epochs": 4, "progress": False, "tensorboard": False})])
         run = train(cfg)
         model = load_classifier(run / "teacher.safetensors")

@@ -213,7 +213,9 @@ def test_kdgan_short_real_run_well_above_chance_with_finite_discriminator(make_c
     d_values = [json.loads(line).get("train/d_value") for line in (run / "metrics.jsonl").read_text().splitlines()]
     d_values = [v for v in d_values if v is not None]
     assert d_values and all(math.isfinite(v) and v <= 0 for v in d_values)
-    assert s["teacher"]["test_acc_last"] > 40.0 and s["kdgan"]["estimator"] == "paper"
+    assert s["teacher"]["test_acc_last"] > 40.0
+    objective = s["kdgan"]["objective"]  # the estimator is a key of each player's adversarial term
+    assert objective["student"]["kdgan_adversarial"]["estimator"] == objective["teacher"]["kdgan_adversarial"]["estimator"] == "paper"
 
 
 def test_schedule_phases_and_temperature(make_config, small_teacher):
@@ -284,16 +286,17 @@ def test_privileged_view_carries_real_information_on_fashion_mnist():
 
 
 def test_codistill_terms_are_kl_between_peers(make_config):
-    cfg = load_run_config([make_config(method="codistill", players={"peer": "copy", "temperature": 2.0})])
+    cfg = load_run_config([make_config(method="codistill", players={"peer": "copy"},
+                                       objective={p: {"codistill": {"temperature": 2.0}} for p in ("student", "peer")})])
     m = Codistill(cfg, SPEC)
     x, y = torch.randn(6, 1, 28, 28), torch.randint(0, 10, (6,))
     terms = m.losses(Batch(x=x, y=y, x_teacher=x))
     zc, zp = m.players["classifier"](x).out.detach(), m.players["peer"](x).out.detach()
     pc, pp = torch.softmax(zc / 2, -1), torch.softmax(zp / 2, -1)
     kl_c = (pp * (pp.log() - pc.log())).sum(1).mean() * 4
-    assert float(terms["c_kd"].detach()) == pytest.approx(float(kl_c), rel=1e-4)
+    assert float(terms["c_codistill"].detach()) == pytest.approx(float(kl_c), rel=1e-4)
     m.players["peer"].load_state_dict(m.players["classifier"].state_dict())
-    assert float(m.losses(Batch(x=x, y=y, x_teacher=x))["c_kd"].detach()) == pytest.approx(0.0, abs=1e-6)
+    assert float(m.losses(Batch(x=x, y=y, x_teacher=x))["c_codistill"].detach()) == pytest.approx(0.0, abs=1e-6)
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -304,8 +307,9 @@ def test_bad_input_errors(make_config, tmp_path):
     teacher = save_classifier(build_model("lenet", channels=[8, 16], fc=64), tmp_path / "t.safetensors", data="fashion-mnist")
     base = dict(disc_kwargs={"channels": [8, 16], "fc": 64})
 
-    def make(spec=SPEC, **players):
-        cfg = load_run_config([make_config(method="kdgan", teacher={"checkpoint": str(teacher)}, players={**base, **players})])
+    def make(spec=SPEC, objective=None, **players):
+        cfg = load_run_config([make_config(method="kdgan", teacher={"checkpoint": str(teacher)}, players={**base, **players},
+                                           **({"objective": objective} if objective else {}))])
         return KDGAN(cfg, spec)
 
     with pytest.raises(ValueError, match=r"players\.alpha' = 1\.5 must be >= 0 and <= 1"):
@@ -318,8 +322,17 @@ def test_bad_input_errors(make_config, tmp_path):
         make(k=0)
     with pytest.raises(TeacherMismatchError, match=r"\(10, 1, 28\).*\(100, 3, 32\)"):
         make(spec=dataset_spec("cifar100"))
-    with pytest.raises(ValueError, match=r"players\.estimator' = 'nope'; accepted: paper, code, exact"):
-        make(estimator="nope")
+    # the estimator is a key of each player's kdgan_adversarial term
+    with pytest.raises(ValueError, match=r"objective\.student\.kdgan_adversarial\.estimator' = 'nope'; accepted: paper, code, exact"):
+        make(objective={"student": {"kdgan_adversarial": {"estimator": "nope"}}})
+    with pytest.raises(ValueError, match=r"objective\.teacher\.kdgan_adversarial\.estimator' = 'nope'; accepted: paper, code, exact"):
+        make(objective={"teacher": {"kdgan_adversarial": {"estimator": "nope"}}})
+    with pytest.raises(ValueError, match=r"objective\.student\.kdgan_adversarial\.baseline = 'loo' needs players\.k >= 2, got k = 1"):
+        make(k=1, objective={"student": {"kdgan_adversarial": {"baseline": "loo"}}})
+    with pytest.raises(ValueError, match=r"objective\.teacher\.kdgan_adversarial\.score = 'concrete' .*needs players\.sampler = 'gumbel'"):
+        make(sampler="categorical", objective={"teacher": {"kdgan_adversarial": {"score": "concrete"}}})
+    with pytest.raises(ValueError, match=r"players\.estimator"):  # no longer a game setting
+        make(estimator="paper")
     with pytest.raises(ValueError, match="disc_init = 'teacher' needs"):
         make(disc_kwargs={})
     other = save_classifier(build_model("lenet", channels=[4, 8], fc=32), tmp_path / "d.safetensors", data="fashion-mnist")

@@ -84,7 +84,8 @@ def _ms(pair) -> float:  # numpy, separately from the term's torch code
 
 CLASSIFIER_RUNS = {
     "distill": ({"method": "distill"}, ["toy_match"]),
-    "codistill": ({"method": "codistill"}, ["c_toy_match", "p_toy_match"]),
+    # each peer has its own objective: the toy term on both (objective.student is the classifier's)
+    "codistill": ({"method": "codistill", "objective": {"peer": {"toy_match": {"weight": 0.5}}}}, ["c_toy_match", "p_toy_match"]),
     "kdgan": ({"method": "kdgan", "players": {"disc_model": "mlp", "disc_init": "scratch", "disc_kwargs": {"hidden": [16]}}},
               ["c_toy_match"]),
 }
@@ -95,7 +96,7 @@ def test_toy_term_composes_with_classifier_methods(tmp_path, make_config, method
     teacher = _teacher(tmp_path, make_config)
     extra, keys = CLASSIFIER_RUNS[method]
     cfg = load_run_config([make_config(name=f"s-{method}", method=extra["method"], teacher={"checkpoint": str(teacher)},
-                                       objective={"student": {"toy_match": {"weight": 0.5}}},
+                                       objective={"student": {"toy_match": {"weight": 0.5}}, **extra.get("objective", {})},
                                        players=extra.get("players", {}), trainer={"epochs": 1, "log_every_n_steps": 1})])
     ToyMatch.calls.clear()
     run = train(cfg)
