@@ -331,8 +331,8 @@ def test_bad_input_errors(make_config, tmp_path):
         make(k=1, objective={"student": {"kdgan_adversarial": {"baseline": "loo"}}})
     with pytest.raises(ValueError, match=r"objective\.teacher\.kdgan_adversarial\.score = 'concrete' .*needs players\.sampler = 'gumbel'"):
         make(sampler="categorical", objective={"teacher": {"kdgan_adversarial": {"score": "concrete"}}})
-    with pytest.raises(ValueError, match=r"players\.estimator"):  # no longer a game setting
-        make(estimator="paper")
+    with pytest.raises(ValueError, match=r"players\.estimator is now objective\.student\.kdgan_adversarial\.estimator"):
+        make(estimator="paper")  # no longer a game setting: refused with its new place
     with pytest.raises(ValueError, match="disc_init = 'teacher' needs"):
         make(disc_kwargs={})
     other = save_classifier(build_model("lenet", channels=[4, 8], fc=32), tmp_path / "d.safetensors", data="fashion-mnist")

@@ -58,12 +58,14 @@ def method_class(name: str) -> type:
 
 def _prepare(method: str, raw: Any) -> None:
     """Refuse the old ``loss`` section with each key's new place; fill each player's objective."""
-    from kdlab.methods.objectives import check_transfer_source, expand_objective, objective_roles, refuse_loss_section
+    from kdlab.methods.objectives import (check_transfer_source, expand_objective, objective_roles, refuse_loss_section,
+                                         refuse_moved_players_keys)
 
     cls = method_class(method)
     if raw.get("loss") is not None:
         refuse_loss_section(cls, method, raw.loss)
     check_transfer_source(cls, raw)
+    refuse_moved_players_keys(cls, method, raw)
     raw["objective"] = expand_objective(cls, method, raw.get("objective"), objective_roles(cls, raw))
 
 

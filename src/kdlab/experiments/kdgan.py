@@ -26,7 +26,7 @@ for ``epochs`` classifier epochs, so the classifier gets as many updates as in e
 Gumbel temperature decays every max(E / 36, 1) epochs (the code's rule) with E the game's epochs.
 
 The teacher plays at the published rate (Adam 5e-4) with one departure from the paper: a cross-entropy
-anchor ``teacher_ce`` = 1 on the true labels. Without it the teacher collapses at any rate that lets it
+anchor on the true labels (the teacher's ``ce`` term, ``objective.teacher.ce.weight`` = 1). Without it the teacher collapses at any rate that lets it
 move (``kdgan-teacher-collapse``): the discriminator, pushed by the players' own samples, rates the true
 label near 1 / (1 + p_alpha(y|x)) ~ 0.5 while labels nobody samples keep whatever score d's
 generalisation gives them, so d ranks a wrong label above the true one on 45-90% of the training images
@@ -95,7 +95,7 @@ METHOD_NOTES = {
     "CODIS": "codistillation (Anil et al. 2018): classifier and pre-trained teacher trained together, each CE + KL to the other",
     "KDGAN": "kdgan, estimator: paper (REINFORCE, exact control variate), Gumbel sampler, alpha 0.2, beta 2, gamma 1e-4, "
              "L2 on log-probabilities, k = 5; d pre-trained with CE; the published d/t/c epoch cycle scaled; teacher Adam 5e-4 "
-             "(published) with a CE anchor on the true labels (teacher_ce 1, not in the paper: see kdgan-teacher-collapse)",
+             "(published) with a CE anchor on the true labels (the teacher's ce term, weight 1, not in the paper: see kdgan-teacher-collapse)",
 }
 
 

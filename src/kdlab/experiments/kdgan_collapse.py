@@ -11,7 +11,7 @@ the hypotheses one at a time:
 * the published epoch schedule (d first, then t, then c);
 * a stronger distillation anchor for the teacher (gamma = 1) and lower teacher rates (1e-4, 3e-5);
 * the exact adversarial gradient and the released code's estimator (is it sampling noise?);
-* a cross-entropy anchor on the true labels (``teacher_ce = 1``) at the published rate: the protocol's fix.
+* a cross-entropy anchor on the true labels (the teacher's ``ce`` term, weight 1) at the published rate: the protocol's fix.
 
 Besides the teacher's accuracy the trace records d's ranking: the share of training images on which d
 scores some wrong label above the true one. Lemma 4.1's optimal d is ``p_u / (p_u + p_alpha)``: 0 on

@@ -138,6 +138,22 @@ def loss_key_place(cls: Any, key: str) -> str:
     return legacy or ""
 
 
+def refuse_moved_players_keys(cls: Any, method: str, raw: Any) -> None:
+    """A ``players`` key that became a term's key (e.g. KDGAN's ``gamma``, codistill's ``temperature``, the
+    teacher's ``jacobian_penalty``) is refused with its new place, before the schema's generic unknown-key error.
+
+    Raises:
+        ConfigError: naming the key and where it went.
+    """
+    players = raw.get("players") if raw is not None else None
+    if not isinstance(players, (dict, DictConfig)):
+        return
+    known = {f.name for f in fields(players_schema(cls, raw))} if players_schema(cls, raw) is not None else set()
+    moved = [f"players.{k} is now {cls.moved[k]}" for k in players.keys() if k not in known and k in cls.moved]
+    if moved:
+        raise ConfigError(f"method {method!r}: " + "; ".join(moved))
+
+
 def refuse_loss_section(cls: Any, method: str, loss: Any) -> None:
     """The ``loss`` section is gone: raise with each of its keys' new place.
 
