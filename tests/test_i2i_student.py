@@ -93,23 +93,38 @@ CASES = [  # recipe, generator, pairing, extractor keys to point at the test cla
 
 @pytest.mark.parametrize("recipe,arch,pairing,ext", CASES, ids=[c[0] for c in CASES])
 def test_recipe_student_gets_closer_to_the_teacher(recipe, arch, pairing, ext, files):
+    """The recipe as it is (its distillation terms and the game) trains with finite losses and logs both players;
+    its distillation terms bring the student closer to the teacher. Closeness is measured without the game: the
+    teacher here is a random network, so the discriminator's real images are no teacher outputs and the
+    adversarial term pulls the student away from it (on unpaired data the ratio swings from 0.3 to 2.9 with the
+    initialisation). A recipe whose distillation reads the discriminator (GCC) is measured with it."""
+    from kdlab.terms import TERMS
+
     tmp, f = files
     raw = OmegaConf.to_container(OmegaConf.load(RECIPES / recipe))
     terms = raw["objective"]["student"]
     for term, key in ext:
         terms[term][key] = str(f["clf"])
     kw = {"ngf": 4} if arch == "unet" else {"ngf": 4, "n_blocks": 3}
-    m = method(tmp, f[arch], recipe, pairing, model={"name": arch, "kwargs": kw},
-               objective={"student": terms}, players={"ndf": 8}, eval={"extractor": None})
     x_val = blobs(16, 99)
-    before = mse_to_teacher(m, x_val)
     x, y = blobs(64, 1), blobs(64, 2)
-    for step in range(40):
-        i = (step * 8) % 64
-        out = m.training_step(Batch(x=x[i:i + 8], target=y[i:i + 8]), step)
-        assert torch.isfinite(out["loss"])
-    assert {"loss_d", "d_gan", "gan", "loss_g"} <= set(out)
-    assert mse_to_teacher(m, x_val) < 0.6 * before
+    reads_d = any("critic" in TERMS.get(n).requires for n in terms if n != "gan")
+    for game in ((True,) if reads_d else (True, False)):
+        torch.manual_seed(0)  # each case's own student and discriminator, whatever ran before it
+        objective = terms if game else {**terms, "gan": {"weight": 0.0}}
+        m = method(tmp, f[arch], recipe, pairing, model={"name": arch, "kwargs": kw},
+                   objective={"student": objective}, players={"ndf": 8}, eval={"extractor": None})
+        before = mse_to_teacher(m, x_val)
+        for step in range(40):
+            i = (step * 8) % 64
+            out = m.training_step(Batch(x=x[i:i + 8], target=y[i:i + 8]), step)
+            assert torch.isfinite(out["loss"])
+        if game:
+            assert {"loss_d", "d_gan", "gan", "loss_g"} <= set(out)
+        else:
+            assert "discriminator" not in m.players
+        if reads_d or not game:
+            assert mse_to_teacher(m, x_val) < 0.6 * before
 
 
 def test_game_trains_the_conditional_discriminator_and_logs(files):
