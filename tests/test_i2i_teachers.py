@@ -148,7 +148,7 @@ def test_teachers_refuse_the_wrong_data(tmp_path):
         METHODS.get("pix2pix")(_config(tmp_path, "pix2pix"), replace(PAIRED, pairing=None))
     with pytest.raises(ConfigError, match="unpaired task; method 'pix2pix' trains on paired"):
         METHODS.get("pix2pix")(_config(tmp_path, "pix2pix"), UNPAIRED)
-    with pytest.raises(ConfigError, match="lambda_identity.*1 to 3 channels"):
+    with pytest.raises(ConfigError, match="objective.generator.identity needs domains of equal channels.*1 to 3 channels"):
         METHODS.get("cyclegan")(_config(tmp_path, "cyclegan"), replace(UNPAIRED, target_channels=3))
     with pytest.raises(ConfigError, match="n_layers = 3 leaves no patch on 16x16.*1..2"):
         METHODS.get("pix2pix")(_config(tmp_path, "pix2pix", n_layers=3), PAIRED)

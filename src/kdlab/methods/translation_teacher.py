@@ -26,10 +26,11 @@ class TranslationTeacher(Method):
 
     objectives = {"generator": "generator", "discriminator": "discriminator"}
 
-    def game_objectives(self, gen: nn.Module, disc: str, condition: int = 0) -> Tuple[Any, Any]:
+    def game_objectives(self, gen: nn.Module, disc: str, condition: int = 0, game: Any = None) -> Tuple[Any, Any]:
         """``(objective.generator, objective.discriminator)`` built for the generator ``gen`` and the discriminator
         player ``disc`` (registered later; conditioned on ``condition`` source channels), the generator's
-        ``gan`` term reading that discriminator.
+        ``gan`` term reading that discriminator; ``game``: what the generator's terms may read of the game
+        (CycleGAN: ``own`` and ``partner`` generators, for the ``cycle`` and ``identity`` terms).
 
         Raises:
             ConfigError: the two ``gan`` terms in different modes, no discriminator ``gan`` term, or
@@ -51,7 +52,7 @@ class TranslationTeacher(Method):
             given = {"critic", "images"} | ({"targets"} if paired else set()) if role == "generator" else {"critic"}
             return TermContext(method=self.cfg.method, kind="generator", student=gen, teacher=None, spec=spec,
                                student_input=(spec.in_channels, spec.image_size, spec.image_size), teacher_input=image,
-                               provides=frozenset(given), critic=critic, role=role,
+                               provides=frozenset(given), critic=critic, role=role, game=game,
                                why_not={"teacher": "a translation teacher has no teacher",
                                         "targets": "unpaired data has no ground truth per input"})
 
