@@ -174,6 +174,22 @@ class Method(ABC):
         """The objective of ``objective.<player>`` (or ``terms``) in context ``ctx`` (:func:`kdlab.terms.build_objective`)."""
         return build_objective(self.cfg.objective[player] if terms is None else terms, ctx, player)
 
+    def plain_objective(self, ctx: TermContext, player: str, hint: str = "") -> Objective:
+        """``objective.<player>`` for a player that is no :class:`kdlab.terms.Student` (a teacher in training, a
+        generator, a discriminator): built in context ``ctx`` and checked.
+
+        Raises:
+            ConfigError: no term of weight > 0 (``hint`` completes the message), or terms with trainable parts of
+                their own (only a student's objective carries them, in its optimizer).
+        """
+        objective = self.build_objective(ctx, player=player)
+        if not len(objective):
+            raise ConfigError(f"objective.{player} has no term with a weight > 0: the {player} would not train{hint}")
+        if any(True for _ in objective.parameters()) or objective.players():
+            raise ConfigError(f"objective.{player}: terms with trainable parts of their own are only supported in a "
+                              "student's objective")
+        return objective
+
     def add_student(self, name: str, net: nn.Module, objective: Objective, optim_cfg: Any = None,
                     extra_features: Sequence[str] = ()) -> Objective:
         """Register the player ``name`` = :class:`kdlab.terms.Student` (``net`` + the objective's trainable

@@ -13,7 +13,7 @@ e.g. input Jacobians) are read from a cache built before the first epoch
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 

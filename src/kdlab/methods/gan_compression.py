@@ -37,7 +37,7 @@ from kdlab.data.batch import Batch
 from kdlab.data.transfer import TRANSFER_NONE
 from kdlab.methods.base import METHODS, unwrap
 from kdlab.methods.gan_config import GAME_MOVED, GanGameConfig, check_game_config
-from kdlab.methods.gan_players import (DiscriminatorGame, build_disc, disc_optim_cfg, discriminator_objective,
+from kdlab.methods.gan_players import (DiscriminatorGame, build_disc, disc_optim_cfg,
                                        load_discriminator, nan_guard)
 from kdlab.methods.generator_student import GeneratorStudentConfig, GeneratorStudentMethod
 from kdlab.terms import CriticView
@@ -75,7 +75,7 @@ class GANCompression(GeneratorStudentMethod):
             raise ConfigError("objective.student has no term with a weight > 0: nothing to train; "
                               "set objective.student.mse.weight and/or objective.student.gan.weight > 0")
         if self.adversarial:
-            self.game = DiscriminatorGame(self, discriminator_objective(self, self._disc, self._ctx_of), lc.clip)
+            self.game = DiscriminatorGame(self, self.plain_objective(self._ctx_of("discriminator"), "discriminator"), lc.clip)
             self.add_player("discriminator", self._disc, disc_optim_cfg(cfg))
         self._last_student: Dict[str, torch.Tensor] = {}
 

@@ -8,7 +8,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from kdlab.config import ConfigError, EvalConfig, bounded, choice
+from kdlab.config import ConfigError, EvalConfig, bounded
 from kdlab.engine.loading import check_extractor_path
 from kdlab.models.gan import DISCRIMINATORS
 

@@ -128,19 +128,6 @@ class DiscriminatorGame:
         return out
 
 
-def discriminator_objective(method: Any, disc: nn.Module, ctx_of: Any) -> Any:
-    """``objective.discriminator`` of ``method`` built for ``disc`` (``ctx_of(role)``: the terms' context with
-    the critic), checked to have no trainable parts of its own.
-
-    Raises:
-        ConfigError: terms with trainable parts (not supported for a discriminator).
-    """
-    objective = method.build_objective(ctx_of("discriminator"), player="discriminator")
-    if any(True for _ in objective.parameters()) or objective.players():
-        raise ConfigError("objective.discriminator: terms with trainable parts of their own are not supported")
-    return objective
-
-
 def build_disc(cfg: Any, spec: Any, disc_name: str, gen: nn.Module) -> nn.Module:
     """The critic ``disc_name`` of width ``players.disc_d`` (else the generator's ``d``, or ``ngf`` for SAGAN):
     the depth scale factor d of dcgan/wdcgan, the first layer's width ndf of sagan."""

@@ -43,7 +43,6 @@ from kdlab.methods.gan_players import (
     build_disc,
     build_gen,
     disc_optim_cfg,
-    discriminator_objective,
     generator_export_state,
     nan_guard,
     save_epoch_grid,
@@ -100,10 +99,8 @@ class GANTraining(Method):
                                provides=frozenset({"critic", "images"} if role == "generator" else {"critic"}),
                                why_not={"teacher": "a GAN teacher has no teacher"})
 
-        self.g_objective = self.build_objective(ctx("generator"), player="generator")
-        if not len(self.g_objective) or any(True for _ in self.g_objective.parameters()):
-            raise ConfigError("objective.generator needs a term of weight > 0 (the gan term), without trainable parts")
-        self.game = DiscriminatorGame(self, discriminator_objective(self, disc, ctx), lc.clip)
+        self.g_objective = self.plain_objective(ctx("generator"), "generator", " (set the gan term)")
+        self.game = DiscriminatorGame(self, self.plain_objective(ctx("discriminator"), "discriminator"), lc.clip)
         self.range = DataRange(spec)
         self.ema = EMA(gen, lc.ema) if lc.ema > 0 else None
         self.add_player("generator", gen)

@@ -43,7 +43,7 @@ from kdlab.data.transfer import TRANSFER_NONE
 from kdlab.engine.optim import optim_with_lr
 from kdlab.methods.base import METHODS, Method, unwrap
 from kdlab.methods.gan_config import GanEvalConfig
-from kdlab.methods.gan_players import DiscriminatorGame, discriminator_objective
+from kdlab.methods.gan_players import DiscriminatorGame
 from kdlab.methods.generator_student import GeneratorStudentConfig, GeneratorStudentMethod
 from kdlab.methods.i2i_eval import grid_examples, translation_finalize, translation_grid
 from kdlab.methods.i2i_players import build_patchgan
@@ -113,7 +113,7 @@ class I2IStudent(GeneratorStudentMethod):
             if d is None or float(d.weight) == 0 or d.mode != gan.mode:
                 raise ConfigError(f"objective.discriminator.gan must play the student's game (mode {gan.mode!r}, weight > 0); "
                                   f"got {dict(d) if d is not None else None}")
-            self.game = DiscriminatorGame(self, discriminator_objective(self, self._disc, self._ctx_of))
+            self.game = DiscriminatorGame(self, self.plain_objective(self._ctx_of("discriminator"), "discriminator"))
             self.add_player("discriminator", self._disc, optim_with_lr(cfg.optim, lc.disc_lr, "players.disc_lr"))
         s_ngf, t_ngf = getattr(self.eval_model(), "ngf", None), getattr(self.frozen["teacher"], "ngf", None)
         if s_ngf is not None and t_ngf is not None and s_ngf > t_ngf:

@@ -66,7 +66,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
-from kdlab.config import ConfigError, bounded, choice, temperature_field
+from kdlab.config import bounded, choice, temperature_field
 from kdlab.data.batch import Batch
 from kdlab.engine import file_sha256, load_network, optim_with_lr
 from kdlab.losses import kdgan as K
@@ -151,10 +151,10 @@ class KDGAN(Method):
             return c
 
         self.objective = self.add_student("classifier", classifier, self.build_objective(ctx(classifier, teacher, "student")))
-        self.t_objective = self._own_objective("teacher", ctx(teacher, classifier, "teacher"))
+        self.t_objective = self.plain_objective(ctx(teacher, classifier, "teacher"), "teacher")
         d_ctx = ctx(disc, None, "discriminator")
         d_ctx.provides = d_ctx.provides | {"labels"}  # synthetic batches: the teacher's argmax labels (training_step)
-        self.d_objective = self._own_objective("discriminator", d_ctx)
+        self.d_objective = self.plain_objective(d_ctx, "discriminator")
         self.add_player("teacher", teacher, optim_with_lr(cfg.optim, lc.teacher_lr, "players.teacher_lr"))
         self.add_player("discriminator", disc, optim_with_lr(cfg.optim, lc.disc_lr, "players.disc_lr"))
         self.build_synthesizer(teacher, lambda: unwrap(self.players["classifier"]).net)
@@ -181,15 +181,6 @@ class KDGAN(Method):
                     "set players.disc_model/disc_kwargs to match or players.disc_init=scratch"
                 ) from exc
         return disc
-
-    def _own_objective(self, player: str, ctx: Any):
-        objective = self.build_objective(ctx, player=player)
-        if not len(objective):
-            raise ConfigError(f"objective.{player} has no term with a weight > 0: the {player} would not train")
-        if any(True for _ in objective.parameters()) or objective.players():
-            raise ConfigError(f"objective.{player}: terms with trainable parts of their own are only supported on the "
-                              "classifier (objective.student)")
-        return objective
 
     # -- schedule (the game state terms read: ctx.game) ----------------------------------------------
     @property

@@ -12,7 +12,7 @@ student (the paper's "CE on pre-trained student network (Oracle)" row when the a
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, Tuple
 
 import torch

@@ -148,7 +148,8 @@ def refuse_moved_players_keys(cls: Any, method: str, raw: Any) -> None:
     players = raw.get("players") if raw is not None else None
     if not isinstance(players, (dict, DictConfig)):
         return
-    known = {f.name for f in fields(players_schema(cls, raw))} if players_schema(cls, raw) is not None else set()
+    schema = players_schema(cls, raw)
+    known = {f.name for f in fields(schema)} if schema is not None else set()
     moved = [f"players.{k} is now {cls.moved[k]}" for k in players.keys() if k not in known and k in cls.moved]
     if moved:
         raise ConfigError(f"method {method!r}: " + "; ".join(moved))

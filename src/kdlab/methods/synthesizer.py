@@ -44,7 +44,7 @@ from kdlab.data.batch import Batch
 from kdlab.engine import unwrap
 from kdlab.methods.gan_players import frozen, nan_guard
 from kdlab.models.gan import DISCRIMINATORS, GENERATORS, build_discriminator, build_generator, sample_latent
-from kdlab.terms import CriticView, Outputs, TermContext, build_objective
+from kdlab.terms import CriticView, Outputs, TermContext
 from kdlab.terms.objective import forward_features
 
 
@@ -119,8 +119,9 @@ class Synthesizer:
                                student_input=image, teacher_input=image, provides=frozenset(given), why_not=why,
                                num_classes=spec.num_classes, spec=spec, critic=critic, role=role)
 
-        self.g_objective = self._objective("generator", ctx("generator", provides), cfg)
-        self.d_objective = self._objective("discriminator", ctx("discriminator", {"critic"}), cfg) if self.has_disc else None
+        hint = "; e.g. the recipes dfad, dafl, deepinversion, mosaickd (kdlab list terms)"
+        self.g_objective = method.plain_objective(ctx("generator", provides), "generator", hint)
+        self.d_objective = method.plain_objective(ctx("discriminator", {"critic"}), "discriminator") if self.has_disc else None
         lo, hi = getattr(gen, "output_range", (-1.0, 1.0))
         self.output_range = (lo, hi)
         mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, -1, 1, 1)
@@ -129,17 +130,6 @@ class Synthesizer:
         self._scale = 1.0 / ((hi - lo) * std)
         self._shift = (-lo / (hi - lo) - mean) / std
         self._logs: Dict[str, torch.Tensor] = {}
-
-    @staticmethod
-    def _objective(player: str, ctx: TermContext, cfg: Any):
-        objective = build_objective(cfg.objective[player], ctx, player)
-        if not len(objective):
-            raise ConfigError(f"objective.{player} has no term with a weight > 0: the {player} would not train; e.g. "
-                              f"the recipes dfad, dafl, deepinversion, mosaickd (kdlab list terms)")
-        if any(True for _ in objective.parameters()) or objective.players():
-            raise ConfigError(f"objective.{player}: terms with trainable parts of their own are not supported for the "
-                              f"synthesizer's {player}")
-        return objective
 
     @staticmethod
     def _build_disc(pc: Any, spec: Any, image: tuple, has_real: bool) -> nn.Module:

@@ -7,7 +7,7 @@ from typing import Any, Dict
 import torch
 from torch import nn
 
-from kdlab.config import ConfigError, bounded
+from kdlab.config import bounded
 from kdlab.data.batch import Batch
 from kdlab.methods.base import METHODS, Method, build_network, unwrap
 from kdlab.terms.objective import network_outputs
@@ -51,12 +51,7 @@ class TeacherTraining(Method):
         net = build_network(cfg, spec)
         ctx = self.term_context(net, None)
         ctx.role = "teacher"
-        self.objective = self.build_objective(ctx, player="teacher")
-        if not len(self.objective):
-            raise ConfigError(f"objective.teacher has no term with a weight > 0 ({dict(cfg.objective.teacher)}); set at "
-                              "least one, e.g. objective.teacher.ce.weight=1")
-        if any(True for _ in self.objective.parameters()) or self.objective.players():
-            raise ConfigError("objective.teacher: terms with trainable parts of their own need a student method")
+        self.objective = self.plain_objective(ctx, "teacher", "; set e.g. objective.teacher.ce.weight=1")
         self.add_player("model", net)
         self.input_noise = float(cfg.players.input_noise)  # read once: a config read costs microseconds per step
 

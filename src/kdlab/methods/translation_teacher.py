@@ -12,7 +12,7 @@ from torch import nn
 
 from kdlab.config import ConfigError
 from kdlab.methods.base import Method, unwrap
-from kdlab.methods.gan_players import discriminator_objective, generator_export_state
+from kdlab.methods.gan_players import generator_export_state
 from kdlab.methods.i2i_eval import grid_examples, translation_finalize, translation_grid
 
 
@@ -56,10 +56,8 @@ class TranslationTeacher(Method):
                                why_not={"teacher": "a translation teacher has no teacher",
                                         "targets": "unpaired data has no ground truth per input"})
 
-        g_objective = self.build_objective(ctx("generator"), player="generator")
-        if not len(g_objective) or any(True for _ in g_objective.parameters()) or g_objective.players():
-            raise ConfigError("objective.generator needs a term of weight > 0 and no term with trainable parts")
-        return g_objective, discriminator_objective(self, None, ctx)
+        return (self.plain_objective(ctx("generator"), "generator"),
+                self.plain_objective(ctx("discriminator"), "discriminator"))
 
     def eval_model(self) -> nn.Module:
         return unwrap(self.players["generator"])
