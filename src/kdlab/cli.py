@@ -249,17 +249,21 @@ def cmd_list(args: argparse.Namespace) -> int:
     }
     if args.what and args.what not in groups:
         raise ValueError(f"unknown list {args.what!r}; accepted: {', '.join(groups)}")
+    groups = {n: e for n, e in groups.items() if not args.what or n == args.what}
+    columns = {"terms": ("keys (defaults)", "players", "needs")}
+    if args.json:
+        print(json.dumps({g: {k: dict(zip(("description",) + columns.get(g, ()), v if isinstance(v, tuple) else (v,)))
+                              for k, v in e.items()} for g, e in groups.items()}, indent=1))
+        return 0
     out = Console()
     for name, entries in groups.items():
-        if args.what and name != args.what:
+        if not out.is_terminal:  # piped: one tab-separated line per entry, names never cut to a table's width
+            for k, v in entries.items():
+                print("\t".join((name, k, *(v if isinstance(v, tuple) else (v,)))))
             continue
         table = Table(title=name)
-        table.add_column("name")
-        table.add_column("description")
-        if name == "terms":
-            table.add_column("keys (defaults)")
-            table.add_column("players")
-            table.add_column("needs")
+        for col in ("name", "description") + columns.get(name, ()):
+            table.add_column(col)
         for k, v in entries.items():
             table.add_row(k, *(v if isinstance(v, tuple) else (v,)))
         out.print(table)

@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default="kdlab comparison")
     p = sub.add_parser("list", help="list models, generators, methods, terms, data sets, experiments, recipes, compare-specs")
     p.add_argument("what", nargs="?", default=None)
+    p.add_argument("--json", action="store_true", help="print the entries as JSON (full names and descriptions)")
     p = sub.add_parser("reproduce", help="rerun a paper's table or figure (kdlab list experiments)")
     p.add_argument("experiment")
     p.add_argument("--scale", default="small", help="small (2 CPU cores) or full (the paper's protocol)")
