@@ -131,6 +131,7 @@ CASES = [
     case("cli", "export {f}/good.safetensors --max-test 0", "--max-test = 0", ">= 1"),
     case("cli", "export {f}/good.safetensors --format tflite", "'tflite'", "onnx"),
     case("cli", "export {f}/good.safetensors --atol 0", "atol", "> 0"),
+    case("cli", "export {f}/good.safetensors --atol inf", "atol", "finite number > 0"),
     case("cli", "list nothing", "'nothing'", "accepted: models"),
     # --- config values (all refused before any data is read)
     case("config", "train-teacher {cfg} seed=-1", "'seed' = -1", ">= 0"),

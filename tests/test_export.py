@@ -89,3 +89,22 @@ def test_export_bad_input(classifier_run, tmp_path, capsys):
     assert main(["export", str(classifier_run), "--format", "torchscript", "--max-test", "100",
                  "--out", str(tmp_path / "m.pt")]) == 0
     assert (tmp_path / "m.pt").is_file() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_export_out_never_replaces_a_runs_files_nor_an_existing_file(classifier_run, tmp_path, capsys):
+    weights = next(classifier_run.glob("*.safetensors"))
+    before = weights.read_bytes()
+    for out in (weights, classifier_run / "config.yaml", classifier_run / "student.onnx"):
+        assert main(["export", str(classifier_run), "--out", str(out), "--force"]) == 2
+        assert "belong to the run" in capsys.readouterr().err
+    assert weights.read_bytes() == before and not (classifier_run / "student.onnx").exists()
+    mine = tmp_path / "mine.pt"
+    mine.write_bytes(b"a user's file")
+    assert main(["export", str(classifier_run), "--format", "torchscript", "--max-test", "50", "--out", str(mine)]) == 2
+    assert "--force" in capsys.readouterr().err and mine.read_bytes() == b"a user's file"
+    assert main(["export", str(classifier_run), "--format", "torchscript", "--max-test", "50", "--out", str(mine),
+                 "--force"]) == 0
+    assert mine.read_bytes() != b"a user's file"
+    for atol in ("inf", "nan", "-1"):
+        assert main(["export", str(classifier_run), "--atol", atol]) == 2
+        assert "finite number > 0" in capsys.readouterr().err

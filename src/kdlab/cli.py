@@ -314,7 +314,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     try:
         rep = export_run(args.weights, args.format, Path(args.out) if args.out else None, atol=args.atol,
-                         max_test=args.max_test)
+                         max_test=args.max_test, force=args.force)
     except ImportError as exc:
         report_error("error", exc)
         return 2

@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("weights", help="run directory or kdlab .safetensors / .ckpt (classifier or generator)")
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
     p.add_argument("--out", default=None, help="output file (default: <run>/exports/<weights name>.onnx|.pt)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file (never a run's own files)")
     p.add_argument("--atol", type=float, default=1e-3, help="largest accepted |difference| to PyTorch's outputs")
     p.add_argument("--max-test", type=int, default=None, help="check on this many test images (default: all)")
     p.add_argument("--threads", type=int, default=None,

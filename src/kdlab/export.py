@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import statistics
 import tempfile
@@ -164,25 +165,44 @@ def _check_batches(model: nn.Module, kind: str, meta: Dict[str, str], max_test: 
     return out, (spec.in_channels, spec.image_size, spec.image_size)
 
 
+def _check_out(target: Path, run_dir: Path, weights: Path, force: bool) -> None:
+    """Refuse an ``--out`` that would replace a run's own file or, without ``force``, any existing file."""
+    t = target.resolve()
+    inside = t == run_dir.resolve() or run_dir.resolve() in t.parents
+    if t == weights.resolve() or (inside and (run_dir / "exports").resolve() not in t.parents):
+        raise ValueError(f"--out {target} is inside the run directory {run_dir}, whose files belong to the run; "
+                         f"write under {run_dir / 'exports'} or outside the run")
+    if t.is_dir():
+        raise ValueError(f"--out {target} is a directory; give a file name (e.g. {target / ('model' + target.suffix)})")
+    if t.exists() and not force:
+        raise ValueError(f"--out {target} exists; pass --force to replace it, or choose another file")
+
+
 def export_run(weights: Any, fmt: str, out: Optional[Path] = None, atol: float = 1e-3,
-               max_test: Optional[int] = None) -> Dict[str, Any]:
+               max_test: Optional[int] = None, force: bool = False) -> Dict[str, Any]:
     """Export the network of ``weights`` (run directory or kdlab weights file) as ``fmt``, check it and
     time it; returns the report (also written beside the file as JSON).
 
+    ``out`` never replaces a run's own files: a path inside the run directory is accepted only under its
+    ``exports/`` folder, and an existing file is replaced only with ``force``.
+
     Raises:
-        ValueError: unknown format, a bad ``atol``, weights that are no kdlab network.
+        ValueError: unknown format, a bad ``atol`` (not finite and > 0), weights that are no kdlab network,
+            ``out`` inside the run directory outside ``exports/``, or an existing ``out`` without ``force``.
         ExportMismatchError: outputs differ by more than ``atol`` (or top-1 agreement below 100%
             beyond that tolerance): the file is kept for inspection and the report says so.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; accepted: {', '.join(FORMATS)}")
-    if not atol > 0:
-        raise ValueError(f"--atol = {atol} must be > 0")
+    if not (atol > 0 and math.isfinite(atol)):
+        raise ValueError(f"--atol = {atol} must be a finite number > 0 (the largest accepted |difference|)")
     from kdlab.engine import atomic_write_text
 
     model, kind, path, meta = load_exportable(weights)
     run_dir = path.parent if path.parent.name != "checkpoints" else path.parent.parent
     target = Path(out) if out is not None else run_dir / "exports" / f"{path.stem}{SUFFIX[fmt]}"
+    if out is not None:
+        _check_out(target, run_dir, path, force)
     batches, shape = _check_batches(model, kind, meta, max_test)
     run = export_model(model, batches[0][:2], fmt, target)
     report: Dict[str, Any] = {"weights": str(path), "kind": kind, "format": fmt, "file": str(target),
