@@ -336,6 +336,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def interrupted_line(exc: BaseException, command: str, argv: List[str]) -> str:
+    """The one line printed on Ctrl-C: where the run stopped and the command that resumes it."""
+    again = " ".join(["kdlab", *[a for a in argv if a != "--overwrite"]])
+    last = getattr(exc, "last_checkpoint", None)
+    if command not in COMMANDS:
+        return f"interrupted: kdlab {command} stopped"
+    if last is None and hasattr(exc, "last_checkpoint"):
+        return f"interrupted: {exc}; no epoch had completed, so nothing to resume: start again with `{again} --overwrite`"
+    if last is None:
+        return f"interrupted: kdlab {command} stopped; resume with `{again}{'' if '--resume' in argv else ' --resume'}`"
+    return (f"interrupted: {exc}; resume from {last} (the last completed epoch) with "
+            f"`{again}{'' if '--resume' in argv else ' --resume'}`")
+
+
 def report_error(label: str, exc: BaseException) -> None:
     """Print ``label: message`` on stderr, the message verbatim (no rich markup: ``[a, b]`` stays)."""
     console.print(Text.assemble((f"{label}: ", "bold red"), str(exc)))
@@ -383,6 +397,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     }
     try:
         return handlers[args.command](args)
+    except KeyboardInterrupt as exc:  # Ctrl-C: one line, no traceback
+        console.print(Text(interrupted_line(exc, args.command, list(sys.argv[1:] if argv is None else argv)),
+                           style="bold yellow"))
+        return 130
     except NonFiniteLossError as exc:
         report_error("stopped", exc)
         return 1

@@ -18,7 +18,9 @@ from kdlab.engine.loading import (
     load_network,
     network_identity,
 )
-from kdlab.engine.loop import FitResult, NonFiniteLossError, Trainer, copy_with_state, make_fabric, unwrap
+from kdlab.engine.loop import (
+    FitResult, NonFiniteLossError, Trainer, TrainingInterrupted, copy_with_state, make_fabric, unwrap,
+)
 from kdlab.engine.optim import build_optimizer, build_scheduler, optim_with_lr
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "network_identity",
     "FitResult",
     "NonFiniteLossError",
+    "TrainingInterrupted",
     "Trainer",
     "atomic_write",
     "atomic_write_text",

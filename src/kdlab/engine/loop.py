@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import copy
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +41,39 @@ CKPT_FORMAT = "kdlab-run-1"
 
 class NonFiniteLossError(RuntimeError):
     """A loss became NaN or infinite; the run stopped and ``last.ckpt`` is the last good state."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run at a step boundary (one process). ``last_checkpoint`` is the last completed
+    epoch's ``last.ckpt`` (``None`` when no epoch had completed); ``--resume`` continues from it bit-exactly."""
+
+    def __init__(self, epoch: int, step: int, last_checkpoint: Optional[Path]) -> None:
+        super().__init__(f"interrupted in epoch {epoch + 1}, after step {step}")
+        self.epoch, self.step, self.last_checkpoint = epoch, step, last_checkpoint
+
+
+class StepBoundaryInterrupt:
+    """While entered, the first Ctrl-C (SIGINT) only sets ``requested``; the loop stops at the next step
+    boundary. A second Ctrl-C interrupts at once (the previous handler is back). Inactive off the main
+    thread and under several processes (ranks stopping at different steps would hang a collective)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested, self._previous = False, None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)
+
+    def __enter__(self) -> "StepBoundaryInterrupt":
+        if self.enabled:
+            self._previous = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.enabled:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 @dataclass
@@ -234,7 +269,8 @@ class Trainer:
                                                     world_size=fabric.world_size), fabric, self.ckpt_dir / "last.ckpt")
         hooks.at(start_epoch, step)
         hooks.fit_start()
-        with ProgressBar(enabled=tcfg.progress and self.is_zero) as bar:
+        with ProgressBar(enabled=tcfg.progress and self.is_zero) as bar, \
+                StepBoundaryInterrupt(enabled=fabric.world_size == 1) as interrupt:
             for epoch in range(start_epoch, epochs):
                 loader = self._train_loader(train_set, epoch)
                 total = len(loader) if tcfg.limit_train_batches is None else min(len(loader), tcfg.limit_train_batches)
@@ -278,6 +314,9 @@ class Trainer:
                     if hooks:
                         hooks.at(epoch, step)
                         hooks.step_end(batch, step, out)
+                    if interrupt.requested:
+                        last = self.ckpt_dir / "last.ckpt"
+                        raise TrainingInterrupted(epoch, step, last if last.exists() else None)
                 method.on_epoch_end(epoch)
                 if val_loader is not None:
                     metrics = method.validate(val_loader, fabric.device)

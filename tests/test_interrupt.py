@@ -1,0 +1,57 @@
+"""Ctrl-C (SIGINT) during training: the run stops at the next step boundary (not inside a step), the
+command prints one line naming the checkpoint and the resume command, and ``--resume`` then ends with
+weights bit-identical to an uninterrupted run."""
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import small_config
+from kdlab.cli import interrupted_line
+from kdlab.engine import Callback, TrainingInterrupted
+from kdlab.runner import load_run_config, train
+
+
+class CtrlC(Callback):
+    """Sends SIGINT to this process at the end of the first step of epoch ``epoch``."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch, self.sent_at = epoch, None
+
+    def on_step_end(self, view, batch, step, logs) -> None:
+        if self.sent_at is None and view.epoch == self.epoch:
+            self.sent_at = step
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def _cfg(tmp_path, out):
+    return load_run_config([small_config(tmp_path / out, name="r", trainer={"epochs": 3, "threads": 1})])
+
+
+def test_ctrl_c_stops_at_a_step_boundary_and_resume_is_bit_exact(tmp_path):
+    ref = train(_cfg(tmp_path, "ref"))
+    ctrl_c = CtrlC(epoch=1)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(TrainingInterrupted) as info:
+        train(_cfg(tmp_path, "cut"), callbacks=[ctrl_c])
+    exc = info.value
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is put back
+    assert exc.step == ctrl_c.sent_at and exc.epoch == 1  # stopped right after the step that saw the signal
+    assert exc.last_checkpoint is not None and exc.last_checkpoint.name == "last.ckpt"
+    line = interrupted_line(exc, "train-teacher", ["train-teacher", "cfg.yaml"])
+    assert str(exc.last_checkpoint) in line and "`kdlab train-teacher cfg.yaml --resume`" in line
+    got = train(_cfg(tmp_path, "cut"), resume=True)
+    a, b = load_file(str(next(ref.glob("*.safetensors")))), load_file(str(next(got.glob("*.safetensors"))))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ctrl_c_in_the_first_epoch_says_there_is_nothing_to_resume(tmp_path):
+    with pytest.raises(TrainingInterrupted) as info:
+        train(_cfg(tmp_path, "first"), callbacks=[CtrlC(epoch=0)])
+    assert info.value.last_checkpoint is None
+    line = interrupted_line(info.value, "distill", ["distill", "c.yaml"])
+    assert "nothing to resume" in line and "`kdlab distill c.yaml --overwrite`" in line
