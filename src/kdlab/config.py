@@ -22,17 +22,18 @@ the value and what is accepted.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 # the field rules live in config_fields; kdlab.config is where users import them from
 from kdlab.config_fields import (  # noqa: F401
     TEMPERATURE_MIN, ConfigError, bounded, check_finite, check_section, choice, temperature_field)
+from kdlab.registry import did_you_mean
 
 
 @dataclass
@@ -176,6 +177,11 @@ SECTIONS = tuple(f.name for f in fields(RunConfig) if isinstance(f.default_facto
 def _friendly(exc: OmegaConfBaseException) -> ConfigError:
     key = getattr(exc, "full_key", None)
     msg = str(exc).split("\n")[0]
+    schema = getattr(exc, "object_type", None)
+    if isinstance(exc, ConfigKeyError) and is_dataclass(schema):
+        names = [f.name for f in fields(schema)]  # OmegaConf suggests only sometimes: always name the keys
+        msg = msg.split(". Did you mean")[0].rstrip(".")
+        msg += f"{did_you_mean(getattr(exc, 'key', ''), names)}; accepted: {', '.join(names)}"
     return ConfigError(f"config key {key!r}: {msg}" if key else f"config: {msg}")
 
 
@@ -217,6 +223,9 @@ def parse_overrides(overrides: Sequence[str]) -> DictConfig:
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. trainer.epochs=5)")
+        if "" in item.partition("=")[0].split("."):
+            raise ConfigError(f"override {item!r}: the key {item.partition('=')[0]!r} has an empty part "
+                              f"(two dots, or a leading/trailing dot); accepted: dotted names such as trainer.epochs=5")
     layers = []
     for item in overrides:  # one at a time, so an error names its item
         try:

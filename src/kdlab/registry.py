@@ -6,9 +6,16 @@ looked up by name. This module imports nothing from kdlab, so every layer may us
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterator, Optional, TypeVar
+import difflib
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, TypeVar
 
 T = TypeVar("T")
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``" (did you mean 'kd'?)"`` for the closest of ``choices`` to a misspelt ``word``, else ``""``."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class UnknownNameError(KeyError):
@@ -63,7 +70,8 @@ class Registry:
         key = str(name).lower()
         if key not in self._entries:
             known = ", ".join(sorted(self._entries)) or "(none)"
-            raise UnknownNameError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}")
+            raise UnknownNameError(f"unknown {self.kind} {name!r}{did_you_mean(key, self._entries)}; "
+                                   f"known {self.kind}s: {known}")
         return self._entries[key]
 
     def names(self) -> list[str]:

@@ -24,7 +24,7 @@ from kdlab.data.batch import Batch
 from kdlab.engine.loop import unwrap
 from kdlab.models.base import capture_features
 from kdlab.models.batch_stats import jacobian_forward
-from kdlab.registry import UnknownNameError
+from kdlab.registry import UnknownNameError, did_you_mean
 from kdlab.terms.base import TERMS, Outputs, Term, TermContext
 
 
@@ -47,7 +47,8 @@ def term_config(name: str, raw: Any, where: str = "objective.student") -> DictCo
     if raw is not None:
         for key in raw.keys():
             if key not in schema:
-                raise ConfigError(f"{where}.{name}: unknown key {key!r}; term {name!r} accepts: {keys}")
+                raise ConfigError(f"{where}.{name}: unknown key {key!r}{did_you_mean(key, schema.keys())}; "
+                                  f"term {name!r} accepts: {keys}")
     try:
         cfg = OmegaConf.merge(schema, raw or {})
     except OmegaConfBaseException as exc:
