@@ -118,6 +118,8 @@ CASES = [
     case("cli", "distill no-such-recipe", "'no-such-recipe'", "recipes:"),
     case("cli", "distill {cfg} trainer.epochs", "'trainer.epochs'", "key=value"),
     case("cli", "distill {cfg} =5", "'=5'", "key=value"),
+    case("config", "distill {cfg} name=" + "n" * 250, "(250 characters)", "1 to 120 letters"),
+    case("config", "distill {cfg} out_dir={cfg}", "is a file", "accepted: a directory"),
     case("cli", "distill {cfg} trainer..epochs=3", "'trainer..epochs'", "empty part", "trainer.epochs=5"),
     case("config", "distill {cfg} objective.student.kdd.weight=1", "'kdd'", "did you mean 'kd'?", "known terms"),
     case("config", "distill {cfg} objective.student.kd.temprature=2", "did you mean 'temperature'?", "accepts:"),

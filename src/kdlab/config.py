@@ -170,6 +170,8 @@ class RunConfig:
 
 # a run name is one directory inside out_dir: no separators, and no leading "." (".", "..", ".cache")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")
+#: file names are at most 255 bytes; a run directory's siblings add a suffix (``.old-<time>``, ``.lock``)
+NAME_MAX = 120
 #: the sections of a run config that must be mappings (``data: 5`` is refused)
 SECTIONS = tuple(f.name for f in fields(RunConfig) if isinstance(f.default_factory, type)) + ("objective", "players", "loss")
 
@@ -313,9 +315,14 @@ def validate(cfg: DictConfig, players_schema: Optional[type] = None, eval_schema
     Raises:
         ConfigError: naming the key, the value and what is accepted.
     """
-    if not _NAME_RE.match(cfg.name):
-        raise ConfigError(f"config key 'name' = {cfg.name!r}: a run name is one directory inside out_dir; accepted: "
-                          f"letters, digits, '.', '_' or '-', not starting with '.'")
+    if not _NAME_RE.match(cfg.name) or len(cfg.name) > NAME_MAX:
+        shown = repr(cfg.name) if len(cfg.name) <= 60 else f"'{cfg.name[:40]}...' ({len(cfg.name)} characters)"
+        raise ConfigError(f"config key 'name' = {shown}: a run name is one directory inside out_dir; accepted: "
+                          f"1 to {NAME_MAX} letters, digits, '.', '_' or '-', not starting with '.'")
+    out = Path(str(cfg.out_dir)).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"config key 'out_dir' = {str(cfg.out_dir)!r} is a file; accepted: a directory "
+                          f"(created if missing) that holds the run directories")
     check_section(cfg, RunConfig, "")
     if players_schema is not None and cfg.players is not None:
         check_section(cfg.players, players_schema, "players")
