@@ -258,3 +258,12 @@ def test_heldout_metrics_reuses_the_sigma_0_pass_with_the_same_numbers():
     with torch.no_grad():
         other[1].bias.add_(1)
     assert evaluation.same_weights(model, twin) and not evaluation.same_weights(model, other)
+
+
+def test_more_jobs_than_cores_is_refused_before_any_training(fake, tmp_path):
+    import os
+
+    too_many = (os.cpu_count() or 1) + 1
+    with pytest.raises(ConfigError, match=f"--jobs = {too_many}: accepted: an integer from 1 to {too_many - 1}"):
+        run_compare(load_spec(spec_dict()), tmp_path, jobs=too_many)
+    assert fake.names == [] and not any(tmp_path.iterdir())

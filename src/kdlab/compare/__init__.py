@@ -15,6 +15,7 @@ architecture, a data budget and a list of method rows (packaged recipes, YAML fi
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,13 @@ def run_compare(spec: CompareSpec, out_dir: Path = Path("runs"), extra: Sequence
         raise ConfigError(f"--jobs = {jobs}: accepted: an integer >= 1")
     plan = plan_compare(spec, out_dir, extra)  # checks everything; threads are decided below
     gpus = cuda_devices(plan.cells)
+    cores = os.cpu_count() or 1
+    if jobs is not None and jobs > max(cores, gpus):
+        from kdlab.config import ConfigError
+
+        # each job is a process with its own copy of the data: more than the cores (or GPUs) only slows
+        raise ConfigError(f"--jobs = {jobs}: accepted: an integer from 1 to {max(cores, gpus)} "
+                          f"(this machine has {cores} CPU cores and {gpus} CUDA devices for these runs)")
     jobs = jobs if jobs is not None else max(1, gpus)
     if jobs > 1 and not gpus:  # each CPU run gets its share of the cores (recorded in its config)
         set_threads(plan, worker_threads(jobs))
