@@ -56,6 +56,8 @@ def small_config(tmp_path: Path, **sections: Any) -> Dict[str, Any]:
             cfg[key] = {**cfg[key], **value}
         else:
             cfg[key] = value
+    if cfg["data"].get("transfer") not in (None, "train", "none", "synth") and "n_per_class" not in sections.get("data", {}):
+        cfg["data"].pop("n_per_class", None)  # the labelled budget is refused beside another transfer source
     return cfg
 
 

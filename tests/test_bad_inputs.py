@@ -119,6 +119,8 @@ CASES = [
     case("cli", "distill {cfg} trainer.epochs", "'trainer.epochs'", "key=value"),
     case("cli", "distill {cfg} =5", "'=5'", "key=value"),
     case("config", "distill {cfg} name=" + "n" * 250, "(250 characters)", "1 to 120 letters"),
+    case("config", "distill {cfg} data.n_per_class=10 data.transfer=mnist-digits", "data.n_per_class = 10",
+         "ignored", "'mnist-digits'", "data.transfer_n"),
     case("config", "distill {cfg} out_dir={cfg}", "is a file", "accepted: a directory"),
     case("cli", "distill {cfg} trainer..epochs=3", "'trainer..epochs'", "empty part", "trainer.epochs=5"),
     case("config", "distill {cfg} objective.student.kdd.weight=1", "'kdd'", "did you mean 'kd'?", "known terms"),

@@ -31,7 +31,7 @@ def test_out_of_domain_student_sees_no_fashion_images_and_lands_far_below(tmp_pa
     # the same budget: 1,000 transfer images, the same steps and schedule
     ind = train(load_run_config([make_config(name="in-domain", data={"n_per_class": 100, "max_test": 2000}, **common)]))
     ood = train(load_run_config([make_config(
-        name="ood", data={"n_per_class": 100, "max_test": 2000, "transfer": "mnist-digits", "transfer_n": 1000},
+        name="ood", data={"max_test": 2000, "transfer": "mnist-digits", "transfer_n": 1000},
         **common)]))
     s_ind, s_ood = (json.loads((r / "summary.json").read_text()) for r in (ind, ood))
     # the OOD student trained on digits only, and is tested on the Fashion-MNIST test split

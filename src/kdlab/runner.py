@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 
 from kdlab.config import ConfigError, load_config, to_yaml
-from kdlab.data import TRANSFER_LABELLED, TRANSFER_NONE, build_datasets, make_loader, transfer_info
+from kdlab.data import TRANSFER_LABELLED, TRANSFER_NONE, TRANSFER_SYNTH, build_datasets, make_loader, transfer_info
 from kdlab.engine import Trainer, atomic_write_text, make_fabric
 from kdlab.engine.env import git_commit, versions
 from kdlab.methods import METHODS
@@ -92,6 +92,7 @@ def check_transfer(cfg: Any, method: Any) -> None:
         raise ConfigError(f"data.privileged = {cfg.data.privileged!r} gives the teacher a view of the labelled training "
                           f"images; data.transfer = {cfg.data.transfer!r} has none: drop one of them")
     if cfg.data.transfer != TRANSFER_NONE or getattr(method, "synthesizes", False) is not False:
+        check_budget_source(cfg.data)
         return
     able = [n for n in METHODS.names() if getattr(METHODS.get(n), "synthesizes", False) is not False]
     synth = [n for n in METHODS.names() if not METHODS.get(n).synth_unsupported]
@@ -99,6 +100,20 @@ def check_transfer(cfg: Any, method: Any) -> None:
                       f"synthesise its batches here; methods that can run data-free: {', '.join(able) or '(none)'}; "
                       f"a classifier student ({', '.join(synth)}) learns data-free from a generator with "
                       "data.transfer=synth (recipes dfad, dafl, deepinversion)")
+
+
+def check_budget_source(data: Any, where: str = "") -> None:
+    """``data.n_per_class`` sizes the labelled training subset; beside a transfer data set (a name or an
+    image folder) the student never sees that subset, so the budget would be silently ignored. (With
+    ``synth`` or ``none`` the transfer batches are generated; the refusal is for data sources.)
+
+    Raises:
+        ConfigError: naming both values and the key that sizes the transfer set (``where`` prefixes it).
+    """
+    if data.n_per_class is not None and data.transfer not in (None, TRANSFER_LABELLED, TRANSFER_NONE, TRANSFER_SYNTH):
+        raise ConfigError(f"{where}data.n_per_class = {data.n_per_class} is ignored with data.transfer = "
+                          f"{data.transfer!r} (the student learns from the transfer set, sized by data.transfer_n): "
+                          f"drop one of them")
 
 
 def check_selection(cfg: Any) -> None:

@@ -147,7 +147,7 @@ def _check_method(cell: Cell) -> None:
 
 def _check_budget(cells: Sequence[Cell]) -> None:
     """Budget vs data: ``n_per_class`` beside an unlabelled transfer source, or larger than a class."""
-    from kdlab.data import TRANSFER_LABELLED
+    from kdlab.runner import check_budget_source
 
     labels: Dict[Tuple[Any, ...], Any] = {}
     for cell in cells:
@@ -155,10 +155,7 @@ def _check_budget(cells: Sequence[Cell]) -> None:
         if d.n_per_class is None:
             continue
         where = f"method row {cell.row.label!r}"
-        if d.transfer not in (None, TRANSFER_LABELLED):
-            raise ConfigError(f"{where}: data.n_per_class = {d.n_per_class} is ignored with data.transfer = "
-                              f"{d.transfer!r} (the student learns from the transfer set, sized by data.transfer_n): "
-                              f"drop one of them")
+        check_budget_source(d, f"{where}: ")
         key = (d.name, d.root, d.image_size, tuple(d.classes) if d.classes is not None else None)
         if key not in labels:
             labels[key] = _train_labels(d)
