@@ -35,6 +35,9 @@ def files(tmp_path_factory) -> Path:
     clf = build_model("mlp", num_classes=10, in_channels=1, image_size=28, hidden=[16])
     good = save_classifier(clf, d / "good.safetensors", data="fashion-mnist").read_bytes()
     (d / "trunc.safetensors").write_bytes(good[: len(good) - 100])
+    (d / "edited_run").mkdir()  # a run directory whose config.yaml was edited into malformed YAML
+    (d / "edited_run" / "student.safetensors").write_bytes(good)
+    (d / "edited_run" / "config.yaml").write_text("name: [unclosed\n  bad: : :\n")
     (d / "zero.safetensors").write_bytes(b"")
     (d / "zero.ckpt").write_bytes(b"")
     (d / "rand.safetensors").write_bytes(torch.randint(0, 256, (4096,), dtype=torch.uint8).numpy().tobytes())
@@ -130,6 +133,8 @@ CASES = [
     case("cli", "train-teacher {cfg} --bogus", "--bogus", "accepted: the options of `kdlab train-teacher --help`"),
     case("cli", "train-teacher {cfg} method=distill", "method 'distill'", "`kdlab distill`"),
     case("cli", "frobnicate", "'frobnicate'", "train-teacher"),
+    case("cli", "evaluate {f}/edited_run", "config.yaml', line 2, column 6", "did not find expected"),
+    case("cli", "export {f}/edited_run", "config.yaml', line 2, column 6", "did not find expected"),
     case("cli", "evaluate {f}/good.safetensors --sigmas abc", "'abc' is not a number", "comma-separated finite numbers >= 0"),
     case("cli", "evaluate {f}/good.safetensors --sigmas 0,nan", "nan is out of range", "finite numbers >= 0"),
     case("cli", "evaluate {f}/good.safetensors --sigmas -0.5", "-0.5 is out of range", ">= 0"),

@@ -121,14 +121,24 @@ def _translation_teacher(sources: Sequence[Path], overrides: Sequence[str]) -> O
 
 def run_threads(weights: str) -> Optional[int]:
     """``trainer.threads`` of the run that ``weights`` belongs to (its ``config.yaml``: in the run directory
-    itself, beside the weights file, or above ``checkpoints/``); None when there is none."""
+    itself, beside the weights file, or above ``checkpoints/``); None when there is none.
+
+    Raises:
+        kdlab.config.ConfigError: that ``config.yaml`` is not valid YAML (file, line, column), or its
+            ``trainer.threads`` is no integer >= 1.
+    """
     from omegaconf import OmegaConf
+
+    from kdlab.config import ConfigError, load_yaml
 
     path = Path(weights)
     for d in ([path] if path.is_dir() else [path.parent, path.parent.parent]):
         if (d / "config.yaml").is_file():
-            threads = OmegaConf.select(OmegaConf.load(d / "config.yaml"), "trainer.threads")
-            return int(threads) if threads else None
+            threads = OmegaConf.select(load_yaml(d / "config.yaml"), "trainer.threads")
+            if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+                raise ConfigError(f"{d / 'config.yaml'}: trainer.threads = {threads!r}; accepted: an integer >= 1 "
+                                  f"(or pass --threads N)")
+            return threads or None
     return None
 
 
