@@ -267,3 +267,15 @@ def test_more_jobs_than_cores_is_refused_before_any_training(fake, tmp_path):
     with pytest.raises(ConfigError, match=f"--jobs = {too_many}: accepted: an integer from 1 to {too_many - 1}"):
         run_compare(load_spec(spec_dict()), tmp_path, jobs=too_many)
     assert fake.names == [] and not any(tmp_path.iterdir())
+
+
+def test_a_generator_teacher_is_refused_before_any_training(fake, tmp_path):
+    from kdlab.engine.generators import save_generator
+    from kdlab.models import build_generator
+
+    with pytest.raises(ConfigError, match="method 'gan' trains a generator teacher.*train-teacher"):
+        run_compare(load_spec(spec_dict(teacher="gan_teacher")), tmp_path / "a")
+    gen = save_generator(build_generator("dcgan", 1, 28, latent_dim=8, d=4), tmp_path / "gen.safetensors")
+    with pytest.raises(ConfigError, match="holds no classifier"):
+        run_compare(load_spec(spec_dict(teacher=str(gen))), tmp_path / "b")
+    assert fake.names == []

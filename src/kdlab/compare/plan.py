@@ -101,6 +101,7 @@ def _teacher(spec: CompareSpec, out_dir: Path, extra: Sequence[str]) -> Tuple[Op
         return None, None
     path = Path(spec.teacher)
     if path.is_dir() or (path.is_file() and path.suffix in WEIGHT_SUFFIXES):
+        _check_teacher_weights(spec.teacher)
         return None, str(path)
     if path.suffix in WEIGHT_SUFFIXES:
         raise ConfigError(f"teacher {spec.teacher!r}: no such weights file")
@@ -108,7 +109,27 @@ def _teacher(spec: CompareSpec, out_dir: Path, extra: Sequence[str]) -> Tuple[Op
     cell = Cell(row=MethodRow(label="teacher", slug="teacher"), seed=0, sources=[source, _dotlist(spec.common)],
                 overrides=[*spec.teacher_set, f"out_dir={out_dir}", f"name={spec.name}-teacher", *extra])
     cfg = _resolve(cell, f"teacher {spec.teacher!r}")
+    from kdlab.methods import METHODS
+
+    cls = METHODS.get(cfg.method)
+    if cls.kind != "classifier" or cls.role != "teacher":
+        able = [n for n in METHODS.names() if METHODS.get(n).kind == "classifier" and METHODS.get(n).role == "teacher"]
+        raise ConfigError(f"teacher {spec.teacher!r}: method {cfg.method!r} trains a {cls.kind} {cls.role}; compare "
+                          f"distils classifiers: the teacher must be trained by {', '.join(able)} (kdlab train-teacher)")
     return cell, str(Path(cfg.out_dir) / cfg.name)
+
+
+def _check_teacher_weights(teacher: str) -> None:
+    """An existing teacher (run directory or weights file) must hold a classifier, not a generator."""
+    from kdlab.engine.checkpoint import SAFETENSORS_FORMAT, read_safetensors_metadata, resolve_weights
+
+    path = resolve_weights(teacher)
+    if path.suffix != ".safetensors":
+        return  # a .ckpt is checked when loaded
+    fmt = read_safetensors_metadata(path).get("format")
+    if fmt != SAFETENSORS_FORMAT:
+        raise ConfigError(f"teacher {teacher!r}: {str(path)!r} holds no classifier (format {fmt!r}); compare distils "
+                          f"classifiers: give a run of kdlab train-teacher or its teacher.safetensors")
 
 
 def _student_cell(spec: CompareSpec, row: MethodRow, seed: int, out_dir: Path, teacher: Optional[str],
