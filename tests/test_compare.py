@@ -25,14 +25,14 @@ ACC = {"ce": [80.0, 81.5, 79.0], "kd": [82.0, 82.5, 81.9], "t8": [81.0, 83.0, 78
 class FakeTrain:
     """Stands in for kdlab.runner.train: a finished run directory from the resolved config."""
 
-    def __init__(self, fail: str = "") -> None:
+    def __init__(self, fail: str = "", error: type = RuntimeError) -> None:
         self.names = []
-        self.fail = fail
+        self.fail, self.error = fail, error
 
     def __call__(self, cfg: Any, **kw: Any) -> Path:
         self.names.append(cfg.name)
         if self.fail and self.fail == cfg.name:
-            raise RuntimeError("loss exploded at step 7")
+            raise self.error("loss exploded at step 7")
         run = Path(cfg.out_dir) / cfg.name
         run.mkdir(parents=True, exist_ok=True)
         row = cfg.name.split("-")[1] if cfg.name.count("-") >= 2 else "teacher"
@@ -166,7 +166,20 @@ def test_a_failing_run_is_one_failed_row(monkeypatch, tmp_path, capsys):
     results = json.loads((tmp_path / "cmp" / "results.json").read_text())
     kd = results["rows"][1]
     assert kd["n_ok"] == 2 and kd["test_acc_best"]["n"] == 2 and kd["vs_first"]["test_acc_best"]["seeds"] == [0, 2]
-    assert "1 of 9 runs failed" in capsys.readouterr().err.replace("\n", " ")
+    err = capsys.readouterr().err
+    assert "1 of 9 runs failed" in err.replace("\n", " ")
+    assert "Traceback" in err  # a RuntimeError is a bug: its traceback is shown
+
+
+def test_a_diverged_row_is_one_line_without_traceback(monkeypatch, tmp_path, capsys):
+    from kdlab.engine import NonFiniteLossError
+
+    monkeypatch.setattr(grid, "train", FakeTrain(fail="cmp-kd-s1", error=NonFiniteLossError))
+    code = main(["compare", "--out-dir", str(tmp_path), "--name", "cmp", "--teacher", "demo_teacher",
+                 "--method", "KD=demo_kd", "--seeds", "0,1", "data.n_per_class=30", "trainer.progress=false"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert "cmp-kd-s1: failed" in err and "NonFiniteLossError: loss exploded at step 7" in err
 
 
 def test_report_paired_tests_match_scipy(fake, tmp_path):

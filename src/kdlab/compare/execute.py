@@ -26,7 +26,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from kdlab.compare.plan import Cell, Plan
+from kdlab.config import ConfigError
+from kdlab.engine import NonFiniteLossError
 from kdlab.experiments import grid
+from kdlab.registry import UnknownNameError
 
 __all__ = ["Outcome", "run_cells", "cuda_devices"]
 
@@ -106,6 +109,10 @@ def _work(sources: List[Any], overrides: List[str], log: str) -> Dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------ driver
+#: failures of a row that its one line explains (a diverged run, bad input or data): no traceback
+ROW_ERRORS = (NonFiniteLossError, ConfigError, UnknownNameError, ValueError, OSError)
+
+
 def _line(console: Console, k: int, n: int, o: Outcome) -> None:
     if o.ok:
         try:
@@ -151,7 +158,8 @@ def run_cells(plan: Plan, jobs: int = 1, gpus: int = 0, console: Optional[Consol
                 grid.run_cell(cell.sources, cell.overrides, console)
                 o = Outcome(cell.cfg.name, "trained", cell.run_dir, seconds=time.perf_counter() - t0)
             except Exception as exc:  # one failed row; the others still run
-                console.print(escape(traceback.format_exc()))
+                if not isinstance(exc, ROW_ERRORS):  # a bug: show where; a diverged run or bad input: its line says it
+                    console.print(escape(traceback.format_exc()))
                 o = Outcome(cell.cfg.name, "failed", cell.run_dir, error=_error_text(exc),
                             seconds=time.perf_counter() - t0)
             outcomes[o.name] = o
