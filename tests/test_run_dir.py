@@ -332,3 +332,24 @@ def test_under_ddp_rank_0_owns_the_directory_and_every_rank_follows_its_verdict(
     events = [r for r in rows if r.get("event") == "resume"]  # written once: by rank 0 only
     assert len(events) == 1 and events[0]["changed"]["trainer.devices"] == {"from": 1, "to": 2}
     assert load_checkpoint(tmp_path / "t" / "checkpoints" / "last.ckpt")["epoch"] == 2
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from kdlab.engine import checkpoint
+    from kdlab.engine.checkpoint import atomic_write
+
+    target = atomic_write(tmp_path / "last.ckpt", b"previous")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(checkpoint.os, "fsync", full)
+    with pytest.raises(OSError) as info:
+        atomic_write(target, b"x" * 1000)
+    msg = str(info.value)
+    assert str(target) in msg and "1,000 bytes" in msg and "free some space" in msg
+    assert info.value.errno == errno.ENOSPC
+    assert target.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]

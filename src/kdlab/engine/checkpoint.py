@@ -20,6 +20,7 @@ Every problem with a file is a :class:`WeightsError` naming the file and what is
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -78,18 +79,30 @@ def _feed(h: Any, obj: Any) -> None:
 
 
 def atomic_write(path: PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file + fsync + rename). Returns the path."""
+    """Write ``data`` to ``path`` atomically (temp file + fsync + rename). Returns the path.
+
+    Raises:
+        OSError: the write failed (a full disk, no permission...); the message names ``path``, the bytes
+            asked for and what to do; the previous file at ``path``, if any, is unchanged.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        hint = "free some space" if exc.errno == errno.ENOSPC else "check the directory's permissions and space"
+        raise OSError(exc.errno, f"could not write {str(path)!r} ({len(data):,} bytes): {exc.strerror or exc}; "
+                      f"{hint}; the previous file, if any, is unchanged") from exc
     except BaseException:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
