@@ -209,8 +209,7 @@ def _protocol(scale: str, sc: Dict[str, Any], seeds: Sequence[int], overrides: S
         f"teacher LeNet {sc['teacher_kwargs'] or '32-64-1024 (appendix C)'} trained {sc['teacher_epochs']} epochs on "
         + ("the whole training split less the validation images (one teacher for every n, so that it stands well above "
            "the classifier's CE start as in the paper; see SCALE), " if sc["teacher_data"] == "all" else "the same n images, ")
-        + "
-        "classifier MLP 784-800-800-10 unless stated, every row starting from the same classifier pre-trained with cross "
+        + "classifier MLP 784-800-800-10 unless stated, every row starting from the same classifier pre-trained with cross "
         f"entropy for {sc['pretrain_epochs']} epochs on the n images (one per seed); Adam 5e-4 for every player (KDGAN's "
         f"teacher: {sc['teacher_lr']:g}, the published rate, without an anchor to the labels as in the paper; the teacher with a "
         f"cross-entropy anchor of weight {TEACHER_CE:g}, not in the paper, is a labelled diagnostic row: see "
