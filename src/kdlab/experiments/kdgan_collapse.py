@@ -1,7 +1,9 @@
 """``kdlab reproduce kdgan-teacher-collapse``: why KDGAN's teacher collapses at the published learning rate
 (Wang et al. 2018; the released code trains every player with Adam 5e-4).
 
-One KDGAN game per variant on n = 500 Fashion-MNIST images (the small Table-4 teacher and classifier),
+One KDGAN game per variant on n = 500 Fashion-MNIST images (the small Table-4 teacher and classifier; the
+teacher is now pre-trained on the whole training split, the accuracies quoted below were measured with the
+former teacher trained on the 500 images),
 trained for a fixed number of steps; every few steps the teacher's test accuracy and the
 discriminator's mean score of the true label, ``p_d(x, y)``, and of the other labels. The variants test
 the hypotheses one at a time:
