@@ -153,3 +153,25 @@ def test_skd_direction_zero_at_agreement_with_finite_gradient_and_errors():
         skd_direction_loss(torch.randn(3, 4), torch.randn(3, 4), tikhonov=0.0)
     with pytest.raises(ValueError, match="unknown mode"):
         skd_instance_loss(torch.randn(3, 4), torch.randn(3, 4), mode="nope")
+
+
+def test_peer_terms_train_in_a_distill_run(make_config):
+    """Smoke test (finishes, finite, logs each term): a LeNet 4-8 student distilled from a LeNet 8-16 teacher with
+    CE, logit-standardised KD, channel similarity on conv2 (embedded 8 -> 16 channels) and both SKD losses."""
+    import json
+
+    from kdlab.runner import load_run_config, train
+
+    lenet = lambda c: {"name": "lenet", "kwargs": {"channels": c, "fc": 32}}  # noqa: E731
+    teacher = train(load_run_config([make_config(name="pt", model=lenet([8, 16]), trainer={"epochs": 1})]))
+    run = train(load_run_config([make_config(
+        method="distill", name="peer", teacher={"checkpoint": str(teacher)}, model=lenet([4, 8]), trainer={"epochs": 1},
+        objective={"student": {"ce": {"weight": 0.5}, "kd": {"weight": 1.0, "temperature": 2.0, "standardize": True},
+                               "chsim": {"weight": 1.0, "layers": [["conv2", "conv2"]]},
+                               "skd_instance": {"weight": 0.5, "mode": "code"},
+                               "skd_direction": {"weight": 0.5, "mode": "code"}}})]))
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    logged = {k for r in rows for k in r}
+    for term in ("kd", "chsim", "skd_instance", "skd_direction"):
+        key = next(k for k in logged if k.startswith("train/") and term in k)
+        assert all(np.isfinite(r[key]) for r in rows if key in r), key
