@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from kdlab.losses._common import check_feature_pair, check_mode
+from kdlab.losses.gcc import gram_matrix
 
 #: divisor of the summed squared difference: ``torchdistill`` = C * B^2 (``ChSimLoss.batch_loss``),
 #: ``ickd`` = C * B (the authors' ``ICKDLoss.batch_loss``)
@@ -15,8 +16,7 @@ def channel_correlation(f: torch.Tensor) -> torch.Tensor:
     """``normalize_rows(F F^T)`` per example with ``F`` = the map flattened to [C, H*W]: [B, C, C].
 
     Rows L2-normalised with the norm floored at 1e-12 (``F.normalize``): a dead channel gives a zero row."""
-    x = f.flatten(2)
-    return F.normalize(torch.bmm(x, x.transpose(1, 2)), p=2.0, dim=2)
+    return F.normalize(gram_matrix(f, normalize="none"), p=2.0, dim=2)
 
 
 def chsim_loss(student: torch.Tensor, teacher: torch.Tensor, norm: str = "torchdistill") -> torch.Tensor:
