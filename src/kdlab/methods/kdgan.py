@@ -113,7 +113,8 @@ class KDGAN(Method):
     @dataclass
     class Config:
         """``players`` section of a KDGAN run: the game's settings and the teacher's and discriminator's networks
-        and optimizers (defaults: the published run script, see NOTES)."""
+        and optimizers (defaults: the published run script, see NOTES, except the schedule: one d/t/c update per
+        batch, a default for any run length; recipe ``kdgan`` has the published 20/10/10 epochs and pre-trained players)."""
 
         alpha: float = bounded(0.2, ge=0, le=1)  # weight of the classifier's pseudo labels in the mixture p_alpha
         k: int = bounded(5, ge=1)  # pseudo-label samples per input and player
