@@ -249,7 +249,8 @@ def test_kdgan_estimators_rebuilt_from_the_pure_functions_match_the_method(rando
 
     logits, d_logits = torch.randn(6, 10, requires_grad=True), torch.randn(6, 10)
     for players, adv in (({}, {"estimator": "exact"}), ({}, {"estimator": "code"}), ({"sampler": "categorical"}, {}),
-                         ({"sampler": "gumbel"}, {"score": "concrete"}), ({}, {"baseline": "loo"}), ({}, {})):
+                         ({"sampler": "gumbel"}, {"score": "concrete"}), ({}, {"baseline": "loo"}), ({}, {}),
+                         ({}, {"estimator": "pathwise"})):
         base = small_config(tmp_path, name="est", method="kdgan", teacher={"checkpoint": str(random_teacher)},
                             players={"disc_model": "lenet", "disc_kwargs": LENET, "tau_decay": 0.5, **players},
                             objective={"student": {"kdgan_adversarial": adv}})

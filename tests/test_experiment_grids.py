@@ -145,7 +145,8 @@ TERMS = {
                      "kdgan-kdgan-h800-n500-s0": ["kdgan_adversarial", "kdgan_distill"],
                      "kdgan-kdgan-ce-h800-n500-s0": ["ce", "kdgan_adversarial", "kdgan_distill"],
                      "kdgan-kdgan-kl-h800-n500-s0": ["kdgan_adversarial", "kdgan_distill"],
-                     "kdgan-kdgan-a0-h800-n500-s0": ["kdgan_adversarial", "kdgan_distill"]},
+                     "kdgan-kdgan-a0-h800-n500-s0": ["kdgan_adversarial", "kdgan_distill"],
+                     "kdgan-kdgan-tce-h800-n500-s0": ["kdgan_adversarial", "kdgan_distill"]},
     "loss-families": {f"loss-families-50pc-{row}-s0": sorted({"ce", row})
                       for row in ("ce", "kd", "hints", "attention", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp",
                                   "nst", "crd", "dkd", "dist", "srd")},

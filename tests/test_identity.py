@@ -54,7 +54,9 @@ def current_configs(tmp: Path, teacher: Path, gen_teacher: Path) -> dict:
                                                       "entropy_balance": {"weight": 5.0, "log_base": "10"}}},
                              players={**TINY_GEN, "synth_every": 1}, trainer=two),
         "kdgan": small_config(tmp, name="kdgan", method="kdgan", teacher=t, model={"name": "mlp", "kwargs": {"hidden": [32]}},
-                              players={"disc_model": "mlp", "disc_kwargs": {"hidden": [64, 64]}}, trainer=two),
+                              players={"disc_model": "mlp", "disc_kwargs": {"hidden": [64, 64]},
+                                       "teacher_lr": 1e-5},  # the former default (the fixture's)
+                              trainer=two),
         "gan-compression-mse": {
             "name": "gs", "method": "gan-compression", "out_dir": str(tmp), "teacher": {"checkpoint": str(gen_teacher)},
             "data": {"val_size": 0, "transfer": "none", "steps_per_epoch": 3, "batch_size": 16, "max_test": 200},

@@ -202,7 +202,8 @@ def _kdgan_cfg(make_config, teacher, **players):
     return load_run_config([make_config(method="kdgan", name="kdgan", teacher={"checkpoint": str(teacher)},
                                         model={"name": "mlp", "kwargs": {"hidden": [64, 64]}},
                                         data={"n_per_class": 100},
-                                        players={"disc_model": "lenet", "disc_kwargs": {"channels": [8, 16], "fc": 64}, **players},
+                                        players={"disc_model": "lenet", "disc_kwargs": {"channels": [8, 16], "fc": 64},
+                                                 "teacher_lr": 1e-5, **players},  # the former default: a slow teacher
                                         trainer={"epochs": 4})])
 
 

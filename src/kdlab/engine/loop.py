@@ -322,7 +322,8 @@ class Trainer:
                     metrics = method.validate(val_loader, fabric.device)
                     val = float(metrics[key])
                     self.log.log(step, epoch, metrics)
-                    improved = best["value"] is None or (val > best["value"] if maximize else val < best["value"])
+                    improved = method.selectable(epoch) and (
+                        best["value"] is None or (val > best["value"] if maximize else val < best["value"]))
                     if improved:
                         best = {"epoch": epoch, "value": val}
                         best_state = self._save_best(method, epoch, val)
@@ -338,9 +339,9 @@ class Trainer:
                     hooks.epoch_end(epoch, {**last_values, **(metrics if val_loader is not None else {})})
         hooks.at(epochs, step)
         hooks.fit_end()
-        if val_loader is None:  # no validation split: the last epoch is the selected one
+        if val_loader is None or best["epoch"] is None:  # no validation split (or no selectable epoch): the last
             best_state, _ = self._export(method)
-            best = {"epoch": epochs - 1, "value": None}
+            best = {"epoch": epochs - 1, "value": val}
         return FitResult(
             epochs_run=epochs - start_epoch,
             best_epoch=best["epoch"],

@@ -84,7 +84,7 @@ def kdgan_tau(players: Any, epoch: int) -> float:
 def adversarial_surrogate(players: Any, term: Any, tau: float, logits: torch.Tensor, d_logits: torch.Tensor,
                           generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """The scalar surrogate whose gradient estimates ``grad E_{y~p}[log(1 - p_d(x, y))]``, as KDGAN's players'
-    ``kdgan_adversarial`` term computes it (``term.estimator`` exact | code | paper, ``term.score``,
+    ``kdgan_adversarial`` term computes it (``term.estimator`` exact | code | paper | pathwise, ``term.score``,
     ``term.baseline``; the game's ``players.sampler`` and ``players.k``), unweighted (without alpha).
 
     Args:
@@ -96,6 +96,8 @@ def adversarial_surrogate(players: Any, term: Any, tau: float, logits: torch.Ten
     """
     if term.estimator == "exact":
         return K.expected_reward(logits, d_logits).mean()
+    if term.estimator == "pathwise":
+        return K.pathwise_surrogate(logits, d_logits, tau, players.k, generator)
     if players.sampler == "categorical":
         log_y, z = None, K.sample_labels(logits, players.k, generator)
     else:

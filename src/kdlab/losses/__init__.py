@@ -121,6 +121,12 @@ from kdlab.losses.dkd import check_labels, dkd_loss, dkd_parts  # noqa: E402
 from kdlab.losses.dist import PEARSON_EPS, dist_loss, pearson  # noqa: E402
 from kdlab.losses.srd import SRD_FEATURE_MODES, SRD_LOGIT_MODES, srd_loss  # noqa: E402
 
+from kdlab.losses.kd import LOGIT_STD_EPS, standardize_logits  # noqa: E402
+from kdlab.losses.chsim import CHSIM_NORMS, channel_correlation, chsim_loss  # noqa: E402
+from kdlab.losses.skd import SKD_MODES, skd_direction_loss, skd_instance_loss  # noqa: E402
+
+__all__ += ["LOGIT_STD_EPS", "standardize_logits", "CHSIM_NORMS", "channel_correlation", "chsim_loss", "SKD_MODES",
+            "skd_direction_loss", "skd_instance_loss"]
 __all__ += ["KD_REDUCTIONS", "dkd_loss", "dkd_parts", "check_labels", "dist_loss", "pearson", "PEARSON_EPS", "srd_loss",
             "SRD_FEATURE_MODES", "SRD_LOGIT_MODES"]
 from kdlab.losses.fsp import fsp_loss, fsp_matrix  # noqa: E402

@@ -96,13 +96,17 @@ def gumbel_softmax_sample(
     if logits.dim() != 2:
         raise ValueError(f"logits must have shape [B, K], got {tuple(logits.shape)}")
     logp = F.log_softmax(logits.detach(), dim=-1)
-    u = torch.rand((k, *logp.shape), generator=generator, device=logp.device, dtype=logp.dtype)
-    tiny = torch.finfo(logp.dtype).tiny
-    e = -torch.log(u.clamp_min(tiny))  # Exp(1) draws
-    g = -torch.log(e.clamp_min(tiny))  # Gumbel(0, 1) draws
-    perturbed = logp.unsqueeze(0) + g
+    perturbed = logp.unsqueeze(0) + _gumbel(k, logp, generator)
     log_y = F.log_softmax(perturbed / tau, dim=-1)
     return log_y, perturbed.argmax(dim=-1)
+
+
+def _gumbel(k: int, like: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """k i.i.d. Gumbel(0, 1) draws of ``like``'s shape, [k, *like.shape] (``-log(-log u)``, u clamped away from 0)."""
+    u = torch.rand((k, *like.shape), generator=generator, device=like.device, dtype=like.dtype)
+    tiny = torch.finfo(like.dtype).tiny
+    e = -torch.log(u.clamp_min(tiny))  # Exp(1) draws
+    return -torch.log(e.clamp_min(tiny))
 
 
 def sample_labels(logits: torch.Tensor, k: int = 1, generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -300,6 +304,33 @@ def code_surrogate(logits: torch.Tensor, z: torch.Tensor, d_logits: torch.Tensor
     target = torch.sigmoid(d_logits.detach().gather(1, z.t()))
     own = logits.gather(1, z.t())
     return F.binary_cross_entropy_with_logits(own, target)
+
+
+def pathwise_surrogate(logits: torch.Tensor, d_logits: torch.Tensor, tau: float, k: int = 1,
+                       generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """The pathwise (reparameterised Gumbel-softmax) estimate of ``grad E_{y~p}[log(1 - p_d(x, y))]``: a scalar
+    whose gradient flows through the continuous samples (``estimator: pathwise``; Fig. 7's Gumbel trick read as
+    the reparameterisation of Jang et al. 2017 / Maddison et al. 2017, eq. 9 of the paper's ``q_c``).
+
+    ``y_ib = softmax((log p(.|x_b) + g_ib) / tau)`` with ``g ~ Gumbel(0, 1)`` (differentiable in ``logits``), and
+    ``surrogate = (1/(kB)) sum_{i,b} log(1 - sigmoid(<l_d(x_b), y_ib>))``: d scores a soft label through its
+    label-linear logit (``l_d(x)_y = <l_d(x), onehot(y)>``), so at a one-hot y it is exactly
+    ``log(1 - p_d(x, y))``. Biased for tau > 0 (the relaxation), low variance; tau -> 0 gives the discrete game.
+
+    Args:
+        logits: [B, K] the player's logits. d_logits: [B, K] (detached inside). tau: > 0. k: samples per row.
+        generator: optional ``torch.Generator`` for the Gumbel draws.
+
+    Raises:
+        ValueError: tau <= 0, k < 1, logits not [B, K] or of another shape than d_logits.
+    """
+    tau, k = check_tau(tau), check_k(k)
+    check_float_tensor(logits, "logits")
+    if logits.dim() != 2 or d_logits.shape != logits.shape:
+        raise ValueError(f"logits and d_logits must both be [B, K]; got {tuple(logits.shape)} and {tuple(d_logits.shape)}")
+    logp = F.log_softmax(logits, dim=-1)
+    y = F.softmax((logp.unsqueeze(0) + _gumbel(k, logp.detach(), generator)) / tau, dim=-1)  # [k, B, K]
+    return F.logsigmoid(-(y * d_logits.detach().unsqueeze(0)).sum(-1)).mean()
 
 
 # ----------------------------------------------------------------------------- distillation

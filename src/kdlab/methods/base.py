@@ -285,6 +285,12 @@ class Method(ABC):
         """
         return {"val/acc": evaluate_accuracy(self.eval_model(), loader, device=device)}
 
+    def selectable(self, epoch: int) -> bool:
+        """Whether the weights after ``epoch`` (0-based) are a candidate for the best checkpoint. Default: every
+        epoch. A game whose exported network does not train in some epochs (KDGAN's d and t epochs) says no for
+        those, so that every method selects over its network's own training epochs (the same rule for all rows)."""
+        return True
+
     def export_state(self, *, copy: bool = True, **metadata: Any) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
         """(CPU copy of :meth:`eval_model`'s state_dict, metadata to rebuild it) for checkpoints/export.
 

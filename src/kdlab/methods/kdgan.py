@@ -30,17 +30,17 @@ epoch`` the run cycles through n_d epochs of d, n_t of t and n_c of c (the publi
 20, 10, 10). Gumbel temperature ``tau = max(tau_min, tau_start * tau_decay ** (epoch // tau_every))``
 (published code: 10, x0.88, no floor).
 
-Choices where the paper is silent (each a config key): the teacher's learning rate is
-``teacher_lr = 1e-5``. The published 5e-4 for every player wrecks a pre-trained LeNet teacher on
-Fashion-MNIST (n = 500: 72.8% -> 43% test accuracy within 16 steps, ~10-45% thereafter, with any
-estimator, the exact gradient included). Not because of d's start: d only learns the labels the players
-sample, and once they are mostly right Lemma 4.1 drives d's score of the true label to
-~1 / (1 + p_alpha(y|x)) ~ 0.5, while the labels nobody samples keep whatever score d's generalisation
-gives them; d then ranks a wrong label above the true one on 45-90% of the training images, and the
-teacher's adversarial gradient (gamma = 1e-4 leaves almost no distillation anchor) follows that ranking.
-A small rate only slows the drift (3e-5: n = 20K lost 24 points in its first teacher epoch). What holds
-the teacher at the published rate is an anchor to the labels, the teacher's ``ce`` term (CE(p_t, y), not in the
-paper; ``objective.teacher.ce.weight``; the ``kdgan-*`` experiments use 1.0 with teacher_lr 5e-4): ``kdlab reproduce kdgan-teacher-collapse``.
+Choices where the paper is silent (each a config key): the teacher's learning rate ``teacher_lr`` defaults to
+``optim.lr`` (null), as the published code trains every player with one Adam 5e-4. At that rate the pre-trained
+teacher collapses on Fashion-MNIST (n = 500: 72.8% -> 43% test accuracy within 16 steps, with any estimator,
+the exact gradient included): once the players are mostly right Lemma 4.1 drives d's score of the true label to
+~1 / (1 + p_alpha(y|x)) ~ 0.5, while the labels nobody samples keep whatever score d's generalisation gives
+them; d then ranks a wrong label above the true one on 45-90% of the training images, and the teacher's
+adversarial gradient (gamma = 1e-4 leaves almost no distillation anchor) follows that ranking. A small rate
+only slows the drift (3e-5: n = 20K lost 24 points in its first teacher epoch; the former default 1e-5 is a
+``teacher_lr`` setting). What holds the teacher at the published rate is an anchor to the labels, the teacher's
+``ce`` term (CE(p_t, y)): NOT in the paper, so off by default and in the recipe; the ``kdgan-*`` experiments
+report it as a labelled diagnostic row (``kdlab reproduce kdgan-teacher-collapse``).
 The published code pre-trains d with
 cross entropy (``disc_init: <run>``; ``teacher`` gives the same kind of network without a second run,
 ``scratch`` a random one). The REINFORCE score is ``log p(z|x)`` at the discretised label (``score:
@@ -49,6 +49,11 @@ q_c(y^c_i|x)``, the only choice under which the Gumbel temperature changes the e
 classifier gets no cross entropy (as in U); the published code pre-trains it with CE
 (``model.checkpoint=<CE run>``). The REINFORCE score and estimator are keys of each player's
 ``kdgan_adversarial`` term.
+
+Checkpoint selection: the classifier is validated after every epoch, but only the epochs in which it was
+updated are candidates (:meth:`KDGAN.selectable`), so with ``schedule_unit: epoch`` its untouched start (the d
+and t epochs before its first c-epoch) is never selected: the same rule over the same kind of candidates (its
+own training epochs) as every other method.
 
 Synthetic transfer images (``data.transfer: synth``): the game's teacher is also the synthesizer's; d's true
 labels of a synthetic image are the current teacher's argmax (a choice: such images have no labels).
@@ -108,7 +113,8 @@ class KDGAN(Method):
     @dataclass
     class Config:
         """``players`` section of a KDGAN run: the game's settings and the teacher's and discriminator's networks
-        and optimizers (defaults: the published run script, see NOTES)."""
+        and optimizers (defaults: the published run script, see NOTES, except the schedule: one d/t/c update per
+        batch, a default for any run length; recipe ``kdgan`` has the published 20/10/10 epochs and pre-trained players)."""
 
         alpha: float = bounded(0.2, ge=0, le=1)  # weight of the classifier's pseudo labels in the mixture p_alpha
         k: int = bounded(5, ge=1)  # pseudo-label samples per input and player
@@ -121,8 +127,8 @@ class KDGAN(Method):
         schedule_unit: str = choice("step", UNITS)
         disc_model: str = "lenet"
         disc_kwargs: Dict[str, Any] = field(default_factory=dict)
-        teacher_lr: Optional[float] = bounded(1e-5, gt=0, optional=True)  # None: optim.lr. Published code: 5e-4
-        # for all players, which wrecked the pre-trained teacher within ~15 steps here (Fashion-MNIST, 78% -> 10%)
+        teacher_lr: Optional[float] = bounded(None, gt=0, optional=True)  # None: optim.lr (published: 5e-4 for all
+        # players, at which the teacher collapses without the ce anchor, see the module docstring)
         disc_lr: Optional[float] = bounded(None, gt=0, optional=True)  # None: optim.lr
         # start d from the pre-trained teacher's weights | scratch | a run (or weights) of a classifier of d's
         # architecture pre-trained with CE (the published code pre-trains d so)
@@ -201,6 +207,15 @@ class KDGAN(Method):
         super().on_epoch_end(epoch)
         self.epoch = epoch + 1
 
+    def selectable(self, epoch: int) -> bool:
+        """Only epochs in which the classifier was updated are checkpoint candidates (``schedule_unit: epoch``:
+        its c-epochs), so KDGAN selects over its classifier's own training epochs as every other row does:
+        its untouched start (the d and t epochs before the first c-epoch) is never a candidate."""
+        n_d, n_t, n_c = self.schedule
+        if self.cfg.players.schedule_unit == "step":
+            return n_c > 0
+        return epoch % (n_d + n_t + n_c) >= n_d + n_t
+
     def sample(self, logits: torch.Tensor):
         """``(log y or None, z [k, B])``: k pseudo labels per row of ``logits`` (Gumbel-softmax at ``tau``, or
         categorical samples with ``players.sampler: categorical``)."""
@@ -269,11 +284,11 @@ class KDGAN(Method):
         return unwrap(self.players["teacher"])
 
     def validate(self, loader: Any, device: Any) -> Dict[str, float]:
-        """``val/acc`` (the classifier, selects the checkpoint) and ``val/teacher_acc``; keeps a copy of
-        the teacher at the classifier's best epoch (reported beside it, as Table 3's parentheses)."""
+        """``val/acc`` (the classifier, selects the checkpoint on :meth:`selectable` epochs) and ``val/teacher_acc``;
+        keeps a copy of the teacher at the classifier's best epoch (reported beside it, as Table 3's parentheses)."""
         acc = evaluate_accuracy(self.eval_model(), loader, device=device)
         t_acc = evaluate_accuracy(self.teacher_model(), loader, device=device, view="teacher")
-        if self.best_val is None or acc > self.best_val:
+        if self.selectable(self.epoch - 1) and (self.best_val is None or acc > self.best_val):
             self.best_val = acc
             self.teacher_at_best = {k: v.detach().cpu().clone() for k, v in self.teacher_model().state_dict().items()}
         return {"val/acc": acc, "val/teacher_acc": t_acc}

@@ -7,7 +7,9 @@ further (1 = the paper's U). The gradient of the expectation is estimated by ``e
   ``score: discrete`` scores ``log p(z|x)`` at the discretised label, ``concrete`` the concrete density of
   the continuous Gumbel-softmax sample (the appendix's literal ``log q(y|x)``);
 * ``code``: the released code's estimator (the reward ``p_d(x, z)`` as a soft BCE target);
-* ``exact``: the exact gradient of ``sum_y p(y|x) log(1 - p_d(x, y))`` (d scores every label in one pass).
+* ``exact``: the exact gradient of ``sum_y p(y|x) log(1 - p_d(x, y))`` (d scores every label in one pass);
+* ``pathwise``: the reparameterised Gumbel-softmax gradient through the continuous samples, d scoring the soft
+  label through its label-linear logit (:func:`kdlab.losses.kdgan.pathwise_surrogate`; needs the Gumbel sampler).
 
 The game (the host method, ``ctx.game``) gives the mixture weight ``alpha``, the Gumbel temperature ``tau``
 and ``sample(logits) -> (log y or None, z [k, B])``.
@@ -22,7 +24,7 @@ from kdlab.config import ConfigError, choice
 from kdlab.losses import kdgan as K
 from kdlab.terms.base import TERMS, Term, TermConfig
 
-ESTIMATORS = ("paper", "code", "exact")
+ESTIMATORS = ("paper", "code", "exact", "pathwise")
 
 
 @TERMS.register("kdgan_adversarial")
@@ -31,7 +33,7 @@ class KDGANAdversarialTerm(Term):
     player's logits ``s.out`` [B, K]; d reads ``batch.x`` (the classifier's and d's view).
 
     Raises (at construction): ConfigError: no KDGAN game in the context; ``baseline: loo`` with k < 2;
-    ``score: concrete`` without the Gumbel sampler.
+    ``score: concrete`` or ``estimator: pathwise`` without the Gumbel sampler.
     """
 
     @dataclass
@@ -53,6 +55,9 @@ class KDGANAdversarialTerm(Term):
             raise ConfigError(f"{where}.baseline = 'loo' needs players.k >= 2, got k = {game.k}")
         if cfg.score == "concrete" and game.sampler != "gumbel":
             raise ConfigError(f"{where}.score = 'concrete' scores the Gumbel-softmax sample: it needs players.sampler = 'gumbel'")
+        if cfg.estimator == "pathwise" and game.sampler != "gumbel":
+            raise ConfigError(f"{where}.estimator = 'pathwise' differentiates through the Gumbel-softmax sample: it needs "
+                              "players.sampler = 'gumbel'")
         self._game, self._critic = game, ctx.critic
         self.teacher_side = ctx.role == "teacher"
 
@@ -64,6 +69,8 @@ class KDGANAdversarialTerm(Term):
         logits = s.out
         if c.estimator == "exact":
             return share * K.expected_reward(logits, d_logits).mean()
+        if c.estimator == "pathwise":
+            return share * K.pathwise_surrogate(logits, d_logits, game.tau, game.k)
         log_y, z = game.sample(logits)
         if c.estimator == "code":
             return share * K.code_surrogate(logits, z, d_logits)
