@@ -159,7 +159,8 @@ def select_transfer_for(cfg: Any, data: Any, fabric: Any) -> Dict[str, Any]:
     # everything that changes the images or their normalisation, and the teacher's exact weights
     key = {"teacher_sha256": file_sha256(path), "data": d.name, "image_size": d.image_size, "transfer": d.transfer,
            "transfer_n": d.transfer_n, "subset_seed": d.subset_seed if d.transfer_n else None,
-           "transfer_channels": d.transfer_channels, "transfer_size": d.transfer_size}
+           "transfer_channels": d.transfer_channels, "transfer_size": d.transfer_size,
+           **({"synth_real": d.synth_real} if d.synth_real else {})}  # the OOD set of data.transfer=synth
     cache_dir = Path(cfg.out_dir) / ".cache" / "selection"
     for turn in (True, False):  # rank 0 runs the teacher, then the others reuse its cache file
         if fabric.is_global_zero == turn:
