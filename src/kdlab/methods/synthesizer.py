@@ -133,7 +133,12 @@ class Synthesizer:
         if tuple(gen.output_shape) != image:
             raise ConfigError(f"players.generator {pc.generator!r} makes images {tuple(gen.output_shape)}; the teacher "
                               f"takes {image}")
-        method.add_player("generator", gen, pc.g_optim)
+        g_optim = pc.g_optim
+        if not pc.train_generator:  # never stepped: no schedule to advance (checkpointed as a player all the same)
+            from omegaconf import OmegaConf
+
+            g_optim = OmegaConf.merge(pc.g_optim, {"scheduler": "none"})
+        method.add_player("generator", gen, g_optim)
         self.has_disc = pc.discriminator is not None
         if self.has_disc:
             method.add_player("discriminator", self._build_disc(pc, spec, image, self.mix_real), pc.d_optim)
