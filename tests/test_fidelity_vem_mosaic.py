@@ -41,6 +41,20 @@ def test_vem_row_langevin_and_ebm_defaults():
     assert (c.reg, c.lr, list(c.betas)) == (0.05, 1e-4, [0.0, 0.999])
 
 
+def test_vem_row_ebm_architecture():
+    """Row 'EBM architecture': on images the term builds Fig. 4's convolutional EBM with C = 32 (A.3) on the pair
+    (t, s) concatenated, every weighted layer spectrally normalised."""
+    from kdlab.models.ebm import ConvEnergy, weighted_layers
+    from kdlab.terms import TermContext, build_objective
+
+    ctx = TermContext(method="i2i-distill", kind="generator", student=nn.Sequential(nn.Conv2d(1, 1, 3, padding=1)),
+                      teacher=nn.Sequential(nn.Conv2d(1, 1, 3, padding=1)), student_input=(1, 16, 16),
+                      teacher_input=(1, 16, 16), provides=frozenset({"teacher", "images", "features", "targets"}))
+    ebm = build_objective({"vem": {}}, ctx).terms["vem"].players()["ebm"][0]
+    assert isinstance(ebm, ConvEnergy) and ebm.stem.in_channels == 2 and ebm.stem.out_channels == 32
+    assert all(parametrize.is_parametrized(m, "weight") for m in weighted_layers(ebm))
+
+
 def test_vem_tables_pair_the_real_output_on_paired_data_and_the_teacher_otherwise():
     """Row 'MI target': vem-table1 (paired, Pix2Pix) sets ``target: ground_truth`` (sec. 5.3); the unpaired and
     unconditional tables keep the teacher's output; Table 6's lambda_MI per algorithm; eta 100 (the default)."""
