@@ -162,7 +162,7 @@ def test_mosaickd_recipe_players_and_budget():
     for o in (pc.g_optim, pc.d_optim):
         assert (o.name, o.lr, list(o.betas), o.weight_decay) == ("adam", 1e-3, [0.5, 0.999], 0.0)
     assert (cfg.optim.name, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay) == ("sgd", 0.1, 0.9, 1e-4)
-    assert (cfg.data.batch_size, cfg.trainer.epochs, cfg.data.synth_real) == (256, 200, "cifar10")
+    assert (cfg.data.batch_size, cfg.trainer.epochs, cfg.data.synth_real, cfg.data.augment) == (256, 200, "cifar10", True)
     batches = len(torch.utils.data.DataLoader(range(50000), batch_size=256))  # kd_mosaic.py's train_loader
     assert epoch_passes(cfg) * batches * cfg.trainer.epochs == 200 * 5 * batches == 196000
     # engine/models/generator.py: Generator(nz=100, ngf=64, img_size=32), PatchDiscriminator(nc=3, ndf=128)
