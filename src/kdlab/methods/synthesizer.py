@@ -53,6 +53,7 @@ from torch import nn
 
 from kdlab.config import ConfigError, OptimConfig, bounded, choice
 from kdlab.data.batch import Batch
+from kdlab.data.transfer import TRANSFER_SYNTH
 from kdlab.engine import unwrap
 from kdlab.methods.gan_players import frozen, nan_guard
 from kdlab.models.gan import DISCRIMINATORS, GENERATORS, build_discriminator, build_generator, sample_latent
@@ -69,7 +70,7 @@ def epoch_passes(cfg: Any) -> int:
     """How many times an epoch serves the transfer source: ``players.synth_every`` for a synthesizer with real images
     (``data.synth_real``) whose epoch is the discriminator's pass (``players.epoch_pass: discriminator``), else 1."""
     data, pc = cfg.data, cfg.get("players") or {}
-    if data.transfer != "synth" or data.synth_real is None or pc.get("epoch_pass", "discriminator") != "discriminator":
+    if data.transfer != TRANSFER_SYNTH or data.synth_real is None or pc.get("epoch_pass", "discriminator") != "discriminator":
         return 1
     return int(pc.get("synth_every", 5))
 
