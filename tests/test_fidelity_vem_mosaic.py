@@ -290,3 +290,18 @@ def test_every_mosaickd_experiment_row_gets_the_same_student_updates():
         assert ov("mosaickd", "trainer.epochs=") * PASSES * steps == want
         assert ov("frozen-g", "trainer.epochs=") * PASSES * steps == want
         assert ov("dfad", "trainer.epochs=") * ov("dfad", "data.steps_per_epoch=") == want
+
+
+def test_frozen_generator_with_a_discriminator_is_refused(tmp_path, teacher):
+    """The control has no synthesis: a discriminator would never learn, so the config is refused before training."""
+    from kdlab.cli import resolve_config
+    from kdlab.config import ConfigError
+
+    cfg = load_run_config([resolve_config("mosaickd"), small_config(
+        tmp_path, name="bad", method="distill", teacher={"checkpoint": str(teacher)},
+        model={"name": "lenet", "kwargs": {"channels": [4, 8], "fc": 16}},
+        data={"synth_real": "mnist-digits", "transfer_n": 32, "batch_size": 16, "val_size": 100},
+        players={"generator_kwargs": {"ngf": 8}, "latent_dim": 16, "disc_kwargs": {"ndf": 8}, "train_generator": False},
+        trainer={"epochs": 1})])
+    with pytest.raises(ConfigError, match=r"train_generator = false.*players.discriminator = 'patch'.*discriminator=null"):
+        train(cfg)
