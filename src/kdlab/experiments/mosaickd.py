@@ -61,7 +61,7 @@ LABELS = {
     "balanced": "KD on a class-balanced OOD subset",
     "mosaickd": "MosaicKD (generator + patch D + OOD)",
     "mosaickd-entropy": "MosaicKD on the highest-entropy half (Algorithm 1)",
-    "frozen-g": "control: OOD + frozen untrained generator",
+    "frozen-g": "Control (OOD + frozen untrained generator)",
     "dfad": "DFAD (data-free)",
     "dafl": "DAFL (data-free)",
 }
