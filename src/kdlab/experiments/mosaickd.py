@@ -28,7 +28,8 @@ of the discriminator's last layer (supplement Table 4) and the three regularisat
 
 Scales:
 
-* ``small`` (2 CPU cores, about two hours, mostly the three generator rows): Fashion-MNIST LeNet teacher (3 epochs, ~91%), student LeNet
+* ``small`` (2 CPU cores, about two hours, mostly the three generator rows): Fashion-MNIST LeNet teacher
+  (3 epochs, ~91%), student LeNet
   with channels (16, 32) and fc 256; OOD sources ``mnist-digits`` (4,000 real MNIST digits) and
   ``skimage-patches`` (4,000 grey 28 x 28 tiles of the photographs shipped with scikit-image);
   batch 128, 2 MosaicKD epochs of 160 student updates (320 updates; KD rows: 10 epochs of 32; ablations 1
