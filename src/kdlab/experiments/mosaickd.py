@@ -29,14 +29,12 @@ of the discriminator's last layer (supplement Table 4) and the three regularisat
 Scales:
 
 * ``small`` (2 CPU cores, about two hours, mostly the three generator rows): Fashion-MNIST LeNet teacher
-  (3 epochs, ~91%), student LeNet
-  with channels (16, 32) and fc 256; OOD sources ``mnist-digits`` (4,000 real MNIST digits) and
-  ``skimage-patches`` (4,000 grey 28 x 28 tiles of the photographs shipped with scikit-image);
-  batch 128, 2 MosaicKD epochs of 160 student updates (320 updates; KD rows: 10 epochs of 32; ablations 1
-  epoch); student Adam
-  1e-3 with a cosine schedule for every row (the published SGD 0.1 is for 200 epochs); generators
-  (MosaicKD, DFAD, DAFL) at half the published width (``ngf`` 32: the 28 x 28 convolutions of the
-  published width cost about 7 GMAC per batch of 128, more than the LeNet teacher); 3 seeds.
+  (3 epochs, ~91%), student LeNet with channels (16, 32) and fc 256; OOD sources ``mnist-digits`` (4,000 real
+  MNIST digits) and ``skimage-patches`` (4,000 grey 28 x 28 tiles of the photographs shipped with
+  scikit-image); batch 128, 2 MosaicKD epochs of 160 student updates (320 updates; KD rows: 10 epochs of 32;
+  ablations 1 epoch); student Adam 1e-3 with a cosine schedule for every row (the published SGD 0.1 is for 200
+  epochs); generators (MosaicKD, DFAD, DAFL) at half the published width (``ngf`` 32: the 28 x 28 convolutions
+  of the published width cost about 7 GMAC per batch of 128, more than the LeNet teacher); 3 seeds.
 * ``full``: the paper's CIFAR-100 setting (wrn_40_2 teacher -> wrn_16_1 student, CIFAR-10 OOD, batch
   256, 200 MosaicKD epochs = 196,000 student updates as the published command, SGD 0.1); runs unchanged
   where CIFAR-10/100 exist (torchvision downloads).
