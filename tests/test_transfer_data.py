@@ -259,3 +259,28 @@ def test_data_free_needs_steps_per_epoch(fashion_spec):
             build_transfer("none", fashion_spec, None, steps_per_epoch=steps)
     with pytest.raises(ValueError, match="data.transfer_n=5"):
         build_transfer("train", fashion_spec, None, n=5)
+
+
+def test_epoch_passes_serves_the_source_passes_times_in_whole_batches():
+    """EpochPasses(n=50, passes=5, B=16): 5 * ceil(50 / 16) = 20 batches per shuffled epoch; every image served 5
+    times, the 5 * (64 - 50) = 70 filler rows wrap around (a sixth pass and rows 0..19); the batches are the source's."""
+    from collections import Counter
+
+    import numpy as np
+
+    from kdlab.data import make_loader
+    from kdlab.data.memory import InMemoryDataset
+    from kdlab.data.transfer import EpochPasses
+
+    x = np.arange(50, dtype=np.uint8).reshape(50, 1, 1, 1).repeat(2, 2).repeat(2, 3)
+    src = InMemoryDataset(x, np.zeros(50, dtype=np.int64), (0.0,), (1.0,), labelled=False)
+    rep = EpochPasses(src, 5, 16)
+    assert len(rep) == 5 * 4 * 16
+    batches = list(make_loader(rep, 16, shuffle=True, seed=0))
+    assert len(batches) == 20 and all(len(b) == 16 and b.y is None for b in batches)
+    seen = Counter(int(i) for b in batches for i in b.index)
+    assert seen == Counter({i: 7 if i < 20 else 6 for i in range(50)})  # 320 rows = 6 x 50 + rows 0..19
+    for b in batches:  # the pixels are the source rows' own
+        assert torch.allclose(b.x[:, 0, 0, 0] * 255, b.index.float(), atol=1e-3)
+    with pytest.raises(ValueError, match="passes must be an int >= 1"):
+        EpochPasses(src, 0, 16)

@@ -15,10 +15,12 @@ import torch
 
 from kdlab.config import ConfigError, load_config, to_yaml
 from kdlab.data import TRANSFER_LABELLED, TRANSFER_NONE, TRANSFER_SYNTH, build_datasets, make_loader, transfer_info
+from kdlab.data.transfer import EpochPasses
 from kdlab.engine import Trainer, atomic_write_text, make_fabric
 from kdlab.engine.env import git_commit, versions
 from kdlab.methods import METHODS
 from kdlab.methods.evaluation import model_profile, heldout_metrics
+from kdlab.methods.synthesizer import epoch_passes
 
 
 def load_run_config(sources: Sequence[Any], overrides: Sequence[str] = ()):
@@ -172,7 +174,8 @@ def select_transfer_for(cfg: Any, data: Any, fabric: Any) -> Dict[str, Any]:
     # everything that changes the images or their normalisation, and the teacher's exact weights
     key = {"teacher_sha256": file_sha256(path), "data": d.name, "image_size": d.image_size, "transfer": d.transfer,
            "transfer_n": d.transfer_n, "subset_seed": d.subset_seed if d.transfer_n else None,
-           "transfer_channels": d.transfer_channels, "transfer_size": d.transfer_size}
+           "transfer_channels": d.transfer_channels, "transfer_size": d.transfer_size,
+           **({"synth_real": d.synth_real} if d.synth_real else {})}  # the OOD set of data.transfer=synth
     cache_dir = Path(cfg.out_dir) / ".cache" / "selection"
     for turn in (True, False):  # rank 0 runs the teacher, then the others reuse its cache file
         if fabric.is_global_zero == turn:
@@ -234,13 +237,16 @@ def train(cfg: Any, resume: bool = False, overwrite: bool = False, callbacks: Se
         check_transfer(cfg, method_cls)
         data = datasets_for(cfg)
         selection = select_transfer_for(cfg, data, fabric) if cfg.data.transfer_select != "none" else None
-        method = method_cls(cfg, data.spec, transfer_info(data.transfer))
+        # an epoch as the published code counts it (MosaicKD: synth_every student steps per OOD batch)
+        passes = epoch_passes(cfg)
+        train_set = EpochPasses(data.transfer, passes, int(cfg.data.batch_size)) if passes > 1 else data.transfer
+        method = method_cls(cfg, data.spec, transfer_info(train_set))
         check_transfer(cfg, method)
         if plan is not None:
             plan.commit(config_yaml)
         if fabric.world_size > 1:  # the directory is in place (an old run moved aside) before any rank writes
             fabric.barrier()
-        result = Trainer(cfg, run_dir, fabric).fit(method, data.transfer, data.val, resume=resume,
+        result = Trainer(cfg, run_dir, fabric).fit(method, train_set, data.val, resume=resume,
                                                    resume_state=plan.state if plan is not None else None,
                                                    callbacks=callbacks)
         if fabric.is_global_zero:

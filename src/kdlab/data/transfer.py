@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -102,6 +102,50 @@ class NoData(Dataset):
 
     def __repr__(self) -> str:
         return f"NoData(n={self.n})"
+
+
+class EpochPasses(Dataset):
+    """A transfer source served ``passes`` times per epoch: ``passes * ceil(n / batch_size) * batch_size`` rows,
+    row ``i`` being the source's row ``i % n``, so a shuffled epoch holds exactly ``passes * ceil(n / batch_size)``
+    batches (each source image ``passes`` times, a few more where the tail is filled).
+
+    MosaicKD's epoch (zju-vipa/MosaicKD ``kd_mosaic.py``, ``train``): each of the ``ceil(n / B)`` batches of the OOD
+    loader is followed by 5 student steps, each on a fresh batch of a second, endless OOD iterator; with
+    ``passes`` = 5 (``players.synth_every``) kdlab's loop runs the same number of student steps per epoch.
+
+    Args:
+        dataset: the source (an :class:`InMemoryDataset`, a ``Subset`` of one, or any map-style dataset).
+        passes: >= 1. batch_size: the loader's batch size, >= 1.
+
+    Raises:
+        ValueError: ``passes`` or ``batch_size`` < 1, or an empty source.
+    """
+
+    def __init__(self, dataset: Dataset, passes: int, batch_size: int) -> None:
+        self.dataset = dataset
+        self.n = len(dataset)
+        self.passes = _positive_int(passes, "passes")
+        self.batch_size = _positive_int(batch_size, "batch_size")
+        if self.n < 1:
+            raise ValueError("an empty transfer source has no passes")
+        self.rows = self.passes * (-(-self.n // self.batch_size)) * self.batch_size
+        from kdlab.data.loaders import _batched
+
+        self.yields_batches = _batched(dataset)
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __getitems__(self, indices: Sequence[int]) -> Batch:
+        return self.dataset.__getitems__([int(i) % self.n for i in indices])
+
+    def __getitem__(self, i: int) -> Any:
+        if not 0 <= int(i) < self.rows:
+            raise IndexError(f"index {i} out of range for {self.rows} rows")
+        return self.dataset[int(i) % self.n]
+
+    def __repr__(self) -> str:
+        return f"EpochPasses({self.dataset!r}, passes={self.passes}, rows={self.rows})"
 
 
 def to_grayscale(images: torch.Tensor) -> torch.Tensor:
@@ -246,4 +290,4 @@ def build_transfer(
                            hflip=hflip_ok(source), labelled=False)
 
 
-__all__ = ["NoData", "build_transfer", "to_grayscale", "TRANSFER_LABELLED", "TRANSFER_NONE", "TRANSFER_SYNTH"]
+__all__ = ["EpochPasses", "NoData", "build_transfer", "to_grayscale", "TRANSFER_LABELLED", "TRANSFER_NONE", "TRANSFER_SYNTH"]

@@ -9,8 +9,16 @@ seeds, and is evaluated on the teacher's test set:
 * per OOD source: ``kd`` (KD on the OOD images), ``fitnet`` (KD + FitNets hints on them),
   ``balanced`` (KD on a class-balanced half of them, selected by the teacher's predictions: Table 5's
   "Balanced", Nayak et al. 2021; twice the epochs, so the same updates), ``mosaickd`` (generator +
-  patch discriminator + the OOD images);
+  patch discriminator + the OOD images), ``mosaickd-entropy`` (MosaicKD on the half of them with the
+  highest teacher entropy, Algorithm 1; twice the epochs) and ``frozen-g`` (the control that isolates
+  mosaicking: the OOD images plus the images of a frozen, untrained generator, no discriminator);
 * data-free (no images at all): ``dfad`` and ``dafl``.
+
+Budgets are counted in student updates. An epoch of the MosaicKD rows is the published one
+(zju-vipa/MosaicKD ``kd_mosaic.py``: per OOD batch one discriminator step, one generator step and 5
+student steps on fresh OOD batches; ``players.epoch_pass: discriminator``), so ``epochs`` below are MosaicKD
+epochs of ``5 * ceil(ood_n / batch)`` student updates; the KD rows run 5 times as many epochs of their loader
+and the data-free rows 5 times as many steps per epoch, so every row gets the same updates.
 
 Every student row uses the student objective of MosaicKD's code, KL(p_t || p_s) at T = 1 (plus hints
 for ``fitnet``), so rows differ only in their transfer data. Ablations on the first OOD source, seed 0,
@@ -20,15 +28,16 @@ of the discriminator's last layer (supplement Table 4) and the three regularisat
 
 Scales:
 
-* ``small`` (2 CPU cores, about an hour): Fashion-MNIST LeNet teacher (3 epochs, ~91%), student LeNet
-  with channels (16, 32) and fc 256; OOD sources ``mnist-digits`` (4,000 real MNIST digits) and
-  ``skimage-patches`` (4,000 grey 28 x 28 tiles of the photographs shipped with scikit-image);
-  batch 128, 32 student updates per epoch, 12 epochs (384 updates; ablations 6 epochs); student Adam
-  1e-3 with a cosine schedule for every row (the published SGD 0.1 is for 200 epochs); generators
-  (MosaicKD, DFAD, DAFL) at half the published width (``ngf`` 32: the 28 x 28 convolutions of the
-  published width cost about 7 GMAC per batch of 128, more than the LeNet teacher); 3 seeds.
+* ``small`` (2 CPU cores, about two hours, mostly the three generator rows): Fashion-MNIST LeNet teacher
+  (3 epochs, ~91%), student LeNet with channels (16, 32) and fc 256; OOD sources ``mnist-digits`` (4,000 real
+  MNIST digits) and ``skimage-patches`` (4,000 grey 28 x 28 tiles of the photographs shipped with
+  scikit-image); batch 128, 2 MosaicKD epochs of 160 student updates (320 updates; KD rows: 10 epochs of 32;
+  ablations 1 epoch); student Adam 1e-3 with a cosine schedule for every row (the published SGD 0.1 is for 200
+  epochs); generators (MosaicKD, DFAD, DAFL) at half the published width (``ngf`` 32: the 28 x 28 convolutions
+  of the published width cost about 7 GMAC per batch of 128, more than the LeNet teacher); 3 seeds.
 * ``full``: the paper's CIFAR-100 setting (wrn_40_2 teacher -> wrn_16_1 student, CIFAR-10 OOD, batch
-  256, 200 epochs, SGD 0.1); runs unchanged where CIFAR-10/100 exist (torchvision downloads).
+  256, 200 MosaicKD epochs = 196,000 student updates as the published command, SGD 0.1); runs unchanged
+  where CIFAR-10/100 exist (torchvision downloads).
 """
 from __future__ import annotations
 
@@ -50,6 +59,8 @@ LABELS = {
     "fitnet": "KD + FitNets hints on OOD images",
     "balanced": "KD on a class-balanced OOD subset",
     "mosaickd": "MosaicKD (generator + patch D + OOD)",
+    "mosaickd-entropy": "MosaicKD on the highest-entropy half (Algorithm 1)",
+    "frozen-g": "Control (OOD + frozen untrained generator)",
     "dfad": "DFAD (data-free)",
     "dafl": "DAFL (data-free)",
 }
@@ -61,6 +72,12 @@ REGULARIZERS = {
     "image": ["players.discriminator=dcgan", "players.disc_kwargs={}"],
 }
 
+#: student steps per OOD batch of the published MosaicKD loop (``players.synth_every``): KD rows run this many
+#: times the epochs so that every row gets the same student updates
+PASSES = 5
+#: the control that isolates mosaicking: no discriminator, a generator that is never trained
+FROZEN_G = ["players.train_generator=false", *REGULARIZERS["none"]]
+
 SCALE: Dict[str, Dict[str, Any]] = {
     "small": {
         "seeds": [0, 1, 2],
@@ -69,8 +86,8 @@ SCALE: Dict[str, Dict[str, Any]] = {
         "teacher": [],
         "student": ["model.name=lenet", "model.kwargs={channels: [16, 32], fc: 256}", "data.batch_size=128",
                     "optim.name=adam", "optim.lr=0.001", "optim.weight_decay=0.0", "optim.scheduler=cosine"],
-        "epochs": 12,
-        "ablation_epochs": 6,
+        "epochs": 2,  # MosaicKD epochs (160 student updates each)
+        "ablation_epochs": 1,
         "ood_n": 4000,
         "hint_layers": "[[pool2, pool2]]",
         "sources": {
@@ -104,8 +121,10 @@ def _steps_per_epoch(sc: Dict[str, Any]) -> int:
 
 
 def _row(row: str, source: Optional[str], sc: Dict[str, Any]) -> tuple:
-    """(recipe, overrides) of one row (without seed, name, teacher and the common keys)."""
-    epochs, steps = sc["epochs"], _steps_per_epoch(sc)
+    """(recipe, overrides) of one row (without seed, name, teacher and the common keys); every row runs
+    ``sc["epochs"] * PASSES * ceil(ood_n / batch)`` student updates."""
+    steps = _steps_per_epoch(sc)
+    mosaic_epochs, epochs = sc["epochs"], PASSES * sc["epochs"]  # published MosaicKD epochs; loader passes
     src = sc["sources"].get(source, []) + [f"data.transfer_n={sc['ood_n']}"] if source else []
     terms = f"objective.student={json.dumps(KL_T1)}"
     if row == "indomain":
@@ -119,11 +138,18 @@ def _row(row: str, source: Optional[str], sc: Dict[str, Any]) -> tuple:
     if row == "balanced":
         return "mosaickd_kd", [terms, *src, "data.transfer_select=balanced", f"data.transfer_k={sc['ood_n'] // 2}",
                                f"trainer.epochs={2 * epochs}"]
-    if row == "mosaickd":  # the OOD set is the synthesizer's real data
-        return "mosaickd", [terms, *[o.replace("data.transfer=", "data.synth_real=") for o in src],
-                            f"trainer.epochs={epochs}", *sc["generator"]]
-    if row in ("dfad", "dafl"):  # data-free: as many updates per epoch as the OOD rows
-        return row, ["data.transfer=synth", f"data.steps_per_epoch={steps}", f"trainer.epochs={epochs}",
+    # the OOD set is the synthesizer's real data; an epoch = PASSES student steps per OOD batch (published)
+    mosaic = [terms, *[o.replace("data.transfer=", "data.synth_real=") for o in src], f"players.synth_every={PASSES}",
+              "players.epoch_pass=discriminator", *sc["generator"]]
+    if row == "mosaickd":
+        return "mosaickd", [*mosaic, f"trainer.epochs={mosaic_epochs}"]
+    if row == "mosaickd-entropy":  # Algorithm 1: the half of highest teacher entropy, twice the epochs
+        return "mosaickd", [*mosaic, "data.transfer_select=entropy", f"data.transfer_k={sc['ood_n'] // 2}",
+                            f"trainer.epochs={2 * mosaic_epochs}"]
+    if row == "frozen-g":
+        return "mosaickd", [*mosaic, *FROZEN_G, f"trainer.epochs={mosaic_epochs}"]
+    if row in ("dfad", "dafl"):  # data-free: as many updates per epoch as the MosaicKD rows
+        return row, ["data.transfer=synth", f"data.steps_per_epoch={PASSES * steps}", f"trainer.epochs={mosaic_epochs}",
                      "players.latent_dim=100", *sc["generator"]]
     raise KeyError(row)
 
@@ -150,7 +176,7 @@ def mosaickd(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overr
         for row in ("dfad", "dafl"):
             cells.setdefault(row, {}).setdefault("-", []).append(run(row, None, seed))
         for source in sc["sources"]:
-            for row in ("kd", "fitnet", "balanced", "mosaickd"):
+            for row in ("kd", "fitnet", "balanced", "mosaickd", "mosaickd-entropy", "frozen-g"):
                 cells.setdefault(row, {}).setdefault(source, []).append(run(row, source, seed))
     first = next(iter(sc["sources"]))
     short = [f"trainer.epochs={sc['ablation_epochs']}"]

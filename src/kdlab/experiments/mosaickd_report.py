@@ -9,7 +9,7 @@ from typing import Any, Dict, List
 
 from kdlab.experiments import grid
 
-ROWS = ("indomain", "kd", "fitnet", "balanced", "mosaickd", "dfad", "dafl")
+ROWS = ("indomain", "kd", "fitnet", "balanced", "mosaickd", "mosaickd-entropy", "frozen-g", "dfad", "dafl")
 
 
 def _val_curve(run: Path):
@@ -28,7 +28,7 @@ def _plot_curves(path: Path, curves: Dict[str, Any], title: str) -> None:
     for label, (xs, ys) in curves.items():
         if xs:
             ax.plot(xs, ys, marker=".", label=label)
-    ax.set_xlabel("epoch (32 student updates each; the class-balanced row: 16, for twice the epochs)")
+    ax.set_xlabel("epoch of the row's own loader (every row's last epoch ends at the same student updates)")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
@@ -71,7 +71,7 @@ def write(out: Path, scale: str, seeds: List[int], teacher: Path, cells: Dict[st
     lines += [markdown_table(head, body), ""]
     lines += ["Orderings (best-on-validation accuracy, paired over seeds):", ""]
     for s in sources:
-        for other in ("kd", "fitnet", "balanced"):
+        for other in ("kd", "fitnet", "balanced", "frozen-g", "mosaickd-entropy"):
             if other in acc and s in acc[other] and s in acc.get("mosaickd", {}):
                 test = paired_test(acc["mosaickd"][s], acc[other][s])
                 lines.append(f"- {s}: {ordering_text('MosaicKD', LABELS[other], test)}")

@@ -59,7 +59,7 @@ SCALES: Dict[str, Dict[str, Any]] = {
         "student": ["trainer.epochs=3", "trainer.limit_train_batches=400", "eval.n_samples=5000",
                     "trainer.log_every_n_steps=20"],
         "lam": 0.1,
-        "vem": {"channels": 8},
+        "vem": {"channels": 8, "step_size": 50.0},  # the ports' eta (the default is sec. 5.3's 100)
         "crd": {"k": 1024},
         "lambda_d": 4,
         "ebm_lr_check": 1e-3,
@@ -74,7 +74,7 @@ SCALES: Dict[str, Dict[str, Any]] = {
         "student": ["trainer.accelerator=auto", "trainer.epochs=10", "eval.n_samples=10000",
                     "trainer.log_every_n_steps=50"],
         "lam": 0.1,
-        "vem": {"channels": 32},
+        "vem": {"channels": 32, "step_size": 50.0},
         "crd": {"k": 16384},
         "lambda_d": 4,
         "ebm_lr_check": 1e-3,
@@ -105,7 +105,7 @@ def clf_terms(row: str, lam: float) -> Dict[str, Any]:
     """``objective.student`` of a classifier row (the demo's CE + KD at T = 4, plus VEM on logits)."""
     terms: Dict[str, Any] = {"ce": {"weight": 1.0}, "kd": {"weight": 1.0, "temperature": 4.0}}
     if row == "vem":
-        terms["vem"] = {"weight": lam}
+        terms["vem"] = {"weight": lam, "step_size": 50.0}
     elif row == "vem-eta1":
         terms["vem"] = {"weight": lam, "step_size": 1.0}
     elif row != "kd":

@@ -17,9 +17,10 @@ from kdlab.losses._common import check_mode
 #: sqrt(lambda), tied to the step); ``ports`` = ``t <- t - eta grad E + sigma N(0, I)`` with separate eta
 #: and sigma (the public ports and sec. 5.3: sigma 0.005, eta 100, or 50 for Cityscapes/FFHQ).
 LANGEVIN_COUPLINGS = ("ports", "paper")
-#: defaults (``papers/NOTES.md``: the ports' K, eta, sigma, regulariser weight)
+#: defaults: K 10, eta 100, sigma 0.005 of sec. 5.3 (eta 50 on Cityscapes/FFHQ, and in the public ports,
+#: ``papers/NOTES.md``); the regulariser weight of the ports
 LANGEVIN_STEPS = 10
-LANGEVIN_STEP_SIZE = 50.0
+LANGEVIN_STEP_SIZE = 100.0
 LANGEVIN_NOISE = 0.005
 ENERGY_REG = 0.05
 

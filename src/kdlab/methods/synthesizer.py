@@ -25,6 +25,18 @@ One student step of a method with a synthesizer on a transfer batch ``b`` (:meth
    (default ``data.batch_size``); such batches have no labels and no row indices;
 3. the method's own step on ``x``.
 
+What an epoch is (``players.epoch_pass``, with ``data.synth_real``): ``discriminator`` (default, the published
+MosaicKD loop, zju-vipa/MosaicKD ``kd_mosaic.py`` ``train``): one pass of the discriminator's real batches over
+the OOD set, each followed by ``synth_every`` student steps on fresh OOD batches, so an epoch of ``n`` OOD
+images in batches of B runs ``ceil(n / B)`` syntheses and ``synth_every * ceil(n / B)`` student steps (the loop
+is served the OOD set ``synth_every`` times per epoch, :class:`kdlab.data.transfer.EpochPasses`);
+``student``: one pass of the student's batches (``synth_every`` times fewer student steps and syntheses per
+epoch). Without ``data.synth_real`` an epoch is ``data.steps_per_epoch`` student steps either way.
+
+``players.train_generator: false`` (a control, not a method): the generator keeps its initial weights, no
+discriminator or generator step runs, and the student learns from ``cat(G_0(z), OOD batch)``: what the OOD
+images plus an untrained generator's images give without mosaicking.
+
 The generator outputs images in its ``output_range``; they are mapped to [0, 1] and normalised with the
 teacher domain's mean/std, so the teacher sees what its own data would look like. The networks stay in
 train mode during the generator step (BatchNorm statistics of the student and D see G(z), as in the
@@ -39,13 +51,28 @@ from typing import Any, Callable, Dict, Optional
 import torch
 from torch import nn
 
-from kdlab.config import ConfigError, OptimConfig, bounded
+from kdlab.config import ConfigError, OptimConfig, bounded, choice
 from kdlab.data.batch import Batch
+from kdlab.data.transfer import TRANSFER_SYNTH
 from kdlab.engine import unwrap
 from kdlab.methods.gan_players import frozen, nan_guard
 from kdlab.models.gan import DISCRIMINATORS, GENERATORS, build_discriminator, build_generator, sample_latent
 from kdlab.terms import CriticView, Outputs, TermContext
 from kdlab.terms.objective import forward_features
+
+
+#: ``players.epoch_pass``: an epoch is one pass of the discriminator over ``data.synth_real`` (MosaicKD's code:
+#: ``synth_every`` student steps per OOD batch) or one pass of the student's batches
+EPOCH_PASSES = ("discriminator", "student")
+
+
+def epoch_passes(cfg: Any) -> int:
+    """How many times an epoch serves the transfer source: ``players.synth_every`` for a synthesizer with real images
+    (``data.synth_real``) whose epoch is the discriminator's pass (``players.epoch_pass: discriminator``), else 1."""
+    data, pc = cfg.data, cfg.get("players") or {}
+    if data.transfer != TRANSFER_SYNTH or data.synth_real is None or pc.get("epoch_pass", "discriminator") != "discriminator":
+        return 1
+    return int(pc.get("synth_every", 5))
 
 
 def _adam() -> OptimConfig:
@@ -67,6 +94,8 @@ class SynthConfig:
     synth_every: int = bounded(5, ge=1)  # student steps per synthesis
     synth_steps: int = bounded(1, ge=1)  # generator updates per synthesis
     synth_batch: Optional[int] = bounded(None, ge=1, optional=True)  # synthetic images per student step
+    epoch_pass: str = choice("discriminator", EPOCH_PASSES)  # with synth_real: whose pass over it is an epoch
+    train_generator: bool = True  # false: a frozen untrained generator (the control that isolates mosaicking)
 
 
 #: the players a synthesizer adds to a method's objectives (name -> role); ``discriminator`` only with one
@@ -105,7 +134,12 @@ class Synthesizer:
         if tuple(gen.output_shape) != image:
             raise ConfigError(f"players.generator {pc.generator!r} makes images {tuple(gen.output_shape)}; the teacher "
                               f"takes {image}")
-        method.add_player("generator", gen, pc.g_optim)
+        g_optim = pc.g_optim
+        if not pc.train_generator:  # never stepped: no schedule to advance (checkpointed as a player all the same)
+            from omegaconf import OmegaConf
+
+            g_optim = OmegaConf.merge(pc.g_optim, {"scheduler": "none"})
+        method.add_player("generator", gen, g_optim)
         self.has_disc = pc.discriminator is not None
         if self.has_disc:
             method.add_player("discriminator", self._build_disc(pc, spec, image, self.mix_real), pc.d_optim)
@@ -120,7 +154,12 @@ class Synthesizer:
                                num_classes=spec.num_classes, spec=spec, critic=critic, role=role)
 
         hint = "; e.g. the recipes dfad, dafl, deepinversion, mosaickd (kdlab list terms)"
-        self.g_objective = method.plain_objective(ctx("generator", provides), "generator", hint)
+        self.train_generator = bool(pc.train_generator)
+        if not self.train_generator and self.has_disc:
+            raise ConfigError(f"players.train_generator = false keeps the generator untrained and runs no synthesis, so "
+                              f"players.discriminator = {pc.discriminator!r} would never learn: set players.discriminator=null")
+        # the control's generator is never stepped: objective.generator is not built
+        self.g_objective = method.plain_objective(ctx("generator", provides), "generator", hint) if self.train_generator else None
         self.d_objective = method.plain_objective(ctx("discriminator", {"critic"}), "discriminator") if self.has_disc else None
         lo, hi = getattr(gen, "output_range", (-1.0, 1.0))
         self.output_range = (lo, hi)
@@ -162,6 +201,8 @@ class Synthesizer:
         players = [p for p in ("generator", "discriminator") if p in cfg.objective]
         return {"generator": cfg.players.generator, "discriminator": cfg.players.discriminator,
                 "synth_real": cfg.data.synth_real, "synth_every": self.every, "synth_steps": self.steps,
+                "epoch_pass": cfg.players.epoch_pass, "epoch_passes": epoch_passes(cfg),
+                "train_generator": self.train_generator,
                 "batch": self.batch_size, "objective": {p: OmegaConf.to_container(cfg.objective[p]) for p in players}}
 
     # -- images ------------------------------------------------------------------------------------
@@ -221,8 +262,9 @@ class Synthesizer:
         return {"g_loss": loss.detach(), **{f"g_{k}": v.detach() for k, v in terms.items()}}
 
     def step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
-        """The syntheses due at ``step``; returns the last synthesis' losses (logged at every step)."""
-        if step % self.every == 0:
+        """The syntheses due at ``step``; returns the last synthesis' losses (logged at every step). None with
+        ``players.train_generator: false``."""
+        if self.train_generator and step % self.every == 0:
             self._logs = {}
             for _ in range(self.steps):
                 self._logs.update(self.synthesize(batch))

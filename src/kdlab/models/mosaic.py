@@ -17,7 +17,11 @@ generator starts at 7x7 for 28 px and 8x8 otherwise and doubles until the image 
 width C1); the discriminator halves until 7x7 / 8x8 (extra stages keep its last width), so at
 ``final_stride = 1`` its map is 7x7 (28 px) or 8x8 (32/64/128 px).
 
-Convolutions followed by BatchNorm have no bias (BN's shift replaces it); weights use the DCGAN init.
+Convolutions followed by BatchNorm have no bias (BN's shift replaces it). ``code`` follows the published
+``engine/models/generator.py`` (``Generator``, ``PatchDiscriminator``) also in its biases (the discriminator's
+last 1x1 conv has none) and its initialisation: PyTorch's default (kd_mosaic.py applies no init of its own).
+``paper`` keeps a biased last layer and the DCGAN init (the supplement states neither). ``init`` /
+``final_bias`` override the plan's choice.
 """
 from __future__ import annotations
 
@@ -31,6 +35,10 @@ from kdlab.models.gan import DISCRIMINATORS, GENERATORS, GeneratorBase, _check_p
 #: image sizes (H = W) with a MosaicKD layer plan
 MOSAIC_IMAGE_SIZES = (28, 32, 64, 128)
 WIDTH_PLANS = ("paper", "code")
+#: ``init``: auto = the plan's (code: PyTorch's default, as the published code; paper: DCGAN), or either explicitly
+INITS = ("auto", "default", "dcgan")
+# the plan's init and whether the discriminator's last conv has a bias
+_PLAN_INIT = {"code": ("default", False), "paper": ("dcgan", True)}
 # generator (C0, C1, C2) in units of ngf and whether a LeakyReLU follows the first BN
 _G_PLANS = {"paper": ((2, 2, 1), True), "code": ((4, 2, 1), False)}
 # discriminator: (widths in units of ndf, BN after the first conv, down-sampling kernel, final kernel)
@@ -50,6 +58,16 @@ def _check_plan(widths: Any) -> str:
     return str(widths)
 
 
+def _init(module: nn.Module, init: Any, plan: str) -> str:
+    """Initialise ``module`` as ``init`` (``auto``: the plan's) says; returns the init used."""
+    if init not in INITS:
+        raise ValueError(f"init {init!r}; accepted: {', '.join(INITS)}")
+    used = _PLAN_INIT[plan][0] if init == "auto" else str(init)
+    if used == "dcgan":
+        dcgan_init(module)
+    return used
+
+
 def _stages(image_size: int) -> Tuple[int, int]:
     """(side of the first / last feature map, number of x2 stages): 28 = 7 * 2^2, 32/64/128 = 8 * 2^n."""
     start = 7 if image_size == 28 else 8
@@ -67,15 +85,16 @@ class MosaicGenerator(GeneratorBase):
         widths: ``'code'`` (Linear -> 4ngf x s x s, 4ngf -> 2ngf -> ngf) or ``'paper'`` (Table 2:
             2ngf x s x s, 2ngf -> 2ngf -> ngf, LeakyReLU after the first BN).
         ngf: width multiplier (> 0; 64 gives the published widths).
+        init: one of :data:`INITS` (auto: PyTorch's default for ``code``, DCGAN for ``paper``).
 
     Raises:
-        ValueError: a non-positive int, an image size or ``widths`` without a plan (lists the accepted).
+        ValueError: a non-positive int, an image size, ``widths`` or ``init`` without a plan (lists the accepted).
     """
 
     output_range = (0.0, 1.0)
 
     def __init__(self, out_channels: int = 3, image_size: int = 32, latent_dim: int = 100,
-                 widths: str = "code", ngf: int = 64) -> None:
+                 widths: str = "code", ngf: int = 64, init: str = "auto") -> None:
         super().__init__()
         self.out_channels = _check_pos_int("out_channels", out_channels)
         self.image_size = _check_size(image_size)
@@ -100,7 +119,7 @@ class MosaicGenerator(GeneratorBase):
         layers += [nn.Conv2d(cin, self.out_channels, 3, 1, 1), nn.Sigmoid()]
         self.net = nn.Sequential(*head, *layers)
         self._c0 = c0
-        dcgan_init(self)
+        self.init_scheme = _init(self, init, self.widths)
 
     @property
     def d(self) -> int:
@@ -151,13 +170,16 @@ class PatchDiscriminator(nn.Module):
         final_stride: stride of the prediction layer, 1..4 (Table 4; larger = less patch overlap,
             fewer cells: 8x8 maps become 4x4, 3x3, 2x2 for 2, 3, 4).
         ndf: width multiplier (> 0; 64 gives the published widths).
+        init: one of :data:`INITS` (auto: PyTorch's default for ``code``, DCGAN for ``paper``).
+        final_bias: whether the prediction layer has a bias (None: the plan's: code no, as published; paper yes).
 
     Raises:
-        ValueError: a non-positive int, an image size, ``widths``, kernel or final stride without a plan.
+        ValueError: a non-positive int, an image size, ``widths``, kernel, final stride or init without a plan.
     """
 
     def __init__(self, in_channels: int = 3, image_size: int = 32, widths: str = "code", kernel: Any = None,
-                 final_kernel: Any = None, final_stride: int = 1, ndf: int = 64) -> None:
+                 final_kernel: Any = None, final_stride: int = 1, ndf: int = 64, init: str = "auto",
+                 final_bias: Any = None) -> None:
         super().__init__()
         self.in_channels = _check_pos_int("in_channels", in_channels)
         self.image_size = _check_size(image_size)
@@ -173,10 +195,13 @@ class PatchDiscriminator(nn.Module):
         if final_stride not in (1, 2, 3, 4):
             raise ValueError(f"final_stride {final_stride!r}; accepted: 1, 2, 3, 4 (supplement Table 4)")
         self.final_stride = int(final_stride)
+        if final_bias is not None and not isinstance(final_bias, bool):
+            raise ValueError(f"final_bias {final_bias!r}; accepted: true, false or None (the plan's)")
+        self.final_bias = _PLAN_INIT[self.widths][1] if final_bias is None else final_bias
         self.arch = "patch"
         self.arch_kwargs: Dict[str, Any] = {"widths": self.widths, "kernel": self.kernel,
                                             "final_kernel": self.final_kernel, "final_stride": self.final_stride,
-                                            "ndf": self.ndf}
+                                            "ndf": self.ndf, "final_bias": self.final_bias}
         _, n_down = _stages(self.image_size)
         w0, w1 = (m * self.ndf for m in mults)
         layers: List[nn.Module] = []
@@ -188,9 +213,10 @@ class PatchDiscriminator(nn.Module):
                 layers.append(nn.BatchNorm2d(cout))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             cin = cout
-        layers.append(nn.Conv2d(cin, 1, self.final_kernel, self.final_stride, self.final_kernel // 2))
+        layers.append(nn.Conv2d(cin, 1, self.final_kernel, self.final_stride, self.final_kernel // 2,
+                                bias=self.final_bias))
         self.net = nn.Sequential(*layers)
-        dcgan_init(self)
+        self.init_scheme = _init(self, init, self.widths)
 
     def geometry(self) -> PatchGeometry:
         """Map size, receptive field and jump, walked through this network's convolutions with the conv
@@ -224,15 +250,16 @@ class PatchDiscriminator(nn.Module):
 @GENERATORS.register("mosaic", help="MosaicKD generator: Linear -> 8x8, (Upsample, conv3, BN, LeakyReLU) x n, "
                                     "Sigmoid in [0, 1] (widths: code | paper Table 2)")
 def mosaic_generator(out_channels: int = 3, image_size: int = 32, latent_dim: int = 100, widths: str = "code",
-                     ngf: int = 64) -> MosaicGenerator:
-    return MosaicGenerator(out_channels, image_size, latent_dim, widths, ngf)
+                     ngf: int = 64, init: str = "auto") -> MosaicGenerator:
+    return MosaicGenerator(out_channels, image_size, latent_dim, widths, ngf, init)
 
 
 @DISCRIMINATORS.register("patch", help="MosaicKD patch discriminator: strided convs -> a [B, 1, h, w] logit map "
                                        "(widths: code | paper Table 3; final_stride 1..4, Table 4)")
 def patch_discriminator(in_channels: int = 3, image_size: int = 32, widths: str = "code", kernel: Any = None,
-                        final_kernel: Any = None, final_stride: int = 1, ndf: int = 64) -> PatchDiscriminator:
-    return PatchDiscriminator(in_channels, image_size, widths, kernel, final_kernel, final_stride, ndf)
+                        final_kernel: Any = None, final_stride: int = 1, ndf: int = 64, init: str = "auto",
+                        final_bias: Any = None) -> PatchDiscriminator:
+    return PatchDiscriminator(in_channels, image_size, widths, kernel, final_kernel, final_stride, ndf, init, final_bias)
 
 
-__all__ = ["MosaicGenerator", "PatchDiscriminator", "PatchGeometry", "MOSAIC_IMAGE_SIZES", "WIDTH_PLANS"]
+__all__ = ["MosaicGenerator", "PatchDiscriminator", "PatchGeometry", "MOSAIC_IMAGE_SIZES", "WIDTH_PLANS", "INITS"]

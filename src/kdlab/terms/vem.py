@@ -15,10 +15,13 @@ from kdlab.engine import NonFiniteLossError
 from kdlab.losses.ebm import (ENERGY_REG, LANGEVIN_COUPLINGS, LANGEVIN_NOISE, LANGEVIN_STEP_SIZE, LANGEVIN_STEPS,
                               ebm_loss, langevin, vem_student_loss)
 from kdlab.models.ebm import ENERGIES, build_energy, energy_name
+from kdlab.terms._images import image_target, target_requires
 from kdlab.terms.base import OUTPUT, TERMS, Term, TermConfig, layer_pairs, pick
 
 #: ``objective.student.vem.target``: the teacher's output, or the ground truth of paired data (sec. 5.3)
 TARGETS = ("teacher", "ground_truth")
+#: the public ports' Langevin step size (``papers/NOTES.md``; sec. 5.3's value for Cityscapes and FFHQ)
+PORTS_STEP_SIZE = 50.0
 #: default widths: C = 32 of Fig. 4 / A.3 for images; the MLP's hidden width for vectors
 DEFAULT_CHANNELS = {"conv": 32, "mlp": 256}
 
@@ -27,8 +30,8 @@ DEFAULT_CHANNELS = {"conv": 32, "mlp": 256}
 class VEMTerm(Term):
     """VEM: ``weight * (mean E(t, s) - mean E(t~, s))`` (eqs. 8-10; ``weight`` = lambda_MI), with its own EBM player.
 
-    Per batch, with t the teacher's output (or the ground truth, ``target: ground_truth``, sec. 5.3) and
-    s the student's (``layers``: one ``[student, teacher]`` pair, default ``[[output, output]]``: images
+    Per batch, with t the teacher's output (or the ground truth, ``target: ground_truth``: sec. 5.3's paired
+    mode, "the MI between the outputs given by the student model and the real outputs") and s the student's (``layers``: one ``[student, teacher]`` pair, default ``[[output, output]]``: images
     of generator students, logits of classifiers; a named feature map works too):
 
     1. t~ = K-step Langevin (eq. 7, :func:`kdlab.losses.ebm.langevin`) from t~_0 = s (sec. 4.1.3) on
@@ -44,8 +47,15 @@ class VEMTerm(Term):
     every layer) is the player ``<student>.vem.ebm``: checkpointed with its optimizer, and deliberately
     not a submodule of the term, so the student's optimizer (and DDP wrapper) never covers it.
 
-    Langevin defaults are the ports' (``coupling: ports``, K 10, eta 50, sigma 0.005, ``papers/NOTES.md``;
-    sec. 5.3 states eta 100 for most data sets, 50 for Cityscapes/FFHQ); ``coupling: paper`` is eq. 7's
+    ``target: ground_truth``: for an image student (``[C, H, W]`` output) t is the paired task's real output
+    image ``batch.target`` (capability ``targets``: paired translation data; the teacher is not read); for a
+    classifier (logits ``[K]``) t is the one-hot ``batch.y``. Either way the pair is (real t, student s) and
+    the Langevin chain still starts at the student's output s (sec. 4.1.3); only the student's output
+    (``layers`` = ``[[output, output]]``) has a ground truth.
+
+    Langevin defaults are sec. 5.3's (``coupling: ports``: separate step and noise, K 10, eta 100, sigma
+    0.005); sec. 5.3 uses eta 50 on Cityscapes and FFHQ, which is also the public ports' setting
+    (:data:`PORTS_STEP_SIZE`, ``papers/NOTES.md``): ``step_size: 50``. ``coupling: paper`` is eq. 7's
     ``-(lambda/2) grad E + N(0, lambda I)`` with lambda = ``step_size``.
 
     Logged after each step: ``energy_data`` = mean E(t, s), ``energy_sample`` = mean E(t~, s),
@@ -54,19 +64,20 @@ class VEMTerm(Term):
     ``max_energy`` stops the run (:class:`kdlab.engine.NonFiniteLossError`; ``last.ckpt`` is kept).
 
     Raises (at construction): ConfigError for more than one pair, teacher and student outputs of
-    different shapes (names both), ``target: ground_truth`` without labels, or an energy body that
-    does not take the outputs' shape.
+    different shapes (names both), ``target: ground_truth`` on a feature (not the output), without paired
+    target images (image students) or labels (classifiers), or an energy body that does not take the
+    outputs' shape.
     """
 
     @dataclass
     class Config(TermConfig):
         weight: float = bounded(0.05, ge=0)  # lambda_MI (ports 0.05; paper Table 6: 0.005-0.2)
         layers: List[List[str]] = field(default_factory=list)  # one [student, teacher] pair; [] = output
-        target: str = choice("teacher", TARGETS)  # teacher output | ground_truth (batch.y) of paired data
+        target: str = choice("teacher", TARGETS)  # teacher output | ground_truth (batch.target images, batch.y labels)
         energy: str = choice("auto", ("auto",) + tuple(ENERGIES.names()))  # auto: conv for maps, mlp for vectors
         channels: Optional[int] = bounded(None, ge=1, optional=True)  # C of Fig. 4 (null: 32) / MLP width (null: 256)
         steps: int = bounded(LANGEVIN_STEPS, ge=1)  # K Langevin steps
-        step_size: float = bounded(LANGEVIN_STEP_SIZE, gt=0)  # eta (ports) or lambda (paper)
+        step_size: float = bounded(LANGEVIN_STEP_SIZE, gt=0)  # eta (ports) or lambda (paper); sec. 5.3: 100 (50 Cityscapes/FFHQ, ports)
         noise: float = bounded(LANGEVIN_NOISE, ge=0)  # sigma (ports coupling only)
         coupling: str = choice("ports", LANGEVIN_COUPLINGS)
         reg: float = bounded(ENERGY_REG, ge=0)  # squared-energy regulariser weight (A.3; ports 0.05)
@@ -84,6 +95,7 @@ class VEMTerm(Term):
         if len(cfg.betas) != 2:
             raise ConfigError(f"objective.student.vem.betas = {list(cfg.betas)} must be two numbers [beta1, beta2]")
         self.pair = pairs[0]
+        self.images = False  # ground truth = a real output image (set below)
         a, b = self.pair
         s_shape = tuple(ctx.student_shapes([a], "vem")[a])
         if cfg.target == "teacher":
@@ -93,12 +105,20 @@ class VEMTerm(Term):
                 raise ConfigError(f"term 'vem': the EBM pairs outputs of one shape; student {a!r} is {s_shape}, "
                                   f"teacher {b!r} is {t_shape}; pick a pair of equal shapes in objective.student.vem.layers")
         else:
-            if "labels" not in ctx.provides:
+            if a != OUTPUT:
+                raise ConfigError(f"objective.student.vem.target = 'ground_truth' pairs the student's output with the real "
+                                  f"output; the student feature {a!r} has no ground truth: set layers=[[output, output]] "
+                                  f"or target=teacher")
+            self.images = len(s_shape) == 3
+            if self.images:  # sec. 5.3: the paired task's real output image, batch.target
+                self.requires = target_requires("ground_truth", ctx, "vem", base=())
+            elif "labels" not in ctx.provides:
                 raise ConfigError(f"objective.student.vem.target = 'ground_truth' needs paired targets (batch.y), which method "
                                   f"{ctx.method!r} does not provide: {ctx.why_not.get('labels', '')}; use target=teacher")
+            else:
+                self.requires = frozenset({"labels"})
             self.expose([(a, OUTPUT)])
             self.teacher_features = []
-            self.requires = frozenset({"labels"})
         try:
             kind = energy_name(cfg.energy, s_shape)
             channels = cfg.channels if cfg.channels is not None else DEFAULT_CHANNELS.get(kind, 32)
@@ -115,9 +135,20 @@ class VEMTerm(Term):
         return {"ebm": (self.ebm, optim)}
 
     def target(self, s: torch.Tensor, t, batch) -> torch.Tensor:
-        """t of the bound: the teacher's output, or ``batch.y`` (one-hot for class labels of logits [B, K])."""
+        """t of the bound, detached: the teacher's output; or, with ``target: ground_truth``, the real output image
+        ``batch.target`` [B, C, H, W] of an image student, or ``batch.y`` of a classifier (one-hot for class labels
+        of logits [B, K]).
+
+        Raises:
+            ValueError: the batch has no ground truth, or it differs in shape from the student's output ``s``.
+        """
         if self.cfg.target == "teacher":
             return pick(t, self.pair[1]).detach()
+        if self.images:
+            y = image_target("ground_truth", t, batch)
+            if y.shape != s.shape:
+                raise ValueError(f"ground-truth image {tuple(y.shape)} and student output {tuple(s.shape)} differ in shape")
+            return y.detach().to(s.dtype)
         y = batch.y
         if y is None:
             raise ValueError("objective.student.vem.target = 'ground_truth' but the batch has no targets (batch.y)")
