@@ -66,6 +66,7 @@ def test_kdgan_recipe_protocol_is_the_published_run_script():
     final = pl.tau_start * pl.tau_decay ** ((cfg.trainer.epochs - 1) // pl.tau_every)
     assert pl.tau_min < final  # no floor binds, as in the code
     assert cfg.data.batch_size == 100 and cfg.data.n_per_class == 1000
+    assert cfg.data.augment is False  # the stated departure: no AffineGenerator augmentation
     assert cfg.model.checkpoint == "runs/kdgan-pretrain" and pl.disc_init == "runs/kdgan-pretrain-d"
     pre, pre_d = _recipe("kdgan_pretrain"), _recipe("kdgan_pretrain_d")
     assert pre.method == pre_d.method == "teacher"  # plain cross entropy
