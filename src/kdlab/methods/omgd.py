@@ -182,4 +182,14 @@ class OMGD(TranslationTeacher):
         return out
 
     def finalize(self, run_dir: Any, data: Any, result: Any, device: Any) -> Dict[str, Any]:
-        return translation_finalize(self, run_dir, data, result, device, teacher=unwrap(self.players["teacher_wide"]))
+        """Export both online teachers as they ended (``teacher_wide.safetensors``, ``teacher_deep.safetensors``),
+        then the student's evaluation beside the wide teacher."""
+        import copy
+        from pathlib import Path
+
+        from kdlab.engine.generators import save_generator
+
+        paths = {p: str(save_generator(copy.deepcopy(unwrap(self.players[p])).cpu().eval(), Path(run_dir) / f"{p}.safetensors",
+                                       data=self.cfg.data.name)) for p in ("teacher_wide", "teacher_deep")}
+        return translation_finalize(self, run_dir, data, result, device, teacher=unwrap(self.players["teacher_wide"]),
+                                    teacher_path=paths["teacher_wide"])
