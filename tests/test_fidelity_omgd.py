@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
-from torchmetrics.functional.image import structural_similarity_index_measure
 
 from kdlab.data import Batch
 from kdlab.data.sets import DataSpec
@@ -67,17 +66,33 @@ def omgd_cd(s_acts, t_acts, adapters):
     return sum(losses)
 
 
+def omgd_ssim(img1, img2, window_size=11):
+    """models/modules/pytorch_ssim.py, ``gaussian``, ``create_window`` and ``_ssim`` (size_average=True)."""
+    from math import exp
+
+    gauss = torch.Tensor([exp(-(x - window_size // 2) ** 2 / float(2 * 1.5 ** 2)) for x in range(window_size)])
+    _1d = (gauss / gauss.sum()).unsqueeze(1)
+    channel = img1.size(1)
+    window = _1d.mm(_1d.t()).float().unsqueeze(0).unsqueeze(0).expand(channel, 1, window_size, window_size).contiguous()
+    mu1 = F.conv2d(img1, window, padding=window_size // 2, groups=channel)
+    mu2 = F.conv2d(img2, window, padding=window_size // 2, groups=channel)
+    mu1_sq, mu2_sq, mu1_mu2 = mu1.pow(2), mu2.pow(2), mu1 * mu2
+    sigma1_sq = F.conv2d(img1 * img1, window, padding=window_size // 2, groups=channel) - mu1_sq
+    sigma2_sq = F.conv2d(img2 * img2, window, padding=window_size // 2, groups=channel) - mu2_sq
+    sigma12 = F.conv2d(img1 * img2, window, padding=window_size // 2, groups=channel) - mu1_mu2
+    C1, C2 = 0.01 ** 2, 0.03 ** 2
+    ssim_map = ((2 * mu1_mu2 + C1) * (2 * sigma12 + C2)) / ((mu1_sq + mu2_sq + C1) * (sigma1_sq + sigma2_sq + C2))
+    return ssim_map.mean()
+
+
 def omgd_student_loss(s_img, t_imgs, vgg, s_acts, t_acts, adapters, w=(10.0, 1e4, 10.0, 1e-5), lambda_cd=10.0,
                       feature_index=1):
-    """distillers/multiteacher_distiller.py, ``backward_G_student``: per teacher image SSIM, style, feature and TV,
-    summed over the teachers, + lambda_CD * CD. SSIM: OMGD's pytorch_ssim on raw [-1, 1] images is replaced by the
-    same Gaussian SSIM on [0, 1] (kdlab's stated departure), computed here with torchmetrics directly."""
+    """distillers/multiteacher_distiller.py, ``backward_G_student``: per teacher image SSIM (pytorch_ssim on the raw
+    images), style, feature and TV, summed over the teachers, + lambda_CD * CD."""
     lambda_ssim, lambda_style, lambda_feature, lambda_tv = w
     total = 0.0
     for t in t_imgs:
-        ssim = structural_similarity_index_measure((s_img + 1) / 2, (t + 1) / 2, data_range=1.0, kernel_size=11,
-                                                   sigma=1.5)
-        loss_ssim = (1 - ssim) * lambda_ssim
+        loss_ssim = (1 - omgd_ssim(s_img, t)) * lambda_ssim
         tf, sf = vgg(t), vgg(s_img)
         loss_style = sum(lambda_style * F.l1_loss(omgd_gram(a), omgd_gram(b)) for a, b in zip(sf, tf))
         loss_feature = lambda_feature * F.l1_loss(sf[feature_index], tf[feature_index])
@@ -160,6 +175,20 @@ def test_style_loss_equals_omgd_gram_l1():
     with torch.no_grad():
         assert float(style_loss(s, t, feats)) == pytest.approx(float(want), rel=1e-6)
         assert float(style_loss(s, s.clone(), feats)) == 0.0
+
+
+def test_ssim_omgd_form_equals_pytorch_ssim():
+    """``ssim`` with ``form: omgd`` = 1 - OMGD's pytorch_ssim on the raw [-1, 1] images (transcribed above); the
+    default form (torchmetrics on [0, 1]) is another number, so the form matters."""
+    from kdlab.losses import ssim_loss
+
+    torch.manual_seed(3)
+    s, t = torch.rand(2, 3, 16, 16) * 2 - 1, torch.rand(2, 3, 16, 16) * 2 - 1
+    t = 0.5 * s + 0.5 * t
+    want = 1 - omgd_ssim(s, t)
+    assert float(ssim_loss(s, t, form="omgd")) == pytest.approx(float(want), rel=1e-5)
+    assert abs(float(ssim_loss(s, t)) - float(want)) > 1e-3
+    assert float(ssim_loss(s, s.clone(), form="omgd")) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_feature_l1_and_tv_equal_omgd():
@@ -385,7 +414,7 @@ def test_student_objective_composition(recipe):
     t = _terms(cfg)
     assert set(t) == {"ssim", "tv", "channel_distill"} | ({"style", "perceptual"} if feature_net else set())
     assert "gan" not in t and float(t["ssim"].weight) == 10.0 and t["ssim"].target == "teacher"
-    assert t["ssim"].kernel_size == 11 and t["ssim"].sigma == 1.5
+    assert t["ssim"].kernel_size == 11 and t["ssim"].sigma == 1.5 and t["ssim"].form == "omgd"
     assert float(t["tv"].weight) == 1e-5 and t["tv"].reduction == "batch_sum" and t["tv"].norm == "l1"
     assert float(t["channel_distill"].weight) == cd and t["channel_distill"].adapter == "conv_bn_relu"
     assert OmegaConf.to_container(t["channel_distill"].layers) == layers

@@ -27,6 +27,8 @@ REDUCTIONS = ("sum", "mean")
 TV_NORMS = ("l1", "l2")
 #: TV only: ``batch_sum`` sums over the whole batch, as OMGD's ``backward_G_student`` (``torch.sum`` of the differences)
 TV_REDUCTIONS = REDUCTIONS + ("batch_sum",)
+#: ``form`` of the SSIM loss: torchmetrics' on images mapped to [0, 1] | OMGD's pytorch_ssim on the raw values
+SSIM_FORMS = ("unit", "omgd")
 #: distance of the perceptual loss per feature element: squared (Johnson et al. eq. 2) or absolute (OMGD's code)
 FEATURE_DISTANCES = ("mse", "l1")
 
@@ -74,7 +76,7 @@ def l1_reconstruction(student: torch.Tensor, target: torch.Tensor, reduction: st
 
 
 def ssim_loss(student: torch.Tensor, target: torch.Tensor, value_range: Tuple[float, float] = (-1.0, 1.0),
-              kernel_size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+              kernel_size: int = 11, sigma: float = 1.5, form: str = "unit") -> torch.Tensor:
     """Structural similarity loss ``L_SSIM = 1 - SSIM(G^s(x), y)`` (OMGD, VEM paper eq. 15; Wang et al. 2004).
 
     The paper names the term without its form; ``1 - SSIM`` is the usual distance (0 for equal images).
@@ -86,15 +88,23 @@ def ssim_loss(student: torch.Tensor, target: torch.Tensor, value_range: Tuple[fl
     every pixel, the borders from reflection padding, then over channels and the batch; scikit-image's
     ``structural_similarity`` crops the borders instead, so the two differ slightly).
 
+    ``form="omgd"``: OMGD's SSIM instead (bytedance/OMGD ``models/modules/pytorch_ssim.py``, ``_ssim``, called by
+    ``backward_G_student``): on the raw pixel values (no mapping; ``value_range`` unused), C1 = 0.01^2 and
+    C2 = 0.03^2, the Gaussian window applied per channel with zero padding of ``kernel_size // 2``, the SSIM map
+    averaged over every position, channel and example.
+
     Args:
         student, target: [B, C, H, W] (H, W >= ``kernel_size``); target detached.
         value_range: (low, high) of the pixel values, low < high. kernel_size: odd window size.
-        sigma: window std.
+        sigma: window std. form: ``unit`` (torchmetrics on [0, 1]) or ``omgd``.
 
     Raises:
-        ValueError: shapes differ (names both), non-float tensors, an empty value range.
+        ValueError: shapes differ (names both), non-float tensors, an empty value range, an unknown form.
     """
     check_image_pair(student, target)
+    check_mode(form, SSIM_FORMS, "form")
+    if form == "omgd":
+        return 1.0 - _ssim_zero_padded(student, target.detach().to(student.dtype), kernel_size, sigma)
     low, high = (float(v) for v in value_range)
     if not high > low:
         raise ValueError(f"value_range must be (low, high) with low < high, got {value_range!r}")
@@ -103,6 +113,23 @@ def ssim_loss(student: torch.Tensor, target: torch.Tensor, value_range: Tuple[fl
                                                data_range=1.0, kernel_size=kernel_size, sigma=sigma,
                                                reduction="elementwise_mean")
     return 1.0 - ssim
+
+
+def _ssim_zero_padded(x: torch.Tensor, y: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tensor:
+    """Mean SSIM map of ``x`` and ``y`` [B, C, H, W] as OMGD's ``pytorch_ssim._ssim`` (see :func:`ssim_loss`)."""
+    import torch.nn.functional as F
+
+    k = torch.arange(kernel_size, dtype=x.dtype, device=x.device) - kernel_size // 2
+    g = torch.exp(-k.pow(2) / (2 * sigma ** 2))
+    g = g / g.sum()
+    c = x.shape[1]
+    window = (g[:, None] @ g[None, :]).expand(c, 1, kernel_size, kernel_size).contiguous()
+    blur = lambda v: F.conv2d(v, window, padding=kernel_size // 2, groups=c)  # noqa: E731
+    mu_x, mu_y = blur(x), blur(y)
+    var_x, var_y, cov = blur(x * x) - mu_x.pow(2), blur(y * y) - mu_y.pow(2), blur(x * y) - mu_x * mu_y
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    ssim = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x.pow(2) + mu_y.pow(2) + c1) * (var_x + var_y + c2))
+    return ssim.mean()
 
 
 def total_variation(x: torch.Tensor, norm: str = "l1", reduction: str = "sum") -> torch.Tensor:
