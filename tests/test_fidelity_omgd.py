@@ -467,3 +467,19 @@ def test_built_players_and_the_deep_teachers_terms(clf, tmp_path):
     assert set(m.deep_objective.terms) == {"ssim", "style", "perceptual", "tv"}
     assert unwrap(m.players["teacher_deep"]).arch == "unet_deep" and unwrap(m.players["teacher_wide"]).ngf == 8
     assert functools.reduce(lambda a, t: a and "critic" not in t.requires, obj.terms.values(), True)
+
+
+def test_bad_inputs_are_refused_before_training(clf, tmp_path):
+    """Unpaired data, a teacher that is no image generator and bad teacher kwargs are ConfigErrors naming the key."""
+    from kdlab.config import ConfigError
+
+    cfg = load_run_config([omgd_raw(clf, tmp_path)])
+    unpaired = DataSpec(name="toy", num_classes=10, in_channels=1, image_size=S, mean=(0.5,), std=(0.5,),
+                        pairing="unpaired", target_channels=1)
+    with pytest.raises(ConfigError, match="omgd.*paired"):
+        METHODS.get("omgd")(cfg, unpaired)
+    with pytest.raises(ConfigError, match=r"players\.wide.*not an image-to-image generator.*unet"):
+        METHODS.get("omgd")(load_run_config([omgd_raw(clf, tmp_path, wide={"name": "dcgan", "kwargs": {}})]), spec())
+    with pytest.raises(ConfigError, match=r"players\.deep.*blocks"):
+        METHODS.get("omgd")(load_run_config([omgd_raw(clf, tmp_path, deep={"name": "unet_deep",
+                                                                            "kwargs": {"ngf": 4, "blocks": 0}})]), spec())

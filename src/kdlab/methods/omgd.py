@@ -93,8 +93,7 @@ class OMGD(TranslationTeacher):
         check_translation_data(spec, "omgd", "paired")
         lc = cfg.players
         c_in, c_out, size = spec.in_channels, spec.out_channels, spec.image_size
-        nets = {p: build_image_generator(OmegaConf.create({"model": dict(getattr(lc, k))}), c_in, c_out, size)
-                for p, k in (("teacher_wide", "wide"), ("teacher_deep", "deep"))}
+        nets = {p: self._teacher_net(k, c_in, c_out, size) for p, k in (("teacher_wide", "wide"), ("teacher_deep", "deep"))}
         student = build_image_generator(cfg, c_in, c_out, size)
         disc = build_patchgan(c_in + c_out, size, lc.ndf, lc.n_layers, lc.disc_norm)
         self.g_objectives = {}
@@ -110,6 +109,14 @@ class OMGD(TranslationTeacher):
         for p, net in nets.items():
             self.add_player(p, net)
         self.add_player("discriminator", disc, optim_with_lr(cfg.optim, lc.disc_lr, "players.disc_lr"))
+
+    def _teacher_net(self, key: str, c_in: int, c_out: int, size: int) -> torch.nn.Module:
+        """The online teacher ``players.<key>`` (an image generator). Raises ConfigError naming the key."""
+        net = dict(getattr(self.cfg.players, key))
+        try:
+            return build_image_generator(OmegaConf.create({"model": net}), c_in, c_out, size)
+        except (ConfigError, ValueError, TypeError) as exc:
+            raise ConfigError(f"players.{key} = {net}: {str(exc).replace('model.name', f'players.{key}.name')}") from None
 
     def _deep_objective(self, student: Any, deep: Any, ctx: Any) -> Objective:
         """``objective.student``'s terms that compare images only (no generator features, no trainable parts of their
