@@ -20,97 +20,17 @@ from kdlab.data import Batch
 from kdlab.data.sets import DataSpec
 from kdlab.engine.checkpoint import save_classifier
 from kdlab.methods import METHODS, unwrap
-from kdlab.models import build_generator, build_model
+from kdlab.models import build_model
 from kdlab.runner import load_run_config
 
 from conftest import CPUFabric
+from omgd_official import hooked, omgd_cd, omgd_student_loss, omgd_tv
 
 RECIPES = Path(__file__).resolve().parents[1] / "src" / "kdlab" / "recipes"
 S = 32  # 5 U-Net stages, so OMGD's four mixed activations exist
 #: OMGD's ``mapping_layers['unet_256']`` (base_multiteacher_distiller.py) as kdlab U-Net module paths
 OMGD_LAYERS = [["downs.2.0", "downs.2.0"], ["downs.4.0", "downs.4.0"], ["ups.3.0", "ups.3.0"], ["ups.1.0", "ups.1.0"]]
 FASHION_MEAN, FASHION_STD = 0.2860, 0.3530  # the classifier's normalisation (fashion-mnist), checked below
-
-
-# ----------------------------------------------------------------- transcriptions of bytedance/OMGD
-def omgd_gram(x):
-    """distillers/multiteacher_distiller.py, ``MultiTeacherDistiller.gram``."""
-    (bs, ch, h, w) = x.size()
-    f = x.view(bs, ch, w * h)
-    return f.bmm(f.transpose(1, 2)) / (ch * h * w)
-
-
-def omgd_tv(img):
-    """distillers/multiteacher_distiller.py, ``backward_G_student``: diff_i + diff_j (no lambda)."""
-    diff_i = torch.sum(torch.abs(img[:, :, :, 1:] - img[:, :, :, :-1]))
-    diff_j = torch.sum(torch.abs(img[:, :, 1:, :] - img[:, :, :-1, :]))
-    return diff_i + diff_j
-
-
-def omgd_connector(seq, x):
-    """distillers/base_multiteacher_distiller.py, ``build_feature_connector`` (Conv1x1 no bias, BN, ReLU), applied
-    in train mode with the given module's parameters."""
-    conv, bn = seq[0], seq[1]
-    h = F.conv2d(x, conv.weight)
-    h = F.batch_norm(h, None, None, bn.weight, bn.bias, training=True, eps=bn.eps)
-    return F.relu(h)
-
-
-def omgd_cd(s_acts, t_acts, adapters):
-    """distillers/multiteacher_distiller.py, ``calc_CD_loss`` (one device)."""
-    losses = []
-    for netA, sact, tact in zip(adapters, s_acts, t_acts):
-        source, target = omgd_connector(netA, sact), tact.detach()
-        source, target = source.mean(dim=(2, 3), keepdim=False), target.mean(dim=(2, 3), keepdim=False)
-        losses.append(torch.mean(torch.pow(source - target, 2)))
-    return sum(losses)
-
-
-def omgd_ssim(img1, img2, window_size=11):
-    """models/modules/pytorch_ssim.py, ``gaussian``, ``create_window`` and ``_ssim`` (size_average=True)."""
-    from math import exp
-
-    gauss = torch.Tensor([exp(-(x - window_size // 2) ** 2 / float(2 * 1.5 ** 2)) for x in range(window_size)])
-    _1d = (gauss / gauss.sum()).unsqueeze(1)
-    channel = img1.size(1)
-    window = _1d.mm(_1d.t()).float().unsqueeze(0).unsqueeze(0).expand(channel, 1, window_size, window_size).contiguous()
-    mu1 = F.conv2d(img1, window, padding=window_size // 2, groups=channel)
-    mu2 = F.conv2d(img2, window, padding=window_size // 2, groups=channel)
-    mu1_sq, mu2_sq, mu1_mu2 = mu1.pow(2), mu2.pow(2), mu1 * mu2
-    sigma1_sq = F.conv2d(img1 * img1, window, padding=window_size // 2, groups=channel) - mu1_sq
-    sigma2_sq = F.conv2d(img2 * img2, window, padding=window_size // 2, groups=channel) - mu2_sq
-    sigma12 = F.conv2d(img1 * img2, window, padding=window_size // 2, groups=channel) - mu1_mu2
-    C1, C2 = 0.01 ** 2, 0.03 ** 2
-    ssim_map = ((2 * mu1_mu2 + C1) * (2 * sigma12 + C2)) / ((mu1_sq + mu2_sq + C1) * (sigma1_sq + sigma2_sq + C2))
-    return ssim_map.mean()
-
-
-def omgd_student_loss(s_img, t_imgs, vgg, s_acts, t_acts, adapters, w=(10.0, 1e4, 10.0, 1e-5), lambda_cd=10.0,
-                      feature_index=1):
-    """distillers/multiteacher_distiller.py, ``backward_G_student``: per teacher image SSIM (pytorch_ssim on the raw
-    images), style, feature and TV, summed over the teachers, + lambda_CD * CD."""
-    lambda_ssim, lambda_style, lambda_feature, lambda_tv = w
-    total = 0.0
-    for t in t_imgs:
-        loss_ssim = (1 - omgd_ssim(s_img, t)) * lambda_ssim
-        tf, sf = vgg(t), vgg(s_img)
-        loss_style = sum(lambda_style * F.l1_loss(omgd_gram(a), omgd_gram(b)) for a, b in zip(sf, tf))
-        loss_feature = lambda_feature * F.l1_loss(sf[feature_index], tf[feature_index])
-        total = total + loss_ssim + loss_style + loss_feature + lambda_tv * omgd_tv(s_img)
-    return total + omgd_cd(s_acts, t_acts, adapters) * lambda_cd
-
-
-def hooked(net, x, names):
-    """``net(x)`` and the outputs of the modules ``names`` (OMGD's ``add_hook``)."""
-    store = {}
-    hooks = [dict(net.named_modules())[n].register_forward_hook(lambda m, i, o, n=n: store.__setitem__(n, o))
-             for n in names]
-    try:
-        out = net(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return out, [store[n] for n in names]
 
 
 # ----------------------------------------------------------------- fixtures
@@ -163,50 +83,6 @@ def same(a, b):
 
 
 # ----------------------------------------------------------------- the losses against the transcriptions
-def test_style_loss_equals_omgd_gram_l1():
-    """kdlab's style loss = OMGD's sum over layers of ``F.l1_loss(gram(S), gram(T))`` (transcribed above)."""
-    from kdlab.losses import style_loss
-
-    torch.manual_seed(1)
-    c1, c2 = nn.Conv2d(1, 3, 3, padding=1), nn.Conv2d(3, 5, 3, stride=2, padding=1)
-    feats = lambda img: [F.relu(c1(img)), F.relu(c2(F.relu(c1(img))))]  # noqa: E731
-    s, t = torch.rand(2, 1, 8, 8) * 2 - 1, torch.rand(2, 1, 8, 8) * 2 - 1
-    want = sum(F.l1_loss(omgd_gram(a), omgd_gram(b)) for a, b in zip(feats(s), feats(t)))
-    with torch.no_grad():
-        assert float(style_loss(s, t, feats)) == pytest.approx(float(want), rel=1e-6)
-        assert float(style_loss(s, s.clone(), feats)) == 0.0
-
-
-def test_ssim_omgd_form_equals_pytorch_ssim():
-    """``ssim`` with ``form: omgd`` = 1 - OMGD's pytorch_ssim on the raw [-1, 1] images (transcribed above); the
-    default form (torchmetrics on [0, 1]) is another number, so the form matters."""
-    from kdlab.losses import ssim_loss
-
-    torch.manual_seed(3)
-    s, t = torch.rand(2, 3, 16, 16) * 2 - 1, torch.rand(2, 3, 16, 16) * 2 - 1
-    t = 0.5 * s + 0.5 * t
-    want = 1 - omgd_ssim(s, t)
-    assert float(ssim_loss(s, t, form="omgd")) == pytest.approx(float(want), rel=1e-5)
-    assert abs(float(ssim_loss(s, t)) - float(want)) > 1e-3
-    assert float(ssim_loss(s, s.clone(), form="omgd")) == pytest.approx(0.0, abs=1e-6)
-
-
-def test_feature_l1_and_tv_equal_omgd():
-    """``perceptual`` with ``distance: l1`` = OMGD's ``F.l1_loss(Sfeatures[1], Tfeatures[1])``; ``tv`` with
-    ``reduction: batch_sum`` = OMGD's diff_i + diff_j summed over the batch."""
-    from kdlab.losses import perceptual_loss, total_variation
-
-    torch.manual_seed(2)
-    conv = nn.Conv2d(1, 4, 3, padding=1)
-    s, t = torch.rand(3, 1, 6, 6) * 2 - 1, torch.rand(3, 1, 6, 6) * 2 - 1
-    want = F.l1_loss(F.relu(conv(s)), F.relu(conv(t)))
-    got = perceptual_loss(s, t, lambda img: [F.relu(conv(img))], distance="l1")
-    assert float(got) == pytest.approx(float(want), rel=1e-6)
-    assert float(total_variation(s, "l1", "batch_sum")) == pytest.approx(float(omgd_tv(s)), rel=1e-6)
-    with pytest.raises(ValueError, match="distance"):
-        perceptual_loss(s, t, lambda img: [img], distance="huber")
-
-
 def test_channel_distillation_with_adapters_equals_omgd_calc_cd(clf, tmp_path):
     """The student's ``channel_distill`` (recipe: OMGD's four mixed activations, conv + BN + ReLU adapters) = OMGD's
     ``calc_CD_loss`` on the same activations with the same adapter parameters; the adapters map 2, 8, 16, 4 x ngf
@@ -339,56 +215,6 @@ def test_online_run_finishes_and_resumes(clf, tmp_path):
     for p in ("student", "teacher_wide", "teacher_deep", "discriminator"):
         for k, v in a["method"]["players"][p].items():
             assert torch.equal(v, b["method"]["players"][p][k]), (p, k)
-
-
-# ----------------------------------------------------------------- the deeper teacher's architecture
-class _OfficialRB(nn.Module):
-    """models/modules/unet_architecture/unet_deepest_generator.py, ``ResnetBlock`` (reflect, BatchNorm)."""
-
-    def __init__(self, dim):
-        super().__init__()
-        n = nn.BatchNorm2d
-        self.conv_block = nn.Sequential(
-            nn.ReflectionPad2d(1), nn.Conv2d(dim, 4 * dim, 1, bias=False), n(dim * 4), nn.ReLU(True),
-            nn.Conv2d(dim * 4, dim * 4, 3, bias=False), n(dim * 4), nn.ReLU(True),
-            nn.Conv2d(dim * 4, dim, 1, bias=False), n(dim), nn.ReLU(True), nn.Dropout(0),
-            nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=False), n(dim))
-
-
-def _official_block(outer, inner, input_nc=None, sub=None, outermost=False, innermost=False):
-    """``UnetSkipConnectionBlock`` of the same file: its layers as a flat list (parameters only matter here)."""
-    input_nc = outer if input_nc is None else input_nc
-    down = nn.Conv2d(input_nc, inner, 4, 2, 1, bias=False)
-    if outermost:
-        return [down, _OfficialRB(inner), _OfficialRB(inner), sub, _OfficialRB(2 * inner), _OfficialRB(2 * inner),
-                nn.ConvTranspose2d(2 * inner, outer, 4, 2, 1)]
-    if innermost:
-        return [down, nn.ConvTranspose2d(inner, outer, 4, 2, 1, bias=False), nn.BatchNorm2d(outer)]
-    return [down, nn.BatchNorm2d(inner), _OfficialRB(inner), _OfficialRB(inner), sub,
-            nn.ConvTranspose2d(2 * inner, outer, 4, 2, 1, bias=False), nn.BatchNorm2d(outer), _OfficialRB(outer),
-            _OfficialRB(outer)]
-
-
-def _official_deepest(input_nc, output_nc, num_downs, ngf):
-    """``UnetDeepestGenerator.__init__`` transcribed (as nested lists of modules)."""
-    b = _official_block(ngf * 8, ngf * 8, innermost=True)
-    for _ in range(num_downs - 5):
-        b = _official_block(ngf * 8, ngf * 8, sub=nn.ModuleList(b))
-    b = _official_block(ngf * 4, ngf * 8, sub=nn.ModuleList(b))
-    b = _official_block(ngf * 2, ngf * 4, sub=nn.ModuleList(b))
-    b = _official_block(ngf, ngf * 2, sub=nn.ModuleList(b))
-    return nn.ModuleList(_official_block(output_nc, ngf, input_nc=input_nc, sub=nn.ModuleList(b), outermost=True))
-
-
-@pytest.mark.parametrize("size,ngf", [(256, 4), (32, 4)])
-def test_unet_deep_has_the_official_deeper_teachers_parameters(size, ngf):
-    """``unet_deep`` = OMGD's ``unet_deepest_256`` (num_downs 8 at 256 px): the same multiset of parameter shapes."""
-    ours = build_generator("unet_deep", 3, size, in_channels=3, ngf=ngf)
-    theirs = _official_deepest(3, 3, ours.num_downs, ngf)
-    shapes = lambda net: sorted(tuple(p.shape) for p in net.parameters())  # noqa: E731
-    assert shapes(ours) == shapes(theirs)
-    x = torch.rand(1, 3, size, size) * 2 - 1
-    assert ours(x).shape == x.shape and float(ours(x).abs().max()) <= 1.0
 
 
 # ----------------------------------------------------------------- composition pinned per fidelity row
