@@ -262,6 +262,7 @@ def test_online_recipes_players_and_teacher_objectives(recipe):
     assert (cfg.players.deep.name, cfg.players.deep.kwargs.ngf) == ("unet_deep", 16)
     assert (cfg.model.name, cfg.model.kwargs.ngf) == ("unet", 16)
     assert cfg.players.ndf == 128 and cfg.players.disc_norm == "batch" and cfg.players.n_dis == 1
+    assert cfg.players.n_layers == (3 if cfg.data.image_size == 256 else 2)  # a map of patches, not one score
     for p in ("teacher_wide", "teacher_deep"):
         t = _terms(cfg, p)
         assert set(t) == {"gan", "l1_image"} and t["gan"].mode == "hinge" and float(t["gan"].weight) == 1.0
