@@ -186,6 +186,7 @@ def test_teachers_update_by_their_own_game_and_not_by_the_students_step(clf, tmp
     assert float(out["loss_d"]) == pytest.approx(float(d_loss), rel=1e-5)
     lr, eps = 0.001, 1e-8
     for p0, p1, g in zip(start, unwrap(m.players["teacher_wide"]).parameters(), grads):
+        torch.testing.assert_close(p1.grad, g, rtol=1e-4, atol=1e-7)  # the gradient the step used (kept after it)
         torch.testing.assert_close(p1.detach() - p0, -lr * g / (g.abs() + eps), rtol=1e-3, atol=1e-7)
 
 

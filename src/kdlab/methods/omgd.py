@@ -105,7 +105,7 @@ class OMGD(TranslationTeacher):
         self.objective = self.add_student("student", student, self.build_objective(ctx))
         if not len(self.objective):
             raise ConfigError("objective.student has no term with a weight > 0: nothing to train")
-        self.deep_objective = self._deep_objective(student, nets["teacher_deep"], ctx)
+        self.deep_objective = self._deep_objective(nets["teacher_deep"], ctx)
         for p, net in nets.items():
             self.add_player(p, net)
         self.add_player("discriminator", disc, optim_with_lr(cfg.optim, lc.disc_lr, "players.disc_lr"))
@@ -118,7 +118,7 @@ class OMGD(TranslationTeacher):
         except (ConfigError, ValueError, TypeError) as exc:
             raise ConfigError(f"players.{key} = {net}: {str(exc).replace('model.name', f'players.{key}.name')}") from None
 
-    def _deep_objective(self, student: Any, deep: Any, ctx: Any) -> Objective:
+    def _deep_objective(self, deep: Any, ctx: Any) -> Objective:
         """``objective.student``'s terms that compare images only (no generator features, no trainable parts of their
         own), built against the deep teacher: the second half of the multi-granularity sum."""
         names = [n for n, t in self.objective.terms.items()
