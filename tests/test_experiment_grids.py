@@ -154,7 +154,7 @@ TERMS = {
                      "vem-vem-d8-s0": ["mse", "vem"], "vem-vem-lam0.005-d4-s0": ["mse", "vem"],
                      "vem-clf-kd-s0": ["ce", "kd"], "vem-clf-vem-eta1-s0": ["ce", "kd", "vem"]},
     # the i2i students' GAN game is their term gan
-    "vem-table1": {f"vem-table1-omgd-paired-{a}-s0": sorted(["channel_distill", "gan", "l1_image", "perceptual", "ssim", "tv"] + x)
+    "vem-table1": {f"vem-table1-omgd-paired-{a}-s0": sorted(["channel_distill", "perceptual", "ssim", "style", "tv"] + x)
                    for a, x in {"alone": [], "vid": ["vid"], "crd": ["crd"], "vem": ["vem"]}.items()},
     "vem-table3": {f"vem-table3-gcc-{a}-s0": sorted(["gan", "gcc"] + x)
                    for a, x in {"alone": [], "vid": ["vid"], "crd": ["crd"], "vem": ["vem"]}.items()},

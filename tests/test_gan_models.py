@@ -72,7 +72,7 @@ def test_bad_generator_arguments():
         build_generator("dcgan", 1, 30, d=4)
     with pytest.raises(TypeError, match="accepted: d, latent_dim"):
         build_generator("dcgan", 1, 28, width=3)
-    with pytest.raises(KeyError, match="known generators: dcgan, mosaic, resnet_gen, sagan, unet, wdcgan"):
+    with pytest.raises(KeyError, match="known generators: dcgan, mosaic, resnet_gen, sagan, unet, unet_deep, wdcgan"):
         build_generator("stylegan", 1, 28)
     g = build_generator("dcgan", 1, 28, d=2, latent_dim=8)
     with pytest.raises(ValueError, match=r"\[B, 8\]"):

@@ -58,7 +58,7 @@ TASKS = {"paired": ("pix2pix_edges2fashion", "fashion_classifier"),
          "unconditional": ("sagan_teacher", "fashion_classifier")}
 #: algorithm -> (label, student recipe, task, lambda_MI of Table 6, student width as a fraction of the teacher's)
 ALGOS = {
-    "omgd-paired": ("OMGD", "i2i_omgd", "paired", 0.1, 0.25),
+    "omgd-paired": ("OMGD", "i2i_omgd_frozen", "paired", 0.1, 0.25),  # one frozen teacher for every add-on
     "omgd": ("OMGD", "i2i_omgd_unpaired", "unpaired", 0.1, 0.25),
     "cat": ("CAT", "i2i_cat", "unpaired", 0.005, 0.25),
     "gan-compression": ("GAN-Compression", "i2i_gan_compression", "unpaired", 0.1, 0.5),
@@ -99,7 +99,7 @@ SCALES: Dict[str, Dict[str, Any]] = {
 _COMMON = ["trainer.progress=false", "trainer.tensorboard=false", "eval.latency=false"]
 _SHARED_KEYS = ("trainer.", "out_dir=", "seed=")
 #: term keys that name a feature network (a classifier run)
-_EXTRACTOR_TERMS = ("perceptual", "lpips", "cagc")
+_EXTRACTOR_TERMS = ("perceptual", "style", "lpips", "cagc")
 
 
 #: the tasks whose VEM add-on pairs the student's output with the real output (sec. 5.3)

@@ -181,7 +181,7 @@ from kdlab.losses.image import (  # noqa: E402
     ssim_loss,
     total_variation,
 )
-from kdlab.losses.omgd import channel_attention, channel_distillation_loss, channel_distillation_losses  # noqa: E402
+from kdlab.losses.omgd import channel_attention, channel_distillation_loss, channel_distillation_losses, style_loss  # noqa: E402
 from kdlab.losses.gcc import GRAM_NORMS, gcc_distance, gcc_kd_loss, gram_matrix, gram_style_loss  # noqa: E402
 from kdlab.losses.gan_compression_distill import Conv1x1Adapters, FeatureDistillLoss  # noqa: E402
 from kdlab.losses.cat import KA_EPS, kernel_alignment, kernel_alignment_loss  # noqa: E402
@@ -195,7 +195,7 @@ from kdlab.losses.cagc import (  # noqa: E402
 )
 
 __all__ += ["IMAGE_REDUCTIONS", "TV_NORMS", "l1_reconstruction", "ssim_loss", "total_variation", "perceptual_loss",
-            "lpips_distance", "channel_attention", "channel_distillation_loss", "channel_distillation_losses",
+            "lpips_distance", "channel_attention", "channel_distillation_loss", "channel_distillation_losses", "style_loss",
             "GRAM_NORMS", "gram_matrix", "gram_style_loss", "gcc_distance", "gcc_kd_loss", "Conv1x1Adapters",
             "FeatureDistillLoss", "KA_EPS", "kernel_alignment", "kernel_alignment_loss", "foreground_saliency",
             "content_mask", "resize_mask", "masked_reconstruction_loss", "masked_distillation_loss",

@@ -56,9 +56,9 @@ class Conv1x1Adapters(nn.Module):
         out = []
         for k, (s, conv) in enumerate(zip(students, self.adapters)):
             check_float_tensor(s, f"student feature {k}")
-            if s.dim() != 4 or s.shape[1] != conv.in_channels:
-                raise ValueError(f"layer {k}: adapter expects a student map [B, {conv.in_channels}, H, W], "
-                                 f"got {tuple(s.shape)}")
+            c_in = self.student_channels[k]
+            if s.dim() != 4 or s.shape[1] != c_in:
+                raise ValueError(f"layer {k}: adapter expects a student map [B, {c_in}, H, W], got {tuple(s.shape)}")
             out.append(conv(s))
         return out
 

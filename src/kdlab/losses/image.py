@@ -5,7 +5,8 @@
   by ``torchmetrics.functional.structural_similarity_index_measure``;
 * :func:`total_variation`: the TV regulariser of OMGD (eq. 12);
 * :func:`perceptual_loss`: feature reconstruction loss (Johnson et al. 2016; OMGD eq. 15) on a pluggable
-  feature network ``features(x) -> list of tensors``;
+  feature network ``features(x) -> list of tensors``, squared (Johnson et al.) or absolute (OMGD's code);
+* OMGD's style loss on the same kind of network is :func:`kdlab.losses.omgd.style_loss`;
 * :func:`lpips_distance`: the LPIPS form (Zhang et al. 2018; CAGC eq. 27) on the same kind of network.
 
 Reductions: ``"sum"`` is the papers' ``E_x ||.||_{1,1}`` (or ``||.||_F^2``): the elements of each example
@@ -24,6 +25,12 @@ from kdlab.losses._common import check_float_tensor, check_mode, check_positive
 
 REDUCTIONS = ("sum", "mean")
 TV_NORMS = ("l1", "l2")
+#: TV only: ``batch_sum`` sums over the whole batch, as OMGD's ``backward_G_student`` (``torch.sum`` of the differences)
+TV_REDUCTIONS = REDUCTIONS + ("batch_sum",)
+#: ``form`` of the SSIM loss: torchmetrics' on images mapped to [0, 1] | OMGD's pytorch_ssim on the raw values
+SSIM_FORMS = ("unit", "omgd")
+#: distance of the perceptual loss per feature element: squared (Johnson et al. eq. 2) or absolute (OMGD's code)
+FEATURE_DISTANCES = ("mse", "l1")
 
 #: A perceptual feature network: an image batch [B, C, H, W] -> a list of feature tensors [B, ...].
 FeatureFn = Callable[[torch.Tensor], Sequence[torch.Tensor]]
@@ -69,7 +76,7 @@ def l1_reconstruction(student: torch.Tensor, target: torch.Tensor, reduction: st
 
 
 def ssim_loss(student: torch.Tensor, target: torch.Tensor, value_range: Tuple[float, float] = (-1.0, 1.0),
-              kernel_size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+              kernel_size: int = 11, sigma: float = 1.5, form: str = "unit") -> torch.Tensor:
     """Structural similarity loss ``L_SSIM = 1 - SSIM(G^s(x), y)`` (OMGD, VEM paper eq. 15; Wang et al. 2004).
 
     The paper names the term without its form; ``1 - SSIM`` is the usual distance (0 for equal images).
@@ -81,15 +88,23 @@ def ssim_loss(student: torch.Tensor, target: torch.Tensor, value_range: Tuple[fl
     every pixel, the borders from reflection padding, then over channels and the batch; scikit-image's
     ``structural_similarity`` crops the borders instead, so the two differ slightly).
 
+    ``form="omgd"``: OMGD's SSIM instead (bytedance/OMGD ``models/modules/pytorch_ssim.py``, ``_ssim``, called by
+    ``backward_G_student``): on the raw pixel values (no mapping; ``value_range`` unused), C1 = 0.01^2 and
+    C2 = 0.03^2, the Gaussian window applied per channel with zero padding of ``kernel_size // 2``, the SSIM map
+    averaged over every position, channel and example.
+
     Args:
         student, target: [B, C, H, W] (H, W >= ``kernel_size``); target detached.
         value_range: (low, high) of the pixel values, low < high. kernel_size: odd window size.
-        sigma: window std.
+        sigma: window std. form: ``unit`` (torchmetrics on [0, 1]) or ``omgd``.
 
     Raises:
-        ValueError: shapes differ (names both), non-float tensors, an empty value range.
+        ValueError: shapes differ (names both), non-float tensors, an empty value range, an unknown form.
     """
     check_image_pair(student, target)
+    check_mode(form, SSIM_FORMS, "form")
+    if form == "omgd":
+        return 1.0 - _ssim_zero_padded(student, target.detach().to(student.dtype), kernel_size, sigma)
     low, high = (float(v) for v in value_range)
     if not high > low:
         raise ValueError(f"value_range must be (low, high) with low < high, got {value_range!r}")
@@ -100,16 +115,35 @@ def ssim_loss(student: torch.Tensor, target: torch.Tensor, value_range: Tuple[fl
     return 1.0 - ssim
 
 
+def _ssim_zero_padded(x: torch.Tensor, y: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tensor:
+    """Mean SSIM map of ``x`` and ``y`` [B, C, H, W] as OMGD's ``pytorch_ssim._ssim`` (see :func:`ssim_loss`)."""
+    import torch.nn.functional as F
+
+    k = torch.arange(kernel_size, dtype=x.dtype, device=x.device) - kernel_size // 2
+    g = torch.exp(-k.pow(2) / (2 * sigma ** 2))
+    g = g / g.sum()
+    c = x.shape[1]
+    window = (g[:, None] @ g[None, :]).expand(c, 1, kernel_size, kernel_size).contiguous()
+    blur = lambda v: F.conv2d(v, window, padding=kernel_size // 2, groups=c)  # noqa: E731
+    mu_x, mu_y = blur(x), blur(y)
+    var_x, var_y, cov = blur(x * x) - mu_x.pow(2), blur(y * y) - mu_y.pow(2), blur(x * y) - mu_x * mu_y
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    ssim = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x.pow(2) + mu_y.pow(2) + c1) * (var_x + var_y + c2))
+    return ssim.mean()
+
+
 def total_variation(x: torch.Tensor, norm: str = "l1", reduction: str = "sum") -> torch.Tensor:
     """Anisotropic total variation of an image batch (OMGD's ``L_TV``, VEM paper eq. 12).
 
     ``TV(x) = sum_{c,i,j} |x[c,i+1,j] - x[c,i,j]| + |x[c,i,j+1] - x[c,i,j]|`` (``norm="l1"``, the usual
     definition, as ``kornia.losses.total_variation``) or the same with squared differences (``"l2"``).
     The paper names the term without its form: this choice is ours. ``reduction="sum"`` sums each image's
-    differences and averages the batch; ``"mean"`` divides that by C*H*W.
+    differences and averages the batch; ``"mean"`` divides that by C*H*W; ``"batch_sum"`` sums over the whole
+    batch (B times ``"sum"``), as OMGD's ``backward_G_student`` (bytedance/OMGD
+    ``distillers/multiteacher_distiller.py``: ``torch.sum(torch.abs(...))`` of both directions).
 
     Args:
-        x: [B, C, H, W] float. norm: ``"l1"`` or ``"l2"``. reduction: ``"sum"`` or ``"mean"``.
+        x: [B, C, H, W] float. norm: ``"l1"`` or ``"l2"``. reduction: ``"sum"``, ``"mean"`` or ``"batch_sum"``.
 
     Returns:
         Scalar >= 0; 0 for a constant image.
@@ -118,10 +152,12 @@ def total_variation(x: torch.Tensor, norm: str = "l1", reduction: str = "sum") -
     if x.dim() != 4:
         raise ValueError(f"total_variation expects images [B, C, H, W], got shape {tuple(x.shape)}")
     check_mode(norm, TV_NORMS, "norm")
-    check_mode(reduction, REDUCTIONS, "reduction")
+    check_mode(reduction, TV_REDUCTIONS, "reduction")
     dh, dw = x[:, :, 1:, :] - x[:, :, :-1, :], x[:, :, :, 1:] - x[:, :, :, :-1]
     f = (lambda d: d.abs()) if norm == "l1" else (lambda d: d.pow(2))  # noqa: E731
     per_example = f(dh).flatten(1).sum(1) + f(dw).flatten(1).sum(1)
+    if reduction == "batch_sum":
+        return per_example.sum()
     if reduction == "mean":
         per_example = per_example / x[0].numel()
     return per_example.mean()
@@ -153,21 +189,26 @@ def _layer_weights(weights: Optional[Sequence[float]], n: int) -> List[float]:
 
 
 def perceptual_loss(student: torch.Tensor, teacher: torch.Tensor, features: FeatureFn,
-                    layer_weights: Optional[Sequence[float]] = None) -> torch.Tensor:
+                    layer_weights: Optional[Sequence[float]] = None, distance: str = "mse") -> torch.Tensor:
     """Perceptual (feature reconstruction) loss ``sum_j w_j ||phi_j(G^s) - phi_j(G^t)||_2^2 / (C_j H_j W_j)``.
 
     Source: Johnson et al. 2016, eq. 2 (the VEM paper's ``L_PL`` of OMGD, eq. 15, cites it), summed over
     the layers ``features`` returns (weights ``layer_weights``, default 1), averaged over the batch: per layer
-    the mean squared difference over all elements (``F.mse_loss``). ``features`` is any frozen network; the
-    teacher image's features are taken without a graph.
+    the mean squared difference over all elements (``F.mse_loss``). ``distance="l1"``: the mean absolute
+    difference instead (``F.l1_loss``), OMGD's feature loss on one VGG layer (bytedance/OMGD
+    ``distillers/multiteacher_distiller.py``, ``backward_G_student``: ``F.l1_loss(Sfeatures[1], Tfeatures[1])``).
+    ``features`` is any frozen network; the teacher image's features are taken without a graph.
 
     Raises:
-        ValueError: image shapes differ (names both), feature lists of different lengths or shapes.
+        ValueError: image shapes differ (names both), feature lists of different lengths or shapes, an
+            unknown ``distance`` (lists :data:`FEATURE_DISTANCES`).
     """
+    check_mode(distance, FEATURE_DISTANCES, "distance")
     check_image_pair(student, teacher)
     f_s, f_t = _feature_pairs(student, teacher, features)
     weights = _layer_weights(layer_weights, len(f_s))
-    return sum(w * (a - b.to(a.dtype)).pow(2).mean() for w, a, b in zip(weights, f_s, f_t))
+    f = (lambda d: d.pow(2)) if distance == "mse" else (lambda d: d.abs())  # noqa: E731
+    return sum(w * f(a - b.to(a.dtype)).mean() for w, a, b in zip(weights, f_s, f_t))
 
 
 def _unit_channels(f: torch.Tensor, eps: float) -> torch.Tensor:

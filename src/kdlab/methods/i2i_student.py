@@ -7,7 +7,7 @@ takes the source image ``batch.x`` [B, C_in, H, W] in [-1, 1], as the teacher ``
 does, and learns from ``L = sum of objective.student`` (eqs. 12, 16, 19, 22, 24), the distillation terms and
 the adversarial one (``gan``, weight 1 by default):
 
-* the terms (``kdlab list terms``): ``l1_image``, ``ssim``, ``perceptual``, ``tv``, ``channel_distill`` (OMGD);
+* the terms (``kdlab list terms``): ``l1_image``, ``ssim``, ``perceptual``, ``style``, ``tv``, ``channel_distill`` (OMGD);
   ``gcc`` (GCC); ``gc_distill`` (GAN-Compression); ``kernel_alignment`` (CAT); ``cagc`` (CAGC); ``lpips``; any
   other term whose inputs a generator has (``vem``, ``vid``, ``crd``...). Terms may compare with the
   teacher's image or, for paired data, the ground truth ``batch.target`` (``target: ground_truth``);
@@ -25,8 +25,8 @@ on the first ``eval.grid_n`` training rows. At the end (:func:`kdlab.methods.i2i
 the exported student scored on the test split beside its teacher (FID/KID, MAE/SSIM, domain accuracy),
 its fidelity to the teacher and the compression ratios.
 
-Not implemented: OMGD's online teacher (the teacher here is frozen, as in the offline algorithms), and
-starting D from the teacher's discriminator.
+The teacher here is frozen, as in the offline algorithms; OMGD's online teachers are method ``omgd``
+(:mod:`kdlab.methods.omgd`). Not implemented: starting D from the teacher's discriminator.
 """
 from __future__ import annotations
 

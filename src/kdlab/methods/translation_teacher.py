@@ -26,11 +26,13 @@ class TranslationTeacher(Method):
 
     objectives = {"generator": "generator", "discriminator": "discriminator"}
 
-    def game_objectives(self, gen: nn.Module, disc: str, condition: int = 0, game: Any = None) -> Tuple[Any, Any]:
-        """``(objective.generator, objective.discriminator)`` built for the generator ``gen`` and the discriminator
+    def game_objectives(self, gen: nn.Module, disc: str, condition: int = 0, game: Any = None,
+                        player: str = "generator") -> Tuple[Any, Any]:
+        """``(objective.<player>, objective.discriminator)`` built for the generator ``gen`` and the discriminator
         player ``disc`` (registered later; conditioned on ``condition`` source channels), the generator's
         ``gan`` term reading that discriminator; ``game``: what the generator's terms may read of the game
-        (CycleGAN: ``own`` and ``partner`` generators, for the ``cycle`` and ``identity`` terms).
+        (CycleGAN: ``own`` and ``partner`` generators, for the ``cycle`` and ``identity`` terms); ``player``: the
+        generator's objective (OMGD: ``teacher_wide``, ``teacher_deep``).
 
         Raises:
             ConfigError: the two ``gan`` terms in different modes, no discriminator ``gan`` term, or
@@ -40,9 +42,9 @@ class TranslationTeacher(Method):
 
         spec = self.spec
         obj = self.cfg.objective
-        g, d = obj.generator.get("gan"), obj.discriminator.get("gan")
+        g, d = obj[player].get("gan"), obj.discriminator.get("gan")
         if d is None or float(d.weight) == 0 or (g is not None and g.mode != d.mode):
-            raise ConfigError(f"objective.discriminator.gan must play the generator's game: got generator "
+            raise ConfigError(f"objective.discriminator.gan must play the generator's game: got {player} "
                               f"{dict(g) if g is not None else None}, discriminator {dict(d) if d is not None else None}")
         image = (gen.out_channels, spec.image_size, spec.image_size)
         critic = CriticView(lambda: unwrap(self.players[disc]), image, condition, trained=lambda: self.players[disc])
@@ -56,7 +58,7 @@ class TranslationTeacher(Method):
                                why_not={"teacher": "a translation teacher has no teacher",
                                         "targets": "unpaired data has no ground truth per input"})
 
-        return (self.plain_objective(ctx("generator"), "generator"),
+        return (self.plain_objective(ctx("generator"), player),
                 self.plain_objective(ctx("discriminator"), "discriminator"))
 
     def eval_model(self) -> nn.Module:

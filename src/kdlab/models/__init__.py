@@ -70,6 +70,9 @@ from kdlab.models.i2i import (  # noqa: E402
     preset as generator_preset,
 )
 from kdlab.models.sagan import SAGANDiscriminator, SAGANGenerator, SelfAttention  # noqa: E402
+from kdlab.models.unet_deep import UNetDeepGenerator  # noqa: E402  (OMGD's deeper teacher)
+
+__all__ += ["UNetDeepGenerator"]
 
 __all__ += ["GENERATOR_PRESETS", "generator_preset", "ImageGeneratorBase", "UNetGenerator", "ResnetGenerator",
             "PatchGANDiscriminator", "SAGANGenerator", "SAGANDiscriminator", "SelfAttention"]

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from kdlab.config import ConfigError, choice
-from kdlab.losses.image import perceptual_loss
+from kdlab.losses.image import FEATURE_DISTANCES, perceptual_loss
 from kdlab.terms._images import IMAGE_TARGETS, image_target, load_feature_network, target_requires
 from kdlab.terms.base import TERMS, Term, TermConfig
 
@@ -32,18 +32,26 @@ def feature_network_setup(term, cfg, ctx, name: str) -> None:
                           f"{len(net.layers)} layers {net.layers}")
 
 
+@dataclass
+class PerceptualConfig(FeatureNetworkConfig):
+    """Keys of the perceptual term: the feature network's, and the distance per feature element."""
+
+    distance: str = choice("mse", FEATURE_DISTANCES)  # mse: Johnson et al. eq. 2 | l1: OMGD's feature loss
+
+
 @TERMS.register("perceptual")
 class PerceptualTerm(Term):
     """``sum_j w_j mean (phi_j(G^s(x)) - phi_j(y))^2`` (:func:`kdlab.losses.image.perceptual_loss`), y the
     teacher's image or the ground truth, phi_j the named features ``layers`` of ``extractor``: a frozen kdlab
     classifier (offline there is no VGG; the output domain's classifier stands in), identified by its
-    sha256 in ``summary.json``. 0 when the images are equal.
+    sha256 in ``summary.json``. ``distance: l1``: ``mean |.|`` instead of the square (OMGD's feature loss,
+    ``F.l1_loss`` on one VGG layer). 0 when the images are equal.
 
     Raises (at construction): ConfigError for no extractor, an extractor for other images, unknown
     layers (lists the known ones), a wrong number of layer weights.
     """
 
-    Config = FeatureNetworkConfig
+    Config = PerceptualConfig
     requires = frozenset({"images"})
 
     def __init__(self, cfg, ctx):
@@ -54,4 +62,5 @@ class PerceptualTerm(Term):
         return {"extractor": self._record}
 
     def forward(self, s, t, batch):
-        return perceptual_loss(s.out, image_target(self.cfg.target, t, batch), self.features, self.cfg.layer_weights)
+        return perceptual_loss(s.out, image_target(self.cfg.target, t, batch), self.features, self.cfg.layer_weights,
+                               self.cfg.distance)
