@@ -113,7 +113,7 @@ def test_recipe_student_gets_closer_to_the_teacher(recipe, arch, pairing, ext, f
         torch.manual_seed(0)  # each case's own student and discriminator, whatever ran before it
         objective = terms if game else {**terms, "gan": {"weight": 0.0}}
         m = method(tmp, f[arch], recipe, pairing, model={"name": arch, "kwargs": kw},
-                   objective={"student": objective}, players={"ndf": 8}, eval={"extractor": None})
+                   objective={"student": objective}, players={"ndf": 8, "disc_init": None}, eval={"extractor": None})
         before = mse_to_teacher(m, x_val)
         for step in range(40):
             i = (step * 8) % 64
