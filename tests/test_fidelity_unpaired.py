@@ -59,7 +59,7 @@ def test_gan_compression_recipe_composition():
     assert (st.gan.mode, st.gan.weight, d.gan.mode, d.gan.weight) == ("lsgan", 1.0, "lsgan", 0.5)
     assert (st.l1_image.weight, st.l1_image.target, st.l1_image.reduction) == (10.0, "teacher", "mean")
     assert (st.gc_distill.weight, st.gc_distill.reduction, list(st.gc_distill.layers)) == (0.01, "mean", [])
-    assert (cfg.players.disc_init, cfg.players.student_init) == ("teacher", "teacher")
+    assert (cfg.players.disc_init, cfg.players.student_init, cfg.players.d_step) == ("teacher", "teacher", "after")
     assert cfg.players.ndf is None and cfg.players.n_layers is None  # the teacher's D: read off its checkpoint
     assert cfg.model.name == "resnet_gen" and dict(cfg.model.kwargs) == {"ngf": 32, "n_blocks": 9}
     assert (cfg.optim.name, cfg.optim.lr, list(cfg.optim.betas), cfg.optim.scheduler) == ("adam", 2e-4, [0.5, 0.999],
@@ -75,7 +75,7 @@ def test_cat_recipe_composition():
     assert (st.gan.mode, st.gan.weight, d.gan.mode, d.gan.weight) == ("lsgan", 1.0, "lsgan", 0.5)
     assert (st.l1_image.weight, st.l1_image.target, st.l1_image.reduction) == (5.0, "teacher", "mean")
     assert (st.kernel_alignment.weight, st.kernel_alignment.center, list(st.kernel_alignment.layers)) == (1.0, False, [])
-    assert (cfg.players.disc_init, cfg.players.student_init) == ("teacher", "teacher")
+    assert (cfg.players.disc_init, cfg.players.student_init, cfg.players.d_step) == ("teacher", "teacher", "before")
     assert cfg.model.name == "resnet_gen" and dict(cfg.model.kwargs) == {"ngf": 16, "n_blocks": 9}
 
 
@@ -355,3 +355,29 @@ def test_cagc_student_loss_equals_the_official_formula(runs):
         gan = F.softplus(-m.players["discriminator"](torch.cat([x, S_img], 1))).mean()
         ref = 3 * (M * T_img - M * S_img).abs().mean() + 3 * lp + gan
     assert got["loss"] == pytest.approx(float(ref), rel=1e-5)
+
+
+@pytest.mark.parametrize("name,d_first", [("i2i_gan_compression", False), ("i2i_cat", True)])
+def test_step_order_as_the_official_optimize_parameters(runs, name, d_first):
+    """GAN-Compression (resnet_distiller.optimize_parameters): backward_D, backward_G, then both steps, so the
+    student's adversarial loss reads D before its update; CAT (inception_distiller): D's step, then the student's
+    through the updated D. Both D steps see the student's images of the same forward pass."""
+    import copy
+
+    from conftest import CPUFabric
+
+    from kdlab.methods.base import unwrap
+
+    m = build(runs, name)
+    m.setup(CPUFabric())
+    D0, S0 = copy.deepcopy(unwrap(m.players["discriminator"])), copy.deepcopy(m.eval_model())
+    x = x_fixed()
+    out = m.training_step(Batch(x=x, target=x_fixed(4, 7)), 0)
+    D1 = unwrap(m.players["discriminator"])
+    assert not all(torch.equal(a, b) for a, b in zip(D0.state_dict().values(), D1.state_dict().values()))
+    with torch.no_grad():
+        s_img = S0(x)
+        d_loss = 0.5 * (((D0(x_fixed(4, 7)) - 1) ** 2).mean() + (D0(s_img) ** 2).mean())  # backward_D, lsgan
+        gan = (((D1 if d_first else D0)(s_img) - 1) ** 2).mean()
+    assert float(out["loss_d"]) == pytest.approx(float(d_loss), rel=1e-5)
+    assert float(out["gan"]) == pytest.approx(float(gan), rel=1e-5)

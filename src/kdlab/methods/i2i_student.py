@@ -16,7 +16,9 @@ the adversarial one (``gan``, weight 1 by default):
   student's mode: vanilla = the non-saturating BCE game, each patch a score, pix2pix's GANLoss; lsgan).
   For paired data D is conditional, judging ``cat(x, image)`` (pix2pix); for unpaired data it judges the
   image alone (CycleGAN). Per step (pix2pix's order): the student's forward pass, one D step on the
-  detached student image, one student step through the frozen D. ``objective.student.gan.weight = 0``: no D at all.
+  detached student image, one student step through the frozen D (``players.d_step: after``: the student's step
+  first, through D before its update, then D's on the same images: GAN-Compression's ``optimize_parameters``,
+  both gradients at the same D). ``objective.student.gan.weight = 0``: no D at all.
   The ``gcc`` term reads D's features through :class:`kdlab.terms.CriticView` (``objective.student.gcc``).
   The PatchGAN's depth follows the image size (:func:`kdlab.methods.i2i_players.patchgan_depth`: 3 at 256 px,
   2 at 28 px, a map of patches; an explicit depth that leaves a 1x1 map is refused).
@@ -62,6 +64,8 @@ DISC_NORMS = ("auto", "batch", "instance")
 CONDITIONAL = ("auto", "yes", "no")
 #: ``players.student_init``: random (pix2pix's N(0, 0.02)) | teacher (GAN-Compression's load_pretrained_weight)
 STUDENT_INITS = ("random", "teacher")
+#: ``players.d_step``: D's update before the student's (pix2pix, CAT) or after it, both gradients at the same D
+D_STEPS = ("before", "after")
 #: the teacher run's players that judge its output domain, in the order looked for (pix2pix, CycleGAN's G: A -> B)
 TEACHER_DISCS = ("discriminator", "disc_b")
 
@@ -82,6 +86,7 @@ class I2IStudentConfig(GeneratorStudentConfig):
     disc_norm: str = choice("auto", DISC_NORMS)  # auto: disc_init's, else batch (paired) | instance (unpaired)
     disc_init: Optional[str] = None  # D from a teacher run's output-domain discriminator (restore_D_path); teacher = teacher.checkpoint's run
     student_init: str = choice("random", STUDENT_INITS)  # teacher: the teacher's strongest channels (load_pretrained_weight)
+    d_step: str = choice("before", D_STEPS)  # D's update before the student's (pix2pix, CAT) | after (GAN-Compression)
     conditional: str = choice("auto", CONDITIONAL)  # D judges cat(x, image) (pix2pix) or the image alone
     disc_lr: Optional[float] = bounded(None, gt=0, optional=True)  # null: optim.lr
 
@@ -196,7 +201,10 @@ class I2IStudent(GeneratorStudentMethod):
         def d_step(s):
             return self.game.step(pair(batch.target), pair(s.out.detach()))
 
-        out = self.distill_step(x, batch, before=d_step)
+        if self.cfg.players.d_step == "after":  # GAN-Compression's optimize_parameters: the student's loss reads D before its step
+            out = self.distill_step(x, batch, after=d_step)
+        else:
+            out = self.distill_step(x, batch, before=d_step)
         out["loss"] = out["loss_g"] + out["loss_d"]  # loss_g is NaN when the student made a NaN pixel
         return out
 
