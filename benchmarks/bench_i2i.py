@@ -68,7 +68,8 @@ def build(args, tmp: Path, clf: Path, tasks, name: str):
         f"out_dir={tmp}", f"name=bench-{name.replace('+', '-')}", f"teacher.checkpoint={path}", f"eval.extractor={clf}",
         f"model.kwargs={json.dumps(kw)}", f"objective.student={json.dumps(terms)}", f"data.batch_size={BATCH}",
         "data.n_per_class=10", f"trainer.accelerator={args.device}", "trainer.tensorboard=false"]
-        + (["players.disc_init=null", f"players.disc_d={TEACHERS[task][2]['ngf']}"] if task == "unconditional" else []))
+        + ["players.disc_init=null"]  # the teachers here are files, not runs with a discriminator
+        + ([f"players.disc_d={TEACHERS[task][2]['ngf']}"] if task == "unconditional" else []))
     return ready_method(cfg, data, data.transfer)
 
 
