@@ -34,7 +34,7 @@ TEACHERS = {"paired": ("edges2fashion", "unet", {"ngf": 32}),
             "unpaired": ("fashion2digits", "resnet_gen", {"ngf": 32, "n_blocks": 9}),
             "unconditional": ("fashion-mnist", "sagan", {"ngf": 32, "latent_dim": 128})}
 #: the benchmarked algorithms (ALGOS of the experiment)
-ROWS = ("omgd-paired", "omgd", "cat", "gan-compression", "gcc")
+ROWS = ("omgd-paired", "omgd", "cat", "gan-compression", "gcc", "cagc")
 
 
 def setup(args, tmp: Path):
