@@ -295,7 +295,7 @@ def test_gan_compression_student_loss_equals_the_official_formula(runs):
     term = m.players["student"].objective.terms["gc_distill"]
     assert term.pairs == [("down2", "down2"), ("block3", "block3"), ("block6", "block6"), ("block9", "block9")]
     w = torch.cat([A.weight.detach().flatten() for A in term.loss.adapters])  # init_net(netA): N(0, 0.02), bias 0
-    assert abs(float(w.std()) - 0.02) < 0.004 and all(float(A.bias.abs().max()) == 0 for A in term.loss.adapters)
+    assert abs(float(w.std()) - 0.02) < 0.004 and all(float(A.bias.detach().abs().max()) == 0 for A in term.loss.adapters)
     assert [(A.in_channels, A.out_channels) for A in term.loss.adapters] == [(16, 32)] * 4  # fs * 4 -> ft * 4
     with torch.no_grad():
         S_img, s_acts = _hooked(m.eval_model(), MAPPED, x)
