@@ -145,8 +145,8 @@ class GeneratorStudentMethod(Method):
         discriminator frozen). ``before(student outputs)``, when given, runs after the student's forward pass
         and before its loss (e.g. the discriminator's step on the same images, pix2pix's order); its logs are
         returned too; ``after(student outputs)`` runs after the student's update (e.g. the discriminator's step
-        on the same images, GAN-Compression's order). Returns the terms (``mse``, ``gan``...) and ``loss_g`` (the weighted total; NaN if the
-        student made a NaN pixel)."""
+        on the same images, GAN-Compression's order). Returns the terms (``mse``, ``gan``...) and ``loss_g`` (the
+        weighted total; NaN if the student made a NaN pixel)."""
         t = self.objective.teacher_outputs(self.frozen["teacher"], inputs, batch)
         s = self.players["student"](inputs)
         out = dict(before(s)) if before is not None else {}

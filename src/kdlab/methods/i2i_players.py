@@ -34,7 +34,8 @@ class TranslationGameConfig:
     """Keys of the adversarial game of an image-to-image teacher: loss mode and the PatchGAN's size."""
 
     ndf: int = bounded(64, gt=0)  # PatchGAN width
-    n_layers: Optional[int] = bounded(None, ge=1, optional=True)  # PatchGAN stride-2 layers; null: follows the image size (256 px: 3, 28-47 px: 2)
+    # PatchGAN stride-2 layers; null: follows the image size (patchgan_depth: 256 px 3, 28-47 px 2)
+    n_layers: Optional[int] = bounded(None, ge=1, optional=True)
     disc_norm: str = choice("batch", ("batch", "instance"))  # PatchGAN norm: batch (Pix2Pix) | instance (CycleGAN)
     disc_lr: Optional[float] = bounded(None, gt=0, optional=True)  # null: optim.lr
 

@@ -82,9 +82,11 @@ class I2IStudentConfig(GeneratorStudentConfig):
     """``players`` section of ``i2i-distill``: the terms, the adversarial game and the evaluation keys."""
 
     ndf: Optional[int] = bounded(None, ge=1, optional=True)  # PatchGAN width; null: disc_init's, else 64 (pix2pix)
-    n_layers: Optional[int] = bounded(None, ge=1, optional=True)  # PatchGAN stride-2 layers; null: disc_init's, else follows the image size
+    # PatchGAN stride-2 layers; null: disc_init's, else follows the image size (patchgan_depth)
+    n_layers: Optional[int] = bounded(None, ge=1, optional=True)
     disc_norm: str = choice("auto", DISC_NORMS)  # auto: disc_init's, else batch (paired) | instance (unpaired)
-    disc_init: Optional[str] = None  # D from a teacher run's output-domain discriminator (restore_D_path); teacher = teacher.checkpoint's run
+    # D from a teacher run's output-domain discriminator (restore_D_path); teacher = the run of teacher.checkpoint
+    disc_init: Optional[str] = None
     student_init: str = choice("random", STUDENT_INITS)  # teacher: the teacher's strongest channels (load_pretrained_weight)
     d_step: str = choice("before", D_STEPS)  # D's update before the student's (pix2pix, CAT) | after (GAN-Compression)
     conditional: str = choice("auto", CONDITIONAL)  # D judges cat(x, image) (pix2pix) or the image alone
@@ -201,7 +203,7 @@ class I2IStudent(GeneratorStudentMethod):
         def d_step(s):
             return self.game.step(pair(batch.target), pair(s.out.detach()))
 
-        if self.cfg.players.d_step == "after":  # GAN-Compression's optimize_parameters: the student's loss reads D before its step
+        if self.cfg.players.d_step == "after":  # GAN-Compression: the student's loss reads D before D's step
             out = self.distill_step(x, batch, after=d_step)
         else:
             out = self.distill_step(x, batch, before=d_step)
