@@ -34,7 +34,7 @@ TEACHERS = {"paired": ("edges2fashion", "unet", {"ngf": 32}),
             "unpaired": ("fashion2digits", "resnet_gen", {"ngf": 32, "n_blocks": 9}),
             "unconditional": ("fashion-mnist", "sagan", {"ngf": 32, "latent_dim": 128})}
 #: the benchmarked algorithms (ALGOS of the experiment)
-ROWS = ("omgd-paired", "omgd", "cat", "gan-compression", "gcc")
+ROWS = ("omgd-paired", "omgd", "cat", "gan-compression", "gcc", "cagc")
 
 
 def setup(args, tmp: Path):
@@ -68,7 +68,8 @@ def build(args, tmp: Path, clf: Path, tasks, name: str):
         f"out_dir={tmp}", f"name=bench-{name.replace('+', '-')}", f"teacher.checkpoint={path}", f"eval.extractor={clf}",
         f"model.kwargs={json.dumps(kw)}", f"objective.student={json.dumps(terms)}", f"data.batch_size={BATCH}",
         "data.n_per_class=10", f"trainer.accelerator={args.device}", "trainer.tensorboard=false"]
-        + (["players.disc_init=null", f"players.disc_d={TEACHERS[task][2]['ngf']}"] if task == "unconditional" else []))
+        + ["players.disc_init=null"]  # the teachers here are files, not runs with a discriminator
+        + ([f"players.disc_d={TEACHERS[task][2]['ngf']}"] if task == "unconditional" else []))
     return ready_method(cfg, data, data.transfer)
 
 

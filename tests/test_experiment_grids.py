@@ -64,11 +64,11 @@ class FakeTrain:
         run.mkdir(parents=True, exist_ok=True)
         state, meta = method.export_state(data=cfg.data.name)
         (run / f"{method.export_name}.safetensors").write_bytes(save(state, metadata=meta))
-        if "discriminator" in method.players:  # a later cell may start its D from this run's (players.disc_init)
+        discs = {n: m.state_dict() for n, m in method.players.items() if n.startswith("disc")}
+        if discs:  # a later cell may start its D from this run's (players.disc_init; CycleGAN's disc_b)
             from kdlab.engine.checkpoint import save_checkpoint
 
-            save_checkpoint({"method": {"players": {"discriminator": method.players["discriminator"].state_dict()}}},
-                            run / "checkpoints" / "last.ckpt")
+            save_checkpoint({"method": {"players": discs}}, run / "checkpoints" / "last.ckpt")
         summary = {"name": cfg.name, "test_acc_best": 50.0, "test_acc_last": 49.0, "train_time_s": 1.0,
                    "noise_acc": {str(float(s)): 50.0 for s in cfg.eval.noise_sigmas},
                    "model": {"name": cfg.model.name, "params": 1}, "data": {"name": cfg.data.name},
@@ -156,8 +156,10 @@ TERMS = {
     # the i2i students' GAN game is their term gan
     "vem-table1": {f"vem-table1-omgd-paired-{a}-s0": sorted(["channel_distill", "perceptual", "ssim", "style", "tv"] + x)
                    for a, x in {"alone": [], "vid": ["vid"], "crd": ["crd"], "vem": ["vem"]}.items()},
-    "vem-table3": {f"vem-table3-gcc-{a}-s0": sorted(["gan", "gcc"] + x)
-                   for a, x in {"alone": [], "vid": ["vid"], "crd": ["crd"], "vem": ["vem"]}.items()},
+    "vem-table3": {**{f"vem-table3-gcc-{a}-s0": sorted(["gan", "gcc"] + x)
+                      for a, x in {"alone": [], "vid": ["vid"], "crd": ["crd"], "vem": ["vem"]}.items()},
+                   **{f"vem-table3-cagc-{a}-s0": sorted(["cagc", "gan"] + x)
+                      for a, x in {"alone": [], "vid": ["vid"], "crd": ["crd"], "vem": ["vem"]}.items()}},
     "vem-table2": {"vem-table2-cat-vem-s0": ["gan", "kernel_alignment", "l1_image", "vem"],
                    "vem-table2-gan-compression-crd-s0": ["crd", "gan", "gc_distill", "l1_image"]},
     "demo": {"demo-ce-s0": ["ce"], "demo-kd-s0": ["ce", "kd"], "demo-logits-s0": ["ce", "logits"]},

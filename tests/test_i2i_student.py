@@ -109,7 +109,8 @@ def test_recipe_student_gets_closer_to_the_teacher(recipe, arch, pairing, ext, f
     its distillation terms bring the student closer to the teacher. Closeness is measured without the game: the
     teacher here is a random network, so the discriminator's real images are no teacher outputs and the
     adversarial term pulls the student away from it (on unpaired data the ratio swings from 0.3 to 2.9 with the
-    initialisation). A recipe whose distillation reads the discriminator (GCC) is measured with it."""
+    initialisation). A recipe whose distillation reads the discriminator (GCC) is measured with it. The students start
+    at random and the discriminator afresh (the recipes' starts from the teacher run: tests/test_fidelity_unpaired.py)."""
     from kdlab.terms import TERMS
 
     tmp, f = files
@@ -128,7 +129,8 @@ def test_recipe_student_gets_closer_to_the_teacher(recipe, arch, pairing, ext, f
         torch.manual_seed(0)  # each case's own student and discriminator, whatever ran before it
         objective = terms if game else {**terms, "gan": {"weight": 0.0}}
         m = method(tmp, f[arch], recipe, pairing, model={"name": arch, "kwargs": kw},
-                   objective={"student": objective}, players={"ndf": 8}, eval={"extractor": None})
+                   objective={"student": objective}, players={"ndf": 8, "disc_init": None, "student_init": "random"},
+                   eval={"extractor": None})
         before, obj_before = mse_to_teacher(m, x_val), objective_to_teacher(m, x_val)
         for step in range(40):
             i = (step * 8) % 64

@@ -164,8 +164,8 @@ def test_gcc_against_eqs_17_18_and_zero_for_equal_generators(x):
 
 def test_cagc_against_eqs_25_26_and_saliency(x):
     s, t = nets()
-    terms = {"cagc": {"weight": 1.0, "lambda_recon": 2.0, "lambda_distill": 0.5, "layers": [["dec1", "dec1"]],
-                      "reduction": "sum"}}
+    terms = {"cagc": {"weight": 1.0, "lambda_recon": 2.0, "lambda_distill": 0.5, "lambda_lpips": 0.0,
+                      "layers": [["dec1", "dec1"]], "reduction": "sum"}}
     v, obj, so, to = value(terms, s, t, x)
     img = to.out
     border = torch.cat([img[:, :, 0, :], img[:, :, -1, :], img[:, :, :, 0], img[:, :, :, -1]], 2)
@@ -178,9 +178,9 @@ def test_cagc_against_eqs_25_26_and_saliency(x):
     ref = 2.0 * (m * (so.out.detach() - img)).abs().reshape(4, -1).sum(1).mean() + \
         0.5 * (mf * (adapted - to.features["dec1"])).abs().reshape(4, -1).sum(1).mean()
     assert v == pytest.approx(float(ref), rel=1e-4)
-    v1, *_ = value({"cagc": {"weight": 1.0, "saliency": "ones", "lambda_distill": 0.0}}, s, t, x)
+    v1, *_ = value({"cagc": {"weight": 1.0, "saliency": "ones", "lambda_recon": 1.0, "lambda_lpips": 0.0}}, s, t, x)
     assert v1 == pytest.approx(float((so.out.detach() - img).abs().mean()), rel=1e-5)  # M = 1: plain L1
-    v0, *_ = value({"cagc": {"weight": 1.0, "lambda_distill": 0.0}}, t, t, x)
+    v0, *_ = value({"cagc": {"weight": 1.0, "lambda_lpips": 0.0}}, t, t, x)
     assert v0 == 0.0
 
 

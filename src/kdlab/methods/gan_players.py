@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import inspect
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -137,12 +137,14 @@ def build_disc(cfg: Any, spec: Any, disc_name: str, gen: nn.Module) -> nn.Module
     return build_discriminator(disc_name, in_channels=spec.in_channels, image_size=spec.image_size, **{key: width})
 
 
-def load_discriminator(disc: nn.Module, run: str) -> None:
-    """Load the discriminator of a GAN run (its ``checkpoints/last.ckpt``, player ``discriminator``) into ``disc``.
+def discriminator_state(run: str, players: Sequence[str] = ("discriminator",)):
+    """``(state_dict, player name)`` of the first of ``players`` that the GAN run ``run`` holds (its
+    ``checkpoints/last.ckpt``, or a ``.ckpt`` file): e.g. ``discriminator`` of a train-gan or pix2pix run,
+    ``disc_b`` of a CycleGAN run (the judge of G: A -> B's output domain).
 
     Raises:
         FileNotFoundError: no such run or checkpoint (names the path).
-        ValueError: the checkpoint holds no discriminator, or one of another shape (names the run).
+        ValueError: the checkpoint holds none of ``players`` (names them).
     """
     from pathlib import Path
 
@@ -151,10 +153,24 @@ def load_discriminator(disc: nn.Module, run: str) -> None:
     path = Path(run)
     path = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
     if not path.is_file():
-        raise FileNotFoundError(f"players.disc_init = {run!r}: no GAN run checkpoint at {path} (a kdlab train-gan run)")
-    state = (load_checkpoint(path, what="players.disc_init").get("method") or {}).get("players", {}).get("discriminator")
-    if state is None:
-        raise ValueError(f"players.disc_init = {run!r} holds no discriminator (a kdlab train-gan run has one)")
+        raise FileNotFoundError(f"players.disc_init = {run!r}: no GAN run checkpoint at {path} (a kdlab train-gan, pix2pix or "
+                                "cyclegan run)")
+    held = (load_checkpoint(path, what="players.disc_init").get("method") or {}).get("players", {})
+    for name in players:
+        if held.get(name) is not None:
+            return held[name], name
+    raise ValueError(f"players.disc_init = {run!r} holds no discriminator (players {sorted(held)}; looked for "
+                     f"{', '.join(players)})")
+
+
+def load_discriminator(disc: nn.Module, run: str) -> None:
+    """Load the discriminator of a GAN run (:func:`discriminator_state`) into ``disc``.
+
+    Raises:
+        FileNotFoundError: no such run or checkpoint (names the path).
+        ValueError: the checkpoint holds no discriminator, or one of another shape (names the run).
+    """
+    state, _ = discriminator_state(run)
     try:
         disc.load_state_dict(state)
     except RuntimeError as exc:

@@ -139,12 +139,14 @@ class GeneratorStudentMethod(Method):
 
     # -- the student step ------------------------------------------------------------------------
     def distill_step(self, inputs: torch.Tensor, batch: Batch,
-                     before: Optional[Callable[[Any], Dict[str, torch.Tensor]]] = None) -> Dict[str, torch.Tensor]:
+                     before: Optional[Callable[[Any], Dict[str, torch.Tensor]]] = None,
+                     after: Optional[Callable[[Any], Dict[str, torch.Tensor]]] = None) -> Dict[str, torch.Tensor]:
         """One student update on ``inputs`` with the objective's terms (the adversarial one, ``gan``, reads the
         discriminator frozen). ``before(student outputs)``, when given, runs after the student's forward pass
         and before its loss (e.g. the discriminator's step on the same images, pix2pix's order); its logs are
-        returned too. Returns the terms (``mse``, ``gan``...) and ``loss_g`` (the weighted total; NaN if the
-        student made a NaN pixel)."""
+        returned too; ``after(student outputs)`` runs after the student's update (e.g. the discriminator's step
+        on the same images, GAN-Compression's order). Returns the terms (``mse``, ``gan``...) and ``loss_g`` (the
+        weighted total; NaN if the student made a NaN pixel)."""
         t = self.objective.teacher_outputs(self.frozen["teacher"], inputs, batch)
         s = self.players["student"](inputs)
         out = dict(before(s)) if before is not None else {}
@@ -153,6 +155,8 @@ class GeneratorStudentMethod(Method):
         out.update({k: v.detach() for k, v in terms.items()})
         self.step_optimizer("student", total)
         out.update(self.update_terms("student", s, t, batch))
+        if after is not None:
+            out.update(after(s))
         out["loss_g"] = nan_guard(s.out, total.detach())
         return out
 

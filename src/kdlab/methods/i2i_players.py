@@ -34,7 +34,8 @@ class TranslationGameConfig:
     """Keys of the adversarial game of an image-to-image teacher: loss mode and the PatchGAN's size."""
 
     ndf: int = bounded(64, gt=0)  # PatchGAN width
-    n_layers: int = bounded(3, ge=1)  # PatchGAN stride-2 layers (3 = 70x70 patches at 256 px; 2 suits 28-32 px)
+    # PatchGAN stride-2 layers; null: follows the image size (patchgan_depth: 256 px 3, 28-47 px 2)
+    n_layers: Optional[int] = bounded(None, ge=1, optional=True)
     disc_norm: str = choice("batch", ("batch", "instance"))  # PatchGAN norm: batch (Pix2Pix) | instance (CycleGAN)
     disc_lr: Optional[float] = bounded(None, gt=0, optional=True)  # null: optim.lr
 
@@ -81,21 +82,64 @@ def _image_generators() -> List[str]:
     return [n for n in GENERATORS.names() if "in_channels" in inspect.signature(GENERATORS.get(n)).parameters]
 
 
-def build_patchgan(in_channels: int, image_size: int, ndf: int, n_layers: Optional[int], norm: str) -> nn.Module:
-    """A PatchGAN judging ``in_channels`` channels (``players.ndf``, ``players.n_layers``, ``players.disc_norm``);
-    ``n_layers`` None: pix2pix's 3, fewer when the score map would vanish on small images.
+#: the automatic PatchGAN depth keeps a score map of at least this side (a 4x4 grid of patches)
+MIN_PATCH_MAP = 4
+
+
+def patchgan_depth(image_size: int, n_layers: Optional[int] = None) -> int:
+    """The PatchGAN's stride-2 layers ``players.n_layers`` for ``image_size`` px images.
+
+    Map side ``image_size // 2**n - 2`` (:class:`kdlab.models.i2i.PatchGANDiscriminator`). ``None`` follows the
+    image size: pix2pix's 3 (a 30x30 map of 70 px patches at 256 px) or, on small images, the largest depth
+    whose map is at least ``MIN_PATCH_MAP`` x ``MIN_PATCH_MAP`` (28-47 px: 2, a 5x5 map of 34 px patches, the
+    small teachers' depth; 8-23 px: 1), else the deepest map of at least 2x2. An explicit depth must leave a
+    map of at least 2x2: a 1x1 map is one score for the whole image (3 layers at 28 px: a 70 px patch), not
+    a PatchGAN.
 
     Raises:
-        ConfigError: ``players.n_layers`` leaves no patch on the images (names the accepted range).
+        ConfigError: an explicit ``n_layers`` that leaves a map smaller than 2x2, or images too small for any
+            (names the accepted range).
     """
-    fits = max((n for n in range(1, 8) if image_size // 2 ** n - 2 >= 1), default=0)
+    def side(n: int) -> int:
+        return image_size // 2 ** n - 2
+
+    fits = max((n for n in range(1, 8) if side(n) >= 2), default=0)
     if n_layers is None:
-        n_layers = min(3, fits)
+        auto = [n for n in range(1, 4) if side(n) >= MIN_PATCH_MAP]
+        n_layers = max(auto) if auto else fits
     if not 1 <= n_layers <= fits:
-        raise ConfigError(f"players.n_layers = {n_layers} leaves no patch on {image_size}x{image_size} images; "
-                          f"accepted: 1..{fits}")
+        raise ConfigError(f"players.n_layers = {n_layers} leaves no patch on {image_size}x{image_size} images (its score "
+                          f"map would be {max(side(n_layers), 0)}x{max(side(n_layers), 0)}: one decision for the whole "
+                          f"image, not a PatchGAN); accepted: " + (f"1..{fits}, or null (follows the image size)" if fits
+                                                                  else "none: images of at least 8 px"))
+    return int(n_layers)
+
+
+def build_patchgan(in_channels: int, image_size: int, ndf: int, n_layers: Optional[int], norm: str) -> nn.Module:
+    """A PatchGAN judging ``in_channels`` channels (``players.ndf``, ``players.n_layers``, ``players.disc_norm``);
+    the depth from :func:`patchgan_depth` (``n_layers`` None: follows the image size).
+
+    Raises:
+        ConfigError: ``players.n_layers`` leaves no patch map on the images (names the accepted range).
+    """
     return build_discriminator("patchgan", in_channels=in_channels, image_size=image_size, ndf=int(ndf),
-                               n_layers=int(n_layers), norm=norm)
+                               n_layers=patchgan_depth(image_size, n_layers), norm=norm)
+
+
+def patchgan_arch(state: Dict[str, torch.Tensor]) -> Dict[str, Any]:
+    """``{ndf, n_layers, norm}`` of a :class:`kdlab.models.i2i.PatchGANDiscriminator` read off its state_dict
+    (``net.0.weight`` is ``[ndf, C, 4, 4]``; ``n_layers + 2`` convolutions; BatchNorm leaves running statistics,
+    CycleGAN's InstanceNorm nothing).
+
+    Raises:
+        ValueError: the state is no PatchGAN's (names the keys found).
+    """
+    convs = sorted(int(k.split(".")[1]) for k in state if k.startswith("net.") and k.endswith(".weight")
+                   and state[k].dim() == 4)
+    if not convs or "net.0.weight" not in state:
+        raise ValueError(f"not a PatchGAN discriminator's state (keys {sorted(state)[:6]}...)")
+    norm = "batch" if any(k.endswith("running_mean") for k in state) else "instance"
+    return {"ndf": int(state["net.0.weight"].shape[0]), "n_layers": len(convs) - 2, "norm": norm}
 
 
 class ImagePool:

@@ -16,8 +16,17 @@ the adversarial one (``gan``, weight 1 by default):
   student's mode: vanilla = the non-saturating BCE game, each patch a score, pix2pix's GANLoss; lsgan).
   For paired data D is conditional, judging ``cat(x, image)`` (pix2pix); for unpaired data it judges the
   image alone (CycleGAN). Per step (pix2pix's order): the student's forward pass, one D step on the
-  detached student image, one student step through the frozen D. ``objective.student.gan.weight = 0``: no D at all.
+  detached student image, one student step through the frozen D (``players.d_step: after``: the student's step
+  first, through D before its update, then D's on the same images: GAN-Compression's ``optimize_parameters``,
+  both gradients at the same D). ``objective.student.gan.weight = 0``: no D at all.
   The ``gcc`` term reads D's features through :class:`kdlab.terms.CriticView` (``objective.student.gcc``).
+  The PatchGAN's depth follows the image size (:func:`kdlab.methods.i2i_players.patchgan_depth`: 3 at 256 px,
+  2 at 28 px, a map of patches; an explicit depth that leaves a 1x1 map is refused).
+* the published offline students' starts (GAN-Compression's and CAT's CycleGAN scripts): ``players.disc_init``
+  starts D from the teacher run's discriminator of the output domain (``restore_D_path``; ``teacher`` = the
+  run of ``teacher.checkpoint``; CycleGAN's ``disc_b``, pix2pix's ``discriminator``), D's width, depth and
+  norm then read off it; ``players.student_init: teacher`` starts a ``resnet_gen`` student from the
+  teacher's strongest channels (``load_pretrained_weight``, :mod:`kdlab.models.weight_transfer`).
 
 Validation (``val/mse_to_teacher``): the MSE between student and teacher images on the validation
 inputs (in [-1, 1] units). After every epoch ``samples/epoch_NNN.png`` holds rows input | teacher | student
@@ -26,7 +35,7 @@ the exported student scored on the test split beside its teacher (FID/KID, MAE/S
 its fidelity to the teacher and the compression ratios.
 
 The teacher here is frozen, as in the offline algorithms; OMGD's online teachers are method ``omgd``
-(:mod:`kdlab.methods.omgd`). Not implemented: starting D from the teacher's discriminator.
+(:mod:`kdlab.methods.omgd`).
 """
 from __future__ import annotations
 
@@ -43,16 +52,23 @@ from kdlab.data.transfer import TRANSFER_NONE
 from kdlab.engine.optim import optim_with_lr
 from kdlab.methods.base import METHODS, Method, unwrap
 from kdlab.methods.gan_config import GanEvalConfig
-from kdlab.methods.gan_players import DiscriminatorGame
+from kdlab.methods.gan_players import DiscriminatorGame, discriminator_state
 from kdlab.methods.generator_student import GeneratorStudentConfig, GeneratorStudentMethod
 from kdlab.methods.i2i_eval import grid_examples, translation_finalize, translation_grid
-from kdlab.methods.i2i_players import build_patchgan
+from kdlab.methods.i2i_players import build_patchgan, patchgan_arch
+from kdlab.models.weight_transfer import transfer_teacher_channels
 from kdlab.terms import CriticView
 
 #: ``players.disc_norm``: auto = BatchNorm for paired (pix2pix), InstanceNorm for unpaired data (CycleGAN)
 DISC_NORMS = ("auto", "batch", "instance")
 #: ``players.conditional``: auto = a conditional D for paired data only
 CONDITIONAL = ("auto", "yes", "no")
+#: ``players.student_init``: random (pix2pix's N(0, 0.02)) | teacher (GAN-Compression's load_pretrained_weight)
+STUDENT_INITS = ("random", "teacher")
+#: ``players.d_step``: D's update before the student's (pix2pix, CAT) or after it, both gradients at the same D
+D_STEPS = ("before", "after")
+#: the teacher run's players that judge its output domain, in the order looked for (pix2pix, CycleGAN's G: A -> B)
+TEACHER_DISCS = ("discriminator", "disc_b")
 
 
 @dataclass
@@ -66,9 +82,14 @@ class I2IEvalConfig(GanEvalConfig):
 class I2IStudentConfig(GeneratorStudentConfig):
     """``players`` section of ``i2i-distill``: the terms, the adversarial game and the evaluation keys."""
 
-    ndf: int = bounded(64, ge=1)  # PatchGAN width (pix2pix 64)
-    n_layers: Optional[int] = bounded(None, ge=1, optional=True)  # PatchGAN stride-2 layers; null: 3, fewer if the images are small
-    disc_norm: str = choice("auto", DISC_NORMS)
+    ndf: Optional[int] = bounded(None, ge=1, optional=True)  # PatchGAN width; null: disc_init's, else 64 (pix2pix)
+    # PatchGAN stride-2 layers; null: disc_init's, else follows the image size (patchgan_depth)
+    n_layers: Optional[int] = bounded(None, ge=1, optional=True)
+    disc_norm: str = choice("auto", DISC_NORMS)  # auto: disc_init's, else batch (paired) | instance (unpaired)
+    # D from a teacher run's output-domain discriminator (restore_D_path); teacher = the run of teacher.checkpoint
+    disc_init: Optional[str] = None
+    student_init: str = choice("random", STUDENT_INITS)  # teacher: the teacher's strongest channels (load_pretrained_weight)
+    d_step: str = choice("before", D_STEPS)  # D's update before the student's (pix2pix, CAT) | after (GAN-Compression)
     conditional: str = choice("auto", CONDITIONAL)  # D judges cat(x, image) (pix2pix) or the image alone
     disc_lr: Optional[float] = bounded(None, gt=0, optional=True)  # null: optim.lr
 
@@ -103,9 +124,17 @@ class I2IStudent(GeneratorStudentMethod):
         self.adversarial = gan is not None and float(gan.weight) > 0
         if self.adversarial and cfg.data.transfer == TRANSFER_NONE:
             raise ConfigError("method 'i2i-distill' reads its inputs from the batches; data.transfer = 'none' gives none")
+        if lc.disc_init and not self.adversarial:
+            raise ConfigError(f"players.disc_init = {lc.disc_init!r} starts the discriminator, but objective.student has no "
+                              "gan term, so there is none; set objective.student.gan.weight > 0 or players.disc_init=null")
         self.conditional = (lc.conditional == "yes") or (lc.conditional == "auto" and self.pairing == "paired")
         self._disc: Optional[nn.Module] = None
         super().__init__(cfg, spec, transfer)
+        if lc.student_init == "teacher":
+            try:
+                transfer_teacher_channels(self.frozen["teacher"], self.eval_model())
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         if not len(self.objective):
             raise ConfigError("objective.student has no term with a weight > 0: nothing to train")
         if self._disc is not None:
@@ -128,13 +157,36 @@ class I2IStudent(GeneratorStudentMethod):
         lc, spec = self.cfg.players, self.spec
         c_out = student.out_channels
         cond = spec.in_channels if self.conditional else 0
-        norm = lc.disc_norm if lc.disc_norm != "auto" else ("batch" if self.pairing == "paired" else "instance")
-        self._disc = build_patchgan(cond + c_out, spec.image_size, lc.ndf, lc.n_layers, norm)
+        state, arch = None, {}
+        if lc.disc_init:
+            state, _ = discriminator_state(self._disc_run(lc.disc_init), TEACHER_DISCS)
+            arch = patchgan_arch(state)
+        norm = lc.disc_norm if lc.disc_norm != "auto" else arch.get(
+            "norm", "batch" if self.pairing == "paired" else "instance")
+        n_layers = lc.n_layers if lc.n_layers is not None else arch.get("n_layers")
+        self._disc = build_patchgan(cond + c_out, spec.image_size, lc.ndf or arch.get("ndf", 64), n_layers, norm)
+        if state is not None:
+            try:
+                self._disc.load_state_dict(state)
+            except RuntimeError as exc:
+                raise ConfigError(f"players.disc_init = {lc.disc_init!r}: the teacher's discriminator {arch} (conditional: "
+                                  f"{self.conditional}) does not fit the configured one (players.ndf / n_layers / "
+                                  f"disc_norm / conditional): {str(exc).splitlines()[0]}") from None
         ctx.provides = ctx.provides | {"critic"}
         ctx.critic = CriticView(lambda: unwrap(self.players["discriminator"]) if "discriminator" in self.players
                                 else self._disc, (c_out, spec.image_size, spec.image_size), cond,
                                 trained=lambda: self.players["discriminator"])
         self._ctx_of = lambda role: replace(ctx, role=role, provides=frozenset({"critic"}))
+
+    def _disc_run(self, disc_init: str) -> str:
+        """The run whose discriminator starts D: ``teacher`` = the run of ``teacher.checkpoint`` (a run directory,
+        or the directory of its exported ``.safetensors``), else ``disc_init`` itself."""
+        from pathlib import Path
+
+        if disc_init != "teacher":
+            return disc_init
+        path = Path(self.cfg.teacher.checkpoint)
+        return str(path if path.is_dir() else path.parent)
 
     # -- the game --------------------------------------------------------------------------------
     def training_step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
@@ -152,7 +204,10 @@ class I2IStudent(GeneratorStudentMethod):
         def d_step(s):
             return self.game.step(pair(batch.target), pair(s.out.detach()))
 
-        out = self.distill_step(x, batch, before=d_step)
+        if self.cfg.players.d_step == "after":  # GAN-Compression: the student's loss reads D before D's step
+            out = self.distill_step(x, batch, after=d_step)
+        else:
+            out = self.distill_step(x, batch, before=d_step)
         out["loss"] = out["loss_g"] + out["loss_d"]  # loss_g is NaN when the student made a NaN pixel
         return out
 

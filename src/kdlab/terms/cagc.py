@@ -29,6 +29,10 @@ class CAGCTerm(Term):
     * eq. 27 ``E_x LPIPS(M (.) G^s(x), M (.) G^t(x))`` on the frozen ``extractor`` classifier's features
       ``lpips_layers`` (only when ``lambda_lpips > 0``; :func:`kdlab.losses.cagc.masked_perceptual_loss`).
 
+    Defaults as CAGC's code (lychenyoko/content-aware-gan-compression ``train_hyperparams.py``, ``train.py:
+    KD_loss``): output-only KD (``kd_mode = 'Output_Only'``: ``lambda_distill = 0``), ``kd_l1_lambda = 3``
+    on ``torch.mean |M G^t - M G^s|`` (``reduction: mean``), ``kd_lpips_lambda = 3``.
+
     ``M = saliency(G^t(x))``, a function from :data:`kdlab.losses.cagc.SALIENCY` by name (``foreground``:
     pixels that differ from the border background, standing in for CAGC's face-parsing network; ``ones``:
     no mask), computed without a graph. The mask is checked at construction on a dry run. 0 when the
@@ -42,9 +46,10 @@ class CAGCTerm(Term):
     @dataclass
     class Config(TermConfig):
         saliency: str = "foreground"  # kdlab.losses.cagc.SALIENCY name
-        lambda_recon: float = bounded(1.0, ge=0)
-        lambda_distill: float = bounded(1.0, ge=0)
-        lambda_lpips: float = bounded(0.0, ge=0)
+        # CAGC's code (train_hyperparams.py): kd_l1_lambda 3, kd_mode Output_Only (no feature term), kd_lpips_lambda 3
+        lambda_recon: float = bounded(3.0, ge=0)
+        lambda_distill: float = bounded(0.0, ge=0)
+        lambda_lpips: float = bounded(3.0, ge=0)
         layers: List[List[str]] = field(default_factory=list)  # generator pairs; [] = the generators' defaults
         extractor: Optional[str] = None  # LPIPS feature network (a kdlab classifier), needed when lambda_lpips > 0
         lpips_layers: List[str] = field(default_factory=list)  # its features; [] = all its friendly features

@@ -8,6 +8,7 @@ from typing import List
 from kdlab.config import choice
 from kdlab.losses.gan_compression_distill import FeatureDistillLoss
 from kdlab.losses.image import REDUCTIONS
+from kdlab.models.i2i import init_normal
 from kdlab.terms._images import generator_pairs
 from kdlab.terms.base import TERMS, Term, TermConfig
 
@@ -21,6 +22,7 @@ class GCDistillTerm(Term):
     ``layers``: generator feature pairs (``[]``: the generators' defaults, GAN-Compression's choice for the
     ResNet generator: the blocks' input and blocks n/3, 2n/3, n). ``reduction: mean`` (default, the
     GAN-Compression code's ``F.mse_loss``, the convention of its lambda_distill) or ``sum`` (the equation).
+    The adapters start as the code's (``base_resnet_distiller.py``: ``networks.init_net(netA)``, N(0, 0.02), bias 0).
     The reconstruction term of eq. 19-20 is ``l1_image``; the once-for-all supernet search is out of scope.
     0 when the adapted student maps equal the teacher's.
 
@@ -39,6 +41,7 @@ class GCDistillTerm(Term):
         self.pairs, shapes = generator_pairs(cfg.layers, ctx, "gc_distill", same_size=True)
         self.expose(self.pairs)
         self.loss = FeatureDistillLoss([s[0] for s, _ in shapes], [t[0] for _, t in shapes], cfg.reduction)
+        init_normal(self.loss)  # the code's networks.init_net(netA): weights N(0, 0.02), biases 0
 
     def forward(self, s, t, batch):
         return self.loss([s.features[a] for a, _ in self.pairs], [t.features[b] for _, b in self.pairs])
