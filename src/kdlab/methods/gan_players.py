@@ -128,17 +128,37 @@ class DiscriminatorGame:
         return out
 
 
-def build_disc(cfg: Any, spec: Any, disc_name: str, gen: nn.Module) -> nn.Module:
+def build_disc(cfg: Any, spec: Any, disc_name: str, gen: nn.Module, **kwargs: Any) -> nn.Module:
     """The critic ``disc_name`` of width ``players.disc_d`` (else the generator's ``d``, or ``ngf`` for SAGAN):
-    the depth scale factor d of dcgan/wdcgan, the first layer's width ndf of sagan."""
+    the depth scale factor d of dcgan/wdcgan, the first layer's width ndf of sagan. ``kwargs``: further options
+    of the discriminator (e.g. sagan's ``gate_threshold``)."""
     lc = cfg.players
     width = int(lc.disc_d or getattr(gen, "d", None) or gen.ngf)
     key = "d" if "d" in inspect.signature(DISCRIMINATORS.get(disc_name)).parameters else "ndf"
-    return build_discriminator(disc_name, in_channels=spec.in_channels, image_size=spec.image_size, **{key: width})
+    return build_discriminator(disc_name, in_channels=spec.in_channels, image_size=spec.image_size, **{key: width},
+                               **kwargs)
 
 
-def load_discriminator(disc: nn.Module, run: str) -> None:
-    """Load the discriminator of a GAN run (its ``checkpoints/last.ckpt``, player ``discriminator``) into ``disc``.
+def teacher_discriminator(cfg: Any, spec: Any, teacher: nn.Module, run: str) -> nn.Module:
+    """The teacher GAN run's own discriminator, frozen (eval mode, no gradients): GCC's D^t (VEM eq. 17).
+
+    Built as ``players.disc`` (null: ``model.name``) of width ``players.disc_d`` (null: the teacher's ``d``/``ngf``)
+    and loaded from ``run`` (a ``kdlab train-gan`` run directory or its ``last.ckpt``).
+
+    Raises:
+        FileNotFoundError / ValueError: as :func:`load_discriminator` (no run, no discriminator, another shape).
+    """
+    disc = build_disc(cfg, spec, cfg.players.disc or cfg.model.name, teacher)
+    load_discriminator(disc, run, "players.teacher_disc")
+    disc.eval()
+    for p in disc.parameters():
+        p.requires_grad_(False)
+    return disc
+
+
+def load_discriminator(disc: nn.Module, run: str, key: str = "players.disc_init") -> None:
+    """Load the discriminator of a GAN run (its ``checkpoints/last.ckpt``, player ``discriminator``) into ``disc``
+    (``key``: the config key that named the run, for the errors).
 
     Raises:
         FileNotFoundError: no such run or checkpoint (names the path).
@@ -151,14 +171,14 @@ def load_discriminator(disc: nn.Module, run: str) -> None:
     path = Path(run)
     path = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
     if not path.is_file():
-        raise FileNotFoundError(f"players.disc_init = {run!r}: no GAN run checkpoint at {path} (a kdlab train-gan run)")
-    state = (load_checkpoint(path, what="players.disc_init").get("method") or {}).get("players", {}).get("discriminator")
+        raise FileNotFoundError(f"{key} = {run!r}: no GAN run checkpoint at {path} (a kdlab train-gan run)")
+    state = (load_checkpoint(path, what=key).get("method") or {}).get("players", {}).get("discriminator")
     if state is None:
-        raise ValueError(f"players.disc_init = {run!r} holds no discriminator (a kdlab train-gan run has one)")
+        raise ValueError(f"{key} = {run!r} holds no discriminator (a kdlab train-gan run has one)")
     try:
         disc.load_state_dict(state)
     except RuntimeError as exc:
-        raise ValueError(f"players.disc_init = {run!r}: its discriminator does not fit the configured one "
+        raise ValueError(f"{key} = {run!r}: its discriminator does not fit the configured one "
                          f"(players.disc / players.disc_d): {str(exc).splitlines()[0]}") from None
 
 
