@@ -17,7 +17,8 @@ the adversarial one (``gan``, weight 1 by default):
   For paired data D is conditional, judging ``cat(x, image)`` (pix2pix); for unpaired data it judges the
   image alone (CycleGAN). Per step (pix2pix's order): the student's forward pass, one D step on the
   detached student image, one student step through the frozen D. ``objective.student.gan.weight = 0``: no D at all.
-  The ``gcc`` term reads D's features through :class:`kdlab.terms.CriticView` (``objective.student.gcc``).
+  The ``gcc`` term reads the TEACHER's discriminator (GCC's D^t, eq. 17): the teacher Pix2Pix run's PatchGAN
+  (``players.teacher_disc``, null = ``teacher.checkpoint`` when it is a run directory), frozen, never updated.
 
 Validation (``val/mse_to_teacher``): the MSE between student and teacher images on the validation
 inputs (in [-1, 1] units). After every epoch ``samples/epoch_NNN.png`` holds rows input | teacher | student
@@ -26,7 +27,8 @@ the exported student scored on the test split beside its teacher (FID/KID, MAE/S
 its fidelity to the teacher and the compression ratios.
 
 Not implemented: OMGD's online teacher (the teacher here is frozen, as in the offline algorithms), and
-starting D from the teacher's discriminator.
+starting D from the teacher's discriminator; GCC's channel gates on the PatchGAN (``gan-compression`` has them
+on SAGAN's discriminator).
 """
 from __future__ import annotations
 
@@ -71,6 +73,8 @@ class I2IStudentConfig(GeneratorStudentConfig):
     disc_norm: str = choice("auto", DISC_NORMS)
     conditional: str = choice("auto", CONDITIONAL)  # D judges cat(x, image) (pix2pix) or the image alone
     disc_lr: Optional[float] = bounded(None, gt=0, optional=True)  # null: optim.lr
+    # the Pix2Pix teacher run whose PatchGAN terms read frozen (GCC's D^t, eq. 17); null: teacher.checkpoint if a run dir
+    teacher_disc: Optional[str] = None
 
 
 @METHODS.register("i2i-distill")
@@ -122,6 +126,7 @@ class I2IStudent(GeneratorStudentMethod):
 
     # -- the discriminator, as a player and as the terms' critic -----------------------------------
     def extend_context(self, ctx: Any, student: nn.Module, teacher: nn.Module) -> None:
+        self._teacher_critic(ctx, student)
         if not self.adversarial:
             ctx.why_not["critic"] = "there is no discriminator: objective.student.gan.weight = 0"
             return
@@ -135,6 +140,36 @@ class I2IStudent(GeneratorStudentMethod):
                                 else self._disc, (c_out, spec.image_size, spec.image_size), cond,
                                 trained=lambda: self.players["discriminator"])
         self._ctx_of = lambda role: replace(ctx, role=role, provides=frozenset({"critic"}))
+
+    def _teacher_critic(self, ctx: Any, student: nn.Module) -> None:
+        """GCC's D^t: the teacher Pix2Pix run's discriminator (its ``players`` ndf, n_layers, disc_norm from the run's
+        config.yaml; a bare checkpoint file: the student's), frozen, as ``ctx.teacher_critic``, when a term reads it."""
+        from pathlib import Path
+
+        from omegaconf import OmegaConf
+
+        from kdlab.methods.gan_players import load_discriminator
+        from kdlab.terms import TERMS
+
+        lc = self.cfg.players
+        wanted = any("teacher_critic" in TERMS.get(str(n)).requires
+                     for n, v in self.cfg.objective.student.items() if float(v.weight) > 0)
+        run = lc.teacher_disc or (self.cfg.teacher.checkpoint if Path(self.cfg.teacher.checkpoint).is_dir() else None)
+        if not (wanted and run):
+            ctx.why_not["teacher_critic"] = (f"teacher.checkpoint = {self.cfg.teacher.checkpoint!r} is no Pix2Pix run "
+                                             "directory; set players.teacher_disc=<the teacher's run>")
+            return
+        conf = Path(run) / "config.yaml"
+        tp = OmegaConf.load(conf).players if conf.is_file() else lc
+        norm = tp.disc_norm if tp.disc_norm != "auto" else ("batch" if self.pairing == "paired" else "instance")
+        cond = self.spec.in_channels if self.conditional else 0
+        size = self.spec.image_size
+        disc = build_patchgan(cond + student.out_channels, size, tp.ndf, tp.n_layers, norm)
+        load_discriminator(disc, run, "players.teacher_disc")
+        self.add_frozen("teacher_discriminator", disc)
+        ctx.provides = ctx.provides | {"teacher_critic"}
+        ctx.teacher_critic = CriticView(lambda: self.frozen["teacher_discriminator"], (student.out_channels, size, size),
+                                        cond)
 
     # -- the game --------------------------------------------------------------------------------
     def training_step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
