@@ -3,7 +3,6 @@ recomputation of its equation (numpy / plain torch written here), zero when the 
 where that holds, and their build-time errors."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
