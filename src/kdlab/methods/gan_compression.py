@@ -48,12 +48,12 @@ from kdlab.data.batch import Batch
 from kdlab.data.transfer import TRANSFER_NONE
 from kdlab.methods.base import METHODS, unwrap
 from kdlab.methods.gan_config import GAME_MOVED, GanGameConfig, check_game_config
-from kdlab.methods.gan_players import (DiscriminatorGame, build_disc, disc_optim_cfg, load_discriminator, nan_guard,
-                                       teacher_discriminator)
+from kdlab.methods.gan_players import (DiscriminatorGame, add_discriminator, build_disc, count_gate_epoch, disc_optim_cfg,
+                                       gate_step, load_discriminator, nan_guard, teacher_discriminator)
 from kdlab.methods.generator_student import GeneratorStudentConfig, GeneratorStudentMethod
 from kdlab.models.gan import DISCRIMINATORS
 from kdlab.models.gates import GateSet, channel_gates
-from kdlab.terms import TERMS, CriticView, Outputs
+from kdlab.terms import TERMS, CriticView
 
 
 @METHODS.register("gan-compression")
@@ -96,19 +96,10 @@ class GANCompression(GeneratorStudentMethod):
                               "set objective.student.mse.weight and/or objective.student.gan.weight > 0")
         if self.adversarial:
             self.game = DiscriminatorGame(self, self.plain_objective(self._ctx_of("discriminator"), "discriminator"), lc.clip)
-            gates = channel_gates(self._disc)
-            for g in gates:  # the gates are their own player: D's optimizer never holds them
-                g.alpha.requires_grad_(False)
-            self.add_player("discriminator", self._disc, disc_optim_cfg(cfg))
-            for g in gates:
-                g.alpha.requires_grad_(True)
-            if gates:
-                self.add_player("discriminator_gates", self._gates, gates_optim_cfg(cfg.optim, lc.arch_lr))
-                self.gate_objective = self.plain_objective(self._ctx_of("discriminator_gates"), "discriminator_gates",
-                                                           " (GCC: objective.discriminator_gates.selective_activation)")
-        if not (self.adversarial and self._gates is not None) and len(self.build_objective_terms("discriminator_gates")):
+            self.gate_objective = add_discriminator(self, self._disc, disc_optim_cfg(cfg), self._ctx_of("discriminator_gates"))
+        elif self.build_objective_terms("discriminator_gates"):
             raise ConfigError("objective.discriminator_gates trains the channel gates of the student's discriminator; there "
-                              "are none: set players.disc_gates (and objective.student.gan.weight > 0)")
+                              "is none: objective.student has no gan term")
         self._last_student: Dict[str, torch.Tensor] = {}
 
     def extend_context(self, ctx: Any, student: nn.Module, teacher: nn.Module) -> None:
@@ -175,31 +166,13 @@ class GANCompression(GeneratorStudentMethod):
         return out
 
     def gate_step(self, real: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """One update of the student discriminator's gates (GCC's ``optimizer_netD_arch``): alpha clipped to [0, 1],
-        then ``objective.discriminator_gates`` on the student's and the teacher's images of a fresh z and ``real``."""
-        gates = unwrap(self.players["discriminator_gates"])
-        gates.clip_()
+        """One update of the gates (:func:`kdlab.methods.gan_players.gate_step`) on the student's and the teacher's
+        images of a fresh z and the step's ``real`` images (GCC: a validation batch)."""
         z = torch.randn(real.shape[0], self.latent_dim, device=real.device)
         with torch.no_grad():
-            s_img = self.players["student"](z).out
-            t_img = self.frozen["teacher"](z)
-        terms = self.gate_objective(Outputs(out=s_img, x=z), Outputs(out=t_img, x=z), Batch(target=real, size=real.shape[0]))
-        self.step_optimizer("discriminator_gates", terms["loss"])
-        out = {f"gates_{k}": v.detach() for k, v in terms.items() if k != "loss"}
-        out["loss_gates"] = terms["loss"].detach()
-        out["gates_on"] = gates.active_fraction()
-        return out
+            s_img, t_img = self.players["student"](z).out, self.frozen["teacher"](z)
+        return gate_step(self, s_img, t_img, Batch(target=real, size=real.shape[0]))
 
     def on_epoch_end(self, epoch: int) -> None:
         super().on_epoch_end(epoch)
-        if "discriminator_gates" in self.players:  # GCC's adaptive EMA counts finished epochs
-            unwrap(self.players["discriminator_gates"]).epochs_done.fill_(epoch + 1)
-
-
-def gates_optim_cfg(optim: Any, lr: float) -> Any:
-    """GCC's ``optimizer_arch``: ``Adam(arch_params, lr=arch_lr)`` (betas (0.9, 0.999), no decay, no schedule)."""
-    from omegaconf import OmegaConf
-
-    out = OmegaConf.to_container(optim)
-    out.update(name="adam", lr=float(lr), betas=[0.9, 0.999], weight_decay=0.0, scheduler="none")
-    return OmegaConf.create(out)
+        count_gate_epoch(self, epoch)

@@ -182,6 +182,65 @@ def load_discriminator(disc: nn.Module, run: str, key: str = "players.disc_init"
                          f"(players.disc / players.disc_d): {str(exc).splitlines()[0]}") from None
 
 
+def add_discriminator(method: Any, disc: nn.Module, optim_cfg: Any, ctx: Any = None) -> Any:
+    """Register ``disc`` as player ``discriminator`` and, when it has GCC's channel gates, their player
+    ``discriminator_gates`` (the :class:`kdlab.models.gates.GateSet` in ``ctx.game.gates``; Adam
+    ``players.arch_lr``, :func:`gates_optim_cfg`) with its objective ``objective.discriminator_gates`` built in
+    ``ctx``. D's optimizer never holds the gates. Returns that objective, or None for an ungated D.
+
+    Raises:
+        ConfigError: gates without a term in ``objective.discriminator_gates``, or such terms without gates.
+    """
+    from kdlab.models.gates import channel_gates
+
+    gates = channel_gates(disc)
+    for g in gates:
+        g.alpha.requires_grad_(False)
+    method.add_player("discriminator", disc, optim_cfg)
+    for g in gates:
+        g.alpha.requires_grad_(True)
+    configured = [k for k, v in (method.cfg.objective.get("discriminator_gates") or {}).items() if float(v.weight) > 0]
+    if not gates:
+        if configured:
+            raise ConfigError(f"objective.discriminator_gates ({', '.join(configured)}) trains the channel gates of the "
+                              "student's discriminator; there are none: set players.disc_gates (GCC's threshold)")
+        return None
+    method.add_player("discriminator_gates", ctx.game.gates, gates_optim_cfg(method.cfg.optim, method.cfg.players.arch_lr))
+    return method.plain_objective(ctx, "discriminator_gates", " (GCC: objective.discriminator_gates.selective_activation)")
+
+
+def gates_optim_cfg(optim: Any, lr: float) -> Any:
+    """GCC's ``optimizer_arch``: ``Adam(arch_params, lr=arch_lr)`` (betas (0.9, 0.999), no decay, no schedule)."""
+    from omegaconf import OmegaConf
+
+    out = OmegaConf.to_container(optim)
+    out.update(name="adam", lr=float(lr), betas=[0.9, 0.999], weight_decay=0.0, scheduler="none")
+    return OmegaConf.create(out)
+
+
+def gate_step(method: Any, student_images: torch.Tensor, teacher_images: torch.Tensor, batch: Any) -> Dict[str, torch.Tensor]:
+    """One update of the student discriminator's gates (GCC's ``clipping_mask_alpha`` then ``optimizer_netD_arch``):
+    alpha clipped to [0, 1], then ``method.gate_objective`` on the student's and the teacher's images of the same
+    inputs (no gradient to either generator) and ``batch`` (``target``: real images; ``x``: a conditional D's sources).
+    Returns ``loss_gates``, each term as ``gates_<term>`` and ``gates_on`` (the fraction of channels on)."""
+    from kdlab.terms import Outputs
+
+    gates = unwrap(method.players["discriminator_gates"])
+    gates.clip_()
+    terms = method.gate_objective(Outputs(out=student_images.detach()), Outputs(out=teacher_images.detach()), batch)
+    method.step_optimizer("discriminator_gates", terms["loss"])
+    out = {f"gates_{k}": v.detach() for k, v in terms.items() if k != "loss"}
+    out["loss_gates"] = terms["loss"].detach()
+    out["gates_on"] = gates.active_fraction()
+    return out
+
+
+def count_gate_epoch(method: Any, epoch: int) -> None:
+    """After epoch ``epoch`` (0-based): the gates' player counts it (GCC's ``adaptive_ema_beta``)."""
+    if "discriminator_gates" in method.players:
+        unwrap(method.players["discriminator_gates"]).epochs_done.fill_(epoch + 1)
+
+
 def disc_optim_cfg(cfg: Any):
     """``optim`` with ``players.disc_lr`` in place of ``lr`` when set."""
     return optim_with_lr(cfg.optim, cfg.players.disc_lr, "players.disc_lr")
