@@ -297,6 +297,63 @@ def test_i2i_gcc_recipe_composition():
         ("root", 50.0, 10000.0, 0.0, [])
     assert g.layers is None  # the U-Nets' default layers through 1x1 convs
     assert cfg.players.teacher_disc is None and cfg.method == "i2i-distill"
+    sa = cfg.objective.discriminator_gates.selective_activation
+    assert (float(sa.weight), sa.mode, float(sa.d_weight), sa.teacher_gap_ema) == (1.0, "hinge", 0.5, "adaptive")
+    assert (cfg.players.disc_gates, cfg.players.arch_lr) == (0.5, 0.0001)
+
+
+def test_gated_patchgan_is_gccs_mask_nlayer_discriminator():
+    """Pix2Pix.py ``MaskNLayerDiscriminator``: the first gate after the first LeakyReLU, the others after each norm
+    and before the LeakyReLU; none on the last conv. Every gate on: the ungated PatchGAN."""
+    from kdlab.methods.i2i_players import build_patchgan
+
+    torch.manual_seed(0)
+    plain = build_patchgan(2, 32, 8, 2, "batch")
+    gated = build_patchgan(2, 32, 8, 2, "batch", 0.5)
+    kinds = [type(m).__name__ for m in gated.net]
+    assert kinds == ["Conv2d", "LeakyReLU", "ChannelGate", "Conv2d", "BatchNorm2d", "ChannelGate", "LeakyReLU",
+                     "Conv2d", "BatchNorm2d", "ChannelGate", "LeakyReLU", "Conv2d"]
+    assert [g.alpha.numel() for g in channel_gates(gated)] == [8, 16, 32]
+    assert list(gated.feature_layers) == list(plain.feature_layers)
+    gated.load_state_dict({**gated.state_dict(), **{k: v for k, v in zip(
+        [k for k in gated.state_dict() if "alpha" not in k], plain.state_dict().values())}})
+    x = torch.rand(3, 2, 32, 32)
+    assert torch.allclose(plain.eval()(x), gated.eval()(x), atol=1e-6)
+
+
+def test_i2i_gcc_players(tmp_path):
+    """i2i-distill with the recipe: the gated student PatchGAN and its gates' player, the frozen teacher PatchGAN read
+    by the gcc term and by the gates' term; a step updates the gates and never the teacher's discriminator."""
+    from kdlab.data.sets import DataSpec
+    from kdlab.engine.checkpoint import save_checkpoint as save
+    from kdlab.methods.i2i_players import build_patchgan
+
+    torch.manual_seed(0)
+    teacher = save_generator(build_generator("unet", 1, 16, in_channels=1, ngf=8), tmp_path / "u.safetensors")
+    d_t = build_patchgan(2, 16, 8, None, "batch")
+    save({"method": {"players": {"discriminator": d_t.state_dict()}}}, tmp_path / "d.ckpt")
+    raw = OmegaConf.to_container(OmegaConf.load(RECIPES / "i2i_gcc.yaml"))
+    cfg = load_run_config([raw, {"out_dir": str(tmp_path), "teacher": {"checkpoint": str(teacher)},
+                                 "model": {"kwargs": {"ngf": 4}}, "data": {"name": "toy", "val_size": 0, "batch_size": 4},
+                                 "players": {"ndf": 8, "teacher_disc": str(tmp_path / "d.ckpt")},
+                                 "eval": {"extractor": None}}])
+    spec = DataSpec(name="toy", num_classes=10, in_channels=1, image_size=16, mean=(0.5,), std=(0.5,),
+                    pairing="paired", target_channels=1)
+    m = METHODS.get("i2i-distill")(cfg, spec)
+    m.setup(CPUFabric())
+    m.train()
+    assert set(m.players) == {"student", "discriminator", "discriminator_gates"}
+    assert set(m.frozen) == {"teacher", "teacher_discriminator"}
+    assert m.players["student"].objective.terms["gcc"].critic.get() is m.frozen["teacher_discriminator"]
+    sa = m.gate_objective.terms["selective_activation"]
+    assert sa.critic.get() is m.players["discriminator"] and sa.teacher_critic.condition_channels == 1
+    t0 = _params(m.frozen["teacher_discriminator"])
+    a0 = torch.cat([g.alpha.detach().clone() for g in channel_gates(m.players["discriminator"])])
+    x, y = torch.rand(4, 1, 16, 16) * 2 - 1, torch.rand(4, 1, 16, 16) * 2 - 1
+    out = m.training_step(Batch(x=x, target=y), 0)
+    assert "loss_gates" in out and torch.isfinite(out["loss"])
+    assert all(torch.equal(t0[k], v) for k, v in _params(m.frozen["teacher_discriminator"]).items())
+    assert not torch.equal(a0, torch.cat([g.alpha.detach() for g in channel_gates(m.players["discriminator"])]))
 
 
 def test_gcc_refuses_gates_without_their_objective_and_the_reverse(tmp_path):

@@ -122,8 +122,11 @@ def test_recipe_student_gets_closer_to_the_teacher(recipe, arch, pairing, ext, f
         objective = terms if game else {**terms, "gan": {"weight": 0.0}, **{
             n: {**v, "weight": 0.0} for n, v in terms.items() if v.get("target") == "ground_truth"}}
         d_t = {"teacher_disc": str(f["unet_disc"])} if "gcc" in terms else {}
+        gates = {} if game else {"disc_gates": None}  # GCC's gated D exists only with the game
+        gate_terms = {n: {**v, "weight": 0.0} for n, v in raw["objective"].get("discriminator_gates", {}).items()}
         m = method(tmp, f[arch], recipe, pairing, model={"name": arch, "kwargs": kw},
-                   objective={"student": objective}, players={"ndf": 8, **d_t}, eval={"extractor": None})
+                   objective={"student": objective, **({} if game else {"discriminator_gates": gate_terms})},
+                   players={"ndf": 8, **d_t, **gates}, eval={"extractor": None})
         before, first = mse_to_teacher(m, x_val), None
         for step in range(40):
             i = (step * 8) % 64
@@ -207,7 +210,7 @@ def test_bad_input(files):
         METHODS.get("i2i-distill")(load, spec(None))
     with pytest.raises(ConfigError, match="nothing to train"):
         method(tmp, f["unet"], objective={"student": {"gan": {"weight": 0.0}}})
-    with pytest.raises(ConfigError, match=r"needs critic.*there is no discriminator: objective\.student\.gan\.weight = 0"):
+    with pytest.raises(ConfigError, match=r"needs teacher_critic.*is no Pix2Pix run directory; set players\.teacher_disc"):
         method(tmp, f["unet"], objective={"student": {"gcc": {}, "gan": {"weight": 0.0}}})
     with pytest.raises(ConfigError, match="target = 'ground_truth' needs targets.*unpaired"):
         method(tmp, f["unet"], pairing="unpaired", objective={"student": {"l1_image": {"target": "ground_truth"}}})

@@ -81,9 +81,11 @@ def _image_generators() -> List[str]:
     return [n for n in GENERATORS.names() if "in_channels" in inspect.signature(GENERATORS.get(n)).parameters]
 
 
-def build_patchgan(in_channels: int, image_size: int, ndf: int, n_layers: Optional[int], norm: str) -> nn.Module:
+def build_patchgan(in_channels: int, image_size: int, ndf: int, n_layers: Optional[int], norm: str,
+                   gate_threshold: Optional[float] = None) -> nn.Module:
     """A PatchGAN judging ``in_channels`` channels (``players.ndf``, ``players.n_layers``, ``players.disc_norm``);
-    ``n_layers`` None: pix2pix's 3, fewer when the score map would vanish on small images.
+    ``n_layers`` None: pix2pix's 3, fewer when the score map would vanish on small images. ``gate_threshold``: GCC's
+    channel gates (``players.disc_gates``), or None.
 
     Raises:
         ConfigError: ``players.n_layers`` leaves no patch on the images (names the accepted range).
@@ -95,7 +97,7 @@ def build_patchgan(in_channels: int, image_size: int, ndf: int, n_layers: Option
         raise ConfigError(f"players.n_layers = {n_layers} leaves no patch on {image_size}x{image_size} images; "
                           f"accepted: 1..{fits}")
     return build_discriminator("patchgan", in_channels=in_channels, image_size=image_size, ndf=int(ndf),
-                               n_layers=int(n_layers), norm=norm)
+                               n_layers=int(n_layers), norm=norm, gate_threshold=gate_threshold)
 
 
 class ImagePool:

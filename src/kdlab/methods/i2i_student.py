@@ -19,6 +19,9 @@ the adversarial one (``gan``, weight 1 by default):
   detached student image, one student step through the frozen D. ``objective.student.gan.weight = 0``: no D at all.
   The ``gcc`` term reads the TEACHER's discriminator (GCC's D^t, eq. 17): the teacher Pix2Pix run's PatchGAN
   (``players.teacher_disc``, null = ``teacher.checkpoint`` when it is a run directory), frozen, never updated.
+  ``players.disc_gates``: GCC's selective activation discriminator (channel gates in the student's PatchGAN,
+  player ``discriminator_gates`` trained by ``objective.discriminator_gates`` after each student step on the
+  step's batch, :func:`kdlab.methods.gan_players.gate_step`).
 
 Validation (``val/mse_to_teacher``): the MSE between student and teacher images on the validation
 inputs (in [-1, 1] units). After every epoch ``samples/epoch_NNN.png`` holds rows input | teacher | student
@@ -27,13 +30,13 @@ the exported student scored on the test split beside its teacher (FID/KID, MAE/S
 its fidelity to the teacher and the compression ratios.
 
 Not implemented: OMGD's online teacher (the teacher here is frozen, as in the offline algorithms), and
-starting D from the teacher's discriminator; GCC's channel gates on the PatchGAN (``gan-compression`` has them
-on SAGAN's discriminator).
+starting D from the teacher's discriminator.
 """
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, replace
+from types import SimpleNamespace
 from typing import Any, Dict, Optional
 
 import torch
@@ -45,10 +48,11 @@ from kdlab.data.transfer import TRANSFER_NONE
 from kdlab.engine.optim import optim_with_lr
 from kdlab.methods.base import METHODS, Method, unwrap
 from kdlab.methods.gan_config import GanEvalConfig
-from kdlab.methods.gan_players import DiscriminatorGame
+from kdlab.methods.gan_players import DiscriminatorGame, add_discriminator, count_gate_epoch, gate_step
 from kdlab.methods.generator_student import GeneratorStudentConfig, GeneratorStudentMethod
 from kdlab.methods.i2i_eval import grid_examples, translation_finalize, translation_grid
 from kdlab.methods.i2i_players import build_patchgan
+from kdlab.models.gates import GateSet, channel_gates
 from kdlab.terms import CriticView
 
 #: ``players.disc_norm``: auto = BatchNorm for paired (pix2pix), InstanceNorm for unpaired data (CycleGAN)
@@ -75,6 +79,9 @@ class I2IStudentConfig(GeneratorStudentConfig):
     disc_lr: Optional[float] = bounded(None, gt=0, optional=True)  # null: optim.lr
     # the Pix2Pix teacher run whose PatchGAN terms read frozen (GCC's D^t, eq. 17); null: teacher.checkpoint if a run dir
     teacher_disc: Optional[str] = None
+    # GCC's selective activation discriminator: channel gates of this threshold in the PatchGAN (GCC's default 0.5)
+    disc_gates: Optional[float] = bounded(None, ge=0, lt=1, optional=True)
+    arch_lr: float = bounded(1e-4, gt=0)  # Adam rate of the gates (GCC's arch_lr)
 
 
 @METHODS.register("i2i-distill")
@@ -89,7 +96,7 @@ class I2IStudent(GeneratorStudentMethod):
     inputs = "image"
     Config = I2IStudentConfig
     Eval = I2IEvalConfig
-    objectives = {"student": "student", "discriminator": "discriminator"}
+    objectives = {"student": "student", "discriminator": "discriminator", "discriminator_gates": "discriminator_gates"}
     # only the game by default: a default distillation term would be merged into every config's terms (name each
     # term you want); objective.student.gan.weight=0: no discriminator at all
     default_objective = {"student": {"gan": {"weight": 1.0, "mode": "vanilla"}},
@@ -109,6 +116,10 @@ class I2IStudent(GeneratorStudentMethod):
             raise ConfigError("method 'i2i-distill' reads its inputs from the batches; data.transfer = 'none' gives none")
         self.conditional = (lc.conditional == "yes") or (lc.conditional == "auto" and self.pairing == "paired")
         self._disc: Optional[nn.Module] = None
+        self.gate_objective = None
+        if lc.disc_gates is not None and not self.adversarial:
+            raise ConfigError(f"players.disc_gates = {lc.disc_gates} gates the student's discriminator, but "
+                              "objective.student.gan.weight = 0, so there is none; set players.disc_gates=null")
         super().__init__(cfg, spec, transfer)
         if not len(self.objective):
             raise ConfigError("objective.student has no term with a weight > 0: nothing to train")
@@ -118,7 +129,8 @@ class I2IStudent(GeneratorStudentMethod):
                 raise ConfigError(f"objective.discriminator.gan must play the student's game (mode {gan.mode!r}, weight > 0); "
                                   f"got {dict(d) if d is not None else None}")
             self.game = DiscriminatorGame(self, self.plain_objective(self._ctx_of("discriminator"), "discriminator"))
-            self.add_player("discriminator", self._disc, optim_with_lr(cfg.optim, lc.disc_lr, "players.disc_lr"))
+            self.gate_objective = add_discriminator(self, self._disc, optim_with_lr(cfg.optim, lc.disc_lr, "players.disc_lr"),
+                                                    self._ctx_of("discriminator_gates"))
         s_ngf, t_ngf = getattr(self.eval_model(), "ngf", None), getattr(self.frozen["teacher"], "ngf", None)
         if s_ngf is not None and t_ngf is not None and s_ngf > t_ngf:
             warnings.warn(f"the student (ngf {s_ngf}) is wider than its teacher (ngf {t_ngf}): that is no compression",
@@ -134,12 +146,15 @@ class I2IStudent(GeneratorStudentMethod):
         c_out = student.out_channels
         cond = spec.in_channels if self.conditional else 0
         norm = lc.disc_norm if lc.disc_norm != "auto" else ("batch" if self.pairing == "paired" else "instance")
-        self._disc = build_patchgan(cond + c_out, spec.image_size, lc.ndf, lc.n_layers, norm)
+        self._disc = build_patchgan(cond + c_out, spec.image_size, lc.ndf, lc.n_layers, norm, lc.disc_gates)
+        gates = GateSet(channel_gates(self._disc)) if lc.disc_gates is not None else None
         ctx.provides = ctx.provides | {"critic"}
         ctx.critic = CriticView(lambda: unwrap(self.players["discriminator"]) if "discriminator" in self.players
                                 else self._disc, (c_out, spec.image_size, spec.image_size), cond,
                                 trained=lambda: self.players["discriminator"])
-        self._ctx_of = lambda role: replace(ctx, role=role, provides=frozenset({"critic"}))
+        given = frozenset({"critic"} | ({"teacher_critic"} & ctx.provides))
+        game = SimpleNamespace(epochs=int(self.cfg.trainer.epochs), gates=gates)
+        self._ctx_of = lambda role: replace(ctx, role=role, provides=given, game=game)
 
     def _teacher_critic(self, ctx: Any, student: nn.Module) -> None:
         """GCC's D^t: the teacher Pix2Pix run's discriminator (its ``players`` ndf, n_layers, disc_norm from the run's
@@ -189,6 +204,10 @@ class I2IStudent(GeneratorStudentMethod):
 
         out = self.distill_step(x, batch, before=d_step)
         out["loss"] = out["loss_g"] + out["loss_d"]  # loss_g is NaN when the student made a NaN pixel
+        if self.gate_objective is not None:  # GCC's gates after the student's step (its code: on a validation batch)
+            with torch.no_grad():
+                s_img, t_img = self.players["student"](x).out, self.frozen["teacher"](x)
+            out.update(gate_step(self, s_img, t_img, batch))
         return out
 
     # -- evaluation ------------------------------------------------------------------------------
@@ -215,6 +234,7 @@ class I2IStudent(GeneratorStudentMethod):
 
     def on_epoch_end(self, epoch: int) -> None:
         Method.on_epoch_end(self, epoch)  # the LR schedules; not the latent sample grid of the generator base
+        count_gate_epoch(self, epoch)
         translation_grid(self, epoch)
 
     def summary_extra(self) -> Dict[str, Any]:
