@@ -376,3 +376,20 @@ def _bad(tmp_path, over):
             "players": {"disc_d": 16, "teacher_disc": str(tmp_path / "last.ckpt")}, "eval": {"extractor": None}}
     cfg = load_run_config([raw, base, over])
     return METHODS.get("gan-compression")(cfg, dataset_spec("fashion-mnist"))
+
+
+def test_root_distance_is_finite_at_zero_and_squared_is_eq_18():
+    """``distance: root`` (GCC's sqrt(MSE)) gives 0 and a zero, finite gradient for equal maps (sqrt's slope is
+    infinite at 0); ``squared`` with ``reduction: sum`` is eq. 18's squared Frobenius norms, batch-averaged."""
+    from kdlab.losses.gcc import gcc_distance
+
+    x = torch.randn(2, 3, 4, 4, requires_grad=True)
+    v = gcc_distance(x, x.detach().clone(), 1.0, 1.0, distance="root")
+    v.backward()
+    assert float(v) == 0.0 and torch.isfinite(x.grad).all() and float(x.grad.abs().max()) == 0.0
+    y = torch.randn(2, 3, 4, 4)
+    sq = gcc_distance(x.detach(), y, 0.5, 2.0, reduction="sum", distance="squared")
+    ref = 0.5 * ((x.detach() - y) ** 2).sum() / 2 + 2.0 * ((official_gram(x.detach()) - official_gram(y)) ** 2).sum() / 2
+    assert float(sq) == pytest.approx(float(ref), rel=1e-5)
+    with pytest.raises(ValueError, match="distance"):
+        gcc_distance(x, y, distance="cubed")
