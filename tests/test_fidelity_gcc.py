@@ -363,6 +363,8 @@ def test_gcc_refuses_gates_without_their_objective_and_the_reverse(tmp_path):
         _bad(tmp_path, {"objective": {"discriminator_gates": {"selective_activation": {"weight": 0.0}}}})
     with pytest.raises(ConfigError, match="there are none: set players.disc_gates"):
         _bad(tmp_path, {"players": {"disc_gates": None}})
+    with pytest.raises(ConfigError, match=r"selective_activation.mode = 'lsgan' reads another game.*'hinge'"):
+        _bad(tmp_path, {"objective": {"discriminator_gates": {"selective_activation": {"mode": "lsgan"}}}})
 
 
 def _bad(tmp_path, over):

@@ -189,7 +189,8 @@ def add_discriminator(method: Any, disc: nn.Module, optim_cfg: Any, ctx: Any = N
     ``ctx``. D's optimizer never holds the gates. Returns that objective, or None for an ungated D.
 
     Raises:
-        ConfigError: gates without a term in ``objective.discriminator_gates``, or such terms without gates.
+        ConfigError: gates without a term in ``objective.discriminator_gates``, such terms without gates, or a term
+            whose ``mode`` is not the discriminator's game.
     """
     from kdlab.models.gates import channel_gates
 
@@ -205,6 +206,11 @@ def add_discriminator(method: Any, disc: nn.Module, optim_cfg: Any, ctx: Any = N
             raise ConfigError(f"objective.discriminator_gates ({', '.join(configured)}) trains the channel gates of the "
                               "student's discriminator; there are none: set players.disc_gates (GCC's threshold)")
         return None
+    game = method.cfg.objective.discriminator.gan.mode
+    for name, term in method.cfg.objective.discriminator_gates.items():
+        if float(term.weight) > 0 and "mode" in term and term.mode != game:
+            raise ConfigError(f"objective.discriminator_gates.{name}.mode = {term.mode!r} reads another game than the "
+                              f"discriminator's (objective.discriminator.gan.mode = {game!r}); set both to one mode")
     method.add_player("discriminator_gates", ctx.game.gates, gates_optim_cfg(method.cfg.optim, method.cfg.players.arch_lr))
     return method.plain_objective(ctx, "discriminator_gates", " (GCC: objective.discriminator_gates.selective_activation)")
 
