@@ -234,7 +234,7 @@ def test_gcc_term_is_gccs_backward_G_on_the_teacher_discriminator(tmp_path):
     from kdlab.terms import Outputs
 
     got = term(Outputs(out=s_img, features=fs), Outputs(out=t_img, features=ft), Batch(x=torch.zeros(5, 1, 28, 28)))
-    assert float(got.detach()) == pytest.approx(float(ref), rel=1e-5)
+    assert float(got.detach()) == pytest.approx(float(ref.detach()), rel=1e-5)
 
 
 # --------------------------------------------------------------------------- composition (one test per fidelity row group)
