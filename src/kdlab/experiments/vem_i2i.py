@@ -16,11 +16,11 @@ stand-ins are for Edges -> Shoes, Horse -> Zebra and CelebA, not Cityscapes/FFHQ
 * ``vem-table2`` (Tables 2 and 4, CycleGAN): OMGD (0.1), CAT (0.005) and GAN-Compression (0.1) on the
   unpaired task ``fashion2digits`` (the stand-in for Horse -> Zebra);
 * ``vem-table3`` (Table 3, SAGAN): GCC (0.1) on an unconditional SAGAN teacher (Fashion-MNIST, the
-  stand-in for CelebA): ``gan-compression`` with the hinge game against a SAGAN discriminator started from
-  the teacher's (GCC's D^t, eq. 17) and the ``gcc`` term on its features; student width 52/64 of the
-  teacher's (Table 3's 34% MAC cut); and CAGC (0.05; Table 3's StyleGAN2 row) on the same SAGAN teacher: its
-  output-only masked L1 3 + LPIPS 3 in the host's hinge game, D started from the teacher's, width 0.3 of the
-  teacher's (Table 3's 90.91% MAC cut);
+  stand-in for CelebA): ``gan-compression`` with the hinge game against GCC's gated SAGAN discriminator
+  (from scratch) and the ``gcc`` term on the features of the teacher run's discriminator (GCC's D^t, eq. 17,
+  frozen); student width 52/64 of the teacher's (Table 3's 34% MAC cut); and CAGC (0.05; Table 3's StyleGAN2
+  row) on the same SAGAN teacher: its output-only masked L1 3 + LPIPS 3 in the host's hinge game, D started
+  from the teacher's, width 0.3 of the teacher's (Table 3's 90.91% MAC cut);
 * ``vem-table4`` (Table 4): the MI ablation over every algorithm of tables 1-3 (their cells are reused).
 
 Teachers: ``pix2pix_edges2fashion`` (U-Net ngf 32), ``cyclegan_fashion2digits`` (ResNet ngf 32) and
@@ -162,8 +162,9 @@ def run_table(name: str, out_dir: Path, scale: str, seeds: Optional[List[int]] =
         t_cfg = grid.resolve([teachers[task] / "config.yaml"])
         kw = {**dict(t_cfg.model.kwargs), "ngf": max(8, int(round(t_cfg.model.kwargs.ngf * width)))}
         kw.pop("dropout", None)
-        # the latent game: D starts from the teacher's (GCC's D^t), a fixed z per row (CRD's memory needs it)
-        game = ([f"players.disc_init={teachers[task]}", f"players.disc_d={t_cfg.players.disc_d}", "players.latents=pool"]
+        # the latent game: GCC's D^t = the teacher run's discriminator (frozen), the student's D of the teacher's width
+        # from scratch; a fixed z per row (CRD's memory needs it)
+        game = ([f"players.teacher_disc={teachers[task]}", f"players.disc_d={t_cfg.players.disc_d}", "players.latents=pool"]
                 if task == "unconditional" else [])
         for addon, a_label in ADDONS.items():
             for seed in seeds:

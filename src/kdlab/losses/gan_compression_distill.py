@@ -31,18 +31,19 @@ class Conv1x1Adapters(nn.Module):
     """The ``f_l`` of eqs. 13, 17, 21 and 26: one 1x1 convolution per layer, student channels -> teacher's.
 
     As in the GAN-Compression code: ``nn.Conv2d(C_s, C_t, 1)`` with bias, no normalisation (so an adapter
-    can map a student feature exactly onto a teacher's). Its parameters belong to the student side: give
+    can map a student feature exactly onto a teacher's); ``bias=False`` as GCC's ``transform_convs``
+    (SJLeo/GCC models/SAGAN.py ``SAGANModel.__init__``). Its parameters belong to the student side: give
     them to the student optimizer.
     """
 
-    def __init__(self, student_channels: Sequence[int], teacher_channels: Sequence[int]) -> None:
+    def __init__(self, student_channels: Sequence[int], teacher_channels: Sequence[int], bias: bool = True) -> None:
         super().__init__()
         s = _check_channels(student_channels, "student_channels")
         t = _check_channels(teacher_channels, "teacher_channels")
         if not s or len(s) != len(t):
             raise ValueError(f"need as many student as teacher layers (>= 1); got {s} and {t}")
         self.student_channels, self.teacher_channels = s, t
-        self.adapters = nn.ModuleList(nn.Conv2d(a, b, kernel_size=1) for a, b in zip(s, t))
+        self.adapters = nn.ModuleList(nn.Conv2d(a, b, kernel_size=1, bias=bias) for a, b in zip(s, t))
 
     def adapt(self, students: Sequence[torch.Tensor]) -> List[torch.Tensor]:
         """``[f_l(G_l^s(x))]`` for the L student maps [B, C_s_l, H, W].

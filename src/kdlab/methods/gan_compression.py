@@ -12,8 +12,16 @@ batch ``z ~ N(0, I)``, drawn fresh at every step:
   the public reproduction: WGAN-GP, penalty 10, 3 critic steps per student step, Adam 2e-4 betas
   (0.5, 0.999), a = 0.3 i.e. ``mse.weight 0.3, gan.weight 0.7``). D starts from scratch (the
   paper does not say it is the teacher's discriminator; ``players.disc_init`` starts it from a teacher GAN run's).
-With the game on, terms may read D's features (capability ``critic``): GCC's ``gcc`` term (VEM eq. 17) on
-SAGAN, the unconditional row of the VEM paper (Table 3).
+With the game on, terms may read D's outputs and features (capability ``critic``).
+
+GCC (VEM eqs. 16-18; the unconditional row of the VEM paper, Table 3; SJLeo/GCC models/SAGAN.py): the ``gcc``
+term reads the TEACHER's discriminator (capability ``teacher_critic``: ``players.teacher_disc``, a teacher GAN run,
+default ``teacher.checkpoint`` when that is a run directory; frozen, never a player, so no step updates it).
+``players.disc_gates`` (a threshold) makes the student's D GCC's selective activation discriminator: a learnable
+channel gate after each hidden convolution, trained by its own objective ``objective.discriminator_gates``
+(the ``selective_activation`` term, GCC's architecture loss; Adam ``players.arch_lr``, GCC's ``optimizer_arch``)
+once per step after the student's update, on the step's real batch and a fresh z, with D's weights frozen; the
+discriminator's own optimizer never touches the gates.
 
 The two weights are separate keys: 0 turns exactly that term off (unlike ``-(1-a) D + a MSE``). Any
 other term whose inputs a generator has (e.g. features of both generators) composes with them.
@@ -26,28 +34,33 @@ Model selection: with a validation split, the epoch of lowest MSE to the teacher
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, replace
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Dict, Optional
 
 import torch
 from torch import nn
 
-from kdlab.config import ConfigError
+from kdlab.config import ConfigError, bounded
 from kdlab.data.batch import Batch
 from kdlab.data.transfer import TRANSFER_NONE
 from kdlab.methods.base import METHODS, unwrap
 from kdlab.methods.gan_config import GAME_MOVED, GanGameConfig, check_game_config
-from kdlab.methods.gan_players import (DiscriminatorGame, build_disc, disc_optim_cfg,
-                                       load_discriminator, nan_guard)
+from kdlab.methods.gan_players import (DiscriminatorGame, add_discriminator, build_disc, count_gate_epoch, disc_optim_cfg,
+                                       gate_step, load_discriminator, nan_guard, teacher_discriminator)
 from kdlab.methods.generator_student import GeneratorStudentConfig, GeneratorStudentMethod
-from kdlab.terms import CriticView
+from kdlab.models.gan import DISCRIMINATORS
+from kdlab.models.gates import GateSet, channel_gates
+from kdlab.terms import TERMS, CriticView
 
 
 @METHODS.register("gan-compression")
 class GANCompression(GeneratorStudentMethod):
     """Student generator distilled from a frozen teacher generator: MSE (Fig. 3) or MSE + adversarial (Fig. 4)."""
 
-    objectives = {"student": "student", "discriminator": "discriminator"}
+    objectives = {"student": "student", "discriminator": "discriminator", "discriminator_gates": "discriminator_gates"}
     default_objective = {"student": {"mse": {"weight": 1.0}},
                          "discriminator": {"gan": {"weight": 1.0, "mode": "vanilla"}}}  # used with a student gan term
     moved = {k: v.replace("<generator or student>", "student") for k, v in GAME_MOVED.items()}
@@ -56,14 +69,21 @@ class GANCompression(GeneratorStudentMethod):
     class Config(GeneratorStudentConfig, GanGameConfig):
         """``players`` section of ``kdlab compress-gan``: the latents and the discriminator of the joint student."""
 
-        # start D from a teacher GAN run's discriminator (its last.ckpt): GCC's D^t (VEM eq. 17); null = from scratch
+        # start D from a GAN run's discriminator (its last.ckpt); null = from scratch (GCC's student D)
         disc_init: Optional[str] = None
+        # the teacher GAN run whose discriminator terms read frozen (GCC's D^t, VEM eq. 17); null: teacher.checkpoint
+        # when it is a run directory
+        teacher_disc: Optional[str] = None
+        # GCC's selective activation discriminator: channel gates of this threshold in D (GCC's SAGAN script: 0.1)
+        disc_gates: Optional[float] = bounded(None, ge=0, lt=1, optional=True)
+        arch_lr: float = bounded(1e-4, gt=0)  # Adam rate of the gates (GCC's arch_lr)
 
     def __init__(self, cfg: Any, spec: Any, transfer: Any = None) -> None:
         lc = cfg.players
         gan = cfg.objective.student.get("gan")
         self.adversarial = gan is not None and float(gan.weight) > 0
         self._disc: Optional[nn.Module] = None
+        self.gate_objective = None
         if lc.disc_init and not self.adversarial:
             raise ConfigError(f"players.disc_init = {lc.disc_init!r} starts the discriminator, but objective.student has no "
                               "gan term, so there is none; set objective.student.gan.weight > 0 or players.disc_init=null")
@@ -76,24 +96,55 @@ class GANCompression(GeneratorStudentMethod):
                               "set objective.student.mse.weight and/or objective.student.gan.weight > 0")
         if self.adversarial:
             self.game = DiscriminatorGame(self, self.plain_objective(self._ctx_of("discriminator"), "discriminator"), lc.clip)
-            self.add_player("discriminator", self._disc, disc_optim_cfg(cfg))
+            self.gate_objective = add_discriminator(self, self._disc, disc_optim_cfg(cfg), self._ctx_of("discriminator_gates"))
+        elif self.build_objective_terms("discriminator_gates"):
+            raise ConfigError("objective.discriminator_gates trains the channel gates of the student's discriminator; there "
+                              "is none: objective.student has no gan term")
         self._last_student: Dict[str, torch.Tensor] = {}
 
     def extend_context(self, ctx: Any, student: nn.Module, teacher: nn.Module) -> None:
-        """With the adversarial game: build D (from ``players.disc_init`` when set) and show it to the terms as
-        the critic (GCC reads its features, VEM eq. 17)."""
+        """The teacher's discriminator (frozen, capability ``teacher_critic``) when there is one; with the adversarial
+        game: build D (from ``players.disc_init`` when set; gated with ``players.disc_gates``) and show it to the
+        terms as the critic."""
+        lc = self.cfg.players
+        self._gates: Optional[GateSet] = None
+        run = lc.teacher_disc or (self.cfg.teacher.checkpoint if Path(self.cfg.teacher.checkpoint).is_dir() else None)
+        wanted = any("teacher_critic" in TERMS.get(str(name)).requires
+                     for player in self.objectives for name in self.build_objective_terms(player))
+        if run and (wanted or lc.teacher_disc):
+            d_t = teacher_discriminator(self.cfg, self.spec, teacher, run)
+            self.add_frozen("teacher_discriminator", d_t)
+            ctx.provides = ctx.provides | {"teacher_critic"}
+            ctx.teacher_critic = CriticView(lambda: self.frozen["teacher_discriminator"], tuple(teacher.output_shape))
+        else:
+            ctx.why_not["teacher_critic"] = (f"teacher.checkpoint = {self.cfg.teacher.checkpoint!r} is no GAN run directory; "
+                                             "set players.teacher_disc=<the teacher's kdlab train-gan run>")
         if not self.adversarial:
             ctx.why_not["critic"] = "there is no discriminator: objective.student has no gan term"
+            if lc.disc_gates is not None:
+                raise ConfigError(f"players.disc_gates = {lc.disc_gates} gates the student's discriminator, but objective.student "
+                                  "has no gan term, so there is none; set objective.student.gan.weight > 0 or players.disc_gates=null")
             return
-        disc_name = check_game_config(self.cfg.players, self.cfg.model.name, self.cfg.objective, "student")
-        self._disc = build_disc(self.cfg, self.spec, disc_name, student)
-        if self.cfg.players.disc_init:
-            load_discriminator(self._disc, self.cfg.players.disc_init)
+        disc_name = check_game_config(lc, self.cfg.model.name, self.cfg.objective, "student")
+        gated = {} if lc.disc_gates is None else {"gate_threshold": float(lc.disc_gates)}
+        if gated and "gate_threshold" not in inspect.signature(DISCRIMINATORS.get(disc_name)).parameters:
+            raise ConfigError(f"players.disc_gates: discriminator {disc_name!r} has no channel gates; accepted: players.disc=sagan")
+        self._disc = build_disc(self.cfg, self.spec, disc_name, student, **gated)
+        if lc.disc_init:
+            load_discriminator(self._disc, lc.disc_init)
+        if gated:
+            self._gates = GateSet(channel_gates(self._disc))
         ctx.provides = ctx.provides | {"critic"}
         ctx.critic = CriticView(lambda: unwrap(self.players["discriminator"]) if "discriminator" in self.players
                                 else self._disc, tuple(student.output_shape),
                                 trained=lambda: self.players["discriminator"])
-        self._ctx_of = lambda role: replace(ctx, role=role, provides=frozenset({"critic"}))
+        given = frozenset({"critic"} | ({"teacher_critic"} & ctx.provides))
+        game = SimpleNamespace(epochs=int(self.cfg.trainer.epochs), gates=self._gates)
+        self._ctx_of = lambda role: replace(ctx, role=role, provides=given, game=game)
+
+    def build_objective_terms(self, player: str) -> Dict[str, Any]:
+        """The configured terms of ``objective.<player>`` with a weight > 0 (names only; nothing built)."""
+        return {k: v for k, v in (self.cfg.objective.get(player) or {}).items() if float(v.weight) > 0}
 
     @property
     def synthesizes(self) -> bool:  # type: ignore[override]
@@ -108,6 +159,20 @@ class GANCompression(GeneratorStudentMethod):
         out = self.game.step(real, fake)
         if (step + 1) % self.cfg.players.n_critic == 0 or not self._last_student:
             self._last_student = self.distill_step(self.student_inputs(batch), batch)
+            if self.gate_objective is not None:
+                self._last_student.update(self.gate_step(real))
         out.update(self._last_student)
         out["loss"] = nan_guard(fake, out["loss_g"] + out["loss_d"])
         return out
+
+    def gate_step(self, real: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """One update of the gates (:func:`kdlab.methods.gan_players.gate_step`) on the student's and the teacher's
+        images of a fresh z and the step's ``real`` images (GCC: a validation batch)."""
+        z = torch.randn(real.shape[0], self.latent_dim, device=real.device)
+        with torch.no_grad():
+            s_img, t_img = self.players["student"](z).out, self.frozen["teacher"](z)
+        return gate_step(self, s_img, t_img, Batch(target=real, size=real.shape[0]))
+
+    def on_epoch_end(self, epoch: int) -> None:
+        super().on_epoch_end(epoch)
+        count_gate_epoch(self, epoch)

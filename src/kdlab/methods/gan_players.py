@@ -128,19 +128,39 @@ class DiscriminatorGame:
         return out
 
 
-def build_disc(cfg: Any, spec: Any, disc_name: str, gen: nn.Module) -> nn.Module:
+def build_disc(cfg: Any, spec: Any, disc_name: str, gen: nn.Module, **kwargs: Any) -> nn.Module:
     """The critic ``disc_name`` of width ``players.disc_d`` (else the generator's ``d``, or ``ngf`` for SAGAN):
-    the depth scale factor d of dcgan/wdcgan, the first layer's width ndf of sagan."""
+    the depth scale factor d of dcgan/wdcgan, the first layer's width ndf of sagan. ``kwargs``: further options
+    of the discriminator (e.g. sagan's ``gate_threshold``)."""
     lc = cfg.players
     width = int(lc.disc_d or getattr(gen, "d", None) or gen.ngf)
     key = "d" if "d" in inspect.signature(DISCRIMINATORS.get(disc_name)).parameters else "ndf"
-    return build_discriminator(disc_name, in_channels=spec.in_channels, image_size=spec.image_size, **{key: width})
+    return build_discriminator(disc_name, in_channels=spec.in_channels, image_size=spec.image_size, **{key: width},
+                               **kwargs)
 
 
-def discriminator_state(run: str, players: Sequence[str] = ("discriminator",)):
+def teacher_discriminator(cfg: Any, spec: Any, teacher: nn.Module, run: str) -> nn.Module:
+    """The teacher GAN run's own discriminator, frozen (eval mode, no gradients): GCC's D^t (VEM eq. 17).
+
+    Built as ``players.disc`` (null: ``model.name``) of width ``players.disc_d`` (null: the teacher's ``d``/``ngf``)
+    and loaded from ``run`` (a ``kdlab train-gan`` run directory or its ``last.ckpt``).
+
+    Raises:
+        FileNotFoundError / ValueError: as :func:`load_discriminator` (no run, no discriminator, another shape).
+    """
+    disc = build_disc(cfg, spec, cfg.players.disc or cfg.model.name, teacher)
+    load_discriminator(disc, run, "players.teacher_disc")
+    disc.eval()
+    for p in disc.parameters():
+        p.requires_grad_(False)
+    return disc
+
+
+def discriminator_state(run: str, players: Sequence[str] = ("discriminator",), key: str = "players.disc_init"):
     """``(state_dict, player name)`` of the first of ``players`` that the GAN run ``run`` holds (its
     ``checkpoints/last.ckpt``, or a ``.ckpt`` file): e.g. ``discriminator`` of a train-gan or pix2pix run,
-    ``disc_b`` of a CycleGAN run (the judge of G: A -> B's output domain).
+    ``disc_b`` of a CycleGAN run (the judge of G: A -> B's output domain). ``key``: the config key that named
+    the run, for the errors.
 
     Raises:
         FileNotFoundError: no such run or checkpoint (names the path).
@@ -153,29 +173,95 @@ def discriminator_state(run: str, players: Sequence[str] = ("discriminator",)):
     path = Path(run)
     path = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
     if not path.is_file():
-        raise FileNotFoundError(f"players.disc_init = {run!r}: no GAN run checkpoint at {path} (a kdlab train-gan, pix2pix or "
+        raise FileNotFoundError(f"{key} = {run!r}: no GAN run checkpoint at {path} (a kdlab train-gan, pix2pix or "
                                 "cyclegan run)")
-    held = (load_checkpoint(path, what="players.disc_init").get("method") or {}).get("players", {})
+    held = (load_checkpoint(path, what=key).get("method") or {}).get("players", {})
     for name in players:
         if held.get(name) is not None:
             return held[name], name
-    raise ValueError(f"players.disc_init = {run!r} holds no discriminator (players {sorted(held)}; looked for "
+    raise ValueError(f"{key} = {run!r} holds no discriminator (players {sorted(held)}; looked for "
                      f"{', '.join(players)})")
 
 
-def load_discriminator(disc: nn.Module, run: str) -> None:
-    """Load the discriminator of a GAN run (:func:`discriminator_state`) into ``disc``.
+def load_discriminator(disc: nn.Module, run: str, key: str = "players.disc_init") -> None:
+    """Load the discriminator of a GAN run (:func:`discriminator_state`) into ``disc`` (``key``: the config
+    key that named the run, for the errors).
 
     Raises:
         FileNotFoundError: no such run or checkpoint (names the path).
         ValueError: the checkpoint holds no discriminator, or one of another shape (names the run).
     """
-    state, _ = discriminator_state(run)
+    state, _ = discriminator_state(run, key=key)
     try:
         disc.load_state_dict(state)
     except RuntimeError as exc:
-        raise ValueError(f"players.disc_init = {run!r}: its discriminator does not fit the configured one "
+        raise ValueError(f"{key} = {run!r}: its discriminator does not fit the configured one "
                          f"(players.disc / players.disc_d): {str(exc).splitlines()[0]}") from None
+
+
+def add_discriminator(method: Any, disc: nn.Module, optim_cfg: Any, ctx: Any = None) -> Any:
+    """Register ``disc`` as player ``discriminator`` and, when it has GCC's channel gates, their player
+    ``discriminator_gates`` (the :class:`kdlab.models.gates.GateSet` in ``ctx.game.gates``; Adam
+    ``players.arch_lr``, :func:`gates_optim_cfg`) with its objective ``objective.discriminator_gates`` built in
+    ``ctx``. D's optimizer never holds the gates. Returns that objective, or None for an ungated D.
+
+    Raises:
+        ConfigError: gates without a term in ``objective.discriminator_gates``, such terms without gates, or a term
+            whose ``mode`` is not the discriminator's game.
+    """
+    from kdlab.models.gates import channel_gates
+
+    gates = channel_gates(disc)
+    for g in gates:
+        g.alpha.requires_grad_(False)
+    method.add_player("discriminator", disc, optim_cfg)
+    for g in gates:
+        g.alpha.requires_grad_(True)
+    configured = [k for k, v in (method.cfg.objective.get("discriminator_gates") or {}).items() if float(v.weight) > 0]
+    if not gates:
+        if configured:
+            raise ConfigError(f"objective.discriminator_gates ({', '.join(configured)}) trains the channel gates of the "
+                              "student's discriminator; there are none: set players.disc_gates (GCC's threshold)")
+        return None
+    game = method.cfg.objective.discriminator.gan.mode
+    for name, term in method.cfg.objective.discriminator_gates.items():
+        if float(term.weight) > 0 and "mode" in term and term.mode != game:
+            raise ConfigError(f"objective.discriminator_gates.{name}.mode = {term.mode!r} reads another game than the "
+                              f"discriminator's (objective.discriminator.gan.mode = {game!r}); set both to one mode")
+    method.add_player("discriminator_gates", ctx.game.gates, gates_optim_cfg(method.cfg.optim, method.cfg.players.arch_lr))
+    return method.plain_objective(ctx, "discriminator_gates", " (GCC: objective.discriminator_gates.selective_activation)")
+
+
+def gates_optim_cfg(optim: Any, lr: float) -> Any:
+    """GCC's ``optimizer_arch``: ``Adam(arch_params, lr=arch_lr)`` (betas (0.9, 0.999), no decay, no schedule)."""
+    from omegaconf import OmegaConf
+
+    out = OmegaConf.to_container(optim)
+    out.update(name="adam", lr=float(lr), betas=[0.9, 0.999], weight_decay=0.0, scheduler="none")
+    return OmegaConf.create(out)
+
+
+def gate_step(method: Any, student_images: torch.Tensor, teacher_images: torch.Tensor, batch: Any) -> Dict[str, torch.Tensor]:
+    """One update of the student discriminator's gates (GCC's ``clipping_mask_alpha`` then ``optimizer_netD_arch``):
+    alpha clipped to [0, 1], then ``method.gate_objective`` on the student's and the teacher's images of the same
+    inputs (no gradient to either generator) and ``batch`` (``target``: real images; ``x``: a conditional D's sources).
+    Returns ``loss_gates``, each term as ``gates_<term>`` and ``gates_on`` (the fraction of channels on)."""
+    from kdlab.terms import Outputs
+
+    gates = unwrap(method.players["discriminator_gates"])
+    gates.clip_()
+    terms = method.gate_objective(Outputs(out=student_images.detach()), Outputs(out=teacher_images.detach()), batch)
+    method.step_optimizer("discriminator_gates", terms["loss"])
+    out = {f"gates_{k}": v.detach() for k, v in terms.items() if k != "loss"}
+    out["loss_gates"] = terms["loss"].detach()
+    out["gates_on"] = gates.active_fraction()
+    return out
+
+
+def count_gate_epoch(method: Any, epoch: int) -> None:
+    """After epoch ``epoch`` (0-based): the gates' player counts it (GCC's ``adaptive_ema_beta``)."""
+    if "discriminator_gates" in method.players:
+        unwrap(method.players["discriminator_gates"]).epochs_done.fill_(epoch + 1)
 
 
 def disc_optim_cfg(cfg: Any):

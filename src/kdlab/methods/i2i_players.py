@@ -115,15 +115,18 @@ def patchgan_depth(image_size: int, n_layers: Optional[int] = None) -> int:
     return int(n_layers)
 
 
-def build_patchgan(in_channels: int, image_size: int, ndf: int, n_layers: Optional[int], norm: str) -> nn.Module:
+def build_patchgan(in_channels: int, image_size: int, ndf: int, n_layers: Optional[int], norm: str,
+                   gate_threshold: Optional[float] = None) -> nn.Module:
     """A PatchGAN judging ``in_channels`` channels (``players.ndf``, ``players.n_layers``, ``players.disc_norm``);
-    the depth from :func:`patchgan_depth` (``n_layers`` None: follows the image size).
+    the depth from :func:`patchgan_depth` (``n_layers`` None: follows the image size). ``gate_threshold``: GCC's
+    channel gates (``players.disc_gates``), or None.
 
     Raises:
         ConfigError: ``players.n_layers`` leaves no patch map on the images (names the accepted range).
     """
     return build_discriminator("patchgan", in_channels=in_channels, image_size=image_size, ndf=int(ndf),
-                               n_layers=patchgan_depth(image_size, n_layers), norm=norm)
+                               n_layers=patchgan_depth(image_size, n_layers), norm=norm,
+                               gate_threshold=gate_threshold)
 
 
 def patchgan_arch(state: Dict[str, torch.Tensor]) -> Dict[str, Any]:

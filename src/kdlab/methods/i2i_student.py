@@ -19,9 +19,13 @@ the adversarial one (``gan``, weight 1 by default):
   detached student image, one student step through the frozen D (``players.d_step: after``: the student's step
   first, through D before its update, then D's on the same images: GAN-Compression's ``optimize_parameters``,
   both gradients at the same D). ``objective.student.gan.weight = 0``: no D at all.
-  The ``gcc`` term reads D's features through :class:`kdlab.terms.CriticView` (``objective.student.gcc``).
   The PatchGAN's depth follows the image size (:func:`kdlab.methods.i2i_players.patchgan_depth`: 3 at 256 px,
   2 at 28 px, a map of patches; an explicit depth that leaves a 1x1 map is refused).
+  The ``gcc`` term reads the TEACHER's discriminator (GCC's D^t, eq. 17): the teacher Pix2Pix run's PatchGAN
+  (``players.teacher_disc``, null = ``teacher.checkpoint`` when it is a run directory), frozen, never updated.
+  ``players.disc_gates``: GCC's selective activation discriminator (channel gates in the student's PatchGAN,
+  player ``discriminator_gates`` trained by ``objective.discriminator_gates`` after each student step on the
+  step's batch, :func:`kdlab.methods.gan_players.gate_step`).
 * the published offline students' starts (GAN-Compression's and CAT's CycleGAN scripts): ``players.disc_init``
   starts D from the teacher run's discriminator of the output domain (``restore_D_path``; ``teacher`` = the
   run of ``teacher.checkpoint``; CycleGAN's ``disc_b``, pix2pix's ``discriminator``), D's width, depth and
@@ -41,6 +45,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, replace
+from types import SimpleNamespace
 from typing import Any, Dict, Optional
 
 import torch
@@ -52,10 +57,12 @@ from kdlab.data.transfer import TRANSFER_NONE
 from kdlab.engine.optim import optim_with_lr
 from kdlab.methods.base import METHODS, Method, unwrap
 from kdlab.methods.gan_config import GanEvalConfig
-from kdlab.methods.gan_players import DiscriminatorGame, discriminator_state
+from kdlab.methods.gan_players import (DiscriminatorGame, add_discriminator, count_gate_epoch, discriminator_state,
+                                       gate_step)
 from kdlab.methods.generator_student import GeneratorStudentConfig, GeneratorStudentMethod
 from kdlab.methods.i2i_eval import grid_examples, translation_finalize, translation_grid
 from kdlab.methods.i2i_players import build_patchgan, patchgan_arch
+from kdlab.models.gates import GateSet, channel_gates
 from kdlab.models.weight_transfer import transfer_teacher_channels
 from kdlab.terms import CriticView
 
@@ -92,6 +99,11 @@ class I2IStudentConfig(GeneratorStudentConfig):
     d_step: str = choice("before", D_STEPS)  # D's update before the student's (pix2pix, CAT) | after (GAN-Compression)
     conditional: str = choice("auto", CONDITIONAL)  # D judges cat(x, image) (pix2pix) or the image alone
     disc_lr: Optional[float] = bounded(None, gt=0, optional=True)  # null: optim.lr
+    # the Pix2Pix teacher run whose PatchGAN terms read frozen (GCC's D^t, eq. 17); null: teacher.checkpoint if a run dir
+    teacher_disc: Optional[str] = None
+    # GCC's selective activation discriminator: channel gates of this threshold in the PatchGAN (GCC's default 0.5)
+    disc_gates: Optional[float] = bounded(None, ge=0, lt=1, optional=True)
+    arch_lr: float = bounded(1e-4, gt=0)  # Adam rate of the gates (GCC's arch_lr)
 
 
 @METHODS.register("i2i-distill")
@@ -106,7 +118,7 @@ class I2IStudent(GeneratorStudentMethod):
     inputs = "image"
     Config = I2IStudentConfig
     Eval = I2IEvalConfig
-    objectives = {"student": "student", "discriminator": "discriminator"}
+    objectives = {"student": "student", "discriminator": "discriminator", "discriminator_gates": "discriminator_gates"}
     # only the game by default: a default distillation term would be merged into every config's terms (name each
     # term you want); objective.student.gan.weight=0: no discriminator at all
     default_objective = {"student": {"gan": {"weight": 1.0, "mode": "vanilla"}},
@@ -129,6 +141,10 @@ class I2IStudent(GeneratorStudentMethod):
                               "gan term, so there is none; set objective.student.gan.weight > 0 or players.disc_init=null")
         self.conditional = (lc.conditional == "yes") or (lc.conditional == "auto" and self.pairing == "paired")
         self._disc: Optional[nn.Module] = None
+        self.gate_objective = None
+        if lc.disc_gates is not None and not self.adversarial:
+            raise ConfigError(f"players.disc_gates = {lc.disc_gates} gates the student's discriminator, but "
+                              "objective.student.gan.weight = 0, so there is none; set players.disc_gates=null")
         super().__init__(cfg, spec, transfer)
         if lc.student_init == "teacher":
             try:
@@ -143,7 +159,8 @@ class I2IStudent(GeneratorStudentMethod):
                 raise ConfigError(f"objective.discriminator.gan must play the student's game (mode {gan.mode!r}, weight > 0); "
                                   f"got {dict(d) if d is not None else None}")
             self.game = DiscriminatorGame(self, self.plain_objective(self._ctx_of("discriminator"), "discriminator"))
-            self.add_player("discriminator", self._disc, optim_with_lr(cfg.optim, lc.disc_lr, "players.disc_lr"))
+            self.gate_objective = add_discriminator(self, self._disc, optim_with_lr(cfg.optim, lc.disc_lr, "players.disc_lr"),
+                                                    self._ctx_of("discriminator_gates"))
         s_ngf, t_ngf = getattr(self.eval_model(), "ngf", None), getattr(self.frozen["teacher"], "ngf", None)
         if s_ngf is not None and t_ngf is not None and s_ngf > t_ngf:
             warnings.warn(f"the student (ngf {s_ngf}) is wider than its teacher (ngf {t_ngf}): that is no compression",
@@ -151,6 +168,7 @@ class I2IStudent(GeneratorStudentMethod):
 
     # -- the discriminator, as a player and as the terms' critic -----------------------------------
     def extend_context(self, ctx: Any, student: nn.Module, teacher: nn.Module) -> None:
+        self._teacher_critic(ctx, student)
         if not self.adversarial:
             ctx.why_not["critic"] = "there is no discriminator: objective.student.gan.weight = 0"
             return
@@ -164,19 +182,53 @@ class I2IStudent(GeneratorStudentMethod):
         norm = lc.disc_norm if lc.disc_norm != "auto" else arch.get(
             "norm", "batch" if self.pairing == "paired" else "instance")
         n_layers = lc.n_layers if lc.n_layers is not None else arch.get("n_layers")
-        self._disc = build_patchgan(cond + c_out, spec.image_size, lc.ndf or arch.get("ndf", 64), n_layers, norm)
+        self._disc = build_patchgan(cond + c_out, spec.image_size, lc.ndf or arch.get("ndf", 64), n_layers, norm,
+                                    lc.disc_gates)
         if state is not None:
             try:
                 self._disc.load_state_dict(state)
             except RuntimeError as exc:
                 raise ConfigError(f"players.disc_init = {lc.disc_init!r}: the teacher's discriminator {arch} (conditional: "
                                   f"{self.conditional}) does not fit the configured one (players.ndf / n_layers / "
-                                  f"disc_norm / conditional): {str(exc).splitlines()[0]}") from None
+                                  f"disc_norm / conditional / disc_gates): {str(exc).splitlines()[0]}") from None
+        gates = GateSet(channel_gates(self._disc)) if lc.disc_gates is not None else None
         ctx.provides = ctx.provides | {"critic"}
         ctx.critic = CriticView(lambda: unwrap(self.players["discriminator"]) if "discriminator" in self.players
                                 else self._disc, (c_out, spec.image_size, spec.image_size), cond,
                                 trained=lambda: self.players["discriminator"])
-        self._ctx_of = lambda role: replace(ctx, role=role, provides=frozenset({"critic"}))
+        given = frozenset({"critic"} | ({"teacher_critic"} & ctx.provides))
+        game = SimpleNamespace(epochs=int(self.cfg.trainer.epochs), gates=gates)
+        self._ctx_of = lambda role: replace(ctx, role=role, provides=given, game=game)
+
+    def _teacher_critic(self, ctx: Any, student: nn.Module) -> None:
+        """GCC's D^t: the teacher Pix2Pix run's discriminator (its width, depth and norm read off its weights,
+        :func:`patchgan_arch`), frozen, as ``ctx.teacher_critic``, when a term reads it."""
+        from pathlib import Path
+
+        from kdlab.terms import TERMS
+
+        lc = self.cfg.players
+        wanted = any("teacher_critic" in TERMS.get(str(n)).requires
+                     for n, v in self.cfg.objective.student.items() if float(v.weight) > 0)
+        run = lc.teacher_disc or (self.cfg.teacher.checkpoint if Path(self.cfg.teacher.checkpoint).is_dir() else None)
+        if not (wanted and run):
+            ctx.why_not["teacher_critic"] = (f"teacher.checkpoint = {self.cfg.teacher.checkpoint!r} is no Pix2Pix run "
+                                             "directory; set players.teacher_disc=<the teacher's run>")
+            return
+        state, _ = discriminator_state(run, TEACHER_DISCS, key="players.teacher_disc")
+        arch = patchgan_arch(state)  # the teacher's own width, depth and norm
+        cond = self.spec.in_channels if self.conditional else 0
+        size = self.spec.image_size
+        disc = build_patchgan(cond + student.out_channels, size, arch["ndf"], arch["n_layers"], arch["norm"])
+        try:
+            disc.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ConfigError(f"players.teacher_disc = {run!r}: the teacher's discriminator {arch} (conditional: "
+                              f"{self.conditional}) does not fit this task: {str(exc).splitlines()[0]}") from None
+        self.add_frozen("teacher_discriminator", disc)
+        ctx.provides = ctx.provides | {"teacher_critic"}
+        ctx.teacher_critic = CriticView(lambda: self.frozen["teacher_discriminator"], (student.out_channels, size, size),
+                                        cond)
 
     def _disc_run(self, disc_init: str) -> str:
         """The run whose discriminator starts D: ``teacher`` = the run of ``teacher.checkpoint`` (a run directory,
@@ -209,6 +261,10 @@ class I2IStudent(GeneratorStudentMethod):
         else:
             out = self.distill_step(x, batch, before=d_step)
         out["loss"] = out["loss_g"] + out["loss_d"]  # loss_g is NaN when the student made a NaN pixel
+        if self.gate_objective is not None:  # GCC's gates after the student's step (its code: on a validation batch)
+            with torch.no_grad():
+                s_img, t_img = self.players["student"](x).out, self.frozen["teacher"](x)
+            out.update(gate_step(self, s_img, t_img, batch))
         return out
 
     # -- evaluation ------------------------------------------------------------------------------
@@ -235,6 +291,7 @@ class I2IStudent(GeneratorStudentMethod):
 
     def on_epoch_end(self, epoch: int) -> None:
         Method.on_epoch_end(self, epoch)  # the LR schedules; not the latent sample grid of the generator base
+        count_gate_epoch(self, epoch)
         translation_grid(self, epoch)
 
     def summary_extra(self) -> Dict[str, Any]:

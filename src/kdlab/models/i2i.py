@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdlab.models.gan import DISCRIMINATORS, GENERATORS, GeneratorBase, _check_pos_int
+from kdlab.models.gates import ChannelGate
 
 NORMS = ("batch", "instance")
 
@@ -268,6 +269,9 @@ class PatchGANDiscriminator(nn.Module):
         image_size: S; the map side is ``floor(S / 2**n_layers) - 2`` (two 4x4 stride-1 convs, padding 1).
         ndf: width of the first layer (> 0; 64 in pix2pix). n_layers: stride-2 layers (> 0; 3 = 70x70 patches).
         norm: ``batch`` (pix2pix) or ``instance`` (CycleGAN).
+        gate_threshold: None, or GCC's selective activation discriminator (SJLeo/GCC models/Pix2Pix.py
+            ``MaskNLayerDiscriminator``): a :class:`kdlab.models.gates.ChannelGate` of this threshold after the first
+            LeakyReLU and after every later norm (before its LeakyReLU).
 
     Raises:
         ValueError: a non-positive int, an unknown norm, an image too small for a 1x1 map (names the
@@ -275,7 +279,7 @@ class PatchGANDiscriminator(nn.Module):
     """
 
     def __init__(self, in_channels: int = 6, image_size: int = 256, ndf: int = 64, n_layers: int = 3,
-                 norm: str = "batch") -> None:
+                 norm: str = "batch", gate_threshold: Optional[float] = None) -> None:
         super().__init__()
         self.in_channels = _check_pos_int("in_channels", in_channels)
         self.image_size = _check_pos_int("image_size", image_size)
@@ -287,18 +291,25 @@ class PatchGANDiscriminator(nn.Module):
                              f"accepted: image_size >= {3 * 2 ** self.n_layers} or fewer layers")
         self.arch = "patchgan"
         self.arch_kwargs: Dict[str, Any] = {"ndf": self.ndf, "n_layers": self.n_layers, "norm": self.norm}
+        gated = gate_threshold is not None
+        if gated:
+            self.arch_kwargs["gate_threshold"] = float(gate_threshold)
         bias = self.norm == "instance"
-        layers: List[nn.Module] = [nn.Conv2d(self.in_channels, self.ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        layers: List[nn.Module] = [nn.Conv2d(self.in_channels, self.ndf, 4, 2, 1), nn.LeakyReLU(0.2, not gated)]
+        layers += [ChannelGate(self.ndf, gate_threshold)] if gated else []
+        # layer{i}: the activation of hidden layer i (i = 1 .. n_layers + 1), the maps GCC distils (eq. 17)
+        self.feature_layers: Dict[str, str] = {"layer1": f"net.{len(layers) - 1}"}
         cin = self.ndf
         for i in range(1, self.n_layers + 1):
             cout = self.ndf * min(2 ** i, 8)
             stride = 2 if i < self.n_layers else 1
-            layers += [nn.Conv2d(cin, cout, 4, stride, 1, bias=bias), _norm(self.norm, cout), nn.LeakyReLU(0.2, True)]
+            layers += [nn.Conv2d(cin, cout, 4, stride, 1, bias=bias), _norm(self.norm, cout)]
+            layers += [ChannelGate(cout, gate_threshold)] if gated else []
+            layers.append(nn.LeakyReLU(0.2, True))
+            self.feature_layers[f"layer{i + 1}"] = f"net.{len(layers) - 1}"
             cin = cout
         layers.append(nn.Conv2d(cin, 1, 4, 1, 1))
         self.net = nn.Sequential(*layers)
-        # layer{i}: the activation of hidden layer i (i = 1 .. n_layers + 1), the maps GCC distils (eq. 17)
-        self.feature_layers: Dict[str, str] = {f"layer{i + 1}": f"net.{1 + 3 * i}" for i in range(self.n_layers + 1)}
         init_normal(self)
 
     def geometry(self) -> Tuple[int, int]:
@@ -340,8 +351,8 @@ def resnet_generator(out_channels: int = 3, image_size: int = 256, in_channels: 
 
 @DISCRIMINATORS.register("patchgan", help="pix2pix 70x70 PatchGAN: C64-C128-C256-C512, a [B, 1, h, w] logit map")
 def patchgan_discriminator(in_channels: int = 6, image_size: int = 256, ndf: int = 64, n_layers: int = 3,
-                           norm: str = "batch") -> PatchGANDiscriminator:
-    return PatchGANDiscriminator(in_channels, image_size, ndf, n_layers, norm)
+                           norm: str = "batch", gate_threshold: Optional[float] = None) -> PatchGANDiscriminator:
+    return PatchGANDiscriminator(in_channels, image_size, ndf, n_layers, norm, gate_threshold)
 
 
 #: Teacher/student widths of the VEM paper's tables (name -> generator, kwargs).

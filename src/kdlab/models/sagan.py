@@ -18,12 +18,13 @@ iteration per training forward; in eval mode the stored estimate is used, so out
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from kdlab.models.gates import ChannelGate
 from kdlab.models.gan import DISCRIMINATORS, GENERATORS, GAN_IMAGE_SIZES, GeneratorBase, _check_pos_int
 from kdlab.models.i2i import PRESETS
 
@@ -110,15 +111,21 @@ class SAGANGenerator(GeneratorBase):
         widths = [m * self.ngf for m in _mults(self.image_size)]
         plan = _plan(self.image_size)
         layers: List[nn.Module] = []
+        #: GCC's names (SJLeo/GCC models/SAGAN.py ``Generator``): ``l{i}`` the i-th block's ReLU output, ``attn1``/``attn2``
+        self.feature_layers: Dict[str, str] = {}
         cin = self.latent_dim
         for i, (cout, (k, s, p)) in enumerate(zip(widths, plan)):
             layers += [_sn(nn.ConvTranspose2d(cin, cout, k, s, p)), nn.BatchNorm2d(cout), nn.ReLU(True)]
+            self.feature_layers[f"l{i + 1}"] = f"net.{len(layers) - 1}"
             if i >= len(widths) - 2:  # attention on the two largest maps, as SAGAN's attn1/attn2
                 layers.append(SelfAttention(cout))
+                self.feature_layers[f"attn{i + 3 - len(widths)}"] = f"net.{len(layers) - 1}"
             cin = cout
         k, s, p = plan[-1]
         layers += [_sn(nn.ConvTranspose2d(cin, self.out_channels, k, s, p)), nn.Tanh()]
         self.net = nn.Sequential(*layers)
+        #: the layers GCC distils (SAGAN.py ``generator_extract_layers = ['l2', 'attn2']``), through 1x1 convs
+        self.distill_layers = ("l2", "attn2")
 
     def forward(self, z: Tensor) -> Tensor:
         """``z [B, latent_dim]`` or ``[B, latent_dim, 1, 1]`` -> images ``[B, C, S, S]`` in [-1, 1]."""
@@ -133,12 +140,20 @@ class SAGANDiscriminator(nn.Module):
 
     Args:
         in_channels: C (> 0). image_size: S in {28, 32, 64}. ndf: width of the first layer (>= 8).
+        gate_threshold: None, or GCC's selective activation discriminator (SJLeo/GCC models/SAGAN.py
+            ``MaskDiscriminator``): a :class:`kdlab.models.gates.ChannelGate` of this threshold after every hidden
+            SN convolution, before its LeakyReLU.
+
+    Feature names: ``layer{i}`` (block i's output, after its attention when it has one), and GCC's ``l{i}``
+    (block i's LeakyReLU output), ``attn1``/``attn2`` (the two attention outputs).
 
     Raises:
-        ValueError: a non-positive int, ndf < 8, an image size without a plan, or (forward) a wrong shape.
+        ValueError: a non-positive int, ndf < 8, an image size without a plan, a bad threshold, or (forward) a
+            wrong shape.
     """
 
-    def __init__(self, in_channels: int = 3, image_size: int = 64, ndf: int = 64) -> None:
+    def __init__(self, in_channels: int = 3, image_size: int = 64, ndf: int = 64,
+                 gate_threshold: Optional[float] = None) -> None:
         super().__init__()
         self.in_channels = _check_pos_int("in_channels", in_channels)
         self.image_size = _check_size(image_size)
@@ -147,6 +162,8 @@ class SAGANDiscriminator(nn.Module):
             raise ValueError(f"ndf {self.ndf} is too narrow for self-attention; accepted: >= 8")
         self.arch = "sagan"
         self.arch_kwargs: Dict[str, Any] = {"ndf": self.ndf}
+        if gate_threshold is not None:
+            self.arch_kwargs["gate_threshold"] = float(gate_threshold)
         widths = [m * self.ndf for m in reversed(_mults(self.image_size))]
         plan = list(reversed(_plan(self.image_size)))  # the generator's layers read backwards
         layers: List[nn.Module] = []
@@ -154,9 +171,14 @@ class SAGANDiscriminator(nn.Module):
         self.feature_layers: Dict[str, str] = {}
         cin = self.in_channels
         for i, (cout, (k, s, p)) in enumerate(zip(widths, plan)):
-            layers += [_sn(nn.Conv2d(cin, cout, k, s, p)), nn.LeakyReLU(0.1, True)]
+            layers.append(_sn(nn.Conv2d(cin, cout, k, s, p)))
+            if gate_threshold is not None:
+                layers.append(ChannelGate(cout, gate_threshold))
+            layers.append(nn.LeakyReLU(0.1, inplace=gate_threshold is None))
+            self.feature_layers[f"l{i + 1}"] = f"net.{len(layers) - 1}"
             if i >= len(widths) - 2:
                 layers.append(SelfAttention(cout))
+                self.feature_layers[f"attn{i + 3 - len(widths)}"] = f"net.{len(layers) - 1}"
             self.feature_layers[f"layer{i + 1}"] = f"net.{len(layers) - 1}"
             cin = cout
         k, s, p = plan[-1]
@@ -178,8 +200,9 @@ def sagan_generator(out_channels: int = 3, image_size: int = 64, latent_dim: int
 
 
 @DISCRIMINATORS.register("sagan", help="SAGAN discriminator: SN convs, LeakyReLU(0.1), self-attention, one value")
-def sagan_discriminator(in_channels: int = 3, image_size: int = 64, ndf: int = 64) -> SAGANDiscriminator:
-    return SAGANDiscriminator(in_channels, image_size, ndf)
+def sagan_discriminator(in_channels: int = 3, image_size: int = 64, ndf: int = 64,
+                        gate_threshold: Optional[float] = None) -> SAGANDiscriminator:
+    return SAGANDiscriminator(in_channels, image_size, ndf, gate_threshold)
 
 
 # Table 3 (SAGAN, CelebA): GCC cuts the cost from 23.45M to 15.45M (34.12%); MACs scale with ngf^2, so the

@@ -37,9 +37,10 @@ TERMS = Registry("term")
 #: ``targets``: ``batch.target``, the ground-truth output image of a paired translation task; ``critic``: the
 #: method's discriminator, whose outputs and named features terms read through :attr:`TermContext.critic`;
 #: ``student``: the student's outputs on this player's outputs (:attr:`Outputs.opponent`), for the objective of
-#: another player (a synthesizer's generator: the adversarial term).
+#: another player (a synthesizer's generator: the adversarial term); ``teacher_critic``: the teacher GAN's own
+#: discriminator, frozen (GCC's D^t, VEM eq. 17), read through :attr:`TermContext.teacher_critic`.
 CAPABILITIES = ("teacher", "logits", "images", "labels", "features", "input_grad", "index", "targets", "critic",
-                "student")
+                "student", "teacher_critic")
 
 #: Reserved feature name of a network's main output (logits [B, K] or images [B, C, H, W]): a term's
 #: ``layers`` may pair it like any named feature, e.g. ``[[output, output]]``.
@@ -116,6 +117,7 @@ class TermContext:
         spec: the data set's :class:`kdlab.data.DataSpec` (channels, normalisation, translation pairing),
             or None.
         critic: the method's discriminator as terms may read it (:class:`CriticView`), or None.
+        teacher_critic: the teacher's discriminator (frozen, never a player), as a :class:`CriticView`, or None.
         role: the role of the player whose objective is being built (``student``, ``generator``,
             ``discriminator``, ``teacher``; see :attr:`kdlab.methods.Method.objectives`).
         game: the host method's shared game state that terms of that game read (KDGAN: ``alpha``, ``k``,
@@ -135,6 +137,7 @@ class TermContext:
     steps_per_epoch: Optional[int] = None
     spec: Any = None
     critic: Optional["CriticView"] = None
+    teacher_critic: Optional["CriticView"] = None
     role: str = "student"
     game: Any = None
 
