@@ -214,7 +214,7 @@ def test_bad_input(tmp_path):
                          "objective.generator.gan.mode = 'lsgan' and objective.discriminator.gan.mode = 'vanilla' are two games"),
                         (dict(objective={"generator": {"gan": {"mode": "minimax"}}}), "accepted: vanilla, lsgan, hinge, wgan"),
                         (dict(data={"val_size": 100}), "data.val_size = 100.*eval.extractor"),
-                        (dict(model={"name": "lenet", "kwargs": {}}), "not a generator; accepted: dcgan, mosaic, resnet_gen, sagan, unet, wdcgan")):
+                        (dict(model={"name": "lenet", "kwargs": {}}), "not a generator; accepted: dcgan, mosaic, resnet_gen, sagan, unet, unet_deep, wdcgan")):
         with pytest.raises(ValueError, match=msg):
             _method(tmp_path, **kwargs)
     with pytest.raises(FileNotFoundError, match="nope"):

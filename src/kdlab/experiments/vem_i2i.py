@@ -162,9 +162,10 @@ def run_table(name: str, out_dir: Path, scale: str, seeds: Optional[List[int]] =
         t_cfg = grid.resolve([teachers[task] / "config.yaml"])
         kw = {**dict(t_cfg.model.kwargs), "ngf": max(8, int(round(t_cfg.model.kwargs.ngf * width)))}
         kw.pop("dropout", None)
-        # the latent game: GCC's D^t = the teacher run's discriminator (frozen), the student's D of the teacher's width
-        # from scratch; a fixed z per row (CRD's memory needs it)
-        game = ([f"players.teacher_disc={teachers[task]}", f"players.disc_d={t_cfg.players.disc_d}", "players.latents=pool"]
+        # the latent game, a fixed z per row (CRD's memory needs it): GCC's D^t = the teacher run's discriminator
+        # (frozen) and the student's gated D of the teacher's width from scratch; CAGC's D started from the teacher's
+        start = "teacher_disc" if algo == "gcc" else "disc_init"
+        game = ([f"players.{start}={teachers[task]}", f"players.disc_d={t_cfg.players.disc_d}", "players.latents=pool"]
                 if task == "unconditional" else [])
         for addon, a_label in ADDONS.items():
             for seed in seeds:
