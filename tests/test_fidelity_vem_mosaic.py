@@ -62,7 +62,7 @@ def test_vem_tables_pair_the_real_output_on_paired_data_and_the_teacher_otherwis
 
     sc = vem_i2i.SCALES["small"]
     assert {a: v[3] for a, v in vem_i2i.ALGOS.items()} == {"omgd-paired": 0.1, "omgd": 0.1, "cat": 0.005,
-                                                           "gan-compression": 0.1, "gcc": 0.1}
+                                                           "gan-compression": 0.1, "gcc": 0.1, "cagc": 0.05}
     for algo, (_, recipe, task, lam, _) in vem_i2i.ALGOS.items():
         vem = vem_i2i.student_terms(recipe, "vem", lam, sc, Path("clf"), task)["vem"]
         assert vem["weight"] == lam and "step_size" not in vem

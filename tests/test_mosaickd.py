@@ -316,5 +316,5 @@ def test_recipe_holds_the_published_weights_and_ood_source():
     assert (g.adversarial.mode, g.adversarial.temperature, g.entropy_balance.log_base) == ("kl", 1.0, "2")
     assert (g.gan.mode, g.gan.reduction, d.gan.mode, d.gan.reduction) == ("vanilla", "patch_sum", "vanilla", "patch_sum")
     assert lc.synth_every == 5 and lc.discriminator == "patch" and lc.generator == "mosaic"
-    assert dict(cfg.objective.student.kd) == {"weight": 1.0, "temperature": 1.0, "reduction": "batchmean", "t_squared": True}
+    assert dict(cfg.objective.student.kd) == {"weight": 1.0, "temperature": 1.0, "reduction": "batchmean", "t_squared": True, "standardize": False}
     assert (lc.d_optim.name, lc.d_optim.lr, list(lc.d_optim.betas)) == ("adam", 1e-3, [0.5, 0.999])

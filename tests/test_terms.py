@@ -179,7 +179,7 @@ def _cfg(make_config, **kw):
 def test_unknown_term_and_misspelt_key_are_config_errors(make_config):
     with pytest.raises(ConfigError, match=r"unknown term 'kdd'.*known terms: .*\bkd\b"):
         _cfg(make_config, method="distill", objective={"student": {"kdd": {"weight": 1}}})
-    with pytest.raises(ConfigError, match=r"objective.student.kd: unknown key 'temprature'; term 'kd' accepts: weight, temperature"):
+    with pytest.raises(ConfigError, match=r"objective.student.kd: unknown key 'temprature' \(did you mean 'temperature'\?\); term 'kd' accepts: weight, temperature"):
         _cfg(make_config, method="distill", objective={"student": {"kd": {"temprature": 2}}})
     with pytest.raises(ConfigError, match=r"objective.student.kd.temperature.*must be >= 0.001"):
         _cfg(make_config, method="distill", objective={"student": {"kd": {"temperature": 0}}})

@@ -30,7 +30,8 @@ from kdlab.config import bounded, choice
 from kdlab.data.batch import Batch
 from kdlab.engine.optim import optim_with_lr
 from kdlab.methods.base import METHODS, unwrap
-from kdlab.methods.gan_players import DiscriminatorGame, frozen, nan_guard
+from kdlab.methods.gan_players import DiscriminatorGame, nan_guard
+from kdlab.models.base import frozen
 from kdlab.methods.i2i_eval import cycle_error
 from kdlab.methods.i2i_players import (
     TRANSLATION_MOVED,

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from contextlib import contextmanager
-from typing import Any, Dict, Iterator, Sequence
+from typing import Any, Dict, Sequence
 
 import torch
 from torch import nn
@@ -267,20 +266,6 @@ def count_gate_epoch(method: Any, epoch: int) -> None:
 def disc_optim_cfg(cfg: Any):
     """``optim`` with ``players.disc_lr`` in place of ``lr`` when set."""
     return optim_with_lr(cfg.optim, cfg.players.disc_lr, "players.disc_lr")
-
-
-@contextmanager
-def frozen(disc: nn.Module) -> Iterator[nn.Module]:
-    """Freeze ``disc``'s parameters while a generator step back-propagates through it (no gradients
-    are accumulated in D, so its next step starts clean); restored on exit."""
-    params = [p for p in disc.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield disc
-    finally:
-        for p in params:
-            p.requires_grad_(True)
 
 
 def nan_guard(images: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import inspect
 import re
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -112,6 +113,22 @@ def _check_dropout(value: Any, name: str = "dropout") -> float:
 def _check_min_size(arch: str, image_size: int, minimum: int) -> None:
     if image_size < minimum:
         raise ValueError(f"{arch} needs image_size >= {minimum}, got {image_size}")
+
+
+@contextmanager
+def frozen(module: nn.Module, keep: Sequence[nn.Parameter] = ()) -> Iterator[nn.Module]:
+    """Freeze ``module``'s parameters but ``keep`` while another player's step back-propagates through it (no
+    gradients accumulate there, so its own next step starts clean; e.g. a generator step through D, or GCC's
+    gates step with D's weights fixed, ``set_netD_weight_grad(False)``); restored on exit."""
+    kept = {id(p) for p in keep}
+    params = [p for p in module.parameters() if p.requires_grad and id(p) not in kept]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def init_weights(module: nn.Module) -> None:

@@ -4,34 +4,19 @@ models/SAGAN.py ``backward_D_arch`` / ``get_D_arch_diff`` / ``adaptive_ema_beta`
 after every G step, on a batch of their own)."""
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Optional
 
 import torch
-from torch import nn
 
 from kdlab.config import ConfigError, bounded, choice
 from kdlab.losses.gcc import GAP_MODES, adversarial_gap, selective_activation_loss
+from kdlab.models.base import frozen
 from kdlab.models.gates import channel_gates
 from kdlab.terms.base import TERMS, Term, TermConfig
 
 #: ``teacher_gap_ema``: GCC's moving average of the teacher's gap (beta = 1 - epoch / epochs), or none
 GAP_EMAS = ("adaptive", "none")
-
-
-@contextmanager
-def weights_frozen(disc: nn.Module) -> Iterator[nn.Module]:
-    """Every parameter of ``disc`` but its gates' ``alpha`` frozen (GCC's ``set_netD_weight_grad(False)``)."""
-    gates = {id(p) for g in channel_gates(disc) for p in g.parameters()}
-    params = [p for p in disc.parameters() if p.requires_grad and id(p) not in gates]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield disc
-    finally:
-        for p in params:
-            p.requires_grad_(True)
 
 
 @TERMS.register("selective_activation")
@@ -94,9 +79,10 @@ class SelectiveActivationTerm(Term):
             state.copy_(gap)
         pair = (lambda img: img) if cond is None else (lambda img: torch.cat([cond, img], 1))  # noqa: E731
         D = self.critic.trained()
-        with weights_frozen(self.critic.get()):
+        disc = self.critic.get()
+        with frozen(disc, keep=[p for g in channel_gates(disc) for p in g.parameters()]):
             real, fake = D(pair(batch.target)), D(pair(s.out.detach()))
         return selective_activation_loss(real, fake, gap, self.cfg.mode, self.cfg.d_weight)
 
 
-__all__ = ["SelectiveActivationTerm", "weights_frozen"]
+__all__ = ["SelectiveActivationTerm"]
