@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from kdlab.cli_parser import build_parser, check_at_least, parse_numbers  # noqa: F401  (public here too)
-from kdlab.cli_print import print_gan, print_summary
+from kdlab.cli_print import print_gan, print_list, print_summary
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
 console = Console(stderr=True, soft_wrap=True)
@@ -259,24 +259,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     }
     if args.what and args.what not in groups:
         raise ValueError(f"unknown list {args.what!r}; accepted: {', '.join(groups)}")
-    groups = {n: e for n, e in groups.items() if not args.what or n == args.what}
-    columns = {"terms": ("keys (defaults)", "players", "needs")}
-    if args.json:
-        print(json.dumps({g: {k: dict(zip(("description",) + columns.get(g, ()), v if isinstance(v, tuple) else (v,)))
-                              for k, v in e.items()} for g, e in groups.items()}, indent=1))
-        return 0
-    out = Console()
-    for name, entries in groups.items():
-        if not out.is_terminal:  # piped: one tab-separated line per entry, names never cut to a table's width
-            for k, v in entries.items():
-                print("\t".join((name, k, *(v if isinstance(v, tuple) else (v,)))))
-            continue
-        table = Table(title=name)
-        for col in ("name", "description") + columns.get(name, ()):
-            table.add_column(col)
-        for k, v in entries.items():
-            table.add_row(k, *(v if isinstance(v, tuple) else (v,)))
-        out.print(table)
+    print_list({n: e for n, e in groups.items() if not args.what or n == args.what}, as_json=args.json)
     return 0
 
 

@@ -1,8 +1,9 @@
-"""What ``kdlab train-* / compress-gan / evaluate-gan`` print at the end: one rich table per run."""
+"""What ``kdlab train-* / compress-gan / evaluate-gan`` print at the end (one rich table per run), and ``kdlab list``."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Dict
 
 from rich.console import Console
 from rich.table import Table
@@ -58,3 +59,29 @@ def print_gan(s: dict, where: str) -> None:
     table.add_row(str(m.get("name")), str(m.get("d")), f"{m.get('params', 0):,}", f(g.get("fid")), f(g.get("kid"), 4),
                   f(g.get("is")), f(g.get("vol"), 1), f(g.get("fidelity_fid")), where)
     Console().print(table)
+
+
+#: the extra columns of a ``kdlab list`` group (besides name and description)
+LIST_COLUMNS = {"terms": ("keys (defaults)", "players", "needs")}
+
+
+def print_list(groups: Dict[str, Dict[str, Any]], as_json: bool = False) -> None:
+    """``kdlab list``: each group's entries (name -> description, or a tuple of the group's columns) as a
+    table on a terminal, as tab-separated ``group, name, columns...`` lines when piped (names never cut to
+    the terminal's width), or as JSON ``{group: {name: {column: value}}}``."""
+    if as_json:
+        print(json.dumps({g: {k: dict(zip(("description",) + LIST_COLUMNS.get(g, ()), v if isinstance(v, tuple) else (v,)))
+                              for k, v in e.items()} for g, e in groups.items()}, indent=1))
+        return
+    out = Console()
+    for name, entries in groups.items():
+        if not out.is_terminal:
+            for k, v in entries.items():
+                print("\t".join((name, k, *(v if isinstance(v, tuple) else (v,)))))
+            continue
+        table = Table(title=name)
+        for col in ("name", "description") + LIST_COLUMNS.get(name, ()):
+            table.add_column(col)
+        for k, v in entries.items():
+            table.add_row(k, *(v if isinstance(v, tuple) else (v,)))
+        out.print(table)

@@ -18,9 +18,8 @@ from kdlab.engine.loading import (
     load_network,
     network_identity,
 )
-from kdlab.engine.loop import (
-    FitResult, NonFiniteLossError, Trainer, TrainingInterrupted, copy_with_state, make_fabric, unwrap,
-)
+from kdlab.engine.interrupt import TrainingInterrupted
+from kdlab.engine.loop import FitResult, NonFiniteLossError, Trainer, copy_with_state, make_fabric, unwrap
 from kdlab.engine.optim import build_optimizer, build_scheduler, optim_with_lr
 
 __all__ = [

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import copy
 import math
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ from torch import nn
 from kdlab.data import make_loader
 from kdlab.engine.callbacks import CallbackList, PlayersView
 from kdlab.engine.checkpoint import WeightsError, load_checkpoint, save_checkpoint
+from kdlab.engine.interrupt import StepBoundaryInterrupt, TrainingInterrupted
 from kdlab.engine.logging import MetricsLog, ProgressBar, format_values
 from kdlab.engine.optim import apply_schedules, schedules
 from kdlab.engine.rundir import resume_changes
@@ -41,39 +40,6 @@ CKPT_FORMAT = "kdlab-run-1"
 
 class NonFiniteLossError(RuntimeError):
     """A loss became NaN or infinite; the run stopped and ``last.ckpt`` is the last good state."""
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped a run at a step boundary (one process). ``last_checkpoint`` is the last completed
-    epoch's ``last.ckpt`` (``None`` when no epoch had completed); ``--resume`` continues from it bit-exactly."""
-
-    def __init__(self, epoch: int, step: int, last_checkpoint: Optional[Path]) -> None:
-        super().__init__(f"interrupted in epoch {epoch + 1}, after step {step}")
-        self.epoch, self.step, self.last_checkpoint = epoch, step, last_checkpoint
-
-
-class StepBoundaryInterrupt:
-    """While entered, the first Ctrl-C (SIGINT) only sets ``requested``; the loop stops at the next step
-    boundary. A second Ctrl-C interrupts at once (the previous handler is back). Inactive off the main
-    thread and under several processes (ranks stopping at different steps would hang a collective)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and threading.current_thread() is threading.main_thread()
-        self.requested, self._previous = False, None
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        self.requested = True
-        signal.signal(signal.SIGINT, self._previous)
-
-    def __enter__(self) -> "StepBoundaryInterrupt":
-        if self.enabled:
-            self._previous = signal.getsignal(signal.SIGINT)
-            signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.enabled:
-            signal.signal(signal.SIGINT, self._previous)
 
 
 @dataclass
