@@ -127,6 +127,7 @@ CASES = [
     case("config", "distill {cfg} out_dir={cfg}", "is a file", "accepted: a directory"),
     case("cli", "distill {cfg} trainer..epochs=3", "'trainer..epochs'", "empty part", "trainer.epochs=5"),
     case("config", "distill {cfg} objective.student.kdd.weight=1", "'kdd'", "did you mean 'kd'?", "known terms"),
+    case("config", "distill {cfg} objective.student.vem.steps=1000000000", "vem.steps' = 1000000000", "<= 1000"),
     case("config", "distill {cfg} objective.student.kd.temprature=2", "did you mean 'temperature'?", "accepts:"),
     case("config", "distill {cfg} players.input_nois=0.1", "'input_nois'", "did you mean 'input_noise'?",
          "accepted: input_noise"),

@@ -76,7 +76,8 @@ class VEMTerm(Term):
         target: str = choice("teacher", TARGETS)  # teacher output | ground_truth (batch.target images, batch.y labels)
         energy: str = choice("auto", ("auto",) + tuple(ENERGIES.names()))  # auto: conv for maps, mlp for vectors
         channels: Optional[int] = bounded(None, ge=1, optional=True)  # C of Fig. 4 (null: 32) / MLP width (null: 256)
-        steps: int = bounded(LANGEVIN_STEPS, ge=1)  # K Langevin steps
+        # K Langevin steps: short-run MCMC (paper 10); each is an EBM forward + backward per student step
+        steps: int = bounded(LANGEVIN_STEPS, ge=1, le=1000)
         step_size: float = bounded(LANGEVIN_STEP_SIZE, gt=0)  # eta (ports) or lambda (paper); sec. 5.3: 100 (50 Cityscapes/FFHQ, ports)
         noise: float = bounded(LANGEVIN_NOISE, ge=0)  # sigma (ports coupling only)
         coupling: str = choice("ports", LANGEVIN_COUPLINGS)
