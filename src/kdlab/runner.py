@@ -67,8 +67,26 @@ def _prepare(method: str, raw: Any) -> None:
     if raw.get("loss") is not None:
         refuse_loss_section(cls, method, raw.loss)
     check_transfer_source(cls, raw)
+    check_data_kind(cls, method, raw)
     refuse_moved_players_keys(cls, method, raw)
     raw["objective"] = expand_objective(cls, method, raw.get("objective"), objective_roles(cls, raw))
+
+
+def check_data_kind(cls: Any, method: str, raw: Any) -> None:
+    """A classifier method needs a classification data set: an image-to-image task (``edges2fashion``,
+    ``paired-folder:...``) is refused before anything is written.
+
+    Raises:
+        ConfigError: naming the data set, the method and what to use instead.
+    """
+    from kdlab.data import DATASETS
+    from kdlab.data.translation import is_translation
+
+    name = (raw.get("data") or {}).get("name") if raw is not None else None
+    if cls.kind == "classifier" and is_translation(name):
+        raise ConfigError(f"data.name = {name!r} is an image-to-image task; method {method!r} trains a classifier "
+                          f"on a labelled classification set: accepted: {', '.join(DATASETS.names())} "
+                          f"(or imagefolder:<path> with one folder per class); translation teachers: kdlab train-gan")
 
 
 def datasets_for(cfg: Any):
