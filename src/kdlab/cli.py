@@ -63,28 +63,41 @@ def command_for(kind: str, role: str) -> str:
     return next(c for c, (k, r, _) in COMMANDS.items() if (k, r) == (kind, role))
 
 
-def _train(args: argparse.Namespace) -> int:
-    """``kdlab train-teacher | distill | train-gan | compress-gan``: any method of the command's kind and role."""
+def run_command(command: str, sources: Sequence[Any], overrides: Sequence[str] = (), imports: Sequence[Any] = (),
+                resume: bool = False, overwrite: bool = False, callbacks: Sequence[Any] = ()) -> Path:
+    """One training command (``train-teacher | distill | train-gan | compress-gan``) on config files or
+    mappings: the command's default method, its kind/role check, then :func:`kdlab.runner.train`. The CLI
+    and :mod:`kdlab.api` both run through here. Returns the run directory.
+
+    Raises:
+        ConfigError: a method of another kind or role (names the command that runs it), and see
+            :func:`kdlab.runner.load_run_config` and :func:`kdlab.runner.train`.
+    """
     from kdlab.config import ConfigError
     from kdlab.methods import METHODS
     from kdlab.runner import load_run_config, train
 
-    kind, role, default = COMMANDS[args.command]
-    configs, overrides = _split(args.items)
-    sources: List = [resolve_config(c) for c in configs]
-    if args.command == "train-gan" and not _names_method(sources, overrides):
+    kind, role, default = COMMANDS[command]
+    if command == "train-gan" and not _names_method(sources, overrides):
         default = _translation_teacher(sources, overrides) or default
-    cfg = load_run_config([{"method": default}] + sources, overrides)
+    cfg = load_run_config([{"method": default}, *sources], overrides, imports=imports)
     cls = METHODS.get(cfg.method)
     if (cls.kind, cls.role) != (kind, role):
         able = [n for n in METHODS.names() if (METHODS.get(n).kind, METHODS.get(n).role) == (kind, role)]
         raise ConfigError(
             f"method {cfg.method!r} trains a {cls.kind} {cls.role}: run it with `kdlab {command_for(cls.kind, cls.role)}`; "
-            f"`kdlab {args.command}` runs {kind} {role} methods: {', '.join(able)}")
-    run_dir = train(cfg, resume=args.resume, overwrite=args.overwrite)
+            f"`kdlab {command}` runs {kind} {role} methods: {', '.join(able)}")
+    return train(cfg, resume=resume, overwrite=overwrite, callbacks=callbacks)
+
+
+def _train(args: argparse.Namespace) -> int:
+    """``kdlab train-teacher | distill | train-gan | compress-gan``: any method of the command's kind and role."""
+    configs, overrides = _split(args.items)
+    run_dir = run_command(args.command, [resolve_config(c) for c in configs], overrides, imports=args.imports,
+                          resume=args.resume, overwrite=args.overwrite)
     summary = run_dir / "summary.json"
     if summary.is_file():  # rank 0 only under DDP
-        if kind == "generator":
+        if COMMANDS[args.command][0] == "generator":
             print_gan(json.loads(summary.read_text()), str(run_dir / "report.md"))
         else:
             print_summary(run_dir)
@@ -95,7 +108,8 @@ def _raw_config(sources: Sequence[Path], overrides: Sequence[str]) -> Any:
     """The config files and overrides merged without the schema (to read a key before the method is known)."""
     from omegaconf import OmegaConf
 
-    return OmegaConf.merge(*[OmegaConf.load(s) for s in sources], OmegaConf.from_dotlist(list(overrides)))
+    return OmegaConf.merge(*[OmegaConf.create(s) if isinstance(s, dict) else OmegaConf.load(s) for s in sources],
+                           OmegaConf.from_dotlist(list(overrides)))
 
 
 def _names_method(sources: Sequence[Path], overrides: Sequence[str]) -> bool:

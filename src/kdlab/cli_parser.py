@@ -52,6 +52,9 @@ def _run_dir_flags(p: argparse.ArgumentParser) -> None:
                         "logging, threads, devices: kdlab.engine.rundir.SAFE_ON_RESUME)")
     p.add_argument("--overwrite", action="store_true",
                    help="move an existing runs/<name> aside (to runs/<name>.old-<timestamp>) and start again")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import a plugin first (a dotted module name or a .py file; repeatable; after the config's "
+                        "imports: list): its models, terms, methods and data sets can then be named")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,13 +47,15 @@ class Registry:
         self._entries: Dict[str, Any] = {}
         self._help: Dict[str, str] = {}
 
-    def register(self, name: str, help: Optional[str] = None) -> Callable[[T], T]:
-        """Decorator registering ``obj`` under ``name`` (case-insensitive)."""
+    def register(self, name: str, help: Optional[str] = None, replace: bool = False) -> Callable[[T], T]:
+        """Decorator registering ``obj`` under ``name`` (case-insensitive); an existing name is refused
+        unless ``replace`` (a plugin that deliberately overrides a built-in entry)."""
 
         def deco(obj: T) -> T:
             key = name.lower()
-            if key in self._entries:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            if key in self._entries and not replace:
+                raise ValueError(f"{self.kind} {name!r} is registered twice (already: {self._entries[key]!r}); "
+                                 f"pass replace=True to override it")
             self._entries[key] = obj
             doc = help or (getattr(obj, "__doc__", None) or "").strip().split("\n")[0]
             self._help[key] = doc
@@ -61,9 +63,9 @@ class Registry:
 
         return deco
 
-    def add(self, name: str, obj: Any, help: Optional[str] = None) -> None:
+    def add(self, name: str, obj: Any, help: Optional[str] = None, replace: bool = False) -> None:
         """Register ``obj`` under ``name`` without a decorator."""
-        self.register(name, help)(obj)
+        self.register(name, help, replace)(obj)
 
     def get(self, name: str) -> Any:
         """Return the entry for ``name``; raise :class:`UnknownNameError` naming the known ones."""
