@@ -160,6 +160,8 @@ def _config(command: str, method: Optional[str], model: Any, teacher: Any, train
     cfg["data"] = _data_section(train, val, test, cfg.get("data", {}))
     spec = lambda: _spec(cfg["data"])  # noqa: E731  (only read when a module must be checked)
     section = dict(cfg.get("model", {}))
+    if isinstance(model, dict):  # the model section itself: {"name", "kwargs", "checkpoint"}
+        section, model = {**section, **model}, None
     if isinstance(model, nn.Module):
         if section.get("name"):
             raise ConfigError(f"the {'student' if command == 'distill' else 'model'} is given twice: as a module "
@@ -211,7 +213,8 @@ def distill(teacher: Any = None, student: Any = None, train: Any = None, val: An
 
     Args:
         teacher: an ``nn.Module`` (logits [B, K]), a run directory or a kdlab weights file.
-        student: an ``nn.Module`` (starts from its weights) or a model name (``kdlab list models``).
+        student: an ``nn.Module`` (starts from its weights), a model name (``kdlab list models``, ``torchvision:<name>``)
+            or the ``model`` section (``{"name": "resnet20", "kwargs": {...}, "checkpoint": ...}``).
         train, test: a ``Dataset``/``DataLoader`` of (image, label) -- images [C, S, S] uint8 or float in [0, 1]
             -- each, or ``train`` a data set name (``fashion-mnist``, ``imagefolder:<path>``) and no ``test``.
         val: not taken yet (the validation split is ``data.val_size`` images of ``train``).
