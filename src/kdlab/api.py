@@ -82,7 +82,7 @@ def register_module(module: nn.Module) -> str:
     """Register an in-memory classifier as the model ``module:<class>-<sha12>`` (built as a deep copy of it);
     returns the name."""
     from kdlab.models import MODELS
-    from kdlab.plugins import adopt
+    from kdlab.models.base import adopt
 
     cls = re.sub(r"[^a-z0-9]+", "-", type(module).__name__.lower()).strip("-") or "net"
     name = f"{MODULE_PREFIX}{cls}-{_digest(module)[:12]}"

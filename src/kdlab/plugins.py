@@ -25,8 +25,6 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from torch import nn
-
 from kdlab.config import ConfigError
 
 #: entry-point group through which installed packages register (``[project.entry-points."kdlab.plugins"]``)
@@ -145,44 +143,26 @@ def load_entry_points() -> List[Dict[str, str]]:
 # ----------------------------------------------------------------------------- registration decorators
 
 
-def adopt(net: nn.Module, arch: str, arch_kwargs: Dict[str, Any], num_classes: int, in_channels: int,
-          image_size: int) -> nn.Module:
-    """Give a plain ``nn.Module`` the metadata of a :class:`kdlab.models.Classifier` (``arch``, ``arch_kwargs``,
-    ``num_classes``, ``in_channels``, ``image_size``, ``feature_layers``) so kdlab can save, reload and report it.
-    A ``Classifier`` is returned unchanged; features are then named by module path (``"layer3"``)."""
-    from kdlab.models import Classifier
-
-    if isinstance(net, Classifier):
-        return net
-    if not isinstance(net, nn.Module):
-        raise TypeError(f"model {arch!r}: the factory returned {type(net).__name__}; accepted: a torch.nn.Module")
-    for key, value in (("arch", arch), ("arch_kwargs", dict(arch_kwargs)), ("num_classes", int(num_classes)),
-                       ("in_channels", int(in_channels)), ("image_size", int(image_size))):
-        object.__setattr__(net, key, value)
-    if not hasattr(net, "feature_layers"):
-        object.__setattr__(net, "feature_layers", {})
-    return net
-
-
 def register_model(name: str, *, replace: bool = False) -> Callable:
     """Decorator: register a classifier class or factory under ``name`` (``model.name: <name>`` in YAML).
 
     The factory is called with those of ``num_classes``, ``in_channels``, ``image_size`` it takes (set from
     the data set) plus ``model.kwargs``; it returns any ``nn.Module`` mapping ``[B, C, S, S]`` to logits
-    ``[B, K]`` (see :func:`adopt`). An existing name (kdlab's or another plugin's) is refused unless
+    ``[B, K]`` (see :func:`kdlab.models.base.adopt`). An existing name (kdlab's or another plugin's) is refused unless
     ``replace=True``.
 
     Raises:
         ValueError: the name is taken and ``replace`` is False.
     """
     from kdlab.models import MODELS
+    from kdlab.models.base import adopt
 
     def deco(factory: Callable) -> Callable:
         takes = inspect.signature(factory).parameters
         anything = any(p.kind is p.VAR_KEYWORD for p in takes.values())
 
         @functools.wraps(factory)
-        def build(num_classes: int = 10, in_channels: int = 1, image_size: int = 28, **kwargs: Any) -> nn.Module:
+        def build(num_classes: int = 10, in_channels: int = 1, image_size: int = 28, **kwargs: Any) -> Any:
             common = {"num_classes": num_classes, "in_channels": in_channels, "image_size": image_size}
             net = factory(**{k: v for k, v in common.items() if anything or k in takes}, **kwargs)
             return adopt(net, name.lower(), kwargs, num_classes, in_channels, image_size)
