@@ -162,3 +162,22 @@ def test_register_dataset_from_a_user_loader(tmp_path):
     x, y = d.test[4][:2]
     assert int(y) == 4 % 3
     assert torch.allclose(x, (splits["test"][0][4].float() / 255 - 0.5) / 0.29)
+
+
+def test_entry_point_plugins_load_once_and_register(tmp_path, monkeypatch):
+    """An installed package's ``kdlab.plugins`` entry point is loaded before a config resolves; its term is known."""
+    import importlib.metadata as md
+    import sys
+
+    import kdlab.plugins as plugins
+
+    (tmp_path / "ep_plugin_pkg.py").write_text(
+        "import kdlab\nfrom kdlab.terms import Term\n\n@kdlab.register_term('user_ep_zero')\n"
+        "class Zero(Term):\n    roles = frozenset({'student', 'teacher'})\n\n    def forward(self, s, t, batch):\n        return s.out.sum() * 0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ep = md.EntryPoint(name="ep_plugin", value="ep_plugin_pkg", group=plugins.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(md, "entry_points", lambda **kw: [ep] if kw.get("group") == plugins.ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(plugins, "_ENTRY_POINTS", None)
+    cfg = load_run_config([{"method": "teacher", "objective": {"teacher": {"user_ep_zero": {"weight": 1.0}}}}])
+    assert "user_ep_zero" in cfg.objective.teacher and "ep_plugin_pkg" in sys.modules
+    assert plugins.load_entry_points() == [{"entry_point": "ep_plugin", "module": "ep_plugin_pkg", "version": ""}]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -83,9 +82,9 @@ def register_module(module: nn.Module) -> str:
     returns the name."""
     from kdlab.models import MODELS
     from kdlab.models.base import adopt
+    from kdlab.registry import slug
 
-    cls = re.sub(r"[^a-z0-9]+", "-", type(module).__name__.lower()).strip("-") or "net"
-    name = f"{MODULE_PREFIX}{cls}-{_digest(module)[:12]}"
+    name = f"{MODULE_PREFIX}{slug(type(module).__name__)}-{_digest(module)[:12]}"
     if name not in MODELS:
         def build(num_classes: int, in_channels: int, image_size: int, **kwargs: Any) -> nn.Module:
             return adopt(copy.deepcopy(module), name, {}, num_classes, in_channels, image_size)

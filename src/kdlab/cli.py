@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from kdlab.cli_parser import build_parser, check_at_least, parse_numbers  # noqa: F401  (public here too)
+from kdlab.cli_parser import apply_threads, build_parser, check_at_least, parse_numbers, run_threads  # noqa: F401  (public here too)
 from kdlab.cli_print import print_gan, print_list, print_summary
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
@@ -131,44 +131,6 @@ def _translation_teacher(sources: Sequence[Path], overrides: Sequence[str]) -> O
     except Exception:  # an unknown or missing data set is reported by the run itself, with its message
         return None
     return {"paired": "pix2pix", "unpaired": "cyclegan"}.get(pairing)
-
-
-def run_threads(weights: str) -> Optional[int]:
-    """``trainer.threads`` of the run that ``weights`` belongs to (its ``config.yaml``: in the run directory
-    itself, beside the weights file, or above ``checkpoints/``); None when there is none.
-
-    Raises:
-        kdlab.config.ConfigError: that ``config.yaml`` is not valid YAML (file, line, column), or its
-            ``trainer.threads`` is no integer >= 1.
-    """
-    from omegaconf import OmegaConf
-
-    from kdlab.config import ConfigError, load_yaml
-
-    path = Path(weights)
-    for d in ([path] if path.is_dir() else [path.parent, path.parent.parent]):
-        if (d / "config.yaml").is_file():
-            threads = OmegaConf.select(load_yaml(d / "config.yaml"), "trainer.threads")
-            if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-                raise ConfigError(f"{d / 'config.yaml'}: trainer.threads = {threads!r}; accepted: an integer >= 1 "
-                                  f"(or pass --threads N)")
-            return threads or None
-    return None
-
-
-def apply_threads(threads: Optional[int], weights: str) -> None:
-    """``torch.set_num_threads``: ``--threads`` if given, else the run's ``trainer.threads`` (see
-    :func:`run_threads`); unchanged when neither is set.
-
-    Raises:
-        kdlab.config.ConfigError: ``threads`` < 1.
-    """
-    import torch
-
-    check_at_least("--threads", threads, 1)
-    threads = threads or run_threads(weights)
-    if threads:
-        torch.set_num_threads(int(threads))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ looked up by name. This module imports nothing from kdlab, so every layer may us
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any, Callable, Dict, Iterable, Iterator, Optional, TypeVar
 
 T = TypeVar("T")
@@ -16,6 +17,11 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """``" (did you mean 'kd'?)"`` for the closest of ``choices`` to a misspelt ``word``, else ``""``."""
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def slug(text: str) -> str:
+    """``"My_Net2"`` -> ``"my-net2"``: lower-case letters and digits joined by ``-`` (a name part in a registry)."""
+    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "x"
 
 
 class UnknownNameError(KeyError):

@@ -221,15 +221,20 @@ def dataset_spec(name: str = DEFAULT_DATASET, root: Optional[os.PathLike] = None
         return translation_spec(name, root, size)
     if _is_folder(name):
         images, labels, classes = imagefolder.load_image_folder(name, "train", root, size)
-        x = images.to(torch.float64) / 255.0
-        mean = tuple(float(v) for v in x.mean(dim=(0, 2, 3)))
-        std = tuple(max(float(v), 1e-3) for v in x.std(dim=(0, 2, 3), unbiased=False))
+        mean, std = image_stats(images)
         path = imagefolder.parse_path(name, root)
         return DataSpec(f"{imagefolder.PREFIX}{path}", len(classes), 3, images.shape[-1], mean, std, list(classes))
     spec = copy.deepcopy(_entry(name).spec)
     if size is not None:
         spec.image_size = size
     return spec
+
+
+def image_stats(images: torch.Tensor) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+    """Per-channel mean and population std (floored at 1e-3) of uint8 images [N, C, H, W], in [0, 1] units."""
+    x = images.to(torch.float64) / 255.0
+    return (tuple(float(v) for v in x.mean(dim=(0, 2, 3))),
+            tuple(max(float(v), 1e-3) for v in x.std(dim=(0, 2, 3), unbiased=False)))
 
 
 def _resize(images: torch.Tensor, size: int) -> torch.Tensor:

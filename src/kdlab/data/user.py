@@ -7,12 +7,12 @@ like a built-in one: the run then takes the same path (validation split, subsets
 from __future__ import annotations
 
 import hashlib
-import re
 from typing import Any, Callable, Optional, Sequence, Tuple
 
 import torch
 
-from kdlab.data.sets import DATASETS, DataSpec, _canonical, _Entry
+from kdlab.data.sets import DATASETS, DataSpec, _canonical, _Entry, image_stats
+from kdlab.registry import slug
 
 #: prefix of the data sets registered from in-memory objects by the Python API (``memory:<class>-<sha12>``)
 MEMORY_PREFIX = "memory:"
@@ -89,12 +89,6 @@ def materialize(data: Any, what: str = "data") -> Tuple[torch.Tensor, Optional[t
     return x, (torch.tensor(labels, dtype=torch.long) if labelled else None)
 
 
-def _stats(images: torch.Tensor) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
-    x = images.to(torch.float64) / 255.0
-    return (tuple(float(v) for v in x.mean(dim=(0, 2, 3))),
-            tuple(max(float(v), 1e-3) for v in x.std(dim=(0, 2, 3), unbiased=False)))
-
-
 def register_loader(name: str, load: Callable, *, num_classes: int, in_channels: int, image_size: int,
                     mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
                     class_names: Optional[Sequence[str]] = None, hflip: bool = True, replace: bool = False,
@@ -143,11 +137,10 @@ def register_memory(train: Any, test: Any, hflip: bool = False) -> str:
     h = hashlib.sha256()
     for t in (tx, ty, sx, sy):
         h.update(t.contiguous().numpy().tobytes())
-    cls = re.sub(r"[^a-z0-9]+", "-", type(getattr(train, "dataset", train)).__name__.lower()).strip("-") or "data"
-    name = f"{MEMORY_PREFIX}{cls}-{h.hexdigest()[:12]}"
+    name = f"{MEMORY_PREFIX}{slug(type(getattr(train, 'dataset', train)).__name__)}-{h.hexdigest()[:12]}"
     if name in DATASETS:
         return name
-    mean, std = _stats(tx)
+    mean, std = image_stats(tx)
     names = getattr(getattr(train, "dataset", train), "classes", None)
     k = int(max(int(ty.max()), int(sy.max())) + 1)
     splits = {"train": (tx, ty), "test": (sx, sy)}
