@@ -134,3 +134,29 @@ def test_unknown_feature_path_lists_the_paths_near_it(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown feature 'body.7'.*module paths near 'body.7': .*body.0, body.1, body.2"):
         kdlab.distill(Net(32), Net(8), Blobs(30, 1), test=Blobs(9, 2), out=tmp_path / "f", **QUICK,
                       objective={"student": {"hints": {"weight": 1.0, "layers": [["body.7", "body"]]}}})
+
+
+def test_compress_gan_through_the_api_equals_the_runner(tmp_path):
+    """``kdlab.compress_gan`` builds the config of the identity test's GAN-compression run: same weights as
+    :func:`kdlab.runner.train` on that config."""
+    from safetensors.torch import load_file
+
+    from fixtures.make_identity_fixture import make_gen_teacher
+    from kdlab.runner import load_run_config, train
+
+    gen = make_gen_teacher(tmp_path)
+    sections = {"data": {"val_size": 0, "transfer": "none", "steps_per_epoch": 2, "batch_size": 16, "max_test": 100},
+                "optim": {"name": "adam", "lr": 0.001, "betas": [0.5, 0.999], "weight_decay": 0.0, "scheduler": "none"},
+                "trainer": {"epochs": 1, "progress": False, "tensorboard": False},
+                "eval": {"latency": False, "n_samples": 100, "kid_subset_size": 50, "kid_subsets": 2, "is_splits": 1,
+                         "grid_n": 4}}
+    ref = train(load_run_config([{"name": "ref", "method": "gan-compression", "out_dir": str(tmp_path),
+                                  "teacher": {"checkpoint": str(gen)}, "model": {"name": "dcgan", "kwargs": {"d": 4}},
+                                  **sections}]))
+    run = kdlab.compress_gan(gen, {"name": "dcgan", "kwargs": {"d": 4}}, out=tmp_path / "api", **sections)
+    a = {p.name for p in ref.glob("*.safetensors")}
+    assert a and a == {p.name for p in run.path.glob("*.safetensors")}
+    for name in a:
+        sa, sb = load_file(str(ref / name)), load_file(str(run.path / name))
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert run.student(torch.zeros(2, 16)).shape == (2, 1, 28, 28)  # the generator, reloaded

@@ -54,9 +54,15 @@ class Run:
 
     @property
     def student(self) -> nn.Module:
-        """The trained network (best on validation) rebuilt from the run's ``.safetensors``, in eval mode."""
+        """The trained network (best on validation) rebuilt from the run's ``.safetensors``, in eval mode: a
+        classifier, or a generator for a GAN run."""
         from kdlab.engine import load_classifier
+        from kdlab.engine.checkpoint import read_safetensors_metadata
+        from kdlab.engine.generators import GENERATOR_FORMAT, load_generator, resolve_generator
 
+        weights = [p for p in self.path.glob("*.safetensors")]
+        if weights and all(read_safetensors_metadata(p).get("format") == GENERATOR_FORMAT for p in weights):
+            return load_generator(resolve_generator(self.path)).eval()
         return load_classifier(self.path)
 
     def report(self) -> str:
@@ -247,14 +253,17 @@ def train_teacher(model: Any = None, train: Any = None, val: Any = None, test: A
     return _run("train-teacher", cfg, imports, overrides, resume, overwrite, callbacks)
 
 
-def compress_gan(teacher: Any = None, student: Optional[str] = None, data: Optional[str] = None,
+def compress_gan(teacher: Any = None, student: Any = None, train: Optional[str] = None,
                  objective: Optional[Dict[str, Any]] = None, method: str = "gan-compression",
                  out: PathLike = "runs/compress", *, imports: Sequence[Any] = (), overrides: Sequence[str] = (),
                  resume: bool = False, overwrite: bool = False, callbacks: Sequence[Any] = (), **config: Any) -> Run:
     """Distil a student generator: ``kdlab compress-gan`` from Python. ``teacher``: a GAN run directory or
-    generator weights file; ``student``: a generator name (``kdlab list generators``); ``data``: a data set or
-    translation task name. Other arguments as :func:`distill`."""
-    cfg = _config("compress-gan", method, student, None, data, None, None, objective, out, config)
+    generator weights file; ``student``: a generator name (``kdlab list generators``) or the ``model`` section;
+    ``train``: a data set or translation task name. Other arguments as :func:`distill`."""
+    if isinstance(teacher, nn.Module):
+        raise ConfigError(f"compress_gan: teacher {type(teacher).__name__} is a module; accepted: a GAN run directory "
+                          f"or a kdlab generator weights file (written by kdlab train-gan)")
+    cfg = _config("compress-gan", method, student, None, train, None, None, objective, out, config)
     if teacher is not None:
         cfg["teacher"] = {**cfg.get("teacher", {}), "checkpoint": str(getattr(teacher, "path", teacher))}
     return _run("compress-gan", cfg, imports, overrides, resume, overwrite, callbacks)
