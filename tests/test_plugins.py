@@ -181,3 +181,12 @@ def test_entry_point_plugins_load_once_and_register(tmp_path, monkeypatch):
     cfg = load_run_config([{"method": "teacher", "objective": {"teacher": {"user_ep_zero": {"weight": 1.0}}}}])
     assert "user_ep_zero" in cfg.objective.teacher and "ep_plugin_pkg" in sys.modules
     assert plugins.load_entry_points() == [{"entry_point": "ep_plugin", "module": "ep_plugin_pkg", "version": ""}]
+
+
+def test_a_relative_py_import_is_read_beside_its_yaml_file(tmp_path, monkeypatch):
+    (tmp_path / "cfgs").mkdir()
+    (tmp_path / "cfgs" / "plug_rel.py").write_text("Y = 2\n")
+    (tmp_path / "cfgs" / "run.yaml").write_text("method: teacher\nimports: [./plug_rel.py]\n")
+    monkeypatch.chdir(tmp_path)  # not the YAML's folder
+    cfg = load_run_config([tmp_path / "cfgs" / "run.yaml"])
+    assert [dict(r)["file"] for r in cfg.imports] == [str((tmp_path / "cfgs" / "plug_rel.py").resolve())]

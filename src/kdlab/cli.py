@@ -223,7 +223,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                 f"{'' if cls.synth_unsupported else '; data.transfer=synth'}) " + METHODS.describe()[name])
 
     groups = {
-        "models": MODELS.describe(),
+        "models": {**MODELS.describe(), "torchvision:<name>": "any torchvision.models classifier (kdlab.models.hub)",
+                   "timm:<name>": "any timm model (pip install 'kdlab[timm]'; kdlab.models.hub)"},
         "generators": GENERATORS.describe(),
         "methods": {n: method_line(n) for n in METHODS.names()},
         "terms": {n: term_line(n) for n in TERMS.names()},

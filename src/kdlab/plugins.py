@@ -6,7 +6,7 @@ kdlab's own):
 
 * ``imports: [mypkg.models, ./my_terms.py]`` in a YAML config, or ``--import`` on the command line, or
   ``imports=[...]`` in :func:`kdlab.distill`: dotted module names (on ``sys.path``) or ``.py`` files
-  (relative paths from the current directory);
+  (a relative path from the YAML file's folder when the file is there, else from the current directory);
 * installed packages that declare an entry point in the group ``kdlab.plugins`` (loaded once, on the first
   config that is resolved).
 
@@ -49,7 +49,8 @@ def _failed(what: str, exc: BaseException) -> PluginImportError:
                              f"module below)\n{tb.rstrip()}")
 
 
-def _is_path(entry: str) -> bool:
+def is_path(entry: str) -> bool:
+    """Whether an ``imports`` entry is a file path (ends in ``.py`` or has a separator), not a dotted name."""
     return entry.endswith(".py") or "/" in entry or "\\" in entry
 
 
@@ -71,7 +72,7 @@ def import_plugin(entry: Any) -> Dict[str, str]:
         entry = rec.get("file") if rec.get("module", "").startswith("kdlab_plugin_") or not rec.get("module") else rec["module"]
     if not isinstance(entry, str) or not entry.strip():
         raise PluginImportError(f"imports: entry {entry!r}; accepted: a dotted module name (mypkg.models) or a .py file")
-    if _is_path(entry):
+    if is_path(entry):
         path = Path(entry).expanduser().resolve()
         if not path.is_file():
             raise PluginImportError(f"imports: file {entry!r} does not exist (looked at {str(path)!r}); accepted: a "

@@ -51,22 +51,25 @@ def load_run_config(sources: Sequence[Any], overrides: Sequence[str] = (), impor
 
 def _raw_imports(sources: Sequence[Any], overrides: Sequence[str]) -> List[Any]:
     """The ``imports`` entries of the config files, mappings and overrides, before any schema (their plugins
-    may define the names the schema checks); a later layer's list replaces an earlier one's, as in the merge."""
+    may define the names the schema checks); a later layer's list replaces an earlier one's, as in the merge.
+    A relative ``.py`` path in a YAML file is taken from that file's folder when the file is there."""
     from omegaconf import OmegaConf
 
     from kdlab.config import load_yaml, parse_overrides
+    from kdlab.plugins import is_path
 
     found: List[Any] = []
-    layers = [load_yaml(Path(s)) if isinstance(s, (str, Path)) else OmegaConf.create(s) for s in sources
-              if isinstance(s, (str, Path)) and Path(s).is_file() or not isinstance(s, (str, Path))]
-    for layer in [*layers, parse_overrides(overrides)]:
-        value = layer.get("imports") if hasattr(layer, "get") else None
+    layers = [(load_yaml(Path(s)), Path(s).parent) if isinstance(s, (str, Path)) else (OmegaConf.create(s), None)
+              for s in sources if not isinstance(s, (str, Path)) or Path(s).is_file()]
+    for layer, folder in [*layers, (parse_overrides(overrides), None)]:
+        value = layer.get("imports")
         if value is None:
             continue
         value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
         if not isinstance(value, list):
             raise ConfigError(f"config key 'imports' = {value!r}; accepted: a list of dotted module names or .py files")
-        found = value
+        found = [str(folder / e) if folder is not None and isinstance(e, str) and is_path(e) and not Path(e).is_absolute()
+                 and (folder / e).is_file() else e for e in value]
     return found
 
 
