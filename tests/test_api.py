@@ -160,3 +160,21 @@ def test_compress_gan_through_the_api_equals_the_runner(tmp_path):
         sa, sb = load_file(str(ref / name)), load_file(str(run.path / name))
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert run.student(torch.zeros(2, 16)).shape == (2, 1, 28, 28)  # the generator, reloaded
+
+
+def test_a_given_validation_set_is_the_validation_split(tmp_path):
+    """``val=`` rows are the validation split as given: the logged validation accuracy of the best epoch equals
+    the reloaded student's accuracy on exactly those images (recomputed here)."""
+    train_set, val_set, test_set = Blobs(90, 1), Blobs(30, 7), Blobs(30, 2)
+    torch.manual_seed(0)
+    run = kdlab.train_teacher(Net(16), train_set, val=val_set, test=test_set, out=tmp_path / "v",
+                              **{**QUICK, "trainer": {**QUICK["trainer"], "epochs": 2}})
+    assert yaml.safe_load((run.path / "config.yaml").read_text())["data"]["val_size"] == 30
+    x = (train_set.x * 255).round() / 255
+    xv = ((val_set.x * 255).round() / 255 - x.mean()) / x.std(unbiased=False)
+    with torch.no_grad():
+        acc = 100.0 * int((run.student(xv).argmax(1) == val_set.y).sum()) / len(val_set)
+    assert run.summary["val_acc_best"] == pytest.approx(acc, abs=1e-6)
+    assert run.summary["data"]["n_train"] == 90 and run.summary["data"]["n_val"] == 30
+    with pytest.raises(ConfigError, match="give one of them"):
+        kdlab.train_teacher(Net(16), train_set, val=val_set, test=test_set, out=tmp_path / "w", data={"val_size": 5})

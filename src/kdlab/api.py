@@ -124,21 +124,23 @@ def _data_section(train: Any, val: Any, test: Any, data: Dict[str, Any]) -> Dict
     from kdlab.data.user import register_memory
 
     data = dict(data)
-    if val is not None:
-        raise ConfigError("val: a separate validation set is not taken yet; the validation split is carved from "
-                          "train: set data={'val_size': N} (0: none, model selection on the last epoch)")
     if train is None:
-        if test is not None:
-            raise ConfigError("test= needs train= (a Dataset or DataLoader of (image, label))")
+        if test is not None or val is not None:
+            raise ConfigError("test= / val= need train= (a Dataset or DataLoader of (image, label))")
         return data
     if isinstance(train, (str, Path)):
-        if test is not None:
-            raise ConfigError(f"train = {str(train)!r} is a data set name, whose test split is its own; drop test=")
+        if test is not None or val is not None:
+            raise ConfigError(f"train = {str(train)!r} is a data set name, whose validation (data.val_size) and test "
+                              f"splits are its own; drop test= / val=")
         return {**data, "name": str(train)}
     if test is None:
         raise ConfigError("train is in-memory data: give test= too (held-out (image, label) pairs of the same classes)")
-    name = register_memory(train, test)
-    data.setdefault("val_size", 0)  # a small in-memory set: no split unless asked for
+    if val is not None and data.get("val_size") is not None:
+        raise ConfigError(f"val= is the validation set, data.val_size = {data['val_size']} would draw another: "
+                          f"give one of them")
+    name = register_memory(train, test, val)
+    # the given validation set's size, or no split unless asked for (a small in-memory set)
+    data["val_size"] = len(val if hasattr(val, "__getitem__") else val.dataset) if val is not None else data.get("val_size", 0)
     return {**data, "name": name}
 
 
@@ -222,7 +224,9 @@ def distill(teacher: Any = None, student: Any = None, train: Any = None, val: An
             or the ``model`` section (``{"name": "resnet20", "kwargs": {...}, "checkpoint": ...}``).
         train, test: a ``Dataset``/``DataLoader`` of (image, label) -- images [C, S, S] uint8 or float in [0, 1]
             -- each, or ``train`` a data set name (``fashion-mnist``, ``imagefolder:<path>``) and no ``test``.
-        val: not taken yet (the validation split is ``data.val_size`` images of ``train``).
+        val: in-memory validation data (model selection; with in-memory ``train`` only), recorded as
+            ``data.val_size`` = its size; without it ``data.val_size`` images of ``train`` (0 by default for
+            in-memory data: the last epoch's weights).
         objective: per player, its terms: ``{"student": {"kd": {"weight": 1, "temperature": 4}}}``; features by
             friendly name or module path (``"layers": [["layer3", "features.8"]]``).
         method: a classifier-student method (``kdlab list methods``).

@@ -71,6 +71,9 @@ class _Entry:
     #: the loader takes ``image_size`` itself (``load(split, root, download, image_size)``) and makes
     #: images of that size (skimage-patches cuts tiles of that side) instead of a resize afterwards
     sized: bool = False
+    #: rows at the end of the ``train`` split that are a given validation set (in-memory data with ``val=``,
+    #: :func:`kdlab.data.user.register_memory`); None: the validation split is drawn (``data.val_size``)
+    val_rows: Optional[int] = None
 
 
 #: The registry of named data sets; entries are internal ``_Entry`` records (use :func:`dataset_spec`
@@ -181,6 +184,14 @@ def _check_size(image_size) -> Optional[int]:
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
         raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
     return image_size
+
+
+def given_validation(name: str) -> Optional[int]:
+    """The number of rows at the end of data set ``name``'s training split that are its given validation set,
+    or None (the usual case: the validation split is drawn from the training split)."""
+    if not isinstance(name, str) or _is_folder(name) or _translation(name):
+        return None
+    return _entry(name).val_rows
 
 
 def hflip_ok(name: str) -> bool:

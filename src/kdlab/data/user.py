@@ -119,33 +119,45 @@ def register_loader(name: str, load: Callable, *, num_classes: int, in_channels:
     return key
 
 
-def register_memory(train: Any, test: Any, hflip: bool = False) -> str:
-    """Register in-memory train/test data (Datasets or DataLoaders of (image, label)) as ``memory:<class>-<sha12>``,
-    the hash over both splits' uint8 images and labels (the same data always gets the same name); mean/std are
-    computed from the training images. Returns the name (what ``data.name`` records).
+def register_memory(train: Any, test: Any, val: Any = None, hflip: bool = False) -> str:
+    """Register in-memory data (Datasets or DataLoaders of (image, label)) as ``memory:<class>-<sha12>``, the
+    hash over every split's uint8 images and labels (the same data always gets the same name); mean/std are
+    computed from the training images. A ``val`` set becomes the validation split as given (the last rows of
+    the registered training split, :func:`kdlab.data.sets.given_validation`). Returns the name (what
+    ``data.name`` records).
 
     Raises:
-        ValueError: see :func:`materialize`; unlabelled items; test images of another shape than the training ones.
+        ValueError: see :func:`materialize`; unlabelled items; images of another shape than the training ones.
     """
-    tx, ty = materialize(train, "train")
-    sx, sy = materialize(test, "test") if test is not None else (tx, ty)
-    for what, y in (("train", ty), ("test", sy)):
+    parts = {"train": materialize(train, "train"), "test": materialize(test, "test") if test is not None else None}
+    parts["test"] = parts["test"] or parts["train"]
+    if val is not None:
+        parts["val"] = materialize(val, "val")
+    tx = parts["train"][0]
+    for what, (x, y) in parts.items():
         if y is None:
             raise ValueError(f"{what}: the items are bare images; accepted here: (image, label) pairs")
-    if sx.shape[1:] != tx.shape[1:]:
-        raise ValueError(f"test images are {tuple(sx.shape[1:])} (C, H, W), train images {tuple(tx.shape[1:])}")
+        if x.shape[1:] != tx.shape[1:]:
+            raise ValueError(f"{what} images are {tuple(x.shape[1:])} (C, H, W), train images {tuple(tx.shape[1:])}")
     h = hashlib.sha256()
-    for t in (tx, ty, sx, sy):
-        h.update(t.contiguous().numpy().tobytes())
+    for what in ("train", "test", "val"):
+        for t in parts.get(what) or ():
+            h.update(t.contiguous().numpy().tobytes())
+        h.update(what.encode())
     name = f"{MEMORY_PREFIX}{slug(type(getattr(train, 'dataset', train)).__name__)}-{h.hexdigest()[:12]}"
     if name in DATASETS:
         return name
     mean, std = image_stats(tx)
     names = getattr(getattr(train, "dataset", train), "classes", None)
-    k = int(max(int(ty.max()), int(sy.max())) + 1)
-    splits = {"train": (tx, ty), "test": (sx, sy)}
+    k = int(max(int(y.max()) for _, y in parts.values()) + 1)
+    splits = {"train": parts["train"], "test": parts["test"]}
+    if val is not None:  # the given validation rows follow the training rows
+        splits["train"] = tuple(torch.cat([a, b]) for a, b in zip(parts["train"], parts["val"]))
     spec = DataSpec(name, k, int(tx.shape[1]), int(tx.shape[-1]), mean, std,
                     [str(c) for c in names] if isinstance(names, (list, tuple)) and len(names) == k else [])
+    n_val = len(parts["val"][1]) if val is not None else None
     DATASETS.add(name, _Entry(spec, lambda split, root, download: splits[split], hflip,
-                              f"in-memory {type(train).__name__}: {len(tx)} train / {len(sx)} test images"))
+                              f"in-memory {type(train).__name__}: {len(tx)} train"
+                              f"{f' + {n_val} val' if n_val else ''} / {len(parts['test'][1])} test images",
+                              val_rows=n_val))
     return name
