@@ -122,6 +122,8 @@ def test_evaluate_export_and_compare_wrap_the_cli_functions(teacher_run, tmp_pat
     (dict(teacher=None, student=Net(8), train=[(torch.zeros(1, 8, 8), 0, 1)]), r"train\[0\] is a tuple of 3 entries.*\(image, label\) or image"),
     (dict(teacher=None, student=Net(8), train=[(torch.full((1, 8, 8), 2.0), 0)]), r"float image values in \[2, 2\]; accepted: \[0, 1\]"),
     (dict(teacher=None, student=Net(8), test=None), r"give test= too"),
+    (dict(teacher=None, student=Net(8), train=[{"image": torch.zeros(1, 8, 8), "label": 0}]),
+     r"train\[0\] is a dict; accepted items: \(image, label\) or image"),
 ])
 def test_bad_input_is_refused_before_training(kwargs, words, tmp_path):
     args = {"train": Blobs(30, 1), "test": Blobs(9, 2), **kwargs}

@@ -26,7 +26,11 @@ def _image(item: Any, where: str) -> torch.Tensor:
 
         item = torch.from_numpy(np.array(item))
         item = item.unsqueeze(0) if item.ndim == 2 else item.permute(2, 0, 1)
-    x = torch.as_tensor(item)
+    try:
+        x = torch.as_tensor(item)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{where} is a {type(item).__name__}; accepted items: (image, label) or image, an image being "
+                         f"a tensor, a numpy array or a PIL image") from None
     if x.ndim == 2:
         x = x.unsqueeze(0)
     elif x.ndim == 3 and x.shape[0] not in (1, 3) and x.shape[-1] in (1, 3):
