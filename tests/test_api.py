@@ -180,3 +180,16 @@ def test_a_given_validation_set_is_the_validation_split(tmp_path):
     assert run.summary["data"]["n_train"] == 90 and run.summary["data"]["n_val"] == 30
     with pytest.raises(ConfigError, match="give one of them"):
         kdlab.train_teacher(Net(16), train_set, val=val_set, test=test_set, out=tmp_path / "w", data={"val_size": 5})
+
+
+def test_unlabelled_images_are_a_transfer_set(teacher_run, tmp_path):
+    """Bare images (no labels) are refused as ``train`` with the way to use them, and taken as ``transfer``:
+    the student trains on exactly those rows (summary's n_transfer), labels never read (KD only)."""
+    images = [Blobs(50, 9)[i][0] for i in range(50)]
+    with pytest.raises(ValueError, match="bare images.*transfer="):
+        kdlab.distill(teacher_run, Net(8), images, test=Blobs(30, 2), out=tmp_path / "bad", **QUICK)
+    run = kdlab.distill(teacher_run, Net(8), Blobs(120, 1), test=Blobs(60, 2), transfer=images, out=tmp_path / "t",
+                        objective={"student": {"ce": {"weight": 0.0}, "kd": {"weight": 1.0}}}, **QUICK)
+    cfg = yaml.safe_load((run.path / "config.yaml").read_text())
+    assert cfg["data"]["transfer"].startswith("memory:list-")
+    assert run.summary["data"]["n_transfer"] == 50

@@ -119,11 +119,16 @@ def check_output(module: nn.Module, spec: Any, what: str) -> None:
                           f"{spec.name!r} has {spec.num_classes} classes: accepted output [2, {spec.num_classes}]")
 
 
-def _data_section(train: Any, val: Any, test: Any, data: Dict[str, Any]) -> Dict[str, Any]:
-    """``data`` with ``name`` set from ``train`` (a name, or in-memory data registered by hash)."""
-    from kdlab.data.user import register_memory
+def _data_section(train: Any, val: Any, test: Any, data: Dict[str, Any], transfer: Any = None) -> Dict[str, Any]:
+    """``data`` with ``name`` set from ``train`` (a name, or in-memory data registered by hash) and ``transfer``
+    from ``transfer`` (a name, or in-memory images)."""
+    from kdlab.data.user import register_images, register_memory
 
     data = dict(data)
+    if transfer is not None:
+        if data.get("transfer") is not None:
+            raise ConfigError(f"the transfer set is given twice: transfer= and data.transfer = {data['transfer']!r}")
+        data["transfer"] = str(transfer) if isinstance(transfer, (str, Path)) else register_images(transfer)
     if train is None:
         if test is not None or val is not None:
             raise ConfigError("test= / val= need train= (a Dataset or DataLoader of (image, label))")
@@ -157,14 +162,15 @@ def _network(net: Any, spec_of: Any, what: str) -> str:
 
 
 def _config(command: str, method: Optional[str], model: Any, teacher: Any, train: Any, val: Any, test: Any,
-            objective: Optional[Dict[str, Any]], out: PathLike, sections: Dict[str, Any]) -> Dict[str, Any]:
+            objective: Optional[Dict[str, Any]], out: PathLike, sections: Dict[str, Any],
+            transfer: Any = None) -> Dict[str, Any]:
     cfg: Dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in sections.items()}
     out = Path(out)
     cfg.setdefault("name", out.name)
     cfg.setdefault("out_dir", str(out.parent))
     if method is not None:
         cfg["method"] = method
-    cfg["data"] = _data_section(train, val, test, cfg.get("data", {}))
+    cfg["data"] = _data_section(train, val, test, cfg.get("data", {}), transfer)
     spec = lambda: _spec(cfg["data"])  # noqa: E731  (only read when a module must be checked)
     section = dict(cfg.get("model", {}))
     if isinstance(model, dict):  # the model section itself: {"name", "kwargs", "checkpoint"}
@@ -214,7 +220,7 @@ def _run(command: str, cfg: Dict[str, Any], imports: Sequence[Any], overrides: S
 
 def distill(teacher: Any = None, student: Any = None, train: Any = None, val: Any = None, test: Any = None,
             objective: Optional[Dict[str, Any]] = None, method: str = "distill", out: PathLike = "runs/distill", *,
-            imports: Sequence[Any] = (), overrides: Sequence[str] = (), resume: bool = False, overwrite: bool = False,
+            transfer: Any = None, imports: Sequence[Any] = (), overrides: Sequence[str] = (), resume: bool = False, overwrite: bool = False,
             callbacks: Sequence[Any] = (), **config: Any) -> Run:
     """Distil a classifier student from a teacher: ``kdlab distill`` from Python.
 
@@ -227,6 +233,8 @@ def distill(teacher: Any = None, student: Any = None, train: Any = None, val: An
         val: in-memory validation data (model selection; with in-memory ``train`` only), recorded as
             ``data.val_size`` = its size; without it ``data.val_size`` images of ``train`` (0 by default for
             in-memory data: the last epoch's weights).
+        transfer: what the student learns from instead of ``train``'s images: a ``Dataset``/``DataLoader`` of
+            images (or of pairs, labels ignored), or a ``data.transfer`` value (a data set name, ``synth``...).
         objective: per player, its terms: ``{"student": {"kd": {"weight": 1, "temperature": 4}}}``; features by
             friendly name or module path (``"layers": [["layer3", "features.8"]]``).
         method: a classifier-student method (``kdlab list methods``).
@@ -243,7 +251,7 @@ def distill(teacher: Any = None, student: Any = None, train: Any = None, val: An
         ConfigError: what a YAML run refuses (same messages), a module whose output is not [B, K] for the data,
             a student given both as a module and as ``model`` name, unlabelled or malformed in-memory data.
     """
-    cfg = _config("distill", method, student, teacher, train, val, test, objective, out, config)
+    cfg = _config("distill", method, student, teacher, train, val, test, objective, out, config, transfer)
     return _run("distill", cfg, imports, overrides, resume, overwrite, callbacks)
 
 

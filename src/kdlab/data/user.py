@@ -140,7 +140,8 @@ def register_memory(train: Any, test: Any, val: Any = None, hflip: bool = False)
     tx = parts["train"][0]
     for what, (x, y) in parts.items():
         if y is None:
-            raise ValueError(f"{what}: the items are bare images; accepted here: (image, label) pairs")
+            raise ValueError(f"{what}: the items are bare images; accepted here: (image, label) pairs (unlabelled "
+                             f"images are a transfer set: kdlab.distill(..., transfer=<Dataset>))")
         if x.shape[1:] != tx.shape[1:]:
             raise ValueError(f"{what} images are {tuple(x.shape[1:])} (C, H, W), train images {tuple(tx.shape[1:])}")
     h = hashlib.sha256()
@@ -164,4 +165,24 @@ def register_memory(train: Any, test: Any, val: Any = None, hflip: bool = False)
                               f"in-memory {type(train).__name__}: {len(tx)} train"
                               f"{f' + {n_val} val' if n_val else ''} / {len(parts['test'][1])} test images",
                               val_rows=n_val))
+    return name
+
+
+def register_images(data: Any) -> str:
+    """Register in-memory images (a Dataset or DataLoader of images, or of (image, label) whose labels are
+    ignored) as an unlabelled transfer source ``memory:<class>-<sha12>`` (``data.transfer``: the student learns
+    from the teacher's outputs on them). Returns the name.
+
+    Raises:
+        ValueError: see :func:`materialize`.
+    """
+    x, _ = materialize(data, "transfer")
+    h = hashlib.sha256(x.contiguous().numpy().tobytes())
+    name = f"{MEMORY_PREFIX}{slug(type(getattr(data, 'dataset', data)).__name__)}-{h.hexdigest()[:12]}"
+    if name not in DATASETS:
+        y = torch.zeros(len(x), dtype=torch.long)  # no labels: the transfer batches carry y = None
+        mean, std = image_stats(x)
+        spec = DataSpec(name, 1, int(x.shape[1]), int(x.shape[-1]), mean, std, [])
+        DATASETS.add(name, _Entry(spec, lambda split, root, download: (x, y), False,
+                                  f"in-memory {type(data).__name__}: {len(x)} unlabelled images"))
     return name
