@@ -1,6 +1,8 @@
 """The Python API (kdlab.api): in-memory modules and Datasets through the CLI's runner; its refusals."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import yaml
 from torch import nn
@@ -193,3 +195,33 @@ def test_unlabelled_images_are_a_transfer_set(teacher_run, tmp_path):
     cfg = yaml.safe_load((run.path / "config.yaml").read_text())
     assert cfg["data"]["transfer"].startswith("memory:list-")
     assert run.summary["data"]["n_transfer"] == 50
+
+
+def test_compare_with_a_spec_runs_kdlab_compare(monkeypatch, tmp_path):
+    """``kdlab.compare(spec=...)`` is ``kdlab compare``: the same runs (training faked as in test_compare) and
+    the report under ``out``."""
+    from kdlab.compare import load_spec, run_compare
+    from kdlab.experiments import grid
+    from test_compare import FakeTrain, spec_dict
+
+    fake = FakeTrain()
+    monkeypatch.setattr(grid, "train", fake)
+    report = kdlab.compare(spec=spec_dict(), out=tmp_path / "api" / "cmp")
+    api_names = list(fake.names)
+    fake.names.clear()
+    ref = run_compare(load_spec(spec_dict()), tmp_path / "cli")
+    assert api_names == fake.names and len(api_names) == 10
+    assert report == tmp_path / "api" / "cmp" / "report.md" and report.is_file()
+    assert Path(ref.report).name == report.name
+
+
+def test_compare_and_export_stay_callable_after_their_modules_are_imported():
+    """``kdlab.compare`` / ``kdlab.export`` are also a package and a module: importing them must not hide the API."""
+    import importlib
+
+    import kdlab.compare
+    import kdlab.export
+
+    importlib.reload(kdlab.export)
+    assert callable(kdlab.compare) and callable(kdlab.export)
+    assert kdlab.compare.run_compare and kdlab.export.export_run  # still the modules

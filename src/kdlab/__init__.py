@@ -12,6 +12,10 @@ __all__ = ["__version__", *_API, *_PLUGINS]
 
 
 def __getattr__(name: str):
+    if name in ("compare", "export"):  # subpackage/module names too: the modules themselves are callable
+        import importlib
+
+        return importlib.import_module(f"kdlab.{name}")
     if name in _API:
         from kdlab import api
 

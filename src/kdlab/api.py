@@ -25,7 +25,9 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from kdlab.compare import compare  # noqa: F401  (kdlab.compare: the package is callable)
 from kdlab.config import ConfigError
+from kdlab.export import export  # noqa: F401  (kdlab.export: the module is callable)
 
 PathLike = Union[str, Path]
 #: prefix of the models registered from in-memory modules (``module:<class>-<sha12>``)
@@ -281,23 +283,6 @@ def compress_gan(teacher: Any = None, student: Any = None, train: Optional[str] 
     return _run("compress-gan", cfg, imports, overrides, resume, overwrite, callbacks)
 
 
-def compare(*runs: Any, spec: Any = None, out: PathLike = "runs/compare", title: str = "kdlab comparison",
-            methods: Sequence[str] = (), teacher: Optional[str] = None, seeds: Any = None, quick: bool = False,
-            overrides: Sequence[str] = (), jobs: Optional[int] = None) -> Path:
-    """Compare runs. Given finished runs (:class:`Run` s or run directories): their side-by-side report
-    (``kdlab report RUN RUN --out``, :func:`kdlab.report.compare_runs`). Else a comparison spec
-    (``kdlab compare``: :func:`kdlab.compare.load_spec` + :func:`kdlab.compare.run_compare`, runs trained
-    under ``out``'s parent). Returns the report's path."""
-    if runs:
-        from kdlab.report import compare_runs
-
-        return compare_runs([Path(getattr(r, "path", r)) for r in runs], Path(out), title=title)
-    from kdlab.compare import load_spec, run_compare
-
-    spec_ = load_spec(spec, methods=methods, teacher=teacher, seeds=seeds, name=Path(out).name, quick=quick)
-    return Path(run_compare(spec_, Path(out).parent, list(overrides), jobs=jobs).report)
-
-
 def evaluate(weights: Any, data: Optional[Dict[str, Any]] = None,
              sigmas: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4)) -> Dict[str, Any]:
     """``kdlab evaluate``: test accuracy, noise robustness and cost of a classifier (a :class:`Run`, run
@@ -305,14 +290,6 @@ def evaluate(weights: Any, data: Optional[Dict[str, Any]] = None,
     from kdlab.runner import evaluate as run_evaluate
 
     return run_evaluate(str(getattr(weights, "path", weights)), data, sigmas=sigmas)
-
-
-def export(weights: Any, format: str = "onnx", out: Optional[PathLike] = None, **kwargs: Any) -> Dict[str, Any]:
-    """``kdlab export``: write a run's network as ONNX or TorchScript, check it against PyTorch and time it;
-    :func:`kdlab.export.export_run` (``atol``, ``max_test``, ``force``). Returns its report."""
-    from kdlab.export import export_run
-
-    return export_run(str(getattr(weights, "path", weights)), format, Path(out) if out else None, **kwargs)
 
 
 __all__: List[str] = ["Run", "distill", "train_teacher", "compress_gan", "compare", "evaluate", "export",
