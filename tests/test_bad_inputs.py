@@ -131,6 +131,11 @@ CASES = [
          "accepted: cifar10", "kdlab train-gan"),
     case("config", "distill {cfg} objective.student.vem.steps=1000000000", "vem.steps' = 1000000000", "<= 1000"),
     case("config", "distill {cfg} objective.student.kd.temprature=2", "did you mean 'temperature'?", "accepts:"),
+    # --- plugins and library model names (kdlab.plugins, kdlab.models.hub)
+    case("plugins", "distill {cfg} --import no_such_plugin_mod", "no module named 'no_such_plugin_mod'", "a .py file"),
+    case("plugins", "distill {cfg} imports=[{out}/missing_plugin.py]", "missing_plugin.py' does not exist", "a .py file"),
+    case("models", "train-teacher {cfg} model.name=torchvision:resnet81", "unknown torchvision model 'resnet81'",
+         "nearest names: resnet18"),
     case("config", "distill {cfg} players.input_nois=0.1", "'input_nois'", "did you mean 'input_noise'?",
          "accepted: input_noise"),
     case("cli", "train-teacher {cfg} --bogus", "--bogus", "accepted: the options of `kdlab train-teacher --help`"),

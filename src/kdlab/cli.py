@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from kdlab.cli_parser import build_parser, check_at_least, parse_numbers  # noqa: F401  (public here too)
+from kdlab.cli_parser import apply_threads, build_parser, check_at_least, parse_numbers, run_threads  # noqa: F401  (public here too)
 from kdlab.cli_print import print_gan, print_list, print_summary
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
@@ -63,28 +63,41 @@ def command_for(kind: str, role: str) -> str:
     return next(c for c, (k, r, _) in COMMANDS.items() if (k, r) == (kind, role))
 
 
-def _train(args: argparse.Namespace) -> int:
-    """``kdlab train-teacher | distill | train-gan | compress-gan``: any method of the command's kind and role."""
+def run_command(command: str, sources: Sequence[Any], overrides: Sequence[str] = (), imports: Sequence[Any] = (),
+                resume: bool = False, overwrite: bool = False, callbacks: Sequence[Any] = ()) -> Path:
+    """One training command (``train-teacher | distill | train-gan | compress-gan``) on config files or
+    mappings: the command's default method, its kind/role check, then :func:`kdlab.runner.train`. The CLI
+    and :mod:`kdlab.api` both run through here. Returns the run directory.
+
+    Raises:
+        ConfigError: a method of another kind or role (names the command that runs it), and see
+            :func:`kdlab.runner.load_run_config` and :func:`kdlab.runner.train`.
+    """
     from kdlab.config import ConfigError
     from kdlab.methods import METHODS
     from kdlab.runner import load_run_config, train
 
-    kind, role, default = COMMANDS[args.command]
-    configs, overrides = _split(args.items)
-    sources: List = [resolve_config(c) for c in configs]
-    if args.command == "train-gan" and not _names_method(sources, overrides):
+    kind, role, default = COMMANDS[command]
+    if command == "train-gan" and not _names_method(sources, overrides):
         default = _translation_teacher(sources, overrides) or default
-    cfg = load_run_config([{"method": default}] + sources, overrides)
+    cfg = load_run_config([{"method": default}, *sources], overrides, imports=imports)
     cls = METHODS.get(cfg.method)
     if (cls.kind, cls.role) != (kind, role):
         able = [n for n in METHODS.names() if (METHODS.get(n).kind, METHODS.get(n).role) == (kind, role)]
         raise ConfigError(
             f"method {cfg.method!r} trains a {cls.kind} {cls.role}: run it with `kdlab {command_for(cls.kind, cls.role)}`; "
-            f"`kdlab {args.command}` runs {kind} {role} methods: {', '.join(able)}")
-    run_dir = train(cfg, resume=args.resume, overwrite=args.overwrite)
+            f"`kdlab {command}` runs {kind} {role} methods: {', '.join(able)}")
+    return train(cfg, resume=resume, overwrite=overwrite, callbacks=callbacks)
+
+
+def _train(args: argparse.Namespace) -> int:
+    """``kdlab train-teacher | distill | train-gan | compress-gan``: any method of the command's kind and role."""
+    configs, overrides = _split(args.items)
+    run_dir = run_command(args.command, [resolve_config(c) for c in configs], overrides, imports=args.imports,
+                          resume=args.resume, overwrite=args.overwrite)
     summary = run_dir / "summary.json"
     if summary.is_file():  # rank 0 only under DDP
-        if kind == "generator":
+        if COMMANDS[args.command][0] == "generator":
             print_gan(json.loads(summary.read_text()), str(run_dir / "report.md"))
         else:
             print_summary(run_dir)
@@ -95,7 +108,8 @@ def _raw_config(sources: Sequence[Path], overrides: Sequence[str]) -> Any:
     """The config files and overrides merged without the schema (to read a key before the method is known)."""
     from omegaconf import OmegaConf
 
-    return OmegaConf.merge(*[OmegaConf.load(s) for s in sources], OmegaConf.from_dotlist(list(overrides)))
+    return OmegaConf.merge(*[OmegaConf.create(s) if isinstance(s, dict) else OmegaConf.load(s) for s in sources],
+                           OmegaConf.from_dotlist(list(overrides)))
 
 
 def _names_method(sources: Sequence[Path], overrides: Sequence[str]) -> bool:
@@ -117,44 +131,6 @@ def _translation_teacher(sources: Sequence[Path], overrides: Sequence[str]) -> O
     except Exception:  # an unknown or missing data set is reported by the run itself, with its message
         return None
     return {"paired": "pix2pix", "unpaired": "cyclegan"}.get(pairing)
-
-
-def run_threads(weights: str) -> Optional[int]:
-    """``trainer.threads`` of the run that ``weights`` belongs to (its ``config.yaml``: in the run directory
-    itself, beside the weights file, or above ``checkpoints/``); None when there is none.
-
-    Raises:
-        kdlab.config.ConfigError: that ``config.yaml`` is not valid YAML (file, line, column), or its
-            ``trainer.threads`` is no integer >= 1.
-    """
-    from omegaconf import OmegaConf
-
-    from kdlab.config import ConfigError, load_yaml
-
-    path = Path(weights)
-    for d in ([path] if path.is_dir() else [path.parent, path.parent.parent]):
-        if (d / "config.yaml").is_file():
-            threads = OmegaConf.select(load_yaml(d / "config.yaml"), "trainer.threads")
-            if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-                raise ConfigError(f"{d / 'config.yaml'}: trainer.threads = {threads!r}; accepted: an integer >= 1 "
-                                  f"(or pass --threads N)")
-            return threads or None
-    return None
-
-
-def apply_threads(threads: Optional[int], weights: str) -> None:
-    """``torch.set_num_threads``: ``--threads`` if given, else the run's ``trainer.threads`` (see
-    :func:`run_threads`); unchanged when neither is set.
-
-    Raises:
-        kdlab.config.ConfigError: ``threads`` < 1.
-    """
-    import torch
-
-    check_at_least("--threads", threads, 1)
-    threads = threads or run_threads(weights)
-    if threads:
-        torch.set_num_threads(int(threads))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -247,7 +223,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                 f"{'' if cls.synth_unsupported else '; data.transfer=synth'}) " + METHODS.describe()[name])
 
     groups = {
-        "models": MODELS.describe(),
+        "models": {**MODELS.describe(), "torchvision:<name>": "any torchvision.models classifier (kdlab.models.hub)",
+                   "timm:<name>": "any timm model (pip install 'kdlab[timm]'; kdlab.models.hub)"},
         "generators": GENERATORS.describe(),
         "methods": {n: method_line(n) for n in METHODS.names()},
         "terms": {n: term_line(n) for n in TERMS.names()},

@@ -2,11 +2,12 @@
 
 :func:`build_parser` declares every subcommand and option (``kdlab.cli`` dispatches them);
 :func:`parse_numbers` / :func:`check_at_least` turn option strings into checked numbers with messages
-that name the option and what is accepted.
+that name the option and what is accepted; :func:`apply_threads` applies ``--threads`` (or the run's own).
 """
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import List, Optional
 
 
@@ -52,6 +53,9 @@ def _run_dir_flags(p: argparse.ArgumentParser) -> None:
                         "logging, threads, devices: kdlab.engine.rundir.SAFE_ON_RESUME)")
     p.add_argument("--overwrite", action="store_true",
                    help="move an existing runs/<name> aside (to runs/<name>.old-<timestamp>) and start again")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import a plugin first (a dotted module name or a .py file; repeatable; after the config's "
+                        "imports: list): its models, terms, methods and data sets can then be named")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,3 +134,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="the comparison's name (run names <name>-<row>-s<seed>)")
     p.add_argument("--quick", action="store_true", help="the spec's quick variant (one seed, short runs)")
     return parser
+
+
+def run_threads(weights: str) -> Optional[int]:
+    """``trainer.threads`` of the run that ``weights`` belongs to (its ``config.yaml``: in the run directory
+    itself, beside the weights file, or above ``checkpoints/``); None when there is none.
+
+    Raises:
+        kdlab.config.ConfigError: that ``config.yaml`` is not valid YAML (file, line, column), or its
+            ``trainer.threads`` is no integer >= 1.
+    """
+    from omegaconf import OmegaConf
+
+    from kdlab.config import ConfigError, load_yaml
+
+    path = Path(weights)
+    for d in ([path] if path.is_dir() else [path.parent, path.parent.parent]):
+        if (d / "config.yaml").is_file():
+            threads = OmegaConf.select(load_yaml(d / "config.yaml"), "trainer.threads")
+            if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+                raise ConfigError(f"{d / 'config.yaml'}: trainer.threads = {threads!r}; accepted: an integer >= 1 "
+                                  f"(or pass --threads N)")
+            return threads or None
+    return None
+
+
+def apply_threads(threads: Optional[int], weights: str) -> None:
+    """``torch.set_num_threads``: ``--threads`` if given, else the run's ``trainer.threads`` (see
+    :func:`run_threads`); unchanged when neither is set.
+
+    Raises:
+        kdlab.config.ConfigError: ``threads`` < 1.
+    """
+    import torch
+
+    check_at_least("--threads", threads, 1)
+    threads = threads or run_threads(weights)
+    if threads:
+        torch.set_num_threads(int(threads))

@@ -158,6 +158,9 @@ class RunConfig:
     method: str = "teacher"
     seed: int = bounded(0, ge=0)
     out_dir: str = "runs"
+    # plugin modules imported before the config is resolved (kdlab.plugins): dotted names or .py files;
+    # the resolved config holds each one's {module, file, sha256}
+    imports: List[Any] = field(default_factory=list)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
@@ -173,7 +176,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")
 #: file names are at most 255 bytes; a run directory's siblings add a suffix (``.old-<time>``, ``.lock``)
 NAME_MAX = 120
 #: the sections of a run config that must be mappings (``data: 5`` is refused)
-SECTIONS = tuple(f.name for f in fields(RunConfig) if isinstance(f.default_factory, type)) + ("objective", "players", "loss")
+SECTIONS = tuple(f.name for f in fields(RunConfig) if isinstance(f.default_factory, type) and f.default_factory is not list
+                 ) + ("objective", "players", "loss")
 
 
 def _friendly(exc: OmegaConfBaseException) -> ConfigError:

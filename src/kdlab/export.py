@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 import torch
+
+from kdlab.callable_module import make_callable
 from torch import nn
 
 FORMATS = ("onnx", "torchscript")
@@ -219,3 +221,12 @@ def export_run(weights: Any, fmt: str, out: Optional[Path] = None, atol: float =
         raise ExportMismatchError(f"{target}: max |difference| to PyTorch {check['max_abs_diff']:.3g} > --atol {atol:g} "
                                   f"({check.get('top1_agreement', 'n/a')}% top-1 agreement); the file is kept for inspection")
     return report
+
+
+def export(weights: Any, format: str = "onnx", out: Optional[Any] = None, **kwargs: Any) -> Dict[str, Any]:
+    """``kdlab.export(...)``, the API of ``kdlab export``: write a run's network as ONNX or TorchScript, check it against PyTorch and time it;
+    :func:`kdlab.export.export_run` (``atol``, ``max_test``, ``force``). Returns its report."""
+    return export_run(str(getattr(weights, "path", weights)), format, Path(out) if out else None, **kwargs)
+
+
+make_callable(__name__, export)  # kdlab.export(...) is this function

@@ -59,8 +59,22 @@ def _resolve_features(model: nn.Module, names: Sequence[str]) -> Dict[str, Tuple
             raise UnknownFeatureError(
                 f"unknown feature {n!r} for model {getattr(model, 'arch', type(model).__name__)!r}; "
                 f"known features: {listed} (or any module path of named_modules(); '<name>{INPUT}' for a module's input)"
+                f"{_near(modules, base)}"
             )
     return out
+
+
+def _near(modules: Mapping[str, nn.Module], path: str) -> str:
+    """``"; module paths near 'layer3.9': layer3.0, layer3.1, ..."``: the children of the deepest existing
+    parent of ``path`` and the closest spellings among all paths."""
+    import difflib
+
+    parts = path.split(".")
+    parent = next((".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1) if ".".join(parts[:i]) in modules), "")
+    children = [p for p in modules if p and (p.rsplit(".", 1)[0] if "." in p else "") == parent]
+    close = difflib.get_close_matches(path, [p for p in modules if p], n=3, cutoff=0.6)
+    near = list(dict.fromkeys(children[:12] + close))
+    return f"; module paths near {path!r}: {', '.join(near)}{' ...' if len(children) > 12 else ''}" if near else ""
 
 
 @contextmanager

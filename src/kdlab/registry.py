@@ -7,6 +7,7 @@ looked up by name. This module imports nothing from kdlab, so every layer may us
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any, Callable, Dict, Iterable, Iterator, Optional, TypeVar
 
 T = TypeVar("T")
@@ -16,6 +17,11 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """``" (did you mean 'kd'?)"`` for the closest of ``choices`` to a misspelt ``word``, else ``""``."""
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def slug(text: str) -> str:
+    """``"My_Net2"`` -> ``"my-net2"``: lower-case letters and digits joined by ``-`` (a name part in a registry)."""
+    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "x"
 
 
 class UnknownNameError(KeyError):
@@ -47,13 +53,15 @@ class Registry:
         self._entries: Dict[str, Any] = {}
         self._help: Dict[str, str] = {}
 
-    def register(self, name: str, help: Optional[str] = None) -> Callable[[T], T]:
-        """Decorator registering ``obj`` under ``name`` (case-insensitive)."""
+    def register(self, name: str, help: Optional[str] = None, replace: bool = False) -> Callable[[T], T]:
+        """Decorator registering ``obj`` under ``name`` (case-insensitive); an existing name is refused
+        unless ``replace`` (a plugin that deliberately overrides a built-in entry)."""
 
         def deco(obj: T) -> T:
             key = name.lower()
-            if key in self._entries:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            if key in self._entries and not replace:
+                raise ValueError(f"{self.kind} {name!r} is registered twice (already: {self._entries[key]!r}); "
+                                 f"pass replace=True to override it")
             self._entries[key] = obj
             doc = help or (getattr(obj, "__doc__", None) or "").strip().split("\n")[0]
             self._help[key] = doc
@@ -61,9 +69,9 @@ class Registry:
 
         return deco
 
-    def add(self, name: str, obj: Any, help: Optional[str] = None) -> None:
+    def add(self, name: str, obj: Any, help: Optional[str] = None, replace: bool = False) -> None:
         """Register ``obj`` under ``name`` without a decorator."""
-        self.register(name, help)(obj)
+        self.register(name, help, replace)(obj)
 
     def get(self, name: str) -> Any:
         """Return the entry for ``name``; raise :class:`UnknownNameError` naming the known ones."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
@@ -23,20 +23,54 @@ from kdlab.methods.evaluation import model_profile, heldout_metrics
 from kdlab.methods.synthesizer import epoch_passes
 
 
-def load_run_config(sources: Sequence[Any], overrides: Sequence[str] = ()):
+def load_run_config(sources: Sequence[Any], overrides: Sequence[str] = (), imports: Sequence[Any] = ()):
     """:func:`kdlab.config.load_config` with each method's ``players`` and ``eval`` schemas; ``objective``
     expanded to each player's full term configs (defaults filled in, keys checked); the old ``loss``
     section refused with each key's new place.
 
+    First the installed ``kdlab.plugins`` entry points and the plugins of the config's ``imports`` key, then
+    ``imports`` (the CLI's ``--import``), are imported (:mod:`kdlab.plugins`), so their models, terms, methods
+    and data sets are known to every check; the resolved ``imports`` holds each one's ``{module, file, sha256}``.
+
     Raises:
+        PluginImportError: an import that is missing or raised (the user's traceback under one line).
         ConfigError: as :func:`kdlab.config.load_config`; a ``loss`` key (gives its new place); an
             ``objective`` player the method does not have (names its players); an unknown term or term
             key, or a term that cannot serve that player (lists the accepted ones).
     """
     from kdlab.methods.objectives import players_schema
+    from kdlab.plugins import import_plugins, load_entry_points
 
+    load_entry_points()
+    records = import_plugins(list(_raw_imports(sources, overrides)) + list(imports))
+    sources = [*sources, {"imports": records}]  # the records replace the entries, overrides included
+    overrides = [o for o in overrides if o.partition("=")[0].strip() != "imports"]
     return load_config(sources, overrides, schemas=lambda m, raw: (players_schema(method_class(m), raw), method_class(m).Eval),
                        prepare=_prepare)
+
+
+def _raw_imports(sources: Sequence[Any], overrides: Sequence[str]) -> List[Any]:
+    """The ``imports`` entries of the config files, mappings and overrides, before any schema (their plugins
+    may define the names the schema checks); a later layer's list replaces an earlier one's, as in the merge.
+    A relative ``.py`` path in a YAML file is taken from that file's folder when the file is there."""
+    from omegaconf import OmegaConf
+
+    from kdlab.config import load_yaml, parse_overrides
+    from kdlab.plugins import is_path
+
+    found: List[Any] = []
+    layers = [(load_yaml(Path(s)), Path(s).parent) if isinstance(s, (str, Path)) else (OmegaConf.create(s), None)
+              for s in sources if not isinstance(s, (str, Path)) or Path(s).is_file()]
+    for layer, folder in [*layers, (parse_overrides(overrides), None)]:
+        value = layer.get("imports")
+        if value is None:
+            continue
+        value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+        if not isinstance(value, list):
+            raise ConfigError(f"config key 'imports' = {value!r}; accepted: a list of dotted module names or .py files")
+        found = [str(folder / e) if folder is not None and isinstance(e, str) and is_path(e) and not Path(e).is_absolute()
+                 and (folder / e).is_file() else e for e in value]
+    return found
 
 
 #: methods that became recipes of others: name -> what to use instead

@@ -23,12 +23,14 @@ from typing import Any, Dict, Optional, Sequence
 
 from rich.console import Console
 
+from kdlab.callable_module import make_callable
+
 from kdlab.compare.execute import Outcome, cuda_devices, run_cells
 from kdlab.compare.plan import Plan, plan_compare, set_threads, worker_threads
 from kdlab.compare.report import write_compare_report
 from kdlab.compare.spec import CompareSpec, load_spec, parse_method_arg
 
-__all__ = ["run_compare", "load_spec", "parse_method_arg", "plan_compare", "CompareSpec", "Plan", "Outcome",
+__all__ = ["compare", "run_compare", "load_spec", "parse_method_arg", "plan_compare", "CompareSpec", "Plan", "Outcome",
            "CompareResult"]
 
 
@@ -94,3 +96,21 @@ def run_compare(spec: CompareSpec, out_dir: Path = Path("runs"), extra: Sequence
                             "wall_time_s": time.perf_counter() - t0}
     report = write_compare_report(plan, outcomes, info)
     return CompareResult(report, outcomes)
+
+
+def compare(*runs: Any, spec: Any = None, out: Any = "runs/compare", title: str = "kdlab comparison",
+            methods: Sequence[str] = (), teacher: Optional[str] = None, seeds: Any = None, quick: bool = False,
+            overrides: Sequence[str] = (), jobs: Optional[int] = None) -> Path:
+    """``kdlab.compare(...)``: compare runs. Given finished runs (:class:`kdlab.api.Run` s or run directories): their side-by-side report
+    (``kdlab report RUN RUN --out``, :func:`kdlab.report.compare_runs`). Else a comparison spec
+    (``kdlab compare``: :func:`kdlab.compare.load_spec` + :func:`kdlab.compare.run_compare`, runs trained
+    under ``out``'s parent). Returns the report's path."""
+    if runs:
+        from kdlab.report import compare_runs
+
+        return compare_runs([Path(getattr(r, "path", r)) for r in runs], Path(out), title=title)
+    spec_ = load_spec(spec, methods=methods, teacher=teacher, seeds=seeds, name=Path(out).name, quick=quick)
+    return Path(run_compare(spec_, Path(out).parent, list(overrides), jobs=jobs).report)
+
+
+make_callable(__name__, compare)  # kdlab.compare(...) is this function

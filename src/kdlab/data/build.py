@@ -9,7 +9,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 
 from kdlab.data.memory import InMemoryDataset
-from kdlab.data.sets import DEFAULT_DATASET, DataSpec, dataset_spec, hflip_ok, load_split
+from kdlab.data.sets import DEFAULT_DATASET, DataSpec, dataset_spec, given_validation, hflip_ok, load_split
 from kdlab.data.splits import train_val_split
 from kdlab.data.transfer import TRANSFER_LABELLED, build_transfer
 
@@ -69,7 +69,8 @@ def build_datasets(
 
     Order of operations (so the validation set never overlaps training data):
     1. the validation set is a stratified ``val_size`` part of the full official training split,
-       drawn with ``subset_seed`` (:func:`train_val_split`);
+       drawn with ``subset_seed`` (:func:`train_val_split`) -- or, for in-memory data registered with its own
+       validation set, that set (``val_size`` is then ignored);
     2. if ``n_per_class`` is given, the training set is a stratified subset of exactly
        ``n_per_class`` images per class drawn from the rest (:func:`stratified_subset`, same seed);
     3. the test set is the official test split; with ``max_test`` a stratified ``max_test`` images
@@ -146,7 +147,14 @@ def build_datasets(
         train_x, train_y = train_x[tr], lut[train_y.long()[tr]]
         test_x, test_y = test_x[te], lut[test_y.long()[te]]
 
-    train_idx, val_idx = train_val_split(train_y, val_size, subset_seed)
+    given = given_validation(name)
+    if given is not None:  # the user's own validation set: the last ``given`` rows (kdlab.data.user)
+        if classes is not None:
+            raise ValueError(f"data.classes = {list(classes)} with data set {name!r}, which has a given validation "
+                             f"set: select the classes in your Datasets instead")
+        train_idx, val_idx = torch.arange(len(train_y) - given), torch.arange(len(train_y) - given, len(train_y))
+    else:
+        train_idx, val_idx = train_val_split(train_y, val_size, subset_seed)
     if n_per_class is not None:
         train_idx = stratified_subset(train_y, n_per_class, subset_seed, candidates=train_idx)
 

@@ -71,6 +71,9 @@ class _Entry:
     #: the loader takes ``image_size`` itself (``load(split, root, download, image_size)``) and makes
     #: images of that size (skimage-patches cuts tiles of that side) instead of a resize afterwards
     sized: bool = False
+    #: rows at the end of the ``train`` split that are a given validation set (in-memory data with ``val=``,
+    #: :func:`kdlab.data.user.register_memory`); None: the validation split is drawn (``data.val_size``)
+    val_rows: Optional[int] = None
 
 
 #: The registry of named data sets; entries are internal ``_Entry`` records (use :func:`dataset_spec`
@@ -183,6 +186,14 @@ def _check_size(image_size) -> Optional[int]:
     return image_size
 
 
+def given_validation(name: str) -> Optional[int]:
+    """The number of rows at the end of data set ``name``'s training split that are its given validation set,
+    or None (the usual case: the validation split is drawn from the training split)."""
+    if not isinstance(name, str) or _is_folder(name) or _translation(name):
+        return None
+    return _entry(name).val_rows
+
+
 def hflip_ok(name: str) -> bool:
     """Whether horizontal flips preserve labels for data set ``name`` (False for mnist, mnist-digits
     and svhn: mirrored digits are not digits; True for fashion-mnist, cifar, skimage-patches and
@@ -221,15 +232,20 @@ def dataset_spec(name: str = DEFAULT_DATASET, root: Optional[os.PathLike] = None
         return translation_spec(name, root, size)
     if _is_folder(name):
         images, labels, classes = imagefolder.load_image_folder(name, "train", root, size)
-        x = images.to(torch.float64) / 255.0
-        mean = tuple(float(v) for v in x.mean(dim=(0, 2, 3)))
-        std = tuple(max(float(v), 1e-3) for v in x.std(dim=(0, 2, 3), unbiased=False))
+        mean, std = image_stats(images)
         path = imagefolder.parse_path(name, root)
         return DataSpec(f"{imagefolder.PREFIX}{path}", len(classes), 3, images.shape[-1], mean, std, list(classes))
     spec = copy.deepcopy(_entry(name).spec)
     if size is not None:
         spec.image_size = size
     return spec
+
+
+def image_stats(images: torch.Tensor) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+    """Per-channel mean and population std (floored at 1e-3) of uint8 images [N, C, H, W], in [0, 1] units."""
+    x = images.to(torch.float64) / 255.0
+    return (tuple(float(v) for v in x.mean(dim=(0, 2, 3))),
+            tuple(max(float(v), 1e-3) for v in x.std(dim=(0, 2, 3), unbiased=False)))
 
 
 def _resize(images: torch.Tensor, size: int) -> torch.Tensor:

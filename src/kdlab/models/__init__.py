@@ -76,3 +76,9 @@ __all__ += ["UNetDeepGenerator"]
 
 __all__ += ["GENERATOR_PRESETS", "generator_preset", "ImageGeneratorBase", "UNetGenerator", "ResnetGenerator",
             "PatchGANDiscriminator", "SAGANGenerator", "SAGANDiscriminator", "SelfAttention"]
+
+# torchvision:<name> and timm:<name> (kdlab.models.hub), and plain modules given kdlab's metadata
+from kdlab.models import hub  # noqa: E402,F401
+from kdlab.models.base import adopt, register_prefix  # noqa: E402
+
+__all__ += ["adopt", "register_prefix"]

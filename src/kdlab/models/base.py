@@ -163,12 +163,46 @@ def register_pattern(regex: str, factory: Callable[..., Classifier]) -> None:
 
 _COMMON = ("num_classes", "in_channels", "image_size")
 
+#: name prefix -> resolver of the rest of the name to a factory (``torchvision:``, ``timm:``; :mod:`kdlab.models.hub`)
+_PREFIXES: Dict[str, Callable[[str], Callable[..., nn.Module]]] = {}
+
+
+def register_prefix(prefix: str, resolve: Callable[[str], Callable[..., nn.Module]]) -> None:
+    """Let :func:`build_model` accept ``<prefix><name>``: ``resolve(name)`` returns the factory (or raises
+    :class:`UnknownNameError` naming the nearest names)."""
+    _PREFIXES[prefix.lower()] = resolve
+
+
+def adopt(net: nn.Module, arch: str, arch_kwargs: Mapping[str, Any], num_classes: int, in_channels: int,
+          image_size: int) -> nn.Module:
+    """Give a plain ``nn.Module`` (a plugin's, torchvision's, timm's, an in-memory one) the metadata of a
+    :class:`Classifier` (``arch``, ``arch_kwargs``, ``num_classes``, ``in_channels``, ``image_size``,
+    ``feature_layers``) so kdlab can save, reload and report it; its features are named by module path
+    (``"layer3"``). A ``Classifier`` is returned unchanged.
+
+    Raises:
+        TypeError: ``net`` is not an ``nn.Module`` (names what it is).
+    """
+    if isinstance(net, Classifier):
+        return net
+    if not isinstance(net, nn.Module):
+        raise TypeError(f"model {arch!r}: the factory returned {type(net).__name__}; accepted: a torch.nn.Module")
+    for key, value in (("arch", arch), ("arch_kwargs", dict(arch_kwargs)), ("num_classes", int(num_classes)),
+                       ("in_channels", int(in_channels)), ("image_size", int(image_size))):
+        object.__setattr__(net, key, value)
+    if not hasattr(net, "feature_layers"):
+        object.__setattr__(net, "feature_layers", {})
+    return net
+
 
 def _resolve(name: str) -> Tuple[Callable[..., Classifier], Tuple[int, ...]]:
     """Factory and the integers parsed from the name (empty for registered names)."""
     key = str(name).lower()
     if key in MODELS:
         return MODELS.get(key), ()
+    for prefix, resolve in _PREFIXES.items():
+        if key.startswith(prefix):
+            return resolve(str(name)[len(prefix):]), ()
     for regex, factory in _PATTERNS:
         m = regex.fullmatch(key)
         if m:
