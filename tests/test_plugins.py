@@ -16,6 +16,27 @@ from kdlab.config import ConfigError
 from kdlab.plugins import PluginImportError, import_plugin
 from kdlab.runner import load_run_config, train
 
+
+@pytest.fixture(autouse=True)
+def restore_registries():
+    """A plugin registers into kdlab's global registries: each test leaves them (and the imported user
+    modules) as it found them, so no user entry leaks into later tests (e.g. the listing of every term)."""
+    import gc
+    import sys
+
+    from kdlab.registry import Registry
+
+    registries = [r for r in gc.get_objects() if isinstance(r, Registry)]
+    saved = [dict(r._entries) for r in registries]
+    modules = set(sys.modules)
+    yield
+    for r, entries in zip(registries, saved):
+        r._entries.clear()
+        r._entries.update(entries)
+    for name in set(sys.modules) - modules:
+        if not name.startswith(("kdlab", "torch", "timm", "torchvision")):
+            del sys.modules[name]
+
 MODELS_PY = '''
 """A user's own classifier (not a kdlab Classifier) and term."""
 import torch
