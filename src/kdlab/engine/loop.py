@@ -342,19 +342,7 @@ class Trainer:
         return sorted({min(b, n)} | ({n % b} if n > b and n % b else set())) if n else []
 
     def _train_loader(self, train_set: Any, epoch: int):
-        """Epoch ``epoch``'s shuffled batches; under DDP each rank takes its shard of the same order."""
-        cfg = self.cfg
-        return make_loader(
-            train_set,
-            cfg.data.batch_size,
-            shuffle=True,
-            seed=cfg.seed,
-            epoch=epoch,
-            num_workers=cfg.data.num_workers,
-            pin_memory=pin_memory_for(cfg.data.pin_memory, self.fabric.device),
-            num_replicas=self.fabric.world_size,
-            rank=self.fabric.global_rank,
-        )
+        return train_loader(self.cfg, self.fabric, train_set, epoch)
 
     def _stop(self, out: Dict[str, torch.Tensor], epoch: int, step: int, reason: Optional[str] = None) -> None:
         vals = reason or ", ".join(f"{k}={float(v):.4g}" for k, v in out.items())
@@ -367,6 +355,22 @@ class Trainer:
         )
         what = "training stopped" if reason else "non-finite loss"
         raise NonFiniteLossError(f"{what} at epoch {epoch + 1}, step {step} ({vals}); the run stopped; {kept}") from None
+
+
+def train_loader(cfg: Any, fabric: Any, train_set: Any, epoch: int):
+    """Epoch ``epoch``'s shuffled training batches (``cfg.data``, ``cfg.seed``), as the loop iterates them;
+    under DDP each rank (``fabric``) takes its shard of the same order."""
+    return make_loader(
+        train_set,
+        cfg.data.batch_size,
+        shuffle=True,
+        seed=cfg.seed,
+        epoch=epoch,
+        num_workers=cfg.data.num_workers,
+        pin_memory=pin_memory_for(cfg.data.pin_memory, fabric.device),
+        num_replicas=fabric.world_size,
+        rank=fabric.global_rank,
+    )
 
 
 def copy_with_state(model: nn.Module, state: Dict[str, torch.Tensor]) -> nn.Module:
