@@ -33,7 +33,7 @@ from kdlab.engine.logging import MetricsLog, ProgressBar, format_values
 from kdlab.engine.optim import apply_schedules, schedules
 from kdlab.engine.rundir import resume_changes
 from kdlab.engine.rng import gather_rng, rank_stream, rng_state, set_rng_bytes, set_rng_state
-from kdlab.engine.speed import channels_last_batch, pin_memory_for
+from kdlab.engine.speed import channels_last_batch, nvml_check_where_useful, pin_memory_for
 
 CKPT_FORMAT = "kdlab-run-1"
 
@@ -64,6 +64,7 @@ def make_fabric(trainer_cfg: Any, run_dir: Optional[Path] = None):
     """
     from lightning_fabric import Fabric
 
+    nvml_check_where_useful()
     loggers = []
     if run_dir is not None and trainer_cfg.tensorboard:
         from lightning_fabric.loggers import TensorBoardLogger
