@@ -232,8 +232,9 @@ class Trainer:
         last_values: Dict[str, float] = {}
         key, maximize = method.selection_key, method.selection_mode == "max"
         val = None
-        hooks = CallbackList(callbacks, PlayersView(method, cfg, self.run_dir, rank=fabric.global_rank,
-                                                    world_size=fabric.world_size), fabric, self.ckpt_dir / "last.ckpt")
+        view = PlayersView(method, cfg, self.run_dir, rank=fabric.global_rank, world_size=fabric.world_size) \
+            if callbacks else None  # the view copies the config (~10 ms): only when someone looks
+        hooks = CallbackList(callbacks, view, fabric, self.ckpt_dir / "last.ckpt")
         hooks.at(start_epoch, step)
         hooks.fit_start()
         with ProgressBar(enabled=tcfg.progress and self.is_zero) as bar, \
