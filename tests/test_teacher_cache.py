@@ -255,3 +255,14 @@ def test_filling_cache_computes_only_missing_rows_after_epoch_1():
     assert ask([3, 4]) == [3, 4] and ask([5]) == [5] and len(calls) == 4
     cache.end_epoch()
     assert cache.filled is None and ask([5, 0, 3]) == [5, 0, 3] and len(calls) == 4
+
+
+def test_one_pass_order_covers_every_row():
+    """A first-epoch order that leaves rows out (a DDP rank's shard, repeats included) is completed by
+    consecutive chunks of the rest: every row is computed, each batch at most the batch size."""
+    from kdlab.methods.teacher_cache import _one_pass
+
+    plan = _one_pass(10, 3, [[7, 2, 9], [4, 7]])
+    assert [r.tolist() for r, _ in plan] == [[7, 2, 9], [4, 7], [0, 1, 3], [5, 6, 8]]
+    assert all(fresh == len(r) for r, fresh in plan)
+    assert [r.tolist() for r, _ in _one_pass(5, 2, None)] == [[0, 1], [2, 3], [4]]

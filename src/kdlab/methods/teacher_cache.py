@@ -114,11 +114,16 @@ def _padded_chunks(n: int, size: int) -> List[Tuple[np.ndarray, int]]:
 
 
 def _one_pass(n: int, size: int, order: Optional[Sequence[Sequence[int]]]) -> List[Tuple[np.ndarray, int]]:
-    """(rows, fresh = len(rows)): the batches of ``order`` (e.g. the first epoch's), else consecutive
-    chunks of ``size`` rows with the last, partial one as it is."""
-    if order is None:
-        order = [range(start, min(n, start + size)) for start in range(0, n, size)]
-    return [(np.asarray(rows, dtype=np.int64), len(rows)) for rows in order]
+    """(rows, fresh = len(rows)): the batches of ``order`` (e.g. the first epoch's), then the rows it
+    leaves out (a DDP rank's shard leaves out the other ranks' rows) in consecutive chunks of ``size``
+    rows, the last one partial."""
+    batches = [np.asarray(rows, dtype=np.int64) for rows in (order or [])]
+    seen = np.zeros(n, dtype=bool)
+    for rows in batches:
+        seen[rows] = True
+    rest = np.flatnonzero(~seen)
+    batches += [rest[start:start + size] for start in range(0, len(rest), size)]
+    return [(rows, len(rows)) for rows in batches if len(rows)]
 
 
 class TeacherCache:
@@ -168,7 +173,7 @@ class TeacherCache:
         """The teacher's outputs for the rows ``index`` [B]: read from the table, or, while the cache is
         filling and a row is missing (every batch of the first epoch), ``compute()`` (the uncached step's
         teacher pass), whose rows are stored. Raises what ``compute`` raises."""
-        if self.filled is None or not (self.first_epoch or not bool(self.filled[index.cpu()].all())):
+        if self.filled is None or (not self.first_epoch and bool(self.filled[index.cpu()].all())):
             return self.lookup(index, x)
         t0 = time.perf_counter()
         t = compute()
