@@ -68,7 +68,7 @@ def test_lookup_equals_the_teacher_on_each_row(make_config, teacher):
     method = METHODS.get("distill")(cfg, data.spec, transfer_info(data.transfer))
     method.setup(make_fabric(cfg.trainer))
     method.on_fit_start(data.transfer, Path(cfg.out_dir) / cfg.name, [32, 2])
-    method.teacher_cache = method._prebuild_cache()
+    method.prebuild_teacher_cache()
     net = method.frozen["teacher"]
     idx = torch.tensor([0, 7, 129, 64])
     got = method.teacher_cache.lookup(idx, torch.zeros(4))

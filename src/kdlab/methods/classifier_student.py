@@ -123,13 +123,18 @@ class ClassifierStudentMethod(Method):
             return [list(b) for b in torch.utils.data.BatchSampler(sampler, int(self.cfg.data.batch_size), False)]
 
         self.teacher_cache = build(during_training=True)
-        # a resumed run (load_state_dict) fills the table as epoch 1 did, before training
-        self._prebuild_cache = lambda: build(during_training=False, order=first_epoch_order())
+        self._prebuild = lambda: build(during_training=False, order=first_epoch_order())
+
+    def prebuild_teacher_cache(self) -> None:
+        """Fill a cache that epoch 1 would fill now, before training, in epoch 1's batches (the same
+        table): a resumed run starts after epoch 1 (:meth:`load_state_dict`); benchmarks time cached
+        steps. No-op without such a cache."""
+        if self.teacher_cache is not None and self.teacher_cache.first_epoch:
+            self.teacher_cache = self._prebuild()
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         super().load_state_dict(state)
-        if self.teacher_cache is not None and self.teacher_cache.first_epoch:
-            self.teacher_cache = self._prebuild_cache()
+        self.prebuild_teacher_cache()
 
     def on_epoch_end(self, epoch: int) -> None:
         super().on_epoch_end(epoch)
