@@ -114,6 +114,7 @@ class ClassifierStudentMethod(Method):
             return build_teacher_cache(
                 train_set, lambda b: self.teacher_forward(self.objective.prepare_input(b.x, b), b), batch_sizes, key,
                 exact=tc.teacher_cache_exact, order=order, during_training=during_training, prepare=prepare,
+                probe_rows=1 if tc.compile == "none" else max(batch_sizes),
                 shared_dir=Path(tc.teacher_cache_dir).expanduser() if tc.teacher_cache_dir else None,
                 spill_dir=Path(run_dir) / "teacher_cache", memory_bytes=float(tc.teacher_cache_memory_mb) * 2**20,
                 log=print if self.fabric.is_global_zero and tc.progress else (lambda msg: None))

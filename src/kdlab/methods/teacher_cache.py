@@ -240,6 +240,7 @@ def build_teacher_cache(
     exact: bool = False,
     order: Optional[Sequence[Sequence[int]]] = None,
     during_training: bool = False,
+    probe_rows: int = 1,
     prepare: Callable[[Batch], Batch] = lambda b: b,
     shared_dir: Optional[Path] = None,
     spill_dir: Optional[Path] = None,
@@ -263,6 +264,8 @@ def build_teacher_cache(
         during_training: one pass in memory (no ``shared_dir``, ``n`` rows within ``memory_bytes``): return
             an empty :meth:`TeacherCache.filling` cache that the first epoch fills (a one-row teacher pass
             here sizes it) instead of building it now.
+        probe_rows: the rows of that sizing pass (a compiled teacher: the batch size, so no shape of its
+            own is compiled).
         prepare: moves a host batch to the training device / memory format, as the loop does.
         shared_dir: a shared cache directory (``trainer.teacher_cache_dir``): always on disk there.
         spill_dir: where a cache larger than ``memory_bytes`` goes when there is no ``shared_dir``.
@@ -283,7 +286,7 @@ def build_teacher_cache(
         sizes = sizes[:1]
     t0 = time.perf_counter()
     if during_training and not exact and shared_dir is None:
-        probe = compute(prepare(dataset.__getitems__([0])))
+        probe = compute(prepare(dataset.__getitems__(list(range(min(n, probe_rows))))))
         if probe is None:
             return None
         if n * sum(v[:1].numel() * v.element_size() for v in _flatten(probe).values()) <= memory_bytes:
