@@ -36,7 +36,7 @@ def current_configs(tmp: Path, teacher: Path, gen_teacher: Path) -> dict:
     return {
         "distill-kd": small_config(tmp, name="kd", method="distill", teacher=t, model={"name": "mlp", "kwargs": {"hidden": [32]}},
                                    objective={"student": {"ce": {"weight": 1.0}, "kd": {"weight": 1.0, "temperature": 4.0}}},
-                                   trainer=two),
+                                   trainer={**two, "teacher_cache_exact": True}),  # the per-batch-size tables (issue 29)
         "mosaickd": small_config(tmp, name="mosaickd", method="distill", teacher=t, model={"name": "mlp", "kwargs": {"hidden": [16]}},
                                  data={"transfer": "synth", "synth_real": "mnist-digits", "transfer_n": 48, "batch_size": 16},
                                  objective={"student": {"ce": {"weight": 0.0}, **KL},

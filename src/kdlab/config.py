@@ -137,6 +137,9 @@ class TrainerConfig:
     teacher_cache: str = choice("auto", ("auto", "on", "off"))
     teacher_cache_dir: Optional[str] = None  # shared on-disk cache; None: memory, or <run>/teacher_cache when large
     teacher_cache_memory_mb: float = bounded(1024.0, ge=0)  # larger caches are memory-mapped files on disk
+    # true: one table per batch size the loader yields (bit-identical to an uncached run, one teacher pass
+    # each); false: one table at the batch size, one teacher pass (filled during epoch 1 when in memory)
+    teacher_cache_exact: bool = False
 
 
 @dataclass

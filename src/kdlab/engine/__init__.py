@@ -19,7 +19,7 @@ from kdlab.engine.loading import (
     network_identity,
 )
 from kdlab.engine.interrupt import TrainingInterrupted
-from kdlab.engine.loop import FitResult, NonFiniteLossError, Trainer, copy_with_state, make_fabric, unwrap
+from kdlab.engine.loop import FitResult, NonFiniteLossError, Trainer, copy_with_state, make_fabric, train_loader, unwrap
 from kdlab.engine.optim import build_optimizer, build_scheduler, optim_with_lr
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "NonFiniteLossError",
     "TrainingInterrupted",
     "Trainer",
+    "train_loader",
     "atomic_write",
     "atomic_write_text",
     "build_optimizer",

@@ -309,7 +309,8 @@ class CallbackList:
 
     Args:
         callbacks: the :class:`Callback` s, called in this order.
-        view: the :class:`PlayersView` handed to them (its position is set by :meth:`at`).
+        view: the :class:`PlayersView` handed to them (its position is set by :meth:`at`); None without
+            callbacks.
         fabric: the launched Fabric (rank, world size, the all-reduce of failure flags).
         last_ckpt: the run's ``last.ckpt`` path (named in error messages).
     """
@@ -321,8 +322,9 @@ class CallbackList:
         return bool(self.callbacks)
 
     def at(self, epoch: int, step: int) -> None:
-        """Tell the view where the loop is (epochs and steps completed)."""
-        self.view._at(epoch, step)
+        """Tell the view where the loop is (epochs and steps completed); no view without callbacks."""
+        if self.view is not None:
+            self.view._at(epoch, step)
 
     def fit_start(self) -> None:
         """Every rank: each callback's ``on_fit_start``. Raises CallbackError (see :meth:`_dispatch`)."""

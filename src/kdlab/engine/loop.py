@@ -33,7 +33,7 @@ from kdlab.engine.logging import MetricsLog, ProgressBar, format_values
 from kdlab.engine.optim import apply_schedules, schedules
 from kdlab.engine.rundir import resume_changes
 from kdlab.engine.rng import gather_rng, rank_stream, rng_state, set_rng_bytes, set_rng_state
-from kdlab.engine.speed import channels_last_batch, pin_memory_for
+from kdlab.engine.speed import channels_last_batch, nvml_check_where_useful, pin_memory_for
 
 CKPT_FORMAT = "kdlab-run-1"
 
@@ -64,6 +64,7 @@ def make_fabric(trainer_cfg: Any, run_dir: Optional[Path] = None):
     """
     from lightning_fabric import Fabric
 
+    nvml_check_where_useful()
     loggers = []
     if run_dir is not None and trainer_cfg.tensorboard:
         from lightning_fabric.loggers import TensorBoardLogger
@@ -231,8 +232,9 @@ class Trainer:
         last_values: Dict[str, float] = {}
         key, maximize = method.selection_key, method.selection_mode == "max"
         val = None
-        hooks = CallbackList(callbacks, PlayersView(method, cfg, self.run_dir, rank=fabric.global_rank,
-                                                    world_size=fabric.world_size), fabric, self.ckpt_dir / "last.ckpt")
+        view = PlayersView(method, cfg, self.run_dir, rank=fabric.global_rank, world_size=fabric.world_size) \
+            if callbacks else None  # the view copies the config (~10 ms): only when someone looks
+        hooks = CallbackList(callbacks, view, fabric, self.ckpt_dir / "last.ckpt")
         hooks.at(start_epoch, step)
         hooks.fit_start()
         with ProgressBar(enabled=tcfg.progress and self.is_zero) as bar, \
@@ -342,19 +344,7 @@ class Trainer:
         return sorted({min(b, n)} | ({n % b} if n > b and n % b else set())) if n else []
 
     def _train_loader(self, train_set: Any, epoch: int):
-        """Epoch ``epoch``'s shuffled batches; under DDP each rank takes its shard of the same order."""
-        cfg = self.cfg
-        return make_loader(
-            train_set,
-            cfg.data.batch_size,
-            shuffle=True,
-            seed=cfg.seed,
-            epoch=epoch,
-            num_workers=cfg.data.num_workers,
-            pin_memory=pin_memory_for(cfg.data.pin_memory, self.fabric.device),
-            num_replicas=self.fabric.world_size,
-            rank=self.fabric.global_rank,
-        )
+        return train_loader(self.cfg, self.fabric, train_set, epoch)
 
     def _stop(self, out: Dict[str, torch.Tensor], epoch: int, step: int, reason: Optional[str] = None) -> None:
         vals = reason or ", ".join(f"{k}={float(v):.4g}" for k, v in out.items())
@@ -367,6 +357,22 @@ class Trainer:
         )
         what = "training stopped" if reason else "non-finite loss"
         raise NonFiniteLossError(f"{what} at epoch {epoch + 1}, step {step} ({vals}); the run stopped; {kept}") from None
+
+
+def train_loader(cfg: Any, fabric: Any, train_set: Any, epoch: int):
+    """Epoch ``epoch``'s shuffled training batches (``cfg.data``, ``cfg.seed``), as the loop iterates them;
+    under DDP each rank (``fabric``) takes its shard of the same order."""
+    return make_loader(
+        train_set,
+        cfg.data.batch_size,
+        shuffle=True,
+        seed=cfg.seed,
+        epoch=epoch,
+        num_workers=cfg.data.num_workers,
+        pin_memory=pin_memory_for(cfg.data.pin_memory, fabric.device),
+        num_replicas=fabric.world_size,
+        rank=fabric.global_rank,
+    )
 
 
 def copy_with_state(model: nn.Module, state: Dict[str, torch.Tensor]) -> nn.Module:

@@ -45,6 +45,7 @@ SAFE_ON_RESUME = (
     "trainer.teacher_cache",
     "trainer.teacher_cache_dir",
     "trainer.teacher_cache_memory_mb",
+    "trainer.teacher_cache_exact",
     "data.num_workers",
     "data.pin_memory",
     "eval.latency",

@@ -85,3 +85,22 @@ def setup_player(fabric: Any, module: nn.Module, optimizer: Any) -> Tuple[nn.Mod
     if optimizer is None:
         return fabric.setup(module), None
     return fabric.setup(module, optimizer)
+
+
+def nvml_check_where_useful() -> None:
+    """Lightning Fabric sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` on import (a CUDA check that does not
+    initialise CUDA before workers fork). Where NVML cannot be loaded (a CUDA build of torch on a machine
+    without an NVIDIA driver), torch falls back to the CUDA runtime's count anyway, but first retries
+    loading NVML on every ``torch.cuda.is_available()``, which Adam's ``step`` calls: ~50 us a step on
+    the machine of ``benchmarks/bench_distill_step.py``. There the variable is dropped: same answer, no
+    retry. Where NVML loads (a GPU machine) nothing changes."""
+    import os
+
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") != "1":
+        return
+    try:
+        unusable = torch.cuda._device_count_nvml() < 0  # private: -1 when NVML cannot be loaded
+    except Exception:  # another torch: leave the variable as Lightning set it
+        return
+    if unusable:
+        del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]

@@ -8,8 +8,9 @@ when a term needs it, on ``batch.teacher_input``) and one of the student, each e
 features the terms asked for, then ``loss = sum_i weight_i * term_i`` and one optimizer step.
 
 The teacher is frozen, so on a static transfer set its outputs (and what the terms derive from it,
-e.g. input Jacobians) are read from a cache built before the first epoch
-(``trainer.teacher_cache``, :mod:`kdlab.methods.teacher_cache`): same student, no teacher passes.
+e.g. input Jacobians) are read from a cache filled in one teacher pass, during the first epoch when it
+is kept in memory (``trainer.teacher_cache``, :mod:`kdlab.methods.teacher_cache`): no teacher passes
+after it.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from torch import nn
 
 from kdlab.config import ConfigError, bounded
 from kdlab.data.batch import Batch
-from kdlab.engine import file_sha256, load_network, network_identity
+from kdlab.engine import file_sha256, load_network, network_identity, train_loader
 from kdlab.engine.speed import channels_last_batch
 from kdlab.methods.base import Method, build_network, unwrap
 from kdlab.methods.teacher_cache import build_teacher_cache, cache_blockers
@@ -109,11 +110,37 @@ class ClassifierStudentMethod(Method):
             batch = batch.to(self.fabric.device)
             return channels_last_batch(batch) if tc.channels_last else batch
 
-        self.teacher_cache = build_teacher_cache(
-            train_set, lambda b: self.teacher_forward(self.objective.prepare_input(b.x, b), b), batch_sizes, key,
-            prepare=prepare, shared_dir=Path(tc.teacher_cache_dir).expanduser() if tc.teacher_cache_dir else None,
-            spill_dir=Path(run_dir) / "teacher_cache", memory_bytes=float(tc.teacher_cache_memory_mb) * 2**20,
-            log=print if self.fabric.is_global_zero and tc.progress else (lambda msg: None))
+        def build(during_training: bool, order: Any = None) -> Any:
+            return build_teacher_cache(
+                train_set, lambda b: self.teacher_forward(self.objective.prepare_input(b.x, b), b), batch_sizes, key,
+                exact=tc.teacher_cache_exact, order=order, during_training=during_training, prepare=prepare,
+                probe_rows=1 if tc.compile == "none" else max(batch_sizes),
+                shared_dir=Path(tc.teacher_cache_dir).expanduser() if tc.teacher_cache_dir else None,
+                spill_dir=Path(run_dir) / "teacher_cache", memory_bytes=float(tc.teacher_cache_memory_mb) * 2**20,
+                log=print if self.fabric.is_global_zero and tc.progress else (lambda msg: None))
+
+        def first_epoch_order() -> list:
+            sampler = train_loader(self.cfg, self.fabric, train_set, 0).sampler
+            return [list(b) for b in torch.utils.data.BatchSampler(sampler, int(self.cfg.data.batch_size), False)]
+
+        self.teacher_cache = build(during_training=True)
+        self._prebuild = lambda: build(during_training=False, order=first_epoch_order())
+
+    def prebuild_teacher_cache(self) -> None:
+        """Fill a cache that epoch 1 would fill now, before training, in epoch 1's batches (the same
+        table): a resumed run starts after epoch 1 (:meth:`load_state_dict`); benchmarks time cached
+        steps. No-op without such a cache."""
+        if self.teacher_cache is not None and self.teacher_cache.first_epoch:
+            self.teacher_cache = self._prebuild()
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.prebuild_teacher_cache()
+
+    def on_epoch_end(self, epoch: int) -> None:
+        super().on_epoch_end(epoch)
+        if self.teacher_cache is not None:
+            self.teacher_cache.end_epoch()
 
     def forward_losses(self, batch: Batch, cached: bool = False) -> Tuple[Dict[str, torch.Tensor], Outputs, Optional[Outputs]]:
         """(weighted terms incl. ``loss``, student outputs, teacher outputs) for one batch, no step.
@@ -122,7 +149,7 @@ class ClassifierStudentMethod(Method):
         x = batch.x + sigma * torch.randn_like(batch.x) if sigma > 0 else batch.x
         x = self.objective.prepare_input(x, batch)
         if cached and self.teacher_cache is not None and batch.index is not None:
-            t = self.teacher_cache.lookup(batch.index, x)
+            t = self.teacher_cache.outputs(batch.index, x, lambda: self.teacher_forward(x, batch))
         else:
             t = self.teacher_forward(x, batch)
         s = self.players["student"](x)
