@@ -175,6 +175,16 @@ def register_model(name: str, *, replace: bool = False) -> Callable:
     return deco
 
 
+def _register_subclass(registry: Any, base: type, what: str, name: str, replace: bool) -> Callable:
+    """A decorator registering a subclass of ``base`` in ``registry`` under ``name``."""
+    def deco(cls: type) -> type:
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise TypeError(f"register_{what}({name!r}): {cls!r} is not a subclass of {base.__module__}.{base.__name__}")
+        return registry.register(name, replace=replace)(cls)
+
+    return deco
+
+
 def register_term(name: str, *, replace: bool = False) -> Callable:
     """Decorator: register a :class:`kdlab.terms.Term` subclass under ``name`` (``objective.<player>.<name>``).
 
@@ -183,12 +193,7 @@ def register_term(name: str, *, replace: bool = False) -> Callable:
     """
     from kdlab.terms import TERMS, Term
 
-    def deco(cls: type) -> type:
-        if not (isinstance(cls, type) and issubclass(cls, Term)):
-            raise TypeError(f"register_term({name!r}): {cls!r} is not a subclass of kdlab.terms.Term")
-        return TERMS.register(name, replace=replace)(cls)
-
-    return deco
+    return _register_subclass(TERMS, Term, "term", name, replace)
 
 
 def register_method(name: str, *, replace: bool = False) -> Callable:
@@ -199,12 +204,7 @@ def register_method(name: str, *, replace: bool = False) -> Callable:
     """
     from kdlab.methods import METHODS, Method
 
-    def deco(cls: type) -> type:
-        if not (isinstance(cls, type) and issubclass(cls, Method)):
-            raise TypeError(f"register_method({name!r}): {cls!r} is not a subclass of kdlab.methods.Method")
-        return METHODS.register(name, replace=replace)(cls)
-
-    return deco
+    return _register_subclass(METHODS, Method, "method", name, replace)
 
 
 def register_dataset(name: str, *, num_classes: int, in_channels: int, image_size: int,
