@@ -175,11 +175,11 @@ def register_model(name: str, *, replace: bool = False) -> Callable:
     return deco
 
 
-def _register_subclass(registry: Any, base: type, what: str, name: str, replace: bool) -> Callable:
-    """A decorator registering a subclass of ``base`` in ``registry`` under ``name``."""
+def _register_subclass(registry: Any, base: type, public: str, what: str, name: str, replace: bool) -> Callable:
+    """A decorator registering a subclass of ``base`` (``public``: its public path) in ``registry`` under ``name``."""
     def deco(cls: type) -> type:
         if not (isinstance(cls, type) and issubclass(cls, base)):
-            raise TypeError(f"register_{what}({name!r}): {cls!r} is not a subclass of {base.__module__}.{base.__name__}")
+            raise TypeError(f"register_{what}({name!r}): {cls!r} is not a subclass of {public}")
         return registry.register(name, replace=replace)(cls)
 
     return deco
@@ -193,7 +193,7 @@ def register_term(name: str, *, replace: bool = False) -> Callable:
     """
     from kdlab.terms import TERMS, Term
 
-    return _register_subclass(TERMS, Term, "term", name, replace)
+    return _register_subclass(TERMS, Term, "kdlab.terms.Term", "term", name, replace)
 
 
 def register_method(name: str, *, replace: bool = False) -> Callable:
@@ -204,7 +204,7 @@ def register_method(name: str, *, replace: bool = False) -> Callable:
     """
     from kdlab.methods import METHODS, Method
 
-    return _register_subclass(METHODS, Method, "method", name, replace)
+    return _register_subclass(METHODS, Method, "kdlab.methods.Method", "method", name, replace)
 
 
 def register_dataset(name: str, *, num_classes: int, in_channels: int, image_size: int,
