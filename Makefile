@@ -1,6 +1,6 @@
 # kdlab: `make demo` (main job) and `make test` (tests) each set up everything they need on a
 # fresh Debian machine with Python >= 3.10: a virtual environment in .venv with kdlab installed
-# editable (pip install -e .[dev,export]) and Fashion-MNIST from the Debian package dataset-fashion-mnist.
+# editable (pip install -e .[dev,export,timm]) and Fashion-MNIST from the Debian package dataset-fashion-mnist.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	  echo "python3 -m venv failed; installing python3-venv"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,export]'
+	$(BIN)/python -m pip install -q -e '.[dev,export,timm]'
 	@touch $@
 
 # Fashion-MNIST offline: the Debian package, unless the files are already there (or in $KDLAB_DATA).
