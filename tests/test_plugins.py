@@ -190,6 +190,8 @@ def test_entry_point_plugins_load_once_and_register(tmp_path, monkeypatch):
     import importlib.metadata as md
     import sys
 
+    import lightning_fabric  # noqa: F401  (imports fsspec, which reads entry points, before they are faked)
+
     import kdlab.plugins as plugins
 
     (tmp_path / "ep_plugin_pkg.py").write_text(
@@ -202,6 +204,11 @@ def test_entry_point_plugins_load_once_and_register(tmp_path, monkeypatch):
     cfg = load_run_config([{"method": "teacher", "objective": {"teacher": {"user_ep_zero": {"weight": 1.0}}}}])
     assert "user_ep_zero" in cfg.objective.teacher and "ep_plugin_pkg" in sys.modules
     assert plugins.load_entry_points() == [{"entry_point": "ep_plugin", "module": "ep_plugin_pkg", "version": ""}]
+    run = train(load_run_config([small_config(tmp_path, name="ep", trainer={"epochs": 1},
+                                              data={"n_per_class": 5, "val_size": 0, "max_test": 50})]))
+    import json
+
+    assert json.loads((run / "summary.json").read_text())["plugins"] == plugins.load_entry_points()
 
 
 def test_a_relative_py_import_is_read_beside_its_yaml_file(tmp_path, monkeypatch):

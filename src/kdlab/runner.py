@@ -310,6 +310,8 @@ def train(cfg: Any, resume: bool = False, overwrite: bool = False, callbacks: Se
 
 def _finish(cfg: Any, run_dir: Path, data: Any, selection: Any, method: Any, result: Any, fabric: Any, t0: float) -> None:
     """Rank 0 after training: ``summary.json`` and ``report.md``."""
+    from kdlab.plugins import load_entry_points
+
     summary: Dict[str, Any] = {
         "name": cfg.name,
         "label": cfg.label or cfg.name,
@@ -334,6 +336,8 @@ def _finish(cfg: Any, run_dir: Path, data: Any, selection: Any, method: Any, res
         "train_time_s": result.wall_time_s,
         "versions": versions(),
         "git_commit": git_commit(),
+        # installed kdlab.plugins entry points (their package versions); the config's ``imports`` has the rest
+        "plugins": load_entry_points(),
     }
     summary.update(method.finalize(run_dir, data, result, fabric.device))
     summary["wall_time_s"] = time.perf_counter() - t0
