@@ -266,3 +266,31 @@ def test_one_pass_order_covers_every_row():
     assert [r.tolist() for r, _ in plan] == [[7, 2, 9], [4, 7], [0, 1, 3], [5, 6, 8]]
     assert all(fresh == len(r) for r, fresh in plan)
     assert [r.tolist() for r, _ in _one_pass(5, 2, None)] == [[0, 1], [2, 3], [4]]
+
+
+@pytest.mark.parametrize("damage", ["zero-filled", "truncated", "no hashes"])
+def test_a_damaged_shared_cache_is_rebuilt_with_a_warning(make_config, teacher, tmp_path, damage):
+    """Each table of a disk cache carries its sha256 in meta.json, checked when the cache is reused: a table
+    zero-filled or truncated after it was written (or a cache without hashes) is rebuilt, with a warning,
+    and the run ends as a run on a fresh cache."""
+    shared = tmp_path / "shared"
+    first = train(_cfg(make_config, teacher, "clean", teacher_cache_dir=str(shared)))
+    (cache,) = [p for p in shared.iterdir() if p.is_dir()]
+    table = sorted(cache.glob("b*.npy"))[0]
+    if damage == "zero-filled":
+        head = 128  # keep the .npy header: the file still loads, with zeros in place of the logits
+        raw = table.read_bytes()
+        table.write_bytes(raw[:head] + bytes(len(raw) - head))
+    elif damage == "truncated":
+        table.write_bytes(table.read_bytes()[:-100])
+    else:
+        meta = json.loads((cache / "meta.json").read_text())
+        del meta["sha256"]
+        (cache / "meta.json").write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="rebuilding it"):
+        again = train(_cfg(make_config, teacher, "again", teacher_cache_dir=str(shared)))
+    s2 = json.loads((again / "summary.json").read_text())["teacher_cache"]
+    assert not s2.get("reused")
+    a, b = load_file(first / "student.safetensors"), load_file(again / "student.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((cache / "meta.json").read_text())["sha256"]  # the rebuilt cache has its hashes again

@@ -52,6 +52,7 @@ import numpy as np
 import torch
 
 from kdlab.data.batch import Batch
+from kdlab.engine.checkpoint import file_sha256
 from kdlab.terms import Outputs
 
 __all__ = ["cache_blockers", "content_sha256", "TeacherCache", "build_teacher_cache"]
@@ -219,6 +220,25 @@ def _load_disk(directory: Path, meta: Dict[str, Any]) -> Dict[int, Dict[str, Any
             for b in meta["batch_sizes"]}
 
 
+def _check_tables(directory: Path, meta: Dict[str, Any]) -> Optional[str]:
+    """None when every table file of a disk cache holds the bytes whose sha256 its ``meta.json`` recorded
+    (and loads), else what is wrong: a missing, truncated or edited table, or a cache without hashes."""
+    recorded = meta.get("sha256")
+    if not isinstance(recorded, dict) or not recorded:
+        return "its meta.json records no content hash per table (an older cache)"
+    for name, digest in sorted(recorded.items()):
+        path = directory / name
+        if not path.is_file():
+            return f"table {name} is missing"
+        if file_sha256(path) != digest:
+            return f"table {name} does not hold the bytes it was written with (sha256 mismatch: truncated or edited)"
+    try:
+        _load_disk(directory, meta)
+    except (ValueError, OSError) as exc:
+        return f"a table does not load ({exc})"
+    return None
+
+
 def _writable(directory: Path) -> Optional[str]:
     """None when ``directory`` can be created and written, else the reason."""
     try:
@@ -327,9 +347,14 @@ def build_teacher_cache(
         if meta_file.is_file():
             meta = json.loads(meta_file.read_text())
             if meta.get("key") == digest:
-                log(f"teacher cache: reusing {final}")
-                return TeacherCache(_load_disk(final, meta), str(final), dict(info, reused=True,
-                                                                              load_s=time.perf_counter() - t0))
+                problem = _check_tables(final, meta)
+                if problem is None:
+                    log(f"teacher cache: reusing {final}")
+                    return TeacherCache(_load_disk(final, meta), str(final), dict(info, reused=True,
+                                                                                  load_s=time.perf_counter() - t0))
+                warnings.warn(f"teacher cache {final}: {problem}; rebuilding it", stacklevel=2)
+                log(f"teacher cache: {final}: {problem}; rebuilding it")
+                shutil.rmtree(final, ignore_errors=True)
         work = Path(directory) / f"{digest[:16]}.tmp-{os.getpid()}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
@@ -354,8 +379,9 @@ def build_teacher_cache(
     for b in sizes:
         for arr in tables[b].values():
             arr.flush()
+    hashes = {f"b{b}-{i}.npy": file_sha256(work / f"b{b}-{i}.npy") for b in sizes for i in range(len(names))}
     (work / "meta.json").write_text(json.dumps({"key": digest, "names": names, "batch_sizes": sizes,
-                                                "full_key": full_key}, indent=1, default=str))
+                                                "sha256": hashes, "full_key": full_key}, indent=1, default=str))
     try:
         os.rename(work, final)
     except OSError:  # another process finished the same cache first: use theirs
