@@ -296,3 +296,33 @@ def test_latent_pool_is_fixed_per_row_and_fresh_is_unchanged(tmp_path, gen_teach
     assert torch.equal(got, torch.randn(3, 16))
     with pytest.raises(ConfigError, match=r"players.latents.*accepted: fresh, pool"):
         _gan_method(tmp_path, gen_teacher, latents="reuse")
+
+
+def test_crd_memory_under_two_processes_holds_every_ranks_rows(tmp_path):
+    """2 gloo ranks with unequal shards (3 + 2 rows) update CRD's banks: each rank ends with the banks that one
+    process updating with all 5 rows holds (no rank's rows lost to DDP's broadcast of rank 0's buffers), and
+    Z's mean is the mean over both shards. The reference is the update formula written out here."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from crd_ranks import update_on_rank
+
+    g = torch.Generator().manual_seed(3)
+    index = torch.tensor([4, 11, 0, 17, 9])
+    v_s, v_t, scores = torch.randn(5, 6, generator=g), torch.randn(5, 6, generator=g), torch.rand(5, 7, generator=g)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(update_on_rank, args=(2, port, str(tmp_path / "rank"), index, v_s, v_t, scores), nprocs=2, join=True)
+    torch.manual_seed(0)
+    ref = CRDLoss((8,), (8,), n_data=20, k=4, feat_dim=6)
+    for memory, v in ((ref.memory_s, v_s), (ref.memory_t, v_t)):  # m[i] <- normalize(0.5 m[i] + 0.5 v_i)
+        for row, vec in zip(index.tolist(), v):
+            mixed = memory[row] * 0.5 + vec * 0.5
+            memory[row] = mixed / mixed.norm()
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank-{rank}.pt", weights_only=True)
+        assert torch.allclose(got["memory_s"], ref.memory_s, atol=1e-6)
+        assert torch.allclose(got["memory_t"], ref.memory_t, atol=1e-6)
+        assert float(got["mean"]) == pytest.approx(float(scores.mean()), rel=1e-6)

@@ -5,6 +5,7 @@ import math
 from typing import Optional, Sequence
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from kdlab.losses._common import check_float_tensor, check_positive
@@ -60,6 +61,33 @@ def contrast_scores(anchor: torch.Tensor, memory: torch.Tensor, rows: torch.Tens
     return torch.exp(torch.bmm(weight, anchor.unsqueeze(2)).squeeze(2) / temperature)
 
 
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _all_rows(t: torch.Tensor) -> torch.Tensor:
+    """``t`` [B, ...] of this rank -> the rows of every rank in rank order (batches may differ in size)."""
+    if not _distributed():
+        return t
+    n = torch.tensor([t.shape[0]], device=t.device)
+    sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, n)
+    most = int(max(int(s) for s in sizes))
+    padded = torch.cat([t, t.new_zeros((most - t.shape[0],) + tuple(t.shape[1:]))]) if t.shape[0] < most else t
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([p[: int(s)] for p, s in zip(parts, sizes)])
+
+
+def _global_mean(t: torch.Tensor) -> torch.Tensor:
+    """The mean of ``t`` over every rank's elements (this rank's mean in one process)."""
+    if not _distributed():
+        return t.mean()
+    both = torch.stack([t.detach().sum().float(), torch.tensor(float(t.numel()), device=t.device)])
+    dist.all_reduce(both)
+    return both[0] / both[1]
+
+
 class CRDLoss(nn.Module):
     """CRD for one (student, teacher) feature pair: embedding heads, two memory banks, NCE both ways.
 
@@ -81,6 +109,8 @@ class CRDLoss(nn.Module):
     ``N * mean(exp(. / tau))`` over all its scores (RepDistiller ``ContrastMemory``) and then kept. In
     training mode the memories are updated after the scores at ``index``:
     ``m[i] <- normalize(momentum * m[i] + (1 - momentum) v_i)`` with the new (detached) embeddings.
+    Under several processes the mean for Z is over every rank's scores and every rank applies every
+    rank's rows to its banks (gathered), so the banks stay equal and none of a rank's updates is lost.
 
     Args:
         student_shape, teacher_shape: per-sample feature shapes ((C, H, W) or (D,)).
@@ -162,9 +192,9 @@ class CRDLoss(nn.Module):
         out_s = contrast_scores(v_s, self.memory_t, rows, self.temperature)  # student anchor, teacher memory
         with torch.no_grad():
             if float(self.z_s) < 0:
-                self.z_s.fill_(float(out_s.mean()) * self.n_data)
+                self.z_s.fill_(float(_global_mean(out_s)) * self.n_data)
             if float(self.z_t) < 0:
-                self.z_t.fill_(float(out_t.mean()) * self.n_data)
+                self.z_t.fill_(float(_global_mean(out_t)) * self.n_data)
         loss = nce_contrast_loss(out_t / self.z_t, self.n_data) + nce_contrast_loss(out_s / self.z_s, self.n_data)
         if self.training:
             self.update_memory(index, v_s.detach(), v_t.detach())
@@ -172,7 +202,12 @@ class CRDLoss(nn.Module):
 
     @torch.no_grad()
     def update_memory(self, index: torch.Tensor, v_s: torch.Tensor, v_t: torch.Tensor) -> None:
-        """``m[i] <- normalize(momentum * m[i] + (1 - momentum) v)`` for both banks at rows ``index`` [B]."""
+        """``m[i] <- normalize(momentum * m[i] + (1 - momentum) v)`` for both banks at rows ``index`` [B].
+
+        Under several processes every rank applies the rows of every rank (gathered in rank order), so the
+        banks stay equal across ranks and hold what one process with the global batch would hold; without
+        this, DDP's broadcast of rank 0's buffers at each forward would drop the other ranks' updates."""
+        index, v_s, v_t = (_all_rows(t) for t in (index, v_s, v_t))
         idx = index.to(self.memory_s.device).long()
         for memory, v in ((self.memory_s, v_s), (self.memory_t, v_t)):
             mixed = memory[idx] * self.momentum + v.to(memory.dtype) * (1 - self.momentum)
