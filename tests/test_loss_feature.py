@@ -303,3 +303,29 @@ def test_gan_compression_run_with_term(tmp_path, gen_teacher, name):
     run = train(load_run_config([cfg]))
     rows = [r for r in _rows(run) if f"train/{name}" in r]
     assert len(rows) == 3 and all(np.isfinite(r[f"train/{name}"]) and r[f"train/{name}"] > 0 for r in rows)
+
+
+def test_ft_paraphraser_update_goes_through_its_players_wrapper():
+    """Under DDP the player ``paraphraser`` is wrapped; its update must call the wrapper (which averages the
+    gradients across ranks), not the bare modules. A recording wrapper stands in for DDP here."""
+    ctx = _ctx()
+    term = build_objective({"ft": {"layers": [["conv2", "conv2"]], "paraphraser_steps": 2}}, ctx).terms["ft"]
+    calls = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, maps):
+            calls.append(len(maps))
+            return self.module(maps)
+
+    term._wrapped = {"paraphraser": Recorder(term.players()["paraphraser"][0])}
+    feat = torch.randn(2, 8, 5, 5)
+    s = Outputs(out=torch.zeros(2, 10), features={"conv2": torch.randn(2, 8, 5, 5)})
+    t = Outputs(out=torch.zeros(2, 10), features={"conv2": feat})
+    got = term.update(s, t, Batch(size=2), lambda name, loss: None)["paraphraser_rec"]
+    para = term.paraphrasers[0]
+    want = torch.nn.functional.mse_loss(para.decoder(para.encoder(feat)), feat)  # eq. 1, written out
+    assert calls == [1] and float(got) == pytest.approx(float(want), rel=1e-6)

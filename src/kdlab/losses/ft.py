@@ -66,6 +66,15 @@ class Paraphraser(nn.Module):
         return F.mse_loss(self.decoder(self.encoder(x)), x)
 
 
+class Paraphrasers(nn.ModuleList):
+    """The paraphrasers of several (student, teacher) pairs as one module whose forward is their summed
+    reconstruction loss (eq. 1) on the teacher maps ``[x_1, ...]`` (each [B, C_t, H, W]): a training step
+    through one wrapper (DDP) then averages their gradients across ranks."""
+
+    def forward(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
+        return sum(p.reconstruction_loss(x) for p, x in zip(self, maps))
+
+
 class Translator(nn.Module):
     """The student-side translator of factor transfer (Kim et al. 2018, section 3.2): adaptive average
     pooling to the teacher's ``H x W`` when the student map is larger, then three 3x3 convolutions

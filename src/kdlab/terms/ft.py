@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from kdlab.config import ConfigError, bounded, choice
-from kdlab.losses.ft import FT_NORMS, Paraphraser, Translator, ft_loss
+from kdlab.losses.ft import FT_NORMS, Paraphraser, Paraphrasers, Translator, ft_loss
 from kdlab.terms._feature_maps import map_shapes
 from kdlab.terms.base import TERMS, Term, TermConfig, layer_pairs, pick
 
@@ -47,7 +47,7 @@ class FTTerm(Term):
             except ValueError as exc:
                 raise ConfigError(f"term 'ft': student {a!r} {s} and teacher {b!r} {t}: {exc}") from None
         self.translators = nn.ModuleList(translators)
-        self.paraphrasers = nn.ModuleList(Paraphraser(t[0], cfg.rate) for _, t in shapes)
+        self.paraphrasers = Paraphrasers(Paraphraser(t[0], cfg.rate) for _, t in shapes)
         self.register_buffer("paraphraser_done", torch.zeros((), dtype=torch.long))
         self.expose(self.pairs)
 
@@ -72,8 +72,8 @@ class FTTerm(Term):
     def update(self, s, t, batch, step):
         if not self.pretraining():
             return {}
-        with torch.enable_grad():
-            loss = sum(para.reconstruction_loss(pick(t, b)) for para, (_, b) in zip(self.paraphrasers, self.pairs))
+        with torch.enable_grad():  # through the player's wrapper: under DDP its gradients are averaged
+            loss = self.wrapped("paraphraser")([pick(t, b) for _, b in self.pairs])
         step("paraphraser", loss)
         self.paraphraser_done += 1
         return {"paraphraser_rec": loss.detach()}
