@@ -169,6 +169,30 @@ def test_distill_with_trainable_term_modules_under_ddp(tmp_path, make_config):
     assert json.loads((tmp_path / "ddp-s" / "summary.json").read_text())["test_acc_best"] > 10  # above chance
 
 
+@pytest.mark.slow
+def test_crd_and_ft_with_paraphraser_pretraining_run_under_ddp(tmp_path, make_config):
+    """Two CPU ranks (gloo): CRD (memory banks gathered across ranks) and FT with paraphraser pre-training (its
+    own player; the translators inside the student's DDP wrapper) train through both phases without DDP's
+    unused-parameter error (a smoke test of the wiring; the bank gather itself: test_loss_mi.py)."""
+    import yaml
+
+    t_cfg = make_config(name="lenet-teacher", model={"name": "lenet", "kwargs": {"channels": [8, 16], "fc": 64}},
+                        trainer={"epochs": 1})
+    teacher = train(load_run_config([t_cfg]))
+    cfg = make_config(name="ddp-crd-ft", method="distill", teacher={"checkpoint": str(teacher)},
+                      model={"name": "lenet", "kwargs": {"channels": [4, 8], "fc": 32}},
+                      objective={"student": {"kd": {"weight": 1.0},
+                                             "crd": {"weight": 0.5, "layers": [["pool2", "pool2"]], "k": 64},
+                                             "ft": {"weight": 0.5, "layers": [["conv2", "conv2"]], "paraphraser_steps": 3}}},
+                      trainer={"epochs": 2, "devices": 2, "strategy": "ddp", "progress": False, "tensorboard": False})
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([sys.executable, "-m", "kdlab.cli", "distill", str(tmp_path / "s.yaml")],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "ddp-crd-ft" / "metrics.jsonl").read_text().splitlines()]
+    assert any("train/ft/paraphraser_rec" in r for r in rows) and any(r.get("train/ft", 0) > 0 for r in rows)
+
+
 # ----------------------------------------------------------------------------------- bad input
 
 

@@ -24,8 +24,10 @@ class FTTerm(Term):
     player ``paraphraser`` (optimizer: the run's ``optim``): for the first ``paraphraser_steps`` student
     steps :meth:`update` trains it on the reconstruction ``MSE(P(t), t)`` of the teacher feature (eq. 1)
     and the student term is 0 (a zero that keeps the graph); afterwards it is fixed (``F_t`` computed
-    without gradient). ``paraphraser_steps: 0`` (default) = no pre-training: a fixed random paraphraser.
-    The step count is a buffer (checkpointed with the student). Teacher detached."""
+    without gradient). ``paraphraser_steps: 0`` (default) = no pre-training: a fixed random paraphraser
+    (part of the student's state, no gradients). With pre-training the paraphraser is not a submodule of
+    the term (as VEM's EBM), so the student's DDP wrapper never holds parameters the student's loss does
+    not reach. The step count is a buffer (checkpointed with the student). Teacher detached."""
 
     @dataclass
     class Config(TermConfig):
@@ -47,7 +49,13 @@ class FTTerm(Term):
             except ValueError as exc:
                 raise ConfigError(f"term 'ft': student {a!r} {s} and teacher {b!r} {t}: {exc}") from None
         self.translators = nn.ModuleList(translators)
-        self.paraphrasers = Paraphrasers(Paraphraser(t[0], cfg.rate) for _, t in shapes)
+        paraphrasers = Paraphrasers(Paraphraser(t[0], cfg.rate) for _, t in shapes)
+        if int(cfg.paraphraser_steps) > 0:
+            # a player of its own, not a submodule: the student's optimizer and DDP wrapper never hold it
+            # (under DDP, parameters without gradients in the student's wrapper stop the run)
+            object.__setattr__(self, "paraphrasers", paraphrasers)
+        else:  # fixed random paraphraser: part of the student's state, without gradients
+            self.paraphrasers = paraphrasers.requires_grad_(False)
         self.register_buffer("paraphraser_done", torch.zeros((), dtype=torch.long))
         self.expose(self.pairs)
 
@@ -60,8 +68,11 @@ class FTTerm(Term):
 
     def forward(self, s, t, batch):
         if self.pretraining():
-            # a zero connected to the student's graph, so that a run whose only term is ft can still step
-            return sum(pick(s, a).sum() for a, _ in self.pairs) * 0.0
+            # a zero connected to the student's graph, so that a run whose only term is ft can still step;
+            # the translators' parameters too, so that DDP sees every parameter of the student used
+            # (they get zero gradients: with weight decay they decay during these steps)
+            return (sum(pick(s, a).sum() for a, _ in self.pairs)
+                    + sum(p.sum() for p in self.translators.parameters())) * 0.0
         total = 0.0
         for tr, para, (a, b) in zip(self.translators, self.paraphrasers, self.pairs):
             with torch.no_grad():  # the paraphraser is fixed while the student learns
