@@ -2,7 +2,7 @@
 ``kdlab.evaluate``, ``kdlab.export``, for users with ``nn.Module`` s and ``Dataset`` s in hand.
 
 No training code lives here: each call builds the same config mapping a YAML file would hold and runs it
-through :func:`kdlab.cli.run_command` (the CLI's own path: the same checks, messages and run directory).
+through :func:`kdlab.commands.run_command` (the CLI's own path: the same checks, messages and run directory).
 In-memory objects get names the config can hold:
 
 * a ``Dataset``/``DataLoader`` is read once and registered as ``memory:<class>-<sha12>`` (the hash of its
@@ -214,7 +214,7 @@ def _save_teacher(teacher: nn.Module, spec: Any, out_dir: Path) -> Path:
 
 def _run(command: str, cfg: Dict[str, Any], imports: Sequence[Any], overrides: Sequence[str], resume: bool,
          overwrite: bool, callbacks: Sequence[Any]) -> Run:
-    from kdlab.cli import run_command
+    from kdlab.commands import run_command
 
     return Run(run_command(command, [cfg], list(overrides), imports=list(imports), resume=resume, overwrite=overwrite,
                            callbacks=callbacks))
