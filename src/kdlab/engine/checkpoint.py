@@ -95,16 +95,14 @@ def atomic_write(path: PathLike, data: bytes) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if not isinstance(exc, OSError):
+            raise
         hint = "free some space" if exc.errno == errno.ENOSPC else "check the directory's permissions and space"
         raise OSError(exc.errno, f"could not write {str(path)!r} ({len(data):,} bytes): {exc.strerror or exc}; "
                       f"{hint}; the previous file, if any, is unchanged") from exc
-    except BaseException:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

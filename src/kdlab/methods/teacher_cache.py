@@ -220,23 +220,23 @@ def _load_disk(directory: Path, meta: Dict[str, Any]) -> Dict[int, Dict[str, Any
             for b in meta["batch_sizes"]}
 
 
-def _check_tables(directory: Path, meta: Dict[str, Any]) -> Optional[str]:
-    """None when every table file of a disk cache holds the bytes whose sha256 its ``meta.json`` recorded
-    (and loads), else what is wrong: a missing, truncated or edited table, or a cache without hashes."""
+def _checked_tables(directory: Path, meta: Dict[str, Any]) -> Tuple[Optional[str], Optional[Dict[int, Dict[str, Any]]]]:
+    """``(None, tables)`` when every table file of a disk cache holds the bytes whose sha256 its ``meta.json``
+    recorded and loads, else ``(what is wrong, None)``: a missing, truncated or edited table, or a cache
+    without hashes."""
     recorded = meta.get("sha256")
     if not isinstance(recorded, dict) or not recorded:
-        return "its meta.json records no content hash per table (an older cache)"
+        return "its meta.json records no content hash per table (an older cache)", None
     for name, digest in sorted(recorded.items()):
         path = directory / name
         if not path.is_file():
-            return f"table {name} is missing"
+            return f"table {name} is missing", None
         if file_sha256(path) != digest:
-            return f"table {name} does not hold the bytes it was written with (sha256 mismatch: truncated or edited)"
+            return f"table {name} does not hold the bytes it was written with (sha256 mismatch: truncated or edited)", None
     try:
-        _load_disk(directory, meta)
+        return None, _load_disk(directory, meta)
     except (ValueError, OSError) as exc:
-        return f"a table does not load ({exc})"
-    return None
+        return f"a table does not load ({exc})", None
 
 
 def _writable(directory: Path) -> Optional[str]:
@@ -347,11 +347,10 @@ def build_teacher_cache(
         if meta_file.is_file():
             meta = json.loads(meta_file.read_text())
             if meta.get("key") == digest:
-                problem = _check_tables(final, meta)
+                problem, tables = _checked_tables(final, meta)
                 if problem is None:
                     log(f"teacher cache: reusing {final}")
-                    return TeacherCache(_load_disk(final, meta), str(final), dict(info, reused=True,
-                                                                                  load_s=time.perf_counter() - t0))
+                    return TeacherCache(tables, str(final), dict(info, reused=True, load_s=time.perf_counter() - t0))
                 warnings.warn(f"teacher cache {final}: {problem}; rebuilding it", stacklevel=2)
                 log(f"teacher cache: {final}: {problem}; rebuilding it")
                 shutil.rmtree(final, ignore_errors=True)
