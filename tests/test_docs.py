@@ -69,8 +69,8 @@ def test_config_reference_lists_every_key_with_its_default_and_choices() -> None
                 shown = "null" if c is None else str(c)
                 assert re.search(rf"one of: .*\b{re.escape(shown)}\b", rows[0]), (f.name, c, rows[0])
             if f.default is not dataclasses.MISSING:
-                want = {None: "null", True: "true", False: "false"}.get(f.default, str(f.default)) \
-                    if not isinstance(f.default, float) else str(f.default)
+                d = f.default  # YAML spelling; `is`, since 1 == True
+                want = "null" if d is None else "true" if d is True else "false" if d is False else str(d)
                 assert f"`{want}`" in rows[0], (f.name, want, rows[0])
     assert "| trainer.epochs | `int` | `10` | > 0 |" in text  # bounded(10, gt=0)
     kd = TERMS.get("kd").Config
@@ -118,7 +118,7 @@ def test_the_rendered_page_shows_every_number_of_the_results_file(tmp_path: Path
     for v in _numbers(results):  # to the shown precision: 4 significant digits
         assert any(math.isclose(s, v, rel_tol=5e-4, abs_tol=0) for s in shown), v
     assert "undecided" in page and "holds" in page and "primary" in page and "secondary" in page
-    assert "**" not in page.split("**Scale")[1]  # nothing in bold: no comparison is highlighted
+    assert "**" not in page.split("(`results/toy/small/results.json`)")[1]  # no comparison in bold
 
 
 def test_an_edited_number_on_the_page_is_detected(tmp_path: Path) -> None:
