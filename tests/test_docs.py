@@ -76,8 +76,9 @@ def test_config_reference_lists_every_key_with_its_default_and_choices() -> None
     kd = TERMS.get("kd").Config
     for f in dataclasses.fields(kd):
         assert len(_rows(text, f"objective.<player>.kd.{f.name}")) == 1, f.name
-    # the comment beside a field is its help
+    # the comment beside a field is its help, also where it continues on the comment line below
     assert "resize transfer images to S x S" in _rows(text, "data.transfer_size")[0]
+    assert any("collapses without the ce anchor" in r for r in _rows(text, "players.teacher_lr"))
 
 
 def _sample() -> dict:

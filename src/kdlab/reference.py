@@ -3,8 +3,8 @@
 :func:`config_reference` lists, per section of a run config (:class:`kdlab.config.RunConfig` and its
 sections), per method (its ``players`` schema ``Config`` and its ``eval`` schema ``Eval``) and per term
 (its ``Config``), every key with its type, default, accepted values (the ``choice`` / ``bounded``
-metadata of :mod:`kdlab.config_fields`) and its help: the metadata's ``help``, else the comment beside
-the field in the source, else the comment lines just above it. Nothing it writes is committed: the
+metadata of :mod:`kdlab.config_fields`) and its help: the metadata's ``help``, else the comments above and beside
+the field in the source. Nothing it writes is committed: the
 docs hook (``docs/hooks.py``) calls it on every build.
 """
 from __future__ import annotations
@@ -27,8 +27,8 @@ _HEAD = ["Key", "Type", "Default", "Accepted", "Help"]
 
 
 def source_comments(cls: type) -> Dict[str, str]:
-    """Field name -> the comment beside its line in ``cls``'s source, or the comment lines just above it
-    (empty when the source cannot be read)."""
+    """Field name -> the comment lines just above its line in ``cls``'s source followed by the comment beside
+    it (continued on the comment lines below while a parenthesis is open); empty when the source cannot be read."""
     try:
         src = inspect.getsource(cls)
     except (OSError, TypeError):
@@ -43,18 +43,22 @@ def source_comments(cls: type) -> Dict[str, str]:
         return {}
     names = {f.name for f in fields(cls)} if is_dataclass(cls) else set()
     out: Dict[str, str] = {}
+    used: set = set()  # comment lines that continue a field's trailing comment
     for i, line in enumerate(lines, 1):
         head = line.strip().split(":", 1)[0]
         if head not in names or head in out or ":" not in line:
             continue
         text = comments.get(i) if not line.strip().startswith("#") else None
-        if not text:  # comment lines just above
-            above, j = [], i - 1
-            while j >= 1 and lines[j - 1].strip().startswith("#"):
-                above.insert(0, comments.get(j, ""))
-                j -= 1
-            text = " ".join(above)
-        out[head] = text or ""
+        j = i + 1  # a trailing comment whose parenthesis closes on the comment lines below
+        while text and text.count("(") > text.count(")") and j <= len(lines) and lines[j - 1].strip().startswith("#"):
+            text += " " + comments.get(j, "")
+            used.add(j)
+            j += 1
+        above, j = [], i - 1  # and the comment lines just above
+        while j >= 1 and lines[j - 1].strip().startswith("#") and j not in used:
+            above.insert(0, comments.get(j, ""))
+            j -= 1
+        out[head] = " ".join(above + [text or ""]).strip()
     return out
 
 
