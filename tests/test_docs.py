@@ -199,3 +199,21 @@ def test_mkdocs_build_is_strict_and_clean(tmp_path: Path) -> None:
     page = (tmp_path / "site" / "reference" / "config" / "index.html").read_text()
     assert "trainer.teacher_cache_memory_mb" in page
     assert "No committed results yet" in (tmp_path / "site" / "papers" / "kdgan" / "index.html").read_text()
+
+
+def test_the_compare_reports_spelling_renders_and_checks_too(tmp_path: Path) -> None:
+    """Rows with per-seed ``runs`` and per-metric ``{mean, std}``, comparisons with ``label_a``, ``ci``, ``kind``."""
+    from kdlab.report.pages import check_page_numbers
+
+    acc = {"ce": [80.1, 81.3, 79.9], "kd": [82.4, 83.0, 82.2]}
+    rows = [{"label": k.upper(), "slug": k, "runs": [{"seed": s, "status": "ok", "test_acc_best": v}
+                                                     for s, v in enumerate(vals)],
+             "test_acc_best": {"mean": statistics.mean(vals), "std": statistics.stdev(vals), "n": 3}}
+            for k, vals in acc.items()]
+    comps = [{"label": "KD beats CE", "a": "kd", "b": "ce", "label_a": "KD", "label_b": "CE", "metric": "test_acc_best",
+              "kind": "primary", "diff": 1.7667, "ci": [0.6134, 2.92], "p": 0.0213, "p_holm": 0.0213, "verdict": "holds"}]
+    results = {"rows": rows, "comparisons": comps}
+    page = _page(tmp_path, results)
+    assert "KD beats CE" in page and "0.6134" in page and "2.92" in page and "81.3" in page
+    assert check_page_numbers(page, {"toy/small": results}) == []
+    assert check_page_numbers(page.replace("0.6134", "0.6143"), {"toy/small": results})

@@ -22,7 +22,7 @@ The layout of ``results.json`` that this module reads (other keys are ignored)::
                       "claim": "..."}]}                                      # claim optional
 
 ``std`` is the sample standard deviation (ddof=1, as :mod:`kdlab.report.tables`); a value of a seed
-that did not finish is ``null``.
+that did not finish is ``null``. The compare report's spellings are read too (:func:`normalise`).
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from kdlab.report.tables import MISSING, markdown_table
 
 __all__ = ["VERDICTS", "render_results", "render_page", "check_page_numbers", "check_results", "load_results",
-           "fmt_number", "results_for", "MARKER"]
+           "fmt_number", "results_for", "normalise", "MARKER"]
 
 VERDICTS = ("holds", "does not hold", "undecided")
 #: the marker a page holds where an experiment's results go
@@ -74,6 +74,39 @@ def _metrics(results: Mapping[str, Any]) -> List[str]:
     return seen
 
 
+def normalise(results: Mapping[str, Any]) -> Dict[str, Any]:
+    """``results`` in the layout of the module docstring; also accepts the compare report's spellings: a
+    row's per-seed ``runs`` records and per-metric ``{mean, std}`` (metrics: those the comparisons name),
+    and a comparison's ``label_a``/``label_b``, ``ci: [low, high]``, ``kind: primary|secondary|post hoc``
+    and ``label`` (its claim). Idempotent; the input is not changed."""
+    out = dict(results)
+    comps = []
+    for c in results.get("comparisons", []):
+        c = dict(c)
+        c["a"], c["b"] = c.get("label_a", c.get("a")), c.get("label_b", c.get("b"))
+        ci = c.get("ci")
+        if "ci_low" not in c and isinstance(ci, (list, tuple)) and len(ci) == 2:
+            c["ci_low"], c["ci_high"] = ci
+        c.setdefault("primary", c.get("kind") == "primary")
+        c.setdefault("claim", c.get("label", ""))
+        comps.append(c)
+    out["comparisons"] = comps
+    if not results.get("metrics") and not any("mean" in r or "values" in r for r in results.get("rows", [])):
+        out["metrics"] = list(dict.fromkeys(str(c.get("metric")) for c in comps))
+    rows = []
+    for r in results.get("rows", []):
+        r = dict(r)
+        if "values" not in r and "runs" in r:
+            ok = [run for run in r["runs"] if run.get("status") != "failed"]
+            r["values"] = {m: [run.get(m) for run in ok] for m in _metrics(out)}
+        if "mean" not in r:
+            r["mean"] = {m: r[m].get("mean") for m in _metrics(out) if isinstance(r.get(m), Mapping)}
+            r["std"] = {m: r[m].get("std") for m in _metrics(out) if isinstance(r.get(m), Mapping)}
+        rows.append(r)
+    out["rows"] = rows
+    return out
+
+
 def _cell(text: Any) -> str:
     return str(text).replace("\n", " ")  # markdown_table escapes pipes
 
@@ -86,6 +119,7 @@ def render_results(results: Mapping[str, Any]) -> str:
     Returns:
         Markdown text; every number of ``results`` appears in it, formatted by :func:`fmt_number`.
     """
+    results = normalise(results)
     metrics, rows = _metrics(results), results.get("rows", [])
     out: List[str] = []
     if results.get("title"):
@@ -191,7 +225,7 @@ def check_results(results: Mapping[str, Any], where: str = "results.json") -> Li
     values, mean and std (std null only with fewer than 2 values), the mean and std must be those of the
     values, and every comparison needs diff, ci_low, ci_high, p, a verdict of :data:`VERDICTS`, and p_holm
     when primary."""
-    bad: List[str] = []
+    results, bad = normalise(results), []
     for row in results.get("rows", []):
         label = row.get("label")
         for m in _metrics(results):
@@ -216,6 +250,7 @@ def check_results(results: Mapping[str, Any], where: str = "results.json") -> Li
 
 def _check_block(block: str, results: Mapping[str, Any], where: str) -> List[str]:
     bad: List[str] = []
+    results = normalise(results)
     metrics, rows = _metrics(results), {str(r.get("label")): r for r in results.get("rows", [])}
     seen_mean, seen_vals, seen_comp = set(), set(), 0
     comps = list(results.get("comparisons", []))
