@@ -173,7 +173,11 @@ def _scales(root: Path, experiment: str) -> List[Path]:
 def render_page(markdown: str, results_root: Path) -> str:
     """Replace every ``<!-- kdlab:results <experiment> -->`` marker of a page with one fenced block per
     ``<results_root>/<experiment>/<scale>/results.json`` (``small`` first), or with the command that
-    makes them when none is committed."""
+    makes them when none is committed.
+
+    Raises:
+        ValueError: a results file that is not JSON or has no ``rows`` list (:func:`load_results`).
+    """
 
     def block(match: "re.Match[str]") -> str:
         exp = match.group(1)
@@ -336,7 +340,11 @@ def check_page_numbers(page_md: str, results: Mapping[str, Any]) -> List[str]:
 
 
 def results_for(root: Path, markdown: str) -> Dict[str, Dict[str, Any]]:
-    """``{"<experiment>/<scale>": results}`` for every experiment a page's markers name."""
+    """``{"<experiment>/<scale>": results}`` for every experiment a page's markers name.
+
+    Raises:
+        ValueError: as :func:`load_results`.
+    """
     out: Dict[str, Dict[str, Any]] = {}
     for exp in MARKER.findall(markdown):
         for f in _scales(root, exp):
