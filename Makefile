@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.kdlab-installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup data demo test test-slow bench clean
+.PHONY: setup data demo test test-slow bench docs clean
 
 setup: $(STAMP) data
 
@@ -41,6 +41,11 @@ test: setup
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
 
+# the docs site (mkdocs.yml) into site/: paper tables from results/, the config reference from the dataclasses
+docs: setup
+	$(BIN)/python -m pip install -q -e '.[docs]'
+	$(BIN)/mkdocs build --strict
+
 bench: setup
 	$(BIN)/python benchmarks/bench_distill_step.py --threads 1
 	$(BIN)/python benchmarks/bench_compile.py
@@ -50,4 +55,4 @@ bench: setup
 	$(BIN)/python benchmarks/bench_ddp.py --threads 1
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache site
