@@ -212,3 +212,13 @@ def test_folder_layout_errors(tmp_path):
 
 def test_tasks_are_listed():
     assert {"edges2fashion", "fashion2digits", "digits2fashion"} <= set(TASKS.names())
+
+
+def test_a_paired_folder_of_mixed_sizes_warns_naming_both(tmp_path):
+    """Pairs of two sizes (16x8 and 24x8: halves 8x8 and 12x8) train, but not silently: the warning names a
+    file of each size; the square pairs decode exactly."""
+    root = _pair_folder(tmp_path / "mix", n_train=2, n_test=1)
+    _png(root / "train" / "z.png", np.zeros((8, 24, 3), dtype=np.uint8))
+    with pytest.warns(UserWarning, match=r"2 sizes .*0\.png is 16x8.*z\.png is 24x8"):
+        d = build_datasets(f"paired-folder:{root}", val_size=0, image_size=8)
+    assert len(d.train) == 3 and d.train.source[1, :, 4, 4].tolist() == [30, 40, 60]

@@ -71,6 +71,9 @@ class DataConfig:
     transfer_select: str = choice("none", ("none", "entropy", "balanced"))
     transfer_k: Optional[int] = bounded(None, gt=0, optional=True)  # required with transfer_select
     pin_memory: Optional[bool] = None  # page-locked training batches; null: on when training on CUDA
+    # cut training batches from a copy of an in-memory set on the training device (no DataLoader, no per-batch
+    # copy); null: on the CPU, and on CUDA when the set takes <= 1/4 of the device's memory (kdlab.engine.speed)
+    on_device: Optional[bool] = None
     # Image-to-image translation tasks (name = edges2fashion | fashion2digits | digits2fashion | unpaired:<a>,<b> |
     # paired-folder:<path> | unpaired-folder:<path>, kdlab.data.translation): convert both domains to 1 (grey, luma)
     # or 3 (RGB) channels; null = as they are. direction BtoA swaps source and target.

@@ -24,7 +24,7 @@ Public API (see each docstring):
 from kdlab.data.batch import Batch, as_batch
 from kdlab.data.build import Datasets, build_datasets
 from kdlab.data.fashion import FASHION_MNIST_CLASSES, FASHION_MNIST_DEBIAN_DIR
-from kdlab.data.loaders import SeededSampler, epoch_seed, make_loader
+from kdlab.data.loaders import DeviceBatches, SeededSampler, epoch_seed, in_memory_rows, make_loader
 from kdlab.data.memory import InMemoryDataset, collate_batched
 from kdlab.data.noise import add_gaussian_noise
 from kdlab.data.privileged import DEGRADATIONS, PrivilegedDataset, degrade
@@ -43,7 +43,7 @@ __all__ = [
     "InMemoryDataset", "collate_batched",
     "stratified_subset", "train_val_split",
     "Datasets", "build_datasets",
-    "make_loader", "SeededSampler", "epoch_seed",
+    "make_loader", "SeededSampler", "epoch_seed", "DeviceBatches", "in_memory_rows",
     "add_gaussian_noise",
     "PrivilegedDataset", "degrade", "DEGRADATIONS",
     "SELECTION_RULES", "select_transfer", "entropy_topk", "class_balanced",

@@ -156,3 +156,52 @@ def make_loader(
         pin_memory=pin_memory,
         persistent_workers=False,
     )
+
+
+def in_memory_rows(dataset: Dataset) -> Any:
+    """``(base, rows)`` for an :class:`InMemoryDataset` or a chain of ``Subset`` s of one: the base set and
+    the base rows of the dataset's positions 0..n-1 (int64 [n], None for the base itself); None for any
+    other dataset."""
+    rows = None
+    chain = []
+    while isinstance(dataset, Subset):
+        chain.append(torch.as_tensor(dataset.indices, dtype=torch.int64))
+        dataset = dataset.dataset
+    if not isinstance(dataset, InMemoryDataset):
+        return None
+    for idx in reversed(chain):  # innermost first: compose the position -> row maps
+        rows = idx if rows is None else rows[idx]
+    return dataset, rows
+
+
+class DeviceBatches:
+    """The batches :func:`make_loader` yields (same sampler, same order, same values, same augmentation
+    draws) for an in-memory set, cut straight from a copy of the set held on ``device``
+    (:meth:`InMemoryDataset.batch_on`): no DataLoader, no worker, no per-batch host-to-device copy.
+
+    Iterating yields :class:`Batch` es on ``device`` whose ``index`` is the base set's row, as the
+    DataLoader over ``Subset`` s gives. ``len()`` is the number of batches; ``sampler`` is the
+    :class:`SeededSampler` (``len(sampler)`` = samples of this rank).
+
+    Raises:
+        ValueError: ``dataset`` is not an in-memory set (see :func:`in_memory_rows`), or batch_size < 1.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, sampler: SeededSampler, device: Any) -> None:
+        found = in_memory_rows(dataset)
+        if found is None:
+            raise ValueError(f"DeviceBatches needs an InMemoryDataset (or Subsets of one), got {type(dataset).__name__}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        self.base, self.rows = found
+        self.batch_size, self.sampler, self.device = batch_size, sampler, torch.device(device)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        order = self.sampler._shard()
+        if self.rows is not None:
+            order = self.rows[order]
+        for start in range(0, order.numel(), self.batch_size):
+            yield self.base.batch_on(self.device, order[start:start + self.batch_size])

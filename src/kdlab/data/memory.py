@@ -114,6 +114,7 @@ class InMemoryDataset(Dataset):
         state = self.__dict__.copy()
         state.pop("_images_np", None)
         state.pop("_labels_np", None)
+        state.pop("_on_device", None)
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -163,6 +164,59 @@ class InMemoryDataset(Dataset):
         x *= self._scale
         x -= self._shift
         return torch.from_numpy(x), torch.from_numpy(np.take(self._labels_np, index))
+
+    def _device_copy(self, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The images (uint8), labels, scale and shift on ``device``, copied there once and kept."""
+        cache = self.__dict__.setdefault("_on_device", {})
+        if device not in cache:
+            cache.clear()  # one device at a time: a run trains on one
+            cache[device] = (self.images.to(device), self.labels.to(device),
+                             torch.from_numpy(self._scale).to(device), torch.from_numpy(self._shift).to(device))
+        return cache[device]
+
+    def _augment_torch(self, imgs: torch.Tensor) -> torch.Tensor:
+        """:meth:`_augment` on a uint8 [B, C, H, W] tensor on any device: the same random draws, in the same
+        order, from the same generator (drawn on the CPU), so the same crops and flips."""
+        b, c, h, w = imgs.shape
+        p, g, dev = self.pad, self.generator, imgs.device
+        if p > 0:
+            oy = torch.randint(0, 2 * p + 1, (b,), generator=g)
+            ox = torch.randint(0, 2 * p + 1, (b,), generator=g)
+            padded = torch.nn.functional.pad(imgs, (p, p, p, p))  # zeros = black
+            rows = (oy[:, None] + torch.arange(h)).to(dev)[:, None, :, None]
+            cols = (ox[:, None] + torch.arange(w)).to(dev)[:, None, None, :]
+            imgs = padded[torch.arange(b, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None],
+                          rows, cols]
+        if self.hflip:
+            flip = (torch.rand(b, generator=g) < 0.5).to(dev)
+            imgs = torch.where(flip[:, None, None, None], imgs.flip(-1), imgs)
+        return imgs
+
+    def batch_on(self, device: torch.device, index: torch.Tensor) -> Batch:
+        """:meth:`__getitems__` of the rows ``index`` (int64 [B]) cut on ``device`` from a copy of the set held
+        there (uint8, 1 byte per pixel; copied on first use), normalised there: no host-to-device copy per
+        batch. On the CPU this is :meth:`__getitems__` itself. The values equal :meth:`__getitems__`'s bit for
+        bit (float32 ``img * scale - shift`` in two correctly rounded steps, as numpy does), and the
+        augmentation draws the same random numbers in the same order.
+
+        Raises:
+            IndexError: a row outside [0, N).
+        """
+        device = torch.device(device)
+        if device.type == "cpu":
+            return self.__getitems__(index.numpy())
+        return self._batch_torch(device, index)
+
+    def _batch_torch(self, device: torch.device, index: torch.Tensor) -> Batch:
+        """:meth:`batch_on`'s tensor path (any device, the CPU included for tests)."""
+        images, labels, scale, shift = self._device_copy(device)
+        rows = index.to(device, non_blocking=True)
+        imgs = images.index_select(0, rows)
+        if self.augment:
+            imgs = self._augment_torch(imgs)
+        x = imgs.to(torch.float32)
+        x.mul_(scale).sub_(shift)
+        return Batch(x=x, y=labels.index_select(0, rows) if self.labelled else None, index=rows)
 
     def __getitems__(self, indices: Sequence[int]) -> Batch:
         """A whole batch in one index op: :class:`Batch` with ``x`` float32 [B, C, H, W] normalised,

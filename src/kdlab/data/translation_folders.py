@@ -14,6 +14,7 @@ Decoded folders are cached in memory per (folder, size, file list with modificat
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -52,14 +53,23 @@ def _decode(files: List[str], size: int, half: Optional[str] = None) -> torch.Te
     """uint8 [N, 3, S, S] of ``files`` (``half``: 'A' = left half, 'B' = right half of each image)."""
     key = (half, size, imagefolder.signature([(f, 0) for f in files]))
     if key not in _cache:
+        seen: dict = {}  # (W, H) -> the first file of that size
+
         def box(path: str, wh: Tuple[int, int]) -> Tuple[int, int, int, int]:
             w, h = wh
+            seen.setdefault(wh, path)
             if w % 2:
                 raise ValueError(f"paired image {path} is {w}x{h} (W x H): its input half A would be {w // 2}x{h} "
                                  f"and its target half B {w - w // 2}x{h}; a pix2pix pair is A|B side by side, "
                                  "two halves of the same size (even width)")
             return (0, 0, w // 2, h) if half == "A" else (w // 2, 0, w, h)
         _cache[key] = imagefolder.decode_files(files, size, box if half is not None else None)
+        if half == "A" and len(seen) > 1:  # pix2pix sets hold one size; a mix is often a stray image
+            (wh1, f1), (wh2, f2) = list(seen.items())[:2]
+            warnings.warn(f"paired folder {os.path.dirname(f1)} holds A|B images of {len(seen)} sizes ({f1} is "
+                          f"{wh1[0]}x{wh1[1]}, {f2} is {wh2[0]}x{wh2[1]}, W x H): each half is resized (shorter side to "
+                          f"{size}) and centre-cropped to {size}x{size}, so halves that are not square lose their "
+                          "edges; give every pair one size to silence this", UserWarning, stacklevel=3)
     return _cache[key]
 
 

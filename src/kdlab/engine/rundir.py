@@ -48,6 +48,7 @@ SAFE_ON_RESUME = (
     "trainer.teacher_cache_exact",
     "data.num_workers",
     "data.pin_memory",
+    "data.on_device",
     "eval.latency",
     "eval.latency_iters",
 )

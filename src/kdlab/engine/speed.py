@@ -65,6 +65,33 @@ def pin_memory_for(setting: Any, device: torch.device) -> bool:
     return bool(setting) if setting is not None else device.type == "cuda"
 
 
+#: ``data.on_device: null`` holds a set on a CUDA device only up to this share of the device's memory
+ON_DEVICE_SHARE = 0.25
+
+
+def data_on_device(setting: Any, num_workers: int, dataset: Any, device: torch.device) -> bool:
+    """``data.on_device``: whether the training batches are cut from a copy of the set on the training device
+    (:class:`kdlab.data.DeviceBatches`) instead of a DataLoader. Only an in-memory set (uint8) with
+    ``data.num_workers: 0`` can be; None decides: yes on the CPU (the set is there already; this skips the
+    DataLoader's per-batch work) and on CUDA when the images take at most :data:`ON_DEVICE_SHARE` of the
+    device's memory; True asks for it (an ineligible set then trains through the DataLoader as before).
+    """
+    from kdlab.data import in_memory_rows
+
+    if setting is False or num_workers > 0:
+        return False
+    found = in_memory_rows(dataset)
+    if found is None:
+        return False
+    if setting is True or device.type == "cpu":
+        return True
+    if device.type != "cuda":
+        return False
+    base = found[0]
+    size = base.images.numel() * base.images.element_size()
+    return size <= ON_DEVICE_SHARE * torch.cuda.get_device_properties(device).total_memory
+
+
 def fabric_wraps(fabric: Any) -> bool:
     """Whether Fabric's wrappers change anything for ``fabric``: False for one process on one device in
     plain fp32 (``SingleDeviceStrategy`` with the base ``Precision`` plugin, i.e. ``precision=32-true``),
