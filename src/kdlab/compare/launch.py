@@ -238,7 +238,7 @@ class CellJob:
 
 
 def submit_cells(jobs: Sequence[CellJob], names: Sequence[str], settings: SubmititSettings, folder: Path,
-                 console: Console, on_done: Callable[[str, Dict[str, Any], Optional[str]], None],
+                 console: Optional[Console], on_done: Callable[[str, Dict[str, Any], Optional[str]], None],
                  poll_s: float = 0.5) -> None:
     """Submit ``jobs`` (at most :func:`max_parallel` in flight), wait for all, and call
     ``on_done(name, result, job_id)`` as each ends (``result``: :func:`work`'s dict; a job that died
@@ -248,6 +248,7 @@ def submit_cells(jobs: Sequence[CellJob], names: Sequence[str], settings: Submit
     """
     from kdlab.compare.execute import error_text
 
+    console = console or Console(stderr=True)
     ex = _executor(settings, folder, name=f"kdlab-{names[0]}" if len(names) == 1 else "kdlab")
     limit = max_parallel(settings, len(jobs))
     todo = list(zip(names, jobs))

@@ -8,7 +8,8 @@ is reused, so an interrupted or extended grid only trains what is missing, and a
 (another override, another kdlab default) is trained again under the same name (the old run is moved
 aside to ``<name>.old-<timestamp>``, as ``--overwrite`` does). A run of exactly that config that was
 interrupted (``checkpoints/last.ckpt``, no ``summary.json``: a killed or preempted job) is resumed from
-its last checkpoint (``--resume``) unless the cell has callbacks (their traces need the whole run).
+its last checkpoint (``--resume``; callbacks see the resumed run), unless the cell ``needs`` files its
+callbacks write over the whole run.
 Inside :func:`launched_by` (``--launcher submitit``) a cell that is not reused is handed to the launcher,
 which runs :func:`run_cell` elsewhere (a submitted job).
 
@@ -99,7 +100,7 @@ def launched_by(launch: Callable[..., Path]) -> Iterator[None]:
 def run_cell(sources: Sequence[Any], overrides: Sequence[str] = (), console: Optional[Console] = None,
              callbacks: Sequence[Any] = (), needs: Sequence[str] = ()) -> Path:
     """Run one cell of a grid: resolve its config, reuse the finished run of that config, resume an
-    interrupted run of it (no callbacks) or train it (with ``overwrite``: another run under the same name
+    interrupted run of it (unless it ``needs`` files) or train it (with ``overwrite``: another run under the same name
     is moved aside); inside :func:`launched_by`, the launcher trains it.
 
     Args:
@@ -126,9 +127,9 @@ def run_cell(sources: Sequence[Any], overrides: Sequence[str] = (), console: Opt
         return done
     if _LAUNCH:
         return _LAUNCH[-1](cfg, sources, overrides, callbacks, needs)
-    if not callbacks and interrupted_run(cfg) is not None:
+    if not needs and interrupted_run(cfg) is not None:
         console.rule(f"{cfg.name}: {cfg.label} (resumed from its last checkpoint)")
-        return train(cfg, resume=True)
+        return train(cfg, resume=True, **({"callbacks": list(callbacks)} if callbacks else {}))
     console.rule(f"{cfg.name}: {cfg.label}")
     if (Path(cfg.out_dir) / cfg.name).exists():
         # an experiment owns its cells: a run of another config (or an interrupted one) is moved aside.
