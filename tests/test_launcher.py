@@ -49,7 +49,8 @@ def _untimed(x: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------ the same report
-@pytest.mark.timeout(600)
+@pytest.mark.slow  # 8 tiny runs, each a fresh process: ~80 s on 2 busy cores
+@pytest.mark.timeout(900)
 def test_submitit_local_executor_gives_the_results_json_of_the_process_pool(tmp_path):
     """2 rows x 2 seeds: on a pool of 2 processes, then (in the same directory, the pool's moved away) as
     4 submitit jobs, 2 at a time: results.json equal in everything but wall times and the launcher."""
@@ -87,7 +88,8 @@ def launch_signal() -> int:
     return JobEnvironment._usr_sig()  # what SLURM / the local executor send before a kill (USR2)
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.slow  # 1 run in-process, 1 job started twice: ~35 s on 2 busy cores
+@pytest.mark.timeout(900)
 def test_a_preempted_job_is_resubmitted_and_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch):
     """A job signalled in epoch 2 of 3 (after epoch 1's last.ckpt) is checkpointed and requeued by submitit;
     the requeued job resumes the run (``--resume``) and ends with the weights of an uninterrupted run."""

@@ -182,8 +182,9 @@ def check_cells(cfgs: Sequence[Any], settings: SubmititSettings) -> None:
 
 def _executor(settings: SubmititSettings, folder: Path, name: str) -> Any:
     submitit = require_submitit()
-    ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster(settings), slurm_max_num_timeout=settings.max_requeues,
-                               local_max_num_timeout=settings.max_requeues)
+    requeues = settings.max_requeues
+    ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster(settings), slurm_max_num_timeout=requeues,
+                               local_max_num_timeout=requeues)
     params: Dict[str, Any] = {"name": name, "timeout_min": settings.time, "nodes": 1, "tasks_per_node": 1,
                               "gpus_per_node": settings.gpus_per_run, "cpus_per_task": settings.cpus_per_run}
     if settings.mem_gb is not None:
