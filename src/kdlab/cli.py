@@ -212,12 +212,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if settings is None:
         report = run(Path(args.out_dir), args.scale, seeds, list(args.overrides))
     else:  # each cell that is not reused: one submitted job, waited for (the grid's cells depend on each other)
-        from kdlab.compare.launch import cell_launcher
+        from kdlab.compare.launch import cell_launcher, job_folder
         from kdlab.experiments import grid
 
         out = Path(args.out_dir)
-        folder = Path(settings.folder) if settings.folder else out / "submitit"
-        with grid.launched_by(cell_launcher(settings, folder, out / "logs")):
+        with grid.launched_by(cell_launcher(settings, job_folder(settings, out), out / "logs")):
             report = run(out, args.scale, seeds, list(args.overrides))
     Console().print(f"\n[bold green]Report:[/] {report}")
     return 0

@@ -123,7 +123,7 @@ def _run_submitted(plan: Plan, settings: Any, console: Console, t0: float) -> Co
     launch.check_cells(([plan.teacher.cfg] if plan.teacher else []) + [c.cfg for c in plan.cells], settings)
     set_threads(plan, settings.cpus_per_run)  # each CPU run gets its job's cores (recorded in its config)
     if plan.teacher is not None:
-        folder = Path(settings.folder) if settings.folder else plan.out / "submitit"
+        folder = launch.job_folder(settings, plan.out)
         with grid.launched_by(launch.cell_launcher(settings, folder, plan.out / "logs", console)):
             grid.run_cell(plan.teacher.sources, plan.teacher.overrides, console)
     outcomes = run_cells(plan, console=console, launcher=settings)

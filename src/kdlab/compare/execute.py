@@ -186,9 +186,9 @@ def run_cells(plan: Plan, jobs: int = 1, gpus: int = 0, console: Optional[Consol
 
     if launcher is not None:
         if pending:
-            from kdlab.compare.launch import CellJob, submit_cells
+            from kdlab.compare.launch import CellJob, job_folder, submit_cells
 
-            folder = Path(launcher.folder) if launcher.folder else plan.out / "submitit"
+            folder = job_folder(launcher, plan.out)
             console.print(f"{n} runs submitted as submitit jobs (executor {launcher.executor}); logs in {logs}/, "
                           f"submitit's files in {folder}/")
             submit_cells([CellJob(c.sources, c.overrides, str(logs / f"{c.cfg.name}.log"), to_yaml(c.cfg))

@@ -31,7 +31,7 @@ from rich.console import Console
 from kdlab.config import ConfigError
 
 __all__ = ["LAUNCHERS", "EXECUTORS", "LAUNCHER_KEYS", "SubmititSettings", "launcher_settings", "require_submitit",
-           "check_cells", "CellJob", "submit_cells", "cell_launcher"]
+           "check_cells", "job_folder", "cluster", "max_parallel", "CellJob", "submit_cells", "cell_launcher"]
 
 #: ``--launcher`` values
 LAUNCHERS = ("local", "submitit")
@@ -147,6 +147,11 @@ def launcher_settings(launcher: str, section: Optional[Mapping[str, Any]] = None
         raise ConfigError("launcher.executor = 'slurm' but srun/sbatch are not on the PATH (not a SLURM login "
                           "node?); accepted here: local (jobs run on this machine), or auto")
     return settings
+
+
+def job_folder(settings: SubmititSettings, out: Path) -> Path:
+    """submitit's files: ``launcher.folder``, else ``out/submitit`` (``out``: the report directory)."""
+    return Path(settings.folder) if settings.folder else Path(out) / "submitit"
 
 
 def require_submitit() -> Any:
