@@ -247,3 +247,21 @@ def test_reproduce_hands_every_cell_it_does_not_reuse_to_the_launcher(tmp_path, 
         grid.run_cell(cell, [f"out_dir={tmp_path}", "name=new"])
     grid.run_cell(cell, [f"out_dir={tmp_path}", "name=after"])  # the block is over: trained here
     assert launched == ["new"] and [c[0] for c in rec.calls] == ["done", "new", "after"]
+
+
+def test_a_job_that_dies_without_a_result_is_a_failed_outcome(tmp_path, monkeypatch):
+    """A job process that exits without its result (killed, out of memory) is reported, not waited for
+    forever: ``ok`` False, the job id and its output file named (submitit's local executor, no training)."""
+    import functools
+
+    from submitit.core.core import Job
+
+    monkeypatch.setattr(Job, "_results_timeout_s", 0)  # submitit waits 15 s for a slow shared file system
+
+    results = {}
+    submit_cells([functools.partial(os._exit, 3), functools.partial(os._exit, 0)], ["a", "b"],
+                 SubmititSettings(executor="local", time=5), tmp_path / "submitit", console=None,
+                 on_done=lambda name, res, job_id: results.update({name: (res, job_id)}))
+    assert sorted(results) == ["a", "b"]
+    for name, (res, job_id) in results.items():
+        assert not res["ok"] and f"submitit job {job_id} failed" in res["error"] and "_log.err" in res["error"]
