@@ -26,7 +26,7 @@ import contextlib
 import json
 import statistics
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 from rich.console import Console
 
