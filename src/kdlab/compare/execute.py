@@ -46,7 +46,7 @@ class Outcome:
         status: ``"trained"``, ``"reused"`` or ``"failed"``.
         run_dir: the run directory (also for a failed run: it may hold a partial run).
         error: ``"<ExceptionType>: <message>"`` of a failed run.
-        log: the worker's log file (pool runs), else None.
+        log: the worker's or job's log file (pool runs, submitted runs), else None.
         seconds: wall time spent on the cell here (0 for a reused run).
     """
 
