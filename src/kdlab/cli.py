@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from kdlab.cli_parser import apply_threads, build_parser, check_at_least, parse_numbers, run_threads  # noqa: F401  (public here too)
+from kdlab.cli_parser import launcher_options
 from kdlab.cli_print import print_gan, print_list, print_summary
 from kdlab.commands import COMMANDS, command_for, run_command  # noqa: F401  (public here too)
 
@@ -175,7 +176,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from kdlab.compare import load_spec, run_compare
     from kdlab.demo import SPEC
 
-    result = run_compare(load_spec(SPEC, quick=args.quick), Path(args.out_dir), args.overrides, jobs=args.jobs)
+    result = run_compare(load_spec(SPEC, quick=args.quick), Path(args.out_dir), args.overrides, jobs=args.jobs,
+                         launcher=args.launcher, launcher_options=launcher_options(args))
     Console().print(f"\n[bold green]Demo report:[/] {result.report}")
     return 1 if result.failed else 0
 
@@ -189,7 +191,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ConfigError(f"compare takes one spec; got {', '.join(specs)} (other items must be key=value)")
     spec = load_spec(specs[0] if specs else None, methods=args.method or (), teacher=args.teacher, seeds=args.seeds,
                      name=args.name, quick=args.quick)
-    result = run_compare(spec, Path(args.out_dir), overrides, jobs=args.jobs)
+    result = run_compare(spec, Path(args.out_dir), overrides, jobs=args.jobs, launcher=args.launcher,
+                         launcher_options=launcher_options(args))
     if result.failed:
         console.print(f"[bold red]{result.failed} of {len(result.outcomes)} runs failed[/] (see their rows)")
     Console().print(f"\n[bold green]Comparison report:[/] {result.report}")
@@ -202,7 +205,19 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.scale not in SCALES:
         raise ValueError(f"unknown scale {args.scale!r}; accepted: {', '.join(SCALES)}")
     seeds = parse_numbers(args.seeds, "--seeds", kind=int) if args.seeds is not None else None
-    report = EXPERIMENTS.get(args.experiment)(Path(args.out_dir), args.scale, seeds, list(args.overrides))
+    from kdlab.compare.launch import launcher_settings
+
+    run = EXPERIMENTS.get(args.experiment)
+    settings = launcher_settings(args.launcher, None, launcher_options(args))
+    if settings is None:
+        report = run(Path(args.out_dir), args.scale, seeds, list(args.overrides))
+    else:  # each cell that is not reused: one submitted job, waited for (the grid's cells depend on each other)
+        from kdlab.compare.launch import cell_launcher, job_folder
+        from kdlab.experiments import grid
+
+        out = Path(args.out_dir)
+        with grid.launched_by(cell_launcher(settings, job_folder(settings, out), out / "logs")):
+            report = run(out, args.scale, seeds, list(args.overrides))
     Console().print(f"\n[bold green]Report:[/] {report}")
     return 0
 

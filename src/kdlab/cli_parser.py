@@ -58,6 +58,32 @@ def _run_dir_flags(p: argparse.ArgumentParser) -> None:
                         "imports: list): its models, terms, methods and data sets can then be named")
 
 
+#: the launcher flags (dest -> type, help); their dests are the keys of a compare spec's ``launcher:`` section
+LAUNCHER_FLAGS = {
+    "executor": (str, "submitit executor: slurm, local (jobs are processes here) or auto (slurm where srun exists)"),
+    "partition": (str, "SLURM partition of the jobs (default: the cluster's)"),
+    "time": (int, "minutes each job may run (default 60); a job timed out or preempted is resubmitted and resumes"),
+    "gpus_per_run": (int, "GPUs of each job (default 0)"),
+    "cpus_per_run": (int, "CPU cores of each job (default 1; a CPU run gets trainer.threads = this)"),
+    "mem_gb": (float, "memory of each job in GB (default: the cluster's)"),
+    "max_parallel": (int, "jobs submitted at once (default: all on SLURM, cores // cpus-per-run locally)"),
+}
+
+
+def _launcher_flags(p: argparse.ArgumentParser) -> None:
+    """``--launcher`` and the submitit settings (``kdlab.compare.launch``; docs/launchers.md)."""
+    p.add_argument("--launcher", default="local",
+                   help="local (this machine, default) or submitit (each run one job of a scheduler, e.g. SLURM; "
+                        "pip install submitit); its settings: the spec's launcher: section and the flags below")
+    for dest, (kind, help_) in LAUNCHER_FLAGS.items():
+        p.add_argument("--" + dest.replace("_", "-"), dest=dest, type=kind, default=None, help=help_)
+
+
+def launcher_options(args: argparse.Namespace) -> dict:
+    """The launcher flags given on the command line, by spec key (None: not given)."""
+    return {dest: getattr(args, dest) for dest in LAUNCHER_FLAGS}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kdlab", description="Knowledge distillation of classifiers and GAN generators.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -112,11 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the experiment's)")
     p.add_argument("--out-dir", default="runs")
     p.add_argument("overrides", nargs="*", help="key=value overrides applied to every run")
+    _launcher_flags(p)
     p = sub.add_parser("demo", help="teacher + three students on real Fashion-MNIST, with a report (kdlab compare demo)")
     p.add_argument("--out-dir", default="runs")
     p.add_argument("--quick", action="store_true", help="a much shorter run (smoke test)")
     p.add_argument("--jobs", type=int, default=None, help="parallel student runs (see kdlab compare --help)")
     p.add_argument("overrides", nargs="*", help="key=value overrides applied to every demo run")
+    _launcher_flags(p)
     p = sub.add_parser("compare", help="methods x seeds on one teacher, student and data budget: one report",
                        description="Run every method row with every seed (finished runs of the same config are "
                                    "reused) and write <out-dir>/<name>/report.md. ITEMS: a compare spec (YAML path or "
@@ -133,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", "--out", dest="out_dir", default="runs", help="parent of the runs and of <name>/")
     p.add_argument("--name", default=None, help="the comparison's name (run names <name>-<row>-s<seed>)")
     p.add_argument("--quick", action="store_true", help="the spec's quick variant (one seed, short runs)")
+    _launcher_flags(p)
     return parser
 
 

@@ -7,8 +7,9 @@ architecture, a data budget and a list of method rows (packaged recipes, YAML fi
 
 * :mod:`kdlab.compare.spec`: the spec file and the command line's rows (``--method LABEL=SOURCE``);
 * :mod:`kdlab.compare.plan`: every run's config resolved and checked before anything trains;
-* :mod:`kdlab.compare.execute`: finished runs reused, the others trained here or on a process pool
-  (``--jobs N``), a failing run reported in its row;
+* :mod:`kdlab.compare.execute`: finished runs reused, interrupted ones resumed, the others trained here
+  or on a process pool (``--jobs N``), a failing run reported in its row;
+* :mod:`kdlab.compare.launch`: or each run one job of a scheduler through submitit (``--launcher submitit``);
 * :mod:`kdlab.compare.report`: tables, paired tests against the first row, plots, configs.
 
 ``kdlab demo`` is :func:`run_compare` on the packaged spec ``recipes/compare/demo.yaml``.
@@ -19,7 +20,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 from rich.console import Console
 
@@ -48,7 +49,8 @@ class CompareResult:
 
 
 def run_compare(spec: CompareSpec, out_dir: Path = Path("runs"), extra: Sequence[str] = (),
-                jobs: Optional[int] = None, console: Optional[Console] = None) -> CompareResult:
+                jobs: Optional[int] = None, console: Optional[Console] = None, launcher: str = "local",
+                launcher_options: Optional[Mapping[str, Any]] = None) -> CompareResult:
     """Check every run, train the teacher (if the spec names a recipe), run or reuse every row x seed,
     write the report.
 
@@ -60,22 +62,35 @@ def run_compare(spec: CompareSpec, out_dir: Path = Path("runs"), extra: Sequence
         jobs: parallel student runs; None = one per CUDA device when the runs ask for CUDA, else 1.
             On CPU each of ``jobs > 1`` runs gets ``trainer.threads = cores // jobs``.
         console: progress output (default: stderr).
+        launcher: ``local`` (this machine: ``jobs``) or ``submitit`` (each run, the teacher's too, one job of
+            a scheduler: :mod:`kdlab.compare.launch`, settings from ``spec.launcher`` and ``launcher_options``).
+        launcher_options: the command line's launcher settings (keys of
+            :data:`kdlab.compare.launch.LAUNCHER_KEYS`; None values unset), over the spec's.
 
     Returns:
         :class:`CompareResult` (report path, outcomes); a failed run does not raise.
 
     Raises:
-        kdlab.config.ConfigError: any invalid row, budget or teacher, before anything trains.
-        Whatever training the teacher raises (every row depends on it).
+        kdlab.config.ConfigError: any invalid row, budget, teacher or launcher setting, before anything
+            trains or is submitted.
+        Whatever training the teacher raises (every row depends on it); ChildProcessError: the teacher's
+            submitted job failed.
     """
+    from kdlab.compare import launch
+    from kdlab.config import ConfigError
+
     t0 = time.perf_counter()
     console = console or Console(stderr=True)
     out_dir = Path(out_dir)
     if jobs is not None and jobs < 1:
-        from kdlab.config import ConfigError
-
         raise ConfigError(f"--jobs = {jobs}: accepted: an integer >= 1")
+    settings = launch.launcher_settings(launcher, spec.launcher, launcher_options)
+    if settings is not None and jobs is not None:
+        raise ConfigError(f"--jobs = {jobs} sets the local launcher's processes; accepted with --launcher submitit: "
+                          f"no --jobs (launcher.max_parallel sets how many jobs run at once)")
     plan = plan_compare(spec, out_dir, extra)  # checks everything; threads are decided below
+    if settings is not None:
+        return _run_submitted(plan, settings, console, t0)
     gpus = cuda_devices(plan.cells)
     cores = os.cpu_count() or 1
     if jobs is not None and jobs > max(cores, gpus):
@@ -92,7 +107,28 @@ def run_compare(spec: CompareSpec, out_dir: Path = Path("runs"), extra: Sequence
     if plan.teacher is not None:
         grid.run_cell(plan.teacher.sources, plan.teacher.overrides, console)
     outcomes = run_cells(plan, jobs=jobs, gpus=gpus, console=console)
-    info: Dict[str, Any] = {"jobs": jobs, "gpus": gpus, "threads": plan.threads,
+    info: Dict[str, Any] = {"jobs": jobs, "gpus": gpus, "threads": plan.threads, "launcher": {"name": "local"},
+                            "wall_time_s": time.perf_counter() - t0}
+    report = write_compare_report(plan, outcomes, info)
+    return CompareResult(report, outcomes)
+
+
+def _run_submitted(plan: Plan, settings: Any, console: Console, t0: float) -> CompareResult:
+    """:func:`run_compare` with ``--launcher submitit``: the teacher's job, then one job per student run."""
+    from dataclasses import asdict
+
+    from kdlab.compare import launch
+    from kdlab.experiments import grid
+
+    launch.check_cells(([plan.teacher.cfg] if plan.teacher else []) + [c.cfg for c in plan.cells], settings)
+    set_threads(plan, settings.cpus_per_run)  # each CPU run gets its job's cores (recorded in its config)
+    if plan.teacher is not None:
+        folder = launch.job_folder(settings, plan.out)
+        with grid.launched_by(launch.cell_launcher(settings, folder, plan.out / "logs", console)):
+            grid.run_cell(plan.teacher.sources, plan.teacher.overrides, console)
+    outcomes = run_cells(plan, console=console, launcher=settings)
+    info: Dict[str, Any] = {"jobs": launch.max_parallel(settings, len(plan.cells)), "gpus": settings.gpus_per_run,
+                            "threads": plan.threads, "launcher": {"name": "submitit", **asdict(settings)},
                             "wall_time_s": time.perf_counter() - t0}
     report = write_compare_report(plan, outcomes, info)
     return CompareResult(report, outcomes)
@@ -100,17 +136,20 @@ def run_compare(spec: CompareSpec, out_dir: Path = Path("runs"), extra: Sequence
 
 def compare(*runs: Any, spec: Any = None, out: Any = "runs/compare", title: str = "kdlab comparison",
             methods: Sequence[str] = (), teacher: Optional[str] = None, seeds: Any = None, quick: bool = False,
-            overrides: Sequence[str] = (), jobs: Optional[int] = None) -> Path:
+            overrides: Sequence[str] = (), jobs: Optional[int] = None, launcher: str = "local",
+            launcher_options: Optional[Mapping[str, Any]] = None) -> Path:
     """``kdlab.compare(...)``: compare runs. Given finished runs (:class:`kdlab.api.Run` s or run directories): their side-by-side report
     (``kdlab report RUN RUN --out``, :func:`kdlab.report.compare_runs`). Else a comparison spec
     (``kdlab compare``: :func:`kdlab.compare.load_spec` + :func:`kdlab.compare.run_compare`, runs trained
-    under ``out``'s parent). Returns the report's path."""
+    under ``out``'s parent; ``launcher="submitit"`` submits them: :mod:`kdlab.compare.launch`). Returns the
+    report's path."""
     if runs:
         from kdlab.report import compare_runs
 
         return compare_runs([Path(getattr(r, "path", r)) for r in runs], Path(out), title=title)
     spec_ = load_spec(spec, methods=methods, teacher=teacher, seeds=seeds, name=Path(out).name, quick=quick)
-    return Path(run_compare(spec_, Path(out).parent, list(overrides), jobs=jobs).report)
+    return Path(run_compare(spec_, Path(out).parent, list(overrides), jobs=jobs, launcher=launcher,
+                            launcher_options=launcher_options).report)
 
 
 make_callable(__name__, compare)  # kdlab.compare(...) is this function

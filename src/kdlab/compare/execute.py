@@ -8,6 +8,9 @@
   OpenMP state); each worker's output goes to ``<report dir>/logs/<run>.log`` and this process prints
   one line per finished run. With CUDA devices the pool has one process per device, pinned to it with
   ``CUDA_VISIBLE_DEVICES`` (so the configs do not change with the device a run lands on).
+* With ``launcher`` settings (``--launcher submitit``), each run is one submitit job
+  (:mod:`kdlab.compare.launch`) that calls :func:`work` as a pool worker does; the outcomes and logs
+  are the pool's.
 * A run that raises becomes a failed :class:`Outcome` (its message and log) and the others go on; a
   worker that dies (killed, out of memory) fails the runs it held.
 """
@@ -26,12 +29,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from kdlab.compare.plan import Cell, Plan
-from kdlab.config import ConfigError
+from kdlab.config import ConfigError, to_yaml
 from kdlab.engine import NonFiniteLossError
 from kdlab.experiments import grid
 from kdlab.registry import UnknownNameError
 
-__all__ = ["Outcome", "run_cells", "cuda_devices"]
+__all__ = ["Outcome", "run_cells", "cuda_devices", "work", "error_text"]
 
 
 @dataclass
@@ -43,7 +46,7 @@ class Outcome:
         status: ``"trained"``, ``"reused"`` or ``"failed"``.
         run_dir: the run directory (also for a failed run: it may hold a partial run).
         error: ``"<ExceptionType>: <message>"`` of a failed run.
-        log: the worker's log file (pool runs), else None.
+        log: the worker's or job's log file (pool runs, submitted runs), else None.
         seconds: wall time spent on the cell here (0 for a reused run).
     """
 
@@ -71,7 +74,8 @@ def cuda_devices(cells: Sequence[Cell]) -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def _error_text(exc: BaseException) -> str:
+def error_text(exc: BaseException) -> str:
+    """``"<ExceptionType>: <first line of the message>"``."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
@@ -83,11 +87,24 @@ def _init_worker(devices: Any) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get())
 
 
-def _work(sources: List[Any], overrides: List[str], log: str) -> Dict[str, Any]:
-    """One run in a worker, every byte of its output (Python and C level) in ``log``; never raises."""
+def work(sources: List[Any], overrides: List[str], log: str, append: bool = False, expected: Optional[str] = None,
+         **cell: Any) -> Dict[str, Any]:
+    """One run (:func:`grid.run_cell`) in a worker process or a submitted job, every byte of its output
+    (Python and C level) in ``log``; never raises an ``Exception`` (only what stops the process itself:
+    a scheduler's requeue exits through it).
+
+    Args:
+        sources, overrides: the cell.
+        log: the log file; ``append``: add to it (a resubmitted job) instead of starting it anew.
+        expected: the config YAML planned for this cell; a job that resolves another one fails (no training).
+        cell: ``callbacks`` / ``needs`` of :func:`grid.run_cell`.
+
+    Returns:
+        ``{"ok": True, "run": <run dir>, "seconds": s}`` or ``{"ok": False, "error": text, "seconds": s}``.
+    """
     t0 = time.perf_counter()
     Path(log).parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w", buffering=1, encoding="utf-8") as fh:
+    with open(log, "a" if append else "w", buffering=1, encoding="utf-8") as fh:
         sys.stdout.flush()
         sys.stderr.flush()
         saved = os.dup(1), os.dup(2)
@@ -95,11 +112,14 @@ def _work(sources: List[Any], overrides: List[str], log: str) -> Dict[str, Any]:
         os.dup2(fh.fileno(), 2)
         try:
             with contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
-                run = grid.run_cell(sources, overrides, Console(file=fh, width=120))
+                if expected is not None and to_yaml(grid.resolve(sources, overrides)) != expected:
+                    raise ConfigError("this job resolved another config than the one planned for its run (is "
+                                      "kdlab, a recipe or a plugin different where it runs?); nothing was trained")
+                run = grid.run_cell(sources, overrides, Console(file=fh, width=120), **cell)
             return {"ok": True, "run": str(run), "seconds": time.perf_counter() - t0}
         except Exception as exc:  # the row reports it; the pool goes on
             traceback.print_exc(file=fh)
-            return {"ok": False, "error": _error_text(exc), "seconds": time.perf_counter() - t0}
+            return {"ok": False, "error": error_text(exc), "seconds": time.perf_counter() - t0}
         finally:
             fh.flush()
             os.dup2(saved[0], 1)
@@ -125,7 +145,8 @@ def _line(console: Console, k: int, n: int, o: Outcome) -> None:
         console.print(f"[{k}/{n}] [bold red]{o.name}: failed[/]: {escape(o.error or '')}{escape(where)}")
 
 
-def run_cells(plan: Plan, jobs: int = 1, gpus: int = 0, console: Optional[Console] = None) -> Dict[str, Outcome]:
+def run_cells(plan: Plan, jobs: int = 1, gpus: int = 0, console: Optional[Console] = None,
+              launcher: Any = None) -> Dict[str, Outcome]:
     """Run (or reuse) every student cell of ``plan``; the teacher must be finished already.
 
     Args:
@@ -134,6 +155,8 @@ def run_cells(plan: Plan, jobs: int = 1, gpus: int = 0, console: Optional[Consol
         gpus: CUDA devices (from :func:`cuda_devices`): with ``gpus > 0`` the pool has
             ``min(jobs, gpus)`` processes, one per device.
         console: where progress lines go (default: stderr).
+        launcher: :class:`kdlab.compare.launch.SubmititSettings` to submit each run as a job
+            (``jobs``/``gpus`` are then unused); None = this machine.
 
     Returns:
         run name -> :class:`Outcome`, in the plan's order.
@@ -147,9 +170,30 @@ def run_cells(plan: Plan, jobs: int = 1, gpus: int = 0, console: Optional[Consol
         else:
             pending.append(cell)
             outcomes[cell.cfg.name] = Outcome(cell.cfg.name, "pending", cell.run_dir)
-    n, done = len(pending), 0
+    n, done = len(pending), [0]
     if any(o.status == "reused" for o in outcomes.values()):
         console.print(f"{len(outcomes) - n} of {len(outcomes)} runs reused (finished runs of the same config)")
+    logs = plan.out / "logs"
+    by_name = {c.cfg.name: c for c in pending}
+
+    def finished(name: str, res: Dict[str, Any], *_: Any) -> None:  # a pool worker's or a job's result
+        cell = by_name[name]
+        o = Outcome(name, "trained" if res["ok"] else "failed", cell.run_dir, error=res.get("error"),
+                    log=logs / f"{name}.log", seconds=res["seconds"])
+        outcomes[name] = o
+        done[0] += 1
+        _line(console, done[0], n, o)
+
+    if launcher is not None:
+        if pending:
+            from kdlab.compare.launch import CellJob, job_folder, submit_cells
+
+            folder = job_folder(launcher, plan.out)
+            console.print(f"{n} runs submitted as submitit jobs (executor {launcher.executor}); logs in {logs}/, "
+                          f"submitit's files in {folder}/")
+            submit_cells([CellJob(c.sources, c.overrides, str(logs / f"{c.cfg.name}.log"), to_yaml(c.cfg))
+                          for c in pending], list(by_name), launcher, folder, console, finished)
+        return outcomes
     workers = min(jobs, gpus) if gpus else jobs
     if workers <= 1 or n <= 1 and not gpus:
         for cell in pending:
@@ -160,11 +204,11 @@ def run_cells(plan: Plan, jobs: int = 1, gpus: int = 0, console: Optional[Consol
             except Exception as exc:  # one failed row; the others still run
                 if not isinstance(exc, ROW_ERRORS):  # a bug: show where; a diverged run or bad input: its line says it
                     console.print(escape(traceback.format_exc()))
-                o = Outcome(cell.cfg.name, "failed", cell.run_dir, error=_error_text(exc),
+                o = Outcome(cell.cfg.name, "failed", cell.run_dir, error=error_text(exc),
                             seconds=time.perf_counter() - t0)
             outcomes[o.name] = o
-            done += 1
-            _line(console, done, n, o)
+            done[0] += 1
+            _line(console, done[0], n, o)
         return outcomes
 
     import multiprocessing as mp
@@ -176,25 +220,18 @@ def run_cells(plan: Plan, jobs: int = 1, gpus: int = 0, console: Optional[Consol
         devices = ctx.Queue()
         for i in range(workers):
             devices.put(i)
-    logs = plan.out / "logs"
     console.print(f"{n} runs on {workers} processes"
                   + (", one per CUDA device" if gpus else f", {plan.threads or 'default'} CPU thread(s) each")
                   + f"; logs in {logs}/")
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(devices,))
     try:
-        futures = {pool.submit(_work, c.sources, c.overrides, str(logs / f"{c.cfg.name}.log")): c for c in pending}
+        futures = {pool.submit(work, c.sources, c.overrides, str(logs / f"{c.cfg.name}.log")): c for c in pending}
         for fut in as_completed(futures):
-            cell = futures[fut]
-            log = logs / f"{cell.cfg.name}.log"
             try:
                 res = fut.result()
             except Exception as exc:  # the worker died (BrokenProcessPool) or could not unpickle
-                res = {"ok": False, "error": f"worker process failed: {_error_text(exc)}", "seconds": 0.0}
-            o = Outcome(cell.cfg.name, "trained" if res["ok"] else "failed", cell.run_dir, error=res.get("error"),
-                        log=log, seconds=res["seconds"])
-            outcomes[o.name] = o
-            done += 1
-            _line(console, done, n, o)
+                res = {"ok": False, "error": f"worker process failed: {error_text(exc)}", "seconds": 0.0}
+            finished(futures[fut].cfg.name, res)
     except BaseException:  # Ctrl-C: do not start the queued runs (the running ones end with their workers)
         pool.shutdown(wait=False, cancel_futures=True)
         raise

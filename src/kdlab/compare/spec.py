@@ -21,6 +21,8 @@ A spec names one teacher, one student set-up, one data budget, the seeds and the
       common: [trainer.epochs=1]    # student is merged, seeds replace the seeds
       student: {trainer: {epochs: 5}}
       seeds: [0]
+    launcher: {executor: slurm, partition: gpu, time: 120, gpus_per_run: 1}  # --launcher submitit's
+                                    # settings (kdlab.compare.launch.SubmititSettings; docs/launchers.md)
 
 A row is a packaged recipe, a YAML path, or only inline ``key=value`` sets (on top of ``student`` and
 ``common``; a row without a recipe is a ``distill`` row unless it sets ``method=``). Precedence, lowest
@@ -49,7 +51,8 @@ RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 SPECS = RECIPES / "compare"
 
 #: the keys a spec file may hold
-SPEC_KEYS = ("name", "title", "teacher", "teacher_set", "student", "budget", "seeds", "common", "methods", "quick")
+SPEC_KEYS = ("name", "title", "teacher", "teacher_set", "student", "budget", "seeds", "common", "methods", "quick",
+             "launcher")
 #: the data.* keys a budget may set (how much, and which, data the student learns from)
 BUDGET_KEYS = ("n_per_class", "transfer", "transfer_n", "transfer_select", "transfer_k", "transfer_channels",
                "transfer_size", "steps_per_epoch")
@@ -99,6 +102,7 @@ class CompareSpec:
     common: List[str] = field(default_factory=list)
     quick: Optional[Dict[str, Any]] = None
     source: Optional[Path] = None  # the spec file, if any
+    launcher: Optional[Dict[str, Any]] = None  # settings of --launcher submitit (checked by kdlab.compare.launch)
 
 
 def find_config(arg: Union[str, Path], what: str = "recipe", packaged_dir: Path = RECIPES) -> Path:
@@ -273,6 +277,7 @@ def load_spec(spec: Union[None, str, Path, Dict[str, Any]] = None, *, methods: S
         common=_str_list(raw.get("common"), "common"),
         quick=quick_raw,
         source=source,
+        launcher=raw.get("launcher"),
     )
     if slugify(out.name) != out.name.lower():
         raise ConfigError(f"compare name {out.name!r}: use letters, digits, '.' or '-' (it starts every run name)")
@@ -291,4 +296,4 @@ def apply_quick(spec: CompareSpec) -> CompareSpec:
         seeds=_seeds(q["seeds"], "quick.seeds") if "seeds" in q else spec.seeds[:1],
         teacher=spec.teacher, teacher_set=spec.teacher_set + _str_list(q.get("teacher_set"), "quick.teacher_set"),
         student=student, budget=spec.budget, common=spec.common + _str_list(q.get("common"), "quick.common"),
-        quick=spec.quick, source=spec.source)
+        quick=spec.quick, source=spec.source, launcher=spec.launcher)

@@ -6,7 +6,12 @@ the config and trains it, unless the run directory already holds a finished run 
 config (its ``config.yaml`` equals the resolved config and its ``summary.json`` exists): then that run
 is reused, so an interrupted or extended grid only trains what is missing, and a changed config
 (another override, another kdlab default) is trained again under the same name (the old run is moved
-aside to ``<name>.old-<timestamp>``, as ``--overwrite`` does).
+aside to ``<name>.old-<timestamp>``, as ``--overwrite`` does). A run of exactly that config that was
+interrupted (``checkpoints/last.ckpt``, no ``summary.json``: a killed or preempted job) is resumed from
+its last checkpoint (``--resume``; callbacks see the resumed run), unless the cell ``needs`` files its
+callbacks write over the whole run.
+Inside :func:`launched_by` (``--launcher submitit``) a cell that is not reused is handed to the launcher,
+which runs :func:`run_cell` elsewhere (a submitted job).
 
 Reports: :func:`read_summary` reads a cell's ``summary.json``, :func:`mean_std_text` formats a cell
 of a table as ``mean ± sample std`` over seeds, :func:`mean` is the plain mean (plots, orderings),
@@ -17,10 +22,11 @@ without training.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 from rich.console import Console
 
@@ -29,8 +35,8 @@ from kdlab.report import format_mean_std
 from kdlab.report import read_summary as _read_summary
 from kdlab.runner import load_run_config, train
 
-__all__ = ["RECIPES", "recipe", "resolve", "finished_run", "run_cell", "read_summary", "mean_std_text", "mean",
-           "write_report"]
+__all__ = ["RECIPES", "recipe", "resolve", "finished_run", "interrupted_run", "launched_by", "run_cell", "read_summary",
+           "mean_std_text", "mean", "write_report"]
 
 #: the packaged recipes (``kdlab list recipes``)
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -65,10 +71,37 @@ def finished_run(cfg: Any) -> Optional[Path]:
     return None
 
 
+def interrupted_run(cfg: Any) -> Optional[Path]:
+    """``out_dir/name`` when it holds an interrupted run of exactly ``cfg`` (``checkpoints/last.ckpt``, no
+    ``summary.json``, ``config.yaml`` equal to ``to_yaml(cfg)``), else None."""
+    run_dir = Path(cfg.out_dir) / cfg.name
+    cfg_file = run_dir / "config.yaml"
+    if ((run_dir / "checkpoints" / "last.ckpt").is_file() and not (run_dir / "summary.json").exists()
+            and cfg_file.is_file() and cfg_file.read_text() == to_yaml(cfg)):
+        return run_dir
+    return None
+
+
+#: set by :func:`launched_by`: trains a cell elsewhere, ``launch(cfg, sources, overrides, callbacks, needs) -> Path``
+_LAUNCH: List[Callable[..., Path]] = []
+
+
+@contextlib.contextmanager
+def launched_by(launch: Callable[..., Path]) -> Iterator[None]:
+    """Within this block, :func:`run_cell` hands each cell it does not reuse to ``launch`` (e.g.
+    :func:`kdlab.compare.launch.cell_launcher`: one submitit job per cell) instead of training it here."""
+    _LAUNCH.append(launch)
+    try:
+        yield
+    finally:
+        _LAUNCH.remove(launch)
+
+
 def run_cell(sources: Sequence[Any], overrides: Sequence[str] = (), console: Optional[Console] = None,
              callbacks: Sequence[Any] = (), needs: Sequence[str] = ()) -> Path:
-    """Run one cell of a grid: resolve its config, reuse the finished run of that config or train it
-    (with ``overwrite``: another run under the same name is moved aside).
+    """Run one cell of a grid: resolve its config, reuse the finished run of that config, resume an
+    interrupted run of it (unless it ``needs`` files) or train it (with ``overwrite``: another run under the same name
+    is moved aside); inside :func:`launched_by`, the launcher trains it.
 
     Args:
         sources: YAML paths (e.g. :func:`recipe`) and/or config dicts, merged left to right.
@@ -92,6 +125,11 @@ def run_cell(sources: Sequence[Any], overrides: Sequence[str] = (), console: Opt
     if done is not None and all((done / n).is_file() for n in needs):
         console.print(f"[bold]{cfg.name}[/]: reusing the finished run in {done}")
         return done
+    if _LAUNCH:
+        return _LAUNCH[-1](cfg, sources, overrides, callbacks, needs)
+    if not needs and interrupted_run(cfg) is not None:
+        console.rule(f"{cfg.name}: {cfg.label} (resumed from its last checkpoint)")
+        return train(cfg, resume=True, **({"callbacks": list(callbacks)} if callbacks else {}))
     console.rule(f"{cfg.name}: {cfg.label}")
     if (Path(cfg.out_dir) / cfg.name).exists():
         # an experiment owns its cells: a run of another config (or an interrupted one) is moved aside.
