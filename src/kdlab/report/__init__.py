@@ -4,7 +4,7 @@
 Imports only matplotlib, PyYAML (for config.yaml) and the standard library.
 """
 from .plots import plot_bars, plot_noise, plot_run_curves, plot_val_curves
-from .stats import claim_text, diff_text, ordering_text, paired_test
+from .stats import claim_text, diff_text, holm, last_quarter_decrease, ordering_text, paired_test, verdict
 from .runs import (
     RunData,
     RunFileError,
@@ -42,6 +42,9 @@ __all__ = [
     "paired_test",
     "diff_text",
     "ordering_text",
+    "holm",
+    "verdict",
+    "last_quarter_decrease",
 ]
 
 # Generator runs (GAN compression): their own run report and sweep comparison.
