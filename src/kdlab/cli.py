@@ -202,7 +202,15 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.scale not in SCALES:
         raise ValueError(f"unknown scale {args.scale!r}; accepted: {', '.join(SCALES)}")
     seeds = parse_numbers(args.seeds, "--seeds", kind=int) if args.seeds is not None else None
-    report = EXPERIMENTS.get(args.experiment)(Path(args.out_dir), args.scale, seeds, list(args.overrides))
+    fn = EXPERIMENTS.get(args.experiment)
+    if getattr(fn, "spec_path", None) is not None:  # a declarative spec (kdlab.experiments.specs)
+        report = fn(Path(args.out_dir), args.scale, seeds, list(args.overrides),
+                    results=Path(args.out) if args.out else None, jobs=args.jobs)
+    elif args.out is not None or args.jobs is not None:
+        raise ValueError(f"--out / --jobs: experiment {args.experiment!r} is not a declarative spec (recipes/experiments/"
+                         f"); it writes its report under --out-dir and runs one run at a time")
+    else:
+        report = fn(Path(args.out_dir), args.scale, seeds, list(args.overrides))
     Console().print(f"\n[bold green]Report:[/] {report}")
     return 0
 

@@ -48,7 +48,8 @@ class CompareResult:
 
 
 def run_compare(spec: CompareSpec, out_dir: Path = Path("runs"), extra: Sequence[str] = (),
-                jobs: Optional[int] = None, console: Optional[Console] = None) -> CompareResult:
+                jobs: Optional[int] = None, console: Optional[Console] = None,
+                report_dir: Optional[Path] = None) -> CompareResult:
     """Check every run, train the teacher (if the spec names a recipe), run or reuse every row x seed,
     write the report.
 
@@ -60,6 +61,7 @@ def run_compare(spec: CompareSpec, out_dir: Path = Path("runs"), extra: Sequence
         jobs: parallel student runs; None = one per CUDA device when the runs ask for CUDA, else 1.
             On CPU each of ``jobs > 1`` runs gets ``trainer.threads = cores // jobs``.
         console: progress output (default: stderr).
+        report_dir: where the report goes (default ``<out_dir>/<name>``).
 
     Returns:
         :class:`CompareResult` (report path, outcomes); a failed run does not raise.
@@ -75,7 +77,7 @@ def run_compare(spec: CompareSpec, out_dir: Path = Path("runs"), extra: Sequence
         from kdlab.config import ConfigError
 
         raise ConfigError(f"--jobs = {jobs}: accepted: an integer >= 1")
-    plan = plan_compare(spec, out_dir, extra)  # checks everything; threads are decided below
+    plan = plan_compare(spec, out_dir, extra, report_dir=report_dir)  # checks everything; threads are decided below
     gpus = cuda_devices(plan.cells)
     cores = os.cpu_count() or 1
     if jobs is not None and jobs > max(cores, gpus):
