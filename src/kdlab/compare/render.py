@@ -59,6 +59,9 @@ def comparison_rows(comparisons: List[Dict[str, Any]], kind: str) -> List[List[s
     return out
 
 
+_ALIGN = ["l", "l", "l", "l", "r", "r", "r", "r"]  # claim, paper, rows, metric | seeds, diff, CI, p
+
+
 def _comparison_lines(results: Dict[str, Any]) -> List[str]:
     comps = results.get("comparisons") or []
     ci = f"{100 * CONFIDENCE:g}% CI"
@@ -69,16 +72,16 @@ def _comparison_lines(results: Dict[str, Any]) -> List[str]:
         lines += ["## Primary comparisons", "",
                   f"Declared in the spec before the runs. Per claim: the mean of the per-seed paired differences "
                   f"a − b, its {ci} (t interval), the two-sided paired t-test p, the p Holm-adjusted over the "
-                  f"{len(primary)} primary comparisons, and the verdict at α = {ALPHA:g} on the Holm p: holds "
+                  f"{len(primary)} primary comparison(s), and the verdict at α = {ALPHA:g} on the Holm p: holds "
                   "(difference in the claimed direction), does not hold (the opposite direction), undecided.", "",
-                  markdown_table(head + ["Holm p", "Verdict"], primary), ""]
+                  markdown_table(head + ["Holm p", "Verdict"], primary, align=_ALIGN + ["r", "l"]), ""]
     for kind, text in (("secondary", "Declared in the spec as secondary"),
                        ("post hoc", "Post hoc: every row against the first row (no comparison declared)")):
         rows = comparison_rows(comps, kind)
         if rows:
             lines += [f"## {kind.capitalize()} comparisons", "",
                       f"{text}; p unadjusted, verdict on the unadjusted p at α = {ALPHA:g} (not a tested claim).", "",
-                      markdown_table(head + ["Verdict (unadjusted)"], rows), ""]
+                      markdown_table(head + ["Verdict (unadjusted)"], rows, align=_ALIGN + ["l"]), ""]
     return lines
 
 
