@@ -199,6 +199,9 @@ def test_comparisons_statistics_and_report_from_results_json(fake, tmp_path):
     second = text[text.index("## Secondary comparisons"):text.index("## Accuracy")]
     assert "T=8 is worse than T=4" in second and "**" not in second and "unadjusted" in second
     assert "Last-quarter loss decrease" in text and "## Post hoc" not in text
+    assert "differ in student updates" not in text
+    results["rows"][1]["runs"][0]["steps"] = 41  # one run of another length: the report says so
+    assert "this comparison differ in student updates (40, 41)" in render_report(results)
     env = json.loads((out / "environment.json").read_text())
     assert set(env) == {"versions", "git_commit", "hardware", "wall_time_s"} and env["hardware"]["cores"] >= 1
     assert "torch" in env["versions"] and env["wall_time_s"] == pytest.approx(results["wall_time_s"])

@@ -188,7 +188,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if len(specs) > 1:
         raise ConfigError(f"compare takes one spec; got {', '.join(specs)} (other items must be key=value)")
     spec = load_spec(specs[0] if specs else None, methods=args.method or (), teacher=args.teacher, seeds=args.seeds,
-                     name=args.name, quick=args.quick)
+                     name=args.name, quick=args.quick, scale=args.scale)
     result = run_compare(spec, Path(args.out_dir), overrides, jobs=args.jobs)
     if result.failed:
         console.print(f"[bold red]{result.failed} of {len(result.outcomes)} runs failed[/] (see their rows)")

@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", "--out", dest="out_dir", default="runs", help="parent of the runs and of <name>/")
     p.add_argument("--name", default=None, help="the comparison's name (run names <name>-<row>-s<seed>)")
     p.add_argument("--quick", action="store_true", help="the spec's quick variant (one seed, short runs)")
+    p.add_argument("--scale", default=None, help="the entry of the spec's 'scales:' to apply (default: its first)")
     return parser
 
 

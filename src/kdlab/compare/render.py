@@ -85,6 +85,21 @@ def _comparison_lines(results: Dict[str, Any]) -> List[str]:
     return lines
 
 
+def _unequal_updates(rows: List[Dict[str, Any]]) -> List[str]:
+    """A line per column (or for the whole table without columns) whose rows' runs differ in student updates."""
+    groups: Dict[Any, List[Dict[str, Any]]] = {}
+    for e in rows:
+        groups.setdefault(e.get("column"), []).append(e)
+    out = []
+    for col, entries in groups.items():
+        steps = {r.get("steps") for e in entries for r in e["runs"] if r["status"] != "failed"} - {None}
+        if len(steps) > 1:
+            where = f"column {col}" if col is not None else "this comparison"
+            out.append(f"Note: the runs of {where} differ in student updates ({', '.join(map(str, sorted(steps)))}): "
+                       "their comparisons are not at equal budgets.")
+    return out + ([""] if out else [])
+
+
 def render_report(results: Dict[str, Any]) -> str:
     """The markdown of ``report.md`` from a comparison's ``results.json`` (parsed), and nothing else.
 
@@ -140,6 +155,7 @@ def render_report(results: Dict[str, Any]) -> str:
                                format_count(e["macs"]["mean"]), format_count(e["macs_per_update"]["mean"]),
                                _ms(e["loss_last_quarter"], 1)] for e in rows],
                              align=["l", "r", "r", "r", "r", "r", "r"]), ""]
+    lines += _unequal_updates(rows)
     sigmas = sorted({float(x) for e in rows for x in e["noise_acc"]})
     lines += ["## Robustness", "",
               "Test accuracy % under Gaussian noise of std σ added to the normalised inputs (best-on-val checkpoint).", ""]
