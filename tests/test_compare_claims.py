@@ -287,3 +287,39 @@ def test_real_tiny_runs_report_scipy_statistics_of_their_summaries(tmp_path):
     rows = {e["slug"]: e for e in results["rows"]}
     steps = -(-200 // 50)  # 20 images x 10 classes, batch 50, 1 epoch
     assert rows["ce"]["steps"]["mean"] == steps and rows["ce"]["loss_last_quarter"]["n"] == 3
+
+
+# ------------------------------------------------------------------------------------- the converted experiment
+#: the former Python grid of jacobian-table1 at small scale (its overrides, written out): column ->
+#: (images per class, epochs, log every); row -> (recipe row, normalised Jacobian form)
+OLD_T1_COMMON = ["data.val_size=500", "data.max_test=2000", "data.batch_size=64", "eval.latency=false",
+                 "trainer.progress=false", "trainer.tensorboard=false", "optim.scheduler=cosine", "optim.milestones=[]",
+                 "model.kwargs.width=0.25"]
+OLD_T1_COLUMNS = {"n1": (1, 300, 5), "n5": (5, 200, 13), "n10": (10, 200, 23), "n50": (50, 64, 34), "n500": (500, 8, 41)}
+OLD_T1_ROWS = {"ce": ("ce", False), "ce-act": ("ce_act", False), "ce-jac": ("ce_jac", False),
+               "ce-act-jac": ("ce_act_jac", False), "act": ("act", False), "act-jac": ("act_jac", False),
+               "ce-jac-norm": ("ce_jac", True), "ce-act-jac-norm": ("ce_act_jac", True), "act-jac-norm": ("act_jac", True)}
+
+
+def test_jacobian_table1_spec_resolves_to_the_former_grid_configs(tmp_path):
+    """The spec keeps the rows of the Python grid it replaced: every cell's resolved config equals the
+    former one (up to name, label and where the teacher is), and so does the teacher's."""
+    from kdlab.experiments.specs import SPEC_DIR
+
+    plan = plan_compare(load_spec(SPEC_DIR / "jacobian-table1.yaml", scale="small", seeds="0,3"), tmp_path)
+    old_teacher = grid.resolve([grid.recipe("jacobian_teacher")], [f"out_dir={tmp_path}", *OLD_T1_COMMON,
+                                                                     "data.n_per_class=1000", "trainer.epochs=4",
+                                                                     f"name={plan.teacher.cfg.name}"])
+    assert to_yaml(plan.teacher.cfg) == to_yaml(old_teacher)
+    assert len(plan.cells) == 9 * 5 * 2 and load_spec(SPEC_DIR / "jacobian-table1.yaml").seeds == [0, 1, 2, 3, 4]
+    for cell in plan.cells[1::2]:  # seed 3 of every cell (seed 0 differs only in seed= and data.subset_seed=)
+        row, col = cell.row.slug.rsplit("-", 1)
+        n, epochs, every = OLD_T1_COLUMNS[col]
+        recipe_row, norm = OLD_T1_ROWS[row]
+        old = grid.resolve([grid.recipe(f"jacobian_t1_{recipe_row}")], [
+            f"out_dir={tmp_path}", *OLD_T1_COMMON, f"teacher.checkpoint={plan.teacher_path}", f"data.n_per_class={n}",
+            f"trainer.epochs={epochs}", "data.batch_size=16", f"seed={cell.seed}", f"data.subset_seed={cell.seed}",
+            f"name={cell.cfg.name}", f"label={cell.cfg.label}", f"trainer.log_every_n_steps={every}",
+            *(["objective.student.jacobian.normalize=true", f"objective.student.jacobian.weight={20.0 / 784:.6g}"]
+              if norm else [])])
+        assert to_yaml(cell.cfg) == to_yaml(old), cell.cfg.name
