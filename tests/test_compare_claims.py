@@ -199,7 +199,7 @@ def test_comparisons_statistics_and_report_from_results_json(fake, tmp_path):
     second = text[text.index("## Secondary comparisons"):text.index("## Accuracy")]
     assert "T=8 is worse than T=4" in second and "**" not in second and "unadjusted" in second
     assert "Last-quarter loss decrease" in text and "## Post hoc" not in text
-    assert "differ in student updates" not in text
+    assert "differ in student updates" not in text and "fewer than 5 seeds" not in text
     results["rows"][1]["runs"][0]["steps"] = 41  # one run of another length: the report says so
     assert "this comparison differ in student updates (40, 41)" in render_report(results)
     env = json.loads((out / "environment.json").read_text())
@@ -222,7 +222,7 @@ def test_spec_experiment_writes_results_experiment_scale(fake, tmp_path):
     report = run_spec_experiment(path, tmp_path / "runs", "small", results=tmp_path / "results")
     out = tmp_path / "results" / "exp" / "small"
     assert report == out / "report.md"
-    for f in ("results.json", "environment.json", "plots/accuracy.png", "configs/ce.yaml", "configs/t8.yaml",
+    for f in ("results.json", "environment.json", "plots/accuracy.png", "plots/comparisons.png", "configs/ce.yaml", "configs/t8.yaml",
               "configs/teacher.yaml"):
         assert (out / f).is_file(), f
     assert json.loads((out / "results.json").read_text())["scale"] == "small"
@@ -284,6 +284,7 @@ def test_real_tiny_runs_report_scipy_statistics_of_their_summaries(tmp_path):
     assert checked >= 1
     prim = results["comparisons"][0]
     assert prim["p_holm"] == pytest.approx(prim["p"])  # one primary comparison: Holm changes nothing
+    assert "Note: 1 of the 1 primary comparison(s) rest on fewer than 5 seeds." in text
     rows = {e["slug"]: e for e in results["rows"]}
     steps = -(-200 // 50)  # 20 images x 10 classes, batch 50, 1 epoch
     assert rows["ce"]["steps"]["mean"] == steps and rows["ce"]["loss_last_quarter"]["n"] == 3

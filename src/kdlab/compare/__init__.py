@@ -9,7 +9,10 @@ architecture, a data budget and a list of method rows (packaged recipes, YAML fi
 * :mod:`kdlab.compare.plan`: every run's config resolved and checked before anything trains;
 * :mod:`kdlab.compare.execute`: finished runs reused, the others trained here or on a process pool
   (``--jobs N``), a failing run reported in its row;
-* :mod:`kdlab.compare.report`: tables, paired tests against the first row, plots, configs.
+* :mod:`kdlab.compare.claims`: the comparisons a spec declares (primary: Holm-adjusted, with a verdict;
+  secondary), else every row against the first (post hoc), and their statistics;
+* :mod:`kdlab.compare.report`: results.json (every number), environment.json, plots, configs;
+  :mod:`kdlab.compare.render`: report.md rendered from results.json alone.
 
 ``kdlab demo`` is :func:`run_compare` on the packaged spec ``recipes/compare/demo.yaml``.
 """

@@ -68,6 +68,7 @@ def _comparison_lines(results: Dict[str, Any]) -> List[str]:
     head = ["Claim", "Paper", "Rows (claimed)", "Metric", "Seeds", "Mean diff (a − b)", ci, "p"]
     lines: List[str] = []
     primary = comparison_rows(comps, "primary")
+    few = [c for c in comps if c["kind"] == "primary" and c["n"] < 5]
     if primary:
         lines += ["## Primary comparisons", "",
                   f"Declared in the spec before the runs. Per claim: the mean of the per-seed paired differences "
@@ -75,6 +76,8 @@ def _comparison_lines(results: Dict[str, Any]) -> List[str]:
                   f"{len(primary)} primary comparison(s), and the verdict at α = {ALPHA:g} on the Holm p: holds "
                   "(difference in the claimed direction), does not hold (the opposite direction), undecided.", "",
                   markdown_table(head + ["Holm p", "Verdict"], primary, align=_ALIGN + ["r", "l"]), ""]
+        if few:
+            lines += [f"Note: {len(few)} of the {len(primary)} primary comparison(s) rest on fewer than 5 seeds.", ""]
     for kind, text in (("secondary", "Declared in the spec as secondary"),
                        ("post hoc", "Post hoc: every row against the first row (no comparison declared)")):
         rows = comparison_rows(comps, kind)
@@ -82,6 +85,8 @@ def _comparison_lines(results: Dict[str, Any]) -> List[str]:
             lines += [f"## {kind.capitalize()} comparisons", "",
                       f"{text}; p unadjusted, verdict on the unadjusted p at α = {ALPHA:g} (not a tested claim).", "",
                       markdown_table(head + ["Verdict (unadjusted)"], rows, align=_ALIGN + ["l"]), ""]
+    if comps:
+        lines += ["![paired differences with 95% intervals](plots/comparisons.png)", ""]
     return lines
 
 

@@ -34,7 +34,7 @@ from kdlab.compare.render import render_report
 from kdlab.config import to_yaml
 from kdlab.experiments import grid
 from kdlab.report import (epoch_series, format_count, kept_vs_teacher, last_quarter_decrease, load_run, mean_std,
-                          noise_series, paired_test, plot_bars, plot_noise, plot_val_curves)
+                          noise_series, paired_test, plot_bars, plot_intervals, plot_noise, plot_val_curves)
 from kdlab.report.tables import MISSING
 
 __all__ = ["write_compare_report", "collect", "BACKWARD_FACTOR"]
@@ -227,12 +227,16 @@ def write_compare_report(plan: Plan, outcomes: Dict[str, Outcome], info: Dict[st
                 r["noise_acc"] = {str(k): v for k, v in r["noise_acc"].items()}
             r["path"] = _rel(r["dir"], out)
             r["log_path"] = _rel(r["log"], out) if r["log"] else None
+    comparisons = evaluate(spec.comparisons, rows)
+    plot_intervals([f"{c['kind']}: {c['label_a']} vs {c['label_b']} ({c['metric']})" for c in comparisons],
+                   [c["diff"] for c in comparisons], [c["ci"] for c in comparisons], out / "plots" / "comparisons.png",
+                   title=f"{spec.name}: paired differences a - b over seeds (95% CI)")
     results = {"experiment": spec.name, "name": spec.name, "title": spec.title, "scale": spec.scale,
                "seeds": spec.seeds, "budget": spec.budget, "columns": spec.columns, "teacher": plan.teacher_path,
                "teacher_text": _teacher_text(plan, rows), "teacher_run": _teacher_run(plan),
                "data_text": _data_text(plan), "configs": {k: _rel(v, out) for k, v in configs.items()},
                "reused": sum(o.status == "reused" for o in outcomes.values()), **info,
-               "declared": spec.declared, "comparisons": evaluate(spec.comparisons, rows), "rows": rows}
+               "declared": spec.declared, "comparisons": comparisons, "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "environment.json", json.dumps(environment(info.get("wall_time_s")), indent=2) + "\n")
     atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str) + "\n")

@@ -3,7 +3,7 @@
 
 Imports only matplotlib, PyYAML (for config.yaml) and the standard library.
 """
-from .plots import plot_bars, plot_noise, plot_run_curves, plot_val_curves
+from .plots import plot_bars, plot_intervals, plot_noise, plot_run_curves, plot_val_curves
 from .stats import claim_text, diff_text, holm, last_quarter_decrease, ordering_text, paired_test, verdict
 from .runs import (
     RunData,
@@ -38,6 +38,7 @@ __all__ = [
     "plot_val_curves",
     "plot_noise",
     "plot_bars",
+    "plot_intervals",
     "claim_text",
     "paired_test",
     "diff_text",
