@@ -119,6 +119,8 @@ def collect(plan: Plan, outcomes: Dict[str, Outcome]) -> List[Dict[str, Any]]:
 
 
 def _rel(path: Any, base: Path) -> str:
+    if path is None:
+        return MISSING
     try:
         return os.path.relpath(path, base)
     except ValueError:  # another drive (Windows)
@@ -139,9 +141,10 @@ def _teacher_text(plan: Plan, rows: List[Dict[str, Any]]) -> str:
     t = next((r["teacher"] for e in rows for r in e["runs"] if r.get("teacher")), None)
     if not t:
         return "no teacher"
+    where = _rel(t.get("checkpoint") or plan.teacher_path, plan.out)  # relative: results.json is committed
     return (f"{t.get('name', MISSING)} ({format_count(t.get('params'))} params), test acc "
-            f"{t['test_acc']:.2f}%, `{t.get('checkpoint', plan.teacher_path)}`" if isinstance(t.get("test_acc"), float)
-            else f"{t.get('name', MISSING)}, `{t.get('checkpoint', plan.teacher_path)}`")
+            f"{t['test_acc']:.2f}%, `{where}`" if isinstance(t.get("test_acc"), float)
+            else f"{t.get('name', MISSING)}, `{where}`")
 
 
 def _data_text(plan: Plan) -> str:
@@ -225,14 +228,17 @@ def write_compare_report(plan: Plan, outcomes: Dict[str, Outcome], info: Dict[st
             r.pop("val_curve", None)  # in the runs' metrics.jsonl already
             if "noise_acc" in r:
                 r["noise_acc"] = {str(k): v for k, v in r["noise_acc"].items()}
-            r["path"] = _rel(r["dir"], out)
-            r["log_path"] = _rel(r["log"], out) if r["log"] else None
+            # paths relative to the report directory: a committed results.json names no machine's folders
+            r["path"] = _rel(r.pop("dir"), out)
+            log = r.pop("log")
+            r["log_path"] = _rel(log, out) if log else None
     comparisons = evaluate(spec.comparisons, rows)
     plot_intervals([f"{c['kind']}: {c['label_a']} vs {c['label_b']} ({c['metric']})" for c in comparisons],
                    [c["diff"] for c in comparisons], [c["ci"] for c in comparisons], out / "plots" / "comparisons.png",
                    title=f"{spec.name}: paired differences a - b over seeds (95% CI)")
     results = {"experiment": spec.name, "name": spec.name, "title": spec.title, "scale": spec.scale,
-               "seeds": spec.seeds, "budget": spec.budget, "columns": spec.columns, "teacher": plan.teacher_path,
+               "seeds": spec.seeds, "budget": spec.budget, "columns": spec.columns,
+               "teacher": _rel(plan.teacher_path, out) if plan.teacher_path else None,
                "teacher_text": _teacher_text(plan, rows), "teacher_run": _teacher_run(plan),
                "data_text": _data_text(plan), "configs": {k: _rel(v, out) for k, v in configs.items()},
                "reused": sum(o.status == "reused" for o in outcomes.values()), **info,
