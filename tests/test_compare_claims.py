@@ -118,6 +118,7 @@ BAD = [
     ({"primary": None}, {"require_primary": True}, ["no primary comparison", "primary:"]),
     ({"primary": None, "secondary": None}, {"require_primary": True}, ["no primary comparison"]),
     ({"seeds": [0]}, {}, ["seeds = [0]", "at least 2 seeds"]),
+    ({"methods": [{"label": "CE", "recipe": "demo_ce", "paper": "high"}]}, {}, ["methods[0].paper = 'high'"]),
     ({}, {"seeds": "3"}, ["seeds = [3]", "at least 2 seeds"]),
     ({"scales": {"small": {}}}, {"scale": "huge"}, ["'huge'", "accepted: small"]),
     ({"scales": {"small": {"epochs": 3}}}, {}, ["scales.small", "'epochs'"]),
@@ -208,8 +209,11 @@ def test_comparisons_statistics_and_report_from_results_json(fake, tmp_path):
 
 
 def test_a_plain_compare_spec_gets_post_hoc_comparisons_never_bold(fake, tmp_path):
-    res = run_compare(load_spec(spec_dict(primary=None, secondary=None)), tmp_path)
+    methods = spec_dict()["methods"]
+    methods[1] = {**methods[1], "paper": 72.98}  # the paper's value of a row, beside ours
+    res = run_compare(load_spec(spec_dict(primary=None, secondary=None, methods=methods)), tmp_path)
     text = res.report.read_text()
+    assert "| Kept vs teacher (%) | Paper |" in text and "| 72.98 |" in text
     assert "## Primary comparisons" not in text and "## Post hoc comparisons" in text
     post = text[text.index("## Post hoc comparisons"):text.index("## Accuracy")]
     assert "KD vs CE only" in post and "**" not in post

@@ -113,6 +113,7 @@ def render_report(results: Dict[str, Any]) -> str:
     """
     rows, teacher = results["rows"], results.get("teacher_run")
     ref = rows[0]["label"]
+    paper = any(e.get("paper") is not None for e in rows)
     tm = (teacher or {}).get("model") or {}
     teacher_rows = [[teacher["label"], teacher.get("method") or MISSING, "1 run", _fmt(teacher.get("test_acc_best")),
                      _fmt(teacher.get("test_acc_last")), MISSING, MISSING, MISSING]] if teacher else []
@@ -131,17 +132,21 @@ def render_report(results: Dict[str, Any]) -> str:
         "",
         "Test accuracy % (mean ± sample std over the row's finished seeds) of the checkpoint with the best "
         f"validation accuracy and of the last epoch; *vs {ref}*: mean paired difference in points and the "
-        "two-sided paired t-test p over the seeds both rows finished (unadjusted).",
+        "two-sided paired t-test p over the seeds both rows finished (unadjusted)."
+        + (" *Paper*: the paper's value for the row, on its own data and models (context, not compared)."
+           if paper else ""),
         "",
         markdown_table(["Row", "Method", "Runs", "Test acc, best-val ckpt (%)", "Test acc, last epoch (%)",
-                        f"vs {ref} (best)", f"vs {ref} (last)", "Kept vs teacher (%)"],
-                       teacher_rows + [[e["label"], e["method"], _status(e), _ms(e["test_acc_best"]),
-                                        _ms(e["test_acc_last"]),
-                                        MISSING if e["vs_first"]["test_acc_best"] is None
-                                        else diff_text(e["vs_first"]["test_acc_best"]),
-                                        MISSING if e["vs_first"]["test_acc_last"] is None
-                                        else diff_text(e["vs_first"]["test_acc_last"]), _ms(e["kept_vs_teacher"])]
-                                       for e in rows], align=["l", "l", "l", "r", "r", "r", "r", "r"]),
+                        f"vs {ref} (best)", f"vs {ref} (last)", "Kept vs teacher (%)"] + (["Paper"] if paper else []),
+                       [t + [MISSING] * bool(paper) for t in teacher_rows]
+                       + [[e["label"], e["method"], _status(e), _ms(e["test_acc_best"]),
+                           _ms(e["test_acc_last"]),
+                           MISSING if e["vs_first"]["test_acc_best"] is None
+                           else diff_text(e["vs_first"]["test_acc_best"]),
+                           MISSING if e["vs_first"]["test_acc_last"] is None
+                           else diff_text(e["vs_first"]["test_acc_last"]), _ms(e["kept_vs_teacher"])]
+                          + ([_fmt(e.get("paper"))] if paper else []) for e in rows],
+                       align=["l", "l", "l", "r", "r", "r", "r", "r"] + ["r"] * bool(paper)),
         "![accuracy per row](plots/accuracy.png)",
         "",
         "Orderings against the first row (best-on-validation checkpoint, unadjusted):",

@@ -97,7 +97,7 @@ def collect(plan: Plan, outcomes: Dict[str, Outcome]) -> List[Dict[str, Any]]:
     for row in plan.spec.rows:
         runs = [_run_record(c, outcomes[c.cfg.name]) for c in plan.row_cells(row)]
         ok = [r for r in runs if r["status"] != "failed"]
-        entry = {"label": row.label, "slug": row.slug, "column": row.column, "method": plan.row_cells(row)[0].cfg.method, "runs": runs,
+        entry = {"label": row.label, "slug": row.slug, "column": row.column, "paper": row.paper, "method": plan.row_cells(row)[0].cfg.method, "runs": runs,
                  "n_ok": len(ok), "failed": [r for r in runs if r["status"] == "failed"]}
         for key in ("test_acc_best", "test_acc_last", "kept_vs_teacher", "params", "macs", "latency_ms", "wall_time_s",
                     "train_time_s", "steps_per_s", "images_per_s", "steps", "macs_per_update", "loss_last_quarter"):

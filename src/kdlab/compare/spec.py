@@ -15,7 +15,7 @@ A spec names one teacher, one student set-up, one data budget, the seeds and the
     common: [data.max_test=2000]    # key=value for every run, the teacher included
     methods:                        # rows; the first row is the reference of the paired tests
       - {label: "CE only", name: ce, recipe: demo_ce}
-      - {label: "KD T=8", recipe: demo_kd, set: [objective.student.kd.temperature=8]}
+      - {label: "KD T=8", recipe: demo_kd, set: [objective.student.kd.temperature=8], paper: 81.2}
       - {label: "KD + AT", set: [method=distill, objective.student.kd.weight=1, objective.student.attention.weight=1000]}
     quick:                          # what --quick changes: common/teacher_set lists are appended,
       common: [trainer.epochs=1]    # student is merged, seeds replace the seeds
@@ -72,7 +72,7 @@ BUDGET_KEYS = ("n_per_class", "transfer", "transfer_n", "transfer_select", "tran
 DEFAULT_QUICK: Dict[str, Any] = {"common": ["trainer.epochs=1", "data.val_size=1000", "data.max_test=2000",
                                             "eval.latency_iters=5"]}
 
-_ROW_KEYS = ("label", "name", "recipe", "set")
+_ROW_KEYS = ("label", "name", "recipe", "set", "paper")
 _SLUG_RE = re.compile(r"[^a-z0-9.]+")
 
 
@@ -92,6 +92,8 @@ class MethodRow:
         recipe: the YAML file the row starts from, or None (inline sets only).
         set: ``key=value`` overrides of this row (a column's sets first).
         column: the spec column this row belongs to (None without ``columns``).
+        paper: the paper's value of this row, shown beside ours for context (a number; before column
+            expansion also a mapping column -> number).
     """
 
     label: str
@@ -99,6 +101,7 @@ class MethodRow:
     recipe: Optional[Path] = None
     set: List[str] = field(default_factory=list)
     column: Optional[str] = None
+    paper: Any = None
 
 
 @dataclass
@@ -191,7 +194,11 @@ def _row(raw: Any, i: int) -> MethodRow:
     slug = str(raw.get("name") or slugify(label))
     if slugify(slug) != slug.lower() or not slug:
         raise ConfigError(f"methods[{i}].name = {slug!r}: use lower-case letters, digits, '.' or '-'")
-    return MethodRow(label=label, slug=slug, recipe=recipe, set=sets)
+    paper = raw.get("paper")
+    values = paper.values() if isinstance(paper, dict) else [paper]
+    if not all(v is None or isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise ConfigError(f"methods[{i}].paper = {paper!r}: accepted: the paper's number, or a mapping column -> number")
+    return MethodRow(label=label, slug=slug, recipe=recipe, set=sets, paper=paper)
 
 
 def parse_method_arg(text: str) -> MethodRow:
@@ -321,7 +328,9 @@ def load_spec(spec: Union[None, str, Path, Dict[str, Any]] = None, *, methods: S
             seen[key] = i
     columns = _columns(raw.get("columns"))
     rows = [MethodRow(label=f"{r.label} [{col}]", slug=_column_slug(r.slug, col), recipe=r.recipe,
-                      set=sets + r.set, column=col) for col, sets in columns.items() for r in base] or base
+                      set=sets + r.set, column=col,
+                      paper=r.paper.get(col) if isinstance(r.paper, dict) else r.paper)
+            for col, sets in columns.items() for r in base] or base
     comparisons = [c for key in ("primary", "secondary")
                    for c in parse_comparisons(raw.get(key), key, base, list(columns), _column_slug)]
     declared = bool(comparisons)
