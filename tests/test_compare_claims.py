@@ -158,6 +158,8 @@ def test_writing_into_another_experiments_results_is_refused(fake, tmp_path):
     for report_dir in (other, other / "sub" / "cmp"):
         with pytest.raises(ConfigError, match="holds the results of experiment 'jacobian-table1'.*'cmp'"):
             plan_compare(load_spec(spec_dict()), tmp_path / "runs", report_dir=report_dir)
+    with pytest.raises(ConfigError, match="holds the results of experiment 'jacobian-table1'"):  # nor the runs
+        plan_compare(load_spec(spec_dict()), other / "runs", report_dir=tmp_path / "results" / "cmp" / "small")
     assert fake.names == []
     plan_compare(load_spec(spec_dict(name="jacobian-table1")), tmp_path / "runs", report_dir=other)  # its own: fine
 

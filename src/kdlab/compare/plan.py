@@ -277,7 +277,8 @@ def plan_compare(spec: CompareSpec, out_dir: Path, extra: Sequence[str] = (), jo
     """
     out_dir = Path(out_dir)
     report_dir = Path(report_dir) if report_dir is not None else out_dir / spec.name
-    check_results_dir(report_dir, spec.name)
+    for folder in (report_dir, out_dir):  # neither the report nor the runs go into another experiment's results
+        check_results_dir(folder, spec.name)
     teacher_cell, teacher_path = _teacher(spec, out_dir, extra)
     plan = Plan(spec=spec, out=report_dir, teacher=teacher_cell, teacher_path=teacher_path,
                 n_extra=len(extra))
