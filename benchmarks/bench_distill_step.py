@@ -59,7 +59,7 @@ from kdlab.runner import load_run_config
 
 #: pair -> (teacher (name, kwargs), student (name, kwargs), default steps)
 PAIRS = {
-    "tiny": (("mlp", {"hidden": []}), ("mlp", {"hidden": []}), 2000),
+    "tiny": (("mlp", {"hidden": []}), ("mlp", {"hidden": []}), 400),
     "demo": (("lenet", {}), ("mlp", {"hidden": [100, 100]}), 120),
     "conv": (("resnet20", {}), ("lenet", {}), 30),
 }

@@ -190,7 +190,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if len(specs) > 1:
         raise ConfigError(f"compare takes one spec; got {', '.join(specs)} (other items must be key=value)")
     spec = load_spec(specs[0] if specs else None, methods=args.method or (), teacher=args.teacher, seeds=args.seeds,
-                     name=args.name, quick=args.quick)
+                     name=args.name, quick=args.quick, scale=args.scale)
     result = run_compare(spec, Path(args.out_dir), overrides, jobs=args.jobs, launcher=args.launcher,
                          launcher_options=launcher_options(args))
     if result.failed:
@@ -207,17 +207,25 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     seeds = parse_numbers(args.seeds, "--seeds", kind=int) if args.seeds is not None else None
     from kdlab.compare.launch import launcher_settings
 
-    run = EXPERIMENTS.get(args.experiment)
-    settings = launcher_settings(args.launcher, None, launcher_options(args))
-    if settings is None:
-        report = run(Path(args.out_dir), args.scale, seeds, list(args.overrides))
-    else:  # each cell that is not reused: one submitted job, waited for (the grid's cells depend on each other)
-        from kdlab.compare.launch import cell_launcher, job_folder
-        from kdlab.experiments import grid
+    fn = EXPERIMENTS.get(args.experiment)
+    if getattr(fn, "spec_path", None) is not None:  # a declarative spec (kdlab.experiments.specs)
+        report = fn(Path(args.out_dir), args.scale, seeds, list(args.overrides),
+                    results=Path(args.out) if args.out else None, jobs=args.jobs, launcher=args.launcher,
+                    launcher_options=launcher_options(args))
+    elif args.out is not None or args.jobs is not None:
+        raise ValueError(f"--out / --jobs: experiment {args.experiment!r} is not a declarative spec (recipes/experiments/"
+                         f"); it writes its report under --out-dir and runs one run at a time")
+    else:
+        settings = launcher_settings(args.launcher, None, launcher_options(args))
+        if settings is None:
+            report = fn(Path(args.out_dir), args.scale, seeds, list(args.overrides))
+        else:  # each cell that is not reused: one submitted job, waited for (the grid's cells depend on each other)
+            from kdlab.compare.launch import cell_launcher, job_folder
+            from kdlab.experiments import grid
 
-        out = Path(args.out_dir)
-        with grid.launched_by(cell_launcher(settings, job_folder(settings, out), out / "logs")):
-            report = run(out, args.scale, seeds, list(args.overrides))
+            out = Path(args.out_dir)
+            with grid.launched_by(cell_launcher(settings, job_folder(settings, out), out / "logs")):
+                report = fn(out, args.scale, seeds, list(args.overrides))
     Console().print(f"\n[bold green]Report:[/] {report}")
     return 0
 

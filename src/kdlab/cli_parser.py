@@ -136,7 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment")
     p.add_argument("--scale", default="small", help="small (2 CPU cores) or full (the paper's protocol)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the experiment's)")
-    p.add_argument("--out-dir", default="runs")
+    p.add_argument("--out-dir", default="runs", help="parent of the run directories")
+    p.add_argument("--out", default=None, help="results root of a spec experiment: its report, results.json, plots, "
+                                                "configs and environment.json go to <out>/<experiment>/<scale>/ "
+                                                "(default: --out-dir)")
+    p.add_argument("--jobs", type=int, default=None, help="parallel runs of a spec experiment (see kdlab compare --help)")
     p.add_argument("overrides", nargs="*", help="key=value overrides applied to every run")
     _launcher_flags(p)
     p = sub.add_parser("demo", help="teacher + three students on real Fashion-MNIST, with a report (kdlab compare demo)")
@@ -162,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="the comparison's name (run names <name>-<row>-s<seed>)")
     p.add_argument("--quick", action="store_true", help="the spec's quick variant (one seed, short runs)")
     _launcher_flags(p)
+    p.add_argument("--scale", default=None, help="the entry of the spec's 'scales:' to apply (default: its first)")
     return parser
 
 

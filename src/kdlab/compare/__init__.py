@@ -10,7 +10,10 @@ architecture, a data budget and a list of method rows (packaged recipes, YAML fi
 * :mod:`kdlab.compare.execute`: finished runs reused, interrupted ones resumed, the others trained here
   or on a process pool (``--jobs N``), a failing run reported in its row;
 * :mod:`kdlab.compare.launch`: or each run one job of a scheduler through submitit (``--launcher submitit``);
-* :mod:`kdlab.compare.report`: tables, paired tests against the first row, plots, configs.
+* :mod:`kdlab.compare.claims`: the comparisons a spec declares (primary: Holm-adjusted, with a verdict;
+  secondary), else every row against the first (post hoc), and their statistics;
+* :mod:`kdlab.compare.report`: results.json (every number), environment.json, plots, configs;
+  :mod:`kdlab.compare.render`: report.md rendered from results.json alone.
 
 ``kdlab demo`` is :func:`run_compare` on the packaged spec ``recipes/compare/demo.yaml``.
 """
@@ -50,7 +53,7 @@ class CompareResult:
 
 def run_compare(spec: CompareSpec, out_dir: Path = Path("runs"), extra: Sequence[str] = (),
                 jobs: Optional[int] = None, console: Optional[Console] = None, launcher: str = "local",
-                launcher_options: Optional[Mapping[str, Any]] = None) -> CompareResult:
+                launcher_options: Optional[Mapping[str, Any]] = None, report_dir: Optional[Path] = None) -> CompareResult:
     """Check every run, train the teacher (if the spec names a recipe), run or reuse every row x seed,
     write the report.
 
@@ -66,6 +69,7 @@ def run_compare(spec: CompareSpec, out_dir: Path = Path("runs"), extra: Sequence
             a scheduler: :mod:`kdlab.compare.launch`, settings from ``spec.launcher`` and ``launcher_options``).
         launcher_options: the command line's launcher settings (keys of
             :data:`kdlab.compare.launch.LAUNCHER_KEYS`; None values unset), over the spec's.
+        report_dir: where the report goes (default ``<out_dir>/<name>``).
 
     Returns:
         :class:`CompareResult` (report path, outcomes); a failed run does not raise.
@@ -88,7 +92,7 @@ def run_compare(spec: CompareSpec, out_dir: Path = Path("runs"), extra: Sequence
     if settings is not None and jobs is not None:
         raise ConfigError(f"--jobs = {jobs} sets the local launcher's processes; accepted with --launcher submitit: "
                           f"no --jobs (launcher.max_parallel sets how many jobs run at once)")
-    plan = plan_compare(spec, out_dir, extra)  # checks everything; threads are decided below
+    plan = plan_compare(spec, out_dir, extra, report_dir=report_dir)  # checks everything; threads are decided below
     if settings is not None:
         return _run_submitted(plan, settings, console, t0)
     gpus = cuda_devices(plan.cells)

@@ -18,12 +18,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from omegaconf import OmegaConf
 
+from kdlab.compare.claims import check_metrics
 from kdlab.compare.spec import CompareSpec, MethodRow, find_config
 from kdlab.config import ConfigError
 from kdlab.experiments import grid
 from kdlab.registry import UnknownNameError
 
-__all__ = ["Cell", "Plan", "plan_compare", "set_threads", "worker_threads"]
+__all__ = ["Cell", "Plan", "plan_compare", "set_threads", "worker_threads", "check_results_dir", "MARKER"]
 
 #: a teacher given as a file of weights rather than a recipe
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt")
@@ -225,8 +226,35 @@ def _smallest_class(labels: Any, val_size: Any, seed: int) -> int:
     return int(counts[counts > 0].min()) if counts.numel() else 0
 
 
+#: the file of a report directory that marks it as the results of one experiment (``experiment: <name>``)
+MARKER = "results.json"
+
+
+def check_results_dir(report_dir: Path, experiment: str) -> None:
+    """Refuse to write experiment ``experiment`` into (or under) the results folder of another one: the
+    report directory and each of its parents is checked for a :data:`MARKER` naming another experiment.
+
+    Raises:
+        ConfigError: names the folder, the experiment it holds and the one asked for.
+    """
+    import json
+
+    for folder in [Path(report_dir), *Path(report_dir).resolve().parents]:
+        marker = folder / MARKER
+        if not marker.is_file():
+            continue
+        try:
+            owner = json.loads(marker.read_text(encoding="utf-8")).get("experiment")
+        except (OSError, ValueError, AttributeError):
+            continue  # not a results file of kdlab's: no claim on the folder
+        if owner is not None and owner != experiment:
+            raise ConfigError(f"output directory {str(report_dir)!r}: {str(folder)!r} holds the results of experiment "
+                              f"{owner!r}; experiment {experiment!r} is not written there: choose another --out "
+                              f"(e.g. results/, which gets results/{experiment}/<scale>/)")
+
+
 def plan_compare(spec: CompareSpec, out_dir: Path, extra: Sequence[str] = (), jobs: int = 1,
-                 gpus: int = 0) -> Plan:
+                 gpus: int = 0, report_dir: Optional[Path] = None) -> Plan:
     """Resolve and check every run of ``spec``; nothing is trained or written.
 
     Args:
@@ -236,17 +264,23 @@ def plan_compare(spec: CompareSpec, out_dir: Path, extra: Sequence[str] = (), jo
         jobs: parallel student runs; on CPU (``gpus == 0``) with ``jobs > 1`` each student run gets
             ``trainer.threads = cores // jobs`` unless its config sets threads.
         gpus: CUDA devices the runs are spread over (one process each; threads are left alone).
+        report_dir: where the report goes (default ``<out_dir>/<name>``); refused inside another
+            experiment's results folder (:func:`check_results_dir`).
 
     Returns:
         A :class:`Plan`.
 
     Raises:
         ConfigError: naming the row (and seed) and the bad key or value: an unknown method, recipe,
-            term or key; a generator method; an inconsistent data budget; a missing teacher.
+            term or key; a generator method; an inconsistent data budget; a missing teacher; a compared
+            metric a row does not produce; a report directory inside another experiment's results.
     """
     out_dir = Path(out_dir)
+    report_dir = Path(report_dir) if report_dir is not None else out_dir / spec.name
+    for folder in (report_dir, out_dir):  # neither the report nor the runs go into another experiment's results
+        check_results_dir(folder, spec.name)
     teacher_cell, teacher_path = _teacher(spec, out_dir, extra)
-    plan = Plan(spec=spec, out=out_dir / spec.name, teacher=teacher_cell, teacher_path=teacher_path,
+    plan = Plan(spec=spec, out=report_dir, teacher=teacher_cell, teacher_path=teacher_path,
                 n_extra=len(extra))
     for row in spec.rows:
         for seed in spec.seeds:
@@ -259,6 +293,9 @@ def plan_compare(spec: CompareSpec, out_dir: Path, extra: Sequence[str] = (), jo
         names[cell.cfg.name] = cell.row.label
     for cell in plan.cells:
         _check_method(cell)
+    from kdlab.methods import METHODS
+
+    check_metrics(spec.comparisons, {r.slug: METHODS.get(plan.row_cells(r)[0].cfg.method).kind for r in spec.rows})
     _check_budget(plan.cells)
     if jobs > 1 and not gpus:
         set_threads(plan, worker_threads(jobs))

@@ -15,7 +15,7 @@ A spec names one teacher, one student set-up, one data budget, the seeds and the
     common: [data.max_test=2000]    # key=value for every run, the teacher included
     methods:                        # rows; the first row is the reference of the paired tests
       - {label: "CE only", name: ce, recipe: demo_ce}
-      - {label: "KD T=8", recipe: demo_kd, set: [objective.student.kd.temperature=8]}
+      - {label: "KD T=8", recipe: demo_kd, set: [objective.student.kd.temperature=8], paper: 81.2}
       - {label: "KD + AT", set: [method=distill, objective.student.kd.weight=1, objective.student.attention.weight=1000]}
     quick:                          # what --quick changes: common/teacher_set lists are appended,
       common: [trainer.epochs=1]    # student is merged, seeds replace the seeds
@@ -24,10 +24,21 @@ A spec names one teacher, one student set-up, one data budget, the seeds and the
     launcher: {executor: slurm, partition: gpu, time: 120, gpus_per_run: 1}  # --launcher submitit's
                                     # settings (kdlab.compare.launch.SubmititSettings; docs/launchers.md)
 
+    primary:                        # the claims tested (kdlab.compare.claims): Holm-adjusted, with a verdict
+      - {a: "KD T=8", b: "CE only", metric: test_acc_best, direction: greater,
+         label: "distillation beats the student alone", paper: "Hinton et al. 2015, Table 1"}
+    secondary: []                   # same form: unadjusted, labelled secondary
+    columns:                        # optional: every row once per column (e.g. data budgets); rows become
+      "5": [data.n_per_class=5]     # "<label> [5]" / <name>-5, comparisons one per column
+      "50": [data.n_per_class=50, trainer.epochs=8]
+    scales:                         # optional variants (kdlab reproduce --scale): lists appended, student
+      small: {seeds: [0, 1, 2, 3, 4]}   # merged, seeds / columns / budget replaced
+      full: {common: [trainer.epochs=100]}
+
 A row is a packaged recipe, a YAML path, or only inline ``key=value`` sets (on top of ``student`` and
 ``common``; a row without a recipe is a ``distill`` row unless it sets ``method=``). Precedence, lowest
 first: recipe, ``common``, ``student``, ``budget``, the row's label, the row's ``set``, seed/name,
-the command line's ``key=value`` overrides. ``set`` entries merge into the recipe's ``objective.student``; to replace the
+the command line's ``key=value`` overrides (a column's sets come just before the row's). ``set`` entries merge into the recipe's ``objective.student``; to replace the
 terms write ``objective.student={ce: {weight: 1}}``.
 
 Everything here is checked without training: :func:`load_spec` raises
@@ -38,8 +49,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from kdlab.compare.claims import Comparison, default_comparisons, parse_comparisons
 from kdlab.config import ConfigError
 
 __all__ = ["MethodRow", "CompareSpec", "load_spec", "parse_method_arg", "slugify", "find_config", "SPEC_KEYS",
@@ -52,7 +64,9 @@ SPECS = RECIPES / "compare"
 
 #: the keys a spec file may hold
 SPEC_KEYS = ("name", "title", "teacher", "teacher_set", "student", "budget", "seeds", "common", "methods", "quick",
-             "launcher")
+             "launcher", "primary", "secondary", "columns", "scales")
+#: the keys of a ``scales`` entry (and what each does: lists appended, student merged, the rest replaced)
+SCALE_KEYS = ("common", "teacher_set", "student", "seeds", "columns", "budget")
 #: the data.* keys a budget may set (how much, and which, data the student learns from)
 BUDGET_KEYS = ("n_per_class", "transfer", "transfer_n", "transfer_select", "transfer_k", "transfer_channels",
                "transfer_size", "steps_per_epoch")
@@ -60,7 +74,7 @@ BUDGET_KEYS = ("n_per_class", "transfer", "transfer_n", "transfer_select", "tran
 DEFAULT_QUICK: Dict[str, Any] = {"common": ["trainer.epochs=1", "data.val_size=1000", "data.max_test=2000",
                                             "eval.latency_iters=5"]}
 
-_ROW_KEYS = ("label", "name", "recipe", "set")
+_ROW_KEYS = ("label", "name", "recipe", "set", "paper")
 _SLUG_RE = re.compile(r"[^a-z0-9.]+")
 
 
@@ -78,13 +92,18 @@ class MethodRow:
         label: the row's name in the report (unique within a spec).
         slug: the row's part of the run names ``<name>-<slug>-s<seed>`` (unique; letters, digits, ``.-``).
         recipe: the YAML file the row starts from, or None (inline sets only).
-        set: ``key=value`` overrides of this row.
+        set: ``key=value`` overrides of this row (a column's sets first).
+        column: the spec column this row belongs to (None without ``columns``).
+        paper: the paper's value of this row, shown beside ours for context (a number; before column
+            expansion also a mapping column -> number).
     """
 
     label: str
     slug: str
     recipe: Optional[Path] = None
     set: List[str] = field(default_factory=list)
+    column: Optional[str] = None
+    paper: Any = None
 
 
 @dataclass
@@ -103,6 +122,10 @@ class CompareSpec:
     quick: Optional[Dict[str, Any]] = None
     source: Optional[Path] = None  # the spec file, if any
     launcher: Optional[Dict[str, Any]] = None  # settings of --launcher submitit (checked by kdlab.compare.launch)
+    comparisons: List[Comparison] = field(default_factory=list)  # declared, else the post-hoc default
+    declared: bool = False  # comparisons come from primary/secondary (not the default)
+    scale: Optional[str] = None  # the scales entry applied
+    columns: List[str] = field(default_factory=list)
 
 
 def find_config(arg: Union[str, Path], what: str = "recipe", packaged_dir: Path = RECIPES) -> Path:
@@ -174,7 +197,11 @@ def _row(raw: Any, i: int) -> MethodRow:
     slug = str(raw.get("name") or slugify(label))
     if slugify(slug) != slug.lower() or not slug:
         raise ConfigError(f"methods[{i}].name = {slug!r}: use lower-case letters, digits, '.' or '-'")
-    return MethodRow(label=label, slug=slug, recipe=recipe, set=sets)
+    paper = raw.get("paper")
+    values = paper.values() if isinstance(paper, dict) else [paper]
+    if not all(v is None or isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise ConfigError(f"methods[{i}].paper = {paper!r}: accepted: the paper's number, or a mapping column -> number")
+    return MethodRow(label=label, slug=slug, recipe=recipe, set=sets, paper=paper)
 
 
 def parse_method_arg(text: str) -> MethodRow:
@@ -214,9 +241,50 @@ def _read_yaml(path: Path) -> Dict[str, Any]:
     return data
 
 
+def _apply_scale(raw: Dict[str, Any], scale: Optional[str]) -> Tuple[Dict[str, Any], Optional[str]]:
+    """``raw`` with its ``scales[scale]`` entry applied (None: the first entry); a spec without
+    ``scales`` is returned as it is, under the scale asked for."""
+    scales = _mapping(raw.get("scales"), "scales")
+    if not scales:
+        return raw, scale
+    scale = str(scale) if scale is not None else next(iter(scales))
+    if scale not in scales:
+        raise ConfigError(f"scale {scale!r}: this spec has no such entry under 'scales:'; accepted: "
+                          f"{', '.join(map(str, scales))}")
+    entry = _mapping(scales[scale], f"scales.{scale}")
+    bad = sorted(set(entry) - set(SCALE_KEYS))
+    if bad:
+        raise ConfigError(f"compare spec scales.{scale}: unknown key {bad[0]!r}; accepted: {', '.join(SCALE_KEYS)}")
+    from omegaconf import OmegaConf
+
+    out = dict(raw)
+    for key in ("common", "teacher_set"):
+        out[key] = _str_list(raw.get(key), key) + _str_list(entry.get(key), f"scales.{scale}.{key}")
+    if "student" in entry:
+        out["student"] = OmegaConf.to_container(OmegaConf.merge(_mapping(raw.get("student"), "student"),
+                                                                _mapping(entry["student"], f"scales.{scale}.student")))
+    out.update({k: entry[k] for k in ("seeds", "columns", "budget") if k in entry})
+    return out, scale
+
+
+def _columns(value: Any) -> Dict[str, List[str]]:
+    """The ``columns`` mapping: column name -> its ``key=value`` sets."""
+    cols = _mapping(value, "columns")
+    out = {str(k): _str_list(v, f"columns.{k}") for k, v in cols.items()}
+    bad = [k for k in out if slugify(k) != k.lower()]
+    if bad:
+        raise ConfigError(f"columns: name {bad[0]!r}: use letters, digits, '.' or '-' (it is part of run names)")
+    return out
+
+
+def _column_slug(slug: str, column: Optional[str]) -> str:
+    return slug if column is None else f"{slug}-{column.lower()}"
+
+
 def load_spec(spec: Union[None, str, Path, Dict[str, Any]] = None, *, methods: Sequence[str] = (),
               teacher: Optional[str] = None, seeds: Union[None, str, Sequence[int]] = None,
-              name: Optional[str] = None, quick: bool = False) -> CompareSpec:
+              name: Optional[str] = None, quick: bool = False, scale: Optional[str] = None,
+              require_primary: bool = False) -> CompareSpec:
     """Parse a spec (a YAML path, a packaged spec/recipe name, a mapping or None) and the command
     line's additions.
 
@@ -225,13 +293,17 @@ def load_spec(spec: Union[None, str, Path, Dict[str, Any]] = None, *, methods: S
         methods: ``--method`` arguments (:func:`parse_method_arg`), appended after the spec's rows.
         teacher, seeds, name: replace the spec's values when given (``seeds`` as ``"0,1,2"`` or ints).
         quick: apply the spec's ``quick`` section (or :data:`DEFAULT_QUICK` and the first seed).
+        scale: the ``scales`` entry to apply (None: the first one, if the spec has any).
+        require_primary: refuse a spec without a ``primary`` comparison (``kdlab reproduce``).
 
     Returns:
         A :class:`CompareSpec` (rows not resolved yet: :func:`kdlab.compare.plan.plan_compare` does that).
 
     Raises:
-        ConfigError: an unknown spec key, row key or recipe; duplicate row labels or names; no rows;
-            bad seeds; a budget key that is not one of :data:`BUDGET_KEYS`.
+        ConfigError: an unknown spec key, row key, recipe, scale or column; duplicate row labels or names;
+            no rows; bad seeds; a budget key that is not one of :data:`BUDGET_KEYS`; a comparison naming a
+            missing row (:func:`kdlab.compare.claims.parse_comparisons`); no primary comparison where one
+            is required; declared comparisons with fewer than 2 seeds.
     """
     source = None
     if spec is None:
@@ -244,18 +316,31 @@ def load_spec(spec: Union[None, str, Path, Dict[str, Any]] = None, *, methods: S
     unknown = sorted(set(raw) - set(SPEC_KEYS))
     if unknown:
         raise ConfigError(f"compare spec: unknown key {unknown[0]!r}; accepted: {', '.join(SPEC_KEYS)}")
-    rows = [_row(r, i) for i, r in enumerate(raw.get("methods") or [])] + [parse_method_arg(m) for m in methods]
-    if not rows:
+    raw, scale = _apply_scale(raw, scale)
+    base = [_row(r, i) for i, r in enumerate(raw.get("methods") or [])] + [parse_method_arg(m) for m in methods]
+    if not base:
         raise ConfigError("compare needs at least one method row: a spec with 'methods:' or --method LABEL=SOURCE")
     for attr in ("label", "slug"):
         seen: Dict[str, int] = {}
-        for i, r in enumerate(rows):
+        for i, r in enumerate(base):
             key = getattr(r, attr).lower()
             if key in seen:
                 what = "label" if attr == "label" else "name (run-name part)"
                 raise ConfigError(f"method rows {seen[key]} and {i} have the same {what} {getattr(r, attr)!r}; "
                                   f"each row needs its own")
             seen[key] = i
+    columns = _columns(raw.get("columns"))
+    rows = [MethodRow(label=f"{r.label} [{col}]", slug=_column_slug(r.slug, col), recipe=r.recipe,
+                      set=sets + r.set, column=col,
+                      paper=r.paper.get(col) if isinstance(r.paper, dict) else r.paper)
+            for col, sets in columns.items() for r in base] or base
+    comparisons = [c for key in ("primary", "secondary")
+                   for c in parse_comparisons(raw.get(key), key, base, list(columns), _column_slug)]
+    declared = bool(comparisons)
+    if require_primary and not any(c.kind == "primary" for c in comparisons):
+        raise ConfigError(f"compare spec {raw.get('name') or source or ''!r}: no primary comparison; an experiment "
+                          "declares its claims before it runs: add 'primary: [{a: ROW, b: ROW, metric: test_acc_best, "
+                          "direction: greater, label: ..., paper: ...}]'")
     budget = _mapping(raw.get("budget"), "budget")
     bad = sorted(set(budget) - set(BUDGET_KEYS))
     if bad:
@@ -278,10 +363,18 @@ def load_spec(spec: Union[None, str, Path, Dict[str, Any]] = None, *, methods: S
         quick=quick_raw,
         source=source,
         launcher=raw.get("launcher"),
+        comparisons=comparisons or default_comparisons(rows),
+        declared=declared,
+        scale=scale,
+        columns=list(columns),
     )
     if slugify(out.name) != out.name.lower():
         raise ConfigError(f"compare name {out.name!r}: use letters, digits, '.' or '-' (it starts every run name)")
-    return apply_quick(out) if quick else out
+    out = apply_quick(out) if quick else out
+    if declared and len(out.seeds) < 2:
+        raise ConfigError(f"seeds = {out.seeds}: the spec's declared comparisons are paired tests over seeds and need "
+                          "at least 2 seeds; accepted: 2 or more seeds (e.g. --seeds 0,1,2,3,4)")
+    return out
 
 
 def apply_quick(spec: CompareSpec) -> CompareSpec:
@@ -296,4 +389,5 @@ def apply_quick(spec: CompareSpec) -> CompareSpec:
         seeds=_seeds(q["seeds"], "quick.seeds") if "seeds" in q else spec.seeds[:1],
         teacher=spec.teacher, teacher_set=spec.teacher_set + _str_list(q.get("teacher_set"), "quick.teacher_set"),
         student=student, budget=spec.budget, common=spec.common + _str_list(q.get("common"), "quick.common"),
-        quick=spec.quick, source=spec.source, launcher=spec.launcher)
+        quick=spec.quick, source=spec.source, launcher=spec.launcher, comparisons=spec.comparisons,
+        declared=spec.declared, scale=spec.scale, columns=spec.columns)

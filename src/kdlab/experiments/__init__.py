@@ -7,7 +7,9 @@ path of a report (``out_dir/<experiment>/report.md``) with mean +- std over seed
 numbers. ``scale`` is ``"small"`` (2 CPU cores, well under an hour) or ``"full"`` (the paper's
 protocol, for a GPU). Every experiment runs its cells and writes its report with the shared grid
 runner :mod:`kdlab.experiments.grid` (a finished run of the same resolved config is reused).
-Experiment modules are imported here so that they register themselves.
+Experiment modules are imported here so that they register themselves; the declarative ones are
+compare specs under ``recipes/experiments/`` (:mod:`kdlab.experiments.specs`), whose report goes to
+``<results>/<experiment>/<scale>/``.
 """
 from __future__ import annotations
 
@@ -30,3 +32,4 @@ from kdlab.experiments import mosaickd  # noqa: E402,F401  (mosaickd)
 from kdlab.experiments import vem  # noqa: E402,F401  (vem-ablation)
 from kdlab.experiments import vem_i2i  # noqa: E402,F401  (vem-table1, vem-table2, vem-table4)
 from kdlab.experiments import gan_joint  # noqa: E402,F401  (gan-joint-vs-mse)
+from kdlab.experiments import specs  # noqa: E402,F401  (every spec of recipes/experiments/: jacobian-table1)

@@ -3,8 +3,8 @@
 
 Imports only matplotlib, PyYAML (for config.yaml) and the standard library.
 """
-from .plots import plot_bars, plot_noise, plot_run_curves, plot_val_curves
-from .stats import claim_text, diff_text, ordering_text, paired_test
+from .plots import plot_bars, plot_intervals, plot_noise, plot_run_curves, plot_val_curves
+from .stats import claim_text, diff_text, holm, last_quarter_decrease, ordering_text, paired_test, verdict
 from .runs import (
     RunData,
     RunFileError,
@@ -38,10 +38,14 @@ __all__ = [
     "plot_val_curves",
     "plot_noise",
     "plot_bars",
+    "plot_intervals",
     "claim_text",
     "paired_test",
     "diff_text",
     "ordering_text",
+    "holm",
+    "verdict",
+    "last_quarter_decrease",
 ]
 
 # Generator runs (GAN compression): their own run report and sweep comparison.

@@ -15,7 +15,7 @@ from matplotlib.ticker import MaxNLocator
 
 PathLike = Union[str, Path]
 
-__all__ = ["plot_run_curves", "plot_val_curves", "plot_noise", "plot_bars", "save_figure"]
+__all__ = ["plot_run_curves", "plot_val_curves", "plot_noise", "plot_bars", "plot_intervals", "save_figure"]
 
 
 def save_figure(fig: Figure, path: PathLike, dpi: int = 110) -> Path:
@@ -167,4 +167,28 @@ def plot_bars(labels: Sequence[str], means: Sequence[Optional[float]], stds: Seq
     if title:
         ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, path)
+
+
+def plot_intervals(labels: Sequence[str], diffs: Sequence[Optional[float]],
+                   cis: Sequence[Optional[Sequence[float]]], path: PathLike, title: str = "",
+                   xlabel: str = "mean paired difference a - b (95% CI)") -> Path:
+    """One horizontal line per comparison: its mean paired difference (dot) and confidence interval
+    (bar), top to bottom in the given order, a vertical line at 0; None values are left out. Saved to ``path``."""
+    fig = Figure(figsize=(7.5, max(2.5, 0.32 * len(labels) + 1.2)))
+    ax = fig.subplots()
+    for y, (d, ci) in enumerate(zip(diffs, cis)):
+        if d is None:
+            continue
+        if ci is not None:
+            ax.plot(list(ci), [y, y], color="#4C72B0", linewidth=2)
+        ax.plot([d], [y], "o", color="#C44E52", markersize=4)
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.set_yticks(list(range(len(labels))))
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
     return save_figure(fig, path)
