@@ -273,18 +273,15 @@ def _columns(value: Any, rows: Sequence[MethodRow]) -> Dict[str, Tuple[List[str]
     """The ``columns`` mapping: column name -> (its ``key=value`` sets, row name -> that row's sets in it)."""
     out = {}
     for name, entry in _mapping(value, "columns").items():
-        where = f"columns.{name}"
+        where, entry = f"columns.{name}", entry if isinstance(entry, dict) else {"set": entry}
         if slugify(str(name)) != str(name).lower():
             raise ConfigError(f"columns: name {name!r}: use letters, digits, '.' or '-' (it is part of run names)")
-        if not isinstance(entry, dict):
-            out[str(name)] = (_str_list(entry, where), {})
-            continue
-        bad = sorted(set(entry) - {"set", "rows"})
-        if bad:
-            raise ConfigError(f"{where}: unknown key {bad[0]!r}; accepted: set, rows (or a list of key=value sets)")
-        per_row = {find_row(r, rows, f"{where}.rows").slug: _str_list(v, f"{where}.rows.{r}")
-                   for r, v in _mapping(entry.get("rows"), f"{where}.rows").items()}
-        out[str(name)] = (_str_list(entry.get("set"), f"{where}.set"), per_row)
+        if set(entry) - {"set", "rows"}:
+            raise ConfigError(f"{where}: unknown key {sorted(set(entry) - {'set', 'rows'})[0]!r}; accepted: set, "
+                              "rows (or a list of key=value sets)")
+        out[str(name)] = (_str_list(entry.get("set"), where), {
+            find_row(r, rows, f"{where}.rows").slug: _str_list(v, f"{where}.rows.{r}")
+            for r, v in _mapping(entry.get("rows"), f"{where}.rows").items()})
     return out
 
 
