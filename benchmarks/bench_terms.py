@@ -1,7 +1,8 @@
 """Cost of each distillation term's training step relative to the KD step (same models, same batches).
 
-Every row of ``kdlab reproduce loss-families`` (:func:`kdlab.experiments.loss_families.rows`: the same
-term configs and feature pairs) is built as a ``distill`` method on one VGG-9 (width 0.25) teacher ->
+Every row of ``kdlab reproduce loss-families`` (its spec's 500-images-per-class column at small scale,
+:func:`kdlab.experiments.specs.row_configs`: the same term configs and feature pairs; CRD's k and FT's
+paraphraser steps fitted to the benchmark's images and steps as the spec fits them to its budgets) is built as a ``distill`` method on one VGG-9 (width 0.25) teacher ->
 VGG-4 (width 0.25) student pair and its ``training_step`` is timed on the same real Fashion-MNIST
 batches (batch 128). Repetitions are interleaved (every row once, then again ...) and the median of
 each row is reported with its ratio to the KD row's median: steps/s(term) / steps/s(KD).
@@ -25,11 +26,12 @@ import tempfile
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from _steps import extra_peak_rss_mib, ready_method, run_steps
 from kdlab.data import build_datasets, make_loader
 from kdlab.engine import save_classifier
-from kdlab.experiments.loss_families import SCALE, rows
+from kdlab.experiments.specs import row_configs
 from kdlab.models import build_model
 from kdlab.runner import load_run_config
 
@@ -44,7 +46,14 @@ def setup(args, tmp: Path):
     data = build_datasets(name="fashion-mnist", val_size=0, n_per_class=n // 10)
     device = torch.device(args.device)
     batches = [b.to(device) for b in make_loader(data.train, args.batch, shuffle=True, seed=0)][: args.steps]
-    table = rows(SCALE["small"], len(data.train), 1, args.steps)
+    table = {}
+    for row, cfg in row_configs("loss-families", "small", "full").items():
+        terms = OmegaConf.to_container(cfg.objective.student)
+        if "crd" in terms:  # negatives from the benchmark's own images
+            terms["crd"]["k"] = min(terms["crd"]["k"], len(data.train) - 1)
+        if "ft" in terms:  # the spec's ~10% of the student updates
+            terms["ft"]["paraphraser_steps"] = max(1, args.steps // 10)
+        table[row] = (cfg.label, terms)
     return path, data, batches, table
 
 

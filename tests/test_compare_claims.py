@@ -107,7 +107,31 @@ def test_scales_append_lists_merge_the_student_and_replace_seeds():
     assert full.student["model"]["name"] == "mlp" and [r.slug for r in full.rows] == ["ce-all", "kd-all", "t8-all"]
 
 
+def test_a_column_may_set_some_rows_keys_after_their_own_sets(tmp_path):
+    """``columns: {NAME: {set: [...], rows: {ROW: [...]}}}``: the column's sets, then the row's, then the
+    column's sets of that row (a value that depends on the budget, e.g. CRD's negatives); other rows and
+    other columns are untouched."""
+    spec = load_spec(spec_dict(columns={
+        "n5": {"set": ["data.n_per_class=5", "trainer.epochs=3"],
+               "rows": {"KD T=8": ["objective.student.kd.temperature=16"], "ce": ["trainer.epochs=7"]}},
+        "n50": ["data.n_per_class=50"]}))
+    sets = {r.slug: r.set for r in spec.rows}
+    assert sets["t8-n5"] == ["data.n_per_class=5", "trainer.epochs=3", "objective.student.kd.temperature=8",
+                             "objective.student.kd.temperature=16"]
+    assert sets["kd-n5"] == ["data.n_per_class=5", "trainer.epochs=3"]
+    assert sets["t8-n50"] == ["data.n_per_class=50", "objective.student.kd.temperature=8"]
+    cfg = {c.row.slug: c.cfg for c in plan_compare(spec, tmp_path).cells if c.seed == 0}
+    temps = {slug: c.objective.student.kd.temperature for slug, c in cfg.items() if "kd" in c.objective.student}
+    assert temps == {"kd-n5": 4.0, "t8-n5": 16.0, "kd-n50": 4.0, "t8-n50": 8.0}  # demo_kd: T = 4
+    epochs = {slug: c.trainer.epochs for slug, c in cfg.items()}
+    assert epochs == {"ce-n5": 7, "kd-n5": 3, "t8-n5": 3, "ce-n50": 2, "kd-n50": 2, "t8-n50": 2}
+
+
 BAD = [
+    ({"columns": {"n5": {"set": ["data.n_per_class=5"], "rows": {"nope": ["trainer.epochs=3"]}}}}, {},
+     ["columns.n5.rows", "'nope'", "'KD T=8' (t8)"]),
+    ({"columns": {"n5": {"sets": ["data.n_per_class=5"]}}}, {}, ["columns.n5", "'sets'", "set, rows"]),
+    ({"columns": {"n5": {"rows": {"kd": "trainer.epochs"}}}}, {}, ["columns.n5.rows.kd", "key=value"]),
     ({"primary": [{"a": "nope", "b": "ce", "metric": "test_acc_best", "label": "x"}]}, {},
      ["primary[0].a", "'nope'", "'CE only' (ce)"]),
     ({"secondary": [{"a": "kd", "b": "kd", "metric": "test_acc_best", "label": "x"}]}, {}, ["same row"]),

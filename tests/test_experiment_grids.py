@@ -149,7 +149,7 @@ TERMS = {
                      "kdgan-kdgan-kl-h800-n500-s0": ["kdgan_adversarial", "kdgan_distill"],
                      "kdgan-kdgan-a0-h800-n500-s0": ["kdgan_adversarial", "kdgan_distill"],
                      "kdgan-kdgan-tce-h800-n500-s0": ["kdgan_adversarial", "kdgan_distill"]},
-    "loss-families": {f"loss-families-50pc-{row}-s0": sorted({"ce", row})
+    "loss-families": {f"loss-families-{row}-limited-s0": sorted({"ce", row})
                       for row in ("ce", "kd", "hints", "attention", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp",
                                   "nst", "crd", "dkd", "dist", "srd")},
     "vem-ablation": {"vem-base-d4-s0": ["mse"], "vem-vid-d8-s0": ["mse", "vid"], "vem-crd-d4-s0": ["crd", "mse"],

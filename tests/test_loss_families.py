@@ -8,11 +8,12 @@ import json
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from kdlab.config import ConfigError
 from kdlab.data import TransferInfo, dataset_spec
 from kdlab.engine import save_classifier
-from kdlab.experiments.loss_families import SCALE, rows
+from kdlab.experiments.specs import row_configs
 from kdlab.methods import Distill
 from kdlab.models import build_model
 from kdlab.runner import load_run_config
@@ -52,7 +53,10 @@ def _ctx(student, teacher, provides=("teacher", "logits", "labels", "features", 
                        steps_per_epoch=n // B)
 
 
-ROWS = rows(SCALE["small"], 200, 2, 20)
+#: row -> objective.student of ``kdlab reproduce loss-families`` (small scale, 50 images per class)
+ROWS = {row: OmegaConf.to_container(cfg.objective.student) for row, cfg in row_configs("loss-families", "small",
+                                                                                         "limited").items()}
+N_LIMITED = 500  # transfer images of that column: CRD's k = 499 needs them
 
 
 @pytest.mark.parametrize("row", sorted(r for r in ROWS if r != "ce"))
@@ -61,10 +65,10 @@ def test_teacher_gets_no_gradient_and_student_does(row):
     from kdlab.data.batch import Batch
 
     student, teacher = _pair()
-    terms = {k: dict(v) for k, v in ROWS[row][1].items() if k != "ce"}
+    terms = {k: dict(v) for k, v in ROWS[row].items() if k != "ce"}
     if row == "ft":
         terms["ft"]["paraphraser_steps"] = 0  # pre-training makes the student's term 0 on purpose
-    objective = build_objective(terms, _ctx(student, teacher))
+    objective = build_objective(terms, _ctx(student, teacher, n=N_LIMITED))
     objective.train()
     x = torch.randn(B, 1, 28, 28)
     batch = Batch(x=x, y=torch.arange(B) % 10, index=torch.arange(B))

@@ -71,14 +71,3 @@ def test_jacobian_table2_claims_are_tested_under_noise_only():
     acc = {r: {s: (NOISY if r.startswith("lam1") else B_LO) for s in ("0.0", "0.2")} for r in rows}
     lines = _check(jacobian_report.table2_orderings(acc, [0.0, 0.2], {r: r for r in rows}))
     assert len(lines) == 4 and all("noise std 0.2" in ln and "not significant" in ln for ln in lines)
-
-
-def test_loss_families_report_orderings_carry_p_values(tmp_path):
-    from kdlab.experiments.loss_families import _report
-
-    teacher = {"data": {"name": "fashion-mnist"}, "model": {"params": 1000}, "test_acc_best": 90.0}
-    results = {"short": {r: {"best": v, "last": v, "time": [1.0] * 4} for r, v in
-                         (("kd", B_LO), ("at", A_HI), ("fitnet", NOISY))}}
-    report = _report(tmp_path, "small", [0, 1, 2, 3], teacher, results, {"kd": "KD", "at": "AT", "fitnet": "FitNet"})
-    lines = _check(report.read_text().splitlines())
-    assert len(lines) == 2 and any("not significant" in ln for ln in lines)

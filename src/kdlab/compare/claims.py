@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from kdlab.config import ConfigError
 from kdlab.report import holm, paired_test, verdict
 
-__all__ = ["Comparison", "METRICS", "KINDS", "parse_comparisons", "default_comparisons", "check_metrics", "evaluate"]
+__all__ = ["Comparison", "METRICS", "KINDS", "find_row", "parse_comparisons", "default_comparisons", "check_metrics", "evaluate"]
 
 #: the per-seed numbers a row produces, by its method's kind (keys of the runs' summary.json)
 METRICS: Dict[str, tuple] = {
@@ -62,7 +62,12 @@ class Comparison:
     column: Optional[str] = None
 
 
-def _find_row(name: Any, rows: Sequence[Any], where: str) -> Any:
+def find_row(name: Any, rows: Sequence[Any], where: str) -> Any:
+    """The row of ``rows`` (each with ``label`` and ``slug``) whose label or name is ``name`` (any case).
+
+    Raises:
+        ConfigError: no such row; names ``where`` and lists the rows.
+    """
     want = str(name).lower()
     for row in rows:
         if want in (row.label.lower(), row.slug.lower()):
@@ -102,7 +107,7 @@ def parse_comparisons(raw: Any, key: str, rows: Sequence[Any], columns: Sequence
         missing = [k for k in ("a", "b", "metric", "label") if not item.get(k)]
         if missing:
             raise ConfigError(f"{where}: missing {missing[0]!r} (a comparison needs a, b, metric and label)")
-        a, b = _find_row(item["a"], rows, f"{where}.a"), _find_row(item["b"], rows, f"{where}.b")
+        a, b = find_row(item["a"], rows, f"{where}.a"), find_row(item["b"], rows, f"{where}.b")
         if a is b:
             raise ConfigError(f"{where}: a and b are the same row {a.label!r}; compare two different rows")
         direction = str(item.get("direction", "greater"))

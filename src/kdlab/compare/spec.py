@@ -30,7 +30,8 @@ A spec names one teacher, one student set-up, one data budget, the seeds and the
     secondary: []                   # same form: unadjusted, labelled secondary
     columns:                        # optional: every row once per column (e.g. data budgets); rows become
       "5": [data.n_per_class=5]     # "<label> [5]" / <name>-5, comparisons one per column
-      "50": [data.n_per_class=50, trainer.epochs=8]
+      "50": {set: [data.n_per_class=50, trainer.epochs=8],  # or a mapping: the column's sets, and
+             rows: {kd: [objective.student.kd.temperature=2]}}  # sets of some rows in this column only
     scales:                         # optional variants (kdlab reproduce --scale): lists appended, student
       small: {seeds: [0, 1, 2, 3, 4]}   # merged, seeds / columns / budget replaced
       full: {common: [trainer.epochs=100]}
@@ -38,7 +39,8 @@ A spec names one teacher, one student set-up, one data budget, the seeds and the
 A row is a packaged recipe, a YAML path, or only inline ``key=value`` sets (on top of ``student`` and
 ``common``; a row without a recipe is a ``distill`` row unless it sets ``method=``). Precedence, lowest
 first: recipe, ``common``, ``student``, ``budget``, the row's label, the row's ``set``, seed/name,
-the command line's ``key=value`` overrides (a column's sets come just before the row's). ``set`` entries merge into the recipe's ``objective.student``; to replace the
+the command line's ``key=value`` overrides (a column's sets come just before the row's, a column's
+``rows`` sets just after). ``set`` entries merge into the recipe's ``objective.student``; to replace the
 terms write ``objective.student={ce: {weight: 1}}``.
 
 Everything here is checked without training: :func:`load_spec` raises
@@ -51,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from kdlab.compare.claims import Comparison, default_comparisons, parse_comparisons
+from kdlab.compare.claims import Comparison, find_row, default_comparisons, parse_comparisons
 from kdlab.config import ConfigError
 
 __all__ = ["MethodRow", "CompareSpec", "load_spec", "parse_method_arg", "slugify", "find_config", "SPEC_KEYS",
@@ -92,7 +94,7 @@ class MethodRow:
         label: the row's name in the report (unique within a spec).
         slug: the row's part of the run names ``<name>-<slug>-s<seed>`` (unique; letters, digits, ``.-``).
         recipe: the YAML file the row starts from, or None (inline sets only).
-        set: ``key=value`` overrides of this row (a column's sets first).
+        set: ``key=value`` overrides of this row (a column's sets first, its ``rows`` sets for this row last).
         column: the spec column this row belongs to (None without ``columns``).
         paper: the paper's value of this row, shown beside ours for context (a number; before column
             expansion also a mapping column -> number).
@@ -267,13 +269,19 @@ def _apply_scale(raw: Dict[str, Any], scale: Optional[str]) -> Tuple[Dict[str, A
     return out, scale
 
 
-def _columns(value: Any) -> Dict[str, List[str]]:
-    """The ``columns`` mapping: column name -> its ``key=value`` sets."""
-    cols = _mapping(value, "columns")
-    out = {str(k): _str_list(v, f"columns.{k}") for k, v in cols.items()}
-    bad = [k for k in out if slugify(k) != k.lower()]
-    if bad:
-        raise ConfigError(f"columns: name {bad[0]!r}: use letters, digits, '.' or '-' (it is part of run names)")
+def _columns(value: Any, rows: Sequence[MethodRow]) -> Dict[str, Tuple[List[str], Dict[str, List[str]]]]:
+    """The ``columns`` mapping: column name -> (its ``key=value`` sets, row name -> that row's sets in it)."""
+    out = {}
+    for name, entry in _mapping(value, "columns").items():
+        where, entry = f"columns.{name}", entry if isinstance(entry, dict) else {"set": entry}
+        if slugify(str(name)) != str(name).lower():
+            raise ConfigError(f"columns: name {name!r}: use letters, digits, '.' or '-' (it is part of run names)")
+        if set(entry) - {"set", "rows"}:
+            raise ConfigError(f"{where}: unknown key {sorted(set(entry) - {'set', 'rows'})[0]!r}; accepted: set, "
+                              "rows (or a list of key=value sets)")
+        out[str(name)] = (_str_list(entry.get("set"), where), {
+            find_row(r, rows, f"{where}.rows").slug: _str_list(v, f"{where}.rows.{r}")
+            for r, v in _mapping(entry.get("rows"), f"{where}.rows").items()})
     return out
 
 
@@ -301,7 +309,7 @@ def load_spec(spec: Union[None, str, Path, Dict[str, Any]] = None, *, methods: S
 
     Raises:
         ConfigError: an unknown spec key, row key, recipe, scale or column; duplicate row labels or names;
-            no rows; bad seeds; a budget key that is not one of :data:`BUDGET_KEYS`; a comparison naming a
+            no rows; bad seeds; a column's unknown key or row; a budget key that is not one of :data:`BUDGET_KEYS`; a comparison naming a
             missing row (:func:`kdlab.compare.claims.parse_comparisons`); no primary comparison where one
             is required; declared comparisons with fewer than 2 seeds.
     """
@@ -329,11 +337,11 @@ def load_spec(spec: Union[None, str, Path, Dict[str, Any]] = None, *, methods: S
                 raise ConfigError(f"method rows {seen[key]} and {i} have the same {what} {getattr(r, attr)!r}; "
                                   f"each row needs its own")
             seen[key] = i
-    columns = _columns(raw.get("columns"))
+    columns = _columns(raw.get("columns"), base)
     rows = [MethodRow(label=f"{r.label} [{col}]", slug=_column_slug(r.slug, col), recipe=r.recipe,
-                      set=sets + r.set, column=col,
+                      set=sets + r.set + per_row.get(r.slug, []), column=col,
                       paper=r.paper.get(col) if isinstance(r.paper, dict) else r.paper)
-            for col, sets in columns.items() for r in base] or base
+            for col, (sets, per_row) in columns.items() for r in base] or base
     comparisons = [c for key in ("primary", "secondary")
                    for c in parse_comparisons(raw.get(key), key, base, list(columns), _column_slug)]
     declared = bool(comparisons)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from kdlab.experiments import EXPERIMENTS
 from kdlab.experiments.grid import RECIPES
 
-__all__ = ["SPEC_DIR", "run_spec_experiment"]
+__all__ = ["SPEC_DIR", "run_spec_experiment", "row_configs"]
 
 #: the packaged experiment specs
 SPEC_DIR = RECIPES / "experiments"
@@ -57,3 +57,37 @@ def _register() -> None:
 
 
 _register()
+
+
+def row_configs(name: str, scale: str, column: Optional[str] = None) -> Dict[str, Any]:
+    """Each row's resolved run config (seed 0) in one column of a packaged experiment spec, as
+    ``kdlab reproduce NAME --scale SCALE`` runs it; nothing is trained or written (benchmarks and tests
+    take the rows' terms from here).
+
+    Args:
+        name: a spec of :data:`SPEC_DIR` (e.g. ``"loss-families"``).
+        scale: an entry of its ``scales``.
+        column: one of its columns at that scale (None: a spec without columns).
+
+    Returns:
+        Row name (the spec's ``name:`` of the row) -> omegaconf ``DictConfig``, in the spec's row order.
+
+    Raises:
+        kdlab.config.ConfigError: an unknown spec, scale or column, or any error of :func:`load_spec`
+            and :func:`kdlab.compare.plan.plan_compare`.
+    """
+    import tempfile
+
+    from kdlab.compare import load_spec
+    from kdlab.compare.plan import plan_compare
+    from kdlab.compare.spec import find_config
+    from kdlab.config import ConfigError
+
+    spec = load_spec(find_config(name, what="experiment spec", packaged_dir=SPEC_DIR), scale=scale, seeds=[0, 1])
+    if (column is None) != (not spec.columns) or (column is not None and column not in spec.columns):
+        raise ConfigError(f"column {column!r}: experiment {name!r} at scale {spec.scale!r} has columns "
+                          f"{', '.join(spec.columns) or 'none (give no column)'}")
+    with tempfile.TemporaryDirectory() as tmp:
+        plan = plan_compare(spec, Path(tmp))
+    cut = len(column) + 1 if column else 0
+    return {c.row.slug[:len(c.row.slug) - cut]: c.cfg for c in plan.cells if c.seed == 0 and c.row.column == column}
