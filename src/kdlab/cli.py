@@ -18,6 +18,7 @@ from rich.text import Text
 
 from kdlab.cli_parser import apply_threads, build_parser, check_at_least, parse_numbers, run_threads  # noqa: F401  (public here too)
 from kdlab.cli_print import print_gan, print_list, print_summary
+from kdlab.config_fields import check_output_dir, check_output_file
 from kdlab.commands import COMMANDS, command_for, run_command  # noqa: F401  (public here too)
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
@@ -77,6 +78,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise ConfigError(f"evaluate takes data.* overrides only; got {item!r}")
         data[key[5:]] = value
     sigmas = parse_numbers(args.sigmas, "--sigmas") if args.sigmas is not None else [0.0, 0.1, 0.2, 0.3, 0.4]
+    if args.json:
+        check_output_file(args.json, "--json")
     out = evaluate(args.weights, data, sigmas=sigmas)
     text = json.dumps(out, indent=2)
     if args.json:
@@ -91,6 +94,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from kdlab.report import compare_runs, write_run_report
 
     runs = [Path(r) for r in args.runs]
+    if args.out is not None:
+        check_output_dir(args.out, "--out")
     if len(runs) == 1 and args.out is None:
         path = write_run_report(runs[0])
     else:
@@ -108,6 +113,8 @@ def cmd_evaluate_gan(args: argparse.Namespace) -> int:
     check_at_least("--kid-subset-size", args.kid_subset_size, 1)
     check_at_least("--seed", args.seed, 0)
     apply_threads(args.threads, args.weights)
+    if args.json:
+        check_output_file(args.json, "--json")
 
     data = {}
     for item in args.overrides:
@@ -201,7 +208,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     if args.scale not in SCALES:
         raise ValueError(f"unknown scale {args.scale!r}; accepted: {', '.join(SCALES)}")
-    seeds = parse_numbers(args.seeds, "--seeds", kind=int) if args.seeds is not None else None
+    seeds = parse_numbers(args.seeds, "--seeds", kind=int, unique=True) if args.seeds is not None else None
     report = EXPERIMENTS.get(args.experiment)(Path(args.out_dir), args.scale, seeds, list(args.overrides))
     Console().print(f"\n[bold green]Report:[/] {report}")
     return 0

@@ -32,8 +32,20 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 # the field rules live in config_fields; kdlab.config is where users import them from
 from kdlab.config_fields import (  # noqa: F401
-    TEMPERATURE_MIN, ConfigError, bounded, check_finite, check_section, choice, temperature_field)
+    TEMPERATURE_MIN, ConfigError, bounded, check_finite, check_output_dir, check_output_file, check_section, choice,
+    temperature_field)
 from kdlab.registry import did_you_mean
+
+
+#: seeds are numpy's: 0 .. 2**32 - 1
+SEED_MAX = 2**32 - 1
+#: the largest learning rate: larger ones overflow float32 inside the optimizer's step (1e300 did)
+LR_MAX = 1e3
+#: the most epochs of one run (1e11 was accepted and ran for ever)
+EPOCHS_MAX = 100_000
+#: accepted ``trainer.precision`` values (Lightning Fabric's)
+PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true", "64-true", "64",
+              "transformer-engine", "transformer-engine-float16")
 
 
 @dataclass
@@ -44,7 +56,7 @@ class DataConfig:
     root: Optional[str] = None  # None: $KDLAB_DATA, else ~/.cache/kdlab/data
     val_size: int = bounded(5000, ge=0)  # images carved from the training split for model selection
     n_per_class: Optional[int] = bounded(None, gt=0, optional=True)  # None: the whole remaining training split
-    subset_seed: int = bounded(0, ge=0)
+    subset_seed: int = bounded(0, ge=0, le=SEED_MAX)
     augment: bool = False
     batch_size: int = bounded(128, gt=0)
     eval_batch_size: int = bounded(1000, gt=0)
@@ -99,7 +111,7 @@ class OptimConfig:
     """Optimizer and learning-rate schedule (stepped once per epoch)."""
 
     name: str = choice("sgd", ("sgd", "adam", "adamw"))
-    lr: float = bounded(0.05, gt=0)
+    lr: float = bounded(0.05, gt=0, le=LR_MAX)
     momentum: float = bounded(0.9, ge=0)
     nesterov: bool = False
     weight_decay: float = bounded(5e-4, ge=0)
@@ -118,12 +130,12 @@ ACCELERATORS = ("cpu", "cuda", "gpu", "mps", "auto")
 class TrainerConfig:
     """The shared loop (:mod:`kdlab.engine`) on Lightning Fabric."""
 
-    epochs: int = bounded(10, gt=0)
+    epochs: int = bounded(10, gt=0, le=EPOCHS_MAX)
     accelerator: str = choice("cpu", ACCELERATORS)  # must exist on this machine (see check_devices)
     devices: Any = 1  # int, list of ids or "auto"; >1 means DDP (or launch with torchrun / fabric run)
     strategy: str = "auto"
     num_nodes: int = bounded(1, ge=1)
-    precision: str = "32-true"  # 32-true | 16-mixed | bf16-mixed | ...
+    precision: str = choice("32-true", PRECISIONS)  # Lightning Fabric's names
     log_every_n_steps: int = bounded(50, gt=0)
     progress: bool = True
     limit_train_batches: Optional[int] = bounded(None, ge=1, optional=True)  # cap steps per epoch (smoke runs)
@@ -147,7 +159,7 @@ class EvalConfig:
     """What is measured at the end of a run."""
 
     noise_sigmas: List[float] = bounded([0.0, 0.1, 0.2, 0.3, 0.4], ge=0)  # input noise std, normalised units
-    noise_seed: int = bounded(0, ge=0)
+    noise_seed: int = bounded(0, ge=0, le=SEED_MAX)
     latency: bool = True
     latency_iters: int = bounded(30, ge=1)
 
@@ -159,7 +171,7 @@ class RunConfig:
     name: str = "run"
     label: Optional[str] = None
     method: str = "teacher"
-    seed: int = bounded(0, ge=0)
+    seed: int = bounded(0, ge=0, le=SEED_MAX)
     out_dir: str = "runs"
     # plugin modules imported before the config is resolved (kdlab.plugins): dotted names or .py files;
     # the resolved config holds each one's {module, file, sha256}
@@ -183,9 +195,21 @@ SECTIONS = tuple(f.name for f in fields(RunConfig) if isinstance(f.default_facto
                  ) + ("objective", "players", "loss")
 
 
+#: OmegaConf's type-conversion messages -> what the key accepts (``trainer.epochs=[1,2]``, ``name=``, ``data.classes=abc``)
+_TYPE_WORDS = (("to Integer", "an integer"), ("to Float", "a number"), ("valid bool", "true or false"),
+               ("of type 'str'", "a non-empty string"), ("to string", "a string"), ("not a ListConfig", "a list, e.g. [a, b]"),
+               ("to Dict", "a mapping of keys, e.g. {a: 1}"), ("Invalid type assigned", "a mapping of keys"))
+
+
 def _friendly(exc: OmegaConfBaseException) -> ConfigError:
     key = getattr(exc, "full_key", None)
     msg = str(exc).split("\n")[0]
+    accepted = next((what for pattern, what in _TYPE_WORDS if pattern in msg), None)
+    if key and accepted and not isinstance(exc, ConfigKeyError):
+        value = getattr(exc, "value", None)
+        value = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+        shown = "empty (null)" if value is None else repr(value)
+        return ConfigError(f"config key {key!r} = {shown}; accepted: {accepted}")
     schema = getattr(exc, "object_type", None)
     if isinstance(exc, ConfigKeyError) and is_dataclass(schema):
         names = [f.name for f in fields(schema)]  # OmegaConf suggests only sometimes: always name the keys
@@ -219,7 +243,10 @@ def load_yaml(path: Path) -> DictConfig:
         node = OmegaConf.load(path)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(path)!r}, {yaml_where(exc, path.read_text(errors='replace'))}") from None
-    except (OmegaConfBaseException, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (a binary file?); accepted: a YAML file of "
+                          f"keys (name: ..., data: {{...}}, ...)") from None
+    except OmegaConfBaseException as exc:
         raise ConfigError(f"config file {str(path)!r}: {str(exc).splitlines()[0]}") from None
     if not isinstance(node, DictConfig):
         raise ConfigError(f"config file {str(path)!r} holds a {'list' if isinstance(node, ListConfig) else 'scalar'}; "
@@ -330,6 +357,7 @@ def validate(cfg: DictConfig, players_schema: Optional[type] = None, eval_schema
     if out.exists() and not out.is_dir():
         raise ConfigError(f"config key 'out_dir' = {str(cfg.out_dir)!r} is a file; accepted: a directory "
                           f"(created if missing) that holds the run directories")
+    check_output_dir(out, "config key 'out_dir'")
     check_section(cfg, RunConfig, "")
     if players_schema is not None and cfg.players is not None:
         check_section(cfg.players, players_schema, "players")
@@ -344,7 +372,8 @@ def check_devices(trainer: Any) -> None:
 
     Raises:
         ConfigError: CUDA (``cuda``/``gpu``) without a CUDA device, more CUDA devices than exist, MPS
-            without MPS, or ``devices`` that is not a positive int, a list of ids or ``auto``.
+            without MPS, more CPU processes than max(4, CPU cores), or ``devices`` that is not a positive
+            int, a list of ids or ``auto``.
     """
     devices = trainer.devices
     if isinstance(devices, str) and devices != "auto":
@@ -359,6 +388,14 @@ def check_devices(trainer: Any) -> None:
         raise ConfigError(f"config key 'trainer.devices' = {trainer.devices!r}; accepted: a count >= 1, a list of "
                           f"device ids or 'auto'")
     accel = trainer.accelerator
+    if accel == "cpu" and isinstance(devices, int):
+        import os
+
+        # CPU processes: each holds the model and the data; 100 of them ran this machine out of memory
+        most = max(4, os.cpu_count() or 1)
+        if devices > most:
+            raise ConfigError(f"config key 'trainer.devices' = {devices} CPU processes but this machine has "
+                              f"{os.cpu_count()} CPU core(s); accepted with trainer.accelerator=cpu: 1..{most}")
     if accel not in ("cuda", "gpu", "mps"):
         return
     import torch

@@ -52,7 +52,8 @@ def temperature_field(default: float, help: str = "") -> Any:
 
 def _bounds_text(meta: Any) -> str:
     ops = [(op, meta[op]) for op in ("ge", "gt", "le", "lt") if meta.get(op) is not None]
-    return " and ".join({"ge": ">= ", "gt": "> ", "le": "<= ", "lt": "< "}[op] + f"{b:g}" for op, b in ops)
+    return " and ".join({"ge": ">= ", "gt": "> ", "le": "<= ", "lt": "< "}[op] + (str(int(b)) if float(b).is_integer()
+                        else f"{b:g}") for op, b in ops)
 
 
 def _check_value(key: str, value: Any, meta: Any) -> None:
@@ -125,3 +126,40 @@ def check_section(section: Any, schema: type, prefix: str) -> None:
                 value = alias  # YAML 1.1 reads a bare on/off as a boolean
                 setattr(section, f.name, value)
             _check_value(key, value, f.metadata)
+
+
+# ----------------------------------------------------------------- output paths
+def check_output_dir(path: Any, what: str) -> None:
+    """Refuse a directory that cannot be created or written: ``path`` (or the nearest part of it that
+    exists) is a file, or that part is not writable. Called before anything is written.
+
+    Raises:
+        ConfigError: naming ``what`` (``config key 'out_dir'``, ``--out``), the path and what is accepted.
+    """
+    import os
+    from pathlib import Path
+
+    p = Path(str(path)).expanduser()
+    existing = next((a for a in (p, *p.parents) if a.exists()), None)
+    if existing is None:
+        return
+    accepted = "accepted: a directory you can write (created if missing)"
+    if not existing.is_dir():
+        where = "" if existing == p else f": {str(existing)!r} is a file, so nothing can be created below it"
+        raise ConfigError(f"{what} = {str(path)!r}{where or ' is a file'}; {accepted}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} = {str(path)!r}: {str(existing)!r} is not writable; {accepted}")
+
+
+def check_output_file(path: Any, what: str) -> None:
+    """Refuse an output file that is a directory or whose folder cannot be created (:func:`check_output_dir`).
+
+    Raises:
+        ConfigError: naming ``what`` (``--json``, ``--out``), the path and what is accepted.
+    """
+    from pathlib import Path
+
+    p = Path(str(path)).expanduser()
+    if p.is_dir():
+        raise ConfigError(f"{what} {str(path)!r} is a directory; accepted: a file name (e.g. {str(p / 'out.json')!r})")
+    check_output_dir(p.parent, f"{what} {str(path)!r}: its folder")

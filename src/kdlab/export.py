@@ -25,6 +25,8 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+
+from kdlab.config_fields import check_output_dir
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 import torch
@@ -178,6 +180,7 @@ def _check_out(target: Path, run_dir: Path, weights: Path, force: bool) -> None:
         raise ValueError(f"--out {target} is a directory; give a file name (e.g. {target / ('model' + target.suffix)})")
     if t.exists() and not force:
         raise ValueError(f"--out {target} exists; pass --force to replace it, or choose another file")
+    check_output_dir(target.parent, f"--out {target}: its folder")
 
 
 def export_run(weights: Any, fmt: str, out: Optional[Path] = None, atol: float = 1e-3,

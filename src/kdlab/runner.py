@@ -352,13 +352,19 @@ def evaluate(weights: str, data_overrides: Optional[Dict[str, Any]] = None, sigm
 
     Returns:
         ``{"model": profile, "data": name, "test_acc": %, "noise_acc": {sigma: %}}``.
+
+    Raises:
+        ConfigError: a bad data override (``data.val_size`` is refused: there is no validation set here).
     """
     from kdlab.engine import load_classifier, resolve_weights
     from kdlab.engine.checkpoint import read_safetensors_metadata
 
+    data_cfg = dict(data_overrides or {})
+    if "val_size" in data_cfg:  # it would be replaced by 0 below without a word
+        raise ConfigError(f"data.val_size = {data_cfg['val_size']!r}: evaluate measures the test split and holds no "
+                          f"validation set; drop data.val_size")
     path = resolve_weights(weights)
     model = load_classifier(path)
-    data_cfg = dict(data_overrides or {})
     if "name" not in data_cfg and path.suffix == ".safetensors":
         data_cfg["name"] = read_safetensors_metadata(path).get("data", "fashion-mnist")
     cfg = load_run_config([{"data": {**data_cfg, "val_size": 0}}])

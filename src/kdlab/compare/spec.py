@@ -200,7 +200,11 @@ def _read_yaml(path: Path) -> Dict[str, Any]:
 
     from kdlab.config import yaml_where
 
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"compare spec {str(path)!r} is not UTF-8 text (a binary file?); accepted: a YAML file with "
+                          f"keys {', '.join(SPEC_KEYS)}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -240,6 +244,9 @@ def load_spec(spec: Union[None, str, Path, Dict[str, Any]] = None, *, methods: S
     unknown = sorted(set(raw) - set(SPEC_KEYS))
     if unknown:
         raise ConfigError(f"compare spec: unknown key {unknown[0]!r}; accepted: {', '.join(SPEC_KEYS)}")
+    if not isinstance(raw.get("methods") or [], list):
+        raise ConfigError(f"compare spec key 'methods' = {raw['methods']!r}; accepted: a list of rows, e.g. "
+                          f"[{{label: KD, recipe: demo_kd}}] or [demo_ce, demo_kd]")
     rows = [_row(r, i) for i, r in enumerate(raw.get("methods") or [])] + [parse_method_arg(m) for m in methods]
     if not rows:
         raise ConfigError("compare needs at least one method row: a spec with 'methods:' or --method LABEL=SOURCE")

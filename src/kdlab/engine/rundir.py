@@ -136,11 +136,16 @@ class RunLock:
 
         Raises:
             RunDirError: another live process holds it (names its pid), it was taken on another host
-                (says how to remove it), or it is not a kdlab lock file.
+                (says how to remove it), it is not a kdlab lock file, or its folder cannot be created.
         Warns:
             RunDirWarning: the lock of a dead process on this host was taken over.
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # /proc/x, a read-only mount, a full disk: name the folder, not only the errno
+            raise RunDirError(f"cannot create the folder {str(self.path.parent)!r} that holds the run directory "
+                              f"{self.run_dir.name!r}: {exc.strerror or exc}; accepted: out_dir in a folder you can "
+                              f"write (created if missing)") from None
         pid = os.getpid()
         self.info = {"pid": pid, "host": socket.gethostname(),
                      "started": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
