@@ -65,18 +65,29 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def data_overrides(command: str, items: Sequence[str]) -> dict:
+    """The ``data.*`` overrides of ``kdlab evaluate`` / ``evaluate-gan`` as typed values (YAML, as for
+    training: ``data.classes=[0,1]`` is a list, not the text ``'[0,1]'``).
+
+    Raises:
+        kdlab.config.ConfigError: an item that is not ``data.<key>=<value>`` or not valid YAML.
+    """
+    from omegaconf import OmegaConf
+
+    from kdlab.config import ConfigError, parse_overrides
+
+    for item in items:
+        if not item.partition("=")[0].startswith("data."):
+            raise ConfigError(f"{command} takes data.* overrides only; got {item!r}")
+    return dict(OmegaConf.to_container(parse_overrides(items)).get("data", {}))
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from kdlab.config import ConfigError
     from kdlab.runner import evaluate
 
     apply_threads(args.threads, args.weights)
 
-    data = {}
-    for item in args.overrides:
-        key, _, value = item.partition("=")
-        if not key.startswith("data."):
-            raise ConfigError(f"evaluate takes data.* overrides only; got {item!r}")
-        data[key[5:]] = value
+    data = data_overrides("evaluate", args.overrides)
     sigmas = parse_numbers(args.sigmas, "--sigmas") if args.sigmas is not None else [0.0, 0.1, 0.2, 0.3, 0.4]
     if args.json:
         check_output_file(args.json, "--json")
@@ -105,7 +116,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_gan(args: argparse.Namespace) -> int:
-    from kdlab.config import ConfigError
     from kdlab.methods.gan_eval import evaluate_generator
     from kdlab.runner import datasets_for, load_run_config
 
@@ -116,12 +126,7 @@ def cmd_evaluate_gan(args: argparse.Namespace) -> int:
     if args.json:
         check_output_file(args.json, "--json")
 
-    data = {}
-    for item in args.overrides:
-        key, _, value = item.partition("=")
-        if not key.startswith("data."):
-            raise ConfigError(f"evaluate-gan takes data.* overrides only; got {item!r}")
-        data[key[5:]] = value
+    data = data_overrides("evaluate-gan", args.overrides)
     if "name" not in data:
         from kdlab.engine.checkpoint import read_safetensors_metadata
         from kdlab.engine.generators import resolve_generator
@@ -268,7 +273,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     Exit codes: 0 done; 2 a bad input (argument, config, data, weights file...): the message is printed
     verbatim, without a traceback; 1 a run stopped on a non-finite loss, an export whose outputs differ,
-    or a bug in kdlab (an unexpected exception: its traceback and a line saying it is a bug).
+    or a bug in kdlab (an unexpected exception: its traceback and a line saying it is a bug); 130 / 143
+    Ctrl-C / SIGTERM (a training run stops at the next step boundary and says how to resume).
     """
     import traceback
 
@@ -305,10 +311,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     }
     try:
         return handlers[args.command](args)
-    except KeyboardInterrupt as exc:  # Ctrl-C: one line, no traceback
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM during training: one line, no traceback
         console.print(Text(interrupted_line(exc, args.command, list(sys.argv[1:] if argv is None else argv)),
                            style="bold yellow"))
-        return 130
+        return 143 if getattr(exc, "signal_name", None) == "SIGTERM" else 130  # 128 + the signal's number
     except NonFiniteLossError as exc:
         report_error("stopped", exc)
         return 1

@@ -22,19 +22,18 @@ the value and what is accepted.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import OmegaConfBaseException
 
 # the field rules live in config_fields; kdlab.config is where users import them from
 from kdlab.config_fields import (  # noqa: F401
     TEMPERATURE_MIN, ConfigError, bounded, check_finite, check_output_dir, check_output_file, check_section, choice,
-    temperature_field)
-from kdlab.registry import did_you_mean
+    friendly_error, temperature_field)
 
 
 #: seeds are numpy's: 0 .. 2**32 - 1
@@ -195,29 +194,6 @@ SECTIONS = tuple(f.name for f in fields(RunConfig) if isinstance(f.default_facto
                  ) + ("objective", "players", "loss")
 
 
-#: OmegaConf's type-conversion messages -> what the key accepts (``trainer.epochs=[1,2]``, ``name=``, ``data.classes=abc``)
-_TYPE_WORDS = (("to Integer", "an integer"), ("to Float", "a number"), ("valid bool", "true or false"),
-               ("of type 'str'", "a non-empty string"), ("to string", "a string"), ("not a ListConfig", "a list, e.g. [a, b]"),
-               ("to Dict", "a mapping of keys, e.g. {a: 1}"), ("Invalid type assigned", "a mapping of keys"))
-
-
-def _friendly(exc: OmegaConfBaseException) -> ConfigError:
-    key = getattr(exc, "full_key", None)
-    msg = str(exc).split("\n")[0]
-    accepted = next((what for pattern, what in _TYPE_WORDS if pattern in msg), None)
-    if key and accepted and not isinstance(exc, ConfigKeyError):
-        value = getattr(exc, "value", None)
-        value = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
-        shown = "empty (null)" if value is None else repr(value)
-        return ConfigError(f"config key {key!r} = {shown}; accepted: {accepted}")
-    schema = getattr(exc, "object_type", None)
-    if isinstance(exc, ConfigKeyError) and is_dataclass(schema):
-        names = [f.name for f in fields(schema)]  # OmegaConf suggests only sometimes: always name the keys
-        msg = msg.split(". Did you mean")[0].rstrip(".")
-        msg += f"{did_you_mean(getattr(exc, 'key', ''), names)}; accepted: {', '.join(names)}"
-    return ConfigError(f"config key {key!r}: {msg}" if key else f"config: {msg}")
-
-
 def yaml_where(exc: yaml.YAMLError, text: Optional[str] = None) -> str:
     """Where and what a YAML syntax error is: ``"line L, column C: problem (context)"`` (a tab named as such)."""
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
@@ -273,7 +249,7 @@ def parse_overrides(overrides: Sequence[str]) -> DictConfig:
     try:
         return OmegaConf.merge(*layers) if layers else OmegaConf.create({})
     except OmegaConfBaseException as exc:
-        raise _friendly(exc) from exc
+        raise friendly_error(exc) from exc
 
 
 def _check_sections(raw: DictConfig) -> None:
@@ -322,7 +298,7 @@ def load_config(
     try:
         raw = OmegaConf.merge(*layers) if layers else OmegaConf.create({})
     except OmegaConfBaseException as exc:
-        raise _friendly(exc) from exc
+        raise friendly_error(exc) from exc
     method = str(raw.get("method", RunConfig.method))
     schema = OmegaConf.structured(RunConfig)
     players_cls, eval_cls = schemas(method, raw) if schemas is not None else (None, EvalConfig)
@@ -335,7 +311,7 @@ def load_config(
             schema.eval = OmegaConf.structured(eval_cls)
         cfg = OmegaConf.merge(schema, raw)
     except OmegaConfBaseException as exc:
-        raise _friendly(exc) from exc
+        raise friendly_error(exc) from exc
     validate(cfg, players_cls, eval_cls)
     OmegaConf.set_readonly(cfg, True)
     return cfg

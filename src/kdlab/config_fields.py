@@ -128,6 +128,39 @@ def check_section(section: Any, schema: type, prefix: str) -> None:
             _check_value(key, value, f.metadata)
 
 
+# ----------------------------------------------------------------- OmegaConf errors in words
+#: OmegaConf's type-conversion messages -> what the key accepts (``trainer.epochs=[1,2]``, ``name=``, ``data.classes=abc``)
+_TYPE_WORDS = (("to Integer", "an integer"), ("to Float", "a number"), ("valid bool", "true or false"),
+               ("of type 'str'", "a non-empty string"), ("to string", "a string"), ("not a ListConfig", "a list, e.g. [a, b]"),
+               ("to Dict", "a mapping of keys, e.g. {a: 1}"), ("Invalid type assigned", "a mapping of keys"))
+
+
+def friendly_error(exc: Any) -> ConfigError:
+    """An OmegaConf error (unknown key, wrong type) as a :class:`ConfigError` naming the key, the value and
+    what is accepted (the keys of the section, with a suggestion; the type the key takes)."""
+    from dataclasses import is_dataclass
+
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+    from omegaconf.errors import ConfigKeyError
+
+    from kdlab.registry import did_you_mean
+
+    key = getattr(exc, "full_key", None)
+    msg = str(exc).split("\n")[0]
+    accepted = next((what for pattern, what in _TYPE_WORDS if pattern in msg), None)
+    if key and accepted and not isinstance(exc, ConfigKeyError):
+        value = getattr(exc, "value", None)
+        value = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+        shown = "empty (null)" if value is None else repr(value)
+        return ConfigError(f"config key {key!r} = {shown}; accepted: {accepted}")
+    schema = getattr(exc, "object_type", None)
+    if isinstance(exc, ConfigKeyError) and is_dataclass(schema):
+        names = [f.name for f in fields(schema)]  # OmegaConf suggests only sometimes: always name the keys
+        msg = msg.split(". Did you mean")[0].rstrip(".")
+        msg += f"{did_you_mean(getattr(exc, 'key', ''), names)}; accepted: {', '.join(names)}"
+    return ConfigError(f"config key {key!r}: {msg}" if key else f"config: {msg}")
+
+
 # ----------------------------------------------------------------- output paths
 def check_output_dir(path: Any, what: str) -> None:
     """Refuse a directory that cannot be created or written: ``path`` (or the nearest part of it that
