@@ -203,3 +203,41 @@ SWEEP_CASES = [
     # --- run directories
     case("rundir", f"{TT} --resume --overwrite", "--resume", "--overwrite", "give one of them"),
 ]
+
+
+def _api_cases():
+    """Bad inputs of the Python API (``kdlab.api``): ``(id, call(files, out), expected substrings)``."""
+    import torch
+    from torch import nn
+    from torch.utils.data import TensorDataset
+
+    from kdlab import api
+
+    def images(value):
+        return TensorDataset(torch.full((8, 1, 28, 28), value), torch.zeros(8, dtype=torch.long))
+
+    return [
+        ("api: evaluate(data=5)", lambda f, o: api.evaluate(f / "good.safetensors", data=5),
+         ("data = 5", "accepted: a mapping")),
+        ("api: overrides given as one string", lambda f, o: api.train_teacher(
+            model="mlp", train="fashion-mnist", out=o / "a", overrides="trainer.epochs=1"),
+         ("overrides = 'trainer.epochs=1'", "accepted: a list")),
+        ("api: imports given as one string", lambda f, o: api.train_teacher(
+            model="mlp", train="fashion-mnist", out=o / "a", imports="my_plugin"), ("imports = 'my_plugin'", "a list")),
+        ("api: a teacher module of 3 classes for a 10-class set", lambda f, o: api.distill(
+            teacher=nn.Sequential(nn.Flatten(), nn.Linear(784, 3)), student="mlp", train="fashion-mnist", out=o / "a"),
+         ("outputs shape (2, 3)", "accepted output [2, 10]")),
+        ("api: items that are strings", lambda f, o: api.train_teacher(
+            model="mlp", train=[("a", 1)] * 4, test=[("a", 1)] * 4, out=o / "a"), ("train[0] is a str", "(image, label)")),
+        ("api: float images outside [0, 1]", lambda f, o: api.train_teacher(
+            model="mlp", train=images(3.0), test=images(3.0), out=o / "a"), ("values in [3, 3]", "accepted: [0, 1]")),
+        ("api: a generator teacher given as a module", lambda f, o: api.compress_gan(teacher=nn.Linear(2, 2)),
+         ("is a module", "a GAN run directory")),
+        ("api: student=5", lambda f, o: api.distill(teacher=f / "good.safetensors", student=5, train="fashion-mnist",
+                                                   out=o / "a"), ("unknown model '5'", "known models")),
+        ("api: trainer=5", lambda f, o: api.train_teacher(model="mlp", train="fashion-mnist", out=o / "a", trainer=5),
+         ("section 'trainer' = 5", "a mapping")),
+    ]
+
+
+API_CASES = [pytest.param(i, expect, id=i) for i, _, expect in _api_cases()]

@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from bad_input_cases import SWEEP_CASES, make_sweep_files
+from bad_input_cases import API_CASES, SWEEP_CASES, _api_cases, make_sweep_files
 from conftest import gan_student_config, small_config
 from kdlab.cli import main
 from kdlab.engine.checkpoint import classifier_metadata, save_checkpoint, save_classifier
@@ -318,6 +318,22 @@ def test_bad_input_is_refused_cleanly(argv: str, expect: Sequence[str], files: P
     assert "Traceback" not in err
     after = snapshot(tmp_path, files)
     assert after == before, "files were written or changed by a refused command"
+
+
+@pytest.mark.parametrize("name,expect", API_CASES)
+def test_python_api_refuses_bad_input(name: str, expect: Sequence[str], files: Path, tmp_path: Path) -> None:
+    """The same refusals from ``kdlab.api``: an exception whose message names the value (no TypeError or
+    other accident of the code), and nothing written."""
+    from kdlab.config import ConfigError
+    from kdlab.registry import UnknownNameError
+
+    call = dict((i, c) for i, c, _ in _api_cases())[name]
+    before = snapshot(tmp_path, files)
+    with pytest.raises((ConfigError, UnknownNameError, ValueError)) as err:
+        call(files, tmp_path)
+    for text in expect:
+        assert text in str(err.value), f"{text!r} not in {err.value}"
+    assert snapshot(tmp_path, files) == before
 
 
 def test_catalogue_is_large_and_covers_every_area() -> None:

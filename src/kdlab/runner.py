@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 
@@ -354,11 +354,14 @@ def evaluate(weights: str, data_overrides: Optional[Dict[str, Any]] = None, sigm
         ``{"model": profile, "data": name, "test_acc": %, "noise_acc": {sigma: %}}``.
 
     Raises:
-        ConfigError: a bad data override (``data.val_size`` is refused: there is no validation set here).
+        ConfigError: ``data_overrides`` that is no mapping, a bad data override (``data.val_size`` is refused:
+            there is no validation set here).
     """
     from kdlab.engine import load_classifier, resolve_weights
     from kdlab.engine.checkpoint import read_safetensors_metadata
 
+    if data_overrides is not None and not isinstance(data_overrides, Mapping):
+        raise ConfigError(f"data = {data_overrides!r}; accepted: a mapping of data.* keys, e.g. {{'name': 'mnist'}}")
     data_cfg = dict(data_overrides or {})
     if "val_size" in data_cfg:  # it would be replaced by 0 below without a word
         raise ConfigError(f"data.val_size = {data_cfg['val_size']!r}: evaluate measures the test split and holds no "
