@@ -105,6 +105,13 @@ SWEEP_CASES = [
     case("ranges", f"{TT} model.kwargs.hidden=[-5]", "hidden[0] must be an integer >= 1", "-5"),
     case("ranges", f"{TT} model.kwargs.hidden=abc", "hidden must be a list of positive integers", "'abc'"),
     case("ranges", f"{TT} model.kwargs.dropout=1.5", "dropout must be a probability in [0, 1)", "1.5"),
+    case("ranges", f"{TT} data.num_workers=1000", "'data.num_workers' = 1000", "CPU core(s)", "accepted: 0.."),
+    case("ranges", f"{TT} data.image_size=100000", "'data.image_size' = 100000", "<= 2048"),
+    case("ranges", f"{DS} data.transfer=mnist-digits data.n_per_class=null data.transfer_size=100000",
+         "'data.transfer_size' = 100000", "<= 2048"),
+    case("ranges", f"{TT} data.privileged=downsample data.privileged_factor=1000000", "privileged_factor = 1000000",
+         "less than one pixel", "accepted with data.privileged=downsample: 1..27"),
+    case("ranges", f"{TT} model.kwargs.hidden=[100000000000]", "out of memory", "use a smaller model"),
     # --- data: sizes against the set, classes, transfer sources, image folders
     case("data", f"{TT} data.val_size=100000", "val_size=100000", "[0, 59999]"),
     case("data", f"{TT} data.n_per_class=100000", "fewer than n_per_class=100000"),

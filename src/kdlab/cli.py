@@ -263,6 +263,17 @@ def interrupted_line(exc: BaseException, command: str, argv: List[str]) -> str:
             f"`{again}{'' if '--resume' in argv else ' --resume'}`")
 
 
+def out_of_memory(exc: BaseException) -> str:
+    """The message for an allocation larger than this machine (``MemoryError``, torch's "can't allocate
+    memory" or CUDA's "out of memory"): the input asks too much, it is no bug. ``""`` for other exceptions."""
+    text = str(exc)
+    if not (isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()):
+        return ""
+    what = text.split("allocate memory:")[-1].strip().splitlines()[0] if text else type(exc).__name__
+    return (f"out of memory ({what}): this command needs more memory than this machine has; use a smaller model "
+            f"(model.kwargs), data.batch_size, data.image_size / data.transfer_size or data set")
+
+
 def report_error(label: str, exc: BaseException) -> None:
     """Print ``label: message`` on stderr, the message verbatim (no rich markup: ``[a, b]`` stays)."""
     console.print(Text.assemble((f"{label}: ", "bold red"), str(exc)))
@@ -322,7 +333,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ConfigError, UnknownNameError, ValueError, OSError) as exc:
         report_error("error", exc)
         return 2
-    except Exception:  # anything else is a bug: show where it happened
+    except Exception as exc:  # anything else is a bug (show where it happened), unless memory ran out
+        if out_of_memory(exc):
+            report_error("error", MemoryError(out_of_memory(exc)))
+            return 2
         traceback.print_exc()
         console.print(Text("kdlab: this is a bug in kdlab, not a problem with your input (an unexpected exception, "
                            "traceback above); please report it with the command you ran", style="bold red"))

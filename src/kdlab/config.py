@@ -32,8 +32,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 # the field rules live in config_fields; kdlab.config is where users import them from
 from kdlab.config_fields import (  # noqa: F401
-    TEMPERATURE_MIN, ConfigError, bounded, check_finite, check_output_dir, check_output_file, check_section, choice,
-    friendly_error, temperature_field)
+    TEMPERATURE_MIN, ConfigError, bounded, check_finite, check_output_dir, check_output_file, check_processes, check_section,
+    choice, friendly_error, temperature_field)
 
 
 #: seeds are numpy's: 0 .. 2**32 - 1
@@ -42,6 +42,8 @@ SEED_MAX = 2**32 - 1
 LR_MAX = 1e3
 #: the most epochs of one run (1e11 was accepted and ran for ever)
 EPOCHS_MAX = 100_000
+#: the largest resize side (``data.image_size``, ``data.transfer_size``): 100000 asked for terabytes
+IMAGE_SIZE_MAX = 2048
 #: accepted ``trainer.precision`` values (Lightning Fabric's)
 PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true", "64-true", "64",
               "transformer-engine", "transformer-engine-float16")
@@ -62,7 +64,7 @@ class DataConfig:
     num_workers: int = bounded(0, ge=0)
     download: Optional[bool] = None  # None: try to download only when the files are missing
     # resize to S x S (image folders, skimage-patches tiles, both domains of a translation task)
-    image_size: Optional[int] = bounded(None, gt=0, optional=True)
+    image_size: Optional[int] = bounded(None, gt=0, le=IMAGE_SIZE_MAX, optional=True)
     max_test: Optional[int] = bounded(None, gt=0, optional=True)  # evaluate on a stratified part of the test split (quick runs)
     privileged: Optional[str] = choice(None, (None, "downsample", "mask"))  # inputs degraded, clean view as privileged 3rd entry
     privileged_factor: int = bounded(4, ge=1)
@@ -75,7 +77,7 @@ class DataConfig:
     synth_real: Optional[str] = None  # with transfer=synth: real (e.g. out-of-domain) images for the discriminator and the student
     transfer_n: Optional[int] = bounded(None, gt=0, optional=True)  # a seeded random subset of the transfer set
     transfer_channels: Optional[int] = choice(None, (None, 1, 3))  # convert: 1 = grayscale (luma), 3 = RGB
-    transfer_size: Optional[int] = bounded(None, gt=0, optional=True)  # resize transfer images to S x S
+    transfer_size: Optional[int] = bounded(None, gt=0, le=IMAGE_SIZE_MAX, optional=True)  # resize transfer images to S x S
     steps_per_epoch: Optional[int] = bounded(None, gt=0, optional=True)  # data-free runs: batches per epoch
     # Keep transfer_k images of an unlabelled transfer set, ranked by the teacher (kdlab.data.selection):
     # entropy = the highest-entropy ones (MosaicKD Algorithm 1), balanced = ~k/K per predicted class.
@@ -320,7 +322,8 @@ def load_config(
 def validate(cfg: DictConfig, players_schema: Optional[type] = None, eval_schema: Optional[type] = None) -> None:
     """Checks that types alone cannot express: the run name (one directory inside ``out_dir``), the
     choices, ranges and lengths declared in the schemas' field metadata (:func:`check_section`), no
-    NaN/inf anywhere (:func:`check_finite`) and devices that exist (:func:`check_devices`).
+    NaN/inf anywhere (:func:`check_finite`), devices that exist (:func:`check_devices`), an ``out_dir``
+    that can be created (:func:`check_output_dir`) and no more loader workers than the machine can run.
 
     Raises:
         ConfigError: naming the key, the value and what is accepted.
@@ -341,6 +344,7 @@ def validate(cfg: DictConfig, players_schema: Optional[type] = None, eval_schema
         check_section(cfg.eval, eval_schema, "eval")
     check_finite(OmegaConf.to_container(cfg, resolve=True))
     check_devices(cfg.trainer)
+    check_processes("data.num_workers", cfg.data.num_workers, "loader worker processes")
 
 
 def check_devices(trainer: Any) -> None:

@@ -161,6 +161,20 @@ def friendly_error(exc: Any) -> ConfigError:
     return ConfigError(f"config key {key!r}: {msg}" if key else f"config: {msg}")
 
 
+def check_processes(key: str, value: Any, what: str) -> None:
+    """Refuse more processes than ``max(8, 4 x CPU cores)`` (``data.num_workers=1000`` forks 1000 copies).
+
+    Raises:
+        ConfigError: naming ``key``, the value, the cores and the accepted range.
+    """
+    import os
+
+    most = max(8, 4 * (os.cpu_count() or 1))
+    if isinstance(value, int) and value > most:
+        raise ConfigError(f"config key {key!r} = {value} {what} but this machine has {os.cpu_count()} CPU core(s); "
+                          f"accepted: 0..{most}")
+
+
 # ----------------------------------------------------------------- output paths
 def check_output_dir(path: Any, what: str) -> None:
     """Refuse a directory that cannot be created or written: ``path`` (or the nearest part of it that
