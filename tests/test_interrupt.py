@@ -88,3 +88,21 @@ def test_sigterm_stops_like_ctrl_c_and_resume_is_bit_exact(tmp_path, monkeypatch
 
     monkeypatch.setattr(cli, "cmd_list", stopped)
     assert cli.main(["list"]) == 143
+
+
+@pytest.mark.parametrize("command,argv,says", [
+    ("compare", ["compare", "demo", "--out-dir", "x"], "run `kdlab compare demo --out-dir x` again"),
+    ("export", ["export", "runs/r"], "interrupted: kdlab export stopped"),
+    ("evaluate", ["evaluate", "runs/r"], "interrupted: kdlab evaluate stopped"),
+])
+def test_ctrl_c_outside_training_is_one_line(command, argv, says, monkeypatch, capsys):
+    """Ctrl-C in a command that does not train (or trains a grid of runs): exit 130, one line, no traceback."""
+    from kdlab import cli
+
+    def ctrl_c(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, f"cmd_{command}", ctrl_c)
+    assert cli.main(argv) == 130
+    err = capsys.readouterr().err
+    assert says in " ".join(err.split()) and "Traceback" not in err and len(err.strip().splitlines()) <= 2, err

@@ -253,6 +253,9 @@ def interrupted_line(exc: BaseException, command: str, argv: List[str]) -> str:
     """The one line printed on Ctrl-C: where the run stopped and the command that resumes it."""
     again = " ".join(["kdlab", *[a for a in argv if a != "--overwrite"]])
     last = getattr(exc, "last_checkpoint", None)
+    if command in ("compare", "reproduce", "demo"):  # grids of runs: finished cells are reused on a rerun
+        return (f"interrupted: kdlab {command} stopped; run `{again}` again to go on: its finished runs are reused "
+                f"and the others train again")
     if command not in COMMANDS:
         return f"interrupted: kdlab {command} stopped"
     if last is None and hasattr(exc, "last_checkpoint"):

@@ -25,13 +25,12 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-
-from kdlab.config_fields import check_output_dir
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 import torch
 
 from kdlab.callable_module import make_callable
+from kdlab.config_fields import check_output_dir
 from torch import nn
 
 FORMATS = ("onnx", "torchscript")
