@@ -129,6 +129,13 @@ SWEEP_CASES = [
     case("data", f"{TT} data.name=imagefolder:{S}/texts data.n_per_class=null", "no images", "texts"),
     case("data", f"{TT} data.name=imagefolder:{{f}}/empty_images data.n_per_class=null", "no images", "empty_images"),
     case("data", f"{TT} data.name=imagefolder:{S}/nowhere", "image folder", "not found", "one subfolder per class"),
+    case("data", f"{TT} data.name=imagefolder:{S}/empty.yaml", "empty.yaml' is a file", "accepted: a folder"),
+    case("data", "train-gan pix2pix_edges2fashion data.name=paired-folder:{f}/sweep/nowhere", "not found",
+         "A|B side-by-side images"),
+    case("data", "train-gan pix2pix_edges2fashion data.name=paired-folder:{cfg}", "is a file",
+         "train/ and test/ folders of A|B"),
+    case("data", "train-gan cyclegan_fashion2digits data.name=unpaired-folder:{f}/sweep/empty.yaml", "is a file",
+         "trainA/, trainB/"),
     case("data", f"{DS} data.name=imagefolder:{S}/mixed data.val_size=2 data.n_per_class=null",
          "(10, 1, 28)", "(2, 3, 32)"),
     # --- config files and teachers that are not what they should be
