@@ -7,6 +7,7 @@ best-on-validation weights), ``report.md`` + ``plots/``, and TensorBoard events 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -284,6 +285,18 @@ def train(cfg: Any, resume: bool = False, overwrite: bool = False, callbacks: Se
                 raise RunDirError(message)
         if error is not None:
             raise error
+        finished = plan is not None and plan.finished
+        if fabric.world_size > 1:
+            finished = bool(fabric.broadcast(finished, src=0))
+        if finished:  # --resume of a finished run, same config: keep its summary (a rerun of its end lost data)
+            if fabric.is_global_zero:
+                if not (run_dir / "report.md").is_file():  # stopped between summary.json and report.md
+                    from kdlab.report import write_run_report
+
+                    write_run_report(run_dir)
+                print(f"--resume: {str(run_dir)!r} already finished its {cfg.trainer.epochs} epochs (summary.json); "
+                      f"nothing to resume: raise trainer.epochs to train it on", file=sys.stderr)
+            return run_dir
         method_cls = METHODS.get(cfg.method)
         fabric.seed_everything(cfg.seed)
         check_transfer(cfg, method_cls)
