@@ -336,7 +336,8 @@ def validate(cfg: DictConfig, players_schema: Optional[type] = None, eval_schema
     if out.exists() and not out.is_dir():
         raise ConfigError(f"config key 'out_dir' = {str(cfg.out_dir)!r} is a file; accepted: a directory "
                           f"(created if missing) that holds the run directories")
-    check_output_dir(out, "config key 'out_dir'")
+    # its shape only (kdlab evaluate loads a config too); a run's lock creates it and names a failure
+    check_output_dir(out, "config key 'out_dir'", writable=False)
     check_section(cfg, RunConfig, "")
     if players_schema is not None and cfg.players is not None:
         check_section(cfg.players, players_schema, "players")

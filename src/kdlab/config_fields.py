@@ -176,9 +176,9 @@ def check_processes(key: str, value: Any, what: str) -> None:
 
 
 # ----------------------------------------------------------------- output paths
-def check_output_dir(path: Any, what: str) -> None:
+def check_output_dir(path: Any, what: str, writable: bool = True) -> None:
     """Refuse a directory that cannot be created or written: ``path`` (or the nearest part of it that
-    exists) is a file, or that part is not writable. Called before anything is written.
+    exists) is a file, or (``writable``) that part is not writable. Called before anything is written.
 
     Raises:
         ConfigError: naming ``what`` (``config key 'out_dir'``, ``--out``), the path and what is accepted.
@@ -194,7 +194,7 @@ def check_output_dir(path: Any, what: str) -> None:
     if not existing.is_dir():
         where = "" if existing == p else f": {str(existing)!r} is a file, so nothing can be created below it"
         raise ConfigError(f"{what} = {str(path)!r}{where or ' is a file'}; {accepted}")
-    if not os.access(existing, os.W_OK | os.X_OK):
+    if writable and not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{what} = {str(path)!r}: {str(existing)!r} is not writable; {accepted}")
 
 
