@@ -1,4 +1,4 @@
-"""A catalogue of bad inputs: every one is refused by ``kdlab.cli.main`` with exit code 2, a message that
+"""A catalogue of bad inputs (this file's ``CASES`` and ``bad_input_cases.SWEEP_CASES``): every one is refused by ``kdlab.cli.main`` with exit code 2, a message that
 names the bad value and what is accepted (no traceback), and no file that existed before is changed.
 
 Most cases fail during config validation, before any data is loaded; the weights cases go through
@@ -18,6 +18,7 @@ import pytest
 import torch
 import yaml
 
+from bad_input_cases import API_CASES, SWEEP_CASES, _api_cases, make_sweep_files
 from conftest import gan_student_config, small_config
 from kdlab.cli import main
 from kdlab.engine.checkpoint import classifier_metadata, save_checkpoint, save_classifier
@@ -83,6 +84,7 @@ def files(tmp_path_factory) -> Path:
         Image.new("RGB", (15, 8)).save(d / "odd_pairs" / split / "odd.png")
     for sub in ("trainA", "testA", "testB"):  # a CycleGAN folder without trainB/
         (d / "no_trainB" / sub).mkdir(parents=True)
+    make_sweep_files(d)
     for p in d.rglob("*"):
         if p.is_file():
             p.chmod(0o444)
@@ -157,8 +159,8 @@ CASES = [
     case("cli", "list nothing", "'nothing'", "accepted: models"),
     # --- config values (all refused before any data is read)
     case("config", "train-teacher {cfg} seed=-1", "'seed' = -1", ">= 0"),
-    case("config", "train-teacher {cfg} optim.lr=nan", "'optim.lr' = nan", "must be > 0 (a finite number"),
-    case("config", "train-teacher {cfg} optim.lr=inf", "'optim.lr' = inf", "must be > 0 (a finite number"),
+    case("config", "train-teacher {cfg} optim.lr=nan", "'optim.lr' = nan", "must be > 0 and <= 1000 (a finite number"),
+    case("config", "train-teacher {cfg} optim.lr=inf", "'optim.lr' = inf", "must be > 0 and <= 1000 (a finite number"),
     case("config", "train-teacher {cfg} optim.lr=0", "'optim.lr' = 0", "> 0"),
     case("config", "train-teacher {cfg} optim.weight_decay=nan", "'optim.weight_decay' = nan", "must be >= 0 (a finite number"),
     case("config", "train-teacher {cfg} optim.momentum=-inf", "'optim.momentum' = -inf", "must be >= 0 (a finite number"),
@@ -294,7 +296,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("argv,expect", CASES)
+@pytest.mark.parametrize("argv,expect", CASES + SWEEP_CASES)
 def test_bad_input_is_refused_cleanly(argv: str, expect: Sequence[str], files: Path, gen_teacher: Path, tmp_path: Path,
                                       capsys, request) -> None:
     out = tmp_path / "out"
@@ -318,9 +320,25 @@ def test_bad_input_is_refused_cleanly(argv: str, expect: Sequence[str], files: P
     assert after == before, "files were written or changed by a refused command"
 
 
+@pytest.mark.parametrize("name,expect", API_CASES)
+def test_python_api_refuses_bad_input(name: str, expect: Sequence[str], files: Path, tmp_path: Path) -> None:
+    """The same refusals from ``kdlab.api``: an exception whose message names the value (no TypeError or
+    other accident of the code), and nothing written."""
+    from kdlab.config import ConfigError
+    from kdlab.registry import UnknownNameError
+
+    call = dict((i, c) for i, c, _ in _api_cases())[name]
+    before = snapshot(tmp_path, files)
+    with pytest.raises((ConfigError, UnknownNameError, ValueError)) as err:
+        call(files, tmp_path)
+    for text in expect:
+        assert text in str(err.value), f"{text!r} not in {err.value}"
+    assert snapshot(tmp_path, files) == before
+
+
 def test_catalogue_is_large_and_covers_every_area() -> None:
-    areas = {p.id.split(":")[0] for p in CASES}
-    assert len(CASES) >= 60
+    areas = {p.id.split(":")[0] for p in CASES + SWEEP_CASES}
+    assert len(CASES + SWEEP_CASES) >= 200
     assert areas >= {"cli", "config", "yaml", "data", "models", "checkpoints", "rundir", "gan", "experiments"}
 
 
@@ -357,7 +375,7 @@ def test_console_script_exits_2_with_the_message(argv, expect, files: Path) -> N
 def test_docs_table_lists_every_case() -> None:
     doc = (Path(__file__).resolve().parents[1] / "docs" / "bad_inputs.md").read_text()
     shown = {p.values[0].replace("{cfg}", "cfg.yaml").replace("{gan}", "gan.yaml").replace("{f}/", "F/")
-             .replace("{out}", "out") for p in CASES if not any(m.name == "xfail" for m in p.marks)}
+             .replace("{out}", "out") for p in CASES + SWEEP_CASES if not any(m.name == "xfail" for m in p.marks)}
     missing = sorted(s for s in shown if f"`{s}`" not in doc)
     assert not missing, f"docs/bad_inputs.md lacks: {missing}"
 

@@ -38,6 +38,9 @@ def test_classifier_export_matches_pytorch(classifier_run, fmt):
     assert rep["check"]["n"] == 300 and rep["check"]["max_abs_diff"] < 1e-4 and rep["check"]["top1_agreement"] == 100.0
     assert set(rep["latency_ms"]) == {"1", "64"} and all(v["pytorch"] > 0 and v[fmt] > 0 for v in rep["latency_ms"].values())
     assert json.loads(path.with_suffix(f".{fmt}.json").read_text())["check"] == rep["check"]
+    # the file stands alone: no other file beside it (ONNX weights once went to a temporary-named .data file
+    # that the .onnx pointed at), so a copy of it elsewhere runs
+    assert [p.name for p in path.parent.iterdir() if p.name.startswith(".") or p.suffix == ".data"] == []
     # independently: the written file, at a batch size it was not traced with, against the PyTorch model
     model = load_classifier(classifier_run).eval()
     x = torch.randn(7, 1, 28, 28)

@@ -55,3 +55,54 @@ def test_ctrl_c_in_the_first_epoch_says_there_is_nothing_to_resume(tmp_path):
     assert info.value.last_checkpoint is None
     line = interrupted_line(info.value, "distill", ["distill", "c.yaml"])
     assert "nothing to resume" in line and "`kdlab distill c.yaml --overwrite`" in line
+
+
+class Term(CtrlC):
+    """Sends SIGTERM (what ``kill``, ``timeout`` and a scheduler's pre-emption send) instead of SIGINT."""
+
+    def on_step_end(self, view, batch, step, logs) -> None:
+        if self.sent_at is None and view.epoch == self.epoch:
+            self.sent_at = step
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_stops_like_ctrl_c_and_resume_is_bit_exact(tmp_path, monkeypatch):
+    from kdlab import cli
+
+    ref = train(_cfg(tmp_path, "ref"))
+    term = Term(epoch=1)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingInterrupted) as info:
+        train(_cfg(tmp_path, "cut"), callbacks=[term])
+    exc = info.value
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
+    assert (exc.epoch, exc.step, exc.signal_name) == (1, term.sent_at, "SIGTERM")
+    line = interrupted_line(exc, "train-teacher", ["train-teacher", "cfg.yaml"])
+    assert "by SIGTERM" in line and "`kdlab train-teacher cfg.yaml --resume`" in line
+    got = train(_cfg(tmp_path, "cut"), resume=True)
+    a, b = load_file(str(next(ref.glob("*.safetensors")))), load_file(str(next(got.glob("*.safetensors"))))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the CLI's exit code is 128 + SIGTERM's number, as a shell reports a process that SIGTERM ended
+    def stopped(args):
+        raise exc
+
+    monkeypatch.setattr(cli, "cmd_list", stopped)
+    assert cli.main(["list"]) == 143
+
+
+@pytest.mark.parametrize("command,argv,says", [
+    ("compare", ["compare", "demo", "--out-dir", "x"], "run `kdlab compare demo --out-dir x` again"),
+    ("export", ["export", "runs/r"], "interrupted: kdlab export stopped"),
+    ("evaluate", ["evaluate", "runs/r"], "interrupted: kdlab evaluate stopped"),
+])
+def test_ctrl_c_outside_training_is_one_line(command, argv, says, monkeypatch, capsys):
+    """Ctrl-C in a command that does not train (or trains a grid of runs): exit 130, one line, no traceback."""
+    from kdlab import cli
+
+    def ctrl_c(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, f"cmd_{command}", ctrl_c)
+    assert cli.main(argv) == 130
+    err = capsys.readouterr().err
+    assert says in " ".join(err.split()) and "Traceback" not in err and len(err.strip().splitlines()) <= 2, err

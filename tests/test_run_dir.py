@@ -353,3 +353,23 @@ def test_a_full_disk_names_the_file_and_keeps_the_previous_one(tmp_path, monkeyp
     assert str(target) in msg and "1,000 bytes" in msg and "free some space" in msg
     assert info.value.errno == errno.ENOSPC
     assert target.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_resume_of_a_finished_run_keeps_its_summary(tmp_path, capsys):
+    """``--resume`` of a finished run with the same config has nothing to train: summary.json stays as the
+    training wrote it (re-finishing it wrote a 0 s training time and no last validation accuracy), a
+    missing report.md is written again, and a larger trainer.epochs still trains on."""
+    from conftest import small_config
+    from kdlab.runner import load_run_config, train
+
+    def cfg(epochs):
+        return load_run_config([small_config(tmp_path, name="fin", trainer={"epochs": epochs, "threads": 1})])
+
+    run = train(cfg(1))
+    summary = (run / "summary.json").read_bytes()
+    (run / "report.md").unlink()  # as if stopped between summary.json and report.md
+    assert train(cfg(1), resume=True) == run
+    assert (run / "summary.json").read_bytes() == summary and (run / "report.md").is_file()
+    assert "nothing to resume" in capsys.readouterr().err
+    train(cfg(2), resume=True)
+    assert json.loads((run / "summary.json").read_text())["epochs"] == 2

@@ -216,6 +216,9 @@ def _run(command: str, cfg: Dict[str, Any], imports: Sequence[Any], overrides: S
          overwrite: bool, callbacks: Sequence[Any]) -> Run:
     from kdlab.commands import run_command
 
+    for what, items in (("overrides", overrides), ("imports", imports), ("callbacks", callbacks)):
+        if isinstance(items, (str, bytes)) or not isinstance(items, (list, tuple)):  # a string is no list of them
+            raise ConfigError(f"{what} = {items!r}; accepted: a list (e.g. {what}=[{items!r}])")
     return Run(run_command(command, [cfg], list(overrides), imports=list(imports), resume=resume, overwrite=overwrite,
                            callbacks=callbacks))
 

@@ -19,6 +19,7 @@ from rich.text import Text
 from kdlab.cli_parser import apply_threads, build_parser, check_at_least, parse_numbers, run_threads  # noqa: F401  (public here too)
 from kdlab.cli_parser import launcher_options
 from kdlab.cli_print import print_gan, print_list, print_summary
+from kdlab.config_fields import check_output_dir, check_output_file
 from kdlab.commands import COMMANDS, command_for, run_command  # noqa: F401  (public here too)
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
@@ -65,19 +66,32 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def data_overrides(command: str, items: Sequence[str]) -> dict:
+    """The ``data.*`` overrides of ``kdlab evaluate`` / ``evaluate-gan`` as typed values (YAML, as for
+    training: ``data.classes=[0,1]`` is a list, not the text ``'[0,1]'``).
+
+    Raises:
+        kdlab.config.ConfigError: an item that is not ``data.<key>=<value>`` or not valid YAML.
+    """
+    from omegaconf import OmegaConf
+
+    from kdlab.config import ConfigError, parse_overrides
+
+    for item in items:
+        if not item.partition("=")[0].startswith("data."):
+            raise ConfigError(f"{command} takes data.* overrides only; got {item!r}")
+    return dict(OmegaConf.to_container(parse_overrides(items)).get("data", {}))
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from kdlab.config import ConfigError
     from kdlab.runner import evaluate
 
     apply_threads(args.threads, args.weights)
 
-    data = {}
-    for item in args.overrides:
-        key, _, value = item.partition("=")
-        if not key.startswith("data."):
-            raise ConfigError(f"evaluate takes data.* overrides only; got {item!r}")
-        data[key[5:]] = value
+    data = data_overrides("evaluate", args.overrides)
     sigmas = parse_numbers(args.sigmas, "--sigmas") if args.sigmas is not None else [0.0, 0.1, 0.2, 0.3, 0.4]
+    if args.json:
+        check_output_file(args.json, "--json")
     out = evaluate(args.weights, data, sigmas=sigmas)
     text = json.dumps(out, indent=2)
     if args.json:
@@ -92,6 +106,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from kdlab.report import compare_runs, write_run_report
 
     runs = [Path(r) for r in args.runs]
+    if args.out is not None:
+        check_output_dir(args.out, "--out")
     if len(runs) == 1 and args.out is None:
         path = write_run_report(runs[0])
     else:
@@ -101,7 +117,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_gan(args: argparse.Namespace) -> int:
-    from kdlab.config import ConfigError
     from kdlab.methods.gan_eval import evaluate_generator
     from kdlab.runner import datasets_for, load_run_config
 
@@ -109,13 +124,10 @@ def cmd_evaluate_gan(args: argparse.Namespace) -> int:
     check_at_least("--kid-subset-size", args.kid_subset_size, 1)
     check_at_least("--seed", args.seed, 0)
     apply_threads(args.threads, args.weights)
+    if args.json:
+        check_output_file(args.json, "--json")
 
-    data = {}
-    for item in args.overrides:
-        key, _, value = item.partition("=")
-        if not key.startswith("data."):
-            raise ConfigError(f"evaluate-gan takes data.* overrides only; got {item!r}")
-        data[key[5:]] = value
+    data = data_overrides("evaluate-gan", args.overrides)
     if "name" not in data:
         from kdlab.engine.checkpoint import read_safetensors_metadata
         from kdlab.engine.generators import resolve_generator
@@ -204,7 +216,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     if args.scale not in SCALES:
         raise ValueError(f"unknown scale {args.scale!r}; accepted: {', '.join(SCALES)}")
-    seeds = parse_numbers(args.seeds, "--seeds", kind=int) if args.seeds is not None else None
+    seeds = parse_numbers(args.seeds, "--seeds", kind=int, unique=True) if args.seeds is not None else None
     from kdlab.compare.launch import launcher_settings
 
     fn = EXPERIMENTS.get(args.experiment)
@@ -264,6 +276,9 @@ def interrupted_line(exc: BaseException, command: str, argv: List[str]) -> str:
     """The one line printed on Ctrl-C: where the run stopped and the command that resumes it."""
     again = " ".join(["kdlab", *[a for a in argv if a != "--overwrite"]])
     last = getattr(exc, "last_checkpoint", None)
+    if command in ("compare", "reproduce", "demo"):  # grids of runs: finished cells are reused on a rerun
+        return (f"interrupted: kdlab {command} stopped; run `{again}` again to go on: its finished runs are reused "
+                f"and the others train again")
     if command not in COMMANDS:
         return f"interrupted: kdlab {command} stopped"
     if last is None and hasattr(exc, "last_checkpoint"):
@@ -272,6 +287,17 @@ def interrupted_line(exc: BaseException, command: str, argv: List[str]) -> str:
         return f"interrupted: kdlab {command} stopped; resume with `{again}{'' if '--resume' in argv else ' --resume'}`"
     return (f"interrupted: {exc}; resume from {last} (the last completed epoch) with "
             f"`{again}{'' if '--resume' in argv else ' --resume'}`")
+
+
+def out_of_memory(exc: BaseException) -> str:
+    """The message for an allocation larger than this machine (``MemoryError``, torch's "can't allocate
+    memory" or CUDA's "out of memory"): the input asks too much, it is no bug. ``""`` for other exceptions."""
+    text = str(exc)
+    if not (isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()):
+        return ""
+    what = text.split("allocate memory:")[-1].strip().splitlines()[0] if text else type(exc).__name__
+    return (f"out of memory ({what}): this command needs more memory than this machine has; use a smaller model "
+            f"(model.kwargs), data.batch_size, data.image_size / data.transfer_size or data set")
 
 
 def report_error(label: str, exc: BaseException) -> None:
@@ -284,7 +310,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     Exit codes: 0 done; 2 a bad input (argument, config, data, weights file...): the message is printed
     verbatim, without a traceback; 1 a run stopped on a non-finite loss, an export whose outputs differ,
-    or a bug in kdlab (an unexpected exception: its traceback and a line saying it is a bug).
+    or a bug in kdlab (an unexpected exception: its traceback and a line saying it is a bug); 130 / 143
+    Ctrl-C / SIGTERM (a training run stops at the next step boundary and says how to resume).
     """
     import traceback
 
@@ -321,10 +348,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     }
     try:
         return handlers[args.command](args)
-    except KeyboardInterrupt as exc:  # Ctrl-C: one line, no traceback
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM during training: one line, no traceback
         console.print(Text(interrupted_line(exc, args.command, list(sys.argv[1:] if argv is None else argv)),
                            style="bold yellow"))
-        return 130
+        return 143 if getattr(exc, "signal_name", None) == "SIGTERM" else 130  # 128 + the signal's number
     except NonFiniteLossError as exc:
         report_error("stopped", exc)
         return 1
@@ -332,7 +359,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ConfigError, UnknownNameError, ValueError, OSError) as exc:
         report_error("error", exc)
         return 2
-    except Exception:  # anything else is a bug: show where it happened
+    except Exception as exc:  # anything else is a bug (show where it happened), unless memory ran out
+        if out_of_memory(exc):
+            report_error("error", MemoryError(out_of_memory(exc)))
+            return 2
         traceback.print_exc()
         console.print(Text("kdlab: this is a bug in kdlab, not a problem with your input (an unexpected exception, "
                            "traceback above); please report it with the command you ran", style="bold red"))

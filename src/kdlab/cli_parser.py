@@ -12,12 +12,12 @@ from typing import List, Optional
 
 
 
-def parse_numbers(text: str, option: str, kind: type = float, least: float = 0) -> List:
+def parse_numbers(text: str, option: str, kind: type = float, least: float = 0, unique: bool = False) -> List:
     """``"0,0.1,0.2"`` -> ``[0.0, 0.1, 0.2]`` for a comma-separated option.
 
     Raises:
-        kdlab.config.ConfigError: an item that is not a finite number of ``kind``, or one below ``least``
-            (names the option, the item and what is accepted).
+        kdlab.config.ConfigError: an item that is not a finite number of ``kind``, one below ``least``, or
+            (``unique``) a repeated item (names the option, the item and what is accepted).
     """
     import math
 
@@ -33,6 +33,8 @@ def parse_numbers(text: str, option: str, kind: type = float, least: float = 0) 
             raise ConfigError(f"{option} {text!r}: {item.strip()!r} is not a number; {accepted}") from None
         if not math.isfinite(value) or value < least:
             raise ConfigError(f"{option} {text!r}: {item.strip()} is out of range; {accepted}")
+        if unique and value in out:
+            raise ConfigError(f"{option} {text!r} repeats {item.strip()}; {accepted.replace('comma-separated', 'distinct')}")
         out.append(value)
     return out
 

@@ -22,18 +22,31 @@ the value and what is accepted.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import OmegaConfBaseException
 
 # the field rules live in config_fields; kdlab.config is where users import them from
 from kdlab.config_fields import (  # noqa: F401
-    TEMPERATURE_MIN, ConfigError, bounded, check_finite, check_section, choice, temperature_field)
-from kdlab.registry import did_you_mean
+    TEMPERATURE_MIN, ConfigError, bounded, check_finite, check_output_dir, check_output_file, check_processes, check_section,
+    choice, friendly_error, temperature_field)
+
+
+#: seeds are numpy's: 0 .. 2**32 - 1
+SEED_MAX = 2**32 - 1
+#: the largest learning rate: larger ones overflow float32 inside the optimizer's step (1e300 did)
+LR_MAX = 1e3
+#: the most epochs of one run (1e11 was accepted and ran for ever)
+EPOCHS_MAX = 100_000
+#: the largest resize side (``data.image_size``, ``data.transfer_size``): 100000 asked for terabytes
+IMAGE_SIZE_MAX = 2048
+#: accepted ``trainer.precision`` values (Lightning Fabric's)
+PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true", "64-true", "64",
+              "transformer-engine", "transformer-engine-float16")
 
 
 @dataclass
@@ -44,14 +57,14 @@ class DataConfig:
     root: Optional[str] = None  # None: $KDLAB_DATA, else ~/.cache/kdlab/data
     val_size: int = bounded(5000, ge=0)  # images carved from the training split for model selection
     n_per_class: Optional[int] = bounded(None, gt=0, optional=True)  # None: the whole remaining training split
-    subset_seed: int = bounded(0, ge=0)
+    subset_seed: int = bounded(0, ge=0, le=SEED_MAX)
     augment: bool = False
     batch_size: int = bounded(128, gt=0)
     eval_batch_size: int = bounded(1000, gt=0)
     num_workers: int = bounded(0, ge=0)
     download: Optional[bool] = None  # None: try to download only when the files are missing
     # resize to S x S (image folders, skimage-patches tiles, both domains of a translation task)
-    image_size: Optional[int] = bounded(None, gt=0, optional=True)
+    image_size: Optional[int] = bounded(None, gt=0, le=IMAGE_SIZE_MAX, optional=True)
     max_test: Optional[int] = bounded(None, gt=0, optional=True)  # evaluate on a stratified part of the test split (quick runs)
     privileged: Optional[str] = choice(None, (None, "downsample", "mask"))  # inputs degraded, clean view as privileged 3rd entry
     privileged_factor: int = bounded(4, ge=1)
@@ -64,7 +77,7 @@ class DataConfig:
     synth_real: Optional[str] = None  # with transfer=synth: real (e.g. out-of-domain) images for the discriminator and the student
     transfer_n: Optional[int] = bounded(None, gt=0, optional=True)  # a seeded random subset of the transfer set
     transfer_channels: Optional[int] = choice(None, (None, 1, 3))  # convert: 1 = grayscale (luma), 3 = RGB
-    transfer_size: Optional[int] = bounded(None, gt=0, optional=True)  # resize transfer images to S x S
+    transfer_size: Optional[int] = bounded(None, gt=0, le=IMAGE_SIZE_MAX, optional=True)  # resize transfer images to S x S
     steps_per_epoch: Optional[int] = bounded(None, gt=0, optional=True)  # data-free runs: batches per epoch
     # Keep transfer_k images of an unlabelled transfer set, ranked by the teacher (kdlab.data.selection):
     # entropy = the highest-entropy ones (MosaicKD Algorithm 1), balanced = ~k/K per predicted class.
@@ -102,7 +115,7 @@ class OptimConfig:
     """Optimizer and learning-rate schedule (stepped once per epoch)."""
 
     name: str = choice("sgd", ("sgd", "adam", "adamw"))
-    lr: float = bounded(0.05, gt=0)
+    lr: float = bounded(0.05, gt=0, le=LR_MAX)
     momentum: float = bounded(0.9, ge=0)
     nesterov: bool = False
     weight_decay: float = bounded(5e-4, ge=0)
@@ -121,12 +134,12 @@ ACCELERATORS = ("cpu", "cuda", "gpu", "mps", "auto")
 class TrainerConfig:
     """The shared loop (:mod:`kdlab.engine`) on Lightning Fabric."""
 
-    epochs: int = bounded(10, gt=0)
+    epochs: int = bounded(10, gt=0, le=EPOCHS_MAX)
     accelerator: str = choice("cpu", ACCELERATORS)  # must exist on this machine (see check_devices)
     devices: Any = 1  # int, list of ids or "auto"; >1 means DDP (or launch with torchrun / fabric run)
     strategy: str = "auto"
     num_nodes: int = bounded(1, ge=1)
-    precision: str = "32-true"  # 32-true | 16-mixed | bf16-mixed | ...
+    precision: str = choice("32-true", PRECISIONS)  # Lightning Fabric's names
     log_every_n_steps: int = bounded(50, gt=0)
     progress: bool = True
     limit_train_batches: Optional[int] = bounded(None, ge=1, optional=True)  # cap steps per epoch (smoke runs)
@@ -150,7 +163,7 @@ class EvalConfig:
     """What is measured at the end of a run."""
 
     noise_sigmas: List[float] = bounded([0.0, 0.1, 0.2, 0.3, 0.4], ge=0)  # input noise std, normalised units
-    noise_seed: int = bounded(0, ge=0)
+    noise_seed: int = bounded(0, ge=0, le=SEED_MAX)
     latency: bool = True
     latency_iters: int = bounded(30, ge=1)
 
@@ -162,7 +175,7 @@ class RunConfig:
     name: str = "run"
     label: Optional[str] = None
     method: str = "teacher"
-    seed: int = bounded(0, ge=0)
+    seed: int = bounded(0, ge=0, le=SEED_MAX)
     out_dir: str = "runs"
     # plugin modules imported before the config is resolved (kdlab.plugins): dotted names or .py files;
     # the resolved config holds each one's {module, file, sha256}
@@ -184,17 +197,6 @@ NAME_MAX = 120
 #: the sections of a run config that must be mappings (``data: 5`` is refused)
 SECTIONS = tuple(f.name for f in fields(RunConfig) if isinstance(f.default_factory, type) and f.default_factory is not list
                  ) + ("objective", "players", "loss")
-
-
-def _friendly(exc: OmegaConfBaseException) -> ConfigError:
-    key = getattr(exc, "full_key", None)
-    msg = str(exc).split("\n")[0]
-    schema = getattr(exc, "object_type", None)
-    if isinstance(exc, ConfigKeyError) and is_dataclass(schema):
-        names = [f.name for f in fields(schema)]  # OmegaConf suggests only sometimes: always name the keys
-        msg = msg.split(". Did you mean")[0].rstrip(".")
-        msg += f"{did_you_mean(getattr(exc, 'key', ''), names)}; accepted: {', '.join(names)}"
-    return ConfigError(f"config key {key!r}: {msg}" if key else f"config: {msg}")
 
 
 def yaml_where(exc: yaml.YAMLError, text: Optional[str] = None) -> str:
@@ -222,7 +224,10 @@ def load_yaml(path: Path) -> DictConfig:
         node = OmegaConf.load(path)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(path)!r}, {yaml_where(exc, path.read_text(errors='replace'))}") from None
-    except (OmegaConfBaseException, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (a binary file?); accepted: a YAML file of "
+                          f"keys (name: ..., data: {{...}}, ...)") from None
+    except OmegaConfBaseException as exc:
         raise ConfigError(f"config file {str(path)!r}: {str(exc).splitlines()[0]}") from None
     if not isinstance(node, DictConfig):
         raise ConfigError(f"config file {str(path)!r} holds a {'list' if isinstance(node, ListConfig) else 'scalar'}; "
@@ -249,7 +254,7 @@ def parse_overrides(overrides: Sequence[str]) -> DictConfig:
     try:
         return OmegaConf.merge(*layers) if layers else OmegaConf.create({})
     except OmegaConfBaseException as exc:
-        raise _friendly(exc) from exc
+        raise friendly_error(exc) from exc
 
 
 def _check_sections(raw: DictConfig) -> None:
@@ -298,7 +303,7 @@ def load_config(
     try:
         raw = OmegaConf.merge(*layers) if layers else OmegaConf.create({})
     except OmegaConfBaseException as exc:
-        raise _friendly(exc) from exc
+        raise friendly_error(exc) from exc
     method = str(raw.get("method", RunConfig.method))
     schema = OmegaConf.structured(RunConfig)
     players_cls, eval_cls = schemas(method, raw) if schemas is not None else (None, EvalConfig)
@@ -311,7 +316,7 @@ def load_config(
             schema.eval = OmegaConf.structured(eval_cls)
         cfg = OmegaConf.merge(schema, raw)
     except OmegaConfBaseException as exc:
-        raise _friendly(exc) from exc
+        raise friendly_error(exc) from exc
     validate(cfg, players_cls, eval_cls)
     OmegaConf.set_readonly(cfg, True)
     return cfg
@@ -320,7 +325,8 @@ def load_config(
 def validate(cfg: DictConfig, players_schema: Optional[type] = None, eval_schema: Optional[type] = None) -> None:
     """Checks that types alone cannot express: the run name (one directory inside ``out_dir``), the
     choices, ranges and lengths declared in the schemas' field metadata (:func:`check_section`), no
-    NaN/inf anywhere (:func:`check_finite`) and devices that exist (:func:`check_devices`).
+    NaN/inf anywhere (:func:`check_finite`), devices that exist (:func:`check_devices`), an ``out_dir``
+    that can be created (:func:`check_output_dir`) and no more loader workers than the machine can run.
 
     Raises:
         ConfigError: naming the key, the value and what is accepted.
@@ -333,6 +339,8 @@ def validate(cfg: DictConfig, players_schema: Optional[type] = None, eval_schema
     if out.exists() and not out.is_dir():
         raise ConfigError(f"config key 'out_dir' = {str(cfg.out_dir)!r} is a file; accepted: a directory "
                           f"(created if missing) that holds the run directories")
+    # its shape only (kdlab evaluate loads a config too); a run's lock creates it and names a failure
+    check_output_dir(out, "config key 'out_dir'", writable=False)
     check_section(cfg, RunConfig, "")
     if players_schema is not None and cfg.players is not None:
         check_section(cfg.players, players_schema, "players")
@@ -340,6 +348,7 @@ def validate(cfg: DictConfig, players_schema: Optional[type] = None, eval_schema
         check_section(cfg.eval, eval_schema, "eval")
     check_finite(OmegaConf.to_container(cfg, resolve=True))
     check_devices(cfg.trainer)
+    check_processes("data.num_workers", cfg.data.num_workers, "loader worker processes")
 
 
 def check_devices(trainer: Any) -> None:
@@ -347,7 +356,8 @@ def check_devices(trainer: Any) -> None:
 
     Raises:
         ConfigError: CUDA (``cuda``/``gpu``) without a CUDA device, more CUDA devices than exist, MPS
-            without MPS, or ``devices`` that is not a positive int, a list of ids or ``auto``.
+            without MPS, more CPU processes than max(4, CPU cores), or ``devices`` that is not a positive
+            int, a list of ids or ``auto``.
     """
     devices = trainer.devices
     if isinstance(devices, str) and devices != "auto":
@@ -362,6 +372,14 @@ def check_devices(trainer: Any) -> None:
         raise ConfigError(f"config key 'trainer.devices' = {trainer.devices!r}; accepted: a count >= 1, a list of "
                           f"device ids or 'auto'")
     accel = trainer.accelerator
+    if accel == "cpu" and isinstance(devices, int):
+        import os
+
+        # CPU processes: each holds the model and the data; 100 of them ran this machine out of memory
+        most = max(4, os.cpu_count() or 1)
+        if devices > most:
+            raise ConfigError(f"config key 'trainer.devices' = {devices} CPU processes but this machine has "
+                              f"{os.cpu_count()} CPU core(s); accepted with trainer.accelerator=cpu: 1..{most}")
     if accel not in ("cuda", "gpu", "mps"):
         return
     import torch

@@ -52,7 +52,8 @@ def temperature_field(default: float, help: str = "") -> Any:
 
 def _bounds_text(meta: Any) -> str:
     ops = [(op, meta[op]) for op in ("ge", "gt", "le", "lt") if meta.get(op) is not None]
-    return " and ".join({"ge": ">= ", "gt": "> ", "le": "<= ", "lt": "< "}[op] + f"{b:g}" for op, b in ops)
+    return " and ".join({"ge": ">= ", "gt": "> ", "le": "<= ", "lt": "< "}[op] + (str(int(b)) if float(b).is_integer()
+                        else f"{b:g}") for op, b in ops)
 
 
 def _check_value(key: str, value: Any, meta: Any) -> None:
@@ -125,3 +126,87 @@ def check_section(section: Any, schema: type, prefix: str) -> None:
                 value = alias  # YAML 1.1 reads a bare on/off as a boolean
                 setattr(section, f.name, value)
             _check_value(key, value, f.metadata)
+
+
+# ----------------------------------------------------------------- OmegaConf errors in words
+#: OmegaConf's type-conversion messages -> what the key accepts (``trainer.epochs=[1,2]``, ``name=``, ``data.classes=abc``)
+_TYPE_WORDS = (("to Integer", "an integer"), ("to Float", "a number"), ("valid bool", "true or false"),
+               ("of type 'str'", "a non-empty string"), ("to string", "a string"), ("not a ListConfig", "a list, e.g. [a, b]"),
+               ("to Dict", "a mapping of keys, e.g. {a: 1}"), ("Invalid type assigned", "a mapping of keys"))
+
+
+def friendly_error(exc: Any) -> ConfigError:
+    """An OmegaConf error (unknown key, wrong type) as a :class:`ConfigError` naming the key, the value and
+    what is accepted (the keys of the section, with a suggestion; the type the key takes)."""
+    from dataclasses import is_dataclass
+
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+    from omegaconf.errors import ConfigKeyError
+
+    from kdlab.registry import did_you_mean
+
+    key = getattr(exc, "full_key", None)
+    msg = str(exc).split("\n")[0]
+    accepted = next((what for pattern, what in _TYPE_WORDS if pattern in msg), None)
+    if key and accepted and not isinstance(exc, ConfigKeyError):
+        value = getattr(exc, "value", None)
+        value = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+        shown = "empty (null)" if value is None else repr(value)
+        return ConfigError(f"config key {key!r} = {shown}; accepted: {accepted}")
+    schema = getattr(exc, "object_type", None)
+    if isinstance(exc, ConfigKeyError) and is_dataclass(schema):
+        names = [f.name for f in fields(schema)]  # OmegaConf suggests only sometimes: always name the keys
+        msg = msg.split(". Did you mean")[0].rstrip(".")
+        msg += f"{did_you_mean(getattr(exc, 'key', ''), names)}; accepted: {', '.join(names)}"
+    return ConfigError(f"config key {key!r}: {msg}" if key else f"config: {msg}")
+
+
+def check_processes(key: str, value: Any, what: str) -> None:
+    """Refuse more processes than ``max(8, 4 x CPU cores)`` (``data.num_workers=1000`` forks 1000 copies).
+
+    Raises:
+        ConfigError: naming ``key``, the value, the cores and the accepted range.
+    """
+    import os
+
+    most = max(8, 4 * (os.cpu_count() or 1))
+    if isinstance(value, int) and value > most:
+        raise ConfigError(f"config key {key!r} = {value} {what} but this machine has {os.cpu_count()} CPU core(s); "
+                          f"accepted: 0..{most}")
+
+
+# ----------------------------------------------------------------- output paths
+def check_output_dir(path: Any, what: str, writable: bool = True) -> None:
+    """Refuse a directory that cannot be created or written: ``path`` (or the nearest part of it that
+    exists) is a file, or (``writable``) that part is not writable. Called before anything is written.
+
+    Raises:
+        ConfigError: naming ``what`` (``config key 'out_dir'``, ``--out``), the path and what is accepted.
+    """
+    import os
+    from pathlib import Path
+
+    p = Path(str(path)).expanduser()
+    existing = next((a for a in (p, *p.parents) if a.exists()), None)
+    if existing is None:
+        return
+    accepted = "accepted: a directory you can write (created if missing)"
+    if not existing.is_dir():
+        where = "" if existing == p else f": {str(existing)!r} is a file, so nothing can be created below it"
+        raise ConfigError(f"{what} = {str(path)!r}{where or ' is a file'}; {accepted}")
+    if writable and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} = {str(path)!r}: {str(existing)!r} is not writable; {accepted}")
+
+
+def check_output_file(path: Any, what: str) -> None:
+    """Refuse an output file that is a directory or whose folder cannot be created (:func:`check_output_dir`).
+
+    Raises:
+        ConfigError: naming ``what`` (``--json``, ``--out``), the path and what is accepted.
+    """
+    from pathlib import Path
+
+    p = Path(str(path)).expanduser()
+    if p.is_dir():
+        raise ConfigError(f"{what} {str(path)!r} is a directory; accepted: a file name (e.g. {str(p / 'out.json')!r})")
+    check_output_dir(p.parent, f"{what} {str(path)!r}: its folder")

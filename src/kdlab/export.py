@@ -17,6 +17,7 @@ both runtimes) of PyTorch and of the exported model at batch 1 and 64. Files: ``
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import math
 import os
@@ -30,6 +31,7 @@ from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 import torch
 
 from kdlab.callable_module import make_callable
+from kdlab.config_fields import check_output_dir
 from torch import nn
 
 FORMATS = ("onnx", "torchscript")
@@ -92,9 +94,12 @@ def export_model(model: nn.Module, example: torch.Tensor, fmt: str, path: Path) 
             if missing:
                 raise ImportError(f"ONNX export needs onnx, onnxscript and onnxruntime; missing: {', '.join(missing)}; "
                                   "pip install 'kdlab[export]'")
+            # weights inside the .onnx file: as external data they went to '.<name>.<random>.tmp.data', a file
+            # the renamed model still pointed at (left beside it, and lost by whoever cleans temporaries)
+            inline = {"external_data": False} if "external_data" in inspect.signature(torch.onnx.export).parameters else {}
             with torch.no_grad():
                 torch.onnx.export(model, (example,), str(tmp), input_names=["input"], output_names=["output"],
-                                  dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, verbose=False)
+                                  dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, verbose=False, **inline)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -178,6 +183,7 @@ def _check_out(target: Path, run_dir: Path, weights: Path, force: bool) -> None:
         raise ValueError(f"--out {target} is a directory; give a file name (e.g. {target / ('model' + target.suffix)})")
     if t.exists() and not force:
         raise ValueError(f"--out {target} exists; pass --force to replace it, or choose another file")
+    check_output_dir(target.parent, f"--out {target}: its folder")
 
 
 def export_run(weights: Any, fmt: str, out: Optional[Path] = None, atol: float = 1e-3,

@@ -7,9 +7,10 @@ best-on-validation weights), ``report.md`` + ``plots/``, and TensorBoard events 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 
@@ -284,6 +285,18 @@ def train(cfg: Any, resume: bool = False, overwrite: bool = False, callbacks: Se
                 raise RunDirError(message)
         if error is not None:
             raise error
+        finished = plan is not None and plan.finished
+        if fabric.world_size > 1:
+            finished = bool(fabric.broadcast(finished, src=0))
+        if finished:  # --resume of a finished run, same config: keep its summary (a rerun of its end lost data)
+            if fabric.is_global_zero:
+                if not (run_dir / "report.md").is_file():  # stopped between summary.json and report.md
+                    from kdlab.report import write_run_report
+
+                    write_run_report(run_dir)
+                print(f"--resume: {str(run_dir)!r} already finished its {cfg.trainer.epochs} epochs (summary.json); "
+                      f"nothing to resume: raise trainer.epochs to train it on", file=sys.stderr)
+            return run_dir
         method_cls = METHODS.get(cfg.method)
         fabric.seed_everything(cfg.seed)
         check_transfer(cfg, method_cls)
@@ -352,13 +365,22 @@ def evaluate(weights: str, data_overrides: Optional[Dict[str, Any]] = None, sigm
 
     Returns:
         ``{"model": profile, "data": name, "test_acc": %, "noise_acc": {sigma: %}}``.
+
+    Raises:
+        ConfigError: ``data_overrides`` that is no mapping, a bad data override (``data.val_size`` is refused:
+            there is no validation set here).
     """
     from kdlab.engine import load_classifier, resolve_weights
     from kdlab.engine.checkpoint import read_safetensors_metadata
 
+    if data_overrides is not None and not isinstance(data_overrides, Mapping):
+        raise ConfigError(f"data = {data_overrides!r}; accepted: a mapping of data.* keys, e.g. {{'name': 'mnist'}}")
+    data_cfg = dict(data_overrides or {})
+    if "val_size" in data_cfg:  # it would be replaced by 0 below without a word
+        raise ConfigError(f"data.val_size = {data_cfg['val_size']!r}: evaluate measures the test split and holds no "
+                          f"validation set; drop data.val_size")
     path = resolve_weights(weights)
     model = load_classifier(path)
-    data_cfg = dict(data_overrides or {})
     if "name" not in data_cfg and path.suffix == ".safetensors":
         data_cfg["name"] = read_safetensors_metadata(path).get("data", "fashion-mnist")
     cfg = load_run_config([{"data": {**data_cfg, "val_size": 0}}])

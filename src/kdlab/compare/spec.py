@@ -233,7 +233,11 @@ def _read_yaml(path: Path) -> Dict[str, Any]:
 
     from kdlab.config import yaml_where
 
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"compare spec {str(path)!r} is not UTF-8 text (a binary file?); accepted: a YAML file with "
+                          f"keys {', '.join(SPEC_KEYS)}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -325,6 +329,9 @@ def load_spec(spec: Union[None, str, Path, Dict[str, Any]] = None, *, methods: S
     if unknown:
         raise ConfigError(f"compare spec: unknown key {unknown[0]!r}; accepted: {', '.join(SPEC_KEYS)}")
     raw, scale = _apply_scale(raw, scale)
+    if not isinstance(raw.get("methods") or [], list):
+        raise ConfigError(f"compare spec key 'methods' = {raw['methods']!r}; accepted: a list of rows, e.g. "
+                          f"[{{label: KD, recipe: demo_kd}}] or [demo_ce, demo_kd]")
     base = [_row(r, i) for i, r in enumerate(raw.get("methods") or [])] + [parse_method_arg(m) for m in methods]
     if not base:
         raise ConfigError("compare needs at least one method row: a spec with 'methods:' or --method LABEL=SOURCE")

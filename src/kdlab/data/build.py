@@ -109,7 +109,7 @@ def build_datasets(
     Raises:
         DataNotFoundError, UnknownNameError: see :func:`load_split`.
         ValueError: bad or repeated ``classes`` (names the accepted range), bad ``val_size``,
-            ``n_per_class`` larger than a class's remaining examples (names the class), ``max_test`` < 1.
+            ``n_per_class`` larger than a class's remaining examples (names the class), ``max_test`` < 1, a set of fewer than 2 classes.
     """
     from kdlab.data.splits import stratified_subset
     from kdlab.data.translation import build_translation, is_translation
@@ -129,6 +129,9 @@ def build_datasets(
         raise ValueError(f"data.channels = {channels!r} / data.direction = {direction!r} apply to translation tasks "
                          f"only; data.name = {name!r} is a single data set: unset them")
     spec = dataset_spec(name, root=root, image_size=image_size)
+    if spec.num_classes < 2:  # an image folder of one class subfolder trained a 1-class "classifier" (loss 0)
+        raise ValueError(f"data.name = {name!r} has {spec.num_classes} class ({', '.join(spec.class_names)}); accepted: a "
+                         f"labelled set of at least 2 classes (an image folder holds one subfolder per class)")
     train_x, train_y = load_split(name, "train", root=root, download=download, image_size=image_size)
     test_x, test_y = load_split(name, "test", root=root, download=download, image_size=image_size)
     if classes is not None:

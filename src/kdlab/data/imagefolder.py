@@ -33,13 +33,17 @@ HOLDOUT_SEED = 0
 _cache: Dict[tuple, Tuple[torch.Tensor, torch.Tensor, List[str]]] = {}
 
 
-def parse_path(name: str, root: Optional[os.PathLike] = None) -> Path:
+#: what an image folder holds (named when it is not found)
+LAYOUT = "one subfolder per class, or train/ and test/ folders of class subfolders"
+
+
+def parse_path(name: str, root: Optional[os.PathLike] = None, layout: str = LAYOUT) -> Path:
     """The folder named by ``imagefolder:<path>``: as given (``~`` expanded, relative to the working
-    directory), else relative to the data root.
+    directory), else relative to the data root. ``layout``: what the folder must hold (for the messages).
 
     Raises:
         ValueError: no path after the prefix.
-        DataNotFoundError: the folder does not exist in either place.
+        DataNotFoundError: the folder does not exist in either place, or the path is a file.
     """
     text = name[len(PREFIX):] if name.lower().startswith(PREFIX) else name
     if not text.strip():
@@ -52,10 +56,12 @@ def parse_path(name: str, root: Optional[os.PathLike] = None) -> Path:
         if alt.is_dir():
             return alt
     rp = data_root(root)
+    if p.is_file():
+        raise DataNotFoundError(f"image folder {text!r} is a file; accepted: a folder that holds {layout}")
     raise DataNotFoundError(
         f"image folder {text!r} not found (looked at {p.absolute()}"
         + ("" if p.is_absolute() else f" and {rp / p}")
-        + "). It must hold one subfolder per class, or train/ and test/ folders of class subfolders. "
+        + f"). It must hold {layout}. "
         + root_hint(rp)
     )
 

@@ -59,6 +59,10 @@ class PrivilegedDataset(InMemoryDataset):
 
     def __init__(self, base: InMemoryDataset, kind: str = "downsample", factor: int = 4) -> None:
         degrade(torch.zeros(1, 1, 4, 4), kind, factor)  # validate early
+        side = int(base.images.shape[-1])
+        if kind == "downsample" and factor >= side:  # 1e6 downsampled every image to one pixel, without a word
+            raise ValueError(f"data.privileged_factor = {factor} downsamples {side}x{side} images to less than one pixel; "
+                             f"accepted with data.privileged=downsample: 1..{side - 1}")
         super().__init__(base.images, base.labels, base.mean, base.std, base.augment,
                          hflip=base.hflip, pad=base.pad, generator=base.generator, labelled=base.labelled)
         self.kind, self.factor = kind, factor

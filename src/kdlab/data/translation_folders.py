@@ -39,7 +39,9 @@ def folder_path(name: str, root: Optional[os.PathLike] = None) -> Path:
         ValueError: no path after the prefix. DataNotFoundError: the folder does not exist.
     """
     text = name.split(":", 1)[1] if ":" in name else name
-    return imagefolder.parse_path(imagefolder.PREFIX + text, root)
+    layout = ("train/ and test/ folders of A|B side-by-side images" if name.startswith("paired")
+              else "trainA/, trainB/, testA/ and testB/ folders of images")
+    return imagefolder.parse_path(imagefolder.PREFIX + text, root, layout)
 
 
 def _image_files(folder: Path) -> List[str]:

@@ -284,7 +284,7 @@ class Trainer:
                         hooks.step_end(batch, step, out)
                     if interrupt.requested:
                         last = self.ckpt_dir / "last.ckpt"
-                        raise TrainingInterrupted(epoch, step, last if last.exists() else None)
+                        raise TrainingInterrupted(epoch, step, last if last.exists() else None, interrupt.signal_name)
                 method.on_epoch_end(epoch)
                 if val_loader is not None:
                     metrics = method.validate(val_loader, fabric.device)

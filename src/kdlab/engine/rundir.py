@@ -137,11 +137,16 @@ class RunLock:
 
         Raises:
             RunDirError: another live process holds it (names its pid), it was taken on another host
-                (says how to remove it), or it is not a kdlab lock file.
+                (says how to remove it), it is not a kdlab lock file, or its folder cannot be created.
         Warns:
             RunDirWarning: the lock of a dead process on this host was taken over.
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # /proc/x, a read-only mount, a full disk: name the folder, not only the errno
+            raise RunDirError(f"cannot create the folder {str(self.path.parent)!r} that holds the run directory "
+                              f"{self.run_dir.name!r}: {exc.strerror or exc}; accepted: out_dir in a folder you can "
+                              f"write (created if missing)") from None
         pid = os.getpid()
         self.info = {"pid": pid, "host": socket.gethostname(),
                      "started": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -285,6 +290,9 @@ class RunDirPlan:
     state: Optional[Dict[str, Any]] = None  # the loaded last.ckpt when resuming
     changes: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     moved_to: Optional[Path] = None
+    # --resume of a finished run (summary.json) with the same config: nothing to train; training its end
+    # again rewrote summary.json with a 0 s training time and no last validation accuracy
+    finished: bool = False
 
     def commit(self, config_yaml: str, log: Any = None) -> None:
         """Make the run directory: move an old run aside (``--overwrite``, said through ``log``), remove
@@ -345,7 +353,8 @@ def check_run_dir(run_dir: Path, config_yaml: str, resume: bool = False, overwri
 
     - a new or empty directory: a fresh run;
     - ``resume``: ``checkpoints/last.ckpt`` must exist and its config may differ only in
-      :data:`SAFE_ON_RESUME` (the loaded checkpoint and the changes are in the plan);
+      :data:`SAFE_ON_RESUME` (the loaded checkpoint and the changes are in the plan); a finished run
+      (``summary.json``) with an unchanged config is ``finished``: nothing to train or write;
     - ``overwrite``: an existing run is moved aside by :meth:`RunDirPlan.commit`;
     - neither, over an existing run: refused.
 
@@ -380,6 +389,7 @@ def check_run_dir(run_dir: Path, config_yaml: str, resume: bool = False, overwri
             raise ValueError(f"{str(last)!r} is not a kdlab run checkpoint (format {fmt!r})")
         plan.resume, plan.state = True, state
         plan.changes = resume_changes(state["config"], config_yaml, last, int(state["epoch"]))
+        plan.finished = (run_dir / "summary.json").is_file() and not plan.changes
         return plan
     if content:
         what, advice = _describe(run_dir, content)

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
-from kdlab.config import ConfigError, check_section
+from kdlab.config import ConfigError, check_section, friendly_error
 from kdlab.data.batch import Batch
 from kdlab.engine.loop import unwrap
 from kdlab.models.base import capture_features
@@ -53,6 +53,9 @@ def term_config(name: str, raw: Any, where: str = "objective.student") -> DictCo
         cfg = OmegaConf.merge(schema, raw or {})
     except OmegaConfBaseException as exc:
         key = getattr(exc, "key", None)
+        words = str(friendly_error(exc)).partition("; accepted: ")[2]  # the type the key takes, when known
+        if words:
+            raise ConfigError(f"config key '{where}.{name}.{key}' = {getattr(exc, 'value', None)!r}; accepted: {words}") from None
         raise ConfigError(f"{where}.{name}.{key}: {str(exc).splitlines()[0]} (keys: {keys})") from None
     check_section(cfg, cls.Config, f"{where}.{name}")
     return cfg
