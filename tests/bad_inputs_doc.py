@@ -61,7 +61,7 @@ def run_case(argv: str, files: Path, gen_teacher: Path, tmp: Path, special: str)
                         (str(values["gan"]), "gan.yaml"), (str(out), "out"), (str(tmp), "."), (str(gen_teacher), "F/tg.safetensors")):
         text = text.replace(path, short)
     text = text if len(text) <= WIDTH else text[:WIDTH] + "..."
-    return text.replace("|", "\\|")
+    return text.replace("|", "\\|").replace("[", "\\[").replace("]", "\\]")  # brackets: no cross-reference
 
 
 def main() -> None:

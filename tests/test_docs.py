@@ -72,7 +72,7 @@ def test_config_reference_lists_every_key_with_its_default_and_choices() -> None
                 d = f.default  # YAML spelling; `is`, since 1 == True
                 want = "null" if d is None else "true" if d is True else "false" if d is False else str(d)
                 assert f"`{want}`" in rows[0], (f.name, want, rows[0])
-    assert "| trainer.epochs | `int` | `10` | > 0 |" in text  # bounded(10, gt=0)
+    assert "| trainer.epochs | `int` | `10` | > 0 and <= 100000 |" in text  # bounded(10, gt=0, le=100000)
     kd = TERMS.get("kd").Config
     for f in dataclasses.fields(kd):
         assert len(_rows(text, f"objective.<player>.kd.{f.name}")) == 1, f.name
