@@ -24,10 +24,21 @@ from kdlab.engine import build_optimizer, build_scheduler, unwrap
 from kdlab.engine.checkpoint import classifier_metadata
 from kdlab.engine.speed import compile_networks, setup_player, to_channels_last
 from kdlab.metrics import evaluate_accuracy
+from kdlab.models.batch_stats import sync_batchnorm
+from kdlab.ranks import rank_dropout
 from kdlab.registry import Registry
 from kdlab.terms import Objective, Outputs, Student, TermContext, build_objective
 
 METHODS = Registry("method")
+
+
+def ranked_layers(net: nn.Module, sync_bn: bool, cuda: bool = False) -> nn.Module:
+    """A player's layers made to compute, on W ranks, what one process computes on the global batch:
+    dropout masks drawn for the global batch (:func:`kdlab.ranks.rank_dropout`) and, with
+    ``trainer.sync_batchnorm``, BatchNorm statistics over every rank (:func:`kdlab.models.batch_stats.sync_batchnorm`).
+    Returns the (possibly new) network; call it only inside a process group of several ranks."""
+    rank_dropout(net)
+    return sync_batchnorm(net, cuda) if sync_bn else net
 
 
 def export_tensors(model: nn.Module, copy: bool = True) -> Dict[str, torch.Tensor]:
@@ -215,7 +226,11 @@ class Method(ABC):
         """Move players to Fabric's device (wrapped by Fabric where that changes anything: DDP, mixed
         precision; see :func:`kdlab.engine.speed.setup_player`) and frozen nets to the device."""
         self.fabric = fabric
+        tcfg = self.cfg.trainer
         for name in list(self.players):
+            if fabric.world_size > 1:  # before DDP wraps them (DDP keeps the module it is given)
+                self.players[name] = ranked_layers(self.players[name], bool(tcfg.sync_batchnorm),
+                                                   fabric.device.type == "cuda")
             module, opt = setup_player(fabric, self.players[name], self.optimizers[name])
             self.players[name], self.optimizers[name] = module, opt
         for name, module in self.frozen.items():
@@ -225,7 +240,6 @@ class Method(ABC):
             if isinstance(inner, Student):
                 prefix = f"{name}."
                 inner.objective.bind({k[len(prefix):]: m for k, m in self.players.items() if k.startswith(prefix)})
-        tcfg = self.cfg.trainer
         if tcfg.channels_last:
             for module in list(self.players.values()) + list(self.frozen.values()):
                 to_channels_last(unwrap(module))
