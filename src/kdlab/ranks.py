@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["distributed", "world", "rank_rows", "all_rows", "global_sum", "global_mean", "rank_dropout"]
+__all__ = ["distributed", "world", "rank_rows", "all_rows", "global_rows", "global_sum", "global_mean", "rank_dropout"]
 
 
 def distributed() -> bool:
@@ -74,6 +74,16 @@ def all_rows(t: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(padded) for _ in sizes]
     dist.all_gather(parts, padded.contiguous())
     return torch.cat([p[: int(s)] for p, s in zip(parts, sizes)])
+
+
+def global_rows(t: torch.Tensor) -> torch.Tensor:
+    """The one-process batch from every rank's ``t`` [b, ...] (equal b on every rank): row ``j W + r`` is rank
+    r's row j, the inverse of :func:`rank_rows`' split; not differentiable. ``t`` in one process."""
+    w, _ = world()
+    if w == 1:
+        return t
+    b = t.shape[0]
+    return all_rows(t).reshape(w, b, *t.shape[1:]).transpose(0, 1).reshape(w * b, *t.shape[1:])
 
 
 def global_sum(t: torch.Tensor) -> torch.Tensor:

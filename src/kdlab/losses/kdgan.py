@@ -19,7 +19,7 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from kdlab.ranks import all_rows, rank_rows, world
+from kdlab.ranks import global_rows, rank_rows, world
 
 from kdlab.losses._common import check_float_tensor, check_mode, check_positive
 
@@ -121,12 +121,8 @@ def sample_labels(logits: torch.Tensor, k: int = 1, generator: Optional[torch.Ge
     if logits.dim() != 2:
         raise ValueError(f"logits must have shape [B, K], got {tuple(logits.shape)}")
     p = F.softmax(logits.detach().float(), dim=-1)
-    w, r = world()
-    if w > 1:  # the global batch's rows in one-process order (rank r holds rows r::W), drawn alike on every rank
-        b = p.shape[0]
-        glob = all_rows(p).view(w, b, -1).transpose(0, 1).reshape(w * b, -1)
-        return torch.multinomial(glob, k, replacement=True, generator=generator)[r::w].t().contiguous()
-    return torch.multinomial(p, k, replacement=True, generator=generator).t().contiguous()
+    w, r = world()  # under DDP: the global batch's rows (drawn alike on every rank), then this rank's r::W
+    return torch.multinomial(global_rows(p), k, replacement=True, generator=generator)[r::w].t().contiguous()
 
 
 def concrete_log_density(logits: torch.Tensor, log_y: torch.Tensor, tau: float) -> torch.Tensor:
