@@ -47,7 +47,7 @@ def _family(row: str) -> dict:
 
 def all_cases(t: dict, gen_teacher: Path, tmp: Path) -> dict:
     """case -> (CLI command, the 2-rank run's config sections). Every method of ``kdlab list methods``
-    appears (``distill`` through its recipes and terms; the i2i methods in tests/test_ddp_i2i.py)."""
+    appears (``distill`` through its recipes and terms; the image-to-image methods in :func:`i2i_cases`)."""
     base = {k: v for k, v in cases(t).items()}
     vgg_student = {"model": SMALL_VGG, "teacher": {"checkpoint": t["vgg"]}, "data": {"batch_size": 25}}
     out = dict(base)
@@ -70,6 +70,56 @@ def all_cases(t: dict, gen_teacher: Path, tmp: Path) -> dict:
                                                             "noise": 0.005, "coupling": "ports", "reg": 0.05}}})
     out["gan-compression-vem"] = ("compress-gan", vem)
     return out
+
+
+I2I_DATA = {"name": "edges2fashion", "n_per_class": 2, "val_size": 8, "max_test": 20, "batch_size": 4,
+            "eval_batch_size": 20}
+ADAM = {"name": "adam", "lr": 2e-3, "betas": [0.5, 0.999], "weight_decay": 0.0, "scheduler": "linear"}
+
+
+@pytest.fixture(scope="module")
+def unet_teacher(tmp_path_factory) -> str:
+    """A random U-Net generator (edges -> images, 28 px) saved as a kdlab generator: the i2i students' teacher."""
+    from kdlab.engine.generators import save_generator
+    from kdlab.models import build_generator
+
+    torch.manual_seed(0)
+    return str(save_generator(build_generator("unet", 1, 28, in_channels=1, ngf=8),
+                              tmp_path_factory.mktemp("unet") / "unet.safetensors", data="edges2fashion"))
+
+
+def i2i_cases(unet: str, clf: str, tmp: Path) -> dict:
+    """The image-to-image methods (complete configs): Pix2Pix and CycleGAN teachers (an image pool of 6, so
+    the pool swaps within the run), a distilled U-Net student and OMGD (its TV term sums over the batch)."""
+    from omegaconf import OmegaConf
+
+    from kdlab.cli import RECIPES
+
+    common = {"seed": 0, "out_dir": str(tmp), "optim": ADAM, "trainer": {"progress": False, "tensorboard": False},
+              "eval": {"latency": False, "extractor": None, "grid_n": 2}}
+    gan = {"gan": {"weight": 1.0, "mode": "vanilla"}}
+    omgd = OmegaConf.to_container(OmegaConf.load(RECIPES / "i2i_omgd.yaml"))
+    for term in ("style", "perceptual"):
+        omgd["objective"]["student"][term]["extractor"] = clf
+    omgd["model"]["kwargs"]["ngf"] = 4
+    omgd["players"].update({"wide": {"name": "unet", "kwargs": {"ngf": 8}}, "deep": {"name": "unet_deep", "kwargs": {"ngf": 4}},
+                            "ndf": 8})
+    return {
+        "pix2pix": ("train-gan", {**common, "method": "pix2pix", "data": I2I_DATA, "model": {"name": "unet", "kwargs": {"ngf": 4}},
+                                  "players": {"ndf": 4, "n_layers": 1, "disc_norm": "batch"},
+                                  "objective": {"generator": {**gan, "l1_image": {"weight": 100.0, "target": "ground_truth"}},
+                                                "discriminator": {"gan": {"weight": 0.5, "mode": "vanilla"}}}}),
+        "cyclegan": ("train-gan", {**common, "method": "cyclegan", "data": {**I2I_DATA, "name": "fashion2digits"},
+                                   "model": {"name": "resnet_gen", "kwargs": {"ngf": 4, "n_blocks": 1}},
+                                   "players": {"ndf": 4, "n_layers": 1, "pool_size": 6, "disc_norm": "instance"},
+                                   "objective": {"generator": {"gan": {"weight": 1.0, "mode": "lsgan"}, "cycle": {"weight": 10.0},
+                                                               "identity": {"weight": 5.0}},
+                                                 "discriminator": {"gan": {"weight": 0.5, "mode": "lsgan"}}}}),
+        "i2i-distill": ("compress-gan", {**common, "method": "i2i-distill", "teacher": {"checkpoint": unet}, "data": I2I_DATA,
+                                         "model": {"name": "unet", "kwargs": {"ngf": 4}},
+                                         "objective": {"student": {"l1_image": {"weight": 1.0}}}}),
+        "omgd": ("compress-gan", {**omgd, **common, "data": I2I_DATA}),
+    }
 
 
 def _config(tmp: Path, name: str, sections: dict, ranks: int) -> Path:
@@ -126,6 +176,16 @@ NAMES = ["teacher", "distill-kd-dropout", "jacobian", "jacobian-bn", "codistill"
 @pytest.mark.parametrize("case", NAMES)
 def test_two_ranks_equal_one_process_with_the_same_global_batch(tmp_path, teachers, gen_teacher, case):
     command, sections = all_cases(teachers, gen_teacher, tmp_path)[case]
+    _equal(tmp_path, command, sections, case)
+
+
+@pytest.mark.parametrize("case", ["pix2pix", "cyclegan", "i2i-distill", "omgd"])
+def test_image_to_image_methods_on_two_ranks_equal_one_process(tmp_path, teachers, unet_teacher, case):
+    command, sections = i2i_cases(unet_teacher, teachers["lenet"], tmp_path)[case]
+    _equal(tmp_path, command, sections, case)
+
+
+def _equal(tmp_path: Path, command: str, sections: dict, case: str) -> None:
     one = run_players(tmp_path, command, sections, 1, f"{case}-one")
     two = run_players(tmp_path, command, sections, 2, f"{case}-two")
     assert any(v.is_floating_point() for p in one.values() for v in p.values())
