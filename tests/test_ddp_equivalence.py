@@ -28,8 +28,10 @@ from faults import run_once
 
 pytestmark = pytest.mark.slow  # two runs per case (1 and 2 processes), 20-60 s per case on 2 cores
 
-#: tolerances of the weight comparison (float32 reductions over the batch run in another order on 2 ranks)
-RTOL, ATOL = 1e-4, 1e-5
+#: tolerances of the weight comparison (float32 reductions over the batch run in another order on 2 ranks).
+#: Adam turns a float-rounding difference in a gradient element near 0 into a step of up to lr in that element
+#: (m / sqrt(v) is about its sign): KDGAN's case, whose classifier has many such elements, uses SGD instead.
+RTOL, ATOL = 1e-4, 1e-4
 SHORT = {"epochs": 2, "limit_train_batches": 3, "threads": 1}
 RELATIONAL = ("sp", "rkd", "cc", "pkt", "dist")
 STATEFUL = ("crd", "ft", "hints", "vid", "ab", "srd")
@@ -60,6 +62,7 @@ def all_cases(t: dict, gen_teacher: Path, tmp: Path) -> dict:
     for row in STATEFUL + RELATIONAL:
         out[f"distill-{row}"] = ("distill", {**vgg_student, "method": "distill", "objective": {"student": _family(row)}})
     out["kdgan"] = ("distill", {"method": "kdgan", "teacher": {"checkpoint": t["lenet"]}, "data": {"batch_size": 25},
+                                "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0},
                                 "players": {"disc_model": "mlp", "disc_kwargs": {"hidden": [32]}, "disc_init": "scratch"}})
     gc = gan_student_config(tmp, gen_teacher, data={"transfer": "train", "n_per_class": 10, "batch_size": 16},
                             objective={"student": {"mse": {"weight": 0.5}, "gan": {"weight": 0.5}}})
