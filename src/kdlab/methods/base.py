@@ -228,7 +228,7 @@ class Method(ABC):
         self.fabric = fabric
         tcfg = self.cfg.trainer
         for name in list(self.players):
-            if fabric.world_size > 1:  # before DDP wraps them (DDP keeps the module it is given)
+            if getattr(fabric, "world_size", 1) > 1:  # before DDP wraps them (DDP keeps the module it is given)
                 self.players[name] = ranked_layers(self.players[name], bool(tcfg.sync_batchnorm),
                                                    fabric.device.type == "cuda")
             module, opt = setup_player(fabric, self.players[name], self.optimizers[name])
