@@ -129,7 +129,7 @@ def i2i_cases(unet: str, clf: str, tmp: Path) -> dict:
     }
 
 
-def _config(tmp: Path, name: str, sections: dict, ranks: int) -> Path:
+def _config(tmp: Path, name: str, sections: dict, ranks: int, threads: int = 1) -> Path:
     sections = copy.deepcopy(sections)
     if "out_dir" in sections:  # a complete config (gan_student_config)
         cfg = {**sections, "name": name, "out_dir": str(tmp)}
@@ -137,17 +137,19 @@ def _config(tmp: Path, name: str, sections: dict, ranks: int) -> Path:
         cfg = small_config(tmp, name=name, method=sections.pop("method", name.split("-")[0]), **sections)
     b = int(cfg["data"]["batch_size"])
     cfg["data"] = {**cfg["data"], "batch_size": b if ranks == 2 else 2 * b}
-    cfg["trainer"] = {**cfg["trainer"], **SHORT, **({**DDP, **SHORT, "sync_batchnorm": True} if ranks == 2 else {})}
+    cfg["trainer"] = {**cfg["trainer"], **SHORT, **({**DDP, **SHORT, "sync_batchnorm": True} if ranks == 2 else {}),
+                      "threads": threads}
     path = tmp / f"{name}-{ranks}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
-def run_players(tmp: Path, command: str, sections: dict, ranks: int, name: str) -> dict:
-    """Run the case on ``ranks`` processes; every player's state in its ``last.ckpt``."""
+def run_players(tmp: Path, command: str, sections: dict, ranks: int, name: str, threads: int = 1) -> dict:
+    """Run the case on ``ranks`` processes (``threads`` intra-op threads each); every player's state in its
+    ``last.ckpt``."""
     from kdlab.engine.checkpoint import load_checkpoint
 
-    rc, _, out = run_once([command, str(_config(tmp, name, sections, ranks))], timeout=400)
+    rc, _, out = run_once([command, str(_config(tmp, name, sections, ranks, threads))], timeout=400)
     assert rc == 0, out[-3000:]
     if ranks == 2:
         assert "MEMBER: 2/2" in out
@@ -192,11 +194,29 @@ def test_image_to_image_methods_on_two_ranks_equal_one_process(tmp_path, teacher
     _equal(tmp_path, command, sections, case)
 
 
+#: cases whose training amplifies rounding beyond ATOL within 6 steps (BatchNorm students at SGD lr 0.05 on
+#: batches of 50, CycleGAN, OMGD): measured, one process against itself with 2 intra-op threads instead of 1
+#: (nothing but the order of float sums changes) ends up to 1e-3 apart on the VGG-4 cases
+ROUNDING = {f"distill-{r}" for r in STATEFUL} | {"lwf", "cyclegan", "omgd"}
+
+
+def _largest(bad: list) -> float:
+    return max((d for _, d in bad), default=0.0)
+
+
 def _equal(tmp_path: Path, command: str, sections: dict, case: str) -> None:
+    """2 ranks equal 1 process: every tensor within (RTOL, ATOL); for a :data:`ROUNDING` case, within what
+    rounding alone does to that run (the largest difference between the 1-process run and itself on 2
+    threads, which reorders only the float sums), with a factor 2 of margin."""
     one = run_players(tmp_path, command, sections, 1, f"{case}-one")
     two = run_players(tmp_path, command, sections, 2, f"{case}-two")
     assert any(v.is_floating_point() for p in one.values() for v in p.values())
     bad = differences(one, two)
+    if bad and case in ROUNDING:
+        noise = _largest(differences(one, run_players(tmp_path, command, sections, 1, f"{case}-threads", threads=2)))
+        assert _largest(bad) <= 2 * noise, (f"2 ranks vs 1 process: {_largest(bad):.3g}; rounding alone: {noise:.3g}",
+                                            bad[:10])
+        return
     assert not bad, bad[:10]
 
 
@@ -205,7 +225,7 @@ def test_batchnorm_without_sync_differs_and_with_sync_equals(tmp_path, teachers)
     normalises with its half batch and the weights leave the tolerance of the 1-process run; with it
     (the parametrised test's ``distill-hints`` case shows the equality) they do not."""
     command, sections = all_cases(teachers, Path("unused"), tmp_path)["distill-kd-dropout"]
-    sections = {**copy.deepcopy(sections), "model": SMALL_VGG}
+    sections = {**copy.deepcopy(sections), "model": SMALL_VGG, "optim": SGD}  # SGD: no Adam-amplified rounding
     one = run_players(tmp_path, command, sections, 1, "bn-one")
     path = _config(tmp_path, "bn-two", sections, 2)
     cfg = yaml.safe_load(path.read_text())
