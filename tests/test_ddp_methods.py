@@ -43,6 +43,8 @@ def test_every_rank_keeps_the_one_process_stream_in_last_ckpt(tmp_path, teachers
     (:func:`kdlab.ranks.rank_rows`; tests/test_ddp_equivalence.py proves the rows are the 1-process ones),
     so no rank re-seeds: both ranks' streams in last.ckpt are equal (one state per rank is still kept). This
     replaces the earlier scheme of one stream per rank, under which 2 ranks could not draw what 1 process draws."""
+    from kdlab.engine.checkpoint import load_checkpoint
+
     command, sections = cases(teachers)["dfad"]
     cfg = small_config(tmp_path, name="streams", **sections)
     cfg["trainer"] = {**cfg["trainer"], **DDP}

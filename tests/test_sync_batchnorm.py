@@ -19,7 +19,7 @@ import torch
 
 from test_jacobian_bn import _batch_stat_copy, _bn_net, _ref_jacobian, _x
 
-pytestmark = pytest.mark.slow  # spawns 2 gloo processes: ~60 s on 2 busy cores
+SLOW = pytest.mark.slow  # the ranks fixture spawns 2 gloo processes: ~60 s on 2 busy cores
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,7 @@ def ranks(tmp_path_factory) -> tuple:
     return net, x, [torch.load(tmp / f"rank-{r}.pt", weights_only=False) for r in (0, 1)]
 
 
+@SLOW
 def test_synchronised_batchnorm_on_two_ranks_equals_one_process(ranks):
     net, x, got = ranks
     ref = copy.deepcopy(net).train()
@@ -57,6 +58,7 @@ def test_synchronised_batchnorm_on_two_ranks_equals_one_process(ranks):
     assert not torch.allclose(half, got[0]["out"], atol=1e-3)
 
 
+@SLOW
 def test_per_sample_jacobian_under_sync_batchnorm_is_the_global_batchs(ranks):
     """The Jacobian pass holds the global statistics constant: rank r's per-sample Jacobians are rows r::2
     of the one-process per-sample Jacobians (eval-mode copy with the global batch's statistics)."""
@@ -68,6 +70,7 @@ def test_per_sample_jacobian_under_sync_batchnorm_is_the_global_batchs(ranks):
         assert (local - expected[r::2]).norm() > 0.05 * expected.norm() / 2
 
 
+@SLOW
 def test_rank_rows_and_dropout_draw_the_global_batch(ranks):
     """A latent and a dropout mask drawn on 2 ranks are rows r::2 of the one-process draw of the global batch."""
     _, _, got = ranks
@@ -79,3 +82,29 @@ def test_rank_rows_and_dropout_draw_the_global_batch(ranks):
         assert torch.equal(res["z"], z[r::2])
         assert torch.equal(res["dropped"], dropped[r::2])
     assert not torch.equal(got[0]["z"], got[1]["z"])
+
+
+def test_conversion_keeps_parameters_and_is_plain_batchnorm_on_one_process():
+    """Smoke-level on one process (no process group): the converted layers hold the same Parameter objects (an
+    optimizer built before still trains them) and compute what BatchNorm computes, in train and eval mode."""
+    from kdlab.models.batch_stats import sync_batchnorm
+    from kdlab.models.sync_bn import GlobalBatchNorm
+
+    net, x = _bn_net(0), _x()
+    ref = copy.deepcopy(net)
+    params = list(net.parameters())
+    conv = sync_batchnorm(net)
+    assert conv is net and [id(p) for p in conv.parameters()] == [id(p) for p in params]
+    assert sum(isinstance(m, GlobalBatchNorm) for m in conv.modules()) == 3
+    assert torch.equal(conv.train()(x), ref.train()(x))
+    assert all(torch.equal(a, b) for a, b in zip(conv.buffers(), ref.buffers()))
+    assert torch.equal(conv.eval()(x), ref.eval()(x))
+
+
+def test_sync_batchnorm_must_be_a_bool():
+    from kdlab.config import ConfigError
+    from kdlab.runner import load_run_config
+
+    with pytest.raises(ConfigError, match="trainer.sync_batchnorm.*'maybe'"):
+        load_run_config([{"name": "x", "method": "teacher", "trainer": {"sync_batchnorm": "maybe"}}])
+    assert load_run_config([{"name": "x", "method": "teacher"}]).trainer.sync_batchnorm is False

@@ -24,21 +24,11 @@ from kdlab.engine import build_optimizer, build_scheduler, unwrap
 from kdlab.engine.checkpoint import classifier_metadata
 from kdlab.engine.speed import compile_networks, setup_player, to_channels_last
 from kdlab.metrics import evaluate_accuracy
-from kdlab.models.batch_stats import sync_batchnorm
-from kdlab.ranks import rank_dropout
+from kdlab.models.batch_stats import ranked_layers
 from kdlab.registry import Registry
 from kdlab.terms import Objective, Outputs, Student, TermContext, build_objective
 
 METHODS = Registry("method")
-
-
-def ranked_layers(net: nn.Module, sync_bn: bool, cuda: bool = False) -> nn.Module:
-    """A player's layers made to compute, on W ranks, what one process computes on the global batch:
-    dropout masks drawn for the global batch (:func:`kdlab.ranks.rank_dropout`) and, with
-    ``trainer.sync_batchnorm``, BatchNorm statistics over every rank (:func:`kdlab.models.batch_stats.sync_batchnorm`).
-    Returns the (possibly new) network; call it only inside a process group of several ranks."""
-    rank_dropout(net)
-    return sync_batchnorm(net, cuda) if sync_bn else net
 
 
 def export_tensors(model: nn.Module, copy: bool = True) -> Dict[str, torch.Tensor]:

@@ -55,8 +55,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
 from kdlab.models.sync_bn import global_batch_stats, global_batchnorm, syncs
+from kdlab.ranks import rank_dropout
 
-__all__ = ["coupled_norms", "record_batch_stats", "frozen_batch_stats", "jacobian_forward", "sync_batchnorm"]
+__all__ = ["coupled_norms", "record_batch_stats", "frozen_batch_stats", "jacobian_forward", "sync_batchnorm", "ranked_layers"]
 
 T = TypeVar("T")
 _LAYERS: "weakref.WeakKeyDictionary[nn.Module, Tuple[list, list]]" = weakref.WeakKeyDictionary()
@@ -186,3 +187,12 @@ def sync_batchnorm(net: nn.Module, cuda: bool = False) -> nn.Module:
     _LAYERS.pop(out, None)
     _LAYERS.pop(net, None)
     return out
+
+
+def ranked_layers(net: nn.Module, sync_bn: bool, cuda: bool = False) -> nn.Module:
+    """A player's layers made to compute, on W ranks, what one process computes on the global batch:
+    dropout masks drawn for the global batch (:func:`kdlab.ranks.rank_dropout`) and, with
+    ``trainer.sync_batchnorm``, BatchNorm statistics over every rank (:func:`sync_batchnorm`).
+    Returns the (possibly new) network; call it only inside a process group of several ranks."""
+    rank_dropout(net)
+    return sync_batchnorm(net, cuda) if sync_bn else net
