@@ -3,15 +3,8 @@ tests/test_ddp_equivalence.py (2 ranks equal 1 process with the same global batc
 method or recipe, and the random teachers they distil."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
-import yaml
-
-from conftest import small_config
-from faults import run_once
 
 DDP = {"devices": 2, "strategy": "ddp", "threads": 1, "epochs": 2}
 GEN = {"generator": "mosaic", "generator_kwargs": {"ngf": 8}, "latent_dim": 16}

@@ -7,7 +7,7 @@ Each case runs twice through the CLI (``tests/faults.py``): one process with ``d
 ``last.ckpt`` files (parameters and buffers: BatchNorm running statistics, CRD's memory banks, EMA copies)
 must agree to ``torch.allclose(rtol=RTOL, atol=ATOL)``, or, for the cases whose training amplifies rounding
 beyond that in 6 steps (:data:`ROUNDING`: BatchNorm students, CycleGAN, OMGD), differ by at most twice what
-rounding alone does to the same 1-process run (run again with 2 intra-op threads). What makes them equal: the sampler gives rank r rows
+rounding alone does to the same 1-process run (run again with 2 intra-op threads), and at least 5 ATOL. What makes them equal: the sampler gives rank r rows
 r, r + 2, ... of the one-process batch (tests/test_ddp.py), DDP averages the gradients of batch means, every
 random draw with one row per sample takes this rank's rows of the global draw (:mod:`kdlab.ranks`), batch
 statistics (BatchNorm with ``sync_batchnorm``, CRD's partition, the entropy of the batch-mean prediction,
@@ -25,7 +25,7 @@ import torch
 import yaml
 
 from conftest import gan_student_config, small_config
-from ddp_cases import DATAFREE, DDP, GEN, KL, SMALL_VGG, cases, teachers  # noqa: F401 (teachers: a fixture)
+from ddp_cases import DDP, SMALL_VGG, cases, teachers  # noqa: F401 (teachers: a fixture)
 from faults import run_once
 
 pytestmark = pytest.mark.slow  # two runs per case (1 and 2 processes), 20-60 s per case on 2 cores
@@ -201,7 +201,7 @@ def test_image_to_image_methods_on_two_ranks_equal_one_process(tmp_path, teacher
 #: cases whose training amplifies rounding beyond ATOL within 6 steps (BatchNorm students at SGD lr 0.05 on
 #: batches of 50, CycleGAN, OMGD): measured, one process against itself with 2 intra-op threads instead of 1
 #: (nothing but the order of float sums changes) ends up to 1e-3 apart on the VGG-4 cases
-ROUNDING = {f"distill-{r}" for r in STATEFUL} | {"lwf", "cyclegan", "omgd"}
+ROUNDING = {f"distill-{r}" for r in STATEFUL} | {"lwf", "jacobian-bn", "cyclegan", "omgd"}
 
 
 def _largest(bad: list) -> float:
@@ -211,15 +211,15 @@ def _largest(bad: list) -> float:
 def _equal(tmp_path: Path, command: str, sections: dict, case: str) -> None:
     """2 ranks equal 1 process: every tensor within (RTOL, ATOL); for a :data:`ROUNDING` case, within what
     rounding alone does to that run (the largest difference between the 1-process run and itself on 2
-    threads, which reorders only the float sums), with a factor 2 of margin."""
+    threads, which reorders only the float sums) with a factor 2 of margin, and at least 5 ATOL."""
     one = run_players(tmp_path, command, sections, 1, f"{case}-one")
     two = run_players(tmp_path, command, sections, 2, f"{case}-two")
     assert any(v.is_floating_point() for p in one.values() for v in p.values())
     bad = differences(one, two)
     if bad and case in ROUNDING:
         noise = _largest(differences(one, run_players(tmp_path, command, sections, 1, f"{case}-threads", threads=2)))
-        assert _largest(bad) <= 2 * noise, (f"2 ranks vs 1 process: {_largest(bad):.3g}; rounding alone: {noise:.3g}",
-                                            bad[:10])
+        bound = max(2 * noise, 5 * ATOL)  # a run that rounding happens to leave alone (noise 0) still drifts ~1e-4
+        assert _largest(bad) <= bound, (f"2 ranks vs 1 process: {_largest(bad):.3g}; rounding alone: {noise:.3g}", bad[:10])
         return
     assert not bad, bad[:10]
 
