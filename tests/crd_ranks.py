@@ -12,7 +12,8 @@ def update_on_rank(rank: int, world: int, port: int, out: str, index: torch.Tens
                    v_t: torch.Tensor, scores: torch.Tensor) -> None:
     """Rank ``rank`` of ``world`` (gloo): the same CRD bank (seed 0), its shard of the batch, one memory
     update and one global-mean estimate; writes the banks and the mean to ``out``-<rank>.pt."""
-    from kdlab.losses.crd import CRDLoss, _global_mean
+    from kdlab.losses.crd import CRDLoss
+    from kdlab.ranks import global_mean
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -21,7 +22,7 @@ def update_on_rank(rank: int, world: int, port: int, out: str, index: torch.Tens
         crd = CRDLoss((8,), (8,), n_data=20, k=4, feat_dim=6)
         shard = slice(rank * 3, rank * 3 + (3 if rank == 0 else 2))  # unequal shards: 3 + 2 rows
         crd.update_memory(index[shard], v_s[shard], v_t[shard])
-        mean = _global_mean(scores[shard])
+        mean = global_mean(scores[shard].reshape(-1))
         torch.save({"memory_s": crd.memory_s, "memory_t": crd.memory_t, "mean": mean}, f"{out}-{rank}.pt")
     finally:
         dist.destroy_process_group()

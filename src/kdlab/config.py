@@ -147,6 +147,8 @@ class TrainerConfig:
     threads: Optional[int] = bounded(None, ge=1, optional=True)  # torch.set_num_threads on CPU
     # torch.compile of the student and teacher networks (those whose features no term hooks; kdlab.engine.speed)
     compile: str = choice("none", ("none", "default", "reduce-overhead", "max-autotune"))
+    # BatchNorm statistics over every rank's batch under DDP (kdlab.models.sync_bn); nothing in one process
+    sync_batchnorm: bool = False
     channels_last: bool = False  # 4-D inputs and every player's conv weights in channels-last memory format
     # frozen teacher's outputs on a static transfer set computed once (kdlab.methods.teacher_cache):
     # auto = when safe, on = required (refused with the reason when unsafe), off = every step

@@ -16,7 +16,7 @@ import torch
 
 from kdlab.config import ConfigError, load_config, to_yaml
 from kdlab.data import TRANSFER_LABELLED, TRANSFER_NONE, TRANSFER_SYNTH, build_datasets, make_loader, transfer_info
-from kdlab.data.transfer import EpochPasses
+from kdlab.data.transfer import EpochPasses, NoData
 from kdlab.engine import Trainer, atomic_write_text, make_fabric
 from kdlab.engine.env import git_commit, versions
 from kdlab.methods import METHODS
@@ -301,6 +301,9 @@ def train(cfg: Any, resume: bool = False, overwrite: bool = False, callbacks: Se
         fabric.seed_everything(cfg.seed)
         check_transfer(cfg, method_cls)
         data = datasets_for(cfg)
+        if fabric.world_size > 1 and isinstance(data.transfer, NoData):
+            # data.steps_per_epoch counts each rank's batches: the global batch's rows, as one process's NoData
+            data.transfer = NoData(len(data.transfer) * fabric.world_size)
         selection = select_transfer_for(cfg, data, fabric) if cfg.data.transfer_select != "none" else None
         # an epoch as the published code counts it (MosaicKD: synth_every student steps per OOD batch)
         passes = epoch_passes(cfg)

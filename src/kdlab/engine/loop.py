@@ -32,7 +32,7 @@ from kdlab.engine.interrupt import StepBoundaryInterrupt, TrainingInterrupted
 from kdlab.engine.logging import MetricsLog, ProgressBar, format_values
 from kdlab.engine.optim import apply_schedules, schedules
 from kdlab.engine.rundir import resume_changes
-from kdlab.engine.rng import gather_rng, rank_stream, rng_state, set_rng_bytes, set_rng_state
+from kdlab.engine.rng import gather_rng, rng_state, set_rng_bytes, set_rng_state
 from kdlab.engine.speed import channels_last_batch, data_on_device, nvml_check_where_useful, pin_memory_for
 
 CKPT_FORMAT = "kdlab-run-1"
@@ -205,15 +205,12 @@ class Trainer:
             ranks = state.get("rng_ranks")
             if ranks is not None and ranks.shape[0] == fabric.world_size:
                 set_rng_bytes(ranks[fabric.global_rank])
-            else:  # one process before, or another number of ranks now: fresh per-rank streams
-                rank_stream(fabric, int(cfg.seed) + int(start_epoch))
             if best["epoch"] is not None and (self.ckpt_dir / "best.ckpt").is_file():
                 best_state = load_checkpoint(self.ckpt_dir / "best.ckpt")["model"]
             self.log.truncate_after(start_epoch)
             if changes:
                 self.log.log(step, start_epoch, {"event": "resume", "changed": changes})
         else:
-            rank_stream(fabric, cfg.seed)
             if self.is_zero:
                 (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
 

@@ -1,5 +1,9 @@
-"""Random-number streams of a run: saved in ``last.ckpt`` and restored on ``--resume``, one per rank
-under DDP (each rank draws its own noise, latents and synthesised batches)."""
+"""Random-number streams of a run: saved in ``last.ckpt`` and restored on ``--resume``.
+
+Under DDP every rank keeps the one-process stream (the same seed, never re-seeded per rank): a draw with
+one row per sample draws the global batch's rows and keeps this rank's (:func:`kdlab.ranks.rank_rows`),
+so W ranks draw what one process with the global batch draws. ``last.ckpt`` still keeps each rank's
+state (:func:`gather_rng`), so a stream that a rank advanced on its own resumes where it was."""
 from __future__ import annotations
 
 import random
@@ -20,18 +24,6 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def rank_stream(fabric: Any, seed: int) -> None:
-    """Give rank r > 0 random numbers of its own (input noise, latents, Gumbel noise, synthesised batches).
-
-    Every rank starts from the run's seed, so the players are built identically; afterwards rank r
-    re-seeds from ``(seed, r)``, else every rank would draw the same z or noise and half a DDP batch would
-    repeat the other half. Rank 0 keeps the single-process stream."""
-    if fabric.world_size > 1 and fabric.global_rank > 0:
-        s = (int(seed) * 1000003 + 7919 * int(fabric.global_rank)) % (2**63 - 1)
-        torch.manual_seed(s)
-        random.seed(s)
 
 
 def rng_bytes() -> torch.Tensor:

@@ -5,11 +5,11 @@ import math
 from typing import Optional, Sequence
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from kdlab.losses._common import check_float_tensor, check_positive
 from kdlab.losses.adapters import Embed
+from kdlab.ranks import all_rows, global_mean, rank_rows
 
 #: RepDistiller defaults (``train_student.py``: ``feat_dim 128, nce_k 16384, nce_t 0.07, nce_m 0.5``;
 #: ``crd/criterion.py``: ``eps 1e-7`` inside the logs).
@@ -59,33 +59,6 @@ def contrast_scores(anchor: torch.Tensor, memory: torch.Tensor, rows: torch.Tens
     against the memory rows ``rows`` [B, R] (the memory [N, d] is detached)."""
     weight = memory.detach()[rows.reshape(-1)].view(rows.shape[0], rows.shape[1], -1)
     return torch.exp(torch.bmm(weight, anchor.unsqueeze(2)).squeeze(2) / temperature)
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _all_rows(t: torch.Tensor) -> torch.Tensor:
-    """``t`` [B, ...] of this rank -> the rows of every rank in rank order (batches may differ in size)."""
-    if not _distributed():
-        return t
-    n = torch.tensor([t.shape[0]], device=t.device)
-    sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, n)
-    most = int(max(int(s) for s in sizes))
-    padded = torch.cat([t, t.new_zeros((most - t.shape[0],) + tuple(t.shape[1:]))]) if t.shape[0] < most else t
-    parts = [torch.empty_like(padded) for _ in sizes]
-    dist.all_gather(parts, padded.contiguous())
-    return torch.cat([p[: int(s)] for p, s in zip(parts, sizes)])
-
-
-def _global_mean(t: torch.Tensor) -> torch.Tensor:
-    """The mean of ``t`` over every rank's elements (this rank's mean in one process)."""
-    if not _distributed():
-        return t.mean()
-    both = torch.stack([t.detach().sum().float(), torch.tensor(float(t.numel()), device=t.device)])
-    dist.all_reduce(both)
-    return both[0] / both[1]
 
 
 class CRDLoss(nn.Module):
@@ -170,7 +143,7 @@ class CRDLoss(nn.Module):
             raise ValueError(f"row indices must lie in [0, {self.n_data}); got [{int(given.min())}, {int(given.max())}]")
         if negatives is not None:
             return given
-        return torch.cat([given, torch.randint(0, self.n_data, (b, self.k), device=dev)], dim=1)
+        return torch.cat([given, rank_rows(lambda m: torch.randint(0, self.n_data, (m, self.k), device=dev), b)], dim=1)
 
     def forward(self, student_feature: torch.Tensor, teacher_feature: torch.Tensor, index: Optional[torch.Tensor],
                 negatives: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -192,9 +165,9 @@ class CRDLoss(nn.Module):
         out_s = contrast_scores(v_s, self.memory_t, rows, self.temperature)  # student anchor, teacher memory
         with torch.no_grad():
             if float(self.z_s) < 0:
-                self.z_s.fill_(float(_global_mean(out_s)) * self.n_data)
+                self.z_s.fill_(float(global_mean(out_s.detach().reshape(-1))) * self.n_data)
             if float(self.z_t) < 0:
-                self.z_t.fill_(float(_global_mean(out_t)) * self.n_data)
+                self.z_t.fill_(float(global_mean(out_t.detach().reshape(-1))) * self.n_data)
         loss = nce_contrast_loss(out_t / self.z_t, self.n_data) + nce_contrast_loss(out_s / self.z_s, self.n_data)
         if self.training:
             self.update_memory(index, v_s.detach(), v_t.detach())
@@ -207,7 +180,7 @@ class CRDLoss(nn.Module):
         Under several processes every rank applies the rows of every rank (gathered in rank order), so the
         banks stay equal across ranks and hold what one process with the global batch would hold; without
         this, DDP's broadcast of rank 0's buffers at each forward would drop the other ranks' updates."""
-        index, v_s, v_t = (_all_rows(t) for t in (index, v_s, v_t))
+        index, v_s, v_t = (all_rows(t) for t in (index, v_s, v_t))
         idx = index.to(self.memory_s.device).long()
         for memory, v in ((self.memory_s, v_s), (self.memory_t, v_t)):
             mixed = memory[idx] * self.momentum + v.to(memory.dtype) * (1 - self.momentum)

@@ -26,6 +26,8 @@ import torch.nn.functional as F
 
 from kdlab.losses._common import check_float_tensor, check_logit_pair, check_mode, check_positive
 from kdlab.losses.mosaic import BALANCE_LOG_BASES, balance_loss
+from kdlab.models.sync_bn import global_batch_stats
+from kdlab.ranks import distributed
 
 #: reductions of :func:`logit_l1` and :func:`activation_loss`
 L1_REDUCTIONS = ("mean", "batchmean")
@@ -151,10 +153,14 @@ def information_entropy_loss(teacher_logits: torch.Tensor, base: str = "e") -> t
 
 def batch_statistics(x: torch.Tensor):
     """Per-channel (dim 1) mean and BIASED variance of ``x`` [B, C, ...] over every other dim, as a
-    BatchNorm layer normalises with in training: ``(mean [C], var [C])``."""
+    BatchNorm layer normalises with in training: ``(mean [C], var [C])``. Under DDP, over every rank's
+    rows (differentiable; :func:`kdlab.models.sync_bn.global_batch_stats`), as one process with the
+    global batch computes them."""
     check_float_tensor(x, "BatchNorm input")
     if x.dim() < 2:
         raise ValueError(f"a BatchNorm input must have shape [B, C, ...], got {tuple(x.shape)}")
+    if distributed():
+        return global_batch_stats(x)[:2]
     dims = [0] + list(range(2, x.dim()))
     return x.mean(dims), x.var(dims, unbiased=False)
 

@@ -12,6 +12,7 @@ from typing import Callable, Optional
 import torch
 
 from kdlab.losses._common import check_mode
+from kdlab.ranks import rank_rows
 
 #: eq. 7's step/noise relation: ``paper`` = ``t <- t - (lambda/2) grad E + N(0, lambda I)`` (noise std
 #: sqrt(lambda), tied to the step); ``ports`` = ``t <- t - eta grad E + sigma N(0, I)`` with separate eta
@@ -73,7 +74,8 @@ def langevin(energy: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, s
             (grad,) = torch.autograd.grad(e.sum(), x)
             x = x.detach() - drift * grad
             if sigma > 0:
-                x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                x = x + sigma * rank_rows(lambda n: torch.randn((n, *x.shape[1:]), generator=generator, device=x.device,
+                                                                dtype=x.dtype), x.shape[0])
     return x.detach()
 
 

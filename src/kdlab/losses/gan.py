@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from kdlab.losses._common import check_float_tensor
+from kdlab.ranks import rank_rows
 
 
 def _check_scores(x: torch.Tensor, name: str) -> None:
@@ -91,7 +92,7 @@ def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, generator: 
     """
     if real.shape != fake.shape:
         raise ValueError(f"real and fake batches must have equal shapes, got {tuple(real.shape)} and {tuple(fake.shape)}")
-    eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype, generator=generator)
+    eps = rank_rows(lambda n: torch.rand(n, 1, 1, 1, device=real.device, dtype=real.dtype, generator=generator), real.shape[0])
     x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
     scores = critic(x_hat)
     (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)

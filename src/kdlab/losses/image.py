@@ -22,6 +22,7 @@ import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from kdlab.losses._common import check_float_tensor, check_mode, check_positive
+from kdlab.ranks import world
 
 REDUCTIONS = ("sum", "mean")
 TV_NORMS = ("l1", "l2")
@@ -140,7 +141,8 @@ def total_variation(x: torch.Tensor, norm: str = "l1", reduction: str = "sum") -
     The paper names the term without its form: this choice is ours. ``reduction="sum"`` sums each image's
     differences and averages the batch; ``"mean"`` divides that by C*H*W; ``"batch_sum"`` sums over the whole
     batch (B times ``"sum"``), as OMGD's ``backward_G_student`` (bytedance/OMGD
-    ``distillers/multiteacher_distiller.py``: ``torch.sum(torch.abs(...))`` of both directions).
+    ``distillers/multiteacher_distiller.py``: ``torch.sum(torch.abs(...))`` of both directions); under DDP
+    with W ranks, W times this rank's sum, so that DDP's average over the ranks is the global batch's sum.
 
     Args:
         x: [B, C, H, W] float. norm: ``"l1"`` or ``"l2"``. reduction: ``"sum"``, ``"mean"`` or ``"batch_sum"``.
@@ -157,7 +159,8 @@ def total_variation(x: torch.Tensor, norm: str = "l1", reduction: str = "sum") -
     f = (lambda d: d.abs()) if norm == "l1" else (lambda d: d.pow(2))  # noqa: E731
     per_example = f(dh).flatten(1).sum(1) + f(dw).flatten(1).sum(1)
     if reduction == "batch_sum":
-        return per_example.sum()
+        # under DDP a sum over the global batch: W times this rank's (DDP averages the W ranks' gradients)
+        return per_example.sum() * world()[0]
     if reduction == "mean":
         per_example = per_example / x[0].numel()
     return per_example.mean()

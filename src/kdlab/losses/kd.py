@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from kdlab.losses._common import check_float_tensor, check_logit_pair, check_mode, check_positive
+from kdlab.ranks import world
 
 #: Reductions of :func:`kd_loss` (the conventions of the frameworks users port configs from).
 KD_REDUCTIONS = ("batchmean", "mean", "sum")
@@ -46,7 +47,8 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
       over the B examples (PyTorch's ``reduction='batchmean'``, i.e. the true KL per example, in nats;
       RepDistiller/mdistiller). ``"mean"``: the pointwise terms ``p_t (log p_t - log p_s)`` averaged over
       all B x K entries (PyTorch's ``reduction='mean'``, used by KD_Lib and some torchdistill configs;
-      = batchmean / K). ``"sum"``: summed over everything (= batchmean * B);
+      = batchmean / K). ``"sum"``: summed over everything (= batchmean * B; under DDP with W ranks,
+      W times this rank's sum: the global batch's, once DDP averages the ranks);
     * with ``t_squared`` (default) it is multiplied by ``T^2`` so that the gradient magnitude stays
       comparable across temperatures: ``d loss / d z_s = T * (p_s - p_t) / B`` with ``p = softmax(z / T)``
       (batchmean); ``t_squared=False`` drops the factor (frameworks that leave it to the weight);
@@ -87,5 +89,6 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
         kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
     else:  # torch's own 'mean' is deprecated (to become batchmean): sum, then divide by B x K here
         kl = F.kl_div(log_p_s, log_p_t, reduction="sum", log_target=True)
-        kl = kl / log_p_s.numel() if reduction == "mean" else kl
+        # "sum" under DDP: the global batch's sum, W times this rank's (DDP averages the ranks' gradients)
+        kl = kl / log_p_s.numel() if reduction == "mean" else kl * world()[0]
     return kl * (t * t) if t_squared else kl

@@ -19,6 +19,7 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from kdlab.ranks import global_rows, rank_rows, world
 
 from kdlab.losses._common import check_float_tensor, check_mode, check_positive
 
@@ -103,7 +104,8 @@ def gumbel_softmax_sample(
 
 def _gumbel(k: int, like: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
     """k i.i.d. Gumbel(0, 1) draws of ``like``'s shape, [k, *like.shape] (``-log(-log u)``, u clamped away from 0)."""
-    u = torch.rand((k, *like.shape), generator=generator, device=like.device, dtype=like.dtype)
+    u = rank_rows(lambda n: torch.rand((k, n, *like.shape[1:]), generator=generator, device=like.device, dtype=like.dtype),
+                  like.shape[0], dim=1)  # the global batch's draws, this rank's rows
     tiny = torch.finfo(like.dtype).tiny
     e = -torch.log(u.clamp_min(tiny))  # Exp(1) draws
     return -torch.log(e.clamp_min(tiny))
@@ -119,7 +121,8 @@ def sample_labels(logits: torch.Tensor, k: int = 1, generator: Optional[torch.Ge
     if logits.dim() != 2:
         raise ValueError(f"logits must have shape [B, K], got {tuple(logits.shape)}")
     p = F.softmax(logits.detach().float(), dim=-1)
-    return torch.multinomial(p, k, replacement=True, generator=generator).t().contiguous()
+    w, r = world()  # under DDP: the global batch's rows (drawn alike on every rank), then this rank's r::W
+    return torch.multinomial(global_rows(p), k, replacement=True, generator=generator)[r::w].t().contiguous()
 
 
 def concrete_log_density(logits: torch.Tensor, log_y: torch.Tensor, tau: float) -> torch.Tensor:

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from kdlab.losses._common import check_float_tensor, check_logit_pair, check_mode, check_positive
+from kdlab.ranks import global_mean
 
 #: log bases of :func:`balance_loss`: ``e`` (nats, eq. 1 as an entropy) or ``2`` (bits, the published code)
 BALANCE_LOG_BASES = ("e", "2", "10")
@@ -45,7 +46,8 @@ def balance_loss(probs_or_logits: torch.Tensor, probs: bool = False, log_base: s
     """Class-balance loss, MosaicKD supplement eq. 1: ``L_balance = -H(E_{x~P_G} p(y|x, theta_t))``
 
     ``= sum_y pbar(y) log_b pbar(y)`` with ``pbar = mean_i p_t(.|x_i)`` the batch-mean teacher
-    prediction. Minimising it spreads the generated batch over the classes. Range ``[-log_b K, 0]``:
+    prediction (under DDP the mean over every rank's rows, :func:`kdlab.ranks.global_mean`, so W ranks
+    compute the global batch's value). Minimising it spreads the generated batch over the classes. Range ``[-log_b K, 0]``:
     ``-log_b K`` iff ``pbar`` is uniform, 0 iff the whole batch predicts one class with certainty.
 
     The published code uses ``log2`` (``log_base="2"``, bits; its weight 10 is on that scale); the
@@ -71,7 +73,7 @@ def balance_loss(probs_or_logits: torch.Tensor, probs: bool = False, log_base: s
         p = x
     else:
         p = F.softmax(x, dim=1)
-    pbar = p.mean(0)
+    pbar = global_mean(p, 0)  # under DDP the global batch's mean prediction (kdlab.ranks)
     # p log p -> 0 at p = 0; the clamp keeps log finite (and its gradient) where a class has no mass
     out = (pbar * torch.log(pbar.clamp_min(torch.finfo(dtype).tiny))).sum()
     return out if log_base == "e" else out / math.log(float(log_base))

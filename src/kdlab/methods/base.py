@@ -24,6 +24,7 @@ from kdlab.engine import build_optimizer, build_scheduler, unwrap
 from kdlab.engine.checkpoint import classifier_metadata
 from kdlab.engine.speed import compile_networks, setup_player, to_channels_last
 from kdlab.metrics import evaluate_accuracy
+from kdlab.models.batch_stats import ranked_layers
 from kdlab.registry import Registry
 from kdlab.terms import Objective, Outputs, Student, TermContext, build_objective
 
@@ -215,7 +216,11 @@ class Method(ABC):
         """Move players to Fabric's device (wrapped by Fabric where that changes anything: DDP, mixed
         precision; see :func:`kdlab.engine.speed.setup_player`) and frozen nets to the device."""
         self.fabric = fabric
+        tcfg = self.cfg.trainer
         for name in list(self.players):
+            if getattr(fabric, "world_size", 1) > 1:  # before DDP wraps them (DDP keeps the module it is given)
+                self.players[name] = ranked_layers(self.players[name], bool(tcfg.sync_batchnorm),
+                                                   fabric.device.type == "cuda")
             module, opt = setup_player(fabric, self.players[name], self.optimizers[name])
             self.players[name], self.optimizers[name] = module, opt
         for name, module in self.frozen.items():
@@ -225,7 +230,6 @@ class Method(ABC):
             if isinstance(inner, Student):
                 prefix = f"{name}."
                 inner.objective.bind({k[len(prefix):]: m for k, m in self.players.items() if k.startswith(prefix)})
-        tcfg = self.cfg.trainer
         if tcfg.channels_last:
             for module in list(self.players.values()) + list(self.frozen.values()):
                 to_channels_last(unwrap(module))

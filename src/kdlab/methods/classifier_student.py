@@ -27,6 +27,7 @@ from kdlab.engine import file_sha256, load_network, network_identity, train_load
 from kdlab.engine.speed import channels_last_batch
 from kdlab.methods.base import Method, build_network, unwrap
 from kdlab.methods.teacher_cache import build_teacher_cache, cache_blockers
+from kdlab.ranks import rank_rows
 from kdlab.terms import Outputs
 
 
@@ -146,7 +147,8 @@ class ClassifierStudentMethod(Method):
         """(weighted terms incl. ``loss``, student outputs, teacher outputs) for one batch, no step.
         ``cached``: a training batch of the transfer set, whose teacher outputs the cache may give."""
         sigma = self.input_noise
-        x = batch.x + sigma * torch.randn_like(batch.x) if sigma > 0 else batch.x
+        x = batch.x + sigma * rank_rows(lambda n: batch.x.new_empty((n, *batch.x.shape[1:])).normal_(), len(batch.x)) \
+            if sigma > 0 else batch.x
         x = self.objective.prepare_input(x, batch)
         if cached and self.teacher_cache is not None and batch.index is not None:
             t = self.teacher_cache.outputs(batch.index, x, lambda: self.teacher_forward(x, batch))

@@ -53,6 +53,7 @@ from kdlab.methods.gan_players import (DiscriminatorGame, add_discriminator, bui
 from kdlab.methods.generator_student import GeneratorStudentConfig, GeneratorStudentMethod
 from kdlab.models.gan import DISCRIMINATORS
 from kdlab.models.gates import GateSet, channel_gates
+from kdlab.ranks import rank_rows
 from kdlab.terms import TERMS, CriticView
 
 
@@ -168,7 +169,7 @@ class GANCompression(GeneratorStudentMethod):
     def gate_step(self, real: torch.Tensor) -> Dict[str, torch.Tensor]:
         """One update of the gates (:func:`kdlab.methods.gan_players.gate_step`) on the student's and the teacher's
         images of a fresh z and the step's ``real`` images (GCC: a validation batch)."""
-        z = torch.randn(real.shape[0], self.latent_dim, device=real.device)
+        z = rank_rows(lambda n: torch.randn(n, self.latent_dim, device=real.device), real.shape[0])
         with torch.no_grad():
             s_img, t_img = self.players["student"](z).out, self.frozen["teacher"](z)
         return gate_step(self, s_img, t_img, Batch(target=real, size=real.shape[0]))

@@ -48,6 +48,7 @@ from kdlab.methods.gan_players import (
     save_epoch_grid,
 )
 from kdlab.metrics.generative import FeatureSet, fid_from_features, generator_batches
+from kdlab.ranks import rank_rows
 from kdlab.terms import CriticView, Outputs, TermContext
 
 
@@ -115,7 +116,7 @@ class GANTraining(Method):
             self.ema.model.to(fabric.device)
 
     def _z(self, n: int, device: Any) -> torch.Tensor:
-        return torch.randn(n, unwrap(self.players["generator"]).latent_dim, device=device)
+        return rank_rows(lambda m: torch.randn(m, unwrap(self.players["generator"]).latent_dim, device=device), n)
 
     def training_step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
         real = self.range.to_tanh(batch.x)

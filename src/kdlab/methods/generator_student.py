@@ -35,6 +35,7 @@ from kdlab.methods.gan_config import GanEvalConfig, check_eval_config
 from kdlab.methods.gan_eval import gan_finalize
 from kdlab.methods.gan_players import DataRange, build_gen, generator_export_state, nan_guard, save_epoch_grid
 from kdlab.metrics.generative import generate_images
+from kdlab.ranks import rank_rows
 
 INPUTS = ("latent", "image")
 #: ``players.latents``: a fresh z every step, or a fixed z per transfer row
@@ -135,7 +136,7 @@ class GeneratorStudentMethod(Method):
                 raise RuntimeError("players.latents = 'pool' needs the transfer source (built with it) and batch.index")
             self.latent_pool = self.latent_pool.to(device)  # once: a no-op when it is there already
             return self.latent_pool[batch.index.to(device)]
-        return torch.randn(len(batch), self.latent_dim, device=device)
+        return rank_rows(lambda n: torch.randn(n, self.latent_dim, device=device), len(batch))
 
     # -- the student step ------------------------------------------------------------------------
     def distill_step(self, inputs: torch.Tensor, batch: Batch,

@@ -12,6 +12,7 @@ from torch import nn
 
 from kdlab.config import ConfigError, EvalConfig, bounded, choice
 from kdlab.models.gan import build_discriminator
+from kdlab.ranks import global_rows, world
 
 
 @dataclass
@@ -152,7 +153,10 @@ class ImagePool:
     :meth:`query` of a batch ``[B, C, H, W]`` (detached): while the pool holds fewer than ``size`` images
     each image is stored and returned; afterwards each image is, with probability 1/2, returned as is,
     or swapped with a random stored image (the stored one is returned, the new one kept). ``size = 0``
-    returns the batch unchanged. Draws use torch's global generator (seeded per run and rank).
+    returns the batch unchanged. Draws use torch's global generator. Under DDP the pool is the global
+    batch's: every rank queries one pool with every rank's images in one-process order
+    (:func:`kdlab.ranks.global_rows`; the same draws on every rank) and keeps its rows, so W ranks show
+    their discriminators what one process would.
     """
 
     def __init__(self, size: int = 50) -> None:
@@ -165,6 +169,12 @@ class ImagePool:
     def query(self, images: torch.Tensor) -> torch.Tensor:
         if self.size == 0:
             return images.detach()
+        w, r = world()
+        if w > 1:
+            return self._query(global_rows(images.detach()))[r::w]
+        return self._query(images)
+
+    def _query(self, images: torch.Tensor) -> torch.Tensor:
         out = []
         for img in images.detach():
             img = img.unsqueeze(0)

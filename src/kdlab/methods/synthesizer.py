@@ -58,6 +58,7 @@ from kdlab.engine import unwrap
 from kdlab.methods.gan_players import nan_guard
 from kdlab.models.base import frozen
 from kdlab.models.gan import DISCRIMINATORS, GENERATORS, build_discriminator, build_generator, sample_latent
+from kdlab.ranks import rank_rows
 from kdlab.terms import CriticView, Outputs, TermContext
 from kdlab.terms.objective import forward_features
 
@@ -212,7 +213,7 @@ class Synthesizer:
 
     def generate(self, n: int, device: Any) -> torch.Tensor:
         """``n`` synthetic images [n, C, H, W] in the teacher's normalised input space, WITH the generator's graph."""
-        z = sample_latent(n, self.latent_dim, device=device)
+        z = rank_rows(lambda m: sample_latent(m, self.latent_dim, device=device), n)
         g = self.method.players["generator"](z)
         if self._scale.device != g.device:  # moved once, not on every step
             self._scale, self._shift = self._scale.to(g.device), self._shift.to(g.device)

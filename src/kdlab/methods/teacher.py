@@ -10,6 +10,7 @@ from torch import nn
 from kdlab.config import bounded
 from kdlab.data.batch import Batch
 from kdlab.methods.base import METHODS, Method, build_network, unwrap
+from kdlab.ranks import rank_rows
 from kdlab.terms.objective import network_outputs
 
 
@@ -58,7 +59,7 @@ class TeacherTraining(Method):
     def training_step(self, batch: Batch, step: int) -> Dict[str, torch.Tensor]:
         x = batch.x
         if self.input_noise > 0:
-            x = x + self.input_noise * torch.randn_like(x)
+            x = x + self.input_noise * rank_rows(lambda n: x.new_empty((n, *x.shape[1:])).normal_(), x.shape[0])
         x = self.objective.prepare_input(x, batch)
         s = network_outputs(self.players["model"], x, self.objective.student_features)
         terms = self.objective(s, None, batch)

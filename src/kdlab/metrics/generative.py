@@ -89,7 +89,8 @@ def _batches(x: Tensor, batch_size: int) -> Iterable[Tensor]:
 def _fid_metric(extractor: nn.Module):
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    return FrechetInceptionDistance(feature=extractor, reset_real_features=True, normalize=True).double()
+    return FrechetInceptionDistance(feature=extractor, reset_real_features=True, normalize=True,
+                                    sync_on_compute=False).double()
 
 
 def frechet_distance(real: Tensor, fake: Tensor, extractor: nn.Module, batch_size: int = 500) -> float:
@@ -152,7 +153,7 @@ def _kid_metric(extractor: nn.Module, subsets: int, subset_size: int):
     with warnings.catch_warnings():  # "will save all extracted features": intended here
         warnings.simplefilter("ignore", UserWarning)
         return KernelInceptionDistance(feature=extractor, subsets=subsets, subset_size=subset_size,
-                                       reset_real_features=True, normalize=True)
+                                       reset_real_features=True, normalize=True, sync_on_compute=False)
 
 
 def _is_metric(classifier: nn.Module, splits: int):
@@ -163,7 +164,7 @@ def _is_metric(classifier: nn.Module, splits: int):
     with warnings.catch_warnings():  # "will save all extracted features": intended here
         warnings.simplefilter("ignore", UserWarning)
         # normalize=False: a custom extractor gets the float images as they are (True would cast to uint8)
-        return InceptionScore(feature=classifier, splits=splits, normalize=False)
+        return InceptionScore(feature=classifier, splits=splits, normalize=False, sync_on_compute=False)
 
 
 def inception_score(images: Tensor, classifier: nn.Module, splits: int = 10, seed: Optional[int] = 0,

@@ -66,7 +66,9 @@ def paired_errors(batches: Iterable[Tuple[Tensor, Tensor]]) -> Dict[str, float]:
         count += f.numel()
         n += f.shape[0]
         if ssim is None:
-            ssim = StructuralSimilarityIndexMeasure(data_range=1.0).to(device=f.device, dtype=torch.float64)
+            # sync_on_compute=False: one process scores the whole set (under DDP, rank 0 alone: no collective)
+            ssim = StructuralSimilarityIndexMeasure(data_range=1.0, sync_on_compute=False).to(device=f.device,
+                                                                                             dtype=torch.float64)
         ssim.update(f, r)
     if ssim is None:
         raise ValueError("paired_errors got no batches: the evaluation set is empty")

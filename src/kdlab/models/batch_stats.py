@@ -34,8 +34,14 @@ Why not ``torch.func`` (``vmap(jacrev)`` over a functional BatchNorm): it needs 
 function of one sample (hooks for named features, in-place running-statistic updates and dropout do not
 vmap cleanly), and ``jacrev`` builds all K rows of every sample's Jacobian where the selections
 ``top``/``label`` need one backward for the whole batch.
-``DistributedDataParallel`` with ``SyncBatchNorm`` is not covered: its statistics are global
-while the recorded ones are the local batch's.
+Several processes: with plain BatchNorm each rank's layers normalise with the rank's own batch, so the
+per-sample Jacobian is that of the function given the rank's batch (W ranks of batch b differ from one
+process of batch W b, as the outputs themselves do). With ``trainer.sync_batchnorm``
+(:func:`sync_batchnorm`, :class:`kdlab.models.sync_bn.GlobalBatchNorm`) the main pass normalises with
+every rank's statistics and the recorded statistics are those same global ones (gathered with
+gradients to the parameters), so the per-sample Jacobian is ``d f(x_i) / d x_i`` given the global
+batch: exactly what one process with the global batch computes. Held constant, the statistics carry no
+input gradient across samples or ranks, so no collective runs inside the Jacobian pass.
 """
 from __future__ import annotations
 
@@ -48,7 +54,10 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
-__all__ = ["coupled_norms", "record_batch_stats", "frozen_batch_stats", "jacobian_forward"]
+from kdlab.models.sync_bn import global_batch_stats, global_batchnorm, syncs
+from kdlab.ranks import rank_dropout
+
+__all__ = ["coupled_norms", "record_batch_stats", "frozen_batch_stats", "jacobian_forward", "sync_batchnorm", "ranked_layers"]
 
 T = TypeVar("T")
 _LAYERS: "weakref.WeakKeyDictionary[nn.Module, Tuple[list, list]]" = weakref.WeakKeyDictionary()
@@ -87,8 +96,9 @@ def record_batch_stats(norms: List[Tuple[str, _BatchNorm]]) -> Iterator[Dict[str
     handles = []
 
     def hook(name: str) -> Callable[..., None]:
-        def pre(_m: nn.Module, args: Tuple[Any, ...]) -> None:
-            store[name] = _stats(args[0])
+        def pre(m: nn.Module, args: Tuple[Any, ...]) -> None:
+            # a synchronised layer normalises with every rank's statistics: record those
+            store[name] = global_batch_stats(args[0])[:2] if syncs(m) else _stats(args[0])
         return pre
 
     try:
@@ -166,3 +176,23 @@ def jacobian_forward(net: nn.Module, x: torch.Tensor, run: Optional[Callable[[to
             if dev_state is not None:
                 torch.cuda.set_rng_state(dev_state, x.device)
             return main, run(x)
+
+
+def sync_batchnorm(net: nn.Module, cuda: bool = False) -> nn.Module:
+    """``net`` with BatchNorm statistics over every rank (``trainer.sync_batchnorm``): PyTorch's
+    ``SyncBatchNorm`` on CUDA (``cuda``), :class:`~kdlab.models.sync_bn.GlobalBatchNorm` elsewhere (DDP
+    refuses ``SyncBatchNorm`` on CPU modules). The layers keep their ``Parameter`` objects and running
+    statistics. Returns the converted network (a new object only when ``net`` is a BatchNorm layer)."""
+    out = nn.SyncBatchNorm.convert_sync_batchnorm(net) if cuda else global_batchnorm(net)
+    _LAYERS.pop(out, None)
+    _LAYERS.pop(net, None)
+    return out
+
+
+def ranked_layers(net: nn.Module, sync_bn: bool, cuda: bool = False) -> nn.Module:
+    """A player's layers made to compute, on W ranks, what one process computes on the global batch:
+    dropout masks drawn for the global batch (:func:`kdlab.ranks.rank_dropout`) and, with
+    ``trainer.sync_batchnorm``, BatchNorm statistics over every rank (:func:`sync_batchnorm`).
+    Returns the (possibly new) network; call it only inside a process group of several ranks."""
+    rank_dropout(net)
+    return sync_batchnorm(net, cuda) if sync_bn else net

@@ -10,6 +10,7 @@ import torch
 
 from kdlab.config import choice
 from kdlab.losses.datafree import one_hot_loss
+from kdlab.ranks import rank_rows
 from kdlab.terms.base import TERMS, Term, TermConfig
 
 TARGETS = ("argmax", "random")
@@ -28,5 +29,6 @@ class OneHotTerm(Term):
     roles = frozenset({"generator"})
 
     def forward(self, s, t, batch):
-        y = None if self.cfg.targets == "argmax" else torch.randint(0, t.out.shape[1], (t.out.shape[0],), device=t.out.device)
+        y = None if self.cfg.targets == "argmax" else rank_rows(
+            lambda n: torch.randint(0, t.out.shape[1], (n,), device=t.out.device), t.out.shape[0])
         return one_hot_loss(t.out, y)
