@@ -366,10 +366,10 @@ def load_spec(spec: Union[None, str, Path, Dict[str, Any]] = None, *, methods: S
     if slugify(out.name) != out.name.lower():
         raise ConfigError(f"compare name {out.name!r}: use letters, digits, '.' or '-' (it starts every run name)")
     out = apply_quick(out) if quick else out
-    check_comparison_rows(out.comparisons if declared else [], out.rows, out.seeds)
     if declared and len(out.seeds) < 2:
         raise ConfigError(f"seeds = {out.seeds}: the spec's declared comparisons are paired tests over seeds and need "
                           "at least 2 seeds; accepted: 2 or more seeds (e.g. --seeds 0,1,2,3,4)")
+    check_comparison_rows(out.comparisons if declared else [], out.rows, out.seeds)
     return out
 
 
