@@ -152,6 +152,9 @@ TERMS = {
     "loss-families": {f"loss-families-{row}-limited-s0": sorted({"ce", row})
                       for row in ("ce", "kd", "hints", "attention", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp",
                                   "nst", "crd", "dkd", "dist", "srd")},
+    "mosaickd": {"mosaickd-kd-ood-s0": ["kd"], "mosaickd-fitnet-ood2-s0": ["hints", "kd"], "mosaickd-mosaickd-ood-s0": ["kd"],
+                 "mosaickd-dfad-no-ood-s0": ["l1"], "mosaickd-indomain-no-ood-s0": ["kd"],
+                 "mosaickd-reg-none-ablation-s0": ["kd"]},
     "vem-ablation": {"vem-base-d4-s0": ["mse"], "vem-vid-d8-s0": ["mse", "vid"], "vem-crd-d4-s0": ["crd", "mse"],
                      "vem-vem-d8-s0": ["mse", "vem"], "vem-vem-lam0.005-d4-s0": ["mse", "vem"],
                      "vem-clf-kd-s0": ["ce", "kd"], "vem-clf-vem-eta1-s0": ["ce", "kd", "vem"]},

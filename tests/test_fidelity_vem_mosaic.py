@@ -244,52 +244,39 @@ def test_epoch_pass_student_keeps_the_old_epoch(tmp_path, teacher, monkeypatch):
     assert dict(counts) == {"discriminator": 1, "generator": 1, "student": 4}
 
 
+def _spec_row(slug: str):
+    """A row of ``kdlab reproduce mosaickd``'s spec at small scale (recipes/experiments/mosaickd.yaml)."""
+    from kdlab.compare import load_spec
+    from kdlab.experiments.specs import SPEC_DIR
+
+    return next(r for r in load_spec(SPEC_DIR / "mosaickd.yaml", scale="small").rows if r.slug == slug)
+
+
 def test_frozen_generator_control_isolates_mosaicking(tmp_path, teacher, monkeypatch):
     """Row 'control': OOD + an untrained generator that never steps, no discriminator; the student still gets
     cat(G_0(z), OOD) for the same updates."""
-    from kdlab.experiments.mosaickd import FROZEN_G, SCALE, _row
-
     counts, sizes, run = _counted_run(tmp_path, teacher, monkeypatch, "frozen", players={
         "train_generator": False, "discriminator": None},  # the experiment's FROZEN_G, as sections
         objective={"generator": {"gan": {"weight": 0.0}}, "discriminator": {"gan": {"weight": 0.0}}})
     assert dict(counts) == {"student": 20} and sizes == [32] * 20
-    recipe, ov = _row("frozen-g", "mnist-digits", SCALE["small"])
-    assert recipe == "mosaickd" and set(FROZEN_G) <= set(ov) and "players.train_generator=false" in ov
+    row = _spec_row("frozen-g-ood")  # the experiment's row: the mosaickd row's sets + exactly these
+    assert row.recipe.stem == "mosaickd" and set(row.set) - set(_spec_row("mosaickd-ood").set) == {
+        "players.train_generator=false", "players.discriminator=null", "objective.generator.gan.weight=0",
+        "objective.discriminator.gan.weight=0"}
 
 
 def test_entropy_selection_row_runs_mosaickd_on_the_highest_entropy_subset(tmp_path, teacher, monkeypatch):
     """Row 'OOD subset' (Algorithm 1, kd_mosaic.py ``prepare_ood_data``: top-k teacher entropy): the experiment's
     mosaickd-entropy row, and a run that selects 32 of 48 digits: 2 batches, 10 student updates per epoch."""
-    from kdlab.experiments.mosaickd import SCALE, _row
-
-    recipe, ov = _row("mosaickd-entropy", "mnist-digits", SCALE["small"])
-    assert recipe == "mosaickd" and "data.transfer_select=entropy" in ov and f"data.transfer_k={SCALE['small']['ood_n'] // 2}" in ov
+    row = _spec_row("mosaickd-entropy-ood")
+    assert row.recipe.stem == "mosaickd" and {"data.transfer_select=entropy", "data.transfer_n=4000",
+                                              "data.transfer_k=2000"} <= set(row.set)
     counts, _, run = _counted_run(tmp_path, teacher, monkeypatch, "entropy", n=48,
                                   data={"transfer_select": "entropy", "transfer_k": 32})
     assert dict(counts) == {"discriminator": 2, "generator": 2, "student": 10}
     import json
 
     assert json.loads((run / "summary.json").read_text())["data"]["selection"]["rule"] == "entropy"
-
-
-def test_every_mosaickd_experiment_row_gets_the_same_student_updates():
-    """Budgets in student updates: 5 loader passes of the KD rows = one published MosaicKD epoch."""
-    from kdlab.experiments.mosaickd import PASSES, SCALE, _row, _steps_per_epoch
-
-    for sc in SCALE.values():
-        steps, src = _steps_per_epoch(sc), next(iter(sc["sources"]))
-
-        def ov(row, key):
-            recipe, o = _row(row, None if row in ("indomain", "dfad", "dafl") else src, sc)
-            return int(next(v.split("=")[1] for v in reversed(o) if v.startswith(key)))
-
-        want = sc["epochs"] * PASSES * steps
-        assert ov("kd", "trainer.epochs=") * steps == want
-        batch = -(-sc["ood_n"] // steps)
-        assert ov("balanced", "trainer.epochs=") * -(-(sc["ood_n"] // 2) // batch) == want
-        assert ov("mosaickd", "trainer.epochs=") * PASSES * steps == want
-        assert ov("frozen-g", "trainer.epochs=") * PASSES * steps == want
-        assert ov("dfad", "trainer.epochs=") * ov("dfad", "data.steps_per_epoch=") == want
 
 
 def test_frozen_generator_with_a_discriminator_is_refused(tmp_path, teacher):

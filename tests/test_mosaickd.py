@@ -235,10 +235,14 @@ def test_discriminator_step_lowers_its_bce_on_a_fixed_toy_problem(tmp_path, teac
 
 def test_regularizer_settings_of_fig1(tmp_path, teacher, map_disc):
     from kdlab.data import Batch
-    from kdlab.experiments.mosaickd import REGULARIZERS
+    from kdlab.compare import load_spec
+    from kdlab.experiments.specs import SPEC_DIR
 
+    rows = {r.slug: r for r in load_spec(SPEC_DIR / "mosaickd.yaml", scale="small").rows}
+    none_sets = [o for o in rows["reg-none-ablation"].set if o not in rows["stride1-ablation"].set]
+    assert len(none_sets) == 3
     overrides = {}
-    for item in REGULARIZERS["none"]:  # the experiment's "no discriminator" row, as its dotted overrides
+    for item in none_sets:  # the experiment's "no discriminator" row, as its dotted overrides
         key, value = item.split("=")
         node = overrides
         parts = key.split(".")

@@ -7,6 +7,7 @@ other comparisons of interest, in the same form::
       - {a: "CE + match Jacobians", b: "CE", metric: test_acc_best, direction: greater,
          label: "matching Jacobians as well raises accuracy", paper: "Srinivas & Fleuret 2018, Table 1",
          columns: ["1", "5"]}          # only with a spec's ``columns``; default: every column
+      - {a: mosaickd, b: dfad, b_column: no-ood, columns: [ood], ...}  # b from one column (its 'only' rows)
 
 ``a`` and ``b`` name rows by label or by name (slug), ``metric`` is a per-seed number the rows produce
 (:data:`METRICS`, by the rows' method kind), ``direction`` says which way the paper claims ``a - b``
@@ -36,7 +37,7 @@ METRICS: Dict[str, tuple] = {
 }
 #: what a comparison is: declared primary (Holm-adjusted), declared secondary, or the post-hoc default
 KINDS = ("primary", "secondary", "post hoc")
-_KEYS = ("a", "b", "metric", "direction", "label", "paper", "columns")
+_KEYS = ("a", "b", "metric", "direction", "label", "paper", "columns", "b_column")
 
 
 @dataclass
@@ -89,7 +90,8 @@ def parse_comparisons(raw: Any, key: str, rows: Sequence[Any], columns: Sequence
 
     Raises:
         ConfigError: not a list of mappings, an unknown key, a missing ``a``/``b``/``metric``/``label``,
-            a row that does not exist, the same row on both sides, a bad direction, an unknown column.
+            a row that does not exist, the same row on both sides, a bad direction, an unknown column or
+            ``b_column`` (the column ``b`` is taken from, for every column of ``a``).
     """
     if raw is None:
         return []
@@ -121,8 +123,12 @@ def parse_comparisons(raw: Any, key: str, rows: Sequence[Any], columns: Sequence
         bad = [c for c in cols if c is not None and c not in columns]
         if bad:
             raise ConfigError(f"{where}.columns: no column {bad[0]!r}; accepted: {', '.join(columns)}")
+        b_col = item.get("b_column")
+        if b_col is not None and str(b_col) not in columns:
+            raise ConfigError(f"{where}.b_column: no column {b_col!r}; accepted: {', '.join(columns) or 'none'}")
         for col in cols:
-            out.append(Comparison(a=expand(a.slug, col), b=expand(b.slug, col), metric=item["metric"],
+            out.append(Comparison(a=expand(a.slug, col), b=expand(b.slug, col if b_col is None else str(b_col)),
+                                  metric=item["metric"],
                                   direction=direction, label=str(item["label"]), paper=str(item.get("paper") or ""),
                                   kind=key, column=col))
     return out

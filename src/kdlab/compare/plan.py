@@ -283,7 +283,7 @@ def plan_compare(spec: CompareSpec, out_dir: Path, extra: Sequence[str] = (), jo
     plan = Plan(spec=spec, out=report_dir, teacher=teacher_cell, teacher_path=teacher_path,
                 n_extra=len(extra))
     for row in spec.rows:
-        for seed in spec.seeds:
+        for seed in row.seeds or spec.seeds:
             plan.cells.append(_student_cell(spec, row, seed, out_dir, teacher_path, extra))
     names: Dict[str, str] = {}
     for cell in ([teacher_cell] if teacher_cell else []) + plan.cells:

@@ -31,9 +31,10 @@ A spec names one teacher, one student set-up, one data budget, the seeds and the
     columns:                        # optional: every row once per column (e.g. data budgets); rows become
       "5": [data.n_per_class=5]     # "<label> [5]" / <name>-5, comparisons one per column
       "50": {set: [data.n_per_class=50, trainer.epochs=8],  # or a mapping: the column's sets, and
-             rows: {kd: [objective.student.kd.temperature=2]}}  # sets of some rows in this column only
+             rows: {kd: [objective.student.kd.temperature=2]}}  # sets of some rows in this column only;
+                                    # also only: [rows it holds], seeds: [its seeds] (kdlab.compare.columns)
     scales:                         # optional variants (kdlab reproduce --scale): lists appended, student
-      small: {seeds: [0, 1, 2, 3, 4]}   # merged, seeds / columns / budget replaced
+      small: {seeds: [0, 1, 2, 3, 4]}   # merged, secondary appended, seeds / columns / budget replaced
       full: {common: [trainer.epochs=100]}
 
 A row is a packaged recipe, a YAML path, or only inline ``key=value`` sets (on top of ``student`` and
@@ -54,6 +55,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from kdlab.compare.claims import Comparison, find_row, default_comparisons, parse_comparisons
+from kdlab.compare.columns import check_comparison_rows, column_slug, parse_columns
 from kdlab.config import ConfigError
 
 __all__ = ["MethodRow", "CompareSpec", "load_spec", "parse_method_arg", "slugify", "find_config", "SPEC_KEYS",
@@ -67,8 +69,9 @@ SPECS = RECIPES / "compare"
 #: the keys a spec file may hold
 SPEC_KEYS = ("name", "title", "teacher", "teacher_set", "student", "budget", "seeds", "common", "methods", "quick",
              "launcher", "primary", "secondary", "columns", "scales")
-#: the keys of a ``scales`` entry (and what each does: lists appended, student merged, the rest replaced)
-SCALE_KEYS = ("common", "teacher_set", "student", "seeds", "columns", "budget")
+#: the keys of a ``scales`` entry (and what each does: lists appended, student merged, the rest replaced;
+#: ``secondary`` comparisons are appended, e.g. on a column only this scale has)
+SCALE_KEYS = ("common", "teacher_set", "student", "seeds", "columns", "budget", "secondary")
 #: the data.* keys a budget may set (how much, and which, data the student learns from)
 BUDGET_KEYS = ("n_per_class", "transfer", "transfer_n", "transfer_select", "transfer_k", "transfer_channels",
                "transfer_size", "steps_per_epoch")
@@ -98,6 +101,7 @@ class MethodRow:
         column: the spec column this row belongs to (None without ``columns``).
         paper: the paper's value of this row, shown beside ours for context (a number; before column
             expansion also a mapping column -> number).
+        seeds: the seeds of its column when that column sets them (None: the spec's seeds).
     """
 
     label: str
@@ -106,6 +110,7 @@ class MethodRow:
     set: List[str] = field(default_factory=list)
     column: Optional[str] = None
     paper: Any = None
+    seeds: Optional[List[int]] = None  # its column's seeds (None: the spec's)
 
 
 @dataclass
@@ -266,31 +271,13 @@ def _apply_scale(raw: Dict[str, Any], scale: Optional[str]) -> Tuple[Dict[str, A
     out = dict(raw)
     for key in ("common", "teacher_set"):
         out[key] = _str_list(raw.get(key), key) + _str_list(entry.get(key), f"scales.{scale}.{key}")
+    if entry.get("secondary"):  # lists checked by parse_comparisons
+        out["secondary"] = list(raw.get("secondary") or []) + list(entry["secondary"])
     if "student" in entry:
         out["student"] = OmegaConf.to_container(OmegaConf.merge(_mapping(raw.get("student"), "student"),
                                                                 _mapping(entry["student"], f"scales.{scale}.student")))
     out.update({k: entry[k] for k in ("seeds", "columns", "budget") if k in entry})
     return out, scale
-
-
-def _columns(value: Any, rows: Sequence[MethodRow]) -> Dict[str, Tuple[List[str], Dict[str, List[str]]]]:
-    """The ``columns`` mapping: column name -> (its ``key=value`` sets, row name -> that row's sets in it)."""
-    out = {}
-    for name, entry in _mapping(value, "columns").items():
-        where, entry = f"columns.{name}", entry if isinstance(entry, dict) else {"set": entry}
-        if slugify(str(name)) != str(name).lower():
-            raise ConfigError(f"columns: name {name!r}: use letters, digits, '.' or '-' (it is part of run names)")
-        if set(entry) - {"set", "rows"}:
-            raise ConfigError(f"{where}: unknown key {sorted(set(entry) - {'set', 'rows'})[0]!r}; accepted: set, "
-                              "rows (or a list of key=value sets)")
-        out[str(name)] = (_str_list(entry.get("set"), where), {
-            find_row(r, rows, f"{where}.rows").slug: _str_list(v, f"{where}.rows.{r}")
-            for r, v in _mapping(entry.get("rows"), f"{where}.rows").items()})
-    return out
-
-
-def _column_slug(slug: str, column: Optional[str]) -> str:
-    return slug if column is None else f"{slug}-{column.lower()}"
 
 
 def load_spec(spec: Union[None, str, Path, Dict[str, Any]] = None, *, methods: Sequence[str] = (),
@@ -344,13 +331,13 @@ def load_spec(spec: Union[None, str, Path, Dict[str, Any]] = None, *, methods: S
                 raise ConfigError(f"method rows {seen[key]} and {i} have the same {what} {getattr(r, attr)!r}; "
                                   f"each row needs its own")
             seen[key] = i
-    columns = _columns(raw.get("columns"), base)
-    rows = [MethodRow(label=f"{r.label} [{col}]", slug=_column_slug(r.slug, col), recipe=r.recipe,
-                      set=sets + r.set + per_row.get(r.slug, []), column=col,
-                      paper=r.paper.get(col) if isinstance(r.paper, dict) else r.paper)
-            for col, (sets, per_row) in columns.items() for r in base] or base
+    columns = parse_columns(raw.get("columns"), base, _str_list, _seeds, slugify)
+    rows = [MethodRow(label=f"{r.label} [{name}]", slug=column_slug(r.slug, name), recipe=r.recipe,
+                      set=col.set + r.set + col.rows.get(r.slug, []), column=name,
+                      paper=r.paper.get(name) if isinstance(r.paper, dict) else r.paper, seeds=col.seeds)
+            for name, col in columns.items() for r in base if col.only is None or r.slug in col.only] or base
     comparisons = [c for key in ("primary", "secondary")
-                   for c in parse_comparisons(raw.get(key), key, base, list(columns), _column_slug)]
+                   for c in parse_comparisons(raw.get(key), key, base, list(columns), column_slug)]
     declared = bool(comparisons)
     if require_primary and not any(c.kind == "primary" for c in comparisons):
         raise ConfigError(f"compare spec {raw.get('name') or source or ''!r}: no primary comparison; an experiment "
@@ -389,6 +376,7 @@ def load_spec(spec: Union[None, str, Path, Dict[str, Any]] = None, *, methods: S
     if declared and len(out.seeds) < 2:
         raise ConfigError(f"seeds = {out.seeds}: the spec's declared comparisons are paired tests over seeds and need "
                           "at least 2 seeds; accepted: 2 or more seeds (e.g. --seeds 0,1,2,3,4)")
+    check_comparison_rows(out.comparisons if declared else [], out.rows, out.seeds)
     return out
 
 
