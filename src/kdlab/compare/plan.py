@@ -295,7 +295,8 @@ def plan_compare(spec: CompareSpec, out_dir: Path, extra: Sequence[str] = (), jo
         _check_method(cell)
     from kdlab.methods import METHODS
 
-    check_metrics(spec.comparisons, {r.slug: METHODS.get(plan.row_cells(r)[0].cfg.method).kind for r in spec.rows})
+    check_metrics(spec.comparisons, {r.slug: METHODS.get(plan.row_cells(r)[0].cfg.method).kind for r in spec.rows},
+                  {r.slug: list(plan.row_cells(r)[0].cfg.eval.noise_sigmas) for r in spec.rows})
     _check_budget(plan.cells)
     if jobs > 1 and not gpus:
         set_threads(plan, worker_threads(jobs))

@@ -4,8 +4,15 @@
 The Fashion-MNIST transfer task: a teacher trained on classes 0-4 (the source task), a VGG-9 student on
 classes 5-9 (the target task) that matches the teacher's outputs on its own images (LwF), its attention
 maps and their input Jacobians ("attention Jacobians": output Jacobians could not be reduced there), pooled
-with window s/5 (section 10.2). The "oracle" row starts from a VGG-9 trained on the source task. Scales and
-shared helpers: :mod:`kdlab.experiments.jacobian`.
+with window s/5 (section 10.2). The "oracle" row starts from a VGG-9 trained on the source task.
+Tables 1 and 2 are declarative experiment specs (``recipes/experiments/jacobian-table1.yaml``,
+``jacobian-table2.yaml``; :mod:`kdlab.experiments.specs`).
+
+Scales (choices, since the paper ran ImageNet -> MIT Scenes on a GPU): ``full``: the paper's models
+(ResNet -> VGG-9) and optimiser (SGD 1e-3 momentum 0.9, batch 8, 75 epochs, x0.1 at 40 and 60), 3 seeds;
+``small``: VGG-9 channel width x0.25, a 500-image validation and 2,000-image stratified test split, 3 seeds,
+cosine schedule; Table 4 at 64 px. Cost on 2 cores: Table 4 about an hour, Tables 3 and 5 well under an
+hour each. Runs are ordinary run directories: an interrupted grid is completed, not repeated.
 """
 from __future__ import annotations
 
@@ -13,8 +20,78 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from kdlab.experiments import EXPERIMENTS, grid
-from kdlab.experiments.jacobian import SCALE, SMALL_WIDTH, _common, _paper_cell, _plot_lines, _run, _size_name
 from kdlab.experiments.jacobian_report import table3_orderings
+
+# ----------------------------------------------------------------------------- scales
+SMALL_COMMON = [
+    "data.val_size=500",
+    "data.max_test=2000",
+    "data.batch_size=64",
+    "eval.latency=false",
+    "trainer.progress=false",
+    "trainer.tensorboard=false",
+    "optim.scheduler=cosine",
+    "optim.milestones=[]",
+]
+SMALL_WIDTH = ["model.kwargs.width=0.25"]
+SCALE = {
+    "small": {
+        "seeds": [0, 1, 2],
+        "t3_sizes": [5, 10, 50],
+        "t3_epochs": 20,
+        "source": ["data.n_per_class=1000", "trainer.epochs=3"],
+        "t45_size": 10,
+        "t4_epochs": 60,  # 420 steps of batch 8
+    },
+    "full": {
+        "seeds": [0, 1, 2],
+        "t3_sizes": [5, 10, 25, 50, None],
+        "t3_epochs": 75,
+        "source": ["trainer.epochs=30"],
+        "t45_size": 10,
+        "t4_epochs": 75,
+    },
+}
+
+
+def _common(scale: str) -> List[str]:
+    return list(SMALL_COMMON) if scale == "small" else ["eval.latency=false", "trainer.progress=false"]
+
+
+def _run(name: str, overrides: Sequence[str]) -> Path:
+    """The cell of the packaged recipe ``name`` with ``overrides`` (:func:`kdlab.experiments.grid.run_cell`)."""
+    return grid.run_cell([grid.recipe(name)], overrides)
+
+
+def _size_name(n: Optional[int]) -> str:
+    return "full" if n is None else str(n)
+
+
+def _paper_cell(paper: Sequence[float], sizes: Sequence[Optional[int]], n: Optional[int]) -> str:
+    return f"{paper[sizes.index(n)]:.2f}" if n in sizes else "-"
+
+
+def _plot_lines(path: Path, xs: Sequence[Any], series: Dict[str, List[Optional[float]]], xlabel: str, title: str) -> None:
+    from matplotlib.figure import Figure
+
+    from kdlab.report.plots import save_figure
+
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    pos = list(range(len(xs)))
+    for name, ys in series.items():
+        pts = [(p, y) for p, y in zip(pos, ys) if y is not None]
+        if pts:
+            ax.plot([p for p, _ in pts], [y for _, y in pts], marker="o", label=name)
+    ax.set_xticks(pos)
+    ax.set_xticklabels([str(x) for x in xs])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
+
 
 PAPER_T3_SIZES = [5, 10, 25, 50, None]
 PAPER_T3 = {  # Table 3, ImageNet ResNet-34 -> MIT Scenes VGG-9
