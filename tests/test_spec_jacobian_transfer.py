@@ -62,3 +62,34 @@ def test_jacobian_table5_declares_its_claims():
         ("s5", "full", "test_acc_best", "greater"), ("s5", "none", "test_acc_best", "greater")]
     assert sorted((c.a, c.b) for c in spec.comparisons if c.kind == "secondary") == [("s5", "s3"), ("s5", "s7")]
     assert len(spec.seeds) == 10 and len(load_spec(SPEC_DIR / "jacobian-table5.yaml", scale="full").seeds) == 5
+
+
+@pytest.mark.parametrize("scale", ["small", "full"])
+def test_jacobian_table4_spec_resolves_to_the_former_grid_configs(scale, tmp_path):
+    """The former table4 grid, with the one change the spec states: 40 epochs per row instead of 60 at
+    small scale (5 seeds within 90 minutes on 2 cores)."""
+    plan = plan_compare(load_spec(SPEC_DIR / "jacobian-table4.yaml", scale=scale, seeds="0,3"), tmp_path)
+    old_teacher = grid.resolve([grid.recipe("jacobian_lwf_teacher")], [
+        f"out_dir={tmp_path}", *OLD_COMMON[scale], *OLD_SOURCE[scale], "data.classes=[0,1,2,3,4]",
+        "model.name=resnet34_imagenet", "data.image_size=64", f"name={plan.teacher.cfg.name}"])
+    assert to_yaml(plan.teacher.cfg) == to_yaml(old_teacher)
+    depths = [("pool2", "layer1"), ("pool3", "layer2"), ("pool4", "layer3"), ("pool5", "layer4")]  # former T4_DEPTHS
+    assert len(plan.cells) == 4 * 2 and [c.row.slug for c in plan.cells[::2]] == [f"{t}-{s}" for s, t in depths]
+    epochs = {"small": 40, "full": 75}[scale]  # the former t4_epochs: 60 (small), 75 (full)
+    for cell in plan.cells:
+        s_feat, t_feat = depths[[f"{t}-{s}" for s, t in depths].index(cell.row.slug)]
+        old = _old_student(scale, tmp_path, plan.teacher_path, cell, 10, [
+            *OLD_LWF_AT_JAC, "objective.student.attention.layers=[[pool2,layer1],[pool3,layer2],[pool4,layer3],[pool5,layer4]]",
+            f"objective.student.attention_jacobian.layers=[[{s_feat},{t_feat}]]", "data.image_size=64",
+            f"trainer.epochs={epochs}"])
+        assert to_yaml(cell.cfg) == to_yaml(old), cell.cfg.name
+
+
+def test_jacobian_table4_declares_its_claims():
+    """The shallowest pair beats the two deepest (primary); the shallowest vs the second and each pair vs
+    the next deeper one secondary; 5 seeds."""
+    spec = load_spec(SPEC_DIR / "jacobian-table4.yaml", scale="small", require_primary=True)
+    assert sorted((c.a, c.b) for c in spec.comparisons if c.kind == "primary") == [
+        ("layer1-pool2", "layer3-pool4"), ("layer1-pool2", "layer4-pool5")]
+    assert len([c for c in spec.comparisons if c.kind == "secondary"]) == 3 and len(spec.seeds) == 5
+    assert all(c.direction == "greater" and c.metric == "test_acc_best" for c in spec.comparisons)

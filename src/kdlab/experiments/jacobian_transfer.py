@@ -1,17 +1,17 @@
 """The Jacobian paper's transfer-learning tables (Srinivas & Fleuret, ICML 2018, Tables 3-5, section 5.1.1):
-``kdlab reproduce jacobian-table3 | jacobian-table4``.
+``kdlab reproduce jacobian-table3``.
 
 The Fashion-MNIST transfer task: a teacher trained on classes 0-4 (the source task), a VGG-9 student on
 classes 5-9 (the target task) that matches the teacher's outputs on its own images (LwF), its attention
 maps and their input Jacobians ("attention Jacobians": output Jacobians could not be reduced there), pooled
 with window s/5 (section 10.2). The "oracle" row starts from a VGG-9 trained on the source task.
-Tables 1, 2 and 5 are declarative experiment specs (``recipes/experiments/jacobian-table1.yaml``,
-``jacobian-table2.yaml``, ``jacobian-table5.yaml``; :mod:`kdlab.experiments.specs`).
+Tables 1, 2, 4 and 5 are declarative experiment specs (``recipes/experiments/jacobian-table<N>.yaml``;
+:mod:`kdlab.experiments.specs`).
 
 Scales (choices, since the paper ran ImageNet -> MIT Scenes on a GPU): ``full``: the paper's models
 (ResNet -> VGG-9) and optimiser (SGD 1e-3 momentum 0.9, batch 8, 75 epochs, x0.1 at 40 and 60), 3 seeds;
 ``small``: VGG-9 channel width x0.25, a 500-image validation and 2,000-image stratified test split, 3 seeds,
-cosine schedule; Table 4 at 64 px. Cost on 2 cores: Table 4 about an hour, Table 3 well under an hour. Runs are ordinary run directories: an interrupted grid is completed, not repeated.
+cosine schedule. Cost on 2 cores: well under an hour. Runs are ordinary run directories: an interrupted grid is completed, not repeated.
 """
 from __future__ import annotations
 
@@ -39,16 +39,12 @@ SCALE = {
         "t3_sizes": [5, 10, 50],
         "t3_epochs": 20,
         "source": ["data.n_per_class=1000", "trainer.epochs=3"],
-        "t45_size": 10,
-        "t4_epochs": 60,  # 420 steps of batch 8
     },
     "full": {
         "seeds": [0, 1, 2],
         "t3_sizes": [5, 10, 25, 50, None],
         "t3_epochs": 75,
         "source": ["trainer.epochs=30"],
-        "t45_size": 10,
-        "t4_epochs": 75,
     },
 }
 
@@ -101,8 +97,6 @@ PAPER_T3 = {  # Table 3, ImageNet ResNet-34 -> MIT Scenes VGG-9
     "lwf_at": ("CE + match {activations + attention} (Zagoruyko & Komodakis, 2017)", [16.53, 28.35, 46.01, 57.80, 67.24]),
     "lwf_at_jac": ("CE + match {activations + attention + Jacobians}", [18.02, 29.25, 47.31, 58.35, 67.31]),
 }
-PAPER_T4 = {"depths": ["(7, 2)", "(15, 4)", "(27, 6)", "(33, 8)"], "acc": [22.39, 21.98, 20.45, 20.03],
-            "reduction": [25.88, 15.59, 11.55, 1.25]}
 
 # ----------------------------------------------------------------------------- transfer (Tables 3-5)
 SOURCE_CLASSES = "[0,1,2,3,4]"
@@ -184,76 +178,3 @@ def table3(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrid
     ]
     return grid.write_report(out, "Jacobian matching, Table 3: transfer learning", lines,
                              {"scale": scale, "seeds": seeds, "acc": acc, "paper": PAPER_T3})
-
-
-def _jacobian_reduction(run: Path) -> Optional[float]:
-    """100 * (first - last) / first of the per-epoch mean training attention-Jacobian loss (Table 4)."""
-    from kdlab.report import epoch_series, read_metrics
-
-    _, v = epoch_series(read_metrics(run), "train/attention_jacobian")
-    return 100.0 * (v[0] - v[-1]) / v[0] if len(v) >= 2 and v[0] > 0 else None
-
-
-#: Table 4 at 64 px: an ImageNet-style ResNet-34 teacher (the paper's) and VGG-9 student have four feature
-#: depths of equal spatial size, (teacher, student) = (layer1, pool2) 16, (layer2, pool3) 8, (layer3, pool4) 4,
-#: (layer4, pool5) 2: the paper's four depth pairs (7, 2), (15, 4), (27, 6), (33, 8) of ResNet-34 / VGG-9
-T4_DEPTHS = [("pool2", "layer1"), ("pool3", "layer2"), ("pool4", "layer3"), ("pool5", "layer4")]
-T4_TEACHER, T4_IMAGE_SIZE = "resnet34_imagenet", 64
-
-
-def _t4_source(out_dir: Path, scale: str, extra: Sequence[str]) -> Path:
-    """The ResNet-34 teacher of Table 4, trained on the source classes at 64 px."""
-    sc = SCALE[scale]
-    return _run("jacobian_lwf_teacher", [f"out_dir={out_dir}", *_common(scale), *sc["source"], f"data.classes={SOURCE_CLASSES}",
-                                         f"model.name={T4_TEACHER}", f"data.image_size={T4_IMAGE_SIZE}",
-                                         f"name=jacobian-src-{T4_TEACHER}-{T4_IMAGE_SIZE}px", *extra])
-
-
-@EXPERIMENTS.register("jacobian-table4", help="Jacobian paper Table 4: feature depth of the attention Jacobian (64 px)")
-def table4(out_dir: Path, scale: str, seeds: Optional[List[int]] = None, overrides: Sequence[str] = ()) -> Path:
-    """CE + activations + attention (all four pairs) + attention Jacobians at one depth pair, for each of
-    the four pairs; Fashion-MNIST resized to 64 px (``data.image_size``), ResNet-34 -> VGG-9."""
-    sc = SCALE[scale]
-    seeds = list(seeds) if seeds else sc["seeds"]
-    teacher = _t4_source(out_dir, scale, overrides)
-    at_layers = "[" + ",".join(f"[{s},{t}]" for s, t in T4_DEPTHS) + "]"
-    acc: Dict[str, List[float]] = {}
-    red: Dict[str, List[float]] = {}
-    for s_feat, t_feat in T4_DEPTHS:
-        key = f"({t_feat}, {s_feat})"
-        for seed in seeds:
-            loss = {**T3_ROWS["lwf_at_jac"], "objective.student.attention.layers": at_layers,
-                    "objective.student.attention_jacobian.layers": f"[[{s_feat},{t_feat}]]",
-                    "data.image_size": T4_IMAGE_SIZE, "trainer.epochs": sc["t4_epochs"]}
-            run = _transfer_run(out_dir, scale, teacher, sc["t45_size"], seed, f"jacobian-t4-{s_feat}-{T4_IMAGE_SIZE}px-s{seed}",
-                                loss, overrides)
-            acc.setdefault(key, []).append(grid.read_summary(run)["test_acc_best"])
-            r = _jacobian_reduction(run)
-            if r is not None:
-                red.setdefault(key, []).append(r)
-    from kdlab.report import claim_text, markdown_table
-
-    keys = list(acc)
-    rows = [["Accuracy (%)"] + [grid.mean_std_text(acc[k]) for k in keys], ["Jacobian loss reduction (%)"] + [grid.mean_std_text(red.get(k, [])) for k in keys]]
-    paper = [["Accuracy (%)"] + PAPER_T4["acc"], ["Jacobian loss reduction (%)"] + PAPER_T4["reduction"]]
-    out = Path(out_dir) / "jacobian-table4"
-    _plot_lines(out / "plots" / "table4.png", keys, {"ours": [grid.mean(acc[k]) for k in keys]},
-                "feature matching depth (teacher, student)", "Table 4: depth of the attention Jacobian")
-    t_acc = grid.read_summary(teacher)["test_acc_best"]
-    lines = [
-        f"Scale `{scale}`, seeds {seeds}, {sc['t45_size']} target images per class at {T4_IMAGE_SIZE} px "
-        f"(Fashion-MNIST resized). Teacher {T4_TEACHER} on classes 0-4 (test acc {t_acc:.2f}%), student VGG-9 on "
-        "classes 5-9. Depth pairs (teacher, student) of equal spatial size (16, 8, 4, 2); reduction = 100 (first - "
-        "last epoch) / first epoch of the training attention-Jacobian loss.",
-        "",
-        markdown_table(["Feature matching depth (T, S)"] + keys, rows),
-        "Paper (ResNet-34 -> VGG-9, MIT Scenes, 10 per class):",
-        "",
-        markdown_table(["Feature matching depth (T, S)"] + PAPER_T4["depths"], paper),
-        "![table 4](plots/table4.png)", "",
-        "Paper: the shallowest pair is best (accuracy falls with depth) and its Jacobian loss falls most. Ours, "
-        "paired over seeds:", "",
-        *[f"- {claim_text(keys[0], k, acc[keys[0]], acc[k])}" for k in keys[1:]],
-    ]
-    return grid.write_report(out, "Jacobian matching, Table 4: feature depth", lines,
-                             {"scale": scale, "seeds": seeds, "acc": acc, "reduction": red, "paper": PAPER_T4})
