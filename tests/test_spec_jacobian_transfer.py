@@ -93,3 +93,70 @@ def test_jacobian_table4_declares_its_claims():
         ("layer1-pool2", "layer3-pool4"), ("layer1-pool2", "layer4-pool5")]
     assert len([c for c in spec.comparisons if c.kind == "secondary"]) == 3 and len(spec.seeds) == 5
     assert all(c.direction == "greater" and c.metric == "test_acc_best" for c in spec.comparisons)
+
+
+#: the former T3_ROWS (row -> logits, attention, attention_jacobian weights; init_from_teacher) and sizes
+OLD_T3_ROWS = {"ce": (0.0, 0.0, 0.0, False), "oracle": (0.0, 0.0, 0.0, True), "lwf": (10.0, 0.0, 0.0, False),
+               "lwf-jac": (10.0, 0.0, 10.0, False), "lwf-at": (10.0, 10.0, 0.0, False), "lwf-at-jac": (10.0, 10.0, 10.0, False)}
+OLD_T3_SIZES = {"small": {"n5": 5, "n10": 10, "n50": 50},
+                "full": {"n5": 5, "n10": 10, "n25": 25, "n50": 50, "full": "null"}}
+
+
+@pytest.mark.parametrize("scale", ["small", "full"])
+def test_jacobian_table3_spec_resolves_to_the_former_grid_configs(scale, tmp_path):
+    """Both source networks (the ResNet-20 teacher, the Oracle's VGG-9: the spec's further teacher) and
+    every row x column; the Oracle learns from (starts from) the VGG-9, every other row from the ResNet."""
+    plan = plan_compare(load_spec(SPEC_DIR / "jacobian-table3.yaml", scale=scale, seeds="0,3"), tmp_path)
+    base = [f"out_dir={tmp_path}", *OLD_COMMON[scale], *OLD_SOURCE[scale], "data.classes=[0,1,2,3,4]"]
+    resnet, vgg = plan.teacher_cells
+    assert to_yaml(resnet.cfg) == to_yaml(grid.resolve([grid.recipe("jacobian_lwf_teacher")], [
+        *base, "model.name=resnet20", f"name={resnet.cfg.name}"]))
+    assert to_yaml(vgg.cfg) == to_yaml(grid.resolve([grid.recipe("jacobian_lwf_teacher")], [
+        *base, *OLD_WIDTH[scale], "model.name=vgg9", f"name={vgg.cfg.name}"]))
+    sizes = OLD_T3_SIZES[scale]
+    assert len(plan.cells) == len(OLD_T3_ROWS) * len(sizes) * 2
+    checked = set()
+    for cell in plan.cells:
+        row, col = cell.row.slug.rsplit("-", 1)
+        logits, at, at_jac, init = OLD_T3_ROWS[row]
+        teacher = vgg.run_dir if row == "oracle" else resnet.run_dir
+        old = _old_student(scale, tmp_path, teacher, cell, sizes[col], [
+            "objective.student.ce.weight=10.0", f"objective.student.logits.weight={logits}",
+            "objective.student.jacobian.weight=0.0", f"objective.student.attention.weight={at}",
+            f"objective.student.attention_jacobian.weight={at_jac}", f"players.init_from_teacher={str(init).lower()}"])
+        assert to_yaml(cell.cfg) == to_yaml(old), cell.cfg.name
+        checked.add((row, col))
+    assert len(checked) == len(OLD_T3_ROWS) * len(sizes)
+
+
+def test_jacobian_table3_declares_its_claims():
+    """Jacobians on top of LwF, and on top of LwF + attention, in every column (primary); LwF vs CE,
+    attention on top of LwF, Oracle vs CE secondary; 5 seeds."""
+    spec = load_spec(SPEC_DIR / "jacobian-table3.yaml", scale="small", require_primary=True)
+    assert sorted((c.a, c.b) for c in spec.comparisons if c.kind == "primary") == sorted(
+        (f"{a}-{col}", f"{b}-{col}") for a, b in (("lwf-jac", "lwf"), ("lwf-at-jac", "lwf-at"))
+        for col in ("n5", "n10", "n50"))
+    assert {(c.a.rsplit("-", 1)[0], c.b.rsplit("-", 1)[0]) for c in spec.comparisons if c.kind == "secondary"} == {
+        ("lwf", "ce"), ("lwf-at", "lwf"), ("oracle", "ce")}
+    assert len(spec.seeds) == 5
+
+
+def test_further_teachers_are_checked_before_anything_trains(tmp_path):
+    """A row's teacher must be under teachers:; teachers: needs the spec's teacher recipe; a further
+    teacher's sets are resolved (a bad key is refused naming it)."""
+    from kdlab.config import ConfigError
+
+    base = {"name": "tt", "teacher": "demo_teacher", "methods": [{"label": "KD", "recipe": "demo_kd", "teacher": "other"}]}
+    with pytest.raises(ConfigError, match=r"method row 'KD': teacher 'other' is not under 'teachers:'; accepted: none"):
+        load_spec(base)
+    with pytest.raises(ConfigError, match="further teachers start from the spec's 'teacher' recipe"):
+        load_spec({**base, "teacher": None, "teachers": {"other": ["trainer.epochs=1"]}})
+    with pytest.raises(ConfigError, match=r"teachers: name 'teacher'"):
+        load_spec({**base, "teachers": {"teacher": ["trainer.epochs=1"]}})
+    with pytest.raises(ConfigError, match=r"teachers\.other.*trainer\.epochz"):
+        plan_compare(load_spec({**base, "teachers": {"other": ["trainer.epochz=1"]}}), tmp_path)
+    plan = plan_compare(load_spec({**base, "methods": [*base["methods"], {"label": "CE", "recipe": "demo_ce"}],
+                                   "teachers": {"other": ["trainer.epochs=2"]}}), tmp_path)
+    assert [c.cfg.trainer.epochs for c in plan.teacher_cells][1] == 2
+    assert [c.cfg.teacher.checkpoint for c in plan.cells[::3]] == [str(tmp_path / "tt-teacher-other"),
+                                                                  str(tmp_path / "tt-teacher")]

@@ -22,7 +22,6 @@ __all__ = ["EXPERIMENTS", "SCALES"]
 
 # Experiment modules register themselves on import (kept at the end: they import EXPERIMENTS).
 from kdlab.experiments import gan_sweep  # noqa: E402,F401  (gan-compression-sweep)
-from kdlab.experiments import jacobian_transfer  # noqa: E402,F401  (jacobian-table3)
 from kdlab.experiments import kdgan  # noqa: E402,F401  (kdgan-table3/table4)
 from kdlab.experiments import kdgan_figs  # noqa: E402,F401  (kdgan-fig6/fig7)
 from kdlab.experiments import kdgan_collapse  # noqa: E402,F401  (kdgan-teacher-collapse)
@@ -30,4 +29,4 @@ from kdlab.experiments import mosaickd  # noqa: E402,F401  (mosaickd)
 from kdlab.experiments import vem  # noqa: E402,F401  (vem-ablation)
 from kdlab.experiments import vem_i2i  # noqa: E402,F401  (vem-table1, vem-table2, vem-table4)
 from kdlab.experiments import gan_joint  # noqa: E402,F401  (gan-joint-vs-mse)
-from kdlab.experiments import specs  # noqa: E402,F401  (every spec of recipes/experiments/: jacobian-table1, 2, 4, 5, loss-families)
+from kdlab.experiments import specs  # noqa: E402,F401  (every spec of recipes/experiments/: jacobian-table1..5, loss-families)
