@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from scipy import stats
 
 from kdlab.experiments import kdgan_report
