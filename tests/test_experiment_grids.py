@@ -137,10 +137,12 @@ TERMS = {
         "ce": ["ce"], "ce-act": ["ce", "logits"], "ce-jac": ["ce", "jacobian"], "ce-act-jac": ["ce", "jacobian", "logits"],
         "act": ["logits"], "act-jac": ["jacobian", "logits"], "ce-jac-norm": ["ce", "jacobian"],
         "act-jac-norm": ["jacobian", "logits"]}.items()},
-    "jacobian-table3": {f"jacobian-t3-{row}-n5-s0": terms for row, terms in {
-        "ce": ["ce"], "oracle": ["ce"], "lwf": ["ce", "logits"], "lwf_jac": ["attention_jacobian", "ce", "logits"],
-        "lwf_at": ["attention", "ce", "logits"], "lwf_at_jac": ["attention", "attention_jacobian", "ce", "logits"]}.items()},
-    "jacobian-table5": {"jacobian-t5-pool0-s0": ["attention", "attention_jacobian", "ce", "logits"]},
+    "jacobian-table3": {f"jacobian-table3-{row}-n5-s0": terms for row, terms in {
+        "ce": ["ce"], "oracle": ["ce"], "lwf": ["ce", "logits"], "lwf-jac": ["attention_jacobian", "ce", "logits"],
+        "lwf-at": ["attention", "ce", "logits"], "lwf-at-jac": ["attention", "attention_jacobian", "ce", "logits"]}.items()},
+    "jacobian-table4": {f"jacobian-table4-{row}-s0": ["attention", "attention_jacobian", "ce", "logits"]
+                        for row in ("layer1-pool2", "layer4-pool5")},
+    "jacobian-table5": {"jacobian-table5-none-s0": ["attention", "attention_jacobian", "ce", "logits"]},
     # the classifier's objective: CODIS's is CE + the codistill term, KDGAN's its adversarial and distillation terms
     "kdgan-table4": {"kdgan-mimic-h800-n500-s0": ["logits"], "kdgan-distn-h800-n500-s0": ["ce", "kd"],
                      "kdgan-codis-h800-n500-s0": ["ce", "codistill"],

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from scipy import stats
 
-from kdlab.experiments import jacobian_report, kdgan_report
+from kdlab.experiments import kdgan_report
 from kdlab.report import claim_text
 
 P = re.compile(r"paired t-test p = ([0-9.e-]+), n = (\d+) seeds")
@@ -55,19 +54,3 @@ def test_kdgan_table3_fig6_fig7_orderings_carry_p_values():
     assert len(lines) == 3 and "gamma = 0.1 vs 0" in lines[2] and "holds" in lines[2]  # what distillation adds
     per_seed = {"without": [1e-3, 2e-3, 1.5e-3, 1.2e-3], "with": [1e-4, 3e-4, 2e-4, 1e-4]}
     assert "holds" in _check(kdgan_report.fig7_orderings(per_seed))[0]
-
-
-@pytest.mark.parametrize("fn,rows,cols", [
-    (jacobian_report.table3_orderings, ("lwf", "lwf_jac", "lwf_at", "lwf_at_jac"), ["5"]),
-])
-def test_jacobian_table3_claims_are_tested(fn, rows, cols):
-    acc = {r: {c: (A_HI if r.endswith("jac") else B_LO) for c in cols} for r in rows}
-    lines = _check(fn(acc, cols, {r: r.upper() for r in rows}))
-    assert len(lines) == len(cols) * len(rows) // 2 and all("holds" in ln for ln in lines)
-
-
-def test_jacobian_table2_claims_are_tested_under_noise_only():
-    rows = ("lam0", "lam0.1", "lam1", "lam10", "l2", "dropout")
-    acc = {r: {s: (NOISY if r.startswith("lam1") else B_LO) for s in ("0.0", "0.2")} for r in rows}
-    lines = _check(jacobian_report.table2_orderings(acc, [0.0, 0.2], {r: r for r in rows}))
-    assert len(lines) == 4 and all("noise std 0.2" in ln and "not significant" in ln for ln in lines)

@@ -10,7 +10,9 @@ other comparisons of interest, in the same form::
       - {a: mosaickd, b: dfad, b_column: no-ood, columns: [ood], ...}  # b from one column (its 'only' rows)
 
 ``a`` and ``b`` name rows by label or by name (slug), ``metric`` is a per-seed number the rows produce
-(:data:`METRICS`, by the rows' method kind), ``direction`` says which way the paper claims ``a - b``
+(:data:`METRICS`, by the rows' method kind; a classifier row also produces ``noise_acc@SIGMA``, its test
+accuracy under Gaussian input noise of std SIGMA, for each SIGMA of its ``eval.noise_sigmas``), or a
+list of them (one comparison per metric), ``direction`` says which way the paper claims ``a - b``
 goes. A spec without declared comparisons gets every row against the first row on ``test_acc_best``,
 labelled post hoc (``kdlab compare``'s default); a spec run by ``kdlab reproduce`` must declare a
 primary comparison.
@@ -28,13 +30,15 @@ from typing import Any, Dict, List, Optional, Sequence
 from kdlab.config import ConfigError
 from kdlab.report import holm, paired_test, verdict
 
-__all__ = ["Comparison", "METRICS", "KINDS", "find_row", "parse_comparisons", "default_comparisons", "check_metrics", "evaluate"]
+__all__ = ["Comparison", "METRICS", "NOISE_METRIC", "KINDS", "find_row", "noise_sigma", "metric_value", "parse_comparisons", "default_comparisons", "check_metrics", "evaluate"]
 
 #: the per-seed numbers a row produces, by its method's kind (keys of the runs' summary.json)
 METRICS: Dict[str, tuple] = {
     "classifier": ("test_acc_best", "test_acc_last", "val_acc_best", "kept_vs_teacher"),
     "generator": ("fid", "kid", "is"),
 }
+#: ``noise_acc@0.2``: a classifier row's accuracy under input noise of std 0.2 (summary.json's noise_acc)
+NOISE_METRIC = "noise_acc@"
 #: what a comparison is: declared primary (Holm-adjusted), declared secondary, or the post-hoc default
 KINDS = ("primary", "secondary", "post hoc")
 _KEYS = ("a", "b", "metric", "direction", "label", "paper", "columns", "b_column")
@@ -77,6 +81,26 @@ def find_row(name: Any, rows: Sequence[Any], where: str) -> Any:
                       + ", ".join(f"{r.label!r} ({r.slug})" for r in rows))
 
 
+def noise_sigma(metric: str) -> Optional[float]:
+    """The sigma of a ``noise_acc@SIGMA`` metric (``"noise_acc@0.2"`` -> 0.2); None for any other name
+    or a SIGMA that is not a number."""
+    if not metric.startswith(NOISE_METRIC):
+        return None
+    try:
+        return float(metric[len(NOISE_METRIC):])
+    except ValueError:
+        return None
+
+
+def metric_value(record: Dict[str, Any], metric: str) -> Any:
+    """One run record's value of ``metric`` (None if it has none): a key of the record, or for
+    ``noise_acc@SIGMA`` its ``noise_acc`` entry of that sigma (keys as ``str(float)``, as results.json)."""
+    sigma = noise_sigma(metric)
+    if sigma is None:
+        return record.get(metric)
+    return {float(k): v for k, v in (record.get("noise_acc") or {}).items()}.get(sigma)
+
+
 def parse_comparisons(raw: Any, key: str, rows: Sequence[Any], columns: Sequence[str],
                       expand: Any) -> List[Comparison]:
     """The spec's ``primary`` / ``secondary`` list as :class:`Comparison` s, one per column.
@@ -115,8 +139,10 @@ def parse_comparisons(raw: Any, key: str, rows: Sequence[Any], columns: Sequence
         direction = str(item.get("direction", "greater"))
         if direction not in ("greater", "less"):
             raise ConfigError(f"{where}.direction = {direction!r}; accepted: greater, less")
-        if not isinstance(item["metric"], str):
-            raise ConfigError(f"{where}.metric = {item['metric']!r}; accepted: a metric name, e.g. test_acc_best")
+        metrics = item["metric"] if isinstance(item["metric"], list) else [item["metric"]]
+        if not all(isinstance(m, str) and m for m in metrics):
+            raise ConfigError(f"{where}.metric = {item['metric']!r}; accepted: a metric name, e.g. test_acc_best, "
+                              "or a list of them")
         cols = [str(c) for c in item.get("columns") or []] or list(columns) or [None]
         if item.get("columns") and not columns:
             raise ConfigError(f"{where}.columns: this spec has no 'columns:' section; remove 'columns' from {where}")
@@ -126,9 +152,9 @@ def parse_comparisons(raw: Any, key: str, rows: Sequence[Any], columns: Sequence
         b_col = item.get("b_column")
         if b_col is not None and str(b_col) not in columns:
             raise ConfigError(f"{where}.b_column: no column {b_col!r}; accepted: {', '.join(columns) or 'none'}")
-        for col in cols:
+        for col, metric in [(c, m) for c in cols for m in metrics]:
             out.append(Comparison(a=expand(a.slug, col), b=expand(b.slug, col if b_col is None else str(b_col)),
-                                  metric=item["metric"],
+                                  metric=metric,
                                   direction=direction, label=str(item["label"]), paper=str(item.get("paper") or ""),
                                   kind=key, column=col))
     return out
@@ -140,11 +166,14 @@ def default_comparisons(rows: Sequence[Any]) -> List[Comparison]:
                        label=f"{r.label} vs {rows[0].label}", paper="", kind="post hoc") for r in rows[1:]]
 
 
-def check_metrics(comparisons: Sequence[Comparison], kinds: Dict[str, str]) -> None:
+def check_metrics(comparisons: Sequence[Comparison], kinds: Dict[str, str],
+                  sigmas: Optional[Dict[str, Sequence[float]]] = None) -> None:
     """Every comparison's metric is produced by both of its rows.
 
     Args:
         kinds: row name (slug) -> the kind of its method (``"classifier"`` or ``"generator"``).
+        sigmas: row name -> its ``eval.noise_sigmas`` (the ``noise_acc@SIGMA`` metrics a classifier row
+            produces; None: no row produces any).
 
     Raises:
         ConfigError: names the comparison, the metric and the metrics the row's kind produces.
@@ -152,7 +181,10 @@ def check_metrics(comparisons: Sequence[Comparison], kinds: Dict[str, str]) -> N
     for c in comparisons:
         for side in (c.a, c.b):
             have = METRICS.get(kinds[side], ())
-            if c.metric not in have:
+            if kinds[side] == "classifier":
+                have = have + tuple(f"{NOISE_METRIC}{float(x)}" for x in (sigmas or {}).get(side, ()))
+            sigma = noise_sigma(c.metric)
+            if (f"{NOISE_METRIC}{sigma}" if sigma is not None else c.metric) not in have:
                 raise ConfigError(f"{c.kind} comparison {c.label!r}: metric {c.metric!r} is not produced by row "
                                   f"{side!r} (a {kinds[side]} row); accepted: {', '.join(have)}")
 
@@ -172,8 +204,8 @@ def evaluate(comparisons: Sequence[Comparison], rows: Sequence[Dict[str, Any]]) 
     for c in comparisons:
         vals = []
         for slug in (c.a, c.b):
-            vals.append({r["seed"]: r.get(c.metric) for r in by_slug[slug]["runs"]
-                         if r["status"] != "failed" and isinstance(r.get(c.metric), (int, float))})
+            vals.append({r["seed"]: metric_value(r, c.metric) for r in by_slug[slug]["runs"]
+                         if r["status"] != "failed" and isinstance(metric_value(r, c.metric), (int, float))})
         seeds = [s for s in vals[0] if s in vals[1]]
         a, b = [float(vals[0][s]) for s in seeds], [float(vals[1][s]) for s in seeds]
         out.append({**asdict(c), "rows": [c.a, c.b], "label_a": by_slug[c.a]["label"],

@@ -57,6 +57,7 @@ class Plan:
         teacher_path: the checkpoint every row gets as ``teacher.checkpoint`` (None: the rows' own).
         cells: row-major: every seed of row 0, then row 1, ...
         threads: ``trainer.threads`` given to each student run by ``--jobs`` (None: torch's default).
+        teachers: the spec's further teachers (name -> cell; :mod:`kdlab.compare.teachers`).
     """
 
     spec: CompareSpec
@@ -66,6 +67,12 @@ class Plan:
     cells: List[Cell] = field(default_factory=list)
     threads: Optional[int] = None
     n_extra: int = 0  # the command line's overrides, last in every cell's overrides
+    teachers: Dict[str, Cell] = field(default_factory=dict)
+
+    @property
+    def teacher_cells(self) -> List[Cell]:
+        """Every teacher run to train before the students: the spec's teacher, then the further ones."""
+        return ([self.teacher] if self.teacher else []) + list(self.teachers.values())
 
     def row_cells(self, row: MethodRow) -> List[Cell]:
         return [c for c in self.cells if c.row is row]
@@ -96,20 +103,27 @@ def _resolve(cell: Cell, what: str) -> Any:
     return cell.cfg
 
 
-def _teacher(spec: CompareSpec, out_dir: Path, extra: Sequence[str]) -> Tuple[Optional[Cell], Optional[str]]:
-    """The teacher's cell (a recipe / YAML to train) or its existing checkpoint path."""
+def _teacher(spec: CompareSpec, out_dir: Path, extra: Sequence[str],
+             further: Optional[str] = None) -> Tuple[Optional[Cell], Optional[str]]:
+    """The teacher's cell (a recipe / YAML to train) or its existing checkpoint path; ``further``: the
+    spec's further teacher of that name (the teacher's recipe and sets, then its own sets)."""
     if spec.teacher is None:
         return None, None
     path = Path(spec.teacher)
+    if further is not None and (path.is_dir() or path.suffix in WEIGHT_SUFFIXES):
+        raise ConfigError(f"teachers.{further}: further teachers are trained from the spec's teacher recipe; "
+                          f"teacher {spec.teacher!r} is a run or weights: name a recipe")
     if path.is_dir() or (path.is_file() and path.suffix in WEIGHT_SUFFIXES):
         _check_teacher_weights(spec.teacher)
         return None, str(path)
     if path.suffix in WEIGHT_SUFFIXES:
         raise ConfigError(f"teacher {spec.teacher!r}: no such weights file")
     source = find_config(spec.teacher, what="teacher (a recipe, a YAML file, a run directory or weights)")
-    cell = Cell(row=MethodRow(label="teacher", slug="teacher"), seed=0, sources=[source, _dotlist(spec.common)],
-                overrides=[*spec.teacher_set, f"out_dir={out_dir}", f"name={spec.name}-teacher", *extra])
-    cfg = _resolve(cell, f"teacher {spec.teacher!r}")
+    slug = "teacher" if further is None else f"teacher-{further}"
+    cell = Cell(row=MethodRow(label=slug, slug=slug), seed=0, sources=[source, _dotlist(spec.common)],
+                overrides=[*spec.teacher_set, *(spec.teachers[further] if further else []), f"out_dir={out_dir}",
+                           f"name={spec.name}-{slug}", *extra])
+    cfg = _resolve(cell, f"teacher {spec.teacher!r}" + (f" (teachers.{further})" if further else ""))
     from kdlab.methods import METHODS
 
     cls = METHODS.get(cfg.method)
@@ -282,11 +296,14 @@ def plan_compare(spec: CompareSpec, out_dir: Path, extra: Sequence[str] = (), jo
     teacher_cell, teacher_path = _teacher(spec, out_dir, extra)
     plan = Plan(spec=spec, out=report_dir, teacher=teacher_cell, teacher_path=teacher_path,
                 n_extra=len(extra))
+    paths = {None: teacher_path}
+    for name in spec.teachers:
+        plan.teachers[name], paths[name] = _teacher(spec, out_dir, extra, further=name)
     for row in spec.rows:
         for seed in row.seeds or spec.seeds:
-            plan.cells.append(_student_cell(spec, row, seed, out_dir, teacher_path, extra))
+            plan.cells.append(_student_cell(spec, row, seed, out_dir, paths[row.teacher], extra))
     names: Dict[str, str] = {}
-    for cell in ([teacher_cell] if teacher_cell else []) + plan.cells:
+    for cell in plan.teacher_cells + plan.cells:
         if cell.cfg.name in names:  # e.g. name= among the command line's overrides (it comes last)
             raise ConfigError(f"runs of {names[cell.cfg.name]!r} and {cell.row.label!r} are both named "
                               f"{cell.cfg.name!r}; leave name= to compare (it names runs <name>-<row>-s<seed>)")
@@ -295,7 +312,8 @@ def plan_compare(spec: CompareSpec, out_dir: Path, extra: Sequence[str] = (), jo
         _check_method(cell)
     from kdlab.methods import METHODS
 
-    check_metrics(spec.comparisons, {r.slug: METHODS.get(plan.row_cells(r)[0].cfg.method).kind for r in spec.rows})
+    check_metrics(spec.comparisons, {r.slug: METHODS.get(plan.row_cells(r)[0].cfg.method).kind for r in spec.rows},
+                  {r.slug: list(plan.row_cells(r)[0].cfg.eval.noise_sigmas) for r in spec.rows})
     _check_budget(plan.cells)
     if jobs > 1 and not gpus:
         set_threads(plan, worker_threads(jobs))

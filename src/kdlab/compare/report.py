@@ -163,12 +163,12 @@ def _data_text(plan: Plan) -> str:
 
 
 def write_configs(plan: Plan) -> Dict[str, str]:
-    """``configs/<row>.yaml`` (and ``configs/teacher.yaml``): the exact resolved config of each row's first
+    """``configs/<row>.yaml`` (and ``configs/teacher*.yaml``): the exact resolved config of each row's first
     seed, written from the plan (so a row that failed early has one too). Returns row label -> path."""
     from kdlab.engine import atomic_write_text
 
     out: Dict[str, str] = {}
-    todo = [("teacher", plan.teacher)] if plan.teacher else []
+    todo = [(cell.row.slug, cell) for cell in plan.teacher_cells]
     todo += [(row.slug, plan.row_cells(row)[0]) for row in plan.spec.rows]
     for slug, cell in todo:
         path = plan.out / "configs" / f"{slug}.yaml"

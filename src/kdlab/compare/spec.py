@@ -21,6 +21,8 @@ A spec names one teacher, one student set-up, one data budget, the seeds and the
       common: [trainer.epochs=1]    # student is merged, seeds replace the seeds
       student: {trainer: {epochs: 5}}
       seeds: [0]
+    teachers: {src2: [model.name=vgg9]}  # further teachers; a row's ``teacher: src2`` learns from one
+                                    # (kdlab.compare.teachers)
     launcher: {executor: slurm, partition: gpu, time: 120, gpus_per_run: 1}  # --launcher submitit's
                                     # settings (kdlab.compare.launch.SubmititSettings; docs/launchers.md)
 
@@ -56,6 +58,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from kdlab.compare.claims import Comparison, find_row, default_comparisons, parse_comparisons
 from kdlab.compare.columns import check_comparison_rows, column_slug, parse_columns
+from kdlab.compare.teachers import check_row_teachers, parse_teachers
 from kdlab.config import ConfigError
 
 __all__ = ["MethodRow", "CompareSpec", "load_spec", "parse_method_arg", "slugify", "find_config", "SPEC_KEYS",
@@ -68,10 +71,10 @@ SPECS = RECIPES / "compare"
 
 #: the keys a spec file may hold
 SPEC_KEYS = ("name", "title", "teacher", "teacher_set", "student", "budget", "seeds", "common", "methods", "quick",
-             "launcher", "primary", "secondary", "columns", "scales")
+             "launcher", "primary", "secondary", "columns", "scales", "teachers")
 #: the keys of a ``scales`` entry (and what each does: lists appended, student merged, the rest replaced;
 #: ``secondary`` comparisons are appended, e.g. on a column only this scale has)
-SCALE_KEYS = ("common", "teacher_set", "student", "seeds", "columns", "budget", "secondary")
+SCALE_KEYS = ("common", "teacher_set", "student", "seeds", "columns", "budget", "secondary", "teachers")
 #: the data.* keys a budget may set (how much, and which, data the student learns from)
 BUDGET_KEYS = ("n_per_class", "transfer", "transfer_n", "transfer_select", "transfer_k", "transfer_channels",
                "transfer_size", "steps_per_epoch")
@@ -79,7 +82,7 @@ BUDGET_KEYS = ("n_per_class", "transfer", "transfer_n", "transfer_select", "tran
 DEFAULT_QUICK: Dict[str, Any] = {"common": ["trainer.epochs=1", "data.val_size=1000", "data.max_test=2000",
                                             "eval.latency_iters=5"]}
 
-_ROW_KEYS = ("label", "name", "recipe", "set", "paper")
+_ROW_KEYS = ("label", "name", "recipe", "set", "paper", "teacher")
 _SLUG_RE = re.compile(r"[^a-z0-9.]+")
 
 
@@ -102,6 +105,7 @@ class MethodRow:
         paper: the paper's value of this row, shown beside ours for context (a number; before column
             expansion also a mapping column -> number).
         seeds: the seeds of its column when that column sets them (None: the spec's seeds).
+        teacher: a name of the spec's ``teachers`` this row learns from (None: the spec's teacher).
     """
 
     label: str
@@ -111,6 +115,7 @@ class MethodRow:
     column: Optional[str] = None
     paper: Any = None
     seeds: Optional[List[int]] = None  # its column's seeds (None: the spec's)
+    teacher: Optional[str] = None
 
 
 @dataclass
@@ -133,6 +138,7 @@ class CompareSpec:
     declared: bool = False  # comparisons come from primary/secondary (not the default)
     scale: Optional[str] = None  # the scales entry applied
     columns: List[str] = field(default_factory=list)
+    teachers: Dict[str, List[str]] = field(default_factory=dict)  # further teachers (kdlab.compare.teachers)
 
 
 def find_config(arg: Union[str, Path], what: str = "recipe", packaged_dir: Path = RECIPES) -> Path:
@@ -208,7 +214,8 @@ def _row(raw: Any, i: int) -> MethodRow:
     values = paper.values() if isinstance(paper, dict) else [paper]
     if not all(v is None or isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         raise ConfigError(f"methods[{i}].paper = {paper!r}: accepted: the paper's number, or a mapping column -> number")
-    return MethodRow(label=label, slug=slug, recipe=recipe, set=sets, paper=paper)
+    return MethodRow(label=label, slug=slug, recipe=recipe, set=sets, paper=paper,
+                     teacher=str(raw["teacher"]) if raw.get("teacher") is not None else None)
 
 
 def parse_method_arg(text: str) -> MethodRow:
@@ -276,7 +283,7 @@ def _apply_scale(raw: Dict[str, Any], scale: Optional[str]) -> Tuple[Dict[str, A
     if "student" in entry:
         out["student"] = OmegaConf.to_container(OmegaConf.merge(_mapping(raw.get("student"), "student"),
                                                                 _mapping(entry["student"], f"scales.{scale}.student")))
-    out.update({k: entry[k] for k in ("seeds", "columns", "budget") if k in entry})
+    out.update({k: entry[k] for k in ("seeds", "columns", "budget", "teachers") if k in entry})
     return out, scale
 
 
@@ -334,7 +341,8 @@ def load_spec(spec: Union[None, str, Path, Dict[str, Any]] = None, *, methods: S
     columns = parse_columns(raw.get("columns"), base, _str_list, _seeds, slugify)
     rows = [MethodRow(label=f"{r.label} [{name}]", slug=column_slug(r.slug, name), recipe=r.recipe,
                       set=col.set + r.set + col.rows.get(r.slug, []), column=name,
-                      paper=r.paper.get(name) if isinstance(r.paper, dict) else r.paper, seeds=col.seeds)
+                      paper=r.paper.get(name) if isinstance(r.paper, dict) else r.paper, seeds=col.seeds,
+                      teacher=r.teacher)
             for name, col in columns.items() for r in base if col.only is None or r.slug in col.only] or base
     comparisons = [c for key in ("primary", "secondary")
                    for c in parse_comparisons(raw.get(key), key, base, list(columns), column_slug)]
@@ -369,7 +377,9 @@ def load_spec(spec: Union[None, str, Path, Dict[str, Any]] = None, *, methods: S
         declared=declared,
         scale=scale,
         columns=list(columns),
+        teachers=parse_teachers(raw.get("teachers"), bool(teacher or raw.get("teacher"))),
     )
+    check_row_teachers(base, out.teachers)
     if slugify(out.name) != out.name.lower():
         raise ConfigError(f"compare name {out.name!r}: use letters, digits, '.' or '-' (it starts every run name)")
     out = apply_quick(out) if quick else out
@@ -393,4 +403,4 @@ def apply_quick(spec: CompareSpec) -> CompareSpec:
         teacher=spec.teacher, teacher_set=spec.teacher_set + _str_list(q.get("teacher_set"), "quick.teacher_set"),
         student=student, budget=spec.budget, common=spec.common + _str_list(q.get("common"), "quick.common"),
         quick=spec.quick, source=spec.source, launcher=spec.launcher, comparisons=spec.comparisons,
-        declared=spec.declared, scale=spec.scale, columns=spec.columns)
+        declared=spec.declared, scale=spec.scale, columns=spec.columns, teachers=spec.teachers)
