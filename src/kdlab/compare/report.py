@@ -163,13 +163,15 @@ def _data_text(plan: Plan) -> str:
 
 
 def write_configs(plan: Plan) -> Dict[str, str]:
-    """``configs/<row>.yaml`` (and ``configs/teacher.yaml``): the exact resolved config of each row's first
+    """``configs/<row>.yaml`` (and ``configs/teacher.yaml``, the init runs'): the exact resolved config of each row's first
     seed, written from the plan (so a row that failed early has one too). Returns row label -> path."""
     from kdlab.engine import atomic_write_text
 
     out: Dict[str, str] = {}
     todo = [("teacher", plan.teacher)] if plan.teacher else []
     todo += [(row.slug, plan.row_cells(row)[0]) for row in plan.spec.rows]
+    fixed = {f"init {n}" for n, i in plan.spec.inits.items() if i.seed is not None}  # init runs: the first seed's
+    todo += [(c.row.slug, c) for c in plan.inits if c.row.label in fixed or c.seed == plan.spec.seeds[0]]
     for slug, cell in todo:
         path = plan.out / "configs" / f"{slug}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
