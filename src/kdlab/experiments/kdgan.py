@@ -227,7 +227,7 @@ def _protocol(scale: str, sc: Dict[str, Any], seeds: Sequence[int], overrides: S
     ]
 
 
-@EXPERIMENTS.register("kdgan-table4", help="KDGAN Table 4: MIMIC, DISTN, CODIS, KDGAN vs n (Fashion-MNIST)")
+
 def table4(out_dir: Path, scale: str, seeds: Optional[List[int]], overrides: List[str]) -> Path:
     sc = _scale(scale)
     seeds = seeds or sc["seeds"]
