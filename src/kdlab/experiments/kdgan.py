@@ -294,7 +294,7 @@ def _kdgan_diagnostics(sc, game: Dict[int, List[Dict[str, Any]]], teachers: Dict
     return lines
 
 
-@EXPERIMENTS.register("kdgan-table3", help="KDGAN Table 3: classifier size x n, teacher accuracy in parentheses")
+
 def table3(out_dir: Path, scale: str, seeds: Optional[List[int]], overrides: List[str]) -> Path:
     from kdlab.models import build_model
 
