@@ -82,3 +82,24 @@ def test_bad_init_rows_and_subset_seed_are_refused_before_anything_runs(change, 
         plan_compare(load_spec(_spec(**change), scale="small"), tmp_path)
     for w in words:
         assert w in str(err.value), (w, str(err.value))
+
+
+def test_the_report_gives_each_init_runs_accuracy_per_column(tmp_path):
+    """results.json's init_runs: per init and column, the mean and sample std over the seeds' summary.json
+    (numpy on the same numbers); a run that has not finished counts as missing."""
+    import json
+
+    import numpy as np
+
+    from kdlab.compare.report import _init_runs
+
+    plan = plan_compare(load_spec(_spec(), scale="small"), tmp_path)
+    acc = {"t-init-start-a-s0": 70.0, "t-init-start-a-s1": 73.5, "t-init-start-b-s0": 80.25, "t-init-tch-s5": 88.0}
+    for name, a in acc.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps({"test_acc_best": a}))
+    got = {(i["label"], i["column"]): i["test_acc_best"] for i in _init_runs(plan)}
+    assert got[("init start", "a")]["mean"] == pytest.approx(np.mean([70.0, 73.5]))
+    assert got[("init start", "a")]["std"] == pytest.approx(np.std([70.0, 73.5], ddof=1))
+    assert got[("init start", "b")]["n"] == 1 and got[("init start", "b")]["mean"] == 80.25  # s1 not finished
+    assert got[("init tch", None)]["mean"] == 88.0

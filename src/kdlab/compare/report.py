@@ -180,6 +180,17 @@ def write_configs(plan: Plan) -> Dict[str, str]:
     return out
 
 
+def _init_runs(plan: Plan) -> List[Dict[str, Any]]:
+    """Each init run's test accuracy (best-on-validation checkpoint), per init and column over its seeds
+    (e.g. the rows' common start beside the teacher); a run without summary.json counts as missing."""
+    groups: Dict[Any, List[Any]] = {}
+    for c in plan.inits:
+        done = (c.run_dir / "summary.json").is_file()
+        groups.setdefault((c.row.label, c.row.column), []).append(
+            grid.read_summary(c.run_dir).get("test_acc_best") if done else None)
+    return [{"label": label, "column": col, "test_acc_best": _stat(v)} for (label, col), v in groups.items()]
+
+
 def _teacher_run(plan: Plan) -> Optional[Dict[str, Any]]:
     """The facts of the teacher run the report shows (from its summary.json), else None."""
     t = _teacher_summary(plan)
@@ -242,6 +253,7 @@ def write_compare_report(plan: Plan, outcomes: Dict[str, Outcome], info: Dict[st
                "seeds": spec.seeds, "budget": spec.budget, "columns": spec.columns,
                "teacher": _rel(plan.teacher_path, out) if plan.teacher_path else None,
                "teacher_text": _teacher_text(plan, rows), "teacher_run": _teacher_run(plan),
+               "init_runs": _init_runs(plan),
                "data_text": _data_text(plan), "configs": {k: _rel(v, out) for k, v in configs.items()},
                "reused": sum(o.status == "reused" for o in outcomes.values()), **info,
                "declared": spec.declared, "comparisons": comparisons, "rows": rows}
