@@ -149,12 +149,14 @@ def _init_paths(spec: CompareSpec, row: MethodRow, seed: int, out_dir: Path, ext
         if run not in inits:
             sources: List[Any] = ([find_config(init.recipe, what=f"init {name!r} recipe")] if init.recipe else [])
             cols = spec.column_sets.get(row.column, []) if init.per_column else []
-            cell = Cell(row=MethodRow(label=f"init {name}", slug=run, column=row.column if cols else None), seed=s, sources=sources + [_dotlist(spec.common)],
+            column = row.column if init.per_column else None
+            cell = Cell(row=MethodRow(label=f"init {name}", slug=run, column=column), seed=s,
+                        sources=sources + [_dotlist(spec.common)],
                         overrides=[f"out_dir={out_dir}", *cols, *init.set, f"seed={s}",
                                    f"data.subset_seed={spec.subset_seed if spec.subset_seed is not None else s}",
                                    f"name={run}", *extra])
             inits[run] = cell
-            _resolve(cell, f"init {name!r} (seed {s}{f', column {row.column}' if cols else ''})")
+            _resolve(cell, f"init {name!r} (seed {s}{f', column {column}' if column else ''})")
         paths[name] = str(inits[run].run_dir)
     return paths
 
