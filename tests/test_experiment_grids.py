@@ -144,13 +144,12 @@ TERMS = {
                         for row in ("layer1-pool2", "layer4-pool5")},
     "jacobian-table5": {"jacobian-table5-none-s0": ["attention", "attention_jacobian", "ce", "logits"]},
     # the classifier's objective: CODIS's is CE + the codistill term, KDGAN's its adversarial and distillation terms
-    "kdgan-table4": {"kdgan-mimic-h800-n500-s0": ["logits"], "kdgan-distn-h800-n500-s0": ["ce", "kd"],
-                     "kdgan-codis-h800-n500-s0": ["ce", "codistill"],
-                     "kdgan-kdgan-h800-n500-s0": ["kdgan_adversarial", "kdgan_distill"],
-                     "kdgan-kdgan-ce-h800-n500-s0": ["ce", "kdgan_adversarial", "kdgan_distill"],
-                     "kdgan-kdgan-kl-h800-n500-s0": ["kdgan_adversarial", "kdgan_distill"],
-                     "kdgan-kdgan-a0-h800-n500-s0": ["kdgan_adversarial", "kdgan_distill"],
-                     "kdgan-kdgan-tce-h800-n500-s0": ["kdgan_adversarial", "kdgan_distill"]},
+    "kdgan-table4": {f"kdgan-table4-{row}-paper-5k-s0": terms for row, terms in {
+        "mimic": ["logits"], "distn": ["ce", "kd"], "codis": ["ce", "codistill"],
+        "kdgan": ["kdgan_adversarial", "kdgan_distill"], "kdgan-ce": ["ce", "kdgan_adversarial", "kdgan_distill"],
+        "kdgan-kl": ["kdgan_adversarial", "kdgan_distill"], "kdgan-a0": ["kdgan_adversarial", "kdgan_distill"],
+        "kdgan-tce": ["kdgan_adversarial", "kdgan_distill"]}.items()},
+    "kdgan-table3": {f"kdgan-table3-h{h}-paper-5k-s0": ["kdgan_adversarial", "kdgan_distill"] for h in (100, 1200)},
     "loss-families": {f"loss-families-{row}-limited-s0": sorted({"ce", row})
                       for row in ("ce", "kd", "hints", "attention", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp",
                                   "nst", "crd", "dkd", "dist", "srd")},

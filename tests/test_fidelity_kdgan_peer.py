@@ -81,28 +81,25 @@ def test_kdgan_method_defaults_teacher_rate_and_no_anchor():
     assert "ce" not in KDGAN.default_objective["teacher"] and "ce" not in KDGAN.default_objective["student"]
 
 
-def _captured_cells(monkeypatch, scale="full", n_index=1):
-    """The experiment's run configs (``grid.run_cell`` captured, nothing trained) of every row at one n, seed 0."""
-    import kdlab.experiments.kdgan as E
+def _table4_plan(tmp_path, scale="full"):
+    """kdgan-table4's planned runs (every config resolved, nothing trained): slug -> seed-0 config, init runs by name."""
+    from omegaconf import OmegaConf
 
-    cells = []
-    monkeypatch.setattr(E.grid, "run_cell", lambda cfgs, ov, **kw: cells.append(cfgs[0]) or Path(cfgs[0]["name"]))
-    sc = E.SCALE[scale]
-    n = sc["ns"][n_index]
-    t = E._teacher(sc, n, Path("out"), [])
-    rows = {label: E._student(sc, label, spec, n, 0, t, Path("out"), []) for label, spec in E.METHODS_T4.items()}
-    diag = {tag: E._student(sc, "KDGAN", E.METHODS_T4["KDGAN"], n, 0, t, Path("out"), [], tag=tag, extra=extra)
-            for tag, (_, extra) in E.DIAGNOSTICS_T4.items()}
-    by_name = {c["name"]: c for c in cells}
-    return E, sc, by_name, {k: by_name[str(v)] for k, v in rows.items()}, {k: by_name[str(v)] for k, v in diag.items()}
+    from kdlab.compare import load_spec
+    from kdlab.compare.plan import plan_compare
+    from kdlab.experiments.specs import SPEC_DIR
+
+    plan = plan_compare(load_spec(SPEC_DIR / "kdgan-table4.yaml", scale=scale, seeds="0,1"), tmp_path)
+    cells = {c.row.slug: (c.row.label, OmegaConf.to_container(c.cfg)) for c in plan.cells if c.seed == 0}
+    return cells, {c.cfg.name: OmegaConf.to_container(c.cfg) for c in plan.inits}
 
 
-def test_kdgan_experiment_row_matches_the_recipe_and_anchor_is_a_labelled_diagnostic(monkeypatch):
+def test_kdgan_experiment_row_matches_the_recipe_and_anchor_is_a_labelled_diagnostic(tmp_path):
     """Rows: the kdgan-table4 KDGAN row (full scale, n = 10K) plays the recipe's game; the CE anchor appears only
     in the diagnostic row, labelled "not in the paper"."""
-    E, sc, _, rows, diag = _captured_cells(monkeypatch)
+    cells, _ = _table4_plan(tmp_path)
     recipe = _recipe("kdgan")
-    row = rows["KDGAN"]
+    row = cells["kdgan-paper-10k"][1]
     assert "ce" not in row.get("objective", {}).get("teacher", {})
     pl = row["players"]
     assert pl["schedule"] == list(recipe.players.schedule) and pl["schedule_unit"] == recipe.players.schedule_unit
@@ -110,19 +107,24 @@ def test_kdgan_experiment_row_matches_the_recipe_and_anchor_is_a_labelled_diagno
     assert pl["tau_min"] == recipe.players.tau_min
     assert row["trainer"]["epochs"] == recipe.trainer.epochs
     assert row["data"]["batch_size"] == recipe.data.batch_size
-    assert diag["-tce"]["objective"]["teacher"]["ce"]["weight"] == E.TEACHER_CE == 1.0
-    assert "not in the paper" in E.DIAGNOSTICS_T4["-tce"][0]
-    assert all("ce" not in d.get("objective", {}).get("teacher", {}) for k, d in diag.items() if k != "-tce")
+    diag = {slug[:-len("-paper-10k")]: cfg for slug, cfg in cells.items()
+            if slug.startswith("kdgan-") and slug.endswith("-paper-10k") and slug != "kdgan-paper-10k"}
+    assert sorted(diag) == ["kdgan-a0", "kdgan-ce", "kdgan-kl", "kdgan-tce"]
+    assert diag["kdgan-tce"][1]["objective"]["teacher"]["ce"]["weight"] == 1.0
+    assert "not in the paper" in diag["kdgan-tce"][0]
+    assert all(d[1]["objective"]["teacher"].get("ce", {}).get("weight", 0.0) == 0.0
+               for k, d in diag.items() if k != "kdgan-tce")
 
 
-def test_kdgan_small_scale_teacher_is_trained_on_the_whole_split(monkeypatch):
+def test_kdgan_small_scale_teacher_is_trained_on_the_whole_split(tmp_path):
     """Row: small scale, teacher pre-trained on the whole training split (one teacher for every n); full scale on the
     n images as the paper."""
-    _, _, small, _, _ = _captured_cells(monkeypatch, "small", 0)
-    teacher = small["kdgan-teacher-all"]
+    cells, inits = _table4_plan(tmp_path, "small")
+    teacher = inits["kdgan-table4-init-teacher-s0"]
     assert teacher["data"]["n_per_class"] is None and teacher["method"] == "teacher"
-    _, _, full, _, _ = _captured_cells(monkeypatch, "full", 0)
-    assert full["kdgan-teacher-n5000"]["data"]["n_per_class"] == 500
+    assert {c["teacher"]["checkpoint"] for _, c in cells.values()} == {str(tmp_path / "kdgan-table4-init-teacher-s0")}
+    _, full = _table4_plan(tmp_path, "full")
+    assert full["kdgan-table4-init-teacher-paper-5k-s0"]["data"]["n_per_class"] == 500
 
 
 def test_kdgan_selectable_epochs_are_the_classifiers():

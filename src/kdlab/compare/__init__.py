@@ -108,8 +108,8 @@ def run_compare(spec: CompareSpec, out_dir: Path = Path("runs"), extra: Sequence
         set_threads(plan, worker_threads(jobs))
     from kdlab.experiments import grid
 
-    for teacher in plan.teacher_cells:
-        grid.run_cell(teacher.sources, teacher.overrides, console)
+    for first in plan.teacher_cells + plan.inits:  # every row depends on these
+        grid.run_cell(first.sources, first.overrides, console)
     outcomes = run_cells(plan, jobs=jobs, gpus=gpus, console=console)
     info: Dict[str, Any] = {"jobs": jobs, "gpus": gpus, "threads": plan.threads, "launcher": {"name": "local"},
                             "wall_time_s": time.perf_counter() - t0}
@@ -124,13 +124,14 @@ def _run_submitted(plan: Plan, settings: Any, console: Console, t0: float) -> Co
     from kdlab.compare import launch
     from kdlab.experiments import grid
 
-    launch.check_cells([c.cfg for c in plan.teacher_cells + plan.cells], settings)
+    first = plan.teacher_cells + plan.inits  # every row depends on these
+    launch.check_cells([c.cfg for c in first + plan.cells], settings)
     set_threads(plan, settings.cpus_per_run)  # each CPU run gets its job's cores (recorded in its config)
-    if plan.teacher_cells:
+    if first:
         folder = launch.job_folder(settings, plan.out)
         with grid.launched_by(launch.cell_launcher(settings, folder, plan.out / "logs", console)):
-            for teacher in plan.teacher_cells:
-                grid.run_cell(teacher.sources, teacher.overrides, console)
+            for cell in first:
+                grid.run_cell(cell.sources, cell.overrides, console)
     outcomes = run_cells(plan, console=console, launcher=settings)
     info: Dict[str, Any] = {"jobs": launch.max_parallel(settings, len(plan.cells)), "gpus": settings.gpus_per_run,
                             "threads": plan.threads, "launcher": {"name": "submitit", **asdict(settings)},

@@ -56,6 +56,7 @@ class Plan:
         teacher: the teacher's cell when the spec trains it, else None.
         teacher_path: the checkpoint every row gets as ``teacher.checkpoint`` (None: the rows' own).
         cells: row-major: every seed of row 0, then row 1, ...
+        inits: the init runs (:mod:`kdlab.compare.inits`) the cells refer to, each once, in first-use order.
         threads: ``trainer.threads`` given to each student run by ``--jobs`` (None: torch's default).
         teachers: the spec's further teachers (name -> cell; :mod:`kdlab.compare.teachers`).
     """
@@ -66,6 +67,7 @@ class Plan:
     teacher_path: Optional[str]
     cells: List[Cell] = field(default_factory=list)
     threads: Optional[int] = None
+    inits: List[Cell] = field(default_factory=list)  # the spec's init runs the rows use, trained before them
     n_extra: int = 0  # the command line's overrides, last in every cell's overrides
     teachers: Dict[str, Cell] = field(default_factory=dict)
 
@@ -147,15 +149,45 @@ def _check_teacher_weights(teacher: str) -> None:
                           f"classifiers: give a run of kdlab train-teacher or its teacher.safetensors")
 
 
+def _init_paths(spec: CompareSpec, row: MethodRow, seed: int, out_dir: Path, extra: Sequence[str],
+                inits: Dict[str, Cell]) -> Dict[str, str]:
+    """The run directory of each init ``row`` refers to at ``seed``; new init cells are added to ``inits``
+    (run name -> cell)."""
+    from kdlab.compare.inits import init_refs, init_run_name
+
+    paths = {}
+    for name in init_refs(row.set, spec.inits, f"method row {row.label!r}"):
+        init = spec.inits[name]
+        s = init.seed if init.seed is not None else seed
+        run = init_run_name(spec.name, init, row.column, s)
+        if run not in inits:
+            sources: List[Any] = ([find_config(init.recipe, what=f"init {name!r} recipe")] if init.recipe else [])
+            cols = spec.column_sets.get(row.column, []) if init.per_column else []
+            column = row.column if init.per_column else None
+            cell = Cell(row=MethodRow(label=f"init {name}", slug=run, column=column), seed=s,
+                        sources=sources + [_dotlist(spec.common)],
+                        overrides=[f"out_dir={out_dir}", *cols, *init.set, f"seed={s}",
+                                   f"data.subset_seed={spec.subset_seed if spec.subset_seed is not None else s}",
+                                   f"name={run}", *extra])
+            inits[run] = cell
+            _resolve(cell, f"init {name!r} (seed {s}{f', column {column}' if column else ''})")
+        paths[name] = str(inits[run].run_dir)
+    return paths
+
+
 def _student_cell(spec: CompareSpec, row: MethodRow, seed: int, out_dir: Path, teacher: Optional[str],
-                  extra: Sequence[str]) -> Cell:
+                  extra: Sequence[str], inits: Optional[Dict[str, Cell]] = None) -> Cell:
     sources: List[Any] = [row.recipe] if row.recipe is not None else [{"method": "distill"}]
     # the label as a mapping, not a key=value string: YAML would read "[x] CE" as a list, "1e3" as a number
     sources += [_dotlist(spec.common), spec.student, {"data": dict(spec.budget)} if spec.budget else {},
                 {"label": row.label}]
     overrides = [f"out_dir={out_dir}"] + ([f"teacher.checkpoint={teacher}"] if teacher else [])
-    overrides += [*row.set, f"seed={seed}", f"data.subset_seed={seed}", f"name={spec.name}-{row.slug}-s{seed}",
-                  *extra]
+    from kdlab.compare.inits import substitute
+
+    paths = _init_paths(spec, row, seed, out_dir, extra, inits if inits is not None else {})
+    subset = spec.subset_seed if spec.subset_seed is not None else seed
+    overrides += [*substitute(row.set, paths), f"seed={seed}", f"data.subset_seed={subset}",
+                  f"name={spec.name}-{row.slug}-s{seed}", *extra]
     cell = Cell(row=row, seed=seed, sources=sources, overrides=overrides)
     _resolve(cell, f"method row {row.label!r} (seed {seed})")
     return cell
@@ -299,11 +331,13 @@ def plan_compare(spec: CompareSpec, out_dir: Path, extra: Sequence[str] = (), jo
     paths = {None: teacher_path}
     for name in spec.teachers:
         plan.teachers[name], paths[name] = _teacher(spec, out_dir, extra, further=name)
+    inits: Dict[str, Cell] = {}
     for row in spec.rows:
         for seed in row.seeds or spec.seeds:
-            plan.cells.append(_student_cell(spec, row, seed, out_dir, paths[row.teacher], extra))
+            plan.cells.append(_student_cell(spec, row, seed, out_dir, paths[row.teacher], extra, inits))
+    plan.inits = list(inits.values())
     names: Dict[str, str] = {}
-    for cell in plan.teacher_cells + plan.cells:
+    for cell in plan.teacher_cells + plan.inits + plan.cells:
         if cell.cfg.name in names:  # e.g. name= among the command line's overrides (it comes last)
             raise ConfigError(f"runs of {names[cell.cfg.name]!r} and {cell.row.label!r} are both named "
                               f"{cell.cfg.name!r}; leave name= to compare (it names runs <name>-<row>-s<seed>)")

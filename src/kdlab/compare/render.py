@@ -153,6 +153,13 @@ def render_report(results: Dict[str, Any]) -> str:
         "",
     ]
     lines += [f"- {ordering_text(e['label'], ref, e['vs_first']['test_acc_best'])}" for e in rows[1:]] + [""]
+    if results.get("init_runs"):  # what the rows start from (kdlab.compare.inits)
+        lines += ["Runs trained before the rows (the spec's `init`), test accuracy % of the best-on-validation "
+                  "checkpoint (mean ± std over their seeds):", "",
+                  markdown_table(["Init run", "Column", "Seeds", "Test acc, best-val ckpt (%)"],
+                                 [[i["label"], i["column"] or "every column", str(i["test_acc_best"]["n"]),
+                                   _ms(i["test_acc_best"])] for i in results["init_runs"]],
+                                 align=["l", "l", "r", "r"]), ""]
     lines += ["## Training budget and convergence", "",
               "Per row (mean ± std over seeds): student updates (optimizer steps); wall time per run; MACs per image of "
               "the student's forward pass; training MACs per update ≈ 3 × MACs per image × batch size (forward + "

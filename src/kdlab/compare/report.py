@@ -163,19 +163,32 @@ def _data_text(plan: Plan) -> str:
 
 
 def write_configs(plan: Plan) -> Dict[str, str]:
-    """``configs/<row>.yaml`` (and ``configs/teacher*.yaml``): the exact resolved config of each row's first
+    """``configs/<row>.yaml`` (and ``configs/teacher*.yaml``, the init runs'): the exact resolved config of each row's first
     seed, written from the plan (so a row that failed early has one too). Returns row label -> path."""
     from kdlab.engine import atomic_write_text
 
     out: Dict[str, str] = {}
     todo = [(cell.row.slug, cell) for cell in plan.teacher_cells]
     todo += [(row.slug, plan.row_cells(row)[0]) for row in plan.spec.rows]
+    fixed = {f"init {n}" for n, i in plan.spec.inits.items() if i.seed is not None}  # init runs: the first seed's
+    todo += [(c.row.slug, c) for c in plan.inits if c.row.label in fixed or c.seed == plan.spec.seeds[0]]
     for slug, cell in todo:
         path = plan.out / "configs" / f"{slug}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, to_yaml(cell.cfg))
         out[cell.row.label] = str(path)
     return out
+
+
+def _init_runs(plan: Plan) -> List[Dict[str, Any]]:
+    """Each init run's test accuracy (best-on-validation checkpoint), per init and column over its seeds
+    (e.g. the rows' common start beside the teacher); a run without summary.json counts as missing."""
+    groups: Dict[Any, List[Any]] = {}
+    for c in plan.inits:
+        done = (c.run_dir / "summary.json").is_file()
+        groups.setdefault((c.row.label, c.row.column), []).append(
+            grid.read_summary(c.run_dir).get("test_acc_best") if done else None)
+    return [{"label": label, "column": col, "test_acc_best": _stat(v)} for (label, col), v in groups.items()]
 
 
 def _teacher_run(plan: Plan) -> Optional[Dict[str, Any]]:
@@ -240,6 +253,7 @@ def write_compare_report(plan: Plan, outcomes: Dict[str, Outcome], info: Dict[st
                "seeds": spec.seeds, "budget": spec.budget, "columns": spec.columns,
                "teacher": _rel(plan.teacher_path, out) if plan.teacher_path else None,
                "teacher_text": _teacher_text(plan, rows), "teacher_run": _teacher_run(plan),
+               "init_runs": _init_runs(plan),
                "data_text": _data_text(plan), "configs": {k: _rel(v, out) for k, v in configs.items()},
                "reused": sum(o.status == "reused" for o in outcomes.values()), **info,
                "declared": spec.declared, "comparisons": comparisons, "rows": rows}

@@ -11,7 +11,8 @@ A spec names one teacher, one student set-up, one data budget, the seeds and the
       model: {name: mlp, kwargs: {hidden: [100, 100]}}
     budget: {n_per_class: 100}      # data.* keys of the student's data: images per class, or a
                                     # transfer source ({transfer: mnist-digits, transfer_n: 2000})
-    seeds: [0, 1, 2]                # seed s also sets data.subset_seed = s (paired subsets)
+    seeds: [0, 1, 2]                # seed s also sets data.subset_seed = s (paired subsets),
+    subset_seed: 0                  # unless subset_seed fixes one subset for every seed
     common: [data.max_test=2000]    # key=value for every run, the teacher included
     methods:                        # rows; the first row is the reference of the paired tests
       - {label: "CE only", name: ce, recipe: demo_ce}
@@ -37,7 +38,9 @@ A spec names one teacher, one student set-up, one data budget, the seeds and the
                                     # also only: [rows it holds], seeds: [its seeds] (kdlab.compare.columns)
     scales:                         # optional variants (kdlab reproduce --scale): lists appended, student
       small: {seeds: [0, 1, 2, 3, 4]}   # merged, secondary appended, seeds / columns / budget replaced
-      full: {common: [trainer.epochs=100]}
+      full: {common: [trainer.epochs=100], rows: {kd: [trainer.epochs=200]}}  # rows: some rows' sets
+    init: {clf: [method=teacher]}   # runs before the rows; a row's set model.checkpoint=@init:clf gets its
+                                    # run directory (kdlab.compare.inits; also a scales entry's key)
 
 A row is a packaged recipe, a YAML path, or only inline ``key=value`` sets (on top of ``student`` and
 ``common``; a row without a recipe is a ``distill`` row unless it sets ``method=``). Precedence, lowest
@@ -59,6 +62,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from kdlab.compare.claims import Comparison, find_row, default_comparisons, parse_comparisons
 from kdlab.compare.columns import check_comparison_rows, column_slug, parse_columns
 from kdlab.compare.teachers import check_row_teachers, parse_teachers
+from kdlab.compare.inits import InitRun, parse_inits, with_row_sets
 from kdlab.config import ConfigError
 
 __all__ = ["MethodRow", "CompareSpec", "load_spec", "parse_method_arg", "slugify", "find_config", "SPEC_KEYS",
@@ -71,10 +75,10 @@ SPECS = RECIPES / "compare"
 
 #: the keys a spec file may hold
 SPEC_KEYS = ("name", "title", "teacher", "teacher_set", "student", "budget", "seeds", "common", "methods", "quick",
-             "launcher", "primary", "secondary", "columns", "scales", "teachers")
+             "launcher", "primary", "secondary", "columns", "scales", "teachers", "init", "subset_seed")
 #: the keys of a ``scales`` entry (and what each does: lists appended, student merged, the rest replaced;
-#: ``secondary`` comparisons are appended, e.g. on a column only this scale has)
-SCALE_KEYS = ("common", "teacher_set", "student", "seeds", "columns", "budget", "secondary", "teachers")
+#: ``secondary`` comparisons are appended, e.g. on a column only this scale has; ``rows``: some rows' sets)
+SCALE_KEYS = ("common", "teacher_set", "student", "seeds", "columns", "budget", "secondary", "teachers", "init", "rows")
 #: the data.* keys a budget may set (how much, and which, data the student learns from)
 BUDGET_KEYS = ("n_per_class", "transfer", "transfer_n", "transfer_select", "transfer_k", "transfer_channels",
                "transfer_size", "steps_per_epoch")
@@ -139,6 +143,9 @@ class CompareSpec:
     scale: Optional[str] = None  # the scales entry applied
     columns: List[str] = field(default_factory=list)
     teachers: Dict[str, List[str]] = field(default_factory=dict)  # further teachers (kdlab.compare.teachers)
+    column_sets: Dict[str, List[str]] = field(default_factory=dict)  # column -> its own key=value sets
+    inits: Dict[str, InitRun] = field(default_factory=dict)  # runs trained before the rows (kdlab.compare.inits)
+    subset_seed: Optional[int] = None  # data.subset_seed of every run (None: each run's seed)
 
 
 def find_config(arg: Union[str, Path], what: str = "recipe", packaged_dir: Path = RECIPES) -> Path:
@@ -283,7 +290,8 @@ def _apply_scale(raw: Dict[str, Any], scale: Optional[str]) -> Tuple[Dict[str, A
     if "student" in entry:
         out["student"] = OmegaConf.to_container(OmegaConf.merge(_mapping(raw.get("student"), "student"),
                                                                 _mapping(entry["student"], f"scales.{scale}.student")))
-    out.update({k: entry[k] for k in ("seeds", "columns", "budget", "teachers") if k in entry})
+    out.update({k: entry[k] for k in ("seeds", "columns", "budget", "teachers", "init") if k in entry})
+    out["methods"] = with_row_sets(raw.get("methods"), _mapping(entry.get("rows"), f"scales.{scale}.rows"), scale)
     return out, scale
 
 
@@ -378,6 +386,9 @@ def load_spec(spec: Union[None, str, Path, Dict[str, Any]] = None, *, methods: S
         scale=scale,
         columns=list(columns),
         teachers=parse_teachers(raw.get("teachers"), bool(teacher or raw.get("teacher"))),
+        column_sets={c: col.set for c, col in columns.items()},
+        inits=parse_inits(raw.get("init"), "init", _str_list),
+        subset_seed=None if raw.get("subset_seed") is None else _seeds([raw["subset_seed"]], "subset_seed")[0],
     )
     check_row_teachers(base, out.teachers)
     if slugify(out.name) != out.name.lower():
@@ -403,4 +414,5 @@ def apply_quick(spec: CompareSpec) -> CompareSpec:
         teacher=spec.teacher, teacher_set=spec.teacher_set + _str_list(q.get("teacher_set"), "quick.teacher_set"),
         student=student, budget=spec.budget, common=spec.common + _str_list(q.get("common"), "quick.common"),
         quick=spec.quick, source=spec.source, launcher=spec.launcher, comparisons=spec.comparisons,
-        declared=spec.declared, scale=spec.scale, columns=spec.columns, teachers=spec.teachers)
+        declared=spec.declared, scale=spec.scale, columns=spec.columns, teachers=spec.teachers,
+        column_sets=spec.column_sets, inits=spec.inits, subset_seed=spec.subset_seed)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from kdlab.experiments import EXPERIMENTS, grid
-from kdlab.experiments.kdgan import METHODS_T4, _base, _merge, _protocol, _scale, _student, _teacher
+from kdlab.experiments.kdgan import KDGAN_ROW, _base, _merge, _protocol, _scale, _student, _teacher
 from kdlab.experiments.kdgan_report import fig6_orderings, fig7_orderings
 from kdlab.experiments.kdgan_traces import GradVariance, read_trace, trace_file
 
@@ -56,7 +56,7 @@ def fig6(out_dir: Path, scale: str, seeds: Optional[List[int]], overrides: List[
     t0 = grid.read_summary(t)["test_acc_best"]
     rows = []
     for g in sc["gammas"]:
-        ss = [grid.read_summary(_student(sc, "KDGAN", METHODS_T4["KDGAN"], n, s, t, out, overrides, extra={"objective": {"teacher": {"kdgan_distill": {"weight": g}}}},
+        ss = [grid.read_summary(_student(sc, "KDGAN", KDGAN_ROW, n, s, t, out, overrides, extra={"objective": {"teacher": {"kdgan_distill": {"weight": g}}}},
                                          tag=f"-g{g:g}")) for s in seeds]
         rows.append((g, [x["teacher"]["test_acc_last"] for x in ss], [x["teacher"]["test_acc_at_best"] for x in ss],
                      [x["test_acc_best"] for x in ss]))

@@ -1,4 +1,5 @@
-"""The ordering sentences of the KDGAN reports (Wang et al., NeurIPS 2018, Tables 3-4, Figs. 6-7), each a
+"""The ordering sentences of the KDGAN figure reports (Wang et al., NeurIPS 2018, Figs. 6-7; Tables 3-4 are specs
+whose claims :mod:`kdlab.compare.claims` tests), each a
 paired test across seeds (:func:`kdlab.report.claim_text`: paired t-test p-value, number of seeds,
 "not significant" where it is not). Pure functions of per-seed result lists, so they are tested on
 fabricated tables (``tests/test_report_orderings.py``)."""
@@ -8,37 +9,6 @@ import math
 from typing import Dict, List, Sequence
 
 from kdlab.report import claim_text
-
-#: the paper's ordering at every n (Table 4, MNIST)
-TABLE4_ORDER = ("KDGAN", "CODIS", "DISTN", "MIMIC")
-
-
-def table4_orderings(res: Dict[str, Dict[int, Dict[str, List[float]]]], ns: Sequence[int]) -> List[str]:
-    """Table 4: every pair of the paper's ordering KDGAN > CODIS > DISTN > MIMIC, at every n, on the
-    best-on-validation test accuracy (``res[method][n]["best"]``: one value per seed, same seeds)."""
-    lines = ["The paper's MNIST ordering at every n is KDGAN > CODIS > DISTN > MIMIC. On Fashion-MNIST, each pair "
-             "tested across seeds (best-on-validation test accuracy; paired t-test):", ""]
-    order = list(TABLE4_ORDER)
-    for n in ns:
-        means = {m: sum(res[m][n]["best"]) / max(1, len(res[m][n]["best"])) for m in order}
-        lines.append(f"- n = {n}: ours, ranked by mean (each pair tested below): "
-                     f"{', '.join(sorted(order, key=lambda m: -means[m]))}")
-        lines += [f"  - {claim_text(a, b, res[a][n]['best'], res[b][n]['best'])}"
-                  for i, a in enumerate(order) for b in order[i + 1:]]
-    return lines
-
-
-def table3_orderings(acc: Dict[int, Dict[int, List[float]]], ns: Sequence[int]) -> List[str]:
-    """Table 3: the paper's "accuracy grows with the classifier's size at every n" and "grows with n at
-    every size", as paired claims between neighbours (``acc[hidden width][n]``: one value per seed)."""
-    hs = sorted(acc)
-    lines = ["- Paper: accuracy grows with the classifier's size at every n. Ours:"]
-    lines += [f"  - n = {n}: {claim_text(f'width {b}', f'width {a}', acc[b][n], acc[a][n])}"
-              for n in ns for a, b in zip(hs, hs[1:])]
-    lines.append("- Paper: accuracy grows with n at every size. Ours (seeds paired by index):")
-    lines += [f"  - width {h}: {claim_text(f'n = {b}', f'n = {a}', acc[h][b], acc[h][a])}"
-              for h in hs for a, b in zip(ns, ns[1:])]
-    return lines
 
 
 def fig6_orderings(rows: Sequence[tuple], t0: float) -> List[str]:
