@@ -18,6 +18,8 @@ from kdlab.compare.spec import slugify
 from kdlab.config import ConfigError, to_yaml
 from kdlab.experiments import grid
 
+from fake_runs import write_finished_run
+
 #: made-up test accuracy (best-on-val) per (row name part, seed): row "kd" beats "ce" on every seed
 ACC = {"ce": [80.0, 81.5, 79.0], "kd": [82.0, 82.5, 81.9], "t8": [81.0, 83.0, 78.5]}
 
@@ -33,21 +35,10 @@ class FakeTrain:
         self.names.append(cfg.name)
         if self.fail and self.fail == cfg.name:
             raise self.error("loss exploded at step 7")
-        run = Path(cfg.out_dir) / cfg.name
-        run.mkdir(parents=True, exist_ok=True)
         row = cfg.name.split("-")[1] if cfg.name.count("-") >= 2 else "teacher"
         acc = ACC.get(row, [90.0, 90.0, 90.0])[cfg.seed % 3]
-        (run / "config.yaml").write_text(to_yaml(cfg))
-        (run / "metrics.jsonl").write_text("".join(
-            json.dumps({"epoch": e, "step": 10 * (e + 1), "throughput": 500.0, "val/acc": acc - 2 + e}) + "\n"
-            for e in range(2)))
-        (run / "summary.json").write_text(json.dumps({
-            "name": cfg.name, "label": cfg.label, "method": cfg.method, "seed": cfg.seed,
-            "test_acc_best": acc, "test_acc_last": acc - 0.5, "val_acc_best": acc, "best_epoch": 1, "epochs": 2,
-            "noise_acc": {"0.0": acc, "0.2": acc - 10}, "train_time_s": 2.0, "wall_time_s": 3.0,
-            "model": {"name": cfg.model.name, "params": 89610, "macs": 89400, "latency_ms": 0.05},
-            "teacher": {"name": "lenet", "params": 3_000_000, "test_acc": 90.0, "checkpoint": cfg.teacher.checkpoint}}))
-        return run
+        metrics = [{"epoch": e, "step": 10 * (e + 1), "throughput": 500.0, "val/acc": acc - 2 + e} for e in range(2)]
+        return write_finished_run(cfg, acc, metrics, {"0.0": acc, "0.2": acc - 10})
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ from kdlab.config import ConfigError, to_yaml
 from kdlab.experiments import EXPERIMENTS, grid
 from kdlab.experiments.specs import run_spec_experiment
 
+from fake_runs import write_finished_run
+
 #: made-up per-seed test accuracy (best-on-val; last = best - 0.5) per row name and seed 0..4
 ACC = {"ce": [80.0, 81.5, 79.0, 80.2, 80.9], "kd": [82.0, 82.5, 81.9, 81.0, 82.6],
        "t8": [81.0, 83.0, 78.5, 80.0, 81.4]}
@@ -38,22 +40,12 @@ class FakeTrain:
 
     def __call__(self, cfg: Any, **kw: Any) -> Path:
         self.names.append(cfg.name)
-        run = Path(cfg.out_dir) / cfg.name
-        run.mkdir(parents=True, exist_ok=True)
         row = cfg.name.split("-")[1] if cfg.name.count("-") >= 2 else "teacher"
         acc = ACC.get(row, [90.0] * 5)[cfg.seed % 5]
         loss = LOSS.get(row, LOSS["ce"])
-        (run / "config.yaml").write_text(to_yaml(cfg))
-        (run / "metrics.jsonl").write_text("".join(
-            json.dumps({"epoch": i // 4, "step": 5 * (i + 1), "train/loss": v, "throughput": 500.0}) + "\n"
-            for i, v in enumerate(loss)) + json.dumps({"epoch": 1, "step": 40, "val/acc": acc}) + "\n")
-        (run / "summary.json").write_text(json.dumps({
-            "name": cfg.name, "label": cfg.label, "method": cfg.method, "seed": cfg.seed,
-            "test_acc_best": acc, "test_acc_last": acc - 0.5, "val_acc_best": acc, "best_epoch": 1, "epochs": 2,
-            "noise_acc": {"0.0": acc}, "train_time_s": 2.0, "wall_time_s": 3.0,
-            "model": {"name": cfg.model.name, "params": PARAMS, "macs": MACS, "latency_ms": 0.05},
-            "teacher": {"name": "lenet", "params": 3_000_000, "test_acc": 90.0, "checkpoint": cfg.teacher.checkpoint}}))
-        return run
+        metrics = [{"epoch": i // 4, "step": 5 * (i + 1), "train/loss": v, "throughput": 500.0} for i, v in enumerate(loss)]
+        return write_finished_run(cfg, acc, metrics + [{"epoch": 1, "step": 40, "val/acc": acc}], {"0.0": acc},
+                                  params=PARAMS, macs=MACS)
 
 
 @pytest.fixture
