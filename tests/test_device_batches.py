@@ -86,7 +86,7 @@ def test_a_run_on_device_equals_a_run_through_the_dataloader(tmp_path, monkeypat
     from conftest import small_config
     from kdlab.runner import load_run_config, train
 
-    import kdlab.engine.loop as loop
+    import kdlab.engine.train_data as train_data
 
     used = []
 
@@ -95,7 +95,7 @@ def test_a_run_on_device_equals_a_run_through_the_dataloader(tmp_path, monkeypat
             used.append(True)
             return super().__iter__()
 
-    monkeypatch.setattr(loop, "DeviceBatches", Spy)
+    monkeypatch.setattr(train_data, "DeviceBatches", Spy)
     out = {}
     for flag in (True, False):
         cfg = small_config(tmp_path, name=f"on{flag}", data={"augment": True, "on_device": flag},

@@ -19,7 +19,8 @@ from kdlab.engine.loading import (
     network_identity,
 )
 from kdlab.engine.interrupt import TrainingInterrupted
-from kdlab.engine.loop import FitResult, NonFiniteLossError, Trainer, copy_with_state, make_fabric, train_loader, unwrap
+from kdlab.engine.loop import FitResult, NonFiniteLossError, Trainer, copy_with_state, make_fabric, unwrap
+from kdlab.engine.train_data import train_loader
 from kdlab.engine.optim import build_optimizer, build_scheduler, optim_with_lr
 
 __all__ = [

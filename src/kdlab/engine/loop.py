@@ -25,7 +25,7 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 from torch import nn
 
-from kdlab.data import DeviceBatches, SeededSampler, make_loader
+from kdlab.data import make_loader
 from kdlab.engine.callbacks import CallbackList, PlayersView
 from kdlab.engine.checkpoint import WeightsError, load_checkpoint, save_checkpoint
 from kdlab.engine.interrupt import StepBoundaryInterrupt, TrainingInterrupted
@@ -33,7 +33,8 @@ from kdlab.engine.logging import MetricsLog, ProgressBar, format_values
 from kdlab.engine.optim import apply_schedules, schedules
 from kdlab.engine.rundir import resume_changes
 from kdlab.engine.rng import gather_rng, rng_state, set_rng_bytes, set_rng_state
-from kdlab.engine.speed import channels_last_batch, data_on_device, nvml_check_where_useful, pin_memory_for
+from kdlab.engine.speed import channels_last_batch, nvml_check_where_useful
+from kdlab.engine.train_data import train_loader
 
 CKPT_FORMAT = "kdlab-run-1"
 
@@ -354,29 +355,6 @@ class Trainer:
         )
         what = "training stopped" if reason else "non-finite loss"
         raise NonFiniteLossError(f"{what} at epoch {epoch + 1}, step {step} ({vals}); the run stopped; {kept}") from None
-
-
-def train_loader(cfg: Any, fabric: Any, train_set: Any, epoch: int):
-    """Epoch ``epoch``'s shuffled training batches (``cfg.data``, ``cfg.seed``), as the loop iterates them;
-    under DDP each rank (``fabric``) takes its shard of the same order. An in-memory set is served from the
-    training device where ``data.on_device`` says so (:func:`kdlab.engine.speed.data_on_device`): the same
-    batches, without a DataLoader."""
-    data = cfg.data
-    if data_on_device(getattr(data, "on_device", None), data.num_workers, train_set, fabric.device):
-        sampler = SeededSampler(len(train_set), shuffle=True, seed=cfg.seed, epoch=epoch,
-                                num_replicas=fabric.world_size, rank=fabric.global_rank)
-        return DeviceBatches(train_set, data.batch_size, sampler, fabric.device)
-    return make_loader(
-        train_set,
-        cfg.data.batch_size,
-        shuffle=True,
-        seed=cfg.seed,
-        epoch=epoch,
-        num_workers=cfg.data.num_workers,
-        pin_memory=pin_memory_for(cfg.data.pin_memory, fabric.device),
-        num_replicas=fabric.world_size,
-        rank=fabric.global_rank,
-    )
 
 
 def copy_with_state(model: nn.Module, state: Dict[str, torch.Tensor]) -> nn.Module:
