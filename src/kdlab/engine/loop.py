@@ -27,7 +27,8 @@ from torch import nn
 
 from kdlab.data import make_loader
 from kdlab.engine.callbacks import CallbackList, PlayersView
-from kdlab.engine.checkpoint import WeightsError, load_checkpoint, save_checkpoint
+from kdlab.engine.checkpoint import WeightsError, load_checkpoint
+from kdlab.engine.writer import CheckpointWriter
 from kdlab.engine.interrupt import StepBoundaryInterrupt, TrainingInterrupted
 from kdlab.engine.logging import MetricsLog, ProgressBar, format_values
 from kdlab.engine.optim import apply_schedules, schedules
@@ -105,6 +106,7 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.is_zero = fabric.is_global_zero
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", fabric, enabled=self.is_zero)
+        self._writer = CheckpointWriter()  # fit() opens its own; this one serves calls outside fit
 
     # -- checkpoints -------------------------------------------------------------------------
     def _export(self, method: Any, copy: bool = True) -> tuple:
@@ -126,13 +128,13 @@ class Trainer:
             "model_meta": meta,
         }
         if self.is_zero:
-            save_checkpoint(state, self.ckpt_dir / "last.ckpt")
+            self._writer.submit(state, self.ckpt_dir / "last.ckpt")
         self.fabric.barrier()
 
     def _save_best(self, method: Any, epoch: int, value: float) -> Dict[str, torch.Tensor]:
         model_state, meta = self._export(method)
         if self.is_zero:
-            save_checkpoint(
+            self._writer.submit(
                 {"format": CKPT_FORMAT, "epoch": epoch, "value": value, "key": method.selection_key,
                  "model": model_state, "model_meta": meta},
                 self.ckpt_dir / "best.ckpt",
@@ -235,7 +237,7 @@ class Trainer:
         hooks = CallbackList(callbacks, view, fabric, self.ckpt_dir / "last.ckpt")
         hooks.at(start_epoch, step)
         hooks.fit_start()
-        with ProgressBar(enabled=tcfg.progress and self.is_zero) as bar, \
+        with CheckpointWriter() as self._writer, ProgressBar(enabled=tcfg.progress and self.is_zero) as bar, \
                 StepBoundaryInterrupt(enabled=fabric.world_size == 1) as interrupt:
             for epoch in range(start_epoch, epochs):
                 loader = self._train_loader(train_set, epoch)
@@ -281,6 +283,7 @@ class Trainer:
                         hooks.at(epoch, step)
                         hooks.step_end(batch, step, out)
                     if interrupt.requested:
+                        self._writer.wait()
                         last = self.ckpt_dir / "last.ckpt"
                         raise TrainingInterrupted(epoch, step, last if last.exists() else None, interrupt.signal_name)
                 method.on_epoch_end(epoch)
@@ -301,6 +304,7 @@ class Trainer:
                         + (f"  {key}={val:.4g}" if val is not None else "")
                     )
                 if hooks:
+                    self._writer.wait()  # a callback may read last.ckpt
                     hooks.at(epoch + 1, step)
                     hooks.epoch_end(epoch, {**last_values, **(metrics if val_loader is not None else {})})
         hooks.at(epochs, step)
@@ -346,6 +350,7 @@ class Trainer:
 
     def _stop(self, out: Dict[str, torch.Tensor], epoch: int, step: int, reason: Optional[str] = None) -> None:
         vals = reason or ", ".join(f"{k}={float(v):.4g}" for k, v in out.items())
+        self._writer.wait()
         last = self.ckpt_dir / "last.ckpt"
         kept = (
             f"the last good checkpoint is {str(last)!r} (resume with --resume after lowering the learning rate, "
