@@ -102,7 +102,7 @@ SWEEP_CASES = [
     case("ranges", f"{DS} objective.student.kd.weight=-1", "'objective.student.kd.weight' = -1.0", ">= 0"),
     case("ranges", f"{DS} objective.student.kd.reduction=sum2", "'sum2'", "accepted: batchmean"),
     case("ranges", f"{DS} players.input_noise=-1", "'players.input_noise' = -1.0", ">= 0"),
-    case("ranges", f"{TT} model.kwargs.hidden=[-5]", "hidden[0] must be an integer >= 1", "-5"),
+    case("ranges", f"{TT} model.kwargs.hidden=[-5]", "model.kwargs of 'mlp': hidden[0] must be an integer >= 1", "-5"),
     case("ranges", f"{TT} model.kwargs.hidden=abc", "hidden must be a list of positive integers", "'abc'"),
     case("ranges", f"{TT} model.kwargs.dropout=1.5", "dropout must be a probability in [0, 1)", "1.5"),
     case("ranges", f"{TT} data.num_workers=1000", "'data.num_workers' = 1000", "CPU core(s)", "accepted: 0.."),
@@ -113,8 +113,8 @@ SWEEP_CASES = [
          "less than one pixel", "accepted with data.privileged=downsample: 1..27"),
     case("ranges", f"{TT} model.kwargs.hidden=[100000000000]", "out of memory", "use a smaller model"),
     # --- data: sizes against the set, classes, transfer sources, image folders
-    case("data", f"{TT} data.val_size=100000", "val_size=100000", "[0, 59999]"),
-    case("data", f"{TT} data.n_per_class=100000", "fewer than n_per_class=100000"),
+    case("data", f"{TT} data.val_size=100000", "data.val_size=100000", "[0, 59999]"),
+    case("data", f"{TT} data.n_per_class=100000", "fewer than data.n_per_class=100000"),
     case("data", f"{TT} data.classes=[0,99]", "[0, 99]", "distinct labels in [0, 10)"),
     case("data", f"{DS} data.classes=[0,1,2]", "good.safetensors", "(10, 1, 28)", "(3, 1, 28)"),
     case("data", f"{DS} data.transfer=mnist-digits data.transfer_n=0 data.n_per_class=null",
@@ -204,7 +204,7 @@ SWEEP_CASES = [
     case("compare", "compare demo --method noequals --out-dir {out}/c", "'noequals'", "LABEL=SOURCE"),
     case("compare", "compare demo --method =demo_kd --out-dir {out}/c", "'=demo_kd'", "LABEL=SOURCE"),
     case("compare", "compare demo --name a/b --out-dir {out}/c", "compare name 'a/b'", "letters, digits"),
-    case("compare", "compare demo --teacher {out}/nope --out-dir {out}/c", "nope' is neither a file", "recipes"),
+    case("compare", "compare demo --teacher {out}/nope --out-dir {out}/c", "nope': no such run directory, weights or YAML file"),
     case("compare", "compare demo trainer.epochs=0 --out-dir {out}/c", "'trainer.epochs' = 0"),
     # --- reproduce and demo
     case("experiments", "reproduce jacobian-table1 --seeds 1,1", "--seeds '1,1' repeats 1", "distinct integers"),

@@ -99,7 +99,11 @@ def unet_teacher(tmp_path_factory) -> str:
 
 def i2i_cases(unet: str, clf: str, tmp: Path) -> dict:
     """The image-to-image methods (complete configs): Pix2Pix and CycleGAN teachers (an image pool of 6, so
-    the pool swaps within the run), a distilled U-Net student and OMGD (its TV term sums over the batch)."""
+    the pool swaps within the run), a distilled U-Net student and OMGD (its TV term sums over the batch). OMGD's
+    deep teacher has one residual block per stage, not two: with two, its float32 gradient is percents away from
+    its float64 gradient in one process (tests/test_sync_batchnorm.py::
+    test_omgds_deep_teacher_with_two_blocks_per_stage_is_ill_conditioned_in_float32), so no two summation orders
+    agree within a tolerance; the game on 2 ranks is the same either way."""
     from omegaconf import OmegaConf
 
     from kdlab.cli import RECIPES
@@ -111,7 +115,7 @@ def i2i_cases(unet: str, clf: str, tmp: Path) -> dict:
     for term in ("style", "perceptual"):
         omgd["objective"]["student"][term]["extractor"] = clf
     omgd["model"]["kwargs"]["ngf"] = 4
-    omgd["players"].update({"wide": {"name": "unet", "kwargs": {"ngf": 8}}, "deep": {"name": "unet_deep", "kwargs": {"ngf": 4}},
+    omgd["players"].update({"wide": {"name": "unet", "kwargs": {"ngf": 8}}, "deep": {"name": "unet_deep", "kwargs": {"ngf": 4, "blocks": 1}},
                             "ndf": 8})
     return {
         "pix2pix": ("train-gan", {**common, "method": "pix2pix", "data": I2I_DATA, "model": {"name": "unet", "kwargs": {"ngf": 4}},
@@ -190,9 +194,7 @@ def test_two_ranks_equal_one_process_with_the_same_global_batch(tmp_path, teache
     _equal(tmp_path, command, sections, case)
 
 
-@pytest.mark.parametrize("case", ["pix2pix", "cyclegan", "i2i-distill", pytest.param("omgd", marks=pytest.mark.xfail(
-    strict=False, reason="open: the deep teacher's BatchNorm running variances (values ~6000) end up to 2% apart on "
-                         "2 ranks (cause not found yet)"))])
+@pytest.mark.parametrize("case", ["pix2pix", "cyclegan", "i2i-distill", "omgd"])
 def test_image_to_image_methods_on_two_ranks_equal_one_process(tmp_path, teachers, unet_teacher, case):
     command, sections = i2i_cases(unet_teacher, teachers["lenet"], tmp_path)[case]
     _equal(tmp_path, command, sections, case)

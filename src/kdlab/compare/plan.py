@@ -120,6 +120,9 @@ def _teacher(spec: CompareSpec, out_dir: Path, extra: Sequence[str],
         return None, str(path)
     if path.suffix in WEIGHT_SUFFIXES:
         raise ConfigError(f"teacher {spec.teacher!r}: no such weights file")
+    if len(path.parts) > 1 and not path.exists():  # a path, not a recipe name
+        raise ConfigError(f"teacher {spec.teacher!r}: no such run directory, weights or YAML file "
+                          f"(a packaged recipe is named without a folder, e.g. demo_teacher)")
     source = find_config(spec.teacher, what="teacher (a recipe, a YAML file, a run directory or weights)")
     slug = "teacher" if further is None else f"teacher-{further}"
     cell = Cell(row=MethodRow(label=slug, slug=slug), seed=0, sources=[source, _dotlist(spec.common)],

@@ -80,7 +80,7 @@ def stratified_subset(
         of_c = perm[perm_labels == c]
         if of_c.size < n:
             raise ValueError(
-                f"class {c} has only {of_c.size} candidate examples, fewer than n_per_class={n}"
+                f"class {c} has only {of_c.size} candidate examples, fewer than data.n_per_class={n}"
             )
         picked.append(of_c[:n])
     return torch.from_numpy(np.sort(np.concatenate(picked)))
@@ -128,7 +128,7 @@ def train_val_split(
     if isinstance(val_size, numbers.Integral):
         v = int(val_size)
         if v < 0 or (v >= n and v > 0):
-            raise ValueError(f"val_size={v} must be in [0, {n - 1}] for {n} examples")
+            raise ValueError(f"data.val_size={v} must be in [0, {n - 1}] for {n} examples")
     else:
         f = float(val_size)
         if f == 0.0:

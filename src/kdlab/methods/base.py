@@ -389,13 +389,13 @@ def build_network(cfg: Any, spec: Any) -> nn.Module:
     from kdlab.engine import load_classifier
     from kdlab.models import build_model
 
-    model = build_model(
-        cfg.model.name,
-        num_classes=spec.num_classes,
-        in_channels=spec.in_channels,
-        image_size=spec.image_size,
-        **dict(cfg.model.kwargs),
-    )
+    try:
+        model = build_model(cfg.model.name, num_classes=spec.num_classes, in_channels=spec.in_channels,
+                            image_size=spec.image_size, **dict(cfg.model.kwargs))
+    except ValueError as exc:
+        if type(exc) is not ValueError or not cfg.model.kwargs:  # name errors say what they are already
+            raise
+        raise ValueError(f"model.kwargs of {cfg.model.name!r}: {exc}") from None
     if cfg.model.checkpoint:
         init = load_classifier(cfg.model.checkpoint, what="model.checkpoint")
         got = (init.arch, dict(init.arch_kwargs), init.num_classes, init.in_channels, init.image_size)
