@@ -184,3 +184,26 @@ def test_column_only_seeds_and_b_column_are_checked():
         load_spec({**base, "columns": {"x": {"only": ["a"], "rows": {"b": ["trainer.epochs=3"]}}}})
     with pytest.raises(ConfigError, match="only = \\[\\]"):
         load_spec({**base, "columns": {"x": {"only": []}}})
+
+
+def test_the_full_scale_student_is_a_plain_wrn_16_1():
+    """The full scale's student ``{name: wrn_16_1, kwargs: {}}`` replaces the LeNet of the rows' recipes: its
+    kwargs are not merged with the LeNet's (a layer that changes ``model.name`` drops the earlier kwargs)."""
+    from kdlab.experiments.specs import row_configs
+    from kdlab.models import build_model
+
+    rows = row_configs("mosaickd", "full", "ood")
+    assert rows, "no rows"
+    for name, cfg in rows.items():
+        assert cfg.model.name == "wrn_16_1" and dict(cfg.model.kwargs) == {}, (name, cfg.model)
+    build_model("wrn_16_1", num_classes=100, in_channels=3, image_size=32)  # what those kwargs build
+
+
+def test_a_layer_changing_the_architecture_drops_the_earlier_kwargs_only():
+    from kdlab.runner import load_run_config
+
+    base = {"method": "teacher", "model": {"name": "lenet", "kwargs": {"channels": [4, 8], "fc": 32}}}
+    other = load_run_config([base], ["model.name=mlp", "model.kwargs.hidden=[7]"])
+    assert other.model.name == "mlp" and dict(other.model.kwargs) == {"hidden": [7]}
+    same = load_run_config([base], ["model.name=lenet", "model.kwargs.fc=64"])
+    assert dict(same.model.kwargs) == {"channels": [4, 8], "fc": 64}

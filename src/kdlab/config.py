@@ -277,7 +277,8 @@ def load_config(
     """Merge YAML files / dicts and ``key=value`` overrides onto the :class:`RunConfig` schema.
 
     Args:
-        sources: YAML paths (str/Path) or mappings, merged left to right.
+        sources: YAML paths (str/Path) or mappings, merged left to right (a layer that sets another
+            ``model.name`` than the layers before it drops their ``model.kwargs``).
         overrides: dotted ``key=value`` strings, applied last.
         schemas: maps a method name and the merged raw config to its ``(players, eval)`` dataclasses
             (``Method.Config``, ``Method.Eval``); ``players`` may be None (no keys).
@@ -303,7 +304,12 @@ def load_config(
     for layer in layers:
         _check_sections(layer)
     try:
-        raw = OmegaConf.merge(*layers) if layers else OmegaConf.create({})
+        raw = OmegaConf.create({})
+        for layer in layers:  # model.kwargs belong to the architecture: a layer that changes model.name drops them
+            name = OmegaConf.select(layer, "model.name", default=None)
+            if name is not None and name != OmegaConf.select(raw, "model.name", default=name) and "kwargs" in raw.model:
+                raw.model.kwargs = {}
+            raw = OmegaConf.merge(raw, layer)
     except OmegaConfBaseException as exc:
         raise friendly_error(exc) from exc
     method = str(raw.get("method", RunConfig.method))
