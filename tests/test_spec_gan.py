@@ -254,6 +254,7 @@ def test_generator_rows_compare_on_fid_lower_is_better(fake_gan, tmp_path):
     assert rows["joint"]["steps"]["mean"] == sum(1 for s in range(80) if (s + 1) % 3 == 0 or s == 0)
     report = result.report.read_text()
     assert "## Generator quality" in report and "FID ↓" in report and "## Accuracy" not in report
+    assert "this comparison differ in student updates (27, 80)" in report  # here the joint row has a third
     assert (result.report.parent / "plots" / "gen_fid_vs_params.png").is_file()
 
 
