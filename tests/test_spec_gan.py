@@ -278,7 +278,7 @@ def test_a_classifier_teacher_with_a_generator_row_is_refused(fake_gan, tmp_path
     # the spec's teacher, a classifier recipe
     _refused(gan_spec(teacher="demo_teacher", primary=None, methods=[
         {"label": "MSE d=4", "recipe": "gan_student_mse", "set": ["model.kwargs.d=4"]}]), tmp_path / "a", fake_gan,
-        "'MSE d=4'", "'gan-compression', a generator student", "method 'teacher' trains a classifier teacher",
+        "'MSE d=4'", "'gan-compression', a generator student", "its method 'teacher' trains a classifier teacher",
         "holds no generator but a classifier", "kdlab train-gan")
     # an init run of method teacher named as a generator row's teacher
     _refused(gan_spec(methods=[{"label": "MSE", "recipe": "gan_student_mse",

@@ -87,7 +87,7 @@ def teacher_kind(path: str, planned: Dict[str, Tuple[str, Any]]) -> Tuple[Option
     if path in planned:
         name, cfg = planned[path]
         cls = METHODS.get(cfg.method)
-        return cls.kind, f"{name} (method {cfg.method!r} trains a {cls.kind} {cls.role})"
+        return cls.kind, f"{name} (its method {cfg.method!r} trains a {cls.kind} {cls.role})"
     p = Path(path)
     if not p.exists():
         return None, "missing"

@@ -336,7 +336,7 @@ def plan_compare(spec: CompareSpec, out_dir: Path, extra: Sequence[str] = (), jo
 
     kinds = {c.row.slug: check_row_method(c.row.label, c.cfg.method) for c in plan.cells}
     plan.kind = comparison_kind([(r.label, kinds[r.slug]) for r in spec.rows])
-    check_row_teachers_kind(plan.cells, {str(c.run_dir): (f"run {c.cfg.name!r} ({c.row.label})", c.cfg)
+    check_row_teachers_kind(plan.cells, {str(c.run_dir): (f"run {c.cfg.name!r}", c.cfg)
                                          for c in plan.teacher_cells + plan.inits})
     if not spec.declared and plan.kind != "classifier":  # the post-hoc default on the kind's headline metric
         spec.comparisons = default_comparisons(spec.rows, plan.kind)
