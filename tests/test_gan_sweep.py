@@ -7,26 +7,19 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 
-from kdlab.experiments.specs import SPEC_DIR, run_spec_experiment
+from kdlab.cli import main
 
-#: every run (the metric classifier's config has no generator eval keys: those go to the GAN runs only)
-CUT = ["trainer.limit_train_batches=15", "trainer.epochs=1", "data.max_test=400", "trainer.progress=false",
-       "trainer.tensorboard=false", "trainer.threads=1"]
-GAN_EVAL = ["eval.n_samples=400", "eval.kid_subset_size=100", "eval.kid_subsets=5"]
+#: every run; the metric classifier takes the trainer.* and data.* ones only (the spec's init takes:)
+CUT = ["trainer.limit_train_batches=15", "trainer.epochs=1", "eval.n_samples=400", "data.max_test=400",
+       "eval.kid_subset_size=100", "eval.kid_subsets=5", "trainer.progress=false", "trainer.tensorboard=false",
+       "trainer.threads=1"]
 
 
 @pytest.mark.slow
 def test_sweep_small_scale_cut_short(tmp_path):
-    raw = yaml.safe_load((SPEC_DIR / "gan-compression-sweep.yaml").read_text())
-    small = raw["scales"]["small"]
-    small["init"]["teacher"]["set"] += GAN_EVAL
-    for row in small["methods"]:
-        row["set"] += GAN_EVAL
-    spec = tmp_path / "gan-compression-sweep.yaml"
-    spec.write_text(yaml.safe_dump(raw))
-    run_spec_experiment(spec, tmp_path, "small", seeds=[0, 1], overrides=CUT)
+    assert main(["reproduce", "--scale", "small", "--seeds", "0,1", "--out-dir", str(tmp_path),
+                 "gan-compression-sweep", *CUT]) == 0
     out = tmp_path / "gan-compression-sweep" / "small"
     results = json.loads((out / "results.json").read_text())
     assert results["kind"] == "generator" and (out / "report.md").is_file()

@@ -179,6 +179,18 @@ def test_gan_specs_declare_their_claims_lower_fid_is_better():
     assert grid_w == {("mse-paper", "vol"): "greater", ("mse-paper", "fid"): "less"}
 
 
+def test_the_metric_classifier_takes_only_trainer_and_data_overrides(tmp_path):
+    spec = load_spec(find_config("gan-compression-sweep", packaged_dir=SPEC_DIR), scale="small")
+    plan = plan_compare(spec, tmp_path, ["eval.n_samples=400", "trainer.epochs=1", "data.max_test=300"])
+    inits = {c.row.label: c.cfg for c in plan.inits}
+    clf = inits["init clf"]
+    assert clf.trainer.epochs == 1 and clf.data.max_test == 300 and "n_samples" not in clf.eval
+    for cfg in [inits["init teacher"]] + [c.cfg for c in plan.cells]:  # the GAN runs take every override
+        assert (cfg.eval.n_samples, cfg.trainer.epochs, cfg.data.max_test) == (400, 1, 300), cfg.name
+    with pytest.raises(ConfigError, match="takes = 'trainer.': accepted: a list of key prefixes"):
+        load_spec(gan_spec(init={"clf": {"takes": "trainer.", "set": ["method=teacher"]}}, primary=None))
+
+
 # ------------------------------------------------------------------ generator rows on a stand-in trainer
 #: made-up FID per (row, seed): the joint row's is lower on every seed; VoL: the joint row sharper
 FID = {"mse": [30.0, 32.0, 29.0, 31.5], "joint": [27.0, 30.5, 25.0, 29.0]}

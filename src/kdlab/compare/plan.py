@@ -166,7 +166,7 @@ def _init_paths(spec: CompareSpec, row: MethodRow, seed: int, out_dir: Path, ext
                         sources=sources + [_dotlist(spec.common)],
                         overrides=[f"out_dir={out_dir}", *cols, *substitute(init.set, own), f"seed={s}",
                                    f"data.subset_seed={spec.subset_seed if spec.subset_seed is not None else s}",
-                                   f"name={run}", *extra])
+                                   f"name={run}", *init.extra(extra)])
             inits[run] = cell
             _resolve(cell, f"init {name!r} (seed {s}{f', column {column}' if column else ''})")
         paths[name] = str(inits[run].run_dir)
