@@ -303,6 +303,10 @@ def test_other_bad_generator_pairings_are_refused(fake_gan, tmp_path):
     _refused(gan_spec(methods=[{"label": "KD", "recipe": "demo_kd", "set": ["teacher.checkpoint=@init:teacher"]}],
                       primary=None), tmp_path / "a", fake_gan, "'KD'", "holds no classifier but a generator",
              "train-teacher")
+    # an image-to-image teacher (pix2pix) for a latent-input student
+    _refused(gan_spec(init={"t": {"recipe": "pix2pix_edges2fashion"}}, primary=None, methods=[
+        {"label": "MSE", "recipe": "gan_student_mse", "set": ["teacher.checkpoint=@init:t"]}]), tmp_path / "f",
+        fake_gan, "'MSE'", "holds no generator but an image-to-image generator")
     # rows of both kinds in one comparison
     _refused(gan_spec(teacher="demo_teacher", init=None, primary=None, methods=[
         {"label": "KD", "recipe": "demo_kd"}, {"label": "MSE", "recipe": "gan_student_mse"}]), tmp_path / "b",

@@ -9,7 +9,9 @@ of Aguinaldo et al. 2019). Each learns from a teacher of its own kind, named by 
 * a row whose method is neither (a generator teacher method such as ``gan``, an image-to-image student such as
   ``i2i-distill``, whose metrics are the translation ones compare does not report);
 * a row whose teacher is of the other kind (a classifier teacher for a generator row, a generator for a
-  classifier row): read from the planned run's method, or from an existing file's format;
+  classifier row, an image-to-image generator for a latent-input one): read from the planned run's method
+  and model, or from an existing file's format (a file's generator input kind is checked when the run
+  loads it);
 * a generator row without a teacher, or whose teacher is neither planned nor an existing path;
 * rows of both kinds in one comparison (their metrics are not comparable: one report, one kind).
 """
@@ -79,7 +81,8 @@ def teacher_kind(path: str, planned: Dict[str, Tuple[str, Any]]) -> Tuple[Option
             trains before the rows (its teachers and init runs).
 
     Returns:
-        (``"classifier"`` | ``"generator"`` | None where it cannot be told without loading: a ``.ckpt``,
+        (``"classifier"`` | ``"generator"`` | ``"image-to-image generator"`` (planned runs) | None where it
+        cannot be told without loading: a ``.ckpt``,
         a file of another format; or where nothing is there yet, with description ``"missing"``).
     """
     from kdlab.methods import METHODS
@@ -87,7 +90,12 @@ def teacher_kind(path: str, planned: Dict[str, Tuple[str, Any]]) -> Tuple[Option
     if path in planned:
         name, cfg = planned[path]
         cls = METHODS.get(cfg.method)
-        return cls.kind, f"{name} (its method {cfg.method!r} trains a {cls.kind} {cls.role})"
+        kind = cls.kind
+        if kind == "generator":  # a translation generator (pix2pix, CycleGAN) is no teacher of latent-input students
+            from kdlab.models.gan import generator_input_kind
+
+            kind = "generator" if generator_input_kind(cfg.model.name) == "latent" else "image-to-image generator"
+        return kind, f"{name} (its method {cfg.method!r} trains a {kind} {cls.role})"
     p = Path(path)
     if not p.exists():
         return None, "missing"
@@ -129,7 +137,8 @@ def check_row_teachers_kind(cells: Sequence[Any], planned: Dict[str, Tuple[str, 
             raise ConfigError(f"{where}: teacher.checkpoint {str(path)!r} is neither a run of this comparison nor an "
                               f"existing path; accepted: {HINTS[kind]}")
         if have is not None and have != kind:
-            raise ConfigError(f"{where}: its teacher is {what}, which holds no {kind} but a {have}; a {kind} row "
+            an = "an" if have[0] in "aeiou" else "a"
+            raise ConfigError(f"{where}: its teacher is {what}, which holds no {kind} but {an} {have}; a {kind} row "
                               f"learns from {HINTS[kind]}")
 
 
