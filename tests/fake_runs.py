@@ -24,3 +24,25 @@ def write_finished_run(cfg: Any, acc: float, metrics: List[Dict[str, Any]], nois
         "model": {"name": cfg.model.name, "params": params, "macs": macs, "latency_ms": 0.05},
         "teacher": {"name": "lenet", "params": 3_000_000, "test_acc": 90.0, "checkpoint": cfg.teacher.checkpoint}}))
     return run
+
+
+def write_finished_generator_run(cfg: Any, fid: float, vol: float, teacher_fid: float = 20.0,
+                                 params: int = 5_000, macs: int = 400_000) -> Path:
+    """``<out_dir>/<name>/`` of a generator run (kind ``generator``, as :func:`kdlab.methods.gan_eval.gan_finalize`
+    writes it): ``generative`` FID ``fid`` (KID fid / 1000, fidelity FID fid / 2), VoL ``vol``, the teacher's FID
+    ``teacher_fid`` measured in the same run, and a training loss that decreases over 8 logged steps."""
+    run = Path(cfg.out_dir) / cfg.name
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.yaml").write_text(to_yaml(cfg))
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": 10 * (i + 1), "train/loss": 1.0 / (i + 1)}) + "\n"
+                                               for i in range(8)))
+    teacher = {"name": "dcgan", "d": 32, "params": 400_000, "checkpoint": cfg.teacher.checkpoint,
+               "generative": {"fid": teacher_fid, "kid": teacher_fid / 1000, "is": 7.0, "vol": 90.0}}
+    (run / "summary.json").write_text(json.dumps({
+        "name": cfg.name, "label": cfg.label, "method": cfg.method, "seed": cfg.seed, "kind": "generator",
+        "train_time_s": 2.0, "wall_time_s": 3.0, "compression_ratio": 400_000 / params,
+        "model": {"name": cfg.model.name, "d": cfg.model.kwargs.get("d"), "params": params, "macs": macs},
+        "teacher": teacher if cfg.teacher.checkpoint else None,
+        "generative": {"fid": fid, "kid": fid / 1000, "is": 6.0, "vol": vol, "fidelity_fid": fid / 2,
+                       "mse_to_teacher": 0.1, "real": {"n": 100, "vol": 100.0, "is": 8.0}}}))
+    return run

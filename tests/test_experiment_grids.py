@@ -156,6 +156,11 @@ TERMS = {
     "mosaickd": {"mosaickd-kd-ood-s0": ["kd"], "mosaickd-fitnet-ood2-s0": ["hints", "kd"], "mosaickd-mosaickd-ood-s0": ["kd"],
                  "mosaickd-dfad-no-ood-s0": ["l1"], "mosaickd-indomain-no-ood-s0": ["kd"],
                  "mosaickd-reg-none-ablation-s0": ["kd"]},
+    # the MSE students' one term; the joint students' adversarial term (their critic's are its own)
+    "gan-compression-sweep": {"gan-compression-sweep-mse-d16-s0": ["mse"], "gan-compression-sweep-mse-d2-s0": ["mse"],
+                              "gan-compression-sweep-joint-d4-s0": ["gan", "mse"]},
+    "gan-joint-vs-mse": {"gan-joint-vs-mse-mse-paper-s0": ["mse"], "gan-joint-vs-mse-joint-a0.3-paper-s0": ["gan", "mse"],
+                         "gan-joint-vs-mse-joint-w0.01-weights-s0": ["gan", "mse"]},
     "vem-ablation": {"vem-base-d4-s0": ["mse"], "vem-vid-d8-s0": ["mse", "vid"], "vem-crd-d4-s0": ["crd", "mse"],
                      "vem-vem-d8-s0": ["mse", "vem"], "vem-vem-lam0.005-d4-s0": ["mse", "vem"],
                      "vem-clf-kd-s0": ["ce", "kd"], "vem-clf-vem-eta1-s0": ["ce", "kd", "vem"]},

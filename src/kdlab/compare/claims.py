@@ -13,7 +13,8 @@ other comparisons of interest, in the same form::
 (:data:`METRICS`, by the rows' method kind; a classifier row also produces ``noise_acc@SIGMA``, its test
 accuracy under Gaussian input noise of std SIGMA, for each SIGMA of its ``eval.noise_sigmas``), or a
 list of them (one comparison per metric), ``direction`` says which way the paper claims ``a - b``
-goes. A spec without declared comparisons gets every row against the first row on ``test_acc_best``,
+goes (default: ``a`` better than ``b``: ``less`` for the metrics of :data:`LOWER_IS_BETTER` such as FID,
+``greater`` otherwise). A spec without declared comparisons gets every row against the first row on ``test_acc_best``,
 labelled post hoc (``kdlab compare``'s default); a spec run by ``kdlab reproduce`` must declare a
 primary comparison.
 
@@ -30,13 +31,19 @@ from typing import Any, Dict, List, Optional, Sequence
 from kdlab.config import ConfigError
 from kdlab.report import holm, paired_test, verdict
 
-__all__ = ["Comparison", "METRICS", "NOISE_METRIC", "KINDS", "find_row", "noise_sigma", "metric_value", "parse_comparisons", "default_comparisons", "check_metrics", "evaluate"]
+__all__ = ["Comparison", "METRICS", "LOWER_IS_BETTER", "HEADLINE", "better", "NOISE_METRIC", "KINDS", "find_row", "noise_sigma", "metric_value", "parse_comparisons", "default_comparisons", "check_metrics", "evaluate"]
 
 #: the per-seed numbers a row produces, by its method's kind (keys of the runs' summary.json)
 METRICS: Dict[str, tuple] = {
     "classifier": ("test_acc_best", "test_acc_last", "val_acc_best", "kept_vs_teacher"),
-    "generator": ("fid", "kid", "is"),
+    # summary.json's generative section (kdlab.methods.gan_eval): vs real test images through the metric
+    # classifier (fid, kid, is), sharpness (vol), fidelity to the teacher (fidelity_fid, mse_to_teacher)
+    "generator": ("fid", "kid", "is", "vol", "fidelity_fid", "mse_to_teacher"),
 }
+#: metrics whose better value is the lower one; a comparison without ``direction`` claims ``a`` better than ``b``
+LOWER_IS_BETTER = frozenset({"fid", "kid", "fidelity_fid", "mse_to_teacher"})
+#: the headline metric of each kind (the post-hoc default comparisons)
+HEADLINE = {"classifier": "test_acc_best", "generator": "fid"}
 #: ``noise_acc@0.2``: a classifier row's accuracy under input noise of std 0.2 (summary.json's noise_acc)
 NOISE_METRIC = "noise_acc@"
 #: what a comparison is: declared primary (Holm-adjusted), declared secondary, or the post-hoc default
@@ -136,13 +143,13 @@ def parse_comparisons(raw: Any, key: str, rows: Sequence[Any], columns: Sequence
         a, b = find_row(item["a"], rows, f"{where}.a"), find_row(item["b"], rows, f"{where}.b")
         if a is b:
             raise ConfigError(f"{where}: a and b are the same row {a.label!r}; compare two different rows")
-        direction = str(item.get("direction", "greater"))
-        if direction not in ("greater", "less"):
-            raise ConfigError(f"{where}.direction = {direction!r}; accepted: greater, less")
         metrics = item["metric"] if isinstance(item["metric"], list) else [item["metric"]]
         if not all(isinstance(m, str) and m for m in metrics):
             raise ConfigError(f"{where}.metric = {item['metric']!r}; accepted: a metric name, e.g. test_acc_best, "
                               "or a list of them")
+        direction = item.get("direction")
+        if direction is not None and str(direction) not in ("greater", "less"):
+            raise ConfigError(f"{where}.direction = {direction!r}; accepted: greater, less")
         cols = [str(c) for c in item.get("columns") or []] or list(columns) or [None]
         if item.get("columns") and not columns:
             raise ConfigError(f"{where}.columns: this spec has no 'columns:' section; remove 'columns' from {where}")
@@ -154,15 +161,22 @@ def parse_comparisons(raw: Any, key: str, rows: Sequence[Any], columns: Sequence
             raise ConfigError(f"{where}.b_column: no column {b_col!r}; accepted: {', '.join(columns) or 'none'}")
         for col, metric in [(c, m) for c in cols for m in metrics]:
             out.append(Comparison(a=expand(a.slug, col), b=expand(b.slug, col if b_col is None else str(b_col)),
-                                  metric=metric,
-                                  direction=direction, label=str(item["label"]), paper=str(item.get("paper") or ""),
+                                  metric=metric, direction=str(direction or better(metric)),
+                                  label=str(item["label"]), paper=str(item.get("paper") or ""),
                                   kind=key, column=col))
     return out
 
 
-def default_comparisons(rows: Sequence[Any]) -> List[Comparison]:
-    """Every row against the first on ``test_acc_best`` (``a > b`` claimed), labelled post hoc."""
-    return [Comparison(a=r.slug, b=rows[0].slug, metric="test_acc_best", direction="greater",
+def better(metric: str) -> str:
+    """The direction of ``a - b`` when ``a`` is better on ``metric``: ``less`` for :data:`LOWER_IS_BETTER`."""
+    return "less" if metric in LOWER_IS_BETTER else "greater"
+
+
+def default_comparisons(rows: Sequence[Any], kind: str = "classifier") -> List[Comparison]:
+    """Every row against the first on the kind's headline metric (:data:`HEADLINE`: ``test_acc_best``,
+    generators ``fid``), ``a`` better than ``b`` claimed, labelled post hoc."""
+    metric = HEADLINE[kind]
+    return [Comparison(a=r.slug, b=rows[0].slug, metric=metric, direction=better(metric),
                        label=f"{r.label} vs {rows[0].label}", paper="", kind="post hoc") for r in rows[1:]]
 
 

@@ -10,6 +10,8 @@ player with cross entropy) or give each data budget its own teacher. A spec name
         # recipe: kdgan_pretrain         # optional, under the sets
         # seed: 1                        # a fixed seed (default: the seed of the row that uses it)
         # per_column: false              # one run for every column (default: one per column, with its sets)
+        # takes: [trainer., data.]       # the command line's key=value overrides it gets, by key prefix
+        #                                # (default: all; a metric classifier has no generator eval keys)
     methods:
       - {label: KDGAN, set: [method=kdgan, model.checkpoint=@init:clf, players.disc_init=@init:d]}
 
@@ -30,7 +32,7 @@ from kdlab.config import ConfigError
 __all__ = ["InitRun", "parse_inits", "init_refs", "INIT_KEYS", "REF"]
 
 #: the keys of one ``init`` entry
-INIT_KEYS = ("recipe", "set", "seed", "per_column")
+INIT_KEYS = ("recipe", "set", "seed", "per_column", "takes")
 #: a reference to an init run inside a ``key=value`` set
 REF = re.compile(r"@init:([A-Za-z0-9][A-Za-z0-9._-]*)")
 
@@ -45,6 +47,7 @@ class InitRun:
         set: its ``key=value`` sets.
         seed: a fixed seed, or None (the seed of the row that uses it).
         per_column: one run per column with the column's sets (True), or one for every column.
+        takes: key prefixes of the command line's overrides this run gets (None: all of them).
     """
 
     name: str
@@ -52,6 +55,13 @@ class InitRun:
     set: List[str] = field(default_factory=list)
     seed: Optional[int] = None
     per_column: bool = True
+    takes: Optional[List[str]] = None
+
+    def extra(self, overrides: Sequence[str]) -> List[str]:
+        """The command line's ``key=value`` overrides this run takes (:attr:`takes`)."""
+        if self.takes is None:
+            return list(overrides)
+        return [o for o in overrides if any(o.split("=", 1)[0].startswith(p) for p in self.takes)]
 
 
 def parse_inits(value: Any, where: str, str_list: Callable[[Any, str], List[str]]) -> Dict[str, InitRun]:
@@ -82,7 +92,10 @@ def parse_inits(value: Any, where: str, str_list: Callable[[Any, str], List[str]
         sets = str_list(entry.get("set"), f"{at}.set")
         if not sets and not entry.get("recipe"):
             raise ConfigError(f"{at} needs a recipe or key=value sets (e.g. set: [method=teacher, trainer.epochs=5])")
-        out[str(name)] = InitRun(str(name), entry.get("recipe"), sets, seed, per_column)
+        takes = entry.get("takes")
+        if takes is not None and (not isinstance(takes, list) or not all(isinstance(t, str) and t for t in takes)):
+            raise ConfigError(f"{at}.takes = {takes!r}: accepted: a list of key prefixes, e.g. [trainer., data.]")
+        out[str(name)] = InitRun(str(name), entry.get("recipe"), sets, seed, per_column, takes)
     return out
 
 

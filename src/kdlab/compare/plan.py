@@ -4,7 +4,8 @@ checked before anything trains.
 :func:`plan_compare` resolves the teacher's run (when the spec trains one) and one cell per
 (row, seed) with the grid runner's :func:`kdlab.experiments.grid.resolve`, so an unknown method,
 term, term key or value fails here with the row named; it then checks what a config alone cannot:
-every row trains a classifier, and the data budget fits the data (``data.n_per_class`` no larger than
+every row trains a student of one kind (classifier or generator) from a teacher of that kind
+(:mod:`kdlab.compare.kinds`), and the data budget fits the data (``data.n_per_class`` no larger than
 the smallest class left after the validation split; no ``n_per_class`` beside a transfer source that
 ignores it).
 """
@@ -18,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from omegaconf import OmegaConf
 
-from kdlab.compare.claims import check_metrics
+from kdlab.compare.claims import check_metrics, default_comparisons
 from kdlab.compare.spec import CompareSpec, MethodRow, find_config
 from kdlab.config import ConfigError
 from kdlab.experiments import grid
@@ -70,6 +71,7 @@ class Plan:
     inits: List[Cell] = field(default_factory=list)  # the spec's init runs the rows use, trained before them
     n_extra: int = 0  # the command line's overrides, last in every cell's overrides
     teachers: Dict[str, Cell] = field(default_factory=dict)
+    kind: str = "classifier"  # what the rows train: classifier | generator (kdlab.compare.kinds)
 
     @property
     def teacher_cells(self) -> List[Cell]:
@@ -116,8 +118,7 @@ def _teacher(spec: CompareSpec, out_dir: Path, extra: Sequence[str],
         raise ConfigError(f"teachers.{further}: further teachers are trained from the spec's teacher recipe; "
                           f"teacher {spec.teacher!r} is a run or weights: name a recipe")
     if path.is_dir() or (path.is_file() and path.suffix in WEIGHT_SUFFIXES):
-        _check_teacher_weights(spec.teacher)
-        return None, str(path)
+        return None, str(path)  # what it holds is checked against the rows (kdlab.compare.kinds)
     if path.suffix in WEIGHT_SUFFIXES:
         raise ConfigError(f"teacher {spec.teacher!r}: no such weights file")
     if len(path.parts) > 1 and not path.exists():  # a path, not a recipe name
@@ -132,46 +133,43 @@ def _teacher(spec: CompareSpec, out_dir: Path, extra: Sequence[str],
     from kdlab.methods import METHODS
 
     cls = METHODS.get(cfg.method)
-    if cls.kind != "classifier" or cls.role != "teacher":
-        able = [n for n in METHODS.names() if METHODS.get(n).kind == "classifier" and METHODS.get(n).role == "teacher"]
-        raise ConfigError(f"teacher {spec.teacher!r}: method {cfg.method!r} trains a {cls.kind} {cls.role}; compare "
-                          f"distils classifiers: the teacher must be trained by {', '.join(able)} (kdlab train-teacher)")
+    if cls.role != "teacher":  # its kind (classifier / generator) is checked against the rows' (kdlab.compare.kinds)
+        able = [n for n in METHODS.names() if METHODS.get(n).role == "teacher"]
+        raise ConfigError(f"teacher {spec.teacher!r}: method {cfg.method!r} trains a {cls.kind} {cls.role}; the teacher "
+                          f"must be trained by a teacher method: {', '.join(able)} (kdlab train-teacher / train-gan)")
     return cell, str(Path(cfg.out_dir) / cfg.name)
 
 
-def _check_teacher_weights(teacher: str) -> None:
-    """An existing teacher (run directory or weights file) must hold a classifier, not a generator."""
-    from kdlab.engine.checkpoint import SAFETENSORS_FORMAT, read_safetensors_metadata, resolve_weights
-
-    path = resolve_weights(teacher)
-    if path.suffix != ".safetensors":
-        return  # a .ckpt is checked when loaded
-    fmt = read_safetensors_metadata(path).get("format")
-    if fmt != SAFETENSORS_FORMAT:
-        raise ConfigError(f"teacher {teacher!r}: {str(path)!r} holds no classifier (format {fmt!r}); compare distils "
-                          f"classifiers: give a run of kdlab train-teacher or its teacher.safetensors")
-
-
 def _init_paths(spec: CompareSpec, row: MethodRow, seed: int, out_dir: Path, extra: Sequence[str],
-                inits: Dict[str, Cell]) -> Dict[str, str]:
-    """The run directory of each init ``row`` refers to at ``seed``; new init cells are added to ``inits``
-    (run name -> cell)."""
-    from kdlab.compare.inits import init_refs, init_run_name
+                inits: Dict[str, Cell], items: Optional[Sequence[str]] = None, chain: Sequence[str] = ()) -> Dict[str, str]:
+    """The run directory of each init ``items`` (default: ``row.set``) refer to at ``seed``; new init cells are
+    added to ``inits`` (run name -> cell), an init's own references first (e.g. a GAN teacher's
+    ``eval.extractor=@init:clf/teacher.safetensors``), so ``inits`` is in training order.
+
+    Raises:
+        ConfigError: an unknown init, or inits that refer to each other in a cycle (names the chain).
+    """
+    from kdlab.compare.inits import init_refs, init_run_name, substitute
 
     paths = {}
-    for name in init_refs(row.set, spec.inits, f"method row {row.label!r}"):
+    where = f"method row {row.label!r}" if not chain else f"init {chain[-1]!r}"
+    for name in init_refs(row.set if items is None else items, spec.inits, where):
+        if name in chain:
+            raise ConfigError(f"init {chain[-1]!r} refers to init {name!r}, which refers back to it "
+                              f"({' -> '.join([*chain, name])}); accepted: references that form no cycle")
         init = spec.inits[name]
         s = init.seed if init.seed is not None else seed
         run = init_run_name(spec.name, init, row.column, s)
         if run not in inits:
+            own = _init_paths(spec, row, s, out_dir, extra, inits, init.set, [*chain, name])
             sources: List[Any] = ([find_config(init.recipe, what=f"init {name!r} recipe")] if init.recipe else [])
             cols = spec.column_sets.get(row.column, []) if init.per_column else []
             column = row.column if init.per_column else None
             cell = Cell(row=MethodRow(label=f"init {name}", slug=run, column=column), seed=s,
                         sources=sources + [_dotlist(spec.common)],
-                        overrides=[f"out_dir={out_dir}", *cols, *init.set, f"seed={s}",
+                        overrides=[f"out_dir={out_dir}", *cols, *substitute(init.set, own), f"seed={s}",
                                    f"data.subset_seed={spec.subset_seed if spec.subset_seed is not None else s}",
-                                   f"name={run}", *extra])
+                                   f"name={run}", *init.extra(extra)])
             inits[run] = cell
             _resolve(cell, f"init {name!r} (seed {s}{f', column {column}' if column else ''})")
         paths[name] = str(inits[run].run_dir)
@@ -204,16 +202,6 @@ def set_threads(plan: Plan, threads: int) -> None:
             cell.overrides.insert(len(cell.overrides) - plan.n_extra, f"trainer.threads={threads}")
             _resolve(cell, f"method row {cell.row.label!r} (seed {cell.seed})")
     plan.threads = threads
-
-
-def _check_method(cell: Cell) -> None:
-    from kdlab.methods import METHODS
-
-    cls = METHODS.get(cell.cfg.method)
-    if cls.kind != "classifier":
-        able = [n for n in METHODS.names() if METHODS.get(n).kind == "classifier"]
-        raise ConfigError(f"method row {cell.row.label!r}: method {cell.cfg.method!r} trains a {cls.kind}; compare "
-                          f"reports classifier accuracy: accepted methods: {', '.join(able)}")
 
 
 def _check_budget(cells: Sequence[Cell]) -> None:
@@ -321,7 +309,9 @@ def plan_compare(spec: CompareSpec, out_dir: Path, extra: Sequence[str] = (), jo
 
     Raises:
         ConfigError: naming the row (and seed) and the bad key or value: an unknown method, recipe,
-            term or key; a generator method; an inconsistent data budget; a missing teacher; a compared
+            term or key; a row method that is no student compare reports (a teacher method, an
+            image-to-image student); a teacher of the other kind than its row's, rows of both kinds; an
+            inconsistent data budget; a missing teacher; a compared
             metric a row does not produce; a report directory inside another experiment's results.
     """
     out_dir = Path(out_dir)
@@ -345,12 +335,16 @@ def plan_compare(spec: CompareSpec, out_dir: Path, extra: Sequence[str] = (), jo
             raise ConfigError(f"runs of {names[cell.cfg.name]!r} and {cell.row.label!r} are both named "
                               f"{cell.cfg.name!r}; leave name= to compare (it names runs <name>-<row>-s<seed>)")
         names[cell.cfg.name] = cell.row.label
-    for cell in plan.cells:
-        _check_method(cell)
-    from kdlab.methods import METHODS
+    from kdlab.compare.kinds import check_row_method, check_row_teachers_kind, comparison_kind
 
-    check_metrics(spec.comparisons, {r.slug: METHODS.get(plan.row_cells(r)[0].cfg.method).kind for r in spec.rows},
-                  {r.slug: list(plan.row_cells(r)[0].cfg.eval.noise_sigmas) for r in spec.rows})
+    kinds = {c.row.slug: check_row_method(c.row.label, c.cfg.method) for c in plan.cells}
+    plan.kind = comparison_kind([(r.label, kinds[r.slug]) for r in spec.rows])
+    check_row_teachers_kind(plan.cells, {str(c.run_dir): (f"run {c.cfg.name!r}", c.cfg)
+                                         for c in plan.teacher_cells + plan.inits})
+    if not spec.declared and plan.kind != "classifier":  # the post-hoc default on the kind's headline metric
+        spec.comparisons = default_comparisons(spec.rows, plan.kind)
+    check_metrics(spec.comparisons, kinds, {r.slug: list(plan.row_cells(r)[0].cfg.eval.noise_sigmas)
+                                            if kinds[r.slug] == "classifier" else [] for r in spec.rows})
     _check_budget(plan.cells)
     if jobs > 1 and not gpus:
         set_threads(plan, worker_threads(jobs))

@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from kdlab.compare.claims import evaluate
 from kdlab.compare.execute import Outcome
+from kdlab.compare.generators import GENERATOR_KEYS, generator_plots, generator_record, student_updates
 from kdlab.compare.plan import Cell, Plan
 from kdlab.compare.render import render_report
 from kdlab.config import to_yaml
@@ -82,6 +83,8 @@ def _run_record(cell: Cell, outcome: Outcome) -> Dict[str, Any]:
         "kept_vs_teacher": kept_vs_teacher(s),
         "val_curve": epoch_series(run.metrics, "val/acc"),
     })
+    if s.get("kind") == "generator":  # FID/KID/IS, VoL, fidelity to the teacher (kdlab.compare.generators)
+        rec.update(generator_record(s), steps=student_updates(steps, cell.cfg))
     return rec
 
 
@@ -102,6 +105,8 @@ def collect(plan: Plan, outcomes: Dict[str, Outcome]) -> List[Dict[str, Any]]:
         for key in ("test_acc_best", "test_acc_last", "kept_vs_teacher", "params", "macs", "latency_ms", "wall_time_s",
                     "train_time_s", "steps_per_s", "images_per_s", "steps", "macs_per_update", "loss_last_quarter"):
             entry[key] = _stat([r.get(key) for r in ok])
+        if plan.kind == "generator":
+            entry.update({key: _stat([r.get(key) for r in ok]) for key in GENERATOR_KEYS})
         sigmas = sorted({x for r in ok for x in r["noise_acc"]})
         entry["noise_acc"] = {x: _stat([r["noise_acc"].get(x) for r in ok]) for x in sigmas}
         rows.append(entry)
@@ -109,8 +114,9 @@ def collect(plan: Plan, outcomes: Dict[str, Outcome]) -> List[Dict[str, Any]]:
     for entry in rows:
         entry["vs_first"] = {}
         for key in ("test_acc_best", "test_acc_last"):
-            mine = {r["seed"]: r[key] for r in entry["runs"] if r["status"] != "failed"}
-            theirs = {r["seed"]: r[key] for r in ref["runs"] if r["status"] != "failed"}
+            # runs with the number only (a generator run has no accuracy)
+            mine = {r["seed"]: r[key] for r in entry["runs"] if r["status"] != "failed" and r.get(key) is not None}
+            theirs = {r["seed"]: r[key] for r in ref["runs"] if r["status"] != "failed" and r.get(key) is not None}
             seeds = [s for s in mine if s in theirs]
             entry["vs_first"][key] = (None if entry is ref else
                                       {**paired_test([mine[s] for s in seeds], [theirs[s] for s in seeds]),
@@ -222,19 +228,21 @@ def write_compare_report(plan: Plan, outcomes: Dict[str, Outcome], info: Dict[st
     rows = collect(plan, outcomes)
     configs = write_configs(plan)
     labels = [e["label"] for e in rows]
-    plot_bars(labels, [e["test_acc_best"]["mean"] for e in rows], [e["test_acc_best"]["std"] for e in rows],
-              out / "plots" / "accuracy.png", title="test accuracy, best-on-validation checkpoint (mean ± std over seeds)",
-              reference=rows[0]["test_acc_best"]["mean"])
-    curves, groups = [], []
-    for e in rows:
-        for r in e["runs"]:
-            if r["status"] != "failed":
-                curves.append((f"{e['label']} (seed {r['seed']})", *r["val_curve"]))
-                groups.append(e["label"])
-    plot_val_curves(curves, out / "plots" / "curves.png", title=f"{spec.name}: validation accuracy", groups=groups)
-    plot_noise([(e["label"], list(e["noise_acc"]), [v["mean"] for v in e["noise_acc"].values()],
-                 [v["std"] for v in e["noise_acc"].values()]) for e in rows if e["noise_acc"]],
-               out / "plots" / "noise.png", title=f"{spec.name}: accuracy under Gaussian input noise")
+    if plan.kind == "classifier":  # accuracy, validation curves, noise (a generator row has none of them)
+        plot_bars(labels, [e["test_acc_best"]["mean"] for e in rows], [e["test_acc_best"]["std"] for e in rows],
+                  out / "plots" / "accuracy.png",
+                  title="test accuracy, best-on-validation checkpoint (mean ± std over seeds)",
+                  reference=rows[0]["test_acc_best"]["mean"])
+        curves, groups = [], []
+        for e in rows:
+            for r in e["runs"]:
+                if r["status"] != "failed":
+                    curves.append((f"{e['label']} (seed {r['seed']})", *r["val_curve"]))
+                    groups.append(e["label"])
+        plot_val_curves(curves, out / "plots" / "curves.png", title=f"{spec.name}: validation accuracy", groups=groups)
+        plot_noise([(e["label"], list(e["noise_acc"]), [v["mean"] for v in e["noise_acc"].values()],
+                     [v["std"] for v in e["noise_acc"].values()]) for e in rows if e["noise_acc"]],
+                   out / "plots" / "noise.png", title=f"{spec.name}: accuracy under Gaussian input noise")
     for e in rows:
         e["noise_acc"] = {str(k): v for k, v in e["noise_acc"].items()}  # JSON keys: what results.json reads back
         for r in e["runs"]:
@@ -245,11 +253,13 @@ def write_compare_report(plan: Plan, outcomes: Dict[str, Outcome], info: Dict[st
             r["path"] = _rel(r.pop("dir"), out)
             log = r.pop("log")
             r["log_path"] = _rel(log, out) if log else None
+    if plan.kind == "generator":
+        info = {**info, "generator_plots": generator_plots(rows, out, spec.name)}
     comparisons = evaluate(spec.comparisons, rows)
     plot_intervals([f"{c['kind']}: {c['label_a']} vs {c['label_b']} ({c['metric']})" for c in comparisons],
                    [c["diff"] for c in comparisons], [c["ci"] for c in comparisons], out / "plots" / "comparisons.png",
                    title=f"{spec.name}: paired differences a - b over seeds (95% CI)")
-    results = {"experiment": spec.name, "name": spec.name, "title": spec.title, "scale": spec.scale,
+    results = {"experiment": spec.name, "name": spec.name, "title": spec.title, "scale": spec.scale, "kind": plan.kind,
                "seeds": spec.seeds, "budget": spec.budget, "columns": spec.columns,
                "teacher": _rel(plan.teacher_path, out) if plan.teacher_path else None,
                "teacher_text": _teacher_text(plan, rows), "teacher_run": _teacher_run(plan),

@@ -37,7 +37,7 @@ A spec names one teacher, one student set-up, one data budget, the seeds and the
              rows: {kd: [objective.student.kd.temperature=2]}}  # sets of some rows in this column only;
                                     # also only: [rows it holds], seeds: [its seeds] (kdlab.compare.columns)
     scales:                         # optional variants (kdlab reproduce --scale): lists appended, student
-      small: {seeds: [0, 1, 2, 3, 4]}   # merged, secondary appended, seeds / columns / budget replaced
+      small: {seeds: [0, 1, 2, 3, 4]}   # merged, secondary appended, seeds / columns / budget / methods replaced
       full: {common: [trainer.epochs=100], rows: {kd: [trainer.epochs=200]}}  # rows: some rows' sets
     init: {clf: [method=teacher]}   # runs before the rows; a row's set model.checkpoint=@init:clf gets its
                                     # run directory (kdlab.compare.inits; also a scales entry's key)
@@ -78,7 +78,8 @@ SPEC_KEYS = ("name", "title", "teacher", "teacher_set", "student", "budget", "se
              "launcher", "primary", "secondary", "columns", "scales", "teachers", "init", "subset_seed")
 #: the keys of a ``scales`` entry (and what each does: lists appended, student merged, the rest replaced;
 #: ``secondary`` comparisons are appended, e.g. on a column only this scale has; ``rows``: some rows' sets)
-SCALE_KEYS = ("common", "teacher_set", "student", "seeds", "columns", "budget", "secondary", "teachers", "init", "rows")
+SCALE_KEYS = ("common", "teacher_set", "student", "seeds", "columns", "budget", "secondary", "teachers", "init", "rows",
+              "methods")
 #: the data.* keys a budget may set (how much, and which, data the student learns from)
 BUDGET_KEYS = ("n_per_class", "transfer", "transfer_n", "transfer_select", "transfer_k", "transfer_channels",
                "transfer_size", "steps_per_epoch")
@@ -291,7 +292,9 @@ def _apply_scale(raw: Dict[str, Any], scale: Optional[str]) -> Tuple[Dict[str, A
         out["student"] = OmegaConf.to_container(OmegaConf.merge(_mapping(raw.get("student"), "student"),
                                                                 _mapping(entry["student"], f"scales.{scale}.student")))
     out.update({k: entry[k] for k in ("seeds", "columns", "budget", "teachers", "init") if k in entry})
-    out["methods"] = with_row_sets(raw.get("methods"), _mapping(entry.get("rows"), f"scales.{scale}.rows"), scale)
+    # methods: this scale's own rows (e.g. the depth factors of a compression sweep), replacing the spec's
+    out["methods"] = with_row_sets(entry.get("methods", raw.get("methods")),
+                                   _mapping(entry.get("rows"), f"scales.{scale}.rows"), scale)
     return out, scale
 
 

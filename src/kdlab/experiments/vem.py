@@ -40,7 +40,14 @@ from typing import Any, Dict, List, Optional, Sequence
 from rich.console import Console
 
 from kdlab.experiments import EXPERIMENTS, grid
-from kdlab.experiments.gan_sweep import SCALES as SWEEP
+
+#: the metric classifier of FID/KID/IS (the settings of gan-compression-sweep's init run clf)
+_METRIC_CLF = {
+    "small": ["model.name=lenet", "model.kwargs={channels: [16, 32], fc: 256}", "trainer.epochs=2", "data.val_size=2000",
+              "optim.name=adam", "optim.lr=0.002", "optim.weight_decay=0.0"],
+    "full": ["trainer.accelerator=auto", "model.name=lenet", "trainer.epochs=15", "data.val_size=5000", "optim.name=adam",
+             "optim.lr=0.001", "optim.weight_decay=0.0"],
+}
 
 NAME = "vem-ablation"
 #: the rows of the generator ablation and their labels
@@ -52,7 +59,7 @@ LAMBDAS = (0.005, 0.05, 0.1, 0.2)
 SCALES: Dict[str, Dict[str, Any]] = {
     "small": {
         "seeds": [0, 1, 2],
-        "classifier": SWEEP["small"]["classifier"],
+        "classifier": _METRIC_CLF["small"],
         "teacher_d": 32,
         "teacher": ["players.disc_d=16", "trainer.epochs=3", "trainer.limit_train_batches=800"],
         "student_ds": [4, 8],
@@ -67,7 +74,7 @@ SCALES: Dict[str, Dict[str, Any]] = {
     },
     "full": {
         "seeds": [0, 1, 2],
-        "classifier": SWEEP["full"]["classifier"],
+        "classifier": _METRIC_CLF["full"],
         "teacher_d": 32,
         "teacher": ["trainer.accelerator=auto", "players.disc_d=32", "trainer.epochs=25"],
         "student_ds": [4, 8],

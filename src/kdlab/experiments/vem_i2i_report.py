@@ -80,7 +80,7 @@ def _side_by_side(path: Path, teacher: Path, runs: Dict[str, Path], n: int = 8) 
     cfg = grid.resolve([teacher / "config.yaml"])
     data = datasets_for(cfg)
     if data.spec.pairing is None:
-        from kdlab.experiments.gan_sweep import side_by_side_grid
+        from kdlab.report.gan import side_by_side_grid
 
         gens = [load_generator(teacher)] + [load_generator(r) for r in runs.values()]
         return side_by_side_grid(data.test.images, gens, path, n=n, seed=cfg.eval.sample_seed)

@@ -93,7 +93,7 @@ def _plot_energies(path: Path, runs: Dict[str, Path]) -> Path:
 
 def _side_by_side(out: Path, teacher: Path, runs: Dict[str, Path], d: int) -> Path:
     from kdlab.engine.generators import load_generator
-    from kdlab.experiments.gan_sweep import side_by_side_grid
+    from kdlab.report.gan import side_by_side_grid
     from kdlab.runner import datasets_for
 
     cfg = grid.resolve([teacher / "config.yaml"])

@@ -26,7 +26,7 @@ from .tables import MISSING, format_count, markdown_table
 
 PathLike = Union[str, Path]
 
-__all__ = ["write_gan_run_report", "compare_generator_runs", "plot_metric_vs_params", "METRIC_NOTE"]
+__all__ = ["write_gan_run_report", "compare_generator_runs", "plot_metric_vs_params", "side_by_side_grid", "METRIC_NOTE"]
 
 METRIC_NOTE = (
     "FID and KID compare generated images with the real **test** images in the feature space of the "
@@ -259,3 +259,16 @@ def compare_generator_runs(run_dirs: Sequence[PathLike], out_dir: PathLike, titl
         for metric, label in shown:
             out += [f"![{label}](plots/{metric}_vs_params.png)", ""]
     return _write(out_dir / "report.md", "\n".join(out) + "\n")
+
+
+def side_by_side_grid(real_images: Any, generators: Sequence[Any], path: PathLike, n: int = 10, seed: int = 0) -> Path:
+    """One PNG: a row of ``n`` real images (uint8 ``[N, C, H, W]``), then one row per generator for the same
+    ``n`` latents (``seed``): real, teacher and students side by side."""
+    import torch
+
+    from kdlab.metrics.generative import generate_images, save_grid
+
+    rows = [real_images[:n].float() / 255.0]
+    for g in generators:
+        rows.append(generate_images(g, n, g.latent_dim, seed=seed))
+    return save_grid(torch.cat(rows), Path(path), nrow=n)
