@@ -18,6 +18,7 @@ their cases are strict xfails that prove the per-rank semantics (docs/distribute
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 
 import pytest
@@ -42,11 +43,20 @@ RELATIONAL = ("sp", "rkd", "cc", "pkt", "dist")
 STATEFUL = ("crd", "ft", "hints", "vid", "ab", "srd")
 
 
+@functools.lru_cache(maxsize=1)
+def _families() -> dict:
+    from omegaconf import OmegaConf
+
+    from kdlab.experiments.specs import row_configs
+
+    return {r: OmegaConf.to_container(c.objective.student) for r, c in row_configs("loss-families", "small", "limited").items()}
+
+
 def _family(row: str) -> dict:
     """``objective.student`` of the loss-families row ``row`` (VGG-9 -> VGG-4 feature names) with small CRD k."""
-    from kdlab.experiments.loss_families import SCALE, rows
-
-    terms = copy.deepcopy(rows({**SCALE["small"], "crd_k": 64}, 150, 2, 6)[row][1])
+    terms = copy.deepcopy(_families()[row])
+    if "crd" in terms:
+        terms["crd"]["k"] = 64
     if "ft" in terms:
         terms["ft"]["paraphraser_steps"] = 2
     return terms
