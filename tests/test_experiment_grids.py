@@ -161,9 +161,11 @@ TERMS = {
                               "gan-compression-sweep-joint-d4-s0": ["gan", "mse"]},
     "gan-joint-vs-mse": {"gan-joint-vs-mse-mse-paper-s0": ["mse"], "gan-joint-vs-mse-joint-a0.3-paper-s0": ["gan", "mse"],
                          "gan-joint-vs-mse-joint-w0.01-weights-s0": ["gan", "mse"]},
-    "vem-ablation": {"vem-base-d4-s0": ["mse"], "vem-vid-d8-s0": ["mse", "vid"], "vem-crd-d4-s0": ["crd", "mse"],
-                     "vem-vem-d8-s0": ["mse", "vem"], "vem-vem-lam0.005-d4-s0": ["mse", "vem"],
-                     "vem-clf-kd-s0": ["ce", "kd"], "vem-clf-vem-eta1-s0": ["ce", "kd", "vem"]},
+    "vem-ablation": {"vem-ablation-base-d4-s0": ["mse"], "vem-ablation-vid-d8-s0": ["mse", "vid"],
+                     "vem-ablation-crd-d4-s0": ["crd", "mse"], "vem-ablation-vem-d8-s0": ["mse", "vem"],
+                     "vem-ablation-lam0.005-lambda-s0": ["mse", "vem"]},
+    "vem-ablation-classifier": {"vem-ablation-classifier-kd-s0": ["ce", "kd"],
+                                "vem-ablation-classifier-vem-eta1-s0": ["ce", "kd", "vem"]},
     # the i2i students' GAN game is their term gan
     "vem-table1": {f"vem-table1-omgd-paired-{a}-s0": sorted(["channel_distill", "perceptual", "ssim", "style", "tv"] + x)
                    for a, x in {"alone": [], "vid": ["vid"], "crd": ["crd"], "vem": ["vem"]}.items()},

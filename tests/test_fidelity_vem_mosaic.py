@@ -73,11 +73,15 @@ def test_vem_tables_pair_the_real_output_on_paired_data_and_the_teacher_otherwis
 
 
 def test_vem_ablation_keeps_the_ports_step_size():
-    """The DCGAN/KD ablation (``vem-ablation``, not a table of the paper) ran with the ports' eta 50: pinned."""
-    from kdlab.experiments import vem
+    """The DCGAN/KD ablation (``vem-ablation`` and ``vem-ablation-classifier``, not tables of the paper) ran with
+    the ports' eta 50: pinned in every VEM row of both specs at both scales (the classifier's eta-1 row aside)."""
+    from kdlab.experiments.specs import row_configs
 
-    assert all(vem.SCALES[s]["vem"]["step_size"] == 50.0 for s in vem.SCALES)
-    assert vem.clf_terms("vem", 0.1)["vem"]["step_size"] == 50.0
+    for scale in ("small", "full"):
+        rows = {f"{col}/{r}": c for col in ("d4", "d8", "lambda") for r, c in row_configs("vem-ablation", scale, col).items()}
+        rows.update({f"clf/{r}": c for r, c in row_configs("vem-ablation-classifier", scale).items()})
+        vem = {r: c.objective.student.vem.step_size for r, c in rows.items() if "vem" in c.objective.student}
+        assert len(vem) == 8 and vem.pop("clf/vem-eta1") == 1.0 and set(vem.values()) == {50.0}, (scale, vem)
     assert OmegaConf.load(RECIPES / "gan_student_vem.yaml").objective.student.vem.step_size == 50.0
 
 
