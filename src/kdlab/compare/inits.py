@@ -10,12 +10,15 @@ player with cross entropy) or give each data budget its own teacher. A spec name
         # recipe: kdgan_pretrain         # optional, under the sets
         # seed: 1                        # a fixed seed (default: the seed of the row that uses it)
         # per_column: false              # one run for every column (default: one per column, with its sets)
+        # callbacks: [{name: save-player, player: discriminator}]  # registered callbacks of its run
+        #                                # (kdlab.compare.analyses)
     methods:
       - {label: KDGAN, set: [method=kdgan, model.checkpoint=@init:clf, players.disc_init=@init:d]}
 
 A value ``@init:NAME`` in any ``key=value`` set of a row (its own, its column's, its scale's) becomes the
-run directory of init ``NAME`` for that row's column and seed; only the inits some row uses are trained,
-each once, before the rows (after the teacher). An init's config: its recipe (if any), the spec's
+run directory of init ``NAME`` for that row's column and seed (``@init:NAME/file`` a file in it); an init's
+own sets may refer to other inits (trained before it; a cycle is refused). Only the inits some row uses are
+trained, each once, before the rows (after the teacher). An init's config: its recipe (if any), the spec's
 ``common``, its column's sets (``per_column``), its ``set``, then ``seed``, ``data.subset_seed`` (the
 spec's ``subset_seed`` or the seed) and its name; the spec's ``student`` is not applied.
 """
@@ -30,7 +33,7 @@ from kdlab.config import ConfigError
 __all__ = ["InitRun", "parse_inits", "init_refs", "INIT_KEYS", "REF"]
 
 #: the keys of one ``init`` entry
-INIT_KEYS = ("recipe", "set", "seed", "per_column")
+INIT_KEYS = ("recipe", "set", "seed", "per_column", "callbacks")
 #: a reference to an init run inside a ``key=value`` set
 REF = re.compile(r"@init:([A-Za-z0-9][A-Za-z0-9._-]*)")
 
@@ -45,6 +48,7 @@ class InitRun:
         set: its ``key=value`` sets.
         seed: a fixed seed, or None (the seed of the row that uses it).
         per_column: one run per column with the column's sets (True), or one for every column.
+        callbacks: registered callbacks of its run (:class:`kdlab.compare.analyses.CallbackUse`).
     """
 
     name: str
@@ -52,6 +56,7 @@ class InitRun:
     set: List[str] = field(default_factory=list)
     seed: Optional[int] = None
     per_column: bool = True
+    callbacks: List[Any] = field(default_factory=list)
 
 
 def parse_inits(value: Any, where: str, str_list: Callable[[Any, str], List[str]]) -> Dict[str, InitRun]:
@@ -59,8 +64,10 @@ def parse_inits(value: Any, where: str, str_list: Callable[[Any, str], List[str]
 
     Raises:
         ConfigError: not a mapping, a bad name, an unknown key, a seed that is not an integer, a
-            ``per_column`` that is not a boolean, an entry with neither recipe nor sets.
+            ``per_column`` that is not a boolean, an entry with neither recipe nor sets, a bad callback.
     """
+    from kdlab.compare.analyses import parse_callbacks
+
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -82,7 +89,8 @@ def parse_inits(value: Any, where: str, str_list: Callable[[Any, str], List[str]
         sets = str_list(entry.get("set"), f"{at}.set")
         if not sets and not entry.get("recipe"):
             raise ConfigError(f"{at} needs a recipe or key=value sets (e.g. set: [method=teacher, trainer.epochs=5])")
-        out[str(name)] = InitRun(str(name), entry.get("recipe"), sets, seed, per_column)
+        out[str(name)] = InitRun(str(name), entry.get("recipe"), sets, seed, per_column,
+                                 parse_callbacks(entry.get("callbacks"), f"{at}.callbacks"))
     return out
 
 
