@@ -40,6 +40,7 @@ def make_sweep_files(d: Path) -> None:
         "badbudget": {"budget": {"n_per_class": 0}, "methods": ["demo_ce"]},
         "budgetkey": {"budget": {"epochs": 3}, "methods": ["demo_ce"]},
         "norecipe": {"methods": [{"label": "X"}]},
+        "badcallback": {"callbacks": ["nope"], "methods": ["demo_ce"]},
     }
     for name, spec in specs.items():
         (s / f"{name}.yaml").write_text(yaml.safe_dump({"name": "x", "teacher": teacher, **spec}))
@@ -198,6 +199,8 @@ SWEEP_CASES = [
     case("compare", f"compare {S}/badbudget.yaml --out-dir {{out}}/c", "'data.n_per_class' = 0", "> 0"),
     case("compare", f"compare {S}/budgetkey.yaml --out-dir {{out}}/c", "'epochs'", "n_per_class"),
     case("compare", f"compare {S}/norecipe.yaml --out-dir {{out}}/c", "methods[0] needs a recipe or key=value sets"),
+    case("compare", f"compare {S}/badcallback.yaml --out-dir {{out}}/c", "unknown callback 'nope'",
+         "accepted: kdgan-grad-variance, kdgan-teacher-trace, save-player"),
     case("compare", f"compare {S}/bin.yaml --out-dir {{out}}/c", "bin.yaml' is not UTF-8 text"),
     case("compare", f"compare {S}/empty.yaml --out-dir {{out}}/c", "must hold a mapping"),
     case("compare", f"compare {S}/dup.yaml {S}/unknown.yaml", "compare takes one spec"),

@@ -4,6 +4,7 @@ experiments that trace their games through callbacks run end to end (smoke tests
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any, Dict, List
@@ -358,58 +359,77 @@ def _count_trainings(monkeypatch) -> List[str]:
     return trained
 
 
-# n = 100, 4 steps of 25 per epoch, small validation and test splits
-SHRINK = ["data.n_per_class=10", "data.val_size=100", "data.max_test=200"]
+# n = 100, 4 steps of 25 per epoch, small validation and test splits, 2 epochs per run
+SHRINK = ["data.n_per_class=10", "data.val_size=100", "data.max_test=200", "trainer.epochs=2"]
+
+
+def _tiny(name: str, rows: List[str], **small: Any) -> Any:
+    """Experiment spec ``name`` at small scale cut to ``rows`` (and the inits they use), seed 0, no declared
+    comparisons (a smoke run, not a test of the claims); ``small``: keys of its small scale replaced."""
+    import yaml
+
+    from kdlab.compare import load_spec
+    from kdlab.experiments.specs import SPEC_DIR
+
+    raw = yaml.safe_load((SPEC_DIR / f"{name}.yaml").read_text())
+    raw["methods"] = [m for m in raw["methods"] if m["name"] in rows]
+    for key in ("primary", "secondary"):
+        raw.pop(key, None)
+    scale = {**raw["scales"]["small"], "seeds": [0], **small}
+    scale["rows"] = {k: v for k, v in (scale.get("rows") or {}).items() if k in rows}
+    return load_spec({**raw, "scales": {"small": scale}}, scale="small")
 
 
 @pytest.mark.slow
 def test_smoke_kdgan_fig7_end_to_end_on_the_engine(tmp_path, monkeypatch):
-    """SMOKE TEST: ``kdgan-fig7 --scale small`` shrunk (2 epochs, 3 draws, n = 100, small splits) trains every
-    game as an engine run with its gradient-variance callback and writes its report (5 s on 2 idle cores, 35 s on busy ones);
-    a second call reuses every cell with its trace."""
-    from kdlab.experiments import kdgan as E
-    from kdlab.experiments.kdgan_figs import fig7
+    """SMOKE TEST: ``kdgan-fig7 --scale small``'s first row shrunk (2 epochs, 3 draws, n = 100, small splits)
+    trains its game as an engine run with the gradient-variance callback; the analysis' metrics reach
+    results.json and the report (with its trace plots); a second call reuses every run with its analysis."""
+    from kdlab.compare import run_compare
 
-    monkeypatch.setitem(E.SCALE, "small", {**E.SCALE["small"], "fig7_epochs": 2, "fig7_draws": 3, "teacher_epochs": 2})
     trained = _count_trainings(monkeypatch)
-    text = fig7(tmp_path, "small", [0], SHRINK).read_text()
-    rows = [line for line in text.splitlines() if line.startswith("| without Gumbel") or line.startswith("| with Gumbel")]
-    assert len(rows) == 3 and "nan" not in " ".join(rows)
-    assert (tmp_path / "kdgan-fig7" / "fig7.png").is_file()
-    trace = json.loads((tmp_path / "kdgan-fig7-categorical-s0" / "diagnostics" / "gradvar-draws3.json").read_text())
-    assert [r["epoch"] for r in trace["rows"]] == [0, 1] and all(r["adv"] > 0 and r["ds"] > 0 for r in trace["rows"])
-    assert len(trained) == 4  # the teacher and three games
-    fig7(tmp_path, "small", [0], SHRINK)
-    assert len(trained) == 4  # every cell reused with its trace
+    spec = _tiny("kdgan-fig7", ["categorical"], callbacks=[{"name": "kdgan-grad-variance", "draws": 3}])
+    report = run_compare(spec, tmp_path, SHRINK).report
+    trace = json.loads((tmp_path / "kdgan-fig7-categorical-s0" / "analysis" / "kdgan-grad-variance-draws3.json").read_text())
+    assert [r["epoch"] for r in trace["trace"]] == [0, 1] and all(r["adv"] > 0 and r["ds"] > 0 for r in trace["trace"])
+    (row,) = json.loads((report.parent / "results.json").read_text())["rows"]
+    assert row["runs"][0]["analysis"]["adv_grad_var_log10"] == pytest.approx(
+        math.log10((trace["trace"][0]["adv"] + trace["trace"][1]["adv"]) / 2))
+    assert "## Analyses" in report.read_text() and (report.parent / "plots" / "kdgan-grad-variance-adv.png").is_file()
+    assert trained == ["kdgan-fig7-init-teacher-s0", "kdgan-fig7-categorical-s0"]
+    run_compare(spec, tmp_path, SHRINK)
+    assert len(trained) == 2  # every run reused with its analysis
 
 
 @pytest.mark.slow
 def test_smoke_kdgan_teacher_collapse_end_to_end_on_the_engine(tmp_path, monkeypatch):
-    """SMOKE TEST: ``kdgan-teacher-collapse --scale small`` shrunk (the published variant and a warm-up variant,
-    8 game steps traced every 4, n = 100 in batches of 25) plays each game as engine runs traced by a
-    callback, the warm-up as a d-only run whose d the game continues from (4 s on 2 idle cores, 15 s on busy ones)."""
-    from kdlab.experiments import kdgan as E
-    from kdlab.experiments import kdgan_collapse as C
+    """SMOKE TEST: ``kdgan-teacher-collapse --scale small`` shrunk to the published row and a warm-up row (8 game
+    steps traced every 4, n = 100 in batches of 25): each game an engine run traced by the teacher-trace
+    callback, the warm-up an init run (d alone) whose d, saved by the save-player callback, the game continues
+    from; the trace's metrics reach results.json."""
+    from kdlab.compare import run_compare
 
-    monkeypatch.setitem(C.SCALES, "small", {"seeds": [0], "steps": 8, "every": 4})
-    monkeypatch.setitem(E.SCALE, "small", {**E.SCALE["small"], "teacher_epochs": 2})
-    variants = list(C.VARIANTS.items())
-    warm_label, (tag, players, _) = variants[1]
-    monkeypatch.setattr(C, "VARIANTS", {variants[0][0]: variants[0][1], warm_label: (tag, players, 4)})
     trained = _count_trainings(monkeypatch)
-    report = C.teacher_collapse(tmp_path, "small", None, SHRINK + ["data.batch_size=25"])
-    results = json.loads((report.parent / "results.json").read_text())
-    for label, (seed_trace,) in results["traces"].items():
-        assert [r["step"] for r in seed_trace] == [0, 4, 8], label
-        assert all(0 <= r["teacher_acc"] <= 100 and 0 <= r["d_misrank"] <= 1 for r in seed_trace)
-    assert trained == ["kdgan-teacher-n500", "kdgan-collapse-published-s0", "kdgan-collapse-scratch-warm-warmup-s0",
-                       "kdgan-collapse-scratch-warm-s0"]
-    game = yaml_config(tmp_path / "kdgan-collapse-scratch-warm-s0")
-    assert game["players"]["disc_init"].endswith("kdgan-collapse-scratch-warm-warmup-s0/discriminator.safetensors")
-    assert game["players"]["tau_start"] == pytest.approx(10.0 * 0.88)  # one warm-up epoch of decay
-    assert (report.parent / "plots" / "teacher_acc.png").is_file()
-    C.teacher_collapse(tmp_path, "small", None, SHRINK + ["data.batch_size=25"])
-    assert len(trained) == 4  # every cell reused with its trace
+    spec = _tiny("kdgan-teacher-collapse", ["published", "scratch-warm"],
+                 callbacks=[{"name": "kdgan-teacher-trace", "every": 4}])
+    report = run_compare(spec, tmp_path, SHRINK + ["data.batch_size=25"]).report
+    assert trained == ["kdgan-teacher-collapse-init-teacher-s0", "kdgan-teacher-collapse-init-warm-scratch-s0",
+                       "kdgan-teacher-collapse-published-s0", "kdgan-teacher-collapse-scratch-warm-s0"]
+    rows = {e["slug"]: e for e in json.loads((report.parent / "results.json").read_text())["rows"]}
+    for slug, steps, file in (("published", [0, 4, 8], "every4"), ("scratch-warm", [40, 44, 48], "every4-offset40")):
+        trace = json.loads((tmp_path / f"kdgan-teacher-collapse-{slug}-s0" / "analysis"
+                            / f"kdgan-teacher-trace-{file}.json").read_text())["trace"]
+        assert [r["step"] for r in trace] == steps, slug
+        assert all(0 <= r["teacher_acc"] <= 100 and 0 <= r["d_misrank"] <= 1 for r in trace)
+        got = rows[slug]["runs"][0]["analysis"]
+        assert got["teacher_acc_drop"] == pytest.approx(trace[0]["teacher_acc"] - trace[-1]["teacher_acc"])
+    game = yaml_config(tmp_path / "kdgan-teacher-collapse-scratch-warm-s0")
+    assert game["players"]["disc_init"] == str(tmp_path / "kdgan-teacher-collapse-init-warm-scratch-s0"
+                                               / "discriminator.safetensors")
+    assert game["players"]["tau_start"] == pytest.approx(10.0 * 0.88 ** 8)  # the warm-up's 8 epochs of decay
+    assert (report.parent / "plots" / "kdgan-teacher-trace-teacher_acc.png").is_file()
+    run_compare(spec, tmp_path, SHRINK + ["data.batch_size=25"])
+    assert len(trained) == 4  # every run reused with its analysis
 
 
 def yaml_config(run: Path) -> Dict[str, Any]:

@@ -96,7 +96,6 @@ class FakeTrain:
 
 @pytest.fixture
 def fake_train(monkeypatch):
-    import kdlab.experiments.kdgan as kdgan_exp
     import kdlab.report
     import kdlab.report.gan
 
@@ -111,13 +110,15 @@ def fake_train(monkeypatch):
 
     monkeypatch.setattr(kdlab.report.gan, "compare_generator_runs", fake_report)
     monkeypatch.setattr(kdlab.report, "compare_runs", fake_report)
-    # Fig. 7's callback measures gradients: one epoch, two draws
-    monkeypatch.setitem(kdgan_exp.SCALE, "small", {**kdgan_exp.SCALE["small"], "fig7_epochs": 1, "fig7_draws": 2})
-    # the collapse diagnosis: two variants (one with a warm-up run), a few steps
-    from kdlab.experiments import kdgan_collapse
+    # the KDGAN analyses, cheaper: Fig. 7's gradients over two draws at the first epoch only (later epochs: a
+    # made-up variance), the teacher's accuracy on the first 1,000 test images
+    from kdlab.experiments import kdgan_traces
 
-    monkeypatch.setitem(kdgan_collapse.SCALES, "small", {"seeds": [0], "steps": 4, "every": 2})
-    monkeypatch.setattr(kdgan_collapse, "VARIANTS", dict(list(kdgan_collapse.VARIANTS.items())[:2]))
+    variance = kdgan_traces.grad_variance
+    monkeypatch.setattr(kdgan_traces, "grad_variance",
+                        lambda view, batch, which, draws: variance(view, batch, which, 2) if view.epoch == 0 else 1e-3)
+    accuracy = kdgan_traces.handle_accuracy
+    monkeypatch.setattr(kdgan_traces, "handle_accuracy", lambda net, batches, view="student": accuracy(net, batches[:1], view))
     return fake
 
 
@@ -197,8 +198,11 @@ def test_every_cell_of_the_small_grid_builds_and_is_reused(name, fake_train, tmp
     assert cells, "the grid has no cell"
     for cell, terms in TERMS.get(name, {}).items():
         assert cells[cell]["terms"] == terms, cell
-    if name in ("kdgan-fig7", "kdgan-teacher-collapse"):  # every game is a cell traced by callbacks
+    if name in ("kdgan-fig6", "kdgan-fig7", "kdgan-teacher-collapse"):  # every game is a cell traced by callbacks
         assert fake_train.traced and all(c in cells for c in fake_train.traced)
+        results = json.loads((Path(report).parent / "results.json").read_text())
+        metrics = results["comparisons"][0]["metric"]  # an analysis' metric, read back from every run's file
+        assert all(isinstance(r["analysis"][metrics], float) for e in results["rows"] for r in e["runs"])
     first = fake_train.calls
     _walk(name, tmp_path)
     assert fake_train.calls == first, "a finished cell was trained again"

@@ -183,12 +183,13 @@ def test_kdgan_pathwise_estimator_formula_and_fig7_variant():
     zl = np.argmax(logp[None] + g, -1)
     exact = np.mean(-np.log1p(np.exp(np.take_along_axis(d_logits.numpy()[None].repeat(k, 0), zl[..., None], -1))))
     assert cold.item() == pytest.approx(exact, rel=1e-6)
-    from kdlab.experiments.kdgan_figs import FIG7_VARIANTS
+    from kdlab.experiments.specs import row_configs
 
-    tags = {tag: sec for tag, sec in FIG7_VARIANTS.values()}
-    assert tags["gumbel-pathwise"]["objective"]["student"]["kdgan_adversarial"]["estimator"] == "pathwise"
-    assert tags["gumbel-pathwise"]["players"]["sampler"] == "gumbel"
-    assert "categorical" in tags and "gumbel-discrete" in tags  # REINFORCE beside it
+    rows = row_configs("kdgan-fig7", "small")  # Fig. 7's rows: the pathwise reading beside REINFORCE's
+    assert rows["gumbel-pathwise"].objective.student.kdgan_adversarial.estimator == "pathwise"
+    assert rows["gumbel-pathwise"].players.sampler == "gumbel"
+    assert rows["categorical"].players.sampler == "categorical"
+    assert rows["gumbel-discrete"].objective.student.kdgan_adversarial.estimator == "paper"
 
 
 def test_kdgan_pathwise_needs_the_gumbel_sampler(make_config, tmp_path):

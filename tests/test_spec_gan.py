@@ -322,4 +322,4 @@ def test_other_bad_generator_pairings_are_refused(fake_gan, tmp_path):
     _refused(gan_spec(init={"a": {"set": ["method=teacher", "model.checkpoint=@init:b"]},
                             "b": {"set": ["method=teacher", "model.checkpoint=@init:a"]}}, primary=None,
                       methods=[{"label": "KD", "recipe": "demo_kd", "set": ["teacher.checkpoint=@init:a"]}]),
-             tmp_path / "e", fake_gan, "cycle", "a -> b -> a")
+             tmp_path / "e", fake_gan, "cycle", "@init:a -> @init:b -> @init:a")

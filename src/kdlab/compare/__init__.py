@@ -10,6 +10,8 @@ architecture, a data budget and a list of method rows (packaged recipes, YAML fi
 * :mod:`kdlab.compare.execute`: finished runs reused, interrupted ones resumed, the others trained here
   or on a process pool (``--jobs N``), a failing run reported in its row;
 * :mod:`kdlab.compare.launch`: or each run one job of a scheduler through submitit (``--launcher submitit``);
+* :mod:`kdlab.compare.analyses`: registered engine callbacks a spec attaches to its runs, and the metrics
+  they write;
 * :mod:`kdlab.compare.claims`: the comparisons a spec declares (primary: Holm-adjusted, with a verdict;
   secondary), else every row against the first (post hoc), and their statistics;
 * :mod:`kdlab.compare.report`: results.json (every number), environment.json, plots, configs;
@@ -109,7 +111,7 @@ def run_compare(spec: CompareSpec, out_dir: Path = Path("runs"), extra: Sequence
     from kdlab.experiments import grid
 
     for first in plan.teacher_cells + plan.inits:  # every row depends on these
-        grid.run_cell(first.sources, first.overrides, console)
+        grid.run_cell(first.sources, first.overrides, console, **first.run_kwargs)
     outcomes = run_cells(plan, jobs=jobs, gpus=gpus, console=console)
     info: Dict[str, Any] = {"jobs": jobs, "gpus": gpus, "threads": plan.threads, "launcher": {"name": "local"},
                             "wall_time_s": time.perf_counter() - t0}
@@ -131,7 +133,7 @@ def _run_submitted(plan: Plan, settings: Any, console: Console, t0: float) -> Co
         folder = launch.job_folder(settings, plan.out)
         with grid.launched_by(launch.cell_launcher(settings, folder, plan.out / "logs", console)):
             for cell in first:
-                grid.run_cell(cell.sources, cell.overrides, console)
+                grid.run_cell(cell.sources, cell.overrides, console, **cell.run_kwargs)
     outcomes = run_cells(plan, console=console, launcher=settings)
     info: Dict[str, Any] = {"jobs": launch.max_parallel(settings, len(plan.cells)), "gpus": settings.gpus_per_run,
                             "threads": plan.threads, "launcher": {"name": "submitit", **asdict(settings)},

@@ -11,10 +11,10 @@ other comparisons of interest, in the same form::
 
 ``a`` and ``b`` name rows by label or by name (slug), ``metric`` is a per-seed number the rows produce
 (:data:`METRICS`, by the rows' method kind; a classifier row also produces ``noise_acc@SIGMA``, its test
-accuracy under Gaussian input noise of std SIGMA, for each SIGMA of its ``eval.noise_sigmas``), or a
-list of them (one comparison per metric), ``direction`` says which way the paper claims ``a - b``
-goes (default: ``a`` better than ``b``: ``less`` for the metrics of :data:`LOWER_IS_BETTER` such as FID,
-``greater`` otherwise). A spec without declared comparisons gets every row against the first row on ``test_acc_best``,
+accuracy under Gaussian input noise of std SIGMA, for each SIGMA of its ``eval.noise_sigmas``; any row the
+metrics its callbacks write, :mod:`kdlab.compare.analyses`), or a list of them (one comparison per metric),
+``direction`` says which way the paper claims ``a - b`` goes (default: ``a`` better than ``b``: ``less`` for
+the metrics of :data:`LOWER_IS_BETTER` such as FID, ``greater`` otherwise). A spec without declared comparisons gets every row against the first row on ``test_acc_best``,
 labelled post hoc (``kdlab compare``'s default); a spec run by ``kdlab reproduce`` must declare a
 primary comparison.
 
@@ -57,7 +57,7 @@ class Comparison:
 
     Attributes:
         a, b: the rows' names (slugs); the claim is about ``a - b``.
-        metric: a key of :data:`METRICS`.
+        metric: a key of :data:`METRICS`, ``noise_acc@SIGMA`` or a metric of the rows' callbacks.
         direction: ``"greater"`` (the paper claims a > b) or ``"less"``.
         label: the claim in words; paper: where it is made (paper and table).
         kind: one of :data:`KINDS`.
@@ -100,11 +100,12 @@ def noise_sigma(metric: str) -> Optional[float]:
 
 
 def metric_value(record: Dict[str, Any], metric: str) -> Any:
-    """One run record's value of ``metric`` (None if it has none): a key of the record, or for
-    ``noise_acc@SIGMA`` its ``noise_acc`` entry of that sigma (keys as ``str(float)``, as results.json)."""
+    """One run record's value of ``metric`` (None if it has none): a key of the record, one of its callbacks'
+    metrics (``analysis``), or for ``noise_acc@SIGMA`` its ``noise_acc`` entry of that sigma (keys as
+    ``str(float)``, as results.json)."""
     sigma = noise_sigma(metric)
     if sigma is None:
-        return record.get(metric)
+        return record[metric] if metric in record else (record.get("analysis") or {}).get(metric)
     return {float(k): v for k, v in (record.get("noise_acc") or {}).items()}.get(sigma)
 
 
@@ -181,13 +182,15 @@ def default_comparisons(rows: Sequence[Any], kind: str = "classifier") -> List[C
 
 
 def check_metrics(comparisons: Sequence[Comparison], kinds: Dict[str, str],
-                  sigmas: Optional[Dict[str, Sequence[float]]] = None) -> None:
+                  sigmas: Optional[Dict[str, Sequence[float]]] = None,
+                  analyses: Optional[Dict[str, Sequence[str]]] = None) -> None:
     """Every comparison's metric is produced by both of its rows.
 
     Args:
         kinds: row name (slug) -> the kind of its method (``"classifier"`` or ``"generator"``).
         sigmas: row name -> its ``eval.noise_sigmas`` (the ``noise_acc@SIGMA`` metrics a classifier row
             produces; None: no row produces any).
+        analyses: row name -> the metrics its callbacks write (:mod:`kdlab.compare.analyses`).
 
     Raises:
         ConfigError: names the comparison, the metric and the metrics the row's kind produces.
@@ -197,10 +200,12 @@ def check_metrics(comparisons: Sequence[Comparison], kinds: Dict[str, str],
             have = METRICS.get(kinds[side], ())
             if kinds[side] == "classifier":
                 have = have + tuple(f"{NOISE_METRIC}{float(x)}" for x in (sigmas or {}).get(side, ()))
+            have = have + tuple((analyses or {}).get(side, ()))
             sigma = noise_sigma(c.metric)
             if (f"{NOISE_METRIC}{sigma}" if sigma is not None else c.metric) not in have:
                 raise ConfigError(f"{c.kind} comparison {c.label!r}: metric {c.metric!r} is not produced by row "
-                                  f"{side!r} (a {kinds[side]} row); accepted: {', '.join(have)}")
+                                  f"{side!r} (a {kinds[side]} row); accepted: {', '.join(have)} (or a metric of a "
+                                  "callback the row names: kdlab.compare.analyses)")
 
 
 def evaluate(comparisons: Sequence[Comparison], rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:

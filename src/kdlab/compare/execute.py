@@ -2,7 +2,8 @@
 
 * A cell whose run directory already holds a finished run of exactly its resolved config is reused
   (:func:`kdlab.experiments.grid.finished_run`, the grid runner's rule: ``config.yaml`` equal and
-  ``summary.json`` present); a changed config trains again under the same name.
+  ``summary.json`` present, and every file its callbacks write); a changed config trains again under the
+  same name. A cell's registered callbacks (:mod:`kdlab.compare.analyses`) go with it to where it trains.
 * With one job the runs train here one after the other, with their usual progress output.
 * With several, they go to a pool of ``spawn`` processes (a fresh interpreter each: no forked torch or
   OpenMP state); each worker's output goes to ``<report dir>/logs/<run>.log`` and this process prints
@@ -167,7 +168,7 @@ def run_cells(plan: Plan, jobs: int = 1, gpus: int = 0, console: Optional[Consol
     outcomes: Dict[str, Outcome] = {}
     pending: List[Cell] = []
     for cell in plan.cells:
-        if grid.finished_run(cell.cfg) is not None:
+        if cell.finished():
             outcomes[cell.cfg.name] = Outcome(cell.cfg.name, "reused", cell.run_dir)
         else:
             pending.append(cell)
@@ -193,7 +194,7 @@ def run_cells(plan: Plan, jobs: int = 1, gpus: int = 0, console: Optional[Consol
             folder = job_folder(launcher, plan.out)
             console.print(f"{n} runs submitted as submitit jobs (executor {launcher.executor}); logs in {logs}/, "
                           f"submitit's files in {folder}/")
-            submit_cells([CellJob(c.sources, c.overrides, str(logs / f"{c.cfg.name}.log"), to_yaml(c.cfg))
+            submit_cells([CellJob(c.sources, c.overrides, str(logs / f"{c.cfg.name}.log"), to_yaml(c.cfg), **c.run_kwargs)
                           for c in pending], list(by_name), launcher, folder, console, finished)
         return outcomes
     workers = min(jobs, gpus) if gpus else jobs
@@ -201,7 +202,7 @@ def run_cells(plan: Plan, jobs: int = 1, gpus: int = 0, console: Optional[Consol
         for cell in pending:
             t0 = time.perf_counter()
             try:
-                grid.run_cell(cell.sources, cell.overrides, console)
+                grid.run_cell(cell.sources, cell.overrides, console, **cell.run_kwargs)
                 o = Outcome(cell.cfg.name, "trained", cell.run_dir, seconds=time.perf_counter() - t0)
             except Exception as exc:  # one failed row; the others still run
                 if not isinstance(exc, ROW_ERRORS):  # a bug: show where; a diverged run or bad input: its line says it
@@ -227,7 +228,8 @@ def run_cells(plan: Plan, jobs: int = 1, gpus: int = 0, console: Optional[Consol
                   + f"; logs in {logs}/")
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(devices,))
     try:
-        futures = {pool.submit(work, c.sources, c.overrides, str(logs / f"{c.cfg.name}.log")): c for c in pending}
+        futures = {pool.submit(work, c.sources, c.overrides, str(logs / f"{c.cfg.name}.log"), **c.run_kwargs): c
+                   for c in pending}
         for fut in as_completed(futures):
             try:
                 res = fut.result()

@@ -12,12 +12,15 @@ player with cross entropy) or give each data budget its own teacher. A spec name
         # per_column: false              # one run for every column (default: one per column, with its sets)
         # takes: [trainer., data.]       # the command line's key=value overrides it gets, by key prefix
         #                                # (default: all; a metric classifier has no generator eval keys)
+        # callbacks: [{name: save-player, player: discriminator}]  # registered callbacks of its run
+        #                                # (kdlab.compare.analyses)
     methods:
       - {label: KDGAN, set: [method=kdgan, model.checkpoint=@init:clf, players.disc_init=@init:d]}
 
 A value ``@init:NAME`` in any ``key=value`` set of a row (its own, its column's, its scale's) becomes the
-run directory of init ``NAME`` for that row's column and seed; only the inits some row uses are trained,
-each once, before the rows (after the teacher). An init's config: its recipe (if any), the spec's
+run directory of init ``NAME`` for that row's column and seed (``@init:NAME/file`` a file in it); an init's
+own sets may refer to other inits (trained before it; a cycle is refused). Only the inits some row uses are
+trained, each once, before the rows (after the teacher). An init's config: its recipe (if any), the spec's
 ``common``, its column's sets (``per_column``), its ``set``, then ``seed``, ``data.subset_seed`` (the
 spec's ``subset_seed`` or the seed) and its name; the spec's ``student`` is not applied.
 """
@@ -32,7 +35,7 @@ from kdlab.config import ConfigError
 __all__ = ["InitRun", "parse_inits", "init_refs", "INIT_KEYS", "REF"]
 
 #: the keys of one ``init`` entry
-INIT_KEYS = ("recipe", "set", "seed", "per_column", "takes")
+INIT_KEYS = ("recipe", "set", "seed", "per_column", "takes", "callbacks")
 #: a reference to an init run inside a ``key=value`` set
 REF = re.compile(r"@init:([A-Za-z0-9][A-Za-z0-9._-]*)")
 
@@ -48,6 +51,7 @@ class InitRun:
         seed: a fixed seed, or None (the seed of the row that uses it).
         per_column: one run per column with the column's sets (True), or one for every column.
         takes: key prefixes of the command line's overrides this run gets (None: all of them).
+        callbacks: registered callbacks of its run (:class:`kdlab.compare.analyses.CallbackUse`).
     """
 
     name: str
@@ -56,6 +60,7 @@ class InitRun:
     seed: Optional[int] = None
     per_column: bool = True
     takes: Optional[List[str]] = None
+    callbacks: List[Any] = field(default_factory=list)
 
     def extra(self, overrides: Sequence[str]) -> List[str]:
         """The command line's ``key=value`` overrides this run takes (:attr:`takes`)."""
@@ -69,8 +74,10 @@ def parse_inits(value: Any, where: str, str_list: Callable[[Any, str], List[str]
 
     Raises:
         ConfigError: not a mapping, a bad name, an unknown key, a seed that is not an integer, a
-            ``per_column`` that is not a boolean, an entry with neither recipe nor sets.
+            ``per_column`` that is not a boolean, an entry with neither recipe nor sets, a bad callback.
     """
+    from kdlab.compare.analyses import parse_callbacks
+
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -95,7 +102,8 @@ def parse_inits(value: Any, where: str, str_list: Callable[[Any, str], List[str]
         takes = entry.get("takes")
         if takes is not None and (not isinstance(takes, list) or not all(isinstance(t, str) and t for t in takes)):
             raise ConfigError(f"{at}.takes = {takes!r}: accepted: a list of key prefixes, e.g. [trainer., data.]")
-        out[str(name)] = InitRun(str(name), entry.get("recipe"), sets, seed, per_column, takes)
+        out[str(name)] = InitRun(str(name), entry.get("recipe"), sets, seed, per_column, takes,
+                                 parse_callbacks(entry.get("callbacks"), f"{at}.callbacks"))
     return out
 
 

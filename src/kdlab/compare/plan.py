@@ -33,14 +33,28 @@ WEIGHT_SUFFIXES = (".safetensors", ".ckpt")
 
 @dataclass
 class Cell:
-    """One run of the comparison: the sources and overrides :func:`grid.run_cell` takes, and the
-    resolved config (an omegaconf ``DictConfig``; ``cfg.out_dir/cfg.name`` is the run directory)."""
+    """One run of the comparison: the sources and overrides :func:`grid.run_cell` takes, the resolved
+    config (an omegaconf ``DictConfig``; ``cfg.out_dir/cfg.name`` is the run directory) and the registered
+    callbacks attached to its training (:mod:`kdlab.compare.analyses`)."""
 
     row: MethodRow
     seed: int
     sources: List[Any]
     overrides: List[str]
     cfg: Any = None
+    callbacks: List[Any] = field(default_factory=list)
+
+    @property
+    def run_kwargs(self) -> Dict[str, Any]:
+        """``callbacks`` and ``needs`` of :func:`grid.run_cell` (fresh callbacks; {} without any)."""
+        from kdlab.compare.analyses import cell_callbacks
+
+        return cell_callbacks(self.callbacks)
+
+    def finished(self) -> bool:
+        """Whether the run directory holds a finished run of this config with every file its callbacks write."""
+        done = grid.finished_run(self.cfg)
+        return done is not None and all((done / f).is_file() for f in self.run_kwargs.get("needs", ()))
 
     @property
     def run_dir(self) -> Path:
@@ -141,35 +155,34 @@ def _teacher(spec: CompareSpec, out_dir: Path, extra: Sequence[str],
 
 
 def _init_paths(spec: CompareSpec, row: MethodRow, seed: int, out_dir: Path, extra: Sequence[str],
-                inits: Dict[str, Cell], items: Optional[Sequence[str]] = None, chain: Sequence[str] = ()) -> Dict[str, str]:
-    """The run directory of each init ``items`` (default: ``row.set``) refer to at ``seed``; new init cells are
-    added to ``inits`` (run name -> cell), an init's own references first (e.g. a GAN teacher's
-    ``eval.extractor=@init:clf/teacher.safetensors``), so ``inits`` is in training order.
+                inits: Dict[str, Cell], items: Optional[Sequence[str]] = None, where: Optional[str] = None,
+                within: Tuple[str, ...] = ()) -> Dict[str, str]:
+    """The run directory of each init ``items`` (default: the row's sets) refer to at ``seed``; new init cells
+    (and the inits their own sets refer to, first) are added to ``inits`` (run name -> cell).
 
     Raises:
-        ConfigError: an unknown init, or inits that refer to each other in a cycle (names the chain).
+        ConfigError: an init that refers to itself through its sets (names the chain).
     """
     from kdlab.compare.inits import init_refs, init_run_name, substitute
 
     paths = {}
-    where = f"method row {row.label!r}" if not chain else f"init {chain[-1]!r}"
-    for name in init_refs(row.set if items is None else items, spec.inits, where):
-        if name in chain:
-            raise ConfigError(f"init {chain[-1]!r} refers to init {name!r}, which refers back to it "
-                              f"({' -> '.join([*chain, name])}); accepted: references that form no cycle")
+    for name in init_refs(row.set if items is None else items, spec.inits, where or f"method row {row.label!r}"):
+        if name in within:
+            raise ConfigError(f"init {name!r} refers to itself through its sets: "
+                              f"{' -> '.join(f'@init:{n}' for n in (*within, name))}; accepted: inits without a cycle")
         init = spec.inits[name]
         s = init.seed if init.seed is not None else seed
         run = init_run_name(spec.name, init, row.column, s)
         if run not in inits:
-            own = _init_paths(spec, row, s, out_dir, extra, inits, init.set, [*chain, name])
+            deps = _init_paths(spec, row, s, out_dir, extra, inits, init.set, f"init {name!r}", (*within, name))
             sources: List[Any] = ([find_config(init.recipe, what=f"init {name!r} recipe")] if init.recipe else [])
             cols = spec.column_sets.get(row.column, []) if init.per_column else []
             column = row.column if init.per_column else None
             cell = Cell(row=MethodRow(label=f"init {name}", slug=run, column=column), seed=s,
                         sources=sources + [_dotlist(spec.common)],
-                        overrides=[f"out_dir={out_dir}", *cols, *substitute(init.set, own), f"seed={s}",
+                        overrides=[f"out_dir={out_dir}", *cols, *substitute(init.set, deps), f"seed={s}",
                                    f"data.subset_seed={spec.subset_seed if spec.subset_seed is not None else s}",
-                                   f"name={run}", *init.extra(extra)])
+                                   f"name={run}", *init.extra(extra)], callbacks=list(init.callbacks))
             inits[run] = cell
             _resolve(cell, f"init {name!r} (seed {s}{f', column {column}' if column else ''})")
         paths[name] = str(inits[run].run_dir)
@@ -189,7 +202,7 @@ def _student_cell(spec: CompareSpec, row: MethodRow, seed: int, out_dir: Path, t
     subset = spec.subset_seed if spec.subset_seed is not None else seed
     overrides += [*substitute(row.set, paths), f"seed={seed}", f"data.subset_seed={subset}",
                   f"name={spec.name}-{row.slug}-s{seed}", *extra]
-    cell = Cell(row=row, seed=seed, sources=sources, overrides=overrides)
+    cell = Cell(row=row, seed=seed, sources=sources, overrides=overrides, callbacks=list(row.callbacks))
     _resolve(cell, f"method row {row.label!r} (seed {seed})")
     return cell
 
@@ -344,7 +357,8 @@ def plan_compare(spec: CompareSpec, out_dir: Path, extra: Sequence[str] = (), jo
     if not spec.declared and plan.kind != "classifier":  # the post-hoc default on the kind's headline metric
         spec.comparisons = default_comparisons(spec.rows, plan.kind)
     check_metrics(spec.comparisons, kinds, {r.slug: list(plan.row_cells(r)[0].cfg.eval.noise_sigmas)
-                                            if kinds[r.slug] == "classifier" else [] for r in spec.rows})
+                                            if kinds[r.slug] == "classifier" else [] for r in spec.rows},
+                  {r.slug: [m for u in r.callbacks for m in u.metrics] for r in spec.rows})
     _check_budget(plan.cells)
     if jobs > 1 and not gpus:
         set_threads(plan, worker_threads(jobs))

@@ -3,7 +3,8 @@ docs page can render the same tables from a committed results.json.
 
 Sections: primary comparisons (the spec's declared claims: mean paired difference, 95% t interval,
 paired t-test p, Holm-adjusted p over the primary comparisons, verdict), secondary and post-hoc
-comparisons (labelled, unadjusted, never bold), accuracy, training budget and convergence (seeds,
+comparisons (labelled, unadjusted, never bold), accuracy, analyses (the metrics the rows' callbacks wrote,
+:mod:`kdlab.compare.analyses`, and their trace plots), training budget and convergence (seeds,
 student updates, wall time, MACs, last-quarter loss decrease), robustness, cost, curves, runs,
 configs. The formulas are in ``docs/statistics.md``.
 """
@@ -132,6 +133,32 @@ def _config_lines(results: Dict[str, Any]) -> List[str]:
         f"- {label}: [{p}]({p})" for label, p in results["configs"].items()] + [""]
 
 
+def _g(stat: Dict[str, Any]) -> str:
+    """``mean ± std`` with 4 significant digits (analysis metrics span many scales)."""
+    if not stat or not stat.get("n") or stat.get("mean") is None:
+        return MISSING
+    return f"{stat['mean']:.4g}" + (f" ± {stat['std']:.2g}" if stat["std"] is not None else "")
+
+
+def _analysis_lines(results: Dict[str, Any]) -> List[str]:
+    """The metrics the rows' callbacks wrote (kdlab.compare.analyses), per row, and the plots of their traces."""
+    rows = [e for e in results["rows"] if e.get("analysis")]
+    if not rows:
+        return []
+    names = list(dict.fromkeys(m for e in rows for m in e["analysis"]))
+    used = dict.fromkeys(f"`{c['name']}`" + (f" ({', '.join(f'{k} {v}' for k, v in c['settings'].items())})"
+                                               if c["settings"] else "")
+                         for cs in (results.get("callbacks") or {}).values() for c in cs)
+    text = "; ".join(used)
+    return ["## Analyses", "",
+            f"Metrics written inside each run by its callbacks ({text}; each run's `analysis/` folder holds them with "
+            "their traces), mean ± sample std over the row's finished seeds; comparisons may name them.", "",
+            markdown_table(["Row", "Seeds"] + names,
+                           [[e["label"], str(e["n_ok"])] + [_g(e["analysis"].get(m)) for m in names] for e in rows],
+                           align=["l", "r"] + ["r"] * len(names)), ""] + \
+        [line for p in results.get("analysis_plots") or [] for line in (f"![{p}]({p})", "")]
+
+
 def render_report(results: Dict[str, Any]) -> str:
     """The markdown of ``report.md`` from a comparison's ``results.json`` (parsed), and nothing else.
 
@@ -193,6 +220,7 @@ def render_report(results: Dict[str, Any]) -> str:
                                  [[i["label"], i["column"] or "every column", str(i["test_acc_best"]["n"]),
                                    _ms(i["test_acc_best"])] for i in results["init_runs"]],
                                  align=["l", "l", "r", "r"]), ""]
+    lines += _analysis_lines(results)
     lines += _budget_lines(rows)
     lines += _unequal_updates(rows)
     sigmas = sorted({float(x) for e in rows for x in e["noise_acc"]})

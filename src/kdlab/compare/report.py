@@ -17,8 +17,9 @@ run, training steps per second (``steps / train_time_s``: optimizer steps over t
 time, per-epoch validation included) and training images per second (the loop's logged
 ``throughput``). A failed run is shown in its row (``failed: <message>``) and left out of the
 statistics. Figures: accuracy per row with error bars, validation accuracy vs epoch of every run (one
-colour per row, a line style per seed), accuracy vs noise. ``configs/<row>.yaml`` is the exact
-resolved config of each row's first seed.
+colour per row, a line style per seed), accuracy vs noise, and each registered trace of the rows' callbacks
+(:func:`plot_traces`); per run and per row the metrics those callbacks wrote (``analysis``).
+``configs/<row>.yaml`` is the exact resolved config of each row's first seed.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from kdlab.report import (epoch_series, format_count, kept_vs_teacher, last_quar
                           noise_series, paired_test, plot_bars, plot_intervals, plot_noise, plot_val_curves)
 from kdlab.report.tables import MISSING
 
-__all__ = ["write_compare_report", "collect", "BACKWARD_FACTOR"]
+__all__ = ["write_compare_report", "collect", "plot_traces", "BACKWARD_FACTOR"]
 
 #: training MACs of one update per forward MAC per image: forward (1) + backward (~2: the gradients of
 #: the activations and of the weights), the usual estimate (e.g. Kaplan et al. 2020)
@@ -85,6 +86,10 @@ def _run_record(cell: Cell, outcome: Outcome) -> Dict[str, Any]:
     })
     if s.get("kind") == "generator":  # FID/KID/IS, VoL, fidelity to the teacher (kdlab.compare.generators)
         rec.update(generator_record(s), steps=student_updates(steps, cell.cfg))
+    if cell.callbacks:  # the metrics the run's analyses wrote (kdlab.compare.analyses)
+        from kdlab.compare.analyses import read_analysis
+
+        rec["analysis"] = read_analysis(cell.run_dir, cell.callbacks)
     return rec
 
 
@@ -109,6 +114,8 @@ def collect(plan: Plan, outcomes: Dict[str, Outcome]) -> List[Dict[str, Any]]:
             entry.update({key: _stat([r.get(key) for r in ok]) for key in GENERATOR_KEYS})
         sigmas = sorted({x for r in ok for x in r["noise_acc"]})
         entry["noise_acc"] = {x: _stat([r["noise_acc"].get(x) for r in ok]) for x in sigmas}
+        names = [m for u in row.callbacks for m in u.metrics]
+        entry["analysis"] = {m: _stat([(r.get("analysis") or {}).get(m) for r in ok]) for m in names}
         rows.append(entry)
     ref = rows[0]
     for entry in rows:
@@ -209,6 +216,49 @@ def _teacher_run(plan: Plan) -> Optional[Dict[str, Any]]:
             "wall_time_s": t.get("wall_time_s")}
 
 
+def plot_traces(plan: Plan, outcomes: Dict[str, Outcome], folder: Path) -> List[Path]:
+    """``plots/<callback>-<key>.png`` for each registered trace of the rows' callbacks
+    (:class:`kdlab.compare.analyses.Registered` ``trace``): one line per row, the mean over its finished
+    seeds at each x the seeds share; a log scale when every value is positive and they span over 2 decades."""
+    from matplotlib.figure import Figure
+
+    from kdlab.compare.analyses import CALLBACKS, read_trace
+    from kdlab.report.plots import save_figure
+
+    names = list(dict.fromkeys(u.name for r in plan.spec.rows for u in r.callbacks))
+    paths = []
+    for name in names:
+        trace = CALLBACKS.get(name).trace
+        if trace is None:
+            continue
+        x_key, keys = trace
+        lines: Dict[str, Dict[Any, List[Dict[str, Any]]]] = {}
+        for row in plan.spec.rows:
+            use = next((u for u in row.callbacks if u.name == name), None)
+            runs = [read_trace(c.run_dir, use) for c in plan.row_cells(row) if use and outcomes[c.cfg.name].ok]
+            runs = [{r[x_key]: r for r in t} for t in runs if t]
+            if runs:
+                lines[row.label] = {x: [t[x] for t in runs] for x in sorted(set.intersection(*map(set, runs)))}
+        for key in keys:
+            fig = Figure(figsize=(7, 4))
+            ax = fig.subplots()
+            values = []
+            for label, at in lines.items():
+                ys = [sum(r[key] for r in rs) / len(rs) for rs in at.values()]
+                values += ys
+                ax.plot(list(at), ys, marker="o", ms=3, label=label)
+            if values and min(values) > 0 and max(values) > 100 * min(values):
+                ax.set_yscale("log")
+            ax.set_xlabel(x_key)
+            ax.set_ylabel(key)
+            ax.set_title(f"{name}: {key} (mean over seeds)")
+            ax.grid(alpha=0.3)
+            if lines:
+                ax.legend(fontsize=6)
+            paths.append(save_figure(fig, folder / f"{name}-{key}.png"))
+    return paths
+
+
 def write_compare_report(plan: Plan, outcomes: Dict[str, Outcome], info: Dict[str, Any]) -> Path:
     """Write the report of a finished comparison; returns ``<report dir>/report.md``.
 
@@ -255,6 +305,7 @@ def write_compare_report(plan: Plan, outcomes: Dict[str, Outcome], info: Dict[st
             r["log_path"] = _rel(log, out) if log else None
     if plan.kind == "generator":
         info = {**info, "generator_plots": generator_plots(rows, out, spec.name)}
+    traces = [_rel(p, out) for p in plot_traces(plan, outcomes, out / "plots")]
     comparisons = evaluate(spec.comparisons, rows)
     plot_intervals([f"{c['kind']}: {c['label_a']} vs {c['label_b']} ({c['metric']})" for c in comparisons],
                    [c["diff"] for c in comparisons], [c["ci"] for c in comparisons], out / "plots" / "comparisons.png",
@@ -266,7 +317,9 @@ def write_compare_report(plan: Plan, outcomes: Dict[str, Outcome], info: Dict[st
                "init_runs": _init_runs(plan),
                "data_text": _data_text(plan), "configs": {k: _rel(v, out) for k, v in configs.items()},
                "reused": sum(o.status == "reused" for o in outcomes.values()), **info,
-               "declared": spec.declared, "comparisons": comparisons, "rows": rows}
+               "declared": spec.declared, "comparisons": comparisons, "rows": rows, "analysis_plots": traces,
+               "callbacks": {r.label: [{"name": u.name, "settings": u.settings, "file": u.file} for u in r.callbacks]
+                             for r in spec.rows if r.callbacks}}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "environment.json", json.dumps(environment(info.get("wall_time_s")), indent=2) + "\n")
     atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str) + "\n")

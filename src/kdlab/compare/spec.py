@@ -41,6 +41,13 @@ A spec names one teacher, one student set-up, one data budget, the seeds and the
       full: {common: [trainer.epochs=100], rows: {kd: [trainer.epochs=200]}}  # rows: some rows' sets
     init: {clf: [method=teacher]}   # runs before the rows; a row's set model.checkpoint=@init:clf gets its
                                     # run directory (kdlab.compare.inits; also a scales entry's key)
+    callbacks: [{name: kdgan-grad-variance, draws: 30}]  # registered engine callbacks attached to every
+                                    # row's runs, by name with their settings (kdlab.compare.analyses); a
+                                    # row's own callbacks: [...] are merged over these by name, an init
+                                    # entry's are its run's, a scales entry replaces the list. An analysis
+                                    # among them writes metrics into each run (analysis/<name>...json) that
+                                    # results.json and the report show per row and a comparison may name
+                                    # as its metric (e.g. metric: adv_grad_var_log10)
 
 A row is a packaged recipe, a YAML path, or only inline ``key=value`` sets (on top of ``student`` and
 ``common``; a row without a recipe is a ``distill`` row unless it sets ``method=``). Precedence, lowest
@@ -59,6 +66,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from kdlab.compare.analyses import CallbackUse, merge_callbacks, parse_callbacks
 from kdlab.compare.claims import Comparison, find_row, default_comparisons, parse_comparisons
 from kdlab.compare.columns import check_comparison_rows, column_slug, parse_columns
 from kdlab.compare.teachers import check_row_teachers, parse_teachers
@@ -75,11 +83,11 @@ SPECS = RECIPES / "compare"
 
 #: the keys a spec file may hold
 SPEC_KEYS = ("name", "title", "teacher", "teacher_set", "student", "budget", "seeds", "common", "methods", "quick",
-             "launcher", "primary", "secondary", "columns", "scales", "teachers", "init", "subset_seed")
+             "launcher", "primary", "secondary", "columns", "scales", "teachers", "init", "subset_seed", "callbacks")
 #: the keys of a ``scales`` entry (and what each does: lists appended, student merged, the rest replaced;
 #: ``secondary`` comparisons are appended, e.g. on a column only this scale has; ``rows``: some rows' sets)
 SCALE_KEYS = ("common", "teacher_set", "student", "seeds", "columns", "budget", "secondary", "teachers", "init", "rows",
-              "methods")
+              "methods", "callbacks")
 #: the data.* keys a budget may set (how much, and which, data the student learns from)
 BUDGET_KEYS = ("n_per_class", "transfer", "transfer_n", "transfer_select", "transfer_k", "transfer_channels",
                "transfer_size", "steps_per_epoch")
@@ -87,7 +95,7 @@ BUDGET_KEYS = ("n_per_class", "transfer", "transfer_n", "transfer_select", "tran
 DEFAULT_QUICK: Dict[str, Any] = {"common": ["trainer.epochs=1", "data.val_size=1000", "data.max_test=2000",
                                             "eval.latency_iters=5"]}
 
-_ROW_KEYS = ("label", "name", "recipe", "set", "paper", "teacher")
+_ROW_KEYS = ("label", "name", "recipe", "set", "paper", "teacher", "callbacks")
 _SLUG_RE = re.compile(r"[^a-z0-9.]+")
 
 
@@ -111,6 +119,7 @@ class MethodRow:
             expansion also a mapping column -> number).
         seeds: the seeds of its column when that column sets them (None: the spec's seeds).
         teacher: a name of the spec's ``teachers`` this row learns from (None: the spec's teacher).
+        callbacks: the registered callbacks of its runs (the spec's merged with its own; :mod:`kdlab.compare.analyses`).
     """
 
     label: str
@@ -121,6 +130,7 @@ class MethodRow:
     paper: Any = None
     seeds: Optional[List[int]] = None  # its column's seeds (None: the spec's)
     teacher: Optional[str] = None
+    callbacks: List[CallbackUse] = field(default_factory=list)
 
 
 @dataclass
@@ -223,7 +233,8 @@ def _row(raw: Any, i: int) -> MethodRow:
     if not all(v is None or isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         raise ConfigError(f"methods[{i}].paper = {paper!r}: accepted: the paper's number, or a mapping column -> number")
     return MethodRow(label=label, slug=slug, recipe=recipe, set=sets, paper=paper,
-                     teacher=str(raw["teacher"]) if raw.get("teacher") is not None else None)
+                     teacher=str(raw["teacher"]) if raw.get("teacher") is not None else None,
+                     callbacks=parse_callbacks(raw.get("callbacks"), f"methods[{i}].callbacks", complete=False))
 
 
 def parse_method_arg(text: str) -> MethodRow:
@@ -291,7 +302,7 @@ def _apply_scale(raw: Dict[str, Any], scale: Optional[str]) -> Tuple[Dict[str, A
     if "student" in entry:
         out["student"] = OmegaConf.to_container(OmegaConf.merge(_mapping(raw.get("student"), "student"),
                                                                 _mapping(entry["student"], f"scales.{scale}.student")))
-    out.update({k: entry[k] for k in ("seeds", "columns", "budget", "teachers", "init") if k in entry})
+    out.update({k: entry[k] for k in ("seeds", "columns", "budget", "teachers", "init", "callbacks") if k in entry})
     # methods: this scale's own rows (e.g. the depth factors of a compression sweep), replacing the spec's
     out["methods"] = with_row_sets(entry.get("methods", raw.get("methods")),
                                    _mapping(entry.get("rows"), f"scales.{scale}.rows"), scale)
@@ -317,7 +328,8 @@ def load_spec(spec: Union[None, str, Path, Dict[str, Any]] = None, *, methods: S
         A :class:`CompareSpec` (rows not resolved yet: :func:`kdlab.compare.plan.plan_compare` does that).
 
     Raises:
-        ConfigError: an unknown spec key, row key, recipe, scale or column; duplicate row labels or names;
+        ConfigError: an unknown spec key, row key, recipe, scale, column or callback (or callback setting);
+            duplicate row labels or names;
             no rows; bad seeds; a column's unknown key or row; a budget key that is not one of :data:`BUDGET_KEYS`; a comparison naming a
             missing row (:func:`kdlab.compare.claims.parse_comparisons`); no primary comparison where one
             is required; declared comparisons with fewer than 2 seeds.
@@ -340,6 +352,9 @@ def load_spec(spec: Union[None, str, Path, Dict[str, Any]] = None, *, methods: S
     base = [_row(r, i) for i, r in enumerate(raw.get("methods") or [])] + [parse_method_arg(m) for m in methods]
     if not base:
         raise ConfigError("compare needs at least one method row: a spec with 'methods:' or --method LABEL=SOURCE")
+    every = parse_callbacks(raw.get("callbacks"), "callbacks")
+    for r in base:
+        r.callbacks = merge_callbacks(every, r.callbacks, f"method row {r.label!r}")
     for attr in ("label", "slug"):
         seen: Dict[str, int] = {}
         for i, r in enumerate(base):
@@ -353,7 +368,7 @@ def load_spec(spec: Union[None, str, Path, Dict[str, Any]] = None, *, methods: S
     rows = [MethodRow(label=f"{r.label} [{name}]", slug=column_slug(r.slug, name), recipe=r.recipe,
                       set=col.set + r.set + col.rows.get(r.slug, []), column=name,
                       paper=r.paper.get(name) if isinstance(r.paper, dict) else r.paper, seeds=col.seeds,
-                      teacher=r.teacher)
+                      teacher=r.teacher, callbacks=r.callbacks)
             for name, col in columns.items() for r in base if col.only is None or r.slug in col.only] or base
     comparisons = [c for key in ("primary", "secondary")
                    for c in parse_comparisons(raw.get(key), key, base, list(columns), column_slug)]

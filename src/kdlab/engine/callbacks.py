@@ -1,7 +1,8 @@
 """Engine callbacks: diagnostics that run inside the engine loop with read-only access to the players.
 
 A :class:`Callback` is given in Python (``kdlab.runner.train(cfg, callbacks=[...])``, threaded through to
-:meth:`kdlab.engine.Trainer.fit`); no YAML key names one. The loop calls, in order:
+:meth:`kdlab.engine.Trainer.fit`); no run config key names one, but a compare or experiment spec attaches
+registered ones by name (``callbacks:``, :mod:`kdlab.compare.analyses`). The loop calls, in order:
 
 ====================================  ===============  =====================================================
 hook                                  ranks            when

@@ -21,7 +21,6 @@ SCALES = ("small", "full")
 __all__ = ["EXPERIMENTS", "SCALES"]
 
 # Experiment modules register themselves on import (kept at the end: they import EXPERIMENTS).
-from kdlab.experiments import kdgan_figs  # noqa: E402,F401  (kdgan-fig6/fig7)
-from kdlab.experiments import kdgan_collapse  # noqa: E402,F401  (kdgan-teacher-collapse)
+from kdlab.experiments import kdgan_traces  # noqa: E402,F401  (the callbacks of kdgan-fig6/fig7, kdgan-teacher-collapse)
 from kdlab.experiments import vem_i2i  # noqa: E402,F401  (vem-table1, vem-table2, vem-table4)
-from kdlab.experiments import specs  # noqa: E402,F401  (every spec of recipes/experiments/: gan-*, jacobian-*, kdgan-table3/4, ...)
+from kdlab.experiments import specs  # noqa: E402,F401  (every spec of recipes/experiments/: gan-*, jacobian-*, kdgan-*, loss-families, mosaickd, vem-ablation*)

@@ -1,75 +1,44 @@
-"""Diagnostics of KDGAN games, computed inside the engine by callbacks through the read-only
-:class:`kdlab.engine.callbacks.PlayersView` (``kdgan-teacher-collapse``, ``kdgan-fig7``).
+"""KDGAN's analyses (Wang et al. 2018): engine callbacks that trace a game through the read-only
+:class:`kdlab.engine.callbacks.PlayersView`, registered for specs' ``callbacks:`` (:mod:`kdlab.compare.analyses`).
 
-Every game these experiments study is an ordinary engine run (a grid cell); its callbacks read the players
-by name (``classifier``, ``teacher``, ``discriminator``), compute with clones of their weights, and write
-their trace to ``<run>/diagnostics/<kind>-<settings>.json`` at the end of the run, so a finished cell is
-reused with its trace (:func:`kdlab.experiments.grid.run_cell` ``needs``) and a cell traced with other
-settings is trained again. The KDGAN estimators are rebuilt here from the pure functions of
-:mod:`kdlab.losses.kdgan` (``tests/test_callbacks.py`` checks them against the method's own).
+* ``kdgan-teacher-trace`` (``kdgan-fig6``, ``kdgan-teacher-collapse``): the teacher's test accuracy and d's
+  ranking of the true label during the game; metrics ``teacher_acc_start``, ``teacher_acc_end``,
+  ``teacher_acc_drop`` (start - end) and ``d_misrank_end``.
+* ``kdgan-grad-variance`` (``kdgan-fig7``): the variance of the classifier's adversarial and distillation
+  gradients at the start of every epoch; metrics ``adv_grad_var`` / ``ds_grad_var`` (mean over the epochs)
+  and their log10.
+
+Each reads the players by name (``classifier``, ``teacher``, ``discriminator``), computes with clones of their
+weights and loads the run's own data (``datasets_for(view.cfg)``) at the start of the run. The KDGAN estimators
+are rebuilt here from the pure functions of :mod:`kdlab.losses.kdgan` (``tests/test_callbacks.py`` checks them
+against the method's own).
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+import math
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 
-from kdlab.engine.callbacks import Callback, PlayerHandle, PlayersView
+from kdlab.compare.analyses import AnalysisCallback, register_callback
+from kdlab.engine.callbacks import PlayerHandle, PlayersView
 from kdlab.losses import kdgan as K
 
-#: where the traces go, relative to the run directory
-DIAGNOSTICS = "diagnostics"
+
+_SPLITS: Dict[str, Any] = {}
 
 
-def trace_file(kind: str, **settings: Any) -> str:
-    """The trace's path relative to the run directory: ``diagnostics/<kind>-<key><value>-....json`` (its
-    settings in the name, so a trace of other settings is not taken for this one)."""
-    return f"{DIAGNOSTICS}/{kind}" + "".join(f"-{k}{v}" for k, v in settings.items()) + ".json"
+def _splits(view: PlayersView) -> Any:
+    """The run's train/val/test splits (its own ``data`` section; the last one kept for the next run of a grid)."""
+    from omegaconf import OmegaConf
 
+    from kdlab.runner import datasets_for
 
-def read_trace(run: Path, file: str) -> List[Dict[str, float]]:
-    """The rows of the trace ``file`` of finished run ``run``.
-
-    Raises:
-        FileNotFoundError: the run has no such trace (names the file).
-    """
-    path = Path(run) / file
-    if not path.is_file():
-        raise FileNotFoundError(f"run {str(run)!r} holds no trace {file!r}; train the cell again (it is trained again "
-                                "automatically when run through kdlab reproduce)")
-    return json.loads(path.read_text())["rows"]
-
-
-class TraceCallback(Callback):
-    """Base of the trace callbacks: rows collected in :attr:`rows`, written by rank 0 at the end of the
-    run to ``run_dir/<file>`` as ``{"settings": ..., "rows": [...]}`` (atomically)."""
-
-    def __init__(self, file: str, settings: Optional[Dict[str, Any]] = None) -> None:
-        self.file, self.settings = file, dict(settings or {})
-        self.rows: List[Dict[str, float]] = []
-
-    def on_fit_end(self, view: PlayersView) -> None:
-        from kdlab.engine import atomic_write_text
-
-        if view.run_dir is not None:
-            atomic_write_text(view.run_dir / self.file, json.dumps({"settings": self.settings, "rows": self.rows}, indent=1) + "\n")
-
-
-class SavePlayer(Callback):
-    """At the end of the run (rank 0): player ``player`` saved as a kdlab classifier file ``run_dir/<file>``
-    (e.g. d after a warm-up, so that the next run starts from it with ``players.disc_init=<that file>``).
-    The player must be a registry classifier (LeNet, MLP, ...)."""
-
-    def __init__(self, player: str, file: str) -> None:
-        self.player, self.file = player, file
-
-    def on_fit_end(self, view: PlayersView) -> None:
-        from kdlab.engine import save_classifier
-
-        if view.run_dir is not None:
-            save_classifier(view.module(self.player).copy().cpu(), view.run_dir / self.file, data=view.cfg.data.name)
+    key = OmegaConf.to_yaml(view.cfg.data)
+    if key not in _SPLITS:
+        _SPLITS.clear()
+        _SPLITS[key] = datasets_for(view.cfg)
+    return _SPLITS[key]
 
 
 # ----------------------------------------------------------------------------- KDGAN's pieces, from the pure functions
@@ -137,57 +106,84 @@ def d_scores(d: PlayerHandle, x: torch.Tensor, y: torch.Tensor) -> tuple:
             float((best_other > true).float().mean()))
 
 
-# ----------------------------------------------------------------------------- the callbacks
+# ----------------------------------------------------------------------------- the analyses
 
 
-class CollapseTrace(TraceCallback):
-    """``kdgan-teacher-collapse``: at game step 0, 4, 8 and every ``every`` steps up to ``until``: the
-    teacher's test accuracy (%, eval mode), d's mean score of the true and of the other labels on ``probe``
-    and the share of ``probe`` images d mis-ranks (rows ``step, teacher_acc, pd_true, pd_other, d_misrank``).
+@register_callback("kdgan-teacher-trace", metrics=("teacher_acc_start", "teacher_acc_end", "teacher_acc_drop",
+                                                   "d_misrank_end"), trace=("step", ("teacher_acc", "d_misrank")),
+                   help="KDGAN: the teacher's test accuracy and d's ranking of the true label during the game")
+class TeacherTrace(AnalysisCallback):
+    """The teacher's test accuracy (%, eval mode), d's mean score of the true and of the other labels on the
+    first ``probe`` training images and the share of them d mis-ranks (trace rows ``step, teacher_acc, pd_true,
+    pd_other, d_misrank``) at the start of the run, at game steps 4 and 8 and every ``every`` steps, and at its
+    end. ``offset``: game steps played before this run (a warm-up run's), added to the step numbers."""
 
-    Args:
-        test: labelled test batches. probe: one labelled batch of training images.
-        every: steps between records. until: the last game step recorded.
-        offset: game steps played before this run (a warm-up run's steps); this run's step s is game step
-            ``offset + s``, and step 0 is recorded only when ``offset`` is 0.
-        file: the trace's path in the run directory (:func:`trace_file`).
-    """
-
-    def __init__(self, test: Sequence[Any], probe: Any, every: int, until: int, offset: int, file: str) -> None:
-        super().__init__(file, {"every": every, "until": until, "offset": offset})
-        self.test, self.probe, self.every, self.until, self.offset = list(test), probe, int(every), int(until), int(offset)
+    def __init__(self, every: int, offset: int = 0, probe: int = 500) -> None:
+        super().__init__()
+        if int(every) < 1 or int(offset) < 0 or int(probe) < 1:
+            raise ValueError(f"every = {every}, offset = {offset}, probe = {probe}: accepted: every >= 1, offset >= 0, "
+                             "probe >= 1")
+        self.every, self.offset, self.n_probe = int(every), int(offset), int(probe)
+        self.test: Sequence[Any] = ()
+        self.probe: Any = None
 
     def _record(self, view: PlayersView, step: int) -> None:
         acc = handle_accuracy(view.module("teacher"), self.test, view="teacher")
         true, other, misrank = d_scores(view.module("discriminator"), self.probe.x, self.probe.y)
-        self.rows.append({"step": step, "teacher_acc": acc, "pd_true": true, "pd_other": other, "d_misrank": misrank})
+        self.trace.append({"step": step, "teacher_acc": acc, "pd_true": true, "pd_other": other, "d_misrank": misrank})
 
     def on_fit_start(self, view: PlayersView) -> None:
-        if self.offset == 0 and view.step == 0:
-            self._record(view, 0)
+        from kdlab.data import make_loader
+
+        data = _splits(view)
+        self.test = list(make_loader(data.test, 1000, False, view.cfg.seed))
+        self.probe = next(iter(make_loader(data.train, self.n_probe, False, view.cfg.seed)))
+        self._record(view, self.offset + view.step)
 
     def on_step_end(self, view: PlayersView, batch: Any, step: int, logs: Any) -> None:
         s = self.offset + step
-        if s <= self.until and (s % self.every == 0 or s in (4, 8)):
+        if s % self.every == 0 or s in (4, 8):
             self._record(view, s)
 
+    def on_fit_end(self, view: PlayersView) -> None:
+        if self.trace and self.trace[-1]["step"] != self.offset + view.step:
+            self._record(view, self.offset + view.step)
+        super().on_fit_end(view)
 
-class GradVariance(TraceCallback):
-    """``kdgan-fig7``: at the start of every epoch (before training it), the mean over the classifier
-    network's parameters of the per-parameter variance of its gradient of ``alpha * A_c`` over ``draws``
-    independent sample draws on all of ``full``, and of ``beta * L_DS^c`` over ``draws`` random minibatches
-    of ``data.batch_size`` images (rows ``epoch, adv, ds``).
+    def metrics(self) -> Dict[str, float]:
+        if not self.trace:
+            return {}
+        first, last = self.trace[0], self.trace[-1]
+        return {"teacher_acc_start": first["teacher_acc"], "teacher_acc_end": last["teacher_acc"],
+                "teacher_acc_drop": first["teacher_acc"] - last["teacher_acc"], "d_misrank_end": last["d_misrank"]}
+
+
+@register_callback("kdgan-grad-variance", metrics=("adv_grad_var", "adv_grad_var_log10", "ds_grad_var",
+                                                   "ds_grad_var_log10"), trace=("epoch", ("adv", "ds")),
+                   help="KDGAN: the variance of the classifier's adversarial and distillation gradients per epoch")
+class GradVariance(AnalysisCallback):
+    """At the start of every epoch (before training it), the mean over the classifier network's parameters of
+    the per-parameter variance of its gradient of ``alpha * A_c`` over ``draws`` independent sample draws on
+    all of the run's training images, and of ``beta * L_DS^c`` over ``draws`` random minibatches of
+    ``data.batch_size`` images (trace rows ``epoch, adv, ds``); metrics: their means over the epochs and the
+    log10 of those means.
 
     The sample draws use a generator of their own, seeded by ``(seed, epoch)``, and the minibatches one
     seeded 1234 at every record, so the trace does not depend on the training's random stream (nor the
     training on it).
     """
 
-    def __init__(self, full: Any, draws: int, file: str) -> None:
-        super().__init__(file, {"draws": draws})
-        self.full, self.draws = full, int(draws)
+    def __init__(self, draws: int) -> None:
+        super().__init__()
+        if int(draws) < 2:
+            raise ValueError(f"draws = {draws}: a variance needs at least 2 draws")
+        self.draws, self.full = int(draws), None
 
     def on_fit_start(self, view: PlayersView) -> None:
+        from kdlab.data import make_loader
+
+        train = _splits(view).train
+        self.full = next(iter(make_loader(train, len(train), False, view.cfg.seed)))
         if view.epoch == 0:
             self._record(view)
 
@@ -196,8 +192,15 @@ class GradVariance(TraceCallback):
             self._record(view)
 
     def _record(self, view: PlayersView) -> None:
-        self.rows.append({"epoch": view.epoch, "adv": grad_variance(view, self.full, "adv", self.draws),
-                          "ds": grad_variance(view, self.full, "ds", self.draws)})
+        self.trace.append({"epoch": view.epoch, "adv": grad_variance(view, self.full, "adv", self.draws),
+                           "ds": grad_variance(view, self.full, "ds", self.draws)})
+
+    def metrics(self) -> Dict[str, float]:
+        out: Dict[str, float] = {}
+        for key in ("adv", "ds") if self.trace else ():
+            mean = sum(r[key] for r in self.trace) / len(self.trace)
+            out[f"{key}_grad_var"], out[f"{key}_grad_var_log10"] = mean, math.log10(mean) if mean > 0 else float("nan")
+        return out
 
 
 def grad_variance(view: PlayersView, batch: Any, which: str, draws: int) -> float:
