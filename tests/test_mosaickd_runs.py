@@ -57,7 +57,8 @@ def test_nan_generator_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path
 @pytest.mark.slow
 def test_mosaickd_beats_kd_on_the_same_ood_digits(tmp_path):
     """LeNet-style teacher on Fashion-MNIST (1 epoch on 1,000 per class), small student, 2,000 MNIST digits;
-    4 epochs of 16 updates each for both students: MosaicKD's best test accuracy is far above KD's."""
+    4 epochs of 16 updates each for both students: MosaicKD's best test accuracy, averaged over 2 seeds, is far
+    above KD's."""
     common = {"data": {"val_size": 500, "max_test": 1000, "batch_size": 128, "eval_batch_size": 500},
               "eval": {"latency": False, "noise_sigmas": [0.0]}}
     teacher = train(load_run_config([small_config(
@@ -82,4 +83,5 @@ def test_mosaickd_beats_kd_on_the_same_ood_digits(tmp_path):
                                                                seed=seed, data=data, objective={"student": kl},
                                                                **student, **extra)]))
             acc[method].append(json.loads((run / "summary.json").read_text())["test_acc_best"])
-    assert min(acc["mosaickd"]) > max(acc["distill"]) + 10, acc
+    mean = {k: sum(v) / len(v) for k, v in acc.items()}
+    assert mean["mosaickd"] > mean["distill"] + 10, acc
