@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import pytest
-from omegaconf import OmegaConf
 
 from kdlab.compare import load_spec
-from kdlab.compare.plan import plan_compare
 from kdlab.compare.spec import find_config
-from kdlab.config import to_yaml
 from kdlab.experiments import EXPERIMENTS, grid
 from kdlab.experiments.specs import SPEC_DIR
+
+from test_spec_gan import _norm, _plan  # the same normalisation and planning as the GAN specs' test
 
 # ----------------------------------------------------------------------------- the former module, transcribed
 #: vem.SCALES (seeds were [0, 1, 2] at both scales)
@@ -107,22 +106,6 @@ def old_clf_cells(sc, seed: int = 0) -> Dict[str, Any]:
     return {row: grid.resolve([grid.recipe("demo_kd")], ["out_dir=/old", *OLD_COMMON, "teacher.checkpoint=/old/t",
             f"objective.student={json.dumps(old_clf_terms(row, sc['lam']))}", f"seed={seed}", f"data.subset_seed={seed}",
             f"name=vem-clf-{row}-s{seed}", "label=x"] + sc["clf"]) for row in ("kd", "vem", "vem-eta1")}
-
-
-def _norm(cfg) -> str:
-    """A resolved config without name, label, out_dir and the two paths (YAML text: a readable diff)."""
-    d = OmegaConf.to_container(cfg)
-    for k in ("name", "label", "out_dir"):
-        d.pop(k, None)
-    d["teacher"].pop("checkpoint", None)
-    d["eval"].pop("extractor", None)
-    return to_yaml(OmegaConf.create(d))
-
-
-def _plan(name: str, scale: str, tmp_path: Path):
-    spec = load_spec(find_config(name, what="experiment spec", packaged_dir=SPEC_DIR), scale=scale,
-                     require_primary=True)
-    return plan_compare(spec, tmp_path / f"{name}-{scale}")
 
 
 # ---------------------------------------------------------------------------------------------- the tests
