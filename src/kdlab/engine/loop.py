@@ -132,13 +132,14 @@ class Trainer:
         self.fabric.barrier()
 
     def _save_best(self, method: Any, epoch: int, value: float) -> Dict[str, torch.Tensor]:
-        model_state, meta = self._export(method)
+        # rank 0: the writer's snapshot is the kept copy (the weights are copied once, not twice)
+        model_state, meta = self._export(method, copy=not self.is_zero)
         if self.is_zero:
-            self._writer.submit(
+            model_state = self._writer.submit(
                 {"format": CKPT_FORMAT, "epoch": epoch, "value": value, "key": method.selection_key,
                  "model": model_state, "model_meta": meta},
                 self.ckpt_dir / "best.ckpt",
-            )
+            )["model"]
         return model_state
 
     def load_resume_state(self, config_yaml: str) -> Dict[str, Any]:

@@ -51,16 +51,18 @@ class CheckpointWriter:
         self._pool: Optional[ThreadPoolExecutor] = None
         self._pending: List[Tuple[Path, Future]] = []
 
-    def submit(self, state: Dict[str, Any], path: Path) -> None:
+    def submit(self, state: Dict[str, Any], path: Path) -> Dict[str, Any]:
         """Snapshot ``state`` now and write it to ``path`` in the background, after the previous write to
         ``path`` has ended (one pending snapshot per file); raises that write's error, if it failed, instead
-        of going on (so the run stops at the next epoch end, with the file as it was before)."""
+        of going on (so the run stops at the next epoch end, with the file as it was before). Returns the
+        snapshot (CPU copies; the writer only reads them), for a caller that keeps the state too."""
         path = Path(path)
         self._wait_for([(p, f) for p, f in self._pending if p == path])
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kdlab-checkpoint")
         copied = snapshot(state)
         self._pending.append((path, self._pool.submit(save_checkpoint, copied, path)))
+        return copied
 
     def wait(self) -> None:
         """Block until every submitted file is written; raises the first write's error (``OSError``...)."""
