@@ -1,10 +1,11 @@
 """Cost of each image-to-image algorithm's student step with and without VEM (VEM paper, Tables 1-4).
 
-The setting of ``kdlab reproduce vem-table1 / vem-table2 --scale small`` on the offline tasks: a U-Net
-teacher ngf 32 (paired ``edges2fashion``) or a ResNet teacher ngf 32 with 9 blocks (unpaired
-``fashion2digits``) or a SAGAN ngf 32 (GCC, unconditional, discriminator from scratch), all random (the step's cost does not depend on the weights), students at the
-tables' widths, batch 16, the PatchGAN game on; the ``+VEM`` rows add ``objective.student.vem`` (Fig. 4 EBM
-with C channels, K = 10, lambda_MI of Table 6). ``training_step`` is timed on the same batches,
+The rows of ``kdlab reproduce vem-table1 / vem-table2 / vem-table3 --scale small`` (each algorithm's
+``alone`` and ``+ VEM`` row, read from the specs) on the offline tasks: a U-Net teacher ngf 32 (paired
+``edges2fashion``) or a ResNet teacher ngf 32 with 9 blocks (unpaired ``fashion2digits``) or a SAGAN ngf 32
+(GCC and CAGC, unconditional, discriminators from scratch), all random (the step's cost does not depend on the
+weights), students at the tables' widths, batch 16, each algorithm's game as in its recipe; the ``+VEM`` rows
+add ``objective.student.vem`` (Fig. 4 EBM with C channels, K = 10, lambda_MI of Table 6). ``training_step`` is timed on the same batches,
 repetitions interleaved, medians reported; the ratio is algorithm + VEM over the algorithm alone.
 
 Peak memory: with ``--device cuda`` ``torch.cuda.max_memory_allocated`` per configuration; on CPU the
@@ -14,6 +15,7 @@ Usage: python benchmarks/bench_i2i.py [--steps 10] [--reps 3] [--channels 8] [--
 """
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import tempfile
@@ -24,17 +26,28 @@ import torch
 from _steps import bench_parser, child_peak_mib, extra_peak_rss_mib, interleaved_times, ready_method, run_steps
 from kdlab.data import build_datasets, make_loader
 from kdlab.engine.generators import save_generator
-from kdlab.experiments.grid import recipe
-from kdlab.experiments.vem_i2i import ALGOS, student_terms
+from kdlab.experiments.specs import row_configs
 from kdlab.models import build_generator, build_model
 from kdlab.runner import load_run_config
+from omegaconf import OmegaConf
 
 BATCH = 16
 TEACHERS = {"paired": ("edges2fashion", "unet", {"ngf": 32}),
             "unpaired": ("fashion2digits", "resnet_gen", {"ngf": 32, "n_blocks": 9}),
             "unconditional": ("fashion-mnist", "sagan", {"ngf": 32, "latent_dim": 128})}
-#: the benchmarked algorithms (ALGOS of the experiment)
-ROWS = ("omgd-paired", "omgd", "cat", "gan-compression", "gcc", "cagc")
+#: the benchmarked algorithms: (spec, its row alone, its row + VEM, task)
+ALGOS = {"omgd-paired": ("vem-table1", "alone", "vem", "paired"),
+         "omgd": ("vem-table2", "omgd-alone", "omgd-vem", "unpaired"),
+         "cat": ("vem-table2", "cat-alone", "cat-vem", "unpaired"),
+         "gan-compression": ("vem-table2", "gc-alone", "gc-vem", "unpaired"),
+         "gcc": ("vem-table3", "gcc-alone", "gcc-vem", "unconditional"),
+         "cagc": ("vem-table3", "cagc-alone", "cagc-vem", "unconditional")}
+ROWS = tuple(ALGOS)
+
+
+@functools.lru_cache(maxsize=None)
+def _rows(table: str):
+    return row_configs(table, "small")
 
 
 def setup(args, tmp: Path):
@@ -50,6 +63,12 @@ def setup(args, tmp: Path):
         if not path.exists():
             image = {"in_channels": 1} if task != "unconditional" else {}
             save_generator(build_generator(arch, 1, 28, **image, **kw), path, data=name)
+        if task == "unconditional" and not (tmp / "teacher-disc.ckpt").exists():  # GCC's D^t: a random SAGAN critic
+            from kdlab.engine.checkpoint import save_checkpoint
+            from kdlab.models import build_discriminator
+
+            disc = build_discriminator("sagan", in_channels=1, image_size=28, ndf=kw["ngf"])
+            save_checkpoint({"method": {"players": {"discriminator": disc.state_dict()}}}, tmp / "teacher-disc.ckpt")
         data = build_datasets(name=name, val_size=0, n_per_class=10, max_test=100)
         batches = [b.to(torch.device(args.device)) for b in make_loader(data.transfer, BATCH, shuffle=False, seed=0)]
         out[task] = (path, data, batches[:args.steps])
@@ -58,19 +77,23 @@ def setup(args, tmp: Path):
 
 def build(args, tmp: Path, clf: Path, tasks, name: str):
     algo, _, vem = name.partition("+")
-    label, rec, task, lam, width = ALGOS[algo]
+    table, alone, with_vem, task = ALGOS[algo]
     path, data, _ = tasks[task]
-    sc = {"vem": {"channels": args.channels}, "crd": {"k": 1024}}
-    terms = student_terms(rec, "vem" if vem else "alone", lam, sc, clf)
-    _, arch, kw = TEACHERS[task]
-    kw = {**kw, "ngf": int(kw["ngf"] * width)}
-    cfg = load_run_config([recipe(rec)], [
-        f"out_dir={tmp}", f"name=bench-{name.replace('+', '-')}", f"teacher.checkpoint={path}", f"eval.extractor={clf}",
-        f"model.kwargs={json.dumps(kw)}", f"objective.student={json.dumps(terms)}", f"data.batch_size={BATCH}",
-        "data.n_per_class=10", f"trainer.accelerator={args.device}", "trainer.tensorboard=false"]
-        + ["players.disc_init=null"]  # the teachers here are files, not runs with a discriminator
-        + ([f"players.disc_d={TEACHERS[task][2]['ngf']}"] if task == "unconditional" else []))
-    return ready_method(cfg, data, data.transfer)
+    cfg = OmegaConf.to_container(_rows(table)[with_vem if vem else alone])
+    for term in cfg["objective"]["student"].values():
+        if isinstance(term, dict) and "extractor" in term:
+            term["extractor"] = str(clf)
+    if vem:
+        cfg["objective"]["student"]["vem"]["channels"] = args.channels
+    cfg.update(out_dir=str(tmp), name=f"bench-{name.replace('+', '-')}")
+    cfg["teacher"]["checkpoint"], cfg["eval"]["extractor"] = str(path), str(clf)
+    # the teachers here are files, not runs with a discriminator: the critics start at random, GCC's D^t is random
+    cfg["players"].update({k: None for k in ("disc_init", "teacher_disc") if k in cfg["players"]})
+    if algo == "gcc":
+        cfg["players"]["teacher_disc"] = str(tmp / "teacher-disc.ckpt")
+    cfg["data"].update(batch_size=BATCH, n_per_class=10)
+    cfg["trainer"].update(accelerator=args.device, tensorboard=False)
+    return ready_method(load_run_config([cfg]), data, data.transfer)
 
 
 def main() -> None:
@@ -81,7 +104,7 @@ def main() -> None:
     clf, tasks = setup(args, tmp)
     if args.child:
         algo = args.child.partition("+")[0]
-        batches = tasks[ALGOS[algo][2]][2]
+        batches = tasks[ALGOS[algo][3]][2]
         extra = extra_peak_rss_mib(lambda: run_steps(build(args, tmp, clf, tasks, args.child), batches))
         print(json.dumps({"extra_mib": extra}))
         return
@@ -90,7 +113,7 @@ def main() -> None:
     print(f"  {'algorithm':<16} {'ms/step':>9} {'+VEM ms/step':>13} {'ratio':>6} {'peak MiB':>9} {'+VEM peak MiB':>14}")
     for algo in ROWS:
         names = [algo, f"{algo}+vem"]
-        batches = tasks[ALGOS[algo][2]][2]
+        batches = tasks[ALGOS[algo][3]][2]
         methods = {n: build(args, tmp, clf, tasks, n) for n in names}
         times, peak = interleaved_times(methods, batches, args.reps, args.device)
         if args.device != "cuda":

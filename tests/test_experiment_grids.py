@@ -168,14 +168,14 @@ TERMS = {
     "vem-ablation-classifier": {"vem-ablation-classifier-kd-s0": ["ce", "kd"],
                                 "vem-ablation-classifier-vem-eta1-s0": ["ce", "kd", "vem"]},
     # the i2i students' GAN game is their term gan
-    "vem-table1": {f"vem-table1-omgd-paired-{a}-s0": sorted(["channel_distill", "perceptual", "ssim", "style", "tv"] + x)
+    "vem-table1": {f"vem-table1-{a}-s0": sorted(["channel_distill", "perceptual", "ssim", "style", "tv"] + x)
                    for a, x in {"alone": [], "vid": ["vid"], "crd": ["crd"], "vem": ["vem"]}.items()},
     "vem-table3": {**{f"vem-table3-gcc-{a}-s0": sorted(["gan", "gcc"] + x)
                       for a, x in {"alone": [], "vid": ["vid"], "crd": ["crd"], "vem": ["vem"]}.items()},
                    **{f"vem-table3-cagc-{a}-s0": sorted(["cagc", "gan"] + x)
                       for a, x in {"alone": [], "vid": ["vid"], "crd": ["crd"], "vem": ["vem"]}.items()}},
     "vem-table2": {"vem-table2-cat-vem-s0": ["gan", "kernel_alignment", "l1_image", "vem"],
-                   "vem-table2-gan-compression-crd-s0": ["crd", "gan", "gc_distill", "l1_image"]},
+                   "vem-table2-gc-crd-s0": ["crd", "gan", "gc_distill", "l1_image"]},
     "demo": {"demo-ce-s0": ["ce"], "demo-kd-s0": ["ce", "kd"], "demo-logits-s0": ["ce", "logits"]},
 }
 

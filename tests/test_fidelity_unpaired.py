@@ -107,12 +107,18 @@ def test_cagc_term_defaults_are_its_codes():
 
 
 def test_vem_table3_holds_a_cagc_row_on_the_sagan_teacher():
-    from kdlab.experiments.vem_i2i import ALGOS, TABLES
+    from kdlab.experiments.specs import row_configs
 
-    assert "cagc" in TABLES["vem-table3"] and "cagc" in TABLES["vem-table4"] and "gcc" in TABLES["vem-table3"]
-    label, rec, task, lam, width = ALGOS["cagc"]
-    assert (rec, task, lam) == ("cagc_sagan", "unconditional", 0.05)  # VEM Table 6: CAGC + VEM lambda_MI 0.05
-    assert width == pytest.approx(0.3, abs=0.02)  # Table 3: 90.91% of StyleGAN2's MACs cut, MACs ~ width^2
+    for scale in ("small", "full"):
+        rows = row_configs("vem-table3", scale)
+        assert {r for r in rows if r.startswith("cagc-")} == {"cagc-alone", "cagc-vid", "cagc-crd", "cagc-vem"}
+        assert {r for r in rows if r.startswith("gcc-")} == {"gcc-alone", "gcc-vid", "gcc-crd", "gcc-vem"}
+        cagc = rows["cagc-vem"]
+        assert cagc.method == "gan-compression" and "cagc" in cagc.objective.student and cagc.model.name == "sagan"
+        assert cagc.objective.student.vem.weight == 0.05  # VEM Table 6: CAGC + VEM lambda_MI 0.05
+        teacher_ngf = {"small": 32, "full": 64}[scale]  # the init teacher's width at each scale
+        # Table 3: 90.91% of StyleGAN2's MACs cut, MACs ~ width^2
+        assert cagc.model.kwargs.ngf / teacher_ngf == pytest.approx(0.3, abs=0.02)
 
 
 # -- the PatchGAN's depth -------------------------------------------------------------------------------

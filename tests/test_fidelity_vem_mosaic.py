@@ -58,18 +58,26 @@ def test_vem_row_ebm_architecture():
 def test_vem_tables_pair_the_real_output_on_paired_data_and_the_teacher_otherwise():
     """Row 'MI target': vem-table1 (paired, Pix2Pix) sets ``target: ground_truth`` (sec. 5.3); the unpaired and
     unconditional tables keep the teacher's output; Table 6's lambda_MI per algorithm; eta 100 (the default)."""
-    from kdlab.experiments import vem_i2i
+    from kdlab.experiments.specs import row_configs
 
-    sc = vem_i2i.SCALES["small"]
-    assert {a: v[3] for a, v in vem_i2i.ALGOS.items()} == {"omgd-paired": 0.1, "omgd": 0.1, "cat": 0.005,
-                                                           "gan-compression": 0.1, "gcc": 0.1, "cagc": 0.05}
-    for algo, (_, recipe, task, lam, _) in vem_i2i.ALGOS.items():
-        vem = vem_i2i.student_terms(recipe, "vem", lam, sc, Path("clf"), task)["vem"]
-        assert vem["weight"] == lam and "step_size" not in vem
-        assert vem.get("target", "teacher") == ("ground_truth" if task == "paired" else "teacher"), algo
-    assert vem_i2i.TABLES["vem-table1"] == ["omgd-paired"] and vem_i2i.ALGOS["omgd-paired"][2] == "paired"
-    for addon in ("vid", "crd"):  # the other MI add-ons have no ground-truth mode
-        assert "target" not in vem_i2i.student_terms("i2i_omgd", addon, 0.1, sc, Path("clf"), "paired")[addon]
+    lam = {"omgd": 0.1, "cat": 0.005, "gc": 0.1, "gcc": 0.1, "cagc": 0.05}  # VEM paper Table 6
+    for scale in ("small", "full"):
+        rows = {**{f"omgd-paired-{r}": c for r, c in row_configs("vem-table1", scale).items()},
+                **row_configs("vem-table2", scale), **row_configs("vem-table3", scale)}
+        assert len(rows) == 4 * 6
+        for name, cfg in rows.items():
+            algo, addon = name.rsplit("-", 1)
+            terms = cfg.objective.student
+            if addon == "alone":
+                assert not {"vid", "crd", "vem"} & set(terms), name
+                continue
+            add = terms[addon]
+            assert add.weight == lam[algo.replace("-paired", "")], name
+            if addon == "vem":
+                assert add.step_size == 100.0, name
+                assert add.target == ("ground_truth" if algo == "omgd-paired" else "teacher"), name
+            else:  # the other MI add-ons have no ground-truth mode
+                assert "target" not in add, name
 
 
 def test_vem_ablation_keeps_the_ports_step_size():

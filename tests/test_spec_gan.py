@@ -311,9 +311,13 @@ def test_other_bad_generator_pairings_are_refused(fake_gan, tmp_path):
     _refused(gan_spec(teacher="demo_teacher", init=None, primary=None, methods=[
         {"label": "KD", "recipe": "demo_kd"}, {"label": "MSE", "recipe": "gan_student_mse"}]), tmp_path / "b",
         fake_gan, "different kinds", "'KD'", "'MSE'")
-    # an image-to-image student: not a row compare reports
-    _refused(gan_spec(methods=[{"label": "i2i", "set": ["method=i2i-distill"]}], primary=None), tmp_path / "c",
-             fake_gan, "'i2i-distill'", "image inputs", "gan-compression")
+    # an image-to-image student of a latent-input teacher (the DCGAN init run)
+    _refused(gan_spec(methods=[{"label": "i2i", "recipe": "i2i_omgd_frozen", "set": ["teacher.checkpoint=@init:teacher"]}],
+                      primary=None), tmp_path / "c", fake_gan, "'i2i'", "an image-to-image student",
+             "holds no image-to-image generator but a generator", "pix2pix or cyclegan")
+    # a teacher method as a row: not a student compare reports
+    _refused(gan_spec(methods=[{"label": "p2p", "recipe": "pix2pix_edges2fashion"}], primary=None), tmp_path / "g",
+             fake_gan, "'pix2pix'", "trains a generator teacher", "image-to-image rows i2i-distill")
     # a generator row whose teacher is nowhere
     _refused(gan_spec(init=None, primary=None, methods=[{"label": "MSE", "recipe": "gan_student_mse",
                                                          "set": [f"teacher.checkpoint={tmp_path}/none"]}]),

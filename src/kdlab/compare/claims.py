@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from kdlab.config import ConfigError
 from kdlab.report import holm, paired_test, verdict
+from kdlab.report.pages import NOISE_METRIC, metric_value, noise_sigma  # noqa: F401  (re-exported)
 
 __all__ = ["Comparison", "METRICS", "LOWER_IS_BETTER", "HEADLINE", "better", "NOISE_METRIC", "KINDS", "find_row", "noise_sigma", "metric_value", "parse_comparisons", "default_comparisons", "check_metrics", "evaluate"]
 
@@ -39,13 +40,15 @@ METRICS: Dict[str, tuple] = {
     # summary.json's generative section (kdlab.methods.gan_eval): vs real test images through the metric
     # classifier (fid, kid, is), sharpness (vol), fidelity to the teacher (fidelity_fid, mse_to_teacher)
     "generator": ("fid", "kid", "is", "vol", "fidelity_fid", "mse_to_teacher"),
+    # summary.json's translation and fidelity sections (kdlab.methods.i2i_eval): vs the output domain's test
+    # images (fid, kid), on a paired task vs the real outputs (mae, ssim, domain_acc: the classifier's accuracy
+    # on the translations, %), fidelity to the teacher (fidelity_fid, fidelity_mae)
+    "image-to-image": ("fid", "kid", "mae", "ssim", "domain_acc", "fidelity_fid", "fidelity_mae"),
 }
 #: metrics whose better value is the lower one; a comparison without ``direction`` claims ``a`` better than ``b``
-LOWER_IS_BETTER = frozenset({"fid", "kid", "fidelity_fid", "mse_to_teacher"})
+LOWER_IS_BETTER = frozenset({"fid", "kid", "fidelity_fid", "mse_to_teacher", "mae", "fidelity_mae"})
 #: the headline metric of each kind (the post-hoc default comparisons)
-HEADLINE = {"classifier": "test_acc_best", "generator": "fid"}
-#: ``noise_acc@0.2``: a classifier row's accuracy under input noise of std 0.2 (summary.json's noise_acc)
-NOISE_METRIC = "noise_acc@"
+HEADLINE = {"classifier": "test_acc_best", "generator": "fid", "image-to-image": "fid"}
 #: what a comparison is: declared primary (Holm-adjusted), declared secondary, or the post-hoc default
 KINDS = ("primary", "secondary", "post hoc")
 _KEYS = ("a", "b", "metric", "direction", "label", "paper", "columns", "b_column")
@@ -86,27 +89,6 @@ def find_row(name: Any, rows: Sequence[Any], where: str) -> Any:
             return row
     raise ConfigError(f"{where}: no row {name!r}; accepted (label or name): "
                       + ", ".join(f"{r.label!r} ({r.slug})" for r in rows))
-
-
-def noise_sigma(metric: str) -> Optional[float]:
-    """The sigma of a ``noise_acc@SIGMA`` metric (``"noise_acc@0.2"`` -> 0.2); None for any other name
-    or a SIGMA that is not a number."""
-    if not metric.startswith(NOISE_METRIC):
-        return None
-    try:
-        return float(metric[len(NOISE_METRIC):])
-    except ValueError:
-        return None
-
-
-def metric_value(record: Dict[str, Any], metric: str) -> Any:
-    """One run record's value of ``metric`` (None if it has none): a key of the record, one of its callbacks'
-    metrics (``analysis``), or for ``noise_acc@SIGMA`` its ``noise_acc`` entry of that sigma (keys as
-    ``str(float)``, as results.json)."""
-    sigma = noise_sigma(metric)
-    if sigma is None:
-        return record[metric] if metric in record else (record.get("analysis") or {}).get(metric)
-    return {float(k): v for k, v in (record.get("noise_acc") or {}).items()}.get(sigma)
 
 
 def parse_comparisons(raw: Any, key: str, rows: Sequence[Any], columns: Sequence[str],
@@ -187,7 +169,7 @@ def check_metrics(comparisons: Sequence[Comparison], kinds: Dict[str, str],
     """Every comparison's metric is produced by both of its rows.
 
     Args:
-        kinds: row name (slug) -> the kind of its method (``"classifier"`` or ``"generator"``).
+        kinds: row name (slug) -> the kind of its rows (``"classifier"``, ``"generator"``, ``"image-to-image"``).
         sigmas: row name -> its ``eval.noise_sigmas`` (the ``noise_acc@SIGMA`` metrics a classifier row
             produces; None: no row produces any).
         analyses: row name -> the metrics its callbacks write (:mod:`kdlab.compare.analyses`).

@@ -138,8 +138,8 @@ def _line(console: Console, k: int, n: int, o: Outcome) -> None:
     if o.ok:
         try:
             s = grid.read_summary(o.run_dir)
-            acc = (f"FID {s['generative']['fid']:.2f}" if s.get("kind") == "generator"
-                   else f"test acc {s['test_acc_best']:.2f}%")
+            fid = (s.get("translation") or s.get("generative") or {}).get("fid")
+            acc = f"FID {fid:.2f}" if s.get("kind") == "generator" else f"test acc {s['test_acc_best']:.2f}%"
         except Exception:  # a summary without the key (no extractor, another kind of run): just say it finished
             acc = "finished"
         console.print(f"[{k}/{n}] [bold]{o.name}[/]: {o.status} in {o.seconds:.1f} s, {acc}")

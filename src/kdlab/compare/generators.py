@@ -76,7 +76,7 @@ def generator_plots(rows: Sequence[Dict[str, Any]], out: Path, name: str) -> Lis
     written = []
     labels = [e["label"] for e in rows]
     for key in PLOTTED:
-        means = [e[key]["mean"] for e in rows]
+        means = [(e.get(key) or {}).get("mean") for e in rows]  # an image-to-image row has no VoL
         if not any(m is not None for m in means):
             continue
         teacher = next((r.get(f"teacher_{key}") for e in rows for r in e["runs"] if r.get(f"teacher_{key}") is not None),

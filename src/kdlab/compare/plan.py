@@ -4,7 +4,7 @@ checked before anything trains.
 :func:`plan_compare` resolves the teacher's run (when the spec trains one) and one cell per
 (row, seed) with the grid runner's :func:`kdlab.experiments.grid.resolve`, so an unknown method,
 term, term key or value fails here with the row named; it then checks what a config alone cannot:
-every row trains a student of one kind (classifier or generator) from a teacher of that kind
+every row trains a student of one kind (classifier, generator or image-to-image) from a teacher of that kind
 (:mod:`kdlab.compare.kinds`), and the data budget fits the data (``data.n_per_class`` no larger than
 the smallest class left after the validation split; no ``n_per_class`` beside a transfer source that
 ignores it).
@@ -85,7 +85,7 @@ class Plan:
     inits: List[Cell] = field(default_factory=list)  # the spec's init runs the rows use, trained before them
     n_extra: int = 0  # the command line's overrides, last in every cell's overrides
     teachers: Dict[str, Cell] = field(default_factory=dict)
-    kind: str = "classifier"  # what the rows train: classifier | generator (kdlab.compare.kinds)
+    kind: str = "classifier"  # what the rows train: classifier | generator | image-to-image (kdlab.compare.kinds)
 
     @property
     def teacher_cells(self) -> List[Cell]:
@@ -249,11 +249,15 @@ def _labels(name: str, root: Optional[str], image_size: Optional[int]) -> Any:
 
 def _train_labels(d: Any) -> Any:
     """The training labels of a config's data set (after ``data.classes``), or None where the data
-    cannot be loaded without a download."""
+    cannot be loaded without a download or is a translation task (pairs of images, checked by the run)."""
     import torch
 
     from kdlab.data.paths import DataNotFoundError
 
+    from kdlab.data import dataset_spec
+
+    if dataset_spec(d.name, image_size=d.image_size).pairing is not None:  # a translation task: the run checks it
+        return None
     try:
         y = _labels(d.name, d.root, d.image_size)
     except (DataNotFoundError, OSError, RuntimeError):
@@ -322,8 +326,8 @@ def plan_compare(spec: CompareSpec, out_dir: Path, extra: Sequence[str] = (), jo
 
     Raises:
         ConfigError: naming the row (and seed) and the bad key or value: an unknown method, recipe,
-            term or key; a row method that is no student compare reports (a teacher method, an
-            image-to-image student); a teacher of the other kind than its row's, rows of both kinds; an
+            term or key; a row method that is no student compare reports (a teacher method); a teacher
+            of another kind than its row's, rows of several kinds; an
             inconsistent data budget; a missing teacher; a compared
             metric a row does not produce; a report directory inside another experiment's results.
     """

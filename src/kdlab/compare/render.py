@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional
 
 from kdlab.compare.generators import generator_runs_table, generator_sections
+from kdlab.compare.translations import translation_runs_table, translation_sections
 from kdlab.report import diff_text, format_count, markdown_table, ordering_text
 from kdlab.report.stats import ALPHA, CONFIDENCE
 from kdlab.report.tables import MISSING
@@ -183,9 +184,12 @@ def render_report(results: Dict[str, Any]) -> str:
         "",
         *_comparison_lines(results),
     ]
-    if results.get("kind") == "generator":  # FID/KID/IS... instead of accuracy (kdlab.compare.generators)
-        lines += generator_sections(results) + _budget_lines(rows) + _unequal_updates(rows)
-        lines += ["## Runs", ""] + generator_runs_table(rows) + _config_lines(results)
+    # FID/KID/IS... instead of accuracy (kdlab.compare.generators, kdlab.compare.translations)
+    sections = {"generator": (generator_sections, generator_runs_table),
+                "image-to-image": (translation_sections, translation_runs_table)}.get(results.get("kind"))
+    if sections is not None:
+        lines += sections[0](results) + _budget_lines(rows) + _unequal_updates(rows)
+        lines += ["## Runs", ""] + sections[1](rows) + _config_lines(results)
         return f"# {results['title']}\n\n" + "\n".join(lines) + "\n"
     lines += [
         "## Accuracy",

@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from kdlab.compare.claims import evaluate
 from kdlab.compare.execute import Outcome
 from kdlab.compare.generators import GENERATOR_KEYS, generator_plots, generator_record, student_updates
+from kdlab.compare.translations import TRANSLATION_KEYS, translation_record
 from kdlab.compare.plan import Cell, Plan
 from kdlab.compare.render import render_report
 from kdlab.config import to_yaml
@@ -84,7 +85,9 @@ def _run_record(cell: Cell, outcome: Outcome) -> Dict[str, Any]:
         "kept_vs_teacher": kept_vs_teacher(s),
         "val_curve": epoch_series(run.metrics, "val/acc"),
     })
-    if s.get("kind") == "generator":  # FID/KID/IS, VoL, fidelity to the teacher (kdlab.compare.generators)
+    if "translation" in s:  # an image-to-image run: FID/KID, MAE/SSIM, fidelity (kdlab.compare.translations)
+        rec.update(translation_record(s))
+    elif s.get("kind") == "generator":  # FID/KID/IS, VoL, fidelity to the teacher (kdlab.compare.generators)
         rec.update(generator_record(s), steps=student_updates(steps, cell.cfg))
     if cell.callbacks:  # the metrics the run's analyses wrote (kdlab.compare.analyses)
         from kdlab.compare.analyses import read_analysis
@@ -110,8 +113,8 @@ def collect(plan: Plan, outcomes: Dict[str, Outcome]) -> List[Dict[str, Any]]:
         for key in ("test_acc_best", "test_acc_last", "kept_vs_teacher", "params", "macs", "latency_ms", "wall_time_s",
                     "train_time_s", "steps_per_s", "images_per_s", "steps", "macs_per_update", "loss_last_quarter"):
             entry[key] = _stat([r.get(key) for r in ok])
-        if plan.kind == "generator":
-            entry.update({key: _stat([r.get(key) for r in ok]) for key in GENERATOR_KEYS})
+        for key in {"generator": GENERATOR_KEYS, "image-to-image": TRANSLATION_KEYS}.get(plan.kind, ()):
+            entry[key] = _stat([r.get(key) for r in ok])
         sigmas = sorted({x for r in ok for x in r["noise_acc"]})
         entry["noise_acc"] = {x: _stat([r["noise_acc"].get(x) for r in ok]) for x in sigmas}
         names = [m for u in row.callbacks for m in u.metrics]
@@ -303,7 +306,7 @@ def write_compare_report(plan: Plan, outcomes: Dict[str, Outcome], info: Dict[st
             r["path"] = _rel(r.pop("dir"), out)
             log = r.pop("log")
             r["log_path"] = _rel(log, out) if log else None
-    if plan.kind == "generator":
+    if plan.kind != "classifier":  # FID and fidelity bars and their curve against params
         info = {**info, "generator_plots": generator_plots(rows, out, spec.name)}
     traces = [_rel(p, out) for p in plot_traces(plan, outcomes, out / "plots")]
     comparisons = evaluate(spec.comparisons, rows)

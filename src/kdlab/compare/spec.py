@@ -64,13 +64,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from kdlab.compare.analyses import CallbackUse, merge_callbacks, parse_callbacks
-from kdlab.compare.claims import Comparison, find_row, default_comparisons, parse_comparisons
+from kdlab.compare.claims import Comparison, default_comparisons, parse_comparisons
 from kdlab.compare.columns import check_comparison_rows, column_slug, parse_columns
 from kdlab.compare.teachers import check_row_teachers, parse_teachers
-from kdlab.compare.inits import InitRun, parse_inits, with_row_sets
+from kdlab.compare.inits import InitRun, parse_inits
+from kdlab.compare.scales import apply_scale as _apply_scale, mapping as _mapping, seeds as _seeds
+from kdlab.compare.scales import str_list as _str_list
 from kdlab.config import ConfigError
 
 __all__ = ["MethodRow", "CompareSpec", "load_spec", "parse_method_arg", "slugify", "find_config", "SPEC_KEYS",
@@ -84,10 +86,6 @@ SPECS = RECIPES / "compare"
 #: the keys a spec file may hold
 SPEC_KEYS = ("name", "title", "teacher", "teacher_set", "student", "budget", "seeds", "common", "methods", "quick",
              "launcher", "primary", "secondary", "columns", "scales", "teachers", "init", "subset_seed", "callbacks")
-#: the keys of a ``scales`` entry (and what each does: lists appended, student merged, the rest replaced;
-#: ``secondary`` comparisons are appended, e.g. on a column only this scale has; ``rows``: some rows' sets)
-SCALE_KEYS = ("common", "teacher_set", "student", "seeds", "columns", "budget", "secondary", "teachers", "init", "rows",
-              "methods", "callbacks")
 #: the data.* keys a budget may set (how much, and which, data the student learns from)
 BUDGET_KEYS = ("n_per_class", "transfer", "transfer_n", "transfer_select", "transfer_k", "transfer_channels",
                "transfer_size", "steps_per_epoch")
@@ -177,41 +175,6 @@ def find_config(arg: Union[str, Path], what: str = "recipe", packaged_dir: Path 
     raise ConfigError(f"{what} {name!r} is neither a file nor a {kind}; accepted {kind}s: {names}")
 
 
-def _str_list(value: Any, key: str) -> List[str]:
-    """A list of ``key=value`` strings (a single string is one item)."""
-    if value is None:
-        return []
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
-        raise ConfigError(f"compare spec key {key!r} must be a list of key=value strings; got {value!r}")
-    bad = [i for i in items if "=" not in i or i.startswith("=")]
-    if bad:
-        raise ConfigError(f"compare spec key {key!r}: {bad[0]!r} is not of the form key=value (e.g. trainer.epochs=5)")
-    return list(items)
-
-
-def _mapping(value: Any, key: str) -> Dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"compare spec key {key!r} must be a mapping; got {value!r}")
-    return dict(value)
-
-
-def _seeds(value: Any, key: str = "seeds") -> List[int]:
-    if isinstance(value, str):
-        try:
-            value = [int(s) for s in value.split(",") if s.strip()]
-        except ValueError:
-            raise ConfigError(f"{key} = {value!r}: expected comma-separated integers, e.g. 0,1,2") from None
-    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(s, int) and not isinstance(s, bool)
-                                                                    for s in value):
-        raise ConfigError(f"compare spec key {key!r} must be a non-empty list of integers; got {value!r}")
-    if len(set(value)) != len(value):
-        raise ConfigError(f"compare spec key {key!r} = {list(value)} repeats a seed")
-    return list(value)
-
-
 def _row(raw: Any, i: int) -> MethodRow:
     if isinstance(raw, str):  # a bare recipe name
         raw = {"recipe": raw}
@@ -276,37 +239,6 @@ def _read_yaml(path: Path) -> Dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"compare spec {str(path)!r} must hold a mapping with keys {', '.join(SPEC_KEYS)}")
     return data
-
-
-def _apply_scale(raw: Dict[str, Any], scale: Optional[str]) -> Tuple[Dict[str, Any], Optional[str]]:
-    """``raw`` with its ``scales[scale]`` entry applied (None: the first entry); a spec without
-    ``scales`` is returned as it is, under the scale asked for."""
-    scales = _mapping(raw.get("scales"), "scales")
-    if not scales:
-        return raw, scale
-    scale = str(scale) if scale is not None else next(iter(scales))
-    if scale not in scales:
-        raise ConfigError(f"scale {scale!r}: this spec has no such entry under 'scales:'; accepted: "
-                          f"{', '.join(map(str, scales))}")
-    entry = _mapping(scales[scale], f"scales.{scale}")
-    bad = sorted(set(entry) - set(SCALE_KEYS))
-    if bad:
-        raise ConfigError(f"compare spec scales.{scale}: unknown key {bad[0]!r}; accepted: {', '.join(SCALE_KEYS)}")
-    from omegaconf import OmegaConf
-
-    out = dict(raw)
-    for key in ("common", "teacher_set"):
-        out[key] = _str_list(raw.get(key), key) + _str_list(entry.get(key), f"scales.{scale}.{key}")
-    if entry.get("secondary"):  # lists checked by parse_comparisons
-        out["secondary"] = list(raw.get("secondary") or []) + list(entry["secondary"])
-    if "student" in entry:
-        out["student"] = OmegaConf.to_container(OmegaConf.merge(_mapping(raw.get("student"), "student"),
-                                                                _mapping(entry["student"], f"scales.{scale}.student")))
-    out.update({k: entry[k] for k in ("seeds", "columns", "budget", "teachers", "init", "callbacks") if k in entry})
-    # methods: this scale's own rows (e.g. the depth factors of a compression sweep), replacing the spec's
-    out["methods"] = with_row_sets(entry.get("methods", raw.get("methods")),
-                                   _mapping(entry.get("rows"), f"scales.{scale}.rows"), scale)
-    return out, scale
 
 
 def load_spec(spec: Union[None, str, Path, Dict[str, Any]] = None, *, methods: Sequence[str] = (),

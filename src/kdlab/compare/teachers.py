@@ -32,7 +32,8 @@ def parse_teachers(value: Any, has_teacher: bool) -> Dict[str, List[str]]:
         ConfigError: not a mapping; a name that is not run-name safe; sets that are not a list of
             ``key=value`` strings; further teachers without a spec ``teacher``.
     """
-    from kdlab.compare.spec import _str_list, slugify
+    from kdlab.compare.scales import str_list as _str_list
+    from kdlab.compare.spec import slugify
 
     if value is None:
         return {}

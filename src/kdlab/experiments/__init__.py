@@ -22,5 +22,4 @@ __all__ = ["EXPERIMENTS", "SCALES"]
 
 # Experiment modules register themselves on import (kept at the end: they import EXPERIMENTS).
 from kdlab.experiments import kdgan_traces  # noqa: E402,F401  (the callbacks of kdgan-fig6/fig7, kdgan-teacher-collapse)
-from kdlab.experiments import vem_i2i  # noqa: E402,F401  (vem-table1, vem-table2, vem-table4)
-from kdlab.experiments import specs  # noqa: E402,F401  (every spec of recipes/experiments/: gan-*, jacobian-*, kdgan-*, loss-families, mosaickd, vem-ablation*)
+from kdlab.experiments import specs  # noqa: E402,F401  (every spec of recipes/experiments/: gan-*, jacobian-*, kdgan-*, loss-families, mosaickd, vem-*)

@@ -37,7 +37,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from kdlab.report.tables import MISSING, markdown_table
 
 __all__ = ["VERDICTS", "render_results", "render_page", "check_page_numbers", "check_results", "load_results",
-           "fmt_number", "results_for", "normalise", "MARKER"]
+           "fmt_number", "results_for", "normalise", "MARKER", "NOISE_METRIC", "noise_sigma", "metric_value"]
 
 VERDICTS = ("holds", "does not hold", "undecided")
 #: the marker a page holds where an experiment's results go
@@ -47,6 +47,31 @@ _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", re.I)
 _COMPARISON_HEAD = ["Claim", "A", "B", "Metric", "Diff. A - B", "95% CI low", "95% CI high", "p", "p (Holm)",
                     "Verdict", "Kind"]
 _VALUES_HEAD = ["Row", "Metric", "Seeds", "Values (seed order)"]
+
+
+#: ``noise_acc@0.2``: a classifier's accuracy under input noise of std 0.2 (its summary.json's noise_acc)
+NOISE_METRIC = "noise_acc@"
+
+
+def noise_sigma(metric: str) -> Optional[float]:
+    """The sigma of a ``noise_acc@SIGMA`` metric (``"noise_acc@0.2"`` -> 0.2); None for any other name
+    or a SIGMA that is not a number."""
+    if not metric.startswith(NOISE_METRIC):
+        return None
+    try:
+        return float(metric[len(NOISE_METRIC):])
+    except ValueError:
+        return None
+
+
+def metric_value(record: Mapping[str, Any], metric: str) -> Any:
+    """A run record's (or a row's) value of ``metric``, None if it has none: a key of the record, one of its
+    callbacks' metrics (``analysis``), or for ``noise_acc@SIGMA`` its ``noise_acc`` entry of that sigma (keys
+    as ``str(float)``, as results.json). A row of a compare report holds ``{mean, std, n}`` there instead."""
+    sigma = noise_sigma(metric)
+    if sigma is None:
+        return record[metric] if metric in record else (record.get("analysis") or {}).get(metric)
+    return {float(k): v for k, v in (record.get("noise_acc") or {}).items()}.get(sigma)
 
 
 def _mean_head(metrics: Sequence[str]) -> List[str]:
@@ -98,10 +123,11 @@ def normalise(results: Mapping[str, Any]) -> Dict[str, Any]:
         r = dict(r)
         if "values" not in r and "runs" in r:
             ok = [run for run in r["runs"] if run.get("status") != "failed"]
-            r["values"] = {m: [run.get(m) for run in ok] for m in _metrics(out)}
+            r["values"] = {m: [metric_value(run, m) for run in ok] for m in _metrics(out)}
         if "mean" not in r:
-            r["mean"] = {m: r[m].get("mean") for m in _metrics(out) if isinstance(r.get(m), Mapping)}
-            r["std"] = {m: r[m].get("std") for m in _metrics(out) if isinstance(r.get(m), Mapping)}
+            stats = {m: metric_value(r, m) for m in _metrics(out)}
+            r["mean"] = {m: v.get("mean") for m, v in stats.items() if isinstance(v, Mapping)}
+            r["std"] = {m: v.get("std") for m, v in stats.items() if isinstance(v, Mapping)}
         rows.append(r)
     out["rows"] = rows
     return out
