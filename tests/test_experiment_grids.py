@@ -136,8 +136,7 @@ def _walk(name: str, out: Path):
 TERMS = {
     "jacobian-table1": {f"jacobian-table1-{row}-n1-s0": terms for row, terms in {
         "ce": ["ce"], "ce-act": ["ce", "logits"], "ce-jac": ["ce", "jacobian"], "ce-act-jac": ["ce", "jacobian", "logits"],
-        "act": ["logits"], "act-jac": ["jacobian", "logits"], "ce-jac-norm": ["ce", "jacobian"],
-        "act-jac-norm": ["jacobian", "logits"]}.items()},
+        "act": ["logits"], "act-jac": ["jacobian", "logits"]}.items()},
     "jacobian-table3": {f"jacobian-table3-{row}-n5-s0": terms for row, terms in {
         "ce": ["ce"], "oracle": ["ce"], "lwf": ["ce", "logits"], "lwf-jac": ["attention_jacobian", "ce", "logits"],
         "lwf-at": ["attention", "ce", "logits"], "lwf-at-jac": ["attention", "attention_jacobian", "ce", "logits"]}.items()},
