@@ -155,8 +155,8 @@ def _teacher_summary(plan: Plan) -> Optional[Dict[str, Any]]:
 
 def _teacher_text(plan: Plan, rows: List[Dict[str, Any]]) -> str:
     t = next((r["teacher"] for e in rows for r in e["runs"] if r.get("teacher")), None)
-    if not t:
-        return "no teacher"
+    if not t:  # e.g. LwF's transfer rows, whose summaries name no teacher although the spec trains one
+        return "no teacher" if not plan.teacher_path else f"the spec's teacher, `{_rel(plan.teacher_path, plan.out)}`"
     where = _rel(t.get("checkpoint") or plan.teacher_path, plan.out)  # relative: results.json is committed
     return (f"{t.get('name', MISSING)} ({format_count(t.get('params'))} params), test acc "
             f"{t['test_acc']:.2f}%, `{where}`" if isinstance(t.get("test_acc"), float)
