@@ -283,3 +283,36 @@ def test_a_generator_teacher_is_refused_before_any_training(fake, tmp_path):
     with pytest.raises(ConfigError, match="holds no classifier"):
         run_compare(load_spec(spec_dict(teacher=str(gen))), tmp_path / "b")
     assert fake.names == []
+
+
+def test_a_worker_logs_each_runs_records_to_its_own_log(monkeypatch, tmp_path):
+    """A pool worker runs several cells; a logging handler made during the first (as Lightning's is, on import,
+    with the sys.stderr of that moment) must write the later cells' records to their logs, not to the first
+    cell's closed file ("--- Logging error --- I/O operation on closed file")."""
+    import logging
+    import sys
+
+    from kdlab.compare import execute
+
+    logger = logging.getLogger("kdlab-test-worker")
+    calls = []
+
+    def fake_run_cell(sources, overrides, console, **kw):
+        if not logger.handlers:  # made during the first cell only, on the redirected stderr
+            logger.addHandler(logging.StreamHandler(sys.stderr))
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
+        calls.append(overrides[0])
+        logger.info("seed set to %s", overrides[0])
+        return tmp_path
+
+    monkeypatch.setattr(execute.grid, "run_cell", fake_run_cell)
+    try:
+        for k in (1, 2, 3):
+            assert execute.work([], [str(k)], str(tmp_path / f"cell{k}.log"))["ok"]
+        for k in (1, 2, 3):
+            text = (tmp_path / f"cell{k}.log").read_text()
+            assert f"seed set to {k}" in text and "Logging error" not in text, text
+        assert logger.handlers[0].stream is sys.__stderr__  # after the cells: the process's own stderr again
+    finally:
+        logger.handlers.clear()

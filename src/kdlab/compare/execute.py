@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import time
@@ -88,6 +89,29 @@ def _init_worker(devices: Any) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get())
 
 
+def _stream_handlers() -> List[logging.StreamHandler]:
+    """The console handlers of every logger of this process (e.g. Lightning's, made on import with the
+    ``sys.stderr`` of that moment)."""
+    loggers = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(lg, logging.Logger)]
+    return [h for lg in loggers for h in lg.handlers
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+
+
+@contextlib.contextmanager
+def _logging_to(stream: Any):
+    """Console log records go to ``stream`` while the block runs: a handler made during an earlier cell of this
+    worker would otherwise still write to that cell's log file, closed by now."""
+    before = {h: h.stream for h in _stream_handlers()}
+    for h in before:
+        h.setStream(stream)
+    try:
+        yield
+    finally:
+        for h in _stream_handlers():  # those made inside the block too: back to the process's own stderr
+            h.setStream(before.get(h, sys.__stderr__))
+
+
 def work(sources: List[Any], overrides: List[str], log: str, append: bool = False, expected: Optional[str] = None,
          **cell: Any) -> Dict[str, Any]:
     """One run (:func:`grid.run_cell`) in a worker process or a submitted job, every byte of its output
@@ -112,7 +136,7 @@ def work(sources: List[Any], overrides: List[str], log: str, append: bool = Fals
         os.dup2(fh.fileno(), 1)
         os.dup2(fh.fileno(), 2)
         try:
-            with contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+            with contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh), _logging_to(fh):
                 if expected is not None and to_yaml(grid.resolve(sources, overrides)) != expected:
                     raise ConfigError("this job resolved another config than the one planned for its run (is "
                                       "kdlab, a recipe or a plugin different where it runs?); nothing was trained")
