@@ -217,3 +217,11 @@ def test_the_compare_reports_spelling_renders_and_checks_too(tmp_path: Path) -> 
     assert "KD beats CE" in page and "0.6134" in page and "2.92" in page and "81.3" in page
     assert check_page_numbers(page, {"toy/small": results}) == []
     assert check_page_numbers(page.replace("0.6134", "0.6143"), {"toy/small": results})
+
+
+def test_committed_results_stay_under_20_mb() -> None:
+    """results/ is committed: every experiment's small-scale report, results.json, plots, configs and logs
+    together stay under 20 MB (issue budget), so the repository stays light to clone."""
+    files = [p for p in (ROOT / "results").rglob("*") if p.is_file()] if (ROOT / "results").is_dir() else []
+    total = sum(p.stat().st_size for p in files)
+    assert total < 20 * 2 ** 20, f"results/ holds {total / 2 ** 20:.1f} MB in {len(files)} files"
