@@ -236,3 +236,15 @@ def test_image_to_image_rows_compare_on_translation_metrics(monkeypatch, tmp_pat
     report = result.report.read_text()
     assert "## Translation quality" in report and "domain acc. % ↑" in report and "MAE to teacher ↓" in report
     assert "| OMGD + VEM |" in report and f"{acc['vem'].mean():.2f} ± {acc['vem'].std(ddof=1):.2f}" in report
+
+
+def test_the_report_names_students_below_their_teachers_fid():
+    from kdlab.compare.generators import beats_teacher_lines
+
+    def row(label, fid, teacher):
+        return {"label": label, "fid": {"mean": fid, "std": 1.0, "n": 5}, "runs": [{"teacher_fid": teacher}]}
+
+    lines = beats_teacher_lines([row("OMGD alone", 30.0, 20.0), row("OMGD + VEM", 18.5, 20.0)])
+    assert "OMGD + VEM (18.50 vs 20.00)" in lines[0] and "OMGD alone" not in lines[0]
+    assert beats_teacher_lines([row("OMGD alone", 30.0, 20.0)]) == []
+    assert beats_teacher_lines([row("no teacher", 10.0, None)]) == []

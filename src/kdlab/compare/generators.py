@@ -22,7 +22,7 @@ from kdlab.report import format_count, markdown_table, plot_bars
 from kdlab.report.tables import MISSING
 
 __all__ = ["GENERATOR_KEYS", "TEACHER_KEYS", "generator_record", "student_updates", "generator_plots", "generator_sections",
-           "generator_runs_table"]
+           "generator_runs_table", "beats_teacher_lines"]
 
 #: the numbers of a generator row's record: the comparable metrics, then the compression ratio
 GENERATOR_KEYS = METRICS["generator"] + ("compression_ratio",)
@@ -106,6 +106,22 @@ def _first(rows: Sequence[Dict[str, Any]], key: str) -> Any:
     return next((r.get(key) for e in rows for r in e["runs"] if r.get(key) is not None), None)
 
 
+def beats_teacher_lines(rows: Sequence[Dict[str, Any]], key: str = "fid") -> List[str]:
+    """A note naming the rows whose mean FID is below their teacher's (as measured in their own runs): a student
+    better than its teacher on the headline metric is scored more for its own game against the real images than
+    for what it distilled, so its FID says little about the distillation."""
+    better = []
+    for e in rows:
+        mean, teacher = (e.get(key) or {}).get("mean"), _first([e], f"teacher_{key}")
+        if mean is not None and teacher is not None and mean < teacher:
+            better.append(f"{e['label']} ({mean:.2f} vs {teacher:.2f})")
+    if not better:
+        return []
+    return [f"Students below their teacher's FID: {', '.join(better)}. A student that beats its teacher on "
+            "FID is scored for its own game against the real images more than for what it distilled; read its "
+            "FID differences as such, and the fidelity to the teacher beside them.", ""]
+
+
 def generator_sections(results: Dict[str, Any]) -> List[str]:
     """The report lines of generator rows (from ``results.json`` alone): quality and fidelity per row with
     the teacher's and the real images' values, size and compression, and the plots."""
@@ -130,7 +146,7 @@ def generator_sections(results: Dict[str, Any]) -> List[str]:
                                       MISSING if e["compression_ratio"]["mean"] is None
                                       else f"{e['compression_ratio']['mean']:.1f}:1"]
                                      + [_ms(e[k], _HEAD[k][1]) for k in keys] for e in rows],
-                            align=["l"] + ["r"] * (4 + len(keys))), ""]
+                            align=["l"] + ["r"] * (4 + len(keys))), ""] + beats_teacher_lines(rows)
     for name in results.get("generator_plots") or []:
         lines += [f"![{name}](plots/{name})", ""]
     return lines

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence
 
 from kdlab.compare.claims import LOWER_IS_BETTER, METRICS
+from kdlab.compare.generators import beats_teacher_lines
 from kdlab.report import format_count, markdown_table
 from kdlab.report.tables import MISSING
 
@@ -93,7 +94,7 @@ def translation_sections(results: Dict[str, Any]) -> List[str]:
             markdown_table(["Row", "ngf", "Params", "MACs / image", "Compression"]
                            + [_HEAD[k][0] + (" ↓" if k in LOWER_IS_BETTER else " ↑") for k in keys]
                            + (["Paper FID"] if paper else []), t_row + body,
-                           align=["l"] + ["r"] * (4 + len(keys) + paper)), ""] + plots
+                           align=["l"] + ["r"] * (4 + len(keys) + paper)), ""] + beats_teacher_lines(rows) + plots
 
 
 def translation_runs_table(rows: Sequence[Dict[str, Any]]) -> List[str]:
