@@ -124,6 +124,7 @@ def normalise(results: Mapping[str, Any]) -> Dict[str, Any]:
         if "values" not in r and "runs" in r:
             ok = [run for run in r["runs"] if run.get("status") != "failed"]
             r["values"] = {m: [metric_value(run, m) for run in ok] for m in _metrics(out)}
+            r.setdefault("seeds", [run.get("seed") for run in ok])
         if "mean" not in r:
             stats = {m: metric_value(r, m) for m in _metrics(out)}
             r["mean"] = {m: v.get("mean") for m, v in stats.items() if isinstance(v, Mapping)}
