@@ -14,11 +14,10 @@ from omegaconf import OmegaConf
 
 from kdlab.compare import load_spec
 from kdlab.compare.spec import find_config
-from kdlab.config import to_yaml
 from kdlab.experiments import EXPERIMENTS, grid
 from kdlab.experiments.specs import SPEC_DIR
 
-from test_spec_gan import _plan
+from test_spec_gan import _norm as _gan_norm, _plan
 
 # ----------------------------------------------------------------------------- the former module, transcribed
 ADDONS = ("alone", "vid", "crd", "vem")
@@ -106,19 +105,16 @@ def old_cells(table: str, scale: str) -> Dict[str, Any]:
 
 
 def _norm(cfg) -> str:
-    """A resolved config without name, label, out_dir and the paths of the other runs (YAML text)."""
+    """:func:`test_spec_gan._norm` (no name, label, out_dir, teacher and extractor paths), and the terms' feature
+    networks and the discriminators' runs named by what they are, not where."""
     d = OmegaConf.to_container(cfg)
-    for k in ("name", "label", "out_dir"):
-        d.pop(k, None)
-    d["teacher"].pop("checkpoint", None)
-    d["eval"].pop("extractor", None)
     for term in (d["objective"].get("student") or {}).values():
         if isinstance(term, dict) and "extractor" in term:
             term["extractor"] = "<classifier>"
     for key in ("teacher_disc", "disc_init"):
         if d.get("players", {}).get(key) not in (None, "teacher", "scratch"):
             d["players"][key] = "<teacher run>"
-    return to_yaml(OmegaConf.create(d))
+    return _gan_norm(OmegaConf.create(d))
 
 
 # ---------------------------------------------------------------------------------------------- the tests

@@ -22,7 +22,7 @@ from kdlab.report import format_count, markdown_table, plot_bars
 from kdlab.report.tables import MISSING
 
 __all__ = ["GENERATOR_KEYS", "TEACHER_KEYS", "generator_record", "student_updates", "generator_plots", "generator_sections",
-           "generator_runs_table", "beats_teacher_lines"]
+           "generator_runs_table", "beats_teacher_lines", "stat_text", "first_value"]
 
 #: the numbers of a generator row's record: the comparable metrics, then the compression ratio
 GENERATOR_KEYS = METRICS["generator"] + ("compression_ratio",)
@@ -96,13 +96,15 @@ def generator_plots(rows: Sequence[Dict[str, Any]], out: Path, name: str) -> Lis
     return written
 
 
-def _ms(stat: Dict[str, Any], digits: int) -> str:
+def stat_text(stat: Dict[str, Any], digits: int = 2) -> str:
+    """``mean ± std`` of a row's ``{mean, std, n}`` with ``digits`` decimals (``—`` for none)."""
     if not stat or not stat.get("n") or stat.get("mean") is None:
         return MISSING
     return f"{stat['mean']:.{digits}f}" + (f" ± {stat['std']:.{digits}f}" if stat["std"] is not None else "")
 
 
-def _first(rows: Sequence[Dict[str, Any]], key: str) -> Any:
+def first_value(rows: Sequence[Dict[str, Any]], key: str) -> Any:
+    """The first run record's ``key`` over ``rows`` (e.g. the teacher's FID, the same in every run)."""
     return next((r.get(key) for e in rows for r in e["runs"] if r.get(key) is not None), None)
 
 
@@ -112,7 +114,7 @@ def beats_teacher_lines(rows: Sequence[Dict[str, Any]], key: str = "fid") -> Lis
     for what it distilled, so its FID says little about the distillation."""
     better = []
     for e in rows:
-        mean, teacher = (e.get(key) or {}).get("mean"), _first([e], f"teacher_{key}")
+        mean, teacher = (e.get(key) or {}).get("mean"), first_value([e], f"teacher_{key}")
         if mean is not None and teacher is not None and mean < teacher:
             better.append(f"{e['label']} ({mean:.2f} vs {teacher:.2f})")
     if not better:
@@ -127,10 +129,10 @@ def generator_sections(results: Dict[str, Any]) -> List[str]:
     the teacher's and the real images' values, size and compression, and the plots."""
     rows = results["rows"]
     keys = list(METRICS["generator"])
-    teacher = [_first(rows, f"teacher_{k}") for k in keys]
-    t_row = [["teacher (as measured in the students' runs)", MISSING, format_count(_first(rows, "teacher_params")),
+    teacher = [first_value(rows, f"teacher_{k}") for k in keys]
+    t_row = [["teacher (as measured in the students' runs)", MISSING, format_count(first_value(rows, "teacher_params")),
               MISSING, "1:1"] + [MISSING if v is None else f"{v:.{_HEAD[k][1]}f}" for k, v in zip(keys, teacher)]]
-    real_vol, real_is = _first(rows, "real_vol"), _first(rows, "real_is")
+    real_vol, real_is = first_value(rows, "real_vol"), first_value(rows, "real_is")
     lines = ["## Generator quality", "",
              "Per row, mean ± sample std over its finished seeds: FID and KID against the real test images and IS, "
              "through the metric classifier (`eval.extractor`; its sha256 is in each run's summary.json); VoL, the "
@@ -141,11 +143,11 @@ def generator_sections(results: Dict[str, Any]) -> List[str]:
              + (f", IS {real_is:.3f}." if real_is is not None else "."), "",
              markdown_table(["Row", "d", "Params", "MACs / image", "Compression"]
                             + [_HEAD[k][0] + (" ↓" if k in LOWER_IS_BETTER else " ↑") for k in keys],
-                            t_row + [[e["label"], str(_first([e], "d") or MISSING), format_count(e["params"]["mean"]),
+                            t_row + [[e["label"], str(first_value([e], "d") or MISSING), format_count(e["params"]["mean"]),
                                       format_count(e["macs"]["mean"]),
                                       MISSING if e["compression_ratio"]["mean"] is None
                                       else f"{e['compression_ratio']['mean']:.1f}:1"]
-                                     + [_ms(e[k], _HEAD[k][1]) for k in keys] for e in rows],
+                                     + [stat_text(e[k], _HEAD[k][1]) for k in keys] for e in rows],
                             align=["l"] + ["r"] * (4 + len(keys))), ""] + beats_teacher_lines(rows)
     for name in results.get("generator_plots") or []:
         lines += [f"![{name}](plots/{name})", ""]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from kdlab.compare.generators import generator_runs_table, generator_sections
+from kdlab.compare.generators import generator_runs_table, generator_sections, stat_text as _ms
 from kdlab.compare.translations import translation_runs_table, translation_sections
 from kdlab.report import diff_text, format_count, markdown_table, ordering_text
 from kdlab.report.stats import ALPHA, CONFIDENCE
@@ -23,12 +23,6 @@ __all__ = ["render_report", "comparison_rows"]
 
 def _fmt(v: Any, digits: int = 2) -> str:
     return f"{v:.{digits}f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else MISSING
-
-
-def _ms(stat: Dict[str, Any], digits: int = 2) -> str:
-    if not stat or not stat.get("n") or stat.get("mean") is None:
-        return MISSING
-    return f"{stat['mean']:.{digits}f}" + (f" ± {stat['std']:.{digits}f}" if stat["std"] is not None else "")
 
 
 def _p(p: Optional[float]) -> str:

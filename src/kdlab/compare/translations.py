@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence
 
 from kdlab.compare.claims import LOWER_IS_BETTER, METRICS
-from kdlab.compare.generators import beats_teacher_lines
+from kdlab.compare.generators import beats_teacher_lines, first_value as _first, stat_text as _ms
 from kdlab.report import format_count, markdown_table
 from kdlab.report.tables import MISSING
 
@@ -54,16 +54,6 @@ def translation_record(summary: Dict[str, Any]) -> Dict[str, Any]:
     rec.update({f"teacher_{k}": v for k, v in _scores(t.get("translation") or {}).items()})
     rec["teacher_params"] = t.get("params")
     return rec
-
-
-def _ms(stat: Dict[str, Any], digits: int) -> str:
-    if not stat or not stat.get("n") or stat.get("mean") is None:
-        return MISSING
-    return f"{stat['mean']:.{digits}f}" + (f" ± {stat['std']:.{digits}f}" if stat["std"] is not None else "")
-
-
-def _first(rows: Sequence[Dict[str, Any]], key: str) -> Any:
-    return next((r.get(key) for e in rows for r in e["runs"] if r.get(key) is not None), None)
 
 
 def translation_sections(results: Dict[str, Any]) -> List[str]:
