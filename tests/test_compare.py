@@ -237,7 +237,11 @@ def test_jobs_2_gives_the_summary_of_jobs_1(tmp_path):
         res = run_compare(load_spec(spec), out, ["trainer.threads=1"], jobs=jobs)
         assert res.failed == 0
         got[jobs] = {n: {k: grid.read_summary(o.run_dir)[k] for k in keys} for n, o in res.outcomes.items()}
-    assert (tmp_path / "jobs2" / "j" / "logs" / "j-ce-s0.log").is_file()
+    # a finished run's worker log moves into its run directory: the report directory keeps failed runs' logs only
+    log = tmp_path / "jobs2" / "j-ce-s0" / "compare.log"
+    assert log.is_file() and "j-ce-s0" in log.read_text() and not (tmp_path / "jobs2" / "j" / "logs" / "j-ce-s0.log").exists()
+    results = json.loads((tmp_path / "jobs2" / "j" / "results.json").read_text())
+    assert {r["log_path"] for e in results["rows"] for r in e["runs"] if r["name"] == "j-ce-s0"} == {"../j-ce-s0/compare.log"}
     assert got[1] == got[2]
 
 

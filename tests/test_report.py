@@ -220,3 +220,26 @@ def test_save_figure_from_concurrent_writers_leaves_one_whole_png(tmp_path):
     assert not errors
     assert [p.name for p in tmp_path.iterdir()] == ["p.png"]
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_val_curves_of_many_seeds_draw_the_mean_and_band(tmp_path, monkeypatch):
+    """A row of more than 4 seeds is drawn as its mean with a min-max band (numbers from numpy), fewer seeds
+    one line each: a figure of 10 rows x 10 seeds stays readable and small."""
+    import numpy as np
+
+    from kdlab.report import plots
+
+    figs = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path, dpi=110: figs.append(fig) or path)
+    rng = np.random.default_rng(0)
+    epochs = list(range(1, 7))
+    many = [rng.uniform(50, 90, size=6) for _ in range(6)]
+    curves = [(f"KD (seed {s})", epochs, list(y)) for s, y in enumerate(many)]
+    curves += [(f"CE (seed {s})", epochs, [60.0 + s] * 6) for s in range(2)]
+    plots.plot_val_curves(curves, tmp_path / "c.png", groups=["KD"] * 6 + ["CE"] * 2)
+    ax = figs[0].axes[0]
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels == ["KD (mean of 6 runs; band: min-max)", "CE (seed 0)", "CE (seed 1)"]
+    assert np.allclose(ax.get_lines()[0].get_ydata(), np.mean(many, axis=0))
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert np.isclose(band.max(), np.max(many, axis=0).max()) and np.isclose(band.min(), np.min(many, axis=0).min())

@@ -6,7 +6,8 @@
   same name. A cell's registered callbacks (:mod:`kdlab.compare.analyses`) go with it to where it trains.
 * With one job the runs train here one after the other, with their usual progress output.
 * With several, they go to a pool of ``spawn`` processes (a fresh interpreter each: no forked torch or
-  OpenMP state); each worker's output goes to ``<report dir>/logs/<run>.log`` and this process prints
+  OpenMP state); each worker's output goes to ``<report dir>/logs/<run>.log`` (moved into the run's directory, ``compare.log``,
+  when the report is written; a failed run's stays) and this process prints
   one line per finished run. With CUDA devices the pool has one process per device, pinned to it with
   ``CUDA_VISIBLE_DEVICES`` (so the configs do not change with the device a run lands on).
 * With ``launcher`` settings (``--launcher submitit``), each run is one submitit job

@@ -96,6 +96,18 @@ def _run_record(cell: Cell, outcome: Outcome) -> Dict[str, Any]:
     return rec
 
 
+def _keep_log(log: Optional[str], run_dir: str, status: str) -> Optional[str]:
+    """Where a run's worker log is kept: a finished run's moves into its own directory (``compare.log``), so the
+    report directory (committed as results/) holds the logs of failed runs only; a failed run's stays there."""
+    import shutil
+
+    if not log or status == "failed" or not Path(log).is_file() or not Path(run_dir).is_dir():
+        return log
+    dest = Path(run_dir) / "compare.log"
+    shutil.move(log, dest)  # across file systems too (a results folder apart from the runs)
+    return str(dest)
+
+
 def _stat(values: Sequence[Any]) -> Dict[str, Any]:
     m, s, n = mean_std(values)
     return {"mean": m, "std": s, "n": n}
@@ -303,8 +315,9 @@ def write_compare_report(plan: Plan, outcomes: Dict[str, Outcome], info: Dict[st
             if "noise_acc" in r:
                 r["noise_acc"] = {str(k): v for k, v in r["noise_acc"].items()}
             # paths relative to the report directory: a committed results.json names no machine's folders
-            r["path"] = _rel(r.pop("dir"), out)
-            log = r.pop("log")
+            run_dir = r.pop("dir")
+            r["path"] = _rel(run_dir, out)
+            log = _keep_log(r.pop("log"), run_dir, r["status"])
             r["log_path"] = _rel(log, out) if log else None
     if plan.kind != "classifier":  # FID and fidelity bars and their curve against params
         info = {**info, "generator_plots": generator_plots(rows, out, spec.name)}

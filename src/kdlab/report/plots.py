@@ -83,28 +83,36 @@ def plot_val_curves(
     path: PathLike,
     title: Optional[str] = None,
     groups: Optional[List[str]] = None,
+    max_lines: int = 4,
 ) -> Path:
-    """Validation accuracy (%) vs epoch, one line per run.
+    """Validation accuracy (%) vs epoch, one line per run; a group of more than ``max_lines`` runs on the same
+    epochs (the seeds of one row) is drawn as its mean with a min-max band instead, so that a figure of many
+    seeds stays readable (and small: it is committed with the results).
 
     Args:
         curves: ``(legend label, epochs, accuracies)`` per run.
         groups: optional group name per run; runs of one group share a colour (seeds of one label).
+        max_lines: the most runs of one group drawn one by one.
     """
+    import numpy as np
+
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
-    colours: Dict[str, str] = {}
     styles = ["-", "--", ":", "-."]
-    seen: Dict[str, int] = {}
-    drawn = False
+    members: Dict[str, List[Tuple[str, Sequence[float], Sequence[float]]]] = {}
     for i, (label, x, y) in enumerate(curves):
-        g = groups[i] if groups else label
-        colour = colours.setdefault(g, f"C{len(colours) % 10}")
-        k = seen.get(g, 0)
-        seen[g] = k + 1
         if len(x):
-            ax.plot(x, y, color=colour, linestyle=styles[k % len(styles)], label=label)
-            drawn = True
-    if drawn:
+            members.setdefault(groups[i] if groups else label, []).append((label, x, y))
+    for k, (g, runs) in enumerate(members.items()):
+        colour = f"C{k % 10}"
+        if len(runs) > max_lines and all(list(x) == list(runs[0][1]) for _, x, _ in runs):
+            ys = np.array([list(y) for _, _, y in runs], dtype=float)
+            ax.plot(runs[0][1], ys.mean(axis=0), color=colour, label=f"{g} (mean of {len(runs)} runs; band: min-max)")
+            ax.fill_between(runs[0][1], ys.min(axis=0), ys.max(axis=0), color=colour, alpha=0.2, linewidth=0)
+            continue
+        for j, (label, x, y) in enumerate(runs):
+            ax.plot(x, y, color=colour, linestyle=styles[j % len(styles)], label=label)
+    if members:
         ax.legend(fontsize=8)
     else:
         _empty(ax)
