@@ -244,3 +244,26 @@ def test_the_report_names_students_below_their_teachers_fid():
     assert "OMGD + VEM (18.50 vs 20.00)" in lines[0] and "OMGD alone" not in lines[0]
     assert beats_teacher_lines([row("OMGD alone", 30.0, 20.0)]) == []
     assert beats_teacher_lines([row("no teacher", 10.0, None)]) == []
+
+
+def test_a_translation_generator_file_is_no_teacher_of_latent_rows_and_back(monkeypatch, tmp_path):
+    """The kind of a teacher given as a weights file is read from its metadata (the generator's registered input
+    kind): a U-Net file for a latent-input row, a DCGAN file for an image-to-image row, both refused untrained."""
+    from kdlab.compare import run_compare
+    from kdlab.config import ConfigError
+    from kdlab.engine.generators import save_generator
+    from kdlab.models import build_generator
+
+    unet = save_generator(build_generator("unet", 1, 28, in_channels=1, ngf=8), tmp_path / "unet.safetensors")
+    dcgan = save_generator(build_generator("dcgan", 1, 28, d=4), tmp_path / "dcgan.safetensors")
+    fake = FakeI2ITrain()
+    monkeypatch.setattr(grid, "train", fake)
+    cases = [("gan_student_mse", unet, "holds no generator but an image-to-image generator"),
+             ("i2i_omgd_frozen", dcgan, "holds no image-to-image generator but a generator")]
+    for recipe, path, words in cases:
+        spec = {"name": "bad", "seeds": [0, 1], "common": ["trainer.progress=false"],
+                "methods": [{"label": n, "recipe": recipe, "set": [f"teacher.checkpoint={path}"]} for n in ("a", "b")],
+                "primary": [{"a": "a", "b": "b", "metric": "fid", "label": "x"}]}
+        with pytest.raises(ConfigError, match=words):
+            run_compare(load_spec(spec), tmp_path / recipe)
+    assert fake.names == []

@@ -43,6 +43,11 @@ _GENERATOR_KINDS = {"latent": "generator", "image": "image-to-image"}
 _NOUN = {"classifier": "classifier", "generator": "generator", "image-to-image": "image-to-image generator"}
 
 
+def _a(word: str) -> str:
+    """``word`` with its indefinite article (``an image-to-image ...``, ``a generator``)."""
+    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
+
+
 def _accepted_students() -> Dict[str, List[str]]:
     """Row kind -> the registry's student methods of that kind (method ``teacher`` is a classifier row too:
     a row trained by cross entropy alone)."""
@@ -109,7 +114,7 @@ def teacher_kind(path: str, planned: Dict[str, Tuple[str, Any]]) -> Tuple[Option
             from kdlab.models.gan import generator_input_kind
 
             kind = _GENERATOR_KINDS[generator_input_kind(cfg.model.name)]
-        return kind, f"{name} (its method {cfg.method!r} trains a{'n' if kind[0] in 'aeiou' else ''} {kind} {cls.role})"
+        return kind, f"{name} (its method {cfg.method!r} trains {_a(kind)} {cls.role})"
     p = Path(path)
     if not p.exists():
         return None, "missing"
@@ -148,7 +153,7 @@ def check_row_teachers_kind(cells: Sequence[Any], planned: Dict[str, Tuple[str, 
     for cell in cells:
         kind = row_kind(cell.cfg.method)
         path = cell.cfg.teacher.checkpoint
-        where = f"method row {cell.row.label!r} (method {cell.cfg.method!r}, a{'n' if kind[0] in 'aeiou' else ''} {kind} student)"
+        where = f"method row {cell.row.label!r} (method {cell.cfg.method!r}, {_a(kind)} student)"
         if path is None:
             if kind != "classifier":
                 raise ConfigError(f"{where} has no teacher.checkpoint; accepted: {HINTS[kind]}")
@@ -158,9 +163,8 @@ def check_row_teachers_kind(cells: Sequence[Any], planned: Dict[str, Tuple[str, 
             raise ConfigError(f"{where}: teacher.checkpoint {str(path)!r} is neither a run of this comparison nor an "
                               f"existing path; accepted: {HINTS[kind]}")
         if have is not None and have != kind:
-            an = "an" if have[0] in "aeiou" else "a"
-            raise ConfigError(f"{where}: its teacher is {what}, which holds no {_NOUN[kind]} but {an} {_NOUN[have]}; "
-                              f"a{'n' if kind[0] in 'aeiou' else ''} {kind} row learns from {HINTS[kind]}")
+            raise ConfigError(f"{where}: its teacher is {what}, which holds no {_NOUN[kind]} but {_a(_NOUN[have])}; "
+                              f"{_a(kind)} row learns from {HINTS[kind]}")
 
 
 def comparison_kind(labels_kinds: Sequence[Tuple[str, str]]) -> str:
