@@ -37,7 +37,7 @@ from _steps import bench_parser, interleaved_times, ready_method
 from kdlab.data import build_datasets, make_loader
 from kdlab.engine import load_classifier, save_classifier
 from kdlab.models import build_model
-from kdlab.methods.teacher_cache import build_teacher_cache
+from kdlab.games.teacher_cache import build_teacher_cache
 from kdlab.runner import load_run_config
 
 KD = {"ce": {"weight": 1.0}, "kd": {"weight": 1.0, "temperature": 4.0}}

@@ -28,7 +28,7 @@ def write_finished_run(cfg: Any, acc: float, metrics: List[Dict[str, Any]], nois
 
 def write_finished_generator_run(cfg: Any, fid: float, vol: float, teacher_fid: float = 20.0,
                                  params: int = 5_000, macs: int = 400_000) -> Path:
-    """``<out_dir>/<name>/`` of a generator run (kind ``generator``, as :func:`kdlab.methods.gan_eval.gan_finalize`
+    """``<out_dir>/<name>/`` of a generator run (kind ``generator``, as :func:`kdlab.games.gan_eval.gan_finalize`
     writes it): ``generative`` FID ``fid`` (KID fid / 1000, fidelity FID fid / 2), VoL ``vol``, the teacher's FID
     ``teacher_fid`` measured in the same run, and a training loss that decreases over 8 logged steps."""
     run = Path(cfg.out_dir) / cfg.name
@@ -51,7 +51,7 @@ def write_finished_generator_run(cfg: Any, fid: float, vol: float, teacher_fid: 
 def write_finished_translation_run(cfg: Any, fid: float, domain_acc: float, mae: float, teacher_fid: float = 20.0,
                                    params: int = 5_000, macs: int = 400_000) -> Path:
     """``<out_dir>/<name>/`` of an image-to-image student run on a paired task (as
-    :func:`kdlab.methods.i2i_eval.translation_finalize` writes it): ``translation`` FID ``fid`` (KID fid / 1000),
+    :func:`kdlab.games.i2i_eval.translation_finalize` writes it): ``translation`` FID ``fid`` (KID fid / 1000),
     MAE ``mae``, SSIM 1 - mae, domain accuracy ``domain_acc`` (a fraction); ``fidelity`` FID fid / 2 and MAE
     mae / 2; the teacher's translation scores (FID ``teacher_fid``) measured in the same run."""
     run = Path(cfg.out_dir) / cfg.name

@@ -250,7 +250,7 @@ def test_heldout_metrics_reuses_the_sigma_0_pass_with_the_same_numbers():
     import torch
     from torch import nn
 
-    from kdlab.methods import evaluation
+    from kdlab.games import evaluation
     from kdlab.metrics import evaluate_accuracy
 
     torch.manual_seed(0)

@@ -305,7 +305,7 @@ def test_i2i_gcc_recipe_composition():
 def test_gated_patchgan_is_gccs_mask_nlayer_discriminator():
     """Pix2Pix.py ``MaskNLayerDiscriminator``: the first gate after the first LeakyReLU, the others after each norm
     and before the LeakyReLU; none on the last conv. Every gate on: the ungated PatchGAN."""
-    from kdlab.methods.i2i_players import build_patchgan
+    from kdlab.games.i2i_players import build_patchgan
 
     torch.manual_seed(0)
     plain = build_patchgan(2, 32, 8, 2, "batch")
@@ -326,7 +326,7 @@ def test_i2i_gcc_players(tmp_path):
     by the gcc term and by the gates' term; a step updates the gates and never the teacher's discriminator."""
     from kdlab.data.sets import DataSpec
     from kdlab.engine.checkpoint import save_checkpoint as save
-    from kdlab.methods.i2i_players import build_patchgan
+    from kdlab.games.i2i_players import build_patchgan
 
     torch.manual_seed(0)
     teacher = save_generator(build_generator("unet", 1, 16, in_channels=1, ngf=8), tmp_path / "u.safetensors")

@@ -31,7 +31,7 @@ from kdlab.data.sets import DataSpec
 from kdlab.engine.checkpoint import save_checkpoint, save_classifier
 from kdlab.engine.generators import save_generator
 from kdlab.methods import METHODS
-from kdlab.methods.i2i_players import build_patchgan, patchgan_depth
+from kdlab.games.i2i_players import build_patchgan, patchgan_depth
 from kdlab.models import build_generator, build_model
 from kdlab.models.weight_transfer import transfer_teacher_channels
 from kdlab.runner import load_run_config
@@ -375,7 +375,7 @@ def test_step_order_as_the_official_optimize_parameters(runs, name, d_first):
 
     from conftest import CPUFabric
 
-    from kdlab.methods.base import unwrap
+    from kdlab.games.base import unwrap
 
     m = build(runs, name)
     m.setup(CPUFabric())

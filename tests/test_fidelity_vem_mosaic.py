@@ -164,7 +164,7 @@ def test_mosaickd_recipe_players_and_budget():
     (0.5, 0.999) for G and D, student SGD 0.1 / 0.9 / 1e-4, batch 256, 200 epochs of the published loop: one
     D step, one G step and 5 student steps per OOD batch = 200 * 5 * len(DataLoader(CIFAR-10 train, 256)) =
     196,000 student updates."""
-    from kdlab.methods.synthesizer import epoch_passes
+    from kdlab.games.synthesizer import epoch_passes
     from kdlab.models.gan import build_discriminator, build_generator
 
     cfg = _recipe()
@@ -216,7 +216,7 @@ def _counted_run(tmp_path, teacher, monkeypatch, name, n=50, **over):
     """One epoch of the mosaickd recipe on ``n`` OOD digits in batches of 16; returns (optimizer steps per player,
     the student's batch sizes, the run directory)."""
     from kdlab.cli import resolve_config
-    from kdlab.methods.base import Method
+    from kdlab.games.base import Method
 
     counts, sizes = Counter(), []
     step_optimizer = Method.step_optimizer

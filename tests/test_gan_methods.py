@@ -14,7 +14,7 @@ from kdlab.engine import NonFiniteLossError, load_checkpoint
 from kdlab.engine.generators import load_generator, save_generator
 from kdlab.methods import METHODS
 from kdlab.methods import GeneratorMismatchError
-from kdlab.methods.gan_eval import evaluate_generator
+from kdlab.games.gan_eval import evaluate_generator
 from kdlab.metrics.generative import generate_images
 from kdlab.models import build_generator
 from kdlab.runner import load_run_config, train

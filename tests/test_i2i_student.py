@@ -17,7 +17,7 @@ from kdlab.data.sets import DataSpec
 from kdlab.engine.checkpoint import save_classifier
 from kdlab.engine.generators import save_generator
 from kdlab.methods import METHODS
-from kdlab.methods.gan_players import build_gen
+from kdlab.games.gan_players import build_gen
 from kdlab.models import build_generator, build_model
 from kdlab.runner import load_run_config
 
@@ -43,7 +43,7 @@ def files(tmp_path_factory):
                                               fc=16), tmp / "clf.safetensors", data="fashion-mnist")}
     # the teacher run's conditional PatchGAN (GCC's D^t), as a Pix2Pix run's checkpoint holds it
     from kdlab.engine.checkpoint import save_checkpoint
-    from kdlab.methods.i2i_players import build_patchgan
+    from kdlab.games.i2i_players import build_patchgan
 
     d_t = build_patchgan(2, S, 8, None, "batch").state_dict()
     out["unet_disc"] = tmp / "unet_disc.ckpt"

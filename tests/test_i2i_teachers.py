@@ -20,7 +20,7 @@ from kdlab.losses import (
     pix2pix_generator_loss,
 )
 from kdlab.methods import METHODS
-from kdlab.methods.i2i_players import ImagePool
+from kdlab.games.i2i_players import ImagePool
 from kdlab.runner import load_run_config
 
 from conftest import CPUFabric
@@ -221,7 +221,7 @@ def test_pix2pix_run_on_edges2fashion_lowers_the_mae_and_reports_every_metric(tm
 
     from kdlab.cli import main
     from kdlab.data import build_datasets
-    from kdlab.methods.i2i_players import build_image_generator
+    from kdlab.games.i2i_players import build_image_generator
     from kdlab.metrics.translation import paired_errors, translate
 
     args = ["train-gan", "data.name=edges2fashion", "model.name=unet", "model.kwargs.ngf=8", "data.n_per_class=40",

@@ -14,7 +14,7 @@ from kdlab.data import Batch, dataset_spec, degrade, build_datasets
 from kdlab.engine import save_classifier
 from kdlab.losses import kdgan as K
 from kdlab.methods import KDGAN, Codistill, TeacherMismatchError
-from kdlab.methods.base import unwrap
+from kdlab.games.base import unwrap
 from kdlab.models import build_model
 from kdlab.runner import load_run_config, train
 

@@ -85,7 +85,7 @@ def test_last_ckpt_stores_each_tensor_once(make_config):
 
 
 def _count_passes(monkeypatch):
-    import kdlab.methods.evaluation as evaluation
+    import kdlab.games.evaluation as evaluation
     import kdlab.metrics.accuracy as accuracy
 
     calls = []

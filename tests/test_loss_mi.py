@@ -278,7 +278,7 @@ def _gan_method(tmp_path, teacher, **players):
 
 
 def test_latent_pool_is_fixed_per_row_and_fresh_is_unchanged(tmp_path, gen_teacher):
-    from kdlab.methods.generator_student import latent_pool
+    from kdlab.games.generator_student import latent_pool
 
     pool = _gan_method(tmp_path, gen_teacher, latents="pool")
     z = pool.student_inputs(Batch(index=torch.tensor([3, 0, 3])))

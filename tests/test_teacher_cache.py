@@ -1,4 +1,4 @@
-"""The teacher-output cache (kdlab.methods.teacher_cache, trainer.teacher_cache).
+"""The teacher-output cache (kdlab.games.teacher_cache, trainer.teacher_cache).
 
 The promise: the cached run trains the same student, bit for bit on CPU with the same seed, as the
 uncached one, for output (KD), feature (hints) and input-Jacobian terms; a changed teacher or subset
@@ -176,7 +176,7 @@ def test_one_pass_rows_equal_the_teacher_every_row(make_config, teacher):
     teacher's eval output on that example alone, to 1e-6 relative; one table, one teacher pass."""
     from kdlab.data import transfer_info
     from kdlab.engine import make_fabric
-    from kdlab.methods.teacher_cache import build_teacher_cache
+    from kdlab.games.teacher_cache import build_teacher_cache
 
     cfg = _cfg(make_config, teacher, "one-pass")
     data = datasets_for(cfg)
@@ -234,7 +234,7 @@ def test_filled_table_equals_the_teacher_every_row(make_config, teacher):
 def test_filling_cache_computes_only_missing_rows_after_epoch_1():
     """Epoch 1 computes every batch; later, only batches with a row not seen yet (e.g. under
     trainer.limit_train_batches); complete, it never computes again. A fake teacher: out = index."""
-    from kdlab.methods.teacher_cache import TeacherCache
+    from kdlab.games.teacher_cache import TeacherCache
     from kdlab.terms import Outputs
 
     cache = TeacherCache.filling(6, 2)
@@ -260,7 +260,7 @@ def test_filling_cache_computes_only_missing_rows_after_epoch_1():
 def test_one_pass_order_covers_every_row():
     """A first-epoch order that leaves rows out (a DDP rank's shard, repeats included) is completed by
     consecutive chunks of the rest: every row is computed, each batch at most the batch size."""
-    from kdlab.methods.teacher_cache import _one_pass
+    from kdlab.games.teacher_cache import _one_pass
 
     plan = _one_pass(10, 3, [[7, 2, 9], [4, 7]])
     assert [r.tolist() for r, _ in plan] == [[7, 2, 9], [4, 7], [0, 1, 3], [5, 6, 8]]

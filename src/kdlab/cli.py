@@ -117,7 +117,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_gan(args: argparse.Namespace) -> int:
-    from kdlab.methods.gan_eval import evaluate_generator
+    from kdlab.games.gan_eval import evaluate_generator
     from kdlab.runner import datasets_for, load_run_config
 
     check_at_least("--n-samples", args.n_samples, 2)

@@ -150,7 +150,7 @@ class TrainerConfig:
     # BatchNorm statistics over every rank's batch under DDP (kdlab.models.sync_bn); nothing in one process
     sync_batchnorm: bool = False
     channels_last: bool = False  # 4-D inputs and every player's conv weights in channels-last memory format
-    # frozen teacher's outputs on a static transfer set computed once (kdlab.methods.teacher_cache):
+    # frozen teacher's outputs on a static transfer set computed once (kdlab.games.teacher_cache):
     # auto = when safe, on = required (refused with the reason when unsafe), off = every step
     teacher_cache: str = choice("auto", ("auto", "on", "off"))
     teacher_cache_dir: Optional[str] = None  # shared on-disk cache; None: memory, or <run>/teacher_cache when large

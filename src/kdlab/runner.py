@@ -20,8 +20,8 @@ from kdlab.data.transfer import EpochPasses, NoData
 from kdlab.engine import Trainer, atomic_write_text, make_fabric
 from kdlab.engine.env import git_commit, versions
 from kdlab.methods import METHODS
-from kdlab.methods.evaluation import model_profile, heldout_metrics
-from kdlab.methods.synthesizer import epoch_passes
+from kdlab.games.evaluation import model_profile, heldout_metrics
+from kdlab.games.synthesizer import epoch_passes
 
 
 def load_run_config(sources: Sequence[Any], overrides: Sequence[str] = (), imports: Sequence[Any] = ()):
@@ -39,7 +39,7 @@ def load_run_config(sources: Sequence[Any], overrides: Sequence[str] = (), impor
             ``objective`` player the method does not have (names its players); an unknown term or term
             key, or a term that cannot serve that player (lists the accepted ones).
     """
-    from kdlab.methods.objectives import players_schema
+    from kdlab.games.objectives import players_schema
     from kdlab.plugins import import_plugins, load_entry_points
 
     load_entry_points()
@@ -95,7 +95,7 @@ def method_class(name: str) -> type:
 
 def _prepare(method: str, raw: Any) -> None:
     """Refuse the old ``loss`` section with each key's new place; fill each player's objective."""
-    from kdlab.methods.objectives import (check_transfer_source, expand_objective, objective_roles, refuse_loss_section,
+    from kdlab.games.objectives import (check_transfer_source, expand_objective, objective_roles, refuse_loss_section,
                                          refuse_moved_players_keys)
 
     cls = method_class(method)

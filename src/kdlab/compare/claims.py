@@ -37,10 +37,10 @@ __all__ = ["Comparison", "METRICS", "LOWER_IS_BETTER", "HEADLINE", "better", "NO
 #: the per-seed numbers a row produces, by its method's kind (keys of the runs' summary.json)
 METRICS: Dict[str, tuple] = {
     "classifier": ("test_acc_best", "test_acc_last", "val_acc_best", "kept_vs_teacher"),
-    # summary.json's generative section (kdlab.methods.gan_eval): vs real test images through the metric
+    # summary.json's generative section (kdlab.games.gan_eval): vs real test images through the metric
     # classifier (fid, kid, is), sharpness (vol), fidelity to the teacher (fidelity_fid, mse_to_teacher)
     "generator": ("fid", "kid", "is", "vol", "fidelity_fid", "mse_to_teacher"),
-    # summary.json's translation and fidelity sections (kdlab.methods.i2i_eval): vs the output domain's test
+    # summary.json's translation and fidelity sections (kdlab.games.i2i_eval): vs the output domain's test
     # images (fid, kid), on a paired task vs the real outputs (mae, ssim, domain_acc: the classifier's accuracy
     # on the translations, %), fidelity to the teacher (fidelity_fid, fidelity_mae)
     "image-to-image": ("fid", "kid", "mae", "ssim", "domain_acc", "fidelity_fid", "fidelity_mae"),

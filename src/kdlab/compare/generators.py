@@ -1,7 +1,7 @@
 """Generator rows in a comparison's report: their per-seed numbers, plots and report sections.
 
 A generator row's run (``gan-compression``: a student generator of a frozen teacher generator) ends with
-the generative evaluation of :func:`kdlab.methods.gan_eval.gan_finalize`; its summary.json's
+the generative evaluation of :func:`kdlab.games.gan_eval.gan_finalize`; its summary.json's
 ``generative`` section gives, per seed: ``fid`` / ``kid`` against the real test images and ``is``
 through the metric classifier (``eval.extractor``: a kdlab classifier, identified by sha256; Inception-v3
 weights are not available offline), ``vol`` (mean variance of the Laplacian: higher = sharper; the blur

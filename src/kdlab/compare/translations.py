@@ -2,7 +2,7 @@
 
 An image-to-image row's run (``i2i-distill`` and its recipes: OMGD, CAT, GAN-Compression, CAGC students of a
 frozen pix2pix / CycleGAN teacher; Kang et al. 2022 Tables 1, 2 and 4) ends with
-:func:`kdlab.methods.i2i_eval.translation_finalize`; its summary.json's ``translation`` section gives, per
+:func:`kdlab.games.i2i_eval.translation_finalize`; its summary.json's ``translation`` section gives, per
 seed, on the test split: ``fid`` / ``kid`` of the translations against the output domain's test images through
 the output domain's classifier (``eval.extractor``, identified by sha256); on a paired task also ``mae`` and
 ``ssim`` to the ground-truth output and ``domain_acc``, the classifier's accuracy (%) on the translations (the

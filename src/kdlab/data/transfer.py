@@ -7,7 +7,7 @@ Four kinds, chosen by the config key ``data.transfer`` (:func:`build_transfer`):
   indices (``data.steps_per_epoch`` batches of ``batch_size`` per epoch) and the method synthesises
   the inputs;
 * ``'synth'``: a generator trained in the run makes the student's images (the methods' synthesizer,
-  :mod:`kdlab.methods.synthesizer`); the source serves the real images of ``data.synth_real`` (the
+  :mod:`kdlab.games.synthesizer`); the source serves the real images of ``data.synth_real`` (the
   discriminator's real data, mixed into the student's batches) or, without it, row indices as ``'none'``;
 * any registered data set (``mnist-digits``, ``skimage-patches``, ``cifar10`` ...) or
   ``imagefolder:<path>``: out-of-domain images without the task's labels (``y = None``), made to the

@@ -1,15 +1,15 @@
 """Training games, one file each, registered by name in :data:`METHODS` with ``@METHODS.register``.
 
-Every module of this package is imported here (a new method is one new file); the modules that
-are not methods are the shared bases and helpers: ``base`` (:class:`Method`), ``classifier_student``
-and ``generator_student`` (the bases of students), ``gan_config``, ``gan_players``, ``gan_eval``
-and ``evaluation``.
+Every module of this package is imported here (a new method is one new file) and every one is a
+method: methods never import each other. What they share (the :class:`Method` base and the registry, the
+student bases, GAN and image-to-image players, evaluations, the teacher cache, the synthesizer) sits a
+layer down, in :mod:`kdlab.games`.
 """
 import importlib
 import pkgutil
 
 from kdlab.engine import GeneratorMismatchError, TeacherMismatchError, unwrap
-from kdlab.methods.base import KINDS, METHODS, ROLES, Method, build_network
+from kdlab.games.base import KINDS, METHODS, ROLES, Method, build_network
 
 for _m in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_m.name}")
@@ -28,6 +28,8 @@ __all__ = [
     "METHODS",
     "ROLES",
     "Method",
+    "ClassifierStudentMethod",
+    "GeneratorStudentMethod",
     "Codistill",
     "Distill",
     "GANCompression",

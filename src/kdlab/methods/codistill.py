@@ -27,7 +27,7 @@ from torch import nn
 from kdlab.config import choice
 from kdlab.data.batch import Batch
 from kdlab.engine import file_sha256, load_network
-from kdlab.methods.base import METHODS, Method, build_network, unwrap
+from kdlab.games.base import METHODS, Method, build_network, unwrap
 from kdlab.metrics import evaluate_accuracy
 from kdlab.models import build_model
 
@@ -128,7 +128,7 @@ class Codistill(Method):
 
     def finalize(self, run_dir: Any, data: Any, result: Any, device: Any) -> Dict[str, Any]:
         from kdlab.data import make_loader
-        from kdlab.methods.evaluation import classifier_finalize
+        from kdlab.games.evaluation import classifier_finalize
         out = classifier_finalize(self, run_dir, data, result, device)
         peer = unwrap(self.players["peer"]).net
         loader = make_loader(data.test, self.cfg.data.eval_batch_size, shuffle=False, seed=self.cfg.seed)

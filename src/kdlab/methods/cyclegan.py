@@ -9,7 +9,7 @@ Per training step on an unpaired batch (``x`` = images of A, ``target`` = images
    its terms ``gan`` (``l(D_B(G(a)), 1) + l(D_A(F(b)), 1)``, adversarial, Zhu et al. eq. 1), ``cycle``
    (weight lambda_cycle = 10: ``|F(G(a)) - a|_1 + |G(F(b)) - b|_1``, eq. 2) and ``identity`` (weight
    lambda_cycle * lambda_identity = 5: ``|G(b) - b|_1 + |F(a) - a|_1``, sec. 5.2);
-2. D_B on real b vs a fake from the history of G(a) (:class:`kdlab.methods.i2i_players.ImagePool`,
+2. D_B on real b vs a fake from the history of G(a) (:class:`kdlab.games.i2i_players.ImagePool`,
    50 images), D_A likewise, each on ``objective.discriminator`` (``gan`` with weight 0.5, the code's
    halving: ``0.5 * (l(D(real), 1) + l(D(fake), 0))``).
 
@@ -29,11 +29,11 @@ import torch
 from kdlab.config import bounded, choice
 from kdlab.data.batch import Batch
 from kdlab.engine.optim import optim_with_lr
-from kdlab.methods.base import METHODS, unwrap
-from kdlab.methods.gan_players import DiscriminatorGame, nan_guard
+from kdlab.games.base import METHODS, unwrap
+from kdlab.games.gan_players import DiscriminatorGame, nan_guard
 from kdlab.models.base import frozen
-from kdlab.methods.i2i_eval import cycle_error
-from kdlab.methods.i2i_players import (
+from kdlab.games.i2i_eval import cycle_error
+from kdlab.games.i2i_players import (
     TRANSLATION_MOVED,
     ImagePool,
     TranslationEvalConfig,
@@ -42,7 +42,7 @@ from kdlab.methods.i2i_players import (
     build_patchgan,
     check_translation_data,
 )
-from kdlab.methods.translation_teacher import TranslationTeacher
+from kdlab.games.translation_teacher import TranslationTeacher
 from kdlab.terms import Outputs
 
 _GENERATORS = ("generator", "generator_b2a")

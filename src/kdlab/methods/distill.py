@@ -9,8 +9,8 @@ computation; a CE-only objective skips the teacher's forward pass. ``players.inp
 """
 from __future__ import annotations
 
-from kdlab.methods.base import METHODS
-from kdlab.methods.classifier_student import ClassifierStudentMethod
+from kdlab.games.base import METHODS
+from kdlab.games.classifier_student import ClassifierStudentMethod
 
 
 @METHODS.register("distill")

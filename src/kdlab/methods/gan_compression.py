@@ -46,11 +46,11 @@ from torch import nn
 from kdlab.config import ConfigError, bounded
 from kdlab.data.batch import Batch
 from kdlab.data.transfer import TRANSFER_NONE
-from kdlab.methods.base import METHODS, unwrap
-from kdlab.methods.gan_config import GAME_MOVED, GanGameConfig, check_game_config
-from kdlab.methods.gan_players import (DiscriminatorGame, add_discriminator, build_disc, count_gate_epoch, disc_optim_cfg,
+from kdlab.games.base import METHODS, unwrap
+from kdlab.games.gan_config import GAME_MOVED, GanGameConfig, check_game_config
+from kdlab.games.gan_players import (DiscriminatorGame, add_discriminator, build_disc, count_gate_epoch, disc_optim_cfg,
                                        gate_step, load_discriminator, nan_guard, teacher_discriminator)
-from kdlab.methods.generator_student import GeneratorStudentConfig, GeneratorStudentMethod
+from kdlab.games.generator_student import GeneratorStudentConfig, GeneratorStudentMethod
 from kdlab.models.gan import DISCRIMINATORS
 from kdlab.models.gates import GateSet, channel_gates
 from kdlab.ranks import rank_rows
@@ -167,7 +167,7 @@ class GANCompression(GeneratorStudentMethod):
         return out
 
     def gate_step(self, real: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """One update of the gates (:func:`kdlab.methods.gan_players.gate_step`) on the student's and the teacher's
+        """One update of the gates (:func:`kdlab.games.gan_players.gate_step`) on the student's and the teacher's
         images of a fresh z and the step's ``real`` images (GCC: a validation batch)."""
         z = rank_rows(lambda n: torch.randn(n, self.latent_dim, device=real.device), real.shape[0])
         with torch.no_grad():

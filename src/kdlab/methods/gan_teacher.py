@@ -33,10 +33,10 @@ from torch import nn
 from kdlab.config import ConfigError, bounded
 from kdlab.data.batch import Batch
 from kdlab.engine.loading import load_extractor
-from kdlab.methods.base import METHODS, Method, unwrap
-from kdlab.methods.gan_config import GAME_MOVED, GanEvalConfig, GanGameConfig, check_eval_config, check_game_config
-from kdlab.methods.gan_eval import gan_finalize, real_image_batches
-from kdlab.methods.gan_players import (
+from kdlab.games.base import METHODS, Method, unwrap
+from kdlab.games.gan_config import GAME_MOVED, GanEvalConfig, GanGameConfig, check_eval_config, check_game_config
+from kdlab.games.gan_eval import gan_finalize, real_image_batches
+from kdlab.games.gan_players import (
     EMA,
     DataRange,
     DiscriminatorGame,

@@ -19,13 +19,13 @@ the adversarial one (``gan``, weight 1 by default):
   detached student image, one student step through the frozen D (``players.d_step: after``: the student's step
   first, through D before its update, then D's on the same images: GAN-Compression's ``optimize_parameters``,
   both gradients at the same D). ``objective.student.gan.weight = 0``: no D at all.
-  The PatchGAN's depth follows the image size (:func:`kdlab.methods.i2i_players.patchgan_depth`: 3 at 256 px,
+  The PatchGAN's depth follows the image size (:func:`kdlab.games.i2i_players.patchgan_depth`: 3 at 256 px,
   2 at 28 px, a map of patches; an explicit depth that leaves a 1x1 map is refused).
   The ``gcc`` term reads the TEACHER's discriminator (GCC's D^t, eq. 17): the teacher Pix2Pix run's PatchGAN
   (``players.teacher_disc``, null = ``teacher.checkpoint`` when it is a run directory), frozen, never updated.
   ``players.disc_gates``: GCC's selective activation discriminator (channel gates in the student's PatchGAN,
   player ``discriminator_gates`` trained by ``objective.discriminator_gates`` after each student step on the
-  step's batch, :func:`kdlab.methods.gan_players.gate_step`).
+  step's batch, :func:`kdlab.games.gan_players.gate_step`).
 * the published offline students' starts (GAN-Compression's and CAT's CycleGAN scripts): ``players.disc_init``
   starts D from the teacher run's discriminator of the output domain (``restore_D_path``; ``teacher`` = the
   run of ``teacher.checkpoint``; CycleGAN's ``disc_b``, pix2pix's ``discriminator``), D's width, depth and
@@ -34,7 +34,7 @@ the adversarial one (``gan``, weight 1 by default):
 
 Validation (``val/mse_to_teacher``): the MSE between student and teacher images on the validation
 inputs (in [-1, 1] units). After every epoch ``samples/epoch_NNN.png`` holds rows input | teacher | student
-on the first ``eval.grid_n`` training rows. At the end (:func:`kdlab.methods.i2i_eval.translation_finalize`):
+on the first ``eval.grid_n`` training rows. At the end (:func:`kdlab.games.i2i_eval.translation_finalize`):
 the exported student scored on the test split beside its teacher (FID/KID, MAE/SSIM, domain accuracy),
 its fidelity to the teacher and the compression ratios.
 
@@ -55,13 +55,13 @@ from kdlab.config import ConfigError, bounded, choice
 from kdlab.data.batch import Batch
 from kdlab.data.transfer import TRANSFER_NONE
 from kdlab.engine.optim import optim_with_lr
-from kdlab.methods.base import METHODS, Method, unwrap
-from kdlab.methods.gan_config import GanEvalConfig
-from kdlab.methods.gan_players import (DiscriminatorGame, add_discriminator, count_gate_epoch, discriminator_state,
+from kdlab.games.base import METHODS, Method, unwrap
+from kdlab.games.gan_config import GanEvalConfig
+from kdlab.games.gan_players import (DiscriminatorGame, add_discriminator, count_gate_epoch, discriminator_state,
                                        gate_step)
-from kdlab.methods.generator_student import GeneratorStudentConfig, GeneratorStudentMethod
-from kdlab.methods.i2i_eval import grid_examples, translation_finalize, translation_grid
-from kdlab.methods.i2i_players import build_patchgan, patchgan_arch
+from kdlab.games.generator_student import GeneratorStudentConfig, GeneratorStudentMethod
+from kdlab.games.i2i_eval import grid_examples, translation_finalize, translation_grid
+from kdlab.games.i2i_players import build_patchgan, patchgan_arch
 from kdlab.models.gates import GateSet, channel_gates
 from kdlab.models.weight_transfer import transfer_teacher_channels
 from kdlab.terms import CriticView

@@ -17,8 +17,8 @@ matching use the ordinary pass; the teacher is always in eval mode (see :mod:`kd
 """
 from __future__ import annotations
 
-from kdlab.methods.base import METHODS
-from kdlab.methods.classifier_student import ClassifierStudentMethod
+from kdlab.games.base import METHODS
+from kdlab.games.classifier_student import ClassifierStudentMethod
 
 
 @METHODS.register("jacobian")

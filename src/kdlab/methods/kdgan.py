@@ -75,7 +75,7 @@ from kdlab.config import bounded, choice, temperature_field
 from kdlab.data.batch import Batch
 from kdlab.engine import file_sha256, load_network, optim_with_lr
 from kdlab.losses import kdgan as K
-from kdlab.methods.base import METHODS, Method, build_network, unwrap
+from kdlab.games.base import METHODS, Method, build_network, unwrap
 from kdlab.metrics import evaluate_accuracy
 from kdlab.models import build_model
 from kdlab.terms import CriticView, Outputs
@@ -311,7 +311,7 @@ class KDGAN(Method):
         import copy
 
         from kdlab.data import make_loader
-        from kdlab.methods.evaluation import classifier_finalize
+        from kdlab.games.evaluation import classifier_finalize
 
         out = classifier_finalize(self, run_dir, data, result, device)
         loader = make_loader(data.test, self.cfg.data.eval_batch_size, shuffle=False, seed=self.cfg.seed)

@@ -20,8 +20,8 @@ from torch import nn
 
 from kdlab.config import ConfigError
 from kdlab.engine import load_network, network_identity
-from kdlab.methods.base import METHODS
-from kdlab.methods.classifier_student import ClassifierStudentConfig, ClassifierStudentMethod
+from kdlab.games.base import METHODS
+from kdlab.games.classifier_student import ClassifierStudentConfig, ClassifierStudentMethod
 from kdlab.models import capture_features, feature_shapes
 
 

@@ -20,7 +20,7 @@ discriminator as it was before its update, each teacher's Adam step, then the di
 (detached) teachers' images; then the student's step on the teachers' detached outputs of that same pass.
 
 Validation (``val/mae``, selection min): the student's MAE to the ground truth, [0, 1] pixel units. The end
-of the run scores the student beside the wide teacher (:func:`kdlab.methods.i2i_eval.translation_finalize`).
+of the run scores the student beside the wide teacher (:func:`kdlab.games.i2i_eval.translation_finalize`).
 
 The frozen single teacher (offline distillation from a trained pix2pix) is method ``i2i-distill`` with the same
 student objective (recipe ``i2i_omgd_frozen.yaml``). Unpaired data: OMGD's CycleGAN distiller trains one online
@@ -37,11 +37,11 @@ from omegaconf import OmegaConf
 from kdlab.config import ConfigError, bounded, choice
 from kdlab.data.batch import Batch
 from kdlab.engine.optim import optim_with_lr
-from kdlab.methods.base import METHODS, unwrap
-from kdlab.methods.gan_players import nan_guard
-from kdlab.methods.i2i_eval import mae_to_target, translation_finalize
-from kdlab.methods.i2i_players import TranslationEvalConfig, build_image_generator, build_patchgan, check_translation_data
-from kdlab.methods.translation_teacher import TranslationTeacher
+from kdlab.games.base import METHODS, unwrap
+from kdlab.games.gan_players import nan_guard
+from kdlab.games.i2i_eval import mae_to_target, translation_finalize
+from kdlab.games.i2i_players import TranslationEvalConfig, build_image_generator, build_patchgan, check_translation_data
+from kdlab.games.translation_teacher import TranslationTeacher
 from kdlab.terms import TERMS, Objective, Outputs
 from kdlab.terms.objective import network_outputs
 

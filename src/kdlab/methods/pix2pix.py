@@ -24,10 +24,10 @@ import torch
 
 from kdlab.data.batch import Batch
 from kdlab.engine.optim import optim_with_lr
-from kdlab.methods.base import METHODS
-from kdlab.methods.gan_players import DiscriminatorGame, nan_guard
-from kdlab.methods.i2i_eval import mae_to_target
-from kdlab.methods.i2i_players import (
+from kdlab.games.base import METHODS
+from kdlab.games.gan_players import DiscriminatorGame, nan_guard
+from kdlab.games.i2i_eval import mae_to_target
+from kdlab.games.i2i_players import (
     TRANSLATION_MOVED,
     TranslationEvalConfig,
     TranslationGameConfig,
@@ -35,7 +35,7 @@ from kdlab.methods.i2i_players import (
     build_patchgan,
     check_translation_data,
 )
-from kdlab.methods.translation_teacher import TranslationTeacher
+from kdlab.games.translation_teacher import TranslationTeacher
 from kdlab.terms import Outputs
 
 

@@ -1,7 +1,7 @@
 """Reports of image-to-image runs (Pix2Pix / CycleGAN teachers, image-to-image students).
 
 Their ``summary.json`` has ``kind: generator`` and a ``translation`` section (see
-:func:`kdlab.methods.i2i_eval.translation_finalize`); :func:`kdlab.report.write_run_report` hands such runs
+:func:`kdlab.games.i2i_eval.translation_finalize`); :func:`kdlab.report.write_run_report` hands such runs
 to :func:`write_translation_run_report`.
 
 Imports only matplotlib and the standard library.

@@ -346,7 +346,7 @@ class Term(nn.Module, metaclass=ABCMeta):
 
         Called right after the teacher's forward pass (``t.x`` still carries the teacher's graph when
         the term needs input gradients). Whatever a term derives here is a pure function of the
-        example and the frozen teacher, so the teacher-output cache (:mod:`kdlab.methods.teacher_cache`)
+        example and the frozen teacher, so the teacher-output cache (:mod:`kdlab.games.teacher_cache`)
         stores it once for the whole transfer set. Default: nothing.
         """
         return {}

@@ -187,7 +187,7 @@ def translation_finalize(method: Any, run_dir: Any, data: Any, result: Any, devi
     ``summary.json`` entries (``kind``, ``model``, ``translation``, ``teacher``, ``compression`` ...)."""
     from kdlab.engine import copy_with_state, file_sha256
     from kdlab.engine.generators import save_generator
-    from kdlab.methods.gan_eval import generator_profile
+    from kdlab.games.gan_eval import generator_profile
     from kdlab.metrics.translation import compression_table
 
     cfg, lc = method.cfg, method.cfg.eval

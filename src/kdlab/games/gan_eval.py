@@ -14,7 +14,7 @@ from torch import nn
 from kdlab.engine import copy_with_state, file_sha256
 from kdlab.engine.generators import load_generator, resolve_generator, save_generator
 from kdlab.engine.loading import check_generator_shape, load_extractor, load_network
-from kdlab.methods.gan_config import check_eval_config
+from kdlab.games.gan_config import check_eval_config
 from kdlab.metrics import count_macs, count_parameters, cpu_latency_ms
 from kdlab.metrics.generative import (
     FeatureSet,

@@ -1,6 +1,6 @@
 """End-of-run evaluation of classifiers: what ``summary.json`` reports for a trained network.
 
-Used by :meth:`kdlab.methods.Method.finalize` (the default for classifier methods) and by
+Used by :meth:`kdlab.games.base.Method.finalize` (the default for classifier methods) and by
 ``kdlab evaluate``.
 """
 from __future__ import annotations

@@ -55,7 +55,7 @@ from kdlab.config import ConfigError, OptimConfig, bounded, choice
 from kdlab.data.batch import Batch
 from kdlab.data.transfer import TRANSFER_SYNTH
 from kdlab.engine import unwrap
-from kdlab.methods.gan_players import nan_guard
+from kdlab.games.gan_players import nan_guard
 from kdlab.models.base import frozen
 from kdlab.models.gan import DISCRIMINATORS, GENERATORS, build_discriminator, build_generator, sample_latent
 from kdlab.ranks import rank_rows

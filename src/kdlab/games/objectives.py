@@ -4,8 +4,8 @@ terms (expanded and checked), the transfer source it can use, and the old ``loss
 each key's new place.
 
 ``objective: {<player>: {<term>: {weight, ...}, ...}, ...}``: the players a method trains with an
-objective are :attr:`kdlab.methods.Method.objectives` (player -> role); each player's terms are the
-method's :attr:`~kdlab.methods.Method.default_objective` for it, merged with the user's (a weight of 0
+objective are :attr:`kdlab.games.base.Method.objectives` (player -> role); each player's terms are the
+method's :attr:`~kdlab.games.base.Method.default_objective` for it, merged with the user's (a weight of 0
 removes a default term). A term serves the roles in its :attr:`kdlab.terms.Term.roles`.
 """
 from __future__ import annotations
@@ -30,12 +30,12 @@ def synthesizing(raw: Any) -> bool:
 
 def players_schema(cls: Any, raw: Any) -> Optional[type]:
     """The ``players`` schema of method class ``cls`` for ``raw``: its ``Config``, plus the synthesizer's keys
-    (:class:`kdlab.methods.synthesizer.SynthConfig`) when ``data.transfer: synth`` (one dataclass per combination)."""
+    (:class:`kdlab.games.synthesizer.SynthConfig`) when ``data.transfer: synth`` (one dataclass per combination)."""
     if not synthesizing(raw) or cls.synth_unsupported:
         return cls.Config
     from dataclasses import make_dataclass
 
-    from kdlab.methods.synthesizer import SynthConfig
+    from kdlab.games.synthesizer import SynthConfig
 
     bases = tuple(b for b in (cls.Config, SynthConfig) if b is not None)
     if bases not in _SCHEMAS:
@@ -64,7 +64,7 @@ def check_transfer_source(cls: Any, raw: Any) -> None:
     data = raw.get("data") if raw is not None else None
     method = raw.get("method") if raw is not None else None
     if synthesizing(raw) and cls.synth_unsupported:
-        from kdlab.methods import METHODS
+        from kdlab.games.base import METHODS  # filled: cls is a registered method
 
         able = [n for n in METHODS.names() if not METHODS.get(n).synth_unsupported]
         raise ConfigError(f"data.transfer = 'synth': method {method!r} cannot train on synthetic images ({cls.synth_unsupported}); "
@@ -130,7 +130,7 @@ def loss_key_place(cls: Any, key: str) -> str:
         return f"players.{key}"
     if key in {f.name for f in fields(cls.Eval)}:
         return f"eval.{key}"
-    from kdlab.methods.synthesizer import SynthConfig
+    from kdlab.games.synthesizer import SynthConfig
 
     if not cls.synth_unsupported and key in {f.name for f in fields(SynthConfig)}:
         return f"players.{key} (a key of the synthesizer: with data.transfer=synth)"

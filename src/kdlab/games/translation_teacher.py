@@ -2,7 +2,7 @@
 
 It owns what both share: the exported generator (player ``generator``, the A -> B direction), the grid of
 fixed training rows written after every epoch, and the end-of-run evaluation on the test split
-(:func:`kdlab.methods.i2i_eval.translation_finalize`).
+(:func:`kdlab.games.i2i_eval.translation_finalize`).
 """
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any, Dict, Tuple
 from torch import nn
 
 from kdlab.config import ConfigError
-from kdlab.methods.base import Method, unwrap
-from kdlab.methods.gan_players import generator_export_state
-from kdlab.methods.i2i_eval import grid_examples, translation_finalize, translation_grid
+from kdlab.games.base import Method, unwrap
+from kdlab.games.gan_players import generator_export_state
+from kdlab.games.i2i_eval import grid_examples, translation_finalize, translation_grid
 
 
 class TranslationTeacher(Method):

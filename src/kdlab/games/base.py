@@ -90,7 +90,7 @@ class Method(ABC):
         self.optimizers: Dict[str, Optional[torch.optim.Optimizer]] = {}
         self.schedulers: Dict[str, Any] = {}
         self.frozen: Dict[str, nn.Module] = {}
-        self.synthesizer: Any = None  # a kdlab.methods.synthesizer.Synthesizer with data.transfer: synth
+        self.synthesizer: Any = None  # a kdlab.games.synthesizer.Synthesizer with data.transfer: synth
         if getattr(cfg.trainer, "teacher_cache", "auto") == "on" and self.teacher_cache_unsupported:
             raise ConfigError(f"trainer.teacher_cache=on: method {cfg.method!r} {self.teacher_cache_unsupported}; "
                               "accepted here: trainer.teacher_cache=auto or off")
@@ -259,7 +259,7 @@ class Method(ABC):
         whose images replace the transfer batches (:meth:`step`); ``student`` returns the student network."""
         if self.cfg.data.transfer != TRANSFER_SYNTH:
             return
-        from kdlab.methods.synthesizer import Synthesizer
+        from kdlab.games.synthesizer import Synthesizer
 
         self.synthesizer = Synthesizer(self, teacher, student)
 
@@ -367,9 +367,9 @@ class Method(ABC):
             run_dir: the run directory. data: :class:`kdlab.data.Datasets`.
             result: :class:`kdlab.engine.FitResult` (``best_state`` = selected weights).
 
-        Default: a classifier (:func:`kdlab.methods.evaluation.classifier_finalize`).
+        Default: a classifier (:func:`kdlab.games.evaluation.classifier_finalize`).
         """
-        from kdlab.methods.evaluation import classifier_finalize
+        from kdlab.games.evaluation import classifier_finalize
 
         return classifier_finalize(self, run_dir, data, result, device)
 

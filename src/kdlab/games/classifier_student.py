@@ -9,7 +9,7 @@ features the terms asked for, then ``loss = sum_i weight_i * term_i`` and one op
 
 The teacher is frozen, so on a static transfer set its outputs (and what the terms derive from it,
 e.g. input Jacobians) are read from a cache filled in one teacher pass, during the first epoch when it
-is kept in memory (``trainer.teacher_cache``, :mod:`kdlab.methods.teacher_cache`): no teacher passes
+is kept in memory (``trainer.teacher_cache``, :mod:`kdlab.games.teacher_cache`): no teacher passes
 after it.
 """
 from __future__ import annotations
@@ -25,8 +25,8 @@ from kdlab.config import ConfigError, bounded
 from kdlab.data.batch import Batch
 from kdlab.engine import file_sha256, load_network, network_identity, train_loader
 from kdlab.engine.speed import channels_last_batch
-from kdlab.methods.base import Method, build_network, unwrap
-from kdlab.methods.teacher_cache import build_teacher_cache, cache_blockers
+from kdlab.games.base import Method, build_network, unwrap
+from kdlab.games.teacher_cache import build_teacher_cache, cache_blockers
 from kdlab.ranks import rank_rows
 from kdlab.terms import Outputs
 

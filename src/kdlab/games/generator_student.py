@@ -15,7 +15,7 @@ subclass it. It owns what every generator student shares:
   (image-to-image students);
 * :meth:`distill_step` (one student update; with a discriminator, the adversarial term through a
   frozen D), validation (MSE to the teacher on fixed inputs), a sample grid of fixed inputs after
-  every epoch, export as a generator and the generative evaluation of :mod:`kdlab.methods.gan_eval`.
+  every epoch, export as a generator and the generative evaluation of :mod:`kdlab.games.gan_eval`.
 """
 from __future__ import annotations
 
@@ -30,10 +30,10 @@ from torch import nn
 from kdlab.config import ConfigError, choice
 from kdlab.data.batch import Batch
 from kdlab.engine import load_network, network_identity
-from kdlab.methods.base import Method, unwrap
-from kdlab.methods.gan_config import GanEvalConfig, check_eval_config
-from kdlab.methods.gan_eval import gan_finalize
-from kdlab.methods.gan_players import DataRange, build_gen, generator_export_state, nan_guard, save_epoch_grid
+from kdlab.games.base import Method, unwrap
+from kdlab.games.gan_config import GanEvalConfig, check_eval_config
+from kdlab.games.gan_eval import gan_finalize
+from kdlab.games.gan_players import DataRange, build_gen, generator_export_state, nan_guard, save_epoch_grid
 from kdlab.metrics.generative import generate_images
 from kdlab.ranks import rank_rows
 

@@ -296,9 +296,9 @@ class EMA:
 
 def generator_export_state(model: nn.Module, *, copy: bool = True, **metadata: Any):
     """(CPU copy of a generator's state_dict, metadata to rebuild it): the one export path of generator
-    methods (``copy=False``: the live tensors, see :meth:`kdlab.methods.Method.export_state`)."""
+    methods (``copy=False``: the live tensors, see :meth:`kdlab.games.base.Method.export_state`)."""
     from kdlab.engine.generators import generator_metadata
-    from kdlab.methods.base import export_tensors
+    from kdlab.games.base import export_tensors
 
     return export_tensors(model, copy), generator_metadata(model, **metadata)
 
