@@ -4,6 +4,7 @@ bad input refused before anything runs."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from kdlab.compare import load_spec
 from kdlab.compare.plan import plan_compare
@@ -103,3 +104,112 @@ def test_the_report_gives_each_init_runs_accuracy_per_column(tmp_path):
     assert got[("init start", "a")]["std"] == pytest.approx(np.std([70.0, 73.5], ddof=1))
     assert got[("init start", "b")]["n"] == 1 and got[("init start", "b")]["mean"] == 80.25  # s1 not finished
     assert got[("init tch", None)]["mean"] == 88.0
+
+
+# ------------------------------------------------------------------------- init runs on the pool, in waves
+def _chained_spec():
+    spec = _spec()
+    spec["init"]["warm"] = {"set": ["method=teacher", "model.checkpoint=@init:start", "trainer.epochs=1"]}
+    spec["methods"][1]["set"] = ["model.checkpoint=@init:warm"]
+    return spec
+
+
+def test_init_waves_put_each_run_after_the_runs_it_reads(tmp_path):
+    from kdlab.compare.execute import first_waves
+
+    plan = plan_compare(load_spec(_chained_spec(), scale="small"), tmp_path)
+    waves = [sorted(c.cfg.name for c in w) for w in first_waves(plan.teacher_cells, plan.inits)]
+    starts = [f"t-init-start-{c}-s{s}" for c in "ab" for s in (0, 1)]
+    assert waves == [sorted(starts + ["t-init-tch-s5"]), sorted(f"t-init-warm-{c}-s{s}" for c in "ab" for s in (0, 1))]
+    warm = {c.cfg.name: c.cfg for c in plan.inits}["t-init-warm-b-s1"]
+    assert warm.model.checkpoint == str(tmp_path / "t-init-start-b-s1")
+
+
+def test_init_waves_match_whole_run_directories_and_put_inits_after_the_teachers(tmp_path):
+    from types import SimpleNamespace
+
+    from kdlab.compare.execute import first_waves
+
+    def cell(name, *overrides):
+        c = SimpleNamespace(cfg=SimpleNamespace(name=name), overrides=list(overrides), sources=[{}],
+                            run_dir=tmp_path / name)
+        return c
+
+    teacher = cell("tch")
+    s1, s10 = cell("x-s1"), cell("x-s10")
+    reads_s10 = cell("y", f"model.checkpoint={tmp_path / 'x-s10'}")  # names x-s10, not x-s1 (a prefix of it)
+    reads_file = cell("z", f"players.disc_init={tmp_path / 'y' / 'discriminator.safetensors'}")
+    in_source = cell("w")
+    in_source.sources = [{"teacher": {"checkpoint": str(tmp_path / "z")}}]
+    waves = first_waves([teacher], [s1, s10, reads_s10, reads_file, in_source])
+    assert [[c.cfg.name for c in w] for w in waves] == [["tch"], ["x-s1", "x-s10"], ["y"], ["z"], ["w"]]
+    # without teachers, independent inits share the first wave
+    assert [[c.cfg.name for c in w] for w in first_waves([], [s1, s10, reads_s10])] == [["x-s1", "x-s10"], ["y"]]
+
+
+def test_run_first_trains_wave_by_wave_moves_the_logs_and_stops_at_a_failed_run(tmp_path, monkeypatch):
+    from kdlab.compare import execute
+
+    plan = plan_compare(load_spec(_chained_spec(), scale="small"), tmp_path)
+    seen, fail = [], {"name": None}
+
+    def fake_run_cells(plan_, jobs, gpus, console, cells, threads):
+        seen.append(([c.cfg.name for c in cells], jobs, threads))
+        out = {}
+        for c in cells:
+            c.run_dir.mkdir(parents=True, exist_ok=True)
+            log = plan_.out / "logs" / f"{c.cfg.name}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text("worker output\n")
+            bad = c.cfg.name == fail["name"]
+            out[c.cfg.name] = execute.Outcome(c.cfg.name, "failed" if bad else "trained", c.run_dir,
+                                              error="NonFiniteLossError: loss is nan" if bad else None, log=log)
+        return out
+
+    monkeypatch.setattr(execute, "run_cells", fake_run_cells)
+    execute.run_first(plan, jobs=2, threads=1)
+    assert [len(w) for w, _, _ in seen] == [5, 4] and all(j == 2 and t == 1 for _, j, t in seen)
+    for c in plan.inits:  # each finished run's log is in its own directory, none left in the report's
+        assert (c.run_dir / "compare.log").read_text() == "worker output\n"
+    assert not list((plan.out / "logs").iterdir())
+
+    seen.clear()
+    fail["name"] = "t-init-start-a-s1"
+    with pytest.raises(execute.InitRunError, match=r"'t-init-start-a-s1'.*NonFiniteLossError.*log: .*t-init-start-a-s1\.log"):
+        execute.run_first(plan, jobs=2, threads=1)
+    assert len(seen) == 1  # the later wave did not start
+    assert [p.name for p in (plan.out / "logs").iterdir()] == ["t-init-start-a-s1.log"]  # the failed run's stays
+
+
+@pytest.mark.slow  # 2 init runs and 2 student runs of 1 epoch on 200 images, in fresh worker processes: ~1 min
+def test_init_runs_train_on_the_pool_and_equal_the_in_process_runs(tmp_path):
+    """The same spec with --jobs 2 (inits on the pool, one wave) and --jobs 1 (in this process): the init runs'
+    weights are equal, the pool's logs sit in their run directories, and the rows read them."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from kdlab.compare import run_compare
+
+    # in `common`: the init runs get these too (the student section is the rows' only)
+    common = ["method=teacher", "model.name=mlp", "model.kwargs.hidden=[32]", "data.val_size=200", "data.batch_size=50",
+              "data.n_per_class=20", "data.max_test=300", "trainer.epochs=1", "trainer.progress=false",
+              "trainer.tensorboard=false", "trainer.threads=1", "eval.latency=false", "eval.noise_sigmas=[0.0]"]
+    spec = {"name": "p", "seeds": [0], "common": common,
+            "init": {"a": ["method=teacher"], "b": ["method=teacher", "optim.lr=0.005"]},
+            "methods": [{"label": "from a", "name": "fa", "set": ["model.checkpoint=@init:a"]},
+                        {"label": "from b", "name": "fb", "set": ["model.checkpoint=@init:b"]}]}
+    runs = {}
+    for jobs in (2, 1):
+        out = tmp_path / f"j{jobs}"
+        res = run_compare(load_spec(spec), out, [], jobs=jobs)
+        assert res.failed == 0
+        runs[jobs] = out
+    for init in ("p-init-a-s0", "p-init-b-s0"):
+        w2, w1 = (load_file(runs[j] / init / "teacher.safetensors") for j in (2, 1))
+        assert w2.keys() == w1.keys() and all(torch.equal(w2[k], w1[k]) for k in w2)
+        assert "Seed set to 0" in (runs[2] / init / "compare.log").read_text()
+        assert not (runs[1] / init / "compare.log").exists()  # trained in this process: no worker log
+    assert not list((runs[2] / "p" / "logs").glob("p-init-*"))
+    results = json.loads((runs[2] / "p" / "results.json").read_text())
+    assert [r["status"] for e in results["rows"] for r in e["runs"]] == ["trained", "trained"]

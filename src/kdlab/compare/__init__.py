@@ -31,7 +31,7 @@ from rich.console import Console
 
 from kdlab.callable_module import make_callable
 
-from kdlab.compare.execute import Outcome, cuda_devices, run_cells
+from kdlab.compare.execute import Outcome, cuda_devices, run_cells, run_first
 from kdlab.compare.plan import Plan, plan_compare, set_threads, worker_threads
 from kdlab.compare.report import write_compare_report
 from kdlab.compare.spec import CompareSpec, load_spec, parse_method_arg
@@ -108,10 +108,7 @@ def run_compare(spec: CompareSpec, out_dir: Path = Path("runs"), extra: Sequence
     jobs = jobs if jobs is not None else max(1, gpus)
     if jobs > 1 and not gpus:  # each CPU run gets its share of the cores (recorded in its config)
         set_threads(plan, worker_threads(jobs))
-    from kdlab.experiments import grid
-
-    for first in plan.teacher_cells + plan.inits:  # every row depends on these
-        grid.run_cell(first.sources, first.overrides, console, **first.run_kwargs)
+    run_first(plan, jobs=jobs, gpus=gpus, console=console, threads=plan.threads)  # every row depends on these
     outcomes = run_cells(plan, jobs=jobs, gpus=gpus, console=console)
     info: Dict[str, Any] = {"jobs": jobs, "gpus": gpus, "threads": plan.threads, "launcher": {"name": "local"},
                             "wall_time_s": time.perf_counter() - t0}

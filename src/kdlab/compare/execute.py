@@ -15,6 +15,8 @@
   are the pool's.
 * A run that raises becomes a failed :class:`Outcome` (its message and log) and the others go on; a
   worker that dies (killed, out of memory) fails the runs it held.
+* The teacher and init runs every row depends on (:func:`run_first`) train before the rows: on the pool too,
+  in waves of runs that do not depend on each other, and a failed one stops the comparison.
 """
 from __future__ import annotations
 
@@ -37,7 +39,8 @@ from kdlab.engine import NonFiniteLossError
 from kdlab.experiments import grid
 from kdlab.registry import UnknownNameError
 
-__all__ = ["Outcome", "run_cells", "cuda_devices", "work", "error_text"]
+__all__ = ["Outcome", "run_cells", "run_first", "first_waves", "keep_log", "InitRunError", "cuda_devices", "work",
+           "error_text"]
 
 
 @dataclass
@@ -84,10 +87,15 @@ def error_text(exc: BaseException) -> str:
 
 
 # ------------------------------------------------------------------------------------ pool worker
-def _init_worker(devices: Any) -> None:
-    """Pool initializer: take one CUDA device id from the queue (before CUDA initialises) and pin to it."""
+def _init_worker(devices: Any, threads: Optional[int] = None) -> None:
+    """Pool initializer: take one CUDA device id from the queue (before CUDA initialises) and pin to it;
+    ``threads``: torch's CPU threads for runs that do not set ``trainer.threads`` (the pool's share of the cores)."""
     if devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get())
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _stream_handlers() -> List[logging.StreamHandler]:
@@ -174,8 +182,9 @@ def _line(console: Console, k: int, n: int, o: Outcome) -> None:
 
 
 def run_cells(plan: Plan, jobs: int = 1, gpus: int = 0, console: Optional[Console] = None,
-              launcher: Any = None) -> Dict[str, Outcome]:
-    """Run (or reuse) every student cell of ``plan``; the teacher must be finished already.
+              launcher: Any = None, cells: Optional[Sequence[Cell]] = None, threads: Optional[int] = None,
+              ) -> Dict[str, Outcome]:
+    """Run (or reuse) every student cell of ``plan`` (or ``cells``); the teacher must be finished already.
 
     Args:
         plan: from :func:`kdlab.compare.plan.plan_compare`.
@@ -185,6 +194,8 @@ def run_cells(plan: Plan, jobs: int = 1, gpus: int = 0, console: Optional[Consol
         console: where progress lines go (default: stderr).
         launcher: :class:`kdlab.compare.launch.SubmititSettings` to submit each run as a job
             (``jobs``/``gpus`` are then unused); None = this machine.
+        cells: the cells to run instead of the plan's student cells (e.g. a wave of :func:`run_first`).
+        threads: torch's CPU threads in each pool worker, for runs whose config sets none.
 
     Returns:
         run name -> :class:`Outcome`, in the plan's order.
@@ -192,7 +203,7 @@ def run_cells(plan: Plan, jobs: int = 1, gpus: int = 0, console: Optional[Consol
     console = console or Console(stderr=True)
     outcomes: Dict[str, Outcome] = {}
     pending: List[Cell] = []
-    for cell in plan.cells:
+    for cell in plan.cells if cells is None else cells:
         if cell.finished():
             outcomes[cell.cfg.name] = Outcome(cell.cfg.name, "reused", cell.run_dir)
         else:
@@ -251,7 +262,8 @@ def run_cells(plan: Plan, jobs: int = 1, gpus: int = 0, console: Optional[Consol
     console.print(f"{n} runs on {workers} processes"
                   + (", one per CUDA device" if gpus else f", {plan.threads or 'default'} CPU thread(s) each")
                   + f"; logs in {logs}/")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(devices,))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                               initargs=(devices, threads))
     try:
         futures = {pool.submit(work, c.sources, c.overrides, str(logs / f"{c.cfg.name}.log"), **c.run_kwargs): c
                    for c in pending}
@@ -266,3 +278,84 @@ def run_cells(plan: Plan, jobs: int = 1, gpus: int = 0, console: Optional[Consol
         raise
     pool.shutdown()
     return outcomes
+
+
+# ------------------------------------------------------------------------------------ teacher and init runs
+class InitRunError(RuntimeError):
+    """A teacher or init run that the rows depend on failed on the pool (names the run, its error and log)."""
+
+
+def keep_log(log: Any, run_dir: Any, status: str) -> Optional[str]:
+    """Where a run's worker log is kept: a finished run's moves into its own directory (``compare.log``), so the
+    report directory (committed as results/) holds the logs of failed runs only; a failed run's stays there."""
+    import shutil
+
+    if not log or status == "failed" or not Path(log).is_file() or not Path(run_dir).is_dir():
+        return None if not log else str(log)
+    dest = Path(run_dir) / "compare.log"
+    shutil.move(str(log), dest)  # across file systems too (a results folder apart from the runs)
+    return str(dest)
+
+
+def _strings(x: Any) -> List[str]:
+    """Every string in ``x`` (nested mappings and lists; a ``key=value`` override gives its value too)."""
+    if isinstance(x, str):
+        return [x, x.split("=", 1)[1]] if "=" in x else [x]
+    if isinstance(x, Path):
+        return [str(x)]
+    items = x.values() if hasattr(x, "values") and hasattr(x, "keys") else x if isinstance(x, (list, tuple)) else []
+    return [s for v in items for s in _strings(v)]
+
+
+def first_waves(teachers: Sequence[Cell], inits: Sequence[Cell]) -> List[List[Cell]]:
+    """The teacher and init runs in waves whose runs may train at the same time: the teachers first (any init
+    may read them), then each init one wave after the last of the runs whose run directory (or a file in it)
+    its sources or overrides name (``@init:`` references are resolved to such paths by the plan).
+
+    ``inits`` must list a run after those it names (the plan's first-use order does).
+    """
+    level: Dict[str, int] = {}
+    waves: List[List[Cell]] = []
+    done: List[Cell] = []
+    for i, cell in enumerate(list(teachers) + list(inits)):
+        texts = _strings(cell.overrides) + _strings(cell.sources)
+        deps = [level[d.cfg.name] for d in done
+                if any(t == str(d.run_dir) or t.startswith(str(d.run_dir) + os.sep) for t in texts)]
+        lv = max(deps, default=-1) + 1
+        if i >= len(teachers) and teachers:
+            lv = max(lv, 1)
+        level[cell.cfg.name] = lv
+        waves += [[] for _ in range(lv + 1 - len(waves))]
+        waves[lv].append(cell)
+        done.append(cell)
+    return [w for w in waves if w]
+
+
+def run_first(plan: Plan, jobs: int = 1, gpus: int = 0, console: Optional[Console] = None,
+              threads: Optional[int] = None) -> None:
+    """Train (or reuse) the teacher and init runs every row depends on: here, one after the other, with one job;
+    on the pool of :func:`run_cells`, wave by wave (:func:`first_waves`), with several (``threads``: torch's
+    CPU threads of each worker, for runs that set none; their configs are left as planned, so a finished run is
+    reused whatever the number of jobs). A finished pool run's log moves into its directory.
+
+    Raises:
+        InitRunError: a run failed on the pool (names it, its error and its log; the later waves do not start).
+        Exception: with one job, whatever the failed run raised.
+    """
+    console = console or Console(stderr=True)
+    first = plan.teacher_cells + plan.inits
+    workers = min(jobs, gpus) if gpus else jobs
+    if workers <= 1:
+        for cell in first:
+            grid.run_cell(cell.sources, cell.overrides, console, **cell.run_kwargs)
+        return
+    for wave in first_waves(plan.teacher_cells, plan.inits):
+        outcomes = run_cells(plan, jobs, gpus, console, cells=wave, threads=threads)
+        for o in outcomes.values():
+            keep_log(o.log, o.run_dir, o.status)
+        failed = [o for o in outcomes.values() if not o.ok]
+        if failed:
+            o = failed[0]
+            raise InitRunError(f"run {o.name!r}, which the rows depend on, failed: {o.error}"
+                               + (f" (log: {o.log})" if o.log else "")
+                               + (f"; {len(failed) - 1} more failed" if len(failed) > 1 else ""))

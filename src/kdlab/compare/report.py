@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from kdlab.compare.claims import evaluate
-from kdlab.compare.execute import Outcome
+from kdlab.compare.execute import Outcome, keep_log
 from kdlab.compare.generators import GENERATOR_KEYS, generator_plots, generator_record, student_updates
 from kdlab.compare.translations import TRANSLATION_KEYS, translation_record
 from kdlab.compare.plan import Cell, Plan
@@ -94,18 +94,6 @@ def _run_record(cell: Cell, outcome: Outcome) -> Dict[str, Any]:
 
         rec["analysis"] = read_analysis(cell.run_dir, cell.callbacks)
     return rec
-
-
-def _keep_log(log: Optional[str], run_dir: str, status: str) -> Optional[str]:
-    """Where a run's worker log is kept: a finished run's moves into its own directory (``compare.log``), so the
-    report directory (committed as results/) holds the logs of failed runs only; a failed run's stays there."""
-    import shutil
-
-    if not log or status == "failed" or not Path(log).is_file() or not Path(run_dir).is_dir():
-        return log
-    dest = Path(run_dir) / "compare.log"
-    shutil.move(log, dest)  # across file systems too (a results folder apart from the runs)
-    return str(dest)
 
 
 def _stat(values: Sequence[Any]) -> Dict[str, Any]:
@@ -317,7 +305,7 @@ def write_compare_report(plan: Plan, outcomes: Dict[str, Outcome], info: Dict[st
             # paths relative to the report directory: a committed results.json names no machine's folders
             run_dir = r.pop("dir")
             r["path"] = _rel(run_dir, out)
-            log = _keep_log(r.pop("log"), run_dir, r["status"])
+            log = keep_log(r.pop("log"), run_dir, r["status"])
             r["log_path"] = _rel(log, out) if log else None
     if plan.kind != "classifier":  # FID and fidelity bars and their curve against params
         info = {**info, "generator_plots": generator_plots(rows, out, spec.name)}
