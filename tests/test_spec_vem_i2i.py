@@ -2,8 +2,9 @@
 (``kdlab.experiments.vem_i2i``, deleted): every seed-0 cell's resolved config equals the one the former module
 built (up to name, label, out_dir and the paths of the teacher, the classifier and the discriminators), and so do
 the configs of its init runs (the output domain's classifier and the teacher). The former module's tables, scales
-and cell builder are transcribed below as data, independent of the specs; the one departure (vem-table2's small
-students 3 epochs instead of 4, to fit 5 seeds in 90 minutes) is stated in :data:`DEPARTURES`."""
+and cell builder are transcribed below as data, independent of the specs; the departures (vem-table2's small
+students 3 epochs instead of 4, to fit 5 seeds in 90 minutes; at small scale, OMGD's students with SSIM on [0, 1] and
+Adam lr 1e-3, without which they did not train: vem-table1.yaml) are stated in :data:`DEPARTURES`."""
 from __future__ import annotations
 
 import json
@@ -56,8 +57,11 @@ SCALES: Dict[str, Dict[str, Any]] = {
 }
 COMMON = ["trainer.progress=false", "trainer.tensorboard=false", "eval.latency=false"]
 EXTRACTOR_TERMS = ("perceptual", "style", "lpips", "cagc")
-#: the specs' departures from the former module, applied after its cell's overrides
-DEPARTURES = {("vem-table2", "small"): ["trainer.epochs=3"]}
+#: the specs' departures from the former module, applied after its cell's overrides: (table, scale) -> every row's,
+#: (table, scale, algorithm) -> that algorithm's rows'
+OMGD_SMALL = ["objective.student.ssim.form=unit", "optim.lr=0.001"]
+DEPARTURES = {("vem-table2", "small"): ["trainer.epochs=3"], ("vem-table1", "small", "omgd-paired"): OMGD_SMALL,
+              ("vem-table2", "small", "omgd"): OMGD_SMALL}
 CLF, TEACHER = "/old/classifier", "/old/teacher"
 
 
@@ -100,7 +104,8 @@ def old_cells(table: str, scale: str) -> Dict[str, Any]:
                 "out_dir=/old", *COMMON, f"teacher.checkpoint={TEACHER}", f"eval.extractor={CLF}",
                 f"model.kwargs={json.dumps(kw)}", f"objective.student={json.dumps(old_terms(recipe, addon, lam, sc, task))}",
                 "seed=0", "data.subset_seed=0", "name=x", "label=x",
-            ] + game + sc["student"] + sc["task"][task] + DEPARTURES.get((table, scale), []))
+            ] + game + sc["student"] + sc["task"][task] + DEPARTURES.get((table, scale), [])
+                + DEPARTURES.get((table, scale, algo), []))
     return out
 
 
