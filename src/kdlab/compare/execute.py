@@ -28,7 +28,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from rich.console import Console
 from rich.markup import escape
@@ -314,20 +314,15 @@ def first_waves(teachers: Sequence[Cell], inits: Sequence[Cell]) -> List[List[Ce
 
     ``inits`` must list a run after those it names (the plan's first-use order does).
     """
-    level: Dict[str, int] = {}
+    placed: List[Tuple[str, int]] = []  # (run directory, wave) of every run placed so far
     waves: List[List[Cell]] = []
-    done: List[Cell] = []
     for i, cell in enumerate(list(teachers) + list(inits)):
         texts = _strings(cell.overrides) + _strings(cell.sources)
-        deps = [level[d.cfg.name] for d in done
-                if any(t == str(d.run_dir) or t.startswith(str(d.run_dir) + os.sep) for t in texts)]
-        lv = max(deps, default=-1) + 1
-        if i >= len(teachers) and teachers:
-            lv = max(lv, 1)
-        level[cell.cfg.name] = lv
+        deps = [lv for rd, lv in placed if any(t == rd or t.startswith(rd + os.sep) for t in texts)]
+        lv = max(max(deps, default=-1) + 1, 1 if teachers and i >= len(teachers) else 0)
+        placed.append((str(cell.run_dir), lv))
         waves += [[] for _ in range(lv + 1 - len(waves))]
         waves[lv].append(cell)
-        done.append(cell)
     return [w for w in waves if w]
 
 
