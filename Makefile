@@ -35,8 +35,10 @@ data:
 demo: setup
 	$(BIN)/kdlab demo
 
+# the default tests on every core (pytest-xdist; TEST_WORKERS=0 runs them in this process), a test file per worker
+TEST_WORKERS ?= auto
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow

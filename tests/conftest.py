@@ -4,8 +4,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict
 
+import os
+
 import pytest
 import torch
+
+# under pytest-xdist (make test: one worker per core) each worker takes its share of the cores, as a compare
+# pool's workers do, rather than all of them each
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+if _WORKERS > 1:
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // _WORKERS if hasattr(os, "sched_getaffinity")
+                              else (os.cpu_count() or 1) // _WORKERS))
+
 
 class CPUFabric:
     """The single-process pieces of Lightning Fabric that methods use (``setup``, ``backward``), on the CPU."""

@@ -215,6 +215,9 @@ def test_jobs_split_the_cpu_threads(tmp_path):
     plan = plan_compare(load_spec(spec_dict()), tmp_path, jobs=2)
     assert plan.threads >= 1 and {c.cfg.trainer.threads for c in plan.cells} == {plan.threads}
     assert plan.teacher.cfg.trainer.threads is None  # the teacher trains alone, on every core
+    for cell in plan.cells:  # set in place: the same config as resolving the cell's recorded overrides
+        assert to_yaml(cell.cfg) == to_yaml(grid.resolve(cell.sources, cell.overrides)), cell.cfg.name
+        assert cell.overrides.count(f"trainer.threads={plan.threads}") == 1
     pinned = plan_compare(load_spec(spec_dict()), tmp_path, ["trainer.threads=1"], jobs=2)
     assert {c.cfg.trainer.threads for c in pinned.cells} == {1}
     odd = plan_compare(load_spec(spec_dict(methods=[{"label": "1e3 [x]: y", "recipe": "demo_ce"}])), tmp_path)
