@@ -13,8 +13,9 @@ import torch
 # pool's workers do, rather than all of them each
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
 if _WORKERS > 1:
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // _WORKERS if hasattr(os, "sched_getaffinity")
-                              else (os.cpu_count() or 1) // _WORKERS))
+    from kdlab.compare.plan import worker_threads
+
+    torch.set_num_threads(worker_threads(_WORKERS))
 
 
 class CPUFabric:
