@@ -209,7 +209,11 @@ def _student_cell(spec: CompareSpec, row: MethodRow, seed: int, out_dir: Path, t
 
 def set_threads(plan: Plan, threads: int) -> None:
     """Give every CPU student run that does not set ``trainer.threads`` this many threads (an override
-    before the command line's, so it is recorded in the run's config.yaml); the teacher is left alone."""
+    before the command line's, so it is recorded in the run's config.yaml); the teacher is left alone.
+
+    Raises:
+        ValueError: ``threads`` below 1.
+    """
     from omegaconf import read_write
 
     threads = int(threads)
