@@ -142,6 +142,24 @@ def test_finished_runs_are_reused_and_a_changed_config_reruns(fake, tmp_path):
     assert sorted(fake.names) == ["cmp-t8-s0", "cmp-t8-s1", "cmp-t8-s2"]  # only the changed row
 
 
+def test_reuse_does_not_depend_on_how_the_run_folder_is_spelled(fake, tmp_path, monkeypatch):
+    """A comparison run with an absolute ``--out-dir`` is reused from a relative one naming the same folder
+    (the teacher's checkpoint path inside every student config included); a changed key still reruns."""
+    spec = load_spec(spec_dict(seeds=[0, 1]))
+    run_compare(spec, tmp_path / "runs")
+    saved = (tmp_path / "runs" / "cmp-kd-s0" / "config.yaml").read_text()
+    assert str(tmp_path / "runs") in saved.split("teacher:")[1]  # the check below covers a path inside the config
+    fake.names.clear()
+    monkeypatch.chdir(tmp_path)
+    again = run_compare(spec, Path("runs"))
+    assert fake.names == [] and {o.status for o in again.outcomes.values()} == {"reused"}
+    cfg = next(c.cfg for c in plan_compare(spec, Path("runs")).cells if c.cfg.name == "cmp-kd-s0")
+    assert cfg.out_dir == "runs" and grid.same_config(saved.replace(str(tmp_path / "runs"), "runs"), cfg)
+    assert not grid.same_config(saved.replace("seed: 0", "seed: 5"), cfg)
+    monkeypatch.chdir(tmp_path / "runs")  # "runs" now names another folder: the saved absolute path no longer matches
+    assert not grid.same_config(saved, cfg)
+
+
 def test_a_failing_run_is_one_failed_row(monkeypatch, tmp_path, capsys):
     fake = FakeTrain(fail="cmp-kd-s1")
     monkeypatch.setattr(grid, "train", fake)

@@ -3,7 +3,8 @@
 An experiment is a grid of *cells*; a cell is one ordinary run (``runs/<name>/``, the run-directory
 contract of DESIGN.md) given by config sources and ``key=value`` overrides. :func:`run_cell` resolves
 the config and trains it, unless the run directory already holds a finished run of exactly that
-config (its ``config.yaml`` equals the resolved config and its ``summary.json`` exists): then that run
+config (its ``config.yaml`` equals the resolved config, up to how ``out_dir`` is spelled, and its
+``summary.json`` exists): then that run
 is reused, so an interrupted or extended grid only trains what is missing, and a changed config
 (another override, another kdlab default) is trained again under the same name (the old run is moved
 aside to ``<name>.old-<timestamp>``, as ``--overwrite`` does). A run of exactly that config that was
@@ -23,11 +24,14 @@ without training.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import statistics
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
+import yaml
+from omegaconf import DictConfig, ListConfig, open_dict, read_write
 from rich.console import Console
 
 from kdlab.config import to_yaml
@@ -35,7 +39,7 @@ from kdlab.report import format_mean_std
 from kdlab.report import read_summary as _read_summary
 from kdlab.runner import load_run_config, train
 
-__all__ = ["RECIPES", "recipe", "resolve", "finished_run", "interrupted_run", "launched_by", "run_cell", "read_summary",
+__all__ = ["RECIPES", "recipe", "resolve", "same_config", "finished_run", "interrupted_run", "launched_by", "run_cell", "read_summary",
            "mean_std_text", "mean", "write_report"]
 
 #: the packaged recipes (``kdlab list recipes``)
@@ -61,19 +65,58 @@ def resolve(sources: Sequence[Any], overrides: Sequence[str] = ()) -> Any:
     return load_run_config(list(sources), list(overrides))
 
 
+def respelled(cfg: Any, old: str, new: str) -> Any:
+    """A copy of ``cfg`` with every string value that is the path ``old`` or lies under it (``old/...``: the
+    run folder, init checkpoints and extractors in it) spelled from ``new`` instead."""
+    old, new = old.rstrip("/") or old, new.rstrip("/") or new
+    out = copy.deepcopy(cfg)
+
+    def walk(node: Any) -> None:
+        for key in list(node.keys()) if isinstance(node, DictConfig) else range(len(node)):
+            value = node[key]
+            if isinstance(value, (DictConfig, ListConfig)):
+                walk(value)
+            elif isinstance(value, str) and (value.rstrip("/") == old or value.startswith(old + "/")):
+                node[key] = new + value.rstrip("/")[len(old):]
+
+    with read_write(out), open_dict(out):
+        walk(out)
+    return out
+
+
+def same_config(saved: str, cfg: Any) -> bool:
+    """Whether ``saved`` (a run's ``config.yaml`` text) is ``to_yaml(cfg)``, up to how ``out_dir`` is spelled:
+    a run made with ``out_dir: runs`` is the run asked for with ``/abs/path/runs`` (and the other way round)
+    when both name the same folder from the current directory, the paths under it included (init
+    checkpoints). A relative ``out_dir`` saved elsewhere names another folder from here, so it does not match.
+    """
+    if saved == to_yaml(cfg):
+        return True
+    try:
+        saved_out = (yaml.safe_load(saved) or {}).get("out_dir")
+    except yaml.YAMLError:
+        return False
+    if not isinstance(saved_out, str) or saved_out == cfg.out_dir or not saved_out:
+        return False
+    if Path(saved_out).resolve() != Path(cfg.out_dir).resolve():
+        return False
+    return saved == to_yaml(respelled(cfg, cfg.out_dir, saved_out))
+
+
 def finished_run(cfg: Any) -> Optional[Path]:
     """``out_dir/name`` when it holds a finished run of exactly ``cfg`` (``summary.json`` present and
-    ``config.yaml`` equal to ``to_yaml(cfg)``), else None."""
+    ``config.yaml`` equal to ``to_yaml(cfg)`` up to the spelling of ``out_dir``: :func:`same_config`), else None."""
     run_dir = Path(cfg.out_dir) / cfg.name
     cfg_file = run_dir / "config.yaml"
-    if (run_dir / "summary.json").is_file() and cfg_file.is_file() and cfg_file.read_text() == to_yaml(cfg):
+    if (run_dir / "summary.json").is_file() and cfg_file.is_file() and same_config(cfg_file.read_text(), cfg):
         return run_dir
     return None
 
 
 def interrupted_run(cfg: Any) -> Optional[Path]:
     """``out_dir/name`` when it holds an interrupted run of exactly ``cfg`` (``checkpoints/last.ckpt``, no
-    ``summary.json``, ``config.yaml`` equal to ``to_yaml(cfg)``), else None."""
+    ``summary.json``, ``config.yaml`` equal to ``to_yaml(cfg)``, ``out_dir`` spelled the same: resuming checks the
+    config text itself), else None."""
     run_dir = Path(cfg.out_dir) / cfg.name
     cfg_file = run_dir / "config.yaml"
     if ((run_dir / "checkpoints" / "last.ckpt").is_file() and not (run_dir / "summary.json").exists()

@@ -25,7 +25,8 @@ from kdlab.config import ConfigError, bounded
 from kdlab.data.batch import Batch
 from kdlab.engine import file_sha256, load_network, network_identity, train_loader
 from kdlab.engine.speed import channels_last_batch
-from kdlab.games.base import Method, build_network, unwrap
+from kdlab.games.base import Method, unwrap
+from kdlab.games.networks import build_network
 from kdlab.games.teacher_cache import build_teacher_cache, cache_blockers
 from kdlab.ranks import rank_rows
 from kdlab.terms import Outputs

@@ -9,7 +9,8 @@ import importlib
 import pkgutil
 
 from kdlab.engine import GeneratorMismatchError, TeacherMismatchError, unwrap
-from kdlab.games.base import KINDS, METHODS, ROLES, Method, build_network
+from kdlab.games.base import KINDS, METHODS, ROLES, Method
+from kdlab.games.networks import build_network
 
 for _m in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_m.name}")

@@ -27,7 +27,8 @@ from torch import nn
 from kdlab.config import choice
 from kdlab.data.batch import Batch
 from kdlab.engine import file_sha256, load_network
-from kdlab.games.base import METHODS, Method, build_network, unwrap
+from kdlab.games.base import METHODS, Method, unwrap
+from kdlab.games.networks import build_network
 from kdlab.metrics import evaluate_accuracy
 from kdlab.models import build_model
 

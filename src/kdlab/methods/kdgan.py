@@ -75,7 +75,8 @@ from kdlab.config import bounded, choice, temperature_field
 from kdlab.data.batch import Batch
 from kdlab.engine import file_sha256, load_network, optim_with_lr
 from kdlab.losses import kdgan as K
-from kdlab.games.base import METHODS, Method, build_network, unwrap
+from kdlab.games.base import METHODS, Method, unwrap
+from kdlab.games.networks import build_network
 from kdlab.metrics import evaluate_accuracy
 from kdlab.models import build_model
 from kdlab.terms import CriticView, Outputs

@@ -9,7 +9,8 @@ from torch import nn
 
 from kdlab.config import bounded
 from kdlab.data.batch import Batch
-from kdlab.games.base import METHODS, Method, build_network, unwrap
+from kdlab.games.base import METHODS, Method, unwrap
+from kdlab.games.networks import build_network
 from kdlab.ranks import rank_rows
 from kdlab.terms.objective import network_outputs
 
