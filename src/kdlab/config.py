@@ -32,8 +32,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 # the field rules live in config_fields; kdlab.config is where users import them from
 from kdlab.config_fields import (  # noqa: F401
-    TEMPERATURE_MIN, ConfigError, bounded, check_finite, check_output_dir, check_output_file, check_processes, check_section,
-    choice, friendly_error, temperature_field)
+    TEMPERATURE_MIN, ConfigError, bounded, check_devices, check_finite, check_output_dir, check_output_file, check_processes,
+    check_section, choice, friendly_error, temperature_field)
 
 
 #: seeds are numpy's: 0 .. 2**32 - 1
@@ -357,54 +357,6 @@ def validate(cfg: DictConfig, players_schema: Optional[type] = None, eval_schema
     check_finite(OmegaConf.to_container(cfg, resolve=True))
     check_devices(cfg.trainer)
     check_processes("data.num_workers", cfg.data.num_workers, "loader worker processes")
-
-
-def check_devices(trainer: Any) -> None:
-    """``trainer.accelerator`` / ``trainer.devices`` name devices this machine has.
-
-    Raises:
-        ConfigError: CUDA (``cuda``/``gpu``) without a CUDA device, more CUDA devices than exist, MPS
-            without MPS, more CPU processes than max(4, CPU cores), or ``devices`` that is not a positive
-            int, a list of ids or ``auto``.
-    """
-    devices = trainer.devices
-    if isinstance(devices, str) and devices != "auto":
-        try:
-            devices = int(devices)
-        except ValueError:
-            devices = None
-    ok = devices == "auto" or (isinstance(devices, int) and not isinstance(devices, bool) and devices >= 1) or (
-        isinstance(devices, Sequence) and not isinstance(devices, str) and len(devices) > 0
-        and all(isinstance(d, int) and d >= 0 for d in devices))
-    if not ok:
-        raise ConfigError(f"config key 'trainer.devices' = {trainer.devices!r}; accepted: a count >= 1, a list of "
-                          f"device ids or 'auto'")
-    accel = trainer.accelerator
-    if accel == "cpu" and isinstance(devices, int):
-        import os
-
-        # CPU processes: each holds the model and the data; 100 of them ran this machine out of memory
-        most = max(4, os.cpu_count() or 1)
-        if devices > most:
-            raise ConfigError(f"config key 'trainer.devices' = {devices} CPU processes but this machine has "
-                              f"{os.cpu_count()} CPU core(s); accepted with trainer.accelerator=cpu: 1..{most}")
-    if accel not in ("cuda", "gpu", "mps"):
-        return
-    import torch
-
-    if accel == "mps":
-        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise ConfigError("config key 'trainer.accelerator' = 'mps' but this machine has no MPS device; "
-                              "accepted here: cpu, auto")
-        return
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if count == 0:
-        raise ConfigError(f"config key 'trainer.accelerator' = {accel!r} but this machine has no CUDA device "
-                          f"(torch.cuda.is_available() is False); accepted here: cpu, auto")
-    wanted = devices if isinstance(devices, int) else (max(devices) + 1 if not isinstance(devices, str) else 1)
-    if wanted > count:
-        raise ConfigError(f"config key 'trainer.devices' = {trainer.devices!r} but this machine has {count} CUDA "
-                          f"device(s); accepted: 1..{count} or ids 0..{count - 1}")
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -2,12 +2,14 @@
 
 :func:`choice` (one of a set), :func:`bounded` (numeric ranges, list lengths, uniqueness, always
 finite), :func:`temperature_field`; :func:`check_section` checks a section (run config, a method's
-``loss``, a term) against its schema, :func:`check_finite` refuses NaN/inf anywhere. Every failure is a
+``loss``, a term) against its schema, :func:`check_finite` refuses NaN/inf anywhere, :func:`check_devices`
+and :func:`check_processes` refuse devices and processes this machine lacks. Every failure is a
 :class:`ConfigError` naming the key, the value and what is accepted. Used through :mod:`kdlab.config`.
 """
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import field, fields, is_dataclass
 from typing import Any, Mapping, Optional, Sequence
 
@@ -167,8 +169,6 @@ def check_processes(key: str, value: Any, what: str) -> None:
     Raises:
         ConfigError: naming ``key``, the value, the cores and the accepted range.
     """
-    import os
-
     most = max(8, 4 * (os.cpu_count() or 1))
     if isinstance(value, int) and value > most:
         raise ConfigError(f"config key {key!r} = {value} {what} but this machine has {os.cpu_count()} CPU core(s); "
@@ -183,7 +183,6 @@ def check_output_dir(path: Any, what: str, writable: bool = True) -> None:
     Raises:
         ConfigError: naming ``what`` (``config key 'out_dir'``, ``--out``), the path and what is accepted.
     """
-    import os
     from pathlib import Path
 
     p = Path(str(path)).expanduser()
@@ -210,3 +209,49 @@ def check_output_file(path: Any, what: str) -> None:
     if p.is_dir():
         raise ConfigError(f"{what} {str(path)!r} is a directory; accepted: a file name (e.g. {str(p / 'out.json')!r})")
     check_output_dir(p.parent, f"{what} {str(path)!r}: its folder")
+
+
+def check_devices(trainer: Any) -> None:
+    """``trainer.accelerator`` / ``trainer.devices`` name devices this machine has.
+
+    Raises:
+        ConfigError: CUDA (``cuda``/``gpu``) without a CUDA device, more CUDA devices than exist, MPS
+            without MPS, more CPU processes than max(4, CPU cores), or ``devices`` that is not a positive
+            int, a list of ids or ``auto``.
+    """
+    devices = trainer.devices
+    if isinstance(devices, str) and devices != "auto":
+        try:
+            devices = int(devices)
+        except ValueError:
+            devices = None
+    ok = devices == "auto" or (isinstance(devices, int) and not isinstance(devices, bool) and devices >= 1) or (
+        isinstance(devices, Sequence) and not isinstance(devices, str) and len(devices) > 0
+        and all(isinstance(d, int) and d >= 0 for d in devices))
+    if not ok:
+        raise ConfigError(f"config key 'trainer.devices' = {trainer.devices!r}; accepted: a count >= 1, a list of "
+                          f"device ids or 'auto'")
+    accel = trainer.accelerator
+    if accel == "cpu" and isinstance(devices, int):
+        # CPU processes: each holds the model and the data; 100 of them ran this machine out of memory
+        most = max(4, os.cpu_count() or 1)
+        if devices > most:
+            raise ConfigError(f"config key 'trainer.devices' = {devices} CPU processes but this machine has "
+                              f"{os.cpu_count()} CPU core(s); accepted with trainer.accelerator=cpu: 1..{most}")
+    if accel not in ("cuda", "gpu", "mps"):
+        return
+    import torch
+
+    if accel == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ConfigError("config key 'trainer.accelerator' = 'mps' but this machine has no MPS device; "
+                              "accepted here: cpu, auto")
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ConfigError(f"config key 'trainer.accelerator' = {accel!r} but this machine has no CUDA device "
+                          f"(torch.cuda.is_available() is False); accepted here: cpu, auto")
+    wanted = devices if isinstance(devices, int) else (max(devices) + 1 if not isinstance(devices, str) else 1)
+    if wanted > count:
+        raise ConfigError(f"config key 'trainer.devices' = {trainer.devices!r} but this machine has {count} CUDA "
+                          f"device(s); accepted: 1..{count} or ids 0..{count - 1}")
