@@ -222,6 +222,34 @@ def test_save_figure_from_concurrent_writers_leaves_one_whole_png(tmp_path):
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_saved_figures_are_palette_pngs_that_look_the_same(tmp_path):
+    """A report figure is stored as a palette PNG: smaller than matplotlib's RGBA file, and every pixel within a
+    few levels of it (compared with numpy on the decoded images)."""
+    import io
+
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    from kdlab.report.plots import save_figure
+
+    fig = Figure(figsize=(4, 3))
+    ax = fig.subplots()
+    for k in range(6):
+        ax.plot(np.sin(np.linspace(0, 6, 200) + k), label=f"row {k}")
+    ax.legend()
+    FigureCanvasAgg(fig)
+    plain = io.BytesIO()
+    fig.savefig(plain, format="png", dpi=110, bbox_inches="tight")
+    path = save_figure(fig, tmp_path / "f.png", dpi=110)
+    saved = Image.open(path)
+    assert saved.mode == "P" and path.stat().st_size < 0.7 * len(plain.getvalue())
+    a = np.asarray(saved.convert("RGB"), dtype=float)
+    b = np.asarray(Image.open(plain).convert("RGB"), dtype=float)
+    assert a.shape == b.shape and np.abs(a - b).mean() < 1.0 and np.percentile(np.abs(a - b), 99) <= 24
+
+
 def test_val_curves_of_many_seeds_draw_the_mean_and_band(tmp_path, monkeypatch):
     """A row of more than 4 seeds is drawn as its mean with a min-max band (numbers from numpy), fewer seeds
     one line each: a figure of 10 rows x 10 seeds stays readable and small."""
