@@ -50,6 +50,37 @@ def test_resume_gives_the_same_final_weights(make_config, monkeypatch):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def test_a_resumed_run_counts_the_training_time_of_its_earlier_segment(make_config, monkeypatch):
+    """train_time_s / wall_time_s of a resumed run include the time trained before the stop (from last.ckpt):
+    the first segment sleeps 1.5 s in its first epoch, the resumed one does not sleep."""
+    import json
+    import time
+
+    original = TeacherTraining.on_epoch_end
+
+    def slow_then_crash(self, epoch):
+        original(self, epoch)
+        if epoch == 0:
+            time.sleep(1.5)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(TeacherTraining, "on_epoch_end", slow_then_crash)
+    cfg = load_run_config([make_config(name="timed")])
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    saved = load_checkpoint(cfg.out_dir + "/timed/checkpoints/last.ckpt")
+    assert saved["epoch"] == 1 and saved["train_time_s"] >= 1.5
+    monkeypatch.setattr(TeacherTraining, "on_epoch_end", original)
+    t0 = time.perf_counter()
+    run = train(cfg, resume=True)
+    segment = time.perf_counter() - t0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["resumed_from_epoch"] == 1
+    assert saved["train_time_s"] < summary["train_time_s"] < saved["train_time_s"] + segment
+    assert summary["train_time_s"] < summary["wall_time_s"] < saved["train_time_s"] + segment
+
+
 def test_resume_refuses_a_changed_config(make_config):
     cfg = load_run_config([make_config(name="r", trainer={"epochs": 1, "progress": False, "tensorboard": False})])
     train(cfg)

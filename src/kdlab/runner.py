@@ -349,14 +349,17 @@ def _finish(cfg: Any, run_dir: Path, data: Any, selection: Any, method: Any, res
         "selection": f"best {result.selection_key}" if result.val_best is not None else "last epoch (no validation split)",
         "final_losses": result.final_losses,
         "stopped_early": False,
-        "train_time_s": result.wall_time_s,
+        "train_time_s": result.wall_time_s,  # a resumed run's earlier segments included
+        **({"resumed_from_epoch": result.resumed_from_epoch} if result.resumed_from_epoch else {}),
         "versions": versions(),
         "git_commit": git_commit(),
         # installed kdlab.plugins entry points (their package versions); the config's ``imports`` has the rest
         "plugins": load_entry_points(),
     }
     summary.update(method.finalize(run_dir, data, result, fabric.device))
-    summary["wall_time_s"] = time.perf_counter() - t0
+    # a resumed run: this process's time plus the earlier segments' training (their setup and the time after
+    # their last checkpoint are not known)
+    summary["wall_time_s"] = time.perf_counter() - t0 + result.earlier_time_s
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=float) + "\n")
     from kdlab.report import write_run_report
 

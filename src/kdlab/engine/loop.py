@@ -47,7 +47,10 @@ class NonFiniteLossError(RuntimeError):
 @dataclass
 class FitResult:
     """What :meth:`Trainer.fit` returns. ``val_best``/``val_last`` are the method's selection metric
-    (``method.selection_key``, e.g. ``val/acc`` in percent); ``None`` without a validation split."""
+    (``method.selection_key``, e.g. ``val/acc`` in percent); ``None`` without a validation split.
+    ``wall_time_s``: seconds in the training loop, a resumed run's earlier segments included (up to the
+    checkpoint it resumed from: ``earlier_time_s``); ``resumed_from_epoch``: the epoch a resumed run started at
+    (0: not resumed)."""
 
     epochs_run: int
     best_epoch: Optional[int]
@@ -56,6 +59,8 @@ class FitResult:
     selection_key: str = "val/acc"
     final_losses: Dict[str, float] = field(default_factory=dict)
     wall_time_s: float = 0.0
+    resumed_from_epoch: int = 0
+    earlier_time_s: float = 0.0
     best_state: Optional[Dict[str, torch.Tensor]] = None
 
 
@@ -112,13 +117,15 @@ class Trainer:
     def _export(self, method: Any, copy: bool = True) -> tuple:
         return method.export_state(copy=copy, data=self.cfg.data.name)
 
-    def _save_last(self, method: Any, epoch: int, step: int, best: Dict[str, Any], config_yaml: str) -> None:
+    def _save_last(self, method: Any, epoch: int, step: int, best: Dict[str, Any], config_yaml: str,
+                   train_time_s: float = 0.0) -> None:
         # "model" holds the live tensors that "method" holds too: torch.save writes each storage once
         model_state, meta = self._export(method, copy=False)
         state = {
             "format": CKPT_FORMAT,
             "epoch": epoch,
             "global_step": step,
+            "train_time_s": train_time_s,  # the training loop's seconds up to here, earlier segments included
             "method": method.state_dict(),
             "best": best,
             "rng": rng_state(),
@@ -190,7 +197,7 @@ class Trainer:
         method.setup(fabric)
         method.on_fit_start(train_set, self.run_dir, self._batch_sizes(train_set))
 
-        start_epoch, step = 0, 0
+        start_epoch, step, before_s = 0, 0, 0.0
         best: Dict[str, Any] = {"epoch": None, "value": None}
         best_state = None
         if resume:
@@ -203,6 +210,7 @@ class Trainer:
                 raise WeightsError(f"checkpoint {str(self.ckpt_dir / 'last.ckpt')!r} does not fit this run's players "
                                    f"and optimizers: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
             start_epoch, step, best = state["epoch"], state["global_step"], state["best"]
+            before_s = float(state.get("train_time_s", 0.0))  # absent from checkpoints of kdlab before it counted
             if "optim.lr" in changes or "trainer.epochs" in changes:
                 apply_schedules(method, fresh)
             set_rng_state(state["rng"])
@@ -297,7 +305,7 @@ class Trainer:
                     if improved:
                         best = {"epoch": epoch, "value": val}
                         best_state = self._save_best(method, epoch, val)
-                self._save_last(method, epoch + 1, step, best, config_yaml)
+                self._save_last(method, epoch + 1, step, best, config_yaml, before_s + time.perf_counter() - t_start)
                 if self.is_zero:
                     bar.print(
                         f"epoch {epoch + 1}/{epochs}  "
@@ -320,7 +328,9 @@ class Trainer:
             val_last=val,
             selection_key=key,
             final_losses={k.split("/", 1)[1]: v for k, v in last_values.items() if k.startswith("train/")},
-            wall_time_s=time.perf_counter() - t_start,
+            wall_time_s=before_s + time.perf_counter() - t_start,
+            resumed_from_epoch=start_epoch,
+            earlier_time_s=before_s,
             best_state=best_state,
         )
 
