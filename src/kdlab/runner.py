@@ -357,9 +357,7 @@ def _finish(cfg: Any, run_dir: Path, data: Any, selection: Any, method: Any, res
         "plugins": load_entry_points(),
     }
     summary.update(method.finalize(run_dir, data, result, fabric.device))
-    # a resumed run: this process's time plus the earlier segments' training (their setup and the time after
-    # their last checkpoint are not known)
-    summary["wall_time_s"] = time.perf_counter() - t0 + result.earlier_time_s
+    summary["wall_time_s"] = time.perf_counter() - t0 + result.earlier_time_s  # + a resumed run's earlier training
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=float) + "\n")
     from kdlab.report import write_run_report
 
