@@ -160,6 +160,19 @@ def test_reuse_does_not_depend_on_how_the_run_folder_is_spelled(fake, tmp_path, 
     assert not grid.same_config(saved, cfg)
 
 
+def test_a_resumed_run_is_named_in_the_runs_table(fake, tmp_path):
+    """A run that summary.json says was resumed (its wall time then adds the earlier segments) says so in its status."""
+    import json
+
+    spec = load_spec(spec_dict(seeds=[0, 1]))
+    run_compare(spec, tmp_path)
+    summary = tmp_path / "cmp-kd-s1" / "summary.json"
+    summary.write_text(json.dumps({**json.loads(summary.read_text()), "resumed_from_epoch": 1}))
+    report = run_compare(spec, tmp_path).report.read_text()
+    assert "| cmp-kd-s1 | KD | 1 | reused (resumed at epoch 1) |" in report
+    assert "| cmp-kd-s0 | KD | 0 | reused |" in report
+
+
 def test_a_failing_run_is_one_failed_row(monkeypatch, tmp_path, capsys):
     fake = FakeTrain(fail="cmp-kd-s1")
     monkeypatch.setattr(grid, "train", fake)

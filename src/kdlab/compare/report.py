@@ -65,6 +65,8 @@ def _run_record(cell: Cell, outcome: Outcome) -> Dict[str, Any]:
         rec.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         return rec
     s = run.summary
+    if s.get("resumed_from_epoch"):  # its wall time adds the earlier segments' training (kdlab.engine.loop.FitResult)
+        rec["status"] += f" (resumed at epoch {s['resumed_from_epoch']})"
     model = s.get("model") or {}
     steps, train_s = _steps(run.metrics), s.get("train_time_s")
     thr = [r["throughput"] for r in run.metrics if isinstance(r.get("throughput"), (int, float))]
