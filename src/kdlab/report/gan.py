@@ -13,7 +13,8 @@ What each number is, stated in every report:
 - fidelity FID: student samples vs TEACHER samples for the same latents: how close the student is
   to its teacher, not a quality measure against real data.
 
-Imports only matplotlib and the standard library.
+Imports only matplotlib and the standard library; figures are saved as :mod:`kdlab.report.plots` saves them
+(no pyplot, no global backend switched, atomic palette PNGs).
 """
 from __future__ import annotations
 
@@ -78,15 +79,15 @@ METRIC_HEADERS = ["role", "generator", "d", "params", "MACs / image", "FID ↓",
 
 
 def _plot_losses(run: RunData, path: Path) -> Optional[Path]:
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plots import save_figure
 
     keys = sorted({k for rec in run.metrics for k in rec if k.startswith("train/")})
     if not keys:
         return None
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     for k in keys:
         ep, v = epoch_series(run.metrics, k)
         if ep:
@@ -95,11 +96,7 @@ def _plot_losses(run: RunData, path: Path) -> Optional[Path]:
     ax.set_ylabel("loss (mean over logged steps)")
     ax.legend(fontsize=8)
     ax.set_title(run.name)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def write_gan_run_report(run: Union[RunData, PathLike]) -> Path:
@@ -160,15 +157,15 @@ def plot_metric_vs_params(points: Sequence[Dict[str, Any]], metric: str, path: P
     """Plot ``metric`` against parameter count (log x) for points ``{"label", "params", metric, "role", "series"}``:
     one line per series of students, teachers as stars, an optional horizontal reference line (e.g. real
     images' VoL)."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plots import save_figure
 
     pts = [p for p in points if isinstance(p.get(metric), (int, float)) and isinstance(p.get("params"), (int, float))]
     if not pts:
         return None
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.subplots()
     series: Dict[str, List[Dict[str, Any]]] = {}
     for p in pts:
         if p.get("role") != "teacher":
@@ -188,12 +185,7 @@ def plot_metric_vs_params(points: Sequence[Dict[str, Any]], metric: str, path: P
     ax.set_ylabel(ylabel or metric)
     ax.set_title(title or f"{metric} vs parameters", fontsize=10)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def compare_generator_runs(run_dirs: Sequence[PathLike], out_dir: PathLike, title: str = "Generator comparison",
