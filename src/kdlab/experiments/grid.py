@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 import yaml
 from omegaconf import DictConfig, ListConfig, open_dict, read_write
+from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 
 from kdlab.config import to_yaml
@@ -73,7 +74,10 @@ def respelled(cfg: Any, old: str, new: str) -> Any:
 
     def walk(node: Any) -> None:
         for key in list(node.keys()) if isinstance(node, DictConfig) else range(len(node)):
-            value = node[key]
+            try:
+                value = node[key]
+            except OmegaConfBaseException:  # a missing value ('???'): nothing to respell
+                continue
             if isinstance(value, (DictConfig, ListConfig)):
                 walk(value)
             elif isinstance(value, str) and (value.rstrip("/") == old or value.startswith(old + "/")):
@@ -93,9 +97,10 @@ def same_config(saved: str, cfg: Any) -> bool:
     if saved == to_yaml(cfg):
         return True
     try:
-        saved_out = (yaml.safe_load(saved) or {}).get("out_dir")
+        loaded = yaml.safe_load(saved)
     except yaml.YAMLError:
         return False
+    saved_out = loaded.get("out_dir") if isinstance(loaded, dict) else None
     if not isinstance(saved_out, str) or saved_out == cfg.out_dir or not saved_out:
         return False
     if Path(saved_out).resolve() != Path(cfg.out_dir).resolve():
