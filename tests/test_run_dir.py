@@ -19,7 +19,8 @@ import yaml
 
 from kdlab.cli import build_parser, main
 from kdlab.engine import load_checkpoint
-from kdlab.engine.rundir import RunDirError, RunDirWarning, RunLock, _proc_start
+from kdlab.engine.rundir import RunDirError
+from kdlab.engine.runlock import RunDirWarning, RunLock, _proc_start
 from kdlab.experiments import grid
 from kdlab.methods import TeacherTraining
 from kdlab.runner import load_run_config, train

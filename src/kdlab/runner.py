@@ -256,7 +256,7 @@ def train(cfg: Any, resume: bool = False, overwrite: bool = False, callbacks: Se
     passed (run directory, data, method).
 
     Raises:
-        kdlab.engine.rundir.RunDirError: the run name leaves ``out_dir``; another live process holds the
+        kdlab.engine.runlock.RunDirError: the run name leaves ``out_dir``; another live process holds the
             lock (names its pid); an existing run without ``resume``/``overwrite`` (says which to use); a
             config change that ``resume`` may not make (names the key).
         FileNotFoundError: ``resume`` without ``checkpoints/last.ckpt``.
@@ -264,25 +264,25 @@ def train(cfg: Any, resume: bool = False, overwrite: bool = False, callbacks: Se
         kdlab.engine.callbacks.CallbackError: a callback raised (names it; ``last.ckpt`` is kept).
         kdlab.data.DataNotFoundError: the data set is missing offline.
     """
-    from kdlab.engine.rundir import RunDirError, RunLock, check_run_dir, run_directory
+    from kdlab.engine import rundir, runlock
 
     t0 = time.perf_counter()
-    run_dir = run_directory(cfg.out_dir, cfg.name)
+    run_dir = rundir.run_directory(cfg.out_dir, cfg.name)
     config_yaml = to_yaml(cfg)
     fabric = make_fabric(cfg.trainer, run_dir)
-    lock = RunLock(run_dir)
+    lock = runlock.RunLock(run_dir)
     try:
         plan, error = None, None
         if fabric.is_global_zero:  # only rank 0 owns and checks the run directory; the others follow its verdict
             try:
                 lock.acquire()
-                plan = check_run_dir(run_dir, config_yaml, resume=resume, overwrite=overwrite)
+                plan = rundir.check_run_dir(run_dir, config_yaml, resume=resume, overwrite=overwrite)
             except Exception as exc:
                 error = exc
         if fabric.world_size > 1:  # a message, not the exception: every rank stops, rank 0 with the original
             message = fabric.broadcast(None if error is None else str(error), src=0)
             if message is not None and error is None:
-                raise RunDirError(message)
+                raise runlock.RunDirError(message)
         if error is not None:
             raise error
         finished = plan is not None and plan.finished

@@ -39,7 +39,7 @@ class MetricsLog:
         """Drop lines of epochs >= ``epoch`` (a resumed run rewrites them).
 
         A last line that does not parse (a write cut short when the run was killed) is dropped with a
-        :class:`kdlab.engine.rundir.RunDirWarning` naming the file.
+        :class:`kdlab.engine.runlock.RunDirWarning` naming the file.
 
         Raises:
             ValueError: a line before the last is not a JSON object (names the file and line).
@@ -60,7 +60,7 @@ class MetricsLog:
                 if i != last:
                     raise ValueError(f"{str(self.path)!r} line {i + 1} is not a JSON object ({exc}); fix or remove "
                                      f"that line to resume") from None
-                from kdlab.engine.rundir import RunDirWarning
+                from kdlab.engine.runlock import RunDirWarning
 
                 warnings.warn(f"{str(self.path)!r} line {i + 1}: dropping a torn last line (a write cut short): "
                               f"{line[:60]!r}", RunDirWarning, stacklevel=2)
