@@ -191,14 +191,9 @@ def file_sha256(path: PathLike, chunk: int = 1 << 20) -> str:
 
 def classifier_metadata(model: nn.Module, **extra: Any) -> Dict[str, str]:
     """The safetensors metadata that lets :func:`load_classifier` rebuild ``model`` by name."""
-    meta = {
-        "format": SAFETENSORS_FORMAT,
-        "arch": str(model.arch),
-        "arch_kwargs": json.dumps(dict(model.arch_kwargs), sort_keys=True),
-        "num_classes": str(model.num_classes),
-        "in_channels": str(model.in_channels),
-        "image_size": str(model.image_size),
-    }
+    meta = {"format": SAFETENSORS_FORMAT, "arch": str(model.arch),
+            "arch_kwargs": json.dumps(dict(model.arch_kwargs), sort_keys=True)}
+    meta.update({k: str(getattr(model, k)) for k in ("num_classes", "in_channels", "image_size")})
     meta.update({k: str(v) for k, v in extra.items()})
     return meta
 

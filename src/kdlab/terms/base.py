@@ -371,8 +371,7 @@ class Term(nn.Module, metaclass=ABCMeta):
         self.teacher_features = list(dict.fromkeys(b for _, b in pairs if b != OUTPUT))
 
     def record(self) -> Dict[str, Any]:
-        """Entries for the run's ``summary.json`` (e.g. the identity and hash of a feature network the term
-        loaded). Default: none."""
+        """Entries for the run's ``summary.json`` (e.g. a loaded feature network's identity and hash). Default: none."""
         return {}
 
     def set_epoch(self, epoch: int) -> None:
