@@ -3,7 +3,9 @@
 - ``<!-- kdlab:results <experiment> -->``: the experiment's tables from ``results/<experiment>/<scale>/results.json``
   (:func:`kdlab.report.pages.render_page`), or the command that makes them;
 - ``<!-- kdlab:config-reference -->``: the config reference from the config dataclasses
-  (:func:`kdlab.reference.config_reference`).
+  (:func:`kdlab.reference.config_reference`);
+- ``<!-- kdlab:results-overview -->``: one line per experiment and committed scale, with its verdicts
+  (:func:`kdlab.report.overview.render_overview`).
 
 Nothing generated is committed. kdlab is imported from ``src/`` beside this file.
 """
@@ -29,4 +31,17 @@ def on_page_markdown(markdown, page, config, files):
         from kdlab.report.pages import render_page
 
         markdown = render_page(markdown, ROOT / "results")
+    if "kdlab:results-overview" in markdown:
+        markdown = markdown.replace("<!-- kdlab:results-overview -->", results_overview())
     return markdown
+
+
+def results_overview() -> str:
+    """The overview of every registered experiment, each linked to the paper page whose marker names it."""
+    from kdlab.experiments import EXPERIMENTS
+    from kdlab.report.overview import render_overview
+    from kdlab.report.pages import MARKER
+
+    pages = {exp: f"papers/{page.name}" for page in sorted((ROOT / "docs" / "papers").glob("*.md"))
+             for exp in MARKER.findall(page.read_text())}
+    return render_overview(ROOT / "results", EXPERIMENTS.describe(), pages)

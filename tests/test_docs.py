@@ -198,7 +198,8 @@ def test_mkdocs_build_is_strict_and_clean(tmp_path: Path) -> None:
     assert "WARNING" not in out.stderr, out.stderr
     page = (tmp_path / "site" / "reference" / "config" / "index.html").read_text()
     assert "trainer.teacher_cache_memory_mb" in page
-    assert "No committed results yet" in (tmp_path / "site" / "papers" / "kdgan" / "index.html").read_text()
+    overview = (tmp_path / "site" / "results" / "index.html").read_text()
+    assert "Primary claims" in overview and "kdlab:results-overview" not in overview
 
 
 def test_the_compare_reports_spelling_renders_and_checks_too(tmp_path: Path) -> None:
@@ -225,3 +226,63 @@ def test_committed_results_stay_under_20_mb() -> None:
     files = [p for p in (ROOT / "results").rglob("*") if p.is_file()] if (ROOT / "results").is_dir() else []
     total = sum(p.stat().st_size for p in files)
     assert total < 20 * 2 ** 20, f"results/ holds {total / 2 ** 20:.1f} MB in {len(files)} files"
+
+
+def _overview_results(runs, reused=0, wall=None, verdicts=()):
+    """A results.json in the compare report's layout: ``runs`` = [(row, seed, status)], primary comparisons
+    with the given verdicts and one secondary one (which the overview must not count)."""
+    rows = {}
+    for row, seed, status in runs:
+        rows.setdefault(row, []).append({"seed": seed, "status": status, "test_acc_best": 50.0})
+    comps = [{"kind": "primary", "verdict": v, "label": f"claim {i}"} for i, v in enumerate(verdicts)]
+    comps.append({"kind": "secondary", "verdict": "holds", "label": "a secondary one"})
+    return {"rows": [{"label": r, "runs": v} for r, v in rows.items()], "comparisons": comps, "reused": reused,
+            **({} if wall is None else {"wall_time_s": wall})}
+
+
+def test_the_overview_counts_runs_seeds_verdicts_and_wall_time(tmp_path: Path) -> None:
+    from kdlab.report.overview import render_overview
+
+    files = {
+        "exp-a/small": _overview_results([("ce", 0, "ok"), ("ce", 1, "ok"), ("ce", 2, "ok"), ("kd", 0, "ok"),
+                                          ("kd", 1, "failed"), ("kd", 2, "ok")], reused=2, wall=1800.0,
+                                         verdicts=("holds", "undecided", "undecided")),
+        "exp-a/full": _overview_results([("ce", 0, "ok"), ("kd", 0, "ok")], wall=7200.0, verdicts=("does not hold",)),
+        "exp-b/small": _overview_results([("x", s, "ok") for s in range(10)], wall=5400.0,
+                                         verdicts=("does not hold", "holds")),
+    }
+    for key, res in files.items():
+        (tmp_path / key).mkdir(parents=True)
+        (tmp_path / key / "results.json").write_text(json.dumps(res))
+    text = render_overview(tmp_path, {"exp-a": "A", "exp-b": "B", "exp-c": "C"}, {"exp-a": "papers/a.md"})
+    table = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+             if line.startswith("| `")]
+    # experiment, scale, page, runs, failed, seeds, reused, minutes, primary, holds, does not hold, undecided
+    assert table == [
+        ["`exp-a`", "small", "[a](papers/a.md)", "6", "1", "3", "2", "30", "3", "1", "0", "2"],
+        ["`exp-a`", "full", "[a](papers/a.md)", "2", "0", "1", "0", "120", "1", "0", "1", "0"],
+        ["`exp-b`", "small", "—", "10", "0", "10", "0", "90", "2", "1", "1", "0"],
+    ]
+    assert ("**Scale `small`**: 2 of 3 experiments, 16 runs, 2.0 h of wall time in all; primary claims: 2 hold, "
+            "1 do not hold, 2 undecided.") in text
+    assert "**Scale `full`**: 1 of 3 experiments, 2 runs, 2.0 h" in text
+    assert "**Not yet committed**: `exp-c` (`kdlab reproduce exp-c --scale small --out results/`)." in text
+
+
+def test_the_overview_of_the_committed_results_matches_their_files() -> None:
+    """Each committed results.json, counted here with plain json, is one line of the docs' overview."""
+    sys.path.insert(0, str(DOCS))
+    try:
+        import hooks
+    finally:
+        sys.path.remove(str(DOCS))
+    text = hooks.results_overview()
+    for f in sorted((ROOT / "results").glob("*/*/results.json")):
+        res = json.loads(f.read_text())
+        runs = [run for row in res["rows"] for run in row["runs"]]
+        primary = [c["verdict"] for c in res["comparisons"] if c["kind"] == "primary"]
+        cells = [str(len(runs)), str(sum(r["status"] == "failed" for r in runs)), str(len({r["seed"] for r in runs})),
+                 str(res.get("reused", 0)), f"{res['wall_time_s'] / 60:.0f}", str(len(primary)),
+                 *(str(primary.count(v)) for v in ("holds", "does not hold", "undecided"))]
+        line = f"| `{f.parent.parent.name}` | {f.parent.name} |"
+        assert any(ln.startswith(line) and ln.endswith(" | ".join(cells) + " |") for ln in text.splitlines()), (f, cells)
