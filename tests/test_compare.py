@@ -354,3 +354,36 @@ def test_a_worker_logs_each_runs_records_to_its_own_log(monkeypatch, tmp_path):
         assert logger.handlers[0].stream is sys.__stderr__  # after the cells: the process's own stderr again
     finally:
         logger.handlers.clear()
+
+
+def test_an_interrupted_invocation_counts_in_the_wall_time_of_the_one_that_finishes(fake, tmp_path, monkeypatch):
+    """The first invocation sleeps 0.15 s per run and is stopped (Ctrl-C) at its 4th student run; the next one
+    reuses the 3 finished runs and reports the first's recorded time beside its own; a third starts from zero."""
+    import time
+
+    def slow(cfg: Any, **kw: Any) -> Path:
+        time.sleep(0.15)
+        if cfg.name == "cmp-kd-s1":
+            raise KeyboardInterrupt
+        return FakeTrain()(cfg, **kw)
+
+    spec = load_spec(spec_dict(seeds=[0, 1]))
+    monkeypatch.setattr(grid, "train", slow)
+    with pytest.raises(KeyboardInterrupt):
+        run_compare(spec, tmp_path)
+    files = list((tmp_path / ".compare-time" / "cmp").glob("*.json"))
+    assert len(files) == 1
+    recorded = json.loads(files[0].read_text())["elapsed_s"]
+    assert recorded >= 5 * 0.15  # the teacher and 4 student runs slept before the interrupt
+    monkeypatch.setattr(grid, "train", FakeTrain())
+    t0 = time.perf_counter()
+    result = run_compare(spec, tmp_path)
+    took = time.perf_counter() - t0
+    res = json.loads((result.report.parent / "results.json").read_text())
+    assert res["reused"] == 3 and res["earlier_invocations"] == 1
+    assert res["earlier_wall_time_s"] == pytest.approx(recorded) and 0 < res["wall_time_s"] <= took
+    assert f"plus {recorded:.1f} s in 1 earlier interrupted invocation ({res['wall_time_s'] + recorded:.1f} s in all)" \
+        in result.report.read_text()
+    assert not (tmp_path / ".compare-time").exists()
+    res = json.loads((run_compare(spec, tmp_path).report.parent / "results.json").read_text())
+    assert res["earlier_invocations"] == 0 and res["earlier_wall_time_s"] == 0.0

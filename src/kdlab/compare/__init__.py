@@ -31,6 +31,7 @@ from rich.console import Console
 
 from kdlab.callable_module import make_callable
 
+from kdlab.compare.clock import InvocationClock
 from kdlab.compare.execute import Outcome, cuda_devices, run_cells, run_first
 from kdlab.compare.plan import Plan, plan_compare, set_threads, worker_threads
 from kdlab.compare.report import write_compare_report
@@ -95,28 +96,31 @@ def run_compare(spec: CompareSpec, out_dir: Path = Path("runs"), extra: Sequence
         raise ConfigError(f"--jobs = {jobs} sets the local launcher's processes; accepted with --launcher submitit: "
                           f"no --jobs (launcher.max_parallel sets how many jobs run at once)")
     plan = plan_compare(spec, out_dir, extra, report_dir=report_dir)  # checks everything; threads are decided below
-    if settings is not None:
-        return _run_submitted(plan, settings, console, t0)
     gpus = cuda_devices(plan.cells)
     cores = os.cpu_count() or 1
-    if jobs is not None and jobs > max(cores, gpus):
-        from kdlab.config import ConfigError
-
+    if settings is None and jobs is not None and jobs > max(cores, gpus):
         # each job is a process with its own copy of the data: more than the cores (or GPUs) only slows
         raise ConfigError(f"--jobs = {jobs}: accepted: an integer from 1 to {max(cores, gpus)} "
                           f"(this machine has {cores} CPU cores and {gpus} CUDA devices for these runs)")
-    jobs = jobs if jobs is not None else max(1, gpus)
+    with InvocationClock(out_dir, spec.name, t0) as clock:  # an interrupted invocation's time counts in the next
+        if settings is not None:
+            return _run_submitted(plan, settings, console, clock)
+        return _run_local(plan, jobs if jobs is not None else max(1, gpus), gpus, console, clock)
+
+
+def _run_local(plan: Plan, jobs: int, gpus: int, console: Console, clock: InvocationClock) -> CompareResult:
+    """:func:`run_compare` on this machine: ``jobs`` processes, over ``gpus`` CUDA devices when there are any."""
     if jobs > 1 and not gpus:  # each CPU run gets its share of the cores (recorded in its config)
         set_threads(plan, worker_threads(jobs))
     run_first(plan, jobs=jobs, gpus=gpus, console=console, threads=plan.threads)  # every row depends on these
     outcomes = run_cells(plan, jobs=jobs, gpus=gpus, console=console)
     info: Dict[str, Any] = {"jobs": jobs, "gpus": gpus, "threads": plan.threads, "launcher": {"name": "local"},
-                            "wall_time_s": time.perf_counter() - t0}
+                            **clock.finish()}
     report = write_compare_report(plan, outcomes, info)
     return CompareResult(report, outcomes)
 
 
-def _run_submitted(plan: Plan, settings: Any, console: Console, t0: float) -> CompareResult:
+def _run_submitted(plan: Plan, settings: Any, console: Console, clock: InvocationClock) -> CompareResult:
     """:func:`run_compare` with ``--launcher submitit``: the teacher's job, then one job per student run."""
     from dataclasses import asdict
 
@@ -134,7 +138,7 @@ def _run_submitted(plan: Plan, settings: Any, console: Console, t0: float) -> Co
     outcomes = run_cells(plan, console=console, launcher=settings)
     info: Dict[str, Any] = {"jobs": launch.max_parallel(settings, len(plan.cells)), "gpus": settings.gpus_per_run,
                             "threads": plan.threads, "launcher": {"name": "submitit", **asdict(settings)},
-                            "wall_time_s": time.perf_counter() - t0}
+                            **clock.finish()}
     report = write_compare_report(plan, outcomes, info)
     return CompareResult(report, outcomes)
 

@@ -25,6 +25,13 @@ def _fmt(v: Any, digits: int = 2) -> str:
     return f"{v:.{digits}f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else MISSING
 
 
+def _earlier(results: Dict[str, Any]) -> str:
+    """The header's note on earlier, interrupted invocations whose finished runs this one reused."""
+    n, secs = results.get("earlier_invocations") or 0, results.get("earlier_wall_time_s") or 0.0
+    return (f", plus {secs:.1f} s in {n} earlier interrupted invocation{'s' if n > 1 else ''} "
+            f"({(results.get('wall_time_s') or 0.0) + secs:.1f} s in all)") if n else ""
+
+
 def _p(p: Optional[float]) -> str:
     return MISSING if p is None else f"{p:.3g}"
 
@@ -174,7 +181,7 @@ def render_report(results: Dict[str, Any]) -> str:
         f"every row: paired comparisons). Student data: {results['data_text']}.{scale}",
         f"{n_runs} runs in {len(rows)} rows ({n_failed} failed); jobs {results.get('jobs', 1)}, CPU threads per run "
         f"{results.get('threads') or 'default'}; wall time of this comparison {results.get('wall_time_s') or 0:.1f} s "
-        f"({results.get('reused', 0)} runs reused). Environment: `environment.json`.",
+        f"({results.get('reused', 0)} runs reused){_earlier(results)}. Environment: `environment.json`.",
         "",
         *_comparison_lines(results),
     ]

@@ -2,11 +2,12 @@
 ``results/<experiment>/<scale>/results.json`` where a page holds ``<!-- kdlab:results-overview -->``
 (``docs/hooks.py``).
 
-Per line: the paper page that shows the experiment, its runs (and how many failed), seeds, the runs
-reused from an earlier invocation (their training time is not in the wall time), the wall time of the
-``kdlab reproduce`` invocation that wrote the file, and the verdicts of its declared primary claims (on
-the Holm-adjusted p: holds / does not hold / undecided, ``docs/statistics.md``). Then the totals per
-scale, and the experiments with nothing committed yet, each with the command that makes its results.
+Per line: the paper page that shows the experiment, its runs (and how many failed), seeds, the runs reused
+from an earlier invocation, the wall time of the ``kdlab reproduce`` invocation that wrote the file plus
+that of the earlier invocations it continued after an interruption, and the verdicts of its declared
+primary claims (on the Holm-adjusted p: holds / does not hold / undecided, ``docs/statistics.md``). Then
+the totals per scale, and the experiments with nothing committed yet, each with the command that makes its
+results.
 """
 from __future__ import annotations
 
@@ -31,16 +32,18 @@ def experiment_summary(results: Mapping[str, Any]) -> Dict[str, Any]:
     Returns:
         ``{"runs", "failed", "seeds", "reused", "wall_time_s", "primary", "holds", "does not hold",
         "undecided"}``: runs over every row (the teacher and init runs not counted), distinct seeds,
-        runs reused from earlier invocations, the invocation's wall time in seconds (None when the file
-        gives none), and the count of declared primary comparisons per verdict.
+        runs reused from earlier invocations, the wall time in seconds of the invocation that wrote the file
+        plus that of the earlier, interrupted ones it continued (``earlier_wall_time_s``, see
+        :mod:`kdlab.compare.clock`; None when the file gives none), and the count of declared primary
+        comparisons per verdict.
     """
     runs = [run for row in results.get("rows", []) for run in row.get("runs", [])]
     primary = [c for c in results.get("comparisons", []) if c.get("kind") == "primary"]
-    wall = results.get("wall_time_s")
+    wall, earlier = results.get("wall_time_s"), results.get("earlier_wall_time_s") or 0.0
     return {"runs": len(runs), "failed": sum(run.get("status") == "failed" for run in runs),
             "seeds": len({run.get("seed") for run in runs if run.get("seed") is not None}),
             "reused": int(results.get("reused") or 0),
-            "wall_time_s": float(wall) if isinstance(wall, (int, float)) else None,
+            "wall_time_s": float(wall) + float(earlier) if isinstance(wall, (int, float)) else None,
             "primary": len(primary), **{v: sum(c.get("verdict") == v for c in primary) for v in VERDICTS}}
 
 
