@@ -149,9 +149,12 @@ def test_joint_spec_cells_equal_the_former_grid(scale, tmp_path):
     plan = _plan("gan-joint-vs-mse", scale, tmp_path)
     sc = OLD_JOINT[scale]
     paths = _check_inits(plan, OLD_SWEEP[scale])  # the former module trained the sweep's classifier and teacher
-    # the one deliberate change: at the full scale the joint rows get 3x the epochs (equal student updates, the
-    # former module's stated protocol, which its full scale, without a batch limit, did not keep)
-    old = old_joint_cells(sc, joint_epochs=30 if scale == "full" else None)
+    # the deliberate changes, both for equal student updates (the former module's stated protocol, which it did
+    # not keep): at the full scale the joint rows get 3x the epochs (no batch limit); at the small scale every
+    # row runs 9 epochs of 167 student updates (the former 1,500-batch epochs of the joint rows were longer than
+    # the training split, ~938 batches of 64, so they got 939 student updates against the MSE row's 1,500)
+    old = old_joint_cells(sc if scale == "full" else dict(sc, epochs=9, batches=167),
+                          joint_epochs=30 if scale == "full" else None)
     # the rows sit in two columns: the paper's two rows (5 seeds) and the weight grid (small: the former 3 seeds)
     column = {"mse": "paper", "joint-a0.3": "paper", "joint-w0.01": "weights", "joint-w0.1": "weights",
               "joint-w1": "weights"}
@@ -163,9 +166,12 @@ def test_joint_spec_cells_equal_the_former_grid(scale, tmp_path):
         assert cell.cfg.teacher.checkpoint == paths["teacher"] and cell.cfg.eval.extractor == paths["extractor"]
         seeds = sorted(c.seed for c in plan.cells if c.row is cell.row)
         assert seeds == (sc["seeds"] if scale == "small" and column[row] == "weights" else [0, 1, 2, 3, 4]), row
-    if scale == "small":  # equal student updates: the joint rows' student steps once per 3 batches
-        assert all(c.cfg.trainer.limit_train_batches == 500 * (3 if c.cfg.players.get("n_critic", 1) == 3 else 1)
-                   for c in cells.values())
+    if scale == "small":  # equal student updates: the joint rows' student steps once per 3 batches, and no
+        # epoch is longer than the training split (at most 60,000 images, batches of 64) or the limit would not bind
+        updates = {c.cfg.trainer.epochs * c.cfg.trainer.limit_train_batches // c.cfg.players.get("n_critic", 1)
+                   for c in cells.values()}
+        assert updates == {1503}
+        assert all(c.cfg.trainer.limit_train_batches * c.cfg.data.batch_size < 60000 for c in cells.values())
 
 
 def test_gan_specs_declare_their_claims_lower_fid_is_better():
