@@ -98,7 +98,9 @@ def run_compare(spec: CompareSpec, out_dir: Path = Path("runs"), extra: Sequence
     plan = plan_compare(spec, out_dir, extra, report_dir=report_dir)  # checks everything; threads are decided below
     gpus = cuda_devices(plan.cells)
     cores = os.cpu_count() or 1
-    if settings is None and jobs is not None and jobs > max(cores, gpus):
+    if settings is not None:  # refused here, before the clock writes anything (below)
+        launch.check_cells([c.cfg for c in plan.teacher_cells + plan.inits + plan.cells], settings)
+    elif jobs is not None and jobs > max(cores, gpus):
         # each job is a process with its own copy of the data: more than the cores (or GPUs) only slows
         raise ConfigError(f"--jobs = {jobs}: accepted: an integer from 1 to {max(cores, gpus)} "
                           f"(this machine has {cores} CPU cores and {gpus} CUDA devices for these runs)")
@@ -127,8 +129,7 @@ def _run_submitted(plan: Plan, settings: Any, console: Console, clock: Invocatio
     from kdlab.compare import launch
     from kdlab.experiments import grid
 
-    first = plan.teacher_cells + plan.inits  # every row depends on these
-    launch.check_cells([c.cfg for c in first + plan.cells], settings)
+    first = plan.teacher_cells + plan.inits  # every row depends on these (run_compare checked every cell)
     set_threads(plan, settings.cpus_per_run)  # each CPU run gets its job's cores (recorded in its config)
     if first:
         folder = launch.job_folder(settings, plan.out)
