@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Mapping
 
-from kdlab.report.pages import VERDICTS, load_results
+from kdlab.report.pages import VERDICTS, load_results, scale_files
 from kdlab.report.tables import markdown_table
 
 __all__ = ["OVERVIEW_MARKER", "experiment_summary", "render_overview"]
@@ -62,8 +62,7 @@ def render_overview(results_root: Path, experiments: Mapping[str, str], pages: M
     totals: Dict[str, Dict[str, float]] = {}
     missing = []
     for name in sorted(experiments):
-        files = sorted(Path(results_root).glob(f"{name}/*/results.json"), key=lambda f: (f.parent.name != "small",
-                                                                                        f.parent.name))
+        files = scale_files(results_root, name)
         if not files:
             missing.append(name)
         for f in files:

@@ -37,7 +37,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from kdlab.report.tables import MISSING, markdown_table
 
 __all__ = ["VERDICTS", "render_results", "render_page", "check_page_numbers", "check_results", "load_results",
-           "fmt_number", "results_for", "normalise", "MARKER", "NOISE_METRIC", "noise_sigma", "metric_value"]
+           "fmt_number", "results_for", "scale_files", "normalise", "MARKER", "NOISE_METRIC", "noise_sigma", "metric_value"]
 
 VERDICTS = ("holds", "does not hold", "undecided")
 #: the marker a page holds where an experiment's results go
@@ -192,7 +192,8 @@ def load_results(path: Path) -> Dict[str, Any]:
     return data
 
 
-def _scales(root: Path, experiment: str) -> List[Path]:
+def scale_files(root: Path, experiment: str) -> List[Path]:
+    """``<root>/<experiment>/<scale>/results.json`` of every committed scale, ``small`` first, then by name."""
     files = sorted((Path(root) / experiment).glob("*/results.json"))
     return sorted(files, key=lambda f: (f.parent.name != "small", f.parent.name))
 
@@ -208,7 +209,7 @@ def render_page(markdown: str, results_root: Path) -> str:
 
     def block(match: "re.Match[str]") -> str:
         exp = match.group(1)
-        files = _scales(results_root, exp)
+        files = scale_files(results_root, exp)
         if not files:
             return (f"*No committed results yet: run `kdlab reproduce {exp} --scale small --out results/`.*")
         parts = []
@@ -374,7 +375,7 @@ def results_for(root: Path, markdown: str) -> Dict[str, Dict[str, Any]]:
     """
     out: Dict[str, Dict[str, Any]] = {}
     for exp in MARKER.findall(markdown):
-        for f in _scales(root, exp):
+        for f in scale_files(root, exp):
             out[f"{exp}/{f.parent.name}"] = load_results(f)
     return out
 
