@@ -378,34 +378,3 @@ def test_docs_table_lists_every_case() -> None:
              .replace("{out}", "out") for p in CASES + SWEEP_CASES if not any(m.name == "xfail" for m in p.marks)}
     missing = sorted(s for s in shown if f"`{s}`" not in doc)
     assert not missing, f"docs/bad_inputs.md lacks: {missing}"
-
-
-def test_the_loss_section_is_refused_with_each_keys_new_place() -> None:
-    from kdlab.config import ConfigError
-    from kdlab.runner import load_run_config
-
-    def refused(method, loss, **sections):
-        with pytest.raises(ConfigError) as err:
-            load_run_config([{"method": method, **sections, "loss": loss}])
-        msg = str(err.value)
-        assert "section 'loss' is gone" in msg
-        return msg
-
-    # a synthesizer's key (MosaicKD's generator is now a recipe of distill with data.transfer=synth)
-    msg = refused("distill", {"terms": {"kd": {"weight": 1}}, "generator": "mosaic"}, data={"transfer": "synth"})
-    for old, new in (("terms", "objective.student"),
-                     ("generator", "players.generator (a key of the synthesizer: with data.transfer=synth)")):
-        assert f"loss.{old} is now {new}" in msg, msg
-    # an eval key (only methods whose eval section has it), and a game key that became a term's weight
-    msg = refused("gan-compression", {"n_samples": 5, "adv_weight": 0.7})
-    for old, new in (("n_samples", "eval.n_samples"), ("adv_weight", "objective.student.gan.weight")):
-        assert f"loss.{old} is now {new}" in msg, msg
-
-
-def test_an_objective_for_a_player_the_method_lacks_names_its_players() -> None:
-    from kdlab.config import ConfigError
-    from kdlab.runner import load_run_config
-
-    with pytest.raises(ConfigError, match=r"objective.generator: method 'distill' has no player 'generator'.*"
-                                          r"its players: student"):
-        load_run_config([{"method": "distill", "objective": {"generator": {"kd": {}}}}])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -228,3 +227,28 @@ def test_a_synth_run_resumes_bit_exactly(tmp_path, teacher):
         for k, v in sa[player].items():
             assert torch.equal(v, sb[player][k]), (player, k)
     assert (straight / "samples" / "epoch_002.png").is_file()
+
+
+def test_the_loss_section_is_refused_with_each_keys_new_place() -> None:
+    def refused(method, loss, **sections):
+        with pytest.raises(ConfigError) as err:
+            load_run_config([{"method": method, **sections, "loss": loss}])
+        msg = str(err.value)
+        assert "section 'loss' is gone" in msg
+        return msg
+
+    # a synthesizer's key (MosaicKD's generator is now a recipe of distill with data.transfer=synth)
+    msg = refused("distill", {"terms": {"kd": {"weight": 1}}, "generator": "mosaic"}, data={"transfer": "synth"})
+    for old, new in (("terms", "objective.student"),
+                     ("generator", "players.generator (a key of the synthesizer: with data.transfer=synth)")):
+        assert f"loss.{old} is now {new}" in msg, msg
+    # an eval key (only methods whose eval section has it), and a game key that became a term's weight
+    msg = refused("gan-compression", {"n_samples": 5, "adv_weight": 0.7})
+    for old, new in (("n_samples", "eval.n_samples"), ("adv_weight", "objective.student.gan.weight")):
+        assert f"loss.{old} is now {new}" in msg, msg
+
+
+def test_an_objective_for_a_player_the_method_lacks_names_its_players() -> None:
+    with pytest.raises(ConfigError, match=r"objective.generator: method 'distill' has no player 'generator'.*"
+                                          r"its players: student"):
+        load_run_config([{"method": "distill", "objective": {"generator": {"kd": {}}}}])
