@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+CLAIM = {"a": "demo_kd", "b": "demo_ce", "metric": "test_acc_best", "label": "KD beats CE"}
 GOOD = "teacher.checkpoint={f}/good.safetensors"  # an mlp [16] teacher of fashion-mnist (10 classes)
 S = "{f}/sweep"
 
@@ -41,9 +42,16 @@ def make_sweep_files(d: Path) -> None:
         "budgetkey": {"budget": {"epochs": 3}, "methods": ["demo_ce"]},
         "norecipe": {"methods": [{"label": "X"}]},
         "badcallback": {"callbacks": ["nope"], "methods": ["demo_ce"]},
+        # declared comparisons (an experiment's primary claims): a missing row, a metric no row writes, one seed
+        "missingrow": {"methods": ["demo_ce", "demo_kd"], "primary": [CLAIM | {"a": "demo_lm"}]},
+        "nometric": {"methods": ["demo_ce", "demo_kd"], "primary": [CLAIM | {"metric": "fid"}]},
+        "oneseed": {"seeds": [0], "methods": ["demo_ce", "demo_kd"], "primary": [CLAIM]},
     }
     for name, spec in specs.items():
         (s / f"{name}.yaml").write_text(yaml.safe_dump({"name": "x", "teacher": teacher, **spec}))
+    other = s / "results" / "jacobian-table1" / "small"  # another experiment's committed results
+    other.mkdir(parents=True)
+    (other / "results.json").write_text('{"experiment": "jacobian-table1"}')
     (s / "one_class" / "cat").mkdir(parents=True)  # a labelled folder of one class
     (s / "mixed" / "a").mkdir(parents=True)  # grey 28x28 and RGB 32x32 images
     (s / "mixed" / "b").mkdir(parents=True)
@@ -212,6 +220,11 @@ SWEEP_CASES = [
     case("compare", "compare demo --name a/b --out-dir {out}/c", "compare name 'a/b'", "letters, digits"),
     case("compare", "compare demo --teacher {out}/nope --out-dir {out}/c", "nope': no such run directory, weights or YAML file"),
     case("compare", "compare demo trainer.epochs=0 --out-dir {out}/c", "'trainer.epochs' = 0"),
+    case("compare", f"compare {S}/missingrow.yaml --out-dir {{out}}/c", "primary[0].a", "'demo_lm'", "'demo_ce'"),
+    case("compare", f"compare {S}/nometric.yaml --out-dir {{out}}/c", "metric 'fid' is not produced", "test_acc_best"),
+    case("compare", f"compare {S}/oneseed.yaml --out-dir {{out}}/c", "seeds = [0]", "at least 2 seeds"),
+    case("experiments", f"reproduce jacobian-table2 --out {S}/results/jacobian-table1/small --out-dir {{out}}/r",
+         "holds the results of experiment 'jacobian-table1'"),
     # --- reproduce and demo
     case("experiments", "reproduce jacobian-table1 --seeds 1,1", "--seeds '1,1' repeats 1", "distinct integers"),
     case("experiments", "reproduce jacobian-table1 --seeds ,", "'' is not a number"),
