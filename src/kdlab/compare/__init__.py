@@ -116,10 +116,7 @@ def _run_local(plan: Plan, jobs: int, gpus: int, console: Console, clock: Invoca
         set_threads(plan, worker_threads(jobs))
     run_first(plan, jobs=jobs, gpus=gpus, console=console, threads=plan.threads)  # every row depends on these
     outcomes = run_cells(plan, jobs=jobs, gpus=gpus, console=console)
-    info: Dict[str, Any] = {"jobs": jobs, "gpus": gpus, "threads": plan.threads, "launcher": {"name": "local"},
-                            **clock.finish()}
-    report = write_compare_report(plan, outcomes, info)
-    return CompareResult(report, outcomes)
+    return _report(plan, outcomes, clock, jobs, gpus, {"name": "local"})
 
 
 def _run_submitted(plan: Plan, settings: Any, console: Console, clock: InvocationClock) -> CompareResult:
@@ -137,11 +134,15 @@ def _run_submitted(plan: Plan, settings: Any, console: Console, clock: Invocatio
             for cell in first:
                 grid.run_cell(cell.sources, cell.overrides, console, **cell.run_kwargs)
     outcomes = run_cells(plan, console=console, launcher=settings)
-    info: Dict[str, Any] = {"jobs": launch.max_parallel(settings, len(plan.cells)), "gpus": settings.gpus_per_run,
-                            "threads": plan.threads, "launcher": {"name": "submitit", **asdict(settings)},
-                            **clock.finish()}
-    report = write_compare_report(plan, outcomes, info)
-    return CompareResult(report, outcomes)
+    return _report(plan, outcomes, clock, launch.max_parallel(settings, len(plan.cells)), settings.gpus_per_run,
+                   {"name": "submitit", **asdict(settings)})
+
+
+def _report(plan: Plan, outcomes: Dict[str, Outcome], clock: InvocationClock, jobs: int, gpus: int,
+            launcher: Dict[str, Any]) -> CompareResult:
+    """The report of a finished invocation, with how it ran and its wall time (earlier interrupted ones included)."""
+    info = {"jobs": jobs, "gpus": gpus, "threads": plan.threads, "launcher": launcher, **clock.finish()}
+    return CompareResult(write_compare_report(plan, outcomes, info), outcomes)
 
 
 def compare(*runs: Any, spec: Any = None, out: Any = "runs/compare", title: str = "kdlab comparison",
