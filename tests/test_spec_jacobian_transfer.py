@@ -160,3 +160,14 @@ def test_further_teachers_are_checked_before_anything_trains(tmp_path):
     assert [c.cfg.trainer.epochs for c in plan.teacher_cells][1] == 2
     assert [c.cfg.teacher.checkpoint for c in plan.cells[::3]] == [str(tmp_path / "tt-teacher-other"),
                                                                   str(tmp_path / "tt-teacher")]
+
+
+@pytest.mark.parametrize("experiment", ["jacobian-table3", "jacobian-table4", "jacobian-table5"])
+def test_transfer_rows_match_activations_by_the_mean_over_source_logits(experiment, tmp_path):
+    """A wiring check (no training): every row that matches the teacher's outputs uses the squared error
+    averaged over the source logits (``logits.mode: mse``, the ``jacobian_lwf`` recipe). With the sum over
+    classes at weight 10 the students of these tables collapsed (dead pre-final features, target accuracy
+    at chance); the recipe gives the numbers."""
+    plan = plan_compare(load_spec(SPEC_DIR / f"{experiment}.yaml", scale="small", seeds="0,1"), tmp_path)
+    matching = [c for c in plan.cells if c.cfg.objective.student.logits.weight > 0]
+    assert matching and all(c.cfg.objective.student.logits.mode == "mse" for c in matching)

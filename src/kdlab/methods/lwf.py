@@ -6,6 +6,8 @@ feature ``gap``): its own classifier for the *target* labels, scored by the ``ce
 linear *source* head whose outputs every teacher-matching term sees (LwF's activation matching
 ``logits``, and optionally attention maps, output Jacobians on the source head, attention-map
 Jacobians), all on target data only (section 5.1). The exported model is the target classifier.
+The ``jacobian_lwf`` recipe matches the source head by the squared error averaged over its logits
+(``logits.mode: mse``; the recipe says why the sum over classes is not used at weight 10).
 
 ``players.init_from_teacher: true`` copies every teacher weight of matching name and shape into the
 student (the paper's "CE on pre-trained student network (Oracle)" row when the architectures agree).
