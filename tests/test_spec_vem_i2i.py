@@ -4,7 +4,9 @@ built (up to name, label, out_dir and the paths of the teacher, the classifier a
 the configs of its init runs (the output domain's classifier and the teacher). The former module's tables, scales
 and cell builder are transcribed below as data, independent of the specs; the departures (vem-table2's small
 students 3 epochs instead of 4, to fit 5 seeds in 90 minutes; at small scale, OMGD's students with SSIM on [0, 1] and
-Adam lr 1e-3, without which they did not train: vem-table1.yaml) are stated in :data:`DEPARTURES`."""
+Adam lr 1e-3, without which they did not train: vem-table1.yaml; vem-table3's small teacher at lr 1e-3 for 12 epochs
+and its students 250 updates, after a first run whose students beat their teacher: vem-table3.yaml) are stated in
+:data:`DEPARTURES` and :data:`TEACHER_DEPARTURES`."""
 from __future__ import annotations
 
 import json
@@ -60,8 +62,13 @@ EXTRACTOR_TERMS = ("perceptual", "style", "lpips", "cagc")
 #: the specs' departures from the former module, applied after its cell's overrides: (table, scale) -> every row's,
 #: (table, scale, algorithm) -> that algorithm's rows'
 OMGD_SMALL = ["objective.student.ssim.form=unit", "optim.lr=0.001"]
+EVAL_3K = ["data.max_test=3000", "eval.n_samples=3000", "eval.kid_subsets=20"]
 DEPARTURES = {("vem-table2", "small"): ["trainer.epochs=3"], ("vem-table1", "small", "omgd-paired"): OMGD_SMALL,
-              ("vem-table2", "small", "omgd"): OMGD_SMALL}
+              ("vem-table2", "small", "omgd"): OMGD_SMALL,
+              ("vem-table3", "small"): ["trainer.epochs=2", "trainer.limit_train_batches=125",
+                                        "trainer.log_every_n_steps=10", *EVAL_3K]}
+#: (table, scale) -> the teacher init's departures
+TEACHER_DEPARTURES = {("vem-table3", "small"): ["trainer.epochs=12", "optim.lr=0.001", *EVAL_3K]}
 CLF, TEACHER = "/old/classifier", "/old/teacher"
 
 
@@ -83,9 +90,9 @@ def old_classifier(sc, task: str):
     return grid.resolve([grid.recipe(TASKS[task][1])], ["out_dir=/old", *COMMON] + sc["classifier"] + ["seed=0"])
 
 
-def old_teacher(sc, task: str):
+def old_teacher(sc, task: str, table: str = "", scale: str = ""):
     return grid.resolve([grid.recipe(TASKS[task][0])], ["out_dir=/old", *COMMON] + sc["teacher"][task]
-                        + [f"eval.extractor={CLF}", "seed=0"])
+                        + TEACHER_DEPARTURES.get((table, scale), []) + [f"eval.extractor={CLF}", "seed=0"])
 
 
 def old_cells(table: str, scale: str) -> Dict[str, Any]:
@@ -93,7 +100,7 @@ def old_cells(table: str, scale: str) -> Dict[str, Any]:
     sc, out = SCALES[scale], {}
     for algo in TABLES[table]:
         prefix, recipe, task, lam, width = ALGOS[algo]
-        t_cfg = old_teacher(sc, task)
+        t_cfg = old_teacher(sc, task, table, scale)
         kw = {**dict(t_cfg.model.kwargs), "ngf": max(8, int(round(t_cfg.model.kwargs.ngf * width)))}
         kw.pop("dropout", None)
         start = "teacher_disc" if algo == "gcc" else "disc_init"
@@ -133,7 +140,7 @@ def test_vem_table_spec_cells_equal_the_former_grid(table, scale, tmp_path):
     assert set(inits) == {"init clf", "init teacher"}
     clf, teacher = inits["init clf"], inits["init teacher"]
     assert _norm(clf.cfg) == _norm(old_classifier(sc, task))
-    assert _norm(teacher.cfg) == _norm(old_teacher(sc, task))
+    assert _norm(teacher.cfg) == _norm(old_teacher(sc, task, table, scale))
     assert teacher.cfg.eval.extractor == str(clf.run_dir) and clf.seed == teacher.seed == 0
     old = old_cells(table, scale)
     cells = {c.row.slug: c for c in plan.cells if c.seed == 0}
