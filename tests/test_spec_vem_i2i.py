@@ -90,7 +90,7 @@ def old_classifier(sc, task: str):
     return grid.resolve([grid.recipe(TASKS[task][1])], ["out_dir=/old", *COMMON] + sc["classifier"] + ["seed=0"])
 
 
-def old_teacher(sc, task: str, table: str = "", scale: str = ""):
+def old_teacher(sc, task: str, table: str, scale: str):
     return grid.resolve([grid.recipe(TASKS[task][0])], ["out_dir=/old", *COMMON] + sc["teacher"][task]
                         + TEACHER_DEPARTURES.get((table, scale), []) + [f"eval.extractor={CLF}", "seed=0"])
 
