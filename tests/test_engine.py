@@ -50,6 +50,17 @@ def test_resume_gives_the_same_final_weights(make_config, monkeypatch):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def test_last_ckpt_holds_the_run_config_yaml_that_resume_compares(make_config):
+    """The runner hands its serialised config to the Trainer (one to_yaml per run): last.ckpt's "config" must
+    be config.yaml's text and OmegaConf's own resolved YAML of the config (what --resume compares)."""
+    from omegaconf import OmegaConf
+
+    cfg = load_run_config([make_config(name="yaml")])
+    run = train(cfg)
+    saved = load_checkpoint(run / "checkpoints" / "last.ckpt")["config"]
+    assert saved == (run / "config.yaml").read_text() == OmegaConf.to_yaml(cfg, resolve=True)
+
+
 def test_a_resumed_run_counts_the_training_time_of_its_earlier_segment(make_config, monkeypatch):
     """train_time_s / wall_time_s of a resumed run include the time trained before the stop (from last.ckpt):
     the first segment sleeps 1.5 s in its first epoch, the resumed one does not sleep."""

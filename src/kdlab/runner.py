@@ -314,9 +314,9 @@ def train(cfg: Any, resume: bool = False, overwrite: bool = False, callbacks: Se
             plan.commit(config_yaml)
         if fabric.world_size > 1:  # the directory is in place (an old run moved aside) before any rank writes
             fabric.barrier()
-        result = Trainer(cfg, run_dir, fabric).fit(method, train_set, data.val, resume=resume,
-                                                   resume_state=plan.state if plan is not None else None,
-                                                   callbacks=callbacks)
+        result = Trainer(cfg, run_dir, fabric, config_yaml).fit(
+            method, train_set, data.val, resume=resume, resume_state=plan.state if plan is not None else None,
+            callbacks=callbacks)
         if fabric.is_global_zero:
             _finish(cfg, run_dir, data, selection, method, result, fabric, t0)
         return run_dir

@@ -101,10 +101,13 @@ class Trainer:
         cfg: the full run config (uses ``trainer``, ``data``, ``seed``).
         run_dir: ``runs/<name>``; ``checkpoints/``, ``metrics.jsonl`` and ``tb/`` go there.
         fabric: a launched Fabric (:func:`make_fabric`).
+        config_yaml: ``kdlab.config.to_yaml(cfg)`` when the caller has it already (the runner does: its
+            run-directory check reads it), so a run serialises its config once; None computes it in ``fit``.
     """
 
-    def __init__(self, cfg: Any, run_dir: Path, fabric: Any) -> None:
+    def __init__(self, cfg: Any, run_dir: Path, fabric: Any, config_yaml: Optional[str] = None) -> None:
         self.cfg = cfg
+        self.config_yaml = config_yaml
         self.tcfg = cfg.trainer
         self.run_dir = Path(run_dir)
         self.fabric = fabric
@@ -191,7 +194,7 @@ class Trainer:
         from kdlab.config import to_yaml
 
         cfg, tcfg, fabric = self.cfg, self.tcfg, self.fabric
-        config_yaml = to_yaml(cfg)
+        config_yaml = self.config_yaml if self.config_yaml is not None else to_yaml(cfg)
         if self.is_zero:  # only rank 0 writes the run directory
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         method.setup(fabric)
