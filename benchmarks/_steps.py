@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -73,6 +74,12 @@ def bench_parser(doc: str, **sizes: int) -> argparse.ArgumentParser:
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--tmp", default=None, help=argparse.SUPPRESS)
     return ap
+
+
+def paired_ratio(num, den) -> float:
+    """The median over repetitions of ``num[i] / den[i]`` (two lists of per-repetition values): the runs of one
+    repetition are adjacent in time, so machine load that drifts between repetitions cancels in it."""
+    return statistics.median(a / b for a, b in zip(num, den))
 
 
 def interleaved_times(methods, batches, reps: int, device: str):

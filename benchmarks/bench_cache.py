@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from _steps import bench_parser, interleaved_times, ready_method
+from _steps import bench_parser, interleaved_times, paired_ratio, ready_method
 from kdlab.data import build_datasets, make_loader
 from kdlab.engine import load_classifier, save_classifier
 from kdlab.models import build_model
@@ -158,9 +158,7 @@ def bench_build(pair: str, args, tmp: Path) -> None:
           f"interleaved repetitions, {args.device}, {torch.get_num_threads()} threads")
     base = times["plain teacher pass"]
     for k, v in med.items():
-        # the median of per-repetition ratios as well: a repetition's runs are adjacent in time, so machine
-        # load that drifts between repetitions cancels in them
-        paired = statistics.median(a / b for a, b in zip(times[k], base))
+        paired = paired_ratio(times[k], base)
         print(f"  {k:<19} {v:7.3f} s   {v / med['plain teacher pass']:5.2f}x the plain pass   "
               f"(median of paired ratios {paired:.2f}x; runs {', '.join(f'{t:.2f}' for t in times[k])} s)")
     ok = med["one-pass build"] <= 1.1 * med["plain teacher pass"]

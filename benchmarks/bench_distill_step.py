@@ -52,6 +52,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from _steps import paired_ratio
 from kdlab.data import build_datasets, make_loader
 from kdlab.data import transfer_info
 from kdlab.engine import Trainer, load_classifier, make_fabric, save_classifier
@@ -230,7 +231,7 @@ def bench_pair(pair: str, steps: int, reps: int, batch: int, device_name: str) -
                     ("kdlab cached", "plain cached")):
         ratio = med[base] / med[k]
         # each repetition's own ratio (plain and kdlab measured back to back) is less exposed to slow drifts
-        paired = statistics.median(p / t for p, t in zip(times[base], times[k]))
+        paired = paired_ratio(times[base], times[k])
         ratios[k] = ratio
         target = (f"; target >= {TARGET_LOOP[pair]:.2f}" if k == "kdlab loop" else
                   "; target >= 0.90" if k == "kdlab cached" and pair == "demo" else "")
