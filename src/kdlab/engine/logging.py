@@ -84,7 +84,11 @@ class MetricsLog:
 
 
 class ProgressBar:
-    """A rich progress bar over epochs x steps, showing the latest losses and throughput."""
+    """A rich progress bar over epochs x steps, showing the latest losses and throughput.
+
+    Drawn only where the console is a terminal (or a notebook): elsewhere (a log file, CI) rich would write
+    just the bar's last frame, cut to 80 columns, beside the epoch lines that :meth:`print` writes anyway;
+    and rendering it costs a few ms a run."""
 
     def __init__(self, enabled: bool = True, console: Optional[Console] = None) -> None:
         self.enabled = enabled
@@ -94,7 +98,7 @@ class ProgressBar:
         self._pending, self._due = 0, 0.0  # steps not yet shown, when to show them
 
     def __enter__(self) -> "ProgressBar":
-        if self.enabled:
+        if self.enabled and (self.console.is_terminal or self.console.is_jupyter):
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),

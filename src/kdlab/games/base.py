@@ -22,7 +22,7 @@ from kdlab.data.batch import Batch
 from kdlab.data.transfer import TRANSFER_LABELLED, TRANSFER_SYNTH
 from kdlab.engine import build_optimizer, build_scheduler, unwrap
 from kdlab.engine.checkpoint import classifier_metadata
-from kdlab.engine.speed import compile_networks, setup_player, to_channels_last
+from kdlab.engine.speed import compile_networks, fabric_wraps, setup_player, to_channels_last
 from kdlab.metrics import evaluate_accuracy
 from kdlab.models.batch_stats import ranked_layers
 from kdlab.registry import Registry
@@ -86,6 +86,7 @@ class Method(ABC):
         self.spec = spec
         self.transfer = transfer
         self.fabric = None
+        self._plain_backward = False  # set by setup: fabric.backward would only call loss.backward()
         self.players: Dict[str, nn.Module] = {}
         self.optimizers: Dict[str, Optional[torch.optim.Optimizer]] = {}
         self.schedulers: Dict[str, Any] = {}
@@ -203,7 +204,7 @@ class Method(ABC):
 
     def student_terms(self, name: str, s: Outputs, t: Optional[Outputs], batch: Batch) -> Dict[str, torch.Tensor]:
         """The weighted terms of player ``name``'s objective (``{"term": value, ..., "loss": sum}``)."""
-        return unwrap(self.players[name]).objective(s, t, batch)
+        return unwrap(self.players[name]).objective.forward(s, t, batch)  # no hooks on objectives: skip __call__
 
     def update_terms(self, name: str, s: Outputs, t: Optional[Outputs], batch: Batch) -> Dict[str, torch.Tensor]:
         """The own updates of player ``name``'s terms (after the student's step)."""
@@ -216,6 +217,7 @@ class Method(ABC):
         """Move players to Fabric's device (wrapped by Fabric where that changes anything: DDP, mixed
         precision; see :func:`kdlab.engine.speed.setup_player`) and frozen nets to the device."""
         self.fabric = fabric
+        self._plain_backward = not fabric_wraps(fabric)
         tcfg = self.cfg.trainer
         for name in list(self.players):
             if getattr(fabric, "world_size", 1) > 1:  # before DDP wraps them (DDP keeps the module it is given)
@@ -307,20 +309,29 @@ class Method(ABC):
         model = self.eval_model()
         return export_tensors(model, copy), classifier_metadata(model, **metadata)
 
+    def backward(self, loss: torch.Tensor) -> None:
+        """``fabric.backward(loss)``; ``loss.backward()`` itself where Fabric wraps nothing (one process, one
+        device, fp32: :func:`kdlab.engine.speed.fabric_wraps`), where Fabric's backward runs its precision
+        plugin's no-op hooks around that same call (~6 us a step, a few percent of a small model's step)."""
+        if self._plain_backward:
+            loss.backward()
+        else:
+            self.fabric.backward(loss)
+
     def step_optimizer(self, name: str, loss: torch.Tensor) -> None:
-        """zero_grad, ``fabric.backward(loss)``, step for player ``name``."""
+        """zero_grad, :meth:`backward`, step for player ``name``."""
         opt = self.optimizers[name]
         opt.zero_grad(set_to_none=True)
-        self.fabric.backward(loss)
+        self.backward(loss)
         opt.step()
 
     def step_optimizers(self, names: Sequence[str], loss: torch.Tensor) -> None:
-        """One ``fabric.backward(loss)`` and a step of each player in ``names`` (players that one loss
+        """One :meth:`backward` of ``loss`` and a step of each player in ``names`` (players that one loss
         trains together, e.g. CycleGAN's two generators: Adam per player = one Adam over all)."""
         opts = [self.optimizers[n] for n in names]
         for opt in opts:
             opt.zero_grad(set_to_none=True)
-        self.fabric.backward(loss)
+        self.backward(loss)
         for opt in opts:
             opt.step()
 

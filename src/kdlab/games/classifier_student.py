@@ -166,7 +166,8 @@ class ClassifierStudentMethod(Method):
         terms, s, t = self.forward_losses(batch, cached=True)
         self.step_optimizer("student", terms["loss"])
         out = {k: v.detach() for k, v in terms.items()}
-        out.update(self.update_terms("student", s, t, batch))
+        if self.objective.has_updates:
+            out.update(self.update_terms("student", s, t, batch))
         return out
 
     def eval_model(self) -> nn.Module:

@@ -105,7 +105,7 @@ class Codistill(Method):
         # the two losses touch disjoint parameters (targets are detached): one backward serves both
         for name in ("classifier", "peer"):
             self.optimizers[name].zero_grad(set_to_none=True)
-        self.fabric.backward(c_loss + p_loss)
+        self.backward(c_loss + p_loss)
         for name in ("classifier", "peer"):
             self.optimizers[name].step()
         out = {k: v.detach() for k, v in terms.items()}
