@@ -203,7 +203,7 @@ def test_cache_filled_during_epoch_1(make_config, teacher):
     (whose cache is prebuilt before training, in epoch 1's batches) ends with the same student, bit for
     bit, as the run whose cache epoch 1 filled."""
     off1 = train(_cfg(make_config, teacher, "off1", overrides=["trainer.epochs=1"], teacher_cache="off"))
-    lazy1 = train(_cfg(make_config, teacher, "lazy1", overrides=["trainer.epochs=1"]))
+    lazy1 = train(_cfg(make_config, teacher, "lazy1", overrides=["trainer.epochs=1"], teacher_cache="on"))
     a, b = load_file(off1 / "student.safetensors"), load_file(lazy1 / "student.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     s = json.loads((lazy1 / "summary.json").read_text())["teacher_cache"]
@@ -216,12 +216,23 @@ def test_cache_filled_during_epoch_1(make_config, teacher):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_auto_builds_no_cache_for_a_one_epoch_run(make_config, teacher):
+    """No later epoch reads a one-epoch run's table, so ``auto`` fills none (``summary.json`` says why) and the
+    run trains the uncached student, bit for bit; ``on`` still fills it."""
+    off1 = train(_cfg(make_config, teacher, "off-1ep", overrides=["trainer.epochs=1"], teacher_cache="off"))
+    auto1 = train(_cfg(make_config, teacher, "auto-1ep", overrides=["trainer.epochs=1"]))
+    s = json.loads((auto1 / "summary.json").read_text())["teacher_cache"]
+    assert s["location"] is None and "trainer.epochs=1" in s["why_not"]
+    a, b = load_file(off1 / "student.safetensors"), load_file(auto1 / "student.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_filled_table_equals_the_teacher_every_row(make_config, teacher):
     """After epoch 1 the filled table holds every row (the last partial batch's too) to 1e-6 relative."""
     from kdlab.data import transfer_info
     from kdlab.engine import Trainer, make_fabric
 
-    cfg = _cfg(make_config, teacher, "filled", overrides=["trainer.epochs=1"])
+    cfg = _cfg(make_config, teacher, "filled", overrides=["trainer.epochs=1"], teacher_cache="on")
     data = datasets_for(cfg)
     method = METHODS.get("distill")(cfg, data.spec, transfer_info(data.transfer))
     Trainer(cfg, Path(cfg.out_dir) / cfg.name, make_fabric(cfg.trainer)).fit(method, data.transfer)

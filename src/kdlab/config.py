@@ -151,7 +151,7 @@ class TrainerConfig:
     sync_batchnorm: bool = False
     channels_last: bool = False  # 4-D inputs and every player's conv weights in channels-last memory format
     # frozen teacher's outputs on a static transfer set computed once (kdlab.games.teacher_cache):
-    # auto = when safe, on = required (refused with the reason when unsafe), off = every step
+    # auto = when safe and the run has 2+ epochs, on = required (refused with the reason when unsafe), off = every step
     teacher_cache: str = choice("auto", ("auto", "on", "off"))
     teacher_cache_dir: Optional[str] = None  # shared on-disk cache; None: memory, or <run>/teacher_cache when large
     teacher_cache_memory_mb: float = bounded(1024.0, ge=0)  # larger caches are memory-mapped files on disk

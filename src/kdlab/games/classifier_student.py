@@ -75,6 +75,10 @@ class ClassifierStudentMethod(Method):
                                else cache_blockers(cfg, objective, transfer))
         if self.synthesizer is not None:
             self.cache_blockers.insert(0, "data.transfer=synth: the student's images are synthesised anew every step")
+        # nothing would read a one-epoch run's cache: filling it would only cost (the fill epoch is ~3-7% slower
+        # than an uncached one where the teacher is as cheap as the student, benchmarks/bench_distill_step.py)
+        self.cache_pointless = ("trainer.epochs=1: no later epoch would read the teacher's outputs"
+                                if cfg.trainer.teacher_cache == "auto" and int(cfg.trainer.epochs) == 1 else None)
         if cfg.trainer.teacher_cache == "on" and self.cache_blockers:
             raise ConfigError("trainer.teacher_cache=on, but the teacher's outputs are not the same every epoch: "
                               + "; ".join(self.cache_blockers) + "; use trainer.teacher_cache=auto or off")
@@ -96,7 +100,8 @@ class ClassifierStudentMethod(Method):
         """Build the teacher-output cache (``trainer.teacher_cache`` auto/on on a static transfer set)."""
         tc = self.cfg.trainer
         self.teacher_cache = None
-        if tc.teacher_cache == "off" or self.cache_blockers or not self.objective.needs_teacher or not batch_sizes:
+        if tc.teacher_cache == "off" or self.cache_blockers or self.cache_pointless or not self.objective.needs_teacher \
+                or not batch_sizes:
             if tc.teacher_cache == "auto" and self.cache_blockers and self.objective.needs_teacher and tc.progress \
                     and self.fabric.is_global_zero:
                 print("teacher cache off: " + "; ".join(self.cache_blockers))
@@ -176,7 +181,8 @@ class ClassifierStudentMethod(Method):
     def summary_extra(self) -> Dict[str, Any]:
         cache = (self.teacher_cache.describe() if self.teacher_cache is not None else
                  {"location": None, "why_not": "; ".join(self.cache_blockers) or
-                  ("trainer.teacher_cache=off" if self.cfg.trainer.teacher_cache == "off" else "no term uses the teacher")})
+                  ("trainer.teacher_cache=off" if self.cfg.trainer.teacher_cache == "off" else
+                   "no term uses the teacher" if not self.objective.needs_teacher else self.cache_pointless or "no training batches")})
         out = {"teacher": network_identity(self.frozen["teacher"], self.teacher_path), "teacher_cache": cache}
         if self.synthesizer is not None:
             out["synthesizer"] = self.synthesizer.describe()

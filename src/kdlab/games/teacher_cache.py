@@ -179,14 +179,14 @@ class TeacherCache:
         t0 = time.perf_counter()
         t = compute()
         flat = _flatten(t)
-        if not self.tables:
-            self.tables = {self.default_size: {k: v.new_empty((self.info["rows"],) + tuple(v.shape[1:]))
+        if not self.tables:  # zeroed, not empty: the pages are touched once here, not one by one in the steps
+            self.tables = {self.default_size: {k: v.new_zeros((self.info["rows"],) + tuple(v.shape[1:]))
                                                for k, v in flat.items()}}
         table = self.tables[self.default_size]
-        dest = index.to(flat["out"].device)
+        dest = index if index.device == flat["out"].device else index.to(flat["out"].device)
         for name, value in flat.items():
             table[name].index_copy_(0, dest, value)
-        self.filled[index.cpu()] = True
+        self.filled.index_fill_(0, index if index.device.type == "cpu" else index.cpu(), True)
         self.info["build_s"] += time.perf_counter() - t0  # the teacher passes the first epoch paid, with the copies
         return t
 
