@@ -13,7 +13,8 @@ real Fashion-MNIST, from the same in-memory data, for the same number of steps:
   registry's dispatch); compared with ``plain``.
 * ``kdlab loop``: ``Trainer.fit`` for one epoch (method + Fabric + data loader + progress bar +
   metrics.jsonl + NaN checks + the end-of-epoch ``last.ckpt``): everything a user pays for; compared
-  with ``plain + data``.
+  with ``plain + data``. The Trainer is built as ``kdlab train`` builds it, with the config YAML the runner
+  serialised for ``config.yaml`` before training (so a run serialises it once).
 * ``plain cached``: ``plain + data`` reading the teacher's logits from a table computed beforehand (not
   timed), gathered by ``batch.index``.
 * ``kdlab cached e1`` / ``kdlab cached``: one ``Trainer.fit`` of three epochs with the teacher-output cache
@@ -58,6 +59,7 @@ from kdlab.data import transfer_info
 from kdlab.engine import Trainer, load_classifier, make_fabric, save_classifier
 from kdlab.methods import Distill
 from kdlab.models import build_model
+from kdlab.config import to_yaml
 from kdlab.runner import load_run_config
 
 #: pair -> (teacher (name, kwargs), student (name, kwargs), default steps)
@@ -163,11 +165,12 @@ def bench_pair(pair: str, steps: int, reps: int, batch: int, device_name: str) -
     from omegaconf import OmegaConf
 
     cached_cfg = load_run_config([OmegaConf.to_container(cfg)], ["trainer.teacher_cache=on", "trainer.epochs=3"])
+    cfg_yaml, cached_yaml = to_yaml(cfg), to_yaml(cached_cfg)  # as the runner does, before training
     epoch1 = []
 
     def run_cached(rep):
         method = Distill(cached_cfg, data.spec, transfer_info(data.train))
-        trainer = ClockedTrainer(cached_cfg, tmp / f"cached{rep}", make_fabric(cached_cfg.trainer, None))
+        trainer = ClockedTrainer(cached_cfg, tmp / f"cached{rep}", make_fabric(cached_cfg.trainer, None), cached_yaml)
         trainer.ends = []
         t0 = time.perf_counter()
         trainer.fit(method, data.train, None)
@@ -189,7 +192,7 @@ def bench_pair(pair: str, steps: int, reps: int, batch: int, device_name: str) -
 
     def run_loop(rep):
         method = Distill(cfg, data.spec)
-        trainer = Trainer(cfg, tmp / f"run{rep}", make_fabric(cfg.trainer, None))
+        trainer = Trainer(cfg, tmp / f"run{rep}", make_fabric(cfg.trainer, None), cfg_yaml)
         t0 = time.perf_counter()
         trainer.fit(method, data.train, None)
         if torch.cuda.is_initialized():
@@ -200,7 +203,7 @@ def bench_pair(pair: str, steps: int, reps: int, batch: int, device_name: str) -
 
     def run_fixed(rep):
         method = Distill(one_step, data.spec)
-        trainer = Trainer(one_step, tmp / f"one{rep}", make_fabric(one_step.trainer, None))
+        trainer = Trainer(one_step, tmp / f"one{rep}", make_fabric(one_step.trainer, None), to_yaml(one_step))
         t0 = time.perf_counter()
         trainer.fit(method, data.train, None)
         return time.perf_counter() - t0
