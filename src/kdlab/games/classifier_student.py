@@ -75,8 +75,8 @@ class ClassifierStudentMethod(Method):
                                else cache_blockers(cfg, objective, transfer))
         if self.synthesizer is not None:
             self.cache_blockers.insert(0, "data.transfer=synth: the student's images are synthesised anew every step")
-        # nothing would read a one-epoch run's cache: filling it would only cost (the fill epoch is ~3-7% slower
-        # than an uncached one where the teacher is as cheap as the student, benchmarks/bench_distill_step.py)
+        # nothing would read a one-epoch run's cache: filling it would only cost (a fill epoch is ~3% slower than
+        # an uncached one where the teacher is as cheap as the student: bench_distill_step.py --pair tiny)
         self.cache_pointless = ("trainer.epochs=1: no later epoch would read the teacher's outputs"
                                 if cfg.trainer.teacher_cache == "auto" and int(cfg.trainer.epochs) == 1 else None)
         if cfg.trainer.teacher_cache == "on" and self.cache_blockers:
@@ -182,7 +182,8 @@ class ClassifierStudentMethod(Method):
         cache = (self.teacher_cache.describe() if self.teacher_cache is not None else
                  {"location": None, "why_not": "; ".join(self.cache_blockers) or
                   ("trainer.teacher_cache=off" if self.cfg.trainer.teacher_cache == "off" else
-                   "no term uses the teacher" if not self.objective.needs_teacher else self.cache_pointless or "no training batches")})
+                   "no term uses the teacher" if not self.objective.needs_teacher else
+                   self.cache_pointless or "no training batches")})
         out = {"teacher": network_identity(self.frozen["teacher"], self.teacher_path), "teacher_cache": cache}
         if self.synthesizer is not None:
             out["synthesizer"] = self.synthesizer.describe()
