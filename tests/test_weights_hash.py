@@ -74,3 +74,23 @@ def test_resume_from_an_edited_unhashed_checkpoint_names_the_file(tmp_path):
     cfg["trainer"] = {**cfg["trainer"], "epochs": 2}
     with pytest.raises(WeightsError, match="last.ckpt.*does not fit"):
         train(load_run_config([cfg]), resume=True)
+
+
+def test_the_same_weights_give_the_same_file_bytes(tmp_path):
+    """safetensors writes ``__metadata__`` in a random order at each save; kdlab's files hold it sorted, so
+    saving the same weights twice gives the same bytes (and sha256), which safetensors itself reads back."""
+    from safetensors import safe_open
+
+    torch.manual_seed(0)
+    net = build_model("mlp", hidden=[8])
+    paths = [save_classifier(net, tmp_path / f"w{i}.safetensors", data="fashion-mnist", note='é/"\n') for i in range(6)]
+    assert len({p.read_bytes() for p in paths}) == 1
+    raw = paths[0].read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    keys = list(__import__("json").loads(raw[8:8 + n])["__metadata__"])
+    assert keys == sorted(keys) and len(keys) > 5
+    with safe_open(paths[0], "pt") as f:
+        assert f.metadata()["note"] == 'é/"\n' and f.metadata()["data"] == "fashion-mnist"
+        for k, v in net.state_dict().items():
+            assert torch.equal(f.get_tensor(k), v)
+    assert read_safetensors_metadata(paths[0])["note"] == 'é/"\n'

@@ -212,7 +212,20 @@ def save_with_hash(tensors: Dict[str, torch.Tensor], metadata: Dict[str, str]) -
     from safetensors.torch import save
 
     meta = {k: v for k, v in metadata.items() if k != HASH_KEY}
-    return save(tensors, metadata={**meta, HASH_KEY: state_digest({"metadata": meta, "tensors": tensors})})
+    return _sorted_metadata(save(tensors, metadata={**meta, HASH_KEY: state_digest({"metadata": meta, "tensors": tensors})}))
+
+
+def _sorted_metadata(data: bytes) -> bytes:
+    """safetensors ``data`` with its ``__metadata__`` keys in sorted order, the header's length kept: safetensors
+    writes them in a random order at every save (safetensors/safetensors#584), so the same weights gave files,
+    and ``weights_sha256``, that differed between identical runs. The JSON is re-written as serde_json writes it
+    (compact, UTF-8), so its length is unchanged; the spec's trailing spaces pad it otherwise."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+    text = json.dumps({"__metadata__": header.pop("__metadata__"), **header}, separators=(",", ":"), ensure_ascii=False)
+    raw = text.encode()
+    return data if len(raw) > n else data[:8] + raw.ljust(n, b" ") + data[8 + n:]
 
 
 def safetensors_header(path: PathLike, what: str = "weights file") -> Dict[str, Any]:
