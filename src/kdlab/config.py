@@ -141,7 +141,7 @@ class TrainerConfig:
     num_nodes: int = bounded(1, ge=1)
     precision: str = choice("32-true", PRECISIONS)  # Lightning Fabric's names
     log_every_n_steps: int = bounded(50, gt=0)
-    progress: bool = True
+    progress: bool = True  # a rich progress bar where stderr is a terminal; the epoch lines are printed everywhere
     limit_train_batches: Optional[int] = bounded(None, ge=1, optional=True)  # cap steps per epoch (smoke runs)
     tensorboard: bool = True
     threads: Optional[int] = bounded(None, ge=1, optional=True)  # torch.set_num_threads on CPU
