@@ -151,3 +151,30 @@ def test_metric_bad_input(real):
         frechet_distance(imgs[0], imgs[:5], feats)
     with pytest.raises(ValueError, match="mode"):
         ClassifierFeatures(build_model("mlp", hidden=[4]), (0.5,), (0.5,), "softmax")
+
+
+def test_paired_sets_generate_each_generator_once_and_equal_separate_sets(real):
+    """The end-of-run student and teacher sets and the MSE between them come from one pass of each generator, and
+    equal the sets built separately and the MSE written out here, in [-1, 1] units."""
+    from types import SimpleNamespace
+
+    from kdlab.games.gan_eval import paired_sets
+    from kdlab.metrics.generative import generator_batches
+    from kdlab.models.gan import build_generator
+
+    _, feats, logits = real
+    torch.manual_seed(0)
+    student, teacher = build_generator("dcgan", 1, 28, d=4, latent_dim=8), build_generator("dcgan", 1, 28, d=8, latent_dim=8)
+    calls = []
+    for g in (student, teacher):
+        g.register_forward_hook(lambda m, i, o, g=g: calls.append(g))
+    lc = SimpleNamespace(n_samples=130, sample_seed=3)
+    s_set, t_set, mse = paired_sets(student, teacher, lc, 50, feats, logits, "cpu")
+    assert calls.count(student) == 3 and calls.count(teacher) == 3  # ceil(130 / 50) batches each
+    for got, g in ((s_set, student), (t_set, teacher)):
+        want = FeatureSet.from_batches(generator_batches(g, 130, 8, 3, 50), feats, logits)
+        assert torch.equal(got.features, want.features) and torch.equal(got.logits, want.logits)
+        assert torch.equal(got.vol, want.vol)
+    s_img = torch.cat(list(generator_batches(student, 130, 8, 3, 50))) * 2 - 1
+    t_img = torch.cat(list(generator_batches(teacher, 130, 8, 3, 50))) * 2 - 1
+    assert mse == pytest.approx(float(((s_img - t_img) ** 2).mean()), rel=1e-6)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -54,6 +54,21 @@ def set_metrics(real: Optional[FeatureSet], gen: FeatureSet, lc: Any, has_extrac
     return out
 
 
+def paired_sets(student: nn.Module, teacher: nn.Module, lc: Any, batch_size: int, feats: Optional[nn.Module],
+                logits: Optional[nn.Module], device: Any) -> Tuple[FeatureSet, FeatureSet, float]:
+    """``(student set, teacher set, MSE)`` of ``lc.n_samples`` images of each generator on the same fixed latents
+    (``lc.sample_seed``), each generated once: the MSE between the two is in the generators' [-1, 1] units (the
+    training loss's), averaged over pixels and images."""
+    s_parts, t_parts, sq, n = [], [], 0.0, 0
+    for s, t in zip(generator_batches(student, lc.n_samples, student.latent_dim, lc.sample_seed, batch_size, device),
+                    generator_batches(teacher, lc.n_samples, teacher.latent_dim, lc.sample_seed, batch_size, device)):
+        s_parts.append(FeatureSet.from_batches([s], feats, logits, device))
+        t_parts.append(FeatureSet.from_batches([t], feats, logits, device))
+        sq += float(((s - t) ** 2).mean()) * 4.0 * s.shape[0]  # images in [0, 1] here: x4 for [-1, 1] units
+        n += s.shape[0]
+    return FeatureSet.cat(s_parts), FeatureSet.cat(t_parts), sq / n
+
+
 def gan_finalize(method: Any, run_dir: Path, data: Any, result: Any, device: Any,
                  teacher: Optional[nn.Module] = None, teacher_path: Optional[str] = None) -> Dict[str, Any]:
     """End of a GAN run (rank 0): export the selected generator, profile it, and score it.
@@ -78,8 +93,12 @@ def gan_finalize(method: Any, run_dir: Path, data: Any, result: Any, device: Any
         feats, logits = feats.to(device), logits.to(device)
     has = feats is not None
     real = FeatureSet.from_batches(real_image_batches(data.test, bs), feats, logits, device)
-    gen_set = FeatureSet.from_batches(generator_batches(best, lc.n_samples, best.latent_dim, lc.sample_seed, bs, device),
-                                      feats, logits, device)
+    if teacher is not None:
+        teacher = teacher.to(device).eval()
+        gen_set, t_set, mse = paired_sets(best, teacher, lc, bs, feats, logits, device)
+    else:
+        gen_set = FeatureSet.from_batches(generator_batches(best, lc.n_samples, best.latent_dim, lc.sample_seed, bs,
+                                                            device), feats, logits, device)
     generative: Dict[str, Any] = set_metrics(real, gen_set, lc, has)
     generative["real"] = {"n": real.n, "vol": float(real.vol.mean())}
     if has:
@@ -104,19 +123,10 @@ def gan_finalize(method: Any, run_dir: Path, data: Any, result: Any, device: Any
         "selection_key": result.selection_key if result.val_best is not None else None,
     }
     if teacher is not None:
-        teacher = teacher.to(device).eval()
-        t_set = FeatureSet.from_batches(generator_batches(teacher, lc.n_samples, teacher.latent_dim, lc.sample_seed, bs,
-                                                          device), feats, logits, device)
         t_metrics = set_metrics(real, t_set, lc, has)
         if has:
             generative["fidelity_fid"] = fid_from_features(t_set, gen_set)
-        mse, n = 0.0, 0
-        for s, t in zip(generator_batches(best, lc.n_samples, best.latent_dim, lc.sample_seed, bs, device),
-                        generator_batches(teacher, lc.n_samples, teacher.latent_dim, lc.sample_seed, bs, device)):
-            # images in [0, 1] here; x4 gives the MSE in the generators' [-1, 1] units (the training loss's)
-            mse += float(((s - t) ** 2).mean()) * 4.0 * s.shape[0]
-            n += s.shape[0]
-        generative["mse_to_teacher"] = mse / n
+        generative["mse_to_teacher"] = mse
         grid_t = generate_images(teacher, lc.grid_n, teacher.latent_dim, lc.sample_seed, bs, device)
         save_grid(grid_t, samples / "teacher.png")
         rows = []

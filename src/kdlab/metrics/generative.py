@@ -25,7 +25,7 @@ import contextlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional, Tuple
+from typing import Any, Iterable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -224,6 +224,18 @@ class FeatureSet:
             raise ValueError("no images: the image set is empty")
         f = torch.cat(feats) if feats else torch.zeros(sum(v.shape[0] for v in vols), 0, dtype=torch.float64)
         return cls(f, torch.cat(logits) if logits else None, torch.cat(vols))
+
+    @classmethod
+    def cat(cls, parts: Sequence["FeatureSet"]) -> "FeatureSet":
+        """The sets ``parts`` (e.g. built batch by batch) as one, rows in order.
+
+        Raises:
+            ValueError: no parts.
+        """
+        if not parts:
+            raise ValueError("no images: the image set is empty")
+        logits = None if parts[0].logits is None else torch.cat([p.logits for p in parts])
+        return cls(torch.cat([p.features for p in parts]), logits, torch.cat([p.vol for p in parts]))
 
 
 def fid_from_features(real: FeatureSet, fake: FeatureSet) -> float:
