@@ -13,7 +13,7 @@ import pytest
 import kdlab
 from conftest import small_config
 from kdlab.config import ConfigError
-from kdlab.engine.checkpoint import file_sha256
+from kdlab.engine.digest import file_sha256
 
 QUICK = {"trainer": {"epochs": 1, "progress": False, "tensorboard": False, "log_every_n_steps": 1},
          "eval": {"latency": False, "noise_sigmas": [0.0]}, "data": {"batch_size": 32, "eval_batch_size": 64},

@@ -3,13 +3,13 @@ from kdlab.engine.callbacks import Callback, CallbackError, PlayerHandle, Player
 from kdlab.engine.checkpoint import (
     atomic_write,
     atomic_write_text,
-    file_sha256,
     load_checkpoint,
     load_classifier,
     resolve_weights,
     save_checkpoint,
     save_classifier,
 )
+from kdlab.engine.digest import file_sha256
 from kdlab.engine.loading import (
     GeneratorMismatchError,
     TeacherMismatchError,

@@ -10,7 +10,7 @@ Content hash. Every file written here records a SHA-256 of its content, checked 
 * ``.ckpt`` (``last.ckpt``, ``best.ckpt``): the entry ``"sha256"`` of the saved dict;
 * ``.safetensors``: the metadata key ``"sha256"``.
 
-The hash is :func:`state_digest` of what the file holds without the hash itself: a walk of the saved
+The hash is :func:`kdlab.engine.digest.state_digest` of what the file holds without the hash itself: a walk of the saved
 object in sorted key order that feeds each tensor's dtype, shape and raw bytes (CPU, contiguous) and
 each plain value's type and ``repr``; for safetensors, the object is ``{"metadata": <metadata without
 sha256>, "tensors": <the tensors>}``. Hashing the content rather than the file bytes makes the hash
@@ -21,7 +21,6 @@ Every problem with a file is a :class:`WeightsError` naming the file and what is
 from __future__ import annotations
 
 import errno
-import hashlib
 import io
 import json
 import os
@@ -30,12 +29,13 @@ import tempfile
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Mapping, Union
+from typing import Any, Dict, Mapping
 
 import torch
 from torch import nn
 
-PathLike = Union[str, os.PathLike]
+from kdlab.engine.digest import PathLike, state_digest
+
 SAFETENSORS_FORMAT = "kdlab-classifier-1"
 #: the checkpoint entry / safetensors metadata key holding the content hash (see the module docstring)
 HASH_KEY = "sha256"
@@ -47,35 +47,6 @@ class WeightsError(ValueError):
     """A weights or checkpoint file cannot be used: empty, truncated, not a kdlab file, another kind of
     network, a tensor of the wrong shape, non-finite weights or a content hash that does not match.
     The message names the file and what is wrong."""
-
-
-def state_digest(obj: Any) -> str:
-    """Hex SHA-256 of ``obj`` (nested dicts / lists / tuples of tensors and plain values): dict keys in
-    sorted order (by ``repr``: keys may be ``str`` or ``int``), each tensor as dtype, shape and raw bytes,
-    each other value as its type name and ``repr``. Equal for the object before saving and after loading."""
-    h = hashlib.sha256()
-    _feed(h, obj)
-    return h.hexdigest()
-
-
-def _feed(h: Any, obj: Any) -> None:
-    if isinstance(obj, torch.Tensor):
-        t = obj.detach().cpu().contiguous()
-        h.update(f"T{t.dtype}{tuple(t.shape)}:".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy())
-    elif isinstance(obj, Mapping):
-        h.update(b"{%d" % len(obj))
-        for key in sorted(obj, key=repr):
-            h.update(repr(key).encode() + b":")
-            _feed(h, obj[key])
-        h.update(b"}")
-    elif isinstance(obj, (list, tuple)):
-        h.update(b"[%d" % len(obj))
-        for item in obj:
-            _feed(h, item)
-        h.update(b"]")
-    else:
-        h.update(f"{type(obj).__name__}:{obj!r};".encode())
 
 
 def atomic_write(path: PathLike, data: bytes) -> Path:
@@ -178,15 +149,6 @@ def _check_digest(name: str, recorded: Any, actual: str) -> None:
     if recorded != actual:
         raise WeightsError(f"{name} fails its content check (hash mismatch: recorded sha256 {str(recorded)[:16]}..., "
                            f"content gives {actual[:16]}...): the file was edited or damaged after it was written")
-
-
-def file_sha256(path: PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file (identifies teachers and metric extractors in reports)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def classifier_metadata(model: nn.Module, **extra: Any) -> Dict[str, str]:

@@ -9,7 +9,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from kdlab.engine.checkpoint import file_sha256, load_classifier, resolve_weights
+from kdlab.engine.checkpoint import load_classifier, resolve_weights
+from kdlab.engine.digest import file_sha256
 from kdlab.engine.generators import load_generator, resolve_generator
 
 #: what a classifier check may compare: the number of classes, the input channels, the image size

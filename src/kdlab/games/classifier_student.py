@@ -75,10 +75,6 @@ class ClassifierStudentMethod(Method):
                                else cache_blockers(cfg, objective, transfer))
         if self.synthesizer is not None:
             self.cache_blockers.insert(0, "data.transfer=synth: the student's images are synthesised anew every step")
-        # nothing would read a one-epoch run's cache: filling it would only cost (a fill epoch is ~3% slower than
-        # an uncached one where the teacher is as cheap as the student: bench_distill_step.py --pair tiny)
-        self.cache_pointless = ("trainer.epochs=1: no later epoch would read the teacher's outputs"
-                                if cfg.trainer.teacher_cache == "auto" and int(cfg.trainer.epochs) == 1 else None)
         if cfg.trainer.teacher_cache == "on" and self.cache_blockers:
             raise ConfigError("trainer.teacher_cache=on, but the teacher's outputs are not the same every epoch: "
                               + "; ".join(self.cache_blockers) + "; use trainer.teacher_cache=auto or off")
@@ -96,12 +92,27 @@ class ClassifierStudentMethod(Method):
         return self.objective.teacher_outputs(self.frozen["teacher"], x if batch.x_teacher is None else batch.x_teacher,
                                               batch)
 
+    def why_no_cache(self, batch_sizes: Optional[Sequence[int]] = None) -> Optional[str]:
+        """Why this run keeps no teacher-output cache (``summary.json``'s ``teacher_cache.why_not``), or None when
+        it keeps one; ``batch_sizes``: those the training loader yields (None: not known yet)."""
+        tc = self.cfg.trainer
+        if self.cache_blockers:
+            return "; ".join(self.cache_blockers)
+        if tc.teacher_cache == "off":
+            return "trainer.teacher_cache=off"
+        if not self.objective.needs_teacher:
+            return "no term uses the teacher"
+        # nothing would read a one-epoch run's cache: filling it would only cost (a fill epoch is ~3% slower than
+        # an uncached one where the teacher is as cheap as the student: bench_distill_step.py --pair tiny)
+        if tc.teacher_cache == "auto" and int(tc.epochs) == 1:
+            return "trainer.epochs=1: no later epoch would read the teacher's outputs"
+        return "no training batches" if batch_sizes is not None and not batch_sizes else None
+
     def on_fit_start(self, train_set: Any, run_dir: Any, batch_sizes: Sequence[int]) -> None:
         """Build the teacher-output cache (``trainer.teacher_cache`` auto/on on a static transfer set)."""
         tc = self.cfg.trainer
         self.teacher_cache = None
-        if tc.teacher_cache == "off" or self.cache_blockers or self.cache_pointless or not self.objective.needs_teacher \
-                or not batch_sizes:
+        if self.why_no_cache(batch_sizes):
             if tc.teacher_cache == "auto" and self.cache_blockers and self.objective.needs_teacher and tc.progress \
                     and self.fabric.is_global_zero:
                 print("teacher cache off: " + "; ".join(self.cache_blockers))
@@ -180,10 +191,7 @@ class ClassifierStudentMethod(Method):
 
     def summary_extra(self) -> Dict[str, Any]:
         cache = (self.teacher_cache.describe() if self.teacher_cache is not None else
-                 {"location": None, "why_not": "; ".join(self.cache_blockers) or
-                  ("trainer.teacher_cache=off" if self.cfg.trainer.teacher_cache == "off" else
-                   "no term uses the teacher" if not self.objective.needs_teacher else
-                   self.cache_pointless or "no training batches")})
+                 {"location": None, "why_not": self.why_no_cache() or "no training batches"})
         out = {"teacher": network_identity(self.frozen["teacher"], self.teacher_path), "teacher_cache": cache}
         if self.synthesizer is not None:
             out["synthesizer"] = self.synthesizer.describe()

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from kdlab.data.batch import Batch
-from kdlab.engine.checkpoint import file_sha256
+from kdlab.engine.digest import file_sha256
 from kdlab.terms import Outputs
 
 __all__ = ["cache_blockers", "content_sha256", "TeacherCache", "build_teacher_cache"]
@@ -183,10 +183,10 @@ class TeacherCache:
             self.tables = {self.default_size: {k: v.new_zeros((self.info["rows"],) + tuple(v.shape[1:]))
                                                for k, v in flat.items()}}
         table = self.tables[self.default_size]
-        dest = index if index.device == flat["out"].device else index.to(flat["out"].device)
+        dest = index.to(flat["out"].device)
         for name, value in flat.items():
             table[name].index_copy_(0, dest, value)
-        self.filled.index_fill_(0, index if index.device.type == "cpu" else index.cpu(), True)
+        self.filled.index_fill_(0, index.cpu(), True)
         self.info["build_s"] += time.perf_counter() - t0  # the teacher passes the first epoch paid, with the copies
         return t
 

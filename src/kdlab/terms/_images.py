@@ -140,7 +140,8 @@ def load_feature_network(extractor: Optional[str], layers: Sequence[str], ctx: T
             images (names both), unknown layer names (lists the known ones).
         FileNotFoundError / WeightsError: as :func:`kdlab.engine.checkpoint.load_classifier`.
     """
-    from kdlab.engine.checkpoint import file_sha256, load_classifier, read_weights, resolve_weights
+    from kdlab.engine.checkpoint import load_classifier, read_weights, resolve_weights
+    from kdlab.engine.digest import file_sha256
     from kdlab.models.base import UnknownFeatureError, feature_shapes
 
     if not extractor:

@@ -32,8 +32,7 @@ class CrossEntropyTerm(Term):
     def forward(self, s, t, batch):
         # The label range is checked on the first batch only: the check reads two values back to the
         # host, a device sync in every step on a GPU; later batches come from the same source.
-        # (set once: an nn.Module attribute write costs ~2 us)
-        if self._range_checked:
-            return cross_entropy(s.logits_for_labels, batch.y, self.label_smoothing, check_range=False)
-        self._range_checked = True
-        return cross_entropy(s.logits_for_labels, batch.y, self.label_smoothing, check_range=True)
+        check = not self._range_checked
+        if check:  # written once: an nn.Module attribute write costs ~2 us
+            self._range_checked = True
+        return cross_entropy(s.logits_for_labels, batch.y, self.label_smoothing, check_range=check)
